@@ -1,0 +1,38 @@
+/* Shared between the ONNX frontend's files; the only place (with them)
+ * that sees protobuf-c's generated ONNX types. */
+#ifndef KILN_ONNX_INTERNAL_H
+#define KILN_ONNX_INTERNAL_H
+
+#include "ir/ir.h"
+#include "onnx.pb-c.h"
+
+/* One import in progress. */
+typedef struct kn_onnx_import {
+    kn_graph *root;
+    kn_diag *diag;
+    const char *file;      /* model path for messages */
+    const char *base_dir;  /* folder for external data; NULL: refuse it */
+    char *base_real;       /* realpath(base_dir), lazily, from the allocator */
+    kn_import_options opts;
+    kn_status status;      /* first error seen; KN_OK while all is well */
+    uint32_t n_inlined;    /* function calls inlined so far (for unique prefixes) */
+    struct ext_file *ext;  /* external data files mapped so far */
+} kn_onnx_import;
+
+/* Records an error and keeps the first failing status. Always returns s. */
+kn_status kn_onnx_fail(kn_onnx_import *im, kn_status s);
+
+/* TensorProto → kn_tensor (arena-owned; raw_data taken over, external
+ * data mmapped). `what` names the tensor's role for messages, e.g.
+ * "initializer 'W'" or "node 'n' (Constant, opset 13): attribute 'value'". */
+kn_status kn_onnx_tensor(kn_onnx_import *im, Onnx__TensorProto *tp, const char *what, kn_tensor **out);
+/* SparseTensorProto → dense kn_tensor. */
+kn_status kn_onnx_sparse(kn_onnx_import *im, Onnx__SparseTensorProto *sp, const char *what, kn_tensor **out);
+/* TypeProto → kn_type (NULL tp gives an unknown type). */
+kn_status kn_onnx_type(kn_onnx_import *im, const Onnx__TypeProto *tp, const char *what, kn_type *out);
+/* The type a constant tensor gives its value. */
+kn_status kn_onnx_tensor_type(kn_onnx_import *im, const kn_tensor *t, kn_type *out);
+
+void kn_onnx_ext_close(kn_onnx_import *im);
+
+#endif

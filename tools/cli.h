@@ -1,0 +1,16 @@
+/* Shared by the kiln command's subcommands. */
+#ifndef KILN_TOOLS_CLI_H
+#define KILN_TOOLS_CLI_H
+
+#include "kiln/kiln.h"
+
+/* Exit codes of every kiln command. */
+enum { KN_EXIT_OK = 0, KN_EXIT_BAD_INPUT = 1, KN_EXIT_INTERNAL = 2 };
+
+/* Maps a status to an exit code: bad input/usage → 1, bugs and resource
+ * failures → 2. */
+int kn_cli_exit_code(kn_status s);
+
+int kn_cmd_inspect(int argc, char **argv);
+
+#endif

@@ -1,0 +1,331 @@
+/* kiln inspect: what is in a model, as text or JSON. */
+#include "cli.h"
+#include "ir/ir.h"
+#include "ir/stats.h"
+#include "json.h"
+
+#include <inttypes.h>
+#include <stdio.h>
+#include <string.h>
+
+static const char usage[] =
+    "usage: kiln inspect [--graph] [--json] MODEL.onnx\n"
+    "\n"
+    "Shows the model's producer, IR version, opsets, inputs and outputs (dtypes,\n"
+    "shapes with symbolic dims), op-type histogram, parameter count and bytes per\n"
+    "dtype, subgraphs and the ops kiln does not support.\n"
+    "\n"
+    "options:\n"
+    "  --graph   print the graph in kiln's IR text form instead\n"
+    "  --json    print the summary as JSON (stable keys)\n"
+    "  -h, --help\n";
+
+static void human_bytes(uint64_t b, char *buf, size_t n)
+{
+    if (b < 1024)
+        snprintf(buf, n, "%" PRIu64 " B", b);
+    else if (b < 1024 * 1024)
+        snprintf(buf, n, "%.1f KiB", (double)b / 1024);
+    else if (b < 1024ull * 1024 * 1024)
+        snprintf(buf, n, "%.1f MiB", (double)b / (1024 * 1024));
+    else
+        snprintf(buf, n, "%.2f GiB", (double)b / (1024.0 * 1024 * 1024));
+}
+
+static uint64_t total(const uint64_t *a)
+{
+    uint64_t t = 0;
+    for (int i = 0; i < KN_DTYPE_COUNT; i++)
+        t += a[i];
+    return t;
+}
+
+static void text_io(const kn_graph *g, const kn_id *ids, uint32_t n, const char *title)
+{
+    printf("%s (%u):\n", title, n);
+    for (uint32_t i = 0; i < n; i++) {
+        char buf[1024];
+        const kn_value *v = &g->values[ids[i]];
+        kn_type_format(&v->type, buf, sizeof buf);
+        printf("  %-32s %s\n", v->name, buf);
+    }
+}
+
+static void print_text(const kn_graph *g, const kn_graph_stats *st)
+{
+    const kn_model_info *m = g->info;
+    char b1[64];
+    printf("model:       %s\n", m->path);
+    printf("producer:    %s%s%s\n", *m->producer_name ? m->producer_name : "(none)",
+           *m->producer_version ? " " : "", m->producer_version);
+    printf("ir version:  %" PRId64 "\n", m->ir_version);
+    printf("opsets:     ");
+    for (uint32_t i = 0; i < m->n_opsets; i++)
+        printf("%s %s %" PRId64, i ? "," : "", *m->opsets[i].domain ? m->opsets[i].domain : "ai.onnx",
+               m->opsets[i].version);
+    printf("\n");
+    if (m->n_metadata) {
+        printf("metadata:\n");
+        for (uint32_t i = 0; i < m->n_metadata; i++)
+            printf("  %s = %s\n", m->metadata[i].key, m->metadata[i].value);
+    }
+    text_io(g, g->inputs, g->n_inputs, "inputs");
+    text_io(g, g->outputs, g->n_outputs, "outputs");
+    printf("nodes:       %u (main graph %u, %u subgraph%s)\n", st->n_nodes, g->n_nodes, st->n_subgraphs,
+           st->n_subgraphs == 1 ? "" : "s");
+    if (m->n_functions)
+        printf("functions:   %u model-local (inlined)\n", m->n_functions);
+    printf("op types (%u):\n", st->n_ops);
+    for (uint32_t i = 0; i < st->n_ops; i++)
+        printf("  %-28s %u\n", st->ops[i].op_type, st->ops[i].count);
+    uint64_t pc = total(st->param_count), pb = total(st->param_bytes);
+    human_bytes(pb, b1, sizeof b1);
+    printf("parameters:  %" PRIu64 " in %" PRIu64 " constants, %s", pc, st->n_constants, b1);
+    if (st->external_bytes) {
+        human_bytes(st->external_bytes, b1, sizeof b1);
+        printf(" (%s external)", b1);
+    }
+    printf("\n");
+    for (int t = 0; t < KN_DTYPE_COUNT; t++) {
+        if (!st->param_count[t])
+            continue;
+        human_bytes(st->param_bytes[t], b1, sizeof b1);
+        printf("  %-12s %14" PRIu64 "  %s\n", kn_dtype_name((kn_dtype)t), st->param_count[t], b1);
+    }
+    if (!st->n_unsupported) {
+        printf("unsupported: none\n");
+        return;
+    }
+    printf("unsupported: %u op%s in %u node%s\n", st->n_unsupported, st->n_unsupported == 1 ? "" : "s",
+           st->n_unsupported_nodes, st->n_unsupported_nodes == 1 ? "" : "s");
+    for (uint32_t i = 0; i < st->n_unsupported; i++) {
+        const kn_op_count *e = &st->unsupported[i];
+        printf("  %s (%s, opset %" PRId64 ") x%u:", e->op_type, *e->domain ? e->domain : "ai.onnx", e->opset, e->count);
+        for (uint32_t k = 0; k < e->count && k < 8; k++)
+            printf("%s '%s'", k ? "," : "", e->nodes[k]);
+        printf("%s\n", e->count > 8 ? ", ..." : "");
+    }
+}
+
+static void json_type(kn_json *j, const kn_type *t)
+{
+    char buf[1024];
+    kn_json_key(j, "kind");
+    static const char *kinds[] = {"unknown", "tensor", "sparse_tensor", "sequence", "map", "optional"};
+    kn_json_str(j, (unsigned)t->kind < 6 ? kinds[t->kind] : "unknown");
+    if (t->kind == KN_TYPE_TENSOR || t->kind == KN_TYPE_SPARSE_TENSOR) {
+        kn_json_key(j, "dtype");
+        kn_json_str(j, t->dtype ? kn_dtype_name(t->dtype) : NULL);
+        kn_json_key(j, "shape");
+        if (t->shape.rank < 0) {
+            kn_json_null(j);
+        } else {
+            kn_json_arr_begin(j);
+            for (int32_t i = 0; i < t->shape.rank; i++) {
+                const kn_dim *d = &t->shape.dims[i];
+                if (d->value >= 0)
+                    kn_json_int(j, d->value);
+                else if (d->sym)
+                    kn_json_str(j, d->sym);
+                else
+                    kn_json_null(j);
+            }
+            kn_json_arr_end(j);
+        }
+    }
+    kn_json_key(j, "type");
+    kn_type_format(t, buf, sizeof buf);
+    kn_json_str(j, buf);
+}
+
+static void json_io(kn_json *j, const kn_graph *g, const kn_id *ids, uint32_t n)
+{
+    kn_json_arr_begin(j);
+    for (uint32_t i = 0; i < n; i++) {
+        const kn_value *v = &g->values[ids[i]];
+        kn_json_obj_begin(j);
+        kn_json_key(j, "name");
+        kn_json_str(j, v->name);
+        json_type(j, &v->type);
+        kn_json_obj_end(j);
+    }
+    kn_json_arr_end(j);
+}
+
+static void print_json(const kn_graph *g, const kn_graph_stats *st)
+{
+    const kn_model_info *m = g->info;
+    kn_json j;
+    kn_json_init(&j, stdout);
+    kn_json_obj_begin(&j);
+    kn_json_key(&j, "model");
+    kn_json_str(&j, m->path);
+    kn_json_key(&j, "kiln_version");
+    kn_json_str(&j, KN_VERSION_STRING);
+    kn_json_key(&j, "producer");
+    kn_json_obj_begin(&j);
+    kn_json_key(&j, "name");
+    kn_json_str(&j, m->producer_name);
+    kn_json_key(&j, "version");
+    kn_json_str(&j, m->producer_version);
+    kn_json_obj_end(&j);
+    kn_json_key(&j, "ir_version");
+    kn_json_int(&j, m->ir_version);
+    kn_json_key(&j, "model_version");
+    kn_json_int(&j, m->model_version);
+    kn_json_key(&j, "domain");
+    kn_json_str(&j, m->domain);
+    kn_json_key(&j, "opsets");
+    kn_json_arr_begin(&j);
+    for (uint32_t i = 0; i < m->n_opsets; i++) {
+        kn_json_obj_begin(&j);
+        kn_json_key(&j, "domain");
+        kn_json_str(&j, *m->opsets[i].domain ? m->opsets[i].domain : "ai.onnx");
+        kn_json_key(&j, "version");
+        kn_json_int(&j, m->opsets[i].version);
+        kn_json_obj_end(&j);
+    }
+    kn_json_arr_end(&j);
+    kn_json_key(&j, "metadata");
+    kn_json_obj_begin(&j);
+    for (uint32_t i = 0; i < m->n_metadata; i++) {
+        kn_json_key(&j, m->metadata[i].key);
+        kn_json_str(&j, m->metadata[i].value);
+    }
+    kn_json_obj_end(&j);
+    kn_json_key(&j, "inputs");
+    json_io(&j, g, g->inputs, g->n_inputs);
+    kn_json_key(&j, "outputs");
+    json_io(&j, g, g->outputs, g->n_outputs);
+    kn_json_key(&j, "nodes");
+    kn_json_uint(&j, st->n_nodes);
+    kn_json_key(&j, "main_graph_nodes");
+    kn_json_uint(&j, g->n_nodes);
+    kn_json_key(&j, "subgraphs");
+    kn_json_uint(&j, st->n_subgraphs);
+    kn_json_key(&j, "functions_inlined");
+    kn_json_uint(&j, m->n_functions);
+    kn_json_key(&j, "op_types");
+    kn_json_arr_begin(&j);
+    for (uint32_t i = 0; i < st->n_ops; i++) {
+        kn_json_obj_begin(&j);
+        kn_json_key(&j, "op");
+        kn_json_str(&j, st->ops[i].op_type);
+        kn_json_key(&j, "domain");
+        kn_json_str(&j, *st->ops[i].domain ? st->ops[i].domain : "ai.onnx");
+        kn_json_key(&j, "count");
+        kn_json_uint(&j, st->ops[i].count);
+        kn_json_obj_end(&j);
+    }
+    kn_json_arr_end(&j);
+    kn_json_key(&j, "parameters");
+    kn_json_obj_begin(&j);
+    kn_json_key(&j, "count");
+    kn_json_uint(&j, total(st->param_count));
+    kn_json_key(&j, "bytes");
+    kn_json_uint(&j, total(st->param_bytes));
+    kn_json_key(&j, "constants");
+    kn_json_uint(&j, st->n_constants);
+    kn_json_key(&j, "external_bytes");
+    kn_json_uint(&j, st->external_bytes);
+    kn_json_key(&j, "by_dtype");
+    kn_json_obj_begin(&j);
+    for (int t = 0; t < KN_DTYPE_COUNT; t++) {
+        if (!st->param_count[t])
+            continue;
+        kn_json_key(&j, kn_dtype_name((kn_dtype)t));
+        kn_json_obj_begin(&j);
+        kn_json_key(&j, "count");
+        kn_json_uint(&j, st->param_count[t]);
+        kn_json_key(&j, "bytes");
+        kn_json_uint(&j, st->param_bytes[t]);
+        kn_json_obj_end(&j);
+    }
+    kn_json_obj_end(&j);
+    kn_json_obj_end(&j);
+    kn_json_key(&j, "unsupported");
+    kn_json_arr_begin(&j);
+    for (uint32_t i = 0; i < st->n_unsupported; i++) {
+        const kn_op_count *e = &st->unsupported[i];
+        kn_json_obj_begin(&j);
+        kn_json_key(&j, "op");
+        kn_json_str(&j, e->op_type);
+        kn_json_key(&j, "domain");
+        kn_json_str(&j, *e->domain ? e->domain : "ai.onnx");
+        kn_json_key(&j, "opset");
+        kn_json_int(&j, e->opset);
+        kn_json_key(&j, "count");
+        kn_json_uint(&j, e->count);
+        kn_json_key(&j, "nodes");
+        kn_json_arr_begin(&j);
+        for (uint32_t k = 0; k < e->count; k++)
+            kn_json_str(&j, e->nodes[k]);
+        kn_json_arr_end(&j);
+        kn_json_obj_end(&j);
+    }
+    kn_json_arr_end(&j);
+    kn_json_obj_end(&j);
+    kn_json_finish(&j);
+}
+
+int kn_cmd_inspect(int argc, char **argv)
+{
+    const char *path = NULL;
+    bool graph = false, json = false;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        if (strcmp(a, "-h") == 0 || strcmp(a, "--help") == 0) {
+            fputs(usage, stdout);
+            return KN_EXIT_OK;
+        } else if (strcmp(a, "--graph") == 0) {
+            graph = true;
+        } else if (strcmp(a, "--json") == 0) {
+            json = true;
+        } else if (a[0] == '-' && a[1]) {
+            fprintf(stderr, "error: inspect: unknown option '%s'\n\n%s", a, usage);
+            return KN_EXIT_BAD_INPUT;
+        } else if (path) {
+            fprintf(stderr, "error: inspect: more than one model given ('%s', '%s')\n\n%s", path, a, usage);
+            return KN_EXIT_BAD_INPUT;
+        } else {
+            path = a;
+        }
+    }
+    if (!path) {
+        fprintf(stderr, "error: inspect: no model given\n\n%s", usage);
+        return KN_EXIT_BAD_INPUT;
+    }
+    if (graph && json) {
+        fprintf(stderr, "error: inspect: --graph and --json cannot be combined\n");
+        return KN_EXIT_BAD_INPUT;
+    }
+    kn_diag *diag = kn_diag_create(NULL, stderr);
+    if (!diag) {
+        fprintf(stderr, "error: out of memory\n");
+        return KN_EXIT_INTERNAL;
+    }
+    kn_graph *g = NULL;
+    kn_status s = kn_import_onnx_file(path, NULL, NULL, diag, &g);
+    if (s == KN_OK)
+        s = kn_graph_verify(g, diag) == KN_OK ? KN_OK : KN_ERR_INTERNAL;
+    if (s == KN_OK) {
+        if (graph) {
+            s = kn_graph_print(g, stdout);
+        } else {
+            kn_graph_stats st;
+            s = kn_graph_stats_compute(g, &st);
+            if (s == KN_OK) {
+                if (json)
+                    print_json(g, &st);
+                else
+                    print_text(g, &st);
+                kn_graph_stats_free(g, &st);
+            }
+        }
+    }
+    if (s != KN_OK && kn_diag_count(diag, KN_ERROR) == 0)
+        fprintf(stderr, "error: %s: %s\n", path, kn_status_str(s));
+    kn_graph_destroy(g);
+    kn_diag_destroy(diag);
+    return kn_cli_exit_code(s);
+}

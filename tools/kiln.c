@@ -1,0 +1,50 @@
+/* The kiln command: dispatches to its subcommands. */
+#include "cli.h"
+
+#include <stdio.h>
+#include <string.h>
+
+static const char usage[] =
+    "usage: kiln [--help] [--version] <command> [<args>]\n"
+    "\n"
+    "kiln compiles ONNX models into self-contained plans for NVIDIA GPUs.\n"
+    "\n"
+    "commands:\n"
+    "  inspect MODEL.onnx   show a model: producer, opsets, inputs and outputs,\n"
+    "                       op histogram, parameters, unsupported ops\n"
+    "\n"
+    "Run 'kiln <command> --help' for a command's options.\n"
+    "Exit codes: 0 ok, 1 bad input or usage, 2 internal error.\n";
+
+int kn_cli_exit_code(kn_status s)
+{
+    switch (s) {
+    case KN_OK: return KN_EXIT_OK;
+    case KN_ERR_INVALID:
+    case KN_ERR_UNSUPPORTED:
+    case KN_ERR_IO:
+    case KN_ERR_LIMIT: return KN_EXIT_BAD_INPUT;
+    default: return KN_EXIT_INTERNAL;
+    }
+}
+
+int main(int argc, char **argv)
+{
+    if (argc < 2) {
+        fputs(usage, stderr);
+        return KN_EXIT_BAD_INPUT;
+    }
+    const char *cmd = argv[1];
+    if (strcmp(cmd, "--help") == 0 || strcmp(cmd, "-h") == 0 || strcmp(cmd, "help") == 0) {
+        fputs(usage, stdout);
+        return KN_EXIT_OK;
+    }
+    if (strcmp(cmd, "--version") == 0 || strcmp(cmd, "version") == 0) {
+        printf("kiln %s\n", KN_VERSION_STRING);
+        return KN_EXIT_OK;
+    }
+    if (strcmp(cmd, "inspect") == 0)
+        return kn_cmd_inspect(argc - 1, argv + 1);
+    fprintf(stderr, "error: unknown command '%s'\n\n%s", cmd, usage);
+    return KN_EXIT_BAD_INPUT;
+}
