@@ -1114,8 +1114,6 @@ static kn_status import_bytes(const void *data, size_t size, const char *base_di
     }
     onnx__model_proto__free_unpacked(m, &pa);
     if (s != KN_OK) {
-        if (s == KN_ERR_NOMEM && kn_diag_count(diag, KN_ERROR) == 0)
-            kn_diag_add(diag, KN_ERROR, "%s: out of memory", im.file);
         kn_graph_destroy(im.root);
         return s;
     }
@@ -1123,10 +1121,21 @@ static kn_status import_bytes(const void *data, size_t size, const char *base_di
     return KN_OK;
 }
 
+/* Every failure carries at least one message, out-of-memory included. */
+static kn_status import_checked(const void *data, size_t size, const char *base_dir, const char *name,
+                                const kn_import_options *opts, const kn_allocator *a, kn_diag *diag, kn_graph **out)
+{
+    size_t errors = kn_diag_count(diag, KN_ERROR);
+    kn_status s = import_bytes(data, size, base_dir, name, opts, a, diag, out);
+    if (s != KN_OK && kn_diag_count(diag, KN_ERROR) == errors)
+        kn_diag_add(diag, KN_ERROR, "%s: %s", name ? name : "<memory>", kn_status_str(s));
+    return s;
+}
+
 kn_status kn_import_onnx_memory(const void *data, size_t size, const char *base_dir, const char *display_name,
                                 const kn_import_options *opts, const kn_allocator *a, kn_diag *diag, kn_graph **out)
 {
-    return import_bytes(data, size, base_dir, display_name, opts, a, diag, out);
+    return import_checked(data, size, base_dir, display_name, opts, a, diag, out);
 }
 
 kn_status kn_import_onnx_file(const char *path, const kn_import_options *opts, const kn_allocator *a, kn_diag *diag,
@@ -1169,7 +1178,7 @@ kn_status kn_import_onnx_file(const char *path, const kn_import_options *opts, c
     } else {
         memcpy(dir, slash ? path : ".", dl);
         dir[dl] = 0;
-        s = import_bytes(map ? map : "", size, dir, path, opts, a, diag, out);
+        s = import_checked(map ? map : "", size, dir, path, opts, a, diag, out);
         kn_mem_free(a, dir);
     }
     if (map)

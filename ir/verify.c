@@ -10,6 +10,7 @@ typedef struct vctx {
     kn_diag *diag;
     const char *file;
     size_t errors;
+    bool nomem;
 } vctx;
 
 #define VERR(vc, ...) (kn_diag_add((vc)->diag, KN_ERROR, __VA_ARGS__), (vc)->errors++)
@@ -106,6 +107,7 @@ static void verify_graph(vctx *vc, const kn_graph *g, int depth)
         kn_str *names = kn_mem_alloc(g->alloc, (size_t)g->n_values * sizeof *names);
         if (!names) {
             VERR(vc, "%s: out of memory while verifying", vc->file);
+            vc->nomem = true;
         } else {
             for (kn_id i = 0; i < g->n_values; i++)
                 names[i] = g->values[i].name;
@@ -184,7 +186,7 @@ kn_status kn_graph_verify(const kn_graph *g, kn_diag *diag)
 {
     if (!g)
         return KN_ERR_INVALID;
-    vctx vc = {diag, g->root && g->root->info && g->root->info->path ? g->root->info->path : "<graph>", 0};
+    vctx vc = {diag, g->root && g->root->info && g->root->info->path ? g->root->info->path : "<graph>", 0, false};
     verify_graph(&vc, g, 0);
-    return vc.errors ? KN_ERR_INVALID : KN_OK;
+    return vc.nomem ? KN_ERR_NOMEM : vc.errors ? KN_ERR_INVALID : KN_OK;
 }

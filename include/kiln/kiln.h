@@ -142,7 +142,8 @@ kn_status kn_import_onnx_memory(const void *data, size_t size, const char *base_
 void kn_graph_destroy(kn_graph *g);
 
 /* Checks the graph's invariants (see ir/verify.c). Returns KN_OK or
- * KN_ERR_INVALID with every problem reported to `diag`. */
+ * KN_ERR_INVALID with every problem reported to `diag` (KN_ERR_NOMEM if
+ * it ran out of memory while checking). */
 kn_status kn_graph_verify(const kn_graph *g, kn_diag *diag);
 
 /* Writes the graph's stable text form. */

@@ -1,0 +1,77 @@
+#!/usr/bin/env bash
+# The kiln command as a user meets it: help, version, exit codes (0 ok,
+# 1 bad input or usage, 2 internal) and error messages naming the file.
+# usage: cli_test.sh KILN SOURCE_DIR
+set -u
+KILN=$1
+SRC=$2
+SAMPLE=$SRC/samples/hello_deepa/model.onnx
+BAD=$SRC/tests/data/bad
+TMP=$(mktemp -d)
+trap 'rm -rf "$TMP"' EXIT
+pass=0
+fail=0
+
+# expect RC PATTERN CMD...: runs CMD, wants exit code RC and PATTERN
+# (extended regex) somewhere in its stdout+stderr.
+expect() {
+    local rc=$1 pat=$2
+    shift 2
+    local out got
+    out=$("$@" 2>&1)
+    got=$?
+    if [ "$got" -eq "$rc" ] && grep -Eq -- "$pat" <<<"$out"; then
+        pass=$((pass + 1))
+    else
+        fail=$((fail + 1))
+        echo "FAIL: $* -> exit $got (want $rc), output lacks /$pat/:"
+        head -5 <<<"$out" | sed 's/^/    /'
+    fi
+}
+
+expect 0 '^usage: kiln' "$KILN" --help
+expect 0 '^kiln [0-9]+\.[0-9]+\.[0-9]+$' "$KILN" --version
+expect 1 'usage: kiln' "$KILN"
+expect 1 "unknown command 'frobnicate'" "$KILN" frobnicate
+expect 0 '^usage: kiln inspect' "$KILN" inspect --help
+expect 1 'no model given' "$KILN" inspect
+expect 1 "unknown option '--bogus'" "$KILN" inspect --bogus "$SAMPLE"
+expect 1 'more than one model' "$KILN" inspect "$SAMPLE" "$SAMPLE"
+expect 1 "error: $TMP/none.onnx: cannot open" "$KILN" inspect "$TMP/none.onnx"
+expect 1 "error: $TMP: not a regular file" "$KILN" inspect "$TMP"
+
+# a real model: text, JSON, IR
+expect 0 'producer: +pytorch' "$KILN" inspect "$SAMPLE"
+expect 0 'Gemm +3' "$KILN" inspect "$SAMPLE"
+expect 0 'unsupported: none' "$KILN" inspect "$SAMPLE"
+expect 0 '"op": "Gemm"' "$KILN" inspect --json "$SAMPLE"
+expect 0 '"ir_version": [0-9]+' "$KILN" inspect --json "$SAMPLE"
+expect 0 "^graph '" "$KILN" inspect --graph "$SAMPLE"
+expect 1 'cannot be combined' "$KILN" inspect --graph --json "$SAMPLE"
+"$KILN" inspect --graph "$SAMPLE" >"$TMP/a.txt" && "$KILN" inspect --graph "$SAMPLE" >"$TMP/b.txt"
+expect 0 '' cmp "$TMP/a.txt" "$TMP/b.txt"
+
+# symbolic dims are shown by name
+if [ -f "$SRC/../shared/models/silero_vad_legacy/model.onnx" ]; then
+    expect 0 'float32\[batch, sequence\]' "$KILN" inspect "$SRC/../shared/models/silero_vad_legacy/model.onnx"
+    expect 0 '"shape": \[' "$KILN" inspect --json "$SRC/../shared/models/silero_vad_legacy/model.onnx"
+fi
+
+# malformed models: exit 1, a message naming the file and what is wrong
+expect 1 "error: .*attr_kind.onnx: node 'sm0' \(Softmax, opset 13\): attribute 'axis' is string, expected int" "$KILN" inspect "$BAD/attr_kind.onnx"
+expect 1 "node 'cast0' \(Cast, opset 13\): required attribute 'to' is missing" "$KILN" inspect "$BAD/missing_attr.onnx"
+expect 1 'cycle' "$KILN" inspect "$BAD/cycle.onnx"
+expect 1 "input 'nope' is not defined" "$KILN" inspect "$BAD/undefined_input.onnx"
+expect 1 "output 'y' is already defined" "$KILN" inspect "$BAD/twice.onnx"
+expect 1 "initializer 'w': dimension 1 is negative" "$KILN" inspect "$BAD/negative_dim.onnx"
+expect 1 'raw_data has 20 bytes' "$KILN" inspect "$BAD/raw_size.onnx"
+expect 1 "'/etc/passwd' is an absolute path" "$KILN" inspect "$BAD/external_abs.onnx"
+expect 1 "leaves the model's folder" "$KILN" inspect "$BAD/external_dotdot.onnx"
+expect 1 "output 'z' is not produced" "$KILN" inspect "$BAD/no_producer.onnx"
+expect 1 'not a valid ONNX model' "$KILN" inspect "$BAD/random.onnx"
+expect 1 'not a valid ONNX model' "$KILN" inspect "$BAD/tensor_not_model.onnx"
+expect 1 'not a valid ONNX model' "$KILN" inspect "$BAD/truncated.onnx"
+expect 1 'the file is empty' "$KILN" inspect "$BAD/empty.onnx"
+
+echo "$pass passed, $fail failed"
+[ "$fail" -eq 0 ]
