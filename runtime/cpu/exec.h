@@ -1,0 +1,14 @@
+/* The CPU reference executor (see exec.c). */
+#ifndef KILN_CPU_EXEC_H
+#define KILN_CPU_EXEC_H
+
+#include "runtime/cpu/kernel.h"
+
+/* Runs graph g on the CPU. inputs[i] binds g->inputs[i] (borrowed);
+ * outputs[i] receive new tensors (free with kn_rt_tensor_free(a, ...)).
+ * Errors name the node and op; KN_ERR_UNSUPPORTED when an op has no
+ * kernel, KN_ERR_INVALID for bad inputs, KN_ERR_NOMEM. */
+kn_status kn_cpu_run(const kn_graph *g, const kn_allocator *a, kn_diag *diag, const kn_rt_tensor *const *inputs,
+                     uint32_t n_in, kn_rt_tensor **outputs, uint32_t n_out);
+
+#endif

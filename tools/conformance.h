@@ -1,0 +1,22 @@
+/* The conformance runner's driver (conformance.c), shared by the
+ * kiln-conformance program. */
+#ifndef KILN_TOOLS_CONFORMANCE_H
+#define KILN_TOOLS_CONFORMANCE_H
+
+#include "ir/ir.h"
+
+typedef struct kn_conformance_opts {
+    double rtol, atol; /* defaults: ONNX backend-test's 1e-3, 1e-7 */
+    /* Turns the imported graph into what runs (compile → plan → load);
+     * may replace *g. NULL: run the imported graph as is. */
+    kn_status (*prepare)(void *ctx, kn_graph **g, kn_diag *d);
+    void *prepare_ctx;
+} kn_conformance_opts;
+
+/* Why a case is skipped (training op, sequence/map/optional type, string
+ * op, random generator), or NULL when it must run. */
+const char *kn_conformance_skip_reason(const kn_graph *g);
+
+int kn_conformance_main(int argc, char **argv, const kn_conformance_opts *o);
+
+#endif
