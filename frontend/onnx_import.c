@@ -292,12 +292,16 @@ static kn_status attr_convert(node_ctx *nc, Onnx__AttributeProto *a, kn_attr *ou
     case ONNX__ATTRIBUTE_PROTO__ATTRIBUTE_TYPE__FLOAT: out->u.f = a->f; break;
     case ONNX__ATTRIBUTE_PROTO__ATTRIBUTE_TYPE__INT: out->u.i = a->i; break;
     case ONNX__ATTRIBUTE_PROTO__ATTRIBUTE_TYPE__STRING:
-        out->u.s.len = a->s.len;
-        out->u.s.data = kn_arena_dup(r->arena, a->s.len ? a->s.data : (const uint8_t *)"", a->s.len + 1);
-        if (!out->u.s.data)
+    {
+        uint8_t *p = kn_arena_alloc(r->arena, a->s.len + 1); /* zeroed: ends with NUL */
+        if (!p)
             return OOM(im);
-        ((uint8_t *)out->u.s.data)[a->s.len] = 0;
+        if (a->s.len)
+            memcpy(p, a->s.data, a->s.len);
+        out->u.s.len = a->s.len;
+        out->u.s.data = p;
         break;
+    }
     case ONNX__ATTRIBUTE_PROTO__ATTRIBUTE_TYPE__TENSOR:
         if (!a->t)
             return ERR(im, KN_ERR_INVALID, "%s: %s: tensor attribute without a tensor", im->file, what);
@@ -443,6 +447,10 @@ static kn_status define_output(node_ctx *nc, const char *oname, kn_value *v, kn_
     kn_onnx_import *im = nc->c->im;
     kn_str name;
     KN_TRY(translate(nc->c, nc->fc, oname, &name));
+    if (!*name) { /* a function output the call site left out */
+        *id = KN_NONE;
+        return KN_OK;
+    }
     if (scope_get(nc->sc, name) != KN_NONE)
         return ERR(im, KN_ERR_INVALID, NODE_FMT "output '%s' is already defined in this graph (values must be assigned once)",
                    im->file, nc->name, nc->op_type, nc->opset, name);
@@ -560,6 +568,8 @@ static kn_status import_node(imp_ctx *c, scope *sc, Onnx__NodeProto *np, fnctx *
             continue;
         kn_str name;
         KN_TRY(translate(c, fc, in, &name));
+        if (!*name)
+            continue; /* a function input the call site left out */
         if (scope_lookup(sc, name, &n.inputs[i]) != KN_OK)
             return OOM(im);
         if (n.inputs[i] == KN_NONE)

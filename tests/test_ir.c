@@ -36,7 +36,8 @@ static kn_id add_input(kn_graph *g, const char *name)
     kn_id id;
     assert_int_equal(kn_graph_add_value(g, &v, &id), KN_OK);
     kn_id *ins = kn_graph_alloc(g, (g->n_inputs + 1) * sizeof *ins);
-    memcpy(ins, g->inputs, g->n_inputs * sizeof *ins);
+    if (g->n_inputs)
+        memcpy(ins, g->inputs, g->n_inputs * sizeof *ins);
     ins[g->n_inputs++] = id;
     g->inputs = ins;
     return id;

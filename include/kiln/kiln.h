@@ -127,7 +127,9 @@ typedef struct kn_import_options {
  * relative to the model's folder and mmapped. On success *out owns
  * everything (free with kn_graph_destroy). On failure *out is NULL, every
  * reason is in `diag`, and the status is KN_ERR_INVALID (malformed model),
- * KN_ERR_IO (file could not be read), KN_ERR_NOMEM, or KN_ERR_LIMIT.
+ * KN_ERR_UNSUPPORTED (well-formed but not handled: segmented tensors,
+ * sparse string or 4-bit tensors), KN_ERR_IO (file could not be read),
+ * KN_ERR_NOMEM, or KN_ERR_LIMIT.
  * `opts` and `a` may be NULL. */
 kn_status kn_import_onnx_file(const char *path, const kn_import_options *opts,
                               const kn_allocator *a, kn_diag *diag, kn_graph **out);
