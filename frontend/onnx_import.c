@@ -616,6 +616,86 @@ static kn_status import_node(imp_ctx *c, scope *sc, Onnx__NodeProto *np, fnctx *
     return KN_OK;
 }
 
+/* ---- protobuf wire-format checks ---- */
+
+/* protobuf-c's decoder recurses once per nested message with no depth
+ * limit, so a few KiB of nested messages overflow the stack. The bytes are
+ * walked first with the message descriptors and refused when nested deeper
+ * than this; malformed bytes are left for the decoder to reject. */
+#define KN_PB_MAX_DEPTH 512
+
+static bool pb_varint(const uint8_t **p, const uint8_t *end, uint64_t *v)
+{
+    uint64_t r = 0;
+    for (unsigned shift = 0; shift < 64 && *p < end; shift += 7) {
+        uint8_t b = *(*p)++;
+        r |= (uint64_t)(b & 0x7f) << shift;
+        if (!(b & 0x80)) {
+            *v = r;
+            return true;
+        }
+    }
+    return false;
+}
+
+static bool pb_depth_ok(const ProtobufCMessageDescriptor *desc, const uint8_t *p, const uint8_t *end, int depth)
+{
+    if (depth > KN_PB_MAX_DEPTH)
+        return false;
+    while (p < end) {
+        uint64_t key, v;
+        if (!pb_varint(&p, end, &key))
+            return true;
+        switch (key & 7) {
+        case PROTOBUF_C_WIRE_TYPE_VARINT:
+            if (!pb_varint(&p, end, &v))
+                return true;
+            break;
+        case PROTOBUF_C_WIRE_TYPE_64BIT:
+            if (end - p < 8)
+                return true;
+            p += 8;
+            break;
+        case PROTOBUF_C_WIRE_TYPE_32BIT:
+            if (end - p < 4)
+                return true;
+            p += 4;
+            break;
+        case PROTOBUF_C_WIRE_TYPE_LENGTH_PREFIXED: {
+            if (!pb_varint(&p, end, &v) || v > (uint64_t)(end - p))
+                return true;
+            const ProtobufCFieldDescriptor *fd =
+                (key >> 3) <= UINT32_MAX ? protobuf_c_message_descriptor_get_field(desc, (unsigned)(key >> 3)) : NULL;
+            if (fd && fd->type == PROTOBUF_C_TYPE_MESSAGE && !pb_depth_ok(fd->descriptor, p, p + v, depth + 1))
+                return false;
+            p += v;
+            break;
+        }
+        default:
+            return true;
+        }
+    }
+    return true;
+}
+
+/* The bytes of a length-prefixed unknown field: protobuf-c keeps the
+ * field's varint length prefix at the start of its data. */
+static bool unknown_payload(const ProtobufCMessageUnknownField *uf, const uint8_t **data, size_t *len)
+{
+    uint64_t n = 0;
+    for (size_t i = 0; i < uf->len && i < 10; i++) {
+        n |= (uint64_t)(uf->data[i] & 0x7f) << (7 * i);
+        if (!(uf->data[i] & 0x80)) {
+            if (n != uf->len - i - 1)
+                return false;
+            *data = uf->data + i + 1;
+            *len = (size_t)n;
+            return true;
+        }
+    }
+    return false;
+}
+
 static kn_status inline_call(imp_ctx *c, scope *sc, Onnx__NodeProto *np, Onnx__FunctionProto *fn, fnctx *fc, int depth)
 {
     kn_onnx_import *im = c->im;
@@ -688,14 +768,21 @@ static kn_status inline_call(imp_ctx *c, scope *sc, Onnx__NodeProto *np, Onnx__F
             goto out;
         }
         f.defaults = nd;
-        Onnx__AttributeProto *ap = onnx__attribute_proto__unpack(c->pa, uf->len, uf->data);
+        const uint8_t *payload;
+        size_t plen;
+        Onnx__AttributeProto *ap = NULL;
+        if (unknown_payload(uf, &payload, &plen) &&
+            pb_depth_ok(&onnx__attribute_proto__descriptor, payload, payload + plen, 0))
+            ap = onnx__attribute_proto__unpack(c->pa, plen, payload);
         if (!ap) {
             s = ERR(im, KN_ERR_INVALID, "%s: function %s: malformed attribute default", im->file, f.name);
             goto out;
         }
         f.defaults[f.n_defaults++] = ap;
     }
+    im->in_function++;
     s = import_nodes(c, sc, fn->node, fn->n_node, &f, depth);
+    im->in_function--;
 out:
     for (size_t i = 0; i < f.n_defaults; i++)
         onnx__attribute_proto__free_unpacked(f.defaults[i], c->pa);
@@ -1101,6 +1188,8 @@ static kn_status import_bytes(const void *data, size_t size, const char *base_di
     if (size > KN_MODEL_MAX_BYTES)
         return ERR(&im, KN_ERR_LIMIT, "%s: %zu bytes is over protobuf's 2 GiB limit; store the weights as external data",
                    im.file, size);
+    if (!pb_depth_ok(&onnx__model_proto__descriptor, data, (const uint8_t *)data + size, 0))
+        return ERR(&im, KN_ERR_LIMIT, "%s: protobuf messages nested deeper than %d levels", im.file, KN_PB_MAX_DEPTH);
     pb_alloc pbs = {a, false};
     ProtobufCAllocator pa = {pb_alloc_fn, pb_free_fn, &pbs};
     Onnx__ModelProto *m = onnx__model_proto__unpack(&pa, size, data);

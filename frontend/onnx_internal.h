@@ -16,6 +16,8 @@ typedef struct kn_onnx_import {
     kn_import_options opts;
     kn_status status;      /* first error seen; KN_OK while all is well */
     uint32_t n_inlined;    /* function calls inlined so far (for unique prefixes) */
+    uint32_t in_function;  /* > 0 while a function body is imported: its TensorProtos
+                            * are read once per call, so raw_data is copied, not taken */
     struct ext_file *ext;  /* external data files mapped so far */
 } kn_onnx_import;
 

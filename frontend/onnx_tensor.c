@@ -189,9 +189,11 @@ static kn_status tensor_external(kn_onnx_import *im, Onnx__TensorProto *tp, kn_t
         return ERR(im, KN_ERR_INVALID, "%s: %s: string tensors cannot have external data", im->file, what);
     uint64_t off = 0, len = 0;
     if (off_s && !parse_u64(off_s, &off))
-        return ERR(im, KN_ERR_INVALID, "%s: %s: external data offset '%s' is not a non-negative integer", im->file, what, off_s);
+        return ERR(im, KN_ERR_INVALID, "%s: %s: external data offset '%s' in '%s' is not a non-negative integer",
+                   im->file, what, off_s, location);
     if (len_s && !parse_u64(len_s, &len))
-        return ERR(im, KN_ERR_INVALID, "%s: %s: external data length '%s' is not a non-negative integer", im->file, what, len_s);
+        return ERR(im, KN_ERR_INVALID, "%s: %s: external data length '%s' in '%s' is not a non-negative integer",
+                   im->file, what, len_s, location);
     struct ext_file *f;
     KN_TRY(ext_open(im, location, what, &f));
     if (off > f->size)
@@ -203,8 +205,8 @@ static kn_status tensor_external(kn_onnx_import *im, Onnx__TensorProto *tp, kn_t
         return ERR(im, KN_ERR_INVALID, "%s: %s: external data range [%llu, +%llu) exceeds '%s' (%zu bytes)",
                    im->file, what, (unsigned long long)off, (unsigned long long)len, location, f->size);
     if (len != t->nbytes)
-        return ERR(im, KN_ERR_INVALID, "%s: %s: external data length %llu does not match %s%s with %lld elements (%zu bytes)",
-                   im->file, what, (unsigned long long)len, "", kn_dtype_name(t->dtype), (long long)t->n_elems, t->nbytes);
+        return ERR(im, KN_ERR_INVALID, "%s: %s: external data length %llu in '%s' does not match %s with %lld elements (%zu bytes)",
+                   im->file, what, (unsigned long long)len, location, kn_dtype_name(t->dtype), (long long)t->n_elems, t->nbytes);
     t->data = f->data ? f->data + off : NULL;
     t->is_external = true;
     return KN_OK;
@@ -258,6 +260,9 @@ static kn_status tensor_typed(kn_onnx_import *im, Onnx__TensorProto *tp, kn_tens
     uint8_t *d = kn_graph_alloc(im->root, t->nbytes);
     if (!d)
         return kn_onnx_fail(im, KN_ERR_NOMEM);
+    t->data = d;
+    if (!t->nbytes)
+        return KN_OK; /* empty: the fields may be NULL, which memcpy must not see */
     switch (t->dtype) {
     case KN_F32: case KN_C64: memcpy(d, tp->float_data, t->nbytes); break;
     case KN_F64: case KN_C128: memcpy(d, tp->double_data, t->nbytes); break;
@@ -338,7 +343,11 @@ kn_status kn_onnx_tensor(kn_onnx_import *im, Onnx__TensorProto *tp, const char *
         if (tp->raw_data.len != t->nbytes)
             return ERR(im, KN_ERR_INVALID, "%s: %s: raw_data has %zu bytes, but %lld %s elements need %zu",
                        im->file, what, tp->raw_data.len, (long long)t->n_elems, kn_dtype_name(t->dtype), t->nbytes);
-        if (t->nbytes) {
+        if (t->nbytes && im->in_function) {
+            t->data = kn_arena_dup(im->root->arena, tp->raw_data.data, t->nbytes);
+            if (!t->data)
+                return kn_onnx_fail(im, KN_ERR_NOMEM);
+        } else if (t->nbytes) {
             /* take over the decoder's copy instead of copying again */
             KN_TRY(kn_graph_adopt(im->root, tp->raw_data.data) == KN_OK ? KN_OK : kn_onnx_fail(im, KN_ERR_NOMEM));
             t->data = tp->raw_data.data;

@@ -6,6 +6,7 @@
 
 typedef struct sctx {
     kn_graph_stats *st;
+    kn_op_pred runs;
     const kn_allocator *a;
     uint32_t cap_ops, cap_uns;
     kn_status status;
@@ -58,7 +59,7 @@ static void visit(const kn_graph *g, int depth, void *ctx)
             return;
         }
         e->count++;
-        if (n->op != KN_OP_UNSUPPORTED)
+        if (n->op != KN_OP_UNSUPPORTED && (!c->runs || c->runs(n->op)))
             continue;
         e = find_or_add(c, &st->unsupported, &st->n_unsupported, &c->cap_uns, n->op_type, n->domain, n->opset);
         if (!e) {
@@ -95,10 +96,10 @@ static int by_name(const void *pa, const void *pb)
     return c ? c : (a->opset > b->opset) - (a->opset < b->opset);
 }
 
-kn_status kn_graph_stats_compute(const kn_graph *g, kn_graph_stats *st)
+kn_status kn_graph_stats_compute(const kn_graph *g, kn_op_pred runs, kn_graph_stats *st)
 {
     memset(st, 0, sizeof *st);
-    sctx c = {st, g->alloc, 0, 0, KN_OK};
+    sctx c = {st, runs, g->alloc, 0, 0, KN_OK};
     kn_graph_walk(g, visit, &c);
     if (c.status != KN_OK) {
         kn_graph_stats_free(g, st);
@@ -120,17 +121,17 @@ void kn_graph_stats_free(const kn_graph *g, kn_graph_stats *st)
     memset(st, 0, sizeof *st);
 }
 
-kn_status kn_graph_report_unsupported(const kn_graph *g, kn_diag *diag)
+kn_status kn_graph_report_unsupported(const kn_graph *g, kn_op_pred runs, const char *target, kn_diag *diag)
 {
     kn_graph_stats st;
-    KN_TRY(kn_graph_stats_compute(g, &st));
+    KN_TRY(kn_graph_stats_compute(g, runs, &st));
     if (!st.n_unsupported) {
         kn_graph_stats_free(g, &st);
         return KN_OK;
     }
     const char *file = g->root->info && g->root->info->path ? g->root->info->path : "<graph>";
     /* one message: a header line and one line per op */
-    size_t cap = 256;
+    size_t cap = 256 + (target ? strlen(target) : 0);
     for (uint32_t i = 0; i < st.n_unsupported; i++) {
         cap += 128 + strlen(st.unsupported[i].op_type) + strlen(st.unsupported[i].domain);
         for (uint32_t k = 0; k < st.unsupported[i].count && k < 8; k++)
@@ -142,9 +143,10 @@ kn_status kn_graph_report_unsupported(const kn_graph *g, kn_diag *diag)
         return KN_ERR_NOMEM;
     }
     size_t pos = 0;
-    pos += (size_t)snprintf(buf + pos, cap - pos, "%s: %u node%s use%s %u op%s kiln does not support:", file,
+    pos += (size_t)snprintf(buf + pos, cap - pos, "%s: %u node%s use%s %u op%s kiln does not support%s%s:", file,
                             st.n_unsupported_nodes, st.n_unsupported_nodes == 1 ? "" : "s",
-                            st.n_unsupported_nodes == 1 ? "s" : "", st.n_unsupported, st.n_unsupported == 1 ? "" : "s");
+                            st.n_unsupported_nodes == 1 ? "s" : "", st.n_unsupported, st.n_unsupported == 1 ? "" : "s",
+                            target ? " on target " : "", target ? target : "");
     for (uint32_t i = 0; i < st.n_unsupported && pos < cap; i++) {
         const kn_op_count *e = &st.unsupported[i];
         pos += (size_t)snprintf(buf + pos, cap - pos, "\n  %s (%s, opset %lld) x%u:", e->op_type,

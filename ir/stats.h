@@ -29,12 +29,18 @@ typedef struct kn_graph_stats {
     uint64_t external_bytes;
 } kn_graph_stats;
 
-/* Fills *st (owned; free with kn_graph_stats_free). KN_ERR_NOMEM on failure. */
-kn_status kn_graph_stats_compute(const kn_graph *g, kn_graph_stats *st);
+/* Whether a target can run an op (e.g. has a CPU kernel for it). */
+typedef bool (*kn_op_pred)(kn_op op);
+
+/* Fills *st (owned; free with kn_graph_stats_free). An op is unsupported
+ * when it is not in ir/ops.def or, given `runs`, when runs(op) is false.
+ * KN_ERR_NOMEM on failure. */
+kn_status kn_graph_stats_compute(const kn_graph *g, kn_op_pred runs, kn_graph_stats *st);
 void kn_graph_stats_free(const kn_graph *g, kn_graph_stats *st);
 
 /* One error naming every unsupported op (op, domain, opset, count, node
- * names). Returns KN_OK when there is none, else KN_ERR_UNSUPPORTED. */
-kn_status kn_graph_report_unsupported(const kn_graph *g, kn_diag *diag);
+ * names), for `target` (e.g. "cpu"; NULL: the op table only). Returns
+ * KN_OK when there is none, else KN_ERR_UNSUPPORTED. */
+kn_status kn_graph_report_unsupported(const kn_graph *g, kn_op_pred runs, const char *target, kn_diag *diag);
 
 #endif

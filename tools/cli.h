@@ -12,5 +12,11 @@ enum { KN_EXIT_OK = 0, KN_EXIT_BAD_INPUT = 1, KN_EXIT_INTERNAL = 2 };
 int kn_cli_exit_code(kn_status s);
 
 int kn_cmd_inspect(int argc, char **argv);
+int kn_cmd_compile(int argc, char **argv);
+int kn_cmd_run(int argc, char **argv);
+
+/* Verifies g, runs the pass pipeline and checks that `target` runs every
+ * op (reporting all that it does not, at once). */
+kn_status kn_compile_graph(kn_graph *g, const char *target, kn_diag *d);
 
 #endif

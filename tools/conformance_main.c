@@ -1,8 +1,40 @@
-/* kiln-conformance: see conformance.c. */
+/* kiln-conformance: every case goes the full path a user goes: import,
+ * compile, write the plan, load it, run it (see conformance.c). */
+#include "cli.h"
+#include "codegen/plan_write.h"
 #include "conformance.h"
+#include "kiln/runtime.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+typedef struct plan_ctx {
+    char path[256];
+} plan_ctx;
+
+static kn_status through_plan(void *ctx, kn_graph **g, kn_diag *d)
+{
+    plan_ctx *pc = ctx;
+    KN_TRY(kn_compile_graph(*g, "cpu", d));
+    kn_plan_options po = {"--target cpu", "cpu"};
+    KN_TRY(kn_plan_write(*g, &po, pc->path, d));
+    kn_graph *loaded = NULL;
+    kn_status s = kn_plan_load(pc->path, NULL, d, &loaded);
+    unlink(pc->path);
+    if (s != KN_OK)
+        return s;
+    kn_graph_destroy(*g);
+    *g = loaded;
+    return KN_OK;
+}
 
 int main(int argc, char **argv)
 {
-    kn_conformance_opts o = {1e-3, 1e-7, NULL, NULL};
+    plan_ctx pc;
+    const char *tmp = getenv("TMPDIR");
+    snprintf(pc.path, sizeof pc.path, "%s/kiln-conformance-%ld.plan", tmp && *tmp ? tmp : "/tmp", (long)getpid());
+    kn_conformance_opts o = {1e-3, 1e-7, through_plan, &pc};
     return kn_conformance_main(argc, argv, &o);
 }

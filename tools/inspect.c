@@ -313,7 +313,7 @@ int kn_cmd_inspect(int argc, char **argv)
             s = kn_graph_print(g, stdout);
         } else {
             kn_graph_stats st;
-            s = kn_graph_stats_compute(g, &st);
+            s = kn_graph_stats_compute(g, NULL, &st);
             if (s == KN_OK) {
                 if (json)
                     print_json(g, &st);

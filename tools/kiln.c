@@ -10,23 +10,13 @@ static const char usage[] =
     "kiln compiles ONNX models into self-contained plans for NVIDIA GPUs.\n"
     "\n"
     "commands:\n"
+    "  compile MODEL.onnx   compile a model into a plan (-o MODEL.plan)\n"
+    "  run MODEL.plan       run a plan on given or random inputs\n"
     "  inspect MODEL.onnx   show a model: producer, opsets, inputs and outputs,\n"
     "                       op histogram, parameters, unsupported ops\n"
     "\n"
     "Run 'kiln <command> --help' for a command's options.\n"
     "Exit codes: 0 ok, 1 bad input or usage, 2 internal error.\n";
-
-int kn_cli_exit_code(kn_status s)
-{
-    switch (s) {
-    case KN_OK: return KN_EXIT_OK;
-    case KN_ERR_INVALID:
-    case KN_ERR_UNSUPPORTED:
-    case KN_ERR_IO:
-    case KN_ERR_LIMIT: return KN_EXIT_BAD_INPUT;
-    default: return KN_EXIT_INTERNAL;
-    }
-}
 
 int main(int argc, char **argv)
 {
@@ -45,6 +35,10 @@ int main(int argc, char **argv)
     }
     if (strcmp(cmd, "inspect") == 0)
         return kn_cmd_inspect(argc - 1, argv + 1);
+    if (strcmp(cmd, "compile") == 0)
+        return kn_cmd_compile(argc - 1, argv + 1);
+    if (strcmp(cmd, "run") == 0)
+        return kn_cmd_run(argc - 1, argv + 1);
     fprintf(stderr, "error: unknown command '%s'\n\n%s", cmd, usage);
     return KN_EXIT_BAD_INPUT;
 }

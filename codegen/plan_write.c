@@ -1,0 +1,546 @@
+/* Writes a kn_graph as a plan file (format v1, runtime/plan_format.h):
+ * deterministic (same graph and options → same bytes), weights aligned
+ * for mmap, written to a temporary file and renamed into place. */
+#include "codegen/plan_write.h"
+#include "ir/arena.h"
+#include "runtime/plan_format.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+/* ---- growable byte buffers ---- */
+
+typedef struct buf {
+    const kn_allocator *a;
+    uint8_t *p;
+    size_t n, cap;
+    bool failed;
+} buf;
+
+static uint64_t put(buf *b, const void *src, size_t n)
+{
+    uint64_t at = b->n;
+    if (b->failed)
+        return at;
+    if (b->n + n > b->cap) {
+        size_t nc = b->cap ? b->cap : 4096;
+        while (nc < b->n + n)
+            nc *= 2;
+        uint8_t *np = kn_mem_realloc(b->a, b->p, nc);
+        if (!np) {
+            b->failed = true;
+            return at;
+        }
+        b->p = np;
+        b->cap = nc;
+    }
+    if (n)
+        memcpy(b->p + b->n, src, n);
+    b->n += n;
+    return at;
+}
+
+static void align(buf *b, size_t to)
+{
+    static const uint8_t zero[64];
+    while (b->n % to && !b->failed)
+        put(b, zero, to - b->n % to > sizeof zero ? sizeof zero : to - b->n % to);
+}
+
+static uint64_t put_aligned(buf *b, const void *src, size_t n)
+{
+    align(b, 8);
+    return put(b, src, n);
+}
+
+/* ---- writer state ---- */
+
+typedef struct wctx {
+    const kn_allocator *a;
+    kn_diag *diag;
+    buf strings, meta, graphs, values, nodes, ids, attrs, blob, consts, buffers;
+    /* interned string → offset (open addressing on the pointer) */
+    kn_str *skeys;
+    uint32_t *svals;
+    uint32_t scap, sn;
+    /* graph pointers in plan order */
+    const kn_graph **gs;
+    uint32_t n_gs, cap_gs;
+    /* constants, in plan order, with their weight offsets */
+    const kn_tensor **cs;
+    uint64_t *c_off;
+    uint32_t n_cs, cap_cs, cap_coff;
+    uint64_t weights_size;
+} wctx;
+
+static uint32_t str_of(wctx *w, const char *s)
+{
+    if (!s)
+        return KN_PLAN_NONE;
+    if ((w->sn + 1) * 2 > w->scap) {
+        uint32_t nc = w->scap ? w->scap * 2 : 1024;
+        kn_str *nk = kn_mem_alloc(w->a, nc * sizeof *nk);
+        uint32_t *nv = kn_mem_alloc(w->a, nc * sizeof *nv);
+        if (!nk || !nv) {
+            kn_mem_free(w->a, nk);
+            kn_mem_free(w->a, nv);
+            w->strings.failed = true;
+            return 0;
+        }
+        memset(nk, 0, nc * sizeof *nk);
+        for (uint32_t i = 0; i < w->scap; i++) {
+            if (!w->skeys[i])
+                continue;
+            uint32_t j = (uint32_t)(((uintptr_t)w->skeys[i] >> 4) * 2654435761u) & (nc - 1);
+            while (nk[j])
+                j = (j + 1) & (nc - 1);
+            nk[j] = w->skeys[i];
+            nv[j] = w->svals[i];
+        }
+        kn_mem_free(w->a, w->skeys);
+        kn_mem_free(w->a, w->svals);
+        w->skeys = nk;
+        w->svals = nv;
+        w->scap = nc;
+    }
+    uint32_t j = (uint32_t)(((uintptr_t)s >> 4) * 2654435761u) & (w->scap - 1);
+    while (w->skeys[j]) {
+        if (w->skeys[j] == s)
+            return w->svals[j];
+        j = (j + 1) & (w->scap - 1);
+    }
+    uint32_t off = (uint32_t)put(&w->strings, s, strlen(s) + 1);
+    w->skeys[j] = s;
+    w->svals[j] = off;
+    w->sn++;
+    return off;
+}
+
+/* Constant data to place in WEIGHTS; returns its index in CONSTS. */
+static uint32_t add_const(wctx *w, const kn_tensor *t)
+{
+    if (kn_mem_grow(w->a, (void **)&w->cs, &w->cap_cs, w->n_cs + 1, sizeof *w->cs) != KN_OK ||
+        kn_mem_grow(w->a, (void **)&w->c_off, &w->cap_coff, w->n_cs + 1, sizeof *w->c_off) != KN_OK) {
+        w->consts.failed = true;
+        return 0;
+    }
+    kn_plan_const pc = {0};
+    pc.name = str_of(w, t->name ? t->name : "");
+    pc.dtype = t->dtype;
+    pc.rank = t->rank;
+    pc.dims = put_aligned(&w->blob, t->dims, (size_t)t->rank * sizeof(int64_t));
+    pc.n_elems = t->n_elems;
+    if (t->dtype == KN_STRING) {
+        const kn_bytes *s = t->data;
+        align(&w->blob, 8);
+        pc.data = w->blob.n;
+        for (int64_t i = 0; i < t->n_elems; i++) {
+            uint64_t len = s[i].len;
+            put(&w->blob, &len, sizeof len);
+            put(&w->blob, s[i].data, s[i].len);
+        }
+        pc.nbytes = w->blob.n - pc.data;
+        w->c_off[w->n_cs] = UINT64_MAX;
+    } else {
+        w->weights_size = (w->weights_size + KN_PLAN_WEIGHT_ALIGN - 1) & ~(uint64_t)(KN_PLAN_WEIGHT_ALIGN - 1);
+        pc.data = w->weights_size;
+        pc.nbytes = t->nbytes;
+        w->c_off[w->n_cs] = pc.data;
+        w->weights_size += t->nbytes;
+    }
+    w->cs[w->n_cs] = t;
+    put(&w->consts, &pc, sizeof pc);
+    return w->n_cs++;
+}
+
+static uint64_t put_type(wctx *w, const kn_type *t, int depth)
+{
+    align(&w->blob, 8);
+    uint64_t at = w->blob.n;
+    int32_t hdr[4] = {t->kind, t->dtype, t->kind == KN_TYPE_TENSOR || t->kind == KN_TYPE_SPARSE_TENSOR ? t->shape.rank : -1,
+                      t->elem && depth < 32 ? 1 : 0};
+    put(&w->blob, hdr, sizeof hdr);
+    for (int32_t i = 0; i < hdr[2]; i++) {
+        int64_t v = t->shape.dims[i].value;
+        uint32_t sym[2] = {t->shape.dims[i].sym ? str_of(w, t->shape.dims[i].sym) : KN_PLAN_NONE, 0};
+        put(&w->blob, &v, sizeof v);
+        put(&w->blob, sym, sizeof sym);
+    }
+    if (hdr[3])
+        put_type(w, t->elem, depth + 1);
+    return at;
+}
+
+static uint32_t graph_index(const wctx *w, const kn_graph *g)
+{
+    for (uint32_t i = 0; i < w->n_gs; i++)
+        if (w->gs[i] == g)
+            return i;
+    return KN_PLAN_NONE;
+}
+
+static void collect_graph(const kn_graph *g, int depth, void *ctx)
+{
+    (void)depth;
+    wctx *w = ctx;
+    if (kn_mem_grow(w->a, (void **)&w->gs, &w->cap_gs, w->n_gs + 1, sizeof *w->gs) != KN_OK) {
+        w->graphs.failed = true;
+        return;
+    }
+    w->gs[w->n_gs++] = g;
+}
+
+static void put_attr(wctx *w, const kn_attr *a)
+{
+    kn_plan_attr pa = {0};
+    pa.name = str_of(w, a->name);
+    pa.kind = a->kind;
+    pa.n = a->n;
+    align(&w->blob, 8);
+    uint64_t start = w->blob.n;
+    switch (a->kind) {
+    case KN_ATTR_FLOAT: put(&w->blob, &a->u.f, sizeof a->u.f); break;
+    case KN_ATTR_INT: put(&w->blob, &a->u.i, sizeof a->u.i); break;
+    case KN_ATTR_STRING: put(&w->blob, a->u.s.data, a->u.s.len); break;
+    case KN_ATTR_FLOATS: put(&w->blob, a->u.floats, a->n * sizeof(float)); break;
+    case KN_ATTR_INTS: put(&w->blob, a->u.ints, a->n * sizeof(int64_t)); break;
+    case KN_ATTR_STRINGS:
+        for (uint32_t i = 0; i < a->n; i++) {
+            uint64_t len = a->u.strings[i].len;
+            put(&w->blob, &len, sizeof len);
+            put(&w->blob, a->u.strings[i].data, a->u.strings[i].len);
+        }
+        break;
+    case KN_ATTR_TENSOR:
+    case KN_ATTR_TENSORS: {
+        uint32_t n = a->kind == KN_ATTR_TENSOR ? 1 : a->n;
+        uint32_t *idx = kn_mem_alloc(w->a, (n + 1) * sizeof *idx);
+        if (!idx) {
+            w->blob.failed = true;
+            break;
+        }
+        for (uint32_t i = 0; i < n; i++)
+            idx[i] = add_const(w, a->kind == KN_ATTR_TENSOR ? a->u.t : a->u.tensors[i]);
+        start = put_aligned(&w->blob, idx, n * sizeof *idx);
+        kn_mem_free(w->a, idx);
+        break;
+    }
+    case KN_ATTR_GRAPH:
+    case KN_ATTR_GRAPHS: {
+        uint32_t n = a->kind == KN_ATTR_GRAPH ? 1 : a->n;
+        for (uint32_t i = 0; i < n; i++) {
+            uint32_t gi = graph_index(w, a->kind == KN_ATTR_GRAPH ? a->u.g : a->u.graphs[i]);
+            put(&w->blob, &gi, sizeof gi);
+        }
+        break;
+    }
+    case KN_ATTR_TYPE:
+    case KN_ATTR_TYPES: {
+        uint32_t n = a->kind == KN_ATTR_TYPE ? 1 : a->n;
+        uint64_t *offs = kn_mem_alloc(w->a, (n + 1) * sizeof *offs);
+        if (!offs) {
+            w->blob.failed = true;
+            break;
+        }
+        for (uint32_t i = 0; i < n; i++)
+            offs[i] = put_type(w, a->kind == KN_ATTR_TYPE ? a->u.tp : a->u.types[i], 0);
+        start = put_aligned(&w->blob, offs, n * sizeof *offs);
+        kn_mem_free(w->a, offs);
+        break;
+    }
+    default: break;
+    }
+    pa.payload = start;
+    pa.size = w->blob.n - start;
+    put(&w->attrs, &pa, sizeof pa);
+}
+
+static void put_graph(wctx *w, uint32_t gi)
+{
+    const kn_graph *g = w->gs[gi];
+    put(&w->ids, g->inputs, g->n_inputs * sizeof(kn_id));
+    put(&w->ids, g->outputs, g->n_outputs * sizeof(kn_id));
+    for (kn_id v = 0; v < g->n_values; v++) {
+        const kn_value *val = &g->values[v];
+        kn_plan_value pv = {0};
+        pv.name = str_of(w, val->name);
+        pv.kind = val->kind;
+        pv.producer = val->kind == KN_VAL_NODE ? val->producer : KN_PLAN_NONE;
+        pv.out_index = val->out_index;
+        pv.outer = val->kind == KN_VAL_OUTER ? val->outer : KN_PLAN_NONE;
+        pv.constant = val->kind == KN_VAL_CONST ? add_const(w, val->tensor) : KN_PLAN_NONE;
+        pv.type = put_type(w, &val->type, 0);
+        put(&w->values, &pv, sizeof pv);
+        if (val->kind == KN_VAL_NODE) {
+            kn_plan_buffer pb = {gi, v, -1};
+            int64_t n = val->type.kind == KN_TYPE_TENSOR ? kn_shape_numel(&val->type.shape) : -1;
+            size_t nb;
+            if (n >= 0 && val->type.dtype != KN_STRING && kn_dtype_nbytes(val->type.dtype, n, &nb) == KN_OK)
+                pb.bytes = (int64_t)nb;
+            put(&w->buffers, &pb, sizeof pb);
+        }
+    }
+    for (kn_id k = 0; k < g->n_nodes; k++) {
+        const kn_node *n = &g->nodes[k];
+        kn_plan_node pn = {0};
+        pn.name = str_of(w, n->name);
+        pn.op_type = str_of(w, n->op_type);
+        pn.domain = str_of(w, n->domain);
+        pn.function = n->function ? str_of(w, n->function) : KN_PLAN_NONE;
+        pn.opset = n->opset;
+        pn.inputs = (uint32_t)(w->ids.n / 4);
+        pn.n_inputs = n->n_inputs;
+        put(&w->ids, n->inputs, n->n_inputs * sizeof(kn_id));
+        pn.outputs = (uint32_t)(w->ids.n / 4);
+        pn.n_outputs = n->n_outputs;
+        put(&w->ids, n->outputs, n->n_outputs * sizeof(kn_id));
+        pn.attrs = (uint32_t)(w->attrs.n / sizeof(kn_plan_attr));
+        pn.n_attrs = n->n_attrs;
+        for (uint32_t i = 0; i < n->n_attrs; i++)
+            put_attr(w, &n->attrs[i]);
+        put(&w->nodes, &pn, sizeof pn);
+    }
+}
+
+static void put_kv(wctx *w, kn_graph *g, const char *key, const char *value)
+{
+    kn_str k, v;
+    if (kn_graph_intern_cstr(g, key, &k) != KN_OK || kn_graph_intern_cstr(g, value, &v) != KN_OK) {
+        w->meta.failed = true;
+        return;
+    }
+    kn_plan_kv kv = {str_of(w, k), str_of(w, v)};
+    put(&w->meta, &kv, sizeof kv);
+}
+
+static void put_meta(wctx *w, kn_graph *g, const kn_plan_options *o)
+{
+    const kn_model_info *m = g->info;
+    char tmp[64];
+    put_kv(w, g, "kiln.version", KN_VERSION_STRING);
+    put_kv(w, g, "build.options", o && o->options ? o->options : "");
+    put_kv(w, g, "build.targets", o && o->targets ? o->targets : "cpu");
+    const char *base = m->path ? strrchr(m->path, '/') : NULL;
+    put_kv(w, g, "model.file", base ? base + 1 : m->path ? m->path : "");
+    put_kv(w, g, "model.producer_name", m->producer_name ? m->producer_name : "");
+    put_kv(w, g, "model.producer_version", m->producer_version ? m->producer_version : "");
+    put_kv(w, g, "model.domain", m->domain ? m->domain : "");
+    snprintf(tmp, sizeof tmp, "%" PRId64, m->ir_version);
+    put_kv(w, g, "model.ir_version", tmp);
+    snprintf(tmp, sizeof tmp, "%" PRId64, m->model_version);
+    put_kv(w, g, "model.model_version", tmp);
+    for (uint32_t i = 0; i < m->n_opsets; i++) {
+        char key[512];
+        snprintf(key, sizeof key, "opset.%s", *m->opsets[i].domain ? m->opsets[i].domain : "ai.onnx");
+        snprintf(tmp, sizeof tmp, "%" PRId64, m->opsets[i].version);
+        put_kv(w, g, key, tmp);
+    }
+    for (uint32_t i = 0; i < m->n_metadata; i++) {
+        size_t kl = strlen(m->metadata[i].key) + 8;
+        char *key = kn_mem_alloc(w->a, kl);
+        if (!key) {
+            w->meta.failed = true;
+            return;
+        }
+        snprintf(key, kl, "meta.%s", m->metadata[i].key);
+        put_kv(w, g, key, m->metadata[i].value);
+        kn_mem_free(w->a, key);
+    }
+}
+
+/* ---- the file ---- */
+
+/* The temporary file being written, for the CLI's signal handler. */
+static char *volatile pending_tmp;
+
+void kn_plan_cleanup_on_signal(void)
+{
+    char *p = pending_tmp;
+    if (p)
+        unlink(p);
+}
+
+static kn_status write_all(int fd, const void *p, size_t n)
+{
+    const uint8_t *b = p;
+    while (n) {
+        ssize_t k = write(fd, b, n > (1u << 30) ? (1u << 30) : n);
+        if (k < 0 && errno == EINTR)
+            continue;
+        if (k <= 0)
+            return KN_ERR_IO;
+        b += k;
+        n -= (size_t)k;
+    }
+    return KN_OK;
+}
+
+static kn_status write_file(wctx *w, const char *path, kn_diag *d)
+{
+    buf *secs[] = {&w->strings, &w->meta, &w->graphs, &w->values, &w->nodes, &w->ids,
+                   &w->attrs,   &w->blob, &w->consts, &w->buffers};
+    const uint32_t kinds[] = {KN_SEC_STRINGS, KN_SEC_META, KN_SEC_GRAPHS, KN_SEC_VALUES, KN_SEC_NODES,
+                              KN_SEC_IDS,     KN_SEC_ATTRS, KN_SEC_BLOB,  KN_SEC_CONSTS, KN_SEC_BUFFERS};
+    enum { NS = 10 };
+    kn_plan_section table[NS + 1];
+    uint64_t off = KN_PLAN_HEADER_SIZE + sizeof table;
+    for (int i = 0; i < NS; i++) {
+        off = (off + 63) & ~(uint64_t)63;
+        table[i].kind = kinds[i];
+        table[i].reserved = 0;
+        table[i].offset = off;
+        table[i].size = secs[i]->n;
+        off += secs[i]->n;
+    }
+    uint64_t woff = (off + KN_PLAN_WEIGHTS_PAGE - 1) & ~(uint64_t)(KN_PLAN_WEIGHTS_PAGE - 1);
+    table[NS].kind = KN_SEC_WEIGHTS;
+    table[NS].reserved = 0;
+    table[NS].offset = woff;
+    table[NS].size = w->weights_size;
+    uint64_t file_size = woff + w->weights_size;
+
+    kn_plan_header h;
+    memset(&h, 0, sizeof h);
+    memcpy(h.magic, KN_PLAN_MAGIC, 8);
+    h.version = KN_PLAN_VERSION;
+    h.header_size = KN_PLAN_HEADER_SIZE;
+    h.file_size = file_size;
+    h.sections_off = KN_PLAN_HEADER_SIZE;
+    h.n_sections = NS + 1;
+    snprintf(h.kiln_version, sizeof h.kiln_version, "%s", KN_VERSION_STRING);
+
+    size_t plen = strlen(path);
+    char *tmp = kn_mem_alloc(w->a, plen + 16);
+    if (!tmp)
+        return KN_ERR_NOMEM;
+    snprintf(tmp, plen + 16, "%s.tmpXXXXXX", path);
+    int fd = mkstemp(tmp);
+    if (fd < 0) {
+        kn_diag_add(d, KN_ERROR, "%s: cannot create the plan: %s", path, strerror(errno));
+        kn_mem_free(w->a, tmp);
+        return KN_ERR_IO;
+    }
+    pending_tmp = tmp;
+    static const uint8_t zero[4096];
+    kn_status s = write_all(fd, &h, sizeof h);
+    if (s == KN_OK)
+        s = write_all(fd, table, sizeof table);
+    uint64_t pos = KN_PLAN_HEADER_SIZE + sizeof table;
+    for (int i = 0; i < NS && s == KN_OK; i++) {
+        if (table[i].offset > pos)
+            s = write_all(fd, zero, (size_t)(table[i].offset - pos));
+        if (s == KN_OK)
+            s = write_all(fd, secs[i]->p, secs[i]->n);
+        pos = table[i].offset + secs[i]->n;
+    }
+    if (s == KN_OK && woff > pos)
+        s = write_all(fd, zero, (size_t)(woff - pos));
+    pos = woff;
+    for (uint32_t i = 0; i < w->n_cs && s == KN_OK; i++) {
+        if (w->c_off[i] == UINT64_MAX)
+            continue;
+        uint64_t at = woff + w->c_off[i];
+        if (at > pos)
+            s = write_all(fd, zero, (size_t)(at - pos));
+        if (s == KN_OK && w->cs[i]->nbytes)
+            s = write_all(fd, w->cs[i]->data, w->cs[i]->nbytes);
+        pos = at + w->cs[i]->nbytes;
+    }
+    /* checksum of the whole file (checksum field zero), patched in */
+    if (s == KN_OK) {
+        void *m = file_size ? mmap(NULL, file_size, PROT_READ, MAP_SHARED, fd, 0) : MAP_FAILED;
+        if (m == MAP_FAILED) {
+            s = KN_ERR_IO;
+        } else {
+            static const uint8_t z8[8];
+            uint64_t c = kn_plan_checksum_update(KN_PLAN_CHECKSUM_SEED, m, 24);
+            c = kn_plan_checksum_update(c, z8, 8);
+            c = kn_plan_checksum_update(c, (const uint8_t *)m + 32, file_size - 32);
+            munmap(m, file_size);
+            h.checksum = c;
+            if (pwrite(fd, &h.checksum, 8, 24) != 8)
+                s = KN_ERR_IO;
+        }
+    }
+    if (s == KN_OK && (fchmod(fd, 0644) != 0 || fsync(fd) != 0))
+        s = KN_ERR_IO;
+    if (close(fd) != 0 && s == KN_OK)
+        s = KN_ERR_IO;
+    if (s == KN_OK && rename(tmp, path) != 0)
+        s = KN_ERR_IO;
+    if (s != KN_OK) {
+        kn_diag_add(d, KN_ERROR, "%s: cannot write the plan: %s", path, strerror(errno));
+        unlink(tmp);
+    }
+    pending_tmp = NULL;
+    kn_mem_free(w->a, tmp);
+    return s;
+}
+
+kn_status kn_plan_write(kn_graph *g, const kn_plan_options *o, const char *path, kn_diag *d)
+{
+    wctx w;
+    memset(&w, 0, sizeof w);
+    w.a = g->alloc;
+    w.diag = d;
+    buf *all[] = {&w.strings, &w.meta, &w.graphs, &w.values, &w.nodes,
+                  &w.ids,     &w.attrs, &w.blob,  &w.consts, &w.buffers};
+    for (size_t i = 0; i < sizeof all / sizeof all[0]; i++)
+        all[i]->a = w.a;
+    str_of(&w, ""); /* offset 0 is the empty string */
+    kn_graph_walk(g, collect_graph, &w);
+    kn_plan_graph zero_graph = {0};
+    for (uint32_t i = 0; i < w.n_gs; i++)
+        put(&w.graphs, &zero_graph, sizeof zero_graph); /* filled below */
+    for (uint32_t i = 0; i < w.n_gs; i++)
+        put_graph(&w, i);
+    /* the graph table: slices in the order put_graph wrote them */
+    {
+        uint32_t fv = 0, fn = 0, ids = 0;
+        for (uint32_t i = 0; i < w.n_gs && !w.graphs.failed; i++) {
+            const kn_graph *gg = w.gs[i];
+            kn_plan_graph pg = {0};
+            pg.name = str_of(&w, gg->name ? gg->name : "");
+            pg.parent = gg->parent ? graph_index(&w, gg->parent) : KN_PLAN_NONE;
+            pg.first_value = fv;
+            pg.n_values = gg->n_values;
+            pg.first_node = fn;
+            pg.n_nodes = gg->n_nodes;
+            pg.inputs = ids;
+            pg.n_inputs = gg->n_inputs;
+            pg.outputs = ids + gg->n_inputs;
+            pg.n_outputs = gg->n_outputs;
+            ids += gg->n_inputs + gg->n_outputs;
+            for (kn_id k = 0; k < gg->n_nodes; k++)
+                ids += gg->nodes[k].n_inputs + gg->nodes[k].n_outputs;
+            fv += gg->n_values;
+            fn += gg->n_nodes;
+            memcpy(w.graphs.p + (size_t)i * sizeof pg, &pg, sizeof pg);
+        }
+    }
+    put_meta(&w, g, o);
+    kn_status s = KN_OK;
+    for (size_t i = 0; i < sizeof all / sizeof all[0]; i++)
+        if (all[i]->failed)
+            s = KN_ERR_NOMEM;
+    if (s == KN_OK)
+        s = write_file(&w, path, d);
+    else
+        kn_diag_add(d, KN_ERROR, "%s: out of memory while building the plan", path);
+    for (size_t i = 0; i < sizeof all / sizeof all[0]; i++)
+        kn_mem_free(w.a, all[i]->p);
+    kn_mem_free(w.a, w.skeys);
+    kn_mem_free(w.a, w.svals);
+    kn_mem_free(w.a, w.gs);
+    kn_mem_free(w.a, w.cs);
+    kn_mem_free(w.a, w.c_off);
+    return s;
+}

@@ -1,0 +1,21 @@
+/* Plan writer (see plan_write.c and docs/plan-format.md). */
+#ifndef KILN_PLAN_WRITE_H
+#define KILN_PLAN_WRITE_H
+
+#include "ir/ir.h"
+
+typedef struct kn_plan_options {
+    const char *options; /* build options, recorded as given (e.g. "--target cpu -O2") */
+    const char *targets; /* comma-separated target list, e.g. "cpu" */
+} kn_plan_options;
+
+/* Writes g as a plan at `path`: first to a temporary file in the same
+ * folder, then renamed over `path`, so no half-written plan is ever seen.
+ * Returns KN_OK, KN_ERR_IO (with the reason in d) or KN_ERR_NOMEM. */
+kn_status kn_plan_write(kn_graph *g, const kn_plan_options *o, const char *path, kn_diag *d);
+
+/* Removes the temporary file of a plan being written; async-signal-safe,
+ * for a SIGINT/SIGTERM handler. */
+void kn_plan_cleanup_on_signal(void);
+
+#endif

@@ -1,0 +1,335 @@
+/* Shape and type inference at compile time. Fills in the dtype and shape
+ * of node outputs the model left unknown, carrying symbolic dims (batch,
+ * seq, ...) through; what depends on run-time data stays unknown and is
+ * resolved by the kernels when concrete inputs arrive. Declared types from
+ * the model are kept. Rules exist for the ops inference models use most;
+ * other ops leave their outputs unknown (never wrong). */
+#include "passes/passes.h"
+
+#include <string.h>
+
+typedef struct sctx {
+    kn_graph *g;
+    const kn_node *n;
+} sctx;
+
+static const kn_type *in_type(sctx *c, uint32_t i)
+{
+    if (i >= c->n->n_inputs || c->n->inputs[i] == KN_NONE)
+        return NULL;
+    const kn_value *v = kn_value_resolve(c->g, c->n->inputs[i], NULL);
+    return v && v->type.kind == KN_TYPE_TENSOR ? &v->type : NULL;
+}
+
+/* Constant int64/int32 data of input i, or NULL. */
+static const kn_tensor *in_const(sctx *c, uint32_t i)
+{
+    if (i >= c->n->n_inputs || c->n->inputs[i] == KN_NONE)
+        return NULL;
+    const kn_value *v = kn_value_resolve(c->g, c->n->inputs[i], NULL);
+    return v && v->kind == KN_VAL_CONST && v->tensor && (v->tensor->dtype == KN_I64 || v->tensor->dtype == KN_I32)
+               ? v->tensor
+               : NULL;
+}
+
+static int64_t const_at(const kn_tensor *t, int64_t i)
+{
+    if (t->dtype == KN_I64) {
+        int64_t v;
+        memcpy(&v, (const char *)t->data + 8 * i, 8);
+        return v;
+    }
+    int32_t v;
+    memcpy(&v, (const char *)t->data + 4 * i, 4);
+    return v;
+}
+
+/* Sets output i (when the model did not declare it). */
+static kn_status set_out(sctx *c, uint32_t i, kn_dtype dt, int32_t rank, const kn_dim *dims)
+{
+    if (i >= c->n->n_outputs || c->n->outputs[i] == KN_NONE)
+        return KN_OK;
+    kn_value *v = &c->g->values[c->n->outputs[i]];
+    if (v->type.kind == KN_TYPE_TENSOR && v->type.dtype != KN_UNDEFINED && v->type.shape.rank >= 0)
+        return KN_OK; /* declared by the model */
+    v->type.kind = KN_TYPE_TENSOR;
+    if (dt != KN_UNDEFINED)
+        v->type.dtype = dt;
+    if (rank >= 0) {
+        v->type.shape.rank = rank;
+        v->type.shape.dims = kn_graph_alloc(c->g, ((size_t)rank + 1) * sizeof(kn_dim));
+        if (!v->type.shape.dims)
+            return KN_ERR_NOMEM;
+        for (int32_t k = 0; k < rank; k++) {
+            v->type.shape.dims[k] = dims ? dims[k] : (kn_dim){-1, NULL};
+        }
+    } else {
+        v->type.shape.rank = -1;
+    }
+    return KN_OK;
+}
+
+static bool dim_eq(kn_dim a, kn_dim b)
+{
+    return a.value >= 0 ? a.value == b.value : (a.sym && a.sym == b.sym);
+}
+
+/* Numpy broadcasting of all tensor inputs, symbolically. */
+static kn_status broadcast(sctx *c, uint32_t first, uint32_t last, kn_dtype out_dt)
+{
+    int32_t rank = 0;
+    kn_dtype dt = KN_UNDEFINED;
+    for (uint32_t i = first; i <= last && i < c->n->n_inputs; i++) {
+        const kn_type *t = in_type(c, i);
+        if (!t || t->shape.rank < 0)
+            return set_out(c, 0, out_dt ? out_dt : t ? t->dtype : KN_UNDEFINED, -1, NULL);
+        if (t->shape.rank > rank)
+            rank = t->shape.rank;
+        if (!dt)
+            dt = t->dtype;
+    }
+    if (rank > 64)
+        return KN_OK;
+    kn_dim d[64];
+    for (int32_t k = 0; k < rank; k++)
+        d[k] = (kn_dim){1, NULL};
+    for (uint32_t i = first; i <= last && i < c->n->n_inputs; i++) {
+        const kn_type *t = in_type(c, i);
+        for (int32_t k = 0; k < t->shape.rank; k++) {
+            kn_dim x = t->shape.dims[k], *o = &d[rank - t->shape.rank + k];
+            if (x.value == 1 || dim_eq(x, *o))
+                continue;
+            if (o->value == 1)
+                *o = x;
+            else if (x.value >= 0 && o->value >= 0)
+                return KN_OK; /* not broadcastable: the kernel reports it with the real shapes */
+            else
+                *o = (kn_dim){-1, NULL};
+        }
+    }
+    return set_out(c, 0, out_dt ? out_dt : dt, rank, d);
+}
+
+static kn_status same_as_input(sctx *c, uint32_t i)
+{
+    const kn_type *t = in_type(c, i);
+    if (!t)
+        return KN_OK;
+    return set_out(c, 0, t->dtype, t->shape.rank, t->shape.dims);
+}
+
+static kn_status infer_matmul(sctx *c)
+{
+    const kn_type *a = in_type(c, 0), *b = in_type(c, 1);
+    if (!a || !b || a->shape.rank < 1 || b->shape.rank < 1 || a->shape.rank > 32 || b->shape.rank > 32)
+        return set_out(c, 0, a ? a->dtype : KN_UNDEFINED, -1, NULL);
+    int32_t ra = a->shape.rank, rb = b->shape.rank;
+    int32_t batch = (ra > rb ? ra : rb) - 2;
+    if (batch < 0)
+        batch = 0;
+    kn_dim d[70];
+    int32_t r = 0;
+    for (int32_t k = 0; k < batch; k++) {
+        int32_t ia = k - (batch - (ra - 2)), ib = k - (batch - (rb - 2));
+        kn_dim x = ia >= 0 && ra > 2 ? a->shape.dims[ia] : (kn_dim){1, NULL};
+        kn_dim y = ib >= 0 && rb > 2 ? b->shape.dims[ib] : (kn_dim){1, NULL};
+        d[r++] = x.value == 1 ? y : y.value == 1 || dim_eq(x, y) ? x : (kn_dim){-1, NULL};
+    }
+    if (ra >= 2)
+        d[r++] = a->shape.dims[ra - 2];
+    if (rb >= 2)
+        d[r++] = b->shape.dims[rb - 1];
+    return set_out(c, 0, a->dtype, r, d);
+}
+
+static kn_status infer_gemm(sctx *c)
+{
+    const kn_type *a = in_type(c, 0), *b = in_type(c, 1);
+    if (!a || !b || a->shape.rank != 2 || b->shape.rank != 2)
+        return set_out(c, 0, a ? a->dtype : KN_UNDEFINED, 2, NULL);
+    bool ta = kn_node_attr(c->n, "transA") && kn_node_attr(c->n, "transA")->u.i;
+    bool tb = kn_node_attr(c->n, "transB") && kn_node_attr(c->n, "transB")->u.i;
+    kn_dim d[2] = {a->shape.dims[ta ? 1 : 0], b->shape.dims[tb ? 0 : 1]};
+    return set_out(c, 0, a->dtype, 2, d);
+}
+
+static kn_status infer_transpose(sctx *c)
+{
+    const kn_type *t = in_type(c, 0);
+    if (!t || t->shape.rank < 0 || t->shape.rank > 64)
+        return set_out(c, 0, t ? t->dtype : KN_UNDEFINED, -1, NULL);
+    const kn_attr *p = kn_node_attr(c->n, "perm");
+    kn_dim d[64];
+    int32_t r = t->shape.rank;
+    for (int32_t k = 0; k < r; k++) {
+        int64_t src = p && p->kind == KN_ATTR_INTS && (int32_t)p->n == r ? p->u.ints[k] : r - 1 - k;
+        if (src < 0 || src >= r)
+            return KN_OK;
+        d[k] = t->shape.dims[src];
+    }
+    return set_out(c, 0, t->dtype, r, d);
+}
+
+static kn_status infer_reshape(sctx *c)
+{
+    const kn_type *t = in_type(c, 0);
+    const kn_tensor *s = in_const(c, 1);
+    if (!t || !s || s->rank != 1 || s->n_elems > 64)
+        return set_out(c, 0, t ? t->dtype : KN_UNDEFINED, s && s->rank == 1 ? (int32_t)s->n_elems : -1, NULL);
+    bool allowzero = kn_node_attr(c->n, "allowzero") && kn_node_attr(c->n, "allowzero")->u.i;
+    kn_dim d[64];
+    int32_t r = (int32_t)s->n_elems, infer = -1;
+    int64_t known = 1, total = t->shape.rank >= 0 ? kn_shape_numel(&t->shape) : -1;
+    for (int32_t k = 0; k < r; k++) {
+        int64_t v = const_at(s, k);
+        if (v == 0 && !allowzero)
+            d[k] = k < t->shape.rank ? t->shape.dims[k] : (kn_dim){-1, NULL};
+        else if (v == -1) {
+            d[k] = (kn_dim){-1, NULL};
+            infer = k;
+            continue;
+        } else
+            d[k] = (kn_dim){v, NULL};
+        if (d[k].value >= 0)
+            known *= d[k].value;
+        else
+            known = -1;
+    }
+    if (infer >= 0 && total >= 0 && known > 0 && total % known == 0)
+        d[infer].value = total / known;
+    return set_out(c, 0, t->dtype, r, d);
+}
+
+static kn_status infer_concat(sctx *c)
+{
+    const kn_type *t0 = in_type(c, 0);
+    if (!t0 || t0->shape.rank < 1 || t0->shape.rank > 64)
+        return set_out(c, 0, t0 ? t0->dtype : KN_UNDEFINED, -1, NULL);
+    int32_t r = t0->shape.rank;
+    const kn_attr *ax = kn_node_attr(c->n, "axis");
+    int64_t axis = ax ? ax->u.i : 0;
+    if (axis < 0)
+        axis += r;
+    if (axis < 0 || axis >= r)
+        return KN_OK;
+    kn_dim d[64];
+    memcpy(d, t0->shape.dims, (size_t)r * sizeof *d);
+    int64_t sum = 0;
+    for (uint32_t i = 0; i < c->n->n_inputs; i++) {
+        const kn_type *t = in_type(c, i);
+        if (!t || t->shape.rank != r) {
+            sum = -1;
+            break;
+        }
+        if (sum >= 0 && t->shape.dims[axis].value >= 0)
+            sum += t->shape.dims[axis].value;
+        else
+            sum = -1;
+    }
+    d[axis] = (kn_dim){sum, NULL};
+    return set_out(c, 0, t0->dtype, r, d);
+}
+
+static kn_status infer_cast(sctx *c)
+{
+    const kn_type *t = in_type(c, 0);
+    const kn_attr *to = kn_node_attr(c->n, "to");
+    kn_dtype dt = to && to->kind == KN_ATTR_INT && kn_dtype_valid((int)to->u.i) ? (kn_dtype)to->u.i : KN_UNDEFINED;
+    if (c->n->op == KN_OP_CastLike) {
+        const kn_type *l = in_type(c, 1);
+        dt = l ? l->dtype : KN_UNDEFINED;
+    }
+    return set_out(c, 0, dt, t ? t->shape.rank : -1, t ? t->shape.dims : NULL);
+}
+
+static kn_status infer_shape_op(sctx *c)
+{
+    const kn_type *t = in_type(c, 0);
+    kn_dim d = {-1, NULL};
+    if (t && t->shape.rank >= 0 && !kn_node_attr(c->n, "start") && !kn_node_attr(c->n, "end"))
+        d.value = t->shape.rank;
+    return set_out(c, 0, KN_I64, 1, &d);
+}
+
+static bool is_unary_same(kn_op op)
+{
+    switch (op) {
+    case KN_OP_Abs: case KN_OP_Neg: case KN_OP_Exp: case KN_OP_Log: case KN_OP_Sqrt: case KN_OP_Reciprocal:
+    case KN_OP_Floor: case KN_OP_Ceil: case KN_OP_Round: case KN_OP_Sign: case KN_OP_Sin: case KN_OP_Cos:
+    case KN_OP_Tan: case KN_OP_Erf: case KN_OP_Sigmoid: case KN_OP_Tanh: case KN_OP_Relu: case KN_OP_LeakyRelu:
+    case KN_OP_Elu: case KN_OP_Selu: case KN_OP_Celu: case KN_OP_HardSigmoid: case KN_OP_HardSwish:
+    case KN_OP_Softplus: case KN_OP_Softsign: case KN_OP_Gelu: case KN_OP_Mish: case KN_OP_Identity:
+    case KN_OP_Softmax: case KN_OP_LogSoftmax: case KN_OP_Hardmax: case KN_OP_Clip: case KN_OP_Not:
+    case KN_OP_BatchNormalization: case KN_OP_InstanceNormalization: case KN_OP_LayerNormalization:
+    case KN_OP_LpNormalization: case KN_OP_LRN: case KN_OP_CumSum: case KN_OP_PRelu:
+    case KN_OP_ThresholdedRelu: case KN_OP_Shrink: case KN_OP_Dropout:
+        return true;
+    default:
+        return false;
+    }
+}
+
+static kn_status infer_node(sctx *c)
+{
+    kn_op op = c->n->op;
+    if (is_unary_same(op))
+        return same_as_input(c, 0);
+    switch (op) {
+    case KN_OP_Add: case KN_OP_Sub: case KN_OP_Mul: case KN_OP_Div: case KN_OP_Pow: case KN_OP_Mod:
+    case KN_OP_Max: case KN_OP_Min: case KN_OP_Sum: case KN_OP_Mean:
+        return broadcast(c, 0, c->n->n_inputs - 1, op == KN_OP_Pow ? (in_type(c, 0) ? in_type(c, 0)->dtype : 0) : 0);
+    case KN_OP_Equal: case KN_OP_Less: case KN_OP_LessOrEqual: case KN_OP_Greater: case KN_OP_GreaterOrEqual:
+    case KN_OP_And: case KN_OP_Or: case KN_OP_Xor:
+        return broadcast(c, 0, 1, KN_BOOL);
+    case KN_OP_Where: {
+        const kn_type *x = in_type(c, 1);
+        return broadcast(c, 0, 2, x ? x->dtype : KN_UNDEFINED);
+    }
+    case KN_OP_IsNaN: case KN_OP_IsInf: {
+        const kn_type *t = in_type(c, 0);
+        return set_out(c, 0, KN_BOOL, t ? t->shape.rank : -1, t ? t->shape.dims : NULL);
+    }
+    case KN_OP_MatMul: return infer_matmul(c);
+    case KN_OP_Gemm: return infer_gemm(c);
+    case KN_OP_Transpose: return infer_transpose(c);
+    case KN_OP_Reshape: return infer_reshape(c);
+    case KN_OP_Concat: return infer_concat(c);
+    case KN_OP_Cast: case KN_OP_CastLike: return infer_cast(c);
+    case KN_OP_Shape: return infer_shape_op(c);
+    case KN_OP_Size: return set_out(c, 0, KN_I64, 0, NULL);
+    default: return KN_OK;
+    }
+}
+
+static kn_status infer_graph(kn_graph *g, int depth)
+{
+    if (depth > 256)
+        return KN_OK;
+    /* an OUTER value's type is its target's (inferred already: it comes
+     * from an earlier node of an enclosing graph) */
+    for (kn_id v = 0; v < g->n_values; v++)
+        if (g->values[v].kind == KN_VAL_OUTER && g->values[v].type.kind == KN_TYPE_UNKNOWN) {
+            const kn_value *t = kn_value_resolve(g, v, NULL);
+            if (t)
+                g->values[v].type = t->type;
+        }
+    for (kn_id k = 0; k < g->n_nodes; k++) {
+        sctx c = {g, &g->nodes[k]};
+        KN_TRY(infer_node(&c));
+        for (uint32_t i = 0; i < g->nodes[k].n_attrs; i++) {
+            const kn_attr *a = &g->nodes[k].attrs[i];
+            uint32_t ng = a->kind == KN_ATTR_GRAPH ? 1 : a->kind == KN_ATTR_GRAPHS ? a->n : 0;
+            for (uint32_t j = 0; j < ng; j++)
+                KN_TRY(infer_graph(a->kind == KN_ATTR_GRAPH ? a->u.g : a->u.graphs[j], depth + 1));
+        }
+    }
+    return KN_OK;
+}
+
+kn_status kn_pass_infer_shapes(kn_graph *g, kn_diag *d)
+{
+    kn_status s = infer_graph(g, 0);
+    if (s == KN_ERR_NOMEM)
+        kn_diag_add(d, KN_ERROR, "out of memory in shape inference");
+    return s;
+}

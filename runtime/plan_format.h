@@ -1,0 +1,128 @@
+/* kiln plan file format v1: the on-disk layout shared by the writer
+ * (codegen/plan_write.c) and the loader (runtime/plan_read.c). All
+ * integers little-endian; docs/plan-format.md describes it in prose. */
+#ifndef KILN_PLAN_FORMAT_H
+#define KILN_PLAN_FORMAT_H
+
+#include <stdint.h>
+
+#define KN_PLAN_MAGIC "KILNPLAN"
+#define KN_PLAN_VERSION 1u
+#define KN_PLAN_HEADER_SIZE 128u
+#define KN_PLAN_WEIGHT_ALIGN 64u     /* each constant's data */
+#define KN_PLAN_WEIGHTS_PAGE 4096u   /* the weights section's start */
+#define KN_PLAN_NONE 0xffffffffu
+
+typedef struct kn_plan_header {
+    char magic[8];           /* "KILNPLAN" */
+    uint32_t version;        /* KN_PLAN_VERSION */
+    uint32_t header_size;    /* KN_PLAN_HEADER_SIZE */
+    uint64_t file_size;      /* bytes */
+    uint64_t checksum;       /* kn_plan_checksum of the whole file with this field zero */
+    uint64_t sections_off;   /* section table */
+    uint32_t n_sections;
+    uint32_t flags;          /* 0 */
+    char kiln_version[16];   /* NUL-padded */
+    uint8_t reserved[128 - 64]; /* zero */
+} kn_plan_header;
+
+typedef enum kn_plan_section_kind {
+    KN_SEC_STRINGS = 1, /* NUL-terminated strings; referenced by byte offset */
+    KN_SEC_META,        /* kn_plan_kv[] */
+    KN_SEC_GRAPHS,      /* kn_plan_graph[]; index 0 is the main graph */
+    KN_SEC_VALUES,      /* kn_plan_value[] (the tensor table), all graphs */
+    KN_SEC_NODES,       /* kn_plan_node[] (the step table), all graphs, in execution order */
+    KN_SEC_IDS,         /* uint32_t[]: node and graph input/output value indices */
+    KN_SEC_ATTRS,       /* kn_plan_attr[] */
+    KN_SEC_BLOB,        /* attribute payloads and encoded types, 8-byte aligned items */
+    KN_SEC_CONSTS,      /* kn_plan_const[] */
+    KN_SEC_BUFFERS,     /* kn_plan_buffer[]: one per computed value */
+    KN_SEC_WEIGHTS,     /* constant data, each KN_PLAN_WEIGHT_ALIGN-aligned */
+    KN_SEC_COUNT
+} kn_plan_section_kind;
+
+typedef struct kn_plan_section {
+    uint32_t kind;
+    uint32_t reserved; /* 0 */
+    uint64_t offset;   /* from the start of the file */
+    uint64_t size;     /* bytes */
+} kn_plan_section;
+
+typedef struct kn_plan_kv {
+    uint32_t key, value; /* strings */
+} kn_plan_kv;
+
+typedef struct kn_plan_graph {
+    uint32_t name;
+    uint32_t parent;         /* graph index, KN_PLAN_NONE for the main graph */
+    uint32_t first_value, n_values; /* slice of VALUES; value ids are local to the graph */
+    uint32_t first_node, n_nodes;   /* slice of NODES */
+    uint32_t inputs, n_inputs;      /* slice of IDS */
+    uint32_t outputs, n_outputs;    /* slice of IDS */
+} kn_plan_graph;
+
+typedef struct kn_plan_value {
+    uint32_t name;
+    uint32_t kind;       /* kn_value_kind */
+    uint32_t producer;   /* NODE: node index local to the graph */
+    uint32_t out_index;
+    uint32_t outer;      /* OUTER: value id in the parent graph */
+    uint32_t constant;   /* CONST: index into CONSTS */
+    uint64_t type;       /* offset of the encoded type in BLOB */
+} kn_plan_value;
+
+typedef struct kn_plan_node {
+    uint32_t name, op_type, domain, function; /* strings (function: KN_PLAN_NONE if none) */
+    int64_t opset;
+    uint32_t inputs, n_inputs;   /* slice of IDS (KN_PLAN_NONE entries: omitted) */
+    uint32_t outputs, n_outputs; /* slice of IDS */
+    uint32_t attrs, n_attrs;     /* slice of ATTRS */
+} kn_plan_node;
+
+typedef struct kn_plan_attr {
+    uint32_t name;
+    uint32_t kind;      /* kn_attr_kind */
+    uint32_t n;         /* elements for list kinds */
+    uint32_t reserved;  /* 0 */
+    uint64_t payload;   /* offset in BLOB: float/int64/bytes/uint32 indices (consts, graphs) or types */
+    uint64_t size;      /* payload bytes */
+} kn_plan_attr;
+
+typedef struct kn_plan_const {
+    uint32_t name;
+    int32_t dtype;
+    int32_t rank;
+    uint32_t reserved;  /* 0 */
+    uint64_t dims;      /* offset in BLOB of rank int64 dims */
+    int64_t n_elems;
+    uint64_t data;      /* offset from the WEIGHTS section's start (strings: in BLOB) */
+    uint64_t nbytes;    /* strings: bytes of the encoded (u64 len, bytes) list in BLOB */
+} kn_plan_const;
+
+typedef struct kn_plan_buffer {
+    uint32_t graph, value; /* which computed value */
+    int64_t bytes;         /* static size when the shape is known, -1 when set at run time */
+} kn_plan_buffer;
+
+/* Encoded type in BLOB: int32 kind, int32 dtype, int32 rank, int32 has_elem,
+ * then rank × (int64 value, uint32 sym string or KN_PLAN_NONE, uint32 0),
+ * then the element type (same encoding) when has_elem. */
+
+/* FNV-1a over 64-bit little-endian words, then the tail bytes. */
+static inline uint64_t kn_plan_checksum_update(uint64_t h, const uint8_t *p, uint64_t n)
+{
+    const uint64_t prime = 1099511628211ull;
+    while (n >= 8) {
+        uint64_t w = (uint64_t)p[0] | (uint64_t)p[1] << 8 | (uint64_t)p[2] << 16 | (uint64_t)p[3] << 24 |
+                     (uint64_t)p[4] << 32 | (uint64_t)p[5] << 40 | (uint64_t)p[6] << 48 | (uint64_t)p[7] << 56;
+        h = (h ^ w) * prime;
+        p += 8;
+        n -= 8;
+    }
+    while (n--)
+        h = (h ^ *p++) * prime;
+    return h;
+}
+#define KN_PLAN_CHECKSUM_SEED 14695981039346656037ull
+
+#endif

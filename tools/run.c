@@ -1,0 +1,358 @@
+/* kiln run: executes a plan on given (or seeded random) inputs, prints
+ * and writes the outputs, and compares them with reference outputs. */
+#include "cli.h"
+#include "compare.h"
+#include "kiln/runtime.h"
+#include "runtime/cpu/exec.h"
+#include "runtime/cpu/util.h"
+#include "tensor_io.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+static const char usage[] =
+    "usage: kiln run MODEL.plan [options]\n"
+    "\n"
+    "Runs a plan and prints a summary of each output.\n"
+    "\n"
+    "options:\n"
+    "  --input NAME=FILE     an input from a TensorProto .pb or numpy .npy file\n"
+    "                        (inputs not given are random, from --seed)\n"
+    "  --shape NAME=DIMS     shape for a random input, e.g. x=1x3x224x224\n"
+    "                        (symbolic dims default to 1)\n"
+    "  --seed N              seed for random inputs (default 0)\n"
+    "  --output-dir DIR      write each output as DIR/<name>.pb (or .npy)\n"
+    "  --output-format F     pb (default) or npy\n"
+    "  --compare-to DIR      a backend-test test_data_set_N folder: inputs from its\n"
+    "                        input_K.pb unless given, outputs compared with output_K.pb\n"
+    "  --rtol X, --atol Y    comparison tolerances (default 1e-3, 1e-7)\n"
+    "  --device D            auto (default), cpu or cuda\n"
+    "  -h, --help\n"
+    "\n"
+    "Exit codes: 0 ok (and all comparisons pass), 1 bad input or a comparison\n"
+    "failed, 2 internal error.\n";
+
+typedef struct kv {
+    const char *name, *value;
+} kv;
+
+static uint64_t rng_next(uint64_t *s)
+{
+    uint64_t z = (*s += 0x9e3779b97f4a7c15ull);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    return z ^ (z >> 31);
+}
+
+static kn_status random_input(const kn_value *v, const char *shape_opt, uint64_t *seed, kn_diag *d,
+                              kn_rt_tensor **out)
+{
+    int64_t dims[64];
+    int32_t rank = 0;
+    if (v->type.kind != KN_TYPE_TENSOR || !v->type.dtype) {
+        kn_diag_add(d, KN_ERROR, "input '%s' has no tensor type; give it with --input", v->name);
+        return KN_ERR_INVALID;
+    }
+    if (shape_opt) {
+        const char *p = shape_opt;
+        while (*p && rank < 64) {
+            char *e;
+            long long x = strtoll(p, &e, 10);
+            if (e == p || x < 0) {
+                kn_diag_add(d, KN_ERROR, "--shape %s=%s: expected dims like 1x3x224x224", v->name, shape_opt);
+                return KN_ERR_INVALID;
+            }
+            dims[rank++] = x;
+            p = *e == 'x' ? e + 1 : e;
+            if (*e && *e != 'x') {
+                kn_diag_add(d, KN_ERROR, "--shape %s=%s: expected dims like 1x3x224x224", v->name, shape_opt);
+                return KN_ERR_INVALID;
+            }
+        }
+    } else {
+        if (v->type.shape.rank < 0) {
+            kn_diag_add(d, KN_ERROR, "input '%s' has an unknown rank; give its shape with --shape %s=DIMS", v->name,
+                        v->name);
+            return KN_ERR_INVALID;
+        }
+        rank = v->type.shape.rank > 64 ? 64 : v->type.shape.rank;
+        for (int32_t i = 0; i < rank; i++) {
+            dims[i] = v->type.shape.dims[i].value >= 0 ? v->type.shape.dims[i].value : 1;
+            if (v->type.shape.dims[i].value < 0)
+                fprintf(stderr, "note: input '%s': dimension %d (%s) set to 1; use --shape to choose\n", v->name,
+                        (int)i, v->type.shape.dims[i].sym ? v->type.shape.dims[i].sym : "?");
+        }
+    }
+    kn_rt_tensor *t;
+    kn_status s = kn_rt_tensor_new(NULL, v->type.dtype, rank, dims, &t);
+    if (s != KN_OK) {
+        kn_diag_add(d, KN_ERROR, "input '%s': cannot make a %s tensor of that shape", v->name,
+                    kn_dtype_name(v->type.dtype));
+        return s;
+    }
+    for (int64_t i = 0; i < t->numel; i++) {
+        uint64_t r = rng_next(seed);
+        double u = (double)(r >> 11) / 9007199254740992.0; /* [0, 1) */
+        if (kn_dt_is_float(t->dtype))
+            kn_set_f64(t->dtype, t->data, i, u * 2 - 1);
+        else if (t->dtype == KN_BOOL)
+            kn_set_i64(t->dtype, t->data, i, (int64_t)(r & 1));
+        else if (kn_dt_is_int(t->dtype))
+            kn_set_i64(t->dtype, t->data, i, (int64_t)(r % 10));
+    }
+    *out = t;
+    return KN_OK;
+}
+
+static void print_summary(const char *name, const kn_rt_tensor *t)
+{
+    printf("%s: %s[", name, kn_dtype_name(t->dtype));
+    for (int32_t i = 0; i < t->rank; i++)
+        printf("%s%" PRId64, i ? ", " : "", t->dims[i]);
+    printf("]");
+    if (kn_dtype_bits(t->dtype) >= 8 && t->dtype != KN_STRING && t->dtype != KN_C64 && t->dtype != KN_C128 &&
+        t->numel > 0) {
+        double mn = INFINITY, mx = -INFINITY, sum = 0;
+        for (int64_t i = 0; i < t->numel; i++) {
+            double x = kn_get_f64(t->dtype, t->data, i);
+            mn = x < mn ? x : mn;
+            mx = x > mx ? x : mx;
+            sum += x;
+        }
+        printf("  min %.6g max %.6g mean %.6g  values:", mn, mx, sum / (double)t->numel);
+        for (int64_t i = 0; i < t->numel && i < 8; i++)
+            printf(" %.6g", kn_get_f64(t->dtype, t->data, i));
+        if (t->numel > 8)
+            printf(" ...");
+    }
+    printf("\n");
+}
+
+static char *safe_name(const char *name)
+{
+    size_t n = strlen(name);
+    char *s = malloc(n + 2);
+    if (!s)
+        return NULL;
+    for (size_t i = 0; i < n; i++) {
+        char c = name[i];
+        bool ok = (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '.' ||
+                  c == '_' || c == '-';
+        s[i] = ok ? c : '_';
+    }
+    s[n] = 0;
+    if (n == 0 || strcmp(s, ".") == 0 || strcmp(s, "..") == 0) {
+        s[0] = '_';
+        s[1] = 0;
+    }
+    return s;
+}
+
+static const char *find_kv(const kv *list, int n, const char *name)
+{
+    for (int i = 0; i < n; i++)
+        if (strcmp(list[i].name, name) == 0)
+            return list[i].value;
+    return NULL;
+}
+
+static int parse_kv(const char *opt, const char *arg, kv *out)
+{
+    const char *eq = strchr(arg, '=');
+    if (!eq || eq == arg) {
+        fprintf(stderr, "error: run: %s expects NAME=VALUE, got '%s'\n", opt, arg);
+        return -1;
+    }
+    char *name = strndup(arg, (size_t)(eq - arg));
+    if (!name)
+        return -1;
+    out->name = name;
+    out->value = eq + 1;
+    return 0;
+}
+
+int kn_cmd_run(int argc, char **argv)
+{
+    const char *plan = NULL, *out_dir = NULL, *compare_dir = NULL, *device = "auto", *fmt = "pb";
+    double rtol = 1e-3, atol = 1e-7;
+    uint64_t seed = 0;
+    kv *inputs = calloc((size_t)argc + 1, sizeof *inputs), *shapes = calloc((size_t)argc + 1, sizeof *shapes);
+    int n_inputs = 0, n_shapes = 0, rc = KN_EXIT_BAD_INPUT;
+    if (!inputs || !shapes)
+        return KN_EXIT_INTERNAL;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        bool has = i + 1 < argc;
+        if (strcmp(a, "-h") == 0 || strcmp(a, "--help") == 0) {
+            fputs(usage, stdout);
+            rc = KN_EXIT_OK;
+            goto done_args;
+        } else if (strcmp(a, "--input") == 0 && has) {
+            if (parse_kv(a, argv[++i], &inputs[n_inputs++]))
+                goto done_args;
+        } else if (strcmp(a, "--shape") == 0 && has) {
+            if (parse_kv(a, argv[++i], &shapes[n_shapes++]))
+                goto done_args;
+        } else if (strcmp(a, "--seed") == 0 && has) {
+            seed = strtoull(argv[++i], NULL, 10);
+        } else if (strcmp(a, "--output-dir") == 0 && has) {
+            out_dir = argv[++i];
+        } else if (strcmp(a, "--output-format") == 0 && has) {
+            fmt = argv[++i];
+        } else if (strcmp(a, "--compare-to") == 0 && has) {
+            compare_dir = argv[++i];
+        } else if (strcmp(a, "--rtol") == 0 && has) {
+            rtol = strtod(argv[++i], NULL);
+        } else if (strcmp(a, "--atol") == 0 && has) {
+            atol = strtod(argv[++i], NULL);
+        } else if (strcmp(a, "--device") == 0 && has) {
+            device = argv[++i];
+        } else if (a[0] == '-' && a[1]) {
+            fprintf(stderr, "error: run: unknown or incomplete option '%s'\n\n%s", a, usage);
+            goto done_args;
+        } else if (plan) {
+            fprintf(stderr, "error: run: more than one plan given\n\n%s", usage);
+            goto done_args;
+        } else {
+            plan = a;
+        }
+    }
+    rc = -1;
+done_args:
+    if (rc != -1) {
+        for (int i = 0; i < n_inputs; i++)
+            free((char *)inputs[i].name);
+        for (int i = 0; i < n_shapes; i++)
+            free((char *)shapes[i].name);
+        free(inputs);
+        free(shapes);
+        return rc;
+    }
+    rc = KN_EXIT_BAD_INPUT;
+    kn_diag *d = kn_diag_create(NULL, stderr);
+    kn_graph *g = NULL;
+    kn_rt_tensor **ins = NULL, **outs = NULL;
+    kn_status s = KN_OK;
+    if (!d) {
+        rc = KN_EXIT_INTERNAL;
+        goto out;
+    }
+    if (!plan) {
+        fprintf(stderr, "error: run: no plan given\n\n%s", usage);
+        goto out;
+    }
+    if (strcmp(fmt, "pb") != 0 && strcmp(fmt, "npy") != 0) {
+        fprintf(stderr, "error: run: --output-format must be pb or npy\n");
+        goto out;
+    }
+    if (strcmp(device, "cuda") == 0) {
+        fprintf(stderr, "error: run: --device cuda: this build has no CUDA backend yet; use --device cpu\n");
+        goto out;
+    }
+    if (strcmp(device, "auto") != 0 && strcmp(device, "cpu") != 0) {
+        fprintf(stderr, "error: run: --device must be auto, cpu or cuda\n");
+        goto out;
+    }
+    s = kn_plan_load(plan, NULL, d, &g);
+    if (s != KN_OK)
+        goto out;
+    if (strcmp(device, "auto") == 0)
+        fprintf(stderr, "note: running on the CPU reference backend\n");
+    for (int i = 0; i < n_inputs; i++) {
+        bool known = false;
+        for (uint32_t k = 0; k < g->n_inputs; k++)
+            known |= strcmp(g->values[g->inputs[k]].name, inputs[i].name) == 0;
+        if (!known) {
+            kn_diag_add(d, KN_ERROR, "--input %s: the plan has no input named '%s'", inputs[i].name, inputs[i].name);
+            s = KN_ERR_INVALID;
+            goto out;
+        }
+    }
+    ins = calloc(g->n_inputs + 1, sizeof *ins);
+    outs = calloc(g->n_outputs + 1, sizeof *outs);
+    if (!ins || !outs) {
+        s = KN_ERR_NOMEM;
+        goto out;
+    }
+    for (uint32_t k = 0; k < g->n_inputs && s == KN_OK; k++) {
+        const kn_value *v = &g->values[g->inputs[k]];
+        const char *file = find_kv(inputs, n_inputs, v->name);
+        char path[4400];
+        if (!file && compare_dir) {
+            snprintf(path, sizeof path, "%s/input_%u.pb", compare_dir, k);
+            file = path;
+        }
+        if (file)
+            s = kn_tensor_read(file, NULL, d, &ins[k], NULL);
+        else
+            s = random_input(v, find_kv(shapes, n_shapes, v->name), &seed, d, &ins[k]);
+    }
+    if (s != KN_OK)
+        goto out;
+    s = kn_cpu_run(g, NULL, d, (const kn_rt_tensor *const *)ins, g->n_inputs, outs, g->n_outputs);
+    if (s != KN_OK)
+        goto out;
+    bool all_pass = true;
+    if (out_dir && mkdir(out_dir, 0755) != 0 && errno != EEXIST) {
+        kn_diag_add(d, KN_ERROR, "%s: cannot create the folder: %s", out_dir, strerror(errno));
+        s = KN_ERR_IO;
+        goto out;
+    }
+    for (uint32_t k = 0; k < g->n_outputs && s == KN_OK; k++) {
+        const char *name = g->values[g->outputs[k]].name;
+        print_summary(name, outs[k]);
+        if (out_dir) {
+            char *sn = safe_name(name);
+            char path[4400];
+            if (!sn) {
+                s = KN_ERR_NOMEM;
+                break;
+            }
+            snprintf(path, sizeof path, "%s/%s.%s", out_dir, sn, fmt);
+            free(sn);
+            s = strcmp(fmt, "npy") == 0 ? kn_tensor_write_npy(path, outs[k], d)
+                                        : kn_tensor_write_pb(path, outs[k], name, d);
+        }
+        if (compare_dir && s == KN_OK) {
+            char path[4400], why[512];
+            snprintf(path, sizeof path, "%s/output_%u.pb", compare_dir, k);
+            kn_rt_tensor *want = NULL;
+            s = kn_tensor_read_pb(path, NULL, d, &want, NULL);
+            if (s != KN_OK)
+                break;
+            kn_cmp_result cr;
+            bool ok = kn_compare_tensors(outs[k], want, rtol, atol, &cr, why, sizeof why);
+            printf("  compare %s: max abs %.3g, max rel %.3g: %s%s%s\n", name, cr.max_abs, cr.max_rel,
+                   ok ? "PASS" : "FAIL", ok ? "" : " - ", ok ? "" : why);
+            all_pass &= ok;
+            kn_rt_tensor_free(NULL, want);
+        }
+    }
+    if (s == KN_OK)
+        rc = all_pass ? KN_EXIT_OK : KN_EXIT_BAD_INPUT;
+out:
+    if (s != KN_OK)
+        rc = kn_cli_exit_code(s);
+    if (g) {
+        for (uint32_t k = 0; ins && k < g->n_inputs; k++)
+            kn_rt_tensor_free(NULL, ins[k]);
+        for (uint32_t k = 0; outs && k < g->n_outputs; k++)
+            kn_rt_tensor_free(NULL, outs[k]);
+    }
+    free(ins);
+    free(outs);
+    kn_graph_destroy(g);
+    kn_diag_destroy(d);
+    for (int i = 0; i < n_inputs; i++)
+        free((char *)inputs[i].name);
+    for (int i = 0; i < n_shapes; i++)
+        free((char *)shapes[i].name);
+    free(inputs);
+    free(shapes);
+    return rc;
+}
