@@ -497,7 +497,12 @@ static kn_status import_node(imp_ctx *c, scope *sc, Onnx__NodeProto *np, fnctx *
         return inline_call(c, sc, np, fn, fc, depth);
 
     kn_node n = {0};
-    if (kn_graph_intern_cstr(r, nc.name, &n.name) != KN_OK || kn_graph_intern_cstr(r, op_type, &n.op_type) != KN_OK ||
+    if (fc) { /* inlined: the call site's prefix keeps node names unique */
+        KN_TRY(translate(c, fc, nc.name, &n.name));
+    } else if (kn_graph_intern_cstr(r, nc.name, &n.name) != KN_OK) {
+        return OOM(im);
+    }
+    if (kn_graph_intern_cstr(r, op_type, &n.op_type) != KN_OK ||
         kn_graph_intern_cstr(r, domain, &n.domain) != KN_OK)
         return OOM(im);
     n.opset = opset;
@@ -589,7 +594,10 @@ static kn_status import_node(imp_ctx *c, scope *sc, Onnx__NodeProto *np, fnctx *
         if (kn_onnx_tensor_type(im, v.tensor, &v.type) != KN_OK)
             return OOM(im);
         kn_id id;
-        return define_output(&nc, safe(np->output[0]), &v, &id);
+        KN_TRY(define_output(&nc, safe(np->output[0]), &v, &id));
+        if (id != KN_NONE && !v.tensor->name)
+            v.tensor->name = g->values[id].name; /* value_float & co. carry no name */
+        return KN_OK;
     }
 
     /* outputs */
@@ -677,6 +685,8 @@ static bool pb_depth_ok(const ProtobufCMessageDescriptor *desc, const uint8_t *p
     }
     return true;
 }
+
+static bool pb_failed(const ProtobufCAllocator *pa); /* an allocation of the decoder failed */
 
 /* The bytes of a length-prefixed unknown field: protobuf-c keeps the
  * field's varint length prefix at the start of its data. */
@@ -775,7 +785,8 @@ static kn_status inline_call(imp_ctx *c, scope *sc, Onnx__NodeProto *np, Onnx__F
             pb_depth_ok(&onnx__attribute_proto__descriptor, payload, payload + plen, 0))
             ap = onnx__attribute_proto__unpack(c->pa, plen, payload);
         if (!ap) {
-            s = ERR(im, KN_ERR_INVALID, "%s: function %s: malformed attribute default", im->file, f.name);
+            s = pb_failed(c->pa) ? OOM(im)
+                                 : ERR(im, KN_ERR_INVALID, "%s: function %s: malformed attribute default", im->file, f.name);
             goto out;
         }
         f.defaults[f.n_defaults++] = ap;
@@ -1164,6 +1175,8 @@ static void pb_free_fn(void *ctx, void *ptr)
     pb_alloc *p = ctx;
     kn_mem_free(p->a, ptr);
 }
+
+static bool pb_failed(const ProtobufCAllocator *pa) { return ((const pb_alloc *)pa->allocator_data)->failed; }
 
 #define KN_MODEL_MAX_BYTES ((size_t)INT32_MAX) /* protobuf's own 2 GiB limit */
 

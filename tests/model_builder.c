@@ -550,7 +550,8 @@ void mb_rmtree(const char *dir)
 static void *c_alloc(void *ctx, size_t n)
 {
     mb_counter *c = ctx;
-    c->calls++;
+    if (++c->calls == c->fail_at)
+        return NULL;
     void *p = malloc(n);
     if (p)
         c->live++;
@@ -560,7 +561,8 @@ static void *c_alloc(void *ctx, size_t n)
 static void *c_realloc(void *ctx, void *p, size_t n)
 {
     mb_counter *c = ctx;
-    c->calls++;
+    if (++c->calls == c->fail_at)
+        return NULL;
     void *q = realloc(p, n);
     if (q && !p)
         c->live++;

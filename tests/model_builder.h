@@ -115,6 +115,7 @@ typedef struct mb_counter {
     kn_allocator a;  /* pass &c.a to kiln */
     long live;       /* blocks allocated and not yet freed */
     long calls;      /* alloc/realloc calls so far */
+    long fail_at;    /* the call (1-based) that returns NULL; 0: none */
 } mb_counter;
 
 void mb_counter_init(mb_counter *c);

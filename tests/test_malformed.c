@@ -115,8 +115,10 @@ static void expect_file(const char *path, kn_status want, const char *s1, const 
     kn_diag_destroy(d);
 }
 
-/* A small model touching most of the format: metadata, a function, an If
- * with subgraphs, raw and typed initializers, attributes, value infos. */
+/* A small model touching most of the format: metadata, functions (one with
+ * a Constant, an attribute reference and an attribute default), an If with
+ * subgraphs, raw, typed, string and sparse initializers, attributes, value
+ * infos, an unsupported op. */
 static Onnx__ModelProto *small_model(mb *b)
 {
     Onnx__ModelProto *m = mb_model(b, 13);
@@ -143,6 +145,30 @@ static Onnx__ModelProto *small_model(mb *b)
     mb_node(b, g, "Reshape", "rs", "z,shape", "r");
     mb_value_info(b, g, "y", mb_tensor_type(b, KN_F32, "N,4"));
     mb_output(b, g, "r", mb_tensor_type(b, KN_F32, "?,2"));
+
+    Onnx__FunctionProto *addc = mb_function(b, m, "my.fn", "AddC", "x", "y", "");
+    Onnx__TensorProto *k = mb_tensor(b, "k", KN_F32, (const int64_t[]){2}, 1);
+    mb_raw(b, k, (const float[]){3, 4}, 8);
+    mb_attr_t(b, mb_fnode(b, addc, "Constant", "k", "", "k"), "value", k);
+    mb_fnode(b, addc, "Add", "add", "x,k", "s");
+    mb_attr_ref(b, mb_fnode(b, addc, "LeakyRelu", "lr", "s", "y"), "alpha",
+                ONNX__ATTRIBUTE_PROTO__ATTRIBUTE_TYPE__FLOAT, "alpha");
+    Onnx__AttributeProto *def = mb_attr_new(b, "alpha", ONNX__ATTRIBUTE_PROTO__ATTRIBUTE_TYPE__FLOAT);
+    def->has_f = 1;
+    def->f = 0.5f;
+    mb_function_default(b, addc, def);
+    mb_node(b, g, "AddC", "c1", "r", "q1")->domain = mb_strdup(b, "my.fn");
+    mb_node(b, g, "AddC", "c2", "q1", "q2")->domain = mb_strdup(b, "my.fn");
+    mb_output(b, g, "q2", NULL);
+    Onnx__TensorProto *v = mb_tensor(b, "sp", KN_F32, (const int64_t[]){1}, 1);
+    mb_float_data(b, v, (const float[]){1}, 1);
+    Onnx__TensorProto *ix = mb_tensor(b, "", KN_I64, (const int64_t[]){1}, 1);
+    mb_int64_data(b, ix, (const int64_t[]){2}, 1);
+    mb_sparse_initializer(b, g, mb_sparse(b, v, ix, (const int64_t[]){4}, 1));
+    mb_string_data(b, mb_initializer(b, g, "strs", KN_STRING, (const int64_t[]){2}, 1),
+                   (const char *const[]){"a", "bc"}, NULL, 2);
+    mb_attr_strings(b, mb_node(b, g, "Foo", "foo", "sp,strs", "fo"), "ss", (const char *const[]){"x", "yy"}, 2);
+    mb_output(b, g, "fo", NULL);
     return m;
 }
 
@@ -704,6 +730,42 @@ static void test_deep_nesting(void **state)
     expect_model(f, m, KN_ERR_INVALID, "function my.fn.Dflt", "attribute default");
 }
 
+/* ---- allocation failures ---- */
+
+/* The small model imported with each allocation failing in turn: every
+ * failure is a clean KN_ERR_NOMEM with a message and nothing allocated. */
+static void test_allocation_failures(void **state)
+{
+    mfx *f = *state;
+    size_t len;
+    uint8_t *bytes = mb_pack(f->b, small_model(f->b), &len);
+    mb_counter c;
+    mb_counter_init(&c);
+    kn_diag *d = kn_diag_create(NULL, NULL);
+    kn_graph *g = NULL;
+    assert_int_equal(kn_import_onnx_memory(bytes, len, NULL, "small.onnx", NULL, &c.a, d, &g), KN_OK);
+    kn_graph_destroy(g);
+    kn_diag_destroy(d);
+    long total = c.calls;
+    assert_true(total > 50);
+    for (long n = 1; n <= total; n++) {
+        mb_counter_init(&c);
+        c.fail_at = n;
+        d = kn_diag_create(NULL, NULL);
+        g = (kn_graph *)&c;
+        kn_status s = kn_import_onnx_memory(bytes, len, NULL, "small.onnx", NULL, &c.a, d, &g);
+        if (s == KN_OK) {
+            kn_graph_destroy(g);
+        } else if (s != KN_ERR_NOMEM || g || kn_diag_count(d, KN_ERROR) == 0) {
+            kn_diag_print(d, stderr);
+            fail_msg("allocation %ld of %ld failing gave '%s'", n, total, kn_status_str(s));
+        }
+        if (c.live != 0)
+            fail_msg("allocation %ld of %ld failing left %ld blocks allocated", n, total, c.live);
+        kn_diag_destroy(d);
+    }
+}
+
 /* ---- paths ---- */
 
 static void test_bad_paths(void **state)
@@ -731,6 +793,7 @@ int main(void)
         T(test_other_bad_tensors),
         T(test_bad_nodes),
         T(test_deep_nesting),
+        T(test_allocation_failures),
         T(test_bad_paths),
 #undef T
     };
