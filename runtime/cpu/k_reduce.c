@@ -1,4 +1,5 @@
-/* Reduction kernels: the Reduce* family, ArgMax/ArgMin, CumSum and TopK.
+/* Reduction kernels: the Reduce* family, ArgMax/ArgMin, CumSum, TopK and
+ * MeanVarianceNormalization.
  * Floating-point inputs accumulate in double; integer inputs in exact
  * 64-bit arithmetic (wrapping like the C types they are stored in). */
 #include "runtime/cpu/util.h"
@@ -490,5 +491,68 @@ kn_status kn_ref_TopK(kn_kctx *c)
                 oi[at] = idx[j];
             }
         }
+    return KN_OK;
+}
+
+/* ---- MeanVarianceNormalization ---- */
+
+/* y = (x - E[x]) / (sqrt(E[(x - E[x])^2]) + 1e-9), the expectations over
+ * `axes` (default [0, 2, 3]; empty: all), as ONNX's function body does
+ * (which computes the variance as E[x^2] - E[x]^2; two passes are the
+ * same value without the cancellation). */
+kn_status kn_ref_MeanVarianceNormalization(kn_kctx *c)
+{
+    const kn_rt_tensor *x;
+    KN_TRY(need_input(c, 0, "X", &x));
+    if (!kn_dt_is_float(x->dtype))
+        return kn_kctx_fail(c, KN_ERR_INVALID, "input must be a float tensor, got %s", kn_dtype_name(x->dtype));
+    static const int64_t def_axes[] = {0, 2, 3};
+    uint32_t n_axes;
+    const int64_t *axes = kn_kctx_attr_ints(c, "axes", &n_axes);
+    if (!kn_kctx_attr(c, "axes")) {
+        axes = def_axes;
+        n_axes = 3;
+    }
+    bool reduced[KN_RT_MAX_RANK];
+    for (int32_t d = 0; d < x->rank; d++)
+        reduced[d] = n_axes == 0;
+    for (uint32_t i = 0; i < n_axes; i++) {
+        int32_t a;
+        KN_TRY(kn_axis(c, axes[i], x->rank, &a));
+        if (reduced[a])
+            return kn_kctx_fail(c, KN_ERR_INVALID, "axis %lld is given twice", (long long)axes[i]);
+        reduced[a] = true;
+    }
+    int64_t groups = 1, count = 1;
+    for (int32_t d = 0; d < x->rank; d++) {
+        if (reduced[d])
+            count *= x->dims[d];
+        else
+            groups *= x->dims[d];
+    }
+    kn_rt_tensor *y;
+    KN_TRY(kn_kctx_out(c, 0, x->dtype, x->rank, x->dims, &y));
+    if (y->numel == 0)
+        return KN_OK;
+    double *mean = kn_kctx_scratch(c, (size_t)groups * sizeof *mean);
+    double *sd = kn_kctx_scratch(c, (size_t)groups * sizeof *sd);
+    if (!mean || !sd)
+        return KN_ERR_NOMEM;
+    red_iter it;
+    red_iter_init(&it, x, reduced);
+    for (int64_t i = 0; i < x->numel; i++, red_iter_next(&it))
+        mean[it.o] += kn_get_f64(x->dtype, x->data, i);
+    for (int64_t g = 0; g < groups; g++)
+        mean[g] /= (double)count;
+    red_iter_init(&it, x, reduced);
+    for (int64_t i = 0; i < x->numel; i++, red_iter_next(&it)) {
+        double v = kn_get_f64(x->dtype, x->data, i) - mean[it.o];
+        sd[it.o] += v * v;
+    }
+    for (int64_t g = 0; g < groups; g++)
+        sd[g] = sqrt(sd[g] / (double)count) + 1e-9;
+    red_iter_init(&it, x, reduced);
+    for (int64_t i = 0; i < x->numel; i++, red_iter_next(&it))
+        kn_set_f64(y->dtype, y->data, i, (kn_get_f64(x->dtype, x->data, i) - mean[it.o]) / sd[it.o]);
     return KN_OK;
 }
