@@ -144,8 +144,8 @@ static void reduce_f64(red_kind k, const kn_rt_tensor *x, const bool *reduced, i
         switch (k) {
         case R_SUM: case R_MEAN: case R_LOGSUM: *a += v; break;
         case R_PROD: *a *= v; break;
-        case R_MAX: if (v > *a || isnan(v)) *a = isnan(*a) ? *a : v; break;
-        case R_MIN: if (v < *a || isnan(v)) *a = isnan(*a) ? *a : v; break;
+        case R_MAX: if (!isnan(*a) && (isnan(v) || v > *a)) *a = v; break; /* NaN sticks */
+        case R_MIN: if (!isnan(*a) && (isnan(v) || v < *a)) *a = v; break;
         case R_L1: *a += fabs(v); break;
         case R_L2: case R_SUMSQ: *a += v * v; break;
         case R_LOGSUMEXP: *a += exp(v - mx[it.o]); break;
