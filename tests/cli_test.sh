@@ -73,5 +73,38 @@ expect 1 'not a valid ONNX model' "$KILN" inspect "$BAD/tensor_not_model.onnx"
 expect 1 'not a valid ONNX model' "$KILN" inspect "$BAD/truncated.onnx"
 expect 1 'the file is empty' "$KILN" inspect "$BAD/empty.onnx"
 
+# compile and run: a plan built twice is byte-identical, runs, compares
+ID=/usr/share/libonnx-testdata/data/node/test_identity
+if [ -f "$ID/model.onnx" ]; then
+    expect 0 "wrote $TMP/id.plan" "$KILN" compile "$ID/model.onnx" -o "$TMP/id.plan"
+    expect 0 "wrote $TMP/id2.plan" "$KILN" compile "$ID/model.onnx" -o "$TMP/id2.plan"
+    expect 0 '' cmp "$TMP/id.plan" "$TMP/id2.plan"
+    expect 0 'compare y: max abs 0, max rel 0: PASS' "$KILN" run "$TMP/id.plan" --compare-to "$ID/test_data_set_0"
+    expect 0 'y: float32\[1, 1, 2, 2\]' "$KILN" run "$TMP/id.plan" --seed 7 --output-dir "$TMP/out" --output-format npy
+    expect 0 '' test -f "$TMP/out/y.npy"
+    expect 0 'y: float32' "$KILN" run "$TMP/id.plan" --input "x=$TMP/out/y.npy"
+    expect 0 '' "$KILN" run "$TMP/id.plan" --seed 7 --output-dir "$TMP/out2"
+    expect 0 '' test -f "$TMP/out2/y.pb"
+    expect 1 "no input named 'nope'" "$KILN" run "$TMP/id.plan" --input "nope=$TMP/out/y.npy"
+    expect 1 'no CUDA backend' "$KILN" run "$TMP/id.plan" --device cuda
+    expect 1 'not a kiln plan' "$KILN" run "$ID/model.onnx"
+    expect 1 'cannot open' "$KILN" run "$TMP/none.plan"
+    # a flipped byte anywhere is a clean error
+    cp "$TMP/id.plan" "$TMP/bad.plan"
+    printf '\x5a' | dd of="$TMP/bad.plan" bs=1 seek=300 conv=notrunc status=none
+    expect 1 'corrupted plan: checksum mismatch' "$KILN" run "$TMP/bad.plan"
+    head -c 1000 "$TMP/id.plan" >"$TMP/cut.plan"
+    expect 1 'truncated' "$KILN" run "$TMP/cut.plan"
+    # a failed write leaves nothing behind
+    expect 1 'cannot create the plan' "$KILN" compile "$ID/model.onnx" -o "$TMP/no/such/dir/x.plan"
+    expect 0 '' test -z "$(ls "$TMP" | grep tmp)"
+fi
+expect 1 "3 nodes use 2 ops kiln does not support on target cpu" "$KILN" compile "$BAD/unsupported_ops.onnx" -o "$TMP/u.plan"
+expect 1 "Frobnicate \(my.domain, opset 1\) x2: 'f1', 'f2'" "$KILN" compile "$BAD/unsupported_ops.onnx" -o "$TMP/u.plan"
+expect 1 "Twiddle \(my.domain, opset 1\) x1: 't1'" "$KILN" compile "$BAD/unsupported_ops.onnx" -o "$TMP/u.plan"
+expect 0 '' test ! -e "$TMP/u.plan"
+expect 1 "target 'cuda' is not available yet" "$KILN" compile "$BAD/unsupported_ops.onnx" --target cuda
+expect 0 '^ 1  infer-shapes' "$KILN" compile --passes
+
 echo "$pass passed, $fail failed"
 [ "$fail" -eq 0 ]

@@ -72,6 +72,13 @@ def main():
     with open(os.path.join(OUT, "truncated.onnx"), "wb") as f:
         f.write(good[: len(good) // 2])
     open(os.path.join(OUT, "empty.onnx"), "wb").close()
+    # well-formed, but with ops kiln does not know: compile must name them all at once
+    nodes = [helper.make_node("Frobnicate", ["x"], ["a"], name="f1", domain="my.domain"),
+             helper.make_node("Frobnicate", ["a"], ["b"], name="f2", domain="my.domain"),
+             helper.make_node("Twiddle", ["b"], ["y"], name="t1", domain="my.domain")]
+    m = model(nodes, [x()], [x("y")])
+    m.opset_import.append(helper.make_opsetid("my.domain", 1))
+    save("unsupported_ops.onnx", m)
 
 
 if __name__ == "__main__":
