@@ -198,8 +198,6 @@ static kn_status mm_plan_make(kn_kctx *c, const kn_rt_tensor *a, const kn_rt_ten
     return KN_OK;
 }
 
-static bool is_float_dtype(kn_dtype t) { return kn_dt_is_float(t); }
-
 kn_status kn_ref_MatMul(kn_kctx *c)
 {
     const kn_rt_tensor *a = kn_kctx_in(c, 0), *b = kn_kctx_in(c, 1);
@@ -208,7 +206,7 @@ kn_status kn_ref_MatMul(kn_kctx *c)
     if (a->dtype != b->dtype)
         return kn_kctx_fail(c, KN_ERR_INVALID, "MatMul input types differ (%s vs %s)", kn_dtype_name(a->dtype),
                             kn_dtype_name(b->dtype));
-    bool fl = is_float_dtype(a->dtype);
+    bool fl = kn_dt_is_float(a->dtype);
     if (!fl && !kn_dt_is_int(a->dtype))
         return kn_kctx_fail(c, KN_ERR_INVALID, "MatMul does not support %s", kn_dtype_name(a->dtype));
     mm_plan p;
@@ -255,7 +253,7 @@ kn_status kn_ref_Gemm(kn_kctx *c)
                             (int)b->rank);
     if (a->dtype != b->dtype || (cc && cc->dtype != a->dtype))
         return kn_kctx_fail(c, KN_ERR_INVALID, "Gemm input types differ");
-    bool fl = is_float_dtype(a->dtype);
+    bool fl = kn_dt_is_float(a->dtype);
     if (!fl && !kn_dt_is_int(a->dtype))
         return kn_kctx_fail(c, KN_ERR_INVALID, "Gemm does not support %s", kn_dtype_name(a->dtype));
     bool ta = kn_kctx_attr_int(c, "transA", 0) != 0, tb = kn_kctx_attr_int(c, "transB", 0) != 0;

@@ -60,8 +60,8 @@ static kn_status read_auto_pad(kn_kctx *c, auto_pad *ap)
     return KN_OK;
 }
 
-/* Reads the attributes shared by Conv and ConvTranspose and checks X and W.
- * `wdim1_is_c` tells which of W's first two dims holds input channels. */
+/* Reads the attributes shared by Conv and ConvTranspose and checks X and W
+ * (`transpose`: W is [C, M/group, k...] rather than [M, C/group, k...]). */
 static kn_status geom_common(kn_kctx *c, const kn_rt_tensor *x, const kn_rt_tensor *w, bool transpose, conv_geom *g)
 {
     if (x->rank < 3)
@@ -224,13 +224,12 @@ static kn_status conv_f64(kn_kctx *c, const conv_geom *g, const double *x, const
     return KN_OK;
 }
 
-static kn_status out_dims(const conv_geom *g, int64_t *dims)
+static void out_dims(const conv_geom *g, int64_t *dims)
 {
     dims[0] = g->n;
     dims[1] = g->m;
     for (int32_t i = 0; i < g->nsp; i++)
         dims[i + 2] = g->out[i];
-    return KN_OK;
 }
 
 kn_status kn_ref_Conv(kn_kctx *c)
