@@ -327,12 +327,14 @@ static kn_status run_graph(exec *ex, frame *parent, const kn_graph *g, const kn_
     kn_id *head = kn_mem_alloc(a, ((size_t)g->n_nodes + 1) * sizeof *head);
     kn_id *next = kn_mem_alloc(a, nv * sizeof *next);
     kn_status s = KN_OK;
+    if (f.vals)
+        memset(f.vals, 0, nv * sizeof *f.vals);
+    if (f.owned)
+        memset(f.owned, 0, nv);
     if (!f.vals || !f.owned || !last || !head || !next) {
         s = KN_ERR_NOMEM;
         goto out;
     }
-    memset(f.vals, 0, nv * sizeof *f.vals);
-    memset(f.owned, 0, nv);
     last_uses(g, last);
     for (uint32_t i = 0; i < n_in && s == KN_OK; i++) {
         kn_id v = g->inputs[i];
@@ -374,7 +376,7 @@ static kn_status run_graph(exec *ex, frame *parent, const kn_graph *g, const kn_
         }
     }
 out:
-    if (f.vals)
+    if (f.vals && f.owned)
         for (kn_id v = 0; v < g->n_values; v++)
             release(ex, &f, v);
     if (s != KN_OK)

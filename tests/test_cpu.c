@@ -1,0 +1,251 @@
+/* The CPU reference backend: executor behaviour (input checks, missing
+ * kernels, value lifetimes, failing allocations) and kernel edge cases
+ * (empty tensors, negative axes, bad shapes) on small hand-built graphs. */
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <setjmp.h>
+#include <cmocka.h>
+
+#include "model_builder.h"
+#include "runtime/cpu/exec.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+static kn_graph *import(mb *b, Onnx__ModelProto *m)
+{
+    size_t len;
+    uint8_t *bytes = mb_pack(b, m, &len);
+    kn_diag *d = kn_diag_create(NULL, stderr);
+    kn_graph *g = NULL;
+    assert_int_equal(kn_import_onnx_memory(bytes, len, NULL, "t.onnx", NULL, NULL, d, &g), KN_OK);
+    kn_diag_destroy(d);
+    return g;
+}
+
+static kn_rt_tensor *tensor(kn_dtype t, int32_t rank, const int64_t *dims, const float *vals)
+{
+    kn_rt_tensor *x;
+    assert_int_equal(kn_rt_tensor_new(NULL, t, rank, dims, &x), KN_OK);
+    for (int64_t i = 0; vals && i < x->numel; i++)
+        ((float *)x->data)[i] = vals[i];
+    return x;
+}
+
+/* Runs g on one input; returns the status and the first error text. */
+static kn_status run1(kn_graph *g, kn_rt_tensor *in, kn_rt_tensor **out, char *err, size_t n)
+{
+    kn_diag *d = kn_diag_create(NULL, NULL);
+    const kn_rt_tensor *ins[1] = {in};
+    kn_status s = kn_cpu_run(g, NULL, d, ins, 1, out, 1);
+    snprintf(err, n, "%s", kn_diag_size(d) ? kn_diag_message(d, 0, NULL) : "");
+    kn_diag_destroy(d);
+    return s;
+}
+
+/* x[2,3] → MatMul w[3,2] → ReduceSum(axes=[-1], keepdims=0) → Softmax → y */
+static Onnx__ModelProto *small_model(mb *b)
+{
+    Onnx__ModelProto *m = mb_model(b, 13);
+    Onnx__GraphProto *g = m->graph;
+    mb_input(b, g, "x", mb_tensor_type(b, KN_F32, "batch,3"));
+    int64_t wd[2] = {3, 2}, ad[1] = {1};
+    mb_float_data(b, mb_initializer(b, g, "w", KN_F32, wd, 2), (float[]){1, 2, 3, 4, 5, 6}, 6);
+    mb_int64_data(b, mb_initializer(b, g, "axes", KN_I64, ad, 1), (int64_t[]){-1}, 1);
+    mb_node(b, g, "MatMul", "mm", "x,w", "h");
+    Onnx__NodeProto *r = mb_node(b, g, "ReduceSum", "rs", "h,axes", "s");
+    mb_attr_i(b, r, "keepdims", 0);
+    mb_node(b, g, "Softmax", "sm", "s", "y");
+    mb_output(b, g, "y", NULL);
+    return m;
+}
+
+static void test_run_small(void **state)
+{
+    (void)state;
+    mb *b = mb_new();
+    kn_graph *g = import(b, small_model(b));
+    kn_rt_tensor *x = tensor(KN_F32, 2, (int64_t[]){2, 3}, (float[]){1, 0, 0, 0, 0, 1}), *y = NULL;
+    char err[512];
+    assert_int_equal(run1(g, x, &y, err, sizeof err), KN_OK);
+    /* rows: [1,2]·sum → 3, [5,6] → 11; softmax over the batch axis of length 2 */
+    assert_int_equal(y->rank, 1);
+    assert_int_equal(y->dims[0], 2);
+    float *v = y->data;
+    assert_true(fabsf(v[0] - 1.0f / (1.0f + expf(8.0f))) < 1e-6f);
+    assert_true(fabsf(v[0] + v[1] - 1.0f) < 1e-6f);
+    kn_rt_tensor_free(NULL, y);
+    kn_rt_tensor_free(NULL, x);
+    kn_graph_destroy(g);
+    mb_free(b);
+}
+
+static void test_input_checks(void **state)
+{
+    (void)state;
+    mb *b = mb_new();
+    kn_graph *g = import(b, small_model(b));
+    char err[512];
+    kn_rt_tensor *y = NULL;
+    kn_rt_tensor *wrong_dtype = tensor(KN_F64, 2, (int64_t[]){2, 3}, NULL);
+    assert_int_equal(run1(g, wrong_dtype, &y, err, sizeof err), KN_ERR_INVALID);
+    assert_non_null(strstr(err, "input 'x' must be float32, got float64"));
+    kn_rt_tensor *wrong_dim = tensor(KN_F32, 2, (int64_t[]){2, 4}, NULL);
+    assert_int_equal(run1(g, wrong_dim, &y, err, sizeof err), KN_ERR_INVALID);
+    assert_non_null(strstr(err, "input 'x' must have shape [batch, 3], got [2, 4]"));
+    kn_rt_tensor *wrong_rank = tensor(KN_F32, 1, (int64_t[]){3}, NULL);
+    assert_int_equal(run1(g, wrong_rank, &y, err, sizeof err), KN_ERR_INVALID);
+    assert_null(y);
+    /* symbolic batch takes any size, 0 included */
+    kn_rt_tensor *empty = tensor(KN_F32, 2, (int64_t[]){0, 3}, NULL);
+    assert_int_equal(run1(g, empty, &y, err, sizeof err), KN_OK);
+    assert_int_equal(y->numel, 0);
+    kn_rt_tensor_free(NULL, y);
+    kn_rt_tensor_free(NULL, wrong_dtype);
+    kn_rt_tensor_free(NULL, wrong_dim);
+    kn_rt_tensor_free(NULL, wrong_rank);
+    kn_rt_tensor_free(NULL, empty);
+    kn_graph_destroy(g);
+    mb_free(b);
+}
+
+static void test_kernel_errors_name_the_node(void **state)
+{
+    (void)state;
+    mb *b = mb_new();
+    Onnx__ModelProto *m = mb_model(b, 13);
+    Onnx__GraphProto *gp = m->graph;
+    mb_input(b, gp, "x", mb_tensor_type(b, KN_F32, "2,3"));
+    int64_t wd[2] = {4, 2};
+    mb_float_data(b, mb_initializer(b, gp, "w", KN_F32, wd, 2), (float[8]){0}, 8);
+    mb_node(b, gp, "MatMul", "bad_mm", "x,w", "y");
+    mb_output(b, gp, "y", NULL);
+    kn_graph *g = import(b, m);
+    kn_rt_tensor *x = tensor(KN_F32, 2, (int64_t[]){2, 3}, NULL), *y = NULL;
+    char err[512];
+    assert_int_equal(run1(g, x, &y, err, sizeof err), KN_ERR_INVALID);
+    assert_non_null(strstr(err, "node 'bad_mm' (MatMul, opset 13)"));
+    assert_null(y);
+    kn_rt_tensor_free(NULL, x);
+    kn_graph_destroy(g);
+    mb_free(b);
+}
+
+static void test_negative_axis_out_of_range(void **state)
+{
+    (void)state;
+    mb *b = mb_new();
+    Onnx__ModelProto *m = mb_model(b, 13);
+    Onnx__GraphProto *gp = m->graph;
+    mb_input(b, gp, "x", mb_tensor_type(b, KN_F32, "2,3"));
+    Onnx__NodeProto *n = mb_node(b, gp, "Softmax", "sm", "x", "y");
+    mb_attr_i(b, n, "axis", -3);
+    mb_output(b, gp, "y", NULL);
+    kn_graph *g = import(b, m);
+    kn_rt_tensor *x = tensor(KN_F32, 2, (int64_t[]){2, 3}, NULL), *y = NULL;
+    char err[512];
+    assert_int_equal(run1(g, x, &y, err, sizeof err), KN_ERR_INVALID);
+    assert_non_null(strstr(err, "axis"));
+    kn_rt_tensor_free(NULL, x);
+    kn_graph_destroy(g);
+    mb_free(b);
+}
+
+static void test_missing_kernel(void **state)
+{
+    (void)state;
+    mb *b = mb_new();
+    Onnx__ModelProto *m = mb_model(b, 13);
+    Onnx__GraphProto *gp = m->graph;
+    mb_opset(b, m, "my.domain", 1);
+    mb_input(b, gp, "x", mb_tensor_type(b, KN_F32, "2"));
+    Onnx__NodeProto *n = mb_node(b, gp, "Frob", "frob", "x", "y");
+    n->domain = mb_strdup(b, "my.domain");
+    mb_output(b, gp, "y", NULL);
+    kn_graph *g = import(b, m);
+    kn_rt_tensor *x = tensor(KN_F32, 1, (int64_t[]){2}, NULL), *y = NULL;
+    char err[512];
+    assert_int_equal(run1(g, x, &y, err, sizeof err), KN_ERR_UNSUPPORTED);
+    assert_non_null(strstr(err, "node 'frob' (Frob, opset 1): the CPU backend has no kernel for my.domain.Frob"));
+    kn_rt_tensor_free(NULL, x);
+    kn_graph_destroy(g);
+    mb_free(b);
+}
+
+typedef struct failing {
+    long calls, fail_at, live;
+} failing;
+
+static void *f_alloc(void *ctx, size_t n)
+{
+    failing *f = ctx;
+    if (++f->calls == f->fail_at)
+        return NULL;
+    void *p = malloc(n);
+    f->live += p != NULL;
+    return p;
+}
+
+static void *f_realloc(void *ctx, void *p, size_t n)
+{
+    failing *f = ctx;
+    if (++f->calls == f->fail_at)
+        return NULL;
+    void *q = realloc(p, n);
+    f->live += q && !p;
+    return q;
+}
+
+static void f_free(void *ctx, void *p)
+{
+    failing *f = ctx;
+    f->live -= p != NULL;
+    free(p);
+}
+
+/* Every allocation of a run fails in turn: a clean status, nothing leaked. */
+static void test_run_failing_allocator(void **state)
+{
+    (void)state;
+    mb *b = mb_new();
+    kn_graph *g = import(b, small_model(b));
+    kn_rt_tensor *x = tensor(KN_F32, 2, (int64_t[]){2, 3}, (float[]){1, 2, 3, 4, 5, 6});
+    const kn_rt_tensor *ins[1] = {x};
+    failing f = {0, 0, 0};
+    kn_allocator a = {f_alloc, f_realloc, f_free, &f};
+    kn_rt_tensor *y = NULL;
+    kn_diag *d = kn_diag_create(NULL, NULL);
+    assert_int_equal(kn_cpu_run(g, &a, d, ins, 1, &y, 1), KN_OK);
+    kn_rt_tensor_free(&a, y);
+    assert_int_equal(f.live, 0);
+    long total = f.calls;
+    for (long k = 1; k <= total; k++) {
+        failing ff = {0, k, 0};
+        kn_allocator fa = {f_alloc, f_realloc, f_free, &ff};
+        y = NULL;
+        kn_status s = kn_cpu_run(g, &fa, d, ins, 1, &y, 1);
+        assert_int_equal(s, KN_ERR_NOMEM);
+        assert_null(y);
+        assert_int_equal(ff.live, 0);
+    }
+    printf("cpu run: failed each of %ld allocations in turn: all clean\n", total);
+    kn_diag_destroy(d);
+    kn_rt_tensor_free(NULL, x);
+    kn_graph_destroy(g);
+    mb_free(b);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_run_small),
+        cmocka_unit_test(test_input_checks),
+        cmocka_unit_test(test_kernel_errors_name_the_node),
+        cmocka_unit_test(test_negative_axis_out_of_range),
+        cmocka_unit_test(test_missing_kernel),
+        cmocka_unit_test(test_run_failing_allocator),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
