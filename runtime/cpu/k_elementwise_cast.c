@@ -59,8 +59,7 @@ static double ff_decode(const ffmt *f, unsigned v)
 
 /* Encodes x, rounding to nearest even. Values beyond the largest finite
  * one (after rounding) and infinities follow ONNX's Cast table: with
- * `saturate` they clamp to ±max (infinities become NaN in the FNUZ
- * types), without it they become Inf where the format has one, else NaN.
+ * `saturate` they clamp to ±max, without it they become Inf where the format has one, else NaN.
  * float4e2m1 has neither and always clamps; its NaN encodes as +0. */
 static unsigned ff_encode(const ffmt *f, double x, bool saturate)
 {
@@ -77,8 +76,8 @@ static unsigned ff_encode(const ffmt *f, double x, bool saturate)
     if (isinf(x)) {
         if (f->nan == NAN_NONE)
             return sign | maxmag;
-        if (saturate)
-            return f->nan == NAN_FNUZ ? nan : sign | maxmag;
+        if (saturate) /* the FNUZ types too, as ONNX's reference and onnxruntime do (the spec's table says NaN) */
+            return sign | maxmag;
         return f->nan == NAN_IEEE ? inf : nan;
     }
     if (f->nan == NAN_FNUZ)
