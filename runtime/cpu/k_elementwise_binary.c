@@ -178,6 +178,44 @@ static void apply_str_eq(const kn_rt_tensor *a, const kn_rt_tensor *b, kn_rt_ten
     }
 }
 
+/* Before opset 7 the binary ops broadcast only when the node says
+ * broadcast=1, and then B's shape matches a contiguous run of A's dims
+ * starting at `axis` (default: A's trailing dims). Returns in *bv a view
+ * of B padded with trailing 1s (dims in `dims`) that numpy broadcasting
+ * treats the same way. */
+static kn_status legacy_bcast(kn_kctx *c, const kn_rt_tensor *a, const kn_rt_tensor *b, kn_rt_tensor *bv,
+                              int64_t *dims)
+{
+    *bv = *b;
+    if (kn_kctx_opset(c) >= 7)
+        return KN_OK;
+    bool same = a->rank == b->rank;
+    for (int32_t i = 0; same && i < a->rank; i++)
+        same = a->dims[i] == b->dims[i];
+    if (!kn_kctx_attr_int(c, "broadcast", 0)) {
+        if (!same)
+            return kn_kctx_fail(c, KN_ERR_INVALID, "input shapes differ and broadcast is not set (opset %lld)",
+                                (long long)kn_kctx_opset(c));
+        return KN_OK;
+    }
+    int64_t axis = kn_kctx_attr_int(c, "axis", (int64_t)a->rank - b->rank);
+    if (axis < 0)
+        axis += a->rank;
+    if (axis < 0 || axis + b->rank > a->rank)
+        return kn_kctx_fail(c, KN_ERR_INVALID, "broadcast axis %lld does not fit B (rank %d) into A (rank %d)",
+                            (long long)axis, (int)b->rank, (int)a->rank);
+    for (int32_t i = 0; i < b->rank; i++)
+        if (b->dims[i] != a->dims[axis + i] && b->dims[i] != 1)
+            return kn_kctx_fail(c, KN_ERR_INVALID, "B dimension %d is %lld, A's dimension %lld is %lld", (int)i,
+                                (long long)b->dims[i], (long long)(axis + i), (long long)a->dims[axis + i]);
+    int32_t r = (int32_t)(a->rank - axis);
+    for (int32_t i = 0; i < r; i++)
+        dims[i] = i < b->rank ? b->dims[i] : 1;
+    bv->rank = r;
+    bv->dims = dims;
+    return KN_OK;
+}
+
 /* Runs op over all the node's inputs (two, or any number ≥ 1 for the
  * variadic ops), folding left: out = ((in0 op in1) op in2) ... */
 static kn_status binary_out(kn_kctx *c, bop op, unsigned allow, uint32_t min_in, uint32_t max_in, kn_rt_tensor **out)
@@ -195,6 +233,12 @@ static kn_status binary_out(kn_kctx *c, bop op, unsigned allow, uint32_t min_in,
         if (ins[k]->dtype != ins[0]->dtype)
             return kn_kctx_fail(c, KN_ERR_INVALID, "input %u has type %s, input 0 has %s", k,
                                 kn_dtype_name(ins[k]->dtype), kn_dtype_name(ins[0]->dtype));
+    }
+    kn_rt_tensor b_legacy;
+    int64_t b_dims[KN_RT_MAX_RANK];
+    if (max_in == 2 && op != B_PRELU) {
+        KN_TRY(legacy_bcast(c, ins[0], ins[1], &b_legacy, b_dims));
+        ins[1] = &b_legacy;
     }
     kn_dtype t = ins[0]->dtype;
     bool str_eq = op == B_EQ && t == KN_STRING;
@@ -327,6 +371,10 @@ kn_status kn_ref_Pow(kn_kctx *c)
     if (!type_ok(a->dtype, T_NUM) || !type_ok(b->dtype, T_NUM))
         return kn_kctx_fail(c, KN_ERR_INVALID, "input types %s, %s are not supported", kn_dtype_name(a->dtype),
                             kn_dtype_name(b->dtype));
+    kn_rt_tensor b_legacy;
+    int64_t b_dims[KN_RT_MAX_RANK];
+    KN_TRY(legacy_bcast(c, a, b, &b_legacy, b_dims));
+    b = &b_legacy;
     const kn_rt_tensor *ts[2] = {a, b};
     int32_t rank;
     int64_t dims[KN_RT_MAX_RANK];
