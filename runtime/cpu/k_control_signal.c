@@ -235,15 +235,23 @@ static kn_status out_datatype(kn_kctx *c, kn_dtype *out)
     return KN_OK;
 }
 
-/* w[n] = a0 - a1 cos(2 pi n / N) + a2 cos(4 pi n / N) with N = size
- * (periodic) or size - 1 (symmetric; a symmetric window of size 1 is [1]). */
-static kn_status window(kn_kctx *c, double a0, double a1, double a2)
+typedef enum { WIN_HANN, WIN_HAMMING, WIN_BLACKMAN } win_kind;
+
+/* Window of `size` points over N = size (periodic) or size - 1
+ * (symmetric), each evaluated in the operation order of ONNX's reference so
+ * that integer output types truncate the same values (a symmetric window of
+ * size 1 divides by N = 0 and is NaN there, as in ONNX and ONNX Runtime):
+ *   Hann      sin^2(pi n / N)
+ *   Hamming   alpha - beta cos(2 pi n / N), alpha = 25/46, beta = 1 - alpha
+ *   Blackman  (-0.5 cos(2 pi n / N) + 0.08 cos(4 pi n / N)) + 0.42
+ * Angles are reduced exactly (n and 2n mod N) before scaling by pi. */
+static kn_status window(kn_kctx *c, win_kind kind)
 {
-    const kn_rt_tensor *size_t_ = kn_kctx_in(c, 0);
-    if (!size_t_)
+    const kn_rt_tensor *size_in = kn_kctx_in(c, 0);
+    if (!size_in)
         return kn_kctx_fail(c, KN_ERR_INVALID, "missing input 'size'");
     int64_t size;
-    KN_TRY(scalar_int(c, size_t_, "size", &size));
+    KN_TRY(scalar_int(c, size_in, "size", &size));
     if (size < 0)
         return kn_kctx_fail(c, KN_ERR_INVALID, "size must be non-negative, got %lld", (long long)size);
     kn_dtype dt;
@@ -252,22 +260,27 @@ static kn_status window(kn_kctx *c, double a0, double a1, double a2)
     kn_rt_tensor *y;
     KN_TRY(kn_kctx_out(c, 0, dt, 1, &size, &y));
     int64_t n_den = periodic ? size : size - 1;
+    const double pi = two_pi / 2, alpha = 25.0 / 46.0;
     for (int64_t i = 0; i < size; i++) {
-        double v = 1.0;
-        if (n_den > 0) {
-            /* reduce the angle exactly: i, 2i mod N */
-            double t1 = two_pi * (double)(i % n_den) / (double)n_den;
-            double t2 = two_pi * (double)((2 * i) % n_den) / (double)n_den;
-            v = a0 - a1 * cos(t1) + a2 * cos(t2);
+        double v;
+        if (n_den <= 0) {
+            v = NAN;
+        } else {
+            double t1 = (double)(i % n_den) / (double)n_den, t2 = (double)((2 * i) % n_den) / (double)n_den;
+            switch (kind) {
+            case WIN_HANN: v = sin(pi * t1); v = v * v; break;
+            case WIN_HAMMING: v = alpha - cos(two_pi * t1) * (1.0 - alpha); break;
+            default: v = (cos(two_pi * t1) * -0.5 + cos(two_pi * t2) * 0.08) + 0.42; break;
+            }
         }
         kn_set_f64(dt, y->data, i, v);
     }
     return KN_OK;
 }
 
-kn_status kn_ref_HannWindow(kn_kctx *c) { return window(c, 0.5, 0.5, 0.0); }
-kn_status kn_ref_HammingWindow(kn_kctx *c) { return window(c, 25.0 / 46.0, 21.0 / 46.0, 0.0); }
-kn_status kn_ref_BlackmanWindow(kn_kctx *c) { return window(c, 0.42, 0.5, 0.08); }
+kn_status kn_ref_HannWindow(kn_kctx *c) { return window(c, WIN_HANN); }
+kn_status kn_ref_HammingWindow(kn_kctx *c) { return window(c, WIN_HAMMING); }
+kn_status kn_ref_BlackmanWindow(kn_kctx *c) { return window(c, WIN_BLACKMAN); }
 
 /* ---- MelWeightMatrix ---- */
 
