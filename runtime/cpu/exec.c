@@ -374,7 +374,7 @@ static kn_status run_graph(exec *ex, frame *parent, const kn_graph *g, const kn_
         }
     }
 out:
-    if (f.vals)
+    if (f.vals && f.owned && last && head && next) /* else nothing was bound (and vals is uninitialised) */
         for (kn_id v = 0; v < g->n_values; v++)
             release(ex, &f, v);
     if (s != KN_OK)
