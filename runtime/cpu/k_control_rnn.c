@@ -168,7 +168,8 @@ static kn_status parse_acts(kn_kctx *c, rnn *n)
         const kn_bytes *s = &a->u.strings[i];
         size_t k = 0, nt = sizeof act_table / sizeof act_table[0];
         for (; k < nt; k++)
-            if (strlen(act_table[k].name) == s->len && strncasecmp(act_table[k].name, (const char *)s->data, s->len) == 0)
+            if (strlen(act_table[k].name) == s->len &&
+                strncasecmp(act_table[k].name, (const char *)s->data, s->len) == 0)
                 break;
         if (k == nt)
             return kn_kctx_fail(c, KN_ERR_UNSUPPORTED, "unknown activation '%.*s'", (int)(s->len > 64 ? 64 : s->len),
@@ -408,7 +409,8 @@ static kn_status rnn_outputs(kn_kctx *c, rnn *n, kn_dtype dt)
         for (int64_t t = 0; t < n->seq; t++)
             for (int64_t d = 0; d < n->dirs; d++)
                 for (int64_t bb = 0; bb < n->batch; bb++) {
-                    int64_t dst = n->layout ? ((bb * n->seq + t) * n->dirs + d) * H : ((t * n->dirs + d) * n->batch + bb) * H;
+                    int64_t dst = n->layout ? ((bb * n->seq + t) * n->dirs + d) * H
+                                            : ((t * n->dirs + d) * n->batch + bb) * H;
                     const double *src = n->y + ((t * n->dirs + d) * n->batch + bb) * H;
                     for (int64_t k = 0; k < H; k++)
                         kn_set_f64(dt, y->data, dst + k, src[k]);
