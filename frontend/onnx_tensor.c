@@ -258,6 +258,10 @@ static kn_status tensor_typed(kn_onnx_import *im, Onnx__TensorProto *tp, kn_tens
     uint8_t *d = kn_graph_alloc(im->root, t->nbytes);
     if (!d)
         return kn_onnx_fail(im, KN_ERR_NOMEM);
+    if (t->nbytes == 0) { /* empty tensor: the typed field may be NULL, and memcpy from NULL is undefined */
+        t->data = d;
+        return KN_OK;
+    }
     switch (t->dtype) {
     case KN_F32: case KN_C64: memcpy(d, tp->float_data, t->nbytes); break;
     case KN_F64: case KN_C128: memcpy(d, tp->double_data, t->nbytes); break;
