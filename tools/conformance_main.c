@@ -25,9 +25,11 @@ static kn_status through_plan(void *ctx, kn_graph **g, kn_diag *d)
     unlink(pc->path);
     if (s != KN_OK)
         return s;
+    /* messages from the run name the model, not the temporary plan */
+    s = kn_graph_intern_cstr(loaded, (*g)->info->path, &loaded->info->path);
     kn_graph_destroy(*g);
     *g = loaded;
-    return KN_OK;
+    return s;
 }
 
 int main(int argc, char **argv)

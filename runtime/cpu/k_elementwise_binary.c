@@ -325,6 +325,21 @@ kn_status kn_ref_PRelu(kn_kctx *c)
     const kn_rt_tensor *x = kn_kctx_in(c, 0), *s = kn_kctx_in(c, 1);
     if (!x || !s)
         return kn_kctx_fail(c, KN_ERR_INVALID, "PRelu needs X and slope");
+    if (kn_kctx_opset(c) < 7 && s->rank == 1 && x->rank >= 2 && s->dims[0] == x->dims[1] && s->dims[0] != 1 &&
+        x->rank > 2) {
+        /* opset 6: a 1-D slope is per channel (axis 1), not numpy-broadcast */
+        kn_rt_tensor *y;
+        KN_TRY(kn_kctx_out(c, 0, x->dtype, x->rank, x->dims, &y));
+        int64_t inner = 1;
+        for (int32_t i = 2; i < x->rank; i++)
+            inner *= x->dims[i];
+        for (int64_t i = 0; i < x->numel; i++) {
+            double v = kn_get_f64(x->dtype, x->data, i);
+            double a = kn_get_f64(s->dtype, s->data, (i / inner) % s->dims[0]);
+            kn_set_f64(x->dtype, y->data, i, v < 0 ? v * a : v);
+        }
+        return KN_OK;
+    }
     bool same = s->rank <= x->rank;
     for (int32_t i = 0; same && i < s->rank; i++) {
         int64_t d = s->dims[i], xd = x->dims[x->rank - s->rank + i];
