@@ -7,7 +7,7 @@
 #include <stdint.h>
 
 #define KN_PLAN_MAGIC "KILNPLAN"
-#define KN_PLAN_VERSION 1u
+#define KN_PLAN_VERSION 2u
 #define KN_PLAN_HEADER_SIZE 128u
 #define KN_PLAN_WEIGHT_ALIGN 64u     /* each constant's data */
 #define KN_PLAN_WEIGHTS_PAGE 4096u   /* the weights section's start */
@@ -38,6 +38,14 @@ typedef enum kn_plan_section_kind {
     KN_SEC_CONSTS,      /* kn_plan_const[] */
     KN_SEC_BUFFERS,     /* kn_plan_buffer[]: one per computed value */
     KN_SEC_WEIGHTS,     /* constant data, each KN_PLAN_WEIGHT_ALIGN-aligned */
+    /* target cuda only (all present or all absent) */
+    KN_SEC_CU_KERNELS,  /* kn_plan_cu_kernel[] */
+    KN_SEC_CU_IMAGES,   /* kn_plan_cu_image[]: CUBIN per arch, PTX */
+    KN_SEC_CU_SLOTS,    /* kn_plan_cu_slot[]: tensor slots */
+    KN_SEC_CU_STEPS,    /* kn_plan_cu_step[] */
+    KN_SEC_CU_ARGS,     /* kn_plan_cu_arg[] */
+    KN_SEC_CU_PARAMS,   /* kernel parameter blobs and GEMM descriptors */
+    KN_SEC_CU_BLOBS,    /* the images' bytes, each 256-byte aligned */
     KN_SEC_COUNT
 } kn_plan_section_kind;
 
@@ -103,6 +111,80 @@ typedef struct kn_plan_buffer {
     uint32_t graph, value; /* which computed value */
     int64_t bytes;         /* static size when the shape is known, -1 when set at run time */
 } kn_plan_buffer;
+
+/* ---- target cuda ---- */
+
+#define KN_CU_MAX_RANK 8
+#define KN_CU_ARCH_PTX 0u /* image arch value for PTX (of the newest arch) */
+
+enum {
+    KN_CU_STEP_LAUNCH = 1, /* a kernel launch */
+    KN_CU_STEP_GEMM,       /* a cuBLASLt matmul (descriptor in PARAMS) */
+    KN_CU_STEP_COPY,       /* device-to-device copy */
+};
+
+enum {
+    KN_CU_ARG_SLOT = 1,    /* a device pointer: slot base + offset */
+    KN_CU_ARG_PARAMS,      /* bytes from PARAMS passed by value */
+};
+
+typedef struct kn_plan_cu_kernel {
+    uint32_t entry;        /* string */
+    uint32_t first_image, n_images;
+    uint32_t reserved;     /* 0 */
+    uint64_t hash;         /* of the source */
+} kn_plan_cu_kernel;
+
+typedef struct kn_plan_cu_image {
+    uint32_t kernel;
+    uint32_t arch;         /* 80, 86, 89, 90 ... or KN_CU_ARCH_PTX */
+    uint64_t offset;       /* in CU_BLOBS */
+    uint64_t size;
+} kn_plan_cu_image;
+
+typedef struct kn_plan_cu_slot {
+    uint32_t place;        /* 1 pool, 2 weight (CONSTS index), 3 graph input */
+    uint32_t index;
+    uint64_t offset;       /* pool byte offset */
+    uint64_t nbytes;
+    int32_t dtype;
+    int32_t rank;
+    int64_t dims[KN_CU_MAX_RANK];
+    uint32_t value;        /* value id in the main graph, or KN_PLAN_NONE */
+    uint32_t reserved;     /* 0 */
+} kn_plan_cu_slot;
+
+typedef struct kn_plan_cu_step {
+    uint32_t kind;
+    uint32_t kernel;
+    uint32_t grid[3], block[3];
+    uint32_t smem;
+    uint32_t first_arg, n_args;
+    uint32_t node;
+    uint64_t extra;        /* GEMM: descriptor offset in PARAMS; COPY: bytes */
+} kn_plan_cu_step;
+
+typedef struct kn_plan_cu_arg {
+    uint32_t kind;
+    uint32_t slot;
+    uint64_t offset;
+    uint64_t size;
+} kn_plan_cu_arg;
+
+/* A GEMM descriptor as stored in CU_PARAMS (row-major operands; the
+ * runtime maps it to cuBLASLt's column-major view). */
+typedef struct kn_plan_cu_gemm {
+    int64_t m, n, k;
+    int64_t lda, ldb, ldc, ldd;
+    int64_t batch;
+    int64_t stride_a, stride_b, stride_c, stride_d;
+    float alpha, beta;
+    int32_t dtype;
+    uint32_t trans_a, trans_b;
+    uint32_t epilogue;     /* 0 none, 1 relu, 2 gelu, 3 bias */
+    uint32_t has_c;
+    uint32_t reserved;     /* 0 */
+} kn_plan_cu_gemm;
 
 /* Encoded type in BLOB: int32 kind, int32 dtype, int32 rank, int32 has_elem,
  * then rank × (int64 value, uint32 sym string or KN_PLAN_NONE, uint32 0),

@@ -505,9 +505,14 @@ static kn_status load(rd *r)
         r->sec[s.kind] = r->base + s.offset;
         r->sec_size[s.kind] = s.size;
     }
-    for (int k = 1; k < KN_SEC_COUNT; k++)
+    for (int k = 1; k <= KN_SEC_WEIGHTS; k++)
         if (!r->sec[k])
             return corrupt(r, "a section is missing");
+    int n_cu = 0; /* the target-cuda sections come all together or not at all */
+    for (int k = KN_SEC_WEIGHTS + 1; k < KN_SEC_COUNT; k++)
+        n_cu += r->sec[k] != NULL;
+    if (n_cu != 0 && n_cu != KN_SEC_COUNT - KN_SEC_WEIGHTS - 1)
+        return corrupt(r, "some of the CUDA sections are missing");
     KN_TRY(read_meta(r));
     KN_TRY(read_consts(r));
     KN_TRY(read_graphs(r));
