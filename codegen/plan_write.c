@@ -4,6 +4,7 @@
 #include "codegen/plan_write.h"
 #include "ir/arena.h"
 #include "runtime/plan_format.h"
+#include "codegen/cuda/program.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -67,6 +68,8 @@ typedef struct wctx {
     const kn_allocator *a;
     kn_diag *diag;
     buf strings, meta, graphs, values, nodes, ids, attrs, blob, consts, buffers;
+    buf cu_kernels, cu_images, cu_slots, cu_steps, cu_args, cu_params, cu_blobs;
+    uint32_t *root_const; /* main graph value id → CONSTS index */
     /* interned string → offset (open addressing on the pointer) */
     kn_str *skeys;
     uint32_t *svals;
@@ -79,6 +82,7 @@ typedef struct wctx {
     uint64_t *c_off;
     uint32_t n_cs, cap_cs, cap_coff;
     uint64_t weights_size;
+    bool has_cuda;
 } wctx;
 
 static uint32_t str_of(wctx *w, const char *s)
@@ -277,6 +281,8 @@ static void put_graph(wctx *w, uint32_t gi)
         pv.out_index = val->out_index;
         pv.outer = val->kind == KN_VAL_OUTER ? val->outer : KN_PLAN_NONE;
         pv.constant = val->kind == KN_VAL_CONST ? add_const(w, val->tensor) : KN_PLAN_NONE;
+        if (gi == 0 && w->root_const)
+            w->root_const[v] = pv.constant;
         pv.type = put_type(w, &val->type, 0);
         put(&w->values, &pv, sizeof pv);
         if (val->kind == KN_VAL_NODE) {
@@ -356,6 +362,72 @@ static void put_meta(wctx *w, kn_graph *g, const kn_plan_options *o)
     }
 }
 
+/* ---- target cuda ---- */
+
+static void put_cuda(wctx *w, kn_graph *g, const kn_cu_program *p)
+{
+    char tmp[128];
+    snprintf(tmp, sizeof tmp, "%llu", (unsigned long long)p->pool_bytes);
+    put_kv(w, g, "cuda.pool_bytes", tmp);
+    snprintf(tmp, sizeof tmp, "%llu", (unsigned long long)p->naive_bytes);
+    put_kv(w, g, "cuda.naive_bytes", tmp);
+    size_t pos = 0;
+    tmp[0] = 0;
+    for (uint32_t i = 0; i < p->n_archs && pos < sizeof tmp - 16; i++)
+        pos += (size_t)snprintf(tmp + pos, sizeof tmp - pos, "%s%s%u", i ? "," : "",
+                                p->archs[i] == KN_CU_ARCH_PTX ? "ptx" : "sm_",
+                                p->archs[i] == KN_CU_ARCH_PTX ? p->archs[i > 0 ? i - 1 : 0] : p->archs[i]);
+    put_kv(w, g, "cuda.archs", tmp);
+    uint32_t img = 0;
+    for (uint32_t k = 0; k < p->n_kernels; k++) {
+        const kn_cu_kernel *kk = &p->kernels[k];
+        kn_plan_cu_kernel pk = {str_of(w, kk->entry), img, kk->n_images, 0, kk->hash};
+        put(&w->cu_kernels, &pk, sizeof pk);
+        for (uint32_t i = 0; i < kk->n_images; i++) {
+            align(&w->cu_blobs, 256);
+            kn_plan_cu_image pi = {k, kk->images[i].arch, put(&w->cu_blobs, kk->images[i].data, kk->images[i].size),
+                                   kk->images[i].size};
+            put(&w->cu_images, &pi, sizeof pi);
+            img++;
+        }
+    }
+    for (uint32_t i = 0; i < p->n_slots; i++) {
+        const kn_cu_slot *sl = &p->slots[i];
+        kn_plan_cu_slot ps;
+        memset(&ps, 0, sizeof ps);
+        ps.place = sl->place;
+        ps.index = sl->place == KN_CU_WEIGHT ? (sl->index < g->n_values ? w->root_const[sl->index] : KN_PLAN_NONE)
+                                             : sl->index;
+        ps.offset = sl->offset;
+        ps.nbytes = sl->nbytes;
+        ps.dtype = sl->dtype;
+        ps.rank = sl->rank;
+        for (int32_t k = 0; k < sl->rank && k < KN_CU_MAX_RANK; k++)
+            ps.dims[k] = sl->dims[k];
+        ps.value = sl->value;
+        put(&w->cu_slots, &ps, sizeof ps);
+    }
+    for (uint32_t i = 0; i < p->n_steps; i++) {
+        const kn_cu_step *st = &p->steps[i];
+        kn_plan_cu_step ps = {st->kind, st->kernel, {st->grid[0], st->grid[1], st->grid[2]},
+                              {st->block[0], st->block[1], st->block[2]}, st->smem, st->first_arg, st->n_args,
+                              st->node, st->gemm};
+        put(&w->cu_steps, &ps, sizeof ps);
+    }
+    for (uint32_t i = 0; i < p->n_args; i++) {
+        kn_plan_cu_arg pa = {p->args[i].kind, p->args[i].slot, p->args[i].offset, p->args[i].size};
+        put(&w->cu_args, &pa, sizeof pa);
+    }
+    put(&w->cu_params, p->params, p->n_params);
+    /* graph outputs' slots, as META: the runtime copies them out */
+    for (uint32_t i = 0; i < p->n_outputs; i++) {
+        char key[64], val[32];
+        snprintf(key, sizeof key, "cuda.output.%u", i);
+        snprintf(val, sizeof val, "%u", p->outputs[i]);
+        put_kv(w, g, key, val);
+    }
+}
+
 /* ---- the file ---- */
 
 /* The temporary file being written, for the CLI's signal handler. */
@@ -385,13 +457,17 @@ static kn_status write_all(int fd, const void *p, size_t n)
 
 static kn_status write_file(wctx *w, const char *path, kn_diag *d)
 {
-    buf *secs[] = {&w->strings, &w->meta, &w->graphs, &w->values, &w->nodes, &w->ids,
-                   &w->attrs,   &w->blob, &w->consts, &w->buffers};
-    const uint32_t kinds[] = {KN_SEC_STRINGS, KN_SEC_META, KN_SEC_GRAPHS, KN_SEC_VALUES, KN_SEC_NODES,
-                              KN_SEC_IDS,     KN_SEC_ATTRS, KN_SEC_BLOB,  KN_SEC_CONSTS, KN_SEC_BUFFERS};
-    enum { NS = 10 };
-    kn_plan_section table[NS + 1];
-    uint64_t off = KN_PLAN_HEADER_SIZE + sizeof table;
+    buf *secs[] = {&w->strings,   &w->meta,      &w->graphs,   &w->values,   &w->nodes,   &w->ids,
+                   &w->attrs,     &w->blob,      &w->consts,   &w->buffers,  &w->cu_kernels, &w->cu_images,
+                   &w->cu_slots,  &w->cu_steps,  &w->cu_args,  &w->cu_params, &w->cu_blobs};
+    const uint32_t kinds[] = {KN_SEC_STRINGS,    KN_SEC_META,      KN_SEC_GRAPHS,   KN_SEC_VALUES,
+                              KN_SEC_NODES,      KN_SEC_IDS,       KN_SEC_ATTRS,    KN_SEC_BLOB,
+                              KN_SEC_CONSTS,     KN_SEC_BUFFERS,   KN_SEC_CU_KERNELS, KN_SEC_CU_IMAGES,
+                              KN_SEC_CU_SLOTS,   KN_SEC_CU_STEPS,  KN_SEC_CU_ARGS,  KN_SEC_CU_PARAMS,
+                              KN_SEC_CU_BLOBS};
+    const int NS = w->has_cuda ? 17 : 10;
+    kn_plan_section table[18];
+    uint64_t off = KN_PLAN_HEADER_SIZE + (uint64_t)(NS + 1) * sizeof table[0];
     for (int i = 0; i < NS; i++) {
         off = (off + 63) & ~(uint64_t)63;
         table[i].kind = kinds[i];
@@ -414,7 +490,7 @@ static kn_status write_file(wctx *w, const char *path, kn_diag *d)
     h.header_size = KN_PLAN_HEADER_SIZE;
     h.file_size = file_size;
     h.sections_off = KN_PLAN_HEADER_SIZE;
-    h.n_sections = NS + 1;
+    h.n_sections = (uint32_t)NS + 1;
     snprintf(h.kiln_version, sizeof h.kiln_version, "%s", KN_VERSION_STRING);
 
     size_t plen = strlen(path);
@@ -432,8 +508,8 @@ static kn_status write_file(wctx *w, const char *path, kn_diag *d)
     static const uint8_t zero[4096];
     kn_status s = write_all(fd, &h, sizeof h);
     if (s == KN_OK)
-        s = write_all(fd, table, sizeof table);
-    uint64_t pos = KN_PLAN_HEADER_SIZE + sizeof table;
+        s = write_all(fd, table, (size_t)(NS + 1) * sizeof table[0]);
+    uint64_t pos = KN_PLAN_HEADER_SIZE + (uint64_t)(NS + 1) * sizeof table[0];
     for (int i = 0; i < NS && s == KN_OK; i++) {
         if (table[i].offset > pos)
             s = write_all(fd, zero, (size_t)(table[i].offset - pos));
@@ -491,11 +567,15 @@ kn_status kn_plan_write(kn_graph *g, const kn_plan_options *o, const char *path,
     memset(&w, 0, sizeof w);
     w.a = g->alloc;
     w.diag = d;
-    buf *all[] = {&w.strings, &w.meta, &w.graphs, &w.values, &w.nodes,
-                  &w.ids,     &w.attrs, &w.blob,  &w.consts, &w.buffers};
+    buf *all[] = {&w.strings, &w.meta,       &w.graphs,    &w.values,   &w.nodes,   &w.ids,
+                  &w.attrs,   &w.blob,       &w.consts,    &w.buffers,  &w.cu_kernels, &w.cu_images,
+                  &w.cu_slots, &w.cu_steps,  &w.cu_args,   &w.cu_params, &w.cu_blobs};
     for (size_t i = 0; i < sizeof all / sizeof all[0]; i++)
         all[i]->a = w.a;
     str_of(&w, ""); /* offset 0 is the empty string */
+    w.root_const = kn_mem_alloc(w.a, ((size_t)g->n_values + 1) * sizeof *w.root_const);
+    if (!w.root_const)
+        return KN_ERR_NOMEM;
     kn_graph_walk(g, collect_graph, &w);
     kn_plan_graph zero_graph = {0};
     for (uint32_t i = 0; i < w.n_gs; i++)
@@ -527,6 +607,10 @@ kn_status kn_plan_write(kn_graph *g, const kn_plan_options *o, const char *path,
         }
     }
     put_meta(&w, g, o);
+    if (o && o->cuda) {
+        w.has_cuda = true;
+        put_cuda(&w, g, o->cuda);
+    }
     kn_status s = KN_OK;
     for (size_t i = 0; i < sizeof all / sizeof all[0]; i++)
         if (all[i]->failed)
@@ -542,5 +626,6 @@ kn_status kn_plan_write(kn_graph *g, const kn_plan_options *o, const char *path,
     kn_mem_free(w.a, w.gs);
     kn_mem_free(w.a, w.cs);
     kn_mem_free(w.a, w.c_off);
+    kn_mem_free(w.a, w.root_const);
     return s;
 }

@@ -4,9 +4,12 @@
 
 #include "ir/ir.h"
 
+struct kn_cu_program;
+
 typedef struct kn_plan_options {
     const char *options; /* build options, recorded as given (e.g. "--target cpu -O2") */
     const char *targets; /* comma-separated target list, e.g. "cpu" */
+    const struct kn_cu_program *cuda; /* target cuda: the lowered main graph, or NULL */
 } kn_plan_options;
 
 /* Writes g as a plan at `path`: first to a temporary file in the same

@@ -359,3 +359,92 @@ const char *kn_attr_kind_name(kn_attr_kind k)
         "floats", "ints", "strings", "tensors", "graphs", "types"};
     return (unsigned)k < KN_ATTR_KIND_COUNT ? names[k] : "?";
 }
+
+/* Marks every value of g that something reads: node inputs, graph
+ * outputs, and (through OUTER values) subgraphs' reads. */
+static void mark_used(const kn_graph *g, bool *used)
+{
+    for (kn_id k = 0; k < g->n_nodes; k++) {
+        const kn_node *n = &g->nodes[k];
+        for (uint32_t i = 0; i < n->n_inputs; i++)
+            if (n->inputs[i] != KN_NONE)
+                used[n->inputs[i]] = true;
+        for (uint32_t i = 0; i < n->n_attrs; i++) {
+            const kn_attr *a = &n->attrs[i];
+            uint32_t ng = a->kind == KN_ATTR_GRAPH ? 1 : a->kind == KN_ATTR_GRAPHS ? a->n : 0;
+            for (uint32_t j = 0; j < ng; j++) {
+                const kn_graph *sg = a->kind == KN_ATTR_GRAPH ? a->u.g : a->u.graphs[j];
+                for (kn_id v = 0; v < sg->n_values; v++)
+                    if (sg->values[v].kind == KN_VAL_OUTER && sg->values[v].outer < g->n_values)
+                        used[sg->values[v].outer] = true;
+            }
+        }
+    }
+    for (uint32_t i = 0; i < g->n_outputs; i++)
+        used[g->outputs[i]] = true;
+}
+
+kn_status kn_graph_compact(kn_graph *g, const bool *dead_nodes)
+{
+    const kn_allocator *a = g->alloc;
+    kn_id *nmap = kn_mem_alloc(a, ((size_t)g->n_nodes + 1) * sizeof *nmap);
+    kn_id *vmap = kn_mem_alloc(a, ((size_t)g->n_values + 1) * sizeof *vmap);
+    bool *used = kn_mem_alloc(a, (size_t)g->n_values + 1);
+    if (!nmap || !vmap || !used) {
+        kn_mem_free(a, nmap);
+        kn_mem_free(a, vmap);
+        kn_mem_free(a, used);
+        return KN_ERR_NOMEM;
+    }
+    /* nodes */
+    kn_id nn = 0;
+    for (kn_id k = 0; k < g->n_nodes; k++) {
+        nmap[k] = dead_nodes && dead_nodes[k] ? KN_NONE : nn;
+        if (nmap[k] != KN_NONE)
+            g->nodes[nn++] = g->nodes[k];
+    }
+    g->n_nodes = nn;
+    /* values: keep inputs, values of live nodes, and read constants/outer refs */
+    memset(used, 0, (size_t)g->n_values + 1);
+    mark_used(g, used);
+    kn_id nv = 0;
+    for (kn_id v = 0; v < g->n_values; v++) {
+        kn_value *x = &g->values[v];
+        bool keep = x->kind == KN_VAL_INPUT || used[v] ||
+                    (x->kind == KN_VAL_NODE && x->producer < KN_NONE && nmap[x->producer] != KN_NONE);
+        vmap[v] = keep ? nv : KN_NONE;
+        if (keep) {
+            if (x->kind == KN_VAL_NODE)
+                x->producer = nmap[x->producer];
+            g->values[nv++] = *x;
+        }
+    }
+    g->n_values = nv;
+    for (kn_id k = 0; k < g->n_nodes; k++) {
+        kn_node *n = &g->nodes[k];
+        for (uint32_t i = 0; i < n->n_inputs; i++)
+            if (n->inputs[i] != KN_NONE)
+                n->inputs[i] = vmap[n->inputs[i]];
+        for (uint32_t i = 0; i < n->n_outputs; i++)
+            if (n->outputs[i] != KN_NONE)
+                n->outputs[i] = vmap[n->outputs[i]];
+        for (uint32_t i = 0; i < n->n_attrs; i++) {
+            kn_attr *at = &n->attrs[i];
+            uint32_t ng = at->kind == KN_ATTR_GRAPH ? 1 : at->kind == KN_ATTR_GRAPHS ? at->n : 0;
+            for (uint32_t j = 0; j < ng; j++) {
+                kn_graph *sg = at->kind == KN_ATTR_GRAPH ? at->u.g : at->u.graphs[j];
+                for (kn_id v = 0; v < sg->n_values; v++)
+                    if (sg->values[v].kind == KN_VAL_OUTER)
+                        sg->values[v].outer = vmap[sg->values[v].outer];
+            }
+        }
+    }
+    for (uint32_t i = 0; i < g->n_inputs; i++)
+        g->inputs[i] = vmap[g->inputs[i]];
+    for (uint32_t i = 0; i < g->n_outputs; i++)
+        g->outputs[i] = vmap[g->outputs[i]];
+    kn_mem_free(a, nmap);
+    kn_mem_free(a, vmap);
+    kn_mem_free(a, used);
+    return KN_OK;
+}

@@ -213,6 +213,14 @@ typedef struct kn_model_info {
     uint32_t n_metadata;
     kn_kv *metadata;
     uint32_t n_functions; /* model-local functions (all inlined) */
+    /* Graphs loaded from a plan (runtime/plan_read.c) only, else NULL/0:
+     * the plan's bytes (the mapping, or the caller's memory), so a backend
+     * can read its own sections, and the CONSTS table in plan order
+     * (index i is CONSTS entry i; the tensors are the graph's constants). */
+    const uint8_t *plan_base;
+    uint64_t plan_size;   /* bytes */
+    kn_tensor **plan_consts;
+    uint32_t n_plan_consts;
 } kn_model_info;
 
 typedef struct kn_strtab kn_strtab;
@@ -264,6 +272,12 @@ kn_status kn_graph_add_mapping(kn_graph *g, void *addr, size_t len);
 /* Takes ownership of a block from g's allocator; freed with the graph.
  * On failure the block is not adopted (caller still owns it). */
 kn_status kn_graph_adopt(kn_graph *g, void *heap_block);
+
+/* Removes the nodes marked in dead_nodes (may be NULL: none) and every
+ * value nothing reads any more (inputs are kept), renumbering ids in g and
+ * in its subgraphs' outer references. The outputs of removed nodes must be
+ * unread or no longer KN_VAL_NODE. */
+kn_status kn_graph_compact(kn_graph *g, const bool *dead_nodes);
 
 /* Memory from the graph's arena (zeroed); NULL when out of memory. */
 void *kn_graph_alloc(kn_graph *g, size_t size);

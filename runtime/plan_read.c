@@ -516,6 +516,11 @@ static kn_status load(rd *r)
     KN_TRY(read_meta(r));
     KN_TRY(read_consts(r));
     KN_TRY(read_graphs(r));
+    /* kept for the backends (runtime/cuda reads its sections from here) */
+    r->root->info->plan_base = r->base;
+    r->root->info->plan_size = r->size;
+    r->root->info->plan_consts = r->consts;
+    r->root->info->n_plan_consts = r->n_consts;
     kn_status s = kn_graph_verify(r->root, r->d);
     if (s == KN_ERR_INVALID)
         return corrupt(r, "the graph does not verify");

@@ -69,7 +69,7 @@ static uint8_t *slurp(const char *path, size_t *n)
 static void write_plan(kn_graph *g, const char *path)
 {
     kn_diag *d = kn_diag_create(NULL, stderr);
-    kn_plan_options o = {"--target cpu", "cpu"};
+    kn_plan_options o = {"--target cpu", "cpu", NULL};
     assert_int_equal(kn_plan_write(g, &o, path, d), KN_OK);
     kn_diag_destroy(d);
 }

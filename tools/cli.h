@@ -4,6 +4,8 @@
 
 #include "kiln/kiln.h"
 
+#include <stdbool.h>
+
 /* Exit codes of every kiln command. */
 enum { KN_EXIT_OK = 0, KN_EXIT_BAD_INPUT = 1, KN_EXIT_INTERNAL = 2 };
 
@@ -18,5 +20,20 @@ int kn_cmd_run(int argc, char **argv);
 /* Verifies g, runs the pass pipeline and checks that `target` runs every
  * op (reporting all that it does not, at once). */
 kn_status kn_compile_graph(kn_graph *g, const char *target, kn_diag *d);
+
+struct kn_cu_program;
+struct kn_cuda_shape;
+typedef struct kn_compile_cuda_opts {
+    const struct kn_cuda_shape *shapes;
+    uint32_t n_shapes;
+    const uint32_t *archs; /* NULL/0: sm_80, sm_86, sm_89, sm_90 */
+    uint32_t n_archs;
+    bool no_cache;
+    bool verbose;          /* a note with kernel and memory figures on stderr */
+} kn_compile_cuda_opts;
+
+/* Lowers g (already through kn_compile_graph) for target cuda and compiles
+ * its kernels: *prog receives the program for kn_plan_write. */
+kn_status kn_compile_cuda(kn_graph *g, const kn_compile_cuda_opts *o, kn_diag *d, struct kn_cu_program *prog);
 
 #endif

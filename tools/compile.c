@@ -2,6 +2,7 @@
  * check that the target runs every op (all missing ops reported at once),
  * write the plan atomically. */
 #include "cli.h"
+#include "codegen/cuda/lower.h"
 #include "codegen/plan_write.h"
 #include "ir/stats.h"
 #include "passes/passes.h"
@@ -14,14 +15,20 @@
 #include <unistd.h>
 
 static const char usage[] =
-    "usage: kiln compile MODEL.onnx [-o MODEL.plan] [--target cpu] [--passes]\n"
+    "usage: kiln compile MODEL.onnx [-o MODEL.plan] [--target cpu|cuda] [options]\n"
     "\n"
     "Compiles an ONNX model into a plan file that `kiln run` executes.\n"
     "\n"
     "options:\n"
     "  -o, --output FILE   the plan to write (default: MODEL with .plan for .onnx)\n"
-    "  --target T          cpu (the reference backend). cuda comes with the CUDA\n"
-    "                      code generator and is refused for now.\n"
+    "  --target T          cpu (the reference backend, default) or cuda: kernels\n"
+    "                      generated and compiled with NVRTC (no GPU needed)\n"
+    "  --shape NAME=DIMS   target cuda builds for static shapes: the size of an\n"
+    "                      input's symbolic dims, e.g. --shape x=1x3x224x224\n"
+    "  --arch LIST         target cuda: SM architectures (default sm_80,sm_86,\n"
+    "                      sm_89,sm_90); PTX of the last is added for newer GPUs\n"
+    "  --no-cache          target cuda: do not use the kernel cache\n"
+    "                      ($XDG_CACHE_HOME/kiln, else ~/.cache/kiln)\n"
     "  --passes            list the optimizer's passes in order and exit\n"
     "  -h, --help\n"
     "\n"
@@ -32,14 +39,76 @@ static bool cpu_runs(kn_op op) { return kn_cpu_kernel(op) != NULL; }
 
 kn_status kn_compile_graph(kn_graph *g, const char *target, kn_diag *d)
 {
-    if (strcmp(target, "cpu") != 0) {
-        kn_diag_add(d, KN_ERROR, "target '%s' is not available yet (only 'cpu')", target);
-        return KN_ERR_UNSUPPORTED;
+    if (strcmp(target, "cpu") != 0 && strcmp(target, "cuda") != 0) {
+        kn_diag_add(d, KN_ERROR, "unknown target '%s' (cpu or cuda)", target);
+        return KN_ERR_INVALID;
     }
     KN_TRY(kn_graph_verify(g, d));
     kn_pipeline_opts po = {true};
     KN_TRY(kn_pipeline_run(g, &po, d));
-    return kn_graph_report_unsupported(g, cpu_runs, target, d);
+    /* the CPU backend runs every plan (target cuda probes shapes with it) */
+    return kn_graph_report_unsupported(g, cpu_runs, "cpu", d);
+}
+
+static const uint32_t default_archs[] = {80, 86, 89, 90};
+
+kn_status kn_compile_cuda(kn_graph *g, const kn_compile_cuda_opts *o, kn_diag *d, kn_cu_program *prog)
+{
+    kn_cuda_lower_stats ls;
+    KN_TRY(kn_cuda_lower(g, o->shapes, o->n_shapes, d, prog, &ls));
+    kn_nvrtc_options no = {o->n_archs ? o->archs : default_archs, o->n_archs ? o->n_archs : 4, o->no_cache, NULL, 0};
+    kn_nvrtc_stats ns;
+    kn_status s = kn_cuda_compile(prog, &no, d, &ns);
+    if (s != KN_OK) {
+        kn_cu_program_free(prog);
+        return s;
+    }
+    if (o->verbose)
+        fprintf(stderr,
+                "note: target cuda: %u nodes folded at compile time, %u steps, %u kernels x %u images "
+                "(%u compiled, %u from the cache); pool %llu bytes (naive %llu)\n",
+                ls.nodes_folded, ls.steps, ls.kernels, no.n_archs + 1, ns.compiled, ns.cached,
+                (unsigned long long)prog->pool_bytes, (unsigned long long)prog->naive_bytes);
+    return KN_OK;
+}
+
+/* "1x3x224x224" → dims; false when malformed. */
+static bool parse_dims(const char *s, kn_cuda_shape *out)
+{
+    out->rank = 0;
+    if (!*s)
+        return true; /* a scalar */
+    while (*s) {
+        char *e;
+        long long v = strtoll(s, &e, 10);
+        if (e == s || v < 0 || out->rank >= 64)
+            return false;
+        out->dims[out->rank++] = v;
+        if (*e == 'x')
+            e++;
+        else if (*e)
+            return false;
+        s = e;
+    }
+    return true;
+}
+
+static bool parse_archs(const char *s, uint32_t *archs, uint32_t *n)
+{
+    *n = 0;
+    while (*s) {
+        if (strncmp(s, "sm_", 3) == 0)
+            s += 3;
+        char *e;
+        long v = strtol(s, &e, 10);
+        if (e == s || v < 50 || v > 200 || *n >= 7)
+            return false;
+        archs[(*n)++] = (uint32_t)v;
+        s = *e == ',' ? e + 1 : e;
+        if (*e && *e != ',')
+            return false;
+    }
+    return *n > 0;
 }
 
 static void on_signal(int sig)
@@ -52,74 +121,114 @@ static void on_signal(int sig)
 int kn_cmd_compile(int argc, char **argv)
 {
     const char *in = NULL, *out = NULL, *target = "cpu";
+    kn_cuda_shape *shapes = calloc((size_t)argc + 1, sizeof *shapes);
+    uint32_t archs[8], n_archs = 0, n_shapes = 0;
+    bool no_cache = false;
+    int rc = KN_EXIT_BAD_INPUT;
+    char *def_out = NULL;
+    kn_diag *d = NULL;
+    kn_graph *g = NULL;
+    kn_cu_program prog;
+    memset(&prog, 0, sizeof prog);
+    if (!shapes)
+        return KN_EXIT_INTERNAL;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
+        bool has = i + 1 < argc;
         if (strcmp(a, "-h") == 0 || strcmp(a, "--help") == 0) {
             fputs(usage, stdout);
-            return KN_EXIT_OK;
+            rc = KN_EXIT_OK;
+            goto done;
         } else if (strcmp(a, "--passes") == 0) {
             size_t n;
             const kn_pass_info *p = kn_pipeline_passes(&n);
             for (size_t k = 0; k < n; k++)
                 printf("%2zu  %-20s %s\n", k + 1, p[k].name, p[k].what);
-            return KN_EXIT_OK;
-        } else if ((strcmp(a, "-o") == 0 || strcmp(a, "--output") == 0) && i + 1 < argc) {
+            rc = KN_EXIT_OK;
+            goto done;
+        } else if ((strcmp(a, "-o") == 0 || strcmp(a, "--output") == 0) && has) {
             out = argv[++i];
-        } else if (strcmp(a, "--target") == 0 && i + 1 < argc) {
+        } else if (strcmp(a, "--target") == 0 && has) {
             target = argv[++i];
         } else if (strncmp(a, "--target=", 9) == 0) {
             target = a + 9;
+        } else if (strcmp(a, "--shape") == 0 && has) {
+            const char *v = argv[++i], *eq = strchr(v, '=');
+            if (!eq || eq == v || !parse_dims(eq + 1, &shapes[n_shapes])) {
+                fprintf(stderr, "error: compile: --shape expects NAME=DIMS like x=1x3x224x224, got '%s'\n", v);
+                goto done;
+            }
+            shapes[n_shapes++].name = strndup(v, (size_t)(eq - v));
+        } else if (strcmp(a, "--arch") == 0 && has) {
+            if (!parse_archs(argv[++i], archs, &n_archs)) {
+                fprintf(stderr, "error: compile: --arch expects a list like sm_80,sm_90, got '%s'\n", argv[i]);
+                goto done;
+            }
+        } else if (strcmp(a, "--no-cache") == 0) {
+            no_cache = true;
         } else if (a[0] == '-' && a[1]) {
             fprintf(stderr, "error: compile: unknown or incomplete option '%s'\n\n%s", a, usage);
-            return KN_EXIT_BAD_INPUT;
+            goto done;
         } else if (in) {
             fprintf(stderr, "error: compile: more than one model given\n\n%s", usage);
-            return KN_EXIT_BAD_INPUT;
+            goto done;
         } else {
             in = a;
         }
     }
     if (!in) {
         fprintf(stderr, "error: compile: no model given\n\n%s", usage);
-        return KN_EXIT_BAD_INPUT;
+        goto done;
     }
-    if (strcmp(target, "cpu") != 0) {
-        fprintf(stderr, "error: compile: target '%s' is not available yet; use --target cpu\n", target);
-        return KN_EXIT_BAD_INPUT;
+    if (strcmp(target, "cpu") != 0 && strcmp(target, "cuda") != 0) {
+        fprintf(stderr, "error: compile: unknown target '%s' (cpu or cuda)\n", target);
+        goto done;
     }
-    char *def_out = NULL;
     if (!out) {
         size_t n = strlen(in);
         def_out = malloc(n + 6);
-        if (!def_out)
-            return KN_EXIT_INTERNAL;
+        if (!def_out) {
+            rc = KN_EXIT_INTERNAL;
+            goto done;
+        }
         memcpy(def_out, in, n + 1);
         if (n > 5 && strcmp(in + n - 5, ".onnx") == 0)
             def_out[n - 5] = 0;
         strcat(def_out, ".plan");
         out = def_out;
     }
-    kn_diag *d = kn_diag_create(NULL, stderr);
+    d = kn_diag_create(NULL, stderr);
     if (!d) {
-        free(def_out);
-        return KN_EXIT_INTERNAL;
+        rc = KN_EXIT_INTERNAL;
+        goto done;
     }
     signal(SIGINT, on_signal);
     signal(SIGTERM, on_signal);
-    kn_graph *g = NULL;
     kn_status s = kn_import_onnx_file(in, NULL, NULL, d, &g);
     if (s == KN_OK)
         s = kn_compile_graph(g, target, d);
+    bool cuda = strcmp(target, "cuda") == 0;
+    if (s == KN_OK && cuda) {
+        kn_compile_cuda_opts co = {shapes, n_shapes, archs, n_archs, no_cache, true};
+        s = kn_compile_cuda(g, &co, d, &prog);
+    }
     if (s == KN_OK) {
         char opts[512];
         snprintf(opts, sizeof opts, "--target %s", target);
-        kn_plan_options po = {opts, target};
+        kn_plan_options po = {opts, target, cuda ? &prog : NULL};
         s = kn_plan_write(g, &po, out, d);
     }
     if (s == KN_OK)
-        printf("wrote %s (target %s, %u nodes)\n", out, target, g->n_nodes);
+        printf("wrote %s (target %s, %u nodes%s)\n", out, target, g->n_nodes,
+               cuda ? ", kernels for every arch + PTX" : "");
+    rc = kn_cli_exit_code(s);
+done:
+    kn_cu_program_free(&prog);
     kn_graph_destroy(g);
     kn_diag_destroy(d);
     free(def_out);
-    return kn_cli_exit_code(s);
+    for (uint32_t i = 0; i < n_shapes; i++)
+        free((char *)shapes[i].name);
+    free(shapes);
+    return rc;
 }

@@ -18,7 +18,7 @@ static kn_status through_plan(void *ctx, kn_graph **g, kn_diag *d)
 {
     plan_ctx *pc = ctx;
     KN_TRY(kn_compile_graph(*g, "cpu", d));
-    kn_plan_options po = {"--target cpu", "cpu"};
+    kn_plan_options po = {"--target cpu", "cpu", NULL};
     KN_TRY(kn_plan_write(*g, &po, pc->path, d));
     kn_graph *loaded = NULL;
     kn_status s = kn_plan_load(pc->path, NULL, d, &loaded);

@@ -28,6 +28,8 @@ typedef struct exec {
     kn_diag *diag;
     const char *file;
     int depth;
+    kn_cpu_observer observe;
+    void *observe_ctx;
 } exec;
 
 struct kn_kctx {
@@ -295,6 +297,8 @@ static kn_status run_node(exec *ex, frame *f, kn_id k)
         if (s == KN_OK && v != KN_NONE) {
             f->vals[v] = c.outs[i];
             f->owned[v] = 1;
+            if (ex->observe)
+                ex->observe(ex->observe_ctx, g, v, c.outs[i]);
         } else {
             kn_rt_tensor_free(ex->a, c.outs[i]);
         }
@@ -395,8 +399,15 @@ out:
 kn_status kn_cpu_run(const kn_graph *g, const kn_allocator *a, kn_diag *diag, const kn_rt_tensor *const *inputs,
                      uint32_t n_in, kn_rt_tensor **outputs, uint32_t n_out)
 {
+    return kn_cpu_run_observed(g, a, diag, inputs, n_in, outputs, n_out, NULL, NULL);
+}
+
+kn_status kn_cpu_run_observed(const kn_graph *g, const kn_allocator *a, kn_diag *diag,
+                              const kn_rt_tensor *const *inputs, uint32_t n_in, kn_rt_tensor **outputs,
+                              uint32_t n_out, kn_cpu_observer observe, void *ctx)
+{
     exec ex = {a ? a : kn_default_allocator(), diag,
-               g->root && g->root->info && g->root->info->path ? g->root->info->path : "<graph>", 0};
+               g->root && g->root->info && g->root->info->path ? g->root->info->path : "<graph>", 0, observe, ctx};
     kn_status s = run_graph(&ex, NULL, g, inputs, n_in, outputs, n_out);
     if (s != KN_OK && kn_diag_count(diag, KN_ERROR) == 0)
         kn_diag_add(diag, KN_ERROR, "%s: %s", ex.file, kn_status_str(s));

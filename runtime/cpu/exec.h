@@ -11,4 +11,13 @@
 kn_status kn_cpu_run(const kn_graph *g, const kn_allocator *a, kn_diag *diag, const kn_rt_tensor *const *inputs,
                      uint32_t n_in, kn_rt_tensor **outputs, uint32_t n_out);
 
+/* Called with every value a node computes (in any graph, g says which),
+ * right after the node ran; t is borrowed. */
+typedef void (*kn_cpu_observer)(void *ctx, const kn_graph *g, kn_id value, const kn_rt_tensor *t);
+
+/* kn_cpu_run with an observer (NULL: none). */
+kn_status kn_cpu_run_observed(const kn_graph *g, const kn_allocator *a, kn_diag *diag,
+                              const kn_rt_tensor *const *inputs, uint32_t n_in, kn_rt_tensor **outputs,
+                              uint32_t n_out, kn_cpu_observer observe, void *ctx);
+
 #endif

@@ -1,0 +1,971 @@
+/* Lowering for target cuda: binds the graph inputs' shapes, works out
+ * every tensor's static shape by running the graph once on the CPU
+ * reference backend (a probe), folds what depends only on constants and
+ * shapes into constants, lowers every remaining node through its op's
+ * emitter into kernels and steps, and plans device memory (one pool,
+ * offsets from lifetimes). */
+#include "codegen/cuda/lower.h"
+#include "codegen/cuda/program.h"
+#include "ir/arena.h"
+#include "ir/stats.h"
+#include "runtime/cpu/exec.h"
+#include "runtime/cpu/util.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static const kn_emit_fn emitters[KN_OP_COUNT] = {
+#define KN_EMIT(id) [KN_OP_##id] = kn_emit_##id,
+#include "codegen/cuda/emitters.def"
+#undef KN_EMIT
+};
+
+kn_emit_fn kn_cuda_emitter(kn_op op) { return (unsigned)op < KN_OP_COUNT ? emitters[op] : NULL; }
+
+static bool has_emitter(kn_op op) { return kn_cuda_emitter(op) != NULL; }
+
+/* ---- program ---- */
+
+void kn_cu_program_free(kn_cu_program *p)
+{
+    if (!p)
+        return;
+    for (uint32_t i = 0; i < p->n_kernels; i++) {
+        kn_mem_free(p->a, p->kernels[i].source);
+        for (uint32_t k = 0; k < p->kernels[i].n_images; k++)
+            kn_mem_free(p->a, (void *)p->kernels[i].images[k].data);
+        kn_mem_free(p->a, p->kernels[i].images);
+    }
+    kn_mem_free(p->a, p->kernels);
+    kn_mem_free(p->a, p->slots);
+    kn_mem_free(p->a, p->steps);
+    kn_mem_free(p->a, p->args);
+    kn_mem_free(p->a, p->params);
+    kn_mem_free(p->a, p->outputs);
+    memset(p, 0, sizeof *p);
+}
+
+/* ---- string builder ---- */
+
+void kn_sb_printf(kn_sb *s, const char *fmt, ...)
+{
+    if (s->failed)
+        return;
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(NULL, 0, fmt, ap);
+    va_end(ap);
+    if (n < 0) {
+        s->failed = true;
+        return;
+    }
+    if (s->n + (size_t)n + 1 > s->cap) {
+        size_t nc = s->cap ? s->cap : 1024;
+        while (nc < s->n + (size_t)n + 1)
+            nc *= 2;
+        char *p = realloc(s->p, nc);
+        if (!p) {
+            s->failed = true;
+            return;
+        }
+        s->p = p;
+        s->cap = nc;
+    }
+    va_start(ap, fmt);
+    vsnprintf(s->p + s->n, (size_t)n + 1, fmt, ap);
+    va_end(ap);
+    s->n += (size_t)n;
+}
+
+const char *kn_sb_str(const kn_sb *s) { return s->failed ? NULL : s->p ? s->p : ""; }
+
+void kn_sb_free(kn_sb *s)
+{
+    free(s->p);
+    memset(s, 0, sizeof *s);
+}
+
+const char *kn_cuda_type(kn_dtype t)
+{
+    switch (t) {
+    case KN_F32: return "float";
+    case KN_F64: return "double";
+    case KN_F16: return "__half";
+    case KN_BF16: return "__nv_bfloat16";
+    case KN_I8: return "signed char";
+    case KN_U8: return "unsigned char";
+    case KN_I16: return "short";
+    case KN_U16: return "unsigned short";
+    case KN_I32: return "int";
+    case KN_U32: return "unsigned int";
+    case KN_I64: return "long long";
+    case KN_U64: return "unsigned long long";
+    case KN_BOOL: return "bool";
+    default: return NULL;
+    }
+}
+
+/* ---- the lowering state ---- */
+
+typedef struct lower {
+    kn_graph *g;
+    kn_diag *d;
+    kn_cu_program *p;
+    const kn_allocator *a;
+    kn_rt_tensor **probe;   /* per value: what the probe computed (owned) */
+    uint32_t *slot_of;      /* per value: its slot, or KN_NONE */
+    int64_t *first, *last;  /* per slot: first and last step that touches it */
+    uint32_t *alias_of;     /* per slot: the slot whose bytes it shares, or KN_NONE */
+    uint32_t cap_life;
+    uint32_t n_unsupported;
+    kn_status status;
+} lower;
+
+struct kn_emit {
+    lower *L;
+    const kn_node *node;
+    kn_id node_index;
+    kn_emit_tensor *ins, *outs;
+    bool *in_present, *out_present;
+};
+
+static kn_status grow_life(lower *L)
+{
+    uint32_t need = L->p->n_slots + 1;
+    if (need <= L->cap_life)
+        return KN_OK;
+    uint32_t nc = L->cap_life ? L->cap_life * 2 : 256;
+    while (nc < need)
+        nc *= 2;
+    int64_t *f = kn_mem_realloc(L->a, L->first, nc * sizeof *f);
+    if (!f)
+        return KN_ERR_NOMEM;
+    L->first = f;
+    int64_t *l = kn_mem_realloc(L->a, L->last, nc * sizeof *l);
+    if (!l)
+        return KN_ERR_NOMEM;
+    L->last = l;
+    uint32_t *al = kn_mem_realloc(L->a, L->alias_of, nc * sizeof *al);
+    if (!al)
+        return KN_ERR_NOMEM;
+    L->alias_of = al;
+    L->cap_life = nc;
+    return KN_OK;
+}
+
+static kn_status new_slot(lower *L, const kn_cu_slot *s, uint32_t *id)
+{
+    kn_cu_program *p = L->p;
+    KN_TRY(kn_mem_grow(L->a, (void **)&p->slots, &p->cap_slots, p->n_slots + 1, sizeof *p->slots));
+    KN_TRY(grow_life(L));
+    p->slots[p->n_slots] = *s;
+    L->first[p->n_slots] = INT64_MAX;
+    L->last[p->n_slots] = -1;
+    L->alias_of[p->n_slots] = KN_NONE;
+    *id = p->n_slots++;
+    return KN_OK;
+}
+
+static void fill_shape(kn_cu_slot *s, const kn_rt_tensor *t)
+{
+    s->dtype = t->dtype;
+    s->rank = t->rank;
+    s->nbytes = t->nbytes;
+    for (int32_t i = 0; i < t->rank && i < KN_CU_MAX_RANK; i++)
+        s->dims[i] = t->dims[i];
+}
+
+/* The slot of value v (made on first use). */
+static kn_status slot_for_value(lower *L, kn_id v, uint32_t *out)
+{
+    if (L->slot_of[v] != KN_NONE) {
+        *out = L->slot_of[v];
+        return KN_OK;
+    }
+    const kn_value *val = &L->g->values[v];
+    const kn_rt_tensor *t = L->probe[v];
+    kn_cu_slot s = {0};
+    s.value = v;
+    if (val->kind == KN_VAL_CONST) {
+        s.place = KN_CU_WEIGHT;
+        s.index = v; /* the plan writer turns it into the CONSTS index */
+        const kn_tensor *ct = val->tensor;
+        s.dtype = ct->dtype;
+        s.rank = ct->rank;
+        s.nbytes = ct->nbytes;
+        for (int32_t i = 0; i < ct->rank && i < KN_CU_MAX_RANK; i++)
+            s.dims[i] = ct->dims[i];
+    } else {
+        if (!t)
+            return KN_ERR_INTERNAL;
+        s.place = KN_CU_POOL;
+        if (val->kind == KN_VAL_INPUT) {
+            s.place = KN_CU_INPUT;
+            for (uint32_t i = 0; i < L->g->n_inputs; i++)
+                if (L->g->inputs[i] == v)
+                    s.index = i;
+        }
+        fill_shape(&s, t);
+    }
+    KN_TRY(new_slot(L, &s, out));
+    L->slot_of[v] = *out;
+    return KN_OK;
+}
+
+/* ---- the emitter API ---- */
+
+const kn_node *kn_emit_node(const kn_emit *e) { return e->node; }
+int64_t kn_emit_opset(const kn_emit *e) { return e->node->opset; }
+uint32_t kn_emit_n_inputs(const kn_emit *e) { return e->node->n_inputs; }
+uint32_t kn_emit_n_outputs(const kn_emit *e) { return e->node->n_outputs; }
+
+const kn_emit_tensor *kn_emit_in(const kn_emit *e, uint32_t i)
+{
+    return i < e->node->n_inputs && e->in_present[i] ? &e->ins[i] : NULL;
+}
+
+const kn_emit_tensor *kn_emit_out(const kn_emit *e, uint32_t i)
+{
+    return i < e->node->n_outputs && e->out_present[i] ? &e->outs[i] : NULL;
+}
+
+int64_t kn_emit_attr_int(const kn_emit *e, const char *name, int64_t def)
+{
+    const kn_attr *a = kn_node_attr(e->node, name);
+    return a && a->kind == KN_ATTR_INT ? a->u.i : def;
+}
+
+float kn_emit_attr_float(const kn_emit *e, const char *name, float def)
+{
+    const kn_attr *a = kn_node_attr(e->node, name);
+    return a && a->kind == KN_ATTR_FLOAT ? a->u.f : def;
+}
+
+const char *kn_emit_attr_str(const kn_emit *e, const char *name, const char *def)
+{
+    const kn_attr *a = kn_node_attr(e->node, name);
+    return a && a->kind == KN_ATTR_STRING ? (const char *)a->u.s.data : def;
+}
+
+const int64_t *kn_emit_attr_ints(const kn_emit *e, const char *name, uint32_t *n)
+{
+    const kn_attr *a = kn_node_attr(e->node, name);
+    *n = a && a->kind == KN_ATTR_INTS ? a->n : 0;
+    return a && a->kind == KN_ATTR_INTS ? a->u.ints : NULL;
+}
+
+kn_status kn_emit_fail(kn_emit *e, kn_status s, const char *fmt, ...)
+{
+    char msg[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    const kn_node *n = e->node;
+    kn_diag_add(e->L->d, s == KN_ERR_UNSUPPORTED ? KN_WARNING : KN_ERROR, "%s: node '%s' (%s, opset %lld): %s%s",
+                e->L->g->info->path, n->name, n->op_type, (long long)n->opset,
+                s == KN_ERR_UNSUPPORTED ? "target cuda: " : "", msg);
+    return s;
+}
+
+static uint64_t fnv(const char *s, size_t n)
+{
+    uint64_t h = 1469598103934665603ull;
+    for (size_t i = 0; i < n; i++) {
+        h ^= (unsigned char)s[i];
+        h *= 1099511628211ull;
+    }
+    return h;
+}
+
+kn_status kn_emit_kernel(kn_emit *e, const char *source, const char *entry, uint32_t *kernel)
+{
+    lower *L = e->L;
+    kn_cu_program *p = L->p;
+    if (!source || !entry)
+        return KN_ERR_NOMEM;
+    size_t n = strlen(source);
+    uint64_t h = fnv(source, n) ^ (fnv(entry, strlen(entry)) * 31);
+    for (uint32_t i = 0; i < p->n_kernels; i++)
+        if (p->kernels[i].hash == h && strcmp(p->kernels[i].source, source) == 0 &&
+            strcmp(p->kernels[i].entry, entry) == 0) {
+            *kernel = i;
+            return KN_OK;
+        }
+    KN_TRY(kn_mem_grow(L->a, (void **)&p->kernels, &p->cap_kernels, p->n_kernels + 1, sizeof *p->kernels));
+    kn_cu_kernel *k = &p->kernels[p->n_kernels];
+    memset(k, 0, sizeof *k);
+    k->source = kn_mem_alloc(L->a, n + 1);
+    if (!k->source)
+        return KN_ERR_NOMEM;
+    memcpy(k->source, source, n + 1);
+    if (kn_graph_intern_cstr(L->g, entry, &k->entry) != KN_OK) {
+        kn_mem_free(L->a, k->source);
+        return KN_ERR_NOMEM;
+    }
+    k->hash = h;
+    *kernel = p->n_kernels++;
+    return KN_OK;
+}
+
+static uint64_t put_params(lower *L, const void *data, size_t size)
+{
+    kn_cu_program *p = L->p;
+    size_t at = (p->n_params + 7) & ~(size_t)7;
+    if (at + size > p->cap_params) {
+        size_t nc = p->cap_params ? p->cap_params : 4096;
+        while (nc < at + size)
+            nc *= 2;
+        uint8_t *np = kn_mem_realloc(L->a, p->params, nc);
+        if (!np) {
+            L->status = KN_ERR_NOMEM;
+            return 0;
+        }
+        p->params = np;
+        p->cap_params = nc;
+    }
+    memset(p->params + p->n_params, 0, at - p->n_params);
+    if (size)
+        memcpy(p->params + at, data, size);
+    p->n_params = at + size;
+    return at;
+}
+
+static uint32_t step_index(lower *L) { return L->p->n_steps; }
+
+static void touch(lower *L, uint32_t slot, int64_t step)
+{
+    if (L->first[slot] > step)
+        L->first[slot] = step;
+    if (L->last[slot] < step)
+        L->last[slot] = step;
+}
+
+/* Converts an emitter argument to a program argument. */
+static kn_status make_arg(kn_emit *e, const kn_emit_arg *a, kn_cu_arg *out)
+{
+    lower *L = e->L;
+    memset(out, 0, sizeof *out);
+    switch (a->kind) {
+    case KN_ARG_IN:
+    case KN_ARG_OUT: {
+        bool in = a->kind == KN_ARG_IN;
+        uint32_t n = in ? e->node->n_inputs : e->node->n_outputs;
+        kn_id v = a->index < n ? (in ? e->node->inputs[a->index] : e->node->outputs[a->index]) : KN_NONE;
+        if (v == KN_NONE)
+            return kn_emit_fail(e, KN_ERR_INTERNAL, "argument refers to a missing %s %u", in ? "input" : "output",
+                                a->index);
+        out->kind = KN_CU_ARG_SLOT;
+        KN_TRY(slot_for_value(L, v, &out->slot));
+        touch(L, out->slot, step_index(L));
+        return KN_OK;
+    }
+    case KN_ARG_SCRATCH: {
+        kn_cu_slot s = {0};
+        s.place = KN_CU_POOL;
+        s.nbytes = a->size;
+        s.dtype = KN_U8;
+        s.rank = 1;
+        s.dims[0] = (int64_t)a->size;
+        s.value = KN_NONE;
+        out->kind = KN_CU_ARG_SLOT;
+        KN_TRY(new_slot(L, &s, &out->slot));
+        touch(L, out->slot, step_index(L));
+        return KN_OK;
+    }
+    case KN_ARG_PARAMS:
+        out->kind = KN_CU_ARG_PARAMS;
+        out->offset = put_params(L, a->data, a->size);
+        out->size = a->size;
+        return L->status;
+    }
+    return kn_emit_fail(e, KN_ERR_INTERNAL, "bad argument kind %d", (int)a->kind);
+}
+
+static kn_status push_step(lower *L, const kn_cu_step *s)
+{
+    kn_cu_program *p = L->p;
+    KN_TRY(kn_mem_grow(L->a, (void **)&p->steps, &p->cap_steps, p->n_steps + 1, sizeof *p->steps));
+    p->steps[p->n_steps++] = *s;
+    return KN_OK;
+}
+
+static kn_status push_args(kn_emit *e, const kn_emit_arg *args, uint32_t n, uint32_t *first)
+{
+    lower *L = e->L;
+    kn_cu_program *p = L->p;
+    KN_TRY(kn_mem_grow(L->a, (void **)&p->args, &p->cap_args, p->n_args + n + 1, sizeof *p->args));
+    *first = p->n_args;
+    for (uint32_t i = 0; i < n; i++) {
+        kn_cu_arg a;
+        KN_TRY(make_arg(e, &args[i], &a));
+        p->args[p->n_args++] = a;
+    }
+    return KN_OK;
+}
+
+kn_status kn_emit_launch(kn_emit *e, uint32_t kernel, kn_dim3 grid, kn_dim3 block, uint32_t smem_bytes,
+                         const kn_emit_arg *args, uint32_t n_args)
+{
+    lower *L = e->L;
+    if (kernel >= L->p->n_kernels)
+        return kn_emit_fail(e, KN_ERR_INTERNAL, "launch of an unknown kernel %u", kernel);
+    if (!grid.x || !grid.y || !grid.z || !block.x || !block.y || !block.z || block.x * block.y * block.z > 1024)
+        return kn_emit_fail(e, KN_ERR_INTERNAL, "bad launch configuration");
+    kn_cu_step s = {0};
+    s.kind = KN_CU_STEP_LAUNCH;
+    s.kernel = kernel;
+    s.grid[0] = grid.x, s.grid[1] = grid.y, s.grid[2] = grid.z;
+    s.block[0] = block.x, s.block[1] = block.y, s.block[2] = block.z;
+    s.smem = smem_bytes;
+    s.node = e->node_index;
+    KN_TRY(push_args(e, args, n_args, &s.first_arg));
+    s.n_args = n_args;
+    return push_step(L, &s);
+}
+
+kn_status kn_emit_gemm_step(kn_emit *e, const kn_emit_gemm *gm)
+{
+    lower *L = e->L;
+    kn_plan_cu_gemm d = {0};
+    d.m = gm->m, d.n = gm->n, d.k = gm->k;
+    d.lda = gm->lda, d.ldb = gm->ldb, d.ldc = gm->ldc, d.ldd = gm->ldd;
+    d.batch = gm->batch > 0 ? gm->batch : 1;
+    d.stride_a = gm->stride_a, d.stride_b = gm->stride_b, d.stride_c = gm->stride_c, d.stride_d = gm->stride_d;
+    d.alpha = gm->alpha, d.beta = gm->beta;
+    d.dtype = gm->dtype;
+    d.trans_a = gm->trans_a, d.trans_b = gm->trans_b;
+    d.epilogue = gm->epilogue;
+    d.has_c = gm->c.kind != 0;
+    kn_emit_arg args[4] = {gm->a, gm->b, gm->c.kind ? gm->c : gm->d, gm->d};
+    kn_cu_step s = {0};
+    s.kind = KN_CU_STEP_GEMM;
+    s.node = e->node_index;
+    KN_TRY(push_args(e, args, 4, &s.first_arg));
+    s.n_args = 4;
+    s.gemm = put_params(L, &d, sizeof d);
+    KN_TRY(L->status);
+    return push_step(L, &s);
+}
+
+kn_status kn_emit_copy(kn_emit *e, uint32_t out, uint64_t out_off, uint32_t in, uint64_t in_off, uint64_t bytes)
+{
+    kn_emit_arg args[2] = {{KN_ARG_OUT, out, 0, NULL}, {KN_ARG_IN, in, 0, NULL}};
+    kn_cu_step s = {0};
+    s.kind = KN_CU_STEP_COPY;
+    s.node = e->node_index;
+    KN_TRY(push_args(e, args, 2, &s.first_arg));
+    e->L->p->args[s.first_arg].offset = out_off;
+    e->L->p->args[s.first_arg + 1].offset = in_off;
+    s.n_args = 2;
+    s.gemm = bytes;
+    return push_step(e->L, &s);
+}
+
+kn_status kn_emit_alias(kn_emit *e, uint32_t out, uint32_t in)
+{
+    lower *L = e->L;
+    if (out >= e->node->n_outputs || in >= e->node->n_inputs || e->node->outputs[out] == KN_NONE ||
+        e->node->inputs[in] == KN_NONE)
+        return kn_emit_fail(e, KN_ERR_INTERNAL, "alias of a missing input or output");
+    kn_id vo = e->node->outputs[out], vi = e->node->inputs[in];
+    uint32_t si;
+    KN_TRY(slot_for_value(L, vi, &si));
+    if (L->p->slots[si].nbytes != e->outs[out].nbytes)
+        return kn_emit_fail(e, KN_ERR_INTERNAL, "alias with a different byte size");
+    kn_cu_slot s = L->p->slots[si];
+    s.value = vo;
+    s.dtype = e->outs[out].dtype;
+    s.rank = e->outs[out].rank;
+    for (int32_t k = 0; k < s.rank && k < KN_CU_MAX_RANK; k++)
+        s.dims[k] = e->outs[out].dims[k];
+    if (s.place == KN_CU_INPUT) /* a view of an input lives in the pool like it */
+        s.place = KN_CU_POOL;
+    uint32_t so;
+    KN_TRY(new_slot(L, &s, &so));
+    L->slot_of[vo] = so;
+    uint32_t root = si;
+    while (L->alias_of[root] != KN_NONE)
+        root = L->alias_of[root];
+    L->alias_of[so] = root;
+    touch(L, root, step_index(L));
+    return KN_OK;
+}
+
+/* ---- probing ---- */
+
+typedef struct probe_ctx {
+    lower *L;
+} probe_ctx;
+
+static void observe(void *ctx, const kn_graph *g, kn_id v, const kn_rt_tensor *t)
+{
+    probe_ctx *pc = ctx;
+    lower *L = pc->L;
+    if (g != L->g || L->probe[v] || L->status != KN_OK)
+        return;
+    if (kn_rt_tensor_clone(L->a, t, &L->probe[v]) != KN_OK)
+        L->status = KN_ERR_NOMEM;
+}
+
+static kn_status probe(lower *L, const kn_cuda_shape *shapes, uint32_t n_shapes)
+{
+    kn_graph *g = L->g;
+    kn_rt_tensor **ins = kn_mem_alloc(L->a, ((size_t)g->n_inputs + 1) * sizeof *ins);
+    kn_rt_tensor **outs = kn_mem_alloc(L->a, ((size_t)g->n_outputs + 1) * sizeof *outs);
+    kn_status s = ins && outs ? KN_OK : KN_ERR_NOMEM;
+    if (ins)
+        memset(ins, 0, ((size_t)g->n_inputs + 1) * sizeof *ins);
+    if (outs)
+        memset(outs, 0, ((size_t)g->n_outputs + 1) * sizeof *outs);
+    for (uint32_t i = 0; s == KN_OK && i < g->n_inputs; i++) {
+        kn_value *v = &g->values[g->inputs[i]];
+        int64_t dims[64];
+        int32_t rank = v->type.shape.rank;
+        const kn_cuda_shape *given = NULL;
+        for (uint32_t k = 0; k < n_shapes; k++)
+            if (strcmp(shapes[k].name, v->name) == 0)
+                given = &shapes[k];
+        if (given) {
+            rank = given->rank;
+            for (int32_t k = 0; k < rank; k++)
+                dims[k] = given->dims[k];
+        } else if (v->type.kind != KN_TYPE_TENSOR || rank < 0 || rank > 64) {
+            kn_diag_add(L->d, KN_ERROR, "%s: target cuda needs the shape of input '%s': give it with --shape %s=DIMS",
+                        g->info->path, v->name, v->name);
+            s = KN_ERR_INVALID;
+            break;
+        } else {
+            for (int32_t k = 0; k < rank; k++) {
+                dims[k] = v->type.shape.dims[k].value;
+                if (dims[k] < 0) {
+                    kn_diag_add(L->d, KN_ERROR,
+                                "%s: target cuda builds for static shapes: input '%s' dimension %d (%s) has no size; "
+                                "give it with --shape %s=DIMS",
+                                g->info->path, v->name, (int)k,
+                                v->type.shape.dims[k].sym ? v->type.shape.dims[k].sym : "?", v->name);
+                    s = KN_ERR_INVALID;
+                    break;
+                }
+            }
+        }
+        if (s != KN_OK)
+            break;
+        if (v->type.dtype == KN_UNDEFINED) {
+            kn_diag_add(L->d, KN_ERROR, "%s: input '%s' has no dtype", g->info->path, v->name);
+            s = KN_ERR_INVALID;
+            break;
+        }
+        s = kn_rt_tensor_new(L->a, v->type.dtype, rank, dims, &ins[i]);
+        if (s != KN_OK)
+            break;
+        /* the plan is specialised for these shapes: say so in the graph */
+        kn_dim *nd = kn_graph_alloc(g, ((size_t)rank + 1) * sizeof *nd);
+        if (!nd) {
+            s = KN_ERR_NOMEM;
+            break;
+        }
+        for (int32_t k = 0; k < rank; k++)
+            nd[k] = (kn_dim){dims[k], NULL};
+        v->type.kind = KN_TYPE_TENSOR;
+        v->type.shape.rank = rank;
+        v->type.shape.dims = nd;
+        if (kn_dt_is_float(ins[i]->dtype))
+            for (int64_t k = 0; k < ins[i]->numel; k++)
+                kn_set_f64(ins[i]->dtype, ins[i]->data, k, 0.5);
+        if (kn_rt_tensor_clone(L->a, ins[i], &L->probe[g->inputs[i]]) != KN_OK)
+            s = KN_ERR_NOMEM;
+    }
+    if (s == KN_OK) {
+        probe_ctx pc = {L};
+        s = kn_cpu_run_observed(g, L->a, L->d, (const kn_rt_tensor *const *)ins, g->n_inputs, outs, g->n_outputs,
+                                observe, &pc);
+        if (s == KN_OK)
+            s = L->status;
+        if (s != KN_OK && s != KN_ERR_NOMEM)
+            kn_diag_add(L->d, KN_ERROR, "%s: target cuda: working out the static shapes failed (above)",
+                        g->info->path);
+    }
+    for (uint32_t i = 0; ins && i < g->n_inputs; i++)
+        kn_rt_tensor_free(L->a, ins[i]);
+    for (uint32_t i = 0; outs && i < g->n_outputs; i++)
+        kn_rt_tensor_free(L->a, outs[i]);
+    kn_mem_free(L->a, ins);
+    kn_mem_free(L->a, outs);
+    return s;
+}
+
+/* ---- folding ---- */
+
+/* Inputs whose values (not just shapes) decide an op's output shape. */
+static bool shape_input(kn_op op, uint32_t i)
+{
+    switch (op) {
+    case KN_OP_Reshape: case KN_OP_Expand: case KN_OP_Tile: case KN_OP_Squeeze: case KN_OP_Unsqueeze:
+    case KN_OP_Split: case KN_OP_OneHot: case KN_OP_TopK: case KN_OP_Upsample: case KN_OP_CenterCropPad:
+        return i == 1;
+    case KN_OP_Slice: case KN_OP_Pad: case KN_OP_Resize: case KN_OP_ReduceSum: case KN_OP_ReduceMean:
+    case KN_OP_ReduceMax: case KN_OP_ReduceMin: case KN_OP_ReduceProd: case KN_OP_ReduceL1: case KN_OP_ReduceL2:
+    case KN_OP_ReduceLogSum: case KN_OP_ReduceLogSumExp: case KN_OP_ReduceSumSquare: case KN_OP_Col2Im:
+        return i >= 1;
+    case KN_OP_ConstantOfShape: case KN_OP_Range: case KN_OP_EyeLike:
+        return true;
+    case KN_OP_NonZero: case KN_OP_Unique: case KN_OP_Compress: case KN_OP_NonMaxSuppression:
+    case KN_OP_If: case KN_OP_Loop: case KN_OP_Scan:
+        return true; /* data-dependent through and through */
+    default:
+        return false;
+    }
+}
+
+/* Turns value v into a constant holding what the probe computed. */
+static kn_status make_const(lower *L, kn_id v)
+{
+    kn_graph *g = L->g;
+    const kn_rt_tensor *t = L->probe[v];
+    if (!t)
+        return KN_ERR_INTERNAL;
+    kn_tensor *c = kn_graph_alloc(g, sizeof *c);
+    if (!c)
+        return KN_ERR_NOMEM;
+    c->name = g->values[v].name;
+    c->dtype = t->dtype;
+    c->rank = t->rank;
+    c->dims = kn_arena_dup(g->arena, t->dims, ((size_t)t->rank + 1) * sizeof(int64_t));
+    c->n_elems = t->numel;
+    c->nbytes = t->dtype == KN_STRING ? 0 : t->nbytes;
+    c->data = t->nbytes ? kn_arena_dup(g->arena, t->data, t->nbytes) : NULL;
+    if (!c->dims || (t->nbytes && !c->data))
+        return KN_ERR_NOMEM;
+    kn_value *val = &g->values[v];
+    val->kind = KN_VAL_CONST;
+    val->tensor = c;
+    val->producer = KN_NONE;
+    val->type.kind = KN_TYPE_TENSOR;
+    val->type.dtype = t->dtype;
+    val->type.shape.rank = t->rank;
+    val->type.shape.dims = kn_graph_alloc(g, ((size_t)t->rank + 1) * sizeof(kn_dim));
+    if (!val->type.shape.dims)
+        return KN_ERR_NOMEM;
+    for (int32_t i = 0; i < t->rank; i++)
+        val->type.shape.dims[i] = (kn_dim){t->dims[i], NULL};
+    return KN_OK;
+}
+
+#define KN_FOLD_MAX_BYTES ((size_t)256 << 20)
+
+/* Folds every node whose result is known at compile time: all inputs
+ * constant, or a Shape/Size (shapes are static here). */
+static kn_status fold(lower *L, uint32_t *n_folded)
+{
+    kn_graph *g = L->g;
+    bool *dead = kn_mem_alloc(L->a, (size_t)g->n_nodes + 1);
+    if (!dead)
+        return KN_ERR_NOMEM;
+    memset(dead, 0, (size_t)g->n_nodes + 1);
+    *n_folded = 0;
+    kn_status s = KN_OK;
+    for (kn_id k = 0; k < g->n_nodes && s == KN_OK; k++) {
+        const kn_node *n = &g->nodes[k];
+        bool foldable = n->op == KN_OP_Shape || n->op == KN_OP_Size;
+        if (!foldable) {
+            foldable = true;
+            for (uint32_t i = 0; i < n->n_inputs && foldable; i++)
+                foldable = n->inputs[i] == KN_NONE || g->values[n->inputs[i]].kind == KN_VAL_CONST;
+            for (uint32_t i = 0; i < n->n_attrs && foldable; i++) /* subgraphs may read outer values */
+                foldable = n->attrs[i].kind != KN_ATTR_GRAPH && n->attrs[i].kind != KN_ATTR_GRAPHS;
+        }
+        for (uint32_t i = 0; i < n->n_outputs && foldable; i++)
+            foldable = n->outputs[i] == KN_NONE ||
+                       (L->probe[n->outputs[i]] && L->probe[n->outputs[i]]->nbytes <= KN_FOLD_MAX_BYTES &&
+                        L->probe[n->outputs[i]]->dtype != KN_STRING);
+        if (!foldable)
+            continue;
+        for (uint32_t i = 0; i < n->n_outputs && s == KN_OK; i++)
+            if (n->outputs[i] != KN_NONE)
+                s = make_const(L, n->outputs[i]);
+        dead[k] = true;
+        (*n_folded)++;
+    }
+    if (s == KN_OK && *n_folded) {
+        /* probe results follow their values to the new ids */
+        kn_id *ids = kn_mem_alloc(L->a, ((size_t)g->n_values + 1) * sizeof *ids);
+        if (!ids) {
+            s = KN_ERR_NOMEM;
+        } else {
+            kn_str *names = kn_mem_alloc(L->a, ((size_t)g->n_values + 1) * sizeof *names);
+            if (!names) {
+                s = KN_ERR_NOMEM;
+            } else {
+                uint32_t nv = g->n_values;
+                for (kn_id v = 0; v < nv; v++)
+                    names[v] = g->values[v].name;
+                s = kn_graph_compact(g, dead);
+                /* names are unique within the graph: map old ids to new by name */
+                if (s == KN_OK) {
+                    kn_rt_tensor **np = kn_mem_alloc(L->a, ((size_t)g->n_values + 1) * sizeof *np);
+                    if (!np) {
+                        s = KN_ERR_NOMEM;
+                    } else {
+                        memset(np, 0, ((size_t)g->n_values + 1) * sizeof *np);
+                        kn_id w = 0;
+                        for (kn_id v = 0; v < nv; v++) {
+                            if (w < g->n_values && g->values[w].name == names[v]) {
+                                np[w++] = L->probe[v];
+                            } else {
+                                kn_rt_tensor_free(L->a, L->probe[v]);
+                            }
+                        }
+                        kn_mem_free(L->a, L->probe);
+                        L->probe = np;
+                    }
+                }
+                kn_mem_free(L->a, names);
+            }
+            kn_mem_free(L->a, ids);
+        }
+    }
+    kn_mem_free(L->a, dead);
+    return s;
+}
+
+/* ---- memory planning ---- */
+
+typedef struct buf {
+    uint32_t slot;
+    uint64_t size;
+    int64_t first, last;
+} buf;
+
+static int by_size(const void *a, const void *b)
+{
+    const buf *x = a, *y = b;
+    if (x->size != y->size)
+        return x->size > y->size ? -1 : 1;
+    return x->slot < y->slot ? -1 : x->slot > y->slot;
+}
+
+#define KN_CU_ALIGN 256u
+
+/* Greedy by size: each buffer at the lowest offset that does not overlap a
+ * buffer already placed whose lifetime intersects its own. */
+static kn_status plan_memory(lower *L)
+{
+    kn_cu_program *p = L->p;
+    int64_t end = (int64_t)p->n_steps;
+    buf *bs = kn_mem_alloc(L->a, ((size_t)p->n_slots + 1) * sizeof *bs);
+    uint64_t *placed_off = kn_mem_alloc(L->a, ((size_t)p->n_slots + 1) * sizeof *placed_off);
+    if (!bs || !placed_off) {
+        kn_mem_free(L->a, bs);
+        kn_mem_free(L->a, placed_off);
+        return KN_ERR_NOMEM;
+    }
+    /* graph inputs live from the start, outputs to the end */
+    for (uint32_t i = 0; i < p->n_slots; i++)
+        if (p->slots[i].place == KN_CU_INPUT)
+            touch(L, L->alias_of[i] != KN_NONE ? L->alias_of[i] : i, -1);
+    for (uint32_t i = 0; i < p->n_outputs; i++) {
+        uint32_t s = p->outputs[i];
+        touch(L, L->alias_of[s] != KN_NONE ? L->alias_of[s] : s, end);
+    }
+    /* an alias keeps its root alive */
+    for (uint32_t i = 0; i < p->n_slots; i++)
+        if (L->alias_of[i] != KN_NONE && L->last[i] >= 0) {
+            touch(L, L->alias_of[i], L->first[i]);
+            touch(L, L->alias_of[i], L->last[i]);
+        }
+    uint32_t n = 0;
+    p->naive_bytes = 0;
+    for (uint32_t i = 0; i < p->n_slots; i++) {
+        const kn_cu_slot *s = &p->slots[i];
+        if (L->alias_of[i] != KN_NONE || (s->place != KN_CU_POOL && s->place != KN_CU_INPUT))
+            continue;
+        uint64_t size = (s->nbytes + KN_CU_ALIGN - 1) & ~(uint64_t)(KN_CU_ALIGN - 1);
+        if (!size)
+            size = KN_CU_ALIGN;
+        bs[n++] = (buf){i, size, L->first[i] == INT64_MAX ? -1 : L->first[i], L->last[i] < 0 ? end : L->last[i]};
+        p->naive_bytes += size;
+    }
+    qsort(bs, n, sizeof *bs, by_size);
+    p->pool_bytes = 0;
+    for (uint32_t i = 0; i < n; i++) {
+        uint64_t off = 0;
+        bool moved = true;
+        while (moved) { /* first fit: bump past every conflicting placed buffer */
+            moved = false;
+            for (uint32_t j = 0; j < i; j++) {
+                bool live = bs[j].first <= bs[i].last && bs[i].first <= bs[j].last;
+                bool overlap = off < placed_off[j] + bs[j].size && placed_off[j] < off + bs[i].size;
+                if (live && overlap) {
+                    off = placed_off[j] + bs[j].size;
+                    moved = true;
+                }
+            }
+        }
+        placed_off[i] = off;
+        p->slots[bs[i].slot].offset = off;
+        if (off + bs[i].size > p->pool_bytes)
+            p->pool_bytes = off + bs[i].size;
+    }
+    for (uint32_t i = 0; i < p->n_slots; i++)
+        if (L->alias_of[i] != KN_NONE) {
+            const kn_cu_slot *r = &p->slots[L->alias_of[i]];
+            p->slots[i].offset = r->offset;
+            p->slots[i].place = r->place == KN_CU_WEIGHT ? KN_CU_WEIGHT : KN_CU_POOL;
+            p->slots[i].index = r->index;
+        }
+    kn_mem_free(L->a, bs);
+    kn_mem_free(L->a, placed_off);
+    return KN_OK;
+}
+
+/* ---- the driver ---- */
+
+static kn_status emit_node(lower *L, kn_id k)
+{
+    kn_graph *g = L->g;
+    const kn_node *n = &g->nodes[k];
+    kn_emit_fn fn = kn_cuda_emitter(n->op);
+    if (!fn)
+        return KN_ERR_UNSUPPORTED;
+    for (uint32_t i = 0; i < n->n_inputs; i++)
+        if (n->inputs[i] != KN_NONE && shape_input(n->op, i) && g->values[n->inputs[i]].kind != KN_VAL_CONST) {
+            kn_diag_add(L->d, KN_WARNING,
+                        "%s: node '%s' (%s, opset %lld): target cuda: its output shape depends on run-time data",
+                        g->info->path, n->name, n->op_type, (long long)n->opset);
+            return KN_ERR_UNSUPPORTED;
+        }
+    kn_emit e = {L, n, k, NULL, NULL, NULL, NULL};
+    size_t ni = n->n_inputs + 1, no = n->n_outputs + 1;
+    e.ins = kn_mem_alloc(L->a, ni * sizeof *e.ins);
+    e.outs = kn_mem_alloc(L->a, no * sizeof *e.outs);
+    e.in_present = kn_mem_alloc(L->a, ni);
+    e.out_present = kn_mem_alloc(L->a, no);
+    kn_status s = e.ins && e.outs && e.in_present && e.out_present ? KN_OK : KN_ERR_NOMEM;
+    for (uint32_t i = 0; s == KN_OK && i < n->n_inputs; i++) {
+        kn_id v = n->inputs[i];
+        e.in_present[i] = v != KN_NONE;
+        if (v == KN_NONE)
+            continue;
+        const kn_value *val = &g->values[v];
+        kn_emit_tensor *t = &e.ins[i];
+        if (val->kind == KN_VAL_CONST) {
+            t->dtype = val->tensor->dtype, t->rank = val->tensor->rank, t->dims = val->tensor->dims;
+            t->numel = val->tensor->n_elems, t->nbytes = val->tensor->nbytes, t->host_data = val->tensor->data;
+        } else if (L->probe[v]) {
+            const kn_rt_tensor *p = L->probe[v];
+            t->dtype = p->dtype, t->rank = p->rank, t->dims = p->dims, t->numel = p->numel, t->nbytes = p->nbytes;
+            t->host_data = NULL;
+        } else {
+            s = KN_ERR_INTERNAL;
+        }
+        if (s == KN_OK && t->rank > KN_CU_MAX_RANK)
+            s = kn_emit_fail(&e, KN_ERR_UNSUPPORTED, "rank %d is over the CUDA backend's limit of %d", (int)t->rank,
+                             KN_CU_MAX_RANK);
+    }
+    for (uint32_t i = 0; s == KN_OK && i < n->n_outputs; i++) {
+        kn_id v = n->outputs[i];
+        e.out_present[i] = v != KN_NONE && L->probe[v];
+        if (!e.out_present[i])
+            continue;
+        const kn_rt_tensor *p = L->probe[v];
+        e.outs[i] = (kn_emit_tensor){p->dtype, p->rank, p->dims, p->numel, p->nbytes, NULL};
+        if (p->rank > KN_CU_MAX_RANK)
+            s = kn_emit_fail(&e, KN_ERR_UNSUPPORTED, "rank %d is over the CUDA backend's limit of %d", (int)p->rank,
+                             KN_CU_MAX_RANK);
+    }
+    if (s == KN_OK)
+        s = fn(&e);
+    for (uint32_t i = 0; s == KN_OK && i < n->n_outputs; i++)
+        if (e.out_present[i] && L->slot_of[n->outputs[i]] == KN_NONE)
+            s = kn_emit_fail(&e, KN_ERR_INTERNAL, "the emitter did not produce output %u", i);
+    kn_mem_free(L->a, e.ins);
+    kn_mem_free(L->a, e.outs);
+    kn_mem_free(L->a, e.in_present);
+    kn_mem_free(L->a, e.out_present);
+    return s;
+}
+
+static kn_status lower_graph(lower *L, const kn_cuda_shape *shapes, uint32_t n_shapes, kn_cuda_lower_stats *st)
+{
+    kn_graph *g = L->g;
+    L->probe = kn_mem_alloc(L->a, ((size_t)g->n_values + 1) * sizeof *L->probe);
+    if (!L->probe)
+        return KN_ERR_NOMEM;
+    memset(L->probe, 0, ((size_t)g->n_values + 1) * sizeof *L->probe);
+    KN_TRY(probe(L, shapes, n_shapes));
+    uint32_t folded = 0;
+    KN_TRY(fold(L, &folded));
+    st->nodes_folded = folded;
+    /* every op without an emitter, all at once */
+    KN_TRY(kn_graph_report_unsupported(g, has_emitter, "cuda", L->d));
+    L->slot_of = kn_mem_alloc(L->a, ((size_t)g->n_values + 1) * sizeof *L->slot_of);
+    if (!L->slot_of)
+        return KN_ERR_NOMEM;
+    for (kn_id v = 0; v <= g->n_values; v++)
+        L->slot_of[v] = KN_NONE;
+    kn_status worst = KN_OK;
+    for (kn_id k = 0; k < g->n_nodes; k++) {
+        kn_status s = emit_node(L, k);
+        if (s == KN_ERR_UNSUPPORTED) {
+            L->n_unsupported++;
+            worst = KN_ERR_UNSUPPORTED;
+            continue;
+        }
+        KN_TRY(s);
+    }
+    if (worst != KN_OK)
+        return worst;
+    L->p->outputs = kn_mem_alloc(L->a, ((size_t)g->n_outputs + 1) * sizeof *L->p->outputs);
+    if (!L->p->outputs)
+        return KN_ERR_NOMEM;
+    for (uint32_t i = 0; i < g->n_outputs; i++) {
+        KN_TRY(slot_for_value(L, g->outputs[i], &L->p->outputs[i]));
+        L->p->n_outputs++;
+    }
+    for (uint32_t i = 0; i < g->n_inputs; i++) { /* every input has a slot, used or not */
+        uint32_t s;
+        KN_TRY(slot_for_value(L, g->inputs[i], &s));
+    }
+    KN_TRY(plan_memory(L));
+    st->nodes_emitted = g->n_nodes;
+    st->steps = L->p->n_steps;
+    st->kernels = L->p->n_kernels;
+    return KN_OK;
+}
+
+kn_status kn_cuda_lower(kn_graph *g, const kn_cuda_shape *shapes, uint32_t n_shapes, kn_diag *d, kn_cu_program *out,
+                        kn_cuda_lower_stats *st)
+{
+    memset(out, 0, sizeof *out);
+    kn_cuda_lower_stats dummy;
+    if (!st)
+        st = &dummy;
+    memset(st, 0, sizeof *st);
+    out->a = g->alloc;
+    lower L;
+    memset(&L, 0, sizeof L);
+    L.g = g;
+    L.d = d;
+    L.p = out;
+    L.a = g->alloc;
+    kn_status s = lower_graph(&L, shapes, n_shapes, st);
+    if (s == KN_ERR_UNSUPPORTED && L.n_unsupported)
+        kn_diag_add(d, KN_ERROR, "%s: %u node%s cannot run on target cuda (listed above)", g->info->path,
+                    L.n_unsupported, L.n_unsupported == 1 ? "" : "s");
+    else if (s == KN_ERR_NOMEM)
+        kn_diag_add(d, KN_ERROR, "%s: out of memory while lowering for target cuda", g->info->path);
+    if (L.probe)
+        for (kn_id v = 0; v < g->n_values; v++)
+            kn_rt_tensor_free(L.a, L.probe[v]);
+    kn_mem_free(L.a, L.probe);
+    kn_mem_free(L.a, L.slot_of);
+    kn_mem_free(L.a, L.first);
+    kn_mem_free(L.a, L.last);
+    kn_mem_free(L.a, L.alias_of);
+    if (s != KN_OK)
+        kn_cu_program_free(out);
+    return s;
+}

@@ -1,0 +1,52 @@
+/* Lowering a graph for target cuda (see lower.c). */
+#ifndef KILN_CODEGEN_CUDA_LOWER_H
+#define KILN_CODEGEN_CUDA_LOWER_H
+
+#include "codegen/cuda/program.h"
+
+/* A bound input shape (--shape NAME=DIMS). */
+typedef struct kn_cuda_shape {
+    const char *name;
+    int32_t rank;
+    int64_t dims[64];
+} kn_cuda_shape;
+
+typedef struct kn_cuda_lower_stats {
+    uint32_t nodes_folded;  /* computed at compile time */
+    uint32_t nodes_emitted;
+    uint32_t steps;
+    uint32_t kernels;       /* unique kernel sources */
+} kn_cuda_lower_stats;
+
+/* Lowers g's main graph into *out (owned; kn_cu_program_free). g is
+ * changed: input shapes are bound (symbolic dims from `shapes` or an
+ * error naming the input), nodes known at compile time are folded into
+ * constants. Every op without an emitter is reported at once
+ * (KN_ERR_UNSUPPORTED). Kernel images are not compiled here: see
+ * kn_cuda_compile. */
+kn_status kn_cuda_lower(kn_graph *g, const kn_cuda_shape *shapes, uint32_t n_shapes, kn_diag *d, kn_cu_program *out,
+                        kn_cuda_lower_stats *st);
+
+typedef struct kn_nvrtc_options {
+    const uint32_t *archs;   /* e.g. {80, 86, 89, 90}; PTX of the last is added */
+    uint32_t n_archs;
+    bool no_cache;           /* skip the kernel cache */
+    const char *cache_dir;   /* NULL: $XDG_CACHE_HOME/kiln or ~/.cache/kiln */
+    uint32_t threads;        /* 0: the number of online CPUs */
+} kn_nvrtc_options;
+
+typedef struct kn_nvrtc_stats {
+    uint32_t compiled;       /* NVRTC invocations */
+    uint32_t cached;         /* images taken from the cache */
+    uint32_t failed;
+} kn_nvrtc_stats;
+
+/* Compiles every kernel of p to CUBIN for each arch and PTX for the last,
+ * with NVRTC (loaded at run time; KN_ERR_UNSUPPORTED if it is missing).
+ * A kernel that does not compile is an error with NVRTC's log. */
+kn_status kn_cuda_compile(kn_cu_program *p, const kn_nvrtc_options *o, kn_diag *d, kn_nvrtc_stats *st);
+
+/* The NVRTC version as "major.minor", or NULL if NVRTC cannot be loaded. */
+const char *kn_nvrtc_version(void);
+
+#endif
