@@ -1,0 +1,451 @@
+/* kiln-cuda-emu: checks target-cuda code generation without a GPU. Each
+ * backend-test case is lowered for target cuda (static shapes from its
+ * first test data set), its kernels are compiled with NVRTC for every
+ * arch, and then the generated kernels are run ON THE HOST: each kernel
+ * source is compiled with the host C++ compiler against a shim of the CUDA
+ * built-ins (threads run one after another, so kernels must not rely on
+ * __syncthreads or warp intrinsics), GEMM steps run on a host GEMM, and
+ * the outputs are compared with the reference. Prints one line per case
+ * and "N passed, N failed, N skipped". A check of the generated code's
+ * logic, not of GPU behaviour (races, memory model, launch limits). */
+#include "cli.h"
+#include "codegen/cuda/lower.h"
+#include "codegen/cuda/prelude.h"
+#include "compare.h"
+#include "conformance.h"
+#include "runtime/cpu/util.h"
+#include "tensor_io.h"
+
+#include <dirent.h>
+#include <dlfcn.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#ifndef KN_CUDA_INCLUDE_DIR
+#define KN_CUDA_INCLUDE_DIR "/usr/local/cuda/include"
+#endif
+
+static char work_dir[512];
+static bool use_nvrtc = true;
+
+/* ---- host builds of kernels ---- */
+
+static const char shim[] =
+    "#pragma once\n"
+    "#include <cstdint>\n"
+    "#include <cmath>\n"
+    "#include <cfloat>\n"
+    "#include <climits>\n"
+    "#include <utility>\n"
+    "#include <type_traits>\n"
+    "#include <cuda_fp16.h>\n"
+    "#include <cuda_bf16.h>\n"
+    "struct kn_emu_dim3 { unsigned x, y, z; };\n"
+    "static kn_emu_dim3 threadIdx, blockIdx, blockDim, gridDim;\n"
+    "#undef __global__\n#define __global__\n"
+    "#undef __device__\n#define __device__\n"
+    "#undef __host__\n#define __host__\n"
+    "#undef __forceinline__\n#define __forceinline__ inline\n"
+    "#define __restrict__\n"
+    "#define __launch_bounds__(...)\n"
+    "using std::isnan; using std::isinf; using std::isfinite; using std::signbit;\n"
+    "using std::min; using std::max;\n";
+
+static const char wrapper[] =
+    "\ntemplate <typename... A, std::size_t... I>\n"
+    "static void kn_emu_call(void (*f)(A...), void **args, std::index_sequence<I...>) {\n"
+    "  f(*static_cast<typename std::remove_reference<A>::type *>(args[I])...);\n"
+    "}\n"
+    "template <typename... A>\n"
+    "static void kn_emu_grid(void (*f)(A...), void **args) {\n"
+    "  for (unsigned bz = 0; bz < gridDim.z; bz++) for (unsigned by = 0; by < gridDim.y; by++)\n"
+    "  for (unsigned bx = 0; bx < gridDim.x; bx++) {\n"
+    "    blockIdx = {bx, by, bz};\n"
+    "    for (unsigned tz = 0; tz < blockDim.z; tz++) for (unsigned ty = 0; ty < blockDim.y; ty++)\n"
+    "    for (unsigned tx = 0; tx < blockDim.x; tx++) {\n"
+    "      threadIdx = {tx, ty, tz};\n"
+    "      kn_emu_call(f, args, std::index_sequence_for<A...>{});\n"
+    "    }\n"
+    "  }\n"
+    "}\n"
+    "extern \"C\" void kn_emu_launch(const unsigned *g, const unsigned *b, void **args) {\n"
+    "  gridDim = {g[0], g[1], g[2]}; blockDim = {b[0], b[1], b[2]};\n"
+    "  kn_emu_grid(KN_EMU_ENTRY, args);\n"
+    "}\n";
+
+typedef void (*emu_launch_fn)(const unsigned *, const unsigned *, void **);
+
+static bool write_text(const char *path, const char *a, const char *b, const char *c)
+{
+    FILE *f = fopen(path, "w");
+    if (!f)
+        return false;
+    fputs(a, f);
+    if (b)
+        fputs(b, f);
+    if (c)
+        fputs(c, f);
+    return fclose(f) == 0;
+}
+
+/* Builds (or reuses) the host library of one kernel. */
+static emu_launch_fn host_kernel(const kn_cu_kernel *k, char *err, size_t err_size)
+{
+    char so[1024], src[1024], cmd[8192];
+    snprintf(so, sizeof so, "%s/k%016llx.so", work_dir, (unsigned long long)k->hash);
+    struct stat st;
+    if (stat(so, &st) != 0) {
+        snprintf(src, sizeof src, "%s/k%016llx.cc", work_dir, (unsigned long long)k->hash);
+        char def[512];
+        snprintf(def, sizeof def, "#define KN_EMU_ENTRY %s\n", k->entry);
+        if (!write_text(src, k->source, def, wrapper)) {
+            snprintf(err, err_size, "cannot write %s", src);
+            return NULL;
+        }
+        snprintf(cmd, sizeof cmd,
+                 "c++ -std=c++17 -O1 -w -shared -fPIC -I'%s' -I'%s' -o '%s.tmp' '%s' > '%s.log' 2>&1 && mv '%s.tmp' '%s'",
+                 work_dir, KN_CUDA_INCLUDE_DIR, so, src, so, so, so);
+        if (system(cmd) != 0) {
+            char lp[1100];
+            snprintf(lp, sizeof lp, "%s.log", so);
+            FILE *f = fopen(lp, "r");
+            size_t n = f ? fread(err, 1, err_size - 1, f) : 0;
+            err[n] = 0;
+            if (f)
+                fclose(f);
+            for (char *q = err; *q; q++)
+                if (*q == '\n')
+                    *q = ' ';
+            return NULL;
+        }
+    }
+    void *h = dlopen(so, RTLD_NOW | RTLD_LOCAL);
+    emu_launch_fn fn = h ? (emu_launch_fn)dlsym(h, "kn_emu_launch") : NULL;
+    if (!fn)
+        snprintf(err, err_size, "cannot load %s: %s", so, dlerror());
+    return fn;
+}
+
+/* ---- host GEMM (the kn_plan_cu_gemm contract) ---- */
+
+static double gelu(double x) { return 0.5 * x * (1.0 + erf(x / sqrt(2.0))); }
+
+static void host_gemm(const kn_plan_cu_gemm *g, const void *A, const void *B, const void *C, void *D)
+{
+    kn_dtype t = (kn_dtype)g->dtype;
+    for (int64_t b = 0; b < g->batch; b++)
+        for (int64_t i = 0; i < g->m; i++)
+            for (int64_t j = 0; j < g->n; j++) {
+                double acc = 0;
+                for (int64_t p = 0; p < g->k; p++) {
+                    int64_t ia = b * g->stride_a + (g->trans_a ? p * g->lda + i : i * g->lda + p);
+                    int64_t ib = b * g->stride_b + (g->trans_b ? j * g->ldb + p : p * g->ldb + j);
+                    acc += kn_get_f64(t, A, ia) * kn_get_f64(t, B, ib);
+                }
+                double v = g->alpha * acc;
+                if (g->has_c && g->beta != 0) {
+                    int64_t ic = g->epilogue == 3 ? j : b * g->stride_c + i * g->ldc + j;
+                    v += g->beta * kn_get_f64(t, C, ic);
+                }
+                if (g->epilogue == 1 && v < 0)
+                    v = 0;
+                if (g->epilogue == 2)
+                    v = gelu(v);
+                kn_set_f64(t, D, b * g->stride_d + i * g->ldd + j, v);
+            }
+}
+
+/* ---- running a program on the host ---- */
+
+static void *slot_ptr(const kn_graph *g, const kn_cu_program *p, uint8_t *pool, uint32_t s)
+{
+    const kn_cu_slot *sl = &p->slots[s];
+    if (sl->place == KN_CU_WEIGHT)
+        return sl->index < g->n_values && g->values[sl->index].tensor ? (void *)g->values[sl->index].tensor->data
+                                                                        : NULL;
+    return pool + sl->offset;
+}
+
+static kn_status emulate(const kn_graph *g, const kn_cu_program *p, kn_rt_tensor **ins, kn_rt_tensor **outs,
+                         char *msg, size_t msg_size)
+{
+    uint8_t *pool = calloc(p->pool_bytes ? p->pool_bytes : 1, 1);
+    emu_launch_fn *fns = calloc(p->n_kernels + 1, sizeof *fns);
+    if (!pool || !fns) {
+        free(pool);
+        free(fns);
+        return KN_ERR_NOMEM;
+    }
+    kn_status s = KN_OK;
+    for (uint32_t i = 0; i < p->n_slots; i++)
+        if (p->slots[i].place == KN_CU_INPUT && ins[p->slots[i].index]) {
+            if (ins[p->slots[i].index]->nbytes != p->slots[i].nbytes) {
+                snprintf(msg, msg_size, "input %u has %zu bytes, the plan was built for %llu", p->slots[i].index,
+                         ins[p->slots[i].index]->nbytes, (unsigned long long)p->slots[i].nbytes);
+                s = KN_ERR_INVALID;
+                break;
+            }
+            memcpy(pool + p->slots[i].offset, ins[p->slots[i].index]->data, p->slots[i].nbytes);
+        }
+    for (uint32_t si = 0; s == KN_OK && si < p->n_steps; si++) {
+        const kn_cu_step *st = &p->steps[si];
+        const kn_cu_arg *args = &p->args[st->first_arg];
+        const kn_node *node = st->node < g->n_nodes ? &g->nodes[st->node] : NULL;
+        if (st->kind == KN_CU_STEP_LAUNCH) {
+            if (!fns[st->kernel]) {
+                char err[2048];
+                fns[st->kernel] = host_kernel(&p->kernels[st->kernel], err, sizeof err);
+                if (!fns[st->kernel]) {
+                    snprintf(msg, msg_size, "node '%s' (%s): host build of kernel '%s' failed: %.600s",
+                             node ? node->name : "?", node ? node->op_type : "?", p->kernels[st->kernel].entry, err);
+                    s = KN_ERR_INTERNAL;
+                    break;
+                }
+            }
+            void *ptrs[64];
+            void *argv[64];
+            if (st->n_args > 64) {
+                s = KN_ERR_INTERNAL;
+                break;
+            }
+            for (uint32_t a = 0; a < st->n_args; a++) {
+                if (args[a].kind == KN_CU_ARG_SLOT) {
+                    ptrs[a] = (uint8_t *)slot_ptr(g, p, pool, args[a].slot) + args[a].offset;
+                    argv[a] = &ptrs[a];
+                } else {
+                    argv[a] = p->params + args[a].offset;
+                }
+            }
+            fns[st->kernel](st->grid, st->block, argv);
+        } else if (st->kind == KN_CU_STEP_GEMM) {
+            kn_plan_cu_gemm gd;
+            memcpy(&gd, p->params + st->gemm, sizeof gd);
+            void *ptr[4];
+            for (int a = 0; a < 4; a++)
+                ptr[a] = (uint8_t *)slot_ptr(g, p, pool, args[a].slot) + args[a].offset;
+            host_gemm(&gd, ptr[0], ptr[1], ptr[2], ptr[3]);
+        } else if (st->kind == KN_CU_STEP_COPY) {
+            void *dst = (uint8_t *)slot_ptr(g, p, pool, args[0].slot) + args[0].offset;
+            void *src = (uint8_t *)slot_ptr(g, p, pool, args[1].slot) + args[1].offset;
+            memmove(dst, src, st->gemm);
+        }
+    }
+    for (uint32_t i = 0; s == KN_OK && i < p->n_outputs; i++) {
+        const kn_cu_slot *sl = &p->slots[p->outputs[i]];
+        s = kn_rt_tensor_new(NULL, sl->dtype, sl->rank, sl->dims, &outs[i]);
+        if (s == KN_OK && sl->nbytes)
+            memcpy(outs[i]->data, slot_ptr(g, p, pool, p->outputs[i]), sl->nbytes);
+    }
+    free(pool);
+    free(fns);
+    return s;
+}
+
+/* ---- cases ---- */
+
+static bool is_file(const char *p)
+{
+    struct stat st;
+    return stat(p, &st) == 0 && S_ISREG(st.st_mode);
+}
+
+typedef enum { R_PASS, R_FAIL, R_SKIP } result;
+
+static result run_case(const char *dir, double rtol, double atol, char *msg, size_t msg_size, uint32_t *n_kernels)
+{
+    char path[4400];
+    snprintf(path, sizeof path, "%s/model.onnx", dir);
+    kn_diag *d = kn_diag_create(NULL, NULL);
+    kn_graph *g = NULL;
+    kn_cu_program prog;
+    memset(&prog, 0, sizeof prog);
+    result r = R_FAIL;
+    kn_rt_tensor *ins[64] = {0}, *outs[64] = {0};
+    kn_cuda_shape *shapes = NULL;
+    kn_status s = kn_import_onnx_file(path, NULL, NULL, d, &g);
+    const char *skip = s == KN_OK ? kn_conformance_skip_reason(g) : NULL;
+    if (skip) {
+        snprintf(msg, msg_size, "%s", skip);
+        r = R_SKIP;
+        goto out;
+    }
+    if (s == KN_OK && (g->n_inputs > 64 || g->n_outputs > 64))
+        s = KN_ERR_UNSUPPORTED;
+    if (s == KN_OK)
+        s = kn_compile_graph(g, "cuda", d);
+    shapes = calloc(g ? g->n_inputs + 1 : 1, sizeof *shapes);
+    uint32_t n_shapes = 0;
+    for (uint32_t i = 0; s == KN_OK && i < g->n_inputs; i++) {
+        snprintf(path, sizeof path, "%s/test_data_set_0/input_%u.pb", dir, i);
+        if (!is_file(path))
+            continue;
+        s = kn_tensor_read_pb(path, NULL, d, &ins[i], NULL);
+        if (s == KN_OK) {
+            shapes[n_shapes].name = g->values[g->inputs[i]].name;
+            shapes[n_shapes].rank = ins[i]->rank;
+            for (int32_t k = 0; k < ins[i]->rank && k < 64; k++)
+                shapes[n_shapes].dims[k] = ins[i]->dims[k];
+            n_shapes++;
+        }
+    }
+    if (s == KN_OK)
+        s = kn_cuda_lower(g, shapes, n_shapes, d, &prog, NULL);
+    if (s == KN_OK && use_nvrtc) {
+        static const uint32_t archs[] = {80, 86, 89, 90};
+        kn_nvrtc_options no = {archs, 4, false, NULL, 0};
+        s = kn_cuda_compile(&prog, &no, d, NULL);
+    }
+    if (s != KN_OK) {
+        /* the first error, or the first warning when unsupported */
+        const char *m = NULL;
+        for (size_t i = 0; i < kn_diag_size(d) && !m; i++) {
+            kn_severity sev;
+            const char *t = kn_diag_message(d, i, &sev);
+            if (sev == KN_ERROR || s == KN_ERR_UNSUPPORTED)
+                m = t;
+        }
+        snprintf(msg, msg_size, "%s", m ? m : kn_status_str(s));
+        r = s == KN_ERR_UNSUPPORTED ? R_SKIP : R_FAIL;
+        goto out;
+    }
+    *n_kernels += prog.n_kernels;
+    s = emulate(g, &prog, ins, outs, msg, msg_size);
+    if (s != KN_OK) {
+        if (!msg[0])
+            snprintf(msg, msg_size, "%s", kn_status_str(s));
+        goto out;
+    }
+    r = R_PASS;
+    for (uint32_t i = 0; i < g->n_outputs && r == R_PASS; i++) {
+        snprintf(path, sizeof path, "%s/test_data_set_0/output_%u.pb", dir, i);
+        kn_rt_tensor *want = NULL;
+        if (!is_file(path))
+            continue;
+        if (kn_tensor_read_pb(path, NULL, d, &want, NULL) != KN_OK) {
+            snprintf(msg, msg_size, "cannot read %s", path);
+            r = R_FAIL;
+            break;
+        }
+        char why[512];
+        kn_cmp_result cr;
+        if (!kn_compare_tensors(outs[i], want, rtol, atol, &cr, why, sizeof why)) {
+            snprintf(msg, msg_size, "output %u '%s': %s", i, g->values[g->outputs[i]].name, why);
+            r = R_FAIL;
+        }
+        kn_rt_tensor_free(NULL, want);
+    }
+out:
+    for (int i = 0; i < 64; i++) {
+        kn_rt_tensor_free(NULL, ins[i]);
+        kn_rt_tensor_free(NULL, outs[i]);
+    }
+    free(shapes);
+    kn_cu_program_free(&prog);
+    kn_graph_destroy(g);
+    kn_diag_destroy(d);
+    return r;
+}
+
+static int cmp_str(const void *a, const void *b) { return strcmp(*(char *const *)a, *(char *const *)b); }
+
+int main(int argc, char **argv)
+{
+    double rtol = 1e-3, atol = 1e-7;
+    const char *filter = NULL;
+    bool quiet = false;
+    int first = 1;
+    for (; first < argc && argv[first][0] == '-'; first++) {
+        if (strcmp(argv[first], "--filter") == 0 && first + 1 < argc)
+            filter = argv[++first];
+        else if (strcmp(argv[first], "--quiet") == 0 || strcmp(argv[first], "-q") == 0)
+            quiet = true;
+        else if (strcmp(argv[first], "--no-nvrtc") == 0)
+            use_nvrtc = false;
+        else if (strcmp(argv[first], "--rtol") == 0 && first + 1 < argc)
+            rtol = strtod(argv[++first], NULL);
+        else if (strcmp(argv[first], "--atol") == 0 && first + 1 < argc)
+            atol = strtod(argv[++first], NULL);
+        else {
+            printf("usage: kiln-cuda-emu [--quiet] [--filter SUBSTR] [--no-nvrtc] [--rtol X] [--atol Y] DIR...\n"
+                   "  Lowers each backend-test case for target cuda, compiles its kernels with NVRTC for\n"
+                   "  every arch, runs them on the host and compares with the reference outputs.\n"
+                   "  Cases with ops target cuda does not lower are skipped (with the reason).\n");
+            return strcmp(argv[first], "--help") == 0 ? 0 : 1;
+        }
+    }
+    const char *tmp = getenv("TMPDIR");
+    snprintf(work_dir, sizeof work_dir, "%s/kiln-cuda-emu-%d", tmp && *tmp ? tmp : "/tmp", (int)getuid());
+    mkdir(work_dir, 0755);
+    char hdr[600];
+    snprintf(hdr, sizeof hdr, "%s/kiln_cuda.h", work_dir);
+    /* the device prelude, after the shim (the prelude includes cuda_fp16.h itself) */
+    if (!write_text(hdr, shim, kn_cuda_prelude, NULL)) {
+        fprintf(stderr, "error: cannot write %s\n", hdr);
+        return 2;
+    }
+    int passed = 0, failed = 0, skipped = 0;
+    uint32_t kernels = 0;
+    for (int a = first; a < argc; a++) {
+        char model[4200];
+        snprintf(model, sizeof model, "%s/model.onnx", argv[a]);
+        char **cases = NULL;
+        int n = 0, cap = 0;
+        if (is_file(model)) {
+            cases = malloc(sizeof *cases);
+            cases[n++] = strdup(argv[a]);
+        } else {
+            DIR *dd = opendir(argv[a]);
+            struct dirent *e;
+            while (dd && (e = readdir(dd))) {
+                if (e->d_name[0] == '.')
+                    continue;
+                if (n == cap) {
+                    cap = cap ? cap * 2 : 64;
+                    cases = realloc(cases, (size_t)cap * sizeof *cases);
+                }
+                size_t L = strlen(argv[a]) + strlen(e->d_name) + 2;
+                cases[n] = malloc(L);
+                snprintf(cases[n++], L, "%s/%s", argv[a], e->d_name);
+            }
+            if (dd)
+                closedir(dd);
+            if (n)
+                qsort(cases, (size_t)n, sizeof *cases, cmp_str);
+        }
+        for (int c = 0; c < n; c++) {
+            snprintf(model, sizeof model, "%s/model.onnx", cases[c]);
+            if (!is_file(model) || (filter && !strstr(cases[c], filter))) {
+                free(cases[c]);
+                continue;
+            }
+            char msg[8192] = "";
+            result r = run_case(cases[c], rtol, atol, msg, sizeof msg, &kernels);
+            for (char *q = msg; *q; q++)
+                if (*q == '\n')
+                    *q = ' ';
+            const char *name = strrchr(cases[c], '/') ? strrchr(cases[c], '/') + 1 : cases[c];
+            if (r == R_PASS) {
+                passed++;
+                if (!quiet)
+                    printf("PASS %s\n", name);
+            } else if (r == R_SKIP) {
+                skipped++;
+                if (!quiet)
+                    printf("SKIP %s: %.300s\n", name, msg);
+            } else {
+                failed++;
+                printf("FAIL %s: %.600s\n", name, msg);
+            }
+            fflush(stdout);
+            free(cases[c]);
+        }
+        free(cases);
+    }
+    printf("%u kernels lowered%s\n", kernels, use_nvrtc ? ", each compiled by NVRTC for sm_80, sm_86, sm_89, sm_90 + PTX" : "");
+    printf("%d passed, %d failed, %d skipped\n", passed, failed, skipped);
+    return failed ? 1 : 0;
+}
