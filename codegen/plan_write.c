@@ -378,6 +378,21 @@ static void put_cuda(wctx *w, kn_graph *g, const kn_cu_program *p)
                                 p->archs[i] == KN_CU_ARCH_PTX ? "ptx" : "sm_",
                                 p->archs[i] == KN_CU_ARCH_PTX ? p->archs[i > 0 ? i - 1 : 0] : p->archs[i]);
     put_kv(w, g, "cuda.archs", tmp);
+    snprintf(tmp, sizeof tmp, "%u", p->n_kernels);
+    put_kv(w, g, "cuda.kernels", tmp);
+    snprintf(tmp, sizeof tmp, "%u", p->n_steps);
+    put_kv(w, g, "cuda.steps", tmp);
+    uint64_t img_bytes = 0;
+    uint32_t n_img = 0;
+    for (uint32_t k = 0; k < p->n_kernels; k++)
+        for (uint32_t i = 0; i < p->kernels[k].n_images; i++) {
+            img_bytes += p->kernels[k].images[i].size;
+            n_img++;
+        }
+    snprintf(tmp, sizeof tmp, "%u", n_img);
+    put_kv(w, g, "cuda.images", tmp);
+    snprintf(tmp, sizeof tmp, "%llu", (unsigned long long)img_bytes);
+    put_kv(w, g, "cuda.image_bytes", tmp);
     uint32_t img = 0;
     for (uint32_t k = 0; k < p->n_kernels; k++) {
         const kn_cu_kernel *kk = &p->kernels[k];

@@ -3,17 +3,21 @@
 #include "ir/ir.h"
 #include "ir/stats.h"
 #include "json.h"
+#include "kiln/runtime.h"
 
 #include <inttypes.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 static const char usage[] =
-    "usage: kiln inspect [--graph] [--json] MODEL.onnx\n"
+    "usage: kiln inspect [--graph] [--json] MODEL.onnx|MODEL.plan\n"
     "\n"
     "Shows the model's producer, IR version, opsets, inputs and outputs (dtypes,\n"
     "shapes with symbolic dims), op-type histogram, parameter count and bytes per\n"
-    "dtype, subgraphs and the ops kiln does not support.\n"
+    "dtype, subgraphs and the ops kiln does not support. For a plan, also how it\n"
+    "was built (options, targets) and, for target cuda, its kernels per arch and\n"
+    "the planned device memory against the naive sum.\n"
     "\n"
     "options:\n"
     "  --graph   print the graph in kiln's IR text form instead\n"
@@ -38,6 +42,14 @@ static uint64_t total(const uint64_t *a)
     for (int i = 0; i < KN_DTYPE_COUNT; i++)
         t += a[i];
     return t;
+}
+
+static const char *meta(const kn_model_info *m, const char *key)
+{
+    for (uint32_t i = 0; i < m->n_metadata; i++)
+        if (strcmp(m->metadata[i].key, key) == 0)
+            return m->metadata[i].value;
+    return NULL;
 }
 
 static void text_io(const kn_graph *g, const kn_id *ids, uint32_t n, const char *title)
@@ -68,6 +80,15 @@ static void print_text(const kn_graph *g, const kn_graph_stats *st)
         printf("metadata:\n");
         for (uint32_t i = 0; i < m->n_metadata; i++)
             printf("  %s = %s\n", m->metadata[i].key, m->metadata[i].value);
+    }
+    const char *pool = meta(m, "cuda.pool_bytes"), *naive = meta(m, "cuda.naive_bytes");
+    if (pool && naive) {
+        char b2[64];
+        human_bytes(strtoull(pool, NULL, 10), b1, sizeof b1);
+        human_bytes(strtoull(naive, NULL, 10), b2, sizeof b2);
+        printf("cuda:        %s kernels x archs %s = %s images (%s bytes), %s steps\n", meta(m, "cuda.kernels"),
+               meta(m, "cuda.archs"), meta(m, "cuda.images"), meta(m, "cuda.image_bytes"), meta(m, "cuda.steps"));
+        printf("memory:      planned pool %s (naive sum of activations %s)\n", b1, b2);
     }
     text_io(g, g->inputs, g->n_inputs, "inputs");
     text_io(g, g->outputs, g->n_outputs, "outputs");
@@ -305,7 +326,12 @@ int kn_cmd_inspect(int argc, char **argv)
         return KN_EXIT_INTERNAL;
     }
     kn_graph *g = NULL;
-    kn_status s = kn_import_onnx_file(path, NULL, NULL, diag, &g);
+    char magic[8] = {0};
+    FILE *pf = fopen(path, "rb");
+    bool is_plan = pf && fread(magic, 1, 8, pf) == 8 && memcmp(magic, "KILNPLAN", 8) == 0;
+    if (pf)
+        fclose(pf);
+    kn_status s = is_plan ? kn_plan_load(path, NULL, diag, &g) : kn_import_onnx_file(path, NULL, NULL, diag, &g);
     if (s == KN_OK)
         s = kn_graph_verify(g, diag) == KN_OK ? KN_OK : KN_ERR_INTERNAL;
     if (s == KN_OK) {
