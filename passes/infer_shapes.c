@@ -301,6 +301,90 @@ static kn_status infer_node(sctx *c)
     }
 }
 
+/* The dtype of output i when no shape rule set it: most ops keep their
+ * first input's dtype; the exceptions are listed. */
+static kn_dtype out_dtype(sctx *c, uint32_t i)
+{
+    const kn_node *n = c->n;
+    const kn_type *t0 = in_type(c, 0);
+    kn_dtype first = t0 ? t0->dtype : KN_UNDEFINED;
+    const kn_attr *a;
+    switch (n->op) {
+    case KN_OP_Shape: case KN_OP_Size: case KN_OP_ArgMax: case KN_OP_ArgMin: case KN_OP_NonZero:
+    case KN_OP_NonMaxSuppression:
+        return KN_I64;
+    case KN_OP_Equal: case KN_OP_Less: case KN_OP_LessOrEqual: case KN_OP_Greater: case KN_OP_GreaterOrEqual:
+    case KN_OP_And: case KN_OP_Or: case KN_OP_Xor: case KN_OP_Not: case KN_OP_IsNaN: case KN_OP_IsInf:
+        return KN_BOOL;
+    case KN_OP_TopK: case KN_OP_Unique:
+        return i == 0 ? first : KN_I64;
+    case KN_OP_MaxPool:
+        return i == 0 ? first : KN_I64;
+    case KN_OP_Dropout:
+        return i == 0 ? first : KN_BOOL;
+    case KN_OP_Where: {
+        const kn_type *t = in_type(c, 1);
+        return t ? t->dtype : KN_UNDEFINED;
+    }
+    case KN_OP_OneHot: {
+        const kn_type *t = in_type(c, 2);
+        return t ? t->dtype : KN_UNDEFINED;
+    }
+    case KN_OP_ConstantOfShape:
+        a = kn_node_attr(n, "value");
+        return a && a->kind == KN_ATTR_TENSOR ? a->u.t->dtype : KN_F32;
+    case KN_OP_EyeLike: case KN_OP_RandomNormalLike: case KN_OP_RandomUniformLike:
+        a = kn_node_attr(n, "dtype");
+        return a && a->kind == KN_ATTR_INT && kn_dtype_valid((int)a->u.i) ? (kn_dtype)a->u.i : first;
+    case KN_OP_RandomNormal: case KN_OP_RandomUniform:
+        a = kn_node_attr(n, "dtype");
+        return a && a->kind == KN_ATTR_INT && kn_dtype_valid((int)a->u.i) ? (kn_dtype)a->u.i : KN_F32;
+    case KN_OP_QuantizeLinear: case KN_OP_DynamicQuantizeLinear: {
+        if (n->op == KN_OP_DynamicQuantizeLinear)
+            return i == 0 ? KN_U8 : i == 1 ? KN_F32 : KN_U8;
+        const kn_type *z = in_type(c, 2);
+        return z ? z->dtype : KN_U8;
+    }
+    case KN_OP_DequantizeLinear: {
+        const kn_type *sc = in_type(c, 1);
+        return sc ? sc->dtype : KN_F32;
+    }
+    case KN_OP_MatMulInteger: case KN_OP_ConvInteger:
+        return KN_I32;
+    case KN_OP_QLinearMatMul: case KN_OP_QLinearConv: {
+        const kn_type *z = in_type(c, n->op == KN_OP_QLinearMatMul ? 7 : 7);
+        return z ? z->dtype : KN_UNDEFINED;
+    }
+    case KN_OP_If: case KN_OP_Loop: case KN_OP_Scan: case KN_OP_UNSUPPORTED:
+        return KN_UNDEFINED;
+    default:
+        return first;
+    }
+}
+
+static kn_status infer_dtypes(sctx *c)
+{
+    for (uint32_t i = 0; i < c->n->n_outputs; i++) {
+        kn_id v = c->n->outputs[i];
+        if (v == KN_NONE)
+            continue;
+        kn_value *val = &c->g->values[v];
+        if (val->type.kind == KN_TYPE_TENSOR && val->type.dtype != KN_UNDEFINED)
+            continue;
+        if (val->type.kind != KN_TYPE_TENSOR && val->type.kind != KN_TYPE_UNKNOWN)
+            continue;
+        kn_dtype dt = out_dtype(c, i);
+        if (dt == KN_UNDEFINED)
+            continue;
+        if (val->type.kind == KN_TYPE_UNKNOWN) {
+            val->type.kind = KN_TYPE_TENSOR;
+            val->type.shape.rank = -1;
+        }
+        val->type.dtype = dt;
+    }
+    return KN_OK;
+}
+
 static kn_status infer_graph(kn_graph *g, int depth)
 {
     if (depth > 256)
@@ -316,6 +400,7 @@ static kn_status infer_graph(kn_graph *g, int depth)
     for (kn_id k = 0; k < g->n_nodes; k++) {
         sctx c = {g, &g->nodes[k]};
         KN_TRY(infer_node(&c));
+        KN_TRY(infer_dtypes(&c));
         for (uint32_t i = 0; i < g->nodes[k].n_attrs; i++) {
             const kn_attr *a = &g->nodes[k].attrs[i];
             uint32_t ng = a->kind == KN_ATTR_GRAPH ? 1 : a->kind == KN_ATTR_GRAPHS ? a->n : 0;

@@ -1,8 +1,16 @@
 /* The optimizer's table of contents: every pass, in the order it runs. */
 #include "passes/passes.h"
 
+static kn_status no_precision(kn_graph *g, kn_diag *d)
+{
+    (void)g;
+    (void)d;
+    return KN_OK;
+}
+
 static const kn_pass_info passes[] = {
     {"infer-shapes", kn_pass_infer_shapes, "infer dtypes and shapes, symbolic dims carried through"},
+    {"precision", no_precision, "run float32 computation in float16/bfloat16 (--precision, --keep-fp32)"},
 };
 
 const kn_pass_info *kn_pipeline_passes(size_t *n)
@@ -14,7 +22,10 @@ const kn_pass_info *kn_pipeline_passes(size_t *n)
 kn_status kn_pipeline_run(kn_graph *g, const kn_pipeline_opts *o, kn_diag *d)
 {
     for (size_t i = 0; i < sizeof passes / sizeof passes[0]; i++) {
-        KN_TRY(passes[i].run(g, d));
+        if (passes[i].run == no_precision) /* the one pass with options */
+            KN_TRY(o && o->precision ? kn_pass_precision(g, o->precision, d) : KN_OK);
+        else
+            KN_TRY(passes[i].run(g, d));
         if (o && o->verify_each && kn_graph_verify(g, d) != KN_OK) {
             kn_diag_add(d, KN_ERROR, "internal error: the graph does not verify after pass '%s'", passes[i].name);
             return KN_ERR_INTERNAL;

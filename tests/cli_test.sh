@@ -103,7 +103,7 @@ expect 1 "3 nodes use 2 ops kiln does not support on target cpu" "$KILN" compile
 expect 1 "Frobnicate \(my.domain, opset 1\) x2: 'f1', 'f2'" "$KILN" compile "$BAD/unsupported_ops.onnx" -o "$TMP/u.plan"
 expect 1 "Twiddle \(my.domain, opset 1\) x1: 't1'" "$KILN" compile "$BAD/unsupported_ops.onnx" -o "$TMP/u.plan"
 expect 0 '' test ! -e "$TMP/u.plan"
-expect 1 "target 'cuda' is not available yet" "$KILN" compile "$BAD/unsupported_ops.onnx" --target cuda
+expect 1 "unknown target 'tpu'" "$KILN" compile "$BAD/unsupported_ops.onnx" --target tpu
 expect 0 '^ 1  infer-shapes' "$KILN" compile --passes
 
 echo "$pass passed, $fail failed"

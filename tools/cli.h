@@ -19,7 +19,8 @@ int kn_cmd_run(int argc, char **argv);
 
 /* Verifies g, runs the pass pipeline and checks that `target` runs every
  * op (reporting all that it does not, at once). */
-kn_status kn_compile_graph(kn_graph *g, const char *target, kn_diag *d);
+struct kn_precision_opts;
+kn_status kn_compile_graph(kn_graph *g, const char *target, const struct kn_precision_opts *precision, kn_diag *d);
 
 struct kn_cu_program;
 struct kn_cuda_shape;

@@ -27,6 +27,10 @@ static const char usage[] =
     "                      input's symbolic dims, e.g. --shape x=1x3x224x224\n"
     "  --arch LIST         target cuda: SM architectures (default sm_80,sm_86,\n"
     "                      sm_89,sm_90); PTX of the last is added for newer GPUs\n"
+    "  --precision P       fp32 (default), fp16 or bf16: float32 computation runs\n"
+    "                      in P; inputs and outputs keep the model's dtypes\n"
+    "  --keep-fp32 PATTERN keep matching nodes (name or op type, shell pattern)\n"
+    "                      in float32; may be repeated\n"
     "  --no-cache          target cuda: do not use the kernel cache\n"
     "                      ($XDG_CACHE_HOME/kiln, else ~/.cache/kiln)\n"
     "  --passes            list the optimizer's passes in order and exit\n"
@@ -37,14 +41,14 @@ static const char usage[] =
 
 static bool cpu_runs(kn_op op) { return kn_cpu_kernel(op) != NULL; }
 
-kn_status kn_compile_graph(kn_graph *g, const char *target, kn_diag *d)
+kn_status kn_compile_graph(kn_graph *g, const char *target, const kn_precision_opts *precision, kn_diag *d)
 {
     if (strcmp(target, "cpu") != 0 && strcmp(target, "cuda") != 0) {
         kn_diag_add(d, KN_ERROR, "unknown target '%s' (cpu or cuda)", target);
         return KN_ERR_INVALID;
     }
     KN_TRY(kn_graph_verify(g, d));
-    kn_pipeline_opts po = {true};
+    kn_pipeline_opts po = {true, precision};
     KN_TRY(kn_pipeline_run(g, &po, d));
     /* the CPU backend runs every plan (target cuda probes shapes with it) */
     return kn_graph_report_unsupported(g, cpu_runs, "cpu", d);
@@ -125,13 +129,19 @@ int kn_cmd_compile(int argc, char **argv)
     uint32_t archs[8], n_archs = 0, n_shapes = 0;
     bool no_cache = false;
     int rc = KN_EXIT_BAD_INPUT;
+    const char **keep = calloc((size_t)argc + 1, sizeof *keep);
+    kn_precision_opts prec = {KN_F32, keep, 0, true};
+    const char *prec_name = "fp32";
     char *def_out = NULL;
     kn_diag *d = NULL;
     kn_graph *g = NULL;
     kn_cu_program prog;
     memset(&prog, 0, sizeof prog);
-    if (!shapes)
+    if (!shapes || !keep) {
+        free(shapes);
+        free(keep);
         return KN_EXIT_INTERNAL;
+    }
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         bool has = i + 1 < argc;
@@ -164,6 +174,18 @@ int kn_cmd_compile(int argc, char **argv)
                 fprintf(stderr, "error: compile: --arch expects a list like sm_80,sm_90, got '%s'\n", argv[i]);
                 goto done;
             }
+        } else if (strcmp(a, "--precision") == 0 && has) {
+            prec_name = argv[++i];
+            prec.to = strcmp(prec_name, "fp32") == 0   ? KN_F32
+                      : strcmp(prec_name, "fp16") == 0 ? KN_F16
+                      : strcmp(prec_name, "bf16") == 0 ? KN_BF16
+                                                       : KN_UNDEFINED;
+            if (prec.to == KN_UNDEFINED) {
+                fprintf(stderr, "error: compile: --precision must be fp32, fp16 or bf16, got '%s'\n", prec_name);
+                goto done;
+            }
+        } else if (strcmp(a, "--keep-fp32") == 0 && has) {
+            keep[prec.n_keep++] = argv[++i];
         } else if (strcmp(a, "--no-cache") == 0) {
             no_cache = true;
         } else if (a[0] == '-' && a[1]) {
@@ -206,7 +228,7 @@ int kn_cmd_compile(int argc, char **argv)
     signal(SIGTERM, on_signal);
     kn_status s = kn_import_onnx_file(in, NULL, NULL, d, &g);
     if (s == KN_OK)
-        s = kn_compile_graph(g, target, d);
+        s = kn_compile_graph(g, target, &prec, d);
     bool cuda = strcmp(target, "cuda") == 0;
     if (s == KN_OK && cuda) {
         kn_compile_cuda_opts co = {shapes, n_shapes, archs, n_archs, no_cache, true};
@@ -214,7 +236,7 @@ int kn_cmd_compile(int argc, char **argv)
     }
     if (s == KN_OK) {
         char opts[512];
-        snprintf(opts, sizeof opts, "--target %s", target);
+        snprintf(opts, sizeof opts, "--target %s --precision %s", target, prec_name);
         kn_plan_options po = {opts, target, cuda ? &prog : NULL};
         s = kn_plan_write(g, &po, out, d);
     }
@@ -230,5 +252,6 @@ done:
     for (uint32_t i = 0; i < n_shapes; i++)
         free((char *)shapes[i].name);
     free(shapes);
+    free(keep);
     return rc;
 }

@@ -17,7 +17,7 @@ typedef struct plan_ctx {
 static kn_status through_plan(void *ctx, kn_graph **g, kn_diag *d)
 {
     plan_ctx *pc = ctx;
-    KN_TRY(kn_compile_graph(*g, "cpu", d));
+    KN_TRY(kn_compile_graph(*g, "cpu", NULL, d));
     kn_plan_options po = {"--target cpu", "cpu", NULL};
     KN_TRY(kn_plan_write(*g, &po, pc->path, d));
     kn_graph *loaded = NULL;

@@ -276,7 +276,7 @@ static result run_case(const char *dir, double rtol, double atol, char *msg, siz
     if (s == KN_OK && (g->n_inputs > 64 || g->n_outputs > 64))
         s = KN_ERR_UNSUPPORTED;
     if (s == KN_OK)
-        s = kn_compile_graph(g, "cuda", d);
+        s = kn_compile_graph(g, "cuda", NULL, d);
     shapes = calloc(g ? g->n_inputs + 1 : 1, sizeof *shapes);
     uint32_t n_shapes = 0;
     for (uint32_t i = 0; s == KN_OK && i < g->n_inputs; i++) {

@@ -118,13 +118,23 @@ static void print_summary(const char *name, const kn_rt_tensor *t)
     if (kn_dtype_bits(t->dtype) >= 8 && t->dtype != KN_STRING && t->dtype != KN_C64 && t->dtype != KN_C128 &&
         t->numel > 0) {
         double mn = INFINITY, mx = -INFINITY, sum = 0;
+        int64_t nan = 0, finite = 0;
         for (int64_t i = 0; i < t->numel; i++) {
             double x = kn_get_f64(t->dtype, t->data, i);
+            if (isnan(x)) {
+                nan++;
+                continue;
+            }
             mn = x < mn ? x : mn;
             mx = x > mx ? x : mx;
             sum += x;
+            finite++;
         }
-        printf("  min %.6g max %.6g mean %.6g  values:", mn, mx, sum / (double)t->numel);
+        if (finite)
+            printf("  min %.6g max %.6g mean %.6g", mn, mx, sum / (double)finite);
+        if (nan)
+            printf("  %lld NaN", (long long)nan);
+        printf("  values:");
         for (int64_t i = 0; i < t->numel && i < 8; i++)
             printf(" %.6g", kn_get_f64(t->dtype, t->data, i));
         if (t->numel > 8)

@@ -371,7 +371,7 @@ static kn_status run_graph(exec *ex, frame *parent, const kn_graph *g, const kn_
         s = value_get(ex, &f, v, &t);
         if (s != KN_OK)
             break;
-        if (f.vals[v] == t && f.owned[v]) {
+        if (f.vals[v] == t && f.owned[v] && g->values[v].kind == KN_VAL_NODE) {
             outputs[i] = f.vals[v]; /* hand over */
             f.vals[v] = NULL;
             f.owned[v] = 0;
