@@ -106,5 +106,17 @@ expect 0 '' test ! -e "$TMP/u.plan"
 expect 1 "unknown target 'tpu'" "$KILN" compile "$BAD/unsupported_ops.onnx" --target tpu
 expect 0 '^ 1  infer-shapes' "$KILN" compile --passes
 
+# precision: fp16/bf16 plans keep the model's interface and stay close to fp32
+for p in fp16 bf16; do
+    expect 0 "wrote $TMP/$p.plan" "$KILN" compile "$SAMPLE" -o "$TMP/$p.plan" --precision $p
+    expect 0 '39: float32\[1, 1\]' "$KILN" run "$TMP/$p.plan" --compare-to "$SRC/samples/hello_deepa/test_data_set_0" --rtol 3e-2 --atol 1e-2
+    expect 0 'PASS' "$KILN" run "$TMP/$p.plan" --compare-to "$SRC/samples/hello_deepa/test_data_set_1" --rtol 3e-2 --atol 1e-2
+    expect 0 "float16|bfloat16" "$KILN" inspect --graph "$TMP/$p.plan"
+done
+expect 0 'wrote' "$KILN" compile "$SAMPLE" -o "$TMP/keep.plan" --precision fp16 --keep-fp32 Gemm --keep-fp32 '/layernorm1/*'
+expect 0 "Gemm<13>\(%/relu1/Relu_output_0/f32" "$KILN" inspect --graph "$TMP/keep.plan"
+expect 0 'PASS' "$KILN" run "$TMP/keep.plan" --compare-to "$SRC/samples/hello_deepa/test_data_set_0" --rtol 3e-2 --atol 1e-2
+expect 1 'must be fp32, fp16 or bf16' "$KILN" compile "$SAMPLE" --precision fp8
+
 echo "$pass passed, $fail failed"
 [ "$fail" -eq 0 ]

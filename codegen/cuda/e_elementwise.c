@@ -105,6 +105,7 @@ static kn_status unary(kn_emit *e, const uop *op, double a, double b, double c)
     } else {
         expr = op->u, load = "u64 x = (u64)in[i];";
     }
+    /* float results round once through kn_st_; integer ones wrap */
     bool via_double = cl == C_FLOAT || op->ints_via_f;
     kn_sb src = {0};
     kn_sb_printf(&src,
@@ -113,23 +114,10 @@ static kn_status unary(kn_emit *e, const uop *op, double a, double b, double c)
                  "extern \"C\" __global__ void kn_%s(const %s *in, %s *out, P p) {\n"
                  "  for (i64 i = kn_tid(); i < p.n; i += kn_nthreads()) {\n"
                  "    %s\n"
-                 "    out[i] = %s%s>(%s);\n"
+                 "    out[i] = %s%s%s(%s);\n"
                  "  }\n"
                  "}\n",
-                 HEAD, op->name, ti, to, load, via_double ? "kn_st_<" : "(", to, expr);
-    if (!via_double) { /* integer results: a plain conversion, which wraps */
-        kn_sb_free(&src);
-        kn_sb_printf(&src,
-                     "%s"
-                     "struct P { i64 n; double a, b, c; };\n"
-                     "extern \"C\" __global__ void kn_%s(const %s *in, %s *out, P p) {\n"
-                     "  for (i64 i = kn_tid(); i < p.n; i += kn_nthreads()) {\n"
-                     "    %s\n"
-                     "    out[i] = (%s)(%s);\n"
-                     "  }\n"
-                     "}\n",
-                     HEAD, op->name, ti, to, load, to, expr);
-    }
+                 HEAD, op->name, ti, to, load, via_double ? "kn_st_<" : "(", to, via_double ? ">" : ")", expr);
     char entry[64];
     snprintf(entry, sizeof entry, "kn_%s", op->name);
     unary_params p = {x->numel, a, b, c};
@@ -276,17 +264,25 @@ kn_status kn_emit_Clip(kn_emit *e)
     const char *ld = cl == C_FLOAT ? "kn_tod" : cl == C_SINT ? "(i64)" : "(u64)";
     const char *dlo = cl == C_FLOAT ? "-kn_inf_()" : cl == C_SINT ? "(i64)(-0x7fffffffffffffffLL - 1)" : "0ull";
     const char *dhi = cl == C_FLOAT ? "kn_inf_()" : cl == C_SINT ? "(i64)0x7fffffffffffffffLL" : "~0ull";
+    char lo_arg[64] = "", hi_arg[64] = "", lo_v[64], hi_v[64];
+    if (lo) {
+        snprintf(lo_arg, sizeof lo_arg, "const %s *lo_p, ", t);
+        snprintf(lo_v, sizeof lo_v, "%s(lo_p[0])", ld);
+    } else {
+        snprintf(lo_v, sizeof lo_v, "%s", attrs ? "p.lo" : dlo);
+    }
+    if (hi) {
+        snprintf(hi_arg, sizeof hi_arg, "const %s *hi_p, ", t);
+        snprintf(hi_v, sizeof hi_v, "%s(hi_p[0])", ld);
+    } else {
+        snprintf(hi_v, sizeof hi_v, "%s", attrs ? "p.hi" : dhi);
+    }
     kn_sb src = {0};
     kn_sb_printf(&src,
                  "%s"
                  "struct P { i64 n; double lo, hi; };\n"
-                 "extern \"C\" __global__ void kn_Clip(const %s *x, %s%s%s%s%s%s *y, P p) {\n"
-                 "  %s lo = %s%s%s, hi = %s%s%s;\n",
-                 HEAD, t, lo ? "const " : "", lo ? t : "", lo ? " *lo_p, " : "", hi ? "const " : "", hi ? t : "",
-                 hi ? " *hi_p, " : "", t,
-                 vt, lo ? ld : "", lo ? "(lo_p[0])" : attrs ? "p.lo" : dlo, "", hi ? ld : "",
-                 hi ? "(hi_p[0])" : attrs ? "p.hi" : dhi, "");
-    kn_sb_printf(&src,
+                 "extern \"C\" __global__ void kn_Clip(const %s *x, %s%s%s *y, P p) {\n"
+                 "  %s lo = %s, hi = %s;\n"
                  "  for (i64 i = kn_tid(); i < p.n; i += kn_nthreads()) {\n"
                  "    %s v = %s(x[i]);\n"
                  "    if (v < lo) v = lo;\n"
@@ -294,7 +290,8 @@ kn_status kn_emit_Clip(kn_emit *e)
                  "    y[i] = %s%s%s(v);\n"
                  "  }\n"
                  "}\n",
-                 vt, ld, cl == C_FLOAT ? "kn_st_<" : "(", t, cl == C_FLOAT ? ">" : ")");
+                 HEAD, t, lo_arg, hi_arg, t, vt, lo_v, hi_v, vt, ld, cl == C_FLOAT ? "kn_st_<" : "(", t,
+                 cl == C_FLOAT ? ">" : ")");
     clip_params p = {x->numel, kn_emit_attr_float(e, "min", -INFINITY), kn_emit_attr_float(e, "max", INFINITY)};
     kn_emit_arg args[5];
     uint32_t n = 0;

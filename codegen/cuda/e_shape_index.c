@@ -126,7 +126,7 @@ static const char elements_offset_src[] =
     "template <typename I> __device__ i64 elem_off(const I *ind, i64 p, const P &q) {\n"
     "  i64 r = p, off = 0;\n"
     "  for (int k = (int)q.rank - 1; k >= 0; k--) {\n"
-    "    i64 c = r %% q.idims[k];\n"
+    "    i64 c = r % q.idims[k];\n"
     "    r /= q.idims[k];\n"
     "    if (k == q.axis) {\n"
     "      c = (i64)ind[p];\n"
@@ -164,7 +164,7 @@ kn_status kn_emit_GatherElements(kn_emit *e)
     KN_TRY(elements_setup(e, x, ind, &p));
     kn_sb src = {0};
     kn_sb_printf(&src, "#include \"kiln_cuda.h\"\n");
-    kn_sb_printf(&src, elements_offset_src);
+    kn_sb_printf(&src, "%s", elements_offset_src);
     kn_sb_printf(&src,
                  "extern \"C\" __global__ void gather_elements(const %s *x, const %s *ind, %s *y, P p) {\n"
                  "  for (i64 i = kn_tid(); i < p.n; i += kn_nthreads()) {\n"
@@ -224,7 +224,7 @@ kn_status kn_emit_GatherND(kn_emit *e)
         p.n = 0;
     kn_sb src = {0};
     kn_sb_printf(&src, "#include \"kiln_cuda.h\"\n");
-    kn_sb_printf(&src, nd_offset_src);
+    kn_sb_printf(&src, "%s", nd_offset_src);
     kn_sb_printf(&src,
                  "extern \"C\" __global__ void gather_nd(const %s *x, const %s *ind, %s *y, P p) {\n"
                  "  for (i64 i = kn_tid(); i < p.n; i += kn_nthreads()) {\n"
@@ -358,7 +358,7 @@ static kn_status scatter_elements(kn_emit *e, const char *red)
     s = kn_emit_copy(e, 0, 0, 0, 0, x->nbytes);
     kn_sb src = {0};
     kn_sb_printf(&src, "#include \"kiln_cuda.h\"\n");
-    kn_sb_printf(&src, elements_offset_src);
+    kn_sb_printf(&src, "%s", elements_offset_src);
     kn_sb_printf(&src,
                  "extern \"C\" __global__ void scatter_elements(const %s *ind, const %s *u, %s *y, P p) {\n"
                  "  for (i64 i = kn_tid(); i < p.n; i += kn_nthreads()) {\n"
@@ -433,7 +433,7 @@ kn_status kn_emit_ScatterND(kn_emit *e)
     s = kn_emit_copy(e, 0, 0, 0, 0, x->nbytes);
     kn_sb src = {0};
     kn_sb_printf(&src, "#include \"kiln_cuda.h\"\n");
-    kn_sb_printf(&src, nd_offset_src);
+    kn_sb_printf(&src, "%s", nd_offset_src);
     kn_sb_printf(&src,
                  "extern \"C\" __global__ void scatter_nd(const %s *ind, const %s *u, %s *y, P p) {\n"
                  "  for (i64 i = kn_tid(); i < p.n; i += kn_nthreads()) {\n"
