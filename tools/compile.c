@@ -59,7 +59,7 @@ static const uint32_t default_archs[] = {80, 86, 89, 90};
 kn_status kn_compile_cuda(kn_graph *g, const kn_compile_cuda_opts *o, kn_diag *d, kn_cu_program *prog)
 {
     kn_cuda_lower_stats ls;
-    KN_TRY(kn_cuda_lower(g, o->shapes, o->n_shapes, d, prog, &ls));
+    KN_TRY(kn_cuda_lower(g, o->shapes, o->n_shapes, NULL, d, prog, &ls));
     kn_nvrtc_options no = {o->n_archs ? o->archs : default_archs, o->n_archs ? o->n_archs : 4, o->no_cache, NULL, 0};
     kn_nvrtc_stats ns;
     kn_status s = kn_cuda_compile(prog, &no, d, &ns);

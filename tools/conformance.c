@@ -171,7 +171,7 @@ static void free_list(char **l, int n)
 /* Older ONNX releases stored bfloat16 test tensors with data type uint16
  * (numpy has no bfloat16); the bits are the same, so retype them where
  * the model declares bfloat16. */
-static void bf16_from_u16(kn_rt_tensor *t, const kn_value *v)
+void kn_conformance_fix_bf16(kn_rt_tensor *t, const kn_value *v)
 {
     if (t->dtype == KN_U16 && v->type.kind == KN_TYPE_TENSOR && v->type.dtype == KN_BF16)
         t->dtype = KN_BF16;
@@ -229,7 +229,7 @@ static case_result run_case(const char *dir, const kn_conformance_opts *o, char 
                 snprintf(msg, msg_size, "%s: cannot read input %u", sets[si], i);
                 res = CASE_FAIL;
             } else {
-                bf16_from_u16(ins[i], &g->values[g->inputs[i]]);
+                kn_conformance_fix_bf16(ins[i], &g->values[g->inputs[i]]);
             }
         }
         if (res == CASE_PASS) {
@@ -251,7 +251,7 @@ static case_result run_case(const char *dir, const kn_conformance_opts *o, char 
                 res = CASE_FAIL;
                 break;
             }
-            bf16_from_u16(want, &g->values[g->outputs[i]]);
+            kn_conformance_fix_bf16(want, &g->values[g->outputs[i]]);
             kn_cmp_result cr;
             if (!kn_compare_tensors(outs[i], want, rtol, atol, &cr, why, sizeof why)) {
                 snprintf(msg, msg_size, "%s: output %u '%s': %s", sets[si], i, g->values[g->outputs[i]].name, why);

@@ -17,6 +17,11 @@ typedef struct kn_conformance_opts {
  * op, random generator), or NULL when it must run. */
 const char *kn_conformance_skip_reason(const kn_graph *g);
 
+/* Older ONNX test data store bfloat16 tensors as uint16: relabels t as
+ * bfloat16 when the graph declares v as bfloat16. */
+struct kn_rt_tensor;
+void kn_conformance_fix_bf16(struct kn_rt_tensor *t, const kn_value *v);
+
 int kn_conformance_main(int argc, char **argv, const kn_conformance_opts *o);
 
 #endif

@@ -99,7 +99,7 @@ static emu_launch_fn host_kernel(const kn_cu_kernel *k, char *err, size_t err_si
     snprintf(so, sizeof so, "%s/k%016llx.so", work_dir, (unsigned long long)k->hash);
     struct stat st;
     if (stat(so, &st) != 0) {
-        snprintf(src, sizeof src, "%s/k%016llx.cc", work_dir, (unsigned long long)k->hash);
+        snprintf(src, sizeof src, "%s/k%016llx.%d.cc", work_dir, (unsigned long long)k->hash, (int)getpid());
         char def[512];
         snprintf(def, sizeof def, "#define KN_EMU_ENTRY %s\n", k->entry);
         if (!write_text(src, k->source, def, wrapper)) {
@@ -107,8 +107,8 @@ static emu_launch_fn host_kernel(const kn_cu_kernel *k, char *err, size_t err_si
             return NULL;
         }
         snprintf(cmd, sizeof cmd,
-                 "c++ -std=c++17 -O1 -w -shared -fPIC -I'%s' -I'%s' -o '%s.tmp' '%s' > '%s.log' 2>&1 && mv '%s.tmp' '%s'",
-                 work_dir, KN_CUDA_INCLUDE_DIR, so, src, so, so, so);
+                 "c++ -std=c++17 -O1 -w -shared -fPIC -I'%s' -I'%s' -o '%s.%d.tmp' '%s' > '%s.log' 2>&1 && mv '%s.%d.tmp' '%s'",
+                 work_dir, KN_CUDA_INCLUDE_DIR, so, (int)getpid(), src, so, so, (int)getpid(), so);
         if (system(cmd) != 0) {
             char lp[1100];
             snprintf(lp, sizeof lp, "%s.log", so);
@@ -285,6 +285,7 @@ static result run_case(const char *dir, double rtol, double atol, char *msg, siz
             continue;
         s = kn_tensor_read_pb(path, NULL, d, &ins[i], NULL);
         if (s == KN_OK) {
+            kn_conformance_fix_bf16(ins[i], &g->values[g->inputs[i]]);
             shapes[n_shapes].name = g->values[g->inputs[i]].name;
             shapes[n_shapes].rank = ins[i]->rank;
             for (int32_t k = 0; k < ins[i]->rank && k < 64; k++)
@@ -293,7 +294,7 @@ static result run_case(const char *dir, double rtol, double atol, char *msg, siz
         }
     }
     if (s == KN_OK)
-        s = kn_cuda_lower(g, shapes, n_shapes, d, &prog, NULL);
+        s = kn_cuda_lower(g, shapes, n_shapes, (const kn_rt_tensor *const *)ins, d, &prog, NULL);
     if (s == KN_OK && use_nvrtc) {
         static const uint32_t archs[] = {80, 86, 89, 90};
         kn_nvrtc_options no = {archs, 4, false, NULL, 0};
@@ -330,6 +331,7 @@ static result run_case(const char *dir, double rtol, double atol, char *msg, siz
             r = R_FAIL;
             break;
         }
+        kn_conformance_fix_bf16(want, &g->values[g->outputs[i]]);
         char why[512];
         kn_cmp_result cr;
         if (!kn_compare_tensors(outs[i], want, rtol, atol, &cr, why, sizeof why)) {

@@ -416,26 +416,30 @@ typedef struct trilu_params {
 
 kn_status kn_emit_Trilu(kn_emit *e)
 {
-    const kn_emit_tensor *x = kn_emit_in(e, 0);
+    const kn_emit_tensor *x = kn_emit_in(e, 0), *kt = kn_emit_in(e, 1);
     const char *t = x ? word_type(x->dtype) : NULL;
     if (!t || x->rank < 2)
         return bad_dtype(e, x);
-    int64_t k = 0, nk;
-    if (kn_emit_in(e, 1))
-        KN_TRY(const_ints(e, kn_emit_in(e, 1), "k", &k, 1, &nk));
-    trilu_params p = {x->numel, x->dims[x->rank - 2], x->dims[x->rank - 1], k, kn_emit_attr_int(e, "upper", 1) != 0};
+    if (kt && kt->dtype != KN_I64)
+        return kn_emit_fail(e, KN_ERR_UNSUPPORTED, "k of dtype %s", kn_dtype_name(kt->dtype));
+    /* k may be run-time data: read on the device when given */
+    trilu_params p = {x->numel, x->dims[x->rank - 2], x->dims[x->rank - 1], 0, kn_emit_attr_int(e, "upper", 1) != 0};
     kn_sb src = {0};
     kn_sb_printf(&src,
                  "#include \"kiln_cuda.h\"\n"
                  "struct P { i64 n, rows, cols, k, upper; };\n"
-                 "extern \"C\" __global__ void trilu(const %s *x, %s *y, P p) {\n"
+                 "extern \"C\" __global__ void trilu(const %s *x, %s%s *y, P p) {\n"
+                 "  i64 k = %s;\n"
                  "  for (i64 i = kn_tid(); i < p.n; i += kn_nthreads()) {\n"
                  "    i64 j = i %% p.cols, r = (i / p.cols) %% p.rows, d = j - r;\n"
-                 "    bool keep = p.upper ? d >= p.k : d <= p.k;\n"
+                 "    bool keep = p.upper ? d >= k : d <= k;\n"
                  "    y[i] = keep ? x[i] : (%s)0;\n"
                  "  }\n"
                  "}\n",
-                 t, t, t);
-    kn_emit_arg args[3] = {{KN_ARG_IN, 0, 0, NULL}, {KN_ARG_OUT, 0, 0, NULL}, {KN_ARG_PARAMS, 0, sizeof p, &p}};
-    return launch_src(e, &src, "trilu", p.n, args, 3);
+                 t, kt ? "const long long *kp, " : "", t, kt ? "kp[0]" : "p.k", t);
+    kn_emit_arg args[4] = {{KN_ARG_IN, 0, 0, NULL}, {KN_ARG_IN, 1, 0, NULL}, {KN_ARG_OUT, 0, 0, NULL},
+                           {KN_ARG_PARAMS, 0, sizeof p, &p}};
+    if (!kt)
+        args[1] = args[2], args[2] = args[3];
+    return launch_src(e, &src, "trilu", p.n, args, kt ? 4 : 3);
 }

@@ -510,7 +510,7 @@ static void observe(void *ctx, const kn_graph *g, kn_id v, const kn_rt_tensor *t
         L->status = KN_ERR_NOMEM;
 }
 
-static kn_status probe(lower *L, const kn_cuda_shape *shapes, uint32_t n_shapes)
+static kn_status probe(lower *L, const kn_cuda_shape *shapes, uint32_t n_shapes, const kn_rt_tensor *const *data)
 {
     kn_graph *g = L->g;
     kn_rt_tensor **ins = kn_mem_alloc(L->a, ((size_t)g->n_inputs + 1) * sizeof *ins);
@@ -558,7 +558,15 @@ static kn_status probe(lower *L, const kn_cuda_shape *shapes, uint32_t n_shapes)
             s = KN_ERR_INVALID;
             break;
         }
-        s = kn_rt_tensor_new(L->a, v->type.dtype, rank, dims, &ins[i]);
+        const kn_rt_tensor *given_data = data ? data[i] : NULL;
+        if (given_data) { /* the caller's sample data: its shape is the one bound */
+            rank = given_data->rank;
+            for (int32_t k = 0; k < rank && k < 64; k++)
+                dims[k] = given_data->dims[k];
+            s = kn_rt_tensor_clone(L->a, given_data, &ins[i]);
+        } else {
+            s = kn_rt_tensor_new(L->a, v->type.dtype, rank, dims, &ins[i]);
+        }
         if (s != KN_OK)
             break;
         /* the plan is specialised for these shapes: say so in the graph */
@@ -572,7 +580,7 @@ static kn_status probe(lower *L, const kn_cuda_shape *shapes, uint32_t n_shapes)
         v->type.kind = KN_TYPE_TENSOR;
         v->type.shape.rank = rank;
         v->type.shape.dims = nd;
-        if (kn_dt_is_float(ins[i]->dtype))
+        if (kn_dt_is_float(ins[i]->dtype) && !given_data)
             for (int64_t k = 0; k < ins[i]->numel; k++)
                 kn_set_f64(ins[i]->dtype, ins[i]->data, k, 0.5);
         if (kn_rt_tensor_clone(L->a, ins[i], &L->probe[g->inputs[i]]) != KN_OK)
@@ -888,14 +896,62 @@ static kn_status emit_node(lower *L, kn_id k)
     return s;
 }
 
-static kn_status lower_graph(lower *L, const kn_cuda_shape *shapes, uint32_t n_shapes, kn_cuda_lower_stats *st)
+/* Static plans cannot hold ops whose output shape follows run-time data:
+ * a shape-deciding input that is not computable from constants and shapes
+ * alone. Reports every such node (before the probe, which would bake in
+ * whatever sample data it ran with). */
+static kn_status check_static(lower *L)
+{
+    kn_graph *g = L->g;
+    bool *known = kn_mem_alloc(L->a, (size_t)g->n_values + 1); /* value computable at compile time */
+    if (!known)
+        return KN_ERR_NOMEM;
+    for (kn_id v = 0; v < g->n_values; v++)
+        known[v] = g->values[v].kind == KN_VAL_CONST;
+    uint32_t bad = 0;
+    for (kn_id k = 0; k < g->n_nodes; k++) {
+        const kn_node *n = &g->nodes[k];
+        bool all = n->op != KN_OP_UNSUPPORTED;
+        for (uint32_t i = 0; i < n->n_attrs; i++)
+            all &= n->attrs[i].kind != KN_ATTR_GRAPH && n->attrs[i].kind != KN_ATTR_GRAPHS;
+        for (uint32_t i = 0; i < n->n_inputs; i++)
+            all &= n->inputs[i] == KN_NONE || known[n->inputs[i]];
+        bool from_shape = n->op == KN_OP_Shape || n->op == KN_OP_Size;
+        for (uint32_t i = 0; i < n->n_outputs; i++)
+            if (n->outputs[i] != KN_NONE)
+                known[n->outputs[i]] = all || from_shape;
+        if (all || from_shape)
+            continue;
+        for (uint32_t i = 0; i < n->n_inputs; i++)
+            if (n->inputs[i] != KN_NONE && !known[n->inputs[i]] && shape_input(n->op, i)) {
+                kn_diag_add(L->d, KN_WARNING,
+                            "%s: node '%s' (%s, opset %lld): target cuda: its output shape depends on run-time data "
+                            "(input %u, '%s')",
+                            g->info->path, n->name, n->op_type, (long long)n->opset, i, g->values[n->inputs[i]].name);
+                bad++;
+                break;
+            }
+    }
+    kn_mem_free(L->a, known);
+    if (bad) {
+        kn_diag_add(L->d, KN_ERROR,
+                    "%s: %u node%s cannot be built for target cuda: static plans need shapes known at compile time",
+                    g->info->path, bad, bad == 1 ? "" : "s");
+        return KN_ERR_UNSUPPORTED;
+    }
+    return KN_OK;
+}
+
+static kn_status lower_graph(lower *L, const kn_cuda_shape *shapes, uint32_t n_shapes,
+                             const kn_rt_tensor *const *data, kn_cuda_lower_stats *st)
 {
     kn_graph *g = L->g;
     L->probe = kn_mem_alloc(L->a, ((size_t)g->n_values + 1) * sizeof *L->probe);
     if (!L->probe)
         return KN_ERR_NOMEM;
     memset(L->probe, 0, ((size_t)g->n_values + 1) * sizeof *L->probe);
-    KN_TRY(probe(L, shapes, n_shapes));
+    KN_TRY(check_static(L));
+    KN_TRY(probe(L, shapes, n_shapes, data));
     uint32_t folded = 0;
     KN_TRY(fold(L, &folded));
     st->nodes_folded = folded;
@@ -936,7 +992,8 @@ static kn_status lower_graph(lower *L, const kn_cuda_shape *shapes, uint32_t n_s
     return KN_OK;
 }
 
-kn_status kn_cuda_lower(kn_graph *g, const kn_cuda_shape *shapes, uint32_t n_shapes, kn_diag *d, kn_cu_program *out,
+kn_status kn_cuda_lower(kn_graph *g, const kn_cuda_shape *shapes, uint32_t n_shapes,
+                        const kn_rt_tensor *const *probe_data, kn_diag *d, kn_cu_program *out,
                         kn_cuda_lower_stats *st)
 {
     memset(out, 0, sizeof *out);
@@ -951,7 +1008,7 @@ kn_status kn_cuda_lower(kn_graph *g, const kn_cuda_shape *shapes, uint32_t n_sha
     L.d = d;
     L.p = out;
     L.a = g->alloc;
-    kn_status s = lower_graph(&L, shapes, n_shapes, st);
+    kn_status s = lower_graph(&L, shapes, n_shapes, probe_data, st);
     if (s == KN_ERR_UNSUPPORTED && L.n_unsupported)
         kn_diag_add(d, KN_ERROR, "%s: %u node%s cannot run on target cuda (listed above)", g->info->path,
                     L.n_unsupported, L.n_unsupported == 1 ? "" : "s");

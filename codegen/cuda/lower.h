@@ -3,6 +3,7 @@
 #define KILN_CODEGEN_CUDA_LOWER_H
 
 #include "codegen/cuda/program.h"
+#include "runtime/cpu/kernel.h"
 
 /* A bound input shape (--shape NAME=DIMS). */
 typedef struct kn_cuda_shape {
@@ -21,10 +22,13 @@ typedef struct kn_cuda_lower_stats {
 /* Lowers g's main graph into *out (owned; kn_cu_program_free). g is
  * changed: input shapes are bound (symbolic dims from `shapes` or an
  * error naming the input), nodes known at compile time are folded into
- * constants. Every op without an emitter is reported at once
+ * constants. probe_data (NULL, or one tensor or NULL per graph input) is
+ * sample input data for the shape probe; without it the probe uses zeros
+ * (0.5 for floats). Every op without an emitter is reported at once
  * (KN_ERR_UNSUPPORTED). Kernel images are not compiled here: see
  * kn_cuda_compile. */
-kn_status kn_cuda_lower(kn_graph *g, const kn_cuda_shape *shapes, uint32_t n_shapes, kn_diag *d, kn_cu_program *out,
+kn_status kn_cuda_lower(kn_graph *g, const kn_cuda_shape *shapes, uint32_t n_shapes,
+                        const kn_rt_tensor *const *probe_data, kn_diag *d, kn_cu_program *out,
                         kn_cuda_lower_stats *st);
 
 typedef struct kn_nvrtc_options {
