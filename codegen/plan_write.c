@@ -455,9 +455,43 @@ void kn_plan_cleanup_on_signal(void)
         unlink(p);
 }
 
+/* The plan checksum, computed as the bytes are written: whole 64-bit words
+ * go through kn_plan_checksum_update, a partial word waits for the next
+ * write. (The checksum field itself is written as zero.) */
+typedef struct hstate {
+    uint64_t h;
+    uint8_t carry[8];
+    unsigned n_carry;
+} hstate;
+
+static void hash_feed(hstate *hs, const uint8_t *p, size_t n)
+{
+    while (n && hs->n_carry) {
+        hs->carry[hs->n_carry++] = *p++;
+        n--;
+        if (hs->n_carry == 8) {
+            hs->h = kn_plan_checksum_update(hs->h, hs->carry, 8);
+            hs->n_carry = 0;
+        }
+    }
+    size_t whole = n & ~(size_t)7;
+    hs->h = kn_plan_checksum_update(hs->h, p, whole);
+    for (size_t i = whole; i < n; i++)
+        hs->carry[hs->n_carry++] = p[i];
+}
+
+static uint64_t hash_final(hstate *hs)
+{
+    return kn_plan_checksum_update(hs->h, hs->carry, hs->n_carry);
+}
+
+static hstate *cur_hash;
+
 static kn_status write_all(int fd, const void *p, size_t n)
 {
     const uint8_t *b = p;
+    if (cur_hash)
+        hash_feed(cur_hash, b, n);
     while (n) {
         ssize_t k = write(fd, b, n > (1u << 30) ? (1u << 30) : n);
         if (k < 0 && errno == EINTR)
@@ -520,6 +554,8 @@ static kn_status write_file(wctx *w, const char *path, kn_diag *d)
         return KN_ERR_IO;
     }
     pending_tmp = tmp;
+    hstate hs = {KN_PLAN_CHECKSUM_SEED, {0}, 0};
+    cur_hash = &hs;
     static const uint8_t zero[4096];
     kn_status s = write_all(fd, &h, sizeof h);
     if (s == KN_OK)
@@ -545,21 +581,12 @@ static kn_status write_file(wctx *w, const char *path, kn_diag *d)
             s = write_all(fd, w->cs[i]->data, w->cs[i]->nbytes);
         pos = at + w->cs[i]->nbytes;
     }
-    /* checksum of the whole file (checksum field zero), patched in */
+    /* the checksum of everything written (checksum field zero), patched in */
+    cur_hash = NULL;
     if (s == KN_OK) {
-        void *m = file_size ? mmap(NULL, file_size, PROT_READ, MAP_SHARED, fd, 0) : MAP_FAILED;
-        if (m == MAP_FAILED) {
+        h.checksum = hash_final(&hs);
+        if (pwrite(fd, &h.checksum, 8, 24) != 8)
             s = KN_ERR_IO;
-        } else {
-            static const uint8_t z8[8];
-            uint64_t c = kn_plan_checksum_update(KN_PLAN_CHECKSUM_SEED, m, 24);
-            c = kn_plan_checksum_update(c, z8, 8);
-            c = kn_plan_checksum_update(c, (const uint8_t *)m + 32, file_size - 32);
-            munmap(m, file_size);
-            h.checksum = c;
-            if (pwrite(fd, &h.checksum, 8, 24) != 8)
-                s = KN_ERR_IO;
-        }
     }
     if (s == KN_OK && (fchmod(fd, 0644) != 0 || fsync(fd) != 0))
         s = KN_ERR_IO;

@@ -118,5 +118,37 @@ expect 0 "Gemm<13>\(%/relu1/Relu_output_0/f32" "$KILN" inspect --graph "$TMP/kee
 expect 0 'PASS' "$KILN" run "$TMP/keep.plan" --compare-to "$SRC/samples/hello_deepa/test_data_set_0" --rtol 3e-2 --atol 1e-2
 expect 1 'must be fp32, fp16 or bf16' "$KILN" compile "$SAMPLE" --precision fp8
 
+# bench: latency and throughput of the test_identity plan on the CPU backend
+if [ -f "$TMP/id.plan" ]; then
+    expect 0 '^usage: kiln bench' "$KILN" bench --help
+    expect 0 'bench MODEL.plan' "$KILN" --help
+    expect 0 'backend: +CPU reference backend' "$KILN" bench "$TMP/id.plan" --iterations 3 --warmup 1
+    expect 0 'note: running on the CPU reference backend \(the plan has no CUDA code' "$KILN" bench "$TMP/id.plan" --iterations 2
+    expect 0 'inputs: +x: float32\[1, 1, 2, 2\]' "$KILN" bench "$TMP/id.plan" --iterations 2 --device cpu
+    expect 0 'timed: +5 runs in' "$KILN" bench "$TMP/id.plan" --iterations 5
+    expect 0 'latency \(ms\): +min [0-9.]+ +max [0-9.]+ +mean [0-9.]+ +median [0-9.]+ +p99 [0-9.]+' "$KILN" bench "$TMP/id.plan"
+    expect 0 'throughput: +[0-9.]+ inferences/s' "$KILN" bench "$TMP/id.plan" --seed 3
+    expect 0 'timed: +[1-9][0-9]* runs' "$KILN" bench "$TMP/id.plan" --duration 0.05 --warmup 0
+    expect 0 '"iterations": 4,' "$KILN" bench "$TMP/id.plan" --json --iterations 4
+    expect 0 '"device": "cpu",' "$KILN" bench "$TMP/id.plan" --json --device cpu
+    expect 0 '"p99": [0-9.e+-]+' "$KILN" bench "$TMP/id.plan" --json
+    expect 0 '"throughput_per_s": [0-9.e+-]+,' "$KILN" bench "$TMP/id.plan" --json
+    expect 0 '"gpu_compute_ms": null' "$KILN" bench "$TMP/id.plan" --json --device cpu
+    expect 0 '"shape": \[' "$KILN" bench "$TMP/id.plan" --json
+    expect 0 'times steps on the CUDA backend only' "$KILN" bench "$TMP/id.plan" --profile --device cpu --iterations 1
+    expect 1 'no CUDA backend for this plan' "$KILN" bench "$TMP/id.plan" --device cuda
+    expect 1 'give --iterations or --duration, not both' "$KILN" bench "$TMP/id.plan" --iterations 3 --duration 1
+    expect 1 '--iterations expects a whole number' "$KILN" bench "$TMP/id.plan" --iterations 0
+    expect 1 '--warmup expects a whole number' "$KILN" bench "$TMP/id.plan" --warmup x
+    expect 1 '--duration expects seconds' "$KILN" bench "$TMP/id.plan" --duration -1
+    expect 1 "no input named 'nope'" "$KILN" bench "$TMP/id.plan" --shape nope=1x2
+    expect 1 "input 'x' must have shape" "$KILN" bench "$TMP/id.plan" --shape x=1x1x3x2
+    expect 1 '--device must be auto, cpu or cuda' "$KILN" bench "$TMP/id.plan" --device tpu
+    expect 1 "unknown or incomplete option '--bogus'" "$KILN" bench "$TMP/id.plan" --bogus
+    expect 1 'no plan given' "$KILN" bench
+    expect 1 'not a kiln plan' "$KILN" bench "$ID/model.onnx"
+    expect 1 'cannot open' "$KILN" bench "$TMP/none.plan"
+fi
+
 echo "$pass passed, $fail failed"
 [ "$fail" -eq 0 ]

@@ -16,6 +16,7 @@ int kn_cli_exit_code(kn_status s);
 int kn_cmd_inspect(int argc, char **argv);
 int kn_cmd_compile(int argc, char **argv);
 int kn_cmd_run(int argc, char **argv);
+int kn_cmd_bench(int argc, char **argv);
 
 /* Verifies g, runs the pass pipeline and checks that `target` runs every
  * op (reporting all that it does not, at once). */

@@ -91,6 +91,33 @@ static void skip_visit(const kn_graph *g, int depth, void *ctx)
         sc->reason = type_skip(&g->values[i].type);
 }
 
+char *kn_xfail_load(const char *path)
+{
+    FILE *f = fopen(path, "r");
+    if (!f) {
+        fprintf(stderr, "error: %s: cannot open\n", path);
+        return NULL;
+    }
+    size_t cap = 0;
+    char *text = NULL;
+    ssize_t got = getdelim(&text, &cap, '\0', f);
+    fclose(f);
+    if (got < 0) { /* an empty file */
+        free(text);
+        text = calloc(1, 1);
+    }
+    return text;
+}
+
+bool kn_xfail_has(const char *list, const char *name)
+{
+    size_t nl = strlen(name);
+    for (const char *l = list; l && *l; l = strchr(l, '\n') ? strchr(l, '\n') + 1 : NULL)
+        if (strncmp(l, name, nl) == 0 && (l[nl] == ' ' || l[nl] == '\t' || l[nl] == '\n' || !l[nl]))
+            return true;
+    return false;
+}
+
 const char *kn_conformance_skip_reason(const kn_graph *g)
 {
     skip_ctx sc = {NULL};
@@ -305,21 +332,8 @@ int kn_conformance_main(int argc, char **argv, const kn_conformance_opts *base)
         fprintf(stderr, "usage: kiln-conformance [--quiet] [--filter SUBSTR] DIR...\n");
         return 1;
     }
-    if (xfail_path) {
-        FILE *f = fopen(xfail_path, "r");
-        if (!f) {
-            fprintf(stderr, "error: %s: cannot open\n", xfail_path);
-            return 1;
-        }
-        size_t cap = 0;
-        xfail = NULL;
-        ssize_t got = getdelim(&xfail, &cap, '\0', f);
-        fclose(f);
-        if (got < 0) {
-            free(xfail);
-            xfail = NULL;
-        }
-    }
+    if (xfail_path && !(xfail = kn_xfail_load(xfail_path)))
+        return 1;
     for (int a = first; a < argc; a++) {
         char model[4200];
         snprintf(model, sizeof model, "%s/model.onnx", argv[a]);
@@ -358,13 +372,7 @@ int kn_conformance_main(int argc, char **argv, const kn_conformance_opts *base)
                     printf("SKIP %s: %s\n", name, msg);
             } else {
                 failed++;
-                bool expected = false;
-                if (xfail) { /* a line that starts with the case name */
-                    size_t nl = strlen(name);
-                    for (const char *l = xfail; l && *l; l = strchr(l, '\n') ? strchr(l, '\n') + 1 : NULL)
-                        if (strncmp(l, name, nl) == 0 && (l[nl] == ' ' || l[nl] == '\t' || l[nl] == '\n' || !l[nl]))
-                            expected = true;
-                }
+                bool expected = kn_xfail_has(xfail, name);
                 xfailed += expected;
                 printf("FAIL%s %s: %s\n", expected ? " (known)" : "", name, msg);
             }

@@ -5,6 +5,8 @@
 
 #include "ir/ir.h"
 
+#include <stdbool.h>
+
 typedef struct kn_conformance_opts {
     double rtol, atol; /* defaults: ONNX backend-test's 1e-3, 1e-7 */
     /* Turns the imported graph into what runs (compile → plan → load);
@@ -21,6 +23,11 @@ const char *kn_conformance_skip_reason(const kn_graph *g);
  * bfloat16 when the graph declares v as bfloat16. */
 struct kn_rt_tensor;
 void kn_conformance_fix_bf16(struct kn_rt_tensor *t, const kn_value *v);
+
+/* Known-failure lists: lines "case_name  reason", '#' comments. Load
+ * returns the file's text (free()), or NULL with a message. */
+char *kn_xfail_load(const char *path);
+bool kn_xfail_has(const char *list, const char *case_name);
 
 int kn_conformance_main(int argc, char **argv, const kn_conformance_opts *o);
 

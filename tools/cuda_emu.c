@@ -31,6 +31,7 @@
 
 static char work_dir[512];
 static bool use_nvrtc = true;
+static bool freeze = false; /* inputs after the first become constants (their test data) */
 
 /* ---- host builds of kernels ---- */
 
@@ -53,7 +54,10 @@ static const char shim[] =
     "#define __restrict__\n"
     "#define __launch_bounds__(...)\n"
     "using std::isnan; using std::isinf; using std::isfinite; using std::signbit;\n"
-    "using std::min; using std::max;\n";
+    "using std::min; using std::max;\n"
+    "#include <cstring>\n"
+    "static inline float __int_as_float(int i) { float f; std::memcpy(&f, &i, 4); return f; }\n"
+    "static inline double __longlong_as_double(long long i) { double d; std::memcpy(&d, &i, 8); return d; }\n";
 
 static const char wrapper[] =
     "\ntemplate <typename... A, std::size_t... I>\n"
@@ -293,6 +297,38 @@ static result run_case(const char *dir, double rtol, double atol, char *msg, siz
             n_shapes++;
         }
     }
+    if (s == KN_OK && freeze && g->n_inputs > 1) {
+        /* inputs 1.. become constants holding their test data, so ops whose
+         * shape-deciding inputs are graph inputs in the test can be lowered */
+        for (uint32_t i = 1; i < g->n_inputs && s == KN_OK; i++) {
+            if (!ins[i])
+                continue;
+            kn_value *v = &g->values[g->inputs[i]];
+            kn_tensor *t = kn_graph_alloc(g, sizeof *t);
+            int64_t *dims = kn_graph_alloc(g, ((size_t)ins[i]->rank + 1) * sizeof *dims);
+            void *data = kn_graph_alloc(g, ins[i]->nbytes + 1);
+            if (!t || !dims || !data) {
+                s = KN_ERR_NOMEM;
+                break;
+            }
+            memcpy(dims, ins[i]->dims, (size_t)ins[i]->rank * sizeof *dims);
+            memcpy(data, ins[i]->data, ins[i]->nbytes);
+            *t = (kn_tensor){v->name, ins[i]->dtype, ins[i]->rank, dims, ins[i]->numel, ins[i]->nbytes, data, false};
+            v->kind = KN_VAL_CONST;
+            v->tensor = t;
+            v->type.dtype = t->dtype;
+            v->type.shape.rank = t->rank;
+            v->type.shape.dims = kn_graph_alloc(g, ((size_t)t->rank + 1) * sizeof(kn_dim));
+            for (int32_t k = 0; v->type.shape.dims && k < t->rank; k++)
+                v->type.shape.dims[k] = (kn_dim){dims[k], NULL};
+        }
+        g->n_inputs = 1;
+        n_shapes = n_shapes > 1 ? 1 : n_shapes;
+        for (uint32_t i = 1; i < 64; i++) {
+            kn_rt_tensor_free(NULL, ins[i]);
+            ins[i] = NULL;
+        }
+    }
     if (s == KN_OK)
         s = kn_cuda_lower(g, shapes, n_shapes, (const kn_rt_tensor *const *)ins, d, &prog, NULL);
     if (s == KN_OK && use_nvrtc) {
@@ -358,6 +394,8 @@ int main(int argc, char **argv)
 {
     double rtol = 1e-3, atol = 1e-7;
     const char *filter = NULL;
+    char *xfail = NULL;
+    int xfailed = 0;
     bool quiet = false;
     int first = 1;
     for (; first < argc && argv[first][0] == '-'; first++) {
@@ -367,12 +405,20 @@ int main(int argc, char **argv)
             quiet = true;
         else if (strcmp(argv[first], "--no-nvrtc") == 0)
             use_nvrtc = false;
+        else if (strcmp(argv[first], "--freeze") == 0)
+            freeze = true;
+        else if (strcmp(argv[first], "--xfail") == 0 && first + 1 < argc) {
+            if (!(xfail = kn_xfail_load(argv[++first])))
+                return 1;
+        }
         else if (strcmp(argv[first], "--rtol") == 0 && first + 1 < argc)
             rtol = strtod(argv[++first], NULL);
         else if (strcmp(argv[first], "--atol") == 0 && first + 1 < argc)
             atol = strtod(argv[++first], NULL);
         else {
-            printf("usage: kiln-cuda-emu [--quiet] [--filter SUBSTR] [--no-nvrtc] [--rtol X] [--atol Y] DIR...\n"
+            printf("usage: kiln-cuda-emu [--quiet] [--filter SUBSTR] [--no-nvrtc] [--freeze] [--xfail FILE] [--rtol X] [--atol Y] DIR...\n"
+                   "  --freeze: inputs after the first become constants (their test data), so cases\n"
+                   "  that pass shape-deciding values as graph inputs can be lowered.\n"
                    "  Lowers each backend-test case for target cuda, compiles its kernels with NVRTC for\n"
                    "  every arch, runs them on the host and compares with the reference outputs.\n"
                    "  Cases with ops target cuda does not lower are skipped (with the reason).\n");
@@ -445,7 +491,9 @@ int main(int argc, char **argv)
                     printf("SKIP %s: %.300s\n", name, msg);
             } else {
                 failed++;
-                printf("FAIL %s: %.600s\n", name, msg);
+                bool known = kn_xfail_has(xfail, name);
+                xfailed += known;
+                printf("FAIL%s %s: %.600s\n", known ? " (known)" : "", name, msg);
             }
             fflush(stdout);
             free(cases[c]);
@@ -453,6 +501,9 @@ int main(int argc, char **argv)
         free(cases);
     }
     printf("%u kernels lowered%s\n", kernels, use_nvrtc ? ", each compiled by NVRTC for sm_80, sm_86, sm_89, sm_90 + PTX" : "");
+    if (xfail)
+        printf("%d of the failures are known\n", xfailed);
+    free(xfail);
     printf("%d passed, %d failed, %d skipped\n", passed, failed, skipped);
-    return failed ? 1 : 0;
+    return failed > xfailed ? 1 : 0;
 }

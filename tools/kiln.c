@@ -12,6 +12,7 @@ static const char usage[] =
     "commands:\n"
     "  compile MODEL.onnx   compile a model into a plan (-o MODEL.plan)\n"
     "  run MODEL.plan       run a plan on given or random inputs\n"
+    "  bench MODEL.plan     time a plan: latency, throughput, GPU time\n"
     "  inspect MODEL.onnx   show a model: producer, opsets, inputs and outputs,\n"
     "                       op histogram, parameters, unsupported ops\n"
     "\n"
@@ -39,6 +40,8 @@ int main(int argc, char **argv)
         return kn_cmd_compile(argc - 1, argv + 1);
     if (strcmp(cmd, "run") == 0)
         return kn_cmd_run(argc - 1, argv + 1);
+    if (strcmp(cmd, "bench") == 0)
+        return kn_cmd_bench(argc - 1, argv + 1);
     fprintf(stderr, "error: unknown command '%s'\n\n%s", cmd, usage);
     return KN_EXIT_BAD_INPUT;
 }

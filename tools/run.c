@@ -1,9 +1,10 @@
 /* kiln run: executes a plan on given (or seeded random) inputs, prints
  * and writes the outputs, and compares them with reference outputs. */
+#include "backend.h"
 #include "cli.h"
 #include "compare.h"
+#include "inputs.h"
 #include "kiln/runtime.h"
-#include "runtime/cpu/exec.h"
 #include "runtime/cpu/util.h"
 #include "tensor_io.h"
 
@@ -36,78 +37,6 @@ static const char usage[] =
     "\n"
     "Exit codes: 0 ok (and all comparisons pass), 1 bad input or a comparison\n"
     "failed, 2 internal error.\n";
-
-typedef struct kv {
-    const char *name, *value;
-} kv;
-
-static uint64_t rng_next(uint64_t *s)
-{
-    uint64_t z = (*s += 0x9e3779b97f4a7c15ull);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-    return z ^ (z >> 31);
-}
-
-static kn_status random_input(const kn_value *v, const char *shape_opt, uint64_t *seed, kn_diag *d,
-                              kn_rt_tensor **out)
-{
-    int64_t dims[64];
-    int32_t rank = 0;
-    if (v->type.kind != KN_TYPE_TENSOR || !v->type.dtype) {
-        kn_diag_add(d, KN_ERROR, "input '%s' has no tensor type; give it with --input", v->name);
-        return KN_ERR_INVALID;
-    }
-    if (shape_opt) {
-        const char *p = shape_opt;
-        while (*p && rank < 64) {
-            char *e;
-            long long x = strtoll(p, &e, 10);
-            if (e == p || x < 0) {
-                kn_diag_add(d, KN_ERROR, "--shape %s=%s: expected dims like 1x3x224x224", v->name, shape_opt);
-                return KN_ERR_INVALID;
-            }
-            dims[rank++] = x;
-            p = *e == 'x' ? e + 1 : e;
-            if (*e && *e != 'x') {
-                kn_diag_add(d, KN_ERROR, "--shape %s=%s: expected dims like 1x3x224x224", v->name, shape_opt);
-                return KN_ERR_INVALID;
-            }
-        }
-    } else {
-        if (v->type.shape.rank < 0) {
-            kn_diag_add(d, KN_ERROR, "input '%s' has an unknown rank; give its shape with --shape %s=DIMS", v->name,
-                        v->name);
-            return KN_ERR_INVALID;
-        }
-        rank = v->type.shape.rank > 64 ? 64 : v->type.shape.rank;
-        for (int32_t i = 0; i < rank; i++) {
-            dims[i] = v->type.shape.dims[i].value >= 0 ? v->type.shape.dims[i].value : 1;
-            if (v->type.shape.dims[i].value < 0)
-                fprintf(stderr, "note: input '%s': dimension %d (%s) set to 1; use --shape to choose\n", v->name,
-                        (int)i, v->type.shape.dims[i].sym ? v->type.shape.dims[i].sym : "?");
-        }
-    }
-    kn_rt_tensor *t;
-    kn_status s = kn_rt_tensor_new(NULL, v->type.dtype, rank, dims, &t);
-    if (s != KN_OK) {
-        kn_diag_add(d, KN_ERROR, "input '%s': cannot make a %s tensor of that shape", v->name,
-                    kn_dtype_name(v->type.dtype));
-        return s;
-    }
-    for (int64_t i = 0; i < t->numel; i++) {
-        uint64_t r = rng_next(seed);
-        double u = (double)(r >> 11) / 9007199254740992.0; /* [0, 1) */
-        if (kn_dt_is_float(t->dtype))
-            kn_set_f64(t->dtype, t->data, i, u * 2 - 1);
-        else if (t->dtype == KN_BOOL)
-            kn_set_i64(t->dtype, t->data, i, (int64_t)(r & 1));
-        else if (kn_dt_is_int(t->dtype))
-            kn_set_i64(t->dtype, t->data, i, (int64_t)(r % 10));
-    }
-    *out = t;
-    return KN_OK;
-}
 
 static void print_summary(const char *name, const kn_rt_tensor *t)
 {
@@ -163,35 +92,12 @@ static char *safe_name(const char *name)
     return s;
 }
 
-static const char *find_kv(const kv *list, int n, const char *name)
-{
-    for (int i = 0; i < n; i++)
-        if (strcmp(list[i].name, name) == 0)
-            return list[i].value;
-    return NULL;
-}
-
-static int parse_kv(const char *opt, const char *arg, kv *out)
-{
-    const char *eq = strchr(arg, '=');
-    if (!eq || eq == arg) {
-        fprintf(stderr, "error: run: %s expects NAME=VALUE, got '%s'\n", opt, arg);
-        return -1;
-    }
-    char *name = strndup(arg, (size_t)(eq - arg));
-    if (!name)
-        return -1;
-    out->name = name;
-    out->value = eq + 1;
-    return 0;
-}
-
 int kn_cmd_run(int argc, char **argv)
 {
     const char *plan = NULL, *out_dir = NULL, *compare_dir = NULL, *device = "auto", *fmt = "pb";
     double rtol = 1e-3, atol = 1e-7;
     uint64_t seed = 0;
-    kv *inputs = calloc((size_t)argc + 1, sizeof *inputs), *shapes = calloc((size_t)argc + 1, sizeof *shapes);
+    kn_cli_kv *inputs = calloc((size_t)argc + 1, sizeof *inputs), *shapes = calloc((size_t)argc + 1, sizeof *shapes);
     int n_inputs = 0, n_shapes = 0, rc = KN_EXIT_BAD_INPUT;
     if (!inputs || !shapes)
         return KN_EXIT_INTERNAL;
@@ -203,10 +109,10 @@ int kn_cmd_run(int argc, char **argv)
             rc = KN_EXIT_OK;
             goto done_args;
         } else if (strcmp(a, "--input") == 0 && has) {
-            if (parse_kv(a, argv[++i], &inputs[n_inputs++]))
+            if (kn_cli_parse_kv("run", a, argv[++i], &inputs[n_inputs++]))
                 goto done_args;
         } else if (strcmp(a, "--shape") == 0 && has) {
-            if (parse_kv(a, argv[++i], &shapes[n_shapes++]))
+            if (kn_cli_parse_kv("run", a, argv[++i], &shapes[n_shapes++]))
                 goto done_args;
         } else if (strcmp(a, "--seed") == 0 && has) {
             seed = strtoull(argv[++i], NULL, 10);
@@ -235,10 +141,8 @@ int kn_cmd_run(int argc, char **argv)
     rc = -1;
 done_args:
     if (rc != -1) {
-        for (int i = 0; i < n_inputs; i++)
-            free((char *)inputs[i].name);
-        for (int i = 0; i < n_shapes; i++)
-            free((char *)shapes[i].name);
+        kn_cli_free_kvs(inputs, n_inputs);
+        kn_cli_free_kvs(shapes, n_shapes);
         free(inputs);
         free(shapes);
         return rc;
@@ -247,6 +151,7 @@ done_args:
     kn_diag *d = kn_diag_create(NULL, stderr);
     kn_graph *g = NULL;
     kn_rt_tensor **ins = NULL, **outs = NULL;
+    kn_cli_backend be = {0};
     kn_status s = KN_OK;
     if (!d) {
         rc = KN_EXIT_INTERNAL;
@@ -260,19 +165,16 @@ done_args:
         fprintf(stderr, "error: run: --output-format must be pb or npy\n");
         goto out;
     }
-    if (strcmp(device, "cuda") == 0) {
-        fprintf(stderr, "error: run: --device cuda: this build has no CUDA backend yet; use --device cpu\n");
-        goto out;
-    }
-    if (strcmp(device, "auto") != 0 && strcmp(device, "cpu") != 0) {
+    if (!kn_cli_device_valid(device)) {
         fprintf(stderr, "error: run: --device must be auto, cpu or cuda\n");
         goto out;
     }
     s = kn_plan_load(plan, NULL, d, &g);
     if (s != KN_OK)
         goto out;
-    if (strcmp(device, "auto") == 0)
-        fprintf(stderr, "note: running on the CPU reference backend\n");
+    s = kn_cli_backend_open("run", device, g, NULL, d, &be);
+    if (s != KN_OK)
+        goto out;
     for (int i = 0; i < n_inputs; i++) {
         bool known = false;
         for (uint32_t k = 0; k < g->n_inputs; k++)
@@ -291,7 +193,7 @@ done_args:
     }
     for (uint32_t k = 0; k < g->n_inputs && s == KN_OK; k++) {
         const kn_value *v = &g->values[g->inputs[k]];
-        const char *file = find_kv(inputs, n_inputs, v->name);
+        const char *file = kn_cli_find_kv(inputs, n_inputs, v->name);
         char path[4400];
         if (!file && compare_dir) {
             snprintf(path, sizeof path, "%s/input_%u.pb", compare_dir, k);
@@ -300,11 +202,11 @@ done_args:
         if (file)
             s = kn_tensor_read(file, NULL, d, &ins[k], NULL);
         else
-            s = random_input(v, find_kv(shapes, n_shapes, v->name), &seed, d, &ins[k]);
+            s = kn_cli_random_input(v, kn_cli_find_kv(shapes, n_shapes, v->name), &seed, d, &ins[k]);
     }
     if (s != KN_OK)
         goto out;
-    s = kn_cpu_run(g, NULL, d, (const kn_rt_tensor *const *)ins, g->n_inputs, outs, g->n_outputs);
+    s = kn_cli_backend_run(&be, (const kn_rt_tensor *const *)ins, outs, d);
     if (s != KN_OK)
         goto out;
     bool all_pass = true;
@@ -356,12 +258,11 @@ out:
     }
     free(ins);
     free(outs);
+    kn_cli_backend_close(&be);
     kn_graph_destroy(g);
     kn_diag_destroy(d);
-    for (int i = 0; i < n_inputs; i++)
-        free((char *)inputs[i].name);
-    for (int i = 0; i < n_shapes; i++)
-        free((char *)shapes[i].name);
+    kn_cli_free_kvs(inputs, n_inputs);
+    kn_cli_free_kvs(shapes, n_shapes);
     free(inputs);
     free(shapes);
     return rc;

@@ -12,12 +12,11 @@
 #include <string.h>
 
 /* Device helpers on top of kiln_cuda.h (candidates for the prelude):
- * kn_inf_() is +infinity (NVRTC has no INFINITY); kn_st_<T>(double)
- * stores a double as T the way the CPU reference does: floats round,
- * integers saturate to int64 then wrap, uint64 saturates, bool is != 0. */
+ * kn_st_<T>(double) stores a double as T the way the CPU reference does:
+ * floats round, integers saturate to int64 then wrap, uint64 saturates,
+ * bool is != 0. */
 static const char HEAD[] =
     "#include \"kiln_cuda.h\"\n"
-    "__device__ __forceinline__ double kn_inf_() { return 1.0 / 0.0; }\n"
     "__device__ __forceinline__ i64 kn_sat64_(double v) {\n"
     "  return v != v ? 0 : v >= 9.2233720368547758e18 ? (i64)0x7fffffffffffffffLL\n"
     "       : v <= -9.2233720368547758e18 ? (i64)(-0x7fffffffffffffffLL - 1) : (i64)v;\n"
@@ -262,8 +261,8 @@ kn_status kn_emit_Clip(kn_emit *e)
         return kn_emit_fail(e, KN_ERR_INVALID, "min and max must be scalars of the input's type");
     const char *vt = cl == C_FLOAT ? "double" : cl == C_SINT ? "i64" : "u64";
     const char *ld = cl == C_FLOAT ? "kn_tod" : cl == C_SINT ? "(i64)" : "(u64)";
-    const char *dlo = cl == C_FLOAT ? "-kn_inf_()" : cl == C_SINT ? "(i64)(-0x7fffffffffffffffLL - 1)" : "0ull";
-    const char *dhi = cl == C_FLOAT ? "kn_inf_()" : cl == C_SINT ? "(i64)0x7fffffffffffffffLL" : "~0ull";
+    const char *dlo = cl == C_FLOAT ? "-kn_inf()" : cl == C_SINT ? "(i64)(-0x7fffffffffffffffLL - 1)" : "0ull";
+    const char *dhi = cl == C_FLOAT ? "kn_inf()" : cl == C_SINT ? "(i64)0x7fffffffffffffffLL" : "~0ull";
     char lo_arg[64] = "", hi_arg[64] = "", lo_v[64], hi_v[64];
     if (lo) {
         snprintf(lo_arg, sizeof lo_arg, "const %s *lo_p, ", t);

@@ -58,15 +58,20 @@ kn_status kn_emit_kernel(kn_emit *e, const char *source, const char *entry, uint
 typedef enum kn_emit_arg_kind {
     KN_ARG_IN = 1,   /* device pointer to input `index` */
     KN_ARG_OUT,      /* device pointer to output `index` */
-    KN_ARG_SCRATCH,  /* device pointer to `size` bytes of scratch (per step) */
+    KN_ARG_SCRATCH,  /* device pointer to scratch shared by the node's steps */
     KN_ARG_PARAMS,   /* `size` bytes at `data` passed by value (a POD struct) */
 } kn_emit_arg_kind;
 
+/* IN/OUT: device pointer to tensor `index` plus `offset` bytes.
+ * SCRATCH: `size` bytes of device scratch; the same `index` names the same
+ * buffer in every step of the node (so one step can fill what the next
+ * reads), `offset` bytes in. PARAMS: `size` bytes at `data`, by value. */
 typedef struct kn_emit_arg {
     kn_emit_arg_kind kind;
     uint32_t index;
     size_t size;
     const void *data;
+    uint64_t offset;
 } kn_emit_arg;
 
 typedef struct kn_dim3 {

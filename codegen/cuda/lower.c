@@ -123,12 +123,15 @@ typedef struct lower {
     kn_status status;
 } lower;
 
+#define KN_EMIT_SCRATCH 8 /* scratch buffers per node */
+
 struct kn_emit {
     lower *L;
     const kn_node *node;
     kn_id node_index;
     kn_emit_tensor *ins, *outs;
     bool *in_present, *out_present;
+    uint32_t scratch[KN_EMIT_SCRATCH]; /* slot per scratch index, KN_NONE until used */
 };
 
 static kn_status grow_life(lower *L)
@@ -359,19 +362,35 @@ static kn_status make_arg(kn_emit *e, const kn_emit_arg *a, kn_cu_arg *out)
                                 a->index);
         out->kind = KN_CU_ARG_SLOT;
         KN_TRY(slot_for_value(L, v, &out->slot));
+        if (a->offset > L->p->slots[out->slot].nbytes)
+            return kn_emit_fail(e, KN_ERR_INTERNAL, "argument offset %llu past the end of %s %u",
+                                (unsigned long long)a->offset, in ? "input" : "output", a->index);
+        out->offset = a->offset;
+        uint32_t root = L->alias_of[out->slot] != KN_NONE ? L->alias_of[out->slot] : out->slot;
+        touch(L, root, step_index(L));
         touch(L, out->slot, step_index(L));
         return KN_OK;
     }
     case KN_ARG_SCRATCH: {
-        kn_cu_slot s = {0};
-        s.place = KN_CU_POOL;
-        s.nbytes = a->size;
-        s.dtype = KN_U8;
-        s.rank = 1;
-        s.dims[0] = (int64_t)a->size;
-        s.value = KN_NONE;
+        if (a->index >= KN_EMIT_SCRATCH)
+            return kn_emit_fail(e, KN_ERR_INTERNAL, "scratch index %u over %d", a->index, KN_EMIT_SCRATCH);
+        uint32_t *sl = &e->scratch[a->index];
+        if (*sl == KN_NONE) {
+            kn_cu_slot s = {0};
+            s.place = KN_CU_POOL;
+            s.nbytes = a->size + a->offset;
+            s.dtype = KN_U8;
+            s.rank = 1;
+            s.dims[0] = (int64_t)s.nbytes;
+            s.value = KN_NONE;
+            KN_TRY(new_slot(L, &s, sl));
+        } else if (L->p->slots[*sl].nbytes < a->size + a->offset) {
+            L->p->slots[*sl].nbytes = a->size + a->offset; /* grows until memory is planned */
+            L->p->slots[*sl].dims[0] = (int64_t)(a->size + a->offset);
+        }
         out->kind = KN_CU_ARG_SLOT;
-        KN_TRY(new_slot(L, &s, &out->slot));
+        out->slot = *sl;
+        out->offset = a->offset;
         touch(L, out->slot, step_index(L));
         return KN_OK;
     }
@@ -452,13 +471,11 @@ kn_status kn_emit_gemm_step(kn_emit *e, const kn_emit_gemm *gm)
 
 kn_status kn_emit_copy(kn_emit *e, uint32_t out, uint64_t out_off, uint32_t in, uint64_t in_off, uint64_t bytes)
 {
-    kn_emit_arg args[2] = {{KN_ARG_OUT, out, 0, NULL}, {KN_ARG_IN, in, 0, NULL}};
+    kn_emit_arg args[2] = {{KN_ARG_OUT, out, 0, NULL, out_off}, {KN_ARG_IN, in, 0, NULL, in_off}};
     kn_cu_step s = {0};
     s.kind = KN_CU_STEP_COPY;
     s.node = e->node_index;
     KN_TRY(push_args(e, args, 2, &s.first_arg));
-    e->L->p->args[s.first_arg].offset = out_off;
-    e->L->p->args[s.first_arg + 1].offset = in_off;
     s.n_args = 2;
     s.gemm = bytes;
     return push_step(e->L, &s);
@@ -614,7 +631,11 @@ static bool shape_input(kn_op op, uint32_t i)
     case KN_OP_Reshape: case KN_OP_Expand: case KN_OP_Tile: case KN_OP_Squeeze: case KN_OP_Unsqueeze:
     case KN_OP_Split: case KN_OP_OneHot: case KN_OP_TopK: case KN_OP_Upsample: case KN_OP_CenterCropPad:
         return i == 1;
-    case KN_OP_Slice: case KN_OP_Pad: case KN_OP_Resize: case KN_OP_ReduceSum: case KN_OP_ReduceMean:
+    case KN_OP_Pad:
+        return i == 1 || i == 3; /* pads, axes (not constant_value) */
+    case KN_OP_Resize:
+        return i == 2 || i == 3; /* scales, sizes (not roi) */
+    case KN_OP_Slice: case KN_OP_ReduceSum: case KN_OP_ReduceMean:
     case KN_OP_ReduceMax: case KN_OP_ReduceMin: case KN_OP_ReduceProd: case KN_OP_ReduceL1: case KN_OP_ReduceL2:
     case KN_OP_ReduceLogSum: case KN_OP_ReduceLogSumExp: case KN_OP_ReduceSumSquare: case KN_OP_Col2Im:
         return i >= 1;
@@ -845,7 +866,9 @@ static kn_status emit_node(lower *L, kn_id k)
                         g->info->path, n->name, n->op_type, (long long)n->opset);
             return KN_ERR_UNSUPPORTED;
         }
-    kn_emit e = {L, n, k, NULL, NULL, NULL, NULL};
+    kn_emit e = {L, n, k, NULL, NULL, NULL, NULL, {0}};
+    for (int i = 0; i < KN_EMIT_SCRATCH; i++)
+        e.scratch[i] = KN_NONE;
     size_t ni = n->n_inputs + 1, no = n->n_outputs + 1;
     e.ins = kn_mem_alloc(L->a, ni * sizeof *e.ins);
     e.outs = kn_mem_alloc(L->a, no * sizeof *e.outs);

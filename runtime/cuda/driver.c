@@ -9,6 +9,7 @@
 #include <dlfcn.h>
 #include <pthread.h>
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -23,7 +24,7 @@ static struct {
     char why[512];
     void *lib;
     kn_cuda_driver fn;
-} drv = {PTHREAD_ONCE_INIT, KN_OK, "", NULL, {0}};
+} drv = {.once = PTHREAD_ONCE_INIT, .status = KN_OK};
 
 /* Names of the errors cuInit gives when there is no usable GPU, for a
  * driver (or the toolkit's stub) whose cuGetErrorName fails too. */
@@ -32,7 +33,6 @@ static const char *init_error_name(CUresult r)
     switch (r) {
     case CUDA_ERROR_NOT_INITIALIZED: return "CUDA_ERROR_NOT_INITIALIZED";
     case CUDA_ERROR_STUB_LIBRARY: return "CUDA_ERROR_STUB_LIBRARY";
-    case CUDA_ERROR_INSUFFICIENT_DRIVER: return "CUDA_ERROR_INSUFFICIENT_DRIVER";
     case CUDA_ERROR_DEVICE_UNAVAILABLE: return "CUDA_ERROR_DEVICE_UNAVAILABLE";
     case CUDA_ERROR_NO_DEVICE: return "CUDA_ERROR_NO_DEVICE";
     case CUDA_ERROR_SYSTEM_DRIVER_MISMATCH: return "CUDA_ERROR_SYSTEM_DRIVER_MISMATCH";
@@ -102,7 +102,6 @@ kn_status kn_cuda_status_of(CUresult r)
     case CUDA_SUCCESS: return KN_OK;
     case CUDA_ERROR_OUT_OF_MEMORY: return KN_ERR_NOMEM;
     case CUDA_ERROR_NO_DEVICE:
-    case CUDA_ERROR_INSUFFICIENT_DRIVER:
     case CUDA_ERROR_STUB_LIBRARY:
     case CUDA_ERROR_DEVICE_UNAVAILABLE:
     case CUDA_ERROR_NOT_SUPPORTED:
@@ -156,7 +155,7 @@ static struct {
     char why[512];
     void *lib;
     kn_cublaslt fn;
-} blas = {PTHREAD_MUTEX_INITIALIZER, false, KN_OK, "", NULL, {0}};
+} blas = {.mu = PTHREAD_MUTEX_INITIALIZER, .status = KN_OK};
 
 static kn_status blas_status_of(cublasStatus_t r)
 {

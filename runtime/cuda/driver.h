@@ -8,6 +8,8 @@
 
 #include "kiln/kiln.h"
 
+#include <stdbool.h>
+
 #ifdef KN_HAVE_CUDA_HEADERS
 #include <cublasLt.h>
 #include <cuda.h>

@@ -4,6 +4,7 @@
  * operands against their slots' bytes; images against the blobs), so the
  * executor never indexes or copies out of bounds. */
 #include "runtime/cuda/plan.h"
+#include "kiln/cuda.h"
 #include "ir/arena.h"
 
 #include <stdarg.h>
@@ -143,12 +144,7 @@ static bool slot_tensor_bytes(const kn_plan_cu_slot *s, uint64_t *out)
     return true;
 }
 
-static const char *place_name(uint32_t place)
-{
-    return place == 1 ? "pool" : place == 2 ? "weight" : place == 3 ? "input" : "?";
-}
-
-static kn_status check_slots(rdc *r, uint64_t meta_pool)
+static kn_status check_slots(rdc *r, uint64_t meta_pool, const uint32_t *out_meta)
 {
     kn_cuda_plan *p = r->p;
     const kn_graph *g = r->g;
@@ -158,7 +154,7 @@ static kn_status check_slots(rdc *r, uint64_t meta_pool)
         p->input_slot[i] = KN_PLAN_NONE;
     for (uint32_t i = 0; i < p->n_slots; i++) {
         const kn_plan_cu_slot *s = &p->slots[i];
-        if (s->reserved || s->place < 1 || s->place > 3)
+        if (s->reserved || s->place < KN_CUDA_SLOT_POOL || s->place > KN_CUDA_SLOT_INPUT)
             return bad(r, "CUDA slot %u: bad place %u", i, s->place);
         if (!kn_dtype_valid(s->dtype) || s->dtype == KN_STRING || (s->dtype == KN_UNDEFINED && s->value != KN_PLAN_NONE))
             return bad(r, "CUDA slot %u: bad dtype %d", i, (int)s->dtype);
@@ -172,7 +168,7 @@ static kn_status check_slots(rdc *r, uint64_t meta_pool)
         uint64_t end;
         if (!add_ok(s->offset, s->nbytes, &end))
             return bad(r, "CUDA slot %u: offset + size overflows", i);
-        if (s->place == 2) { /* a weight: a view into constant `index` */
+        if (s->place == KN_CUDA_SLOT_WEIGHT) { /* a weight: a view into constant `index` */
             if (!info->plan_consts || s->index >= info->n_plan_consts)
                 return bad(r, "CUDA slot %u: constant %u out of range (the plan has %u)", i, s->index,
                            info->n_plan_consts);
@@ -185,7 +181,7 @@ static kn_status check_slots(rdc *r, uint64_t meta_pool)
             continue;
         }
         pool_end = end > pool_end ? end : pool_end;
-        if (s->place != 3)
+        if (s->place != KN_CUDA_SLOT_INPUT)
             continue;
         /* a graph input, copied in before each run */
         if (s->index >= g->n_inputs)
@@ -215,11 +211,14 @@ static kn_status check_slots(rdc *r, uint64_t meta_pool)
         return bad(r, "the CUDA slots reach byte %llu of a %llu-byte pool (cuda.pool_bytes)",
                    (unsigned long long)pool_end, (unsigned long long)meta_pool);
     p->pool_bytes = meta_pool != UINT64_MAX ? meta_pool : pool_end;
-    /* the outputs: each read back from the slot holding its value */
+    /* the outputs: each read back from its slot, named by META
+     * cuda.output.K (else the first slot holding its value) */
     for (uint32_t k = 0; k < g->n_outputs; k++) {
         kn_id vid = g->outputs[k];
         const kn_value *v = &g->values[vid];
-        uint32_t found = KN_PLAN_NONE;
+        uint32_t found = out_meta[k];
+        if (found != KN_PLAN_NONE && (found >= p->n_slots || p->slots[found].value != vid))
+            return bad(r, "cuda.output.%u names slot %u, which does not hold output '%s'", k, found, v->name);
         for (uint32_t i = 0; i < p->n_slots && found == KN_PLAN_NONE; i++)
             if (p->slots[i].value == vid)
                 found = i;
@@ -399,20 +398,38 @@ static kn_status check_steps(rdc *r)
     return KN_OK;
 }
 
-/* META cuda.pool_bytes, UINT64_MAX when absent. */
-static kn_status meta_pool_bytes(rdc *r, uint64_t *out)
+static bool parse_u64(const char *v, uint64_t max, uint64_t *out)
 {
-    *out = UINT64_MAX;
+    char *e;
+    if (*v < '0' || *v > '9')
+        return false;
+    unsigned long long x = strtoull(v, &e, 10);
+    if (*e || x > max)
+        return false;
+    *out = x;
+    return true;
+}
+
+/* META cuda.pool_bytes (UINT64_MAX when absent) and cuda.output.K, the
+ * slot of graph output K (KN_PLAN_NONE when absent). */
+static kn_status read_meta(rdc *r, uint64_t *pool, uint32_t *out_slot)
+{
+    *pool = UINT64_MAX;
     const kn_model_info *m = r->g->info;
+    for (uint32_t k = 0; k < r->g->n_outputs; k++)
+        out_slot[k] = KN_PLAN_NONE;
     for (uint32_t i = 0; i < m->n_metadata; i++) {
-        if (strcmp(m->metadata[i].key, "cuda.pool_bytes") != 0)
-            continue;
-        const char *v = m->metadata[i].value;
-        char *e;
-        unsigned long long x = strtoull(v, &e, 10);
-        if (!*v || *e || *v == '-' || x >= (1ull << 50))
-            return bad(r, "bad cuda.pool_bytes '%s'", v);
-        *out = x;
+        const char *key = m->metadata[i].key, *v = m->metadata[i].value;
+        uint64_t x, k;
+        if (strcmp(key, "cuda.pool_bytes") == 0) {
+            if (!parse_u64(v, (1ull << 50) - 1, &x))
+                return bad(r, "bad cuda.pool_bytes '%s'", v);
+            *pool = x;
+        } else if (strncmp(key, "cuda.output.", 12) == 0) {
+            if (!parse_u64(key + 12, UINT32_MAX, &k) || k >= r->g->n_outputs || !parse_u64(v, UINT32_MAX - 1, &x))
+                return bad(r, "bad %s = '%s'", key, v);
+            out_slot[k] = (uint32_t)x;
+        }
     }
     return KN_OK;
 }
@@ -438,9 +455,9 @@ static kn_status read_all(rdc *r)
         return KN_ERR_NOMEM;
     memset(p->gemms, 0, ((size_t)p->n_steps + 1) * sizeof *p->gemms);
     uint64_t meta_pool;
-    KN_TRY(meta_pool_bytes(r, &meta_pool));
+    KN_TRY(read_meta(r, &meta_pool, p->output_slot));
     KN_TRY(check_kernels(r));
-    KN_TRY(check_slots(r, meta_pool));
+    KN_TRY(check_slots(r, meta_pool, p->output_slot));
     KN_TRY(check_args(r));
     KN_TRY(check_steps(r));
     return KN_OK;

@@ -8,6 +8,9 @@
 #include "ir/ir.h"
 #include "runtime/plan_format.h"
 
+/* kn_plan_cu_slot.place */
+enum { KN_CUDA_SLOT_POOL = 1, KN_CUDA_SLOT_WEIGHT = 2, KN_CUDA_SLOT_INPUT = 3 };
+
 typedef struct kn_cuda_plan {
     const kn_allocator *a;
     const char *name;                 /* the plan, in messages */

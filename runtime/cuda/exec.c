@@ -1,0 +1,719 @@
+/* The CUDA executor: a session holds one context (the device's primary
+ * one), one stream, the plan's modules, one activation pool, the
+ * weights and pinned staging buffers; a run copies the inputs in, replays
+ * the plan's steps in order (kernel launches, cuBLASLt GEMMs, copies) and
+ * copies the outputs back. Everything that can be worked out once (device
+ * pointers, kernel parameter arrays, GEMM algorithms) is, at creation. */
+#include "kiln/cuda.h"
+#include "ir/arena.h"
+#include "runtime/cpu/kernel.h"
+#include "runtime/cuda/driver.h"
+#include "runtime/cuda/gemm.h"
+#include "runtime/cuda/plan.h"
+
+#include <stdio.h>
+#include <string.h>
+
+#ifndef KN_HAVE_CUDA_HEADERS
+
+/* Built without cuda.h: the backend exists and says it cannot run. */
+bool kn_cuda_available(kn_diag *d)
+{
+    kn_diag_add(d, KN_NOTE, "this build of kiln has no CUDA support");
+    return false;
+}
+
+kn_status kn_cuda_session_create(const kn_graph *plan_graph, const void *plan_bytes, size_t plan_size,
+                                 const kn_cuda_options *opts, const kn_allocator *a, kn_diag *d,
+                                 kn_cuda_session **out)
+{
+    (void)plan_graph, (void)plan_bytes, (void)plan_size, (void)opts, (void)a;
+    *out = NULL;
+    kn_diag_add(d, KN_ERROR, "this build of kiln has no CUDA support");
+    return KN_ERR_UNSUPPORTED;
+}
+
+kn_status kn_cuda_session_run(kn_cuda_session *s, const kn_rt_tensor *const *inputs, uint32_t n_in,
+                              kn_rt_tensor **outputs, uint32_t n_out, kn_diag *d)
+{
+    (void)s, (void)inputs, (void)n_in, (void)outputs, (void)n_out;
+    kn_diag_add(d, KN_ERROR, "this build of kiln has no CUDA support");
+    return KN_ERR_UNSUPPORTED;
+}
+
+kn_status kn_cuda_session_timing(const kn_cuda_session *s, kn_cuda_timing *out)
+{
+    (void)s;
+    memset(out, 0, sizeof *out);
+    return KN_ERR_INVALID;
+}
+
+kn_status kn_cuda_session_step_ms(const kn_cuda_session *s, const float **ms, const uint32_t **node,
+                                  uint32_t *n_steps)
+{
+    (void)s;
+    *ms = NULL;
+    *node = NULL;
+    *n_steps = 0;
+    return KN_ERR_INVALID;
+}
+
+const char *kn_cuda_session_device(const kn_cuda_session *s)
+{
+    (void)s;
+    return "";
+}
+
+void kn_cuda_session_destroy(kn_cuda_session *s) { (void)s; }
+
+#else
+
+#define KN_CU_WORKSPACE_MAX (32u << 20) /* bytes of cuBLASLt workspace a GEMM may ask for */
+#define KN_CU_STAGE_ALIGN 64u
+
+struct kn_cuda_session {
+    const kn_allocator *a;
+    const kn_graph *g;
+    kn_cuda_options opts;
+    kn_cuda_plan plan;
+    const kn_cuda_driver *cu;
+    const kn_cublaslt *lt;     /* NULL when the plan has no GEMM */
+    CUdevice dev;
+    CUcontext ctx;             /* the device's primary context, retained */
+    CUstream stream;
+    uint32_t arch;             /* major*10 + minor */
+    char device[384];
+    CUmodule *modules;         /* per kernel */
+    CUfunction *funcs;
+    CUdeviceptr pool, weights, workspace;
+    size_t workspace_bytes;
+    CUdeviceptr *slot_ptr;     /* per slot */
+    CUdeviceptr *arg_ptr;      /* per argument: the pointer a SLOT argument passes */
+    void **kparams;            /* per argument: what cuLaunchKernel reads it from */
+    kn_cuda_gemm *gemms;       /* per step */
+    uint8_t *pin_in, *pin_out; /* pinned staging */
+    uint64_t *in_off;          /* per graph input: offset in pin_in (UINT64_MAX: no slot) */
+    uint64_t *out_off;         /* per graph output: offset in pin_out */
+    CUevent ev[4];             /* upload start, compute start, compute end, download end */
+    CUevent *step_ev;          /* n_steps + 1 (profile_steps) */
+    float *step_ms;
+    uint32_t *step_node;
+    kn_cuda_timing timing;
+    bool has_timing;
+    bool broken;               /* a device fault: the context cannot be used again */
+};
+
+bool kn_cuda_available(kn_diag *d)
+{
+    const kn_cuda_driver *cu;
+    if (kn_cuda_driver_get(d, KN_NOTE, &cu) != KN_OK)
+        return false;
+    int n = 0;
+    CUresult r = cu->device_get_count(&n);
+    if (r != CUDA_SUCCESS) {
+        const char *name = NULL;
+        if (cu->get_error_name(r, &name) != CUDA_SUCCESS)
+            name = NULL;
+        kn_diag_add(d, KN_NOTE, "no CUDA device: cuDeviceGetCount: %s", name ? name : "error");
+        return false;
+    }
+    if (n < 1) {
+        kn_diag_add(d, KN_NOTE, "the NVIDIA driver reports no CUDA device");
+        return false;
+    }
+    return true;
+}
+
+/* ---- creation ---- */
+
+#define CU_TRY(call, expr, ...)                                      \
+    do {                                                             \
+        CUresult cu_r_ = (expr);                                     \
+        if (cu_r_ != CUDA_SUCCESS)                                   \
+            return kn_cuda_fail(d, cu_r_, call, __VA_ARGS__);        \
+    } while (0)
+
+static kn_status open_device(kn_cuda_session *s, kn_diag *d)
+{
+    const kn_cuda_driver *cu = s->cu;
+    const char *file = s->plan.name;
+    int n = 0;
+    CU_TRY("cuDeviceGetCount", cu->device_get_count(&n), "%s", file);
+    if (s->opts.device < 0 || s->opts.device >= n) {
+        kn_diag_add(d, KN_ERROR, "%s: CUDA device %d does not exist (%d found)", file, s->opts.device, n);
+        return KN_ERR_UNSUPPORTED;
+    }
+    CU_TRY("cuDeviceGet", cu->device_get(&s->dev, s->opts.device), "%s", file);
+    int major = 0, minor = 0;
+    CU_TRY("cuDeviceGetAttribute",
+           cu->device_get_attribute(&major, CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR, s->dev), "%s", file);
+    CU_TRY("cuDeviceGetAttribute",
+           cu->device_get_attribute(&minor, CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR, s->dev), "%s", file);
+    s->arch = (uint32_t)(major * 10 + minor);
+    char name[256];
+    CU_TRY("cuDeviceGetName", cu->device_get_name(name, (int)sizeof name, s->dev), "%s", file);
+    name[sizeof name - 1] = 0;
+    snprintf(s->device, sizeof s->device, "%s, sm_%u, driver %d.%d", name, s->arch, cu->version / 1000,
+             cu->version % 1000 / 10);
+    CU_TRY("cuDevicePrimaryCtxRetain", cu->primary_ctx_retain(&s->ctx, s->dev), "%s", file);
+    CU_TRY("cuCtxSetCurrent", cu->ctx_set_current(s->ctx), "%s", file);
+    CU_TRY("cuStreamCreate", cu->stream_create(&s->stream, CU_STREAM_NON_BLOCKING), "%s", file);
+    return KN_OK;
+}
+
+/* "sm_80, sm_90 and PTX" for kernel k's images. */
+static void list_images(const kn_cuda_plan *p, uint32_t k, char *buf, size_t n)
+{
+    size_t used = 0;
+    buf[0] = 0;
+    for (uint32_t i = 0; i < p->kernels[k].n_images && used < n; i++) {
+        uint32_t arch = p->images[p->kernels[k].first_image + i].arch;
+        int w = arch == KN_CU_ARCH_PTX ? snprintf(buf + used, n - used, "%sPTX", i ? ", " : "")
+                                       : snprintf(buf + used, n - used, "%ssm_%u", i ? ", " : "", arch);
+        used += w > 0 ? (size_t)w : 0;
+    }
+}
+
+/* Checks a launch's arguments against the kernel's parameters (their
+ * count and sizes), where the driver can tell them (12.4+). */
+static kn_status check_params(kn_cuda_session *s, uint32_t si, const char *what, kn_diag *d)
+{
+    const kn_plan_cu_step *st = &s->plan.steps[si];
+    if (!s->cu->func_get_param_info)
+        return KN_OK;
+    CUfunction f = s->funcs[st->kernel];
+    const char *entry = s->plan.entries[st->kernel];
+    uint32_t i = 0;
+    for (;; i++) {
+        size_t off = 0, size = 0;
+        if (s->cu->func_get_param_info(f, i, &off, &size) != CUDA_SUCCESS)
+            break;
+        if (i >= st->n_args)
+            continue;
+        const kn_plan_cu_arg *a = &s->plan.args[st->first_arg + i];
+        uint64_t given = a->kind == KN_CU_ARG_SLOT ? sizeof(CUdeviceptr) : a->size;
+        if (given != size) {
+            kn_diag_add(d, KN_ERROR, "%s: %s: kernel '%s' parameter %u is %zu bytes, the plan passes %llu",
+                        s->plan.name, what, entry, i, size, (unsigned long long)given);
+            return KN_ERR_INVALID;
+        }
+    }
+    if (i != st->n_args) {
+        kn_diag_add(d, KN_ERROR, "%s: %s: kernel '%s' takes %u parameters, the plan passes %u", s->plan.name, what,
+                    entry, i, st->n_args);
+        return KN_ERR_INVALID;
+    }
+    return KN_OK;
+}
+
+static kn_status load_modules(kn_cuda_session *s, kn_diag *d)
+{
+    kn_cuda_plan *p = &s->plan;
+    const kn_cuda_driver *cu = s->cu;
+    s->modules = kn_mem_alloc(s->a, ((size_t)p->n_kernels + 1) * sizeof *s->modules);
+    s->funcs = kn_mem_alloc(s->a, ((size_t)p->n_kernels + 1) * sizeof *s->funcs);
+    if (!s->modules || !s->funcs)
+        return KN_ERR_NOMEM;
+    memset(s->modules, 0, ((size_t)p->n_kernels + 1) * sizeof *s->modules);
+    for (uint32_t k = 0; k < p->n_kernels; k++) {
+        uint32_t im = kn_cuda_plan_pick_image(p, k, s->arch);
+        if (im == KN_PLAN_NONE) {
+            char have[256];
+            list_images(p, k, have, sizeof have);
+            kn_diag_add(d, KN_ERROR,
+                        "%s: no code for sm_%u: kernel '%s' was compiled for %s only (rebuild the plan for this "
+                        "GPU)",
+                        p->name, s->arch, p->entries[k], have);
+            return KN_ERR_UNSUPPORTED;
+        }
+        const kn_plan_cu_image *img = &p->images[im];
+        /* an aligned, NUL-terminated copy: PTX is text, and ELF readers
+         * like aligned data; the plan's bytes are neither guaranteed */
+        uint8_t *copy = kn_mem_alloc(s->a, (size_t)img->size + 1);
+        if (!copy)
+            return KN_ERR_NOMEM;
+        memcpy(copy, p->blobs + img->offset, (size_t)img->size);
+        copy[img->size] = 0;
+        char log[8192];
+        log[0] = 0;
+        CUjit_option jo[2] = {CU_JIT_ERROR_LOG_BUFFER, CU_JIT_ERROR_LOG_BUFFER_SIZE_BYTES};
+        void *jv[2] = {log, (void *)(uintptr_t)sizeof log};
+        bool ptx = img->arch == KN_CU_ARCH_PTX;
+        CUresult r = cu->module_load_data_ex(&s->modules[k], copy, ptx ? 2u : 0u, ptx ? jo : NULL, ptx ? jv : NULL);
+        kn_mem_free(s->a, copy);
+        if (r != CUDA_SUCCESS) {
+            s->modules[k] = NULL;
+            log[sizeof log - 1] = 0;
+            char img_name[64];
+            snprintf(img_name, sizeof img_name, ptx ? "PTX, JIT-compiled for sm_%u" : "CUBIN for sm_%u", s->arch);
+            return kn_cuda_fail(d, r, "cuModuleLoadDataEx", "%s: kernel '%s' (%s)%s%s", p->name, p->entries[k],
+                                img_name, log[0] ? "\n" : "", log);
+        }
+        CU_TRY("cuModuleGetFunction", cu->module_get_function(&s->funcs[k], s->modules[k], p->entries[k]),
+               "%s: kernel '%s'", p->name, p->entries[k]);
+        uint32_t smem = 0;
+        for (uint32_t i = 0; i < p->n_steps; i++)
+            if (p->steps[i].kind == KN_CU_STEP_LAUNCH && p->steps[i].kernel == k && p->steps[i].smem > smem)
+                smem = p->steps[i].smem;
+        if (smem > 48u * 1024)
+            CU_TRY("cuFuncSetAttribute",
+                   cu->func_set_attribute(s->funcs[k], CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, (int)smem),
+                   "%s: kernel '%s' (%u bytes of shared memory)", p->name, p->entries[k], smem);
+    }
+    return KN_OK;
+}
+
+static kn_status device_alloc(kn_cuda_session *s, CUdeviceptr *p, uint64_t bytes, const char *what, kn_diag *d)
+{
+    *p = 0;
+    if (bytes == 0)
+        return KN_OK;
+    CU_TRY("cuMemAlloc", s->cu->mem_alloc(p, (size_t)bytes), "%s: %llu bytes for %s", s->plan.name,
+           (unsigned long long)bytes, what);
+    return KN_OK;
+}
+
+/* The pool, the weights (each constant a weight slot refers to, once)
+ * and every slot's device address. */
+static kn_status place_memory(kn_cuda_session *s, kn_diag *d)
+{
+    kn_cuda_plan *p = &s->plan;
+    const kn_model_info *info = s->g->info;
+    KN_TRY(device_alloc(s, &s->pool, p->pool_bytes, "the activation pool", d));
+    uint64_t *woff = kn_mem_alloc(s->a, ((size_t)info->n_plan_consts + 1) * sizeof *woff);
+    if (!woff)
+        return KN_ERR_NOMEM;
+    for (uint32_t i = 0; i <= info->n_plan_consts; i++)
+        woff[i] = UINT64_MAX;
+    uint64_t wbytes = 0;
+    for (uint32_t i = 0; i < p->n_slots; i++) {
+        uint32_t c = p->slots[i].index;
+        if (p->slots[i].place != KN_CUDA_SLOT_WEIGHT || woff[c] != UINT64_MAX)
+            continue;
+        woff[c] = wbytes;
+        wbytes = (wbytes + info->plan_consts[c]->nbytes + 255) & ~(uint64_t)255;
+    }
+    kn_status st = device_alloc(s, &s->weights, wbytes, "the weights", d);
+    for (uint32_t c = 0; c < info->n_plan_consts && st == KN_OK; c++) {
+        const kn_tensor *t = info->plan_consts[c];
+        if (woff[c] == UINT64_MAX || t->nbytes == 0)
+            continue;
+        CUresult r = s->cu->memcpy_htod_async(s->weights + woff[c], t->data, t->nbytes, s->stream);
+        if (r != CUDA_SUCCESS)
+            st = kn_cuda_fail(d, r, "cuMemcpyHtoDAsync", "%s: uploading constant '%s'", p->name, t->name);
+    }
+    for (uint32_t i = 0; i < p->n_slots && st == KN_OK; i++) {
+        const kn_plan_cu_slot *sl = &p->slots[i];
+        s->slot_ptr[i] = sl->place == KN_CUDA_SLOT_WEIGHT ? s->weights + woff[sl->index] + sl->offset
+                                                         : s->pool + sl->offset;
+    }
+    kn_mem_free(s->a, woff);
+    return st;
+}
+
+static kn_status plan_steps(kn_cuda_session *s, kn_diag *d)
+{
+    kn_cuda_plan *p = &s->plan;
+    for (uint32_t i = 0; i < p->n_args; i++) {
+        const kn_plan_cu_arg *a = &p->args[i];
+        if (a->kind == KN_CU_ARG_SLOT) {
+            s->arg_ptr[i] = s->slot_ptr[a->slot] + a->offset;
+            s->kparams[i] = &s->arg_ptr[i];
+        } else if (a->kind == KN_CU_ARG_PARAMS) {
+            s->kparams[i] = (void *)(uintptr_t)(p->params + a->offset); /* cuLaunchKernel only reads it */
+        }
+    }
+    size_t ws = 0;
+    for (uint32_t i = 0; i < p->n_steps; i++) {
+        const kn_plan_cu_step *st = &p->steps[i];
+        char what[512];
+        kn_cuda_plan_step_name(p, s->g, i, what, sizeof what);
+        if (st->kind == KN_CU_STEP_LAUNCH) {
+            KN_TRY(check_params(s, i, what, d));
+        } else if (st->kind == KN_CU_STEP_GEMM) {
+            if (!s->lt) {
+                kn_status bs = kn_cuda_blaslt_get(d, &s->lt);
+                if (bs != KN_OK) {
+                    kn_diag_add(d, KN_ERROR, "%s: %s: needs cuBLASLt", p->name, what);
+                    return bs;
+                }
+            }
+            const kn_plan_cu_gemm *gm = &p->gemms[i];
+            char ctx[600];
+            snprintf(ctx, sizeof ctx, "%s: %s", p->name, what);
+            KN_TRY(kn_cuda_gemm_plan(s->lt, gm, s->arg_ptr[st->first_arg], s->arg_ptr[st->first_arg + 1],
+                                     gm->has_c ? s->arg_ptr[st->first_arg + 2] : 0, s->arg_ptr[st->first_arg + 3],
+                                     KN_CU_WORKSPACE_MAX, ctx, d, &s->gemms[i]));
+            ws = s->gemms[i].workspace > ws ? s->gemms[i].workspace : ws;
+        }
+    }
+    s->workspace_bytes = ws;
+    return device_alloc(s, &s->workspace, ws, "the cuBLASLt workspace", d);
+}
+
+static kn_status stage_io(kn_cuda_session *s, kn_diag *d)
+{
+    kn_cuda_plan *p = &s->plan;
+    const kn_graph *g = s->g;
+    uint64_t in = 0, out = 0;
+    for (uint32_t k = 0; k < g->n_inputs; k++) {
+        uint32_t sl = p->input_slot[k];
+        s->in_off[k] = sl == KN_PLAN_NONE ? UINT64_MAX : in;
+        if (sl != KN_PLAN_NONE)
+            in = (in + p->slots[sl].nbytes + KN_CU_STAGE_ALIGN - 1) & ~(uint64_t)(KN_CU_STAGE_ALIGN - 1);
+    }
+    for (uint32_t k = 0; k < g->n_outputs; k++) {
+        s->out_off[k] = out;
+        out = (out + p->slots[p->output_slot[k]].nbytes + KN_CU_STAGE_ALIGN - 1) & ~(uint64_t)(KN_CU_STAGE_ALIGN - 1);
+    }
+    if (in)
+        CU_TRY("cuMemHostAlloc", s->cu->mem_host_alloc((void **)&s->pin_in, (size_t)in, 0),
+               "%s: %llu bytes of pinned memory for the inputs", p->name, (unsigned long long)in);
+    if (out)
+        CU_TRY("cuMemHostAlloc", s->cu->mem_host_alloc((void **)&s->pin_out, (size_t)out, 0),
+               "%s: %llu bytes of pinned memory for the outputs", p->name, (unsigned long long)out);
+    return KN_OK;
+}
+
+static kn_status make_events(kn_cuda_session *s, kn_diag *d)
+{
+    if (s->opts.profile_steps)
+        s->opts.timing = true;
+    if (!s->opts.timing)
+        return KN_OK;
+    for (int i = 0; i < 4; i++)
+        CU_TRY("cuEventCreate", s->cu->event_create(&s->ev[i], CU_EVENT_DEFAULT), "%s", s->plan.name);
+    if (!s->opts.profile_steps)
+        return KN_OK;
+    uint32_t n = s->plan.n_steps;
+    s->step_ev = kn_mem_alloc(s->a, ((size_t)n + 1) * sizeof *s->step_ev);
+    s->step_ms = kn_mem_alloc(s->a, ((size_t)n + 1) * sizeof *s->step_ms);
+    s->step_node = kn_mem_alloc(s->a, ((size_t)n + 1) * sizeof *s->step_node);
+    if (!s->step_ev || !s->step_ms || !s->step_node)
+        return KN_ERR_NOMEM;
+    memset(s->step_ev, 0, ((size_t)n + 1) * sizeof *s->step_ev);
+    for (uint32_t i = 0; i < n; i++) {
+        s->step_ms[i] = 0;
+        s->step_node[i] = s->plan.steps[i].node;
+    }
+    for (uint32_t i = 0; i <= n; i++)
+        CU_TRY("cuEventCreate", s->cu->event_create(&s->step_ev[i], CU_EVENT_DEFAULT), "%s", s->plan.name);
+    return KN_OK;
+}
+
+static kn_status create(kn_cuda_session *s, const uint8_t *base, uint64_t size, kn_diag *d)
+{
+    KN_TRY(kn_cuda_driver_get(d, KN_ERROR, &s->cu));
+    KN_TRY(kn_cuda_plan_read(s->g, base, size, s->a, d, &s->plan));
+    kn_cuda_plan *p = &s->plan;
+    KN_TRY(open_device(s, d));
+    size_t ns = (size_t)p->n_slots + 1, na = (size_t)p->n_args + 1, nst = (size_t)p->n_steps + 1;
+    s->slot_ptr = kn_mem_alloc(s->a, ns * sizeof *s->slot_ptr);
+    s->arg_ptr = kn_mem_alloc(s->a, na * sizeof *s->arg_ptr);
+    s->kparams = kn_mem_alloc(s->a, na * sizeof *s->kparams);
+    s->gemms = kn_mem_alloc(s->a, nst * sizeof *s->gemms);
+    s->in_off = kn_mem_alloc(s->a, ((size_t)s->g->n_inputs + 1) * sizeof *s->in_off);
+    s->out_off = kn_mem_alloc(s->a, ((size_t)s->g->n_outputs + 1) * sizeof *s->out_off);
+    if (!s->slot_ptr || !s->arg_ptr || !s->kparams || !s->gemms || !s->in_off || !s->out_off)
+        return KN_ERR_NOMEM;
+    memset(s->slot_ptr, 0, ns * sizeof *s->slot_ptr);
+    memset(s->arg_ptr, 0, na * sizeof *s->arg_ptr);
+    memset(s->kparams, 0, na * sizeof *s->kparams);
+    memset(s->gemms, 0, nst * sizeof *s->gemms);
+    KN_TRY(load_modules(s, d));
+    KN_TRY(place_memory(s, d));
+    KN_TRY(plan_steps(s, d));
+    KN_TRY(stage_io(s, d));
+    KN_TRY(make_events(s, d));
+    CU_TRY("cuStreamSynchronize", s->cu->stream_synchronize(s->stream), "%s: uploading the weights", p->name);
+    return KN_OK;
+}
+
+kn_status kn_cuda_session_create(const kn_graph *plan_graph, const void *plan_bytes, size_t plan_size,
+                                 const kn_cuda_options *opts, const kn_allocator *a, kn_diag *d,
+                                 kn_cuda_session **out)
+{
+    *out = NULL;
+    if (!plan_graph || !plan_graph->info) {
+        kn_diag_add(d, KN_ERROR, "kn_cuda_session_create: no plan graph");
+        return KN_ERR_INVALID;
+    }
+    const uint8_t *base = plan_bytes ? plan_bytes : plan_graph->info->plan_base;
+    uint64_t size = plan_bytes ? plan_size : plan_graph->info->plan_size;
+    kn_cuda_session *s = kn_mem_alloc(a, sizeof *s);
+    if (!s) {
+        kn_diag_add(d, KN_ERROR, "out of memory creating a CUDA session");
+        return KN_ERR_NOMEM;
+    }
+    memset(s, 0, sizeof *s);
+    s->a = a;
+    s->g = plan_graph;
+    if (opts)
+        s->opts = *opts;
+    size_t errors = kn_diag_count(d, KN_ERROR);
+    kn_status st = create(s, base, size, d);
+    if (st != KN_OK) {
+        if (st == KN_ERR_NOMEM && kn_diag_count(d, KN_ERROR) == errors)
+            kn_diag_add(d, KN_ERROR, "%s: out of memory creating a CUDA session", s->plan.name ? s->plan.name : "");
+        kn_cuda_session_destroy(s);
+        return st;
+    }
+    *out = s;
+    return KN_OK;
+}
+
+void kn_cuda_session_destroy(kn_cuda_session *s)
+{
+    if (!s)
+        return;
+    const kn_cuda_driver *cu = s->cu;
+    if (cu && s->ctx) {
+        cu->ctx_set_current(s->ctx);
+        if (s->stream)
+            cu->stream_synchronize(s->stream);
+        for (uint32_t i = 0; s->gemms && i < s->plan.n_steps; i++)
+            kn_cuda_gemm_release(s->lt, &s->gemms[i]);
+        for (int i = 0; i < 4; i++)
+            if (s->ev[i])
+                cu->event_destroy(s->ev[i]);
+        for (uint32_t i = 0; s->step_ev && i <= s->plan.n_steps; i++)
+            if (s->step_ev[i])
+                cu->event_destroy(s->step_ev[i]);
+        if (s->pin_in)
+            cu->mem_free_host(s->pin_in);
+        if (s->pin_out)
+            cu->mem_free_host(s->pin_out);
+        if (s->workspace)
+            cu->mem_free(s->workspace);
+        if (s->weights)
+            cu->mem_free(s->weights);
+        if (s->pool)
+            cu->mem_free(s->pool);
+        for (uint32_t k = 0; s->modules && k < s->plan.n_kernels; k++)
+            if (s->modules[k])
+                cu->module_unload(s->modules[k]);
+        if (s->stream)
+            cu->stream_destroy(s->stream);
+        cu->primary_ctx_release(s->dev);
+    }
+    kn_mem_free(s->a, s->modules);
+    kn_mem_free(s->a, s->funcs);
+    kn_mem_free(s->a, s->slot_ptr);
+    kn_mem_free(s->a, s->arg_ptr);
+    kn_mem_free(s->a, s->kparams);
+    kn_mem_free(s->a, s->gemms);
+    kn_mem_free(s->a, s->in_off);
+    kn_mem_free(s->a, s->out_off);
+    kn_mem_free(s->a, s->step_ev);
+    kn_mem_free(s->a, s->step_ms);
+    kn_mem_free(s->a, s->step_node);
+    kn_cuda_plan_free(&s->plan);
+    kn_mem_free(s->a, s);
+}
+
+const char *kn_cuda_session_device(const kn_cuda_session *s) { return s ? s->device : ""; }
+
+/* ---- running ---- */
+
+static void format_shape(kn_dtype t, int32_t rank, const int64_t *dims, char *buf, size_t n)
+{
+    size_t used = (size_t)snprintf(buf, n, "%s[", kn_dtype_name(t));
+    for (int32_t i = 0; i < rank && used < n; i++)
+        used += (size_t)snprintf(buf + used, n - used, "%s%lld", i ? ", " : "", (long long)dims[i]);
+    if (used < n)
+        snprintf(buf + used, n - used, "]");
+}
+
+static kn_status check_inputs(kn_cuda_session *s, const kn_rt_tensor *const *inputs, kn_diag *d)
+{
+    const kn_graph *g = s->g;
+    for (uint32_t k = 0; k < g->n_inputs; k++) {
+        const kn_rt_tensor *t = inputs[k];
+        const kn_value *v = &g->values[g->inputs[k]];
+        if (!t) {
+            kn_diag_add(d, KN_ERROR, "%s: input '%s' is missing", s->plan.name, v->name);
+            return KN_ERR_INVALID;
+        }
+        uint32_t sl = s->plan.input_slot[k];
+        if (sl == KN_PLAN_NONE) { /* unused by the CUDA code: only its dtype matters */
+            if (v->type.kind == KN_TYPE_TENSOR && v->type.dtype && t->dtype != v->type.dtype) {
+                kn_diag_add(d, KN_ERROR, "%s: input '%s' is %s, the plan expects %s", s->plan.name, v->name,
+                            kn_dtype_name(t->dtype), kn_dtype_name(v->type.dtype));
+                return KN_ERR_INVALID;
+            }
+            continue;
+        }
+        const kn_plan_cu_slot *slot = &s->plan.slots[sl];
+        bool same = (int32_t)t->dtype == slot->dtype && t->rank == slot->rank;
+        for (int32_t i = 0; same && i < t->rank; i++)
+            same = t->dims[i] == slot->dims[i];
+        if (!same || t->nbytes != slot->nbytes || (!t->data && t->nbytes)) {
+            char got[256], want[256];
+            format_shape(t->dtype, t->rank, t->dims, got, sizeof got);
+            format_shape((kn_dtype)slot->dtype, slot->rank, slot->dims, want, sizeof want);
+            kn_diag_add(d, KN_ERROR, "%s: input '%s' is %s; the plan was compiled for %s", s->plan.name, v->name,
+                        got, want);
+            return KN_ERR_INVALID;
+        }
+    }
+    return KN_OK;
+}
+
+static double elapsed(const kn_cuda_session *s, CUevent a, CUevent b)
+{
+    float ms = 0;
+    return s->cu->event_elapsed_time(&ms, a, b) == CUDA_SUCCESS ? ms : 0.0;
+}
+
+/* Enqueues everything of one run; the caller synchronises. */
+static kn_status enqueue(kn_cuda_session *s, kn_diag *d)
+{
+    const kn_cuda_driver *cu = s->cu;
+    kn_cuda_plan *p = &s->plan;
+    const char *file = p->name;
+    if (s->opts.timing)
+        CU_TRY("cuEventRecord", cu->event_record(s->ev[0], s->stream), "%s", file);
+    for (uint32_t i = 0; i < p->n_slots; i++) {
+        const kn_plan_cu_slot *sl = &p->slots[i];
+        if (sl->place != KN_CUDA_SLOT_INPUT || sl->nbytes == 0)
+            continue;
+        CU_TRY("cuMemcpyHtoDAsync",
+               cu->memcpy_htod_async(s->slot_ptr[i], s->pin_in + s->in_off[sl->index], sl->nbytes, s->stream),
+               "%s: input '%s'", file, s->g->values[s->g->inputs[sl->index]].name);
+    }
+    if (s->opts.timing)
+        CU_TRY("cuEventRecord", cu->event_record(s->ev[1], s->stream), "%s", file);
+    for (uint32_t i = 0; i < p->n_steps; i++) {
+        const kn_plan_cu_step *st = &p->steps[i];
+        char what[512];
+        kn_cuda_plan_step_name(p, s->g, i, what, sizeof what);
+        if (s->step_ev)
+            CU_TRY("cuEventRecord", cu->event_record(s->step_ev[i], s->stream), "%s", file);
+        if (st->kind == KN_CU_STEP_LAUNCH) {
+            if (st->grid[0] && st->grid[1] && st->grid[2]) /* an empty grid: nothing to compute */
+                CU_TRY("cuLaunchKernel",
+                       cu->launch_kernel(s->funcs[st->kernel], st->grid[0], st->grid[1], st->grid[2], st->block[0],
+                                         st->block[1], st->block[2], st->smem, s->stream,
+                                         &s->kparams[st->first_arg], NULL),
+                       "%s: %s: kernel '%s'", file, what, p->entries[st->kernel]);
+        } else if (st->kind == KN_CU_STEP_GEMM) {
+            char ctx[600];
+            snprintf(ctx, sizeof ctx, "%s: %s", file, what);
+            KN_TRY(kn_cuda_gemm_run(s->lt, &s->gemms[i], s->workspace, s->workspace_bytes, s->stream, ctx, d));
+        } else if (st->kind == KN_CU_STEP_COPY && st->extra) {
+            CU_TRY("cuMemcpyDtoDAsync",
+                   cu->memcpy_dtod_async(s->arg_ptr[st->first_arg], s->arg_ptr[st->first_arg + 1], st->extra,
+                                         s->stream),
+                   "%s: %s", file, what);
+        }
+        if (s->opts.sync_each_step) {
+            CUresult r = cu->stream_synchronize(s->stream);
+            if (r != CUDA_SUCCESS) {
+                s->broken = true;
+                return kn_cuda_fail(d, r, "cuStreamSynchronize", "%s: %s", file, what);
+            }
+        }
+    }
+    if (s->step_ev)
+        CU_TRY("cuEventRecord", cu->event_record(s->step_ev[p->n_steps], s->stream), "%s", file);
+    if (s->opts.timing)
+        CU_TRY("cuEventRecord", cu->event_record(s->ev[2], s->stream), "%s", file);
+    for (uint32_t k = 0; k < s->g->n_outputs; k++) {
+        uint32_t sl = p->output_slot[k];
+        if (p->slots[sl].nbytes)
+            CU_TRY("cuMemcpyDtoHAsync",
+                   cu->memcpy_dtoh_async(s->pin_out + s->out_off[k], s->slot_ptr[sl], p->slots[sl].nbytes, s->stream),
+                   "%s: output '%s'", file, s->g->values[s->g->outputs[k]].name);
+    }
+    if (s->opts.timing)
+        CU_TRY("cuEventRecord", cu->event_record(s->ev[3], s->stream), "%s", file);
+    return KN_OK;
+}
+
+static kn_status collect_outputs(kn_cuda_session *s, kn_rt_tensor **outputs, kn_diag *d)
+{
+    const kn_graph *g = s->g;
+    for (uint32_t k = 0; k < g->n_outputs; k++) {
+        const kn_plan_cu_slot *sl = &s->plan.slots[s->plan.output_slot[k]];
+        kn_status st = kn_rt_tensor_new(s->a, (kn_dtype)sl->dtype, sl->rank, sl->dims, &outputs[k]);
+        if (st != KN_OK) {
+            kn_diag_add(d, KN_ERROR, "%s: output '%s': out of memory", s->plan.name, g->values[g->outputs[k]].name);
+            for (uint32_t i = 0; i < k; i++) {
+                kn_rt_tensor_free(s->a, outputs[i]);
+                outputs[i] = NULL;
+            }
+            return st;
+        }
+        if (sl->nbytes)
+            memcpy(outputs[k]->data, s->pin_out + s->out_off[k], (size_t)sl->nbytes);
+    }
+    return KN_OK;
+}
+
+kn_status kn_cuda_session_run(kn_cuda_session *s, const kn_rt_tensor *const *inputs, uint32_t n_in,
+                              kn_rt_tensor **outputs, uint32_t n_out, kn_diag *d)
+{
+    const kn_graph *g = s->g;
+    const char *file = s->plan.name;
+    for (uint32_t k = 0; k < n_out; k++)
+        outputs[k] = NULL;
+    s->has_timing = false;
+    if (s->broken) {
+        kn_diag_add(d, KN_ERROR, "%s: the CUDA session failed on the device earlier and cannot run again", file);
+        return KN_ERR_INTERNAL;
+    }
+    if (n_in != g->n_inputs || n_out != g->n_outputs) {
+        kn_diag_add(d, KN_ERROR, "%s: the plan has %u inputs and %u outputs; %u and %u given", file, g->n_inputs,
+                    g->n_outputs, n_in, n_out);
+        return KN_ERR_INVALID;
+    }
+    KN_TRY(check_inputs(s, inputs, d));
+    CU_TRY("cuCtxSetCurrent", s->cu->ctx_set_current(s->ctx), "%s", file);
+    for (uint32_t k = 0; k < g->n_inputs; k++)
+        if (s->in_off[k] != UINT64_MAX && inputs[k]->nbytes)
+            memcpy(s->pin_in + s->in_off[k], inputs[k]->data, inputs[k]->nbytes);
+    kn_status st = enqueue(s, d);
+    CUresult r = s->cu->stream_synchronize(s->stream); /* also after a failed enqueue: nothing stays in flight */
+    if (r != CUDA_SUCCESS) {
+        s->broken = true;
+        if (st == KN_OK)
+            st = kn_cuda_fail(d, r, "cuStreamSynchronize",
+                              "%s: running the plan (run with sync_each_step to find the failing node)", file);
+    }
+    if (st != KN_OK)
+        return st;
+    if (s->opts.timing) {
+        s->timing.upload_ms = elapsed(s, s->ev[0], s->ev[1]);
+        s->timing.compute_ms = elapsed(s, s->ev[1], s->ev[2]);
+        s->timing.download_ms = elapsed(s, s->ev[2], s->ev[3]);
+        s->has_timing = true;
+        for (uint32_t i = 0; s->step_ev && i < s->plan.n_steps; i++)
+            s->step_ms[i] = (float)elapsed(s, s->step_ev[i], s->step_ev[i + 1]);
+    }
+    return collect_outputs(s, outputs, d);
+}
+
+kn_status kn_cuda_session_timing(const kn_cuda_session *s, kn_cuda_timing *out)
+{
+    memset(out, 0, sizeof *out);
+    if (!s || !s->has_timing)
+        return KN_ERR_INVALID;
+    *out = s->timing;
+    return KN_OK;
+}
+
+kn_status kn_cuda_session_step_ms(const kn_cuda_session *s, const float **ms, const uint32_t **node,
+                                  uint32_t *n_steps)
+{
+    *ms = NULL;
+    *node = NULL;
+    *n_steps = 0;
+    if (!s || !s->has_timing || !s->step_ev)
+        return KN_ERR_INVALID;
+    *ms = s->step_ms;
+    *node = s->step_node;
+    *n_steps = s->plan.n_steps;
+    return KN_OK;
+}
+
+#endif /* KN_HAVE_CUDA_HEADERS */
