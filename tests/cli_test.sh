@@ -150,5 +150,24 @@ if [ -f "$TMP/id.plan" ]; then
     expect 1 'cannot open' "$KILN" bench "$TMP/none.plan"
 fi
 
+# target cuda (needs NVRTC, not a GPU): kernels for every arch + PTX, deterministic
+if "$KILN" compile "$SAMPLE" --target cuda -o "$TMP/cu.plan" >/dev/null 2>&1; then
+    expect 0 "wrote $TMP/cu2.plan \(target cuda" "$KILN" compile "$SAMPLE" --target cuda --no-cache -o "$TMP/cu2.plan"
+    expect 0 '' cmp "$TMP/cu.plan" "$TMP/cu2.plan"
+    expect 0 'cuda: .* kernels x archs sm_80,sm_86,sm_89,sm_90,ptx90' "$KILN" inspect "$TMP/cu.plan"
+    expect 0 'memory: +planned pool' "$KILN" inspect "$TMP/cu.plan"
+    expect 0 'PASS' "$KILN" run "$TMP/cu.plan" --device cpu --compare-to "$SRC/samples/hello_deepa/test_data_set_0" --rtol 1e-3 --atol 1e-4
+    expect 0 'wrote' "$KILN" compile "$SAMPLE" --target cuda --arch sm_75 -o "$TMP/cu75.plan" --no-cache
+    expect 0 'cuda: .* sm_75,ptx75' "$KILN" inspect "$TMP/cu75.plan"
+    expect 1 "--arch expects a list" "$KILN" compile "$SAMPLE" --target cuda --arch fast
+    if [ -f "$SRC/../shared/models/ppocr_cls/model.onnx" ]; then
+        expect 1 "needs the shape of input 'x'|dimension 0 .* has no size" "$KILN" compile "$SRC/../shared/models/ppocr_cls/model.onnx" --target cuda -o "$TMP/pp.plan"
+        expect 0 'wrote' "$KILN" compile "$SRC/../shared/models/ppocr_cls/model.onnx" --target cuda --shape x=1x3x48x192 -o "$TMP/pp.plan"
+        expect 0 'PASS' "$KILN" run "$TMP/pp.plan" --device cpu --compare-to "$SRC/../shared/models/ppocr_cls/test_data_set_0" --rtol 1e-3 --atol 1e-4
+    fi
+else
+    echo "note: target cuda checks skipped (no NVRTC here)"
+fi
+
 echo "$pass passed, $fail failed"
 [ "$fail" -eq 0 ]

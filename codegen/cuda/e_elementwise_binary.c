@@ -13,23 +13,7 @@
 
 /* Device helpers on top of kiln_cuda.h (a copy of e_elementwise.c's:
  * candidates for the prelude). */
-static const char HEAD[] =
-    "#include \"kiln_cuda.h\"\n"
-    "__device__ __forceinline__ i64 kn_sat64_(double v) {\n"
-    "  return v != v ? 0 : v >= 9.2233720368547758e18 ? (i64)0x7fffffffffffffffLL\n"
-    "       : v <= -9.2233720368547758e18 ? (i64)(-0x7fffffffffffffffLL - 1) : (i64)v;\n"
-    "}\n"
-    "template <typename T> __device__ __forceinline__ T kn_st_(double v) { return (T)kn_sat64_(v); }\n"
-    "template <> __device__ __forceinline__ float kn_st_<float>(double v) { return (float)v; }\n"
-    "template <> __device__ __forceinline__ double kn_st_<double>(double v) { return v; }\n"
-    "template <> __device__ __forceinline__ __half kn_st_<__half>(double v) { return kn_fromd<__half>(v); }\n"
-    "template <> __device__ __forceinline__ __nv_bfloat16 kn_st_<__nv_bfloat16>(double v) {\n"
-    "  return kn_fromd<__nv_bfloat16>(v);\n"
-    "}\n"
-    "template <> __device__ __forceinline__ bool kn_st_<bool>(double v) { return v != 0.0; }\n"
-    "template <> __device__ __forceinline__ u64 kn_st_<u64>(double v) {\n"
-    "  return v != v || v <= 0.0 ? 0ull : v >= 1.8446744073709552e19 ? ~0ull : (u64)v;\n"
-    "}\n";
+static const char HEAD[] = "#include \"kiln_cuda.h\"\n";
 
 enum { C_FLOAT = 1, C_SINT = 2, C_UINT = 4, C_BOOL = 8, C_NUM = 7 };
 
@@ -52,26 +36,6 @@ static unsigned tbits(kn_dtype t)
     case KN_I32: case KN_U32: case KN_F32: return 32;
     default: return 64;
     }
-}
-
-static kn_dim3 grid_for(int64_t n)
-{
-    int64_t blocks = (n + 255) / 256;
-    if (blocks < 1)
-        blocks = 1;
-    if (blocks > 65535 * 16)
-        blocks = 65535 * 16; /* the grid-stride loop covers the rest */
-    return (kn_dim3){(uint32_t)blocks, 1, 1};
-}
-
-static kn_status launch(kn_emit *e, kn_sb *src, const char *entry, const kn_emit_arg *args, uint32_t n_args,
-                        int64_t n)
-{
-    uint32_t k;
-    kn_status s = kn_emit_kernel(e, kn_sb_str(src), entry, &k);
-    kn_sb_free(src);
-    KN_TRY(s);
-    return kn_emit_launch(e, k, grid_for(n), (kn_dim3){256, 1, 1}, 0, args, n_args);
 }
 
 /* ---- broadcasting ---- */
@@ -252,7 +216,7 @@ static kn_status binary(kn_emit *e, const bop *op, uint32_t min_in, uint32_t max
         args[k] = (kn_emit_arg){KN_ARG_IN, k, 0, NULL};
     args[n] = (kn_emit_arg){KN_ARG_OUT, 0, 0, NULL};
     args[n + 1] = (kn_emit_arg){KN_ARG_PARAMS, 0, bmap_size(n), &m};
-    return launch(e, &src, entry, args, n + 2, m.n);
+    return kn_emit_launch_source(e, &src, entry, args, n + 2, m.n);
 }
 
 /* Python / numpy modulo (sign of the divisor) for floats. */
@@ -358,7 +322,7 @@ kn_status kn_emit_PRelu(kn_emit *e)
             kn_sb_printf(&src, "    y[i] = (%s)(%s);\n  }\n}\n", ct, expr);
         kn_emit_arg args[4] = {{KN_ARG_IN, 0, 0, NULL}, {KN_ARG_IN, 1, 0, NULL}, {KN_ARG_OUT, 0, 0, NULL},
                                {KN_ARG_PARAMS, 0, bmap_size(2), &m}};
-        return launch(e, &src, "kn_PRelu", args, 4, m.n);
+        return kn_emit_launch_source(e, &src, "kn_PRelu", args, 4, m.n);
     }
     return binary(e, &B_PRELU, 2, 2, false);
 }
@@ -412,7 +376,7 @@ kn_status kn_emit_Pow(kn_emit *e)
     }
     kn_emit_arg args[4] = {{KN_ARG_IN, 0, 0, NULL}, {KN_ARG_IN, 1, 0, NULL}, {KN_ARG_OUT, 0, 0, NULL},
                            {KN_ARG_PARAMS, 0, bmap_size(2), &m}};
-    return launch(e, &src, "kn_Pow", args, 4, m.n);
+    return kn_emit_launch_source(e, &src, "kn_Pow", args, 4, m.n);
 }
 
 /* ---- Where ---- */
@@ -435,5 +399,5 @@ kn_status kn_emit_Where(kn_emit *e)
     kn_sb_printf(&src, "    y[i] = x0[o0] ? x1[o1] : x2[o2];\n  }\n}\n");
     kn_emit_arg args[5] = {{KN_ARG_IN, 0, 0, NULL}, {KN_ARG_IN, 1, 0, NULL}, {KN_ARG_IN, 2, 0, NULL},
                            {KN_ARG_OUT, 0, 0, NULL}, {KN_ARG_PARAMS, 0, bmap_size(3), &m}};
-    return launch(e, &src, "kn_Where", args, 5, m.n);
+    return kn_emit_launch_source(e, &src, "kn_Where", args, 5, m.n);
 }

@@ -10,23 +10,7 @@
 
 /* Device helpers on top of kiln_cuda.h (a copy of e_elementwise.c's:
  * candidates for the prelude). */
-static const char HEAD[] =
-    "#include \"kiln_cuda.h\"\n"
-    "__device__ __forceinline__ i64 kn_sat64_(double v) {\n"
-    "  return v != v ? 0 : v >= 9.2233720368547758e18 ? (i64)0x7fffffffffffffffLL\n"
-    "       : v <= -9.2233720368547758e18 ? (i64)(-0x7fffffffffffffffLL - 1) : (i64)v;\n"
-    "}\n"
-    "template <typename T> __device__ __forceinline__ T kn_st_(double v) { return (T)kn_sat64_(v); }\n"
-    "template <> __device__ __forceinline__ float kn_st_<float>(double v) { return (float)v; }\n"
-    "template <> __device__ __forceinline__ double kn_st_<double>(double v) { return v; }\n"
-    "template <> __device__ __forceinline__ __half kn_st_<__half>(double v) { return kn_fromd<__half>(v); }\n"
-    "template <> __device__ __forceinline__ __nv_bfloat16 kn_st_<__nv_bfloat16>(double v) {\n"
-    "  return kn_fromd<__nv_bfloat16>(v);\n"
-    "}\n"
-    "template <> __device__ __forceinline__ bool kn_st_<bool>(double v) { return v != 0.0; }\n"
-    "template <> __device__ __forceinline__ u64 kn_st_<u64>(double v) {\n"
-    "  return v != v || v <= 0.0 ? 0ull : v >= 1.8446744073709552e19 ? ~0ull : (u64)v;\n"
-    "}\n";
+static const char HEAD[] = "#include \"kiln_cuda.h\"\n";
 
 enum { C_FLOAT = 1, C_SINT = 2, C_UINT = 4, C_BOOL = 8 };
 
@@ -39,26 +23,6 @@ static unsigned tclass(kn_dtype t)
     case KN_BOOL: return C_BOOL;
     default: return 0;
     }
-}
-
-static kn_dim3 grid_for(int64_t n)
-{
-    int64_t blocks = (n + 255) / 256;
-    if (blocks < 1)
-        blocks = 1;
-    if (blocks > 65535 * 16)
-        blocks = 65535 * 16; /* the grid-stride loop covers the rest */
-    return (kn_dim3){(uint32_t)blocks, 1, 1};
-}
-
-static kn_status launch(kn_emit *e, kn_sb *src, const char *entry, const kn_emit_arg *args, uint32_t n_args,
-                        int64_t n)
-{
-    uint32_t k;
-    kn_status s = kn_emit_kernel(e, kn_sb_str(src), entry, &k);
-    kn_sb_free(src);
-    KN_TRY(s);
-    return kn_emit_launch(e, k, grid_for(n), (kn_dim3){256, 1, 1}, 0, args, n_args);
 }
 
 typedef struct n_params {
@@ -110,7 +74,7 @@ static kn_status cast_to(kn_emit *e, kn_dtype to)
                  HEAD, kn_cuda_type(x->dtype), kn_cuda_type(to), expr);
     n_params p = {x->numel};
     kn_emit_arg args[3] = {{KN_ARG_IN, 0, 0, NULL}, {KN_ARG_OUT, 0, 0, NULL}, {KN_ARG_PARAMS, 0, sizeof p, &p}};
-    return launch(e, &src, "kn_Cast", args, 3, x->numel);
+    return kn_emit_launch_source(e, &src, "kn_Cast", args, 3, x->numel);
 }
 
 kn_status kn_emit_Cast(kn_emit *e)
@@ -190,7 +154,7 @@ kn_status kn_emit_Dropout(kn_emit *e)
                  HEAD, tm, tm);
     n_params p = {m->numel};
     kn_emit_arg args[2] = {{KN_ARG_OUT, 1, 0, NULL}, {KN_ARG_PARAMS, 0, sizeof p, &p}};
-    return launch(e, &src, "kn_Ones", args, 2, m->numel);
+    return kn_emit_launch_source(e, &src, "kn_Ones", args, 2, m->numel);
 }
 
 /* ---- QuantizeLinear, DequantizeLinear ---- */
@@ -318,7 +282,7 @@ kn_status kn_emit_QuantizeLinear(kn_emit *e)
         args[n++] = (kn_emit_arg){KN_ARG_IN, 2, 0, NULL};
     args[n++] = (kn_emit_arg){KN_ARG_OUT, 0, 0, NULL};
     args[n++] = (kn_emit_arg){KN_ARG_PARAMS, 0, sizeof m, &m};
-    return launch(e, &src, "kn_QuantizeLinear", args, n, x->numel);
+    return kn_emit_launch_source(e, &src, "kn_QuantizeLinear", args, n, x->numel);
 }
 
 /* y = (x - zero_point) * scale in float32, stored as the scale's type
@@ -360,5 +324,5 @@ kn_status kn_emit_DequantizeLinear(kn_emit *e)
         args[n++] = (kn_emit_arg){KN_ARG_IN, 2, 0, NULL};
     args[n++] = (kn_emit_arg){KN_ARG_OUT, 0, 0, NULL};
     args[n++] = (kn_emit_arg){KN_ARG_PARAMS, 0, sizeof m, &m};
-    return launch(e, &src, "kn_DequantizeLinear", args, n, x->numel);
+    return kn_emit_launch_source(e, &src, "kn_DequantizeLinear", args, n, x->numel);
 }

@@ -10,16 +10,6 @@
 
 #include <string.h>
 
-static kn_dim3 grid_for(int64_t n)
-{
-    int64_t blocks = (n + 255) / 256;
-    if (blocks < 1)
-        blocks = 1;
-    if (blocks > 65535 * 16)
-        blocks = 65535 * 16; /* grid-stride loop covers the rest */
-    return (kn_dim3){(uint32_t)blocks, 1, 1};
-}
-
 static kn_status launch_src(kn_emit *e, kn_sb *src, const char *entry, int64_t n, const kn_emit_arg *args,
                             uint32_t n_args)
 {
@@ -27,7 +17,7 @@ static kn_status launch_src(kn_emit *e, kn_sb *src, const char *entry, int64_t n
     kn_status s = kn_emit_kernel(e, kn_sb_str(src), entry, &k);
     kn_sb_free(src);
     KN_TRY(s);
-    return kn_emit_launch(e, k, grid_for(n), (kn_dim3){256, 1, 1}, 0, args, n_args);
+    return kn_emit_launch(e, k, kn_emit_grid(n), (kn_dim3){256, 1, 1}, 0, args, n_args);
 }
 
 static bool gemm_dtype(kn_dtype t) { return t == KN_F32 || t == KN_F16 || t == KN_BF16 || t == KN_F64; }

@@ -12,23 +12,7 @@
 
 /* Device helpers on top of kiln_cuda.h (a copy of e_elementwise.c's:
  * candidates for the prelude). */
-static const char HEAD[] =
-    "#include \"kiln_cuda.h\"\n"
-    "__device__ __forceinline__ i64 kn_sat64_(double v) {\n"
-    "  return v != v ? 0 : v >= 9.2233720368547758e18 ? (i64)0x7fffffffffffffffLL\n"
-    "       : v <= -9.2233720368547758e18 ? (i64)(-0x7fffffffffffffffLL - 1) : (i64)v;\n"
-    "}\n"
-    "template <typename T> __device__ __forceinline__ T kn_st_(double v) { return (T)kn_sat64_(v); }\n"
-    "template <> __device__ __forceinline__ float kn_st_<float>(double v) { return (float)v; }\n"
-    "template <> __device__ __forceinline__ double kn_st_<double>(double v) { return v; }\n"
-    "template <> __device__ __forceinline__ __half kn_st_<__half>(double v) { return kn_fromd<__half>(v); }\n"
-    "template <> __device__ __forceinline__ __nv_bfloat16 kn_st_<__nv_bfloat16>(double v) {\n"
-    "  return kn_fromd<__nv_bfloat16>(v);\n"
-    "}\n"
-    "template <> __device__ __forceinline__ bool kn_st_<bool>(double v) { return v != 0.0; }\n"
-    "template <> __device__ __forceinline__ u64 kn_st_<u64>(double v) {\n"
-    "  return v != v || v <= 0.0 ? 0ull : v >= 1.8446744073709552e19 ? ~0ull : (u64)v;\n"
-    "}\n";
+static const char HEAD[] = "#include \"kiln_cuda.h\"\n";
 
 enum { C_FLOAT = 1, C_SINT = 2, C_UINT = 4, C_BOOL = 8 };
 
@@ -41,26 +25,6 @@ static unsigned tclass(kn_dtype t)
     case KN_BOOL: return C_BOOL;
     default: return 0;
     }
-}
-
-static kn_dim3 grid_for(int64_t n)
-{
-    int64_t blocks = (n + 255) / 256;
-    if (blocks < 1)
-        blocks = 1;
-    if (blocks > 65535 * 16)
-        blocks = 65535 * 16; /* the grid-stride loop covers the rest */
-    return (kn_dim3){(uint32_t)blocks, 1, 1};
-}
-
-static kn_status launch(kn_emit *e, kn_sb *src, const char *entry, const kn_emit_arg *args, uint32_t n_args,
-                        int64_t n)
-{
-    uint32_t k;
-    kn_status s = kn_emit_kernel(e, kn_sb_str(src), entry, &k);
-    kn_sb_free(src);
-    KN_TRY(s);
-    return kn_emit_launch(e, k, grid_for(n), (kn_dim3){256, 1, 1}, 0, args, n_args);
 }
 
 /* Reads an int64/int32 tensor known at compile time (at most cap
@@ -301,7 +265,7 @@ static kn_status reduce(kn_emit *e, red_kind k, int64_t axes_input_opset)
     char entry[64];
     snprintf(entry, sizeof entry, "kn_%s", red_name[k]);
     kn_emit_arg args[3] = {{KN_ARG_IN, 0, 0, NULL}, {KN_ARG_OUT, 0, 0, NULL}, {KN_ARG_PARAMS, 0, sizeof m, &m}};
-    return launch(e, &src, entry, args, 3, m.n_out);
+    return kn_emit_launch_source(e, &src, entry, args, 3, m.n_out);
 }
 
 kn_status kn_emit_ReduceSum(kn_emit *e) { return reduce(e, R_SUM, 13); }
@@ -374,7 +338,7 @@ static kn_status arg_extreme(kn_emit *e, bool is_max)
                  "}\n",
                  HEAD, is_max ? "ArgMax" : "ArgMin", t, vt, ld, vt, ld, cmp);
     kn_emit_arg args[3] = {{KN_ARG_IN, 0, 0, NULL}, {KN_ARG_OUT, 0, 0, NULL}, {KN_ARG_PARAMS, 0, sizeof p, &p}};
-    return launch(e, &src, is_max ? "kn_ArgMax" : "kn_ArgMin", args, 3, p.outer * p.inner);
+    return kn_emit_launch_source(e, &src, is_max ? "kn_ArgMax" : "kn_ArgMin", args, 3, p.outer * p.inner);
 }
 
 kn_status kn_emit_ArgMax(kn_emit *e) { return arg_extreme(e, true); }
@@ -437,7 +401,7 @@ kn_status kn_emit_CumSum(kn_emit *e)
                  f ? "kn_tod" : "(u64)", f ? "kn_st_<" : "(", t, f ? ">" : ")");
     kn_emit_arg args[4] = {{KN_ARG_IN, 0, 0, NULL}, {KN_ARG_IN, 1, 0, NULL}, {KN_ARG_OUT, 0, 0, NULL},
                            {KN_ARG_PARAMS, 0, sizeof p, &p}};
-    return launch(e, &src, "kn_CumSum", args, 4, x->numel);
+    return kn_emit_launch_source(e, &src, "kn_CumSum", args, 4, x->numel);
 }
 
 /* ---- MeanVarianceNormalization ---- */
@@ -493,5 +457,5 @@ kn_status kn_emit_MeanVarianceNormalization(kn_emit *e)
                  "}\n",
                  HEAD, RMAP, t, t, t);
     kn_emit_arg args[3] = {{KN_ARG_IN, 0, 0, NULL}, {KN_ARG_OUT, 0, 0, NULL}, {KN_ARG_PARAMS, 0, sizeof m, &m}};
-    return launch(e, &src, "kn_MeanVarianceNormalization", args, 3, m.n_out);
+    return kn_emit_launch_source(e, &src, "kn_MeanVarianceNormalization", args, 3, m.n_out);
 }

@@ -10,31 +10,9 @@
 
 /* Device helpers on top of kiln_cuda.h (a copy of e_elementwise.c's:
  * candidates for the prelude). Only float outputs here. */
-static const char HEAD[] =
-    "#include \"kiln_cuda.h\"\n"
-    "template <typename T> __device__ __forceinline__ T kn_st_(double v) { return kn_fromd<T>(v); }\n";
+static const char HEAD[] = "#include \"kiln_cuda.h\"\n";
 
 static bool is_float(kn_dtype t) { return t == KN_F16 || t == KN_BF16 || t == KN_F32 || t == KN_F64; }
-
-static kn_dim3 grid_for(int64_t n)
-{
-    int64_t blocks = (n + 255) / 256;
-    if (blocks < 1)
-        blocks = 1;
-    if (blocks > 65535 * 16)
-        blocks = 65535 * 16; /* the grid-stride loop covers the rest */
-    return (kn_dim3){(uint32_t)blocks, 1, 1};
-}
-
-static kn_status launch(kn_emit *e, kn_sb *src, const char *entry, const kn_emit_arg *args, uint32_t n_args,
-                        int64_t n)
-{
-    uint32_t k;
-    kn_status s = kn_emit_kernel(e, kn_sb_str(src), entry, &k);
-    kn_sb_free(src);
-    KN_TRY(s);
-    return kn_emit_launch(e, k, grid_for(n), (kn_dim3){256, 1, 1}, 0, args, n_args);
-}
 
 /* Input i as a float tensor, or fails (unsupported dtype). */
 static kn_status float_in(kn_emit *e, uint32_t i, bool required, const kn_emit_tensor **out)
@@ -124,7 +102,7 @@ static kn_status softmax_like(kn_emit *e, const char *name, int kind)
     char entry[64];
     snprintf(entry, sizeof entry, "kn_%s", name);
     kn_emit_arg args[3] = {{KN_ARG_IN, 0, 0, NULL}, {KN_ARG_OUT, 0, 0, NULL}, {KN_ARG_PARAMS, 0, sizeof sp, &sp}};
-    return launch(e, &src, entry, args, 3, sp.outer * sp.inner);
+    return kn_emit_launch_source(e, &src, entry, args, 3, sp.outer * sp.inner);
 }
 
 kn_status kn_emit_Softmax(kn_emit *e) { return softmax_like(e, "Softmax", 0); }
@@ -175,7 +153,7 @@ kn_status kn_emit_LpNormalization(kn_emit *e)
                  "}\n",
                  HEAD, t);
     kn_emit_arg args[3] = {{KN_ARG_IN, 0, 0, NULL}, {KN_ARG_OUT, 0, 0, NULL}, {KN_ARG_PARAMS, 0, sizeof sp, &sp}};
-    return launch(e, &src, "kn_LpNormalization", args, 3, sp.outer * sp.inner);
+    return kn_emit_launch_source(e, &src, "kn_LpNormalization", args, 3, sp.outer * sp.inner);
 }
 
 /* ---- LayerNormalization ---- */
@@ -288,7 +266,7 @@ kn_status kn_emit_LayerNormalization(kn_emit *e)
     if (yi)
         args[n++] = (kn_emit_arg){KN_ARG_OUT, 2, 0, NULL};
     args[n++] = (kn_emit_arg){KN_ARG_PARAMS, 0, sizeof p, &p};
-    return launch(e, &src, "kn_LayerNormalization", args, n, p.rows);
+    return kn_emit_launch_source(e, &src, "kn_LayerNormalization", args, n, p.rows);
 }
 
 /* ---- BatchNormalization ---- */
@@ -342,7 +320,7 @@ kn_status kn_emit_BatchNormalization(kn_emit *e)
     kn_emit_arg args[7] = {{KN_ARG_IN, 0, 0, NULL}, {KN_ARG_IN, 1, 0, NULL},  {KN_ARG_IN, 2, 0, NULL},
                            {KN_ARG_IN, 3, 0, NULL}, {KN_ARG_IN, 4, 0, NULL},  {KN_ARG_OUT, 0, 0, NULL},
                            {KN_ARG_PARAMS, 0, sizeof p, &p}};
-    return launch(e, &src, "kn_BatchNormalization", args, 7, x->numel);
+    return kn_emit_launch_source(e, &src, "kn_BatchNormalization", args, 7, x->numel);
 }
 
 /* ---- InstanceNormalization, GroupNormalization ---- */
@@ -389,7 +367,7 @@ static kn_status group_norm(kn_emit *e, const kn_emit_tensor *x, int64_t G, bool
                  HEAD, t, kn_cuda_type(sc->dtype), kn_cuda_type(b->dtype), t, t);
     kn_emit_arg args[5] = {{KN_ARG_IN, 0, 0, NULL}, {KN_ARG_IN, 1, 0, NULL}, {KN_ARG_IN, 2, 0, NULL},
                            {KN_ARG_OUT, 0, 0, NULL}, {KN_ARG_PARAMS, 0, sizeof p, &p}};
-    return launch(e, &src, "kn_GroupNorm", args, 5, p.groups);
+    return kn_emit_launch_source(e, &src, "kn_GroupNorm", args, 5, p.groups);
 }
 
 kn_status kn_emit_InstanceNormalization(kn_emit *e)

@@ -12,16 +12,6 @@
 
 /* ---- helpers ---- */
 
-static kn_dim3 grid_for(int64_t n)
-{
-    int64_t blocks = (n + 255) / 256;
-    if (blocks < 1)
-        blocks = 1;
-    if (blocks > 65535 * 16)
-        blocks = 65535 * 16; /* grid-stride loop covers the rest */
-    return (kn_dim3){(uint32_t)blocks, 1, 1};
-}
-
 /* The unsigned word type that moves one element of t, or NULL. */
 static const char *word_type(kn_dtype t)
 {
@@ -55,7 +45,7 @@ static kn_status launch_src(kn_emit *e, kn_sb *src, const char *entry, int64_t n
     kn_status s = kn_emit_kernel(e, kn_sb_str(src), entry, &k);
     kn_sb_free(src);
     KN_TRY(s);
-    kn_dim3 grid = serial ? (kn_dim3){1, 1, 1} : grid_for(n);
+    kn_dim3 grid = serial ? (kn_dim3){1, 1, 1} : kn_emit_grid(n);
     kn_dim3 block = serial ? (kn_dim3){1, 1, 1} : (kn_dim3){256, 1, 1};
     return kn_emit_launch(e, k, grid, block, 0, args, n_args);
 }

@@ -131,6 +131,15 @@ void kn_sb_printf(kn_sb *s, const char *fmt, ...)
 const char *kn_sb_str(const kn_sb *s);
 void kn_sb_free(kn_sb *s);
 
+/* A 1-D grid of 256-thread blocks for n work items (capped: kernels use
+ * grid-stride loops, kn_tid()/kn_nthreads()). */
+kn_dim3 kn_emit_grid(int64_t n);
+
+/* Registers the source in *src (freed here, also on failure) and launches
+ * it over n work items with kn_emit_grid(n) and 256-thread blocks. */
+kn_status kn_emit_launch_source(kn_emit *e, kn_sb *src, const char *entry, const kn_emit_arg *args, uint32_t n_args,
+                                int64_t n);
+
 /* The CUDA C type name of a dtype in kernels ("float", "__half",
  * "__nv_bfloat16", "double", "signed char", "long long", "bool", ...);
  * NULL for dtypes kernels do not handle (strings, complex, 4-bit, float8). */

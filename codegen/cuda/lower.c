@@ -445,6 +445,26 @@ kn_status kn_emit_launch(kn_emit *e, uint32_t kernel, kn_dim3 grid, kn_dim3 bloc
     return push_step(L, &s);
 }
 
+kn_dim3 kn_emit_grid(int64_t n)
+{
+    int64_t blocks = (n + 255) / 256;
+    if (blocks < 1)
+        blocks = 1;
+    if (blocks > 65535 * 16)
+        blocks = 65535 * 16; /* the grid-stride loop covers the rest */
+    return (kn_dim3){(uint32_t)blocks, 1, 1};
+}
+
+kn_status kn_emit_launch_source(kn_emit *e, kn_sb *src, const char *entry, const kn_emit_arg *args, uint32_t n_args,
+                                int64_t n)
+{
+    uint32_t k;
+    kn_status s = kn_emit_kernel(e, kn_sb_str(src), entry, &k);
+    kn_sb_free(src);
+    KN_TRY(s);
+    return kn_emit_launch(e, k, kn_emit_grid(n), (kn_dim3){256, 1, 1}, 0, args, n_args);
+}
+
 kn_status kn_emit_gemm_step(kn_emit *e, const kn_emit_gemm *gm)
 {
     lower *L = e->L;
