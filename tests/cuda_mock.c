@@ -168,7 +168,10 @@ EXPORT CUresult cuStreamCreate(CUstream *s, unsigned int flags)
     return *s ? CUDA_SUCCESS : CUDA_ERROR_OUT_OF_MEMORY;
 }
 
-EXPORT CUresult cuStreamDestroy_v2(CUstream s) { return untrack((uintptr_t)s) ? CUDA_SUCCESS : CUDA_ERROR_INVALID_HANDLE; }
+EXPORT CUresult cuStreamDestroy_v2(CUstream s)
+{
+    return untrack((uintptr_t)s) ? CUDA_SUCCESS : CUDA_ERROR_INVALID_HANDLE;
+}
 
 EXPORT CUresult cuStreamSynchronize(CUstream s)
 {
@@ -302,7 +305,10 @@ EXPORT CUresult cuEventElapsedTime_v2(float *ms, CUevent a, CUevent b)
     return CUDA_SUCCESS;
 }
 
-EXPORT CUresult cuEventDestroy_v2(CUevent e) { return untrack((uintptr_t)e) ? CUDA_SUCCESS : CUDA_ERROR_INVALID_HANDLE; }
+EXPORT CUresult cuEventDestroy_v2(CUevent e)
+{
+    return untrack((uintptr_t)e) ? CUDA_SUCCESS : CUDA_ERROR_INVALID_HANDLE;
+}
 
 /* ---- cuBLASLt ---- */
 
@@ -502,10 +508,29 @@ static double get(int32_t t, const void *p, uint64_t i)
 {
     const uint8_t *b = p;
     switch (t) {
-    case CUDA_R_32F: { float f; memcpy(&f, b + i * 4, 4); return f; }
-    case CUDA_R_64F: { double d; memcpy(&d, b + i * 8, 8); return d; }
-    case CUDA_R_16F: { uint16_t h; memcpy(&h, b + i * 2, 2); return h2d(h); }
-    default: { uint16_t h; memcpy(&h, b + i * 2, 2); uint32_t x = (uint32_t)h << 16; float f; memcpy(&f, &x, 4); return f; }
+    case CUDA_R_32F: {
+        float f;
+        memcpy(&f, b + i * 4, 4);
+        return f;
+    }
+    case CUDA_R_64F: {
+        double d;
+        memcpy(&d, b + i * 8, 8);
+        return d;
+    }
+    case CUDA_R_16F: {
+        uint16_t h;
+        memcpy(&h, b + i * 2, 2);
+        return h2d(h);
+    }
+    default: { /* bfloat16: the top half of a float */
+        uint16_t h;
+        memcpy(&h, b + i * 2, 2);
+        uint32_t x = (uint32_t)h << 16;
+        float f;
+        memcpy(&f, &x, 4);
+        return f;
+    }
     }
 }
 
@@ -513,9 +538,17 @@ static void put(int32_t t, void *p, uint64_t i, double v)
 {
     uint8_t *b = p;
     switch (t) {
-    case CUDA_R_32F: { float f = (float)v; memcpy(b + i * 4, &f, 4); break; }
+    case CUDA_R_32F: {
+        float f = (float)v;
+        memcpy(b + i * 4, &f, 4);
+        break;
+    }
     case CUDA_R_64F: memcpy(b + i * 8, &v, 8); break;
-    case CUDA_R_16F: { uint16_t h = d2h(v); memcpy(b + i * 2, &h, 2); break; }
+    case CUDA_R_16F: {
+        uint16_t h = d2h(v);
+        memcpy(b + i * 2, &h, 2);
+        break;
+    }
     default: {
         float f = (float)v;
         uint32_t x;

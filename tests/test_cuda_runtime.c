@@ -512,7 +512,8 @@ static void test_corrupted_entries(void **state)
     uint8_t *good = slurp(path, &n);
     assert_int_equal(read_cuda(good, n, NULL), KN_OK);
     uint32_t gemm_arg, launch_arg;
-    uint32_t gemm = find_step(good, KN_CU_STEP_GEMM, &gemm_arg), launch = find_step(good, KN_CU_STEP_LAUNCH, &launch_arg);
+    uint32_t gemm = find_step(good, KN_CU_STEP_GEMM, &gemm_arg);
+    uint32_t launch = find_step(good, KN_CU_STEP_LAUNCH, &launch_arg);
     uint32_t weight = find_slot(good, KN_CUDA_SLOT_WEIGHT), input = find_slot(good, KN_CUDA_SLOT_INPUT);
     uint32_t pool = find_slot(good, KN_CUDA_SLOT_POOL);
     const size_t SL = sizeof(kn_plan_cu_slot), ST = sizeof(kn_plan_cu_step), AR = sizeof(kn_plan_cu_arg),
@@ -586,6 +587,41 @@ static void test_corrupted_entries(void **state)
     assert_int_equal(read_cuda(p, n, "whole number of entries"), KN_ERR_INVALID);
     free(p);
     free(good);
+}
+
+/* Every allocation of the section reader failing in turn: KN_ERR_NOMEM
+ * with a message, nothing leaked. */
+static void test_read_failing_allocator(void **state)
+{
+    (void)state;
+    char path[512];
+    assert_int_equal(build_plan(model_gemms, FAKE_IMAGES, UINT32_MAX, "alloc.plan", path, sizeof path), KN_OK);
+    kn_diag *d = kn_diag_create(NULL, NULL);
+    kn_graph *g = NULL;
+    assert_int_equal(kn_plan_load(path, NULL, d, &g), KN_OK);
+    int failures = 0;
+    for (long n = 1;; n++) {
+        mb_counter c;
+        mb_counter_init(&c);
+        c.fail_at = n;
+        kn_cuda_plan p;
+        kn_diag *q = kn_diag_create(NULL, NULL);
+        kn_status s = kn_cuda_plan_read(g, g->info->plan_base, g->info->plan_size, &c.a, q, &p);
+        if (s == KN_OK) {
+            kn_cuda_plan_free(&p);
+            assert_int_equal(c.live, 0);
+            kn_diag_destroy(q);
+            break;
+        }
+        assert_int_equal(s, KN_ERR_NOMEM);
+        assert_true(mb_diag_has(q, KN_ERROR, "out of memory"));
+        assert_int_equal(c.live, 0);
+        kn_diag_destroy(q);
+        failures++;
+    }
+    assert_true(failures >= 5);
+    kn_graph_destroy(g);
+    kn_diag_destroy(d);
 }
 
 /* Random bytes written over the CUDA sections: every result is a clean
@@ -1049,6 +1085,53 @@ static void test_mock_failures(void **state)
     kn_diag_destroy(d);
 }
 
+/* Every host allocation of session creation and of a run failing in
+ * turn: KN_ERR_NOMEM, nothing leaked on the host or the (mock) device. */
+static void test_mock_failing_allocator(void **state)
+{
+    (void)state;
+    need_mock();
+    char path[512];
+    assert_int_equal(build_plan(model_gemms, FAKE_IMAGES, UINT32_MAX, "halloc.plan", path, sizeof path), KN_OK);
+    kn_diag *d = kn_diag_create(NULL, NULL);
+    kn_graph *g = NULL;
+    assert_int_equal(kn_plan_load(path, NULL, d, &g), KN_OK);
+    kn_cuda_session *s = NULL;
+    assert_int_equal(kn_cuda_session_create(g, NULL, 0, NULL, NULL, d, &s), KN_OK); /* the cuBLASLt handle */
+    kn_cuda_session_destroy(s);
+    long base = mock_ctl(MOCK_LIVE, -1);
+    kn_rt_tensor **ins = random_inputs(g, 1);
+    for (long n = 1;; n++) {
+        mb_counter c;
+        mb_counter_init(&c);
+        c.fail_at = n;
+        kn_diag *q = kn_diag_create(NULL, NULL);
+        kn_cuda_options o = {0, true, true, false};
+        kn_status st = kn_cuda_session_create(g, NULL, 0, &o, &c.a, q, &s);
+        kn_rt_tensor *out[2] = {0};
+        if (st == KN_OK)
+            st = kn_cuda_session_run(s, (const kn_rt_tensor *const *)ins, 1, out, 2, q);
+        bool done = st == KN_OK;
+        if (!done) {
+            assert_int_equal(st, KN_ERR_NOMEM);
+            assert_true(kn_diag_count(q, KN_ERROR) > 0);
+            assert_null(out[0]);
+        }
+        kn_rt_tensor_free(&c.a, out[0]);
+        kn_rt_tensor_free(&c.a, out[1]);
+        kn_cuda_session_destroy(s);
+        s = NULL;
+        assert_int_equal(c.live, 0);
+        assert_int_equal(mock_ctl(MOCK_LIVE, -1), base);
+        kn_diag_destroy(q);
+        if (done)
+            break;
+    }
+    free_tensors(ins, 1);
+    kn_graph_destroy(g);
+    kn_diag_destroy(d);
+}
+
 /* Image choice by the device's arch: its CUBIN, else the PTX, else "no
  * code for sm_XY". */
 static void test_mock_arch(void **state)
@@ -1313,6 +1396,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_session_without_gpu),
         cmocka_unit_test(test_read_sections),
         cmocka_unit_test(test_corrupted_entries),
+        cmocka_unit_test(test_read_failing_allocator),
         cmocka_unit_test(test_random_corruption),
     };
     const struct CMUnitTest stub_tests[] = {
@@ -1320,7 +1404,8 @@ int main(int argc, char **argv)
     };
     const struct CMUnitTest mock_tests[] = {
         cmocka_unit_test(test_mock_identity), cmocka_unit_test(test_mock_gemms), cmocka_unit_test(test_mock_launches),
-        cmocka_unit_test(test_mock_failures), cmocka_unit_test(test_mock_arch),
+        cmocka_unit_test(test_mock_failures), cmocka_unit_test(test_mock_failing_allocator),
+        cmocka_unit_test(test_mock_arch),
 #ifdef KN_HAVE_CUDA_HEADERS
         cmocka_unit_test(test_mock_gemm_sweep),
 #endif

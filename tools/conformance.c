@@ -219,6 +219,7 @@ static case_result run_case(const char *dir, const kn_conformance_opts *o, char 
     }
     kn_graph *g = NULL;
     case_result res = CASE_FAIL;
+    bool prepared = false;
     char **sets = NULL;
     int n_sets = 0;
     kn_status s = kn_import_onnx_file(model, NULL, NULL, d, &g);
@@ -228,8 +229,21 @@ static case_result run_case(const char *dir, const kn_conformance_opts *o, char 
         res = CASE_SKIP;
         goto out;
     }
-    if (s == KN_OK)
-        s = o->prepare ? o->prepare(o->prepare_ctx, &g, d) : KN_OK;
+    kn_rt_tensor **sample = s == KN_OK ? calloc(g->n_inputs + 1, sizeof *sample) : NULL;
+    for (uint32_t i = 0; sample && i < g->n_inputs; i++) {
+        char p[4400];
+        snprintf(p, sizeof p, "%s/test_data_set_0/input_%u.pb", dir, i);
+        if (is_file(p) && kn_tensor_read_pb(p, NULL, d, &sample[i], NULL) == KN_OK)
+            kn_conformance_fix_bf16(sample[i], &g->values[g->inputs[i]]);
+    }
+    uint32_t n_sample = g ? g->n_inputs : 0;
+    if (s == KN_OK && o->prepare) {
+        s = o->prepare(o->prepare_ctx, &g, (const kn_rt_tensor *const *)sample, d);
+        prepared = true;
+    }
+    for (uint32_t i = 0; sample && i < n_sample; i++)
+        kn_rt_tensor_free(NULL, sample[i]);
+    free(sample);
     if (s != KN_OK) {
         const char *m = kn_diag_size(d) ? kn_diag_message(d, kn_diag_size(d) - 1, NULL) : kn_status_str(s);
         snprintf(msg, msg_size, "%s", m);
@@ -260,7 +274,8 @@ static case_result run_case(const char *dir, const kn_conformance_opts *o, char 
             }
         }
         if (res == CASE_PASS) {
-            s = kn_cpu_run(g, NULL, d, (const kn_rt_tensor *const *)ins, n_in, outs, n_out);
+            s = o->run ? o->run(o->prepare_ctx, g, (const kn_rt_tensor *const *)ins, outs, d)
+                       : kn_cpu_run(g, NULL, d, (const kn_rt_tensor *const *)ins, n_in, outs, n_out);
             if (s != KN_OK) {
                 const char *m = kn_diag_size(d) ? kn_diag_message(d, kn_diag_size(d) - 1, NULL) : kn_status_str(s);
                 snprintf(msg, msg_size, "%s", m);
@@ -294,6 +309,8 @@ static case_result run_case(const char *dir, const kn_conformance_opts *o, char 
         free(outs);
     }
 out:
+    if (prepared && o->finish)
+        o->finish(o->prepare_ctx);
     free_list(sets, n_sets);
     kn_graph_destroy(g);
     kn_diag_destroy(d);

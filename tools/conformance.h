@@ -7,12 +7,20 @@
 
 #include <stdbool.h>
 
+struct kn_rt_tensor;
+
 typedef struct kn_conformance_opts {
     double rtol, atol; /* defaults: ONNX backend-test's 1e-3, 1e-7 */
     /* Turns the imported graph into what runs (compile → plan → load);
-     * may replace *g. NULL: run the imported graph as is. */
-    kn_status (*prepare)(void *ctx, kn_graph **g, kn_diag *d);
+     * may replace *g. `sample` holds the first test data set's inputs (an
+     * entry is NULL when absent). NULL: run the imported graph as is. */
+    kn_status (*prepare)(void *ctx, kn_graph **g, const struct kn_rt_tensor *const *sample, kn_diag *d);
     void *prepare_ctx;
+    /* Runs the prepared graph once; NULL: the CPU reference backend. */
+    kn_status (*run)(void *ctx, const kn_graph *g, const struct kn_rt_tensor *const *inputs,
+                     struct kn_rt_tensor **outputs, kn_diag *d);
+    /* Called after each case that was prepared (to free what prepare made). */
+    void (*finish)(void *ctx);
 } kn_conformance_opts;
 
 /* Why a case is skipped (training op, sequence/map/optional type, string
@@ -21,7 +29,6 @@ const char *kn_conformance_skip_reason(const kn_graph *g);
 
 /* Older ONNX test data store bfloat16 tensors as uint16: relabels t as
  * bfloat16 when the graph declares v as bfloat16. */
-struct kn_rt_tensor;
 void kn_conformance_fix_bf16(struct kn_rt_tensor *t, const kn_value *v);
 
 /* Known-failure lists: lines "case_name  reason", '#' comments. Load

@@ -156,7 +156,8 @@ static kn_status check_slots(rdc *r, uint64_t meta_pool, const uint32_t *out_met
         const kn_plan_cu_slot *s = &p->slots[i];
         if (s->reserved || s->place < KN_CUDA_SLOT_POOL || s->place > KN_CUDA_SLOT_INPUT)
             return bad(r, "CUDA slot %u: bad place %u", i, s->place);
-        if (!kn_dtype_valid(s->dtype) || s->dtype == KN_STRING || (s->dtype == KN_UNDEFINED && s->value != KN_PLAN_NONE))
+        if (!kn_dtype_valid(s->dtype) || s->dtype == KN_STRING ||
+            (s->dtype == KN_UNDEFINED && s->value != KN_PLAN_NONE))
             return bad(r, "CUDA slot %u: bad dtype %d", i, (int)s->dtype);
         if (s->rank < 0 || s->rank > KN_CU_MAX_RANK)
             return bad(r, "CUDA slot %u: bad rank %d", i, (int)s->rank);
