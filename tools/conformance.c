@@ -211,7 +211,8 @@ static case_result run_case(const char *dir, const kn_conformance_opts *o, char 
     char model[4200];
     snprintf(model, sizeof model, "%s/model.onnx", dir);
     double rtol = o->rtol, atol = o->atol;
-    readme_tolerance(dir, &rtol, &atol);
+    if (!o->tol_given)
+        readme_tolerance(dir, &rtol, &atol);
     kn_diag *d = kn_diag_create(NULL, NULL);
     if (!d) {
         snprintf(msg, msg_size, "out of memory");
@@ -330,9 +331,9 @@ int kn_conformance_main(int argc, char **argv, const kn_conformance_opts *base)
         if (strcmp(argv[first], "--quiet") == 0 || strcmp(argv[first], "-q") == 0)
             quiet = true;
         else if (strcmp(argv[first], "--rtol") == 0 && first + 1 < argc)
-            o.rtol = strtod(argv[++first], NULL);
+            o.rtol = strtod(argv[++first], NULL), o.tol_given = true;
         else if (strcmp(argv[first], "--atol") == 0 && first + 1 < argc)
-            o.atol = strtod(argv[++first], NULL);
+            o.atol = strtod(argv[++first], NULL), o.tol_given = true;
         else if (strcmp(argv[first], "--filter") == 0 && first + 1 < argc)
             filter = argv[++first];
         else if (strcmp(argv[first], "--xfail") == 0 && first + 1 < argc)

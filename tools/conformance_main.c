@@ -8,6 +8,7 @@
 #include "codegen/plan_write.h"
 #include "conformance.h"
 #include "kiln/runtime.h"
+#include "passes/passes.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -17,6 +18,7 @@
 typedef struct plan_ctx {
     char path[256];
     const char *target, *device;
+    kn_precision_opts precision;
     kn_cli_backend backend;
     bool open;
 } plan_ctx;
@@ -25,7 +27,7 @@ static kn_status through_plan(void *ctx, kn_graph **g, const kn_rt_tensor *const
 {
     plan_ctx *pc = ctx;
     bool cuda = strcmp(pc->target, "cuda") == 0;
-    KN_TRY(kn_compile_graph(*g, pc->target, NULL, d));
+    KN_TRY(kn_compile_graph(*g, pc->target, &pc->precision, d));
     kn_cu_program prog;
     memset(&prog, 0, sizeof prog);
     if (cuda) {
@@ -96,32 +98,38 @@ int main(int argc, char **argv)
     memset(&pc, 0, sizeof pc);
     pc.target = "cpu";
     pc.device = "cpu";
+    pc.precision.to = KN_F32;
     /* --target/--device are ours; the rest goes to the runner */
     char **args = calloc((size_t)argc + 1, sizeof *args);
     int n = 0;
     if (!args)
         return 2;
     for (int i = 0; i < argc; i++) {
-        if ((strcmp(argv[i], "--target") == 0 || strcmp(argv[i], "--device") == 0) && i + 1 < argc) {
+        if ((strcmp(argv[i], "--target") == 0 || strcmp(argv[i], "--device") == 0 ||
+             strcmp(argv[i], "--precision") == 0) && i + 1 < argc) {
             const char *v = argv[i + 1];
             if (strcmp(argv[i], "--target") == 0)
                 pc.target = v;
-            else
+            else if (strcmp(argv[i], "--device") == 0)
                 pc.device = v;
+            else
+                pc.precision.to = strcmp(v, "fp16") == 0 ? KN_F16 : strcmp(v, "bf16") == 0 ? KN_BF16
+                                  : strcmp(v, "fp32") == 0 ? KN_F32 : KN_UNDEFINED;
             i++;
             continue;
         }
         args[n++] = argv[i];
     }
-    if ((strcmp(pc.target, "cpu") != 0 && strcmp(pc.target, "cuda") != 0) || !kn_cli_device_valid(pc.device)) {
-        fprintf(stderr, "error: --target must be cpu or cuda, --device auto, cpu or cuda\n");
+    if ((strcmp(pc.target, "cpu") != 0 && strcmp(pc.target, "cuda") != 0) || !kn_cli_device_valid(pc.device) ||
+        pc.precision.to == KN_UNDEFINED) {
+        fprintf(stderr, "error: --target must be cpu or cuda, --device auto, cpu or cuda, --precision fp32, fp16 or bf16\n");
         free(args);
         return 1;
     }
     const char *tmp = getenv("TMPDIR");
     snprintf(pc.path, sizeof pc.path, "%s/kiln-conformance-%ld.plan", tmp && *tmp ? tmp : "/tmp", (long)getpid());
     bool device_run = strcmp(pc.device, "cpu") != 0;
-    kn_conformance_opts o = {1e-3, 1e-7, through_plan, &pc, device_run ? run_plan : NULL, finish};
+    kn_conformance_opts o = {1e-3, 1e-7, false, through_plan, &pc, device_run ? run_plan : NULL, finish};
     int rc = kn_conformance_main(n, args, &o);
     free(args);
     return rc;

@@ -1,0 +1,70 @@
+#!/usr/bin/env bash
+# Every GPU check and benchmark in one go, on a machine with an NVIDIA GPU
+# (see ../shared/gpu/README.md), from gpu-carry/ made by
+# scripts/gpu-prepare.sh. Writes logs and summary.txt into OUTDIR.
+# Budget: about 8 minutes on an H100.
+# usage: scripts/gpu-check.sh OUTDIR
+set -uo pipefail
+OUT=${1:?usage: scripts/gpu-check.sh OUTDIR}
+cd "$(dirname "$0")/.."
+G=$PWD/gpu-carry
+[ -x "$G/bin/kiln" ] || { echo "gpu-carry/ is missing: run scripts/gpu-prepare.sh on the build machine" >&2; exit 1; }
+mkdir -p "$OUT"
+export LD_LIBRARY_PATH="$G/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+export XDG_CACHE_HOME="$OUT/cache"
+K=$G/bin/kiln
+C=$G/bin/kiln-conformance
+D=$G/data
+SUM="$OUT/summary.txt"
+: >"$SUM"
+say() { echo "$*" | tee -a "$SUM"; }
+step() { echo "== $*" | tee -a "$SUM"; }
+t0=$(date +%s)
+
+step "device"
+nvidia-smi --query-gpu=name,memory.total,driver_version,compute_cap --format=csv 2>&1 | tee -a "$SUM"
+
+step "CUDA runtime tests against the CPU backend (test_cuda_runtime --gpu)"
+timeout 180 "$G/bin/test_cuda_runtime" --gpu >"$OUT/gpu-tests.log" 2>&1
+say "  exit $?: $(grep -E 'PASSED|FAILED|SKIPPED' "$OUT/gpu-tests.log" | tail -2 | tr '\n' ' ')"
+
+step "conformance on the CUDA backend, fp32 (same criteria as the CPU)"
+for suite in node simple models samples; do
+    [ -d "$D/$suite" ] || continue
+    timeout 150 "$C" -q --target cuda --device cuda "$D/$suite" >"$OUT/conf-cuda-$suite.log" 2>&1
+    say "  $suite: $(tail -1 "$OUT/conf-cuda-$suite.log")"
+done
+
+step "reduced precision on the CUDA backend (loose tolerances)"
+for p in fp16:2e-2:1e-2 bf16:6e-2:6e-2; do
+    IFS=: read -r prec rt at <<<"$p"
+    timeout 100 "$C" -q --target cuda --device cuda --precision "$prec" --rtol "$rt" --atol "$at" "$D/node" \
+        >"$OUT/conf-cuda-node-$prec.log" 2>&1
+    say "  node $prec: $(tail -1 "$OUT/conf-cuda-node-$prec.log")"
+    timeout 60 "$C" --target cuda --device cuda --precision "$prec" --rtol "$rt" --atol "$at" "$D/models" \
+        "$D/samples" >"$OUT/conf-cuda-models-$prec.log" 2>&1
+    say "  models $prec: $(tail -1 "$OUT/conf-cuda-models-$prec.log")"
+done
+
+step "compute-sanitizer memcheck"
+PLANS=()
+"$K" compile "$D/samples/hello_deepa/model.onnx" --target cuda -o "$OUT/hello.plan" >/dev/null 2>&1 &&
+    PLANS+=("$OUT/hello.plan")
+[ -f "$D/models/ppocr_cls/model.onnx" ] &&
+    "$K" compile "$D/models/ppocr_cls/model.onnx" --target cuda --shape x=1x3x48x192 -o "$OUT/ppocr.plan" \
+        >/dev/null 2>&1 && PLANS+=("$OUT/ppocr.plan")
+for plan in "${PLANS[@]}"; do
+    log="$OUT/memcheck-$(basename "$plan").log"
+    timeout 120 compute-sanitizer --tool memcheck --error-exitcode 9 "$K" run "$plan" --device cuda >"$log" 2>&1
+    say "  $(basename "$plan"): exit $?, $(grep -o 'ERROR SUMMARY: [0-9]* errors' "$log" | head -1)"
+done
+
+step "benchmarks (same plan, CPU vs CUDA, same run)"
+for plan in "${PLANS[@]}"; do
+    for dev in cpu cuda; do
+        j="$OUT/bench-$(basename "$plan" .plan)-$dev.json"
+        timeout 60 "$K" bench "$plan" --device $dev --warmup 5 --iterations 50 --json >"$j" 2>>"$OUT/bench.err"
+        say "  $(basename "$plan") $dev: $(grep -E '"(mean|median|p99)_ms"' "$j" | tr -d ' \n')"
+    done
+done
+say "total: $(( $(date +%s) - t0 )) s"

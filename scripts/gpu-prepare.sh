@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Run HERE (the build machine) before a GPU check. The GPU machine has the
+# CUDA toolkit and a driver but no Debian packages (no protobuf-c, cmocka,
+# libonnx-testdata), and ctest files hold this machine's paths. So this
+# builds kiln and assembles gpu-carry/ (git-ignored, < 64 MiB): the
+# binaries, the two libraries they need, and the test data. Then one
+# device call:  carry ["gpu-carry"], command "bash scripts/gpu-check.sh $OUT"
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/build.sh build >/dev/null
+rm -rf gpu-carry
+mkdir -p gpu-carry/bin gpu-carry/lib gpu-carry/data
+for bin in build/kiln build/kiln-conformance build/tests/test_cuda_runtime; do
+    cp "$bin" gpu-carry/bin/
+    ldd "$bin" | awk '/=> \// {print $3}' | grep -E 'libprotobuf-c|libcmocka' | xargs -r -I{} cp -L {} gpu-carry/lib/
+done
+strip gpu-carry/bin/* 2>/dev/null || true
+DATA=/usr/share/libonnx-testdata/data
+cp -r "$DATA/node" "$DATA/simple" gpu-carry/data/
+[ -d ../shared/models ] && cp -r ../shared/models gpu-carry/data/models
+cp -r samples gpu-carry/data/samples
+du -sh gpu-carry
