@@ -121,11 +121,16 @@ enum {
     KN_CU_STEP_LAUNCH = 1, /* a kernel launch */
     KN_CU_STEP_GEMM,       /* a cuBLASLt matmul (descriptor in PARAMS) */
     KN_CU_STEP_COPY,       /* device-to-device copy */
+    KN_CU_STEP_HOST,       /* a node without a CUDA kernel, run on the CPU reference backend:
+                            * its HOST_IN args copied to the host, the node run, HOST_OUT args
+                            * copied back (their shapes must be the slots') */
 };
 
 enum {
     KN_CU_ARG_SLOT = 1,    /* a device pointer: slot base + offset */
     KN_CU_ARG_PARAMS,      /* bytes from PARAMS passed by value */
+    KN_CU_ARG_HOST_IN,     /* HOST steps: slot holding graph value `size` (a value the node reads) */
+    KN_CU_ARG_HOST_OUT,    /* HOST steps: slot receiving graph value `size` (a node output) */
 };
 
 typedef struct kn_plan_cu_kernel {

@@ -69,9 +69,9 @@ kn_status kn_compile_cuda(kn_graph *g, const kn_compile_cuda_opts *o, kn_diag *d
     }
     if (o->verbose)
         fprintf(stderr,
-                "note: target cuda: %u nodes folded at compile time, %u steps, %u kernels x %u images "
+                "note: target cuda: %u nodes folded at compile time, %u steps (%u on the host), %u kernels x %u images "
                 "(%u compiled, %u from the cache); pool %llu bytes (naive %llu)\n",
-                ls.nodes_folded, ls.steps, ls.kernels, no.n_archs + 1, ns.compiled, ns.cached,
+                ls.nodes_folded, ls.steps, ls.nodes_host, ls.kernels, no.n_archs + 1, ns.compiled, ns.cached,
                 (unsigned long long)prog->pool_bytes, (unsigned long long)prog->naive_bytes);
     return KN_OK;
 }

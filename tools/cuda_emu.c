@@ -13,6 +13,7 @@
 #include "codegen/cuda/prelude.h"
 #include "compare.h"
 #include "conformance.h"
+#include "runtime/cpu/exec.h"
 #include "runtime/cpu/util.h"
 #include "tensor_io.h"
 
@@ -232,6 +233,47 @@ static kn_status emulate(const kn_graph *g, const kn_cu_program *p, kn_rt_tensor
             for (int a = 0; a < 4; a++)
                 ptr[a] = (uint8_t *)slot_ptr(g, p, pool, args[a].slot) + args[a].offset;
             host_gemm(&gd, ptr[0], ptr[1], ptr[2], ptr[3]);
+        } else if (st->kind == KN_CU_STEP_HOST) {
+            /* the values the node reads, as views of their slots; the node on the CPU; outputs back */
+            uint32_t n_in = 0;
+            kn_id ids[256];
+            kn_rt_tensor *views[256];
+            kn_rt_tensor *houts[64] = {0};
+            for (uint32_t a = 0; a < st->n_args && s == KN_OK; a++) {
+                if (args[a].kind != KN_CU_ARG_HOST_IN || n_in >= 256)
+                    continue;
+                const kn_cu_slot *sl = &p->slots[args[a].slot];
+                s = kn_rt_tensor_view(NULL, sl->dtype, sl->rank, sl->dims, slot_ptr(g, p, pool, args[a].slot),
+                                      &views[n_in]);
+                ids[n_in++] = (kn_id)args[a].size;
+            }
+            kn_diag *hd = kn_diag_create(NULL, NULL);
+            if (s == KN_OK && node && node->n_outputs <= 64)
+                s = kn_cpu_run_node(g, st->node, ids, (const kn_rt_tensor *const *)views, n_in, houts, NULL, hd);
+            if (s != KN_OK)
+                snprintf(msg, msg_size, "host step: %s", kn_diag_size(hd) ? kn_diag_message(hd, 0, NULL) : "failed");
+            for (uint32_t a = 0; a < st->n_args && s == KN_OK; a++) {
+                if (args[a].kind != KN_CU_ARG_HOST_OUT)
+                    continue;
+                const kn_cu_slot *sl = &p->slots[args[a].slot];
+                kn_rt_tensor *t = NULL;
+                for (uint32_t o = 0; node && o < node->n_outputs; o++)
+                    if (node->outputs[o] == (kn_id)args[a].size)
+                        t = houts[o];
+                if (!t || t->nbytes != sl->nbytes) {
+                    snprintf(msg, msg_size, "node '%s' (%s): host step output has %zu bytes, the plan planned %llu",
+                             node ? node->name : "?", node ? node->op_type : "?", t ? t->nbytes : 0,
+                             (unsigned long long)sl->nbytes);
+                    s = KN_ERR_INVALID;
+                    break;
+                }
+                memcpy(slot_ptr(g, p, pool, args[a].slot), t->data, t->nbytes);
+            }
+            for (uint32_t i = 0; i < n_in; i++)
+                kn_rt_tensor_free(NULL, views[i]);
+            for (uint32_t o = 0; node && o < node->n_outputs && o < 64; o++)
+                kn_rt_tensor_free(NULL, houts[o]);
+            kn_diag_destroy(hd);
         } else if (st->kind == KN_CU_STEP_COPY) {
             void *dst = (uint8_t *)slot_ptr(g, p, pool, args[0].slot) + args[0].offset;
             void *src = (uint8_t *)slot_ptr(g, p, pool, args[1].slot) + args[1].offset;

@@ -24,8 +24,6 @@ static const kn_emit_fn emitters[KN_OP_COUNT] = {
 
 kn_emit_fn kn_cuda_emitter(kn_op op) { return (unsigned)op < KN_OP_COUNT ? emitters[op] : NULL; }
 
-static bool has_emitter(kn_op op) { return kn_cuda_emitter(op) != NULL; }
-
 /* ---- program ---- */
 
 void kn_cu_program_free(kn_cu_program *p)
@@ -662,8 +660,7 @@ static bool shape_input(kn_op op, uint32_t i)
     case KN_OP_ConstantOfShape: case KN_OP_Range: case KN_OP_EyeLike:
         return true;
     case KN_OP_NonZero: case KN_OP_Unique: case KN_OP_Compress: case KN_OP_NonMaxSuppression:
-    case KN_OP_If: case KN_OP_Loop: case KN_OP_Scan:
-        return true; /* data-dependent through and through */
+        return true; /* output shape follows the data */
     default:
         return false;
     }
@@ -870,6 +867,82 @@ static kn_status plan_memory(lower *L)
     return KN_OK;
 }
 
+/* A node with no CUDA kernel runs on the CPU reference backend inside the
+ * CUDA session: its non-constant inputs, and the outer values its
+ * subgraphs read, go to the host; its outputs come back. */
+static kn_status host_step(lower *L, kn_id k)
+{
+    kn_graph *g = L->g;
+    const kn_node *n = &g->nodes[k];
+    kn_id *reads = kn_mem_alloc(L->a, ((size_t)g->n_values + 1) * sizeof *reads);
+    bool *seen = kn_mem_alloc(L->a, (size_t)g->n_values + 1);
+    kn_status s = reads && seen ? KN_OK : KN_ERR_NOMEM;
+    uint32_t n_reads = 0;
+    if (seen)
+        memset(seen, 0, (size_t)g->n_values + 1);
+    for (uint32_t i = 0; s == KN_OK && i < n->n_inputs; i++) {
+        kn_id v = n->inputs[i];
+        if (v != KN_NONE && !seen[v] && g->values[v].kind != KN_VAL_CONST) {
+            seen[v] = true;
+            reads[n_reads++] = v;
+        }
+    }
+    for (uint32_t i = 0; s == KN_OK && i < n->n_attrs; i++) {
+        const kn_attr *a = &n->attrs[i];
+        uint32_t ng = a->kind == KN_ATTR_GRAPH ? 1 : a->kind == KN_ATTR_GRAPHS ? a->n : 0;
+        for (uint32_t j = 0; j < ng; j++) {
+            const kn_graph *sg = a->kind == KN_ATTR_GRAPH ? a->u.g : a->u.graphs[j];
+            for (kn_id sv = 0; sv < sg->n_values; sv++) {
+                kn_id v = sg->values[sv].outer;
+                if (sg->values[sv].kind != KN_VAL_OUTER || v >= g->n_values || seen[v] ||
+                    g->values[v].kind == KN_VAL_CONST)
+                    continue;
+                seen[v] = true;
+                reads[n_reads++] = v;
+            }
+        }
+    }
+    kn_cu_program *p = L->p;
+    kn_cu_step st = {0};
+    st.kind = KN_CU_STEP_HOST;
+    st.node = k;
+    if (s == KN_OK)
+        s = kn_mem_grow(L->a, (void **)&p->args, &p->cap_args, p->n_args + n_reads + n->n_outputs + 1, sizeof *p->args);
+    st.first_arg = p->n_args;
+    for (uint32_t i = 0; s == KN_OK && i < n_reads; i++) {
+        uint32_t slot;
+        s = slot_for_value(L, reads[i], &slot);
+        if (s != KN_OK)
+            break;
+        touch(L, L->alias_of[slot] != KN_NONE ? L->alias_of[slot] : slot, step_index(L));
+        touch(L, slot, step_index(L));
+        p->args[p->n_args++] = (kn_cu_arg){KN_CU_ARG_HOST_IN, slot, 0, reads[i]};
+    }
+    for (uint32_t i = 0; s == KN_OK && i < n->n_outputs; i++) {
+        kn_id v = n->outputs[i];
+        if (v == KN_NONE || !L->probe[v])
+            continue;
+        if (L->probe[v]->dtype == KN_STRING) {
+            kn_diag_add(L->d, KN_ERROR, "%s: node '%s' (%s): target cuda: string outputs cannot live on the device",
+                        g->info->path, n->name, n->op_type);
+            s = KN_ERR_UNSUPPORTED;
+            break;
+        }
+        uint32_t slot;
+        s = slot_for_value(L, v, &slot);
+        if (s != KN_OK)
+            break;
+        touch(L, slot, step_index(L));
+        p->args[p->n_args++] = (kn_cu_arg){KN_CU_ARG_HOST_OUT, slot, 0, v};
+    }
+    st.n_args = p->n_args - st.first_arg;
+    if (s == KN_OK)
+        s = push_step(L, &st);
+    kn_mem_free(L->a, reads);
+    kn_mem_free(L->a, seen);
+    return s;
+}
+
 /* ---- the driver ---- */
 
 static kn_status emit_node(lower *L, kn_id k)
@@ -998,25 +1071,36 @@ static kn_status lower_graph(lower *L, const kn_cuda_shape *shapes, uint32_t n_s
     uint32_t folded = 0;
     KN_TRY(fold(L, &folded));
     st->nodes_folded = folded;
-    /* every op without an emitter, all at once */
-    KN_TRY(kn_graph_report_unsupported(g, has_emitter, "cuda", L->d));
+    /* ops without an emitter run on the host: say which, once per op */
+    for (kn_id k = 0; k < g->n_nodes; k++) {
+        const kn_node *n = &g->nodes[k];
+        if (kn_cuda_emitter(n->op))
+            continue;
+        bool first = true;
+        uint32_t count = 0;
+        for (kn_id j = 0; j < g->n_nodes; j++) {
+            if (g->nodes[j].op_type == n->op_type && g->nodes[j].domain == n->domain && !kn_cuda_emitter(g->nodes[j].op)) {
+                first &= j >= k;
+                count++;
+            }
+        }
+        if (first)
+            kn_diag_add(L->d, KN_NOTE, "%s: target cuda: %u %s node%s run on the CPU inside the CUDA session (no CUDA kernel)",
+                        g->info->path, count, n->op_type, count == 1 ? "" : "s");
+    }
     L->slot_of = kn_mem_alloc(L->a, ((size_t)g->n_values + 1) * sizeof *L->slot_of);
     if (!L->slot_of)
         return KN_ERR_NOMEM;
     for (kn_id v = 0; v <= g->n_values; v++)
         L->slot_of[v] = KN_NONE;
-    kn_status worst = KN_OK;
     for (kn_id k = 0; k < g->n_nodes; k++) {
         kn_status s = emit_node(L, k);
-        if (s == KN_ERR_UNSUPPORTED) {
-            L->n_unsupported++;
-            worst = KN_ERR_UNSUPPORTED;
-            continue;
+        if (s == KN_ERR_UNSUPPORTED) { /* no emitter, or one that does not handle this case */
+            st->nodes_host++;
+            s = host_step(L, k);
         }
         KN_TRY(s);
     }
-    if (worst != KN_OK)
-        return worst;
     L->p->outputs = kn_mem_alloc(L->a, ((size_t)g->n_outputs + 1) * sizeof *L->p->outputs);
     if (!L->p->outputs)
         return KN_ERR_NOMEM;

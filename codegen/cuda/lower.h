@@ -15,6 +15,7 @@ typedef struct kn_cuda_shape {
 typedef struct kn_cuda_lower_stats {
     uint32_t nodes_folded;  /* computed at compile time */
     uint32_t nodes_emitted;
+    uint32_t nodes_host;    /* run on the CPU inside the CUDA session (no CUDA kernel) */
     uint32_t steps;
     uint32_t kernels;       /* unique kernel sources */
 } kn_cuda_lower_stats;
@@ -24,8 +25,8 @@ typedef struct kn_cuda_lower_stats {
  * error naming the input), nodes known at compile time are folded into
  * constants. probe_data (NULL, or one tensor or NULL per graph input) is
  * sample input data for the shape probe; without it the probe uses zeros
- * (0.5 for floats). Every op without an emitter is reported at once
- * (KN_ERR_UNSUPPORTED). Kernel images are not compiled here: see
+ * (0.5 for floats). A node without an emitter becomes a HOST step (run
+ * by the CPU reference backend inside the CUDA session), noted once per op. Kernel images are not compiled here: see
  * kn_cuda_compile. */
 kn_status kn_cuda_lower(kn_graph *g, const kn_cuda_shape *shapes, uint32_t n_shapes,
                         const kn_rt_tensor *const *probe_data, kn_diag *d, kn_cu_program *out,

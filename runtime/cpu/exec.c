@@ -396,6 +396,54 @@ out:
     return s;
 }
 
+kn_status kn_cpu_run_node(const kn_graph *g, kn_id node, const kn_id *ids, const kn_rt_tensor *const *values,
+                          uint32_t n_values, kn_rt_tensor **outputs, const kn_allocator *a, kn_diag *diag)
+{
+    if (!a)
+        a = kn_default_allocator();
+    exec ex = {a, diag, g->root && g->root->info && g->root->info->path ? g->root->info->path : "<graph>", 0, NULL,
+               NULL};
+    if (node >= g->n_nodes)
+        return KN_ERR_INTERNAL;
+    const kn_node *n = &g->nodes[node];
+    for (uint32_t i = 0; i < n->n_outputs; i++)
+        outputs[i] = NULL;
+    frame f = {g, NULL, NULL, NULL};
+    size_t nv = (size_t)g->n_values + 1;
+    f.vals = kn_mem_alloc(a, nv * sizeof *f.vals);
+    f.owned = kn_mem_alloc(a, nv);
+    kn_status s = f.vals && f.owned ? KN_OK : KN_ERR_NOMEM;
+    if (f.vals)
+        memset(f.vals, 0, nv * sizeof *f.vals);
+    if (f.owned)
+        memset(f.owned, 0, nv);
+    for (uint32_t i = 0; s == KN_OK && i < n_values; i++) {
+        if (ids[i] >= g->n_values) {
+            s = KN_ERR_INTERNAL;
+            break;
+        }
+        f.vals[ids[i]] = (kn_rt_tensor *)values[i]; /* borrowed */
+    }
+    if (s == KN_OK)
+        s = run_node(&ex, &f, node);
+    for (uint32_t i = 0; s == KN_OK && i < n->n_outputs; i++) {
+        kn_id v = n->outputs[i];
+        if (v == KN_NONE)
+            continue;
+        outputs[i] = f.vals[v]; /* run_node made it: ours to hand over */
+        f.vals[v] = NULL;
+        f.owned[v] = 0;
+    }
+    if (f.vals && f.owned)
+        for (kn_id v = 0; v < g->n_values; v++)
+            release(&ex, &f, v);
+    kn_mem_free(a, f.vals);
+    kn_mem_free(a, f.owned);
+    if (s != KN_OK && kn_diag_count(diag, KN_ERROR) == 0)
+        kn_diag_add(diag, KN_ERROR, "%s: node '%s' (%s): %s", ex.file, n->name, n->op_type, kn_status_str(s));
+    return s;
+}
+
 kn_status kn_cpu_run(const kn_graph *g, const kn_allocator *a, kn_diag *diag, const kn_rt_tensor *const *inputs,
                      uint32_t n_in, kn_rt_tensor **outputs, uint32_t n_out)
 {

@@ -11,6 +11,14 @@
 kn_status kn_cpu_run(const kn_graph *g, const kn_allocator *a, kn_diag *diag, const kn_rt_tensor *const *inputs,
                      uint32_t n_in, kn_rt_tensor **outputs, uint32_t n_out);
 
+/* Runs one node of graph g (a main graph) on the CPU: `values` (borrowed)
+ * bind the values with ids `ids` — every non-constant value the node or
+ * its subgraphs read; constants come from g. outputs[i] receive the node's
+ * outputs (NULL for omitted ones; free with kn_rt_tensor_free(a, ...)).
+ * Used by backends to run a node they have no kernel for. */
+kn_status kn_cpu_run_node(const kn_graph *g, kn_id node, const kn_id *ids, const kn_rt_tensor *const *values,
+                          uint32_t n_values, kn_rt_tensor **outputs, const kn_allocator *a, kn_diag *diag);
+
 /* Called with every value a node computes (in any graph, g says which),
  * right after the node ran; t is borrowed. */
 typedef void (*kn_cpu_observer)(void *ctx, const kn_graph *g, kn_id value, const kn_rt_tensor *t);

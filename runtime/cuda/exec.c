@@ -6,6 +6,7 @@
  * pointers, kernel parameter arrays, GEMM algorithms) is, at creation. */
 #include "kiln/cuda.h"
 #include "ir/arena.h"
+#include "runtime/cpu/exec.h"
 #include "runtime/cpu/kernel.h"
 #include "runtime/cuda/driver.h"
 #include "runtime/cuda/gemm.h"
@@ -318,7 +319,7 @@ static kn_status plan_steps(kn_cuda_session *s, kn_diag *d)
     kn_cuda_plan *p = &s->plan;
     for (uint32_t i = 0; i < p->n_args; i++) {
         const kn_plan_cu_arg *a = &p->args[i];
-        if (a->kind == KN_CU_ARG_SLOT) {
+        if (a->kind == KN_CU_ARG_SLOT || a->kind == KN_CU_ARG_HOST_IN || a->kind == KN_CU_ARG_HOST_OUT) {
             s->arg_ptr[i] = s->slot_ptr[a->slot] + a->offset;
             s->kparams[i] = &s->arg_ptr[i];
         } else if (a->kind == KN_CU_ARG_PARAMS) {
@@ -567,6 +568,92 @@ static double elapsed(const kn_cuda_session *s, CUevent a, CUevent b)
     return s->cu->event_elapsed_time(&ms, a, b) == CUDA_SUCCESS ? ms : 0.0;
 }
 
+/* A node without a CUDA kernel: what it reads comes to the host, the CPU
+ * reference backend runs it, its outputs go back (the stream is drained
+ * around it, so a HOST step is a synchronisation point). */
+static kn_status host_step(kn_cuda_session *s, uint32_t i, const char *what, kn_diag *d)
+{
+    const kn_cuda_driver *cu = s->cu;
+    kn_cuda_plan *p = &s->plan;
+    const kn_plan_cu_step *st = &p->steps[i];
+    const char *file = p->name;
+    const kn_node *n = &s->g->nodes[st->node];
+    uint32_t n_in = 0;
+    kn_status r = KN_OK;
+    kn_id *ids = kn_mem_alloc(s->a, ((size_t)st->n_args + 1) * sizeof *ids);
+    kn_rt_tensor **ins = kn_mem_alloc(s->a, ((size_t)st->n_args + 1) * sizeof *ins);
+    kn_rt_tensor **outs = kn_mem_alloc(s->a, ((size_t)n->n_outputs + 1) * sizeof *outs);
+    if (!ids || !ins || !outs) {
+        r = KN_ERR_NOMEM;
+        goto out;
+    }
+    memset(outs, 0, ((size_t)n->n_outputs + 1) * sizeof *outs);
+    for (uint32_t k = 0; k < st->n_args && r == KN_OK; k++) {
+        const kn_plan_cu_arg *a = &p->args[st->first_arg + k];
+        if (a->kind != KN_CU_ARG_HOST_IN)
+            continue;
+        const kn_plan_cu_slot *sl = &p->slots[a->slot];
+        r = kn_rt_tensor_new(s->a, (kn_dtype)sl->dtype, sl->rank, sl->dims, &ins[n_in]);
+        if (r != KN_OK)
+            break;
+        ids[n_in] = (kn_id)a->size;
+        if (ins[n_in]->nbytes) {
+            CUresult cr = cu->memcpy_dtoh_async(ins[n_in]->data, s->arg_ptr[st->first_arg + k], ins[n_in]->nbytes,
+                                                s->stream);
+            if (cr != CUDA_SUCCESS)
+                r = kn_cuda_fail(d, cr, "cuMemcpyDtoHAsync", "%s: %s", file, what);
+        }
+        n_in++;
+    }
+    if (r == KN_OK) {
+        CUresult cr = cu->stream_synchronize(s->stream);
+        if (cr != CUDA_SUCCESS) {
+            s->broken = true;
+            r = kn_cuda_fail(d, cr, "cuStreamSynchronize", "%s: %s", file, what);
+        }
+    }
+    if (r == KN_OK)
+        r = kn_cpu_run_node(s->g, st->node, ids, (const kn_rt_tensor *const *)ins, n_in, outs, s->a, d);
+    for (uint32_t k = 0; k < st->n_args && r == KN_OK; k++) {
+        const kn_plan_cu_arg *a = &p->args[st->first_arg + k];
+        if (a->kind != KN_CU_ARG_HOST_OUT)
+            continue;
+        const kn_plan_cu_slot *sl = &p->slots[a->slot];
+        const kn_rt_tensor *t = NULL;
+        for (uint32_t o = 0; o < n->n_outputs; o++)
+            if (n->outputs[o] == (kn_id)a->size)
+                t = outs[o];
+        if (!t || t->nbytes != sl->nbytes) {
+            kn_diag_add(d, KN_ERROR, "%s: %s: the output has %zu bytes on the host, the plan was built for %llu "
+                                     "(its shape depends on the data)",
+                        file, what, t ? t->nbytes : 0, (unsigned long long)sl->nbytes);
+            r = KN_ERR_INVALID;
+            break;
+        }
+        if (t->nbytes) {
+            CUresult cr = cu->memcpy_htod_async(s->arg_ptr[st->first_arg + k], t->data, t->nbytes, s->stream);
+            if (cr != CUDA_SUCCESS)
+                r = kn_cuda_fail(d, cr, "cuMemcpyHtoDAsync", "%s: %s", file, what);
+        }
+    }
+    if (r == KN_OK) { /* the host buffers are freed below: the copies must be done */
+        CUresult cr = cu->stream_synchronize(s->stream);
+        if (cr != CUDA_SUCCESS) {
+            s->broken = true;
+            r = kn_cuda_fail(d, cr, "cuStreamSynchronize", "%s: %s", file, what);
+        }
+    }
+out:
+    for (uint32_t k = 0; ins && k < n_in; k++)
+        kn_rt_tensor_free(s->a, ins[k]);
+    for (uint32_t o = 0; outs && o < n->n_outputs; o++)
+        kn_rt_tensor_free(s->a, outs[o]);
+    kn_mem_free(s->a, ids);
+    kn_mem_free(s->a, ins);
+    kn_mem_free(s->a, outs);
+    return r;
+}
+
 /* Enqueues everything of one run; the caller synchronises. */
 static kn_status enqueue(kn_cuda_session *s, kn_diag *d)
 {
@@ -602,6 +689,8 @@ static kn_status enqueue(kn_cuda_session *s, kn_diag *d)
             char ctx[600];
             snprintf(ctx, sizeof ctx, "%s: %s", file, what);
             KN_TRY(kn_cuda_gemm_run(s->lt, &s->gemms[i], s->workspace, s->workspace_bytes, s->stream, ctx, d));
+        } else if (st->kind == KN_CU_STEP_HOST) {
+            KN_TRY(host_step(s, i, what, d));
         } else if (st->kind == KN_CU_STEP_COPY && st->extra) {
             CU_TRY("cuMemcpyDtoDAsync",
                    cu->memcpy_dtod_async(s->arg_ptr[st->first_arg], s->arg_ptr[st->first_arg + 1], st->extra,

@@ -279,6 +279,9 @@ static kn_status check_args(rdc *r)
         } else if (a->kind == KN_CU_ARG_PARAMS) {
             if (a->size == 0 || a->size > 32764 || a->offset > p->params_size || a->size > p->params_size - a->offset)
                 return bad(r, "CUDA argument %u: parameter bytes out of range", i);
+        } else if (a->kind == KN_CU_ARG_HOST_IN || a->kind == KN_CU_ARG_HOST_OUT) {
+            if (a->slot >= p->n_slots || a->offset != 0 || a->size >= r->g->n_values)
+                return bad(r, "CUDA argument %u: bad host value", i);
         } else if (a->kind != 0) {
             return bad(r, "CUDA argument %u: bad kind %u", i, a->kind);
         }
@@ -390,6 +393,16 @@ static kn_status check_steps(rdc *r)
                 if (a->kind != KN_CU_ARG_SLOT || st->extra > p->slots[a->slot].nbytes - a->offset)
                     return bad(r, "CUDA step %u: %llu bytes copied past the end of a slot", i,
                                (unsigned long long)st->extra);
+            }
+            break;
+        }
+        case KN_CU_STEP_HOST: {
+            if (st->node >= r->g->n_nodes)
+                return bad(r, "CUDA step %u: a host step needs a node", i);
+            for (uint32_t k = 0; k < st->n_args; k++) {
+                uint32_t kind = p->args[st->first_arg + k].kind;
+                if (kind != KN_CU_ARG_HOST_IN && kind != KN_CU_ARG_HOST_OUT)
+                    return bad(r, "CUDA step %u: argument %u of a host step has kind %u", i, k, kind);
             }
             break;
         }
