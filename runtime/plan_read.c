@@ -243,14 +243,18 @@ static kn_status read_attr(rd *r, uint32_t idx, kn_graph *g, kn_attr *a)
         break;
     }
     case KN_ATTR_FLOATS:
-        a->u.floats = kn_arena_dup(r->root->arena, p, (size_t)need + 1);
+        a->u.floats = kn_graph_alloc(r->root, (size_t)need + 1); /* +1: never a zero-size request */
         if (!a->u.floats)
             return KN_ERR_NOMEM;
+        if (need)
+            memcpy((void *)a->u.floats, p, (size_t)need);
         break;
     case KN_ATTR_INTS:
-        a->u.ints = kn_arena_dup(r->root->arena, p, (size_t)need + 1);
+        a->u.ints = kn_graph_alloc(r->root, (size_t)need + 1); /* +1: never a zero-size request */
         if (!a->u.ints)
             return KN_ERR_NOMEM;
+        if (need)
+            memcpy((void *)a->u.ints, p, (size_t)need);
         break;
     case KN_ATTR_STRINGS: {
         a->u.strings = kn_graph_alloc(r->root, ((size_t)pa.n + 1) * sizeof(kn_bytes));

@@ -679,7 +679,9 @@ static kn_status make_const(lower *L, kn_id v)
     c->name = g->values[v].name;
     c->dtype = t->dtype;
     c->rank = t->rank;
-    c->dims = kn_arena_dup(g->arena, t->dims, ((size_t)t->rank + 1) * sizeof(int64_t));
+    c->dims = kn_graph_alloc(g, ((size_t)t->rank + 1) * sizeof(int64_t));
+    if (c->dims && t->rank)
+        memcpy(c->dims, t->dims, (size_t)t->rank * sizeof(int64_t));
     c->n_elems = t->numel;
     c->nbytes = t->dtype == KN_STRING ? 0 : t->nbytes;
     c->data = t->nbytes ? kn_arena_dup(g->arena, t->data, t->nbytes) : NULL;
