@@ -31,6 +31,25 @@
 #endif
 
 static char work_dir[512];
+static uint64_t *uniq;          /* hashes of the distinct kernels seen */
+static uint32_t n_uniq, cap_uniq;
+static uint32_t nvrtc_failed; /* images NVRTC could not compile, all cases */
+
+static void note_kernels(const kn_cu_program *p)
+{
+    for (uint32_t k = 0; k < p->n_kernels; k++) {
+        bool seen = false;
+        for (uint32_t i = 0; i < n_uniq && !seen; i++)
+            seen = uniq[i] == p->kernels[k].hash;
+        if (seen)
+            continue;
+        if (n_uniq == cap_uniq) {
+            cap_uniq = cap_uniq ? cap_uniq * 2 : 256;
+            uniq = realloc(uniq, cap_uniq * sizeof *uniq);
+        }
+        uniq[n_uniq++] = p->kernels[k].hash;
+    }
+}
 static bool use_nvrtc = true;
 static bool freeze = false; /* inputs after the first become constants (their test data) */
 
@@ -376,7 +395,9 @@ static result run_case(const char *dir, double rtol, double atol, char *msg, siz
     if (s == KN_OK && use_nvrtc) {
         static const uint32_t archs[] = {80, 86, 89, 90};
         kn_nvrtc_options no = {archs, 4, false, NULL, 0};
-        s = kn_cuda_compile(&prog, &no, d, NULL);
+        kn_nvrtc_stats ns;
+        s = kn_cuda_compile(&prog, &no, d, &ns);
+        nvrtc_failed += ns.failed;
     }
     if (s != KN_OK) {
         /* the first error, or the first warning when unsupported */
@@ -392,6 +413,7 @@ static result run_case(const char *dir, double rtol, double atol, char *msg, siz
         goto out;
     }
     *n_kernels += prog.n_kernels;
+    note_kernels(&prog);
     s = emulate(g, &prog, ins, outs, msg, msg_size);
     if (s != KN_OK) {
         if (!msg[0])
@@ -542,7 +564,12 @@ int main(int argc, char **argv)
         }
         free(cases);
     }
-    printf("%u kernels lowered%s\n", kernels, use_nvrtc ? ", each compiled by NVRTC for sm_80, sm_86, sm_89, sm_90 + PTX" : "");
+    if (use_nvrtc)
+        printf("NVRTC: %u distinct kernels x 5 images (sm_80, sm_86, sm_89, sm_90, PTX) = %u compiled, %u failures "
+               "(%u kernels over all cases)\n", n_uniq, n_uniq * 5, nvrtc_failed, kernels);
+    else
+        printf("%u distinct kernels (%u over all cases), not compiled (--no-nvrtc)\n", n_uniq, kernels);
+    free(uniq);
     if (xfail)
         printf("%d of the failures are known\n", xfailed);
     free(xfail);
