@@ -38,6 +38,7 @@ bool kn_compare_tensors(const kn_rt_tensor *got, const kn_rt_tensor *want, doubl
         return eq;
     }
     bool exact = !kn_dt_is_float(got->dtype);
+    double err2 = 0, ref2 = 0;
     for (int64_t i = 0; i < got->numel; i++) {
         double g, w;
         if (exact) {
@@ -59,7 +60,9 @@ bool kn_compare_tensors(const kn_rt_tensor *got, const kn_rt_tensor *want, doubl
         w = kn_get_f64(want->dtype, want->data, i);
         if (isnan(g) && isnan(w))
             continue;
-        if (isinf(g) || isinf(w)) {
+        if (isinf(g) || isinf(w) || isnan(g) != isnan(w)) {
+            if (g != w)
+                r->nonfinite_mismatch = true;
             if (g != w && r->bad_index < 0) {
                 r->bad_index = i;
                 r->got = g;
@@ -76,6 +79,8 @@ bool kn_compare_tensors(const kn_rt_tensor *got, const kn_rt_tensor *want, doubl
             }
             continue;
         }
+        err2 += d * d;
+        ref2 += w * w;
         if (d > r->max_abs)
             r->max_abs = d;
         if (w != 0 && d / fabs(w) > r->max_rel)
@@ -86,9 +91,27 @@ bool kn_compare_tensors(const kn_rt_tensor *got, const kn_rt_tensor *want, doubl
             r->want = w;
         }
     }
+    r->nmse = ref2 > 0 ? err2 / ref2 : err2;
     if (r->bad_index >= 0)
-        snprintf(why, why_size, "element %lld: got %.9g, expected %.9g (max abs %.3g, max rel %.3g)",
-                 (long long)r->bad_index, r->got, r->want, r->max_abs, r->max_rel);
+        snprintf(why, why_size, "element %lld: got %.9g, expected %.9g (max abs %.3g, max rel %.3g, NMSE %.3g)",
+                 (long long)r->bad_index, r->got, r->want, r->max_abs, r->max_rel, r->nmse);
     return r->bad_index < 0;
+}
+
+bool kn_compare_nmse(const kn_rt_tensor *got, const kn_rt_tensor *want, double nmse_max, kn_cmp_result *r, char *why,
+                     size_t why_size)
+{
+    bool ok = kn_compare_tensors(got, want, 0, INFINITY, r, why, why_size); /* shape, dtype, NMSE, non-finite */
+    if (!ok && r->bad_index < 0)
+        return false; /* dtype, shape or bytes */
+    if (r->nonfinite_mismatch) {
+        snprintf(why, why_size, "element %lld: got %.9g, expected %.9g", (long long)r->bad_index, r->got, r->want);
+        return false;
+    }
+    if (r->nmse > nmse_max) {
+        snprintf(why, why_size, "NMSE %.3g over %.3g (max abs %.3g)", r->nmse, nmse_max, r->max_abs);
+        return false;
+    }
+    return true;
 }
 

@@ -206,7 +206,8 @@ void kn_conformance_fix_bf16(kn_rt_tensor *t, const kn_value *v)
 
 typedef enum { CASE_PASS, CASE_FAIL, CASE_SKIP } case_result;
 
-static case_result run_case(const char *dir, const kn_conformance_opts *o, char *msg, size_t msg_size)
+static case_result run_case(const char *dir, const kn_conformance_opts *o, char *msg, size_t msg_size,
+                            double *worst_nmse)
 {
     char model[4200];
     snprintf(model, sizeof model, "%s/model.onnx", dir);
@@ -296,7 +297,13 @@ static case_result run_case(const char *dir, const kn_conformance_opts *o, char 
             }
             kn_conformance_fix_bf16(want, &g->values[g->outputs[i]]);
             kn_cmp_result cr;
-            if (!kn_compare_tensors(outs[i], want, rtol, atol, &cr, why, sizeof why)) {
+            bool ok = o->nmse >= 0 && kn_dt_is_float(want->dtype)
+                          ? kn_compare_nmse(outs[i], want, o->nmse, &cr, why, sizeof why)
+                          : kn_compare_tensors(outs[i], want, rtol, atol, &cr, why, sizeof why);
+            if (kn_dt_is_float(want->dtype) && cr.nmse > *worst_nmse) {
+                *worst_nmse = cr.nmse;
+            }
+            if (!ok) {
                 snprintf(msg, msg_size, "%s: output %u '%s': %s", sets[si], i, g->values[g->outputs[i]].name, why);
                 res = CASE_FAIL;
             }
@@ -326,6 +333,11 @@ int kn_conformance_main(int argc, char **argv, const kn_conformance_opts *base)
     const char *filter = NULL, *xfail_path = NULL;
     char *xfail = NULL; /* the known-failures file, as text */
     int xfailed = 0;
+    struct {
+        double nmse;
+        char name[200];
+    } worst[6];
+    memset(worst, 0, sizeof worst);
     int first = 1;
     for (; first < argc && argv[first][0] == '-'; first++) {
         if (strcmp(argv[first], "--quiet") == 0 || strcmp(argv[first], "-q") == 0)
@@ -338,10 +350,14 @@ int kn_conformance_main(int argc, char **argv, const kn_conformance_opts *base)
             filter = argv[++first];
         else if (strcmp(argv[first], "--xfail") == 0 && first + 1 < argc)
             xfail_path = argv[++first];
+        else if (strcmp(argv[first], "--nmse") == 0 && first + 1 < argc)
+            o.nmse = strtod(argv[++first], NULL);
         else {
             printf("usage: kiln-conformance [--quiet] [--filter SUBSTR] [--rtol X] [--atol Y] [--xfail FILE] DIR...\n"
                    "  DIR is one backend-test case (model.onnx + test_data_set_*) or a folder of them.\n"
                    "  --xfail FILE: known failures, one 'case_name  reason' per line ('#' comments);\n"
+                   "  --nmse X: judge float outputs by normalised mean squared error <= X instead of\n"
+                   "  rtol/atol (for reduced precision).\n"
                    "  they are still run and counted as failed, but do not make the exit status 1.\n");
             return strcmp(argv[first], "--help") == 0 ? 0 : 1;
         }
@@ -375,7 +391,17 @@ int kn_conformance_main(int argc, char **argv, const kn_conformance_opts *base)
             if (!is_file(model) || (filter && !strstr(dir, filter)))
                 continue;
             char msg[2048];
-            case_result r = run_case(dir, &o, msg, sizeof msg);
+            double nm = 0;
+            case_result r = run_case(dir, &o, msg, sizeof msg, &nm);
+            if (r == CASE_PASS || r == CASE_FAIL) { /* keep the 5 worst NMSE cases */
+                for (int w = 0; w < 5; w++)
+                    if (nm > worst[w].nmse) {
+                        memmove(&worst[w + 1], &worst[w], (size_t)(4 - w) * sizeof worst[0]);
+                        worst[w].nmse = nm;
+                        snprintf(worst[w].name, sizeof worst[w].name, "%.190s", strrchr(dir, '/') ? strrchr(dir, '/') + 1 : dir);
+                        break;
+                    }
+            }
             for (char *q = msg; *q; q++) /* one line per case */
                 if (*q == '\n')
                     *q = ' ';
@@ -400,6 +426,12 @@ int kn_conformance_main(int argc, char **argv, const kn_conformance_opts *base)
     }
     if (xfail)
         printf("%d of the failures are known (%s)\n", xfailed, xfail_path);
+    if (o.nmse >= 0 || worst[0].nmse > 0) {
+        printf("worst NMSE:");
+        for (int w = 0; w < 5 && worst[w].nmse > 0; w++)
+            printf("%s %s %.3g", w ? "," : "", worst[w].name, worst[w].nmse);
+        printf("\n");
+    }
     free(xfail);
     printf("%d passed, %d failed, %d skipped\n", passed, failed, skipped);
     return failed > xfailed ? 1 : 0;

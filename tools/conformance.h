@@ -12,6 +12,7 @@ struct kn_rt_tensor;
 typedef struct kn_conformance_opts {
     double rtol, atol; /* defaults: ONNX backend-test's 1e-3, 1e-7 */
     bool tol_given;     /* set by --rtol/--atol: overrides a case README's tolerance */
+    double nmse;        /* >= 0 (--nmse X): judge floats by NMSE instead; < 0: off */
     /* Turns the imported graph into what runs (compile → plan → load);
      * may replace *g. `sample` holds the first test data set's inputs (an
      * entry is NULL when absent). NULL: run the imported graph as is. */

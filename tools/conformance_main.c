@@ -129,7 +129,7 @@ int main(int argc, char **argv)
     const char *tmp = getenv("TMPDIR");
     snprintf(pc.path, sizeof pc.path, "%s/kiln-conformance-%ld.plan", tmp && *tmp ? tmp : "/tmp", (long)getpid());
     bool device_run = strcmp(pc.device, "cpu") != 0;
-    kn_conformance_opts o = {1e-3, 1e-7, false, through_plan, &pc, device_run ? run_plan : NULL, finish};
+    kn_conformance_opts o = {1e-3, 1e-7, false, -1, through_plan, &pc, device_run ? run_plan : NULL, finish};
     int rc = kn_conformance_main(n, args, &o);
     free(args);
     return rc;
