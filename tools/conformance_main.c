@@ -4,6 +4,7 @@
 #include "codegen/plan_write.h"
 #include "conformance.h"
 #include "kiln/runtime.h"
+#include "passes/passes.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -12,12 +13,13 @@
 
 typedef struct plan_ctx {
     char path[256];
+    kn_pipeline_opts po;
 } plan_ctx;
 
 static kn_status through_plan(void *ctx, kn_graph **g, kn_diag *d)
 {
     plan_ctx *pc = ctx;
-    KN_TRY(kn_compile_graph(*g, "cpu", NULL, d));
+    KN_TRY(kn_compile_graph(*g, "cpu", &pc->po, d));
     kn_plan_options po = {"--target cpu", "cpu", NULL};
     KN_TRY(kn_plan_write(*g, &po, pc->path, d));
     kn_graph *loaded = NULL;
@@ -37,6 +39,17 @@ int main(int argc, char **argv)
     plan_ctx pc;
     const char *tmp = getenv("TMPDIR");
     snprintf(pc.path, sizeof pc.path, "%s/kiln-conformance-%ld.plan", tmp && *tmp ? tmp : "/tmp", (long)getpid());
+    memset(&pc.po, 0, sizeof pc.po);
+    pc.po.verify_each = true;
+    /* -O0/-O1/-O2 (default -O2): the optimization level cases compile at */
+    int n = 0;
+    for (int i = 0; i < argc; i++) {
+        const char *a = argv[i];
+        if (i > 0 && (strcmp(a, "-O0") == 0 || strcmp(a, "-O1") == 0 || strcmp(a, "-O2") == 0))
+            pc.po.level = (kn_opt_level)(a[2] - '0' + 1);
+        else
+            argv[n++] = argv[i];
+    }
     kn_conformance_opts o = {1e-3, 1e-7, through_plan, &pc};
-    return kn_conformance_main(argc, argv, &o);
+    return kn_conformance_main(n, argv, &o);
 }

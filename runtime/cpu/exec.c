@@ -413,3 +413,32 @@ kn_status kn_cpu_run_observed(const kn_graph *g, const kn_allocator *a, kn_diag 
         kn_diag_add(diag, KN_ERROR, "%s: %s", ex.file, kn_status_str(s));
     return s;
 }
+
+kn_status kn_cpu_run_node(const kn_graph *g, kn_id k, const kn_allocator *a, kn_diag *diag, kn_rt_tensor **outputs)
+{
+    const kn_node *n = &g->nodes[k];
+    for (uint32_t i = 0; i < n->n_outputs; i++)
+        outputs[i] = NULL;
+    exec ex = {a, diag, g->root->info && g->root->info->path ? g->root->info->path : "model", 0, NULL, NULL};
+    frame f = {g, NULL, NULL, NULL};
+    size_t nv = (size_t)g->n_values + 1;
+    f.vals = kn_mem_alloc(a, nv * sizeof *f.vals);
+    f.owned = kn_mem_alloc(a, nv);
+    kn_status s = KN_ERR_NOMEM;
+    if (f.vals && f.owned) {
+        memset(f.vals, 0, nv * sizeof *f.vals);
+        memset(f.owned, 0, nv);
+        s = run_node(&ex, &f, k);
+        for (uint32_t i = 0; i < n->n_outputs && s == KN_OK; i++)
+            if (n->outputs[i] != KN_NONE) {
+                outputs[i] = f.vals[n->outputs[i]];
+                f.vals[n->outputs[i]] = NULL;
+                f.owned[n->outputs[i]] = 0;
+            }
+        for (kn_id v = 0; v < g->n_values; v++)
+            release(&ex, &f, v);
+    }
+    kn_mem_free(a, f.vals);
+    kn_mem_free(a, f.owned);
+    return s;
+}

@@ -20,4 +20,10 @@ kn_status kn_cpu_run_observed(const kn_graph *g, const kn_allocator *a, kn_diag 
                               const kn_rt_tensor *const *inputs, uint32_t n_in, kn_rt_tensor **outputs,
                               uint32_t n_out, kn_cpu_observer observe, void *ctx);
 
+/* Runs node k of g alone: its inputs must be constants of g (or
+ * omitted). outputs[i] (n_outputs of the node) receive new tensors, NULL
+ * for omitted outputs. Used by constant folding. Same statuses as
+ * kn_cpu_run. */
+kn_status kn_cpu_run_node(const kn_graph *g, kn_id k, const kn_allocator *a, kn_diag *diag, kn_rt_tensor **outputs);
+
 #endif
