@@ -119,12 +119,17 @@ static kn_id pair_source(const kn_graph *g, const kn_node *n)
                                  (n->op == KN_OP_Unsqueeze && p->op == KN_OP_Squeeze)))
         return KN_NONE;
     /* both axis lists refer to the rank of the unsqueezed tensor */
-    const kn_type *big = kn_rw_type(g, n->op == KN_OP_Squeeze ? mid : p->inputs[0]);
-    if (!big || big->shape.rank < 0)
+    const kn_type *x = kn_rw_type(g, p->inputs[0]);
+    if (!x || x->shape.rank < 0)
         return KN_NONE;
-    int64_t a[64], b[64];
+    int64_t a[64], b[64], rank = x->shape.rank;
     size_t na, nb;
-    if (!axes_of(g, n, big->shape.rank, a, &na) || !axes_of(g, p, big->shape.rank, b, &nb) || na != nb ||
+    if (n->op == KN_OP_Squeeze) { /* x is the smaller one: add Unsqueeze's axis count */
+        if (!axes_of(g, p, 64, b, &nb))
+            return KN_NONE;
+        rank += (int64_t)nb;
+    }
+    if (!axes_of(g, n, rank, a, &na) || !axes_of(g, p, rank, b, &nb) || na != nb ||
         memcmp(a, b, na * sizeof *a) != 0)
         return KN_NONE;
     return p->inputs[0];
