@@ -123,7 +123,10 @@ kn_status kn_pipeline_run(kn_graph *g, const kn_pipeline_opts *o, kn_diag *d)
                 KN_TRY(p->run(g, d));
             else
                 KN_TRY(run_nested(p->run, g, d, 0));
-            if (o->verify_each && kn_graph_verify(g, d) != KN_OK) {
+            kn_status vs = o->verify_each ? kn_graph_verify(g, d) : KN_OK;
+            if (vs == KN_ERR_NOMEM)
+                return vs;
+            if (vs != KN_OK) {
                 kn_diag_add(d, KN_ERROR, "internal error: the graph does not verify after pass '%s'", p->name);
                 return KN_ERR_INTERNAL;
             }
