@@ -1,19 +1,29 @@
 /* Graph passes: one file each, one signature, run in the order written
- * in pipeline.c. */
+ * in pipeline.c (docs/passes.md). */
 #ifndef KILN_PASSES_H
 #define KILN_PASSES_H
 
 #include "ir/ir.h"
+
+#include <stdio.h>
 
 typedef kn_status (*kn_pass_fn)(kn_graph *g, kn_diag *d);
 
 typedef struct kn_pass_info {
     const char *name;
     kn_pass_fn run;
+    int level;        /* the lowest -O level that runs it (0, 1 or 2) */
     const char *what; /* one line for --passes */
 } kn_pass_info;
 
 kn_status kn_pass_infer_shapes(kn_graph *g, kn_diag *d);
+kn_status kn_pass_fold(kn_graph *g, kn_diag *d);
+kn_status kn_pass_noop(kn_graph *g, kn_diag *d);
+kn_status kn_pass_cse(kn_graph *g, kn_diag *d);
+kn_status kn_pass_transpose(kn_graph *g, kn_diag *d);
+kn_status kn_pass_bn_fold(kn_graph *g, kn_diag *d);
+kn_status kn_pass_dedup(kn_graph *g, kn_diag *d);
+kn_status kn_pass_dce(kn_graph *g, kn_diag *d);
 
 typedef struct kn_precision_opts {
     kn_dtype to;               /* KN_F32 (nothing to do), KN_F16 or KN_BF16 */
@@ -27,14 +37,33 @@ kn_status kn_pass_precision(kn_graph *g, const kn_precision_opts *o, kn_diag *d)
 
 /* The passes in pipeline order; *n receives their count. */
 const kn_pass_info *kn_pipeline_passes(size_t *n);
+/* The pass called `name`, or NULL. */
+const kn_pass_info *kn_pipeline_find(const char *name);
+
+/* -O levels. The zero value is the default, -O2. */
+typedef enum kn_opt_level { KN_OPT_DEFAULT = 0, KN_OPT_O0, KN_OPT_O1, KN_OPT_O2 } kn_opt_level;
+
+/* Called after every pass position, whether the pass ran (level, disabled)
+ * or not; g is the graph after it. */
+typedef kn_status (*kn_pass_observer)(void *ctx, const kn_pass_info *p, bool ran, const kn_graph *g);
 
 typedef struct kn_pipeline_opts {
     bool verify_each; /* kn_graph_verify after every pass */
     const kn_precision_opts *precision; /* NULL: keep the model's precision */
+    kn_opt_level level;
+    const char *const *disabled; /* pass names not to run (borrowed) */
+    uint32_t n_disabled;
+    const char *dump_after;      /* a pass name, or "all": print the IR after it; NULL: none */
+    const char *dump_dir;        /* NULL: dumps go to stderr; else DIR/NN-PASS.txt */
+    kn_pass_observer observe;    /* NULL: none */
+    void *observe_ctx;
 } kn_pipeline_opts;
 
-/* Runs the pipeline on g. Stops at the first failing pass (or failing
- * verification, reported as KN_ERR_INTERNAL naming the pass). */
+/* Runs the pipeline on g (o may be NULL: -O2, no verification). Returns
+ * KN_ERR_INVALID for an unknown pass name in disabled/dump_after (the
+ * message lists the valid ones) or a dump file that cannot be written;
+ * stops at the first failing pass (or failing verification, reported as
+ * KN_ERR_INTERNAL naming the pass). */
 kn_status kn_pipeline_run(kn_graph *g, const kn_pipeline_opts *o, kn_diag *d);
 
 #endif

@@ -18,10 +18,11 @@ int kn_cmd_compile(int argc, char **argv);
 int kn_cmd_run(int argc, char **argv);
 int kn_cmd_bench(int argc, char **argv);
 
-/* Verifies g, runs the pass pipeline and checks that `target` runs every
- * op (reporting all that it does not, at once). */
-struct kn_precision_opts;
-kn_status kn_compile_graph(kn_graph *g, const char *target, const struct kn_precision_opts *precision, kn_diag *d);
+/* Verifies g, runs the pass pipeline with options po (NULL: -O2, every
+ * pass verified) and checks that `target` runs every op (reporting all
+ * that it does not, at once). */
+struct kn_pipeline_opts;
+kn_status kn_compile_graph(kn_graph *g, const char *target, const struct kn_pipeline_opts *po, kn_diag *d);
 
 struct kn_cu_program;
 struct kn_cuda_shape;

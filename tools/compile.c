@@ -5,6 +5,7 @@
 #include "codegen/cuda/lower.h"
 #include "codegen/plan_write.h"
 #include "ir/stats.h"
+#include "pass_report.h"
 #include "passes/passes.h"
 #include "runtime/cpu/kernel.h"
 
@@ -33,7 +34,17 @@ static const char usage[] =
     "                      in float32; may be repeated\n"
     "  --no-cache          target cuda: do not use the kernel cache\n"
     "                      ($XDG_CACHE_HOME/kiln, else ~/.cache/kiln)\n"
-    "  --passes            list the optimizer's passes in order and exit\n"
+    "  -O0, -O1, -O2       optimization level (default -O2): -O0 runs only what\n"
+    "                      correctness needs (infer-shapes, precision)\n"
+    "  --passes            list the optimizer's passes in order, with the level\n"
+    "                      each belongs to, and exit\n"
+    "  --disable-pass NAME do not run pass NAME; may be repeated\n"
+    "  --dump-after=PASS   print the IR after PASS (or 'all') to stderr;\n"
+    "                      PASS:DIR writes DIR/NN-PASS.txt instead\n"
+    "  --verify-each       verify the graph after every pass (always on in\n"
+    "                      debug builds)\n"
+    "  --report FILE.json  node counts per op type before and after the\n"
+    "                      pipeline and per pass\n"
     "  -h, --help\n"
     "\n"
     "The plan is written to a temporary file and renamed into place: an error\n"
@@ -41,15 +52,16 @@ static const char usage[] =
 
 static bool cpu_runs(kn_op op) { return kn_cpu_kernel(op) != NULL; }
 
-kn_status kn_compile_graph(kn_graph *g, const char *target, const kn_precision_opts *precision, kn_diag *d)
+kn_status kn_compile_graph(kn_graph *g, const char *target, const kn_pipeline_opts *po, kn_diag *d)
 {
     if (strcmp(target, "cpu") != 0 && strcmp(target, "cuda") != 0) {
         kn_diag_add(d, KN_ERROR, "unknown target '%s' (cpu or cuda)", target);
         return KN_ERR_INVALID;
     }
     KN_TRY(kn_graph_verify(g, d));
-    kn_pipeline_opts po = {true, precision};
-    KN_TRY(kn_pipeline_run(g, &po, d));
+    kn_pipeline_opts def = {0};
+    def.verify_each = true;
+    KN_TRY(kn_pipeline_run(g, po ? po : &def, d));
     /* the CPU backend runs every plan (target cuda probes shapes with it) */
     return kn_graph_report_unsupported(g, cpu_runs, "cpu", d);
 }
@@ -132,14 +144,25 @@ int kn_cmd_compile(int argc, char **argv)
     const char **keep = calloc((size_t)argc + 1, sizeof *keep);
     kn_precision_opts prec = {KN_F32, keep, 0, true};
     const char *prec_name = "fp32";
+    const char **disabled = calloc((size_t)argc + 1, sizeof *disabled);
+    char *dump_pass = NULL;
+    const char *report_path = NULL;
+    kn_pass_report *report = NULL;
+    kn_pipeline_opts po = {0};
+#ifndef NDEBUG
+    po.verify_each = true;
+#endif
+    po.precision = &prec;
+    po.disabled = disabled;
     char *def_out = NULL;
     kn_diag *d = NULL;
     kn_graph *g = NULL;
     kn_cu_program prog;
     memset(&prog, 0, sizeof prog);
-    if (!shapes || !keep) {
+    if (!shapes || !keep || !disabled) {
         free(shapes);
         free(keep);
+        free(disabled);
         return KN_EXIT_INTERNAL;
     }
     for (int i = 1; i < argc; i++) {
@@ -153,7 +176,7 @@ int kn_cmd_compile(int argc, char **argv)
             size_t n;
             const kn_pass_info *p = kn_pipeline_passes(&n);
             for (size_t k = 0; k < n; k++)
-                printf("%2zu  %-20s %s\n", k + 1, p[k].name, p[k].what);
+                printf("%2zu  %-14s -O%d  %s\n", k + 1, p[k].name, p[k].level, p[k].what);
             rc = KN_EXIT_OK;
             goto done;
         } else if ((strcmp(a, "-o") == 0 || strcmp(a, "--output") == 0) && has) {
@@ -188,6 +211,29 @@ int kn_cmd_compile(int argc, char **argv)
             keep[prec.n_keep++] = argv[++i];
         } else if (strcmp(a, "--no-cache") == 0) {
             no_cache = true;
+        } else if (strcmp(a, "-O0") == 0 || strcmp(a, "-O1") == 0 || strcmp(a, "-O2") == 0) {
+            po.level = (kn_opt_level)(a[2] - '0' + 1);
+        } else if (strcmp(a, "--disable-pass") == 0 && has) {
+            disabled[po.n_disabled++] = argv[++i];
+        } else if (strncmp(a, "--disable-pass=", 15) == 0) {
+            disabled[po.n_disabled++] = a + 15;
+        } else if (strncmp(a, "--dump-after=", 13) == 0 || (strcmp(a, "--dump-after") == 0 && has)) {
+            free(dump_pass);
+            dump_pass = strdup(a[12] == '=' ? a + 13 : argv[++i]);
+            if (!dump_pass) {
+                rc = KN_EXIT_INTERNAL;
+                goto done;
+            }
+            char *colon = strchr(dump_pass, ':');
+            if (colon) {
+                *colon = 0;
+                po.dump_dir = colon + 1;
+            }
+            po.dump_after = dump_pass;
+        } else if (strcmp(a, "--verify-each") == 0) {
+            po.verify_each = true;
+        } else if (strcmp(a, "--report") == 0 && has) {
+            report_path = argv[++i];
         } else if (a[0] == '-' && a[1]) {
             fprintf(stderr, "error: compile: unknown or incomplete option '%s'\n\n%s", a, usage);
             goto done;
@@ -202,6 +248,16 @@ int kn_cmd_compile(int argc, char **argv)
         fprintf(stderr, "error: compile: no model given\n\n%s", usage);
         goto done;
     }
+    for (uint32_t k = 0; k < po.n_disabled; k++)
+        if (!kn_pipeline_find(disabled[k])) {
+            size_t n;
+            const kn_pass_info *p = kn_pipeline_passes(&n);
+            fprintf(stderr, "error: compile: --disable-pass: unknown pass '%s'; the passes are:", disabled[k]);
+            for (size_t j = 0; j < n; j++)
+                fprintf(stderr, " %s", p[j].name);
+            fputc('\n', stderr);
+            goto done;
+        }
     if (strcmp(target, "cpu") != 0 && strcmp(target, "cuda") != 0) {
         fprintf(stderr, "error: compile: unknown target '%s' (cpu or cuda)\n", target);
         goto done;
@@ -227,8 +283,16 @@ int kn_cmd_compile(int argc, char **argv)
     signal(SIGINT, on_signal);
     signal(SIGTERM, on_signal);
     kn_status s = kn_import_onnx_file(in, NULL, NULL, d, &g);
+    if (s == KN_OK && report_path) {
+        report = kn_pass_report_new(g);
+        po.observe = kn_pass_report_observe;
+        po.observe_ctx = report;
+        s = report ? KN_OK : KN_ERR_NOMEM;
+    }
     if (s == KN_OK)
-        s = kn_compile_graph(g, target, &prec, d);
+        s = kn_compile_graph(g, target, &po, d);
+    if (s == KN_OK && report)
+        s = kn_pass_report_write(report, report_path, in, po.level ? (int)po.level - 1 : 2, d);
     bool cuda = strcmp(target, "cuda") == 0;
     if (s == KN_OK && cuda) {
         kn_compile_cuda_opts co = {shapes, n_shapes, archs, n_archs, no_cache, true};
@@ -236,7 +300,8 @@ int kn_cmd_compile(int argc, char **argv)
     }
     if (s == KN_OK) {
         char opts[512];
-        snprintf(opts, sizeof opts, "--target %s --precision %s", target, prec_name);
+        snprintf(opts, sizeof opts, "--target %s --precision %s -O%d", target, prec_name,
+                 po.level ? (int)po.level - 1 : 2);
         kn_plan_options po = {opts, target, cuda ? &prog : NULL};
         s = kn_plan_write(g, &po, out, d);
     }
@@ -253,5 +318,8 @@ done:
         free((char *)shapes[i].name);
     free(shapes);
     free(keep);
+    free(disabled);
+    free(dump_pass);
+    kn_pass_report_free(report);
     return rc;
 }

@@ -19,6 +19,7 @@ typedef struct plan_ctx {
     char path[256];
     const char *target, *device;
     kn_precision_opts precision;
+    kn_pipeline_opts po; /* -O level and verification; .precision points at the field above */
     kn_cli_backend backend;
     bool open;
 } plan_ctx;
@@ -27,7 +28,8 @@ static kn_status through_plan(void *ctx, kn_graph **g, const kn_rt_tensor *const
 {
     plan_ctx *pc = ctx;
     bool cuda = strcmp(pc->target, "cuda") == 0;
-    KN_TRY(kn_compile_graph(*g, pc->target, &pc->precision, d));
+    pc->po.precision = &pc->precision;
+    KN_TRY(kn_compile_graph(*g, pc->target, &pc->po, d));
     kn_cu_program prog;
     memset(&prog, 0, sizeof prog);
     if (cuda) {
@@ -99,12 +101,18 @@ int main(int argc, char **argv)
     pc.target = "cpu";
     pc.device = "cpu";
     pc.precision.to = KN_F32;
+    pc.po.verify_each = true;
     /* --target/--device are ours; the rest goes to the runner */
     char **args = calloc((size_t)argc + 1, sizeof *args);
     int n = 0;
     if (!args)
         return 2;
     for (int i = 0; i < argc; i++) {
+        /* -O0/-O1/-O2 (default -O2): the optimization level cases compile at */
+        if (i > 0 && (strcmp(argv[i], "-O0") == 0 || strcmp(argv[i], "-O1") == 0 || strcmp(argv[i], "-O2") == 0)) {
+            pc.po.level = (kn_opt_level)(argv[i][2] - '0' + 1);
+            continue;
+        }
         if ((strcmp(argv[i], "--target") == 0 || strcmp(argv[i], "--device") == 0 ||
              strcmp(argv[i], "--precision") == 0) && i + 1 < argc) {
             const char *v = argv[i + 1];

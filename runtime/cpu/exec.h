@@ -15,7 +15,8 @@ kn_status kn_cpu_run(const kn_graph *g, const kn_allocator *a, kn_diag *diag, co
  * bind the values with ids `ids` — every non-constant value the node or
  * its subgraphs read; constants come from g. outputs[i] receive the node's
  * outputs (NULL for omitted ones; free with kn_rt_tensor_free(a, ...)).
- * Used by backends to run a node they have no kernel for. */
+ * Used by backends to run a node they have no kernel for, and (with no
+ * bound values: every input a constant) by constant folding. */
 kn_status kn_cpu_run_node(const kn_graph *g, kn_id node, const kn_id *ids, const kn_rt_tensor *const *values,
                           uint32_t n_values, kn_rt_tensor **outputs, const kn_allocator *a, kn_diag *diag);
 
