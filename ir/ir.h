@@ -26,6 +26,7 @@ typedef enum kn_domain {
     KN_DOM_ONNX,  /* "" or "ai.onnx" */
     KN_DOM_ML,    /* "ai.onnx.ml" */
     KN_DOM_MS,    /* "com.microsoft" */
+    KN_DOM_KILN,  /* "kiln": ops the optimizer makes (fused ops) */
     KN_DOM_OTHER, /* anything else */
     KN_DOM_COUNT
 } kn_domain;

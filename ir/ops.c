@@ -24,6 +24,8 @@ kn_domain kn_domain_of(const char *domain)
         return KN_DOM_ML;
     if (strcmp(domain, "com.microsoft") == 0)
         return KN_DOM_MS;
+    if (strcmp(domain, "kiln") == 0)
+        return KN_DOM_KILN;
     return KN_DOM_OTHER;
 }
 
@@ -33,6 +35,7 @@ const char *kn_domain_name(kn_domain d)
     case KN_DOM_ONNX: return "ai.onnx";
     case KN_DOM_ML: return "ai.onnx.ml";
     case KN_DOM_MS: return "com.microsoft";
+    case KN_DOM_KILN: return "kiln";
     default: return "other";
     }
 }

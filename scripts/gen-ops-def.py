@@ -22,9 +22,9 @@ ONNX_OPSET_MAX = 23
 # `last` value meaning "still present in the newest opset".
 LAST_OPEN = 99
 
-DOM_ONNX, DOM_ML, DOM_MS = "KN_DOM_ONNX", "KN_DOM_ML", "KN_DOM_MS"
-DOM_ORDER = {DOM_ONNX: 0, DOM_ML: 1, DOM_MS: 2}
-ID_PREFIX = {DOM_ONNX: "", DOM_ML: "ML_", DOM_MS: "MS_"}
+DOM_ONNX, DOM_ML, DOM_MS, DOM_KILN = "KN_DOM_ONNX", "KN_DOM_ML", "KN_DOM_MS", "KN_DOM_KILN"
+DOM_ORDER = {DOM_ONNX: 0, DOM_ML: 1, DOM_MS: 2, DOM_KILN: 3}
+ID_PREFIX = {DOM_ONNX: "", DOM_ML: "ML_", DOM_MS: "MS_", DOM_KILN: "KILN_"}
 
 # Schema domains that are read from the onnx package. Everything else
 # (ai.onnx.preview.training, ai.onnx.preview, ...) is skipped.
