@@ -4,14 +4,16 @@
 # something is missing (so a machine that has everything needs no root).
 #
 # CUDA is optional and not installed here: when a CUDA toolkit is present,
-# CMake's find_package(CUDAToolkit) picks it up; without one kiln builds
-# and tests its CPU side.
+# CMake's find_package(CUDAToolkit) picks it up and NVRTC is loaded at run
+# time for target cuda; without one kiln builds and tests its CPU side (the
+# target-cuda tests then report that NVRTC is missing and skip).
 set -euo pipefail
 
 packages=(
     cmake
     ninja-build
     gcc
+    g++                  # kiln-cuda-emu builds generated CUDA kernels for the host
     pkg-config
     protobuf-c-compiler  # protoc-c, compiles onnx.proto at build time
     libprotobuf-c-dev
