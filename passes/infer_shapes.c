@@ -262,7 +262,8 @@ static bool is_unary_same(kn_op op)
     case KN_OP_Softmax: case KN_OP_LogSoftmax: case KN_OP_Hardmax: case KN_OP_Clip: case KN_OP_Not:
     case KN_OP_BatchNormalization: case KN_OP_InstanceNormalization: case KN_OP_LayerNormalization:
     case KN_OP_LpNormalization: case KN_OP_LRN: case KN_OP_CumSum: case KN_OP_PRelu:
-    case KN_OP_ThresholdedRelu: case KN_OP_Shrink: case KN_OP_Dropout:
+    case KN_OP_ThresholdedRelu: case KN_OP_Shrink: case KN_OP_Dropout: case KN_OP_RMSNormalization:
+    case KN_OP_KILN_Silu:
         return true;
     default:
         return false;

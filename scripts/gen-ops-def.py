@@ -134,6 +134,9 @@ HAND_WRITTEN = [
     (DOM_MS, "DequantizeLinear", "axis:i"),
     (DOM_MS, "QuantizeLinear", "axis:i"),
     (DOM_MS, "GatherBlockQuantized", "bits:i block_size:i gather_axis:i quantize_axis:i"),
+    # kiln's own fused ops (passes/fuse_*.c), for patterns ONNX has no op for.
+    (DOM_KILN, "Silu", ""),      # x * Sigmoid(x)
+    (DOM_KILN, "SwiGlu", ""),    # Silu(gate) * up: inputs (gate, up)
 ]
 
 
@@ -203,7 +206,7 @@ def main():
         ids.add(ident)
         counts[dom] += 1
         line = 'KN_OP(%s, "%s", %s, %d, %d, "%s")' % (ident, name, dom, first, last, attrs)
-        if hand and dom != DOM_MS:
+        if hand and dom == DOM_ONNX:
             line += " /* hand-written: ONNX Runtime op in the default domain */"
         body.append(line)
 
