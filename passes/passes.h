@@ -22,6 +22,7 @@ kn_status kn_pass_noop(kn_graph *g, kn_diag *d);
 kn_status kn_pass_cse(kn_graph *g, kn_diag *d);
 kn_status kn_pass_transpose(kn_graph *g, kn_diag *d);
 kn_status kn_pass_bn_fold(kn_graph *g, kn_diag *d);
+kn_status kn_pass_fuse_attention(kn_graph *g, kn_diag *d);
 kn_status kn_pass_dedup(kn_graph *g, kn_diag *d);
 kn_status kn_pass_dce(kn_graph *g, kn_diag *d);
 

@@ -20,6 +20,7 @@ static const kn_pass_info passes[] = {
     {"cse", kn_pass_cse, 1, "merge nodes with the same op, inputs and attributes"},
     {"transpose", kn_pass_transpose, 2, "merge consecutive Transposes, remove identities"},
     {"bn-fold", kn_pass_bn_fold, 2, "fold inference BatchNormalization into a preceding Conv/Gemm"},
+    {"fuse-attention", kn_pass_fuse_attention, 2, "MatMul(Q, K^T) -> scale -> [mask] -> Softmax -> MatMul(V) (GQA repeat_kv folded) -> Attention"},
     {"dedup", kn_pass_dedup, 1, "merge constants with the same dtype, shape and bytes"},
     {"dce", kn_pass_dce, 1, "remove nodes and values that reach no graph output"},
     {"precision", no_precision, 0, "run float32 computation in float16/bfloat16 (--precision, --keep-fp32)"},
