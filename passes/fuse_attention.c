@@ -526,7 +526,7 @@ static bool match_at(const kn_graph *g, const kn_uses *u, kn_id sk, match *m)
     if (!is_op(p, KN_OP_MatMul) || !single_use(u, x) || !kn_rw_has_in(p, 0) || !kn_rw_has_in(p, 1))
         return false;
     m->dead[m->n_dead++] = g->values[x].producer;
-    kn_id q = p->inputs[0], kt = p->inputs[1];
+    kn_id scores = x, q = p->inputs[0], kt = p->inputs[1];
     if (scaled(g, u, q, &q, &m->scale, &node))
         m->dead[m->n_dead++] = node;
     if (scaled(g, u, kt, &kt, &m->scale, &node))
@@ -545,7 +545,7 @@ static bool match_at(const kn_graph *g, const kn_uses *u, kn_id sk, match *m)
     if (m->mask != KN_NONE) {
         const kn_type *mt = kn_rw_type(g, m->mask);
         int32_t mr = rank_of(g, m->mask, 0);
-        if (!mt || mt->dtype != qt->dtype || mr < 0 || !mask_fits(g, m->mask, sm->inputs[0], mr))
+        if (!mt || mt->dtype != qt->dtype || mr < 0 || !mask_fits(g, m->mask, scores, mr))
             return false;
     }
     /* Kᵀ = Transpose(K, [0, 1, 3, 2]), else a Transpose is made */
