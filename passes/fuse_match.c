@@ -209,7 +209,8 @@ kn_status kn_fm_replace(kn_graph *g, kn_uses *u, const kn_fm *m, kn_id final, kn
     for (uint32_t i = 0, o = 0; i < m->n; i++)
         o += origins_of(g, ids[i], orig + o, &s);
     KN_TRY(s);
-    memcpy(at, attrs, n_attrs * sizeof *at);
+    if (n_attrs)
+        memcpy(at, attrs, n_attrs * sizeof *at);
     memset(&at[n_attrs], 0, sizeof *at);
     KN_TRY(kn_graph_intern_cstr(g, "_origins", &at[n_attrs].name));
     at[n_attrs].kind = KN_ATTR_STRINGS;
