@@ -62,6 +62,8 @@ static kn_status set_out(sctx *c, uint32_t i, kn_dtype dt, int32_t rank, const k
             return KN_ERR_NOMEM;
         for (int32_t k = 0; k < rank; k++) {
             v->type.shape.dims[k] = dims ? dims[k] : (kn_dim){-1, NULL};
+            if (v->type.shape.dims[k].value < -1) /* e.g. a Reshape target of -5: not a shape we can know */
+                v->type.shape.dims[k].value = -1;
         }
     } else {
         v->type.shape.rank = -1;
