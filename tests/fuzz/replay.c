@@ -61,12 +61,19 @@ int main(int argc, char **argv)
         while ((e = readdir(dir))) {
             if (e->d_name[0] == '.')
                 continue;
-            names = realloc(names, (nn + 1) * sizeof *names);
-            names[nn] = malloc(strlen(argv[i]) + strlen(e->d_name) + 2);
-            sprintf(names[nn++], "%s/%s", argv[i], e->d_name);
+            char **nl = realloc(names, (nn + 1) * sizeof *names);
+            char *p = malloc(strlen(argv[i]) + strlen(e->d_name) + 2);
+            if (!nl || !p) {
+                fprintf(stderr, "replay: out of memory\n");
+                return 1;
+            }
+            names = nl;
+            sprintf(p, "%s/%s", argv[i], e->d_name);
+            names[nn++] = p;
         }
         closedir(dir);
-        qsort(names, nn, sizeof *names, cmp);
+        if (nn)
+            qsort(names, nn, sizeof *names, cmp);
         for (size_t k = 0; k < nn; k++) {
             if (stat(names[k], &st) == 0 && S_ISREG(st.st_mode))
                 bad |= feed(names[k], &n);
