@@ -259,16 +259,25 @@ kn_status kn_tensor_read_npy_memory(const void *data, size_t n, const char *path
             why = "unsupported dtype or malformed header";
         goto bad;
     }
+    /* the size the shape needs, checked against the bytes there are
+     * before anything that large is allocated */
+    int64_t numel = 1;
+    size_t need;
+    for (int32_t i = 0; i < rank; i++) {
+        if (dims[i] && numel > INT64_MAX / dims[i]) {
+            why = "element count overflows";
+            goto bad;
+        }
+        numel *= dims[i];
+    }
+    if (kn_dtype_nbytes(t, numel, &need) != KN_OK || need != n - hoff - hlen) {
+        why = "data size does not match the shape";
+        goto bad;
+    }
     kn_rt_tensor *x;
     s = kn_rt_tensor_new(a, t, rank, dims, &x);
     if (s != KN_OK) {
-        why = "bad shape";
-        goto bad;
-    }
-    if (n - hoff - hlen != x->nbytes) {
-        kn_rt_tensor_free(a, x);
-        s = KN_ERR_INVALID;
-        why = "data size does not match the shape";
+        why = s == KN_ERR_NOMEM ? "out of memory" : "bad shape";
         goto bad;
     }
     memcpy(x->data, b + hoff + hlen, x->nbytes);
