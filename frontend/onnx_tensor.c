@@ -38,7 +38,7 @@ kn_status kn_onnx_account(kn_onnx_import *im, size_t bytes, const char *what)
     size_t lim = im->opts.max_data_bytes;
     if (lim && (bytes > lim || im->data_bytes > lim - bytes))
         return ERR(im, KN_ERR_LIMIT,
-                   "%s: %s: tensor data and strings would take more than %zu bytes in memory "
+                   "%s: %s: tensor data, strings and attribute lists would take more than %zu bytes in memory "
                    "(kn_import_options.max_data_bytes)", im->file, what, lim);
     im->data_bytes += bytes;
     return KN_OK;
