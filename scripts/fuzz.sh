@@ -28,9 +28,10 @@ cmake --build "$bdir" -j"$jobs" --target "fuzz_$target"
 work=$bdir/corpus/$target
 crashes=$bdir/crashes/$target
 mkdir -p "$work" "$crashes"
-# -rss_limit_mb/-malloc_limit_mb: a hostile size that makes kiln ask for
+# ASan's default allocator_may_return_null=0, -rss_limit_mb and
+# -malloc_limit_mb: a hostile size that makes kiln ask for
 # more than this is a finding. -timeout: one input may take 10 s at most.
-ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:allocator_may_return_null=1} \
+ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1} \
 UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1} \
     "$bdir/fuzz_$target" -max_total_time="$secs" -timeout=10 -rss_limit_mb=2048 -malloc_limit_mb=1024 \
     -max_len=65536 -artifact_prefix="$crashes/" -print_final_stats=1 "$@" \
