@@ -195,6 +195,8 @@ static void collect_graph(const kn_graph *g, int depth, void *ctx)
 {
     (void)depth;
     wctx *w = ctx;
+    if (w->graphs.failed) /* a graph missed: the order would be wrong, keep none */
+        return;
     if (kn_mem_grow(w->a, (void **)&w->gs, &w->cap_gs, w->n_gs + 1, sizeof *w->gs) != KN_OK) {
         w->graphs.failed = true;
         return;
@@ -281,7 +283,7 @@ static void put_graph(wctx *w, uint32_t gi)
         pv.out_index = val->out_index;
         pv.outer = val->kind == KN_VAL_OUTER ? val->outer : KN_PLAN_NONE;
         pv.constant = val->kind == KN_VAL_CONST ? add_const(w, val->tensor) : KN_PLAN_NONE;
-        if (gi == 0 && w->root_const)
+        if (!g->parent && w->root_const) /* the main graph's constants, for CUDA weight slots */
             w->root_const[v] = pv.constant;
         pv.type = put_type(w, &val->type, 0);
         put(&w->values, &pv, sizeof pv);
@@ -411,8 +413,9 @@ static void put_cuda(wctx *w, kn_graph *g, const kn_cu_program *p)
         kn_plan_cu_slot ps;
         memset(&ps, 0, sizeof ps);
         ps.place = sl->place;
-        ps.index = sl->place == KN_CU_WEIGHT ? (sl->index < g->n_values ? w->root_const[sl->index] : KN_PLAN_NONE)
-                                             : sl->index;
+        ps.index = sl->place == KN_CU_WEIGHT
+                       ? (w->root_const && sl->index < g->n_values ? w->root_const[sl->index] : KN_PLAN_NONE)
+                       : sl->index;
         ps.offset = sl->offset;
         ps.nbytes = sl->nbytes;
         ps.dtype = sl->dtype;
@@ -617,7 +620,7 @@ kn_status kn_plan_write(kn_graph *g, const kn_plan_options *o, const char *path,
     str_of(&w, ""); /* offset 0 is the empty string */
     w.root_const = kn_mem_alloc(w.a, ((size_t)g->n_values + 1) * sizeof *w.root_const);
     if (!w.root_const)
-        return KN_ERR_NOMEM;
+        w.consts.failed = true; /* reported and cleaned up below */
     kn_graph_walk(g, collect_graph, &w);
     kn_plan_graph zero_graph = {0};
     for (uint32_t i = 0; i < w.n_gs; i++)

@@ -293,6 +293,7 @@ static kn_status attr_convert(node_ctx *nc, Onnx__AttributeProto *a, kn_attr *ou
     case ONNX__ATTRIBUTE_PROTO__ATTRIBUTE_TYPE__INT: out->u.i = a->i; break;
     case ONNX__ATTRIBUTE_PROTO__ATTRIBUTE_TYPE__STRING:
     {
+        KN_TRY(kn_onnx_account(im, a->s.len, what));
         uint8_t *p = kn_arena_alloc(r->arena, a->s.len + 1); /* zeroed: ends with NUL */
         if (!p)
             return OOM(im);
@@ -323,12 +324,14 @@ static kn_status attr_convert(node_ctx *nc, Onnx__AttributeProto *a, kn_attr *ou
         return import_graph(nc->c, nc->sc, a->g, out->u.g, nc->fc, nc->depth + 1);
     case ONNX__ATTRIBUTE_PROTO__ATTRIBUTE_TYPE__FLOATS:
         out->n = (uint32_t)a->n_floats;
+        KN_TRY(kn_onnx_account(im, a->n_floats * sizeof(float), what));
         out->u.floats = kn_arena_dup(r->arena, a->floats, a->n_floats * sizeof(float));
         if (!out->u.floats)
             return OOM(im);
         break;
     case ONNX__ATTRIBUTE_PROTO__ATTRIBUTE_TYPE__INTS:
         out->n = (uint32_t)a->n_ints;
+        KN_TRY(kn_onnx_account(im, a->n_ints * sizeof(int64_t), what));
         out->u.ints = kn_arena_dup(r->arena, a->ints, a->n_ints * sizeof(int64_t));
         if (!out->u.ints)
             return OOM(im);
@@ -339,6 +342,7 @@ static kn_status attr_convert(node_ctx *nc, Onnx__AttributeProto *a, kn_attr *ou
         if (!out->u.strings)
             return OOM(im);
         for (size_t i = 0; i < a->n_strings; i++) {
+            KN_TRY(kn_onnx_account(im, a->strings[i].len, what));
             uint8_t *p = kn_arena_alloc(r->arena, a->strings[i].len + 1);
             if (!p)
                 return OOM(im);
@@ -491,6 +495,9 @@ static kn_status import_node(imp_ctx *c, scope *sc, Onnx__NodeProto *np, fnctx *
     }
     if (!*op_type)
         return ERR(im, KN_ERR_INVALID, "%s: node '%s': no op_type", im->file, nc.name);
+    if (++im->n_nodes > im->opts.max_nodes)
+        return ERR(im, KN_ERR_LIMIT, "%s: node '%s' (%s): the model has more than %zu nodes, counting each inlined "
+                   "function call (kn_import_options.max_nodes)", im->file, nc.name, op_type, im->opts.max_nodes);
 
     Onnx__FunctionProto *fn = find_function(c, domain, op_type);
     if (fn)
@@ -1196,6 +1203,10 @@ static kn_status import_bytes(const void *data, size_t size, const char *base_di
         im.opts.max_subgraph_depth = 64;
     if (!im.opts.max_function_depth)
         im.opts.max_function_depth = 32;
+    if (!im.opts.max_nodes)
+        im.opts.max_nodes = 10000000;
+    if (!im.opts.max_data_bytes) /* typed fields widen (float16 in int32_data), sparse tensors densify */
+        im.opts.max_data_bytes = ((size_t)1 << 30) + (size > (SIZE_MAX - ((size_t)1 << 30)) / 4 ? 0 : 4 * size);
     if (size == 0)
         return ERR(&im, KN_ERR_INVALID, "%s: the file is empty", im.file);
     if (size > KN_MODEL_MAX_BYTES)

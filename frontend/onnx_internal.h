@@ -19,6 +19,8 @@ typedef struct kn_onnx_import {
     uint32_t in_function;  /* > 0 while a function body is imported: its TensorProtos
                             * are read once per call, so raw_data is copied, not taken */
     struct ext_file *ext;  /* external data files mapped so far */
+    size_t n_nodes;        /* nodes imported so far (against opts.max_nodes) */
+    size_t data_bytes;     /* in-memory tensor and string bytes so far (opts.max_data_bytes) */
 } kn_onnx_import;
 
 /* Records an error and keeps the first failing status. Always returns s. */
@@ -34,6 +36,11 @@ kn_status kn_onnx_sparse(kn_onnx_import *im, Onnx__SparseTensorProto *sp, const 
 kn_status kn_onnx_type(kn_onnx_import *im, const Onnx__TypeProto *tp, const char *what, kn_type *out);
 /* The type a constant tensor gives its value. */
 kn_status kn_onnx_tensor_type(kn_onnx_import *im, const kn_tensor *t, kn_type *out);
+
+/* Counts `bytes` of tensor data or strings against opts.max_data_bytes
+ * (no limit when it is 0, as for the tensor file readers); KN_ERR_LIMIT
+ * with a message naming `what` and the limit when it would be passed. */
+kn_status kn_onnx_account(kn_onnx_import *im, size_t bytes, const char *what);
 
 void kn_onnx_ext_close(kn_onnx_import *im);
 

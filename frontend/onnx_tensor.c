@@ -33,6 +33,17 @@ kn_status kn_onnx_fail(kn_onnx_import *im, kn_status s)
 #define ERR(im, s, ...)                                          \
     (kn_diag_add((im)->diag, KN_ERROR, __VA_ARGS__), kn_onnx_fail((im), (s)))
 
+kn_status kn_onnx_account(kn_onnx_import *im, size_t bytes, const char *what)
+{
+    size_t lim = im->opts.max_data_bytes;
+    if (lim && (bytes > lim || im->data_bytes > lim - bytes))
+        return ERR(im, KN_ERR_LIMIT,
+                   "%s: %s: tensor data, strings and attribute lists would take more than %zu bytes in memory "
+                   "(kn_import_options.max_data_bytes)", im->file, what, lim);
+    im->data_bytes += bytes;
+    return KN_OK;
+}
+
 void kn_onnx_ext_close(kn_onnx_import *im)
 {
     const kn_allocator *a = im->root->alloc;
@@ -249,6 +260,7 @@ static kn_status tensor_typed(kn_onnx_import *im, Onnx__TensorProto *tp, kn_tens
             return kn_onnx_fail(im, KN_ERR_NOMEM);
         for (int64_t i = 0; i < n; i++) {
             const ProtobufCBinaryData *b = &tp->string_data[i];
+            KN_TRY(kn_onnx_account(im, b->len, what));
             s[i].len = b->len;
             s[i].data = b->len ? kn_arena_dup(im->root->arena, b->data, b->len) : (const uint8_t *)"";
             if (!s[i].data)
@@ -257,6 +269,7 @@ static kn_status tensor_typed(kn_onnx_import *im, Onnx__TensorProto *tp, kn_tens
         t->data = s;
         return KN_OK;
     }
+    KN_TRY(kn_onnx_account(im, t->nbytes, what));
     uint8_t *d = kn_graph_alloc(im->root, t->nbytes);
     if (!d)
         return kn_onnx_fail(im, KN_ERR_NOMEM);
@@ -343,6 +356,7 @@ kn_status kn_onnx_tensor(kn_onnx_import *im, Onnx__TensorProto *tp, const char *
         if (tp->raw_data.len != t->nbytes)
             return ERR(im, KN_ERR_INVALID, "%s: %s: raw_data has %zu bytes, but %lld %s elements need %zu",
                        im->file, what, tp->raw_data.len, (long long)t->n_elems, kn_dtype_name(t->dtype), t->nbytes);
+        KN_TRY(kn_onnx_account(im, t->nbytes, what));
         if (t->nbytes && im->in_function) {
             t->data = kn_arena_dup(im->root->arena, tp->raw_data.data, t->nbytes);
             if (!t->data)
@@ -389,6 +403,7 @@ kn_status kn_onnx_sparse(kn_onnx_import *im, Onnx__SparseTensorProto *sp, const 
         return ERR(im, KN_ERR_INVALID, "%s: %s: sparse indices shape does not match %lld values of rank %d",
                    im->file, what, (long long)nnz, (int)t->rank);
     size_t esz = kn_dtype_bits(t->dtype) / 8;
+    KN_TRY(kn_onnx_account(im, t->nbytes, what));
     uint8_t *d = kn_graph_alloc(im->root, t->nbytes);
     if (!d)
         return kn_onnx_fail(im, KN_ERR_NOMEM);

@@ -62,6 +62,8 @@ static kn_status set_out(sctx *c, uint32_t i, kn_dtype dt, int32_t rank, const k
             return KN_ERR_NOMEM;
         for (int32_t k = 0; k < rank; k++) {
             v->type.shape.dims[k] = dims ? dims[k] : (kn_dim){-1, NULL};
+            if (v->type.shape.dims[k].value < -1) /* e.g. a Reshape target of -5: not a shape we can know */
+                v->type.shape.dims[k].value = -1;
         }
     } else {
         v->type.shape.rank = -1;
@@ -190,10 +192,10 @@ static kn_status infer_reshape(sctx *c)
             continue;
         } else
             d[k] = (kn_dim){v, NULL};
-        if (d[k].value >= 0)
+        if (d[k].value >= 0 && known >= 0 && (d[k].value == 0 || known <= INT64_MAX / d[k].value))
             known *= d[k].value;
         else
-            known = -1;
+            known = -1; /* unknown, or too large to be a real shape */
     }
     if (infer >= 0 && total >= 0 && known > 0 && total % known == 0)
         d[infer].value = total / known;
@@ -221,7 +223,7 @@ static kn_status infer_concat(sctx *c)
             sum = -1;
             break;
         }
-        if (sum >= 0 && t->shape.dims[axis].value >= 0)
+        if (sum >= 0 && t->shape.dims[axis].value >= 0 && t->shape.dims[axis].value <= INT64_MAX - sum)
             sum += t->shape.dims[axis].value;
         else
             sum = -1;

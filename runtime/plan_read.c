@@ -257,6 +257,8 @@ static kn_status read_attr(rd *r, uint32_t idx, kn_graph *g, kn_attr *a)
             memcpy((void *)a->u.ints, p, (size_t)need);
         break;
     case KN_ATTR_STRINGS: {
+        if (pa.n > pa.size / 8) /* each string needs its 8-byte length */
+            return corrupt(r, "attribute strings");
         a->u.strings = kn_graph_alloc(r->root, ((size_t)pa.n + 1) * sizeof(kn_bytes));
         if (!a->u.strings)
             return KN_ERR_NOMEM;

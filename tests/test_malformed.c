@@ -62,16 +62,18 @@ static void check_outcome(kn_status s, kn_graph *g, const mb_counter *c, kn_diag
 }
 
 /* Imports bytes from memory through a counting allocator. */
-static kn_status try_bytes(const void *data, size_t len, kn_diag *d)
+static kn_status try_bytes_opts(const void *data, size_t len, const kn_import_options *o, kn_diag *d)
 {
     mb_counter c;
     mb_counter_init(&c);
     kn_graph *g = (kn_graph *)&c; /* must be overwritten */
     size_t errors = kn_diag_count(d, KN_ERROR);
-    kn_status s = kn_import_onnx_memory(data, len, NULL, "bad.onnx", NULL, &c.a, d, &g);
+    kn_status s = kn_import_onnx_memory(data, len, NULL, "bad.onnx", o, &c.a, d, &g);
     check_outcome(s, g, &c, d, errors);
     return s;
 }
+
+static kn_status try_bytes(const void *data, size_t len, kn_diag *d) { return try_bytes_opts(data, len, NULL, d); }
 
 static kn_status try_file(const char *path, kn_diag *d)
 {
@@ -85,11 +87,12 @@ static kn_status try_file(const char *path, kn_diag *d)
 }
 
 /* Expects status `want` and an error message containing s1 (and s2). */
-static void expect_bytes(const void *data, size_t len, kn_status want, const char *s1, const char *s2)
+static void expect_bytes_opts(const void *data, size_t len, const kn_import_options *o, kn_status want,
+                              const char *s1, const char *s2)
 {
     kn_diag *d = kn_diag_create(NULL, NULL);
-    kn_status s = try_bytes(data, len, d);
-    if (s != want || !mb_diag_has(d, KN_ERROR, s1, s2 ? s2 : "")) {
+    kn_status s = try_bytes_opts(data, len, o, d);
+    if (s != want || (want != KN_OK && !mb_diag_has(d, KN_ERROR, s1, s2 ? s2 : ""))) {
         kn_diag_print(d, stderr);
         fail_msg("got '%s', expected '%s' with a message containing \"%s\" \"%s\"", kn_status_str(s),
                  kn_status_str(want), s1, s2 ? s2 : "");
@@ -97,11 +100,22 @@ static void expect_bytes(const void *data, size_t len, kn_status want, const cha
     kn_diag_destroy(d);
 }
 
-static void expect_model(mfx *f, const Onnx__ModelProto *m, kn_status want, const char *s1, const char *s2)
+static void expect_bytes(const void *data, size_t len, kn_status want, const char *s1, const char *s2)
+{
+    expect_bytes_opts(data, len, NULL, want, s1, s2);
+}
+
+static void expect_model_opts(mfx *f, const Onnx__ModelProto *m, const kn_import_options *o, kn_status want,
+                              const char *s1, const char *s2)
 {
     size_t len;
     uint8_t *bytes = mb_pack(f->b, m, &len);
-    expect_bytes(bytes, len, want, s1, s2);
+    expect_bytes_opts(bytes, len, o, want, s1, s2);
+}
+
+static void expect_model(mfx *f, const Onnx__ModelProto *m, kn_status want, const char *s1, const char *s2)
+{
+    expect_model_opts(f, m, NULL, want, s1, s2);
 }
 
 static void expect_file(const char *path, kn_status want, const char *s1, const char *s2)
@@ -730,6 +744,93 @@ static void test_deep_nesting(void **state)
     expect_model(f, m, KN_ERR_INVALID, "function my.fn.Dflt", "attribute default");
 }
 
+/* ---- limits a small file must not blow ---- */
+
+/* Functions F1..Fn in domain "x": F0 is Relu, Fk calls F(k-1) twice, so
+ * calling Fn inlines 2^n nodes from a file of a few hundred bytes. */
+static Onnx__ModelProto *doubling_functions(mb *b, int n)
+{
+    Onnx__ModelProto *m = mb_model(b, 13);
+    mb_opset(b, m, "x", 1);
+    mb_fnode(b, mb_function(b, m, "x", "F0", "a", "o", ""), "Relu", "r", "a", "o");
+    for (int k = 1; k <= n; k++) {
+        char name[16], callee[16];
+        snprintf(name, sizeof name, "F%d", k);
+        snprintf(callee, sizeof callee, "F%d", k - 1);
+        Onnx__FunctionProto *fn = mb_function(b, m, "x", name, "a", "o", "");
+        mb_fnode(b, fn, callee, "c1", "a", "t")->domain = mb_strdup(b, "x");
+        mb_fnode(b, fn, callee, "c2", "t", "o")->domain = mb_strdup(b, "x");
+    }
+    char top[16];
+    snprintf(top, sizeof top, "F%d", n);
+    mb_input(b, m->graph, "x", mb_tensor_type(b, KN_F32, "2"));
+    mb_node(b, m->graph, top, "call", "x", "y")->domain = mb_strdup(b, "x");
+    mb_output(b, m->graph, "y", NULL);
+    return m;
+}
+
+static void test_limits(void **state)
+{
+    mfx *f = *state;
+    mb *b = f->b;
+    kn_import_options o = {0};
+
+    /* node count, direct and through inlining */
+    Onnx__ModelProto *m = mb_model(b, 13);
+    mb_input(b, m->graph, "x", mb_tensor_type(b, KN_F32, "2"));
+    mb_node(b, m->graph, "Relu", "r1", "x", "y1");
+    mb_node(b, m->graph, "Relu", "r2", "y1", "y2");
+    mb_node(b, m->graph, "Relu", "r3", "y2", "y3");
+    mb_output(b, m->graph, "y3", NULL);
+    o.max_nodes = 3;
+    expect_model_opts(f, m, &o, KN_OK, "", NULL);
+    o.max_nodes = 2;
+    expect_model_opts(f, m, &o, KN_ERR_LIMIT, "node 'r3' (Relu): the model has more than 2 nodes", "max_nodes");
+    o.max_nodes = 100;
+    expect_model_opts(f, doubling_functions(b, 5), &o, KN_OK, "", NULL); /* 32 Relu, 63 calls */
+    expect_model_opts(f, doubling_functions(b, 6), &o, KN_ERR_LIMIT, "more than 100 nodes", NULL);
+
+    /* tensor bytes: a sparse tensor densifies to 4 TiB from a few bytes */
+    Onnx__TensorProto *v = mb_tensor(b, "S", KN_F32, (const int64_t[]){1}, 1);
+    mb_float_data(b, v, (const float[]){1}, 1);
+    Onnx__TensorProto *ix = mb_tensor(b, "", KN_I64, (const int64_t[]){1}, 1);
+    mb_int64_data(b, ix, (const int64_t[]){5}, 1);
+    m = mb_model(b, 13);
+    mb_sparse_initializer(b, m->graph, mb_sparse(b, v, ix, (const int64_t[]){(int64_t)1 << 40}, 1));
+    mb_output(b, m->graph, "S", NULL);
+    expect_model(f, m, KN_ERR_LIMIT, "initializer 'S'", "max_data_bytes");
+    /* a function's 1 KiB constant, copied for each of 2^6 calls */
+    m = doubling_functions(b, 6);
+    Onnx__FunctionProto *f0 = m->functions[0];
+    Onnx__TensorProto *k = mb_tensor(b, "k", KN_U8, (const int64_t[]){1024}, 1);
+    static const uint8_t kb[1024];
+    mb_raw(b, k, kb, sizeof kb);
+    mb_attr_t(b, mb_fnode(b, f0, "Constant", "k", "", "k"), "value", k);
+    o.max_nodes = 0;
+    o.max_data_bytes = 64 * 1024;
+    expect_model_opts(f, m, &o, KN_OK, "", NULL);
+    o.max_data_bytes = 32 * 1024;
+    expect_model_opts(f, m, &o, KN_ERR_LIMIT, "attribute 'value'", "more than 32768 bytes");
+    /* strings count too: attributes and string tensors */
+    char *big = mb_alloc(b, 5001);
+    memset(big, 'a', 5000);
+    big[5000] = 0;
+    m = mb_model(b, 13);
+    mb_input(b, m->graph, "x", mb_tensor_type(b, KN_F32, "2"));
+    mb_attr_s(b, mb_node(b, m->graph, "Foo", "foo", "x", "y"), "s", big);
+    mb_output(b, m->graph, "y", NULL);
+    o.max_data_bytes = 4096;
+    expect_model_opts(f, m, &o, KN_ERR_LIMIT, "node 'foo'", "attribute 's'");
+    m = mb_model(b, 13);
+    mb_string_data(b, mb_initializer(b, m->graph, "strs", KN_STRING, (const int64_t[]){2}, 1),
+                   (const char *const[]){big, big}, NULL, 2);
+    mb_output(b, m->graph, "strs", NULL);
+    o.max_data_bytes = 8192;
+    expect_model_opts(f, m, &o, KN_ERR_LIMIT, "initializer 'strs'", "max_data_bytes");
+    o.max_data_bytes = 10000;
+    expect_model_opts(f, m, &o, KN_OK, "", NULL);
+}
+
 /* ---- allocation failures ---- */
 
 /* The small model imported with each allocation failing in turn: every
@@ -793,6 +894,7 @@ int main(void)
         T(test_other_bad_tensors),
         T(test_bad_nodes),
         T(test_deep_nesting),
+        T(test_limits),
         T(test_allocation_failures),
         T(test_bad_paths),
 #undef T

@@ -93,8 +93,18 @@ kn_status kn_tensor_read_pb(const char *path, const kn_allocator *a, kn_diag *d,
     uint8_t *bytes;
     size_t size;
     KN_TRY(slurp(path, d, &bytes, &size));
-    Onnx__TensorProto *tp = onnx__tensor_proto__unpack(NULL, size, bytes);
+    kn_status s = kn_tensor_read_pb_memory(bytes, size, path, a, d, out, name);
     free(bytes);
+    return s;
+}
+
+kn_status kn_tensor_read_pb_memory(const void *bytes, size_t size, const char *path, const kn_allocator *a, kn_diag *d,
+                                   kn_rt_tensor **out, char **name)
+{
+    *out = NULL;
+    if (name)
+        *name = NULL;
+    Onnx__TensorProto *tp = onnx__tensor_proto__unpack(NULL, size, bytes);
     if (!tp) {
         kn_diag_add(d, KN_ERROR, "%s: not a serialized ONNX TensorProto", path);
         return KN_ERR_INVALID;
@@ -175,6 +185,16 @@ kn_status kn_tensor_read_npy(const char *path, const kn_allocator *a, kn_diag *d
     uint8_t *b;
     size_t n;
     KN_TRY(slurp(path, d, &b, &n));
+    kn_status s = kn_tensor_read_npy_memory(b, n, path, a, d, out);
+    free(b);
+    return s;
+}
+
+kn_status kn_tensor_read_npy_memory(const void *data, size_t n, const char *path, const kn_allocator *a, kn_diag *d,
+                                    kn_rt_tensor **out)
+{
+    *out = NULL;
+    const uint8_t *b = data;
     kn_status s = KN_ERR_INVALID;
     const char *why = "not a .npy file";
     if (n < 10 || memcmp(b, "\x93NUMPY", 6) != 0)
@@ -197,10 +217,8 @@ kn_status kn_tensor_read_npy(const char *path, const kn_allocator *a, kn_diag *d
         goto bad;
     }
     char *h = malloc(hlen + 1);
-    if (!h) {
-        free(b);
+    if (!h)
         return KN_ERR_NOMEM;
-    }
     memcpy(h, b + hoff, hlen);
     h[hlen] = 0;
     const char *ds = strstr(h, "'descr':"), *fo = strstr(h, "'fortran_order':"), *sh = strstr(h, "'shape':");
@@ -241,24 +259,31 @@ kn_status kn_tensor_read_npy(const char *path, const kn_allocator *a, kn_diag *d
             why = "unsupported dtype or malformed header";
         goto bad;
     }
-    kn_rt_tensor *x;
-    s = kn_rt_tensor_new(a, t, rank, dims, &x);
-    if (s != KN_OK) {
-        why = "bad shape";
-        goto bad;
+    /* the size the shape needs, checked against the bytes there are
+     * before anything that large is allocated */
+    int64_t numel = 1;
+    size_t need;
+    for (int32_t i = 0; i < rank; i++) {
+        if (dims[i] && numel > INT64_MAX / dims[i]) {
+            why = "element count overflows";
+            goto bad;
+        }
+        numel *= dims[i];
     }
-    if (n - hoff - hlen != x->nbytes) {
-        kn_rt_tensor_free(a, x);
-        s = KN_ERR_INVALID;
+    if (kn_dtype_nbytes(t, numel, &need) != KN_OK || need != n - hoff - hlen) {
         why = "data size does not match the shape";
         goto bad;
     }
+    kn_rt_tensor *x;
+    s = kn_rt_tensor_new(a, t, rank, dims, &x);
+    if (s != KN_OK) {
+        why = s == KN_ERR_NOMEM ? "out of memory" : "bad shape";
+        goto bad;
+    }
     memcpy(x->data, b + hoff + hlen, x->nbytes);
-    free(b);
     *out = x;
     return KN_OK;
 bad:
-    free(b);
     kn_diag_add(d, KN_ERROR, "%s: %s", path, why);
     return s == KN_OK ? KN_ERR_INVALID : s;
 }

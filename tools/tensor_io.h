@@ -11,6 +11,12 @@ kn_status kn_tensor_read_pb(const char *path, const kn_allocator *a, kn_diag *d,
 kn_status kn_tensor_write_pb(const char *path, const kn_rt_tensor *t, const char *name, kn_diag *d);
 /* numpy .npy, format versions 1-3, little-endian, C order. */
 kn_status kn_tensor_read_npy(const char *path, const kn_allocator *a, kn_diag *d, kn_rt_tensor **out);
+/* The same two readers from bytes in memory (not referenced after the
+ * call); `path` names them in messages. */
+kn_status kn_tensor_read_pb_memory(const void *data, size_t size, const char *path, const kn_allocator *a, kn_diag *d,
+                                   kn_rt_tensor **out, char **name);
+kn_status kn_tensor_read_npy_memory(const void *data, size_t size, const char *path, const kn_allocator *a,
+                                    kn_diag *d, kn_rt_tensor **out);
 kn_status kn_tensor_write_npy(const char *path, const kn_rt_tensor *t, kn_diag *d);
 /* By extension: .npy → numpy, anything else → TensorProto. */
 kn_status kn_tensor_read(const char *path, const kn_allocator *a, kn_diag *d, kn_rt_tensor **out, char **name);

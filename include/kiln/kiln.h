@@ -121,6 +121,14 @@ typedef struct kn_graph kn_graph;
 typedef struct kn_import_options {
     size_t max_subgraph_depth;   /* nested If/Loop/Scan bodies; 0 = default (64) */
     size_t max_function_depth;   /* nested model-local function calls; 0 = default (32) */
+    size_t max_nodes;            /* nodes in all graphs, counting Constant nodes, function
+                                  * calls and each inlined copy of a function's nodes;
+                                  * 0 = default (10,000,000) */
+    size_t max_data_bytes;       /* bytes of tensor data, strings and attribute arrays the
+                                  * import holds in memory (external data excluded):
+                                  * densified sparse tensors and function bodies copied per
+                                  * call can outgrow the file; 0 = default (1 GiB + 4 × the
+                                  * model's size in bytes) */
 } kn_import_options;
 
 /* Reads an ONNX model file into a new graph. External data is resolved
