@@ -10,25 +10,6 @@
 
 /* ---- helpers ---- */
 
-/* Bytes one element occupies when moved; strings move as kn_bytes. 4-bit
- * types have no whole-byte element and are refused. */
-static kn_status elem_size(kn_kctx *c, kn_dtype t, size_t *es)
-{
-    size_t s = t == KN_STRING ? sizeof(kn_bytes) : kn_dt_size(t);
-    if (!s)
-        return kn_kctx_fail(c, KN_ERR_UNSUPPORTED, "%s tensors are not supported by this op", kn_dtype_name(t));
-    *es = s;
-    return KN_OK;
-}
-
-static kn_status need_in(kn_kctx *c, uint32_t i, const kn_rt_tensor **out)
-{
-    *out = kn_kctx_in(c, i);
-    if (!*out)
-        return kn_kctx_fail(c, KN_ERR_INVALID, "missing input %u", i);
-    return KN_OK;
-}
-
 static inline void copy_elem(char *d, const char *s, size_t es)
 {
     switch (es) {
@@ -141,7 +122,7 @@ static kn_status norm_axes(kn_kctx *c, const int64_t *axes, int64_t n, int32_t r
 kn_status kn_ref_Reshape(kn_kctx *c)
 {
     const kn_rt_tensor *x;
-    KN_TRY(need_in(c, 0, &x));
+    KN_TRY(kn_need_in(c, 0, &x));
     int64_t *shape, n;
     if (kn_kctx_opset(c) < 5) {
         uint32_t na;
@@ -154,7 +135,7 @@ kn_status kn_ref_Reshape(kn_kctx *c)
         n = na;
     } else {
         const kn_rt_tensor *s;
-        KN_TRY(need_in(c, 1, &s));
+        KN_TRY(kn_need_in(c, 1, &s));
         if (s->dtype != KN_I64)
             return kn_kctx_fail(c, KN_ERR_INVALID, "shape must be int64, got %s", kn_dtype_name(s->dtype));
         KN_TRY(kn_read_ints(c, s, &shape, &n));
@@ -203,7 +184,7 @@ kn_status kn_ref_Reshape(kn_kctx *c)
 kn_status kn_ref_Flatten(kn_kctx *c)
 {
     const kn_rt_tensor *x;
-    KN_TRY(need_in(c, 0, &x));
+    KN_TRY(kn_need_in(c, 0, &x));
     int64_t axis = kn_kctx_attr_int(c, "axis", 1);
     if (axis < -(int64_t)x->rank || axis > x->rank)
         return kn_kctx_fail(c, KN_ERR_INVALID, "axis %lld out of range for rank %d", (long long)axis, (int)x->rank);
@@ -218,7 +199,7 @@ kn_status kn_ref_Flatten(kn_kctx *c)
 kn_status kn_ref_Squeeze(kn_kctx *c)
 {
     const kn_rt_tensor *x;
-    KN_TRY(need_in(c, 0, &x));
+    KN_TRY(kn_need_in(c, 0, &x));
     int64_t *axes, n;
     KN_TRY(read_axes(c, 13, 1, &axes, &n));
     bool drop[KN_RT_MAX_RANK];
@@ -243,7 +224,7 @@ kn_status kn_ref_Squeeze(kn_kctx *c)
 kn_status kn_ref_Unsqueeze(kn_kctx *c)
 {
     const kn_rt_tensor *x;
-    KN_TRY(need_in(c, 0, &x));
+    KN_TRY(kn_need_in(c, 0, &x));
     int64_t *axes, n;
     KN_TRY(read_axes(c, 13, 1, &axes, &n));
     if (n < 0)
@@ -264,9 +245,9 @@ kn_status kn_ref_Unsqueeze(kn_kctx *c)
 kn_status kn_ref_Transpose(kn_kctx *c)
 {
     const kn_rt_tensor *x;
-    KN_TRY(need_in(c, 0, &x));
+    KN_TRY(kn_need_in(c, 0, &x));
     size_t es = 0;
-    KN_TRY(elem_size(c, x->dtype, &es));
+    KN_TRY(kn_elem_size(c, x->dtype, &es));
     int32_t r = x->rank;
     uint32_t np;
     const int64_t *perm = kn_kctx_attr_ints(c, "perm", &np);
@@ -301,20 +282,20 @@ kn_status kn_ref_Concat(kn_kctx *c)
 {
     uint32_t n = kn_kctx_n_inputs(c);
     const kn_rt_tensor *x0;
-    KN_TRY(need_in(c, 0, &x0));
+    KN_TRY(kn_need_in(c, 0, &x0));
     const kn_attr *aa = kn_kctx_attr(c, "axis");
     if (!aa && kn_kctx_opset(c) >= 4)
         return kn_kctx_fail(c, KN_ERR_INVALID, "attribute 'axis' is required");
     int32_t r = x0->rank, axis;
     KN_TRY(kn_axis(c, kn_kctx_attr_int(c, "axis", 1), r, &axis));
     size_t es = 0;
-    KN_TRY(elem_size(c, x0->dtype, &es));
+    KN_TRY(kn_elem_size(c, x0->dtype, &es));
     int64_t dims[KN_RT_MAX_RANK];
     memcpy(dims, x0->dims, (size_t)r * sizeof *dims);
     dims[axis] = 0;
     for (uint32_t k = 0; k < n; k++) {
         const kn_rt_tensor *x;
-        KN_TRY(need_in(c, k, &x));
+        KN_TRY(kn_need_in(c, k, &x));
         if (x->dtype != x0->dtype || x->rank != r)
             return kn_kctx_fail(c, KN_ERR_INVALID, "input %u is %s rank %d, input 0 is %s rank %d", k,
                                 kn_dtype_name(x->dtype), (int)x->rank, kn_dtype_name(x0->dtype), (int)r);
@@ -349,9 +330,9 @@ kn_status kn_ref_Concat(kn_kctx *c)
 kn_status kn_ref_Split(kn_kctx *c)
 {
     const kn_rt_tensor *x;
-    KN_TRY(need_in(c, 0, &x));
+    KN_TRY(kn_need_in(c, 0, &x));
     size_t es = 0;
-    KN_TRY(elem_size(c, x->dtype, &es));
+    KN_TRY(kn_elem_size(c, x->dtype, &es));
     int32_t axis;
     KN_TRY(kn_axis(c, kn_kctx_attr_int(c, "axis", 0), x->rank, &axis));
     uint32_t n_out = kn_kctx_n_outputs(c);
@@ -450,9 +431,9 @@ static void slice_axis(int64_t start, int64_t end, int64_t step, int64_t d, int6
 kn_status kn_ref_Slice(kn_kctx *c)
 {
     const kn_rt_tensor *x;
-    KN_TRY(need_in(c, 0, &x));
+    KN_TRY(kn_need_in(c, 0, &x));
     size_t es = 0;
-    KN_TRY(elem_size(c, x->dtype, &es));
+    KN_TRY(kn_elem_size(c, x->dtype, &es));
     int32_t r = x->rank;
     int64_t *starts, *ends, *axes = NULL, *steps = NULL, ns, ne, na = -1, nst = -1;
     if (kn_kctx_opset(c) < 10) {
@@ -469,8 +450,8 @@ kn_status kn_ref_Slice(kn_kctx *c)
         }
     } else {
         const kn_rt_tensor *ts, *te;
-        KN_TRY(need_in(c, 1, &ts));
-        KN_TRY(need_in(c, 2, &te));
+        KN_TRY(kn_need_in(c, 1, &ts));
+        KN_TRY(kn_need_in(c, 2, &te));
         KN_TRY(kn_read_ints(c, ts, &starts, &ns));
         KN_TRY(kn_read_ints(c, te, &ends, &ne));
         if (kn_kctx_in(c, 3))
@@ -520,10 +501,10 @@ kn_status kn_ref_Slice(kn_kctx *c)
 kn_status kn_ref_Expand(kn_kctx *c)
 {
     const kn_rt_tensor *x, *s;
-    KN_TRY(need_in(c, 0, &x));
-    KN_TRY(need_in(c, 1, &s));
+    KN_TRY(kn_need_in(c, 0, &x));
+    KN_TRY(kn_need_in(c, 1, &s));
     size_t es = 0;
-    KN_TRY(elem_size(c, x->dtype, &es));
+    KN_TRY(kn_elem_size(c, x->dtype, &es));
     int64_t *shape, n;
     KN_TRY(kn_read_ints(c, s, &shape, &n));
     if (n > KN_RT_MAX_RANK)
@@ -553,10 +534,10 @@ kn_status kn_ref_Expand(kn_kctx *c)
 kn_status kn_ref_Tile(kn_kctx *c)
 {
     const kn_rt_tensor *x, *rt;
-    KN_TRY(need_in(c, 0, &x));
-    KN_TRY(need_in(c, 1, &rt));
+    KN_TRY(kn_need_in(c, 0, &x));
+    KN_TRY(kn_need_in(c, 1, &rt));
     size_t es = 0;
-    KN_TRY(elem_size(c, x->dtype, &es));
+    KN_TRY(kn_elem_size(c, x->dtype, &es));
     int64_t *rep, n;
     KN_TRY(kn_read_ints(c, rt, &rep, &n));
     if (n != x->rank)
@@ -585,8 +566,8 @@ kn_status kn_ref_Tile(kn_kctx *c)
 
 static kn_status block_args(kn_kctx *c, const kn_rt_tensor **x, size_t *es, int64_t *b)
 {
-    KN_TRY(need_in(c, 0, x));
-    KN_TRY(elem_size(c, (*x)->dtype, es));
+    KN_TRY(kn_need_in(c, 0, x));
+    KN_TRY(kn_elem_size(c, (*x)->dtype, es));
     if ((*x)->rank != 4)
         return kn_kctx_fail(c, KN_ERR_INVALID, "input must be 4-D, got rank %d", (int)(*x)->rank);
     *b = kn_kctx_attr_int(c, "blocksize", 0);
@@ -652,9 +633,9 @@ kn_status kn_ref_SpaceToDepth(kn_kctx *c)
 kn_status kn_ref_Trilu(kn_kctx *c)
 {
     const kn_rt_tensor *x;
-    KN_TRY(need_in(c, 0, &x));
+    KN_TRY(kn_need_in(c, 0, &x));
     size_t es = 0;
-    KN_TRY(elem_size(c, x->dtype, &es));
+    KN_TRY(kn_elem_size(c, x->dtype, &es));
     if (x->rank < 2)
         return kn_kctx_fail(c, KN_ERR_INVALID, "input must have rank >= 2, got %d", (int)x->rank);
     int64_t k = 0;
@@ -691,7 +672,7 @@ kn_status kn_ref_Trilu(kn_kctx *c)
 kn_status kn_ref_Shape(kn_kctx *c)
 {
     const kn_rt_tensor *x;
-    KN_TRY(need_in(c, 0, &x));
+    KN_TRY(kn_need_in(c, 0, &x));
     int64_t r = x->rank, s = 0, e = r;
     if (kn_kctx_opset(c) >= 15) {
         s = kn_kctx_attr_int(c, "start", 0);
@@ -712,7 +693,7 @@ kn_status kn_ref_Shape(kn_kctx *c)
 kn_status kn_ref_Size(kn_kctx *c)
 {
     const kn_rt_tensor *x;
-    KN_TRY(need_in(c, 0, &x));
+    KN_TRY(kn_need_in(c, 0, &x));
     kn_rt_tensor *y;
     KN_TRY(kn_kctx_out(c, 0, KN_I64, 0, NULL, &y));
     kn_set_i64(KN_I64, y->data, 0, x->numel);
@@ -722,7 +703,7 @@ kn_status kn_ref_Size(kn_kctx *c)
 kn_status kn_ref_ConstantOfShape(kn_kctx *c)
 {
     const kn_rt_tensor *s;
-    KN_TRY(need_in(c, 0, &s));
+    KN_TRY(kn_need_in(c, 0, &s));
     if (s->dtype != KN_I64)
         return kn_kctx_fail(c, KN_ERR_INVALID, "shape must be int64, got %s", kn_dtype_name(s->dtype));
     int64_t *shape, n;
@@ -737,7 +718,7 @@ kn_status kn_ref_ConstantOfShape(kn_kctx *c)
     const kn_tensor *v = a && a->kind == KN_ATTR_TENSOR ? a->u.t : NULL;
     kn_dtype dt = v ? v->dtype : KN_F32;
     size_t es = 0;
-    KN_TRY(elem_size(c, dt, &es));
+    KN_TRY(kn_elem_size(c, dt, &es));
     if (v && (v->n_elems != 1 || !v->data))
         return kn_kctx_fail(c, KN_ERR_INVALID, "value must hold exactly one element");
     kn_rt_tensor *y;
@@ -751,9 +732,9 @@ kn_status kn_ref_ConstantOfShape(kn_kctx *c)
 kn_status kn_ref_Range(kn_kctx *c)
 {
     const kn_rt_tensor *ts, *tl, *td;
-    KN_TRY(need_in(c, 0, &ts));
-    KN_TRY(need_in(c, 1, &tl));
-    KN_TRY(need_in(c, 2, &td));
+    KN_TRY(kn_need_in(c, 0, &ts));
+    KN_TRY(kn_need_in(c, 1, &tl));
+    KN_TRY(kn_need_in(c, 2, &td));
     kn_dtype t = ts->dtype;
     if (tl->dtype != t || td->dtype != t)
         return kn_kctx_fail(c, KN_ERR_INVALID, "start, limit and delta must share a dtype");
@@ -792,7 +773,7 @@ kn_status kn_ref_Range(kn_kctx *c)
 kn_status kn_ref_EyeLike(kn_kctx *c)
 {
     const kn_rt_tensor *x;
-    KN_TRY(need_in(c, 0, &x));
+    KN_TRY(kn_need_in(c, 0, &x));
     if (x->rank != 2)
         return kn_kctx_fail(c, KN_ERR_INVALID, "input must be 2-D, got rank %d", (int)x->rank);
     int64_t dt = kn_kctx_attr_int(c, "dtype", x->dtype);

@@ -11,23 +11,6 @@
 
 /* ---- helpers ---- */
 
-static kn_status elem_size(kn_kctx *c, kn_dtype t, size_t *es)
-{
-    size_t s = t == KN_STRING ? sizeof(kn_bytes) : kn_dt_size(t);
-    if (!s)
-        return kn_kctx_fail(c, KN_ERR_UNSUPPORTED, "%s tensors are not supported by this op", kn_dtype_name(t));
-    *es = s;
-    return KN_OK;
-}
-
-static kn_status need_in(kn_kctx *c, uint32_t i, const kn_rt_tensor **out)
-{
-    *out = kn_kctx_in(c, i);
-    if (!*out)
-        return kn_kctx_fail(c, KN_ERR_INVALID, "missing input %u", i);
-    return KN_OK;
-}
-
 static kn_status check_index_type(kn_kctx *c, const kn_rt_tensor *ind)
 {
     if (ind->dtype != KN_I64 && ind->dtype != KN_I32)
@@ -60,11 +43,11 @@ static int64_t prod(const int64_t *d, int32_t from, int32_t to)
 kn_status kn_ref_Gather(kn_kctx *c)
 {
     const kn_rt_tensor *x, *ind;
-    KN_TRY(need_in(c, 0, &x));
-    KN_TRY(need_in(c, 1, &ind));
+    KN_TRY(kn_need_in(c, 0, &x));
+    KN_TRY(kn_need_in(c, 1, &ind));
     KN_TRY(check_index_type(c, ind));
     size_t es = 0;
-    KN_TRY(elem_size(c, x->dtype, &es));
+    KN_TRY(kn_elem_size(c, x->dtype, &es));
     int32_t axis;
     KN_TRY(kn_axis(c, kn_kctx_attr_int(c, "axis", 0), x->rank, &axis));
     int32_t r = x->rank - 1 + ind->rank;
@@ -127,10 +110,10 @@ static kn_status elements_check(kn_kctx *c, const kn_rt_tensor *x, const kn_rt_t
 kn_status kn_ref_GatherElements(kn_kctx *c)
 {
     const kn_rt_tensor *x, *ind;
-    KN_TRY(need_in(c, 0, &x));
-    KN_TRY(need_in(c, 1, &ind));
+    KN_TRY(kn_need_in(c, 0, &x));
+    KN_TRY(kn_need_in(c, 1, &ind));
     size_t es = 0;
-    KN_TRY(elem_size(c, x->dtype, &es));
+    KN_TRY(kn_elem_size(c, x->dtype, &es));
     int32_t axis;
     KN_TRY(kn_axis(c, kn_kctx_attr_int(c, "axis", 0), x->rank, &axis));
     KN_TRY(elements_check(c, x, ind, axis));
@@ -165,11 +148,11 @@ static kn_status tuple_offset(kn_kctx *c, const kn_rt_tensor *x, const kn_rt_ten
 kn_status kn_ref_GatherND(kn_kctx *c)
 {
     const kn_rt_tensor *x, *ind;
-    KN_TRY(need_in(c, 0, &x));
-    KN_TRY(need_in(c, 1, &ind));
+    KN_TRY(kn_need_in(c, 0, &x));
+    KN_TRY(kn_need_in(c, 1, &ind));
     KN_TRY(check_index_type(c, ind));
     size_t es = 0;
-    KN_TRY(elem_size(c, x->dtype, &es));
+    KN_TRY(kn_elem_size(c, x->dtype, &es));
     int64_t b = kn_kctx_attr_int(c, "batch_dims", 0);
     int32_t q = ind->rank, r = x->rank;
     if (q < 1 || b < 0 || b >= q || b >= r)
@@ -263,11 +246,11 @@ static void reduce_elem(kn_dtype t, size_t es, void *dst, int64_t di, const void
 static kn_status scatter_inputs(kn_kctx *c, const kn_rt_tensor **x, const kn_rt_tensor **ind,
                                 const kn_rt_tensor **upd, size_t *es, red_op op)
 {
-    KN_TRY(need_in(c, 0, x));
-    KN_TRY(need_in(c, 1, ind));
-    KN_TRY(need_in(c, 2, upd));
+    KN_TRY(kn_need_in(c, 0, x));
+    KN_TRY(kn_need_in(c, 1, ind));
+    KN_TRY(kn_need_in(c, 2, upd));
     KN_TRY(check_index_type(c, *ind));
-    KN_TRY(elem_size(c, (*x)->dtype, es));
+    KN_TRY(kn_elem_size(c, (*x)->dtype, es));
     if ((*upd)->dtype != (*x)->dtype)
         return kn_kctx_fail(c, KN_ERR_INVALID, "updates are %s, data %s", kn_dtype_name((*upd)->dtype),
                             kn_dtype_name((*x)->dtype));
@@ -366,9 +349,9 @@ static bool is_nonzero(kn_dtype t, const void *data, int64_t i, size_t es)
 kn_status kn_ref_NonZero(kn_kctx *c)
 {
     const kn_rt_tensor *x;
-    KN_TRY(need_in(c, 0, &x));
+    KN_TRY(kn_need_in(c, 0, &x));
     size_t es = 0;
-    KN_TRY(elem_size(c, x->dtype, &es));
+    KN_TRY(kn_elem_size(c, x->dtype, &es));
     int64_t nnz = 0;
     for (int64_t i = 0; i < x->numel; i++)
         nnz += is_nonzero(x->dtype, x->data, i, es);
@@ -393,11 +376,11 @@ kn_status kn_ref_NonZero(kn_kctx *c)
 kn_status kn_ref_Compress(kn_kctx *c)
 {
     const kn_rt_tensor *x, *cond;
-    KN_TRY(need_in(c, 0, &x));
-    KN_TRY(need_in(c, 1, &cond));
+    KN_TRY(kn_need_in(c, 0, &x));
+    KN_TRY(kn_need_in(c, 1, &cond));
     size_t es = 0, ces = 0;
-    KN_TRY(elem_size(c, x->dtype, &es));
-    KN_TRY(elem_size(c, cond->dtype, &ces));
+    KN_TRY(kn_elem_size(c, x->dtype, &es));
+    KN_TRY(kn_elem_size(c, cond->dtype, &ces));
     if (cond->rank != 1)
         return kn_kctx_fail(c, KN_ERR_INVALID, "condition must be 1-D, got rank %d", (int)cond->rank);
     const kn_attr *aa = kn_kctx_attr(c, "axis");
@@ -442,11 +425,11 @@ kn_status kn_ref_Compress(kn_kctx *c)
 kn_status kn_ref_OneHot(kn_kctx *c)
 {
     const kn_rt_tensor *ind, *dt, *vals;
-    KN_TRY(need_in(c, 0, &ind));
-    KN_TRY(need_in(c, 1, &dt));
-    KN_TRY(need_in(c, 2, &vals));
+    KN_TRY(kn_need_in(c, 0, &ind));
+    KN_TRY(kn_need_in(c, 1, &dt));
+    KN_TRY(kn_need_in(c, 2, &vals));
     size_t es = 0;
-    KN_TRY(elem_size(c, vals->dtype, &es));
+    KN_TRY(kn_elem_size(c, vals->dtype, &es));
     bool numeric = kn_dt_is_float(ind->dtype) || kn_dt_is_int(ind->dtype);
     if (!numeric || (!kn_dt_is_float(dt->dtype) && !kn_dt_is_int(dt->dtype)))
         return kn_kctx_fail(c, KN_ERR_INVALID, "indices and depth must be numeric");
@@ -483,10 +466,10 @@ kn_status kn_ref_OneHot(kn_kctx *c)
 kn_status kn_ref_ReverseSequence(kn_kctx *c)
 {
     const kn_rt_tensor *x, *lens;
-    KN_TRY(need_in(c, 0, &x));
-    KN_TRY(need_in(c, 1, &lens));
+    KN_TRY(kn_need_in(c, 0, &x));
+    KN_TRY(kn_need_in(c, 1, &lens));
     size_t es = 0;
-    KN_TRY(elem_size(c, x->dtype, &es));
+    KN_TRY(kn_elem_size(c, x->dtype, &es));
     int64_t ba = kn_kctx_attr_int(c, "batch_axis", 1), ta = kn_kctx_attr_int(c, "time_axis", 0);
     if (x->rank < 2 || (ba != 0 && ba != 1) || (ta != 0 && ta != 1) || ba == ta)
         return kn_kctx_fail(c, KN_ERR_INVALID, "needs rank >= 2 and batch_axis, time_axis one each of 0 and 1");
@@ -575,9 +558,9 @@ static void sort_slices(const uslices *s, int64_t *v, int64_t *tmp, int64_t n)
 kn_status kn_ref_Unique(kn_kctx *c)
 {
     const kn_rt_tensor *x;
-    KN_TRY(need_in(c, 0, &x));
+    KN_TRY(kn_need_in(c, 0, &x));
     size_t es = 0;
-    KN_TRY(elem_size(c, x->dtype, &es));
+    KN_TRY(kn_elem_size(c, x->dtype, &es));
     if (x->dtype != KN_STRING && !kn_dt_is_float(x->dtype) && !kn_dt_is_int(x->dtype) && x->dtype != KN_BOOL)
         return kn_kctx_fail(c, KN_ERR_INVALID, "%s is not supported", kn_dtype_name(x->dtype));
     bool sorted = kn_kctx_attr_int(c, "sorted", 1) != 0;

@@ -6,23 +6,6 @@
 
 #include <string.h>
 
-static kn_status elem_size(kn_kctx *c, kn_dtype t, size_t *es)
-{
-    size_t s = t == KN_STRING ? sizeof(kn_bytes) : kn_dt_size(t);
-    if (!s)
-        return kn_kctx_fail(c, KN_ERR_UNSUPPORTED, "%s tensors are not supported by this op", kn_dtype_name(t));
-    *es = s;
-    return KN_OK;
-}
-
-static kn_status need_in(kn_kctx *c, uint32_t i, const kn_rt_tensor **out)
-{
-    *out = kn_kctx_in(c, i);
-    if (!*out)
-        return kn_kctx_fail(c, KN_ERR_INVALID, "missing input %u", i);
-    return KN_OK;
-}
-
 /* Per-axis maps: map[a][o] is the input index read for output index o on
  * axis a, or -1 for the constant. */
 typedef struct axis_maps {
@@ -105,9 +88,9 @@ static int64_t pad_source(pad_mode mode, int64_t i, int64_t d)
 kn_status kn_ref_Pad(kn_kctx *c)
 {
     const kn_rt_tensor *x;
-    KN_TRY(need_in(c, 0, &x));
+    KN_TRY(kn_need_in(c, 0, &x));
     size_t es = 0;
-    KN_TRY(elem_size(c, x->dtype, &es));
+    KN_TRY(kn_elem_size(c, x->dtype, &es));
     int32_t r = x->rank;
     int64_t opset = kn_kctx_opset(c);
     const char *ms = kn_kctx_attr_str(c, "mode", "constant");
@@ -134,7 +117,7 @@ kn_status kn_ref_Pad(kn_kctx *c)
         np = n;
     } else {
         const kn_rt_tensor *tp;
-        KN_TRY(need_in(c, 1, &tp));
+        KN_TRY(kn_need_in(c, 1, &tp));
         if (tp->dtype != KN_I64)
             return kn_kctx_fail(c, KN_ERR_INVALID, "pads must be int64, got %s", kn_dtype_name(tp->dtype));
         KN_TRY(kn_read_ints(c, tp, &pads, &np));
@@ -201,10 +184,10 @@ kn_status kn_ref_Pad(kn_kctx *c)
 kn_status kn_ref_CenterCropPad(kn_kctx *c)
 {
     const kn_rt_tensor *x, *ts;
-    KN_TRY(need_in(c, 0, &x));
-    KN_TRY(need_in(c, 1, &ts));
+    KN_TRY(kn_need_in(c, 0, &x));
+    KN_TRY(kn_need_in(c, 1, &ts));
     size_t es = 0;
-    KN_TRY(elem_size(c, x->dtype, &es));
+    KN_TRY(kn_elem_size(c, x->dtype, &es));
     int64_t *shape, ns;
     KN_TRY(kn_read_ints(c, ts, &shape, &ns));
     int32_t r = x->rank;
@@ -268,9 +251,9 @@ static kn_status attr_n(kn_kctx *c, const char *name, int64_t n, int64_t def, in
 kn_status kn_ref_Col2Im(kn_kctx *c)
 {
     const kn_rt_tensor *x, *ti, *tb;
-    KN_TRY(need_in(c, 0, &x));
-    KN_TRY(need_in(c, 1, &ti));
-    KN_TRY(need_in(c, 2, &tb));
+    KN_TRY(kn_need_in(c, 0, &x));
+    KN_TRY(kn_need_in(c, 1, &ti));
+    KN_TRY(kn_need_in(c, 2, &tb));
     bool isf = kn_dt_is_float(x->dtype);
     if (!isf && !kn_dt_is_int(x->dtype))
         return kn_kctx_fail(c, KN_ERR_INVALID, "%s input is not supported", kn_dtype_name(x->dtype));

@@ -8,14 +8,6 @@
 #include <math.h>
 #include <string.h>
 
-static kn_status need_in(kn_kctx *c, uint32_t i, const kn_rt_tensor **out)
-{
-    *out = kn_kctx_in(c, i);
-    if (!*out)
-        return kn_kctx_fail(c, KN_ERR_INVALID, "missing input %u", i);
-    return KN_OK;
-}
-
 /* Stores v into dtype t: integers round half to even and saturate. */
 static void store_sat(kn_dtype t, void *data, int64_t i, double v)
 {
@@ -373,7 +365,7 @@ static kn_status resize(kn_kctx *c, const rs_params *p, const kn_rt_tensor *x, c
 kn_status kn_ref_Resize(kn_kctx *c)
 {
     const kn_rt_tensor *x;
-    KN_TRY(need_in(c, 0, &x));
+    KN_TRY(kn_need_in(c, 0, &x));
     int64_t opset = kn_kctx_opset(c);
     int32_t r = x->rank;
     rs_params p;
@@ -497,7 +489,7 @@ kn_status kn_ref_Resize(kn_kctx *c)
 kn_status kn_ref_Upsample(kn_kctx *c)
 {
     const kn_rt_tensor *x;
-    KN_TRY(need_in(c, 0, &x));
+    KN_TRY(kn_need_in(c, 0, &x));
     const char *m = kn_kctx_attr_str(c, "mode", "nearest");
     rs_params p = {RS_NEAREST, CTM_ASYMMETRIC, NR_FLOOR, -0.75, false, false, 0};
     if (strcmp(m, "linear") == 0 || strcmp(m, "bilinear") == 0)
@@ -508,7 +500,7 @@ kn_status kn_ref_Upsample(kn_kctx *c)
     int64_t n;
     if (kn_kctx_opset(c) >= 9) {
         const kn_rt_tensor *ts;
-        KN_TRY(need_in(c, 1, &ts));
+        KN_TRY(kn_need_in(c, 1, &ts));
         KN_TRY(read_floats(c, ts, &sc, &n));
     } else {
         uint32_t k;
@@ -563,8 +555,8 @@ static int64_t gs_pixel(gs_pad pad, int64_t i, int64_t d, double lo, double hi)
 kn_status kn_ref_GridSample(kn_kctx *c)
 {
     const kn_rt_tensor *x, *g;
-    KN_TRY(need_in(c, 0, &x));
-    KN_TRY(need_in(c, 1, &g));
+    KN_TRY(kn_need_in(c, 0, &x));
+    KN_TRY(kn_need_in(c, 1, &g));
     int32_t nd = x->rank - 2;
     if (nd < 1 || g->rank != x->rank || g->dims[0] != x->dims[0] || g->dims[g->rank - 1] != nd)
         return kn_kctx_fail(c, KN_ERR_INVALID, "expected X (N, C, D1..Dk) and grid (N, O1..Ok, k)");

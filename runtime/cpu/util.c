@@ -349,3 +349,20 @@ kn_status kn_read_ints(kn_kctx *c, const kn_rt_tensor *t, int64_t **out, int64_t
     *n = t->numel;
     return KN_OK;
 }
+
+kn_status kn_elem_size(kn_kctx *c, kn_dtype t, size_t *es)
+{
+    size_t s = t == KN_STRING ? sizeof(kn_bytes) : kn_dt_size(t);
+    if (!s)
+        return kn_kctx_fail(c, KN_ERR_UNSUPPORTED, "%s tensors are not supported by this op", kn_dtype_name(t));
+    *es = s;
+    return KN_OK;
+}
+
+kn_status kn_need_in(kn_kctx *c, uint32_t i, const kn_rt_tensor **out)
+{
+    *out = kn_kctx_in(c, i);
+    if (!*out)
+        return kn_kctx_fail(c, KN_ERR_INVALID, "missing input %u", i);
+    return KN_OK;
+}

@@ -62,4 +62,11 @@ kn_status kn_axis(kn_kctx *c, int64_t axis, int32_t rank, int32_t *out);
 /* Reads a 1-D (or scalar) int32/int64 tensor into a new scratch array. */
 kn_status kn_read_ints(kn_kctx *c, const kn_rt_tensor *t, int64_t **out, int64_t *n);
 
+/* Bytes one element occupies when moved (strings move as kn_bytes); 4-bit
+ * types have no whole-byte element and are refused (reported). */
+kn_status kn_elem_size(kn_kctx *c, kn_dtype t, size_t *es);
+
+/* Input i, or a reported KN_ERR_INVALID when it is omitted. */
+kn_status kn_need_in(kn_kctx *c, uint32_t i, const kn_rt_tensor **out);
+
 #endif
