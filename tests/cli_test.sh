@@ -166,6 +166,9 @@ if "$KILN" compile "$SAMPLE" --target cuda -o "$TMP/cu.plan" >/dev/null 2>&1; th
     expect 0 '' cmp "$TMP/cu.plan" "$TMP/cu2.plan"
     expect 0 'cuda: .* kernels x archs sm_80,sm_86,sm_89,sm_90,ptx90' "$KILN" inspect "$TMP/cu.plan"
     expect 0 'memory: +planned pool' "$KILN" inspect "$TMP/cu.plan"
+    expect 0 'Gemm +/layer1/Gemm .*\[gemm\]' "$KILN" inspect --layers "$TMP/cu.plan"
+    expect 0 'LayerNormalization .*\[1 kernel\]  <- 9: /layernorm1/ReduceMean' "$KILN" inspect --layers "$TMP/cu.plan"
+    expect 0 '"runs": "gemm"' "$KILN" inspect --json "$TMP/cu.plan"
     expect 0 'PASS' "$KILN" run "$TMP/cu.plan" --device cpu --compare-to "$SRC/samples/hello_deepa/test_data_set_0" --rtol 1e-3 --atol 1e-4
     expect 0 'wrote' "$KILN" compile "$SAMPLE" --target cuda --arch sm_75 -o "$TMP/cu75.plan" --no-cache
     expect 0 'cuda: .* sm_75,ptx75' "$KILN" inspect "$TMP/cu75.plan"
@@ -178,6 +181,20 @@ if "$KILN" compile "$SAMPLE" --target cuda -o "$TMP/cu.plan" >/dev/null 2>&1; th
 else
     echo "note: target cuda checks skipped (no NVRTC here)"
 fi
+
+# layers of a plan after fusion, and the fusion report (issue 6 item 4)
+flat() { "$@" | tr -d ' \n'; } # JSON on one line, without blanks
+expect 0 'wrote' "$KILN" compile "$SAMPLE" -o "$TMP/l.plan" --report "$TMP/l.json"
+expect 0 '^ +2  LayerNormalization +/layernorm1/LayerNormalization -> .*<- 9: /layernorm1/ReduceMean, /layernorm1/Sub, .* \+3 more$' "$KILN" inspect --layers "$TMP/l.plan"
+expect 0 '^layers \(9\):' "$KILN" inspect "$TMP/l.plan"
+expect 0 '"layers":\[\{"index":0,"op":"Flatten","domain":"ai.onnx","name":"/flatten/Flatten","outputs":\[\{"name":' flat "$KILN" inspect --json "$TMP/l.plan"
+expect 0 '"origins":\["/layernorm1/ReduceMean","/layernorm1/Sub",' flat "$KILN" inspect --json "$TMP/l.plan"
+expect 0 '"origins":\[\]' flat "$KILN" inspect --json --layers "$SAMPLE"
+expect 1 '--graph and --layers cannot be combined' "$KILN" inspect --graph --layers "$SAMPLE"
+expect 0 '"fuse-norm":\{"ran":true,"nodes":2,"replaced":18,"ops":\{"LayerNormalization":\{"nodes":2,"replaced":18\}\}\}' flat cat "$TMP/l.json"
+expect 0 '"kernels":\{"before":25,"after":9\}' flat cat "$TMP/l.json"
+expect 0 'wrote' "$KILN" compile "$SAMPLE" -o "$TMP/l1.plan" -O1 --report "$TMP/l1.json"
+expect 0 '"fuse-act":\{"ran":false,"nodes":0' flat cat "$TMP/l1.json"
 
 echo "$pass passed, $fail failed"
 [ "$fail" -eq 0 ]

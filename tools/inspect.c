@@ -4,6 +4,8 @@
 #include "ir/stats.h"
 #include "json.h"
 #include "kiln/runtime.h"
+#include "kiln/cuda.h"
+#include "runtime/cuda/plan.h"
 
 #include <inttypes.h>
 #include <stdio.h>
@@ -11,16 +13,21 @@
 #include <string.h>
 
 static const char usage[] =
-    "usage: kiln inspect [--graph] [--json] MODEL.onnx|MODEL.plan\n"
+    "usage: kiln inspect [--graph] [--layers] [--json] MODEL.onnx|MODEL.plan\n"
     "\n"
     "Shows the model's producer, IR version, opsets, inputs and outputs (dtypes,\n"
     "shapes with symbolic dims), op-type histogram, parameter count and bytes per\n"
     "dtype, subgraphs and the ops kiln does not support. For a plan, also how it\n"
     "was built (options, targets) and, for target cuda, its kernels per arch and\n"
-    "the planned device memory against the naive sum.\n"
+    "the planned device memory against the naive sum, and its layers (the first\n"
+    "200; --layers lists them all).\n"
     "\n"
     "options:\n"
     "  --graph   print the graph in kiln's IR text form instead\n"
+    "  --layers  list the main graph's nodes in execution order instead: op,\n"
+    "            name, output types, the ONNX nodes a fused node came from and,\n"
+    "            for target cuda, how it runs (with --json: the summary plus\n"
+    "            a \"layers\" array, which plans always have)\n"
     "  --json    print the summary as JSON (stable keys)\n"
     "  -h, --help\n";
 
@@ -61,6 +68,173 @@ static void text_io(const kn_graph *g, const kn_id *ids, uint32_t n, const char 
         kn_type_format(&v->type, buf, sizeof buf);
         printf("  %-32s %s\n", v->name, buf);
     }
+}
+
+/* ---- layers ------------------------------------------------------------------ */
+
+#define LAYERS_DEFAULT 200
+#define ORIGINS_SHOWN 6
+
+/* How each main-graph node runs in a target-cuda plan: its steps by kind. */
+typedef struct layer_exec {
+    uint32_t launch, gemm, copy, host;
+} layer_exec;
+
+/* Per node of g, its CUDA steps; NULL when g is not a target-cuda plan
+ * (or its sections do not read). */
+static layer_exec *cuda_exec(const kn_graph *g)
+{
+    if (!kn_cuda_plan_has_code(g))
+        return NULL;
+    kn_diag *d = kn_diag_create(NULL, NULL);
+    kn_cuda_plan p;
+    kn_status s = d ? kn_cuda_plan_read(g, g->info->plan_base, g->info->plan_size, NULL, d, &p) : KN_ERR_NOMEM;
+    kn_diag_destroy(d);
+    if (s != KN_OK)
+        return NULL;
+    layer_exec *e = calloc((size_t)g->n_nodes + 1, sizeof *e);
+    for (uint32_t i = 0; e && i < p.n_steps; i++) {
+        uint32_t n = p.steps[i].node;
+        if (n >= g->n_nodes)
+            continue;
+        switch (p.steps[i].kind) {
+        case KN_CU_STEP_LAUNCH: e[n].launch++; break;
+        case KN_CU_STEP_GEMM: e[n].gemm++; break;
+        case KN_CU_STEP_COPY: e[n].copy++; break;
+        case KN_CU_STEP_HOST: e[n].host++; break;
+        default: break;
+        }
+    }
+    kn_cuda_plan_free(&p);
+    return e;
+}
+
+/* "2 kernels", "gemm+1 kernel", "host", "alias/folded" (no step: a view of its
+ * input, or computed when the plan was built). */
+static void exec_format(const layer_exec *e, char *buf, size_t n)
+{
+    size_t pos = 0;
+    buf[0] = 0;
+#define PART(...) (pos += (size_t)snprintf(buf + pos, pos < n ? n - pos : 0, __VA_ARGS__))
+    if (e->gemm)
+        PART("%sgemm%s", pos ? "+" : "", e->gemm > 1 ? "s" : "");
+    if (e->launch)
+        PART("%s%u kernel%s", pos ? "+" : "", e->launch, e->launch > 1 ? "s" : "");
+    if (e->copy)
+        PART("%scopy", pos ? "+" : "");
+    if (e->host)
+        PART("%shost", pos ? "+" : "");
+#undef PART
+    if (!pos)
+        snprintf(buf, n, "alias/folded");
+}
+
+static const kn_attr *origins(const kn_node *nd)
+{
+    const kn_attr *a = kn_node_attr(nd, "_origins");
+    return a && a->kind == KN_ATTR_STRINGS ? a : NULL;
+}
+
+static void layers_text(const kn_graph *g, uint32_t limit)
+{
+    layer_exec *ex = cuda_exec(g);
+    printf("layers (%u):\n", g->n_nodes);
+    uint32_t n = g->n_nodes < limit ? g->n_nodes : limit;
+    for (uint32_t k = 0; k < n; k++) {
+        const kn_node *nd = &g->nodes[k];
+        char op[256];
+        if (nd->domain && *nd->domain && strcmp(nd->domain, "ai.onnx") != 0)
+            snprintf(op, sizeof op, "%s.%s", nd->domain, nd->op_type);
+        else
+            snprintf(op, sizeof op, "%s", nd->op_type);
+        printf("  %4u  %-22s %s ->", k, op, nd->name && *nd->name ? nd->name : "(unnamed)");
+        for (uint32_t o = 0; o < nd->n_outputs; o++) {
+            char buf[1024] = "(none)";
+            if (nd->outputs[o] != KN_NONE)
+                kn_type_format(&g->values[nd->outputs[o]].type, buf, sizeof buf);
+            printf("%s %s", o ? "," : "", buf);
+        }
+        if (ex) {
+            char buf[64];
+            exec_format(&ex[k], buf, sizeof buf);
+            printf("  [%s]", buf);
+        }
+        const kn_attr *a = origins(nd);
+        if (a) {
+            printf("  <- %u:", a->n);
+            for (uint32_t i = 0; i < a->n && i < ORIGINS_SHOWN; i++)
+                printf("%s %.*s", i ? "," : "", (int)a->u.strings[i].len, (const char *)a->u.strings[i].data);
+            if (a->n > ORIGINS_SHOWN)
+                printf(" +%u more", a->n - ORIGINS_SHOWN);
+        }
+        printf("\n");
+    }
+    if (g->n_nodes > n)
+        printf("  ... %u more (kiln inspect --layers lists all)\n", g->n_nodes - n);
+    free(ex);
+}
+
+static void layers_json(kn_json *j, const kn_graph *g)
+{
+    layer_exec *ex = cuda_exec(g);
+    kn_json_arr_begin(j);
+    for (uint32_t k = 0; k < g->n_nodes; k++) {
+        const kn_node *nd = &g->nodes[k];
+        kn_json_obj_begin(j);
+        kn_json_key(j, "index");
+        kn_json_uint(j, k);
+        kn_json_key(j, "op");
+        kn_json_str(j, nd->op_type);
+        kn_json_key(j, "domain");
+        kn_json_str(j, nd->domain && *nd->domain ? nd->domain : "ai.onnx");
+        kn_json_key(j, "name");
+        kn_json_str(j, nd->name ? nd->name : "");
+        kn_json_key(j, "outputs");
+        kn_json_arr_begin(j);
+        for (uint32_t o = 0; o < nd->n_outputs; o++) {
+            if (nd->outputs[o] == KN_NONE)
+                continue;
+            const kn_value *v = &g->values[nd->outputs[o]];
+            char buf[1024];
+            kn_type_format(&v->type, buf, sizeof buf);
+            kn_json_obj_begin(j);
+            kn_json_key(j, "name");
+            kn_json_str(j, v->name);
+            kn_json_key(j, "type");
+            kn_json_str(j, buf);
+            kn_json_obj_end(j);
+        }
+        kn_json_arr_end(j);
+        kn_json_key(j, "origins");
+        kn_json_arr_begin(j);
+        const kn_attr *a = origins(nd);
+        for (uint32_t i = 0; a && i < a->n; i++) {
+            char buf[1024];
+            snprintf(buf, sizeof buf, "%.*s", (int)a->u.strings[i].len, (const char *)a->u.strings[i].data);
+            kn_json_str(j, buf);
+        }
+        kn_json_arr_end(j);
+        if (ex) {
+            kn_json_key(j, "cuda");
+            kn_json_obj_begin(j);
+            char buf[64];
+            exec_format(&ex[k], buf, sizeof buf);
+            kn_json_key(j, "runs");
+            kn_json_str(j, buf);
+            kn_json_key(j, "kernels");
+            kn_json_uint(j, ex[k].launch);
+            kn_json_key(j, "gemms");
+            kn_json_uint(j, ex[k].gemm);
+            kn_json_key(j, "copies");
+            kn_json_uint(j, ex[k].copy);
+            kn_json_key(j, "host");
+            kn_json_uint(j, ex[k].host);
+            kn_json_obj_end(j);
+        }
+        kn_json_obj_end(j);
+    }
+    kn_json_arr_end(j);
+    free(ex);
 }
 
 static void print_text(const kn_graph *g, const kn_graph_stats *st)
@@ -173,7 +347,7 @@ static void json_io(kn_json *j, const kn_graph *g, const kn_id *ids, uint32_t n)
     kn_json_arr_end(j);
 }
 
-static void print_json(const kn_graph *g, const kn_graph_stats *st)
+static void print_json(const kn_graph *g, const kn_graph_stats *st, bool layers)
 {
     const kn_model_info *m = g->info;
     kn_json j;
@@ -285,6 +459,10 @@ static void print_json(const kn_graph *g, const kn_graph_stats *st)
         kn_json_obj_end(&j);
     }
     kn_json_arr_end(&j);
+    if (layers) {
+        kn_json_key(&j, "layers");
+        layers_json(&j, g);
+    }
     kn_json_obj_end(&j);
     kn_json_finish(&j);
 }
@@ -292,7 +470,7 @@ static void print_json(const kn_graph *g, const kn_graph_stats *st)
 int kn_cmd_inspect(int argc, char **argv)
 {
     const char *path = NULL;
-    bool graph = false, json = false;
+    bool graph = false, json = false, layers = false;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         if (strcmp(a, "-h") == 0 || strcmp(a, "--help") == 0) {
@@ -300,6 +478,8 @@ int kn_cmd_inspect(int argc, char **argv)
             return KN_EXIT_OK;
         } else if (strcmp(a, "--graph") == 0) {
             graph = true;
+        } else if (strcmp(a, "--layers") == 0) {
+            layers = true;
         } else if (strcmp(a, "--json") == 0) {
             json = true;
         } else if (a[0] == '-' && a[1]) {
@@ -316,8 +496,8 @@ int kn_cmd_inspect(int argc, char **argv)
         fprintf(stderr, "error: inspect: no model given\n\n%s", usage);
         return KN_EXIT_BAD_INPUT;
     }
-    if (graph && json) {
-        fprintf(stderr, "error: inspect: --graph and --json cannot be combined\n");
+    if (graph && (json || layers)) {
+        fprintf(stderr, "error: inspect: --graph and --%s cannot be combined\n", json ? "json" : "layers");
         return KN_EXIT_BAD_INPUT;
     }
     kn_diag *diag = kn_diag_create(NULL, stderr);
@@ -337,14 +517,19 @@ int kn_cmd_inspect(int argc, char **argv)
     if (s == KN_OK) {
         if (graph) {
             s = kn_graph_print(g, stdout);
+        } else if (layers && !json) {
+            layers_text(g, UINT32_MAX);
         } else {
             kn_graph_stats st;
             s = kn_graph_stats_compute(g, NULL, &st);
             if (s == KN_OK) {
-                if (json)
-                    print_json(g, &st);
-                else
+                if (json) {
+                    print_json(g, &st, layers || is_plan);
+                } else {
                     print_text(g, &st);
+                    if (is_plan)
+                        layers_text(g, LAYERS_DEFAULT);
+                }
                 kn_graph_stats_free(g, &st);
             }
         }
