@@ -509,6 +509,7 @@ static kn_status write_all(int fd, const void *p, size_t n)
 
 static kn_status write_file(wctx *w, const char *path, kn_diag *d)
 {
+    KN_TRY(kn_check_output_path(path, d));
     buf *secs[] = {&w->strings,   &w->meta,      &w->graphs,   &w->values,   &w->nodes,   &w->ids,
                    &w->attrs,     &w->blob,      &w->consts,   &w->buffers,  &w->cu_kernels, &w->cu_images,
                    &w->cu_slots,  &w->cu_steps,  &w->cu_args,  &w->cu_params, &w->cu_blobs};

@@ -286,6 +286,14 @@ void *kn_graph_alloc(kn_graph *g, size_t size);
 /* The value an OUTER value finally refers to, and the graph that owns it. */
 const kn_value *kn_value_resolve(const kn_graph *g, kn_id id, const kn_graph **owner);
 
+/* ---- files ---- */
+
+/* Whether kiln may write `path` by renaming a new file over it: yes when
+ * nothing is there or a regular file (also through a symlink, which the
+ * rename replaces rather than writes through); no for a device, pipe or
+ * folder (/dev/null, /dev/stdout ...): KN_ERR_IO with a message. */
+kn_status kn_check_output_path(const char *path, kn_diag *d);
+
 /* ---- queries ----------------------------------------------------------------- */
 
 /* Number of elements of a fully static shape; -1 if any dim is not static

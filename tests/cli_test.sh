@@ -196,5 +196,10 @@ expect 0 '"kernels":\{"before":25,"after":9\}' flat cat "$TMP/l.json"
 expect 0 'wrote' "$KILN" compile "$SAMPLE" -o "$TMP/l1.plan" -O1 --report "$TMP/l1.json"
 expect 0 '"fuse-act":\{"ran":false,"nodes":0' flat cat "$TMP/l1.json"
 
+# never replace a device or a folder with an output file
+expect 1 'not a regular file' "$KILN" compile "$SAMPLE" -o /dev/null
+expect 0 '' test -c /dev/null
+expect 1 'not a regular file' "$KILN" compile "$SAMPLE" -o "$TMP"
+
 echo "$pass passed, $fail failed"
 [ "$fail" -eq 0 ]

@@ -1,5 +1,6 @@
 /* TensorProto (.pb) and numpy (.npy) tensor files. */
 #include "tensor_io.h"
+#include "ir/ir.h"
 #include "frontend/onnx_internal.h"
 #include "ir/arena.h"
 
@@ -47,6 +48,7 @@ static kn_status slurp(const char *path, kn_diag *d, uint8_t **data, size_t *siz
 
 kn_status kn_write_file_atomic(const char *path, const void *data, size_t size, kn_diag *d)
 {
+    KN_TRY(kn_check_output_path(path, d));
     size_t n = strlen(path);
     char *tmp = malloc(n + 16);
     if (!tmp)
