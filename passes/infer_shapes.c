@@ -284,6 +284,8 @@ static kn_status infer_node(sctx *c)
     case KN_OP_Equal: case KN_OP_Less: case KN_OP_LessOrEqual: case KN_OP_Greater: case KN_OP_GreaterOrEqual:
     case KN_OP_And: case KN_OP_Or: case KN_OP_Xor:
         return broadcast(c, 0, 1, KN_BOOL);
+    case KN_OP_KILN_RotaryHalf:
+        return broadcast(c, 0, 2, 0);
     case KN_OP_Where: {
         const kn_type *x = in_type(c, 1);
         return broadcast(c, 0, 2, x ? x->dtype : KN_UNDEFINED);

@@ -137,6 +137,7 @@ HAND_WRITTEN = [
     # kiln's own fused ops (passes/fuse_*.c), for patterns ONNX has no op for.
     (DOM_KILN, "Silu", ""),      # x * Sigmoid(x)
     (DOM_KILN, "SwiGlu", ""),    # Silu(gate) * up: inputs (gate, up)
+    (DOM_KILN, "RotaryHalf", ""),  # x*cos + rotate_half(x)*sin: inputs (x, cos, sin)
 ]
 
 

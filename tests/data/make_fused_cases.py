@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Writes tests/data/fused/<case>/ (model.onnx + test_data_set_0, the ONNX
 backend-test layout) for the ops the fusion passes make that the ONNX node
-tests lack: RMSNormalization (opset 23) and kiln's Silu and SwiGlu. Expected
+tests lack: RMSNormalization (opset 23) and kiln's Silu, SwiGlu and RotaryHalf. Expected
 outputs are computed here with numpy (float64, rounded to float32), so
 kiln-conformance and kiln-cuda-emu check the CPU kernels and the CUDA
 emitters against an independent reference. Deterministic: rerunning gives
@@ -56,4 +56,26 @@ up = rng.standard_normal((5, 16)).astype(np.float32)
 write("kiln_swiglu_broadcast",
       [helper.make_node("SwiGlu", ["g", "u"], ["y"], domain="kiln")],
       [("g", 3 * x), ("u", up)], [("y", silu(3 * x.astype(np.float64)) * up)], [("", 17), ("kiln", 1)])
+
+
+def rotate_half(x):
+    d = x.shape[-1]
+    h = d // 2
+    return np.concatenate([-x[..., h:], x[..., :h]], axis=-1)
+
+
+q = rng.standard_normal((2, 3, 5, 8)).astype(np.float32)
+cs = rng.standard_normal((2, 1, 5, 8)).astype(np.float32)
+sn = rng.standard_normal((2, 1, 5, 8)).astype(np.float32)
+q64 = q.astype(np.float64)
+write("kiln_rotary_half",
+      [helper.make_node("RotaryHalf", ["x", "cos", "sin"], ["y"], domain="kiln")],
+      [("x", q), ("cos", cs), ("sin", sn)], [("y", q64 * cs + rotate_half(q64) * sn)], [("", 17), ("kiln", 1)])
+q7 = rng.standard_normal((2, 5, 7)).astype(np.float32)
+cs7 = rng.standard_normal((5, 7)).astype(np.float32)
+sn7 = rng.standard_normal((5, 7)).astype(np.float32)
+write("kiln_rotary_half_odd",
+      [helper.make_node("RotaryHalf", ["x", "cos", "sin"], ["y"], domain="kiln")],
+      [("x", q7), ("cos", cs7), ("sin", sn7)],
+      [("y", q7.astype(np.float64) * cs7 + rotate_half(q7.astype(np.float64)) * sn7)], [("", 17), ("kiln", 1)])
 print("wrote", HERE)
