@@ -13,8 +13,9 @@ static const char usage[] =
     "  compile MODEL.onnx   compile a model into a plan (-o MODEL.plan)\n"
     "  run MODEL.plan       run a plan on given or random inputs\n"
     "  bench MODEL.plan     time a plan: latency, throughput, GPU time\n"
-    "  inspect MODEL.onnx   show a model: producer, opsets, inputs and outputs,\n"
-    "                       op histogram, parameters, unsupported ops\n"
+    "  inspect FILE         show a model or plan: producer, opsets, inputs and\n"
+    "                       outputs, op histogram, parameters, unsupported ops;\n"
+    "                       for a plan also its build, layers and CUDA kernels\n"
     "\n"
     "Run 'kiln <command> --help' for a command's options.\n"
     "Exit codes: 0 ok, 1 bad input or usage, 2 internal error.\n";
