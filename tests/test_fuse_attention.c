@@ -7,117 +7,13 @@
 #include <setjmp.h>
 #include <cmocka.h>
 
-#include "model_builder.h"
-#include "passes/passes.h"
+#include "pass_check.h"
 #include "runtime/cpu/exec.h"
 
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-
-static kn_graph *import(mb *b, Onnx__ModelProto *m)
-{
-    size_t len;
-    uint8_t *bytes = mb_pack(b, m, &len);
-    kn_diag *d = kn_diag_create(NULL, stderr);
-    kn_graph *g = NULL;
-    assert_int_equal(kn_import_onnx_memory(bytes, len, NULL, "t.onnx", NULL, NULL, d, &g), KN_OK);
-    assert_int_equal(kn_pass_infer_shapes(g, d), KN_OK);
-    assert_int_equal(kn_graph_verify(g, d), KN_OK);
-    kn_diag_destroy(d);
-    return g;
-}
-
-static uint32_t count(const kn_graph *g, const char *op)
-{
-    uint32_t n = 0;
-    for (kn_id k = 0; k < g->n_nodes; k++)
-        n += strcmp(g->nodes[k].op_type, op) == 0;
-    return n;
-}
-
-static const kn_node *find_node(const kn_graph *g, const char *op)
-{
-    for (kn_id k = 0; k < g->n_nodes; k++)
-        if (strcmp(g->nodes[k].op_type, op) == 0)
-            return &g->nodes[k];
-    fail_msg("no %s node", op);
-    return NULL;
-}
-
-/* Runs g on deterministic inputs (symbolic dims set to 3); outs[i] must be
- * freed with kn_rt_tensor_free. */
-static void run(const kn_graph *g, kn_rt_tensor **outs)
-{
-    kn_rt_tensor *in[8] = {0};
-    assert_true(g->n_inputs <= 8);
-    for (uint32_t i = 0; i < g->n_inputs; i++) {
-        const kn_type *t = &g->values[g->inputs[i]].type;
-        int64_t dims[16];
-        for (int32_t k = 0; k < t->shape.rank; k++)
-            dims[k] = t->shape.dims[k].value >= 0 ? t->shape.dims[k].value : 3;
-        assert_int_equal(kn_rt_tensor_new(NULL, t->dtype, t->shape.rank, dims, &in[i]), KN_OK);
-        for (int64_t e = 0; e < in[i]->numel; e++) {
-            if (t->dtype == KN_F32)
-                ((float *)in[i]->data)[e] = (float)sin(0.7 * (double)e + i);
-            else if (t->dtype == KN_I64)
-                ((int64_t *)in[i]->data)[e] = e % 3;
-        }
-    }
-    kn_diag *d = kn_diag_create(NULL, stderr);
-    assert_int_equal(kn_cpu_run(g, NULL, d, (const kn_rt_tensor *const *)in, g->n_inputs, outs, g->n_outputs), KN_OK);
-    kn_diag_destroy(d);
-    for (uint32_t i = 0; i < g->n_inputs; i++)
-        kn_rt_tensor_free(NULL, in[i]);
-}
-
-/* a and b (the same model before and after passes) give the same outputs. */
-static void same_outputs(const kn_graph *a, const kn_graph *b, double tol)
-{
-    assert_int_equal(a->n_outputs, b->n_outputs);
-    for (uint32_t i = 0; i < a->n_outputs; i++)
-        assert_ptr_equal(a->values[a->outputs[i]].name, a->values[a->outputs[i]].name);
-    kn_rt_tensor *x[8] = {0}, *y[8] = {0};
-    run(a, x);
-    run(b, y);
-    for (uint32_t i = 0; i < a->n_outputs; i++) {
-        assert_string_equal(a->values[a->outputs[i]].name, b->values[b->outputs[i]].name);
-        assert_int_equal(x[i]->dtype, y[i]->dtype);
-        assert_int_equal(x[i]->rank, y[i]->rank);
-        assert_memory_equal(x[i]->dims, y[i]->dims, (size_t)x[i]->rank * sizeof(int64_t));
-        if (x[i]->dtype == KN_F32) {
-            for (int64_t e = 0; e < x[i]->numel; e++) {
-                double p = ((float *)x[i]->data)[e], q = ((float *)y[i]->data)[e];
-                if (fabs(p - q) > tol * (1 + fabs(p)))
-                    fail_msg("output %u element %lld: %g before, %g after", i, (long long)e, p, q);
-            }
-        } else {
-            assert_memory_equal(x[i]->data, y[i]->data, x[i]->nbytes);
-        }
-        kn_rt_tensor_free(NULL, x[i]);
-        kn_rt_tensor_free(NULL, y[i]);
-    }
-}
-
-/* Imports m twice, runs the passes on the second copy (each verified),
- * checks the outputs numerically; *before gets the untouched copy. */
-static kn_graph *apply(mb *b, Onnx__ModelProto *m, kn_graph **before, ...)
-{
-    kn_graph *g0 = import(b, m), *g = import(b, m);
-    kn_diag *d = kn_diag_create(NULL, stderr);
-    va_list ap;
-    va_start(ap, before);
-    for (kn_pass_fn p; (p = va_arg(ap, kn_pass_fn)) != NULL;) {
-        assert_int_equal(p(g, d), KN_OK);
-        assert_int_equal(kn_graph_verify(g, d), KN_OK);
-    }
-    va_end(ap);
-    kn_diag_destroy(d);
-    same_outputs(g0, g, 1e-5);
-    *before = g0;
-    return g;
-}
 
 static void i64_init(mb *b, Onnx__GraphProto *g, const char *name, const int64_t *v, size_t n, bool scalar)
 {
@@ -167,10 +63,10 @@ static void test_eager_mask(void **state)
 {
     (void)state;
     mb *b = mb_new();
-    kn_graph *g0, *g1 = apply(b, eager(b, "1,1,3,5", -1, false), &g0, kn_pass_fuse_attention, kn_pass_dce,
+    kn_graph *g0, *g1 = pc_apply(b, eager(b, "1,1,3,5", -1, false), &g0, kn_pass_fuse_attention, kn_pass_dce,
                               (kn_pass_fn)NULL);
     assert_int_equal(g1->n_nodes, 1);
-    const kn_node *a = find_node(g1, "Attention");
+    const kn_node *a = pc_find(g1, "Attention");
     assert_int_equal(a->opset, 23);
     assert_int_equal(a->n_inputs, 4);
     const kn_attr *sc = kn_node_attr(a, "scale"), *o = kn_node_attr(a, "_origins");
@@ -187,9 +83,9 @@ static void test_eager_no_mask_axis3(void **state)
 {
     (void)state;
     mb *b = mb_new();
-    kn_graph *g0, *g1 = apply(b, eager(b, NULL, 3, false), &g0, kn_pass_fuse_attention, kn_pass_dce,
+    kn_graph *g0, *g1 = pc_apply(b, eager(b, NULL, 3, false), &g0, kn_pass_fuse_attention, kn_pass_dce,
                               (kn_pass_fn)NULL);
-    assert_int_equal(count(g1, "Attention"), 1);
+    assert_int_equal(pc_count(g1, "Attention"), 1);
     assert_int_equal(g1->n_nodes, 1);
     destroy2(g0, g1);
     mb_free(b);
@@ -216,11 +112,11 @@ static void test_prescaled_pretransposed(void **state)
     mb_node(b, g, "Softmax", "softmax", "s1", "p");
     mb_node(b, g, "MatMul", "pv", "p,v", "y");
     mb_output(b, g, "y", NULL);
-    kn_graph *g0, *g1 = apply(b, m, &g0, kn_pass_fuse_attention, kn_pass_dce, (kn_pass_fn)NULL);
-    assert_int_equal(count(g1, "Attention"), 1);
-    assert_int_equal(count(g1, "Transpose"), 1);
+    kn_graph *g0, *g1 = pc_apply(b, m, &g0, kn_pass_fuse_attention, kn_pass_dce, (kn_pass_fn)NULL);
+    assert_int_equal(pc_count(g1, "Attention"), 1);
+    assert_int_equal(pc_count(g1, "Transpose"), 1);
     assert_int_equal(g1->n_nodes, 2);
-    const kn_attr *sc = kn_node_attr(find_node(g1, "Attention"), "scale");
+    const kn_attr *sc = kn_node_attr(pc_find(g1, "Attention"), "scale");
     assert_true(fabs(sc->u.f - 0.7 * 0.6 / 2.0) < 1e-7);
     destroy2(g0, g1);
     mb_free(b);
@@ -321,9 +217,9 @@ static void test_gqa_repeat_kv(void **state)
 {
     (void)state;
     mb *b = mb_new();
-    kn_graph *g0, *g1 = apply(b, gqa(b, 2, 2, false), &g0, kn_pass_fuse_attention, kn_pass_dce, (kn_pass_fn)NULL);
+    kn_graph *g0, *g1 = pc_apply(b, gqa(b, 2, 2, false), &g0, kn_pass_fuse_attention, kn_pass_dce, (kn_pass_fn)NULL);
     assert_int_equal(g1->n_nodes, 1);
-    const kn_node *a = find_node(g1, "Attention");
+    const kn_node *a = pc_find(g1, "Attention");
     assert_string_equal(g1->values[a->inputs[1]].name, "k");
     assert_string_equal(g1->values[a->inputs[2]].name, "v");
     assert_int_equal(kn_node_attr(a, "_kv_repeat")->u.i, 2);
@@ -335,9 +231,9 @@ static void test_gqa_repeat_kv_traced(void **state)
 {
     (void)state;
     mb *b = mb_new();
-    kn_graph *g0, *g1 = apply(b, gqa(b, 2, 2, true), &g0, kn_pass_fuse_attention, kn_pass_dce, (kn_pass_fn)NULL);
-    assert_int_equal(count(g1, "Attention"), 1);
-    assert_int_equal(count(g1, "Expand"), 0);
+    kn_graph *g0, *g1 = pc_apply(b, gqa(b, 2, 2, true), &g0, kn_pass_fuse_attention, kn_pass_dce, (kn_pass_fn)NULL);
+    assert_int_equal(pc_count(g1, "Attention"), 1);
+    assert_int_equal(pc_count(g1, "Expand"), 0);
     assert_int_equal(g1->n_nodes, 1);
     destroy2(g0, g1);
     mb_free(b);
@@ -348,8 +244,8 @@ static void test_gqa_repeat_kv_traced(void **state)
 static void unchanged(Onnx__ModelProto *(*make)(mb *), uint32_t attention)
 {
     mb *b = mb_new();
-    kn_graph *g0, *g1 = apply(b, make(b), &g0, kn_pass_fuse_attention, (kn_pass_fn)NULL);
-    assert_int_equal(count(g1, "Attention"), attention);
+    kn_graph *g0, *g1 = pc_apply(b, make(b), &g0, kn_pass_fuse_attention, (kn_pass_fn)NULL);
+    assert_int_equal(pc_count(g1, "Attention"), attention);
     if (!attention)
         assert_int_equal(g1->n_nodes, g0->n_nodes);
     destroy2(g0, g1);
@@ -388,8 +284,8 @@ static void test_no_fuse_scale_input(void **state)
     mb_node(b, g, "Softmax", "softmax", "s1", "p");
     mb_node(b, g, "MatMul", "pv", "p,v", "y");
     mb_output(b, g, "y", NULL);
-    kn_graph *g0, *g1 = apply(b, m, &g0, kn_pass_fuse_attention, (kn_pass_fn)NULL);
-    assert_int_equal(count(g1, "Attention"), 0);
+    kn_graph *g0, *g1 = pc_apply(b, m, &g0, kn_pass_fuse_attention, (kn_pass_fn)NULL);
+    assert_int_equal(pc_count(g1, "Attention"), 0);
     destroy2(g0, g1);
     mb_free(b);
 }

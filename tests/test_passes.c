@@ -7,8 +7,7 @@
 #include <setjmp.h>
 #include <cmocka.h>
 
-#include "model_builder.h"
-#include "passes/passes.h"
+#include "pass_check.h"
 #include "runtime/cpu/exec.h"
 
 #include <math.h>
@@ -16,109 +15,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
-
-static kn_graph *import(mb *b, Onnx__ModelProto *m)
-{
-    size_t len;
-    uint8_t *bytes = mb_pack(b, m, &len);
-    kn_diag *d = kn_diag_create(NULL, stderr);
-    kn_graph *g = NULL;
-    assert_int_equal(kn_import_onnx_memory(bytes, len, NULL, "t.onnx", NULL, NULL, d, &g), KN_OK);
-    assert_int_equal(kn_pass_infer_shapes(g, d), KN_OK);
-    assert_int_equal(kn_graph_verify(g, d), KN_OK);
-    kn_diag_destroy(d);
-    return g;
-}
-
-static uint32_t count(const kn_graph *g, const char *op)
-{
-    uint32_t n = 0;
-    for (kn_id k = 0; k < g->n_nodes; k++)
-        n += strcmp(g->nodes[k].op_type, op) == 0;
-    return n;
-}
-
-static const kn_node *find_node(const kn_graph *g, const char *op)
-{
-    for (kn_id k = 0; k < g->n_nodes; k++)
-        if (strcmp(g->nodes[k].op_type, op) == 0)
-            return &g->nodes[k];
-    fail_msg("no %s node", op);
-    return NULL;
-}
-
-/* Runs g on deterministic inputs (symbolic dims set to 3); outs[i] must be
- * freed with kn_rt_tensor_free. */
-static void run(const kn_graph *g, kn_rt_tensor **outs)
-{
-    kn_rt_tensor *in[8] = {0};
-    assert_true(g->n_inputs <= 8);
-    for (uint32_t i = 0; i < g->n_inputs; i++) {
-        const kn_type *t = &g->values[g->inputs[i]].type;
-        int64_t dims[16];
-        for (int32_t k = 0; k < t->shape.rank; k++)
-            dims[k] = t->shape.dims[k].value >= 0 ? t->shape.dims[k].value : 3;
-        assert_int_equal(kn_rt_tensor_new(NULL, t->dtype, t->shape.rank, dims, &in[i]), KN_OK);
-        for (int64_t e = 0; e < in[i]->numel; e++) {
-            if (t->dtype == KN_F32)
-                ((float *)in[i]->data)[e] = (float)sin(0.7 * (double)e + i);
-            else if (t->dtype == KN_I64)
-                ((int64_t *)in[i]->data)[e] = e % 3;
-        }
-    }
-    kn_diag *d = kn_diag_create(NULL, stderr);
-    assert_int_equal(kn_cpu_run(g, NULL, d, (const kn_rt_tensor *const *)in, g->n_inputs, outs, g->n_outputs), KN_OK);
-    kn_diag_destroy(d);
-    for (uint32_t i = 0; i < g->n_inputs; i++)
-        kn_rt_tensor_free(NULL, in[i]);
-}
-
-/* a and b (the same model before and after passes) give the same outputs. */
-static void same_outputs(const kn_graph *a, const kn_graph *b, double tol)
-{
-    assert_int_equal(a->n_outputs, b->n_outputs);
-    for (uint32_t i = 0; i < a->n_outputs; i++)
-        assert_ptr_equal(a->values[a->outputs[i]].name, a->values[a->outputs[i]].name);
-    kn_rt_tensor *x[8] = {0}, *y[8] = {0};
-    run(a, x);
-    run(b, y);
-    for (uint32_t i = 0; i < a->n_outputs; i++) {
-        assert_string_equal(a->values[a->outputs[i]].name, b->values[b->outputs[i]].name);
-        assert_int_equal(x[i]->dtype, y[i]->dtype);
-        assert_int_equal(x[i]->rank, y[i]->rank);
-        assert_memory_equal(x[i]->dims, y[i]->dims, (size_t)x[i]->rank * sizeof(int64_t));
-        if (x[i]->dtype == KN_F32) {
-            for (int64_t e = 0; e < x[i]->numel; e++) {
-                double p = ((float *)x[i]->data)[e], q = ((float *)y[i]->data)[e];
-                if (fabs(p - q) > tol * (1 + fabs(p)))
-                    fail_msg("output %u element %lld: %g before, %g after", i, (long long)e, p, q);
-            }
-        } else {
-            assert_memory_equal(x[i]->data, y[i]->data, x[i]->nbytes);
-        }
-        kn_rt_tensor_free(NULL, x[i]);
-        kn_rt_tensor_free(NULL, y[i]);
-    }
-}
-
-/* Imports m twice, runs the passes on the second copy (each verified),
- * checks the outputs numerically; *before gets the untouched copy. */
-static kn_graph *apply(mb *b, Onnx__ModelProto *m, kn_graph **before, ...)
-{
-    kn_graph *g0 = import(b, m), *g = import(b, m);
-    kn_diag *d = kn_diag_create(NULL, stderr);
-    va_list ap;
-    va_start(ap, before);
-    for (kn_pass_fn p; (p = va_arg(ap, kn_pass_fn)) != NULL;) {
-        assert_int_equal(p(g, d), KN_OK);
-        assert_int_equal(kn_graph_verify(g, d), KN_OK);
-    }
-    va_end(ap);
-    kn_diag_destroy(d);
-    same_outputs(g0, g, 1e-5);
-    *before = g0;
-    return g;
-}
 
 static void f32_init(mb *b, Onnx__GraphProto *g, const char *name, const int64_t *dims, size_t rank, float base)
 {
@@ -158,8 +54,8 @@ static void test_fold_constants(void **state)
     mb_node(b, g, "Sqrt", "sq", "s", "r");     /* constant, through the first */
     mb_node(b, g, "Mul", "mul", "x,r", "y");
     mb_output(b, g, "y", NULL);
-    kn_graph *g0, *g1 = apply(b, m, &g0, kn_pass_fold, (kn_pass_fn)NULL);
-    assert_int_equal(count(g1, "Add") + count(g1, "Sqrt"), 0);
+    kn_graph *g0, *g1 = pc_apply(b, m, &g0, kn_pass_fold, (kn_pass_fn)NULL);
+    assert_int_equal(pc_count(g1, "Add") + pc_count(g1, "Sqrt"), 0);
     assert_int_equal(g1->n_nodes, 1);
     destroy2(g0, g1);
     mb_free(b);
@@ -177,8 +73,8 @@ static void test_fold_size_limit(void **state)
     mb_node(b, g, "Expand", "ex", "one,shape", "e"); /* 16 KiB from 12 bytes: stays */
     mb_node(b, g, "Add", "add", "x,e", "y");
     mb_output(b, g, "y", NULL);
-    kn_graph *g0, *g1 = apply(b, m, &g0, kn_pass_fold, (kn_pass_fn)NULL);
-    assert_int_equal(count(g1, "Expand"), 1);
+    kn_graph *g0, *g1 = pc_apply(b, m, &g0, kn_pass_fold, (kn_pass_fn)NULL);
+    assert_int_equal(pc_count(g1, "Expand"), 1);
     assert_int_equal(g1->n_nodes, 2);
     destroy2(g0, g1);
     mb_free(b);
@@ -196,12 +92,12 @@ static void test_fold_random_kept(void **state)
     mb_node(b, g, "Mul", "mul", "r,c", "z");
     mb_node(b, g, "Add", "add", "x,z", "y");
     mb_output(b, g, "y", NULL);
-    kn_graph *g1 = import(b, m);
+    kn_graph *g1 = pc_import(b, m);
     kn_diag *d = kn_diag_create(NULL, stderr);
     assert_int_equal(kn_pass_fold(g1, d), KN_OK);
     assert_int_equal(kn_graph_verify(g1, d), KN_OK);
-    assert_int_equal(count(g1, "RandomUniformLike"), 1);
-    assert_int_equal(count(g1, "Mul"), 1);
+    assert_int_equal(pc_count(g1, "RandomUniformLike"), 1);
+    assert_int_equal(pc_count(g1, "Mul"), 1);
     kn_diag_destroy(d);
     kn_graph_destroy(g1);
     mb_free(b);
@@ -225,9 +121,9 @@ static void test_fold_static_shape_chain(void **state)
     mb_attr_i(b, g->node[g->n_node - 1], "axis", 0);
     mb_node(b, g, "Reshape", "rs", "x,t", "y");
     mb_output(b, g, "y", NULL);
-    kn_graph *g0, *g1 = apply(b, m, &g0, kn_pass_fold, kn_pass_dce, (kn_pass_fn)NULL);
+    kn_graph *g0, *g1 = pc_apply(b, m, &g0, kn_pass_fold, kn_pass_dce, (kn_pass_fn)NULL);
     assert_int_equal(g1->n_nodes, 1);
-    const kn_node *rs = find_node(g1, "Reshape");
+    const kn_node *rs = pc_find(g1, "Reshape");
     assert_int_equal(g1->values[rs->inputs[1]].kind, KN_VAL_CONST);
     destroy2(g0, g1);
     mb_free(b);
@@ -256,10 +152,10 @@ static void test_fold_symbolic_reshape(void **state)
     mb_attr_i(b, g->node[g->n_node - 1], "axis", 0);
     mb_node(b, g, "Reshape", "rs", "r,t", "y");
     mb_output(b, g, "y", NULL);
-    kn_graph *g0, *g1 = apply(b, m, &g0, kn_pass_fold, kn_pass_dce, (kn_pass_fn)NULL);
-    assert_int_equal(count(g1, "Shape") + count(g1, "Gather") + count(g1, "Concat"), 0);
+    kn_graph *g0, *g1 = pc_apply(b, m, &g0, kn_pass_fold, kn_pass_dce, (kn_pass_fn)NULL);
+    assert_int_equal(pc_count(g1, "Shape") + pc_count(g1, "Gather") + pc_count(g1, "Concat"), 0);
     assert_int_equal(g1->n_nodes, 2);
-    const kn_node *rs = find_node(g1, "Reshape");
+    const kn_node *rs = pc_find(g1, "Reshape");
     const kn_tensor *t = g1->values[rs->inputs[1]].tensor;
     assert_non_null(t);
     assert_int_equal(t->n_elems, 4);
@@ -280,12 +176,12 @@ static void test_fold_symbolic_not_provable(void **state)
     mb_node(b, g, "Shape", "shp", "z", "s");
     mb_node(b, g, "Reshape", "rs", "x,s", "y");
     mb_output(b, g, "y", NULL);
-    kn_graph *g1 = import(b, m);
+    kn_graph *g1 = pc_import(b, m);
     kn_diag *d = kn_diag_create(NULL, stderr);
     assert_int_equal(kn_pass_fold(g1, d), KN_OK);
     assert_int_equal(kn_graph_verify(g1, d), KN_OK);
-    assert_int_equal(count(g1, "Shape"), 1);
-    assert_int_equal(g1->values[find_node(g1, "Reshape")->inputs[1]].kind, KN_VAL_NODE);
+    assert_int_equal(pc_count(g1, "Shape"), 1);
+    assert_int_equal(g1->values[pc_find(g1, "Reshape")->inputs[1]].kind, KN_VAL_NODE);
     kn_diag_destroy(d);
     kn_graph_destroy(g1);
     mb_free(b);
@@ -306,7 +202,7 @@ static void test_dce(void **state)
     mb_node(b, g, "Mul", "dead2", "s,unused_w", "t");
     mb_node(b, g, "Neg", "neg", "r", "y");
     mb_output(b, g, "y", NULL);
-    kn_graph *g0, *g1 = apply(b, m, &g0, kn_pass_dce, (kn_pass_fn)NULL);
+    kn_graph *g0, *g1 = pc_apply(b, m, &g0, kn_pass_dce, (kn_pass_fn)NULL);
     assert_int_equal(g1->n_nodes, 2);
     for (kn_id v = 0; v < g1->n_values; v++)
         assert_string_not_equal(g1->values[v].name, "unused_w");
@@ -337,11 +233,11 @@ static void test_cse(void **state)
     mb_output(b, g, "f", NULL);
     mb_output(b, g, "o2", NULL);
     mb_output(b, g, "o3", NULL);
-    kn_graph *g0, *g1 = apply(b, m, &g0, kn_pass_cse, (kn_pass_fn)NULL);
-    assert_int_equal(count(g1, "Relu"), 1);
-    assert_int_equal(count(g1, "Sigmoid"), 1);
-    assert_int_equal(count(g1, "Transpose"), 2);
-    assert_int_equal(count(g1, "Tanh"), 2);
+    kn_graph *g0, *g1 = pc_apply(b, m, &g0, kn_pass_cse, (kn_pass_fn)NULL);
+    assert_int_equal(pc_count(g1, "Relu"), 1);
+    assert_int_equal(pc_count(g1, "Sigmoid"), 1);
+    assert_int_equal(pc_count(g1, "Transpose"), 2);
+    assert_int_equal(pc_count(g1, "Tanh"), 2);
     destroy2(g0, g1);
     mb_free(b);
 }
@@ -362,7 +258,7 @@ static void test_dedup(void **state)
     mb_node(b, g, "Sub", "a3", "q,c3", "r");
     mb_node(b, g, "Add", "a4", "r,c4", "y");
     mb_output(b, g, "y", NULL);
-    kn_graph *g0, *g1 = apply(b, m, &g0, kn_pass_dedup, (kn_pass_fn)NULL);
+    kn_graph *g0, *g1 = pc_apply(b, m, &g0, kn_pass_dedup, (kn_pass_fn)NULL);
     uint32_t consts = 0;
     for (kn_id v = 0; v < g1->n_values; v++)
         consts += g1->values[v].kind == KN_VAL_CONST;
@@ -407,14 +303,14 @@ static void test_noop(void **state)
     mb_output(b, g, "k", NULL);
     mb_output(b, g, "l", NULL);
     mb_output(b, g, "y", NULL);
-    kn_graph *g0, *g1 = apply(b, m, &g0, kn_pass_noop, kn_pass_dce, (kn_pass_fn)NULL);
+    kn_graph *g0, *g1 = pc_apply(b, m, &g0, kn_pass_noop, kn_pass_dce, (kn_pass_fn)NULL);
     assert_int_equal(g1->n_nodes, 4);
-    assert_int_equal(count(g1, "Cast"), 1);
-    assert_int_equal(count(g1, "Reshape"), 1);
-    assert_int_equal(count(g1, "Transpose"), 1);
-    assert_int_equal(count(g1, "Relu"), 1);
-    assert_int_equal(count(g1, "Identity"), 0);
-    assert_string_equal(g1->values[find_node(g1, "Relu")->outputs[0]].name, "y");
+    assert_int_equal(pc_count(g1, "Cast"), 1);
+    assert_int_equal(pc_count(g1, "Reshape"), 1);
+    assert_int_equal(pc_count(g1, "Transpose"), 1);
+    assert_int_equal(pc_count(g1, "Relu"), 1);
+    assert_int_equal(pc_count(g1, "Identity"), 0);
+    assert_string_equal(g1->values[pc_find(g1, "Relu")->outputs[0]].name, "y");
     destroy2(g0, g1);
     mb_free(b);
 }
@@ -433,7 +329,7 @@ static void test_noop_kept(void **state)
     mb_output(b, g, "d", NULL);
     mb_output(b, g, "mask", NULL);
     mb_output(b, g, "y", NULL);
-    kn_graph *g0, *g1 = apply(b, m, &g0, kn_pass_noop, (kn_pass_fn)NULL);
+    kn_graph *g0, *g1 = pc_apply(b, m, &g0, kn_pass_noop, (kn_pass_fn)NULL);
     assert_int_equal(g1->n_nodes, 2);
     destroy2(g0, g1);
     mb_free(b);
@@ -455,12 +351,12 @@ static void test_transpose(void **state)
     mb_attr_ints(b, mb_node(b, g, "Transpose", "t4", "c", "y2"), "perm", (int64_t[]){0, 2, 1}, 3); /* not */
     mb_output(b, g, "y1", NULL);
     mb_output(b, g, "y2", NULL);
-    kn_graph *g0, *g1 = apply(b, m, &g0, kn_pass_transpose, (kn_pass_fn)NULL);
-    assert_int_equal(count(g1, "Transpose"), 1); /* t1, t2 gone; t3 + t4 → one */
-    const kn_attr *p = kn_node_attr(find_node(g1, "Transpose"), "perm");
+    kn_graph *g0, *g1 = pc_apply(b, m, &g0, kn_pass_transpose, (kn_pass_fn)NULL);
+    assert_int_equal(pc_count(g1, "Transpose"), 1); /* t1, t2 gone; t3 + t4 → one */
+    const kn_attr *p = kn_node_attr(pc_find(g1, "Transpose"), "perm");
     assert_non_null(p);
     assert_memory_equal(p->u.ints, ((int64_t[]){1, 2, 0}), 3 * sizeof(int64_t));
-    assert_string_equal(g1->values[find_node(g1, "Relu")->outputs[0]].name, "y1");
+    assert_string_equal(g1->values[pc_find(g1, "Relu")->outputs[0]].name, "y1");
     destroy2(g0, g1);
     mb_free(b);
 }
@@ -511,17 +407,17 @@ static void test_bn_fold(void **state)
         snprintf(o, sizeof o, "y%d", i);
         mb_output(b, g, o, NULL);
     }
-    kn_graph *g0 = import(b, m), *g1 = import(b, m);
+    kn_graph *g0 = pc_import(b, m), *g1 = pc_import(b, m);
     kn_diag *d = kn_diag_create(NULL, stderr);
     assert_int_equal(kn_pass_bn_fold(g1, d), KN_OK);
     assert_int_equal(kn_graph_verify(g1, d), KN_OK);
     assert_int_equal(kn_pass_dce(g1, d), KN_OK);
     assert_int_equal(kn_graph_verify(g1, d), KN_OK);
     kn_diag_destroy(d);
-    same_outputs(g0, g1, 1e-5);
-    assert_int_equal(count(g1, "BatchNormalization"), 1); /* bn3 */
-    assert_int_equal(count(g1, "Conv"), 3);
-    assert_int_equal(count(g1, "Gemm"), 2);
+    pc_same_outputs(g0, g1, 1e-5);
+    assert_int_equal(pc_count(g1, "BatchNormalization"), 1); /* bn3 */
+    assert_int_equal(pc_count(g1, "Conv"), 3);
+    assert_int_equal(pc_count(g1, "Gemm"), 2);
     destroy2(g0, g1);
     mb_free(b);
 }
@@ -540,7 +436,7 @@ static void test_pipeline_options(void **state)
     mb_output(b, g, "y", NULL);
     kn_diag *d = kn_diag_create(NULL, NULL);
     /* unknown pass names: errors that list the passes */
-    kn_graph *g1 = import(b, m);
+    kn_graph *g1 = pc_import(b, m);
     const char *bad[] = {"nope"};
     kn_pipeline_opts po = {0};
     po.verify_each = true;

@@ -1,0 +1,24 @@
+/* Test helpers for pass tests (pass_check.c). */
+#ifndef KILN_TESTS_PASS_CHECK_H
+#define KILN_TESTS_PASS_CHECK_H
+
+#include "model_builder.h"
+#include "passes/passes.h"
+#include "runtime/cpu/kernel.h"
+
+/* Imports m (failing the test on error). */
+kn_graph *pc_import(mb *b, Onnx__ModelProto *m);
+/* Nodes of op type `op` in g's main graph. */
+uint32_t pc_count(const kn_graph *g, const char *op);
+/* The first node of op type `op` (fails the test when none). */
+const kn_node *pc_find(const kn_graph *g, const char *op);
+/* Runs g on deterministic inputs (symbolic dims set to 3); outs[i] must be
+ * freed by the caller. */
+void pc_run(const kn_graph *g, kn_rt_tensor **outs);
+/* a and b (the same model before and after passes) give the same outputs. */
+void pc_same_outputs(const kn_graph *a, const kn_graph *b, double tol);
+/* Imports m twice, runs the passes (NULL-terminated list) on the second
+ * copy, each verified; *before receives the first copy. */
+kn_graph *pc_apply(mb *b, Onnx__ModelProto *m, kn_graph **before, ...);
+
+#endif
