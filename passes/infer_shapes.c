@@ -253,6 +253,199 @@ static kn_status infer_shape_op(sctx *c)
     return set_out(c, 0, KN_I64, 1, &d);
 }
 
+/* Axes of Squeeze/Unsqueeze: the attribute before opset 13, a constant
+ * input from 13. False when they are not known at compile time. */
+static bool axes_of(sctx *c, int64_t *axes, uint32_t *n)
+{
+    *n = 0;
+    if (c->n->opset < 13) {
+        const kn_attr *a = kn_node_attr(c->n, "axes");
+        if (!a)
+            return true; /* Squeeze without axes */
+        if (a->kind != KN_ATTR_INTS || a->n > 64)
+            return false;
+        for (uint32_t i = 0; i < a->n; i++)
+            axes[(*n)++] = a->u.ints[i];
+        return true;
+    }
+    if (c->n->n_inputs < 2 || c->n->inputs[1] == KN_NONE)
+        return true;
+    const kn_tensor *t = in_const(c, 1);
+    if (!t || t->rank > 1 || t->n_elems > 64)
+        return false;
+    for (int64_t i = 0; i < t->n_elems; i++)
+        axes[(*n)++] = const_at(t, i);
+    return true;
+}
+
+static kn_status infer_unsqueeze(sctx *c)
+{
+    const kn_type *t = in_type(c, 0);
+    int64_t axes[64];
+    uint32_t na;
+    if (!t || t->shape.rank < 0 || !axes_of(c, axes, &na) || na == 0)
+        return set_out(c, 0, t ? t->dtype : KN_UNDEFINED, -1, NULL);
+    int32_t r = t->shape.rank + (int32_t)na;
+    if (r > 64)
+        return KN_OK;
+    bool inserted[64] = {0};
+    for (uint32_t i = 0; i < na; i++) {
+        int64_t a = axes[i] < 0 ? axes[i] + r : axes[i];
+        if (a < 0 || a >= r || inserted[a])
+            return set_out(c, 0, t->dtype, -1, NULL); /* the kernel reports it */
+        inserted[a] = true;
+    }
+    kn_dim d[64];
+    for (int32_t k = 0, j = 0; k < r; k++)
+        d[k] = inserted[k] ? (kn_dim){1, NULL} : t->shape.dims[j++];
+    return set_out(c, 0, t->dtype, r, d);
+}
+
+static kn_status infer_squeeze(sctx *c)
+{
+    const kn_type *t = in_type(c, 0);
+    int64_t axes[64];
+    uint32_t na;
+    if (!t || t->shape.rank < 0 || !axes_of(c, axes, &na))
+        return set_out(c, 0, t ? t->dtype : KN_UNDEFINED, -1, NULL);
+    int32_t r = t->shape.rank;
+    bool drop[64] = {0};
+    if (na == 0) { /* every dim of size 1: only when all dims are known */
+        for (int32_t k = 0; k < r; k++) {
+            if (t->shape.dims[k].value < 0)
+                return set_out(c, 0, t->dtype, -1, NULL);
+            drop[k] = t->shape.dims[k].value == 1;
+        }
+    }
+    for (uint32_t i = 0; i < na; i++) {
+        int64_t a = axes[i] < 0 ? axes[i] + r : axes[i];
+        if (a < 0 || a >= r)
+            return set_out(c, 0, t->dtype, -1, NULL);
+        drop[a] = true;
+    }
+    kn_dim d[64];
+    int32_t n = 0;
+    for (int32_t k = 0; k < r; k++)
+        if (!drop[k])
+            d[n++] = t->shape.dims[k];
+    return set_out(c, 0, t->dtype, n, d);
+}
+
+static kn_status infer_flatten(sctx *c)
+{
+    const kn_type *t = in_type(c, 0);
+    if (!t || t->shape.rank < 0)
+        return set_out(c, 0, t ? t->dtype : KN_UNDEFINED, 2, NULL);
+    const kn_attr *a = kn_node_attr(c->n, "axis");
+    int64_t axis = a && a->kind == KN_ATTR_INT ? a->u.i : 1;
+    int32_t r = t->shape.rank;
+    if (axis < 0)
+        axis += r;
+    if (axis < 0 || axis > r)
+        return set_out(c, 0, t->dtype, 2, NULL);
+    kn_dim d[2] = {{1, NULL}, {1, NULL}};
+    for (int32_t k = 0; k < r; k++) {
+        kn_dim *o = &d[k < axis ? 0 : 1];
+        int64_t v = t->shape.dims[k].value;
+        if (o->value < 0 || v < 0) {
+            /* one symbolic factor times known 1s stays that symbol */
+            if (o->value == 1 && !o->sym && v < 0)
+                *o = t->shape.dims[k];
+            else if (!(v == 1))
+                *o = (kn_dim){-1, NULL};
+        } else {
+            if (v && o->value > INT64_MAX / v)
+                *o = (kn_dim){-1, NULL};
+            else
+                o->value *= v;
+        }
+    }
+    return set_out(c, 0, t->dtype, 2, d);
+}
+
+static kn_status infer_gather(sctx *c)
+{
+    const kn_type *t = in_type(c, 0), *ix = in_type(c, 1);
+    if (!t || !ix || t->shape.rank < 1 || ix->shape.rank < 0 || t->shape.rank + ix->shape.rank > 65)
+        return set_out(c, 0, t ? t->dtype : KN_UNDEFINED, -1, NULL);
+    const kn_attr *a = kn_node_attr(c->n, "axis");
+    int64_t axis = a && a->kind == KN_ATTR_INT ? a->u.i : 0;
+    int32_t r = t->shape.rank;
+    if (axis < 0)
+        axis += r;
+    if (axis < 0 || axis >= r)
+        return set_out(c, 0, t->dtype, -1, NULL);
+    kn_dim d[64];
+    int32_t n = 0;
+    for (int32_t k = 0; k < axis; k++)
+        d[n++] = t->shape.dims[k];
+    for (int32_t k = 0; k < ix->shape.rank; k++)
+        d[n++] = ix->shape.dims[k];
+    for (int32_t k = (int32_t)axis + 1; k < r; k++)
+        d[n++] = t->shape.dims[k];
+    return set_out(c, 0, t->dtype, n, d);
+}
+
+/* Conv and the windowed pools: [N, C_out, spatial...]; spatial sizes when
+ * everything they depend on is static and explicit (auto_pad NOTSET). */
+static kn_status infer_window(sctx *c, bool conv)
+{
+    const kn_type *x = in_type(c, 0);
+    if (!x || x->shape.rank < 3 || x->shape.rank > 10)
+        return set_out(c, 0, x ? x->dtype : KN_UNDEFINED, x ? x->shape.rank : -1, NULL);
+    int32_t r = x->shape.rank, ns = r - 2;
+    kn_dim d[10];
+    d[0] = x->shape.dims[0];
+    d[1] = x->shape.dims[1];
+    int64_t kernel[8] = {0};
+    if (conv) {
+        const kn_type *w = in_type(c, 1);
+        d[1] = w && w->shape.rank == r ? w->shape.dims[0] : (kn_dim){-1, NULL};
+        for (int32_t i = 0; i < ns; i++)
+            kernel[i] = w && w->shape.rank == r ? w->shape.dims[2 + i].value : -1;
+    }
+    uint32_t nk = 0, np = 0, nst = 0, ndl = 0;
+    const int64_t *ks = NULL, *pads = NULL, *st = NULL, *dl = NULL;
+    const kn_attr *a;
+    if ((a = kn_node_attr(c->n, "kernel_shape")) && a->kind == KN_ATTR_INTS)
+        ks = a->u.ints, nk = a->n;
+    if ((a = kn_node_attr(c->n, "pads")) && a->kind == KN_ATTR_INTS)
+        pads = a->u.ints, np = a->n;
+    if ((a = kn_node_attr(c->n, "strides")) && a->kind == KN_ATTR_INTS)
+        st = a->u.ints, nst = a->n;
+    if ((a = kn_node_attr(c->n, "dilations")) && a->kind == KN_ATTR_INTS)
+        dl = a->u.ints, ndl = a->n;
+    const char *ap = NULL;
+    if ((a = kn_node_attr(c->n, "auto_pad")) && a->kind == KN_ATTR_STRING)
+        ap = (const char *)a->u.s.data;
+    bool ceil_mode = (a = kn_node_attr(c->n, "ceil_mode")) && a->kind == KN_ATTR_INT && a->u.i;
+    bool explicit_pad = !ap || strcmp(ap, "NOTSET") == 0;
+    for (int32_t i = 0; i < ns; i++) {
+        int64_t in = x->shape.dims[2 + i].value;
+        int64_t k = nk == (uint32_t)ns ? ks[i] : kernel[i];
+        int64_t s = nst == (uint32_t)ns ? st[i] : 1, dil = ndl == (uint32_t)ns ? dl[i] : 1;
+        int64_t pb = np == 2u * (uint32_t)ns ? pads[i] : 0, pe = np == 2u * (uint32_t)ns ? pads[ns + i] : 0;
+        d[2 + i] = (kn_dim){-1, NULL};
+        if (!explicit_pad || in < 0 || k <= 0 || s <= 0 || dil <= 0 || ceil_mode)
+            continue;
+        int64_t span = dil * (k - 1) + 1, len = in + pb + pe - span;
+        if (len >= 0)
+            d[2 + i].value = len / s + 1;
+    }
+    return set_out(c, 0, x->dtype, r, d);
+}
+
+static kn_status infer_global_pool(sctx *c)
+{
+    const kn_type *x = in_type(c, 0);
+    if (!x || x->shape.rank < 2 || x->shape.rank > 64)
+        return set_out(c, 0, x ? x->dtype : KN_UNDEFINED, x ? x->shape.rank : -1, NULL);
+    kn_dim d[64];
+    for (int32_t k = 0; k < x->shape.rank; k++)
+        d[k] = k < 2 ? x->shape.dims[k] : (kn_dim){1, NULL};
+    return set_out(c, 0, x->dtype, x->shape.rank, d);
+}
+
 static bool is_unary_same(kn_op op)
 {
     switch (op) {
@@ -302,6 +495,13 @@ static kn_status infer_node(sctx *c)
     case KN_OP_Cast: case KN_OP_CastLike: return infer_cast(c);
     case KN_OP_Shape: return infer_shape_op(c);
     case KN_OP_Size: return set_out(c, 0, KN_I64, 0, NULL);
+    case KN_OP_Unsqueeze: return infer_unsqueeze(c);
+    case KN_OP_Squeeze: return infer_squeeze(c);
+    case KN_OP_Flatten: return infer_flatten(c);
+    case KN_OP_Gather: return infer_gather(c);
+    case KN_OP_Conv: return infer_window(c, true);
+    case KN_OP_MaxPool: case KN_OP_AveragePool: case KN_OP_LpPool: return infer_window(c, false);
+    case KN_OP_GlobalAveragePool: case KN_OP_GlobalMaxPool: case KN_OP_GlobalLpPool: return infer_global_pool(c);
     default: return KN_OK;
     }
 }

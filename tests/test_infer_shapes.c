@@ -124,12 +124,53 @@ static void test_not_broadcastable_left_unknown(void **state)
     mb_free(b);
 }
 
+static void test_layout_and_window_ops(void **state)
+{
+    (void)state;
+    mb *b = mb_new();
+    Onnx__ModelProto *m = mb_model(b, 13);
+    Onnx__GraphProto *g = m->graph;
+    mb_input(b, g, "x", mb_tensor_type(b, KN_F32, "batch,3,32,32"));
+    mb_input(b, g, "ids", mb_tensor_type(b, KN_I64, "batch,seq"));
+    int64_t wd[4] = {8, 3, 3, 3}, ad[1] = {2}, ed[2] = {100, 16};
+    mb_float_data(b, mb_initializer(b, g, "w", KN_F32, wd, 4), (float[216]){0}, 216);
+    mb_int64_data(b, mb_initializer(b, g, "axes", KN_I64, ad, 1), (int64_t[]){1, -1}, 2);
+    mb_float_data(b, mb_initializer(b, g, "emb", KN_F32, ed, 2), (float[1600]){0}, 1600);
+    Onnx__NodeProto *cv = mb_node(b, g, "Conv", "conv", "x,w", "c");
+    mb_attr_ints(b, cv, "pads", (int64_t[]){1, 1, 1, 1}, 4);
+    mb_attr_ints(b, cv, "strides", (int64_t[]){2, 2}, 2);                  /* [batch, 8, 16, 16] */
+    Onnx__NodeProto *mp = mb_node(b, g, "MaxPool", "pool", "c", "p");
+    mb_attr_ints(b, mp, "kernel_shape", (int64_t[]){2, 2}, 2);
+    mb_attr_ints(b, mp, "strides", (int64_t[]){2, 2}, 2);                  /* [batch, 8, 8, 8] */
+    mb_node(b, g, "GlobalAveragePool", "gap", "p", "gp");                    /* [batch, 8, 1, 1] */
+    mb_node(b, g, "Flatten", "flat", "gp", "f");                             /* [batch, 8] */
+    mb_node(b, g, "Unsqueeze", "unsq", "f,axes", "u");                       /* [batch, 1, 8, 1] */
+    mb_node(b, g, "Squeeze", "sq", "u,axes", "q");                           /* [batch, 8] */
+    mb_node(b, g, "Gather", "emb_lookup", "emb,ids", "e");                   /* [batch, seq, 16] */
+    Onnx__NodeProto *fl = mb_node(b, g, "Flatten", "flat2", "e", "e2");
+    mb_attr_i(b, fl, "axis", 2);                                              /* [?, 16] */
+    mb_output(b, g, "q", NULL);
+    mb_output(b, g, "e2", NULL);
+    kn_graph *kg = build(b, m);
+    want(kg, "c", "float32[batch, 8, 16, 16]");
+    want(kg, "p", "float32[batch, 8, 8, 8]");
+    want(kg, "gp", "float32[batch, 8, 1, 1]");
+    want(kg, "f", "float32[batch, 8]");
+    want(kg, "u", "float32[batch, 1, 8, 1]");
+    want(kg, "q", "float32[batch, 8]");
+    want(kg, "e", "float32[batch, seq, 16]");
+    want(kg, "e2", "float32[?, 16]");
+    kn_graph_destroy(kg);
+    mb_free(b);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_symbolic),
         cmocka_unit_test(test_reshape_infers_minus_one),
         cmocka_unit_test(test_not_broadcastable_left_unknown),
+        cmocka_unit_test(test_layout_and_window_ops),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
