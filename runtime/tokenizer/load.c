@@ -89,21 +89,17 @@ const kn_tok_merge *kn_tok_merge_find(const kn_tokenizer *t, int32_t a, int32_t 
 
 /* GPT-2's bytes_to_unicode: printable bytes stand for themselves, the rest
  * for U+0100 onwards in byte order. Returns the byte for code point c, or -1. */
+static int printable_byte(int b) { return (b >= 33 && b <= 126) || (b >= 161 && b <= 172) || b >= 174; }
+
 static int unicode_to_byte(int32_t c)
 {
-    static int16_t inv[324];
-    static int ready;
-    if (!ready) { /* idempotent; a race writes the same values */
-        for (int i = 0; i < 324; i++)
-            inv[i] = -1;
-        int n = 0;
-        for (int b = 0; b < 256; b++) {
-            int printable = (b >= 33 && b <= 126) || (b >= 161 && b <= 172) || (b >= 174);
-            inv[printable ? b : 256 + n++] = (int16_t)b;
-        }
-        ready = 1;
-    }
-    return c >= 0 && c < 324 ? inv[c] : -1;
+    if (c >= 0 && c < 256)
+        return printable_byte(c) ? c : -1;
+    int n = 256;
+    for (int b = 0; b < 256; b++)
+        if (!printable_byte(b) && n++ == c)
+            return b;
+    return -1;
 }
 
 static kn_status pool_add(loader *L, const char *p, size_t n, uint32_t *off)

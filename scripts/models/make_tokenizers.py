@@ -109,6 +109,9 @@ STRINGS = [
     "a",
     " ",
     "kiln compiles; kilns and kiln",
+    "no\u00a0break and ideographic\u3000space",
+    "next\u0085line, zero\u200bwidth, em\u2003space",
+    "  \u00a0 mixed \t\u3000 blanks  ",
 ]
 
 
