@@ -22,7 +22,8 @@ typedef struct kn_tokenizer kn_tokenizer;
  * NFD / NFKD / Sequence of those (or none), pre_tokenizer ByteLevel (with or
  * without its GPT-2 regex), Split (Regex or String pattern, behaviour
  * Isolated or Removed) and Sequence of those, decoder ByteLevel, and
- * post_processor null / ByteLevel (TemplateProcessing is refused).
+ * post_processor null / ByteLevel / TemplateProcessing ("single" only) /
+ * Sequence of those.
  * `a` may be NULL (malloc). On success *out is the caller's, freed with
  * kn_tokenizer_free. Returns KN_ERR_IO (file unreadable), KN_ERR_INVALID
  * (not JSON, wrong types, missing fields, bad regex), KN_ERR_UNSUPPORTED
@@ -42,9 +43,9 @@ void kn_tokenizer_free(kn_tokenizer *tok);
 size_t kn_tokenizer_vocab_size(const kn_tokenizer *tok);
 
 /* Encodes `len` bytes of UTF-8 `text`. Added tokens (special or not) in the
- * text become their ids. `add_special` asks for the post-processor's tokens
- * (BOS/EOS); the supported post-processors add none, so it changes nothing
- * yet. On success *ids is a new array of *n ids, owned by the caller and
+ * text become their ids. `add_special` adds the post-processor's tokens
+ * (TemplateProcessing's "single" template: BOS/EOS and the like), as
+ * Hugging Face's add_special_tokens=True does. On success *ids is a new array of *n ids, owned by the caller and
  * freed with kn_tokenizer_release (NULL when *n is 0). Returns
  * KN_ERR_INVALID (text not valid UTF-8; a byte with no token), KN_ERR_NOMEM;
  * on error *ids is NULL and *n is 0. */

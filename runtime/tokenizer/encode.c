@@ -254,11 +254,16 @@ static kn_status encode(enc *e, const char *text, size_t len)
 kn_status kn_tokenizer_encode(const kn_tokenizer *t, const char *text, size_t len, bool add_special, int32_t **ids,
                               size_t *n, kn_diag *d)
 {
-    (void)add_special; /* no supported post-processor adds tokens */
     *ids = NULL;
     *n = 0;
     enc e = {.t = t, .d = d};
-    kn_status s = encode(&e, text, len);
+    kn_status s = KN_OK;
+    for (uint32_t i = 0; add_special && s == KN_OK && i < t->n_pre; i++)
+        s = emit(&e, t->tpl[i]);
+    if (s == KN_OK)
+        s = encode(&e, text, len);
+    for (uint32_t i = 0; add_special && s == KN_OK && i < t->n_post; i++)
+        s = emit(&e, t->tpl[t->n_pre + i]);
     void *scratch[] = {e.pa, e.pb, e.sym, e.norm};
     for (size_t i = 0; i < sizeof scratch / sizeof scratch[0]; i++)
         kn_tokenizer_release(t, scratch[i]);

@@ -292,6 +292,79 @@ static kn_status load_norm(loader *L, json_t *n)
     return KN_OK;
 }
 
+/* TemplateProcessing's "single" template: the special tokens' ids before
+ * and after $A, added by encode when asked for special tokens. */
+static kn_status load_template(loader *L, json_t *pp)
+{
+    kn_tokenizer *t = L->t;
+    json_t *single = json_object_get(pp, "single"), *specials = json_object_get(pp, "special_tokens");
+    if (!json_is_array(single))
+        return BAD(L, "%s: post_processor TemplateProcessing: \"single\" is not an array", L->name);
+    if (t->has_tpl)
+        return UNSUP(L, "%s: post_processor: more than one TemplateProcessing", L->name);
+    t->has_tpl = 1;
+    int seen_a = 0;
+    for (size_t i = 0; i < json_array_size(single); i++) {
+        json_t *e = json_array_get(single, i);
+        json_t *seq = json_object_get(e, "Sequence"), *sp = json_object_get(e, "SpecialToken");
+        if (json_is_object(seq)) {
+            const char *which = json_string_value(json_object_get(seq, "id"));
+            if (!which || strcmp(which, "A") || seen_a)
+                return BAD(L, "%s: post_processor TemplateProcessing: single[%zu]: expected one sequence \"A\"",
+                           L->name, i);
+            seen_a = 1;
+            continue;
+        }
+        const char *name = json_string_value(json_object_get(sp, "id"));
+        json_t *ids = json_object_get(json_object_get(specials, name ? name : ""), "ids");
+        if (!json_is_object(sp) || !name)
+            return BAD(L, "%s: post_processor TemplateProcessing: single[%zu]: expected Sequence or SpecialToken",
+                       L->name, i);
+        if (!json_is_array(ids))
+            return BAD(L, "%s: post_processor TemplateProcessing: special token '%s' has no \"ids\" array in "
+                       "\"special_tokens\"", L->name, name);
+        for (size_t k = 0; k < json_array_size(ids); k++) {
+            int32_t id;
+            if (!get_id(json_array_get(ids, k), &id) || (uint32_t)id >= t->n_tokens)
+                return BAD(L, "%s: post_processor TemplateProcessing: special token '%s': id out of range", L->name,
+                           name);
+            int32_t *nt = t->a.realloc(t->a.ctx, t->tpl, (t->n_pre + t->n_post + 1) * sizeof *nt);
+            if (!nt)
+                return nomem(L);
+            t->tpl = nt;
+            nt[t->n_pre + t->n_post] = id;
+            if (seen_a)
+                t->n_post++;
+            else
+                t->n_pre++;
+        }
+    }
+    if (!seen_a)
+        return BAD(L, "%s: post_processor TemplateProcessing: \"single\" has no $A", L->name);
+    return KN_OK;
+}
+
+static kn_status load_post(loader *L, json_t *pp)
+{
+    const char *type = json_string_value(json_object_get(pp, "type"));
+    if (!json_is_object(pp) || !type)
+        return BAD(L, "%s: post_processor: expected an object with a string \"type\"", L->name);
+    if (!strcmp(type, "ByteLevel"))
+        return KN_OK; /* offsets only */
+    if (!strcmp(type, "TemplateProcessing"))
+        return load_template(L, pp);
+    if (!strcmp(type, "Sequence")) {
+        json_t *arr = json_object_get(pp, "processors");
+        if (!json_is_array(arr))
+            return BAD(L, "%s: post_processor Sequence: \"processors\" is not an array", L->name);
+        for (size_t i = 0; i < json_array_size(arr); i++)
+            KN_TRY(load_post(L, json_array_get(arr, i)));
+        return KN_OK;
+    }
+    return UNSUP(L, "%s: post_processor '%s' is not supported (ByteLevel, TemplateProcessing, Sequence are)",
+                 L->name, type);
+}
+
 static kn_status check_model_options(loader *L, json_t *m)
 {
     json_t *v;
@@ -455,10 +528,8 @@ static kn_status load_json(loader *L, json_t *root)
         return UNSUP(L, "%s: decoder %s%s%s is not supported (ByteLevel is)", L->name, dtype ? "'" : "",
                      dtype ? dtype : "(none)", dtype ? "'" : "");
     json_t *pp = json_object_get(root, "post_processor");
-    const char *ptype = json_string_value(json_object_get(pp, "type"));
-    if (pp && !json_is_null(pp) && (!ptype || strcmp(ptype, "ByteLevel")))
-        return UNSUP(L, "%s: post_processor '%s' is not supported (null and ByteLevel are)", L->name,
-                     ptype ? ptype : "?");
+    if (pp && !json_is_null(pp))
+        KN_TRY(load_post(L, pp));
     json_t *norm = json_object_get(root, "normalizer");
     if (norm && !json_is_null(norm))
         KN_TRY(load_norm(L, norm));
@@ -611,7 +682,7 @@ void kn_tokenizer_free(kn_tokenizer *t)
         pcre2_code_free(t->splits[i].re);
     pcre2_general_context_free(t->gctx); /* frees through a, a copy of which it points at: t->a */
     void *ptrs[] = {t->name, t->tok_off, t->tok_len, t->tok_flags, t->pool, t->vhash,
-                    t->mhash, t->added, t->norms, t->splits};
+                    t->mhash, t->added, t->norms, t->splits, t->tpl};
     for (size_t i = 0; i < sizeof ptrs / sizeof ptrs[0]; i++)
         if (ptrs[i])
             a.free(a.ctx, ptrs[i]);

@@ -45,6 +45,10 @@ struct kn_tokenizer {
     uint32_t n_added;
     uint8_t added_first[32]; /* bitset of first bytes of added tokens */
 
+    int32_t *tpl; /* TemplateProcessing "single": n_pre ids before the text, n_post after */
+    uint32_t n_pre, n_post;
+    int has_tpl;
+
     int *norms; /* utf8proc option sets applied in order */
     uint32_t n_norms;
     kn_tok_split *splits;

@@ -6,11 +6,14 @@ Hugging Face `tokenizers` library on a few KB of multilingual text, and the
 ids that library gives for the test strings are stored as the reference:
 
   tests/tokenizers/<name>/tokenizer.json   the tokenizer
-  tests/tokenizers/<name>/expected.json    [{"text", "ids", "decoded"}, ...]
+  tests/tokenizers/<name>/expected.json    [{"text", "ids", "ids_plain",
+                                             "decoded", "decoded_skip"}, ...]
+  (ids: add_special_tokens=True, the default; ids_plain: False)
 
   gpt2   ByteLevel pre-tokenizer with GPT-2's regex (use_regex=true)
   qwen2  NFC normalizer, Split with the Llama-3/Qwen2 regex + ByteLevel
-         (use_regex=false), merges in the ["a","b"] list form
+         (use_regex=false), merges in the ["a","b"] list form, a
+         non-special added token, and a TemplateProcessing post-processor
 
 Run by developers (not CI): python scripts/models/make_tokenizers.py
 """
@@ -18,7 +21,7 @@ import json
 import os
 import sys
 
-from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
+from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 OUT = os.path.join(ROOT, "tests", "tokenizers")
@@ -145,6 +148,7 @@ def write(name, tok, data):
     for s in STRINGS:
         ids = tok.encode(s).ids
         cases.append({"text": s, "ids": ids,
+                      "ids_plain": tok.encode(s, add_special_tokens=False).ids,
                       "decoded": tok.decode(ids, skip_special_tokens=False),
                       "decoded_skip": tok.decode(ids, skip_special_tokens=True)})
     with open(os.path.join(d, "expected.json"), "w", encoding="utf-8") as f:
@@ -155,6 +159,9 @@ def write(name, tok, data):
 def main():
     gpt2_pre = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
     tok, data = train(gpt2_pre, None, merges_list_form=False)
+    tok.post_processor = processors.ByteLevel(trim_offsets=False)
+    data = json.loads(tok.to_str())
+    data["model"]["merges"] = [m if isinstance(m, str) else " ".join(m) for m in data["model"]["merges"]]
     write("gpt2", tok, data)
 
     qwen_pre = pre_tokenizers.Sequence([
@@ -165,6 +172,13 @@ def main():
     # A non-special added token: matched before pre-tokenization like the
     # special ones, but kept by decode(skip_special_tokens=True).
     tok.add_tokens([AddedToken("kiln", normalized=False)])
+    # Llama-3-style post-processor: ByteLevel, then a template adding
+    # special tokens around the text (encode's add_special).
+    tok.post_processor = processors.Sequence([
+        processors.ByteLevel(trim_offsets=False),
+        processors.TemplateProcessing(single="<|im_start|> $A <|im_end|>", pair="$A $B",
+                                      special_tokens=[("<|im_start|>", 1), ("<|im_end|>", 2)]),
+    ])
     data = json.loads(tok.to_str())
     write("qwen2", tok, data)
     return 0
