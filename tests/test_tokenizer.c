@@ -191,6 +191,19 @@ static void test_special_tokens(void **state)
         assert_true(has_message(d, "id 100000 (position 1)"));
         bad[1] = -1;
         assert_int_equal(kn_tokenizer_decode(t, bad, 2, false, &out, &len, d), KN_ERR_INVALID);
+        /* one 200,000-byte word (BPE is O(n log n) per word) round trips */
+        size_t big = 200000;
+        char *long_word = malloc(big);
+        for (size_t i = 0; i < big; i++)
+            long_word[i] = "ab"[i % 7 == 3];
+        assert_int_equal(kn_tokenizer_encode(t, long_word, big, false, &ids, &n, d), KN_OK);
+        assert_true(n > 0 && n <= big);
+        assert_int_equal(kn_tokenizer_decode(t, ids, n, false, &out, &len, d), KN_OK);
+        assert_int_equal(len, big);
+        assert_memory_equal(out, long_word, big);
+        kn_tokenizer_release(t, out);
+        kn_tokenizer_release(t, ids);
+        free(long_word);
         /* a NUL byte in the text is text */
         assert_int_equal(kn_tokenizer_encode(t, "a\0b", 3, false, &ids, &n, d), KN_OK);
         assert_int_equal(kn_tokenizer_decode(t, ids, n, false, &out, &len, d), KN_OK);

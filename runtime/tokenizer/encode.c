@@ -18,8 +18,10 @@ typedef struct enc {
     size_t n, cap;
     piece *pa, *pb; /* pre-tokenizer pieces: current list and the next one */
     size_t na, nb, capa, capb;
-    int32_t *sym; /* BPE symbols of one word */
+    int32_t *sym; /* BPE symbols of one word: ids, next and prev links */
     size_t sym_cap;
+    struct cand *heap; /* BPE merge candidates */
+    size_t heap_cap;
     int32_t *norm; /* normalizer buffer (code points, then UTF-8 in place) */
     size_t norm_cap;
     pcre2_match_data *md;
@@ -110,9 +112,51 @@ static kn_status split(enc *e, const kn_tok_split *sp, const char *s)
     return KN_OK;
 }
 
-/* Byte-level BPE of one word: start from one token per byte, then merge
- * the lowest-ranked adjacent pair (leftmost on ties) until none merges.
- * O(n^2) per word; words are short. */
+/* A candidate merge of the symbols at `pos` and the one after it. */
+typedef struct cand {
+    uint32_t rank, pos;
+    int32_t a, b, out;
+} cand;
+
+static int cand_less(const cand *x, const cand *y)
+{
+    return x->rank < y->rank || (x->rank == y->rank && x->pos < y->pos);
+}
+
+static void heap_push(cand *h, size_t *n, cand c)
+{
+    size_t i = (*n)++;
+    while (i > 0 && cand_less(&c, &h[(i - 1) / 2])) {
+        h[i] = h[(i - 1) / 2];
+        i = (i - 1) / 2;
+    }
+    h[i] = c;
+}
+
+static cand heap_pop(cand *h, size_t *n)
+{
+    cand top = h[0], last = h[--*n];
+    size_t i = 0;
+    for (;;) {
+        size_t c = 2 * i + 1;
+        if (c >= *n)
+            break;
+        if (c + 1 < *n && cand_less(&h[c + 1], &h[c]))
+            c++;
+        if (!cand_less(&h[c], &last))
+            break;
+        h[i] = h[c];
+        i = c;
+    }
+    if (*n)
+        h[i] = last;
+    return top;
+}
+
+/* Byte-level BPE of one word: start from one token per byte, then apply
+ * the lowest-ranked merge of adjacent symbols (leftmost on ties) until none
+ * applies, as Hugging Face's word.rs does: symbols in a linked list, merge
+ * candidates in a heap, stale candidates skipped when popped. O(n log n). */
 static kn_status bpe(enc *e, const char *w, size_t n)
 {
     const kn_tokenizer *t = e->t;
@@ -121,40 +165,57 @@ static kn_status bpe(enc *e, const char *w, size_t n)
         if (id >= 0)
             return emit(e, id);
     }
-    if (!grow(t, (void **)&e->sym, &e->sym_cap, n, sizeof *e->sym))
+    if (n > UINT32_MAX / 4) {
+        kn_diag_add(e->d, KN_ERROR, "%s: a pre-tokenized word of %zu bytes is too long", t->name, n);
+        return KN_ERR_LIMIT;
+    }
+    /* sym[i] = id, sym[n + i] = next index (n = none), sym[2n + i] = prev (-1 = none) */
+    if (!grow(t, (void **)&e->sym, &e->sym_cap, 3 * n, sizeof *e->sym) ||
+        !grow(t, (void **)&e->heap, &e->heap_cap, n, sizeof *e->heap))
         return nomem(e);
-    int32_t *s = e->sym;
-    size_t k = 0;
+    int32_t *id = e->sym, *next = e->sym + n, *prev = e->sym + 2 * n;
     for (size_t i = 0; i < n; i++) {
-        int32_t id = t->byte_id[(uint8_t)w[i]];
-        if (id < 0) {
+        int32_t b = t->byte_id[(uint8_t)w[i]];
+        if (b < 0) {
             if (t->unk_id < 0) {
                 kn_diag_add(e->d, KN_ERROR, "%s: byte 0x%02x has no token and there is no unk_token", t->name,
                             (unsigned)(uint8_t)w[i]);
                 return KN_ERR_INVALID;
             }
-            id = t->unk_id;
+            b = t->unk_id;
         }
-        s[k++] = id;
+        id[i] = b;
+        next[i] = (int32_t)(i + 1);
+        prev[i] = (int32_t)i - 1;
     }
-    while (k > 1) {
-        size_t best = 0;
-        const kn_tok_merge *bm = NULL;
-        for (size_t i = 0; i + 1 < k; i++) {
-            const kn_tok_merge *m = kn_tok_merge_find(t, s[i], s[i + 1]);
-            if (m && (!bm || m->rank < bm->rank)) {
-                bm = m;
-                best = i;
-            }
-        }
-        if (!bm)
-            break;
-        s[best] = bm->out;
-        memmove(s + best + 1, s + best + 2, (k - best - 2) * sizeof *s);
-        k--;
+    size_t nh = 0;
+    for (size_t i = 0; i + 1 < n; i++) {
+        const kn_tok_merge *m = kn_tok_merge_find(t, id[i], id[i + 1]);
+        if (m)
+            heap_push(e->heap, &nh, (cand){m->rank, (uint32_t)i, id[i], id[i + 1], m->out});
     }
-    for (size_t i = 0; i < k; i++)
-        KN_TRY(emit(e, s[i]));
+    while (nh) {
+        cand c = heap_pop(e->heap, &nh);
+        int32_t r = next[c.pos];
+        if (id[c.pos] != c.a || r >= (int32_t)n || id[r] != c.b)
+            continue; /* stale: a side was merged away or changed */
+        id[c.pos] = c.out;
+        next[c.pos] = next[r];
+        if (next[r] < (int32_t)n)
+            prev[next[r]] = (int32_t)c.pos;
+        id[r] = -1; /* dead */
+        /* at most two new candidates per merge (the heap stays under 2n) */
+        if (!grow(t, (void **)&e->heap, &e->heap_cap, nh + 2, sizeof *e->heap))
+            return nomem(e);
+        int32_t p = prev[c.pos], q = next[c.pos];
+        const kn_tok_merge *m;
+        if (p >= 0 && (m = kn_tok_merge_find(t, id[p], id[c.pos])))
+            heap_push(e->heap, &nh, (cand){m->rank, (uint32_t)p, id[p], id[c.pos], m->out});
+        if (q < (int32_t)n && (m = kn_tok_merge_find(t, id[c.pos], id[q])))
+            heap_push(e->heap, &nh, (cand){m->rank, c.pos, id[c.pos], id[q], m->out});
+    }
+    for (int32_t i = 0; i < (int32_t)n; i = next[i])
+        KN_TRY(emit(e, id[i]));
     return KN_OK;
 }
 
@@ -264,7 +325,7 @@ kn_status kn_tokenizer_encode(const kn_tokenizer *t, const char *text, size_t le
         s = encode(&e, text, len);
     for (uint32_t i = 0; add_special && s == KN_OK && i < t->n_post; i++)
         s = emit(&e, t->tpl[t->n_pre + i]);
-    void *scratch[] = {e.pa, e.pb, e.sym, e.norm};
+    void *scratch[] = {e.pa, e.pb, e.sym, e.heap, e.norm};
     for (size_t i = 0; i < sizeof scratch / sizeof scratch[0]; i++)
         kn_tokenizer_release(t, scratch[i]);
     pcre2_match_data_free(e.md);
