@@ -123,7 +123,14 @@ static void run_expected(const char *name)
             assert_int_equal(kn_tokenizer_encode(t, text, json_string_length(jt), !plain, &ids, &n, d), KN_OK);
             expect_ids(name, i, text, plain, ids, n, jids);
         }
-        /* ids (with the template's special tokens) decode as Python's did */
+        /* ids (with the template's special tokens) decode as Python's did,
+         * except where Python's ByteLevel decoder garbles a non-ASCII added
+         * token into U+FFFD: kiln gives the token's content (checked in
+         * test_special_tokens). */
+        if (strstr(json_string_value(jdec), "\xef\xbf\xbd") && !strstr(text, "\xef\xbf\xbd")) {
+            kn_tokenizer_release(t, ids);
+            continue;
+        }
         check_decode(t, ids, n, false, json_string_value(jdec), json_string_length(jdec), text, d);
         check_decode(t, ids, n, true, json_string_value(jskip), json_string_length(jskip), text, d);
         /* Round trip: exact wherever normalization leaves the text alone. */
@@ -164,7 +171,9 @@ static void test_special_tokens(void **state)
     for (int k = 0; k < 2; k++) {
         kn_diag *d = kn_diag_create(NULL, NULL);
         kn_tokenizer *t = load(names[k], d);
-        int32_t id = -1;
+        int32_t id = -1, *ids = NULL;
+        size_t n = 0, len = 0;
+        char *out = NULL;
         assert_int_equal(kn_tokenizer_token_id(t, "<|endoftext|>", &id, d), KN_OK);
         assert_int_equal(id, 0);
         assert_int_equal(kn_tokenizer_token_id(t, "<|im_end|>", &id, d), KN_OK);
@@ -172,11 +181,21 @@ static void test_special_tokens(void **state)
         assert_int_equal(kn_tokenizer_token_id(t, "<|im_middle|>", &id, d), KN_ERR_INVALID);
         assert_true(has_message(d, "unknown special token '<|im_middle|>'"));
         assert_int_equal(kn_tokenizer_token_id(t, "Hello", &id, d), KN_ERR_INVALID); /* vocab, not added */
-        assert_int_equal(kn_tokenizer_vocab_size(t), k ? 1001 : 1000);
+        assert_int_equal(kn_tokenizer_vocab_size(t), k ? 1002 : 1000);
+        if (k == 1) { /* added token "café" (normalized: true) found in NFD text, decoded as its content */
+            const char *nfd = "cafe\xcc\x81!";
+            assert_int_equal(kn_tokenizer_encode(t, nfd, strlen(nfd), false, &ids, &n, d), KN_OK);
+            assert_int_equal(n, 2);
+            assert_int_equal(ids[0], 1001);
+            assert_int_equal(kn_tokenizer_decode(t, ids, n, true, &out, &len, d), KN_OK);
+            assert_string_equal(out, "caf\xc3\xa9!");
+            kn_tokenizer_release(t, out);
+            kn_tokenizer_release(t, ids);
+        }
 
         /* bad text and ids */
-        int32_t *ids = (int32_t *)1;
-        size_t n = 7;
+        ids = (int32_t *)1;
+        n = 7;
         assert_int_equal(kn_tokenizer_encode(t, "ab\xff", 3, false, &ids, &n, d), KN_ERR_INVALID);
         assert_null(ids);
         assert_int_equal(n, 0);
@@ -184,8 +203,6 @@ static void test_special_tokens(void **state)
         assert_int_equal(kn_tokenizer_encode(t, "", 0, false, &ids, &n, d), KN_OK);
         assert_int_equal(n, 0);
         int32_t bad[] = {5, 100000};
-        char *out = NULL;
-        size_t len = 0;
         assert_int_equal(kn_tokenizer_decode(t, bad, 2, false, &out, &len, d), KN_ERR_INVALID);
         assert_null(out);
         assert_true(has_message(d, "id 100000 (position 1)"));

@@ -219,7 +219,26 @@ static kn_status bpe(enc *e, const char *w, size_t n)
     return KN_OK;
 }
 
-/* Normalizes, pre-tokenizes and BPE-encodes text that has no added token. */
+/* Pre-tokenizes and BPE-encodes normalized text with no added token. */
+static kn_status words(enc *e, const char *s, size_t len)
+{
+    const kn_tokenizer *t = e->t;
+    if (!len)
+        return KN_OK;
+    e->na = 0;
+    if (!grow(t, (void **)&e->pa, &e->capa, 1, sizeof *e->pa))
+        return nomem(e);
+    e->pa[e->na++] = (piece){0, len};
+    for (uint32_t i = 0; i < t->n_splits; i++)
+        KN_TRY(split(e, &t->splits[i], s));
+    for (size_t i = 0; i < e->na; i++)
+        KN_TRY(bpe(e, s + e->pa[i].off, e->pa[i].len));
+    return KN_OK;
+}
+
+static kn_status split_added(enc *e, const char *text, size_t len, int normalized);
+
+/* Normalizes text that has no raw-matched added token, then goes on. */
 static kn_status segment(enc *e, const char *s, size_t len)
 {
     const kn_tokenizer *t = e->t;
@@ -253,30 +272,45 @@ static kn_status segment(enc *e, const char *s, size_t len)
         s = (const char *)e->norm;
         len = (size_t)m;
     }
-    e->na = 0;
-    if (!grow(t, (void **)&e->pa, &e->capa, 1, sizeof *e->pa))
-        return nomem(e);
-    e->pa[e->na++] = (piece){0, len};
-    for (uint32_t i = 0; i < t->n_splits; i++)
-        KN_TRY(split(e, &t->splits[i], s));
-    for (size_t i = 0; i < e->na; i++)
-        KN_TRY(bpe(e, s + e->pa[i].off, e->pa[i].len));
-    return KN_OK;
+    /* added tokens marked "normalized" are matched in the normalized text */
+    return split_added(e, s, len, 1);
 }
 
-/* The longest added token starting at text[p], or -1. */
-static int32_t added_at(const kn_tokenizer *t, const char *text, size_t len, size_t p)
+/* The longest added token starting at text[p] (those matched after
+ * normalizing when `normalized`, the others when not), or -1. */
+static int32_t added_at(const kn_tokenizer *t, const char *text, size_t len, size_t p, int normalized)
 {
     uint8_t b = (uint8_t)text[p];
-    if (!(t->added_first[b >> 3] & (1u << (b & 7))))
+    if (!(t->added_first[normalized][b >> 3] & (1u << (b & 7))))
         return -1;
     for (uint32_t i = 0; i < t->n_added; i++) {
         int32_t id = t->added[i];
         size_t n = t->tok_len[id];
-        if (n <= len - p && memcmp(text + p, t->pool + t->tok_off[id], n) == 0)
+        if (!(t->tok_flags[id] & KN_TOK_NORMALIZED) == !normalized && n <= len - p &&
+            memcmp(text + p, t->pool + t->tok_off[id], n) == 0)
             return id;
     }
     return -1;
+}
+
+/* Cuts the added tokens of one kind out of text; what lies between goes on
+ * to the normalizers (raw text) or to the pre-tokenizers (normalized). */
+static kn_status split_added(enc *e, const char *text, size_t len, int normalized)
+{
+    const kn_tokenizer *t = e->t;
+    size_t start = 0;
+    for (size_t p = 0; p < len;) {
+        int32_t id = added_at(t, text, len, p, normalized);
+        if (id < 0) {
+            p++;
+            continue;
+        }
+        KN_TRY(normalized ? words(e, text + start, p - start) : segment(e, text + start, p - start));
+        KN_TRY(emit(e, id));
+        p += t->tok_len[id];
+        start = p;
+    }
+    return normalized ? words(e, text + start, len - start) : segment(e, text + start, len - start);
 }
 
 static kn_status encode(enc *e, const char *text, size_t len)
@@ -297,19 +331,7 @@ static kn_status encode(enc *e, const char *text, size_t len)
         if (!e->md)
             return nomem(e);
     }
-    size_t start = 0;
-    for (size_t p = 0; p < len;) {
-        int32_t id = added_at(t, text, len, p);
-        if (id < 0) {
-            p++;
-            continue;
-        }
-        KN_TRY(segment(e, text + start, p - start));
-        KN_TRY(emit(e, id));
-        p += t->tok_len[id];
-        start = p;
-    }
-    return segment(e, text + start, len - start);
+    return split_added(e, text, len, 0);
 }
 
 kn_status kn_tokenizer_encode(const kn_tokenizer *t, const char *text, size_t len, bool add_special, int32_t **ids,

@@ -462,8 +462,16 @@ static kn_status load_added(loader *L, json_t *arr)
         t->tok_flags[id] |= KN_TOK_PRESENT | KN_TOK_ADDED;
         if (json_is_true(json_object_get(e, "special")))
             t->tok_flags[id] |= KN_TOK_SPECIAL;
+        /* "normalized" (default: true for non-special tokens, as in
+         * Hugging Face): matched in the normalized text. */
+        json_t *norm = json_object_get(e, "normalized");
+        if (norm && !json_is_boolean(norm))
+            return BAD(L, "%s: added_tokens[%zu]: \"normalized\" is not a boolean", L->name, i);
+        int normalized = norm ? json_is_true(norm) : !(t->tok_flags[id] & KN_TOK_SPECIAL);
+        if (normalized)
+            t->tok_flags[id] |= KN_TOK_NORMALIZED;
         uint8_t b0 = (uint8_t)json_string_value(content)[0];
-        t->added_first[b0 >> 3] |= (uint8_t)(1u << (b0 & 7));
+        t->added_first[normalized][b0 >> 3] |= (uint8_t)(1u << (b0 & 7));
         /* insertion sort, longest content first */
         uint32_t j = t->n_added++;
         while (j > 0 && t->tok_len[t->added[j - 1]] < t->tok_len[id]) {

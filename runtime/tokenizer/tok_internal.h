@@ -8,7 +8,7 @@
 
 #include "kiln/tokenizer.h"
 
-enum { KN_TOK_PRESENT = 1, KN_TOK_SPECIAL = 2, KN_TOK_ADDED = 4 };
+enum { KN_TOK_PRESENT = 1, KN_TOK_SPECIAL = 2, KN_TOK_ADDED = 4, KN_TOK_NORMALIZED = 8 };
 
 /* One pre-tokenizer step: a regex split (Split, or ByteLevel's GPT-2 regex). */
 typedef struct kn_tok_split {
@@ -43,7 +43,7 @@ struct kn_tokenizer {
 
     int32_t *added; /* added token ids, longest content first */
     uint32_t n_added;
-    uint8_t added_first[32]; /* bitset of first bytes of added tokens */
+    uint8_t added_first[2][32]; /* first bytes of added tokens: [0] raw-matched, [1] normalized */
 
     int32_t *tpl; /* TemplateProcessing "single": n_pre ids before the text, n_post after */
     uint32_t n_pre, n_post;

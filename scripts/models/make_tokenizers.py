@@ -112,6 +112,7 @@ STRINGS = [
     "a",
     " ",
     "kiln compiles; kilns and kiln",
+    "caf\u00e9 or cafe\u0301, Caf\u00e9 and kil\u006e",
     "no\u00a0break and ideographic\u3000space",
     "next\u0085line, zero\u200bwidth, em\u2003space",
     "  \u00a0 mixed \t\u3000 blanks  ",
@@ -172,6 +173,8 @@ def main():
     # A non-special added token: matched before pre-tokenization like the
     # special ones, but kept by decode(skip_special_tokens=True).
     tok.add_tokens([AddedToken("kiln", normalized=False)])
+    # ... and one matched after normalizing (NFC): "cafe\u0301" finds it.
+    tok.add_tokens([AddedToken("caf\u00e9", normalized=True)])
     # Llama-3-style post-processor: ByteLevel, then a template adding
     # special tokens around the text (encode's add_special).
     tok.post_processor = processors.Sequence([
