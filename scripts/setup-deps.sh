@@ -19,6 +19,9 @@ packages=(
     libprotobuf-c-dev
     libonnx-dev          # /usr/include/onnx/onnx.proto
     libcmocka-dev        # unit tests
+    libjansson-dev       # tokenizer.json parsing (runtime/tokenizer)
+    libpcre2-dev         # tokenizer pre-tokenizer regexes (\p{L}, \p{N})
+    libutf8proc-dev      # tokenizer NFC/NFKC normalizers
     libonnx-testdata     # ONNX backend node tests (import sweep)
 )
 

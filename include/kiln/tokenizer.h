@@ -1,0 +1,74 @@
+/* kiln tokenizer: Hugging Face tokenizer.json (byte-level BPE) for text in
+ * and out of a language model. Part of libkiln_rt. */
+#ifndef KILN_TOKENIZER_H
+#define KILN_TOKENIZER_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "kiln/kiln.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* A loaded tokenizer. Immutable after loading: encode/decode may run on
+ * several threads at once. */
+typedef struct kn_tokenizer kn_tokenizer;
+
+/* Loads a tokenizer.json. Supported: model BPE (merges as "a b" strings or
+ * ["a", "b"] lists, ignore_merges), added_tokens, normalizers NFC / NFKC /
+ * NFD / NFKD / Sequence of those (or none), pre_tokenizer ByteLevel (with or
+ * without its GPT-2 regex), Split (Regex or String pattern, behaviour
+ * Isolated or Removed) and Sequence of those, decoder ByteLevel, and
+ * post_processor null / ByteLevel / TemplateProcessing ("single" only) /
+ * Sequence of those.
+ * `a` may be NULL (malloc). On success *out is the caller's, freed with
+ * kn_tokenizer_free. Returns KN_ERR_IO (file unreadable), KN_ERR_INVALID
+ * (not JSON, wrong types, missing fields, bad regex), KN_ERR_UNSUPPORTED
+ * (another model, normalizer, pre-tokenizer or decoder), KN_ERR_NOMEM.
+ * Every error has a message in `d` naming the file. The JSON parse itself
+ * uses libjansson's own (malloc) heap, freed before this returns. */
+kn_status kn_tokenizer_load_file(const char *path, const kn_allocator *a, kn_diag *d, kn_tokenizer **out);
+
+/* As kn_tokenizer_load_file for `size` bytes at `data` (not NUL-terminated
+ * necessarily); `name` is used in messages. `data` is not kept. */
+kn_status kn_tokenizer_load_memory(const void *data, size_t size, const char *name, const kn_allocator *a,
+                                   kn_diag *d, kn_tokenizer **out);
+
+void kn_tokenizer_free(kn_tokenizer *tok);
+
+/* Number of ids (the largest id + 1). */
+size_t kn_tokenizer_vocab_size(const kn_tokenizer *tok);
+
+/* Encodes `len` bytes of UTF-8 `text`. Added tokens (special or not) in the
+ * text become their ids. `add_special` adds the post-processor's tokens
+ * (TemplateProcessing's "single" template: BOS/EOS and the like), as
+ * Hugging Face's add_special_tokens=True does. On success *ids is a new array of *n ids, owned by the caller and
+ * freed with kn_tokenizer_release (NULL when *n is 0). Returns
+ * KN_ERR_INVALID (text not valid UTF-8; a byte with no token), KN_ERR_NOMEM;
+ * on error *ids is NULL and *n is 0. */
+kn_status kn_tokenizer_encode(const kn_tokenizer *tok, const char *text, size_t len, bool add_special,
+                              int32_t **ids, size_t *n, kn_diag *d);
+
+/* Decodes `n` ids to bytes (UTF-8 when the ids came from valid text).
+ * `skip_special` leaves out special tokens. On success *text is a new
+ * NUL-terminated string of *len bytes, owned by the caller and freed with
+ * kn_tokenizer_release. Returns KN_ERR_INVALID (an id out of range),
+ * KN_ERR_NOMEM. */
+kn_status kn_tokenizer_decode(const kn_tokenizer *tok, const int32_t *ids, size_t n, bool skip_special,
+                              char **text, size_t *len, kn_diag *d);
+
+/* The id of the added token whose content is `name` (e.g. "<|im_end|>").
+ * Returns KN_ERR_INVALID "unknown special token" when there is none. */
+kn_status kn_tokenizer_token_id(const kn_tokenizer *tok, const char *name, int32_t *id, kn_diag *d);
+
+/* Frees an array or string returned by encode/decode (NULL is fine). */
+void kn_tokenizer_release(const kn_tokenizer *tok, void *p);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif
