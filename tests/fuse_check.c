@@ -13,36 +13,6 @@
 #include <stdio.h>
 #include <string.h>
 
-kn_graph *fc_import(mb *b, Onnx__ModelProto *m)
-{
-    size_t len;
-    uint8_t *bytes = mb_pack(b, m, &len);
-    kn_diag *d = kn_diag_create(NULL, stderr);
-    kn_graph *g = NULL;
-    assert_int_equal(kn_import_onnx_memory(bytes, len, NULL, "t.onnx", NULL, NULL, d, &g), KN_OK);
-    assert_int_equal(kn_pass_infer_shapes(g, d), KN_OK);
-    assert_int_equal(kn_graph_verify(g, d), KN_OK);
-    kn_diag_destroy(d);
-    return g;
-}
-
-uint32_t fc_count(const kn_graph *g, const char *op)
-{
-    uint32_t n = 0;
-    for (kn_id k = 0; k < g->n_nodes; k++)
-        n += strcmp(g->nodes[k].op_type, op) == 0;
-    return n;
-}
-
-const kn_node *fc_find(const kn_graph *g, const char *op)
-{
-    for (kn_id k = 0; k < g->n_nodes; k++)
-        if (strcmp(g->nodes[k].op_type, op) == 0)
-            return &g->nodes[k];
-    fail_msg("no %s node", op);
-    return NULL;
-}
-
 static void run(const kn_graph *g, kn_rt_tensor **outs)
 {
     kn_rt_tensor *in[8] = {0};
@@ -70,7 +40,7 @@ static void run(const kn_graph *g, kn_rt_tensor **outs)
 
 kn_graph *fc_apply(mb *b, Onnx__ModelProto *m, kn_pass_fn pass, double tol)
 {
-    kn_graph *a = fc_import(b, m), *g = fc_import(b, m);
+    kn_graph *a = pc_import(b, m), *g = pc_import(b, m);
     kn_diag *d = kn_diag_create(NULL, stderr);
     assert_int_equal(pass(g, d), KN_OK);
     assert_int_equal(kn_graph_verify(g, d), KN_OK);

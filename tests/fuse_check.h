@@ -4,15 +4,8 @@
 #ifndef KILN_TESTS_FUSE_CHECK_H
 #define KILN_TESTS_FUSE_CHECK_H
 
-#include "model_builder.h"
-#include "passes/passes.h"
+#include "pass_check.h" /* pc_import, pc_count, pc_find */
 
-/* Imports m (shapes inferred, verified). */
-kn_graph *fc_import(mb *b, Onnx__ModelProto *m);
-/* Nodes of op type `op` in g. */
-uint32_t fc_count(const kn_graph *g, const char *op);
-/* The first node of op type `op` (fails the test when none). */
-const kn_node *fc_find(const kn_graph *g, const char *op);
 /* Imports m twice, runs `pass` then dce on the second copy, checks the
  * outputs agree within rtol `tol` on deterministic inputs (float32,
  * float16 and int64 inputs; symbolic dims 3) and frees the first copy. */

@@ -174,37 +174,6 @@ static void test_missing_kernel(void **state)
     mb_free(b);
 }
 
-typedef struct failing {
-    long calls, fail_at, live;
-} failing;
-
-static void *f_alloc(void *ctx, size_t n)
-{
-    failing *f = ctx;
-    if (++f->calls == f->fail_at)
-        return NULL;
-    void *p = malloc(n);
-    f->live += p != NULL;
-    return p;
-}
-
-static void *f_realloc(void *ctx, void *p, size_t n)
-{
-    failing *f = ctx;
-    if (++f->calls == f->fail_at)
-        return NULL;
-    void *q = realloc(p, n);
-    f->live += q && !p;
-    return q;
-}
-
-static void f_free(void *ctx, void *p)
-{
-    failing *f = ctx;
-    f->live -= p != NULL;
-    free(p);
-}
-
 /* Every allocation of a run fails in turn: a clean status, nothing leaked. */
 static void test_run_failing_allocator(void **state)
 {
@@ -213,19 +182,22 @@ static void test_run_failing_allocator(void **state)
     kn_graph *g = import(b, small_model(b));
     kn_rt_tensor *x = tensor(KN_F32, 2, (int64_t[]){2, 3}, (float[]){1, 2, 3, 4, 5, 6});
     const kn_rt_tensor *ins[1] = {x};
-    failing f = {0, 0, 0};
-    kn_allocator a = {f_alloc, f_realloc, f_free, &f};
+    mb_counter f;
+    mb_counter_init(&f);
+    const kn_allocator *a = &f.a;
     kn_rt_tensor *y = NULL;
     kn_diag *d = kn_diag_create(NULL, NULL);
-    assert_int_equal(kn_cpu_run(g, &a, d, ins, 1, &y, 1), KN_OK);
-    kn_rt_tensor_free(&a, y);
+    assert_int_equal(kn_cpu_run(g, a, d, ins, 1, &y, 1), KN_OK);
+    kn_rt_tensor_free(a, y);
     assert_int_equal(f.live, 0);
     long total = f.calls;
     for (long k = 1; k <= total; k++) {
-        failing ff = {0, k, 0};
-        kn_allocator fa = {f_alloc, f_realloc, f_free, &ff};
+        mb_counter ff;
+        mb_counter_init(&ff);
+        ff.fail_at = k;
+        const kn_allocator *fa = &ff.a;
         y = NULL;
-        kn_status s = kn_cpu_run(g, &fa, d, ins, 1, &y, 1);
+        kn_status s = kn_cpu_run(g, fa, d, ins, 1, &y, 1);
         assert_int_equal(s, KN_ERR_NOMEM);
         assert_null(y);
         assert_int_equal(ff.live, 0);

@@ -32,7 +32,7 @@ static void expect_gelu(Onnx__ModelProto *m, mb *b, const char *approx, uint32_t
 {
     kn_graph *g = fc_apply(b, m, kn_pass_fuse_act, 1e-5);
     assert_int_equal(g->n_nodes, 1);
-    const kn_node *n = fc_find(g, "Gelu");
+    const kn_node *n = pc_find(g, "Gelu");
     assert_int_equal(n->op, KN_OP_Gelu);
     assert_int_equal(n->opset, 20);
     const kn_attr *a = kn_node_attr(n, "approximate");
@@ -121,12 +121,12 @@ static void test_gelu_tanh_products(void **state)
 
 static void expect_nothing(Onnx__ModelProto *m, mb *b)
 {
-    kn_graph *g0 = fc_import(b, m);
+    kn_graph *g0 = pc_import(b, m);
     uint32_t n0 = g0->n_nodes;
     kn_graph_destroy(g0);
     kn_graph *g = fc_apply(b, m, kn_pass_fuse_act, 0);
     assert_int_equal(g->n_nodes, n0);
-    assert_int_equal(fc_count(g, "Gelu") + fc_count(g, "Silu") + fc_count(g, "SwiGlu"), 0);
+    assert_int_equal(pc_count(g, "Gelu") + pc_count(g, "Silu") + pc_count(g, "SwiGlu"), 0);
     kn_graph_destroy(g);
 }
 
@@ -173,7 +173,7 @@ static void test_silu(void **state)
     mb_output(b, g, "y", NULL);
     kn_graph *g1 = fc_apply(b, m, kn_pass_fuse_act, 1e-6);
     assert_int_equal(g1->n_nodes, 1);
-    const kn_node *n = fc_find(g1, "Silu");
+    const kn_node *n = pc_find(g1, "Silu");
     assert_int_equal(n->op, KN_OP_KILN_Silu);
     assert_string_equal(n->domain, "kiln");
     assert_true(fc_origins(n, 2, "sig"));
@@ -195,7 +195,7 @@ static void test_swiglu(void **state)
     mb_output(b, g, "y", NULL);
     kn_graph *g1 = fc_apply(b, m, kn_pass_fuse_act, 1e-6);
     assert_int_equal(g1->n_nodes, 1);
-    const kn_node *n = fc_find(g1, "SwiGlu");
+    const kn_node *n = pc_find(g1, "SwiGlu");
     assert_int_equal(n->op, KN_OP_KILN_SwiGlu);
     assert_string_equal(g1->values[n->inputs[0]].name, "x");
     assert_string_equal(g1->values[n->inputs[1]].name, "up");
@@ -227,8 +227,8 @@ static void test_silu_not_fused(void **state)
             expect_nothing(m, b);
         } else {
             kn_graph *g1 = fc_apply(b, m, kn_pass_fuse_act, 1e-6);
-            assert_int_equal(fc_count(g1, "Silu"), 1);
-            assert_int_equal(fc_count(g1, "SwiGlu"), 0);
+            assert_int_equal(pc_count(g1, "Silu"), 1);
+            assert_int_equal(pc_count(g1, "SwiGlu"), 0);
             assert_int_equal(g1->n_nodes, 2);
             kn_graph_destroy(g1);
         }

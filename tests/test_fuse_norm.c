@@ -109,7 +109,7 @@ static void expect_ln(const ln_opts *o, uint32_t n_origins, bool has_beta)
     mb *b = mb_new();
     kn_graph *g = fc_apply(b, layer_norm(b, o), kn_pass_fuse_norm, 1e-5);
     assert_int_equal(g->n_nodes, 2); /* LayerNormalization, Relu */
-    const kn_node *n = fc_find(g, "LayerNormalization");
+    const kn_node *n = pc_find(g, "LayerNormalization");
     assert_int_equal(n->opset, 17);
     assert_int_equal(n->op, KN_OP_LayerNormalization);
     assert_int_equal(n->n_inputs, has_beta ? 3 : 2);
@@ -127,12 +127,12 @@ static void expect_unfused(const ln_opts *o)
 {
     mb *b = mb_new();
     Onnx__ModelProto *m = layer_norm(b, o);
-    kn_graph *g0 = fc_import(b, m);
+    kn_graph *g0 = pc_import(b, m);
     uint32_t n0 = g0->n_nodes;
     kn_graph_destroy(g0);
     kn_graph *g = fc_apply(b, m, kn_pass_fuse_norm, 0);
     assert_int_equal(g->n_nodes, n0);
-    assert_int_equal(fc_count(g, "LayerNormalization") + fc_count(g, "RMSNormalization"), 0);
+    assert_int_equal(pc_count(g, "LayerNormalization") + pc_count(g, "RMSNormalization"), 0);
     kn_graph_destroy(g);
     mb_free(b);
 }
@@ -219,7 +219,7 @@ static void test_rms_llama(void **state)
     mb_output(b, g, "y", NULL);
     kn_graph *g1 = fc_apply(b, m, kn_pass_fuse_norm, 1e-5);
     assert_int_equal(g1->n_nodes, 1);
-    const kn_node *n = fc_find(g1, "RMSNormalization");
+    const kn_node *n = pc_find(g1, "RMSNormalization");
     assert_int_equal(n->opset, 23);
     assert_true(kn_node_attr(n, "epsilon")->u.f == 1e-6f);
     assert_string_equal(g1->values[n->inputs[1]].name, "w");
@@ -246,7 +246,7 @@ static void test_rms_div_no_weight(void **state)
     mb_output(b, g, "y", NULL);
     kn_graph *g1 = fc_apply(b, m, kn_pass_fuse_norm, 1e-5);
     assert_int_equal(g1->n_nodes, 1);
-    const kn_node *n = fc_find(g1, "RMSNormalization");
+    const kn_node *n = pc_find(g1, "RMSNormalization");
     const kn_tensor *ones = g1->values[n->inputs[1]].tensor;
     assert_non_null(ones);
     assert_int_equal(ones->n_elems, 1);
@@ -284,7 +284,7 @@ static void test_rms_cast_wrapped(void **state)
     mb_output(b, g, "y", NULL);
     kn_graph *g1 = fc_apply(b, m, kn_pass_fuse_norm, 2e-3); /* float16: one rounding less */
     assert_int_equal(g1->n_nodes, 1);
-    const kn_node *n = fc_find(g1, "RMSNormalization");
+    const kn_node *n = pc_find(g1, "RMSNormalization");
     assert_string_equal(g1->values[n->inputs[0]].name, "x");
     assert_true(fc_origins(n, 9, "cast"));
     kn_graph_destroy(g1);
@@ -316,7 +316,7 @@ static void test_rms_not_fused(void **state)
         if (variant == 1)
             mb_output(b, g, "p", NULL);
         kn_graph *g1 = fc_apply(b, m, kn_pass_fuse_norm, 0);
-        assert_int_equal(fc_count(g1, "RMSNormalization"), 0);
+        assert_int_equal(pc_count(g1, "RMSNormalization"), 0);
         assert_int_equal(g1->n_nodes, 5);
         kn_graph_destroy(g1);
         mb_free(b);

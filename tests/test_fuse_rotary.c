@@ -58,7 +58,7 @@ static void expect_rotary(Onnx__ModelProto *m, mb *b, uint32_t n_nodes)
 {
     kn_graph *g = fc_apply(b, m, kn_pass_fuse_rotary, 1e-5);
     assert_int_equal(g->n_nodes, n_nodes);
-    const kn_node *n = fc_find(g, "RotaryHalf");
+    const kn_node *n = pc_find(g, "RotaryHalf");
     assert_int_equal(n->op, KN_OP_KILN_RotaryHalf);
     assert_int_equal(n->n_inputs, 3);
     assert_string_equal(g->values[n->inputs[1]].name, "cos");
@@ -69,12 +69,12 @@ static void expect_rotary(Onnx__ModelProto *m, mb *b, uint32_t n_nodes)
 
 static void expect_nothing(Onnx__ModelProto *m, mb *b)
 {
-    kn_graph *g0 = fc_import(b, m);
+    kn_graph *g0 = pc_import(b, m);
     uint32_t n0 = g0->n_nodes;
     kn_graph_destroy(g0);
     kn_graph *g = fc_apply(b, m, kn_pass_fuse_rotary, 0);
     assert_int_equal(g->n_nodes, n0);
-    assert_int_equal(fc_count(g, "RotaryHalf"), 0);
+    assert_int_equal(pc_count(g, "RotaryHalf"), 0);
     kn_graph_destroy(g);
 }
 

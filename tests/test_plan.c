@@ -8,6 +8,7 @@
 #include <cmocka.h>
 
 #include "codegen/plan_write.h"
+#include "model_builder.h"
 #include "kiln/runtime.h"
 #include "ir/ir.h"
 
@@ -166,56 +167,28 @@ static void test_every_byte_flip(void **s)
     free(b);
 }
 
-typedef struct failing {
-    long calls, fail_at, live;
-} failing;
-
-static void *f_alloc(void *ctx, size_t n)
-{
-    failing *f = ctx;
-    if (++f->calls == f->fail_at)
-        return NULL;
-    void *p = malloc(n);
-    f->live += p != NULL;
-    return p;
-}
-
-static void *f_realloc(void *ctx, void *p, size_t n)
-{
-    failing *f = ctx;
-    if (++f->calls == f->fail_at)
-        return NULL;
-    void *q = realloc(p, n);
-    f->live += q && !p;
-    return q;
-}
-
-static void f_free(void *ctx, void *p)
-{
-    failing *f = ctx;
-    f->live -= p != NULL;
-    free(p);
-}
-
 static void test_load_failing_allocator(void **s)
 {
     (void)s;
     char plan[512];
     roundtrip(NODE "test_if/model.onnx", plan, sizeof plan);
-    failing f = {0, 0, 0};
-    kn_allocator a = {f_alloc, f_realloc, f_free, &f};
+    mb_counter f;
+    mb_counter_init(&f);
+    const kn_allocator *a = &f.a;
     kn_diag *d = kn_diag_create(NULL, NULL);
     kn_graph *g = NULL;
-    assert_int_equal(kn_plan_load(plan, &a, d, &g), KN_OK);
+    assert_int_equal(kn_plan_load(plan, a, d, &g), KN_OK);
     kn_graph_destroy(g);
     kn_diag_destroy(d);
     long total = f.calls;
     for (long k = 1; k <= total; k++) {
-        failing ff = {0, k, 0};
-        kn_allocator fa = {f_alloc, f_realloc, f_free, &ff};
+        mb_counter ff;
+        mb_counter_init(&ff);
+        ff.fail_at = k;
+        const kn_allocator *fa = &ff.a;
         d = kn_diag_create(NULL, NULL);
         g = NULL;
-        kn_status st = kn_plan_load(plan, &fa, d, &g);
+        kn_status st = kn_plan_load(plan, fa, d, &g);
         assert_int_equal(st, KN_ERR_NOMEM);
         assert_null(g);
         assert_true(kn_diag_count(d, KN_ERROR) > 0);
