@@ -1,0 +1,42 @@
+/* Token sampling for text generation (libkiln_rt): greedy, temperature,
+ * top-k and top-p (nucleus), reproducible for a given seed. */
+#ifndef KILN_SAMPLER_H
+#define KILN_SAMPLER_H
+
+#include "kiln/kiln.h"
+
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct kn_sampling {
+    float temperature;        /* <= 0: greedy (argmax, lowest id on ties) */
+    uint32_t top_k;           /* 0: no top-k cut */
+    float top_p;              /* >= 1 (or <= 0): no nucleus cut */
+    float repetition_penalty; /* 1 (or 0): none; > 1 penalises ids already in the context */
+    uint64_t seed;            /* same seed + same logits -> same tokens */
+} kn_sampling;
+
+/* Defaults: greedy, no cuts, no penalty, seed 0. */
+void kn_sampling_defaults(kn_sampling *p);
+
+typedef struct kn_sampler kn_sampler;
+
+/* A sampler over a vocabulary of `vocab` ids (its own RNG state and
+ * scratch). KN_ERR_INVALID for bad parameters (negative top_p, NaN
+ * temperature, vocab 0), with a message. */
+kn_status kn_sampler_create(const kn_sampling *p, uint32_t vocab, const kn_allocator *a, kn_diag *d,
+                            kn_sampler **out);
+void kn_sampler_destroy(kn_sampler *s);
+
+/* Picks the next id from `logits` (vocab floats; NaN counts as -inf).
+ * `context`/`n_context`: ids so far, for the repetition penalty (may be
+ * NULL/0). Logits are not modified. */
+int64_t kn_sampler_pick(kn_sampler *s, const float *logits, const int64_t *context, uint32_t n_context);
+
+#ifdef __cplusplus
+}
+#endif
+#endif
