@@ -138,6 +138,9 @@ HAND_WRITTEN = [
     (DOM_KILN, "Silu", ""),      # x * Sigmoid(x)
     (DOM_KILN, "SwiGlu", ""),    # Silu(gate) * up: inputs (gate, up)
     (DOM_KILN, "RotaryHalf", ""),  # x*cos + rotate_half(x)*sin: inputs (x, cos, sin)
+    # a chain of elementwise ops as one program (passes/fuse_elementwise.c):
+    # per step its op name, 3 operand indices, output dtype and 2 immediates
+    (DOM_KILN, "FusedElementwise", "ops:ss! args:is! dtypes:is! imm:fs!"),
 ]
 
 
