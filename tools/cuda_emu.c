@@ -13,6 +13,7 @@
 #include "codegen/cuda/prelude.h"
 #include "compare.h"
 #include "conformance.h"
+#include "passes/passes.h"
 #include "runtime/cpu/exec.h"
 #include "runtime/cpu/util.h"
 #include "tensor_io.h"
@@ -51,6 +52,10 @@ static void note_kernels(const kn_cu_program *p)
     }
 }
 static bool use_nvrtc = true;
+/* the optimizer's options (-O, --disable-pass): the lowered graph is the
+ * one `kiln compile` would build, fused ops included */
+static const char *disabled_passes[32];
+static kn_pipeline_opts popts = {.verify_each = true, .disabled = disabled_passes};
 static bool freeze = false; /* inputs after the first become constants (their test data) */
 
 /* ---- host builds of kernels ---- */
@@ -341,7 +346,7 @@ static result run_case(const char *dir, double rtol, double atol, char *msg, siz
     if (s == KN_OK && (g->n_inputs > 64 || g->n_outputs > 64))
         s = KN_ERR_UNSUPPORTED;
     if (s == KN_OK)
-        s = kn_compile_graph(g, "cuda", NULL, d);
+        s = kn_compile_graph(g, "cuda", &popts, d);
     shapes = calloc(g ? g->n_inputs + 1 : 1, sizeof *shapes);
     uint32_t n_shapes = 0;
     for (uint32_t i = 0; s == KN_OK && i < g->n_inputs; i++) {
@@ -475,12 +480,27 @@ int main(int argc, char **argv)
             if (!(xfail = kn_xfail_load(argv[++first])))
                 return 1;
         }
+        else if (strlen(argv[first]) == 3 && strncmp(argv[first], "-O", 2) == 0 && argv[first][2] >= '0' &&
+                 argv[first][2] <= '2')
+            popts.level = (kn_opt_level)(argv[first][2] - '0' + 1);
+        else if (strcmp(argv[first], "--disable-pass") == 0 && first + 1 < argc && popts.n_disabled < 32)
+        {
+            if (!kn_pipeline_find(argv[first + 1])) {
+                fprintf(stderr, "kiln-cuda-emu: --disable-pass: unknown pass '%s' (kiln compile --passes lists them)\n",
+                        argv[first + 1]);
+                return 1;
+            }
+            disabled_passes[popts.n_disabled++] = argv[++first];
+        }
         else if (strcmp(argv[first], "--rtol") == 0 && first + 1 < argc)
             rtol = strtod(argv[++first], NULL);
         else if (strcmp(argv[first], "--atol") == 0 && first + 1 < argc)
             atol = strtod(argv[++first], NULL);
         else {
-            printf("usage: kiln-cuda-emu [--quiet] [--filter SUBSTR] [--no-nvrtc] [--freeze] [--xfail FILE] [--rtol X] [--atol Y] DIR...\n"
+            printf("usage: kiln-cuda-emu [--quiet] [--filter SUBSTR] [--no-nvrtc] [--freeze] [--xfail FILE] [--rtol X] [--atol Y]\n"
+                   "                     [-O0|-O1|-O2] [--disable-pass NAME]... DIR...\n"
+                   "  -O0|-O1|-O2, --disable-pass: the optimizer runs as in `kiln compile` (default -O2)\n"
+                   "  before lowering, so fused ops' kernels are checked too.\n"
                    "  --freeze: inputs after the first become constants (their test data), so cases\n"
                    "  that pass shape-deciding values as graph inputs can be lowered.\n"
                    "  Lowers each backend-test case for target cuda, compiles its kernels with NVRTC for\n"
