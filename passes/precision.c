@@ -8,6 +8,7 @@
  * float32 or wider whatever the storage type (CPU: double; CUDA: see
  * docs/cuda-codegen.md). */
 #include "passes/passes.h"
+#include "passes/rewrite.h"
 #include "ir/arena.h"
 #include "runtime/cpu/util.h"
 
@@ -85,6 +86,27 @@ static kn_status push_cast(pctx *c, kn_id in, kn_id out, kn_dtype to)
     c->nodes[c->n++] = n;
     c->n_casts++;
     return KN_OK;
+}
+
+/* A kiln.FusedElementwise node's program records each step's dtype: its
+ * float32 steps compute in `to` like the nodes they came from would, and
+ * the last step writes the output's dtype (`out`, float32 when the output
+ * stays float32 without low-precision inputs). */
+static kn_status retype_fused(kn_graph *g, kn_node *n, kn_dtype to, kn_dtype out)
+{
+    const kn_attr *a = kn_node_attr(n, "dtypes");
+    if (!a || a->kind != KN_ATTR_INTS || a->n == 0)
+        return KN_OK;
+    int64_t *dt = kn_graph_alloc(g, a->n * sizeof *dt);
+    if (!dt)
+        return KN_ERR_NOMEM;
+    for (uint32_t i = 0; i < a->n; i++)
+        dt[i] = a->u.ints[i] == KN_F32 ? to : a->u.ints[i];
+    if (a->u.ints[a->n - 1] == KN_F32 && (out == KN_F32 || out == to))
+        dt[a->n - 1] = out;
+    kn_attr na = *a;
+    na.u.ints = dt;
+    return kn_rw_set_attr(g, n, &na);
 }
 
 static bool is_f32(const kn_graph *g, kn_id v)
@@ -267,6 +289,7 @@ kn_status kn_pass_precision(kn_graph *g, const kn_precision_opts *o, kn_diag *d)
                 break;
             g->values[tw].out_index = i;
             is_low[tw] = true;
+            low[v] = tw; /* readers that want v in low precision read the twin */
             outs[i] = tw;
             pending[n_pending++] = v;
             pending[n_pending++] = tw;
@@ -275,6 +298,9 @@ kn_status kn_pass_precision(kn_graph *g, const kn_precision_opts *o, kn_diag *d)
             break;
         s = kn_mem_grow(a, (void **)&c.nodes, &c.cap, c.n + 1, sizeof *c.nodes);
         if (s != KN_OK)
+            break;
+        if (n.op == KN_OP_KILN_FusedElementwise && !keep_node && n.n_outputs == 1 && n.outputs[0] != KN_NONE &&
+            (s = retype_fused(g, &n, o->to, g->values[n.outputs[0]].type.dtype)) != KN_OK)
             break;
         for (uint32_t i = 0; i < n.n_outputs; i++)
             if (n.outputs[i] != KN_NONE)

@@ -347,6 +347,55 @@ static void test_clip_attrs_shared_value(void **state)
     mb_free(b);
 }
 
+/* --precision fp16/bf16 after fusion: the program's float32 steps run in
+ * the low type like the separate nodes would (bit-identical outputs). */
+static void test_precision(void **state)
+{
+    (void)state;
+    for (int k = 0; k < 2; k++) {
+        mb *b = mb_new();
+        Onnx__ModelProto *m = mb_model(b, 17);
+        Onnx__GraphProto *g = m->graph;
+        mb_input(b, g, "x", mb_tensor_type(b, KN_F32, "batch,6"));
+        mb_input(b, g, "k", mb_tensor_type(b, KN_I64, "6"));
+        f32_init(b, g, "w", (int64_t[]){6}, 1, 0.3f);
+        mb_node(b, g, "Mul", "mul", "x,w", "a");
+        mb_node(b, g, "Tanh", "tanh", "a", "t");
+        Onnx__NodeProto *c = mb_node(b, g, "Cast", "kf", "k", "kf");
+        mb_attr_i(b, c, "to", KN_F32);
+        mb_node(b, g, "Add", "add", "t,kf", "u");
+        mb_node(b, g, "Exp", "exp", "u", "e");   /* a graph output: ends a group */
+        mb_node(b, g, "Sqrt", "sqrt", "e", "s");
+        mb_node(b, g, "Neg", "neg", "s", "y");
+        mb_output(b, g, "e", NULL);
+        mb_output(b, g, "y", NULL);
+        kn_precision_opts po = {.to = k ? KN_BF16 : KN_F16};
+        kn_graph *a = pc_import(b, m), *f = pc_import(b, m);
+        kn_diag *d = kn_diag_create(NULL, stderr);
+        assert_int_equal(kn_pass_fuse_elementwise(f, d), KN_OK);
+        assert_int_equal(kn_pass_dce(f, d), KN_OK);
+        assert_int_equal(pc_count(f, "FusedElementwise"), 2);
+        assert_int_equal(kn_pass_precision(a, &po, d), KN_OK);
+        assert_int_equal(kn_graph_verify(a, d), KN_OK);
+        assert_int_equal(kn_pass_precision(f, &po, d), KN_OK);
+        assert_int_equal(kn_graph_verify(f, d), KN_OK);
+        kn_diag_destroy(d);
+        kn_rt_tensor *x[2] = {0}, *y[2] = {0};
+        run(a, x);
+        run(f, y);
+        for (int i = 0; i < 2; i++) {
+            assert_int_equal(x[i]->dtype, KN_F32);
+            assert_int_equal(y[i]->dtype, KN_F32);
+            assert_memory_equal(x[i]->data, y[i]->data, x[i]->nbytes);
+            kn_rt_tensor_free(NULL, x[i]);
+            kn_rt_tensor_free(NULL, y[i]);
+        }
+        kn_graph_destroy(a);
+        kn_graph_destroy(f);
+        mb_free(b);
+    }
+}
+
 /* ---- must not fuse ---- */
 
 /* t = Exp(x) is also read by a Reshape, and u = Neg(t) is a graph output:
@@ -514,6 +563,7 @@ int main(void)
         cmocka_unit_test(test_where_logic),
         cmocka_unit_test(test_activations),
         cmocka_unit_test(test_clip_attrs_shared_value),
+        cmocka_unit_test(test_precision),
         cmocka_unit_test(test_intermediate_read_outside),
         cmocka_unit_test(test_read_by_subgraph),
         cmocka_unit_test(test_integer_div),
