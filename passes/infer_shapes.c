@@ -479,6 +479,11 @@ static kn_status infer_node(sctx *c)
         return broadcast(c, 0, 1, KN_BOOL);
     case KN_OP_KILN_RotaryHalf:
         return broadcast(c, 0, 2, 0);
+    case KN_OP_KILN_FusedElementwise: { /* the last step's dtype (ir/fused_ew.h) */
+        const kn_attr *a = kn_node_attr(c->n, "dtypes");
+        kn_dtype dt = a && a->kind == KN_ATTR_INTS && a->n ? (kn_dtype)a->u.ints[a->n - 1] : KN_UNDEFINED;
+        return c->n->n_inputs ? broadcast(c, 0, c->n->n_inputs - 1, dt) : KN_OK;
+    }
     case KN_OP_Where: {
         const kn_type *x = in_type(c, 1);
         return broadcast(c, 0, 2, x ? x->dtype : KN_UNDEFINED);
