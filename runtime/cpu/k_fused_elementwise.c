@@ -58,82 +58,110 @@ static double gelu(double x, bool tanh_approx)
     return 0.5 * x * (1.0 + erf(x * 0.70710678118654752440));
 }
 
-/* One step on its operands (dtypes ta, tb of operands 0 and 1). */
+/* A float step (operands a, b as double; z: Clip's max when given). */
+static double eval_f(const step *s, double a, double b, const val *y, const val *z)
+{
+    switch (s->op) {
+    case KN_FE_Neg: return -a;
+    case KN_FE_Abs: return fabs(a);
+    case KN_FE_Relu: return a < 0 ? 0.0 : a; /* NaN stays NaN */
+    case KN_FE_Exp: return exp(a);
+    case KN_FE_Log: return log(a);
+    case KN_FE_Sqrt: return sqrt(a);
+    case KN_FE_Reciprocal: return 1.0 / a;
+    case KN_FE_Sigmoid: return sigmoid(a);
+    case KN_FE_Tanh: return tanh(a);
+    case KN_FE_LeakyRelu: return a < 0 ? s->imm[0] * a : a;
+    case KN_FE_Elu: return a < 0 ? s->imm[0] * expm1(a) : a;
+    case KN_FE_Selu: return s->imm[1] * (a <= 0 ? s->imm[0] * expm1(a) : a);
+    case KN_FE_HardSigmoid: return fmax(0.0, fmin(1.0, s->imm[0] * a + s->imm[1]));
+    case KN_FE_HardSwish: return a * fmax(0.0, fmin(1.0, a / 6.0 + 0.5));
+    case KN_FE_Softplus: return softplus(a);
+    case KN_FE_Erf: return erf(a);
+    case KN_FE_Cos: return cos(a);
+    case KN_FE_Sin: return sin(a);
+    case KN_FE_Floor: return floor(a);
+    case KN_FE_Ceil: return ceil(a);
+    case KN_FE_Round: return nearbyint(a); /* halves to even */
+    case KN_FE_Gelu: return gelu(a, false);
+    case KN_FE_GeluTanh: return gelu(a, true);
+    case KN_FE_Silu: return silu(a);
+    case KN_FE_SwiGlu: return silu(a) * b;
+    case KN_FE_Clip: {
+        double lo = y ? y->f : s->imm[0], hi = z ? z->f : s->imm[1];
+        if (a < lo)
+            a = lo;
+        if (a > hi)
+            a = hi;
+        return a;
+    }
+    case KN_FE_Add: return a + b;
+    case KN_FE_Sub: return a - b;
+    case KN_FE_Mul: return a * b;
+    case KN_FE_Div: return a / b;
+    case KN_FE_Pow: return pow(a, b);
+    case KN_FE_Max: return isnan(a) || isnan(b) ? NAN : a > b ? a : b;
+    case KN_FE_Min: return isnan(a) || isnan(b) ? NAN : a < b ? a : b;
+    default: return 0;
+    }
+}
+
+/* A signed-integer step in wrapping int64 arithmetic. */
+static int64_t eval_i(const step *s, int64_t a, int64_t b)
+{
+    uint64_t ua = (uint64_t)a, ub = (uint64_t)b;
+    switch (s->op) {
+    case KN_FE_Neg: return (int64_t)(0 - ua);
+    case KN_FE_Abs: return a < 0 ? (int64_t)(0 - ua) : a;
+    case KN_FE_Relu: return a < 0 ? 0 : a;
+    case KN_FE_Add: return (int64_t)(ua + ub);
+    case KN_FE_Sub: return (int64_t)(ua - ub);
+    case KN_FE_Mul: return (int64_t)(ua * ub);
+    case KN_FE_Max: return a > b ? a : b;
+    case KN_FE_Min: return a < b ? a : b;
+    default: return 0;
+    }
+}
+
+/* Cast as k_elementwise_cast.c does it: floats through kn_set_f64,
+ * integers to float32 in one rounding, to other floats from double. */
+static val cast(kn_dtype to, const val *x, bool from_float)
+{
+    val r = {0, 0};
+    unsigned char buf[8];
+    if (kn_dt_is_float(to)) {
+        r.f = from_float ? rnd_f(to, x->f) : to == KN_F32 ? (double)(float)x->i : rnd_f(to, (double)x->i);
+    } else if (from_float) {
+        kn_set_f64(to, buf, 0, x->f);
+        r.i = kn_get_i64(to, buf, 0);
+    } else {
+        r.i = rnd_i(to, x->i);
+    }
+    return r;
+}
+
+/* One step on its operands x, y, z (y, z NULL when absent) of dtypes ta,
+ * tb; the result rounded or wrapped to the step's dtype. */
 static val eval(const step *s, const val *x, const val *y, const val *z, kn_dtype ta, kn_dtype tb)
 {
     val r = {0, 0};
     bool f = kn_dt_is_float(ta);
-    double a = x->f, b = y ? y->f : 0;
     int64_t ia = x->i, ib = y ? y->i : 0;
-    uint64_t ua = (uint64_t)ia, ub = (uint64_t)ib;
     switch (s->op) {
-    case KN_FE_Neg: f ? (r.f = -a) : (r.i = (int64_t)(0 - ua)); break;
-    case KN_FE_Abs: f ? (r.f = fabs(a)) : (r.i = ia < 0 ? (int64_t)(0 - ua) : ia); break;
-    case KN_FE_Relu: f ? (r.f = a < 0 ? 0.0 : a) : (r.i = ia < 0 ? 0 : ia); break;
-    case KN_FE_Exp: r.f = exp(a); break;
-    case KN_FE_Log: r.f = log(a); break;
-    case KN_FE_Sqrt: r.f = sqrt(a); break;
-    case KN_FE_Reciprocal: r.f = 1.0 / a; break;
-    case KN_FE_Sigmoid: r.f = sigmoid(a); break;
-    case KN_FE_Tanh: r.f = tanh(a); break;
-    case KN_FE_LeakyRelu: r.f = a < 0 ? s->imm[0] * a : a; break;
-    case KN_FE_Elu: r.f = a < 0 ? s->imm[0] * expm1(a) : a; break;
-    case KN_FE_Selu: r.f = s->imm[1] * (a <= 0 ? s->imm[0] * expm1(a) : a); break;
-    case KN_FE_HardSigmoid: r.f = fmax(0.0, fmin(1.0, s->imm[0] * a + s->imm[1])); break;
-    case KN_FE_HardSwish: r.f = a * fmax(0.0, fmin(1.0, a / 6.0 + 0.5)); break;
-    case KN_FE_Softplus: r.f = softplus(a); break;
-    case KN_FE_Erf: r.f = erf(a); break;
-    case KN_FE_Cos: r.f = cos(a); break;
-    case KN_FE_Sin: r.f = sin(a); break;
-    case KN_FE_Floor: r.f = floor(a); break;
-    case KN_FE_Ceil: r.f = ceil(a); break;
-    case KN_FE_Round: r.f = nearbyint(a); break;
-    case KN_FE_Gelu: r.f = gelu(a, false); break;
-    case KN_FE_GeluTanh: r.f = gelu(a, true); break;
-    case KN_FE_Silu: r.f = silu(a); break;
-    case KN_FE_SwiGlu: r.f = silu(a) * b; break;
-    case KN_FE_Clip: {
-        double lo = y ? y->f : s->imm[0], hi = z ? z->f : s->imm[1], v = a;
-        if (v < lo)
-            v = lo;
-        if (v > hi)
-            v = hi;
-        r.f = v;
-        break;
-    }
-    case KN_FE_Cast: {
-        /* as k_elementwise_cast.c: floats through kn_set_f64, integers
-         * to float32 in one rounding, other floats from double */
-        unsigned char buf[8];
-        if (kn_dt_is_float(s->t)) {
-            r.f = f ? rnd_f(s->t, a) : s->t == KN_F32 ? (double)(float)ia : rnd_f(s->t, (double)ia);
-        } else if (f) {
-            kn_set_f64(s->t, buf, 0, a);
-            r.i = kn_get_i64(s->t, buf, 0);
-        } else {
-            r.i = rnd_i(s->t, ia);
-        }
-        return r;
-    }
+    case KN_FE_Cast: return cast(s->t, x, f);
+    case KN_FE_Where: return ia ? *y : *z;
     case KN_FE_Not: r.i = !ia; break;
-    case KN_FE_Add: f ? (r.f = a + b) : (r.i = (int64_t)(ua + ub)); break;
-    case KN_FE_Sub: f ? (r.f = a - b) : (r.i = (int64_t)(ua - ub)); break;
-    case KN_FE_Mul: f ? (r.f = a * b) : (r.i = (int64_t)(ua * ub)); break;
-    case KN_FE_Div: r.f = a / b; break;
-    case KN_FE_Pow: r.f = pow(a, kn_dt_is_float(tb) ? b : (double)ib); break;
-    case KN_FE_Max:
-        f ? (r.f = isnan(a) || isnan(b) ? NAN : a > b ? a : b) : (r.i = ia > ib ? ia : ib);
-        break;
-    case KN_FE_Min:
-        f ? (r.f = isnan(a) || isnan(b) ? NAN : a < b ? a : b) : (r.i = ia < ib ? ia : ib);
-        break;
-    case KN_FE_Equal: r.i = f ? a == b : ia == ib; break;
-    case KN_FE_Less: r.i = f ? a < b : ia < ib; break;
-    case KN_FE_Greater: r.i = f ? a > b : ia > ib; break;
     case KN_FE_And: r.i = ia && ib; break;
     case KN_FE_Or: r.i = ia || ib; break;
-    case KN_FE_Where: return ia ? *y : *z;
-    default: break;
+    case KN_FE_Equal: r.i = f ? x->f == y->f : ia == ib; break;
+    case KN_FE_Less: r.i = f ? x->f < y->f : ia < ib; break;
+    case KN_FE_Greater: r.i = f ? x->f > y->f : ia > ib; break;
+    default:
+        if (f) /* Pow's exponent may be an integer */
+            r.f = eval_f(s, x->f, !y ? 0 : kn_dt_is_float(tb) ? y->f : (double)ib, y, z);
+        else
+            r.i = eval_i(s, ia, ib);
+        break;
     }
     if (kn_dt_is_float(s->t))
         r.f = rnd_f(s->t, r.f);
