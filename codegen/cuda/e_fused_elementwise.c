@@ -102,6 +102,34 @@ static void put_round(kn_sb *src, kn_dtype t, uint32_t k)
         kn_sb_printf(src, "    v%u = (i64)(%s)v%u;\n", k, kn_cuda_type(t), k);
 }
 
+/* Drops size-1 dims and merges neighbours contiguous in every input (as
+ * e_elementwise_binary.c does), so most launches index in rank 1 or 2.
+ * p: n, rank, dims[8], then n_in stride rows of 8. */
+static void coalesce(int64_t *p, uint32_t n_in)
+{
+    int64_t *dims = &p[2], w = 0;
+    for (int64_t d = 0; d < p[1]; d++) {
+        if (dims[d] == 1 && p[0] != 0)
+            continue;
+        bool merge = w > 0;
+        for (uint32_t k = 0; merge && k < n_in; k++) {
+            int64_t *st = &p[2 + MAX_R + (size_t)k * MAX_R];
+            merge = st[w - 1] == st[d] * dims[d];
+        }
+        for (uint32_t k = 0; k < n_in; k++) {
+            int64_t *st = &p[2 + MAX_R + (size_t)k * MAX_R];
+            st[merge ? w - 1 : w] = st[d];
+        }
+        if (merge) {
+            dims[w - 1] *= dims[d];
+        } else {
+            dims[w] = dims[d];
+            w++;
+        }
+    }
+    p[1] = w;
+}
+
 kn_status kn_emit_KILN_FusedElementwise(kn_emit *e)
 {
     const kn_node *node = kn_emit_node(e);
@@ -140,6 +168,7 @@ kn_status kn_emit_KILN_FusedElementwise(kn_emit *e)
             s *= td;
         }
     }
+    coalesce(pbuf, n_in);
     double *pimm = (double *)&pbuf[2 + MAX_R + (size_t)n_in * MAX_R];
     for (uint32_t i = 0; i < ns * KN_FE_IMMS; i++)
         pimm[i] = imm->u.floats[i];
