@@ -1,0 +1,243 @@
+/* CUDA emitters for quantized products: com.microsoft MatMulNBits (the
+ * W4A16 weight-only linear layer, also kiln's own weight-only op),
+ * QLinearMatMul, MatMulInteger and QLinearConv. Semantics follow the CPU
+ * reference kernels (runtime/cpu/k_quant.c, k_linalg.c, k_linalg_conv.c).
+ *
+ * MatMulNBits: one thread per output element (row m, column n) walks the
+ * packed weight row n block by block, dequantizes each code in registers
+ * ((code - zero_point) * scale in float, as the reference), accumulates a
+ * block in float (fma) and the blocks in double. Batch > 1 is more rows
+ * over the same kernel. This is the GEMV shape of the W4A16 kernel: the
+ * weight is read packed (4x fewer bytes than fp16), which is what decode is
+ * bound by; the warp-per-column / tensor-core forms come with the fast
+ * kernels once the emulator runs warps.
+ *
+ * QLinearMatMul / MatMulInteger / QLinearConv: one thread per output
+ * element summing (a - a_zp)(b - b_zp) exactly in 64-bit integers (the
+ * 8-bit products make INT32 accumulation exact up to K < 2^17; i64 has no
+ * limit that matters), then requantizing with the float multiplier
+ * a_scale*b_scale/y_scale computed in float as the reference does, rounded
+ * half to even and saturated. (cuBLASLt INT8 GEMM with INT32 accumulation
+ * is the intended fast path for large products; kn_emit_gemm has no
+ * integer dtype yet.) */
+#include "codegen/cuda/emit.h"
+#include "runtime/cpu/util.h"
+#include "runtime/plan_format.h"
+
+#include <string.h>
+
+static bool is_q8(kn_dtype t) { return t == KN_I8 || t == KN_U8; }
+static bool is_half_float(kn_dtype t) { return t == KN_F32 || t == KN_F16 || t == KN_BF16; }
+
+/* ---- MatMulNBits ---- */
+
+typedef struct nbits_params {
+    int64_t total, n, k, nblk, blob, bs, zrow;
+} nbits_params;
+
+kn_status kn_emit_MS_MatMulNBits(kn_emit *e)
+{
+    const kn_emit_tensor *a = kn_emit_in(e, 0), *b = kn_emit_in(e, 1), *sc = kn_emit_in(e, 2);
+    const kn_emit_tensor *zp = kn_emit_in(e, 3), *gidx = kn_emit_in(e, 4), *bias = kn_emit_in(e, 5);
+    const kn_emit_tensor *y = kn_emit_out(e, 0);
+    int64_t K = kn_emit_attr_int(e, "K", -1), N = kn_emit_attr_int(e, "N", -1);
+    int64_t bits = kn_emit_attr_int(e, "bits", 4), bs = kn_emit_attr_int(e, "block_size", -1);
+    if (!a || !b || !sc || !y)
+        return kn_emit_fail(e, KN_ERR_INVALID, "MatMulNBits needs A, B and scales");
+    if (gidx)
+        return kn_emit_fail(e, KN_ERR_UNSUPPORTED, "g_idx");
+    if (bits != 2 && bits != 4 && bits != 8)
+        return kn_emit_fail(e, KN_ERR_UNSUPPORTED, "bits=%lld", (long long)bits);
+    if (K <= 0 || N <= 0 || bs <= 0 || (bs * bits) % 8 || a->rank < 1 || a->dims[a->rank - 1] != K)
+        return kn_emit_fail(e, KN_ERR_INVALID, "K, N, block_size or A's shape");
+    if (!is_half_float(a->dtype) || !is_half_float(sc->dtype) || (bias && !is_half_float(bias->dtype)) ||
+        y->dtype != a->dtype)
+        return kn_emit_fail(e, KN_ERR_UNSUPPORTED, "dtype %s", kn_dtype_name(a->dtype));
+    nbits_params p = {y->numel, N, K, (K + bs - 1) / bs, bs * bits / 8, bs, 0};
+    p.zrow = (p.nblk * bits + 7) / 8;
+    bool zp_packed = zp && zp->dtype == KN_U8;
+    if (b->dtype != KN_U8 || b->numel != N * p.nblk * p.blob || sc->numel != N * p.nblk ||
+        (zp && zp_packed && zp->numel != N * p.zrow) ||
+        (zp && !zp_packed && (!is_half_float(zp->dtype) || zp->numel != N * p.nblk)) || (bias && bias->numel != N))
+        return kn_emit_fail(e, KN_ERR_INVALID, "B, scales, zero_points or bias shape");
+    const char *t = kn_cuda_type(a->dtype), *st = kn_cuda_type(sc->dtype);
+    const char *zt = zp ? kn_cuda_type(zp->dtype) : NULL, *bt = bias ? kn_cuda_type(bias->dtype) : NULL;
+    unsigned mask = (1u << bits) - 1u;
+    kn_sb src = {0};
+    kn_sb_printf(&src,
+                 "#include \"kiln_cuda.h\"\n"
+                 "struct P { i64 total, n, k, nblk, blob, bs, zrow; };\n"
+                 "extern \"C\" __global__ void matmul_nbits(const %s *a, const unsigned char *b, const %s *sc, ",
+                 t, st);
+    if (zp)
+        kn_sb_printf(&src, "const %s *zp, ", zt);
+    if (bias)
+        kn_sb_printf(&src, "const %s *bias, ", bt);
+    kn_sb_printf(&src,
+                 "%s *y, P p) {\n"
+                 "  for (i64 i = kn_tid(); i < p.total; i += kn_nthreads()) {\n"
+                 "    i64 n = i %% p.n, m = i / p.n;\n"
+                 "    const %s *ar = a + m * p.k;\n"
+                 "    const unsigned char *bn = b + n * p.nblk * p.blob;\n"
+                 "    double acc = 0;\n"
+                 "    for (i64 blk = 0; blk < p.nblk; blk++) {\n"
+                 "      float s = kn_tof(sc[n * p.nblk + blk]);\n",
+                 t, t);
+    if (!zp)
+        kn_sb_printf(&src, "      float z = %u.0f;\n", 1u << (bits - 1));
+    else if (zp_packed)
+        kn_sb_printf(&src,
+                     "      i64 zb = blk * %lld;\n"
+                     "      float z = (float)((zp[n * p.zrow + (zb >> 3)] >> (zb & 7)) & %uu);\n",
+                     (long long)bits, mask);
+    else
+        kn_sb_printf(&src, "      float z = kn_tof(zp[n * p.nblk + blk]);\n");
+    kn_sb_printf(&src,
+                 "      const unsigned char *q = bn + blk * p.blob;\n"
+                 "      const %s *ak = ar + blk * p.bs;\n"
+                 "      i64 len = p.k - blk * p.bs < p.bs ? p.k - blk * p.bs : p.bs;\n"
+                 "      float part = 0.0f;\n",
+                 t);
+    if (bits == 4)
+        kn_sb_printf(&src, "      for (i64 j = 0; j + 1 < len; j += 2) {\n"
+                           "        unsigned v = q[j >> 1];\n"
+                           "        part = fmaf(kn_tof(ak[j]), ((float)(v & 15u) - z) * s, part);\n"
+                           "        part = fmaf(kn_tof(ak[j + 1]), ((float)(v >> 4) - z) * s, part);\n"
+                           "      }\n"
+                           "      if (len & 1) part = fmaf(kn_tof(ak[len - 1]), ((float)(q[(len - 1) >> 1] & 15u) - z) * s, part);\n");
+    else
+        kn_sb_printf(&src,
+                     "      for (i64 j = 0; j < len; j++) {\n"
+                     "        i64 bit = j * %lld;\n"
+                     "        float w = ((float)((q[bit >> 3] >> (bit & 7)) & %uu) - z) * s;\n"
+                     "        part = fmaf(kn_tof(ak[j]), w, part);\n"
+                     "      }\n",
+                     (long long)bits, mask);
+    kn_sb_printf(&src,
+                 "      acc += (double)part;\n"
+                 "    }\n"
+                 "%s"
+                 "    y[i] = kn_fromd<%s>(acc);\n"
+                 "  }\n"
+                 "}\n",
+                 bias ? "    acc += kn_tod(bias[n]);\n" : "", t);
+    kn_emit_arg args[6];
+    uint32_t na = 0;
+    for (uint32_t i = 0; i < 3; i++)
+        args[na++] = (kn_emit_arg){KN_ARG_IN, i, 0, NULL, 0};
+    if (zp)
+        args[na++] = (kn_emit_arg){KN_ARG_IN, 3, 0, NULL, 0};
+    if (bias)
+        args[na++] = (kn_emit_arg){KN_ARG_IN, 5, 0, NULL, 0};
+    args[na++] = (kn_emit_arg){KN_ARG_OUT, 0, 0, NULL, 0};
+    args[na++] = (kn_emit_arg){KN_ARG_PARAMS, 0, sizeof p, &p, 0};
+    return kn_emit_launch_source(e, &src, "matmul_nbits", args, na, p.total);
+}
+
+/* ---- integer matmuls ---- */
+
+/* A [.., M, K] (any leading dims, rows = numel / K) times B [K, N]. Zero
+ * points and scales: stride 0 (scalar) or 1 (per row of A / column of B). */
+typedef struct qmm_params {
+    int64_t total, m, n, k;
+    int64_t za_s, zb_s, sa_s, sb_s;
+} qmm_params;
+
+/* A scalar or per-`per` parameter: its stride, or -1 when it fits neither. */
+static int64_t param_stride(const kn_emit_tensor *t, int64_t per)
+{
+    return !t || t->numel == 1 ? 0 : t->numel == per ? 1 : -1;
+}
+
+/* mode 0: MatMulInteger (int32 out); 1: QLinearMatMul. */
+static kn_status emit_qmm(kn_emit *e, int mode)
+{
+    uint32_t ia = 0, ib = mode ? 3 : 1, iza = 2, izb = mode ? 5 : 3;
+    const kn_emit_tensor *a = kn_emit_in(e, ia), *b = kn_emit_in(e, ib), *y = kn_emit_out(e, 0);
+    const kn_emit_tensor *za = kn_emit_in(e, iza), *zb = kn_emit_in(e, izb);
+    const kn_emit_tensor *sa = mode ? kn_emit_in(e, 1) : NULL, *sb = mode ? kn_emit_in(e, 4) : NULL;
+    const kn_emit_tensor *sy = mode ? kn_emit_in(e, 6) : NULL, *zy = mode ? kn_emit_in(e, 7) : NULL;
+    if (!a || !b || !y || a->rank < 2 || b->rank != 2 || !is_q8(a->dtype) || !is_q8(b->dtype))
+        return kn_emit_fail(e, KN_ERR_UNSUPPORTED, "operands (A rank >= 2, B rank 2, 8-bit)");
+    qmm_params p;
+    memset(&p, 0, sizeof p);
+    p.k = a->dims[a->rank - 1];
+    p.m = a->dims[a->rank - 2];
+    p.n = b->dims[1];
+    p.total = y->numel;
+    if (b->dims[0] != p.k)
+        return kn_emit_fail(e, KN_ERR_INVALID, "inner dimensions differ");
+    p.za_s = param_stride(za, p.m);
+    p.zb_s = param_stride(zb, p.n);
+    if (p.za_s < 0 || p.zb_s < 0 || (za && za->dtype != a->dtype) || (zb && zb->dtype != b->dtype))
+        return kn_emit_fail(e, KN_ERR_UNSUPPORTED, "zero point shapes or types");
+    kn_dtype yt = KN_I32;
+    if (mode) {
+        if (!sa || !sb || !sy || sa->dtype != KN_F32 || sb->dtype != KN_F32 || sy->dtype != KN_F32 || sy->numel != 1 ||
+            (zy && zy->numel != 1))
+            return kn_emit_fail(e, KN_ERR_UNSUPPORTED, "scales (float32; y_scale, y_zero_point scalars)");
+        p.sa_s = param_stride(sa, p.m);
+        p.sb_s = param_stride(sb, p.n);
+        yt = zy ? zy->dtype : a->dtype;
+        if (p.sa_s < 0 || p.sb_s < 0 || !is_q8(yt))
+            return kn_emit_fail(e, KN_ERR_UNSUPPORTED, "scale shapes or output type");
+    }
+    if (y->dtype != yt)
+        return kn_emit_fail(e, KN_ERR_INVALID, "output type");
+    const char *ta = kn_cuda_type(a->dtype), *tb = kn_cuda_type(b->dtype), *ty = kn_cuda_type(yt);
+    kn_sb src = {0};
+    kn_sb_printf(&src,
+                 "#include \"kiln_cuda.h\"\n"
+                 "struct P { i64 total, m, n, k, za_s, zb_s, sa_s, sb_s; };\n"
+                 "extern \"C\" __global__ void qmatmul(const %s *a, const %s *b, ",
+                 ta, tb);
+    if (za)
+        kn_sb_printf(&src, "const %s *za, ", ta);
+    if (zb)
+        kn_sb_printf(&src, "const %s *zb, ", tb);
+    if (mode)
+        kn_sb_printf(&src, "const float *sa, const float *sb, const float *sy, ");
+    if (mode && zy)
+        kn_sb_printf(&src, "const %s *zy, ", ty);
+    kn_sb_printf(&src,
+                 "%s *y, P p) {\n"
+                 "  for (i64 i = kn_tid(); i < p.total; i += kn_nthreads()) {\n"
+                 "    i64 col = i %% p.n, r = i / p.n, row = r %% p.m;\n"
+                 "    const %s *ar = a + r * p.k;\n"
+                 "    i64 az = %s, bz = %s, acc = 0;\n"
+                 "    for (i64 q = 0; q < p.k; q++) acc += ((i64)ar[q] - az) * ((i64)b[q * p.n + col] - bz);\n",
+                 ty, ta, za ? "(i64)za[row * p.za_s]" : "0", zb ? "(i64)zb[col * p.zb_s]" : "0");
+    if (!mode) {
+        kn_sb_printf(&src, "    y[i] = (int)acc;\n");
+    } else {
+        kn_sb_printf(&src,
+                     "    float mul = sa[row * p.sa_s] * sb[col * p.sb_s] / sy[0];\n"
+                     "    double v = rint((double)acc * (double)mul + %s);\n"
+                     "    v = v < %s ? %s : v > %s ? %s : v;\n"
+                     "    y[i] = (%s)v;\n",
+                     zy ? "(double)zy[0]" : "0.0", yt == KN_I8 ? "-128.0" : "0.0", yt == KN_I8 ? "-128.0" : "0.0",
+                     yt == KN_I8 ? "127.0" : "255.0", yt == KN_I8 ? "127.0" : "255.0", ty);
+    }
+    kn_sb_printf(&src, "  }\n}\n");
+    kn_emit_arg args[10];
+    uint32_t na = 0;
+    args[na++] = (kn_emit_arg){KN_ARG_IN, ia, 0, NULL, 0};
+    args[na++] = (kn_emit_arg){KN_ARG_IN, ib, 0, NULL, 0};
+    if (za)
+        args[na++] = (kn_emit_arg){KN_ARG_IN, iza, 0, NULL, 0};
+    if (zb)
+        args[na++] = (kn_emit_arg){KN_ARG_IN, izb, 0, NULL, 0};
+    if (mode) {
+        args[na++] = (kn_emit_arg){KN_ARG_IN, 1, 0, NULL, 0};
+        args[na++] = (kn_emit_arg){KN_ARG_IN, 4, 0, NULL, 0};
+        args[na++] = (kn_emit_arg){KN_ARG_IN, 6, 0, NULL, 0};
+        if (zy)
+            args[na++] = (kn_emit_arg){KN_ARG_IN, 7, 0, NULL, 0};
+    }
+    args[na++] = (kn_emit_arg){KN_ARG_OUT, 0, 0, NULL, 0};
+    args[na++] = (kn_emit_arg){KN_ARG_PARAMS, 0, sizeof p, &p, 0};
+    return kn_emit_launch_source(e, &src, "qmatmul", args, na, p.total);
+}
+
+kn_status kn_emit_MatMulInteger(kn_emit *e) { return emit_qmm(e, 0); }
+kn_status kn_emit_QLinearMatMul(kn_emit *e) { return emit_qmm(e, 1); }
