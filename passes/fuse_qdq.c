@@ -52,15 +52,15 @@ static bool plain_attrs(const kn_node *n)
     return attr_int(n, "block_size", 0) == 0 && attr_int(n, "output_dtype", 0) == 0;
 }
 
-/* v's producer, if it is an ai.onnx DequantizeLinear with float32 output. */
+/* v's producer, if it is a plain ai.onnx DequantizeLinear (its output is
+ * float32 when its scale is: checked by the callers). */
 static bool dq_of(const kn_graph *g, const kn_uses *u, kn_id v, dq_info *out)
 {
     kn_id k = kn_fm_producer(g, u, v, KN_OP_DequantizeLinear);
     if (k == KN_NONE)
         return false;
     const kn_node *n = &g->nodes[k];
-    const kn_type *t = kn_rw_type(g, v);
-    if (n->n_inputs < 2 || !kn_rw_has_in(n, 1) || !plain_attrs(n) || !t || t->dtype != KN_F32)
+    if (n->n_inputs < 2 || !kn_rw_has_in(n, 1) || !plain_attrs(n))
         return false;
     *out = (dq_info){k, n->inputs[0], n->inputs[1], kn_rw_has_in(n, 2) ? n->inputs[2] : KN_NONE,
                      attr_int(n, "axis", 1)};
@@ -84,14 +84,17 @@ static bool const_zp(const kn_graph *g, kn_id v, kn_dtype dt, int64_t n)
     return t && t->data && t->dtype == dt && t->n_elems == n && t->rank <= 1;
 }
 
-/* An 8-bit activation dequantized per tensor with constants. */
+/* An 8-bit activation dequantized per tensor with constants (its dtype
+ * is the zero point's, else its declared or inferred one). */
 static bool act_ok(const kn_graph *g, const dq_info *d)
 {
+    const kn_tensor *z = d->zp != KN_NONE ? kn_rw_const(g, d->zp) : NULL;
     const kn_type *t = kn_rw_type(g, d->x);
+    kn_dtype dt = z ? z->dtype : t ? t->dtype : KN_UNDEFINED;
     int64_t ns;
-    if (!t || !is_q8(t->dtype) || !const_f32(g, d->scale, 1, &ns))
+    if (!is_q8(dt) || (t && t->dtype != KN_UNDEFINED && t->dtype != dt) || !const_f32(g, d->scale, 1, &ns))
         return false;
-    return d->zp == KN_NONE || const_zp(g, d->zp, t->dtype, 1);
+    return d->zp == KN_NONE || const_zp(g, d->zp, dt, 1);
 }
 
 /* A constant 8-bit weight of rank >= 2 dequantized per tensor or per
@@ -120,9 +123,10 @@ static bool requant_of(const kn_graph *g, const kn_uses *u, kn_id v, kn_id *q)
         return false;
     const kn_node *n = &g->nodes[k];
     int64_t ns;
-    const kn_type *t = kn_rw_type(g, n->outputs[0]);
-    if (n->n_inputs != 3 || !kn_rw_has_in(n, 1) || !kn_rw_has_in(n, 2) || !plain_attrs(n) || !t ||
-        !is_q8(t->dtype) || !const_f32(g, n->inputs[1], 1, &ns) || !const_zp(g, n->inputs[2], t->dtype, 1))
+    if (n->n_inputs != 3 || !kn_rw_has_in(n, 1) || !kn_rw_has_in(n, 2) || !plain_attrs(n))
+        return false;
+    const kn_tensor *z = kn_rw_const(g, n->inputs[2]);
+    if (!z || !is_q8(z->dtype) || !const_f32(g, n->inputs[1], 1, &ns) || !const_zp(g, n->inputs[2], z->dtype, 1))
         return false;
     *q = k;
     return true;

@@ -136,11 +136,12 @@ kn_status kn_emit_MS_MatMulNBits(kn_emit *e)
 
 /* ---- integer matmuls ---- */
 
-/* A [.., M, K] (any leading dims, rows = numel / K) times B [K, N]. Zero
- * points and scales: stride 0 (scalar) or 1 (per row of A / column of B). */
+/* A [.., M, K] (any leading dims, rows = numel / K) times B [K, N], or B
+ * [.., K, N] with A's batch dims. Zero points and scales: stride 0 (scalar) or 1 (per row of A / column of B). */
 typedef struct qmm_params {
     int64_t total, m, n, k;
     int64_t za_s, zb_s, sa_s, sb_s;
+    int64_t b_batched; /* B [batch.., K, N] with A's batch dims, else B [K, N] */
 } qmm_params;
 
 /* A scalar or per-`per` parameter: its stride, or -1 when it fits neither. */
@@ -157,16 +158,21 @@ static kn_status emit_qmm(kn_emit *e, int mode)
     const kn_emit_tensor *za = kn_emit_in(e, iza), *zb = kn_emit_in(e, izb);
     const kn_emit_tensor *sa = mode ? kn_emit_in(e, 1) : NULL, *sb = mode ? kn_emit_in(e, 4) : NULL;
     const kn_emit_tensor *sy = mode ? kn_emit_in(e, 6) : NULL, *zy = mode ? kn_emit_in(e, 7) : NULL;
-    if (!a || !b || !y || a->rank < 2 || b->rank != 2 || !is_q8(a->dtype) || !is_q8(b->dtype))
-        return kn_emit_fail(e, KN_ERR_UNSUPPORTED, "operands (A rank >= 2, B rank 2, 8-bit)");
+    if (!a || !b || !y || a->rank < 2 || b->rank < 2 || !is_q8(a->dtype) || !is_q8(b->dtype))
+        return kn_emit_fail(e, KN_ERR_UNSUPPORTED, "operands (8-bit, rank >= 2)");
     qmm_params p;
     memset(&p, 0, sizeof p);
     p.k = a->dims[a->rank - 1];
     p.m = a->dims[a->rank - 2];
-    p.n = b->dims[1];
+    p.n = b->dims[b->rank - 1];
     p.total = y->numel;
-    if (b->dims[0] != p.k)
+    if (b->dims[b->rank - 2] != p.k)
         return kn_emit_fail(e, KN_ERR_INVALID, "inner dimensions differ");
+    if (b->rank > 2) { /* batched B: the same batch dims as A (no broadcast) */
+        if (b->rank != a->rank || memcmp(a->dims, b->dims, (size_t)(a->rank - 2) * sizeof *a->dims) != 0)
+            return kn_emit_fail(e, KN_ERR_UNSUPPORTED, "B's batch dims differ from A's (broadcast)");
+        p.b_batched = 1;
+    }
     p.za_s = param_stride(za, p.m);
     p.zb_s = param_stride(zb, p.n);
     if (p.za_s < 0 || p.zb_s < 0 || (za && za->dtype != a->dtype) || (zb && zb->dtype != b->dtype))
@@ -188,7 +194,7 @@ static kn_status emit_qmm(kn_emit *e, int mode)
     kn_sb src = {0};
     kn_sb_printf(&src,
                  "#include \"kiln_cuda.h\"\n"
-                 "struct P { i64 total, m, n, k, za_s, zb_s, sa_s, sb_s; };\n"
+                 "struct P { i64 total, m, n, k, za_s, zb_s, sa_s, sb_s, b_batched; };\n"
                  "extern \"C\" __global__ void qmatmul(const %s *a, const %s *b, ",
                  ta, tb);
     if (za)
@@ -204,9 +210,10 @@ static kn_status emit_qmm(kn_emit *e, int mode)
                  "  for (i64 i = kn_tid(); i < p.total; i += kn_nthreads()) {\n"
                  "    i64 col = i %% p.n, r = i / p.n, row = r %% p.m;\n"
                  "    const %s *ar = a + r * p.k;\n"
+                 "    const %s *bm = b + (p.b_batched ? (r / p.m) * p.k * p.n : 0);\n"
                  "    i64 az = %s, bz = %s, acc = 0;\n"
-                 "    for (i64 q = 0; q < p.k; q++) acc += ((i64)ar[q] - az) * ((i64)b[q * p.n + col] - bz);\n",
-                 ty, ta, za ? "(i64)za[row * p.za_s]" : "0", zb ? "(i64)zb[col * p.zb_s]" : "0");
+                 "    for (i64 q = 0; q < p.k; q++) acc += ((i64)ar[q] - az) * ((i64)bm[q * p.n + col] - bz);\n",
+                 ty, ta, tb, za ? "(i64)za[row * p.za_s]" : "0", zb ? "(i64)zb[col * p.zb_s]" : "0");
     if (!mode) {
         kn_sb_printf(&src, "    y[i] = (int)acc;\n");
     } else {
@@ -241,3 +248,150 @@ static kn_status emit_qmm(kn_emit *e, int mode)
 
 kn_status kn_emit_MatMulInteger(kn_emit *e) { return emit_qmm(e, 0); }
 kn_status kn_emit_QLinearMatMul(kn_emit *e) { return emit_qmm(e, 1); }
+
+/* ---- QLinearConv ---- */
+
+#define QC_SP (KN_CU_MAX_RANK - 2)
+
+/* X [N, C, in...], W [M, C/group, k...], Y [N, M, out...]; ph: leading
+ * pads (the trailing ones only shape the output, which is given). */
+typedef struct qconv_params {
+    int64_t total, nsp, c, m, cg, mg, in_sp, out_sp, k_sp, ws_s, wz_s;
+    int64_t in[QC_SP], k[QC_SP], s[QC_SP], d[QC_SP], ph[QC_SP], out[QC_SP];
+} qconv_params;
+
+/* An ints attribute with one entry per spatial dimension (def if absent). */
+static bool sp_ints(kn_emit *e, const char *name, int64_t nsp, int64_t def, int64_t *out)
+{
+    uint32_t cnt;
+    const int64_t *v = kn_emit_attr_ints(e, name, &cnt);
+    if (v && cnt != (uint32_t)nsp)
+        return false;
+    for (int64_t i = 0; i < nsp; i++) {
+        out[i] = v ? v[i] : def;
+        if (out[i] < 1)
+            return false;
+    }
+    return true;
+}
+
+kn_status kn_emit_QLinearConv(kn_emit *e)
+{
+    const kn_emit_tensor *x = kn_emit_in(e, 0), *xs = kn_emit_in(e, 1), *xz = kn_emit_in(e, 2);
+    const kn_emit_tensor *w = kn_emit_in(e, 3), *ws = kn_emit_in(e, 4), *wz = kn_emit_in(e, 5);
+    const kn_emit_tensor *ys = kn_emit_in(e, 6), *yz = kn_emit_in(e, 7), *b = kn_emit_in(e, 8);
+    const kn_emit_tensor *y = kn_emit_out(e, 0);
+    if (!x || !xs || !w || !ws || !ys || !y || x->rank < 3 || x->rank > KN_CU_MAX_RANK || w->rank != x->rank ||
+        y->rank != x->rank || !is_q8(x->dtype) || !is_q8(w->dtype))
+        return kn_emit_fail(e, KN_ERR_UNSUPPORTED, "operands (8-bit x and w of equal rank 3..8)");
+    kn_dtype yt = yz ? yz->dtype : x->dtype;
+    if (xs->dtype != KN_F32 || ws->dtype != KN_F32 || ys->dtype != KN_F32 || xs->numel != 1 || ys->numel != 1 ||
+        (xz && (xz->numel != 1 || xz->dtype != x->dtype)) || (yz && yz->numel != 1) || !is_q8(yt) || y->dtype != yt)
+        return kn_emit_fail(e, KN_ERR_UNSUPPORTED, "scales and zero points (float32; x and y per tensor)");
+    qconv_params p;
+    memset(&p, 0, sizeof p);
+    p.nsp = x->rank - 2;
+    p.c = x->dims[1];
+    p.m = y->dims[1];
+    int64_t group = kn_emit_attr_int(e, "group", 1);
+    if (group < 1 || p.c % group || p.m % group || w->dims[0] != p.m || w->dims[1] != p.c / group)
+        return kn_emit_fail(e, KN_ERR_INVALID, "group %lld does not fit the channels", (long long)group);
+    p.cg = p.c / group;
+    p.mg = p.m / group;
+    p.ws_s = param_stride(ws, p.m);
+    p.wz_s = param_stride(wz, p.m);
+    if (p.ws_s < 0 || p.wz_s < 0 || (wz && wz->dtype != w->dtype) || (b && (b->dtype != KN_I32 || b->numel != p.m)))
+        return kn_emit_fail(e, KN_ERR_UNSUPPORTED, "w_scale / w_zero_point / bias shapes");
+    if (!sp_ints(e, "strides", p.nsp, 1, p.s) || !sp_ints(e, "dilations", p.nsp, 1, p.d))
+        return kn_emit_fail(e, KN_ERR_INVALID, "strides or dilations");
+    const char *ap = kn_emit_attr_str(e, "auto_pad", "NOTSET");
+    uint32_t np;
+    const int64_t *pads = kn_emit_attr_ints(e, "pads", &np);
+    if (pads && np != 2u * (uint32_t)p.nsp)
+        return kn_emit_fail(e, KN_ERR_INVALID, "pads has %u entries", np);
+    p.in_sp = p.out_sp = p.k_sp = 1;
+    for (int64_t i = 0; i < p.nsp; i++) {
+        p.in[i] = x->dims[i + 2];
+        p.k[i] = w->dims[i + 2];
+        p.out[i] = y->dims[i + 2];
+        if (!*ap || !strcmp(ap, "NOTSET")) {
+            p.ph[i] = pads ? pads[i] : 0;
+        } else if (!strcmp(ap, "VALID")) {
+            p.ph[i] = 0;
+        } else if (!strcmp(ap, "SAME_UPPER") || !strcmp(ap, "SAME_LOWER")) {
+            int64_t total = (p.out[i] - 1) * p.s[i] + (p.k[i] - 1) * p.d[i] + 1 - p.in[i];
+            total = total < 0 ? 0 : total;
+            p.ph[i] = !strcmp(ap, "SAME_UPPER") ? total / 2 : total - total / 2;
+        } else {
+            return kn_emit_fail(e, KN_ERR_UNSUPPORTED, "auto_pad '%s'", ap);
+        }
+        p.in_sp *= p.in[i];
+        p.out_sp *= p.out[i];
+        p.k_sp *= p.k[i];
+    }
+    p.total = y->numel;
+    const char *tx = kn_cuda_type(x->dtype), *tw = kn_cuda_type(w->dtype), *ty = kn_cuda_type(yt);
+    kn_sb src = {0};
+    kn_sb_printf(&src,
+                 "#include \"kiln_cuda.h\"\n"
+                 "struct P { i64 total, nsp, c, m, cg, mg, in_sp, out_sp, k_sp, ws_s, wz_s;\n"
+                 "  i64 in[6], k[6], s[6], d[6], ph[6], out[6]; };\n"
+                 "extern \"C\" __global__ void qconv(const %s *x, const float *xs, %s%s%sconst %s *w, const float *ws, "
+                 "%s%s%sconst float *ys, %s%s%s%s %s *y, P p) {\n",
+                 tx, xz ? "const " : "", xz ? tx : "", xz ? " *xz, " : "", tw, wz ? "const " : "", wz ? tw : "",
+                 wz ? " *wz, " : "", yz ? "const " : "", yz ? ty : "", yz ? " *yz, " : "", b ? "const int *bias," : "", ty);
+    kn_sb_printf(&src,
+                 "  for (i64 i = kn_tid(); i < p.total; i += kn_nthreads()) {\n"
+                 "    i64 o = i %% p.out_sp, mo = (i / p.out_sp) %% p.m, n = i / (p.out_sp * p.m);\n"
+                 "    i64 g = mo / p.mg, op[6];\n"
+                 "    i64 rem = o;\n"
+                 "    for (int d = (int)p.nsp - 1; d >= 0; d--) { op[d] = rem %% p.out[d]; rem /= p.out[d]; }\n"
+                 "    i64 xzv = %s, wzv = %s, acc = 0;\n"
+                 "    for (i64 ci = 0; ci < p.cg; ci++) {\n"
+                 "      const %s *xc = x + (n * p.c + g * p.cg + ci) * p.in_sp;\n"
+                 "      const %s *wc = w + (mo * p.cg + ci) * p.k_sp;\n"
+                 "      for (i64 kk = 0; kk < p.k_sp; kk++) {\n"
+                 "        i64 krem = kk, off = 0; bool inside = true;\n"
+                 "        for (int d = (int)p.nsp - 1; d >= 0; d--) {\n"
+                 "          i64 kd = krem %% p.k[d]; krem /= p.k[d];\n"
+                 "          i64 pos = op[d] * p.s[d] - p.ph[d] + kd * p.d[d];\n"
+                 "          if (pos < 0 || pos >= p.in[d]) { inside = false; break; }\n"
+                 "        }\n"
+                 "        if (!inside) continue;\n"
+                 "        krem = kk;\n"
+                 "        i64 stride = 1;\n"
+                 "        for (int d = (int)p.nsp - 1; d >= 0; d--) {\n"
+                 "          i64 kd = krem %% p.k[d]; krem /= p.k[d];\n"
+                 "          off += (op[d] * p.s[d] - p.ph[d] + kd * p.d[d]) * stride; stride *= p.in[d];\n"
+                 "        }\n"
+                 "        acc += ((i64)xc[off] - xzv) * ((i64)wc[kk] - wzv);\n"
+                 "      }\n"
+                 "    }\n"
+                 "    float mul = xs[0] * ws[mo * p.ws_s] / ys[0];\n"
+                 "    double v = rint((double)(acc%s) * (double)mul + %s);\n"
+                 "    v = v < %s ? %s : v > %s ? %s : v;\n"
+                 "    y[i] = (%s)v;\n"
+                 "  }\n"
+                 "}\n",
+                 xz ? "(i64)xz[0]" : "0", wz ? "(i64)wz[mo * p.wz_s]" : "0", tx, tw, b ? " + (i64)bias[mo]" : "",
+                 yz ? "(double)yz[0]" : "0.0", yt == KN_I8 ? "-128.0" : "0.0", yt == KN_I8 ? "-128.0" : "0.0",
+                 yt == KN_I8 ? "127.0" : "255.0", yt == KN_I8 ? "127.0" : "255.0", ty);
+    kn_emit_arg args[12];
+    uint32_t na = 0;
+    args[na++] = (kn_emit_arg){KN_ARG_IN, 0, 0, NULL, 0};
+    args[na++] = (kn_emit_arg){KN_ARG_IN, 1, 0, NULL, 0};
+    if (xz)
+        args[na++] = (kn_emit_arg){KN_ARG_IN, 2, 0, NULL, 0};
+    args[na++] = (kn_emit_arg){KN_ARG_IN, 3, 0, NULL, 0};
+    args[na++] = (kn_emit_arg){KN_ARG_IN, 4, 0, NULL, 0};
+    if (wz)
+        args[na++] = (kn_emit_arg){KN_ARG_IN, 5, 0, NULL, 0};
+    args[na++] = (kn_emit_arg){KN_ARG_IN, 6, 0, NULL, 0};
+    if (yz)
+        args[na++] = (kn_emit_arg){KN_ARG_IN, 7, 0, NULL, 0};
+    if (b)
+        args[na++] = (kn_emit_arg){KN_ARG_IN, 8, 0, NULL, 0};
+    args[na++] = (kn_emit_arg){KN_ARG_OUT, 0, 0, NULL, 0};
+    args[na++] = (kn_emit_arg){KN_ARG_PARAMS, 0, sizeof p, &p, 0};
+    return kn_emit_launch_source(e, &src, "qconv", args, na, p.total);
+}
