@@ -13,6 +13,13 @@ static kn_status no_precision(kn_graph *g, kn_diag *d)
     return KN_OK;
 }
 
+static kn_status no_quantize(kn_graph *g, kn_diag *d)
+{
+    (void)g;
+    (void)d;
+    return KN_OK;
+}
+
 static const kn_pass_info passes[] = {
     {"infer-shapes", kn_pass_infer_shapes, 0, "infer dtypes and shapes, symbolic dims carried through"},
     {"fuse-qdq", kn_pass_fuse_qdq, 2, "DequantizeLinear -> MatMul/Conv -> QuantizeLinear (QDQ models) -> QLinearMatMul / QLinearConv; before fold, which would dequantize the weights"},
@@ -27,6 +34,7 @@ static const kn_pass_info passes[] = {
     {"fuse-rotary", kn_pass_fuse_rotary, 2, "x*cos + Concat(Neg(x[..., d/2:]), x[..., :d/2])*sin (rotate-half RoPE) -> kiln.RotaryHalf"},
     {"dedup", kn_pass_dedup, 1, "merge constants with the same dtype, shape and bytes"},
     {"dce", kn_pass_dce, 1, "remove nodes and values that reach no graph output"},
+    {"quantize", no_quantize, 0, "MatMul/Gemm with constant weights -> MatMulNBits, weight-only int4/int8 (--quantize, --group-size)"},
     {"precision", no_precision, 0, "run float32 computation in float16/bfloat16 (--precision, --keep-fp32)"},
 };
 
@@ -122,8 +130,10 @@ kn_status kn_pipeline_run(kn_graph *g, const kn_pipeline_opts *o, kn_diag *d)
         const kn_pass_info *p = &passes[i];
         bool ran = p->level <= level && !disabled(o, p->name);
         if (ran) {
-            if (p->run == no_precision) /* the one pass with options */
+            if (p->run == no_precision) /* the passes with options */
                 KN_TRY(o->precision ? kn_pass_precision(g, o->precision, d) : KN_OK);
+            else if (p->run == no_quantize)
+                KN_TRY(o->quantize ? kn_pass_quantize(g, o->quantize, d) : KN_OK);
             else if (p->level == 0)
                 KN_TRY(p->run(g, d));
             else
