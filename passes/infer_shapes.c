@@ -491,6 +491,18 @@ static bool is_unary_same(kn_op op)
     }
 }
 
+static kn_dtype out_dtype(sctx *c, uint32_t i);
+
+/* QuantizeLinear / DequantizeLinear: the input's shape in the quantized
+ * (zero point's) or float (scale's) type. */
+static kn_status infer_qdq(sctx *c)
+{
+    const kn_type *t = in_type(c, 0);
+    if (!t)
+        return KN_OK;
+    return set_out(c, 0, out_dtype(c, 0), t->shape.rank, t->shape.dims);
+}
+
 static kn_status infer_node(sctx *c)
 {
     kn_op op = c->n->op;
@@ -520,6 +532,7 @@ static kn_status infer_node(sctx *c)
         return infer_matmul_of(c, 0, 3, z ? z->dtype : a ? a->dtype : KN_UNDEFINED);
     }
     case KN_OP_MS_MatMulNBits: return infer_matmul_nbits(c);
+    case KN_OP_QuantizeLinear: case KN_OP_DequantizeLinear: return infer_qdq(c);
     case KN_OP_Gemm: return infer_gemm(c);
     case KN_OP_Transpose: return infer_transpose(c);
     case KN_OP_Reshape: return infer_reshape(c);
