@@ -16,7 +16,8 @@
  * in float — the arithmetic of ONNX Runtime's MatMulNBitsQuantizer default
  * (MLAS BlockwiseQuantizer), so both write the same bytes (checked by the
  * quantize_llama_matches_ort test). Nodes matched by a --keep-fp
- * pattern (name or op type) stay float. */
+ * pattern (name or op type) stay float. A K shorter than the group gets
+ * the smallest power-of-two block (from 16) that holds it, not padding. */
 #include "passes/fuse_match.h"
 #include "passes/passes.h"
 #include "runtime/cpu/util.h"
@@ -133,7 +134,10 @@ static kn_status quantize_node(kn_graph *g, kn_uses *u, kn_id k, const kn_quanti
     kn_id bias;
     if (!candidate(g, &g->nodes[k], &w, &K, &N, &bias, &tmp))
         return KN_OK;
-    int64_t grp = o->group_size, nblk = (K + grp - 1) / grp, blob = grp * o->bits / 8;
+    int64_t grp = o->group_size;
+    while (grp > 16 && grp / 2 >= K) /* a short K: the smallest power-of-two block holding it */
+        grp /= 2;
+    int64_t nblk = (K + grp - 1) / grp, blob = grp * o->bits / 8;
     int64_t zrow = (nblk * o->bits + 7) / 8;
     size_t ncodes = (size_t)(N * nblk * blob), nzp = (size_t)(N * zrow);
     uint8_t *codes = kn_mem_alloc(g->alloc, ncodes + 1), *zps = kn_mem_alloc(g->alloc, nzp + 1);
@@ -202,9 +206,12 @@ kn_status kn_pass_quantize(kn_graph *g, const kn_quantize_opts *o, kn_diag *d)
         kn_uses_free(g, &u);
         return s;
     }
-    if (o->verbose)
-        kn_diag_add(d, KN_NOTE, "quantize: %u MatMul/Gemm weights to %d-bit, group %lld (%s): %.2f MB -> %.2f MB",
-                    count, o->bits, (long long)o->group_size, o->quantize ? "custom" : "RTN", (double)before / 1e6,
-                    (double)after / 1e6);
+    if (o->verbose) {
+        bool mb = before >= 1000000;
+        kn_diag_add(d, KN_NOTE, "quantize: %u MatMul/Gemm weights to %d-bit, group %lld (%s): %.2f %s -> %.2f %s",
+                    count, o->bits, (long long)o->group_size, o->quantize ? "custom" : "RTN",
+                    (double)before / (mb ? 1e6 : 1e3), mb ? "MB" : "kB", (double)after / (mb ? 1e6 : 1e3),
+                    mb ? "MB" : "kB");
+    }
     return kn_uses_finish(g, &u);
 }
