@@ -10,6 +10,10 @@
  *   DQ(W, sw, zw) ──Conv → Q(sy, zy)      →  QLinearConv(qx, sx, zx, W, sw, zw, sy, zy, B)
  *   [DQ(B int32, sx*sw, 0)] ─┘
  *
+ *   DQ(qa) · DQ(W) → MatMul whose output is not requantized (read by
+ *   anything else)                        →  com.microsoft MatMulIntegerToFloat(
+ *                                               qa, W, sa, sw, za, zw)
+ *
  * The integer op computes the same sum exactly in INT32 arithmetic and
  * requantizes once, so results equal the QDQ graph's float evaluation up to
  * the rounding of the float products (a tie may land one step apart).
@@ -132,15 +136,24 @@ static bool requant_of(const kn_graph *g, const kn_uses *u, kn_id v, kn_id *q)
     return true;
 }
 
-static kn_status fuse_matmul(kn_graph *g, kn_uses *u, kn_id k, uint32_t *count)
+static kn_status fuse_matmul(kn_graph *g, kn_uses *u, kn_id k, uint32_t *count, uint32_t *count_f)
 {
     const kn_node *n = &g->nodes[k];
     dq_info a, w;
     kn_id q;
     int64_t nch;
     if (n->n_inputs != 2 || !dq_of(g, u, n->inputs[0], &a) || !dq_of(g, u, n->inputs[1], &w) || !act_ok(g, &a) ||
-        !weight_ok(g, &w, 1, &nch) || kn_rw_const(g, w.x)->rank != 2 || !requant_of(g, u, n->outputs[0], &q))
+        !weight_ok(g, &w, 1, &nch) || kn_rw_const(g, w.x)->rank != 2)
         return KN_OK;
+    if (!requant_of(g, u, n->outputs[0], &q)) {
+        /* a float result: the integer product times a_scale * w_scale */
+        kn_fm m = {0};
+        kn_fm_add(&m, k);
+        kn_id ins[6] = {a.x, w.x, a.scale, w.scale, a.zp, w.zp};
+        KN_TRY(kn_fm_replace(g, u, &m, n->outputs[0], KN_OP_MS_MatMulIntegerToFloat, 1, ins, 6, NULL, 0));
+        (*count_f)++;
+        return KN_OK;
+    }
     kn_fm m = {0};
     kn_fm_add(&m, k);
     kn_fm_add(&m, q);
@@ -221,13 +234,13 @@ kn_status kn_pass_fuse_qdq(kn_graph *g, kn_diag *d)
     (void)d;
     kn_uses u;
     KN_TRY(kn_uses_init(g, &u));
-    uint32_t n_mm = 0, n_conv = 0;
+    uint32_t n_mm = 0, n_mmf = 0, n_conv = 0;
     kn_status s = KN_OK;
     for (kn_id k = 0; k < g->n_nodes && s == KN_OK; k++) {
         if (u.dead[k] || *g->nodes[k].domain || g->nodes[k].n_outputs != 1)
             continue;
         if (g->nodes[k].op == KN_OP_MatMul)
-            s = fuse_matmul(g, &u, k, &n_mm);
+            s = fuse_matmul(g, &u, k, &n_mm, &n_mmf);
         else if (g->nodes[k].op == KN_OP_Conv && g->nodes[k].n_attrs <= 16)
             s = fuse_conv(g, &u, k, &n_conv);
     }

@@ -532,6 +532,10 @@ static kn_status infer_node(sctx *c)
         return infer_matmul_of(c, 0, 3, z ? z->dtype : a ? a->dtype : KN_UNDEFINED);
     }
     case KN_OP_MS_MatMulNBits: return infer_matmul_nbits(c);
+    case KN_OP_MS_MatMulIntegerToFloat: {
+        const kn_type *s = in_type(c, 2);
+        return infer_matmul_of(c, 0, 1, s ? s->dtype : KN_F32);
+    }
     case KN_OP_QuantizeLinear: case KN_OP_DequantizeLinear: return infer_qdq(c);
     case KN_OP_Gemm: return infer_gemm(c);
     case KN_OP_Transpose: return infer_transpose(c);

@@ -2,8 +2,9 @@
  * quantizer writes them) become QLinearMatMul / QLinearConv, checked
  * numerically against the float QDQ graph on the CPU backend; patterns the
  * integer ops cannot express exactly (per-channel scales on the wrong axis,
- * non-constant weights or zero points, a matmul output
- * read elsewhere, a Conv bias with another scale) stay as they are. */
+ * non-constant weights or zero points, a Conv bias with another scale)
+ * stay as they are; a MatMul whose output is not requantized becomes
+ * com.microsoft MatMulIntegerToFloat. */
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -22,6 +23,7 @@ typedef struct mm_case {
     bool a_zp_input;   /* activation zero point a graph input, not a constant */
     bool no_a_zp;      /* activation DQ without zero point */
     bool mm_output;    /* the MatMul output is also a graph output */
+    bool float_out;    /* no Q after the MatMul: its float output is the graph's */
     bool w_uint8;      /* uint8 weight with zero point 128 */
 } mm_case;
 
@@ -73,6 +75,11 @@ static Onnx__ModelProto *mm_model(mb *b, const mm_case *c)
     Onnx__NodeProto *dw = mb_node(b, g, "DequantizeLinear", "dqw", "w,sw,zw", "wd");
     if (c->w_axis != 1)
         mb_attr_i(b, dw, "axis", c->w_axis);
+    if (c->float_out) {
+        mb_node(b, g, "MatMul", "mm", "xd,wd", "y");
+        mb_output(b, g, "y", NULL);
+        return m;
+    }
     mb_node(b, g, "MatMul", "mm", "xd,wd", "h");
     mb_node(b, g, "QuantizeLinear", "qh", "h,sy,zy", "hq");
     mb_node(b, g, "DequantizeLinear", "dqh", "hq,sy,zy", "y");
@@ -168,12 +175,42 @@ static void test_mm_zero_point_input_stays(void **state)
     mb_free(b);
 }
 
-static void test_mm_output_read_elsewhere_stays(void **state)
+static void expect_float_out(kn_graph *g)
+{
+    assert_int_equal(pc_count(g, "MatMul"), 0);
+    assert_int_equal(pc_count(g, "QLinearMatMul"), 0);
+    const kn_node *n = pc_find(g, "MatMulIntegerToFloat");
+    assert_int_equal(n->op, KN_OP_MS_MatMulIntegerToFloat);
+    assert_int_equal(n->n_inputs, 6);
+    assert_string_equal(g->values[n->inputs[0]].name, "xq");
+    assert_string_equal(g->values[n->inputs[1]].name, "w");
+    assert_string_equal(g->values[n->inputs[3]].name, "sw");
+}
+
+/* A MatMul output that is not (only) requantized: MatMulIntegerToFloat,
+ * the outputs (float, and requantized) as the float QDQ graph's. */
+static void test_mm_float_output(void **state)
 {
     (void)state;
     mb *b = mb_new();
-    kn_graph *g = run_mm(b, &(mm_case){.w_scales = 1, .w_axis = 1, .mm_output = true});
+    kn_graph *g = run_mm(b, &(mm_case){.w_scales = N, .w_axis = 1, .float_out = true});
+    expect_float_out(g);
+    kn_graph_destroy(g);
+    g = run_mm(b, &(mm_case){.w_scales = 1, .w_axis = 1, .mm_output = true});
+    expect_float_out(g);
+    assert_int_equal(pc_count(g, "QuantizeLinear"), 2);
+    kn_graph_destroy(g);
+    mb_free(b);
+}
+
+/* The float-output form has the same limits: weight scales along K stay. */
+static void test_mm_float_output_scales_on_k_stay(void **state)
+{
+    (void)state;
+    mb *b = mb_new();
+    kn_graph *g = run_mm(b, &(mm_case){.w_scales = K, .w_axis = 0, .float_out = true});
     expect_unfused(g);
+    assert_int_equal(pc_count(g, "MatMulIntegerToFloat"), 0);
     kn_graph_destroy(g);
     mb_free(b);
 }
@@ -256,7 +293,8 @@ int main(void)
         cmocka_unit_test(test_mm_scales_on_k_stay),
         cmocka_unit_test(test_mm_weight_input_stays),
         cmocka_unit_test(test_mm_zero_point_input_stays),
-        cmocka_unit_test(test_mm_output_read_elsewhere_stays),
+        cmocka_unit_test(test_mm_float_output),
+        cmocka_unit_test(test_mm_float_output_scales_on_k_stay),
         cmocka_unit_test(test_conv),
         cmocka_unit_test(test_conv_bias_scale_mismatch_stays),
     };

@@ -1,6 +1,7 @@
 /* CUDA emitters for quantized products: com.microsoft MatMulNBits (the
  * W4A16 weight-only linear layer, also kiln's own weight-only op),
- * QLinearMatMul, MatMulInteger and QLinearConv. Semantics follow the CPU
+ * QLinearMatMul, MatMulInteger, com.microsoft MatMulIntegerToFloat and
+ * QLinearConv. Semantics follow the CPU
  * reference kernels (runtime/cpu/k_quant.c, k_linalg.c, k_linalg_conv.c).
  *
  * MatMulNBits: one thread per output element (row m, column n) walks the
@@ -150,14 +151,29 @@ static int64_t param_stride(const kn_emit_tensor *t, int64_t per)
     return !t || t->numel == 1 ? 0 : t->numel == per ? 1 : -1;
 }
 
-/* mode 0: MatMulInteger (int32 out); 1: QLinearMatMul. */
+/* Input positions per op: A, B, a_zp, b_zp, a_scale, b_scale, y_scale,
+ * y_zp, bias (-1: none). mode 0: MatMulInteger (int32 out); 1:
+ * QLinearMatMul (requantized 8-bit out); 2: com.microsoft
+ * MatMulIntegerToFloat (float out = acc * a_scale * b_scale + bias). */
+static const int qmm_in[3][9] = {
+    {0, 1, 2, 3, -1, -1, -1, -1, -1},
+    {0, 3, 2, 5, 1, 4, 6, 7, -1},
+    {0, 1, 4, 5, 2, 3, -1, -1, 6},
+};
+
+static const kn_emit_tensor *qmm_arg(kn_emit *e, int mode, int which)
+{
+    int i = qmm_in[mode][which];
+    return i < 0 ? NULL : kn_emit_in(e, (uint32_t)i);
+}
+
 static kn_status emit_qmm(kn_emit *e, int mode)
 {
-    uint32_t ia = 0, ib = mode ? 3 : 1, iza = 2, izb = mode ? 5 : 3;
+    uint32_t ia = 0, ib = (uint32_t)qmm_in[mode][1], iza = (uint32_t)qmm_in[mode][2], izb = (uint32_t)qmm_in[mode][3];
     const kn_emit_tensor *a = kn_emit_in(e, ia), *b = kn_emit_in(e, ib), *y = kn_emit_out(e, 0);
     const kn_emit_tensor *za = kn_emit_in(e, iza), *zb = kn_emit_in(e, izb);
-    const kn_emit_tensor *sa = mode ? kn_emit_in(e, 1) : NULL, *sb = mode ? kn_emit_in(e, 4) : NULL;
-    const kn_emit_tensor *sy = mode ? kn_emit_in(e, 6) : NULL, *zy = mode ? kn_emit_in(e, 7) : NULL;
+    const kn_emit_tensor *sa = qmm_arg(e, mode, 4), *sb = qmm_arg(e, mode, 5);
+    const kn_emit_tensor *sy = qmm_arg(e, mode, 6), *zy = qmm_arg(e, mode, 7), *bias = qmm_arg(e, mode, 8);
     if (!a || !b || !y || a->rank < 2 || b->rank < 2 || !is_q8(a->dtype) || !is_q8(b->dtype))
         return kn_emit_fail(e, KN_ERR_UNSUPPORTED, "operands (8-bit, rank >= 2)");
     qmm_params p;
@@ -178,7 +194,15 @@ static kn_status emit_qmm(kn_emit *e, int mode)
     if (p.za_s < 0 || p.zb_s < 0 || (za && za->dtype != a->dtype) || (zb && zb->dtype != b->dtype))
         return kn_emit_fail(e, KN_ERR_UNSUPPORTED, "zero point shapes or types");
     kn_dtype yt = KN_I32;
-    if (mode) {
+    if (mode == 2) {
+        if (!sa || !sb || sa->dtype != KN_F32 || sb->dtype != KN_F32 || sa->numel != 1 || (za && za->numel != 1) ||
+            (bias && (bias->dtype != KN_F32 || bias->numel != p.n)))
+            return kn_emit_fail(e, KN_ERR_UNSUPPORTED, "scales and bias (float32; a_scale, a_zero_point scalars)");
+        p.sb_s = param_stride(sb, p.n);
+        if (p.sb_s < 0)
+            return kn_emit_fail(e, KN_ERR_UNSUPPORTED, "b_scale shape");
+        yt = KN_F32;
+    } else if (mode) {
         if (!sa || !sb || !sy || sa->dtype != KN_F32 || sb->dtype != KN_F32 || sy->dtype != KN_F32 || sy->numel != 1 ||
             (zy && zy->numel != 1))
             return kn_emit_fail(e, KN_ERR_UNSUPPORTED, "scales (float32; y_scale, y_zero_point scalars)");
@@ -201,10 +225,12 @@ static kn_status emit_qmm(kn_emit *e, int mode)
         kn_sb_printf(&src, "const %s *za, ", ta);
     if (zb)
         kn_sb_printf(&src, "const %s *zb, ", tb);
-    if (mode)
+    if (mode == 1)
         kn_sb_printf(&src, "const float *sa, const float *sb, const float *sy, ");
-    if (mode && zy)
+    if (mode == 1 && zy)
         kn_sb_printf(&src, "const %s *zy, ", ty);
+    if (mode == 2)
+        kn_sb_printf(&src, "const float *sa, const float *sb, %s", bias ? "const float *bias, " : "");
     kn_sb_printf(&src,
                  "%s *y, P p) {\n"
                  "  for (i64 i = kn_tid(); i < p.total; i += kn_nthreads()) {\n"
@@ -216,6 +242,12 @@ static kn_status emit_qmm(kn_emit *e, int mode)
                  ty, ta, tb, za ? "(i64)za[row * p.za_s]" : "0", zb ? "(i64)zb[col * p.zb_s]" : "0");
     if (!mode) {
         kn_sb_printf(&src, "    y[i] = (int)acc;\n");
+    } else if (mode == 2) {
+        kn_sb_printf(&src,
+                     "    float mul = sa[0] * sb[col * p.sb_s];\n"
+                     "    double v = (double)acc * (double)mul%s;\n"
+                     "    y[i] = (float)v;\n",
+                     bias ? " + (double)bias[col]" : "");
     } else {
         kn_sb_printf(&src,
                      "    float mul = sa[row * p.sa_s] * sb[col * p.sb_s] / sy[0];\n"
@@ -234,12 +266,17 @@ static kn_status emit_qmm(kn_emit *e, int mode)
         args[na++] = (kn_emit_arg){KN_ARG_IN, iza, 0, NULL, 0};
     if (zb)
         args[na++] = (kn_emit_arg){KN_ARG_IN, izb, 0, NULL, 0};
-    if (mode) {
+    if (mode == 1) {
         args[na++] = (kn_emit_arg){KN_ARG_IN, 1, 0, NULL, 0};
         args[na++] = (kn_emit_arg){KN_ARG_IN, 4, 0, NULL, 0};
         args[na++] = (kn_emit_arg){KN_ARG_IN, 6, 0, NULL, 0};
         if (zy)
             args[na++] = (kn_emit_arg){KN_ARG_IN, 7, 0, NULL, 0};
+    } else if (mode == 2) {
+        args[na++] = (kn_emit_arg){KN_ARG_IN, 2, 0, NULL, 0};
+        args[na++] = (kn_emit_arg){KN_ARG_IN, 3, 0, NULL, 0};
+        if (bias)
+            args[na++] = (kn_emit_arg){KN_ARG_IN, 6, 0, NULL, 0};
     }
     args[na++] = (kn_emit_arg){KN_ARG_OUT, 0, 0, NULL, 0};
     args[na++] = (kn_emit_arg){KN_ARG_PARAMS, 0, sizeof p, &p, 0};
@@ -248,6 +285,7 @@ static kn_status emit_qmm(kn_emit *e, int mode)
 
 kn_status kn_emit_MatMulInteger(kn_emit *e) { return emit_qmm(e, 0); }
 kn_status kn_emit_QLinearMatMul(kn_emit *e) { return emit_qmm(e, 1); }
+kn_status kn_emit_MS_MatMulIntegerToFloat(kn_emit *e) { return emit_qmm(e, 2); }
 
 /* ---- QLinearConv ---- */
 

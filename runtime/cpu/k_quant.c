@@ -1,6 +1,7 @@
 /* Quantized-weight family: com.microsoft MatMulNBits, the block-wise
  * weight-only quantized linear layer (also the op kiln's own weight-only
- * quantization produces).
+ * quantization produces), and com.microsoft MatMulIntegerToFloat (the QDQ
+ * fusion's float-output 8-bit product; at the end of the file).
  *
  *   Y[..., n] = sum_k A[..., k] * W[n, k]  (+ bias[n])
  *   W[n, k]   = (code(n, k) - zp(n, k / block_size)) * scale(n, k / block_size)
@@ -109,5 +110,61 @@ kn_status kn_ref_MS_MatMulNBits(kn_kctx *c)
             kn_set_f64(y->dtype, y->data, m * N + n, acc);
         }
     }
+    return KN_OK;
+}
+
+/* com.microsoft MatMulIntegerToFloat: the float result of an 8-bit
+ * product, as the QDQ fusion makes it for a MatMul whose output is not
+ * requantized:
+ *   Y = sum_k (A - a_zp)(B - b_zp[n]) * (a_scale * b_scale[n]) (+ bias[n])
+ * A [..., M, K] 8-bit, B [K, N] 8-bit, a_scale / a_zero_point per tensor,
+ * b_scale / b_zero_point per tensor or per column, bias [N]; the product
+ * exact in 64-bit integers, the multiplier a_scale * b_scale in float (as
+ * ONNX Runtime), the output in the scales' float type. */
+kn_status kn_ref_MS_MatMulIntegerToFloat(kn_kctx *c)
+{
+    const kn_rt_tensor *a, *b, *sa, *sb;
+    KN_TRY(kn_need_in(c, 0, &a));
+    KN_TRY(kn_need_in(c, 1, &b));
+    KN_TRY(kn_need_in(c, 2, &sa));
+    KN_TRY(kn_need_in(c, 3, &sb));
+    const kn_rt_tensor *za = kn_kctx_in(c, 4), *zb = kn_kctx_in(c, 5), *bias = kn_kctx_in(c, 6);
+    bool a8 = a->dtype == KN_I8 || a->dtype == KN_U8, b8 = b->dtype == KN_I8 || b->dtype == KN_U8;
+    if (!a8 || !b8 || a->rank < 1 || b->rank != 2)
+        return kn_kctx_fail(c, KN_ERR_INVALID, "MatMulIntegerToFloat: A must be 8-bit of rank >= 1 and B 8-bit of rank 2");
+    int64_t K = b->dims[0], N = b->dims[1];
+    if (a->dims[a->rank - 1] != K)
+        return kn_kctx_fail(c, KN_ERR_INVALID, "MatMulIntegerToFloat: A's last dimension %lld differs from B's %lld",
+                            (long long)a->dims[a->rank - 1], (long long)K);
+    if (!kn_dt_is_float(sa->dtype) || sb->dtype != sa->dtype || sa->numel != 1 || (sb->numel != 1 && sb->numel != N))
+        return kn_kctx_fail(c, KN_ERR_INVALID, "MatMulIntegerToFloat: a_scale must be a float scalar and b_scale a "
+                                               "scalar or N values of its type");
+    if ((za && (za->dtype != a->dtype || za->numel != 1)) ||
+        (zb && (zb->dtype != b->dtype || (zb->numel != 1 && zb->numel != N))))
+        return kn_kctx_fail(c, KN_ERR_UNSUPPORTED, "MatMulIntegerToFloat: zero points must be per tensor (A) or per "
+                                                   "tensor / column (B), of the inputs' types");
+    if (bias && (bias->dtype != sa->dtype || bias->numel != N))
+        return kn_kctx_fail(c, KN_ERR_INVALID, "MatMulIntegerToFloat: bias must have N=%lld values of the scales' type",
+                            (long long)N);
+    if (a->rank > KN_RT_MAX_RANK)
+        return kn_kctx_fail(c, KN_ERR_LIMIT, "MatMulIntegerToFloat: rank %d too large", (int)a->rank);
+    int64_t dims[KN_RT_MAX_RANK];
+    memcpy(dims, a->dims, (size_t)a->rank * sizeof *dims);
+    dims[a->rank - 1] = N;
+    kn_rt_tensor *y;
+    KN_TRY(kn_kctx_out(c, 0, sa->dtype, a->rank, dims, &y));
+    int64_t azp = za ? kn_get_i64(za->dtype, za->data, 0) : 0, rows = K ? a->numel / K : 0;
+    float sav = (float)kn_get_f64(sa->dtype, sa->data, 0);
+    for (int64_t m = 0; m < rows; m++)
+        for (int64_t n = 0; n < N; n++) {
+            int64_t bzp = zb ? kn_get_i64(zb->dtype, zb->data, zb->numel == 1 ? 0 : n) : 0, acc = 0;
+            for (int64_t k = 0; k < K; k++)
+                acc += (kn_get_i64(a->dtype, a->data, m * K + k) - azp) * (kn_get_i64(b->dtype, b->data, k * N + n) - bzp);
+            float mul = sav * (float)kn_get_f64(sb->dtype, sb->data, sb->numel == 1 ? 0 : n);
+            double v = (double)acc * (double)mul;
+            if (bias)
+                v += kn_get_f64(bias->dtype, bias->data, n);
+            kn_set_f64(y->dtype, y->data, m * N + n, v);
+        }
     return KN_OK;
 }

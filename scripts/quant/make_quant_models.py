@@ -12,6 +12,7 @@ with onnx.helper from seeded random weights, so the script reproduces the same f
   qdq_mlp        MatMul+Add+Relu ×2, quantize_static QDQ: uint8 activations (asymmetric),
                  int8 weights per tensor, calibrated on 16 random batches (minmax)
   qdq_mlp_pc     the same MLP with per-channel int8 weights
+  qdq_mlp_float_out  per channel, MatMul outputs not requantized (DQ -> MatMul -> float Add)
   qdq_conv       Conv+Relu → Conv+Relu → GlobalAveragePool → Flatten → MatMul, QDQ, per-channel
                  int8 weights, uint8 activations, int32 biases
   nbits_b32      MatMul [2,5,96]×[96,48] → MatMulNBits 4-bit, block 32, asymmetric (zero points)
@@ -117,15 +118,38 @@ def matmul_model(rng, xshape, n):
     return helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
 
 
-def qdq(name, model, xshape, per_channel):
+def drop_output_qdq(model, op_type):
+    """Removes the Q -> DQ pair after every `op_type` node, so its float output feeds
+    the next op directly (a QDQ graph with float-output MatMuls)."""
+    g = model.graph
+    prods = {o: n for n in g.node for o in n.output}
+    drop, rename = set(), {}
+    for n in g.node:
+        if n.op_type != "DequantizeLinear" or n.input[0] not in prods:
+            continue
+        q = prods[n.input[0]]
+        if q.op_type == "QuantizeLinear" and q.input[0] in prods and prods[q.input[0]].op_type == op_type:
+            drop.update([id(n), id(q)])
+            rename[n.output[0]] = q.input[0]
+    keep = [n for n in g.node if id(n) not in drop]
+    for n in keep:
+        for i, v in enumerate(n.input):
+            n.input[i] = rename.get(v, v)
+    del g.node[:]
+    g.node.extend(keep)
+    return model
+
+
+def qdq(name, model, xshape, per_channel, extra=None, edit=None):
     os.makedirs(TMP, exist_ok=True)
     fp = os.path.join(TMP, name + "_fp32.onnx")
     qp = os.path.join(TMP, name + ".onnx")
     onnx.save(model, fp)
     quantize_static(fp, qp, Reader("x", xshape), quant_format=QuantFormat.QDQ, per_channel=per_channel,
-                    activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
+                    activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, extra_options=extra or {})
     rng = np.random.default_rng(123)
-    save_case(name, onnx.load(qp), {"x": rng.standard_normal(xshape).astype(np.float32)})
+    q = onnx.load(qp)
+    save_case(name, edit(q) if edit else q, {"x": rng.standard_normal(xshape).astype(np.float32)})
 
 
 def nbits(name, model, feeds, block, symmetric):
@@ -141,6 +165,7 @@ def main():
     mlp = mlp_model(rng)
     qdq("qdq_mlp", mlp, [4, 32], per_channel=False)
     qdq("qdq_mlp_pc", mlp, [4, 32], per_channel=True)
+    qdq("qdq_mlp_float_out", mlp, [4, 32], per_channel=True, edit=lambda m: drop_output_qdq(m, "MatMul"))
     qdq("qdq_conv", conv_model(rng), [2, 3, 12, 12], per_channel=True)
 
     r = np.random.default_rng(5)
