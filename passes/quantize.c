@@ -83,24 +83,25 @@ static float attr_float(const kn_node *n, const char *name, float def)
     return a && a->kind == KN_ATTR_FLOAT ? a->u.f : def;
 }
 
-/* The weight of node k as [K, N] row-major float32 (a copy when transposed
- * or unaligned), its bias value (or KN_NONE); false when k is not a
- * candidate. *tmp receives memory to free. */
-static bool candidate(kn_graph *g, const kn_node *n, float **w, int64_t *K, int64_t *N, kn_id *bias, float **tmp)
+/* Whether node n is a candidate (*ok), and then its weight as [K, N]
+ * row-major float32 in *tmp (a copy, to free) and its bias value (or
+ * KN_NONE). KN_ERR_NOMEM when the copy cannot be made. */
+static kn_status candidate(kn_graph *g, const kn_node *n, bool *ok, int64_t *K, int64_t *N, kn_id *bias, float **tmp)
 {
+    *ok = false;
     *tmp = NULL;
     *bias = KN_NONE;
     if (*n->domain || n->n_outputs != 1 || n->n_inputs < 2 || !kn_rw_has_in(n, 0) || !kn_rw_has_in(n, 1))
-        return false;
+        return KN_OK;
     const kn_tensor *t = kn_rw_const(g, n->inputs[1]);
     const kn_type *a = kn_rw_type(g, n->inputs[0]);
     if (!t || !t->data || t->dtype != KN_F32 || t->rank != 2 || !a || a->dtype != KN_F32 || t->n_elems == 0)
-        return false;
+        return KN_OK;
     bool trans = false;
     if (n->op == KN_OP_Gemm) {
         if (attr_int(n, "transA", 0) || attr_float(n, "alpha", 1) != 1.0f || attr_float(n, "beta", 1) != 1.0f ||
             (a->shape.rank >= 0 && a->shape.rank != 2))
-            return false;
+            return KN_OK;
         trans = attr_int(n, "transB", 0) != 0;
         if (kn_rw_has_in(n, 2)) {
             const kn_type *c = kn_rw_type(g, n->inputs[2]);
@@ -108,31 +109,34 @@ static bool candidate(kn_graph *g, const kn_node *n, float **w, int64_t *K, int6
             int64_t want = trans ? t->dims[0] : t->dims[1];
             if (!c || c->dtype != KN_F32 || cn != want || c->shape.rank < 1 ||
                 (c->shape.rank == 2 && c->shape.dims[0].value != 1) || c->shape.rank > 2)
-                return false;
+                return KN_OK;
             *bias = n->inputs[2];
         }
     } else if (n->op != KN_OP_MatMul || n->n_inputs != 2) {
-        return false;
+        return KN_OK;
     }
     *K = trans ? t->dims[1] : t->dims[0];
     *N = trans ? t->dims[0] : t->dims[1];
     float *buf = kn_mem_alloc(g->alloc, (size_t)t->n_elems * sizeof *buf);
     if (!buf)
-        return false;
+        return KN_ERR_NOMEM;
     for (int64_t k = 0; k < *K; k++)
         for (int64_t j = 0; j < *N; j++)
             memcpy(&buf[k * *N + j], (const char *)t->data + 4 * (trans ? j * *K + k : k * *N + j), 4);
-    *w = *tmp = buf;
-    return true;
+    *tmp = buf;
+    *ok = true;
+    return KN_OK;
 }
 
 static kn_status quantize_node(kn_graph *g, kn_uses *u, kn_id k, const kn_quantize_opts *o, kn_diag *d,
                                uint32_t *count, uint64_t *bytes_before, uint64_t *bytes_after)
 {
-    float *w, *tmp;
+    float *w;
     int64_t K, N;
     kn_id bias;
-    if (!candidate(g, &g->nodes[k], &w, &K, &N, &bias, &tmp))
+    bool ok;
+    KN_TRY(candidate(g, &g->nodes[k], &ok, &K, &N, &bias, &w));
+    if (!ok)
         return KN_OK;
     int64_t grp = o->group_size;
     while (grp > 16 && grp / 2 >= K) /* a short K: the smallest power-of-two block holding it */
@@ -161,7 +165,7 @@ static kn_status quantize_node(kn_graph *g, kn_uses *u, kn_id k, const kn_quanti
         snprintf(base, sizeof base, "%s_zero_points", g->values[n->inputs[1]].name);
         s = kn_rw_add_const(g, u, base, KN_U8, 2, (int64_t[]){N, zrow}, zps, nzp, &ins[3]);
     }
-    kn_mem_free(g->alloc, tmp);
+    kn_mem_free(g->alloc, w);
     kn_mem_free(g->alloc, codes);
     kn_mem_free(g->alloc, zps);
     kn_mem_free(g->alloc, scales);

@@ -367,6 +367,40 @@ static void test_quantize_callback_and_keep(void **state)
     mb_free(b);
 }
 
+/* Every allocation of the quantize pass (and fuse-qdq on the way, in the
+ * -O2 pipeline) failing in turn: KN_ERR_NOMEM or success, never a crash or
+ * a leak; the last run quantizes both layers. */
+static void test_quantize_alloc_fail(void **state)
+{
+    (void)state;
+    mb *b = mb_new();
+    size_t len;
+    uint8_t *bytes = mb_pack(b, linear_model(b), &len);
+    bool finished = false;
+    for (long n = 1; !finished && n < 5000; n++) {
+        mb_counter c;
+        mb_counter_init(&c);
+        kn_diag *d = kn_diag_create(NULL, NULL);
+        kn_graph *g = NULL;
+        assert_int_equal(kn_import_onnx_memory(bytes, len, NULL, "t.onnx", NULL, &c.a, d, &g), KN_OK);
+        c.fail_at = c.calls + n;
+        kn_quantize_opts o = {4, 16, NULL, NULL, NULL, 0, false};
+        kn_pipeline_opts po = {0};
+        po.verify_each = true;
+        po.quantize = &o;
+        kn_status s = kn_pipeline_run(g, &po, d);
+        assert_true(s == KN_OK || s == KN_ERR_NOMEM);
+        finished = s == KN_OK && c.calls < c.fail_at;
+        if (finished)
+            assert_int_equal(pc_count(g, "MatMulNBits"), 2);
+        kn_graph_destroy(g);
+        kn_diag_destroy(d);
+        assert_int_equal(c.live, 0);
+    }
+    assert_true(finished);
+    mb_free(b);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -378,6 +412,7 @@ int main(void)
         cmocka_unit_test(test_quantize_int4_int8),
         cmocka_unit_test(test_rtn_group),
         cmocka_unit_test(test_quantize_callback_and_keep),
+        cmocka_unit_test(test_quantize_alloc_fail),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
