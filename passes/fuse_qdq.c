@@ -13,6 +13,9 @@
  *   DQ(qa) · DQ(W) → MatMul whose output is not requantized (read by
  *   anything else)                        →  com.microsoft MatMulIntegerToFloat(
  *                                               qa, W, sa, sw, za, zw)
+ *   Gemm(DQ(qa), DQ(W), C), alpha = beta = 1, no transA
+ *                                         →  MatMulIntegerToFloat(qa, W or Wᵀ,
+ *                                               sa, sw, za, zw, C)
  *
  * The integer op computes the same sum exactly in INT32 arithmetic and
  * requantizes once, so results equal the QDQ graph's float evaluation up to
@@ -34,6 +37,7 @@
 #include "runtime/cpu/util.h"
 
 #include <math.h>
+#include <stdio.h>
 #include <string.h>
 
 typedef struct dq_info {
@@ -229,6 +233,58 @@ static kn_status fuse_conv(kn_graph *g, kn_uses *u, kn_id k, uint32_t *count)
     return KN_OK;
 }
 
+static float attr_float(const kn_node *n, const char *name, float def)
+{
+    const kn_attr *a = kn_node_attr(n, name);
+    return a && a->kind == KN_ATTR_FLOAT ? a->u.f : def;
+}
+
+/* Gemm(DQ(qa), DQ(W), C) with alpha = beta = 1, no transA: the integer
+ * product with C as the float bias (the Q after it, if any, stays). W
+ * [N, K] under transB is stored transposed to [K, N]. */
+static kn_status fuse_gemm(kn_graph *g, kn_uses *u, kn_id k, uint32_t *count)
+{
+    const kn_node *n = &g->nodes[k];
+    dq_info a, w;
+    int64_t nch;
+    bool tb = attr_int(n, "transB", 0) != 0;
+    if (n->n_inputs < 2 || attr_int(n, "transA", 0) || attr_float(n, "alpha", 1) != 1.0f ||
+        attr_float(n, "beta", 1) != 1.0f || !dq_of(g, u, n->inputs[0], &a) || !dq_of(g, u, n->inputs[1], &w) ||
+        !act_ok(g, &a) || !weight_ok(g, &w, tb ? 0 : 1, &nch) || kn_rw_const(g, w.x)->rank != 2)
+        return KN_OK;
+    kn_id bias = kn_rw_has_in(n, 2) ? n->inputs[2] : KN_NONE;
+    if (bias != KN_NONE) {
+        const kn_type *t = kn_rw_type(g, bias);
+        if (!t || t->dtype != KN_F32 || t->shape.rank < 1 || t->shape.rank > 2 || kn_shape_numel(&t->shape) != nch ||
+            t->shape.dims[t->shape.rank - 1].value != nch)
+            return KN_OK;
+    }
+    kn_id wq = w.x;
+    if (tb) {
+        const kn_tensor *t = kn_rw_const(g, w.x);
+        int64_t N = t->dims[0], K = t->dims[1];
+        uint8_t *tr = kn_mem_alloc(g->alloc, (size_t)(N * K) + 1);
+        if (!tr)
+            return KN_ERR_NOMEM;
+        for (int64_t i = 0; i < N; i++)
+            for (int64_t j = 0; j < K; j++)
+                tr[j * N + i] = ((const uint8_t *)t->data)[i * K + j];
+        char base[1024];
+        snprintf(base, sizeof base, "%s_t", g->values[w.x].name);
+        kn_status s = kn_rw_add_const(g, u, base, t->dtype, 2, (int64_t[]){K, N}, tr, (size_t)(N * K), &wq);
+        kn_mem_free(g->alloc, tr);
+        KN_TRY(s);
+        n = &g->nodes[k];
+    }
+    kn_fm m = {0};
+    kn_fm_add(&m, k);
+    kn_id ins[7] = {a.x, wq, a.scale, w.scale, a.zp, w.zp, bias};
+    KN_TRY(kn_fm_replace(g, u, &m, n->outputs[0], KN_OP_MS_MatMulIntegerToFloat, 1, ins, bias == KN_NONE ? 6 : 7,
+                         NULL, 0));
+    (*count)++;
+    return KN_OK;
+}
+
 kn_status kn_pass_fuse_qdq(kn_graph *g, kn_diag *d)
 {
     (void)d;
@@ -241,6 +297,8 @@ kn_status kn_pass_fuse_qdq(kn_graph *g, kn_diag *d)
             continue;
         if (g->nodes[k].op == KN_OP_MatMul)
             s = fuse_matmul(g, &u, k, &n_mm, &n_mmf);
+        else if (g->nodes[k].op == KN_OP_Gemm)
+            s = fuse_gemm(g, &u, k, &n_mmf);
         else if (g->nodes[k].op == KN_OP_Conv && g->nodes[k].n_attrs <= 16)
             s = fuse_conv(g, &u, k, &n_conv);
     }

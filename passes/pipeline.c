@@ -22,7 +22,7 @@ static kn_status no_quantize(kn_graph *g, kn_diag *d)
 
 static const kn_pass_info passes[] = {
     {"infer-shapes", kn_pass_infer_shapes, 0, "infer dtypes and shapes, symbolic dims carried through"},
-    {"fuse-qdq", kn_pass_fuse_qdq, 2, "DequantizeLinear -> MatMul/Conv -> QuantizeLinear (QDQ models) -> QLinearMatMul / QLinearConv"},
+    {"fuse-qdq", kn_pass_fuse_qdq, 2, "DequantizeLinear -> MatMul/Gemm/Conv [-> QuantizeLinear] (QDQ models) -> QLinearMatMul / QLinearConv / MatMulIntegerToFloat"},
     {"fold", kn_pass_fold, 1, "constant folding (CPU kernels, size-limited), Shape chains, symbolic Reshape targets"},
     {"noop", kn_pass_noop, 1, "remove Identity, same-type Cast, same-shape Reshape/Expand, identity Transpose, Dropout, Squeeze/Unsqueeze pairs"},
     {"cse", kn_pass_cse, 1, "merge nodes with the same op, inputs and attributes"},

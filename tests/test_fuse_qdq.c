@@ -12,6 +12,7 @@
 #include <cmocka.h>
 
 #include "fuse_check.h"
+#include "passes/rewrite.h"
 
 #include <string.h>
 
@@ -215,6 +216,54 @@ static void test_mm_float_output_scales_on_k_stay(void **state)
     mb_free(b);
 }
 
+/* Gemm(DQ(x), DQ(W [6, 8] int8, per channel axis 0), bias [6]) with
+ * transB, alpha as given. */
+static Onnx__ModelProto *gemm_model(mb *b, float alpha)
+{
+    Onnx__ModelProto *m = mb_model(b, 17);
+    Onnx__GraphProto *g = m->graph;
+    mb_input(b, g, "x", mb_tensor_type(b, KN_F32, "4,8"));
+    scalar_f(b, g, "sx", 0.02f);
+    scalar_q(b, g, "zx", KN_U8, 128);
+    int8_t w[48];
+    for (int i = 0; i < 48; i++)
+        w[i] = (int8_t)((i * 41) % 97 - 48);
+    mb_raw(b, mb_initializer(b, g, "w", KN_I8, (int64_t[]){6, 8}, 2), w, sizeof w);
+    float sw[6] = {0.01f, 0.02f, 0.015f, 0.012f, 0.03f, 0.025f}, bias[6] = {0.1f, -0.2f, 0.3f, 0, 0.05f, -0.4f};
+    mb_float_data(b, mb_initializer(b, g, "sw", KN_F32, (int64_t[]){6}, 1), sw, 6);
+    mb_float_data(b, mb_initializer(b, g, "bias", KN_F32, (int64_t[]){6}, 1), bias, 6);
+    mb_node(b, g, "QuantizeLinear", "qx", "x,sx,zx", "xq");
+    mb_node(b, g, "DequantizeLinear", "dqx", "xq,sx,zx", "xd");
+    mb_attr_i(b, mb_node(b, g, "DequantizeLinear", "dqw", "w,sw", "wd"), "axis", 0);
+    Onnx__NodeProto *n = mb_node(b, g, "Gemm", "gemm", "xd,wd,bias", "y");
+    mb_attr_i(b, n, "transB", 1);
+    if (alpha != 1.0f)
+        mb_attr_f(b, n, "alpha", alpha);
+    mb_output(b, g, "y", NULL);
+    return m;
+}
+
+static void test_gemm(void **state)
+{
+    (void)state;
+    mb *b = mb_new();
+    kn_graph *g = fc_apply(b, gemm_model(b, 1.0f), kn_pass_fuse_qdq, 1e-6);
+    assert_int_equal(pc_count(g, "Gemm"), 0);
+    const kn_node *n = pc_find(g, "MatMulIntegerToFloat");
+    assert_int_equal(n->n_inputs, 7);
+    const kn_tensor *wt = kn_rw_const(g, n->inputs[1]);
+    assert_non_null(wt);
+    assert_int_equal(wt->dims[0], 8); /* W transposed to [K, N] */
+    assert_int_equal(wt->dims[1], 6);
+    assert_int_equal(((const int8_t *)wt->data)[1 * 6 + 2], (int8_t)(((2 * 8 + 1) * 41) % 97 - 48));
+    assert_string_equal(g->values[n->inputs[6]].name, "bias");
+    kn_graph_destroy(g);
+    g = fc_apply(b, gemm_model(b, 0.5f), kn_pass_fuse_qdq, 1e-6);
+    assert_int_equal(pc_count(g, "Gemm"), 1); /* alpha != 1 stays */
+    kn_graph_destroy(g);
+    mb_free(b);
+}
+
 /* Conv: x [1, 2, 5, 5], w int8 [3, 2, 3, 3] per channel (axis 0), int32
  * bias with scale sx * sw[c] (or `bias_scale_off` times that). */
 static Onnx__ModelProto *conv_model(mb *b, float bias_scale_off)
@@ -326,6 +375,7 @@ int main(void)
         cmocka_unit_test(test_mm_zero_point_input_stays),
         cmocka_unit_test(test_mm_float_output),
         cmocka_unit_test(test_mm_float_output_scales_on_k_stay),
+        cmocka_unit_test(test_gemm),
         cmocka_unit_test(test_conv),
         cmocka_unit_test(test_conv_bias_scale_mismatch_stays),
         cmocka_unit_test(test_alloc_fail),

@@ -140,16 +140,16 @@ def drop_output_qdq(model, op_type):
     return model
 
 
-def qdq(name, model, xshape, per_channel, extra=None, edit=None):
+def qdq(name, model, xshape, per_channel, extra=None, edit=None, name_in="x"):
     os.makedirs(TMP, exist_ok=True)
     fp = os.path.join(TMP, name + "_fp32.onnx")
     qp = os.path.join(TMP, name + ".onnx")
     onnx.save(model, fp)
-    quantize_static(fp, qp, Reader("x", xshape), quant_format=QuantFormat.QDQ, per_channel=per_channel,
+    quantize_static(fp, qp, Reader(name_in, xshape), quant_format=QuantFormat.QDQ, per_channel=per_channel,
                     activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, extra_options=extra or {})
     rng = np.random.default_rng(123)
     q = onnx.load(qp)
-    save_case(name, edit(q) if edit else q, {"x": rng.standard_normal(xshape).astype(np.float32)})
+    save_case(name, edit(q) if edit else q, {name_in: rng.standard_normal(xshape).astype(np.float32)})
 
 
 def nbits(name, model, feeds, block, symmetric):
@@ -167,6 +167,10 @@ def main():
     qdq("qdq_mlp_pc", mlp, [4, 32], per_channel=True)
     qdq("qdq_mlp_float_out", mlp, [4, 32], per_channel=True, edit=lambda m: drop_output_qdq(m, "MatMul"))
     qdq("qdq_conv", conv_model(rng), [2, 3, 12, 12], per_channel=True)
+
+    deepa = os.path.join(ROOT, "samples", "hello_deepa", "model.onnx")
+    if os.path.exists(deepa):  # a real exported model: Gemm layers, decomposed LayerNorm
+        qdq("qdq_hello_deepa", onnx.load(deepa), [1, 25, 96], per_channel=True, name_in="onnx::Flatten_0")
 
     r = np.random.default_rng(5)
     nbits("nbits_b32", matmul_model(rng, [2, 5, 96], 48), {"x": r.standard_normal([2, 5, 96]).astype(np.float32)},
