@@ -19,6 +19,8 @@ with onnx.helper from seeded random weights, so the script reproduces the same f
   nbits_b128_sym MatMul [3,200]×[200,40] → MatMulNBits 4-bit, block 128 (K not a multiple of the
                  block: padded), symmetric (no zero points)
   nbits_b32_sym_odd  MatMul [1,7,33]×[33,20] → MatMulNBits 4-bit, block 32, symmetric, K odd
+  nbits8_b32     MatMul [3,80]×[80,24] → MatMulNBits 8-bit, block 32, asymmetric (its float
+                 model is tests/data/quant_float/mm_80x24/model.onnx)
   llama_nbits    tests/models/llama_gqa_tiny with every MatMul with a constant weight as
                  MatMulNBits 4-bit block 32 asymmetric (if the tiny model is present)
 """
@@ -152,8 +154,8 @@ def qdq(name, model, xshape, per_channel, extra=None, edit=None, name_in="x"):
     save_case(name, edit(q) if edit else q, {name_in: rng.standard_normal(xshape).astype(np.float32)})
 
 
-def nbits(name, model, feeds, block, symmetric):
-    cfg = DefaultWeightOnlyQuantConfig(block_size=block, is_symmetric=symmetric, bits=4)
+def nbits(name, model, feeds, block, symmetric, bits=4):
+    cfg = DefaultWeightOnlyQuantConfig(block_size=block, is_symmetric=symmetric, bits=bits)
     q = MatMulNBitsQuantizer(model, algo_config=cfg)
     q.process()
     save_case(name, q.model.model, feeds)
@@ -179,6 +181,13 @@ def main():
           128, True)
     nbits("nbits_b32_sym_odd", matmul_model(rng, [1, 7, 33], 20),
           {"x": r.standard_normal([1, 7, 33]).astype(np.float32)}, 32, True)
+    # 8-bit, and its float model kept (outside the conformance folder) for
+    # `kiln compile --quantize int8-weight-only` against onnxruntime's quantizer
+    mm8 = matmul_model(rng, [3, 80], 24)
+    fdir = os.path.join(os.path.dirname(OUT), "quant_float", "mm_80x24")
+    os.makedirs(fdir, exist_ok=True)
+    onnx.save(mm8, os.path.join(fdir, "model.onnx"))
+    nbits("nbits8_b32", mm8, {"x": r.standard_normal([3, 80]).astype(np.float32)}, 32, False, bits=8)
 
     llama = os.path.join(ROOT, "tests", "models", "llama_gqa_tiny")
     if os.path.exists(os.path.join(llama, "model.onnx")):
