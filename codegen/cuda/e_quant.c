@@ -7,7 +7,8 @@
  * MatMulNBits: one thread per output element (row m, column n) walks the
  * packed weight row n block by block, dequantizes each code in registers
  * ((code - zero_point) * scale in float, as the reference), accumulates a
- * block in float (fma) and the blocks in double. Batch > 1 is more rows
+ * block in float (fma) and the blocks in double; 4-bit blocks of whole
+ * 32-bit words are read a word (8 codes) at a time. Batch > 1 is more rows
  * over the same kernel. This is the GEMV shape of the W4A16 kernel: the
  * weight is read packed (4x fewer bytes than fp16), which is what decode is
  * bound by; the warp-per-column / tensor-core forms come with the fast
@@ -99,7 +100,21 @@ kn_status kn_emit_MS_MatMulNBits(kn_emit *e)
                  "      i64 len = p.k - blk * p.bs < p.bs ? p.k - blk * p.bs : p.bs;\n"
                  "      float part = 0.0f;\n",
                  t);
-    if (bits == 4)
+    if (bits == 4 && p.blob % 4 == 0) /* whole 32-bit words: 8 codes per load (offsets stay 4-aligned) */
+        kn_sb_printf(&src, "      i64 j = 0;\n"
+                           "      for (; j + 8 <= len; j += 8) {\n"
+                           "        unsigned v = *(const unsigned int *)(q + (j >> 1));\n"
+                           "#pragma unroll\n"
+                           "        for (int t = 0; t < 8; t++)\n"
+                           "          part = fmaf(kn_tof(ak[j + t]), ((float)((v >> (4 * t)) & 15u) - z) * s, part);\n"
+                           "      }\n"
+                           "      for (; j + 1 < len; j += 2) {\n"
+                           "        unsigned v = q[j >> 1];\n"
+                           "        part = fmaf(kn_tof(ak[j]), ((float)(v & 15u) - z) * s, part);\n"
+                           "        part = fmaf(kn_tof(ak[j + 1]), ((float)(v >> 4) - z) * s, part);\n"
+                           "      }\n"
+                           "      if (len & 1) part = fmaf(kn_tof(ak[len - 1]), ((float)(q[(len - 1) >> 1] & 15u) - z) * s, part);\n");
+    else if (bits == 4)
         kn_sb_printf(&src, "      for (i64 j = 0; j + 1 < len; j += 2) {\n"
                            "        unsigned v = q[j >> 1];\n"
                            "        part = fmaf(kn_tof(ak[j]), ((float)(v & 15u) - z) * s, part);\n"
