@@ -22,6 +22,7 @@ typedef struct mm_case {
     int w_axis;
     bool w_input;      /* weight a graph input instead of an initializer */
     bool a_zp_input;   /* activation zero point a graph input, not a constant */
+    bool a_per_channel; /* activation dequantized per channel (axis 1, 8 scales) */
     bool no_a_zp;      /* activation DQ without zero point */
     bool mm_output;    /* the MatMul output is also a graph output */
     bool float_out;    /* no Q after the MatMul: its float output is the graph's */
@@ -71,8 +72,17 @@ static Onnx__ModelProto *mm_model(mb *b, const mm_case *c)
     mb_raw(b, zt, zw, (size_t)ns);
     if (c->a_zp_input)
         mb_input(b, g, "zxin", mb_tensor_type(b, KN_U8, ""));
+    if (c->a_per_channel) {
+        float s8[K];
+        uint8_t z8[K];
+        for (int i = 0; i < K; i++)
+            s8[i] = 0.02f + 0.001f * (float)i, z8[i] = 128;
+        mb_float_data(b, mb_initializer(b, g, "sx8", KN_F32, (int64_t[]){K}, 1), s8, K);
+        mb_raw(b, mb_initializer(b, g, "zx8", KN_U8, (int64_t[]){K}, 1), z8, K);
+    }
     mb_node(b, g, "QuantizeLinear", "qx", "x,sx,zx", "xq");
-    mb_node(b, g, "DequantizeLinear", "dqx", c->no_a_zp ? "xq,sx" : c->a_zp_input ? "xq,sx,zxin" : "xq,sx,zx", "xd");
+    mb_node(b, g, "DequantizeLinear", "dqx",
+            c->no_a_zp ? "xq,sx" : c->a_zp_input ? "xq,sx,zxin" : c->a_per_channel ? "xq,sx8,zx8" : "xq,sx,zx", "xd");
     Onnx__NodeProto *dw = mb_node(b, g, "DequantizeLinear", "dqw", "w,sw,zw", "wd");
     if (c->w_axis != 1)
         mb_attr_i(b, dw, "axis", c->w_axis);
@@ -186,6 +196,17 @@ static void expect_float_out(kn_graph *g)
     assert_string_equal(g->values[n->inputs[0]].name, "xq");
     assert_string_equal(g->values[n->inputs[1]].name, "w");
     assert_string_equal(g->values[n->inputs[3]].name, "sw");
+}
+
+/* An activation dequantized per channel (of K) has no integer form. */
+static void test_mm_act_per_channel_stays(void **state)
+{
+    (void)state;
+    mb *b = mb_new();
+    kn_graph *g = run_mm(b, &(mm_case){.w_scales = 1, .w_axis = 1, .a_per_channel = true});
+    expect_unfused(g);
+    kn_graph_destroy(g);
+    mb_free(b);
 }
 
 /* A MatMul output that is not (only) requantized: MatMulIntegerToFloat,
@@ -373,6 +394,7 @@ int main(void)
         cmocka_unit_test(test_mm_scales_on_k_stay),
         cmocka_unit_test(test_mm_weight_input_stays),
         cmocka_unit_test(test_mm_zero_point_input_stays),
+        cmocka_unit_test(test_mm_act_per_channel_stays),
         cmocka_unit_test(test_mm_float_output),
         cmocka_unit_test(test_mm_float_output_scales_on_k_stay),
         cmocka_unit_test(test_gemm),
