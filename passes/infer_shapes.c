@@ -120,11 +120,15 @@ static kn_status same_as_input(sctx *c, uint32_t i)
     return set_out(c, 0, t->dtype, t->shape.rank, t->shape.dims);
 }
 
-static kn_status infer_matmul(sctx *c)
+/* MatMul's shape rule for operands ia, ib (QLinearMatMul: 0 and 3), output
+ * dtype dt (KN_UNDEFINED: A's). */
+static kn_status infer_matmul_of(sctx *c, uint32_t ia_in, uint32_t ib_in, kn_dtype dt)
 {
-    const kn_type *a = in_type(c, 0), *b = in_type(c, 1);
+    const kn_type *a = in_type(c, ia_in), *b = in_type(c, ib_in);
+    if (dt == KN_UNDEFINED && a)
+        dt = a->dtype;
     if (!a || !b || a->shape.rank < 1 || b->shape.rank < 1 || a->shape.rank > 32 || b->shape.rank > 32)
-        return set_out(c, 0, a ? a->dtype : KN_UNDEFINED, -1, NULL);
+        return set_out(c, 0, dt, -1, NULL);
     int32_t ra = a->shape.rank, rb = b->shape.rank;
     int32_t batch = (ra > rb ? ra : rb) - 2;
     if (batch < 0)
@@ -141,7 +145,22 @@ static kn_status infer_matmul(sctx *c)
         d[r++] = a->shape.dims[ra - 2];
     if (rb >= 2)
         d[r++] = b->shape.dims[rb - 1];
-    return set_out(c, 0, a->dtype, r, d);
+    return set_out(c, 0, dt, r, d);
+}
+
+static kn_status infer_matmul(sctx *c) { return infer_matmul_of(c, 0, 1, KN_UNDEFINED); }
+
+/* com.microsoft MatMulNBits: A's shape with the last dimension N. */
+static kn_status infer_matmul_nbits(sctx *c)
+{
+    const kn_type *a = in_type(c, 0);
+    const kn_attr *n = kn_node_attr(c->n, "N");
+    if (!a || a->shape.rank < 1 || a->shape.rank > 64 || !n || n->kind != KN_ATTR_INT || n->u.i <= 0)
+        return set_out(c, 0, a ? a->dtype : KN_UNDEFINED, a ? a->shape.rank : -1, NULL);
+    kn_dim d[64];
+    memcpy(d, a->shape.dims, (size_t)a->shape.rank * sizeof *d);
+    d[a->shape.rank - 1] = (kn_dim){n->u.i, NULL};
+    return set_out(c, 0, a->dtype, a->shape.rank, d);
 }
 
 static kn_status infer_gemm(sctx *c)
@@ -399,7 +418,7 @@ static kn_status infer_window(sctx *c, bool conv)
     d[1] = x->shape.dims[1];
     int64_t kernel[8] = {0};
     if (conv) {
-        const kn_type *w = in_type(c, 1);
+        const kn_type *w = in_type(c, c->n->op == KN_OP_QLinearConv ? 3 : 1);
         d[1] = w && w->shape.rank == r ? w->shape.dims[0] : (kn_dim){-1, NULL};
         for (int32_t i = 0; i < ns; i++)
             kernel[i] = w && w->shape.rank == r ? w->shape.dims[2 + i].value : -1;
@@ -432,7 +451,14 @@ static kn_status infer_window(sctx *c, bool conv)
         if (len >= 0)
             d[2 + i].value = len / s + 1;
     }
-    return set_out(c, 0, x->dtype, r, d);
+    kn_dtype dt = x->dtype;
+    if (c->n->op == KN_OP_ConvInteger) {
+        dt = KN_I32;
+    } else if (c->n->op == KN_OP_QLinearConv) {
+        const kn_type *z = in_type(c, 7);
+        dt = z ? z->dtype : x->dtype;
+    }
+    return set_out(c, 0, dt, r, d);
 }
 
 static kn_status infer_global_pool(sctx *c)
@@ -465,6 +491,18 @@ static bool is_unary_same(kn_op op)
     }
 }
 
+static kn_dtype out_dtype(sctx *c, uint32_t i);
+
+/* QuantizeLinear / DequantizeLinear: the input's shape in the quantized
+ * (zero point's) or float (scale's) type. */
+static kn_status infer_qdq(sctx *c)
+{
+    const kn_type *t = in_type(c, 0);
+    if (!t)
+        return KN_OK;
+    return set_out(c, 0, out_dtype(c, 0), t->shape.rank, t->shape.dims);
+}
+
 static kn_status infer_node(sctx *c)
 {
     kn_op op = c->n->op;
@@ -493,6 +531,17 @@ static kn_status infer_node(sctx *c)
         return set_out(c, 0, KN_BOOL, t ? t->shape.rank : -1, t ? t->shape.dims : NULL);
     }
     case KN_OP_MatMul: return infer_matmul(c);
+    case KN_OP_MatMulInteger: return infer_matmul_of(c, 0, 1, KN_I32);
+    case KN_OP_QLinearMatMul: {
+        const kn_type *z = in_type(c, 7), *a = in_type(c, 0);
+        return infer_matmul_of(c, 0, 3, z ? z->dtype : a ? a->dtype : KN_UNDEFINED);
+    }
+    case KN_OP_MS_MatMulNBits: return infer_matmul_nbits(c);
+    case KN_OP_MS_MatMulIntegerToFloat: {
+        const kn_type *s = in_type(c, 2);
+        return infer_matmul_of(c, 0, 1, s ? s->dtype : KN_F32);
+    }
+    case KN_OP_QuantizeLinear: case KN_OP_DequantizeLinear: return infer_qdq(c);
     case KN_OP_Gemm: return infer_gemm(c);
     case KN_OP_Transpose: return infer_transpose(c);
     case KN_OP_Reshape: return infer_reshape(c);
@@ -504,7 +553,7 @@ static kn_status infer_node(sctx *c)
     case KN_OP_Squeeze: return infer_squeeze(c);
     case KN_OP_Flatten: return infer_flatten(c);
     case KN_OP_Gather: return infer_gather(c);
-    case KN_OP_Conv: return infer_window(c, true);
+    case KN_OP_Conv: case KN_OP_ConvInteger: case KN_OP_QLinearConv: return infer_window(c, true);
     case KN_OP_MaxPool: case KN_OP_AveragePool: case KN_OP_LpPool: return infer_window(c, false);
     case KN_OP_GlobalAveragePool: case KN_OP_GlobalMaxPool: case KN_OP_GlobalLpPool: return infer_global_pool(c);
     default: return KN_OK;

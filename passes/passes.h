@@ -17,6 +17,7 @@ typedef struct kn_pass_info {
 } kn_pass_info;
 
 kn_status kn_pass_infer_shapes(kn_graph *g, kn_diag *d);
+kn_status kn_pass_fuse_qdq(kn_graph *g, kn_diag *d);
 kn_status kn_pass_fold(kn_graph *g, kn_diag *d);
 kn_status kn_pass_noop(kn_graph *g, kn_diag *d);
 kn_status kn_pass_cse(kn_graph *g, kn_diag *d);
@@ -40,6 +41,41 @@ typedef struct kn_precision_opts {
 /* Runs the main graph's float32 computation in o->to (see precision.c). */
 kn_status kn_pass_precision(kn_graph *g, const kn_precision_opts *o, kn_diag *d);
 
+/* One weight for a weight-only quantizer: W [k, n] float32 row-major (a
+ * MatMul's B), to write in MatMulNBits layout: codes [n, k_blocks,
+ * group * bits / 8] (low bits first; padding past k may hold anything),
+ * scales [n, k_blocks], zero points packed [n, ceil(k_blocks * bits / 8)].
+ * The output buffers are zeroed by the caller's quantizer itself. */
+typedef struct kn_quant_weight {
+    const char *name;      /* the node (for per-layer statistics) */
+    const float *w;
+    int64_t k, n;
+    int bits;              /* 4 or 8 */
+    int64_t group;         /* weights along K per scale */
+    uint8_t *codes;
+    float *scales;
+    uint8_t *zero_points;
+} kn_quant_weight;
+
+/* Quantizes one weight; returns KN_OK or an error (reported to d). */
+typedef kn_status (*kn_quant_weight_fn)(void *ctx, const kn_quant_weight *q, kn_diag *d);
+/* Round-to-nearest, asymmetric per group (see quantize.c); ctx unused. */
+kn_status kn_quant_rtn(void *ctx, const kn_quant_weight *q, kn_diag *d);
+
+typedef struct kn_quantize_opts {
+    int bits;                     /* 0: off; 4 or 8: weight-only */
+    int64_t group_size;           /* a power of two >= 16 */
+    kn_quant_weight_fn quantize;  /* NULL: kn_quant_rtn */
+    void *ctx;
+    const char *const *keep;      /* fnmatch patterns of node names or op types kept float */
+    uint32_t n_keep;
+    bool verbose;
+} kn_quantize_opts;
+
+/* Replaces MatMul/Gemm with constant float32 weights by com.microsoft
+ * MatMulNBits (see quantize.c). KN_ERR_INVALID for unsupported options. */
+kn_status kn_pass_quantize(kn_graph *g, const kn_quantize_opts *o, kn_diag *d);
+
 /* The passes in pipeline order; *n receives their count. */
 const kn_pass_info *kn_pipeline_passes(size_t *n);
 /* The pass called `name`, or NULL. */
@@ -55,6 +91,7 @@ typedef kn_status (*kn_pass_observer)(void *ctx, const kn_pass_info *p, bool ran
 typedef struct kn_pipeline_opts {
     bool verify_each; /* kn_graph_verify after every pass */
     const kn_precision_opts *precision; /* NULL: keep the model's precision */
+    const kn_quantize_opts *quantize;   /* NULL: no weight quantization */
     kn_opt_level level;
     const char *const *disabled; /* pass names not to run (borrowed) */
     uint32_t n_disabled;

@@ -13,8 +13,16 @@ static kn_status no_precision(kn_graph *g, kn_diag *d)
     return KN_OK;
 }
 
+static kn_status no_quantize(kn_graph *g, kn_diag *d)
+{
+    (void)g;
+    (void)d;
+    return KN_OK;
+}
+
 static const kn_pass_info passes[] = {
     {"infer-shapes", kn_pass_infer_shapes, 0, "infer dtypes and shapes, symbolic dims carried through"},
+    {"fuse-qdq", kn_pass_fuse_qdq, 2, "DequantizeLinear -> MatMul/Gemm/Conv [-> QuantizeLinear] (QDQ models) -> QLinearMatMul / QLinearConv / MatMulIntegerToFloat"},
     {"fold", kn_pass_fold, 1, "constant folding (CPU kernels, size-limited), Shape chains, symbolic Reshape targets"},
     {"noop", kn_pass_noop, 1, "remove Identity, same-type Cast, same-shape Reshape/Expand, identity Transpose, Dropout, Squeeze/Unsqueeze pairs"},
     {"cse", kn_pass_cse, 1, "merge nodes with the same op, inputs and attributes"},
@@ -27,6 +35,7 @@ static const kn_pass_info passes[] = {
     {"fuse-elementwise", kn_pass_fuse_elementwise, 2, "connected elementwise ops (unary, Cast, Clip, broadcasting binary, Where) -> kiln.FusedElementwise"},
     {"dedup", kn_pass_dedup, 1, "merge constants with the same dtype, shape and bytes"},
     {"dce", kn_pass_dce, 1, "remove nodes and values that reach no graph output"},
+    {"quantize", no_quantize, 0, "MatMul/Gemm with constant weights -> MatMulNBits, weight-only int4/int8 (--quantize, --group-size)"},
     {"precision", no_precision, 0, "run float32 computation in float16/bfloat16 (--precision, --keep-fp32)"},
 };
 
@@ -122,8 +131,10 @@ kn_status kn_pipeline_run(kn_graph *g, const kn_pipeline_opts *o, kn_diag *d)
         const kn_pass_info *p = &passes[i];
         bool ran = p->level <= level && !disabled(o, p->name);
         if (ran) {
-            if (p->run == no_precision) /* the one pass with options */
+            if (p->run == no_precision) /* the passes with options */
                 KN_TRY(o->precision ? kn_pass_precision(g, o->precision, d) : KN_OK);
+            else if (p->run == no_quantize)
+                KN_TRY(o->quantize ? kn_pass_quantize(g, o->quantize, d) : KN_OK);
             else if (p->level == 0)
                 KN_TRY(p->run(g, d));
             else

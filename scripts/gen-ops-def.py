@@ -121,6 +121,7 @@ HAND_WRITTEN = [
     (DOM_MS, "RotaryEmbedding",
      "interleaved:i is_packed_batching:i num_heads:i rotary_embedding_dim:i scale:f"),
     (DOM_MS, "MatMulNBits", "K:i! N:i! accuracy_level:i bits:i block_size:i!"),
+    (DOM_MS, "MatMulIntegerToFloat", ""),
     (DOM_MS, "SkipLayerNormalization", "epsilon:f"),
     (DOM_MS, "SkipSimplifiedLayerNormalization", "epsilon:f"),
     (DOM_ONNX, "SimplifiedLayerNormalization", "axis:i epsilon:f stash_type:i"),

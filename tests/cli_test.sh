@@ -106,7 +106,7 @@ expect 0 '' test ! -e "$TMP/u.plan"
 expect 1 "unknown target 'tpu'" "$KILN" compile "$BAD/unsupported_ops.onnx" --target tpu
 expect 0 '^ 1  infer-shapes' "$KILN" compile --passes
 expect 0 'bn-fold +-O2' "$KILN" compile --passes
-expect 1 "unknown pass 'nope'; the passes are: infer-shapes fold" "$KILN" compile "$SAMPLE" -o "$TMP/o.plan" --disable-pass nope
+expect 1 "unknown pass 'nope'; the passes are: infer-shapes fuse-qdq fold" "$KILN" compile "$SAMPLE" -o "$TMP/o.plan" --disable-pass nope
 expect 1 "unknown pass 'nope'" "$KILN" compile "$SAMPLE" -o "$TMP/o.plan" --dump-after=nope
 expect 0 "# after pass [0-9]+ 'dce'" "$KILN" compile "$SAMPLE" -o "$TMP/o.plan" --dump-after=dce --verify-each
 mkdir -p "$TMP/dump"
@@ -127,6 +127,12 @@ expect 0 'wrote' "$KILN" compile "$SAMPLE" -o "$TMP/keep.plan" --precision fp16 
 expect 0 "Gemm<13>\(%/relu1/Relu_output_0/f32" "$KILN" inspect --graph "$TMP/keep.plan"
 expect 0 'PASS' "$KILN" run "$TMP/keep.plan" --compare-to "$SRC/samples/hello_deepa/test_data_set_0" --rtol 3e-2 --atol 1e-2
 expect 1 'must be fp32, fp16 or bf16' "$KILN" compile "$SAMPLE" --precision fp8
+# weight-only quantization: Gemm weights become MatMulNBits; bad modes and group sizes refused
+expect 0 'quantize: 3 MatMul/Gemm weights to 4-bit, group 32' "$KILN" compile "$SAMPLE" -o "$TMP/q4.plan" --quantize int4-weight-only --group-size 32
+expect 0 'MatMulNBits' "$KILN" inspect --graph "$TMP/q4.plan"
+expect 0 'quantize: 2 MatMul/Gemm weights to 8-bit' "$KILN" compile "$SAMPLE" -o "$TMP/q8.plan" --quantize int8-weight-only --keep-fp '/layer1/*'
+expect 1 'must be int4-weight-only or int8-weight-only' "$KILN" compile "$SAMPLE" --quantize int3
+expect 1 'must be a power of two from 16' "$KILN" compile "$SAMPLE" --quantize int4-weight-only --group-size 48
 
 # bench: latency and throughput of the test_identity plan on the CPU backend
 if [ -f "$TMP/id.plan" ]; then

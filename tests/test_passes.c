@@ -470,8 +470,8 @@ static void test_pipeline_options(void **state)
     assert_string_equal(p[0].name, "infer-shapes");
     assert_string_equal(p[n - 1].name, "precision");
     char path[4096];
-    snprintf(path, sizeof path, "%s/03-noop.txt", dir);
-    assert_string_equal(p[2].name, "noop");
+    snprintf(path, sizeof path, "%s/04-noop.txt", dir);
+    assert_string_equal(p[3].name, "noop");
     FILE *f = fopen(path, "r");
     assert_non_null(f);
     char buf[4096];

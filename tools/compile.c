@@ -32,6 +32,13 @@ static const char usage[] =
     "                      in P; inputs and outputs keep the model's dtypes\n"
     "  --keep-fp32 PATTERN keep matching nodes (name or op type, shell pattern)\n"
     "                      in float32; may be repeated\n"
+    "  --quantize MODE     int4-weight-only or int8-weight-only: MatMul/Gemm\n"
+    "                      weights quantized group-wise (round to nearest,\n"
+    "                      asymmetric) into com.microsoft MatMulNBits\n"
+    "  --group-size N      weights per scale along K (default 128; a power of\n"
+    "                      two from 16)\n"
+    "  --keep-fp PATTERN   --quantize: keep matching MatMul/Gemm nodes (name or\n"
+    "                      op type, shell pattern) unquantized; may be repeated\n"
     "  --no-cache          target cuda: do not use the kernel cache\n"
     "                      ($XDG_CACHE_HOME/kiln, else ~/.cache/kiln)\n"
     "  -O0, -O1, -O2       optimization level (default -O2): -O0 runs only what\n"
@@ -143,6 +150,9 @@ int kn_cmd_compile(int argc, char **argv)
     int rc = KN_EXIT_BAD_INPUT;
     const char **keep = calloc((size_t)argc + 1, sizeof *keep);
     kn_precision_opts prec = {KN_F32, keep, 0, true};
+    const char **keep_fp = calloc((size_t)argc + 1, sizeof *keep_fp);
+    kn_quantize_opts quant = {0, 128, NULL, NULL, keep_fp, 0, true};
+    const char *quant_name = NULL;
     const char *prec_name = "fp32";
     const char **disabled = calloc((size_t)argc + 1, sizeof *disabled);
     char *dump_pass = NULL;
@@ -154,14 +164,16 @@ int kn_cmd_compile(int argc, char **argv)
 #endif
     po.precision = &prec;
     po.disabled = disabled;
+    po.quantize = &quant;
     char *def_out = NULL;
     kn_diag *d = NULL;
     kn_graph *g = NULL;
     kn_cu_program prog;
     memset(&prog, 0, sizeof prog);
-    if (!shapes || !keep || !disabled) {
+    if (!shapes || !keep || !disabled || !keep_fp) {
         free(shapes);
         free(keep);
+        free(keep_fp);
         free(disabled);
         return KN_EXIT_INTERNAL;
     }
@@ -209,6 +221,26 @@ int kn_cmd_compile(int argc, char **argv)
             }
         } else if (strcmp(a, "--keep-fp32") == 0 && has) {
             keep[prec.n_keep++] = argv[++i];
+        } else if (strcmp(a, "--quantize") == 0 && has) {
+            quant_name = argv[++i];
+            quant.bits = strcmp(quant_name, "int4-weight-only") == 0   ? 4
+                         : strcmp(quant_name, "int8-weight-only") == 0 ? 8
+                                                                       : 0;
+            if (!quant.bits) {
+                fprintf(stderr, "error: compile: --quantize must be int4-weight-only or int8-weight-only, got '%s'\n",
+                        quant_name);
+                goto done;
+            }
+        } else if (strcmp(a, "--group-size") == 0 && has) {
+            char *end;
+            long long v = strtoll(argv[++i], &end, 10);
+            if (*end || v < 16 || v > (1 << 20) || (v & (v - 1))) {
+                fprintf(stderr, "error: compile: --group-size must be a power of two from 16, got '%s'\n", argv[i]);
+                goto done;
+            }
+            quant.group_size = v;
+        } else if (strcmp(a, "--keep-fp") == 0 && has) {
+            keep_fp[quant.n_keep++] = argv[++i];
         } else if (strcmp(a, "--no-cache") == 0) {
             no_cache = true;
         } else if (strcmp(a, "-O0") == 0 || strcmp(a, "-O1") == 0 || strcmp(a, "-O2") == 0) {
@@ -300,8 +332,11 @@ int kn_cmd_compile(int argc, char **argv)
     }
     if (s == KN_OK) {
         char opts[512];
-        snprintf(opts, sizeof opts, "--target %s --precision %s -O%d", target, prec_name,
-                 po.level ? (int)po.level - 1 : 2);
+        int n = snprintf(opts, sizeof opts, "--target %s --precision %s -O%d", target, prec_name,
+                         po.level ? (int)po.level - 1 : 2);
+        if (quant_name && n > 0 && (size_t)n < sizeof opts)
+            snprintf(opts + n, sizeof opts - (size_t)n, " --quantize %s --group-size %lld", quant_name,
+                     (long long)quant.group_size);
         kn_plan_options po = {opts, target, cuda ? &prog : NULL};
         s = kn_plan_write(g, &po, out, d);
     }
@@ -318,6 +353,7 @@ done:
         free((char *)shapes[i].name);
     free(shapes);
     free(keep);
+    free(keep_fp);
     free(disabled);
     free(dump_pass);
     kn_pass_report_free(report);

@@ -354,8 +354,10 @@ static kn_status qmap_init(kn_kctx *c, const kn_rt_tensor *x, const kn_rt_tensor
     if (block < 0)
         return kn_kctx_fail(c, KN_ERR_INVALID, "block_size %lld is negative", (long long)block);
     if (zp) {
-        bool same = zp->rank == s->rank;
-        for (int32_t i = 0; same && i < s->rank; i++)
+        /* one element each counts as the same ([1] vs []: onnxruntime's
+         * quantizer writes such per-tensor bias parameters) */
+        bool same = zp->rank == s->rank || (zp->numel == 1 && s->numel == 1 && zp->rank <= 1 && s->rank <= 1);
+        for (int32_t i = 0; same && zp->rank == s->rank && i < s->rank; i++)
             same = zp->dims[i] == s->dims[i];
         if (!same)
             return kn_kctx_fail(c, KN_ERR_INVALID, "zero point and scale shapes differ");

@@ -1,0 +1,418 @@
+/* runtime/cpu/k_quant.c: com.microsoft MatMulNBits on hand values — odd K,
+ * K not a multiple of the block, 4 and 8 bits, with and without zero points
+ * (packed uint8 and unpacked float), bias — against the weights written out
+ * unpacked in the test, and the errors for malformed operands.
+ * passes/quantize.c: MatMul / Gemm (transB, bias) with constant weights
+ * become MatMulNBits whose outputs stay close to the float model, RTN
+ * codes on a hand-checked group, a custom quantizer callback, --keep-fp. */
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <setjmp.h>
+#include <cmocka.h>
+
+#include "pass_check.h"
+#include "passes/rewrite.h"
+#include "runtime/cpu/exec.h"
+#include "runtime/cpu/util.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <string.h>
+
+typedef struct nb_case {
+    int64_t m, k, n, bits, bs;
+    int zp_kind;      /* 0 none, 1 packed uint8, 2 float */
+    bool bias;
+    bool bad_b;       /* attribute N one more than B holds */
+} nb_case;
+
+/* Deterministic codes, scales, zero points, activations. */
+static int code_of(const nb_case *c, int64_t n, int64_t k) { return (int)((n * 7 + k * 5 + 3) % (1 << c->bits)); }
+static float scale_of(int64_t n, int64_t blk) { return 0.25f + 0.125f * (float)((n + 2 * blk) % 5); }
+static int zp_of(const nb_case *c, int64_t n, int64_t blk) { return (int)((n * 3 + blk) % (1 << c->bits)); }
+static float act_of(int64_t m, int64_t k) { return (float)((m * 11 + k * 3) % 9) - 4.0f; }
+
+/* Packs codes low bits first into [N, k_blocks, blob] (padding codes are
+ * set to the all-ones code: the kernel must ignore them). */
+static void pack(const nb_case *c, int64_t nblk, int64_t blob, uint8_t *b)
+{
+    memset(b, 0, (size_t)(c->n * nblk * blob));
+    for (int64_t n = 0; n < c->n; n++)
+        for (int64_t j = 0; j < nblk * c->bs; j++) {
+            int v = j < c->k ? code_of(c, n, j) : (1 << c->bits) - 1;
+            int64_t bit = j * c->bits;
+            b[n * nblk * blob + bit / 8] |= (uint8_t)(v << (bit % 8));
+        }
+}
+
+static void run_case(const nb_case *c)
+{
+    int64_t nblk = (c->k + c->bs - 1) / c->bs, blob = c->bs * c->bits / 8, zrow = (nblk * c->bits + 7) / 8;
+    mb *b = mb_new();
+    Onnx__ModelProto *m = mb_model(b, 17);
+    mb_opset(b, m, "com.microsoft", 1);
+    Onnx__GraphProto *g = m->graph;
+    char dims[64];
+    snprintf(dims, sizeof dims, "%lld,%lld", (long long)c->m, (long long)c->k);
+    mb_input(b, g, "a", mb_tensor_type(b, KN_F32, dims));
+    uint8_t bq[4096];
+    assert_true(c->n * nblk * blob <= (int64_t)sizeof bq);
+    pack(c, nblk, blob, bq);
+    Onnx__TensorProto *bt = mb_initializer(b, g, "b", KN_U8, (int64_t[]){c->n, nblk, blob}, 3);
+    mb_raw(b, bt, bq, (size_t)(c->n * nblk * blob));
+    float sc[256];
+    for (int64_t n = 0; n < c->n; n++)
+        for (int64_t k = 0; k < nblk; k++)
+            sc[n * nblk + k] = scale_of(n, k);
+    mb_float_data(b, mb_initializer(b, g, "s", KN_F32, (int64_t[]){c->n, nblk}, 2), sc, (size_t)(c->n * nblk));
+    char ins[64] = "a,b,s";
+    if (c->zp_kind == 1) {
+        uint8_t z[256] = {0};
+        for (int64_t n = 0; n < c->n; n++)
+            for (int64_t k = 0; k < nblk; k++)
+                z[n * zrow + k * c->bits / 8] |= (uint8_t)(zp_of(c, n, k) << ((k * c->bits) % 8));
+        mb_raw(b, mb_initializer(b, g, "z", KN_U8, (int64_t[]){c->n * zrow}, 1), z, (size_t)(c->n * zrow));
+        strcat(ins, ",z");
+    } else if (c->zp_kind == 2) {
+        float z[256];
+        for (int64_t n = 0; n < c->n; n++)
+            for (int64_t k = 0; k < nblk; k++)
+                z[n * nblk + k] = (float)zp_of(c, n, k) + 0.5f;
+        mb_float_data(b, mb_initializer(b, g, "z", KN_F32, (int64_t[]){c->n, nblk}, 2), z, (size_t)(c->n * nblk));
+        strcat(ins, ",z");
+    }
+    if (c->bias) {
+        float bias[64];
+        for (int64_t n = 0; n < c->n; n++)
+            bias[n] = 0.5f * (float)n - 1.0f;
+        mb_float_data(b, mb_initializer(b, g, "bias", KN_F32, (int64_t[]){c->n}, 1), bias, (size_t)c->n);
+        strcat(ins, c->zp_kind ? ",," : ",,,");
+        strcat(ins, "bias");
+    }
+    Onnx__NodeProto *nd = mb_node(b, g, "MatMulNBits", "mnb", ins, "y");
+    nd->domain = mb_strdup(b, "com.microsoft");
+    mb_attr_i(b, nd, "K", c->k);
+    mb_attr_i(b, nd, "N", c->n + (c->bad_b ? 1 : 0));
+    mb_attr_i(b, nd, "bits", c->bits);
+    mb_attr_i(b, nd, "block_size", c->bs);
+    mb_output(b, g, "y", NULL);
+
+    size_t len;
+    uint8_t *bytes = mb_pack(b, m, &len);
+    kn_diag *d = kn_diag_create(NULL, NULL);
+    kn_graph *gr = NULL;
+    assert_int_equal(kn_import_onnx_memory(bytes, len, NULL, "t.onnx", NULL, NULL, d, &gr), KN_OK);
+    kn_rt_tensor *x, *y = NULL;
+    assert_int_equal(kn_rt_tensor_new(NULL, KN_F32, 2, (int64_t[]){c->m, c->k}, &x), KN_OK);
+    for (int64_t i = 0; i < c->m; i++)
+        for (int64_t k = 0; k < c->k; k++)
+            ((float *)x->data)[i * c->k + k] = act_of(i, k);
+    const kn_rt_tensor *xin[1] = {x};
+    kn_status s = kn_cpu_run(gr, NULL, d, xin, 1, &y, 1);
+    if (c->bad_b) {
+        assert_int_equal(s, KN_ERR_INVALID);
+        assert_true(mb_diag_has(d, KN_ERROR, "mnb", "MatMulNBits", "B must be uint8"));
+    } else {
+        assert_int_equal(s, KN_OK);
+        assert_int_equal(y->rank, 2);
+        assert_int_equal(y->dims[0], c->m);
+        assert_int_equal(y->dims[1], c->n);
+        for (int64_t i = 0; i < c->m; i++)
+            for (int64_t n = 0; n < c->n; n++) {
+                double want = c->bias ? 0.5 * (double)n - 1.0 : 0;
+                for (int64_t k = 0; k < c->k; k++) {
+                    int64_t blk = k / c->bs;
+                    double z = c->zp_kind == 0 ? (double)(1 << (c->bits - 1))
+                               : c->zp_kind == 1 ? zp_of(c, n, blk)
+                                                 : zp_of(c, n, blk) + 0.5;
+                    want += act_of(i, k) * (code_of(c, n, k) - z) * scale_of(n, blk);
+                }
+                float got = ((float *)y->data)[i * c->n + n];
+                if (fabs(got - want) > 1e-5 * (1 + fabs(want)))
+                    fail_msg("row %lld col %lld: got %.9g, want %.9g", (long long)i, (long long)n, got, want);
+            }
+        kn_rt_tensor_free(NULL, y);
+    }
+    kn_rt_tensor_free(NULL, x);
+    kn_graph_destroy(gr);
+    kn_diag_destroy(d);
+    mb_free(b);
+}
+
+/* A fully hand-computed case: K = 3 in one block of 16, N = 1, codes 9, 7,
+ * 15, zero point 8 (default), scale 0.5: W = [0.5, -0.5, 3.5]; a = [1, 2, 3]
+ * gives 0.5 - 1 + 10.5 = 10. */
+static void test_hand_values(void **state)
+{
+    (void)state;
+    mb *b = mb_new();
+    Onnx__ModelProto *m = mb_model(b, 17);
+    mb_opset(b, m, "com.microsoft", 1);
+    Onnx__GraphProto *g = m->graph;
+    mb_input(b, g, "a", mb_tensor_type(b, KN_F32, "1,3"));
+    uint8_t q[8] = {0x79, 0x0f, 0, 0, 0, 0, 0, 0}; /* codes 9, 7, 15, 0 ... */
+    mb_raw(b, mb_initializer(b, g, "b", KN_U8, (int64_t[]){1, 1, 8}, 3), q, 8);
+    mb_float_data(b, mb_initializer(b, g, "s", KN_F32, (int64_t[]){1, 1}, 2), (float[]){0.5f}, 1);
+    Onnx__NodeProto *nd = mb_node(b, g, "MatMulNBits", "mnb", "a,b,s", "y");
+    nd->domain = mb_strdup(b, "com.microsoft");
+    mb_attr_i(b, nd, "K", 3);
+    mb_attr_i(b, nd, "N", 1);
+    mb_attr_i(b, nd, "bits", 4);
+    mb_attr_i(b, nd, "block_size", 16);
+    mb_output(b, g, "y", NULL);
+    size_t len;
+    uint8_t *bytes = mb_pack(b, m, &len);
+    kn_graph *gr = NULL;
+    assert_int_equal(kn_import_onnx_memory(bytes, len, NULL, "t.onnx", NULL, NULL, NULL, &gr), KN_OK);
+    kn_rt_tensor *x, *y = NULL;
+    assert_int_equal(kn_rt_tensor_new(NULL, KN_F32, 2, (int64_t[]){1, 3}, &x), KN_OK);
+    memcpy(x->data, (float[]){1, 2, 3}, 3 * sizeof(float));
+    const kn_rt_tensor *xin[1] = {x};
+    assert_int_equal(kn_cpu_run(gr, NULL, NULL, xin, 1, &y, 1), KN_OK);
+    assert_float_equal(((float *)y->data)[0], 10.0f, 0);
+    kn_rt_tensor_free(NULL, y);
+    kn_rt_tensor_free(NULL, x);
+    kn_graph_destroy(gr);
+    mb_free(b);
+}
+
+static void test_odd_k_partial_block(void **state)
+{
+    (void)state;
+    run_case(&(nb_case){.m = 3, .k = 21, .n = 5, .bits = 4, .bs = 16});
+    run_case(&(nb_case){.m = 2, .k = 37, .n = 4, .bits = 4, .bs = 32, .zp_kind = 1});
+}
+
+static void test_zero_points(void **state)
+{
+    (void)state;
+    /* three blocks: the packed zero-point row has 2 bytes, the last half used */
+    run_case(&(nb_case){.m = 2, .k = 40, .n = 3, .bits = 4, .bs = 16, .zp_kind = 1});
+    run_case(&(nb_case){.m = 2, .k = 40, .n = 3, .bits = 4, .bs = 16, .zp_kind = 2});
+    run_case(&(nb_case){.m = 1, .k = 33, .n = 6, .bits = 4, .bs = 16, .zp_kind = 1, .bias = true});
+}
+
+static void test_eight_bits(void **state)
+{
+    (void)state;
+    run_case(&(nb_case){.m = 2, .k = 19, .n = 3, .bits = 8, .bs = 16});
+    run_case(&(nb_case){.m = 2, .k = 19, .n = 3, .bits = 8, .bs = 16, .zp_kind = 1, .bias = true});
+}
+
+static void test_bad_b(void **state)
+{
+    (void)state;
+    run_case(&(nb_case){.m = 1, .k = 16, .n = 2, .bits = 4, .bs = 16, .bad_b = true});
+}
+
+/* ---- the quantize pass ---- */
+
+/* x [3, 40] → MatMul(W [40, 24]) → Gemm(transB, W2 [8, 24], C [8]) → y */
+static Onnx__ModelProto *linear_model(mb *b)
+{
+    Onnx__ModelProto *m = mb_model(b, 17);
+    Onnx__GraphProto *g = m->graph;
+    mb_input(b, g, "x", mb_tensor_type(b, KN_F32, "3,40"));
+    float w[40 * 24], w2[8 * 24], c[8];
+    for (int i = 0; i < 40 * 24; i++)
+        w[i] = (float)sin(0.37 * i) * 0.5f;
+    for (int i = 0; i < 8 * 24; i++)
+        w2[i] = (float)cos(0.21 * i) * 0.3f;
+    for (int i = 0; i < 8; i++)
+        c[i] = 0.1f * (float)i;
+    mb_float_data(b, mb_initializer(b, g, "w", KN_F32, (int64_t[]){40, 24}, 2), w, 40 * 24);
+    mb_float_data(b, mb_initializer(b, g, "w2", KN_F32, (int64_t[]){8, 24}, 2), w2, 8 * 24);
+    mb_float_data(b, mb_initializer(b, g, "c", KN_F32, (int64_t[]){8}, 1), c, 8);
+    mb_node(b, g, "MatMul", "fc1", "x,w", "h");
+    mb_attr_i(b, mb_node(b, g, "Gemm", "fc2", "h,w2,c", "y"), "transB", 1);
+    mb_output(b, g, "y", NULL);
+    return m;
+}
+
+static double nmse(const kn_rt_tensor *ref, const kn_rt_tensor *got)
+{
+    double num = 0, den = 0;
+    for (int64_t i = 0; i < ref->numel; i++) {
+        double r = kn_get_f64(ref->dtype, ref->data, i), q = kn_get_f64(got->dtype, got->data, i);
+        num += (r - q) * (r - q);
+        den += r * r;
+    }
+    return num / (den > 0 ? den : 1);
+}
+
+/* Quantizes linear_model with opts and returns the output NMSE against
+ * the float model; *g_out keeps the quantized graph. */
+static double quantized_error(mb *b, const kn_quantize_opts *o, kn_graph **g_out)
+{
+    Onnx__ModelProto *m = linear_model(b);
+    kn_graph *f = pc_import(b, m), *g = pc_import(b, m);
+    kn_diag *d = kn_diag_create(NULL, NULL);
+    assert_int_equal(kn_pass_infer_shapes(g, d), KN_OK);
+    assert_int_equal(kn_pass_quantize(g, o, d), KN_OK);
+    assert_int_equal(kn_graph_verify(g, d), KN_OK);
+    kn_diag_destroy(d);
+    kn_rt_tensor *y0 = NULL, *y1 = NULL;
+    pc_run(f, &y0);
+    pc_run(g, &y1);
+    double e = nmse(y0, y1);
+    kn_rt_tensor_free(NULL, y0);
+    kn_rt_tensor_free(NULL, y1);
+    kn_graph_destroy(f);
+    *g_out = g;
+    return e;
+}
+
+static void test_quantize_int4_int8(void **state)
+{
+    (void)state;
+    mb *b = mb_new();
+    kn_graph *g;
+    kn_quantize_opts o4 = {4, 16, NULL, NULL, NULL, 0, false};
+    double e4 = quantized_error(b, &o4, &g);
+    assert_int_equal(pc_count(g, "MatMul"), 0);
+    assert_int_equal(pc_count(g, "Gemm"), 0);
+    assert_int_equal(pc_count(g, "MatMulNBits"), 2);
+    const kn_node *n = pc_find(g, "MatMulNBits");
+    assert_int_equal(kn_node_attr(n, "K")->u.i, 40);
+    assert_int_equal(kn_node_attr(n, "N")->u.i, 24);
+    assert_int_equal(kn_node_attr(n, "block_size")->u.i, 16);
+    const kn_tensor *codes = kn_rw_const(g, n->inputs[1]);
+    assert_non_null(codes);
+    assert_int_equal(codes->n_elems, 24 * 3 * 8); /* 3 blocks of 16 (the last half padding) */
+    kn_graph_destroy(g);
+    kn_quantize_opts o8 = {8, 16, NULL, NULL, NULL, 0, false};
+    double e8 = quantized_error(b, &o8, &g);
+    kn_graph_destroy(g);
+
+    /* the same model, inputs and RTN written independently in numpy
+     * (round-half-away, reciprocal scale) give output NMSE 0.018550 (int4)
+     * and 0.00037418 (int8, group 16) */
+    assert_true(fabs(e4 - 0.018550) < 0.01 * 0.018550);
+    assert_true(fabs(e8 - 0.00037418) < 0.01 * 0.00037418);
+    mb_free(b);
+}
+
+/* RTN on one group: w = [-1, -0.5, 0, 0.25, 0.5, ..., 3.5] (16 values):
+ * min -1, max 3.5, scale 4.5 / 15 = 0.3, zero point round(1 / 0.3) = 3. */
+static void test_rtn_group(void **state)
+{
+    (void)state;
+    float w[16];
+    for (int i = 0; i < 16; i++)
+        w[i] = i == 0 ? -1.0f : 0.25f * (float)(i - 2);
+    w[15] = 3.5f;
+    uint8_t codes[8], zp[1];
+    float sc[1];
+    kn_quant_weight q = {"t", w, 16, 1, 4, 16, codes, sc, zp};
+    assert_int_equal(kn_quant_rtn(NULL, &q, NULL), KN_OK);
+    assert_float_equal(sc[0], 4.5f / 15.0f, 1e-7);
+    assert_int_equal(zp[0], 3);
+    for (int i = 0; i < 16; i++) {
+        int c = (codes[i / 2] >> (4 * (i % 2))) & 15;
+        int want = (int)roundf(w[i] * (1.0f / sc[0]) + 3.0f);
+        want = want < 0 ? 0 : want > 15 ? 15 : want;
+        assert_int_equal(c, want);
+        /* dequantized within half a step */
+        assert_true(fabs(((float)c - 3.0f) * sc[0] - w[i]) <= 0.5 * sc[0] + 1e-6);
+    }
+    assert_int_equal(codes[0] & 15, 0);   /* -1 → 0 */
+    assert_int_equal(codes[7] >> 4, 15);  /* 3.5 → 15 */
+}
+
+static int n_called;
+
+/* A quantizer that writes zero weights (codes = zero points = 8, scale 1). */
+static kn_status zero_quantizer(void *ctx, const kn_quant_weight *q, kn_diag *d)
+{
+    (void)d;
+    n_called += *(int *)ctx;
+    int64_t nblk = (q->k + q->group - 1) / q->group, zrow = (nblk * q->bits + 7) / 8;
+    memset(q->codes, 0x88, (size_t)(q->n * nblk * q->group * q->bits / 8));
+    memset(q->zero_points, 0x88, (size_t)(q->n * zrow));
+    for (int64_t i = 0; i < q->n * nblk; i++)
+        q->scales[i] = 1.0f;
+    return KN_OK;
+}
+
+static void test_quantize_callback_and_keep(void **state)
+{
+    (void)state;
+    mb *b = mb_new();
+    int one = 1;
+    n_called = 0;
+    const char *keep[] = {"fc2"};
+    kn_quantize_opts o = {4, 32, zero_quantizer, &one, keep, 1, false};
+    Onnx__ModelProto *m = linear_model(b);
+    kn_graph *g = pc_import(b, m);
+    assert_int_equal(kn_pass_infer_shapes(g, NULL), KN_OK);
+    assert_int_equal(kn_pass_quantize(g, &o, NULL), KN_OK);
+    assert_int_equal(n_called, 1); /* fc1 only: fc2 kept */
+    assert_int_equal(pc_count(g, "MatMulNBits"), 1);
+    assert_int_equal(pc_count(g, "Gemm"), 1);
+    kn_rt_tensor *y = NULL;
+    pc_run(g, &y);
+    for (int64_t i = 0; i < y->numel; i++) /* h = 0, so y = C */
+        assert_float_equal(((float *)y->data)[i], 0.1f * (float)(i % 8), 1e-6);
+    kn_rt_tensor_free(NULL, y);
+    kn_graph_destroy(g);
+    /* bad options are refused */
+    g = pc_import(b, m);
+    kn_diag *d = kn_diag_create(NULL, NULL);
+    kn_quantize_opts bad = {4, 24, NULL, NULL, NULL, 0, false};
+    assert_int_equal(kn_pass_quantize(g, &bad, d), KN_ERR_INVALID);
+    assert_true(mb_diag_has(d, KN_ERROR, "group size 24"));
+    kn_diag_destroy(d);
+    kn_graph_destroy(g);
+    mb_free(b);
+}
+
+/* Every allocation of the quantize pass (and fuse-qdq on the way, in the
+ * -O2 pipeline) failing in turn: KN_ERR_NOMEM or success, never a crash or
+ * a leak; the last run quantizes both layers. */
+static void test_quantize_alloc_fail(void **state)
+{
+    (void)state;
+    mb *b = mb_new();
+    size_t len;
+    uint8_t *bytes = mb_pack(b, linear_model(b), &len);
+    bool finished = false;
+    for (long n = 1; !finished && n < 5000; n++) {
+        mb_counter c;
+        mb_counter_init(&c);
+        kn_diag *d = kn_diag_create(NULL, NULL);
+        kn_graph *g = NULL;
+        assert_int_equal(kn_import_onnx_memory(bytes, len, NULL, "t.onnx", NULL, &c.a, d, &g), KN_OK);
+        c.fail_at = c.calls + n;
+        kn_quantize_opts o = {4, 16, NULL, NULL, NULL, 0, false};
+        kn_pipeline_opts po = {0};
+        po.verify_each = true;
+        po.quantize = &o;
+        kn_status s = kn_pipeline_run(g, &po, d);
+        assert_true(s == KN_OK || s == KN_ERR_NOMEM);
+        finished = s == KN_OK && c.calls < c.fail_at;
+        if (finished)
+            assert_int_equal(pc_count(g, "MatMulNBits"), 2);
+        kn_graph_destroy(g);
+        kn_diag_destroy(d);
+        assert_int_equal(c.live, 0);
+    }
+    assert_true(finished);
+    mb_free(b);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_hand_values),
+        cmocka_unit_test(test_odd_k_partial_block),
+        cmocka_unit_test(test_zero_points),
+        cmocka_unit_test(test_eight_bits),
+        cmocka_unit_test(test_bad_b),
+        cmocka_unit_test(test_quantize_int4_int8),
+        cmocka_unit_test(test_rtn_group),
+        cmocka_unit_test(test_quantize_callback_and_keep),
+        cmocka_unit_test(test_quantize_alloc_fail),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
