@@ -1,0 +1,282 @@
+/* Token sampling (include/kiln/sampler.h): repetition penalty, temperature,
+ * top-k, top-p, then a draw from the softmax with a seeded xoshiro256**. */
+#include "kiln/sampler.h"
+
+#include <math.h>
+#include <stdbool.h>
+#include <stdlib.h>
+#include <string.h>
+
+struct kn_sampler {
+    kn_allocator a;
+    kn_sampling p;
+    uint32_t vocab;
+    uint64_t rng[4]; /* xoshiro256** state */
+    float *work;     /* vocab: logits after NaN -> -inf, penalty, temperature */
+    uint32_t *idx;   /* vocab: candidate ids, best first when cut */
+    double *prob;    /* vocab: unnormalised probabilities of the candidates */
+    uint8_t *mark;   /* vocab: ids penalised in this call (reset after) */
+};
+
+void kn_sampling_defaults(kn_sampling *p)
+{
+    if (!p)
+        return;
+    p->temperature = 0.0f;
+    p->top_k = 0;
+    p->top_p = 1.0f;
+    p->repetition_penalty = 1.0f;
+    p->seed = 0;
+}
+
+/* ---- PRNG: splitmix64 seeds xoshiro256** (same numbers on every machine) -- */
+
+static uint64_t splitmix64(uint64_t *x)
+{
+    uint64_t z = (*x += 0x9e3779b97f4a7c15ull);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    return z ^ (z >> 31);
+}
+
+static uint64_t rotl(uint64_t x, int k) { return (x << k) | (x >> (64 - k)); }
+
+static uint64_t xoshiro_next(uint64_t s[4])
+{
+    uint64_t r = rotl(s[1] * 5, 7) * 9;
+    uint64_t t = s[1] << 17;
+    s[2] ^= s[0];
+    s[3] ^= s[1];
+    s[1] ^= s[2];
+    s[0] ^= s[3];
+    s[2] ^= t;
+    s[3] = rotl(s[3], 45);
+    return r;
+}
+
+/* Uniform double in [0, 1) with 53 random bits. */
+static double uniform01(uint64_t s[4]) { return (double)(xoshiro_next(s) >> 11) * 0x1.0p-53; }
+
+/* ---- create / destroy ----------------------------------------------------- */
+
+kn_status kn_sampler_create(const kn_sampling *p, uint32_t vocab, const kn_allocator *a, kn_diag *d,
+                            kn_sampler **out)
+{
+    if (out)
+        *out = NULL;
+    if (!p || !out) {
+        kn_diag_add(d, KN_ERROR, "sampler: %s is NULL", !p ? "the sampling parameters" : "the out pointer");
+        return KN_ERR_INVALID;
+    }
+    if (vocab == 0) {
+        kn_diag_add(d, KN_ERROR, "sampler: vocabulary size is 0");
+        return KN_ERR_INVALID;
+    }
+    if (isnan(p->temperature) || isinf(p->temperature)) {
+        kn_diag_add(d, KN_ERROR, "sampler: temperature %g is not a finite number", (double)p->temperature);
+        return KN_ERR_INVALID;
+    }
+    if (isnan(p->top_p) || p->top_p < 0.0f) {
+        kn_diag_add(d, KN_ERROR, "sampler: top_p %g must be a number >= 0 (>= 1 or 0: no nucleus cut)",
+                    (double)p->top_p);
+        return KN_ERR_INVALID;
+    }
+    if (isnan(p->repetition_penalty) || isinf(p->repetition_penalty) || p->repetition_penalty < 0.0f) {
+        kn_diag_add(d, KN_ERROR, "sampler: repetition_penalty %g must be a finite number > 0 (1: none)",
+                    (double)p->repetition_penalty);
+        return KN_ERR_INVALID;
+    }
+    if (!a)
+        a = kn_default_allocator();
+    size_t per_id = sizeof(float) + sizeof(uint32_t) + sizeof(double) + sizeof(uint8_t);
+    if ((size_t)vocab > (SIZE_MAX - 64) / per_id) {
+        kn_diag_add(d, KN_ERROR, "sampler: vocabulary of %u ids is too large", (unsigned)vocab);
+        return KN_ERR_LIMIT;
+    }
+    kn_sampler *s = a->alloc(a->ctx, sizeof *s);
+    if (!s) {
+        kn_diag_add(d, KN_ERROR, "sampler: out of memory");
+        return KN_ERR_NOMEM;
+    }
+    memset(s, 0, sizeof *s);
+    /* One block, doubles first so every array is aligned. */
+    char *block = a->alloc(a->ctx, per_id * vocab);
+    if (!block) {
+        a->free(a->ctx, s);
+        kn_diag_add(d, KN_ERROR, "sampler: out of memory for a vocabulary of %u ids", (unsigned)vocab);
+        return KN_ERR_NOMEM;
+    }
+    s->a = *a;
+    s->p = *p;
+    s->vocab = vocab;
+    s->prob = (double *)block;
+    s->work = (float *)(block + sizeof(double) * vocab);
+    s->idx = (uint32_t *)(block + (sizeof(double) + sizeof(float)) * vocab);
+    s->mark = (uint8_t *)(block + (sizeof(double) + sizeof(float) + sizeof(uint32_t)) * vocab);
+    memset(s->mark, 0, vocab);
+    uint64_t x = p->seed;
+    for (int i = 0; i < 4; i++)
+        s->rng[i] = splitmix64(&x);
+    *out = s;
+    return KN_OK;
+}
+
+void kn_sampler_destroy(kn_sampler *s)
+{
+    if (!s)
+        return;
+    kn_allocator a = s->a;
+    a.free(a.ctx, s->prob);
+    a.free(a.ctx, s);
+}
+
+/* ---- ordering: larger value first, then lower id ---------------------------- */
+
+static bool better(const float *w, uint32_t x, uint32_t y) { return w[x] > w[y] || (w[x] == w[y] && x < y); }
+
+/* Sift-down for a min-heap (by `better`: the root is the worst kept id). */
+static void heap_down(const float *w, uint32_t *h, uint32_t n, uint32_t i)
+{
+    for (;;) {
+        uint32_t l = 2 * i + 1, r = l + 1, m = i;
+        if (l < n && better(w, h[m], h[l]))
+            m = l;
+        if (r < n && better(w, h[m], h[r]))
+            m = r;
+        if (m == i)
+            return;
+        uint32_t t = h[i];
+        h[i] = h[m];
+        h[m] = t;
+        i = m;
+    }
+}
+
+/* Sorts h[0..n) best first: heapsort with the worst id at the root moves
+ * the worst to the end each round. O(n log n), no comparator context,
+ * deterministic (ties broken by id). */
+static void heap_sort_best_first(const float *w, uint32_t *h, uint32_t n)
+{
+    for (uint32_t i = n / 2; i-- > 0;)
+        heap_down(w, h, n, i);
+    for (uint32_t end = n; end > 1; end--) {
+        uint32_t t = h[0];
+        h[0] = h[end - 1];
+        h[end - 1] = t;
+        heap_down(w, h, end - 1, 0);
+    }
+}
+
+/* The k best ids of w[0..vocab) into idx[0..k), best first: a k-element
+ * min-heap over one pass (O(V log k)), then sorted. */
+static void select_top_k(const float *w, uint32_t vocab, uint32_t k, uint32_t *idx)
+{
+    for (uint32_t i = 0; i < k; i++)
+        idx[i] = i;
+    for (uint32_t i = k / 2; i-- > 0;)
+        heap_down(w, idx, k, i);
+    for (uint32_t i = k; i < vocab; i++) {
+        if (better(w, i, idx[0])) {
+            idx[0] = i;
+            heap_down(w, idx, k, 0);
+        }
+    }
+    heap_sort_best_first(w, idx, k);
+}
+
+/* ---- pick ------------------------------------------------------------------- */
+
+/* Copies the logits with NaN -> -inf and applies the CTRL repetition
+ * penalty once per distinct id in the context (out-of-range ids are
+ * ignored): positive logits are divided by it, negative ones multiplied. */
+static void prepare(kn_sampler *s, const float *logits, const int64_t *context, uint32_t n_context)
+{
+    float *w = s->work;
+    for (uint32_t i = 0; i < s->vocab; i++)
+        w[i] = isnan(logits[i]) ? -INFINITY : logits[i];
+    float pen = s->p.repetition_penalty;
+    if (!context || pen == 0.0f || pen == 1.0f)
+        return;
+    for (uint32_t i = 0; i < n_context; i++) {
+        int64_t id = context[i];
+        if (id < 0 || id >= (int64_t)s->vocab || s->mark[id])
+            continue;
+        s->mark[id] = 1;
+        w[id] = w[id] > 0.0f ? w[id] / pen : w[id] * pen;
+    }
+    for (uint32_t i = 0; i < n_context; i++) {
+        int64_t id = context[i];
+        if (id >= 0 && id < (int64_t)s->vocab)
+            s->mark[id] = 0;
+    }
+}
+
+static uint32_t argmax(const float *w, uint32_t vocab)
+{
+    uint32_t best = 0;
+    for (uint32_t i = 1; i < vocab; i++)
+        if (w[i] > w[best])
+            best = i;
+    return best;
+}
+
+int64_t kn_sampler_pick(kn_sampler *s, const float *logits, const int64_t *context, uint32_t n_context)
+{
+    if (!s || !logits)
+        return -1;
+    prepare(s, logits, context, n_context);
+    float *w = s->work;
+    uint32_t vocab = s->vocab;
+    uint32_t best = argmax(w, vocab);
+    /* Greedy; also the answer when no softmax exists (every logit -inf, or
+     * +inf among them) and when the cuts can keep only one id. */
+    if (s->p.temperature <= 0.0f || s->p.top_k == 1 || isinf(w[best]))
+        return best;
+    float inv_t = 1.0f / s->p.temperature;
+    bool cut_p = s->p.top_p > 0.0f && s->p.top_p < 1.0f;
+    uint32_t n = vocab;
+    bool sorted = false;
+    if (s->p.top_k > 0 && s->p.top_k < vocab) {
+        n = s->p.top_k;
+        select_top_k(w, vocab, n, s->idx);
+        sorted = true;
+    } else {
+        for (uint32_t i = 0; i < vocab; i++)
+            s->idx[i] = i;
+        if (cut_p) {
+            heap_sort_best_first(w, s->idx, vocab);
+            sorted = true;
+        }
+    }
+    /* Softmax of (w - max) / T over the candidates, in double. */
+    double max = (double)w[best], total = 0.0;
+    for (uint32_t i = 0; i < n; i++) {
+        double e = exp(((double)w[s->idx[i]] - max) * inv_t);
+        s->prob[i] = e;
+        total += e;
+    }
+    if (cut_p && sorted) {
+        /* Nucleus: the shortest best-first prefix whose mass reaches top_p
+         * (at least one id). */
+        double want = (double)s->p.top_p * total, cum = 0.0;
+        uint32_t keep = 0;
+        while (keep < n) {
+            cum += s->prob[keep++];
+            if (cum >= want)
+                break;
+        }
+        n = keep;
+        total = cum;
+    }
+    double r = uniform01(s->rng) * total, cum = 0.0;
+    uint32_t last = s->idx[0];
+    for (uint32_t i = 0; i < n; i++) {
+        if (s->prob[i] <= 0.0)
+            continue;
+        last = s->idx[i];
+        cum += s->prob[i];
+        if (r < cum)
+            return s->idx[i];
+    }
+    return last; /* rounding left r at the very top: the last id with mass */
+}
