@@ -67,6 +67,39 @@ kn_status kn_tokenizer_token_id(const kn_tokenizer *tok, const char *name, int32
 /* Frees an array or string returned by encode/decode (NULL is fine). */
 void kn_tokenizer_release(const kn_tokenizer *tok, void *p);
 
+/* The raw bytes of token `id` (not NUL-terminated; owned by the tokenizer)
+ * and whether it is a special added token. Any out-pointer may be NULL.
+ * Returns KN_ERR_INVALID for an id out of range or with no token. */
+kn_status kn_tokenizer_token(const kn_tokenizer *tok, int32_t id, const char **bytes, size_t *len, bool *special);
+
+/* The model type ("BPE": the only one loaded today). */
+const char *kn_tokenizer_model_type(const kn_tokenizer *tok);
+
+/* ---- tokenizer_config.json ------------------------------------------------ */
+
+/* What kiln uses from a Hugging Face tokenizer_config.json: the chat
+ * template and the BOS/EOS token texts. */
+typedef struct kn_tokenizer_config kn_tokenizer_config;
+
+/* Parses `size` bytes of tokenizer_config.json (`name` for messages).
+ * "chat_template" may be a string or a list of {"name", "template"} (the
+ * one named "default", else the first); "bos_token"/"eos_token" a string,
+ * an {"content": ...} object or null. `a` may be NULL. On success *out is
+ * the caller's (kn_tokenizer_config_free). Returns KN_ERR_INVALID (not
+ * JSON, wrong types; message names the file and key), KN_ERR_NOMEM. */
+kn_status kn_tokenizer_config_load_memory(const void *data, size_t size, const char *name, const kn_allocator *a,
+                                          kn_diag *d, kn_tokenizer_config **out);
+/* As above from a file; KN_ERR_IO when it cannot be read. */
+kn_status kn_tokenizer_config_load_file(const char *path, const kn_allocator *a, kn_diag *d,
+                                        kn_tokenizer_config **out);
+void kn_tokenizer_config_free(kn_tokenizer_config *c);
+
+/* The chat template (Jinja source), the BOS and EOS token texts; NULL when
+ * the file has none. Owned by `c`. */
+const char *kn_tokenizer_config_chat_template(const kn_tokenizer_config *c);
+const char *kn_tokenizer_config_bos_token(const kn_tokenizer_config *c);
+const char *kn_tokenizer_config_eos_token(const kn_tokenizer_config *c);
+
 #ifdef __cplusplus
 }
 #endif
