@@ -100,6 +100,43 @@ const char *kn_tokenizer_config_chat_template(const kn_tokenizer_config *c);
 const char *kn_tokenizer_config_bos_token(const kn_tokenizer_config *c);
 const char *kn_tokenizer_config_eos_token(const kn_tokenizer_config *c);
 
+/* ---- chat templates ---------------------------------------------------------- */
+
+/* One chat message; both strings NUL-terminated UTF-8. */
+typedef struct kn_chat_message {
+    const char *role;    /* "system", "user", "assistant", ... */
+    const char *content;
+} kn_chat_message;
+
+/* Renders a Hugging Face chat template (tokenizer_config.json's
+ * "chat_template", Jinja) as transformers' apply_chat_template(...,
+ * tokenize=False) does (trim_blocks and lstrip_blocks on). Variables:
+ * `messages` (each with .role/.content, also ['role']), `add_generation_prompt`,
+ * `bos_token`, `eos_token` (NULL: undefined), and raise_exception(msg).
+ * Supported: {{ }}, {% if/elif/else/endif %}, {% for x in list %} with
+ * loop.first/last/index/index0/revindex/revindex0/length, {% set x = ... %},
+ * {# #}, whitespace control ({%- -%}, {%+), string/integer/boolean/none
+ * literals, + - * / // % ~, == != < > <= >=, and/or/not, in/not in,
+ * x if c else y, subscripts and slices (messages[1:]), attributes, filters
+ * length/count/trim/tojson/string/lower/upper, tests defined/undefined/
+ * none/string/number/boolean/true/false, string methods strip/lstrip/
+ * rstrip/startswith/endswith/upper/lower. Undefined names and missing
+ * attributes are undefined (falsy, print as "").
+ * On success *out is a new NUL-terminated string of *out_len bytes
+ * (out_len may be NULL), allocated with `a` (NULL: malloc) and freed by
+ * the caller with a->free (or free). Returns KN_ERR_UNSUPPORTED for a
+ * construct outside the subset and KN_ERR_INVALID for a syntax error, a
+ * type error, or raise_exception (its message in `d`); each message says
+ * "chat template: offset N: ..." with N the byte offset in the template.
+ * KN_ERR_NOMEM; KN_ERR_LIMIT when the output passes 64 MiB. */
+kn_status kn_chat_template_apply(const char *tmpl, const kn_chat_message *messages, size_t n_messages,
+                                 bool add_generation_prompt, const char *bos_token, const char *eos_token,
+                                 const kn_allocator *a, kn_diag *d, char **out, size_t *out_len);
+
+/* Parses a template without rendering it: KN_OK when every construct is
+ * in the subset (for checking a template at compile time), else as above. */
+kn_status kn_chat_template_check(const char *tmpl, const kn_allocator *a, kn_diag *d);
+
 #ifdef __cplusplus
 }
 #endif
