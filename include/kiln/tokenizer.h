@@ -100,6 +100,60 @@ const char *kn_tokenizer_config_chat_template(const kn_tokenizer_config *c);
 const char *kn_tokenizer_config_bos_token(const kn_tokenizer_config *c);
 const char *kn_tokenizer_config_eos_token(const kn_tokenizer_config *c);
 
+/* ---- streaming text with stop strings ---------------------------------------- */
+
+/* Turns generated ids into text that is safe to show as it comes: bytes
+ * that could be the start of a stop string, or of a UTF-8 character split
+ * across tokens, are held back until the next id settles them. When a stop
+ * string completes, the text before it is released and the stream stops
+ * (the stop string itself is never shown). Intended use in a generation
+ * loop (`kiln run --prompt ... --stop STR`):
+ *
+ *     kn_text_stream *ts;
+ *     KN_TRY(kn_text_stream_create(tok, stops, n_stops, true, NULL, d, &ts));
+ *     for (each new id) {
+ *         if (id is the EOS id) break;
+ *         const char *text; size_t len; bool stop;
+ *         KN_TRY(kn_text_stream_push(ts, id, &text, &len, &stop, d));
+ *         fwrite(text, 1, len, stdout);
+ *         if (stop) break;               // a stop string completed
+ *     }
+ *     kn_text_stream_finish(ts, &text, &len);  // what was held back (none after a stop)
+ *     fwrite(text, 1, len, stdout);
+ *     kn_text_stream_free(ts);
+ *
+ * One stream per sequence; not thread-safe. */
+typedef struct kn_text_stream kn_text_stream;
+
+/* `tok` (kept, not owned; may be NULL when only kn_text_stream_push_text is
+ * used), `n_stops` stop strings (copied; empty strings are refused),
+ * `skip_special`: special tokens produce no text (as decode's flag). `a` may
+ * be NULL. On success *out is the caller's (kn_text_stream_free). Returns
+ * KN_ERR_INVALID (an empty or NULL stop string), KN_ERR_NOMEM. */
+kn_status kn_text_stream_create(const kn_tokenizer *tok, const char *const *stops, size_t n_stops, bool skip_special,
+                                const kn_allocator *a, kn_diag *d, kn_text_stream **out);
+void kn_text_stream_free(kn_text_stream *s);
+
+/* Adds the text of one id. *text and *len: the bytes now safe to show (owned by
+ * the stream, valid until its next call; *len may be 0). *stopped: true
+ * when a stop string completed with this id (then *text ends just before
+ * it). Returns KN_ERR_INVALID (id out of range; a push after a stop),
+ * KN_ERR_NOMEM. */
+kn_status kn_text_stream_push(kn_text_stream *s, int32_t id, const char **text, size_t *len, bool *stopped,
+                              kn_diag *d);
+
+/* As kn_text_stream_push for `n` bytes of already decoded text. */
+kn_status kn_text_stream_push_text(kn_text_stream *s, const char *bytes, size_t n, const char **text, size_t *len,
+                                   bool *stopped, kn_diag *d);
+
+/* At the end of generation: the bytes still held back (a partial stop
+ * string or a partial UTF-8 character, as they are; nothing after a stop).
+ * Valid until the next call. */
+void kn_text_stream_finish(kn_text_stream *s, const char **text, size_t *len);
+
+/* Which stop string completed (its index in `stops`), or -1. */
+int kn_text_stream_stop_index(const kn_text_stream *s);
+
 /* ---- chat templates ---------------------------------------------------------- */
 
 /* One chat message; both strings NUL-terminated UTF-8. */
