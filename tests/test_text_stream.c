@@ -55,6 +55,7 @@ static void test_hold_back(void **state)
     kn_diag *d = kn_diag_create(NULL, NULL);
     assert_int_equal(kn_text_stream_push_text(s, "z", 1, &out, &len, &stop, d), KN_ERR_INVALID);
     assert_true(mb_diag_has(d, KN_ERROR, "after a stop string"));
+    kn_diag_destroy(d);
     kn_text_stream_finish(s, &out, &len);
     assert_int_equal(len, 0); /* nothing after a stop */
     kn_text_stream_free(s);
