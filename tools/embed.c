@@ -96,8 +96,24 @@ static kn_status add(kn_embed *e, const char *name, const char *path, kn_diag *d
     } else if (strcmp(name, KN_BLOB_TOKENIZER_CONFIG) == 0) {
         kn_tokenizer_config *c = NULL;
         s = kn_tokenizer_config_load_memory(bytes, len, path, NULL, d, &c);
-        if (s == KN_OK && kn_tokenizer_config_chat_template(c))
-            snprintf(extra, sizeof extra, ", chat template");
+        const char *ct = s == KN_OK ? kn_tokenizer_config_chat_template(c) : NULL;
+        if (ct) {
+            /* a template outside kiln's Jinja subset is embedded anyway (a
+             * program may render it itself), with a warning */
+            kn_diag *cd = kn_diag_create(NULL, NULL);
+            kn_status cs = cd ? kn_chat_template_check(ct, NULL, cd) : KN_ERR_NOMEM;
+            if (cs == KN_ERR_NOMEM) {
+                s = cs;
+                kn_diag_add(d, KN_ERROR, "%s: out of memory", path);
+            } else if (cs != KN_OK) {
+                const char *why = kn_diag_size(cd) ? kn_diag_message(cd, 0, NULL) : kn_status_str(cs);
+                if (strncmp(why, "error: ", 7) == 0)
+                    why += 7;
+                kn_diag_add(d, KN_WARNING, "%s: kiln cannot render its chat template (%s)", path, why);
+            }
+            kn_diag_destroy(cd);
+            snprintf(extra, sizeof extra, cs == KN_OK ? ", chat template" : ", chat template not renderable");
+        }
         kn_tokenizer_config_free(c);
     } else {
         json_error_t err;
