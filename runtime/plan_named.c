@@ -194,3 +194,16 @@ kn_status kn_plan_tokenizer_config(const kn_graph *plan, const kn_allocator *a, 
     snprintf(name, sizeof name, "%s:" KN_BLOB_TOKENIZER_CONFIG, plan_name(plan));
     return kn_tokenizer_config_load_memory(data, size, name, a, d, out);
 }
+
+kn_status kn_plan_generation_config(const kn_graph *plan, kn_diag *d, kn_generation_config *out)
+{
+    const void *data;
+    size_t size;
+    if (kn_plan_blob(plan, KN_BLOB_GENERATION_CONFIG, &data, &size) != KN_OK) {
+        kn_generation_config_parse("{}", 2, "<defaults>", NULL, out);
+        return KN_ERR_NOT_FOUND;
+    }
+    char name[512];
+    snprintf(name, sizeof name, "%s:" KN_BLOB_GENERATION_CONFIG, plan_name(plan));
+    return kn_generation_config_parse(data, size, name, d, out);
+}

@@ -6,7 +6,6 @@
 #include "kiln/tokenizer.h"
 
 #include <errno.h>
-#include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -116,14 +115,10 @@ static kn_status add(kn_embed *e, const char *name, const char *path, kn_diag *d
         }
         kn_tokenizer_config_free(c);
     } else {
-        json_error_t err;
-        json_t *root = json_loadb(bytes, len, 0, &err);
-        if (!json_is_object(root)) {
-            kn_diag_add(d, KN_ERROR, "%s:%d:%d: not a JSON object%s%s", path, err.line, err.column,
-                        root ? "" : ": ", root ? "" : err.text);
-            s = KN_ERR_INVALID;
-        }
-        json_decref(root);
+        kn_generation_config g;
+        s = kn_generation_config_parse(bytes, len, path, d, &g);
+        if (s == KN_OK && g.n_eos)
+            snprintf(extra, sizeof extra, ", %u eos id%s", g.n_eos, g.n_eos == 1 ? "" : "s");
     }
     if (s != KN_OK) {
         free(bytes);

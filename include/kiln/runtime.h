@@ -57,6 +57,11 @@ kn_status kn_plan_tokenizer(const kn_graph *plan, const kn_allocator *a, kn_diag
 kn_status kn_plan_tokenizer_config(const kn_graph *plan, const kn_allocator *a, kn_diag *d,
                                    kn_tokenizer_config **out);
 
+/* Parses the embedded KN_BLOB_GENERATION_CONFIG into *out. Returns
+ * KN_ERR_NOT_FOUND (no message; *out holds the defaults) when absent, else
+ * as kn_generation_config_parse. */
+kn_status kn_plan_generation_config(const kn_graph *plan, kn_diag *d, kn_generation_config *out);
+
 #ifdef __cplusplus
 }
 #endif

@@ -100,6 +100,32 @@ const char *kn_tokenizer_config_chat_template(const kn_tokenizer_config *c);
 const char *kn_tokenizer_config_bos_token(const kn_tokenizer_config *c);
 const char *kn_tokenizer_config_eos_token(const kn_tokenizer_config *c);
 
+/* ---- generation_config.json ------------------------------------------------ */
+
+#define KN_GEN_MAX_EOS 16
+
+/* What kiln uses from a Hugging Face generation_config.json. Absent keys
+ * keep transformers' GenerationConfig defaults (shown). */
+typedef struct kn_generation_config {
+    int32_t eos_ids[KN_GEN_MAX_EOS]; /* "eos_token_id": an id or a list of ids */
+    uint32_t n_eos;                  /* 0: none given */
+    int32_t bos_id, pad_id;          /* -1: none */
+    bool do_sample;                  /* false: greedy */
+    float temperature;               /* 1 */
+    uint32_t top_k;                  /* 50 */
+    float top_p;                     /* 1 */
+    float repetition_penalty;        /* 1 */
+    int64_t max_new_tokens;          /* -1: not given */
+    int64_t max_length;              /* -1: not given (prompt + new tokens) */
+} kn_generation_config;
+
+/* Parses `size` bytes of generation_config.json into *out (no allocation
+ * kept). Returns KN_ERR_INVALID (not a JSON object; a key of the wrong
+ * type or out of range, named with the file), KN_ERR_LIMIT (more than
+ * KN_GEN_MAX_EOS eos ids). */
+kn_status kn_generation_config_parse(const void *data, size_t size, const char *name, kn_diag *d,
+                                     kn_generation_config *out);
+
 /* ---- streaming text with stop strings ---------------------------------------- */
 
 /* Turns generated ids into text that is safe to show as it comes: bytes
