@@ -316,6 +316,10 @@ static void test_named_blobs(void **s)
     assert_string_equal(kn_tokenizer_config_bos_token(c), "<|endoftext|>");
     assert_null(kn_tokenizer_config_eos_token(c));
     kn_tokenizer_config_free(c);
+    kn_generation_config gc;
+    assert_int_equal(kn_plan_generation_config(l, d, &gc), KN_ERR_NOT_FOUND);
+    assert_int_equal(gc.n_eos, 0);
+    assert_int_equal(gc.top_k, 50); /* the defaults */
     kn_graph_destroy(l);
     kn_diag_destroy(d);
 
@@ -427,6 +431,10 @@ static void test_named_corrupt(void **s)
     d = kn_diag_create(NULL, stderr);
     assert_int_equal(kn_plan_load_memory(b, n, "ok.plan", NULL, d, &g), KN_OK);
     assert_int_equal(kn_plan_blob_count(g), 3);
+    kn_generation_config gc;
+    assert_int_equal(kn_plan_generation_config(g, d, &gc), KN_OK);
+    assert_int_equal(gc.n_eos, 1);
+    assert_int_equal(gc.eos_ids[0], 2);
     kn_graph_destroy(g);
     kn_diag_destroy(d);
     free(b);
