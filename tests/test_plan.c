@@ -75,7 +75,7 @@ static uint8_t *slurp(const char *path, size_t *n)
 static const kn_plan_named_in small_blobs[] = {
     {"notes.txt", "a named blob of 29 bytes here", 29},
     {"empty", "", 0},
-    {"generation_config.json", "{\"eos_token_id\": 2}", 20},
+    {"generation_config.json", "{\"eos_token_id\": 2}", 19},
 };
 
 static const kn_plan_named_in *blobs;
