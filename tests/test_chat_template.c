@@ -161,6 +161,8 @@ static void test_errors(void **state)
     expect_error("{{ 1 in 2 }}", KN_ERR_INVALID, "'in' needs a string, list or message");
     expect_error("{{ raise_exception('no system role') }}", KN_ERR_INVALID, "offset 18: raise_exception: no system role");
     expect_error("{{ @ }}", KN_ERR_INVALID, "unexpected character '@'");
+    expect_error("{{ 'a\\x4' }}", KN_ERR_INVALID, "offset 5: bad escape in a string literal");
+    expect_error("{{ '\\U00110000' }}", KN_ERR_INVALID, "bad escape");
     /* nesting limits, not a stack overflow */
     char deep[2000];
     strcpy(deep, "{{ ");
@@ -219,6 +221,7 @@ static void test_small_cases(void **state)
         {"{{ 'role' in messages[0] }} {{ messages[0] in messages }} {{ messages[0]|tojson }}",
          "True True {\"role\": \"user\", \"content\": \"hi\"}"},
         {"{# comment #}\n{{ 'a' 'b' }}", "ab"},
+        {"{{ '\\u00e9\\x41\\t|\\q|\\101|\\U0001F600' }}", "\xC3\xA9" "A\t|\\q|A|\xF0\x9F\x98\x80"},
     };
     kn_chat_message m[2] = {{"user", "hi"}, {"assistant", "yo"}};
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {

@@ -94,6 +94,69 @@ static bool push_text(cx *c, size_t start, size_t end, char tag, char mod)
 
 static const char *ops2[] = {"==", "!=", "<=", ">=", "//", "**"};
 
+static int hexval(char ch)
+{
+    return ch >= '0' && ch <= '9' ? ch - '0' : ch >= 'a' && ch <= 'f' ? ch - 'a' + 10 : ch >= 'A' && ch <= 'F' ? ch - 'A' + 10 : -1;
+}
+
+/* One backslash escape of a string literal at s[*i] (the backslash), as
+ * Python's unicode-escape reads it (Jinja's rule): \n \t \r \a \b \f \v
+ * \\ \' \" \ooo \xHH \uHHHH \UHHHHHHHH, backslash-newline dropped, any
+ * other kept with its backslash. Appends UTF-8 to buf; never more bytes
+ * than it consumes. False for a malformed \x/\u/\U or a code point past
+ * U+10FFFF. */
+static bool unescape(const char *s, size_t len, size_t *i, char *buf, size_t *n)
+{
+    char e = s[*i + 1];
+    *i += 2;
+    const char *simple = "ntrabfv\\'\"", *to = "\n\t\r\a\b\f\v\\'\"";
+    const char *hit = strchr(simple, e);
+    if (hit && e) {
+        buf[(*n)++] = to[hit - simple];
+        return true;
+    }
+    if (e == '\n')
+        return true;
+    uint32_t cp = 0;
+    if (e >= '0' && e <= '7') {
+        cp = (uint32_t)(e - '0');
+        for (int k = 0; k < 2 && *i < len && s[*i] >= '0' && s[*i] <= '7'; k++)
+            cp = cp * 8 + (uint32_t)(s[(*i)++] - '0');
+    } else if (e == 'x' || e == 'u' || e == 'U') {
+        int digits = e == 'x' ? 2 : e == 'u' ? 4 : 8;
+        for (int k = 0; k < digits; k++) {
+            int h = *i < len ? hexval(s[*i]) : -1;
+            if (h < 0)
+                return false;
+            cp = cp * 16 + (uint32_t)h;
+            (*i)++;
+        }
+        if (cp > 0x10FFFF)
+            return false;
+    } else {
+        buf[(*n)++] = '\\';
+        buf[(*n)++] = e;
+        return true;
+    }
+    /* UTF-8 (surrogates as their 3-byte forms, like Python's surrogatepass) */
+    if (cp < 0x80) {
+        buf[(*n)++] = (char)cp;
+    } else if (cp < 0x800) {
+        buf[(*n)++] = (char)(0xC0 | cp >> 6);
+        buf[(*n)++] = (char)(0x80 | (cp & 0x3F));
+    } else if (cp < 0x10000) {
+        buf[(*n)++] = (char)(0xE0 | cp >> 12);
+        buf[(*n)++] = (char)(0x80 | (cp >> 6 & 0x3F));
+        buf[(*n)++] = (char)(0x80 | (cp & 0x3F));
+    } else {
+        buf[(*n)++] = (char)(0xF0 | cp >> 18);
+        buf[(*n)++] = (char)(0x80 | (cp >> 12 & 0x3F));
+        buf[(*n)++] = (char)(0x80 | (cp >> 6 & 0x3F));
+        buf[(*n)++] = (char)(0x80 | (cp & 0x3F));
+    }
+    return true;
+}
+
 /* Tokens inside a tag up to its end ("}}", "%}"); returns the offset after
  * the end marker and the whitespace control sign before it. */
 static kn_status lex_tag(cx *c, size_t *p, char close, char *end_mod)
@@ -124,13 +187,9 @@ static kn_status lex_tag(cx *c, size_t *p, char close, char *end_mod)
             size_t n = 0;
             while (i < c->len && s[i] != q) {
                 if (s[i] == '\\' && i + 1 < c->len) {
-                    char e = s[++i];
-                    buf[n++] = e == 'n' ? '\n' : e == 't' ? '\t' : e == 'r' ? '\r' : e == '0' ? '\0' : e;
-                    if (!strchr("ntr0\\'\"", e)) { /* unknown escapes keep their backslash */
-                        buf[n - 1] = '\\';
-                        buf[n++] = e;
-                    }
-                    i++;
+                    size_t at = i;
+                    if (!unescape(s, c->len, &i, buf, &n))
+                        return BAD(c, at, "bad escape in a string literal");
                 } else {
                     buf[n++] = s[i++];
                 }
