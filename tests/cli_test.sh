@@ -209,6 +209,7 @@ expect 0 'tokenizer:   BPE, 1002 ids, 3 special tokens: <\|endoftext\|> \(0\), <
 expect 0 "chat:        template \(15 bytes\), bos '<\|im_start\|>', eos '<\|im_end\|>'" "$KILN" inspect "$TMP/t.plan"
 expect 0 '"tokenizer":\{"model":"BPE","vocab_size":1002,"n_special":3,' flat "$KILN" inspect --json "$TMP/t.plan"
 expect 0 '"has_chat_template":true' flat "$KILN" inspect --json "$TMP/t.plan"
+expect 0 'float32\[1, 1\]  min' "$KILN" run "$TMP/t.plan" --seed 1
 expect 0 'wrote [^;]*nodes\)$' "$KILN" compile "$TOKD/model.onnx" -o "$TMP/t0.plan" --no-tokenizer
 expect 0 '^absent$' sh -c "'$KILN' inspect '$TMP/t0.plan' | grep -q '^embedded' && echo present || echo absent"
 cp "$SRC/tests/tokenizers/gpt2/tokenizer.json" "$TOKD/other/"
