@@ -7,13 +7,20 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* A candidate: its logit next to its id, so that selecting and sorting
+ * read contiguous memory. */
+typedef struct cand {
+    float w;
+    uint32_t id;
+} cand;
+
 struct kn_sampler {
     kn_allocator a;
     kn_sampling p;
     uint32_t vocab;
     uint64_t rng[4]; /* xoshiro256** state */
-    float *work;     /* vocab: logits after NaN -> -inf, penalty, temperature */
-    uint32_t *idx;   /* vocab: candidate ids, best first when cut */
+    float *work;     /* vocab: logits after NaN -> -inf and the penalty */
+    cand *cands;     /* vocab: candidates, best first when cut */
     double *prob;    /* vocab: unnormalised probabilities of the candidates */
     uint8_t *mark;   /* vocab: ids penalised in this call (reset after) */
 };
@@ -88,7 +95,7 @@ kn_status kn_sampler_create(const kn_sampling *p, uint32_t vocab, const kn_alloc
     }
     if (!a)
         a = kn_default_allocator();
-    size_t per_id = sizeof(float) + sizeof(uint32_t) + sizeof(double) + sizeof(uint8_t);
+    size_t per_id = sizeof(double) + sizeof(cand) + sizeof(float) + sizeof(uint8_t);
     if ((size_t)vocab > (SIZE_MAX - 64) / per_id) {
         kn_diag_add(d, KN_ERROR, "sampler: vocabulary of %u ids is too large", (unsigned)vocab);
         return KN_ERR_LIMIT;
@@ -110,9 +117,9 @@ kn_status kn_sampler_create(const kn_sampling *p, uint32_t vocab, const kn_alloc
     s->p = *p;
     s->vocab = vocab;
     s->prob = (double *)block;
-    s->work = (float *)(block + sizeof(double) * vocab);
-    s->idx = (uint32_t *)(block + (sizeof(double) + sizeof(float)) * vocab);
-    s->mark = (uint8_t *)(block + (sizeof(double) + sizeof(float) + sizeof(uint32_t)) * vocab);
+    s->cands = (cand *)(block + sizeof(double) * vocab);
+    s->work = (float *)(block + (sizeof(double) + sizeof(cand)) * vocab);
+    s->mark = (uint8_t *)(block + (sizeof(double) + sizeof(cand) + sizeof(float)) * vocab);
     memset(s->mark, 0, vocab);
     uint64_t x = p->seed;
     for (int i = 0; i < 4; i++)
@@ -130,58 +137,50 @@ void kn_sampler_destroy(kn_sampler *s)
     a.free(a.ctx, s);
 }
 
-/* ---- ordering: larger value first, then lower id ---------------------------- */
+/* ---- ordering: larger logit first, then lower id (a total order) ---------- */
 
-static bool better(const float *w, uint32_t x, uint32_t y) { return w[x] > w[y] || (w[x] == w[y] && x < y); }
+static bool better(cand x, cand y) { return x.w > y.w || (x.w == y.w && x.id < y.id); }
 
-/* Sift-down for a min-heap (by `better`: the root is the worst kept id). */
-static void heap_down(const float *w, uint32_t *h, uint32_t n, uint32_t i)
+static int cmp_best_first(const void *a, const void *b)
+{
+    cand x = *(const cand *)a, y = *(const cand *)b;
+    return better(x, y) ? -1 : better(y, x) ? 1 : 0;
+}
+
+/* Sift-down for a min-heap (the root is the worst kept candidate). */
+static void heap_down(cand *h, uint32_t n, uint32_t i)
 {
     for (;;) {
         uint32_t l = 2 * i + 1, r = l + 1, m = i;
-        if (l < n && better(w, h[m], h[l]))
+        if (l < n && better(h[m], h[l]))
             m = l;
-        if (r < n && better(w, h[m], h[r]))
+        if (r < n && better(h[m], h[r]))
             m = r;
         if (m == i)
             return;
-        uint32_t t = h[i];
+        cand t = h[i];
         h[i] = h[m];
         h[m] = t;
         i = m;
     }
 }
 
-/* Sorts h[0..n) best first: heapsort with the worst id at the root moves
- * the worst to the end each round. O(n log n), no comparator context,
- * deterministic (ties broken by id). */
-static void heap_sort_best_first(const float *w, uint32_t *h, uint32_t n)
-{
-    for (uint32_t i = n / 2; i-- > 0;)
-        heap_down(w, h, n, i);
-    for (uint32_t end = n; end > 1; end--) {
-        uint32_t t = h[0];
-        h[0] = h[end - 1];
-        h[end - 1] = t;
-        heap_down(w, h, end - 1, 0);
-    }
-}
-
-/* The k best ids of w[0..vocab) into idx[0..k), best first: a k-element
- * min-heap over one pass (O(V log k)), then sorted. */
-static void select_top_k(const float *w, uint32_t vocab, uint32_t k, uint32_t *idx)
+/* The k best of w[0..vocab) into c[0..k), best first: a k-element min-heap
+ * over one pass (O(V log k)), then sorted. */
+static void select_top(const float *w, uint32_t vocab, uint32_t k, cand *c)
 {
     for (uint32_t i = 0; i < k; i++)
-        idx[i] = i;
+        c[i] = (cand){w[i], i};
     for (uint32_t i = k / 2; i-- > 0;)
-        heap_down(w, idx, k, i);
+        heap_down(c, k, i);
     for (uint32_t i = k; i < vocab; i++) {
-        if (better(w, i, idx[0])) {
-            idx[0] = i;
-            heap_down(w, idx, k, 0);
+        cand x = {w[i], i};
+        if (better(x, c[0])) {
+            c[0] = x;
+            heap_down(c, k, 0);
         }
     }
-    heap_sort_best_first(w, idx, k);
+    qsort(c, k, sizeof *c, cmp_best_first);
 }
 
 /* ---- pick ------------------------------------------------------------------- */
@@ -220,6 +219,50 @@ static uint32_t argmax(const float *w, uint32_t vocab)
     return best;
 }
 
+/* Top-p without top-k: the candidates that can be in the nucleus, sorted
+ * best first, without sorting the whole vocabulary. With e_i the softmax
+ * numerators and M their sum, any threshold t whose set {e_i >= t} holds
+ * at least top_p * M contains the nucleus (the shortest best-first prefix
+ * reaching top_p * M): everything above the nucleus's last element holds
+ * less. So bisect t (on a mass with a 1e-9 margin for rounding) until the
+ * set is small, then sort only the set. O(V) per step, a few dozen steps
+ * at most. */
+static uint32_t nucleus_candidates(kn_sampler *s, double max, double inv_t, double *mass_out)
+{
+    const float *w = s->work;
+    uint32_t vocab = s->vocab;
+    double *e = s->prob, mass = 0.0;
+    for (uint32_t i = 0; i < vocab; i++)
+        mass += (e[i] = exp(((double)w[i] - max) * inv_t));
+    *mass_out = mass;
+    double need = (double)s->p.top_p * mass * (1.0 + 1e-9);
+    double lo = 0.0, hi = 1.0 + 1e-12; /* {e >= lo} holds `need`; the largest e is 1 */
+    uint32_t n_lo = vocab;
+    /* until the set is small, or t is known within 0.1% (then the set is
+     * the nucleus and the few ids within 0.1% of its last one) */
+    for (int step = 0; step < 64 && n_lo > 1024 && need < mass && hi - lo > 1e-3 * hi; step++) {
+        double mid = 0.5 * (lo + hi), m = 0.0;
+        uint32_t n = 0;
+        for (uint32_t i = 0; i < vocab; i++)
+            if (e[i] >= mid) {
+                m += e[i];
+                n++;
+            }
+        if (m >= need) {
+            lo = mid;
+            n_lo = n;
+        } else {
+            hi = mid;
+        }
+    }
+    uint32_t n = 0;
+    for (uint32_t i = 0; i < vocab; i++)
+        if (e[i] >= lo)
+            s->cands[n++] = (cand){w[i], i};
+    qsort(s->cands, n, sizeof *s->cands, cmp_best_first);
+    return n;
+}
+
 int64_t kn_sampler_pick(kn_sampler *s, const float *logits, const int64_t *context, uint32_t n_context)
 {
     if (!s || !logits)
@@ -235,32 +278,33 @@ int64_t kn_sampler_pick(kn_sampler *s, const float *logits, const int64_t *conte
     double inv_t = 1.0 / (double)s->p.temperature;
     if (!isfinite(inv_t) || inv_t > 1e30)
         return best; /* a temperature so small it is greedy */
+    double max = (double)w[best];
     bool cut_p = s->p.top_p > 0.0f && s->p.top_p < 1.0f;
-    uint32_t n = vocab;
-    bool sorted = false;
+    cand *c = s->cands;
+    uint32_t n;
+    double mass = 0.0; /* top-p alone: the softmax mass of the whole vocabulary */
     if (s->p.top_k > 0 && s->p.top_k < vocab) {
         n = s->p.top_k;
-        select_top_k(w, vocab, n, s->idx);
-        sorted = true;
+        select_top(w, vocab, n, c);
+    } else if (cut_p) {
+        n = nucleus_candidates(s, max, inv_t, &mass);
     } else {
+        n = vocab;
         for (uint32_t i = 0; i < vocab; i++)
-            s->idx[i] = i;
-        if (cut_p) {
-            heap_sort_best_first(w, s->idx, vocab);
-            sorted = true;
-        }
+            c[i] = (cand){w[i], i};
     }
     /* Softmax of (w - max) / T over the candidates, in double. */
-    double max = (double)w[best], total = 0.0;
+    double total = 0.0;
     for (uint32_t i = 0; i < n; i++) {
-        double e = exp(((double)w[s->idx[i]] - max) * inv_t);
+        double e = exp(((double)c[i].w - max) * inv_t);
         s->prob[i] = e;
         total += e;
     }
-    if (cut_p && sorted) {
-        /* Nucleus: the shortest best-first prefix whose mass reaches top_p
-         * (at least one id). */
-        double want = (double)s->p.top_p * total, cum = 0.0;
+    if (cut_p) {
+        /* Nucleus: the shortest best-first prefix whose share of the mass
+         * (of the top-k when cut, else of everything) reaches top_p; at
+         * least one id. */
+        double want = (double)s->p.top_p * (mass > 0.0 ? mass : total), cum = 0.0;
         uint32_t keep = 0;
         while (keep < n) {
             cum += s->prob[keep++];
@@ -271,14 +315,14 @@ int64_t kn_sampler_pick(kn_sampler *s, const float *logits, const int64_t *conte
         total = cum;
     }
     double r = uniform01(s->rng) * total, cum = 0.0;
-    uint32_t last = s->idx[0];
+    uint32_t last = c[0].id;
     for (uint32_t i = 0; i < n; i++) {
         if (s->prob[i] <= 0.0)
             continue;
-        last = s->idx[i];
+        last = c[i].id;
         cum += s->prob[i];
         if (r < cum)
-            return s->idx[i];
+            return c[i].id;
     }
     return last; /* rounding left r at the very top: the last id with mass */
 }

@@ -10,6 +10,7 @@
 
 #include <math.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "kiln/kiln.h"
@@ -174,6 +175,71 @@ static void test_frequencies(void **state)
     p.temperature = 1.0f;
     p.seed = 99;
     check_freq(&p, nl, 4, half, 4000);
+}
+
+/* Top-p alone over a larger vocabulary (the bisection path): every draw
+ * lies in the nucleus computed by a full sort, and draws reach most of it. */
+static const float *ref_w;
+static int ref_cmp(const void *a, const void *b)
+{
+    uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
+    if (ref_w[x] != ref_w[y])
+        return ref_w[x] > ref_w[y] ? -1 : 1;
+    return x < y ? -1 : 1;
+}
+
+static void test_nucleus_large(void **state)
+{
+    (void)state;
+    enum { V = 3000 };
+    static float l[V];
+    static uint32_t order[V];
+    static uint8_t in[V], seen[V];
+    fill(l, V, 11);
+    for (uint32_t i = 0; i < V; i++)
+        l[i] *= 0.6f; /* logits in [-6, 6), many ties */
+    const float ps[] = {0.05f, 0.3f, 0.7f, 0.95f};
+    for (size_t k = 0; k < sizeof ps / sizeof *ps; k++) {
+        double mx = -INFINITY, total = 0;
+        for (uint32_t i = 0; i < V; i++)
+            mx = fmax(mx, (double)l[i]);
+        for (uint32_t i = 0; i < V; i++) {
+            order[i] = i;
+            total += exp((double)l[i] - mx);
+        }
+        ref_w = l;
+        qsort(order, V, sizeof *order, ref_cmp);
+        memset(in, 0, sizeof in);
+        memset(seen, 0, sizeof seen);
+        double cum = 0;
+        uint32_t n_in = 0;
+        for (uint32_t i = 0; i < V; i++) {
+            in[order[i]] = 1;
+            n_in++;
+            cum += exp((double)l[order[i]] - mx);
+            if (cum >= (double)ps[k] * total)
+                break;
+        }
+        kn_sampling p;
+        kn_sampling_defaults(&p);
+        p.temperature = 1.0f;
+        p.top_p = ps[k];
+        p.seed = 5 + k;
+        kn_sampler *s = make(&p, V);
+        uint32_t distinct = 0;
+        for (int i = 0; i < 20000; i++) {
+            int64_t id = kn_sampler_pick(s, l, NULL, 0);
+            assert_true(id >= 0 && id < V);
+            if (!in[id])
+                fail_msg("top_p %g: drew id %lld outside the nucleus of %u", (double)ps[k], (long long)id, n_in);
+            distinct += !seen[id];
+            seen[id] = 1;
+        }
+        if (n_in <= 300)
+            assert_true(distinct >= n_in * 9 / 10);
+        assert_true(distinct > 0);
+        kn_sampler_destroy(s);
+    }
 }
 
 static void test_nan_and_inf(void **state)
@@ -368,6 +434,7 @@ int main(void)
         cmocka_unit_test(test_frequencies),   cmocka_unit_test(test_nan_and_inf),
         cmocka_unit_test(test_repetition_penalty), cmocka_unit_test(test_seeds),
         cmocka_unit_test(test_bad_parameters), cmocka_unit_test(test_alloc_failures),
+        cmocka_unit_test(test_nucleus_large),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
