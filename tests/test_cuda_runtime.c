@@ -272,7 +272,9 @@ static kn_status build_plan(model_fn fn, enum images im, uint32_t keep, const ch
         keep_images(&prog, keep);
     snprintf(path, n, "%s/%s", tmpdir, name);
     if (s == KN_OK) {
-        kn_plan_options o = {"--target cuda", "cuda", &prog};
+        /* a named blob too: the CUDA sections are read past it */
+        static const kn_plan_named_in blob = {"tokenizer_config.json", "{}", 2};
+        kn_plan_options o = {"--target cuda", "cuda", &prog, &blob, 1};
         assert_int_equal(kn_plan_write(g, &o, path, d), KN_OK);
     }
     kn_cu_program_free(&prog);
@@ -599,6 +601,8 @@ static void test_read_failing_allocator(void **state)
     kn_diag *d = kn_diag_create(NULL, NULL);
     kn_graph *g = NULL;
     assert_int_equal(kn_plan_load(path, NULL, d, &g), KN_OK);
+    assert_int_equal(kn_plan_blob_count(g), 1);
+    assert_true(kn_cuda_plan_has_code(g));
     int failures = 0;
     for (long n = 1;; n++) {
         mb_counter c;
@@ -637,7 +641,7 @@ static void test_random_corruption(void **state)
     assert_non_null(p);
     assert_int_equal(read_cuda(good, n, NULL), KN_OK);
     uint64_t lo = UINT64_MAX, hi = 0;
-    for (int k = KN_SEC_CU_KERNELS; k < KN_SEC_COUNT; k++) {
+    for (int k = KN_SEC_CU_KERNELS; k < KN_SEC_CU_END; k++) {
         if (k == KN_SEC_CU_BLOBS)
             continue; /* image bytes: nothing to check there */
         uint64_t off, size;

@@ -24,16 +24,25 @@ void kn_sampling_defaults(kn_sampling *p);
 
 typedef struct kn_sampler kn_sampler;
 
-/* A sampler over a vocabulary of `vocab` ids (its own RNG state and
- * scratch). KN_ERR_INVALID for bad parameters (negative top_p, NaN
- * temperature, vocab 0), with a message. */
+/* A sampler over a vocabulary of `vocab` ids (its own RNG state, seeded
+ * from p->seed with splitmix64 into xoshiro256**, and scratch of about 17
+ * bytes per id). `a` may be NULL (malloc). On success *out is the caller's,
+ * freed with kn_sampler_destroy. KN_ERR_INVALID for bad parameters
+ * (negative or NaN top_p, NaN/inf temperature, negative/NaN/inf
+ * repetition_penalty, vocab 0, NULL p or out), KN_ERR_LIMIT (vocab too
+ * large for size_t), KN_ERR_NOMEM; each with a message in `d`, *out NULL. */
 kn_status kn_sampler_create(const kn_sampling *p, uint32_t vocab, const kn_allocator *a, kn_diag *d,
                             kn_sampler **out);
 void kn_sampler_destroy(kn_sampler *s);
 
 /* Picks the next id from `logits` (vocab floats; NaN counts as -inf).
  * `context`/`n_context`: ids so far, for the repetition penalty (may be
- * NULL/0). Logits are not modified. */
+ * NULL/0; applied once per distinct id, ids out of range ignored). Logits
+ * are not modified. Order (as Hugging Face's): repetition penalty,
+ * temperature, top-k, top-p, then a draw from the softmax of what is left.
+ * When every logit is -inf/NaN, or some are +inf, the greedy answer is
+ * returned (lowest id among the largest). Returns -1 only when `s` or
+ * `logits` is NULL. Not thread-safe per sampler (it owns RNG state). */
 int64_t kn_sampler_pick(kn_sampler *s, const float *logits, const int64_t *context, uint32_t n_context);
 
 #ifdef __cplusplus
