@@ -1,0 +1,110 @@
+/* AWQ: activation-aware per-input-channel scaling before round-to-nearest,
+ * the scale exponent searched on the calibration statistics
+ * (kiln/quant.h, docs/quantization.md). */
+#include "quant/quant_internal.h"
+#include "ir/arena.h"
+
+#include <math.h>
+#include <string.h>
+
+double kn_quant_layer_error(const float *w, const float *w_hat, uint32_t n_out, uint32_t n_in, const double *h)
+{
+    double total = 0;
+    for (uint32_t r = 0; r < n_out; r++) {
+        const float *a = w + (size_t)r * n_in, *b = w_hat + (size_t)r * n_in;
+        for (uint32_t i = 0; i < n_in; i++) {
+            double di = (double)a[i] - b[i];
+            if (di == 0)
+                continue;
+            const double *hi = h + (size_t)i * n_in;
+            double s = 0;
+            for (uint32_t j = 0; j < n_in; j++)
+                s += hi[j] * ((double)a[j] - b[j]);
+            total += di * s;
+        }
+    }
+    return total;
+}
+
+/* s = mean_abs^alpha (at least 1e-4), normalised to max(s) * min(s) = 1. */
+static void awq_scales(const float *mean_abs, uint32_t n, double alpha, float *s)
+{
+    double mx = 0, mn = INFINITY;
+    for (uint32_t i = 0; i < n; i++) {
+        double v = pow(fmax((double)mean_abs[i], 1e-30), alpha);
+        v = fmax(v, 1e-4);
+        s[i] = (float)v;
+        mx = fmax(mx, s[i]);
+        mn = fmin(mn, s[i]);
+    }
+    double norm = sqrt(mx * mn);
+    for (uint32_t i = 0; i < n; i++)
+        s[i] = (float)(s[i] / norm);
+}
+
+/* RTN of W diag(s) into *q, and q->deq divided back by s. */
+static kn_status scaled_rtn(const float *w, uint32_t n_out, uint32_t n_in, const float *s, const kn_qscheme *sc,
+                            float *ws, const kn_allocator *a, kn_diag *d, kn_qweights *q)
+{
+    for (uint32_t r = 0; r < n_out; r++)
+        for (uint32_t c = 0; c < n_in; c++)
+            ws[(size_t)r * n_in + c] = w[(size_t)r * n_in + c] * s[c];
+    KN_TRY(kn_quant_rtn(ws, n_out, n_in, sc, a, d, q));
+    for (uint32_t r = 0; r < n_out; r++)
+        for (uint32_t c = 0; c < n_in; c++)
+            q->deq[(size_t)r * n_in + c] /= s[c];
+    return KN_OK;
+}
+
+kn_status kn_quant_awq(const float *w, uint32_t n_out, uint32_t n_in, const float *mean_abs, const double *h,
+                       const kn_qscheme *sc, const kn_awq_opts *o, const kn_allocator *a, kn_diag *d,
+                       kn_qweights *out, double *alpha_out, double *err_out)
+{
+    memset(out, 0, sizeof *out);
+    if (n_out == 0 || n_in == 0) {
+        kn_diag_add(d, KN_ERROR, "awq: empty weight (%u x %u)", n_out, n_in);
+        return KN_ERR_INVALID;
+    }
+    if (!kn_quant_finite(w, (size_t)n_out * n_in, "awq: weight", d) ||
+        !kn_quant_finite(mean_abs, n_in, "awq: mean |x|", d))
+        return KN_ERR_INVALID;
+    for (size_t i = 0; i < (size_t)n_in * n_in; i++)
+        if (!isfinite(h[i])) {
+            kn_diag_add(d, KN_ERROR, "awq: XᵀX element %zu is not finite", i);
+            return KN_ERR_INVALID;
+        }
+    uint32_t n_grid = o && o->n_grid ? o->n_grid : 20;
+    float *s = kn_mem_alloc(a, (size_t)n_in * sizeof *s);
+    float *ws = kn_mem_alloc(a, (size_t)n_out * n_in * sizeof *ws);
+    kn_status st = s && ws ? KN_OK : KN_ERR_NOMEM;
+    double best_err = INFINITY, best_alpha = 0;
+    for (uint32_t i = 0; i < n_grid && st == KN_OK; i++) {
+        double alpha = n_grid > 1 ? (double)i / (n_grid - 1) : 0;
+        kn_qweights q;
+        awq_scales(mean_abs, n_in, alpha, s);
+        st = scaled_rtn(w, n_out, n_in, s, sc, ws, a, d, &q);
+        if (st != KN_OK)
+            break;
+        double e = kn_quant_layer_error(w, q.deq, n_out, n_in, h);
+        if (e < best_err) {
+            best_err = e;
+            best_alpha = alpha;
+        }
+        kn_qweights_free(&q);
+    }
+    if (st == KN_OK) {
+        awq_scales(mean_abs, n_in, best_alpha, s);
+        st = scaled_rtn(w, n_out, n_in, s, sc, ws, a, d, out);
+    }
+    if (st == KN_OK) {
+        out->in_scale = s;
+        s = NULL;
+        if (alpha_out)
+            *alpha_out = best_alpha;
+        if (err_out)
+            *err_out = best_err;
+    }
+    kn_mem_free(a, s);
+    kn_mem_free(a, ws);
+    return st;
+}
