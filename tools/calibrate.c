@@ -196,8 +196,14 @@ static kn_status load_folder(const kn_graph *g, const char *folder, kn_diag *d, 
         if (!is_file(path))
             snprintf(path, sizeof path, "%s/input_%u.pb", folder, k);
         if (!is_file(path)) {
-            kn_diag_add(d, KN_ERROR, "calibrate: %s: no file for input '%s' (%s.npy, %s.pb or input_%u.pb)", folder,
-                        v->name, sn, sn, k);
+            char alt[32];
+            snprintf(alt, sizeof alt, "input_%u", k);
+            if (strcmp(sn, alt) == 0)
+                kn_diag_add(d, KN_ERROR, "calibrate: %s: no file for input '%s' (%s.npy or %s.pb)", folder, v->name,
+                            sn, sn);
+            else
+                kn_diag_add(d, KN_ERROR, "calibrate: %s: no file for input '%s' (%s.npy, %s.pb or input_%u.pb)",
+                            folder, v->name, sn, sn, k);
             return KN_ERR_INVALID;
         }
         KN_TRY(kn_tensor_read(path, NULL, d, &ins[k], NULL));
@@ -387,7 +393,7 @@ int kn_cmd_calibrate(int argc, char **argv)
     }
     if (s == KN_OK)
         s = kn_calib_create(g, &co, d, &c);
-    progress pr = {quiet, isatty(fileno(stderr)) != 0, 1, kn_calib_two_pass(c ? c : NULL) ? 2 : 1, 0, 0, {0}};
+    progress pr = {quiet, isatty(fileno(stderr)) != 0, 1, c && kn_calib_two_pass(c) ? 2 : 1, 0, 0, {0}};
     if (s == KN_OK)
         s = run_pass(c, &fs, 1, max_samples, &pr, d);
     if (s == KN_OK && kn_calib_two_pass(c)) {
