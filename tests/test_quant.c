@@ -11,6 +11,7 @@
 #include "kiln/quant.h"
 #include "model_builder.h"
 #include "quant/calib.h"
+#include "tools/calib_table.h"
 #include "tools/tensor_io.h"
 
 #include <math.h>
@@ -375,6 +376,52 @@ static void entropy_and_percentile(void **state)
     assert_false(kn_calib_method_parse("kl", &m));
 }
 
+/* The table written and read back: the same figures; a side file that
+ * does not match is refused. */
+static void table_round_trip(mb *b, const kn_calib *c)
+{
+    char *dir = mb_tempdir(b), *json = mb_path(b, dir, "t.json"), *side = mb_path(b, dir, "t.xtx.bin");
+    kn_diag *d = kn_diag_create(NULL, NULL);
+    assert_int_equal(kn_calib_table_write(c, "/x/model.onnx", json, d), KN_OK);
+    kn_calib_table *t;
+    assert_int_equal(kn_calib_table_read(json, d, &t), KN_OK);
+    assert_int_equal(t->method, KN_CALIB_ENTROPY);
+    assert_int_equal(t->n_samples, 2);
+    assert_int_equal(t->n_tensors, 3);
+    const kn_calib_table_tensor *tx = kn_calib_table_tensor_find(t, "x");
+    assert_non_null(tx);
+    assert_float_equal(tx->amax, c->tensors[0].amax, 0);
+    assert_float_equal(tx->min, -3, 0);
+    const kn_calib_table_input *in = kn_calib_table_input_find(t, "x");
+    assert_non_null(in);
+    assert_int_equal(in->k, 4);
+    assert_int_equal(in->rows, 4);
+    assert_non_null(in->xtx);
+    assert_memory_equal(in->xtx, c->inputs[0].xtx, 16 * sizeof(double));
+    for (int k = 0; k < 4; k++)
+        assert_float_equal(in->mean_abs[k], c->inputs[0].sum_abs[k] / 4, 1e-15);
+    assert_int_equal(t->n_layers, 1);
+    assert_string_equal(t->layers[0].node, "mm");
+    assert_string_equal(t->layers[0].weight, "w");
+    assert_false(t->layers[0].weight_nk);
+    kn_calib_table_free(t);
+    /* one byte of the side file changed */
+    FILE *f = fopen(side, "r+b");
+    assert_non_null(f);
+    fseek(f, 70, SEEK_SET);
+    fputc(0x55, f);
+    fclose(f);
+    assert_int_equal(kn_calib_table_read(json, d, &t), KN_ERR_INVALID);
+    assert_true(mb_diag_has(d, KN_ERROR, "t.xtx.bin does not match the table"));
+    remove(side);
+    assert_int_equal(kn_calib_table_read(json, d, &t), KN_ERR_IO);
+    assert_true(mb_diag_has(d, KN_ERROR, "cannot be opened"));
+    mb_write(b, dir, "bad.json", "{\"format\": \"onnx\"}", 18);
+    assert_int_equal(kn_calib_table_read(mb_path(b, dir, "bad.json"), d, &t), KN_ERR_INVALID);
+    assert_true(mb_diag_has(d, KN_ERROR, "bad.json: not a valid kiln calibration table"));
+    kn_diag_destroy(d);
+}
+
 /* x[batch,4] → MatMul w[4,3] → h → Relu → y: ranges, histograms and the
  * linear input's statistics over two samples. */
 static void collector_on_graph(void **state)
@@ -451,6 +498,8 @@ static void collector_on_graph(void **state)
                 assert_float_equal(in->xtx[k * 4 + j], s, 1e-12);
             }
         }
+        if (method == KN_CALIB_ENTROPY)
+            table_round_trip(b, c);
         kn_calib_destroy(c);
     }
     /* a bad option */
