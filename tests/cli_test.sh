@@ -226,7 +226,9 @@ expect 1 "unknown or incomplete option '--frob'" "$KILN" calibrate "$MLP/model.o
 expect 1 "error: calibrate: --data $TMP/none: No such file" "$KILN" calibrate "$MLP/model.onnx" --data "$TMP/none" -o "$TMP/x.json"
 expect 1 "test_data_set_0/input_0.pb: input 'input:0' is float32\[1, 16\], the file holds float32\[1, 25, 96\]" \
     "$KILN" calibrate "$MLP/model.onnx" --data "$SRC/samples/hello_deepa" -o "$TMP/x.json"
-mkdir -p "$TMP/empty"
+mkdir -p "$TMP/empty" "$TMP/misnamed"
+cp "$MLP/calib/input_0.npy" "$TMP/misnamed/x.npy"
+expect 1 "note: the model's inputs are 'input:0'; the folder holds: x.npy" "$KILN" calibrate "$MLP/model.onnx" --data "$TMP/misnamed" -o "$TMP/x.json"
 expect 1 "no file for input 'input:0' \(input_0.npy or input_0.pb\)" "$KILN" calibrate "$MLP/model.onnx" --data "$TMP/empty" -o "$TMP/x.json"
 expect 1 'not a regular file' "$KILN" calibrate "$MLP/model.onnx" --data "$MLP/calib" -o "$TMP"
 expect 0 '' test ! -e "$TMP/x.json"

@@ -512,6 +512,46 @@ static void collector_on_graph(void **state)
     mb_free(b);
 }
 
+/* Every allocation failing in turn: KN_ERR_NOMEM, nothing leaked; then
+ * success with the same result. */
+static void survives_failing_allocations(void **state)
+{
+    (void)state;
+    enum { R = 6, C = 12, N = 30 };
+    float w[R * C], x[N * C], mean_abs[C] = {0};
+    uint64_t seed = 5;
+    for (int i = 0; i < R * C; i++)
+        w[i] = (float)normal(&seed);
+    for (int i = 0; i < N * C; i++) {
+        x[i] = (float)normal(&seed);
+        mean_abs[i % C] += fabsf(x[i]) / N;
+    }
+    double *h = gram(x, N, C);
+    kn_qscheme s = {4, 4, false};
+    for (int algo = 0; algo < 3; algo++) {
+        long n_ok = 0;
+        for (long fail_at = 1;; fail_at++) {
+            mb_counter c;
+            mb_counter_init(&c);
+            c.fail_at = fail_at;
+            kn_qweights q;
+            kn_status st = algo == 0   ? kn_quant_rtn(w, R, C, &s, &c.a, NULL, &q)
+                           : algo == 1 ? kn_quant_gptq(w, R, C, h, &s, NULL, &c.a, NULL, &q)
+                                       : kn_quant_awq(w, R, C, mean_abs, h, &s, NULL, &c.a, NULL, &q, NULL, NULL);
+            if (st == KN_OK) {
+                kn_qweights_free(&q);
+                assert_int_equal(c.live, 0);
+                n_ok = fail_at;
+                break;
+            }
+            assert_int_equal(st, KN_ERR_NOMEM);
+            assert_int_equal(c.live, 0);
+        }
+        assert_true(n_ok > 1);
+    }
+    free(h);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -525,6 +565,7 @@ int main(void)
         cmocka_unit_test(awq_beats_rtn_on_outliers),
         cmocka_unit_test(entropy_and_percentile),
         cmocka_unit_test(collector_on_graph),
+        cmocka_unit_test(survives_failing_allocations),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

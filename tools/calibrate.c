@@ -181,6 +181,32 @@ static bool fits(const kn_value *v, const kn_rt_tensor *t, int64_t *batch)
     return true;
 }
 
+/* A note after a missing input: the model's inputs and the tensor files
+ * the folder holds, so a misnamed file is easy to spot. */
+static void list_inputs(const kn_graph *g, const char *folder, kn_diag *d)
+{
+    char buf[1024];
+    size_t n = 0;
+    for (uint32_t k = 0; k < g->n_inputs && n < sizeof buf - 64; k++)
+        n += (size_t)snprintf(buf + n, sizeof buf - n, "%s'%s'", k ? ", " : "", g->values[g->inputs[k]].name);
+    n += (size_t)snprintf(buf + n, sizeof buf - n, "; the folder holds:");
+    DIR *dp = opendir(folder);
+    struct dirent *e;
+    int files = 0;
+    while (dp && (e = readdir(dp)) && n < sizeof buf - 64) {
+        size_t L = strlen(e->d_name);
+        if ((L > 4 && strcmp(e->d_name + L - 4, ".npy") == 0) || (L > 3 && strcmp(e->d_name + L - 3, ".pb") == 0)) {
+            n += (size_t)snprintf(buf + n, sizeof buf - n, " %s", e->d_name);
+            files++;
+        }
+    }
+    if (dp)
+        closedir(dp);
+    if (!files)
+        snprintf(buf + n, sizeof buf - n, " no .npy or .pb files");
+    kn_diag_add(d, KN_NOTE, "the model's inputs are %s", buf);
+}
+
 /* Reads one folder's tensors, one per graph input: ins[k] (owned). *batch:
  * 0 for one sample, else the leading axis every input shares. */
 static kn_status load_folder(const kn_graph *g, const char *folder, kn_diag *d, kn_rt_tensor **ins, int64_t *batch)
@@ -204,6 +230,7 @@ static kn_status load_folder(const kn_graph *g, const char *folder, kn_diag *d, 
             else
                 kn_diag_add(d, KN_ERROR, "calibrate: %s: no file for input '%s' (%s.npy, %s.pb or input_%u.pb)",
                             folder, v->name, sn, sn, k);
+            list_inputs(g, folder, d);
             return KN_ERR_INVALID;
         }
         KN_TRY(kn_tensor_read(path, NULL, d, &ins[k], NULL));
@@ -379,6 +406,12 @@ int kn_cmd_calibrate(int argc, char **argv)
     kn_calib *c = NULL;
     folders fs = {0};
     kn_status s = kn_check_output_path(out, d);
+    char *side = kn_calib_side_path(out);
+    if (!side)
+        s = KN_ERR_NOMEM;
+    if (s == KN_OK)
+        s = kn_check_output_path(side, d);
+    free(side);
     if (s == KN_OK)
         s = list_folders(data, d, &fs);
     if (s == KN_OK)
