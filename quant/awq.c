@@ -7,9 +7,41 @@
 #include <math.h>
 #include <string.h>
 
+/* Rows are taken 8 at a time so each row of H is read once per 8 rows,
+ * and only H's upper triangle is read: ΔᵀHΔ = Σ_k Δ_k (H_kk Δ_k + 2 Σ_{j>k} H_kj Δ_j). */
 double kn_quant_layer_error(const float *w, const float *w_hat, uint32_t n_out, uint32_t n_in, const double *h)
 {
-    double total = 0;
+    enum { RB = 8 };
+    double total = 0, dt_stack[RB * 512];
+    double *dt = n_in <= 512 ? dt_stack : kn_mem_alloc(NULL, (size_t)n_in * RB * sizeof *dt);
+    bool slow = dt == NULL;
+    for (uint32_t r0 = 0; r0 < n_out && !slow; r0 += RB) {
+        uint32_t nb = n_out - r0 < RB ? n_out - r0 : RB;
+        /* dt[j][b]: row r0 + b's difference at column j (0 past the last row) */
+        for (uint32_t j = 0; j < n_in; j++)
+            for (uint32_t b = 0; b < RB; b++)
+                dt[(size_t)j * RB + b] =
+                    b < nb ? (double)w[(size_t)(r0 + b) * n_in + j] - w_hat[(size_t)(r0 + b) * n_in + j] : 0;
+        for (uint32_t k = 0; k < n_in; k++) {
+            const double *hk = h + (size_t)k * n_in, *dk = dt + (size_t)k * RB;
+            double acc[RB];
+            for (uint32_t b = 0; b < RB; b++)
+                acc[b] = 0.5 * hk[k] * dk[b];
+            for (uint32_t j = k + 1; j < n_in; j++) {
+                double hkj = hk[j];
+                const double *dj = dt + (size_t)j * RB;
+                for (uint32_t b = 0; b < RB; b++)
+                    acc[b] += hkj * dj[b];
+            }
+            for (uint32_t b = 0; b < RB; b++)
+                total += 2 * dk[b] * acc[b];
+        }
+    }
+    if (dt != dt_stack)
+        kn_mem_free(NULL, dt);
+    if (!slow)
+        return total;
+    /* no memory for the blocked form: one row at a time */
     for (uint32_t r = 0; r < n_out; r++) {
         const float *a = w + (size_t)r * n_in, *b = w_hat + (size_t)r * n_in;
         for (uint32_t i = 0; i < n_in; i++) {

@@ -8,63 +8,78 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* Σ a[k] b[k], k < n, in four interleaved partial sums (a fixed order:
+ * deterministic, and not one long dependency chain). */
+static double dot(const double *a, const double *b, uint32_t n)
+{
+    double s0 = 0, s1 = 0, s2 = 0, s3 = 0;
+    uint32_t k = 0;
+    for (; k + 4 <= n; k += 4) {
+        s0 += a[k] * b[k];
+        s1 += a[k + 1] * b[k + 1];
+        s2 += a[k + 2] * b[k + 2];
+        s3 += a[k + 3] * b[k + 3];
+    }
+    for (; k < n; k++)
+        s0 += a[k] * b[k];
+    return (s0 + s1) + (s2 + s3);
+}
+
 /* In-place lower Cholesky factor of the n x n symmetric a (upper triangle
  * zeroed). False when a is not positive definite. */
 static bool cholesky(double *a, uint32_t n)
 {
     for (uint32_t j = 0; j < n; j++) {
-        double s = a[(size_t)j * n + j];
-        for (uint32_t k = 0; k < j; k++)
-            s -= a[(size_t)j * n + k] * a[(size_t)j * n + k];
+        double *aj = a + (size_t)j * n;
+        double s = aj[j] - dot(aj, aj, j);
         if (!(s > 0) || !isfinite(s))
             return false;
         double ljj = sqrt(s);
-        a[(size_t)j * n + j] = ljj;
+        aj[j] = ljj;
         for (uint32_t i = j + 1; i < n; i++) {
-            double t = a[(size_t)i * n + j];
-            for (uint32_t k = 0; k < j; k++)
-                t -= a[(size_t)i * n + k] * a[(size_t)j * n + k];
-            a[(size_t)i * n + j] = t / ljj;
+            double *ai = a + (size_t)i * n;
+            ai[j] = (ai[j] - dot(ai, aj, j)) / ljj;
         }
-        for (uint32_t i = 0; i < j; i++)
-            a[(size_t)i * n + j] = 0;
     }
+    for (uint32_t i = 0; i < n; i++)
+        memset(a + (size_t)i * n + i + 1, 0, (size_t)(n - 1 - i) * sizeof *a);
     return true;
 }
 
-/* The upper factor U of H^-1 = Uᵀ U, from H's lower Cholesky factor l
- * (overwritten with U): H^-1 = L^-ᵀ L^-1, then factorised again, as the
- * GPTQ paper does. False when the inverse is not positive definite in
- * floating point. */
-static bool inverse_upper_factor(double *l, double *tmp, uint32_t n)
+/* U, the upper Cholesky factor of H^-1 (H^-1 = Uᵀ U), into h (H is
+ * overwritten; tmp holds n x n). With J the reversal, J H J = L Lᵀ gives
+ * H = R Rᵀ with R = J L J upper triangular, so H^-1 = R^-ᵀ R^-1 and U =
+ * R^-1 = J L^-1 J: one Cholesky and one triangular inverse (the GPTQ
+ * paper's inverse-then-Cholesky gives the same U up to rounding). False
+ * when H is not positive definite in floating point. */
+static bool inverse_upper_factor(double *h, double *tmp, uint32_t n)
 {
-    /* tmp = L^-1 (lower triangular), column by column */
-    memset(tmp, 0, (size_t)n * n * sizeof *tmp);
-    for (uint32_t c = 0; c < n; c++) {
-        tmp[(size_t)c * n + c] = 1.0 / l[(size_t)c * n + c];
-        for (uint32_t i = c + 1; i < n; i++) {
-            double s = 0;
-            for (uint32_t k = c; k < i; k++)
-                s += l[(size_t)i * n + k] * tmp[(size_t)k * n + c];
-            tmp[(size_t)i * n + c] = -s / l[(size_t)i * n + i];
-        }
-    }
-    /* l = (L^-1)ᵀ L^-1 = H^-1 */
     for (uint32_t i = 0; i < n; i++)
-        for (uint32_t j = 0; j <= i; j++) {
-            double s = 0;
-            for (uint32_t k = i; k < n; k++)
-                s += tmp[(size_t)k * n + i] * tmp[(size_t)k * n + j];
-            l[(size_t)i * n + j] = l[(size_t)j * n + i] = s;
-        }
-    if (!cholesky(l, n))
+        for (uint32_t j = 0; j < n; j++)
+            tmp[(size_t)(n - 1 - i) * n + (n - 1 - j)] = h[(size_t)i * n + j];
+    if (!cholesky(tmp, n))
         return false;
-    /* U = Lᵀ */
-    for (uint32_t i = 0; i < n; i++)
-        for (uint32_t j = i + 1; j < n; j++) {
-            l[(size_t)i * n + j] = l[(size_t)j * n + i];
-            l[(size_t)j * n + i] = 0;
+    /* h = L^-1 (lower triangular), row by row: row i of L L^-1 = e_i */
+    memset(h, 0, (size_t)n * n * sizeof *h);
+    for (uint32_t i = 0; i < n; i++) {
+        double *hi = h + (size_t)i * n;
+        const double *li = tmp + (size_t)i * n;
+        hi[i] = 1;
+        for (uint32_t k = 0; k < i; k++) {
+            double a = li[k];
+            const double *hk = h + (size_t)k * n;
+            for (uint32_t j = 0; j <= k; j++)
+                hi[j] -= a * hk[j];
         }
+        double inv = 1.0 / li[i];
+        for (uint32_t j = 0; j <= i; j++)
+            hi[j] *= inv;
+    }
+    /* U = J L^-1 J */
+    for (uint32_t i = 0; i < n; i++)
+        for (uint32_t j = 0; j < n; j++)
+            tmp[(size_t)(n - 1 - i) * n + (n - 1 - j)] = h[(size_t)i * n + j];
+    memcpy(h, tmp, (size_t)n * n * sizeof *h);
     return true;
 }
 
@@ -162,7 +177,7 @@ kn_status kn_quant_gptq(const float *w_in, uint32_t n_out, uint32_t n_in, const 
     mean_diag /= n;
     for (uint32_t i = 0; i < n; i++)
         h[(size_t)i * n + i] += percdamp * mean_diag;
-    if (!cholesky(h, n) || !inverse_upper_factor(h, tmp, n)) {
+    if (!inverse_upper_factor(h, tmp, n)) {
         kn_diag_add(d, KN_ERROR,
                     "gptq: the Hessian (%u x %u) is not positive definite after dampening by %g of its mean "
                     "diagonal; use more calibration data or a larger percdamp",
