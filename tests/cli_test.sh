@@ -201,7 +201,7 @@ expect 0 '"fuse-act":\{"ran":false,"nodes":0' flat cat "$TMP/l1.json"
 MLP=$SRC/tests/data/quant/mlp
 expect 0 'calibrate MODEL.onnx' "$KILN" --help
 expect 0 '^usage: kiln calibrate' "$KILN" calibrate --help
-expect 0 "wrote $TMP/c.json \(entropy, 8 samples, 4 tensors, 2 linear layers\)" \
+expect 0 "wrote $TMP/c.json \(entropy, 8 samples, 4 float tensors, 2 linear layers\)" \
     "$KILN" calibrate "$MLP/model.onnx" --data "$MLP/calib" -o "$TMP/c.json" -q
 expect 0 '"method": "entropy"' cat "$TMP/c.json"
 expect 0 '"name": "c.xtx.bin"' cat "$TMP/c.json"
@@ -216,6 +216,10 @@ expect 0 'pass 2/2 .* 8/8 samples' "$KILN" calibrate "$MLP/model.onnx" --data "$
 expect 0 '"percentile": 99.9' cat "$TMP/c3.json"
 expect 0 'wrote .*minmax, 2 samples, .*3 linear layers' "$KILN" calibrate "$SAMPLE" --data "$SRC/samples/hello_deepa" \
     -o "$TMP/hd.json" --method minmax --max-samples 5
+# a decoder: integer inputs and empty past_key_values; q/k/v share one input's statistics
+LL=$SRC/tests/models/llama_gqa_tiny
+expect 0 'wrote .*\(entropy, 2 samples, 164 float tensors, 15 linear layers\)' "$KILN" calibrate "$LL/model.onnx" --data "$LL" -o "$TMP/ll.json" -q
+expect 0 '' test "$(grep -c '"k": 128,' "$TMP/ll.json")" -ge 10
 expect 1 'no --data folder given' "$KILN" calibrate "$MLP/model.onnx" -o "$TMP/x.json"
 expect 1 'no output given' "$KILN" calibrate "$MLP/model.onnx" --data "$MLP/calib"
 expect 1 'no model given' "$KILN" calibrate --data "$MLP/calib" -o "$TMP/x.json"

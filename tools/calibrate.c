@@ -441,9 +441,13 @@ int kn_cmd_calibrate(int argc, char **argv)
         kn_calib_finish(c);
         s = kn_calib_table_write(c, model, out, d);
     }
-    if (s == KN_OK)
-        printf("wrote %s (%s, %u samples, %u tensors, %u linear layers)\n", out, kn_calib_method_name(co.method),
-               c->n_samples, c->n_tensors, c->n_layers);
+    if (s == KN_OK) {
+        uint32_t n_float = 0;
+        for (uint32_t i = 0; i < c->n_tensors; i++)
+            n_float += c->tensors[i].dtype != KN_UNDEFINED;
+        printf("wrote %s (%s, %u samples, %u float tensors, %u linear layers)\n", out,
+               kn_calib_method_name(co.method), c->n_samples, n_float, c->n_layers);
+    }
     int rc = kn_cli_exit_code(s);
     kn_calib_destroy(c);
     kn_graph_destroy(g);
