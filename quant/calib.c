@@ -9,9 +9,9 @@
 #include <stdio.h>
 #include <string.h>
 
-static void *zalloc(size_t n)
+static void *zalloc(const kn_allocator *a, size_t n)
 {
-    void *p = kn_mem_alloc(NULL, n ? n : 1);
+    void *p = kn_mem_alloc(a, n ? n : 1);
     if (p)
         memset(p, 0, n ? n : 1);
     return p;
@@ -25,8 +25,8 @@ static bool is_float(kn_dtype t) { return t == KN_F32 || t == KN_F16 || t == KN_
 static kn_status find_layers(kn_calib *c, kn_diag *d)
 {
     const kn_graph *g = c->g;
-    c->layers = zalloc((size_t)g->n_nodes * sizeof *c->layers);
-    c->inputs = zalloc((size_t)g->n_nodes * sizeof *c->inputs);
+    c->layers = zalloc(c->alloc, (size_t)g->n_nodes * sizeof *c->layers);
+    c->inputs = zalloc(c->alloc, (size_t)g->n_nodes * sizeof *c->inputs);
     if (!c->layers || !c->inputs)
         return KN_ERR_NOMEM;
     for (uint32_t i = 0; i < g->n_nodes; i++) {
@@ -55,11 +55,11 @@ static kn_status find_layers(kn_calib *c, kn_diag *d)
             x->value = in;
             x->name = g->values[in].name;
             x->k = (uint32_t)k;
-            x->sum_abs = zalloc(k * sizeof *x->sum_abs);
+            x->sum_abs = zalloc(c->alloc, k * sizeof *x->sum_abs);
             if (!x->sum_abs)
                 return KN_ERR_NOMEM;
             if (k <= c->o.max_xtx_dim) {
-                x->xtx = zalloc(k * k * sizeof *x->xtx);
+                x->xtx = zalloc(c->alloc, k * k * sizeof *x->xtx);
                 if (!x->xtx)
                     return KN_ERR_NOMEM;
             } else {
@@ -83,12 +83,14 @@ static kn_status find_layers(kn_calib *c, kn_diag *d)
     return KN_OK;
 }
 
-kn_status kn_calib_create(const kn_graph *g, const kn_calib_opts *o, kn_diag *d, kn_calib **out)
+kn_status kn_calib_create(const kn_graph *g, const kn_calib_opts *o, const kn_allocator *a, kn_diag *d,
+                          kn_calib **out)
 {
     *out = NULL;
-    kn_calib *c = zalloc(sizeof *c);
+    kn_calib *c = zalloc(a, sizeof *c);
     if (!c)
         return KN_ERR_NOMEM;
+    c->alloc = a;
     c->g = g;
     c->o = *o;
     if (!c->o.percentile)
@@ -110,9 +112,9 @@ kn_status kn_calib_create(const kn_graph *g, const kn_calib_opts *o, kn_diag *d,
         kn_calib_destroy(c);
         return s;
     }
-    c->slot_of = kn_mem_alloc(NULL, (size_t)(g->n_values + 1) * sizeof *c->slot_of);
-    c->input_of = kn_mem_alloc(NULL, (size_t)(g->n_values + 1) * sizeof *c->input_of);
-    c->tensors = zalloc((size_t)(g->n_values + 1) * sizeof *c->tensors);
+    c->slot_of = kn_mem_alloc(c->alloc, (size_t)(g->n_values + 1) * sizeof *c->slot_of);
+    c->input_of = kn_mem_alloc(c->alloc, (size_t)(g->n_values + 1) * sizeof *c->input_of);
+    c->tensors = zalloc(c->alloc, (size_t)(g->n_values + 1) * sizeof *c->tensors);
     if (!c->slot_of || !c->input_of || !c->tensors) {
         kn_calib_destroy(c);
         return KN_ERR_NOMEM;
@@ -138,7 +140,7 @@ kn_status kn_calib_create(const kn_graph *g, const kn_calib_opts *o, kn_diag *d,
     uint32_t kmax = 1;
     for (uint32_t i = 0; i < c->n_inputs; i++)
         kmax = c->inputs[i].k > kmax ? c->inputs[i].k : kmax;
-    if (s == KN_OK && !(c->row = zalloc((size_t)kmax * sizeof *c->row)))
+    if (s == KN_OK && !(c->row = zalloc(c->alloc, (size_t)kmax * sizeof *c->row)))
         s = KN_ERR_NOMEM;
     if (s != KN_OK) {
         kn_calib_destroy(c);
@@ -153,18 +155,19 @@ void kn_calib_destroy(kn_calib *c)
     if (!c)
         return;
     for (uint32_t i = 0; c->tensors && i < c->n_tensors; i++)
-        kn_mem_free(NULL, c->tensors[i].hist);
+        kn_mem_free(c->alloc, c->tensors[i].hist);
     for (uint32_t i = 0; c->inputs && i < c->n_inputs; i++) {
-        kn_mem_free(NULL, c->inputs[i].sum_abs);
-        kn_mem_free(NULL, c->inputs[i].xtx);
+        kn_mem_free(c->alloc, c->inputs[i].sum_abs);
+        kn_mem_free(c->alloc, c->inputs[i].xtx);
     }
-    kn_mem_free(NULL, c->tensors);
-    kn_mem_free(NULL, c->inputs);
-    kn_mem_free(NULL, c->layers);
-    kn_mem_free(NULL, c->slot_of);
-    kn_mem_free(NULL, c->input_of);
-    kn_mem_free(NULL, c->row);
-    kn_mem_free(NULL, c);
+    kn_mem_free(c->alloc, c->tensors);
+    kn_mem_free(c->alloc, c->inputs);
+    kn_mem_free(c->alloc, c->layers);
+    kn_mem_free(c->alloc, c->slot_of);
+    kn_mem_free(c->alloc, c->input_of);
+    kn_mem_free(c->alloc, c->row);
+    const kn_allocator *a = c->alloc;
+    kn_mem_free(a, c);
 }
 
 bool kn_calib_two_pass(const kn_calib *c) { return c->o.method != KN_CALIB_MINMAX; }
@@ -199,7 +202,7 @@ static void observe_tensor(kn_calib *c, kn_calib_tensor *ts, const kn_rt_tensor 
         return;
     }
     if (!ts->hist && ts->count) {
-        ts->hist = zalloc((size_t)c->o.bins * sizeof *ts->hist);
+        ts->hist = zalloc(c->alloc, (size_t)c->o.bins * sizeof *ts->hist);
         if (!ts->hist) {
             fail(c, KN_ERR_NOMEM, "out of memory for a histogram");
             return;
@@ -272,13 +275,13 @@ kn_status kn_calib_run(kn_calib *c, int pass, const kn_rt_tensor *const *inputs,
     obs_ctx o = {c, pass};
     for (uint32_t i = 0; i < g->n_inputs; i++)
         observe(&o, g, g->inputs[i], inputs[i]);
-    kn_rt_tensor **outs = zalloc((size_t)(g->n_outputs + 1) * sizeof *outs);
+    kn_rt_tensor **outs = zalloc(c->alloc, (size_t)(g->n_outputs + 1) * sizeof *outs);
     if (!outs)
         return KN_ERR_NOMEM;
-    kn_status s = kn_cpu_run_observed(g, NULL, d, inputs, g->n_inputs, outs, g->n_outputs, observe, &o);
+    kn_status s = kn_cpu_run_observed(g, c->alloc, d, inputs, g->n_inputs, outs, g->n_outputs, observe, &o);
     for (uint32_t i = 0; i < g->n_outputs; i++)
-        kn_rt_tensor_free(NULL, outs[i]);
-    kn_mem_free(NULL, outs);
+        kn_rt_tensor_free(c->alloc, outs[i]);
+    kn_mem_free(c->alloc, outs);
     if (s == KN_OK && c->failed != KN_OK) {
         kn_diag_add(d, KN_ERROR, "calibrate: %s", c->why);
         s = c->failed;

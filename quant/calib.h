@@ -49,6 +49,7 @@ typedef struct kn_calib_layer {
 } kn_calib_layer;
 
 typedef struct kn_calib {
+    const kn_allocator *alloc;
     const kn_graph *g;
     kn_calib_opts o;
     kn_calib_tensor *tensors; /* in graph order: inputs, then node outputs */
@@ -66,8 +67,10 @@ typedef struct kn_calib {
 } kn_calib;
 
 /* Prepares collection for main graph g (borrowed; it must outlive c).
+ * All memory, the runs' included, comes from a (NULL: malloc).
  * KN_ERR_INVALID for bad options (message in d), KN_ERR_NOMEM. */
-kn_status kn_calib_create(const kn_graph *g, const kn_calib_opts *o, kn_diag *d, kn_calib **out);
+kn_status kn_calib_create(const kn_graph *g, const kn_calib_opts *o, const kn_allocator *a, kn_diag *d,
+                          kn_calib **out);
 void kn_calib_destroy(kn_calib *c);
 
 /* Whether the method needs the second (histogram) pass. */

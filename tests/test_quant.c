@@ -446,7 +446,7 @@ static void collector_on_graph(void **state)
     for (int method = 0; method < 3; method++) {
         kn_calib_opts o = {(kn_calib_method)method, 0, 256, 0};
         kn_calib *c;
-        assert_int_equal(kn_calib_create(g, &o, d, &c), KN_OK);
+        assert_int_equal(kn_calib_create(g, &o, NULL, d, &c), KN_OK);
         assert_int_equal(c->n_layers, 1);
         assert_int_equal(c->n_inputs, 1);
         assert_int_equal(c->layers[0].k, 4);
@@ -502,10 +502,38 @@ static void collector_on_graph(void **state)
             table_round_trip(b, c);
         kn_calib_destroy(c);
     }
+    /* every allocation failing in turn: KN_ERR_NOMEM, nothing leaked */
+    for (long fail_at = 1;; fail_at++) {
+        mb_counter cnt;
+        mb_counter_init(&cnt);
+        cnt.fail_at = fail_at;
+        kn_diag *q = kn_diag_create(NULL, NULL);
+        kn_calib_opts o = {KN_CALIB_ENTROPY, 0, 256, 0};
+        kn_calib *c = NULL;
+        kn_status st = kn_calib_create(g, &o, &cnt.a, q, &c);
+        for (int pass = 1; pass <= 2 && st == KN_OK; pass++)
+            for (int i = 0; i < 2 && st == KN_OK; i++) {
+                kn_rt_tensor *t;
+                assert_int_equal(kn_rt_tensor_new(NULL, KN_F32, 2, (int64_t[]){2, 4}, &t), KN_OK);
+                memcpy(t->data, xs[i], sizeof xs[i]);
+                const kn_rt_tensor *ins[1] = {t};
+                st = kn_calib_run(c, pass, ins, q);
+                kn_rt_tensor_free(NULL, t);
+            }
+        if (st == KN_OK)
+            kn_calib_finish(c);
+        kn_calib_destroy(c);
+        kn_diag_destroy(q);
+        assert_int_equal(cnt.live, 0);
+        if (st == KN_OK)
+            break;
+        assert_int_equal(st, KN_ERR_NOMEM);
+        assert_true(fail_at < 10000);
+    }
     /* a bad option */
     kn_calib_opts bad = {KN_CALIB_ENTROPY, 0, 100, 0};
     kn_calib *c = NULL;
-    assert_int_equal(kn_calib_create(g, &bad, d, &c), KN_ERR_INVALID);
+    assert_int_equal(kn_calib_create(g, &bad, NULL, d, &c), KN_ERR_INVALID);
     assert_null(c);
     kn_graph_destroy(g);
     kn_diag_destroy(d);

@@ -425,7 +425,7 @@ int kn_cmd_calibrate(int argc, char **argv)
         s = kn_pipeline_run(g, &po, d);
     }
     if (s == KN_OK)
-        s = kn_calib_create(g, &co, d, &c);
+        s = kn_calib_create(g, &co, NULL, d, &c);
     progress pr = {quiet, isatty(fileno(stderr)) != 0, 1, c && kn_calib_two_pass(c) ? 2 : 1, 0, 0, {0}};
     if (s == KN_OK)
         s = run_pass(c, &fs, 1, max_samples, &pr, d);
