@@ -9,7 +9,7 @@
 
 /* Rows are taken 8 at a time so each row of H is read once per 8 rows,
  * and only H's upper triangle is read: ΔᵀHΔ = Σ_k Δ_k (H_kk Δ_k + 2 Σ_{j>k} H_kj Δ_j). */
-double kn_quant_layer_error(const float *w, const float *w_hat, uint32_t n_out, uint32_t n_in, const double *h)
+double kn_wq_layer_error(const float *w, const float *w_hat, uint32_t n_out, uint32_t n_in, const double *h)
 {
     enum { RB = 8 };
     double total = 0, dt_stack[RB * 512];
@@ -81,14 +81,14 @@ static kn_status scaled_rtn(const float *w, uint32_t n_out, uint32_t n_in, const
     for (uint32_t r = 0; r < n_out; r++)
         for (uint32_t c = 0; c < n_in; c++)
             ws[(size_t)r * n_in + c] = w[(size_t)r * n_in + c] * s[c];
-    KN_TRY(kn_quant_rtn(ws, n_out, n_in, sc, a, d, q));
+    KN_TRY(kn_wq_rtn(ws, n_out, n_in, sc, a, d, q));
     for (uint32_t r = 0; r < n_out; r++)
         for (uint32_t c = 0; c < n_in; c++)
             q->deq[(size_t)r * n_in + c] /= s[c];
     return KN_OK;
 }
 
-kn_status kn_quant_awq(const float *w, uint32_t n_out, uint32_t n_in, const float *mean_abs, const double *h,
+kn_status kn_wq_awq(const float *w, uint32_t n_out, uint32_t n_in, const float *mean_abs, const double *h,
                        const kn_qscheme *sc, const kn_awq_opts *o, const kn_allocator *a, kn_diag *d,
                        kn_qweights *out, double *alpha_out, double *err_out)
 {
@@ -97,8 +97,8 @@ kn_status kn_quant_awq(const float *w, uint32_t n_out, uint32_t n_in, const floa
         kn_diag_add(d, KN_ERROR, "awq: empty weight (%u x %u)", n_out, n_in);
         return KN_ERR_INVALID;
     }
-    if (!kn_quant_finite(w, (size_t)n_out * n_in, "awq: weight", d) ||
-        !kn_quant_finite(mean_abs, n_in, "awq: mean |x|", d))
+    if (!kn_wq_finite(w, (size_t)n_out * n_in, "awq: weight", d) ||
+        !kn_wq_finite(mean_abs, n_in, "awq: mean |x|", d))
         return KN_ERR_INVALID;
     for (size_t i = 0; i < (size_t)n_in * n_in; i++)
         if (!isfinite(h[i])) {
@@ -117,7 +117,7 @@ kn_status kn_quant_awq(const float *w, uint32_t n_out, uint32_t n_in, const floa
         st = scaled_rtn(w, n_out, n_in, s, sc, ws, a, d, &q);
         if (st != KN_OK)
             break;
-        double e = kn_quant_layer_error(w, q.deq, n_out, n_in, h);
+        double e = kn_wq_layer_error(w, q.deq, n_out, n_in, h);
         if (e < best_err) {
             best_err = e;
             best_alpha = alpha;

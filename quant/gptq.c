@@ -102,11 +102,11 @@ static void sort_desc(uint32_t *perm, uint32_t *tmp, const double *key, uint32_t
     }
 }
 
-kn_status kn_quant_gptq(const float *w_in, uint32_t n_out, uint32_t n_in, const double *h_in, const kn_qscheme *s,
+kn_status kn_wq_gptq(const float *w_in, uint32_t n_out, uint32_t n_in, const double *h_in, const kn_qscheme *s,
                         const kn_gptq_opts *o, const kn_allocator *a, kn_diag *d, kn_qweights *out)
 {
     KN_TRY(kn_qweights_alloc(n_out, n_in, s, false, a, d, "gptq", out));
-    if (!kn_quant_finite(w_in, (size_t)n_out * n_in, "gptq: weight", d)) {
+    if (!kn_wq_finite(w_in, (size_t)n_out * n_in, "gptq: weight", d)) {
         kn_qweights_free(out);
         return KN_ERR_INVALID;
     }
@@ -153,7 +153,7 @@ kn_status kn_quant_gptq(const float *w_in, uint32_t n_out, uint32_t n_in, const 
                     mn = fmin(mn, w[(size_t)r * n + c]);
                     mx = fmax(mx, w[(size_t)r * n + c]);
                 }
-                grids[(size_t)r * out->n_groups + g] = kn_quant_grid(s, mn, mx);
+                grids[(size_t)r * out->n_groups + g] = kn_wq_grid(s, mn, mx);
                 kn_qweights_set_grid(out, r, g, &grids[(size_t)r * out->n_groups + g]);
             }
         /* tmp: the diagonal, then (after it) room for the sort */
@@ -208,11 +208,11 @@ kn_status kn_quant_gptq(const float *w_in, uint32_t n_out, uint32_t n_in, const 
                         mn = fmin(mn, v);
                         mx = fmax(mx, v);
                     }
-                    *grid = kn_quant_grid(s, mn, mx);
+                    *grid = kn_wq_grid(s, mn, mx);
                     kn_qweights_set_grid(out, r, j / gs, grid);
                 }
-                int32_t q = kn_quant_q(grid, wr[j]);
-                double dq = kn_quant_dq(grid, q);
+                int32_t q = kn_wq_q(grid, wr[j]);
+                double dq = kn_wq_dq(grid, q);
                 kn_qweights_put(out, r, col, q);
                 out->deq[(size_t)r * n + col] = (float)dq;
                 double e = (wr[j] - dq) / ujj;

@@ -13,10 +13,10 @@ typedef struct kn_qgrid {
 } kn_qgrid;
 
 /* The grid for a group whose values span [mn, mx] (mn <= mx). */
-kn_qgrid kn_quant_grid(const kn_qscheme *s, double mn, double mx);
+kn_qgrid kn_wq_grid(const kn_qscheme *s, double mn, double mx);
 /* The code of x on grid g (rounded to nearest even, clamped). */
-int32_t kn_quant_q(const kn_qgrid *g, double x);
-static inline double kn_quant_dq(const kn_qgrid *g, int32_t q) { return (double)(q - g->zero) * (double)g->scale; }
+int32_t kn_wq_q(const kn_qgrid *g, double x);
+static inline double kn_wq_dq(const kn_qgrid *g, int32_t q) { return (double)(q - g->zero) * (double)g->scale; }
 
 /* Checks the scheme and sizes (messages name `what`); fills out's sizes
  * and allocates its buffers (zeroed; in_scale only when with_in_scale). */
@@ -28,6 +28,6 @@ void kn_qweights_put(kn_qweights *w, uint32_t row, uint32_t col, int32_t q);
 void kn_qweights_set_grid(kn_qweights *w, uint32_t row, uint32_t group, const kn_qgrid *g);
 
 /* False (with a message naming `what`) when an array holds NaN or Inf. */
-bool kn_quant_finite(const float *x, size_t n, const char *what, kn_diag *d);
+bool kn_wq_finite(const float *x, size_t n, const char *what, kn_diag *d);
 
 #endif

@@ -6,7 +6,7 @@
 #include <math.h>
 #include <string.h>
 
-kn_qgrid kn_quant_grid(const kn_qscheme *s, double mn, double mx)
+kn_qgrid kn_wq_grid(const kn_qscheme *s, double mn, double mx)
 {
     kn_qgrid g;
     int32_t levels = (1 << s->bits) - 1;
@@ -33,13 +33,13 @@ kn_qgrid kn_quant_grid(const kn_qscheme *s, double mn, double mx)
     return g;
 }
 
-int32_t kn_quant_q(const kn_qgrid *g, double x)
+int32_t kn_wq_q(const kn_qgrid *g, double x)
 {
     double q = nearbyint(x / (double)g->scale) + g->zero;
     return (int32_t)(q < g->qmin ? g->qmin : q > g->qmax ? g->qmax : q);
 }
 
-bool kn_quant_finite(const float *x, size_t n, const char *what, kn_diag *d)
+bool kn_wq_finite(const float *x, size_t n, const char *what, kn_diag *d)
 {
     for (size_t i = 0; i < n; i++)
         if (!isfinite(x[i])) {
@@ -139,11 +139,11 @@ int32_t kn_qweights_code(const kn_qweights *w, uint32_t row, uint32_t col)
     return w->scheme.symmetric ? u - 8 : u - zero;
 }
 
-kn_status kn_quant_rtn(const float *w, uint32_t n_out, uint32_t n_in, const kn_qscheme *s, const kn_allocator *a,
+kn_status kn_wq_rtn(const float *w, uint32_t n_out, uint32_t n_in, const kn_qscheme *s, const kn_allocator *a,
                        kn_diag *d, kn_qweights *out)
 {
     KN_TRY(kn_qweights_alloc(n_out, n_in, s, false, a, d, "rtn", out));
-    if (!kn_quant_finite(w, (size_t)n_out * n_in, "rtn: weight", d)) {
+    if (!kn_wq_finite(w, (size_t)n_out * n_in, "rtn: weight", d)) {
         kn_qweights_free(out);
         return KN_ERR_INVALID;
     }
@@ -157,12 +157,12 @@ kn_status kn_quant_rtn(const float *w, uint32_t n_out, uint32_t n_in, const kn_q
                 mn = fmin(mn, row[c]);
                 mx = fmax(mx, row[c]);
             }
-            kn_qgrid grid = kn_quant_grid(s, mn, mx);
+            kn_qgrid grid = kn_wq_grid(s, mn, mx);
             kn_qweights_set_grid(out, r, g, &grid);
             for (uint32_t c = c0; c < c1; c++) {
-                int32_t q = kn_quant_q(&grid, row[c]);
+                int32_t q = kn_wq_q(&grid, row[c]);
                 kn_qweights_put(out, r, c, q);
-                out->deq[(size_t)r * n_in + c] = (float)kn_quant_dq(&grid, q);
+                out->deq[(size_t)r * n_in + c] = (float)kn_wq_dq(&grid, q);
             }
         }
     }

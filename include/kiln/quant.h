@@ -64,6 +64,19 @@ void kn_qweights_free(kn_qweights *w);
  * removed: dq = code * scale (before any in_scale). */
 int32_t kn_qweights_code(const kn_qweights *w, uint32_t row, uint32_t col);
 
+/* Writes w in com.microsoft MatMulNBits layout with block_size =
+ * w->group_size: codes [n_out][n_blocks][block_size * bits / 8] (unsigned
+ * codes, lower-indexed first / low bits first; the last block's padding
+ * past n_in is 0), scales [n_out][n_blocks] (float32), zero_points
+ * [n_out][ceil(n_blocks * bits / 8)] (4 bits: two per byte, low nibble
+ * first). Symmetric weights get zero point 2^(bits-1) (MatMulNBits'
+ * default), their codes q + 2^(bits-1). Buffers are the caller's, of
+ * those sizes. AWQ's in_scale is not part of the layout (the input must
+ * be divided by it elsewhere). KN_ERR_INVALID when block_size * bits is
+ * not a multiple of 8. */
+kn_status kn_qweights_pack_nbits(const kn_qweights *w, uint8_t *codes, float *scales, uint8_t *zero_points,
+                                 kn_diag *d);
+
 /* ---- round to nearest ---------------------------------------------------------- */
 
 /* Quantizes w (n_out x n_in) with scheme s by rounding to nearest: INT8
@@ -71,7 +84,7 @@ int32_t kn_qweights_code(const kn_qweights *w, uint32_t row, uint32_t col);
  * (bits 4, group 128). *out is filled (allocator a, NULL: malloc).
  * KN_ERR_INVALID (message in d) for bits other than 4/8, zero sizes or a
  * non-finite weight; KN_ERR_NOMEM. */
-kn_status kn_quant_rtn(const float *w, uint32_t n_out, uint32_t n_in, const kn_qscheme *s, const kn_allocator *a,
+kn_status kn_wq_rtn(const float *w, uint32_t n_out, uint32_t n_in, const kn_qscheme *s, const kn_allocator *a,
                        kn_diag *d, kn_qweights *out);
 
 /* ---- GPTQ ------------------------------------------------------------------------- */
@@ -95,7 +108,7 @@ typedef struct kn_gptq_opts {
  * weight 0. KN_ERR_INVALID for a bad scheme, a non-finite input, or a
  * Hessian that stays not positive definite after dampening (the message
  * says so); KN_ERR_NOMEM. */
-kn_status kn_quant_gptq(const float *w, uint32_t n_out, uint32_t n_in, const double *h, const kn_qscheme *s,
+kn_status kn_wq_gptq(const float *w, uint32_t n_out, uint32_t n_in, const double *h, const kn_qscheme *s,
                         const kn_gptq_opts *o, const kn_allocator *a, kn_diag *d, kn_qweights *out);
 
 /* ---- AWQ -------------------------------------------------------------------------- */
@@ -114,14 +127,14 @@ typedef struct kn_awq_opts {
  * per-channel mean |x|. out->in_scale receives s: the codes quantize
  * W diag(s), the layer's input must be divided by s (folded into the
  * previous op, or applied as an input scale). *alpha and *err (may be
- * NULL) receive the chosen alpha and its error. Errors as kn_quant_rtn. */
-kn_status kn_quant_awq(const float *w, uint32_t n_out, uint32_t n_in, const float *mean_abs, const double *h,
+ * NULL) receive the chosen alpha and its error. Errors as kn_wq_rtn. */
+kn_status kn_wq_awq(const float *w, uint32_t n_out, uint32_t n_in, const float *mean_abs, const double *h,
                        const kn_qscheme *s, const kn_awq_opts *o, const kn_allocator *a, kn_diag *d,
                        kn_qweights *out, double *alpha, double *err);
 
 /* trace((W - Ŵ) H (W - Ŵ)ᵀ): the summed squared output error of the
  * layer over the calibration rows whose XᵀX is h. */
-double kn_quant_layer_error(const float *w, const float *w_hat, uint32_t n_out, uint32_t n_in, const double *h);
+double kn_wq_layer_error(const float *w, const float *w_hat, uint32_t n_out, uint32_t n_in, const double *h);
 
 /* ---- activation thresholds ---------------------------------------------------------- */
 

@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Independent numpy reference of kiln's GPTQ (docs/quantization.md), and
-the test data tests/test_quant.c compares quant/gptq.c with.
+the test data tests/test_quant_lib.c compares quant/gptq.c with.
 
 Straightforward form of the algorithm: after each column is quantized its
 error is pushed into every later column at once (no lazy blocks), the

@@ -1,4 +1,4 @@
-/* quant/: weight quantization round trips (INT8 per channel, INT4 groups),
+/* The kiln_quant library (quant/): weight quantization round trips (INT8 per channel, INT4 groups),
  * GPTQ against the numpy reference in scripts/quant/gptq_ref.py (data in
  * tests/data/quant), AWQ against RTN on outlier channels, the percentile
  * and entropy thresholds, and the calibration collector on a small graph. */
@@ -87,7 +87,7 @@ static void int8_per_channel_hand(void **state)
     const float w[12] = {254, -127, 3, 1, 0, 0, 0, 0, -12.7f, 6.0f, 0.1f, 12.7f};
     kn_qscheme s = {8, 0, true};
     kn_qweights q;
-    assert_int_equal(kn_quant_rtn(w, 3, 4, &s, NULL, NULL, &q), KN_OK);
+    assert_int_equal(kn_wq_rtn(w, 3, 4, &s, NULL, NULL, &q), KN_OK);
     assert_int_equal(q.n_groups, 1);
     assert_int_equal(q.group_size, 4);
     assert_null(q.zeros);
@@ -119,7 +119,7 @@ static void int4_group_roundtrip(void **state)
         for (uint32_t bits = 4; bits <= 8; bits += 4) {
             kn_qscheme s = {bits, 128, sym != 0};
             kn_qweights q;
-            assert_int_equal(kn_quant_rtn(w, R, C, &s, NULL, NULL, &q), KN_OK);
+            assert_int_equal(kn_wq_rtn(w, R, C, &s, NULL, NULL, &q), KN_OK);
             assert_int_equal(q.n_groups, 3);
             assert_int_equal(q.q_bytes, bits == 4 ? R * 150 : R * C);
             check_roundtrip(w, &q);
@@ -138,6 +138,50 @@ static void int4_group_roundtrip(void **state)
     free(w);
 }
 
+/* MatMulNBits layout: (code - zero point) * scale read back from the
+ * packed buffers gives deq, for 4 and 8 bits, with and without zero
+ * points, K not a multiple of the block. */
+static void pack_nbits(void **state)
+{
+    (void)state;
+    enum { R = 5, C = 40, BS = 16 }; /* 3 blocks, the last one half full */
+    float w[R * C];
+    uint64_t seed = 21;
+    for (int i = 0; i < R * C; i++)
+        w[i] = (float)normal(&seed);
+    for (int sym = 0; sym < 2; sym++)
+        for (uint32_t bits = 4; bits <= 8; bits += 4) {
+            kn_qscheme s = {bits, BS, sym != 0};
+            kn_qweights q;
+            assert_int_equal(kn_wq_rtn(w, R, C, &s, NULL, NULL, &q), KN_OK);
+            size_t blob = BS * bits / 8, zrow = (3 * bits + 7) / 8;
+            uint8_t codes[R * 3 * 16], zps[R * 3];
+            float scales[R * 3];
+            assert_int_equal(kn_qweights_pack_nbits(&q, codes, scales, zps, NULL), KN_OK);
+            for (int r = 0; r < R; r++)
+                for (int c = 0; c < C; c++) {
+                    int b = c / BS, k = c % BS;
+                    int code = bits == 8 ? codes[(r * 3 + b) * blob + k]
+                                         : (codes[(r * 3 + b) * blob + k / 2] >> (k % 2 * 4)) & 15;
+                    int zp = bits == 8 ? zps[r * zrow + b] : (zps[r * zrow + b / 2] >> (b % 2 * 4)) & 15;
+                    if (sym)
+                        assert_int_equal(zp, 1 << (bits - 1));
+                    assert_float_equal((double)(code - zp) * scales[r * 3 + b], q.deq[r * C + c], 1e-6);
+                }
+            /* padding past K is zero */
+            if (bits == 8)
+                assert_int_equal(codes[(0 * 3 + 2) * blob + 10], 0);
+            kn_qweights_free(&q);
+        }
+    kn_qscheme odd = {4, 0, true};
+    kn_qweights q;
+    assert_int_equal(kn_wq_rtn(w, 1, 7, &odd, NULL, NULL, &q), KN_OK); /* a block of 7 4-bit codes */
+    uint8_t c[8], z[1];
+    float sc[1];
+    assert_int_equal(kn_qweights_pack_nbits(&q, c, sc, z, NULL), KN_ERR_INVALID);
+    kn_qweights_free(&q);
+}
+
 static void rtn_rejects_bad_input(void **state)
 {
     (void)state;
@@ -145,14 +189,14 @@ static void rtn_rejects_bad_input(void **state)
     kn_qscheme s3 = {3, 0, true}, s4 = {4, 0, true};
     kn_qweights q;
     kn_diag *d = kn_diag_create(NULL, NULL);
-    assert_int_equal(kn_quant_rtn(w, 1, 4, &s3, NULL, d, &q), KN_ERR_INVALID);
+    assert_int_equal(kn_wq_rtn(w, 1, 4, &s3, NULL, d, &q), KN_ERR_INVALID);
     assert_true(mb_diag_has(d, KN_ERROR, "3-bit"));
-    assert_int_equal(kn_quant_rtn(w, 1, 4, &s4, NULL, d, &q), KN_ERR_INVALID);
+    assert_int_equal(kn_wq_rtn(w, 1, 4, &s4, NULL, d, &q), KN_ERR_INVALID);
     assert_true(mb_diag_has(d, KN_ERROR, "element 2", "non-finite"));
-    assert_int_equal(kn_quant_rtn(w, 0, 4, &s4, NULL, d, &q), KN_ERR_INVALID);
+    assert_int_equal(kn_wq_rtn(w, 0, 4, &s4, NULL, d, &q), KN_ERR_INVALID);
     double h[4] = {-1, 0, 0, 1}; /* not positive definite */
     float w2[4] = {1, 2, 3, 4};
-    assert_int_equal(kn_quant_gptq(w2, 2, 2, h, &s4, NULL, NULL, d, &q), KN_ERR_INVALID);
+    assert_int_equal(kn_wq_gptq(w2, 2, 2, h, &s4, NULL, NULL, d, &q), KN_ERR_INVALID);
     assert_true(mb_diag_has(d, KN_ERROR, "not positive definite"));
     kn_diag_destroy(d);
 }
@@ -176,7 +220,7 @@ static void gptq_case(const char *name, uint32_t bits, bool sym, uint32_t gs, bo
     kn_gptq_opts o = {0.01, 128, act};
     kn_qweights q, q4, rtn;
     kn_diag *d = kn_diag_create(NULL, stderr);
-    assert_int_equal(kn_quant_gptq(wf, R, C, hd, &s, &o, NULL, d, &q), KN_OK);
+    assert_int_equal(kn_wq_gptq(wf, R, C, hd, &s, &o, NULL, d, &q), KN_OK);
     double max_diff = 0;
     for (uint32_t i = 0; i < R * C; i++) {
         max_diff = fmax(max_diff, fabs((double)q.deq[i] - ((const float *)want->data)[i]));
@@ -190,12 +234,12 @@ static void gptq_case(const char *name, uint32_t bits, bool sym, uint32_t gs, bo
     check_roundtrip(q.deq, &q); /* codes and scales describe deq */
     /* lazy blocks do not change the result */
     o.block_size = 5;
-    assert_int_equal(kn_quant_gptq(wf, R, C, hd, &s, &o, NULL, d, &q4), KN_OK);
+    assert_int_equal(kn_wq_gptq(wf, R, C, hd, &s, &o, NULL, d, &q4), KN_OK);
     for (uint32_t i = 0; i < R * C; i++)
         assert_float_equal(q4.deq[i], q.deq[i], 1e-6);
     /* and the layer's output error is no worse than round to nearest */
-    assert_int_equal(kn_quant_rtn(wf, R, C, &s, NULL, d, &rtn), KN_OK);
-    double e_gptq = kn_quant_layer_error(wf, q.deq, R, C, hd), e_rtn = kn_quant_layer_error(wf, rtn.deq, R, C, hd);
+    assert_int_equal(kn_wq_rtn(wf, R, C, &s, NULL, d, &rtn), KN_OK);
+    double e_gptq = kn_wq_layer_error(wf, q.deq, R, C, hd), e_rtn = kn_wq_layer_error(wf, rtn.deq, R, C, hd);
     print_message("gptq %s: layer error %.6g, rtn %.6g\n", name, e_gptq, e_rtn);
     assert_true(e_gptq <= e_rtn);
     kn_qweights_free(&q);
@@ -239,7 +283,7 @@ static void gptq_dead_channel(void **state)
     double *h = gram(x, N, C);
     kn_qscheme s = {4, 0, false};
     kn_qweights q;
-    assert_int_equal(kn_quant_gptq(w, R, C, h, &s, NULL, NULL, NULL, &q), KN_OK);
+    assert_int_equal(kn_wq_gptq(w, R, C, h, &s, NULL, NULL, NULL, &q), KN_OK);
     for (int r = 0; r < R; r++)
         assert_float_equal(q.deq[r * C + 2], 0.0, 0);
     kn_qweights_free(&q);
@@ -266,8 +310,8 @@ static void awq_beats_rtn_on_outliers(void **state)
     kn_qscheme s = {4, 32, false};
     kn_qweights rtn, awq;
     double alpha, err;
-    assert_int_equal(kn_quant_rtn(w, R, C, &s, NULL, NULL, &rtn), KN_OK);
-    assert_int_equal(kn_quant_awq(w, R, C, mean_abs, h, &s, NULL, NULL, NULL, &awq, &alpha, &err), KN_OK);
+    assert_int_equal(kn_wq_rtn(w, R, C, &s, NULL, NULL, &rtn), KN_OK);
+    assert_int_equal(kn_wq_awq(w, R, C, mean_abs, h, &s, NULL, NULL, NULL, &awq, &alpha, &err), KN_OK);
     assert_non_null(awq.in_scale);
     /* output error measured on the activations themselves */
     double e_rtn = 0, e_awq = 0;
@@ -563,9 +607,9 @@ static void survives_failing_allocations(void **state)
             mb_counter_init(&c);
             c.fail_at = fail_at;
             kn_qweights q;
-            kn_status st = algo == 0   ? kn_quant_rtn(w, R, C, &s, &c.a, NULL, &q)
-                           : algo == 1 ? kn_quant_gptq(w, R, C, h, &s, NULL, &c.a, NULL, &q)
-                                       : kn_quant_awq(w, R, C, mean_abs, h, &s, NULL, &c.a, NULL, &q, NULL, NULL);
+            kn_status st = algo == 0   ? kn_wq_rtn(w, R, C, &s, &c.a, NULL, &q)
+                           : algo == 1 ? kn_wq_gptq(w, R, C, h, &s, NULL, &c.a, NULL, &q)
+                                       : kn_wq_awq(w, R, C, mean_abs, h, &s, NULL, &c.a, NULL, &q, NULL, NULL);
             if (st == KN_OK) {
                 kn_qweights_free(&q);
                 assert_int_equal(c.live, 0);
@@ -585,6 +629,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(int8_per_channel_hand),
         cmocka_unit_test(int4_group_roundtrip),
+        cmocka_unit_test(pack_nbits),
         cmocka_unit_test(rtn_rejects_bad_input),
         cmocka_unit_test(gptq_int4_groups_asym),
         cmocka_unit_test(gptq_int4_sym_act_order),
