@@ -58,12 +58,22 @@ double kn_wq_layer_error(const float *w, const float *w_hat, uint32_t n_out, uin
     return total;
 }
 
+static bool finite_d(const double *x, size_t n, const char *what, kn_diag *d)
+{
+    for (size_t i = 0; i < n; i++)
+        if (!isfinite(x[i]) || x[i] < 0) {
+            kn_diag_add(d, KN_ERROR, "%s: element %zu is %g: expected a finite value >= 0", what, i, x[i]);
+            return false;
+        }
+    return true;
+}
+
 /* s = mean_abs^alpha (at least 1e-4), normalised to max(s) * min(s) = 1. */
-static void awq_scales(const float *mean_abs, uint32_t n, double alpha, float *s)
+static void awq_scales(const double *mean_abs, uint32_t n, double alpha, float *s)
 {
     double mx = 0, mn = INFINITY;
     for (uint32_t i = 0; i < n; i++) {
-        double v = pow(fmax((double)mean_abs[i], 1e-30), alpha);
+        double v = pow(fmax(mean_abs[i], 1e-30), alpha);
         v = fmax(v, 1e-4);
         s[i] = (float)v;
         mx = fmax(mx, s[i]);
@@ -88,7 +98,7 @@ static kn_status scaled_rtn(const float *w, uint32_t n_out, uint32_t n_in, const
     return KN_OK;
 }
 
-kn_status kn_wq_awq(const float *w, uint32_t n_out, uint32_t n_in, const float *mean_abs, const double *h,
+kn_status kn_wq_awq(const float *w, uint32_t n_out, uint32_t n_in, const double *mean_abs, const double *h,
                        const kn_qscheme *sc, const kn_awq_opts *o, const kn_allocator *a, kn_diag *d,
                        kn_qweights *out, double *alpha_out, double *err_out)
 {
@@ -98,7 +108,7 @@ kn_status kn_wq_awq(const float *w, uint32_t n_out, uint32_t n_in, const float *
         return KN_ERR_INVALID;
     }
     if (!kn_wq_finite(w, (size_t)n_out * n_in, "awq: weight", d) ||
-        !kn_wq_finite(mean_abs, n_in, "awq: mean |x|", d))
+        !finite_d(mean_abs, n_in, "awq: mean |x|", d))
         return KN_ERR_INVALID;
     for (size_t i = 0; i < (size_t)n_in * n_in; i++)
         if (!isfinite(h[i])) {

@@ -296,7 +296,7 @@ static void awq_beats_rtn_on_outliers(void **state)
     (void)state;
     enum { R = 32, C = 64, N = 512 };
     float *w = malloc(sizeof(float) * R * C), *x = malloc(sizeof(float) * N * C);
-    float mean_abs[C] = {0};
+    double mean_abs[C] = {0};
     uint64_t seed = 7;
     for (int i = 0; i < R * C; i++)
         w[i] = (float)(normal(&seed) * 0.05);
@@ -304,7 +304,7 @@ static void awq_beats_rtn_on_outliers(void **state)
         for (int c = 0; c < C; c++) {
             double v = normal(&seed) * (c == 5 || c == 40 || c == 41 ? 25 : 1);
             x[r * C + c] = (float)v;
-            mean_abs[c] += (float)(fabs(v) / N);
+            mean_abs[c] += fabs(v) / N;
         }
     double *h = gram(x, N, C);
     kn_qscheme s = {4, 32, false};
@@ -590,13 +590,14 @@ static void survives_failing_allocations(void **state)
 {
     (void)state;
     enum { R = 6, C = 12, N = 30 };
-    float w[R * C], x[N * C], mean_abs[C] = {0};
+    float w[R * C], x[N * C];
+    double mean_abs[C] = {0};
     uint64_t seed = 5;
     for (int i = 0; i < R * C; i++)
         w[i] = (float)normal(&seed);
     for (int i = 0; i < N * C; i++) {
         x[i] = (float)normal(&seed);
-        mean_abs[i % C] += fabsf(x[i]) / N;
+        mean_abs[i % C] += fabs(x[i]) / N;
     }
     double *h = gram(x, N, C);
     kn_qscheme s = {4, 4, false};

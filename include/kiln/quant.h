@@ -124,11 +124,12 @@ typedef struct kn_awq_opts {
  * = trace(ΔW H ΔWᵀ), where h = XᵀX (n_in x n_in) and Ŵ = RTN(W diag(s))
  * diag(s)^-1. alpha 0 is plain RTN, so the result is never worse than
  * RTN on the calibration data. `mean_abs` (n_in) is the input's
- * per-channel mean |x|. out->in_scale receives s: the codes quantize
+ * per-channel mean |x| (as the calibration table stores it; negative or
+ * non-finite values are refused). out->in_scale receives s: the codes quantize
  * W diag(s), the layer's input must be divided by s (folded into the
  * previous op, or applied as an input scale). *alpha and *err (may be
  * NULL) receive the chosen alpha and its error. Errors as kn_wq_rtn. */
-kn_status kn_wq_awq(const float *w, uint32_t n_out, uint32_t n_in, const float *mean_abs, const double *h,
+kn_status kn_wq_awq(const float *w, uint32_t n_out, uint32_t n_in, const double *mean_abs, const double *h,
                        const kn_qscheme *s, const kn_awq_opts *o, const kn_allocator *a, kn_diag *d,
                        kn_qweights *out, double *alpha, double *err);
 
