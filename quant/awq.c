@@ -99,8 +99,8 @@ static kn_status scaled_rtn(const float *w, uint32_t n_out, uint32_t n_in, const
 }
 
 kn_status kn_wq_awq(const float *w, uint32_t n_out, uint32_t n_in, const double *mean_abs, const double *h,
-                       const kn_qscheme *sc, const kn_awq_opts *o, const kn_allocator *a, kn_diag *d,
-                       kn_qweights *out, double *alpha_out, double *err_out)
+                    const kn_qscheme *sc, const kn_awq_opts *o, const kn_allocator *a, kn_diag *d,
+                    kn_qweights *out, double *alpha_out, double *err_out)
 {
     memset(out, 0, sizeof *out);
     if (n_out == 0 || n_in == 0) {

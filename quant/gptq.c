@@ -103,7 +103,7 @@ static void sort_desc(uint32_t *perm, uint32_t *tmp, const double *key, uint32_t
 }
 
 kn_status kn_wq_gptq(const float *w_in, uint32_t n_out, uint32_t n_in, const double *h_in, const kn_qscheme *s,
-                        const kn_gptq_opts *o, const kn_allocator *a, kn_diag *d, kn_qweights *out)
+                     const kn_gptq_opts *o, const kn_allocator *a, kn_diag *d, kn_qweights *out)
 {
     KN_TRY(kn_qweights_alloc(n_out, n_in, s, false, a, d, "gptq", out));
     if (!kn_wq_finite(w_in, (size_t)n_out * n_in, "gptq: weight", d)) {

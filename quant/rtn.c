@@ -140,7 +140,7 @@ int32_t kn_qweights_code(const kn_qweights *w, uint32_t row, uint32_t col)
 }
 
 kn_status kn_wq_rtn(const float *w, uint32_t n_out, uint32_t n_in, const kn_qscheme *s, const kn_allocator *a,
-                       kn_diag *d, kn_qweights *out)
+                    kn_diag *d, kn_qweights *out)
 {
     KN_TRY(kn_qweights_alloc(n_out, n_in, s, false, a, d, "rtn", out));
     if (!kn_wq_finite(w, (size_t)n_out * n_in, "rtn: weight", d)) {

@@ -85,7 +85,7 @@ kn_status kn_qweights_pack_nbits(const kn_qweights *w, uint8_t *codes, float *sc
  * KN_ERR_INVALID (message in d) for bits other than 4/8, zero sizes or a
  * non-finite weight; KN_ERR_NOMEM. */
 kn_status kn_wq_rtn(const float *w, uint32_t n_out, uint32_t n_in, const kn_qscheme *s, const kn_allocator *a,
-                       kn_diag *d, kn_qweights *out);
+                    kn_diag *d, kn_qweights *out);
 
 /* ---- GPTQ ------------------------------------------------------------------------- */
 
@@ -109,7 +109,7 @@ typedef struct kn_gptq_opts {
  * Hessian that stays not positive definite after dampening (the message
  * says so); KN_ERR_NOMEM. */
 kn_status kn_wq_gptq(const float *w, uint32_t n_out, uint32_t n_in, const double *h, const kn_qscheme *s,
-                        const kn_gptq_opts *o, const kn_allocator *a, kn_diag *d, kn_qweights *out);
+                     const kn_gptq_opts *o, const kn_allocator *a, kn_diag *d, kn_qweights *out);
 
 /* ---- AWQ -------------------------------------------------------------------------- */
 
@@ -130,8 +130,8 @@ typedef struct kn_awq_opts {
  * previous op, or applied as an input scale). *alpha and *err (may be
  * NULL) receive the chosen alpha and its error. Errors as kn_wq_rtn. */
 kn_status kn_wq_awq(const float *w, uint32_t n_out, uint32_t n_in, const double *mean_abs, const double *h,
-                       const kn_qscheme *s, const kn_awq_opts *o, const kn_allocator *a, kn_diag *d,
-                       kn_qweights *out, double *alpha, double *err);
+                    const kn_qscheme *s, const kn_awq_opts *o, const kn_allocator *a, kn_diag *d,
+                    kn_qweights *out, double *alpha, double *err);
 
 /* trace((W - Ŵ) H (W - Ŵ)ᵀ): the summed squared output error of the
  * layer over the calibration rows whose XᵀX is h. */
