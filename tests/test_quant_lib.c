@@ -10,6 +10,7 @@
 
 #include "kiln/quant.h"
 #include "model_builder.h"
+#include "passes/passes.h"
 #include "quant/calib.h"
 #include "tools/calib_table.h"
 #include "tools/tensor_io.h"
@@ -625,6 +626,88 @@ static void survives_failing_allocations(void **state)
     free(h);
 }
 
+/* The path the compile-time pass takes, on the tiny Llama decoder
+ * (tests/models/llama_gqa_tiny): calibrate over its two test_data_set
+ * folders, write and read the table, then for every linear layer take the
+ * weight from the graph ([K][N] → [N][K]) and the input's XᵀX and mean |x|
+ * from the table: GPTQ and AWQ (INT4 g32) are no worse than RTN on the
+ * calibration data; AWQ by construction, GPTQ on these layers. */
+static void decoder_layers_from_table(void **state)
+{
+    (void)state;
+    const char *dir = KN_SOURCE_DIR "/tests/models/llama_gqa_tiny";
+    char path[1024];
+    snprintf(path, sizeof path, "%s/model.onnx", dir);
+    kn_diag *d = kn_diag_create(NULL, stderr);
+    kn_graph *g = NULL;
+    assert_int_equal(kn_import_onnx_file(path, NULL, NULL, d, &g), KN_OK);
+    kn_pipeline_opts po = {0};
+    po.level = KN_OPT_O0;
+    assert_int_equal(kn_pipeline_run(g, &po, d), KN_OK);
+    kn_calib_opts o = {KN_CALIB_PERCENTILE, 99.9, 512, 0};
+    kn_calib *c;
+    assert_int_equal(kn_calib_create(g, &o, NULL, d, &c), KN_OK);
+    for (int pass = 1; pass <= 2; pass++)
+        for (int set = 0; set < 2; set++) {
+            kn_rt_tensor *ins[16] = {0};
+            assert_true(g->n_inputs <= 16);
+            for (uint32_t k = 0; k < g->n_inputs; k++) {
+                snprintf(path, sizeof path, "%s/test_data_set_%d/input_%u.pb", dir, set, k);
+                assert_int_equal(kn_tensor_read(path, NULL, d, &ins[k], NULL), KN_OK);
+            }
+            assert_int_equal(kn_calib_run(c, pass, (const kn_rt_tensor *const *)ins, d), KN_OK);
+            for (uint32_t k = 0; k < g->n_inputs; k++)
+                kn_rt_tensor_free(NULL, ins[k]);
+        }
+    kn_calib_finish(c);
+    mb *b = mb_new();
+    char *json = mb_path(b, mb_tempdir(b), "llama.json");
+    assert_int_equal(kn_calib_table_write(c, path, json, d), KN_OK);
+    kn_calib_table *t;
+    assert_int_equal(kn_calib_table_read(json, d, &t), KN_OK);
+    assert_int_equal(t->n_layers, 15);
+    kn_qscheme s = {4, 32, false};
+    for (uint32_t i = 0; i < t->n_layers; i++) {
+        const kn_calib_table_layer *l = &t->layers[i];
+        const kn_calib_table_input *in = kn_calib_table_input_find(t, l->input);
+        assert_non_null(in);
+        assert_non_null(in->xtx);
+        assert_int_equal(in->k, l->k);
+        /* the weight: the node's constant B, [K][N] */
+        const kn_tensor *wt = NULL;
+        for (uint32_t v = 0; v < g->n_values; v++)
+            if (g->values[v].kind == KN_VAL_CONST && strcmp(g->values[v].name, l->weight) == 0)
+                wt = g->values[v].tensor;
+        assert_non_null(wt);
+        assert_int_equal(wt->dtype, KN_F32);
+        assert_false(l->weight_nk);
+        uint32_t K = l->k, N = l->n;
+        float *w = malloc(sizeof(float) * K * N);
+        for (uint32_t k = 0; k < K; k++)
+            for (uint32_t n = 0; n < N; n++)
+                w[(size_t)n * K + k] = ((const float *)wt->data)[(size_t)k * N + n];
+        kn_qweights rtn, gq, aq;
+        assert_int_equal(kn_wq_rtn(w, N, K, &s, NULL, d, &rtn), KN_OK);
+        assert_int_equal(kn_wq_gptq(w, N, K, in->xtx, &s, NULL, NULL, d, &gq), KN_OK);
+        assert_int_equal(kn_wq_awq(w, N, K, in->mean_abs, in->xtx, &s, NULL, NULL, d, &aq, NULL, NULL), KN_OK);
+        double er = kn_wq_layer_error(w, rtn.deq, N, K, in->xtx), eg = kn_wq_layer_error(w, gq.deq, N, K, in->xtx),
+               ea = kn_wq_layer_error(w, aq.deq, N, K, in->xtx);
+        if (i < 7 || i == 14)
+            print_message("%-50s rtn %.4g gptq %.4g awq %.4g\n", l->node, er, eg, ea);
+        assert_true(eg <= er);
+        assert_true(ea <= er);
+        kn_qweights_free(&rtn);
+        kn_qweights_free(&gq);
+        kn_qweights_free(&aq);
+        free(w);
+    }
+    kn_calib_table_free(t);
+    kn_calib_destroy(c);
+    kn_graph_destroy(g);
+    kn_diag_destroy(d);
+    mb_free(b);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -640,6 +723,7 @@ int main(void)
         cmocka_unit_test(entropy_and_percentile),
         cmocka_unit_test(collector_on_graph),
         cmocka_unit_test(survives_failing_allocations),
+        cmocka_unit_test(decoder_layers_from_table),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
