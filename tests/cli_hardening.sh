@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Output files never follow a planted symlink out of their folder: `kiln
 # compile -o` and `kiln run --output-dir` write a temporary file next to
-# the output and rename it over whatever is there, so a symlink at the
+# the output and rename it over whatever is there (as does `kiln calibrate
+# -o` for its table and side file), so a symlink at the
 # output path is replaced, and the file it pointed to is left untouched.
 # usage: cli_hardening.sh KILN SOURCE_DIR
 set -u
@@ -56,8 +57,21 @@ else
     bad "run npy: $(cat "$TMP/err")"
 fi
 check_replaced "$TMP/res/39.npy" "$TMP/outside/npy" precious
+# calibrate -o: the table and its XᵀX side file, both planted symlinks
+MLP=$SRC/tests/data/quant/mlp
+echo precious >"$TMP/outside/json"
+echo precious >"$TMP/outside/xtx"
+ln -s "$TMP/outside/json" "$TMP/out/c.json"
+ln -s "$TMP/outside/xtx" "$TMP/out/c.xtx.bin"
+if "$KILN" calibrate "$MLP/model.onnx" --data "$MLP/calib" -o "$TMP/out/c.json" -q >/dev/null 2>"$TMP/err"; then
+    ok
+else
+    bad "calibrate: $(cat "$TMP/err")"
+fi
+check_replaced "$TMP/out/c.json" "$TMP/outside/json" precious
+check_replaced "$TMP/out/c.xtx.bin" "$TMP/outside/xtx" precious
 # nothing else was written outside, and no temporary file was left behind
-if [ "$(ls "$TMP/outside" | tr '\n' ' ')" = "npy pb plan " ]; then ok; else bad "outside holds: $(ls "$TMP/outside")"; fi
+if [ "$(ls "$TMP/outside" | tr '\n' ' ')" = "json npy pb plan xtx " ]; then ok; else bad "outside holds: $(ls "$TMP/outside")"; fi
 if ls -A "$TMP/out" "$TMP/res" | grep -q '\.tmp'; then bad "temporary files left: $(ls "$TMP/out" "$TMP/res")"; else ok; fi
 
 echo "cli_hardening: $pass passed, $fail failed"

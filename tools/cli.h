@@ -17,6 +17,7 @@ int kn_cmd_inspect(int argc, char **argv);
 int kn_cmd_compile(int argc, char **argv);
 int kn_cmd_run(int argc, char **argv);
 int kn_cmd_bench(int argc, char **argv);
+int kn_cmd_calibrate(int argc, char **argv);
 
 /* Verifies g, runs the pass pipeline with options po (NULL: -O2, every
  * pass verified) and checks that `target` runs every op (reporting all

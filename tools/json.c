@@ -132,4 +132,28 @@ void kn_json_null(kn_json *j)
     fputs("null", j->f);
 }
 
+void kn_json_nums_inline(kn_json *j, const double *v, size_t n)
+{
+    sep(j);
+    fputc('[', j->f);
+    for (size_t i = 0; i < n; i++) {
+        if (i)
+            fputs(", ", j->f);
+        if (isfinite(v[i]))
+            fprintf(j->f, "%.17g", v[i]);
+        else
+            fputs("null", j->f);
+    }
+    fputc(']', j->f);
+}
+
+void kn_json_uints_inline(kn_json *j, const uint64_t *v, size_t n)
+{
+    sep(j);
+    fputc('[', j->f);
+    for (size_t i = 0; i < n; i++)
+        fprintf(j->f, "%s%" PRIu64, i ? ", " : "", v[i]);
+    fputc(']', j->f);
+}
+
 void kn_json_finish(kn_json *j) { fputc('\n', j->f); }

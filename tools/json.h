@@ -28,6 +28,10 @@ void kn_json_uint(kn_json *j, uint64_t v);
 void kn_json_num(kn_json *j, double v);
 void kn_json_bool(kn_json *j, bool v);
 void kn_json_null(kn_json *j);
+/* Arrays of numbers written on one line ([1, 2, 3]), for long vectors
+ * (histograms, per-channel statistics). */
+void kn_json_nums_inline(kn_json *j, const double *v, size_t n);
+void kn_json_uints_inline(kn_json *j, const uint64_t *v, size_t n);
 /* Ends the document with a newline. */
 void kn_json_finish(kn_json *j);
 

@@ -13,6 +13,8 @@ static const char usage[] =
     "  compile MODEL.onnx   compile a model into a plan (-o MODEL.plan)\n"
     "  run MODEL.plan       run a plan on given or random inputs\n"
     "  bench MODEL.plan     time a plan: latency, throughput, GPU time\n"
+    "  calibrate MODEL.onnx run a model over sample inputs (--data DIR) and write\n"
+    "                       a calibration table for quantization (-o CALIB.json)\n"
     "  inspect FILE         show a model or plan: producer, opsets, inputs and\n"
     "                       outputs, op histogram, parameters, unsupported ops;\n"
     "                       for a plan also its build, layers and CUDA kernels\n"
@@ -43,6 +45,8 @@ int main(int argc, char **argv)
         return kn_cmd_run(argc - 1, argv + 1);
     if (strcmp(cmd, "bench") == 0)
         return kn_cmd_bench(argc - 1, argv + 1);
+    if (strcmp(cmd, "calibrate") == 0)
+        return kn_cmd_calibrate(argc - 1, argv + 1);
     fprintf(stderr, "error: unknown command '%s'\n\n%s", cmd, usage);
     return KN_EXIT_BAD_INPUT;
 }
