@@ -344,7 +344,7 @@ static kn_status fuse_chain(kn_graph *g, kn_uses *u, kn_id k, uint32_t *count)
     uint32_t na = 0;
     pn = &g->nodes[k];
     KN_TRY(kn_fm_attr_i(g, "gemm", gemm ? 1 : 0, &at[na++]));
-    KN_TRY(kn_fm_attr_s(g, "activation", am.name, &at[na++]));
+    KN_TRY(kn_fm_attr_s(g, "activation", has_act ? am.name : "", &at[na++]));
     if (has_act && am.a != 0)
         KN_TRY(kn_fm_attr_f(g, "act_alpha", am.a, &at[na++]));
     if (has_act && am.b != 0)

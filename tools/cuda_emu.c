@@ -156,7 +156,8 @@ static emu_launch_fn host_kernel(const kn_cu_kernel *k, char *err, size_t err_si
 
 /* ---- host GEMM (the kn_plan_cu_gemm contract) ---- */
 
-static double gelu(double x) { return 0.5 * x * (1.0 + erf(x / sqrt(2.0))); }
+/* cuBLASLt's GELU epilogue is the tanh approximation */
+static double gelu(double x) { return 0.5 * x * (1.0 + tanh(0.79788456080286535588 * (x + 0.044715 * x * x * x))); }
 
 static void host_gemm(const kn_plan_cu_gemm *g, const void *A, const void *B, const void *C, void *D)
 {
@@ -172,12 +173,12 @@ static void host_gemm(const kn_plan_cu_gemm *g, const void *A, const void *B, co
                 }
                 double v = g->alpha * acc;
                 if (g->has_c && g->beta != 0) {
-                    int64_t ic = g->epilogue == 3 ? j : b * g->stride_c + i * g->ldc + j;
+                    int64_t ic = g->epilogue >= 3 ? b * g->stride_c + j : b * g->stride_c + i * g->ldc + j;
                     v += g->beta * kn_get_f64(t, C, ic);
                 }
-                if (g->epilogue == 1 && v < 0)
+                if ((g->epilogue == 1 || g->epilogue == 4) && v < 0)
                     v = 0;
-                if (g->epilogue == 2)
+                if (g->epilogue == 2 || g->epilogue == 5)
                     v = gelu(v);
                 kn_set_f64(t, D, b * g->stride_d + i * g->ldd + j, v);
             }

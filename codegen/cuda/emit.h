@@ -93,7 +93,8 @@ typedef struct kn_emit_gemm {
     int64_t stride_a, stride_b, stride_c, stride_d; /* elements between batches (0: broadcast) */
     float alpha, beta;
     kn_dtype dtype;               /* of A, B, C, D */
-    uint32_t epilogue;            /* 0 none, 1 relu, 2 gelu, 3 bias (c is a row vector) */
+    uint32_t epilogue;            /* 0 none, 1 relu, 2 gelu (tanh form), 3 bias (c is a row vector),
+                                   * 4 relu+bias, 5 gelu+bias (bias as for 3) */
 } kn_emit_gemm;
 
 kn_status kn_emit_gemm_step(kn_emit *e, const kn_emit_gemm *g);

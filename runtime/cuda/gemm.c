@@ -64,7 +64,7 @@ kn_status kn_cuda_gemm_plan(const kn_cublaslt *lt, const kn_plan_cu_gemm *gm, CU
         kn_diag_add(d, KN_ERROR, "%s: GEMM dtype %d", what, (int)gm->dtype);
         return KN_ERR_INVALID;
     }
-    bool bias = gm->epilogue == 3;
+    bool bias = gm->epilogue >= 3;
     bool c_matrix = gm->has_c && !bias;
     float beta = c_matrix ? gm->beta : 0.0f; /* without a C matrix, cuBLASLt's C is D, scaled by 0 */
     if (scale == CUDA_R_64F) {
@@ -87,8 +87,10 @@ kn_status kn_cuda_gemm_plan(const kn_cublaslt *lt, const kn_plan_cu_gemm *gm, CU
            lt->matmul_desc_set_attribute(out->op, CUBLASLT_MATMUL_DESC_TRANSB, &op_b, sizeof op_b));
     if (gm->epilogue) {
         /* note: cuBLASLt's GELU is the tanh approximation */
-        uint32_t epi = gm->epilogue == 1 ? CUBLASLT_EPILOGUE_RELU
+        uint32_t epi = gm->epilogue == 1   ? CUBLASLT_EPILOGUE_RELU
                        : gm->epilogue == 2 ? CUBLASLT_EPILOGUE_GELU
+                       : gm->epilogue == 4 ? CUBLASLT_EPILOGUE_RELU_BIAS
+                       : gm->epilogue == 5 ? CUBLASLT_EPILOGUE_GELU_BIAS
                                            : CUBLASLT_EPILOGUE_BIAS;
         LT_TRY("cublasLtMatmulDescSetAttribute",
                lt->matmul_desc_set_attribute(out->op, CUBLASLT_MATMUL_DESC_EPILOGUE, &epi, sizeof epi));
