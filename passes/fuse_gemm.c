@@ -10,6 +10,8 @@
  *         between the product and the activation (GPT-2's Gemm on the
  *         flattened tokens) is moved after it first.
  *   residual: an Add of any other tensor of the dtype (broadcast as Add).
+ *   A Gemm between Reshape(h) to [rows, K] and a Reshape back to h's
+ *   leading dims (GPT-2's Conv1D) becomes the Gemm over h's rows.
  *
  * and, before that, the Llama/Qwen2 MLP's two projections:
  *
@@ -284,6 +286,45 @@ static kn_id hoist_activation(kn_graph *g, kn_uses *u, kn_id cur, kn_dtype dt, a
     return r;
 }
 
+/* Whether two dims are the same: equal numbers or the same symbol. */
+static bool same_dim(kn_dim a, kn_dim b) { return a.value >= 0 ? a.value == b.value : a.sym && a.sym == b.sym; }
+
+/* Gemm k (transA = 0) reading Reshape(h) to [rows, K] and read by one
+ * Reshape back to h's leading dims and N (torch's Linear on 3-D input as
+ * GPT-2's Conv1D exports it): the Gemm over h's rows. Adds both Reshapes
+ * to m and returns h, *out the second Reshape's output; else KN_NONE. */
+static kn_id unflatten(const kn_graph *g, const kn_uses *u, kn_id k, kn_fm *m, kn_id *out)
+{
+    const kn_node *n = &g->nodes[k];
+    const kn_attr *ta = kn_node_attr(n, "transA");
+    if ((ta && ta->kind == KN_ATTR_INT && ta->u.i) || !kn_rw_shapes_trusted(g))
+        return KN_NONE;
+    kn_id r1 = kn_fm_producer(g, u, n->inputs[0], KN_OP_Reshape);
+    kn_id r2 = kn_fm_sole_reader(g, u, n->outputs[0], KN_OP_Reshape);
+    if (r1 == KN_NONE || r2 == KN_NONE || u->readers[n->inputs[0]] != 1 || u->pinned[n->inputs[0]] ||
+        g->nodes[r2].inputs[0] != n->outputs[0])
+        return KN_NONE;
+    kn_id h = g->nodes[r1].inputs[0], y = g->nodes[r2].outputs[0];
+    const kn_type *ht = kn_rw_type(g, h), *at = kn_rw_type(g, n->inputs[0]), *yt = kn_rw_type(g, y);
+    const kn_type *bt = kn_rw_type(g, n->inputs[1]);
+    if (!ht || !at || !yt || !bt || ht->shape.rank < 3 || ht->shape.rank > 8 || at->shape.rank != 2 ||
+        bt->shape.rank != 2 || yt->shape.rank != ht->shape.rank)
+        return KN_NONE;
+    int32_t r = ht->shape.rank;
+    const kn_attr *tb = kn_node_attr(n, "transB");
+    kn_dim kd = ht->shape.dims[r - 1], nd = bt->shape.dims[tb && tb->kind == KN_ATTR_INT && tb->u.i ? 0 : 1];
+    /* [.., K] -> [rows, K] is the row flattening whatever the target said */
+    if (kd.value < 0 || at->shape.dims[1].value != kd.value || !same_dim(yt->shape.dims[r - 1], nd))
+        return KN_NONE;
+    for (int32_t i = 0; i < r - 1; i++)
+        if (!same_dim(yt->shape.dims[i], ht->shape.dims[i]))
+            return KN_NONE;
+    kn_fm_add(m, r1);
+    kn_fm_add(m, r2);
+    *out = y;
+    return h;
+}
+
 static kn_status fuse_chain(kn_graph *g, kn_uses *u, kn_id k, uint32_t *count)
 {
     const kn_node *pn = &g->nodes[k];
@@ -302,6 +343,11 @@ static kn_status fuse_chain(kn_graph *g, kn_uses *u, kn_id k, uint32_t *count)
     kn_id cur = pn->outputs[0], bias = gemm && kn_rw_has_in(pn, 2) ? pn->inputs[2] : KN_NONE, res = KN_NONE, j;
     if (gemm && bias != KN_NONE && dtype_of(g, bias) != dt)
         return KN_OK;
+    kn_id a_in = pn->inputs[0], y2;
+    if (gemm && (j = unflatten(g, u, k, &m, &y2)) != KN_NONE) {
+        a_in = j;
+        cur = y2;
+    }
     /* bias: Add(product, constant [N] or [1]) */
     if (!gemm && (j = kn_fm_sole_reader(g, u, cur, KN_OP_Add)) != KN_NONE) {
         kn_id o = kn_fm_other(&g->nodes[j], cur);
@@ -357,7 +403,7 @@ static kn_status fuse_chain(kn_graph *g, kn_uses *u, kn_id k, uint32_t *count)
                 at[na++] = *a;
         }
     }
-    kn_id ins[4] = {pn->inputs[0], pn->inputs[1], bias, res};
+    kn_id ins[4] = {a_in, pn->inputs[1], bias, res};
     KN_TRY(kn_fm_replace(g, u, &m, cur, KN_OP_KILN_GemmEpilogue, 1, ins, res != KN_NONE ? 4 : bias != KN_NONE ? 3 : 2,
                          at, na));
     (*count)++;

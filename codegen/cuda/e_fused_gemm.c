@@ -1,7 +1,8 @@
 /* CUDA emitter for kiln GemmEpilogue (passes/fuse_gemm.c; semantics in
  * runtime/cpu/k_fused_gemm.c): one cuBLASLt GEMM that takes as much of the
  * epilogue as cuBLASLt can (a row-vector bias, ReLU or tanh-GELU after
- * it, or a same-shaped residual as C with beta = 1), then, only when
+ * it, a same-shaped residual as C with beta = 1 when no activation
+ * follows the bias), then, only when
  * something is left, one elementwise kernel applying the rest (bias, the
  * activation, the residual add with broadcasting) in double. */
 #include "codegen/cuda/emit.h"
@@ -116,10 +117,14 @@ kn_status kn_emit_KILN_GemmEpilogue(kn_emit *e)
     int32_t prank;
     int64_t pdims[8];
     if (gemm) {
-        if (a->rank != 2 || b->rank != 2 || (bias && bias->rank > 2))
+        if (a->rank < 2 || a->rank > 8 || (ta && a->rank != 2) || b->rank != 2 || (bias && bias->rank > 2))
             return kn_emit_fail(e, KN_ERR_UNSUPPORTED, "gemm = 1 operands");
-        m = ta ? a->dims[1] : a->dims[0], k = ta ? a->dims[0] : a->dims[1], n = tb ? b->dims[0] : b->dims[1];
-        prank = 2, pdims[0] = m, pdims[1] = n;
+        k = ta ? a->dims[0] : a->dims[a->rank - 1], n = tb ? b->dims[0] : b->dims[1];
+        m = ta ? a->dims[1] : k ? a->numel / k : 0;
+        prank = a->rank;
+        memcpy(pdims, a->dims, (size_t)a->rank * sizeof *pdims);
+        pdims[prank - 2] = ta ? m : pdims[prank - 2];
+        pdims[prank - 1] = n;
     } else {
         if (a->rank < 1 || a->rank > 8 || b->rank != 2 || (bias && bias->rank > 1))
             return kn_emit_fail(e, KN_ERR_UNSUPPORTED, "gemm = 0 operands");
@@ -179,7 +184,13 @@ kn_status kn_emit_KILN_GemmEpilogue(kn_emit *e)
         g.epilogue = strcmp(an, "relu") == 0 ? 1 : 2;
         left_act = false;
     }
-    if (res && res_same && !left_act && !left_bias && g.c.kind == 0 && g.epilogue == 0 && prod_in_y) {
+    /* the residual as C (beta 1) when nothing comes after it: no
+     * activation left, none in the epilogue (cuBLASLt applies it after C);
+     * a bias row then moves to the 5th argument */
+    if (res && res_same && !left_act && !left_bias && prod_in_y && (g.epilogue == 0 || g.epilogue == 3) &&
+        (g.c.kind == 0 || g.epilogue == 3)) {
+        if (g.epilogue == 3)
+            g.bias = g.c;
         g.c = (kn_emit_arg){KN_ARG_IN, 3, 0, NULL, 0};
         g.beta = 1;
         left_res = false;

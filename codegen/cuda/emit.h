@@ -86,6 +86,7 @@ kn_status kn_emit_launch(kn_emit *e, uint32_t kernel, kn_dim3 grid, kn_dim3 bloc
  * operands given as inputs/outputs of the node, optional strided batch. */
 typedef struct kn_emit_gemm {
     kn_emit_arg a, b, c, d;   /* KN_ARG_IN / KN_ARG_OUT / KN_ARG_SCRATCH; c.kind 0 = none */
+    kn_emit_arg bias;         /* epilogues 3-5 with a C matrix in c: the bias row (kind 0: c is the bias) */
     int64_t m, n, k;
     bool trans_a, trans_b;
     int64_t lda, ldb, ldc, ldd;   /* leading dims (elements, row-major) */

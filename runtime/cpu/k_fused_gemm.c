@@ -6,8 +6,10 @@
  * gemm = 0: P = MatMul(A, B) with B a matrix [K, N] and A [..., K]; bias
  *           (rank <= 1, N or 1 values) is added to the rounded product, as
  *           the Add it replaces.
- * gemm = 1: A, B 2-D, P + bias = alpha·A'·B' + beta·C exactly as Gemm (C,
- *           the bias input, broadcast unidirectionally to [M, N]).
+ * gemm = 1: B 2-D, P + bias = alpha·A'·B' + beta·C exactly as Gemm (C,
+ *           the bias input, broadcast unidirectionally to [M, N]); A 2-D,
+ *           or, with transA = 0, [..., K] taken as its rows (the Gemm of
+ *           a flattening Reshape): the result is then [..., N].
  * activation: "" (none), relu, clip (act_alpha = min, act_beta = max),
  * gelu, gelu_tanh, silu, hardsigmoid (act_alpha, act_beta), hardswish,
  * sigmoid, tanh, leakyrelu (act_alpha). residual: an Add operand, numpy
@@ -93,12 +95,13 @@ static double round_to(kn_dtype t, double v)
 static kn_status product_gemm(kn_kctx *c, const kn_rt_tensor *a, const kn_rt_tensor *b, const kn_rt_tensor *cc,
                               int64_t *m_out, int64_t *n_out, double **out)
 {
-    if (a->rank != 2 || b->rank != 2)
-        return kn_kctx_fail(c, KN_ERR_INVALID, "gemm = 1 needs 2-D A and B (got rank %d and %d)", (int)a->rank,
-                            (int)b->rank);
     bool ta = kn_kctx_attr_int(c, "transA", 0) != 0, tb = kn_kctx_attr_int(c, "transB", 0) != 0;
+    if (a->rank < 2 || (ta && a->rank != 2) || b->rank != 2)
+        return kn_kctx_fail(c, KN_ERR_INVALID, "gemm = 1 needs a 2-D B and a 2-D A (or [..., K] without transA), got "
+                            "rank %d and %d", (int)a->rank, (int)b->rank);
     double alpha = kn_kctx_attr_float(c, "alpha", 1.0f), beta = kn_kctx_attr_float(c, "beta", 1.0f);
-    int64_t m = ta ? a->dims[1] : a->dims[0], k = ta ? a->dims[0] : a->dims[1];
+    int64_t k = ta ? a->dims[0] : a->dims[a->rank - 1];
+    int64_t m = ta ? a->dims[1] : k ? a->numel / k : kn_numel(a->rank - 1, a->dims);
     int64_t kb = tb ? b->dims[1] : b->dims[0], n = tb ? b->dims[0] : b->dims[1];
     if (k != kb)
         return kn_kctx_fail(c, KN_ERR_INVALID, "inner dimensions differ (%lld vs %lld)", (long long)k, (long long)kb);
@@ -197,7 +200,7 @@ kn_status kn_ref_KILN_GemmEpilogue(kn_kctx *c)
     kn_rt_tensor pt = {0};
     int64_t pdims[KN_RT_MAX_RANK];
     pt.dtype = t;
-    if (gemm) {
+    if (gemm && a->rank == 2) {
         pt.rank = 2;
         pdims[0] = m;
         pdims[1] = n;
