@@ -145,6 +145,50 @@ static void test_gemm_reshape_gelu(void **state)
     mb_free(b);
 }
 
+/* GPT-2's Conv1D: Reshape(h, [-1, K]) -> Gemm -> Reshape back to h's
+ * leading dims -> Add(residual): one node on h; a second Reshape to
+ * another shape keeps the Reshapes. */
+static void test_gemm_unflatten(void **state)
+{
+    (void)state;
+    for (int variant = 0; variant < 2; variant++) {
+        mb *b = mb_new();
+        Onnx__ModelProto *m = mb_model(b, 17);
+        Onnx__GraphProto *g = m->graph;
+        mb_input(b, g, "h", mb_tensor_type(b, KN_F32, "batch,seq,8"));
+        mb_input(b, g, "r", mb_tensor_type(b, KN_F32, variant ? "batch,seq,2,8" : "batch,seq,16"));
+        int64_t wd[2] = {8, 16}, bd[1] = {16}, two[1] = {2}, one[1] = {1};
+        fc_f32(b, g, "W", wd, 2, -0.07f);
+        fc_f32(b, g, "bias", bd, 1, -0.04f);
+        mb_int64_data(b, mb_initializer(b, g, "flat", KN_I64, two, 1), (int64_t[]){-1, 8}, 2);
+        mb_int64_data(b, mb_initializer(b, g, "st", KN_I64, one, 1), (int64_t[]){0}, 1);
+        mb_int64_data(b, mb_initializer(b, g, "en", KN_I64, one, 1), (int64_t[]){2}, 1);
+        mb_int64_data(b, mb_initializer(b, g, "n", KN_I64, variant ? two : one, 1),
+                      variant ? (int64_t[]){2, 8} : (int64_t[]){16}, variant ? 2 : 1);
+        mb_node(b, g, "Reshape", "flatten", "h,flat", "hf");
+        mb_node(b, g, "Gemm", "gemm", "hf,W,bias", "p");
+        mb_node(b, g, "Shape", "shape", "h", "s");
+        mb_node(b, g, "Slice", "lead", "s,st,en", "ld");
+        Onnx__NodeProto *c = mb_node(b, g, "Concat", "cat", "ld,n", "target");
+        mb_attr_i(b, c, "axis", 0);
+        mb_node(b, g, "Reshape", "back", "p,target", "q");
+        mb_node(b, g, "Add", "res", "q,r", "y");
+        mb_output(b, g, "y", NULL);
+        kn_graph *kg = fc_apply(b, m, pass, 0);
+        if (variant == 0) {
+            const kn_node *n = only_epilogue(kg, 1, "", 4, "flatten");
+            assert_string_equal(kg->values[n->inputs[0]].name, "h");
+            assert_string_equal(kg->values[n->inputs[3]].name, "r");
+        } else { /* the Gemm (with its own bias) has nothing to fuse */
+            assert_int_equal(pc_count(kg, "Reshape"), 2);
+            assert_int_equal(pc_count(kg, "Gemm"), 1);
+            assert_int_equal(pc_count(kg, "GemmEpilogue"), 0);
+        }
+        kn_graph_destroy(kg);
+        mb_free(b);
+    }
+}
+
 /* The Llama MLP: down(SwiGlu(x@Wg, x@Wu)) + x → packed MatMul, SwiGlu,
  * GemmEpilogue (residual): 3 nodes. */
 static void test_swiglu_mlp(void **state)
@@ -305,6 +349,7 @@ int main(void)
         cmocka_unit_test(test_matmul_bias_relu_residual),
         cmocka_unit_test(test_activations),
         cmocka_unit_test(test_gemm_reshape_gelu),
+        cmocka_unit_test(test_gemm_unflatten),
         cmocka_unit_test(test_swiglu_mlp),
         cmocka_unit_test(test_swiglu_not_merged),
         cmocka_unit_test(test_not_fused),
