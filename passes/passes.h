@@ -17,6 +17,7 @@ typedef struct kn_pass_info {
 } kn_pass_info;
 
 kn_status kn_pass_infer_shapes(kn_graph *g, kn_diag *d);
+kn_status kn_pass_canon_ms(kn_graph *g, kn_diag *d);
 kn_status kn_pass_fold(kn_graph *g, kn_diag *d);
 kn_status kn_pass_noop(kn_graph *g, kn_diag *d);
 kn_status kn_pass_cse(kn_graph *g, kn_diag *d);

@@ -14,6 +14,7 @@ static kn_status no_precision(kn_graph *g, kn_diag *d)
 }
 
 static const kn_pass_info passes[] = {
+    {"canon-ms", kn_pass_canon_ms, 0, "com.microsoft MultiHeadAttention / GroupQueryAttention -> Attention, RotaryEmbedding -> kiln.RotaryHalf"},
     {"infer-shapes", kn_pass_infer_shapes, 0, "infer dtypes and shapes, symbolic dims carried through"},
     {"fold", kn_pass_fold, 1, "constant folding (CPU kernels, size-limited), Shape chains, symbolic Reshape targets"},
     {"noop", kn_pass_noop, 1, "remove Identity, same-type Cast, same-shape Reshape/Expand, identity Transpose, Dropout, Squeeze/Unsqueeze pairs"},
