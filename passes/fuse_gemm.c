@@ -80,7 +80,7 @@ static kn_id mm_const_2d(const kn_graph *g, const kn_uses *u, kn_id v, const kn_
     if (k == KN_NONE || u->readers[v] != 1 || u->pinned[v] || g->nodes[k].n_inputs != 2)
         return KN_NONE;
     const kn_tensor *t = kn_rw_const(g, g->nodes[k].inputs[1]);
-    if (!t || t->rank != 2 || t->is_external || !float_dt(t->dtype) || t->nbytes == 0)
+    if (!t || t->rank != 2 || !float_dt(t->dtype) || t->nbytes == 0)
         return KN_NONE;
     *w = t;
     return k;

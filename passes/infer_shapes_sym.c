@@ -314,7 +314,8 @@ kn_status kn_is_range(kn_is_ctx *c)
     int64_t st, lim, dl;
     const kn_is_symval *ls = kn_is_in_sv(c, 1);
     if (in_num(c, 0, &st) && in_num(c, 2, &dl) && dl != 0) {
-        if (in_num(c, 1, &lim)) {
+        if (in_num(c, 1, &lim) && llabs(lim) < ((int64_t)1 << 62) && llabs(st) < ((int64_t)1 << 62) &&
+            llabs(dl) < ((int64_t)1 << 62)) {
             int64_t len = dl > 0 ? (lim - st + dl - 1) / dl : (st - lim - dl - 1) / -dl;
             d.value = len > 0 ? len : 0;
         } else if (st == 0 && dl == 1 && ls && ls->n == 1 && ls->d[0].sym) {
