@@ -13,18 +13,19 @@
  *       LessOrEqual), present key/value = K/V as [B, kv_heads, S, H]: the
  *       prompt without a past, where total_sequence_length is K's length
  *       (a larger one gives ORT larger present outputs: not this form).
- *   RotaryEmbedding(x, position_ids [B, S], cos_cache, sin_cache), not
+ *   RotaryEmbedding(x, position_ids, cos_cache, sin_cache), not
  *     interleaved, rotating the whole head
  *     → kiln RotaryHalf(x, cos, sin) with cos = Concat(c, c) of
  *       c = Gather(cos_cache, position_ids), unsqueezed to broadcast over
- *       the heads (x 4-D [B, N, S, H], or 3-D [B, S, N·H] reshaped around).
+ *       the heads (x 4-D [B, N, S, H], or 3-D [B, S, N·H] reshaped around);
+ *       position_ids [B, S], or one offset [1] meaning offset + 0 .. S-1.
  *
  * The forms these ops have that the rewrite would not keep exactly fail
  * with KN_ERR_UNSUPPORTED naming the node: MHA with a packed QKV, an
  * input bias, a key padding mask or a past; GQA with a past (ORT writes
  * the new keys at seqlens_k, not after the past), packed QKV, rotary,
  * softcap, a local window, smooth softmax, attention bias or head sinks;
- * interleaved or partial rotary, position ids given as one offset. */
+ * interleaved or partial rotary. */
 #include "ir/arena.h"
 #include "passes/fuse_match.h"
 #include "passes/passes.h"
@@ -284,8 +285,9 @@ static kn_status rotary(build *b)
         return unsupported(b, "missing position_ids or caches");
     const kn_type *pt = kn_rw_type(g, n->inputs[1]), *xt = kn_rw_type(g, n->inputs[0]);
     const kn_type *ct = kn_rw_type(g, n->inputs[2]);
-    if (!pt || pt->shape.rank != 2)
-        return unsupported(b, "position_ids that are not [batch, seq] (an offset)");
+    bool offset = pt && pt->shape.rank == 1 && pt->shape.dims[0].value == 1;
+    if (!pt || (pt->shape.rank != 2 && !offset))
+        return unsupported(b, "position_ids that are neither [batch, seq] nor one offset [1]");
     if (!xt || (xt->shape.rank != 3 && xt->shape.rank != 4))
         return unsupported(b, "an input of unknown rank or rank other than 3 and 4");
     if (!ct || ct->shape.rank != 2 || ct->shape.dims[1].value <= 0)
@@ -296,7 +298,24 @@ static kn_status rotary(build *b)
         return unsupported(b, "partial rotation (cos_cache narrower than the head)");
     if (rd != 0 && rd != head)
         return unsupported(b, "partial rotation (rotary_embedding_dim)");
-    kn_id c[2], cc[2], cu[2], ax, x = n->inputs[0], y = n->outputs[0];
+    kn_id c[2], cc[2], cu[2], ax, x = n->inputs[0], y = n->outputs[0], pos = n->inputs[1];
+    if (offset) { /* positions offset + 0 .. S-1, as [1, S] */
+        kn_id shp, seq, r, p, zero, one, sax, ax0;
+        KN_TRY(const_i64(b, "zero", (int64_t[]){0}, 1, true, &zero));
+        KN_TRY(const_i64(b, "one", (int64_t[]){1}, 1, true, &one));
+        KN_TRY(const_i64(b, "seq_axis", (int64_t[]){rank == 4 ? 2 : 1}, 1, true, &sax));
+        KN_TRY(const_i64(b, "axes0", (int64_t[]){0}, 1, false, &ax0));
+        KN_TRY(value(b, "x_shape", &shp));
+        KN_TRY(value(b, "seq_len", &seq));
+        KN_TRY(value(b, "steps", &r));
+        KN_TRY(value(b, "positions_1d", &p));
+        KN_TRY(value(b, "positions", &pos));
+        KN_TRY(node(b, "Shape", KN_OP_Shape, 13, &x, 1, &shp, 1, NULL, 0));
+        KN_TRY(node(b, "Gather_seq", KN_OP_Gather, 13, (kn_id[]){shp, sax}, 2, &seq, 1, NULL, 0));
+        KN_TRY(node(b, "Range", KN_OP_Range, 11, (kn_id[]){zero, seq, one}, 3, &r, 1, NULL, 0));
+        KN_TRY(node(b, "Add_offset", KN_OP_Add, 14, (kn_id[]){r, n->inputs[1]}, 2, &p, 1, NULL, 0));
+        KN_TRY(node(b, "Unsqueeze_positions", KN_OP_Unsqueeze, 13, (kn_id[]){p, ax0}, 2, &pos, 1, NULL, 0));
+    }
     /* 4-D [B, N, S, H]: cos as [B, 1, S, H]; 3-D [B, S, N·H]: x as [B, S, N, H], cos [B, S, 1, H] */
     KN_TRY(const_i64(b, "axes", (int64_t[]){rank == 4 ? 1 : 2}, 1, false, &ax));
     kn_attr cat;
@@ -308,7 +327,7 @@ static kn_status rotary(build *b)
         KN_TRY(value(b, i ? "sin_full" : "cos_full", &cc[i]));
         KN_TRY(value(b, i ? "sin_heads" : "cos_heads", &cu[i]));
         snprintf(nm, sizeof nm, "Gather_%s", what[i]);
-        KN_TRY(node(b, nm, KN_OP_Gather, 13, (kn_id[]){n->inputs[2 + i], n->inputs[1]}, 2, &c[i], 1, NULL, 0));
+        KN_TRY(node(b, nm, KN_OP_Gather, 13, (kn_id[]){n->inputs[2 + i], pos}, 2, &c[i], 1, NULL, 0));
         snprintf(nm, sizeof nm, "Concat_%s", what[i]);
         KN_TRY(node(b, nm, KN_OP_Concat, 13, (kn_id[]){c[i], c[i]}, 2, &cc[i], 1, &cat, 1));
         snprintf(nm, sizeof nm, "Unsqueeze_%s", what[i]);

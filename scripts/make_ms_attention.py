@@ -88,4 +88,8 @@ write("rotary_bnsh",
 write("rotary_bsd",
       helper.make_node("RotaryEmbedding", ["x", "pos", "cos", "sin"], ["y"], domain="com.microsoft", num_heads=4),
       [("x", f32(2, 5, 32)), ("pos", pos)], ["y"], [("cos", cos_cache), ("sin", sin_cache)])
+# position_ids as one offset [1]: positions offset .. offset + S - 1 for every batch entry
+write("rotary_offset",
+      helper.make_node("RotaryEmbedding", ["x", "pos", "cos", "sin"], ["y"], domain="com.microsoft", num_heads=4),
+      [("x", f32(2, 5, 32)), ("pos", np.array([3], np.int64))], ["y"], [("cos", cos_cache), ("sin", sin_cache)])
 print("wrote", os.path.normpath(HERE))

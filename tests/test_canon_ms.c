@@ -67,6 +67,7 @@ static void test_rewrites(void **state)
         {"MultiHeadAttention", "q,k,v", "y", "Attention", 1},
         {"GroupQueryAttention", "q,k,v,,,seqlens,total", "y,pk,pv", "Attention", 7},
         {"RotaryEmbedding", "x,pos,cos,sin", "y", "RotaryHalf", 7},
+        {"RotaryEmbedding", "x,offset,cos,sin", "y", "RotaryHalf", 12},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         mb *b = mb_new();
@@ -103,7 +104,7 @@ static void test_unsupported(void **state)
         {"GroupQueryAttention", "q,k,v,,,seqlens,total", "do_rotary", "do_rotary"},
         {"GroupQueryAttention", "q,k,v,,,seqlens,total", "smooth_softmax", "smooth_softmax"},
         {"RotaryEmbedding", "x,pos,cos,sin", "interleaved", "interleaved"},
-        {"RotaryEmbedding", "x,offset,cos,sin", NULL, "offset"},
+        {"RotaryEmbedding", "x,past,cos,sin", NULL, "position_ids"},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         mb *b = mb_new();
