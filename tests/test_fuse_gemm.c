@@ -343,6 +343,56 @@ static void test_not_fused(void **state)
     }
 }
 
+/* The whole pipeline on an MLP with every fuse-gemm rewrite, failing the
+ * Nth allocation for every N: a clean KN_ERR_NOMEM or the fused result,
+ * nothing leaked. */
+static void test_alloc_fail(void **state)
+{
+    (void)state;
+    mb *b = mb_new();
+    Onnx__ModelProto *m = mb_model(b, 17);
+    Onnx__GraphProto *g = m->graph;
+    mb_input(b, g, "x", mb_tensor_type(b, KN_F32, "batch,seq,8"));
+    int64_t wd[2] = {8, 16}, dd[2] = {16, 8}, bd[1] = {8};
+    fc_f32(b, g, "Wg", wd, 2, -0.07f);
+    fc_f32(b, g, "Wu", wd, 2, -0.03f);
+    fc_f32(b, g, "Wd", dd, 2, -0.05f);
+    fc_f32(b, g, "bias", bd, 1, 0.02f);
+    mb_node(b, g, "MatMul", "gate", "x,Wg", "gp");
+    mb_node(b, g, "MatMul", "up", "x,Wu", "upv");
+    mb_node(b, g, "Sigmoid", "sig", "gp", "s");
+    mb_node(b, g, "Mul", "silu", "gp,s", "act");
+    mb_node(b, g, "Mul", "glu", "act,upv", "h");
+    mb_node(b, g, "MatMul", "down", "h,Wd", "o");
+    mb_node(b, g, "Add", "add_b", "o,bias", "ob");
+    mb_node(b, g, "Relu", "relu", "ob", "or");
+    mb_node(b, g, "Add", "res", "x,or", "y");
+    mb_output(b, g, "y", NULL);
+    size_t len;
+    uint8_t *bytes = mb_pack(b, m, &len);
+    bool finished = false;
+    for (long n = 1; !finished && n < 5000; n++) {
+        mb_counter c;
+        mb_counter_init(&c);
+        kn_diag *d = kn_diag_create(NULL, NULL);
+        kn_graph *kg = NULL;
+        assert_int_equal(kn_import_onnx_memory(bytes, len, NULL, "t.onnx", NULL, &c.a, d, &kg), KN_OK);
+        c.fail_at = c.calls + n;
+        kn_pipeline_opts po = {0};
+        po.verify_each = true;
+        kn_status st = kn_pipeline_run(kg, &po, d);
+        assert_true(st == KN_OK || st == KN_ERR_NOMEM);
+        finished = st == KN_OK && c.calls < c.fail_at;
+        if (finished) /* packed MatMul, SwiGlu, GemmEpilogue */
+            assert_int_equal(kg->n_nodes, 3);
+        kn_graph_destroy(kg);
+        kn_diag_destroy(d);
+        assert_int_equal(c.live, 0);
+    }
+    assert_true(finished);
+    mb_free(b);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -353,6 +403,7 @@ int main(void)
         cmocka_unit_test(test_swiglu_mlp),
         cmocka_unit_test(test_swiglu_not_merged),
         cmocka_unit_test(test_not_fused),
+        cmocka_unit_test(test_alloc_fail),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
