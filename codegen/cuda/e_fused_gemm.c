@@ -212,7 +212,7 @@ kn_status kn_emit_KILN_GemmEpilogue(kn_emit *e)
     p.a = kn_emit_attr_float(e, "act_alpha", 0.0f);
     p.b = kn_emit_attr_float(e, "act_beta", 0.0f);
     p.beta = beta;
-    p.has_bias = left_bias;
+    p.has_bias = left_bias && beta != 0; /* as Gemm: beta 0 ignores C */
     p.has_res = left_res;
     return emit_epilogue(e, dt, left_act ? expr : "v", &p, g.d);
 }
