@@ -479,6 +479,8 @@ static kn_status infer_node(sctx *c)
         return broadcast(c, 0, 1, KN_BOOL);
     case KN_OP_KILN_RotaryHalf:
         return broadcast(c, 0, 2, 0);
+    case KN_OP_KILN_PagedAttention: /* Y has Q's shape (head_dim of V = of K) */
+        return same_as_input(c, 0);
     case KN_OP_Where: {
         const kn_type *x = in_type(c, 1);
         return broadcast(c, 0, 2, x ? x->dtype : KN_UNDEFINED);

@@ -24,6 +24,7 @@ static const kn_pass_info passes[] = {
     {"fuse-act", kn_pass_fuse_act, 2, "GELU (erf, tanh) -> Gelu; x*Sigmoid(x) -> kiln.Silu; Silu(g)*up -> kiln.SwiGlu"},
     {"fuse-attention", kn_pass_fuse_attention, 2, "MatMul(Q, K^T) -> scale -> [mask] -> Softmax -> MatMul(V) (GQA repeat_kv folded) -> Attention"},
     {"fuse-rotary", kn_pass_fuse_rotary, 2, "x*cos + Concat(Neg(x[..., d/2:]), x[..., :d/2])*sin (rotate-half RoPE) -> kiln.RotaryHalf"},
+    {"kv-cache", kn_pass_kv_cache, 2, "past*/present* = Concat(past, new) around a fused Attention -> kiln.PagedAttention over the runtime's paged KV cache"},
     {"dedup", kn_pass_dedup, 1, "merge constants with the same dtype, shape and bytes"},
     {"dce", kn_pass_dce, 1, "remove nodes and values that reach no graph output"},
     {"precision", no_precision, 0, "run float32 computation in float16/bfloat16 (--precision, --keep-fp32)"},

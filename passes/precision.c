@@ -32,6 +32,8 @@ static bool keep_input_f32(kn_op op, uint32_t i)
 
 static bool kept(const pctx *c, const kn_node *n)
 {
+    if (n->op == KN_OP_KILN_PagedAttention) /* the runtime's KV cache is float32 */
+        return true;
     for (uint32_t i = 0; i < c->o->n_keep; i++)
         if (fnmatch(c->o->keep[i], n->name, 0) == 0 || fnmatch(c->o->keep[i], n->op_type, 0) == 0)
             return true;

@@ -138,6 +138,9 @@ HAND_WRITTEN = [
     (DOM_KILN, "Silu", ""),      # x * Sigmoid(x)
     (DOM_KILN, "SwiGlu", ""),    # Silu(gate) * up: inputs (gate, up)
     (DOM_KILN, "RotaryHalf", ""),  # x*cos + rotate_half(x)*sin: inputs (x, cos, sin)
+    # passes/kv_cache.c: attention over the runtime's paged KV cache; inputs
+    # (Q, new K, new V, mask), appends K/V to the cache of the layer.
+    (DOM_KILN, "PagedAttention", "head_dim:i! kv_heads:i! kv_repeat:i! layer:i! scale:f!"),
 ]
 
 
