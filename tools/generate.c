@@ -1,0 +1,457 @@
+/* kiln run MODEL.plan --prompt TEXT | --prompt-ids IDS | --prompts-file F:
+ * text generation through a session (include/kiln/session.h) on the CPU
+ * backend. The new text is streamed to stdout as it is produced (ids when
+ * there is no tokenizer); a summary with tokens/s goes to stderr. */
+#include "cli.h"
+#include "kiln/runtime.h"
+#include "kiln/session.h"
+#include "kiln/tokenizer.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+typedef struct gen_args {
+    const char *plan, *prompt, *prompt_ids, *prompts_file, *tokenizer;
+    const char **stops;
+    int n_stops;
+    int64_t *stop_ids;
+    int n_stop_ids;
+    uint32_t max_new;
+    kn_sampling sampling;
+    kn_session_options so;
+    const char *device;
+} gen_args;
+
+typedef struct prompt_list {
+    int64_t **ids;
+    uint32_t *lens;
+    uint32_t n, cap;
+} prompt_list;
+
+/* What the token callback needs to stream text. */
+typedef struct stream {
+    const kn_tokenizer *tok;
+    uint32_t n_prompts;
+    int32_t **toks;   /* per prompt: new tokens so far */
+    uint32_t *n_toks;
+    size_t *printed;  /* bytes of prompt 0's text already written */
+    kn_diag *d;
+    int failed;
+} stream;
+
+bool kn_run_wants_generate(int argc, char **argv)
+{
+    for (int i = 1; i < argc; i++)
+        if (strcmp(argv[i], "--prompt") == 0 || strcmp(argv[i], "--prompt-ids") == 0 ||
+            strcmp(argv[i], "--prompts-file") == 0)
+            return true;
+    return false;
+}
+
+static bool parse_u64(const char *s, uint64_t *out)
+{
+    char *e;
+    errno = 0;
+    unsigned long long v = strtoull(s, &e, 10);
+    if (e == s || *e || *s == '-' || errno)
+        return false;
+    *out = v;
+    return true;
+}
+
+static bool parse_f(const char *s, float *out)
+{
+    char *e;
+    float v = strtof(s, &e);
+    if (e == s || *e)
+        return false;
+    *out = v;
+    return true;
+}
+
+static int add_prompt(prompt_list *pl, int64_t *ids, uint32_t n)
+{
+    if (pl->n == pl->cap) {
+        uint32_t cap = pl->cap ? pl->cap * 2 : 4;
+        int64_t **a = realloc(pl->ids, cap * sizeof *a);
+        if (!a)
+            return -1;
+        pl->ids = a;
+        uint32_t *l = realloc(pl->lens, cap * sizeof *l);
+        if (!l)
+            return -1;
+        pl->lens = l;
+        pl->cap = cap;
+    }
+    pl->ids[pl->n] = ids;
+    pl->lens[pl->n++] = n;
+    return 0;
+}
+
+/* "1, 2,3" → ids; false (message printed) when malformed. */
+static bool parse_ids(const char *s, prompt_list *pl)
+{
+    size_t cap = strlen(s) / 2 + 2, n = 0;
+    int64_t *ids = malloc(cap * sizeof *ids);
+    if (!ids)
+        return false;
+    const char *p = s;
+    while (*p) {
+        while (*p == ' ' || *p == ',' || *p == '\t' || *p == '\n' || *p == '\r')
+            p++;
+        if (!*p)
+            break;
+        char *e;
+        errno = 0;
+        long long v = strtoll(p, &e, 10);
+        if (e == p || errno || n >= cap) {
+            fprintf(stderr, "error: run: prompt ids must be integers separated by commas, got '%s'\n", s);
+            free(ids);
+            return false;
+        }
+        ids[n++] = v;
+        p = e;
+    }
+    if (add_prompt(pl, ids, (uint32_t)n)) {
+        free(ids);
+        return false;
+    }
+    return true;
+}
+
+static kn_status encode(const kn_tokenizer *tok, const char *text, prompt_list *pl, kn_diag *d)
+{
+    int32_t *ids32 = NULL;
+    size_t n = 0;
+    KN_TRY(kn_tokenizer_encode(tok, text, strlen(text), true, &ids32, &n, d));
+    int64_t *ids = malloc((n + 1) * sizeof *ids);
+    if (!ids) {
+        kn_tokenizer_release(tok, ids32);
+        return KN_ERR_NOMEM;
+    }
+    for (size_t i = 0; i < n; i++)
+        ids[i] = ids32[i];
+    kn_tokenizer_release(tok, ids32);
+    if (add_prompt(pl, ids, (uint32_t)n)) {
+        free(ids);
+        return KN_ERR_NOMEM;
+    }
+    return KN_OK;
+}
+
+/* One prompt per non-blank line: text with a tokenizer, else ids. */
+static kn_status read_prompts_file(const char *path, const kn_tokenizer *tok, prompt_list *pl, kn_diag *d)
+{
+    FILE *f = fopen(path, "r");
+    if (!f) {
+        kn_diag_add(d, KN_ERROR, "run: --prompts-file %s: %s", path, strerror(errno));
+        return KN_ERR_IO;
+    }
+    char *line = NULL;
+    size_t cap = 0;
+    ssize_t len;
+    kn_status s = KN_OK;
+    while (s == KN_OK && (len = getline(&line, &cap, f)) >= 0) {
+        while (len > 0 && (line[len - 1] == '\n' || line[len - 1] == '\r'))
+            line[--len] = 0;
+        if (strspn(line, " \t") == (size_t)len)
+            continue;
+        if (tok)
+            s = encode(tok, line, pl, d);
+        else if (!parse_ids(line, pl))
+            s = KN_ERR_INVALID;
+    }
+    free(line);
+    fclose(f);
+    if (s == KN_OK && pl->n == 0) {
+        kn_diag_add(d, KN_ERROR, "run: --prompts-file %s has no prompt", path);
+        s = KN_ERR_INVALID;
+    }
+    return s;
+}
+
+static int on_token(uint32_t prompt, int64_t token, void *user)
+{
+    stream *st = user;
+    int32_t *t = realloc(st->toks[prompt], (st->n_toks[prompt] + 1) * sizeof *t);
+    if (!t) {
+        st->failed = 1;
+        return 1;
+    }
+    st->toks[prompt] = t;
+    t[st->n_toks[prompt]++] = (int32_t)token;
+    if (st->n_prompts > 1)
+        return 0; /* several prompts: printed at the end, one after another */
+    if (!st->tok) {
+        printf("%s%" PRId64, st->n_toks[0] > 1 ? " " : "", token);
+        fflush(stdout);
+        return 0;
+    }
+    /* byte-level BPE: the text of n tokens extends the text of n - 1 */
+    char *text = NULL;
+    size_t len = 0;
+    if (kn_tokenizer_decode(st->tok, st->toks[0], st->n_toks[0], true, &text, &len, st->d) != KN_OK) {
+        st->failed = 1;
+        return 1;
+    }
+    if (len > st->printed[0]) {
+        fwrite(text + st->printed[0], 1, len - st->printed[0], stdout);
+        fflush(stdout);
+        st->printed[0] = len;
+    }
+    kn_tokenizer_release(st->tok, text);
+    return 0;
+}
+
+static void print_all(const stream *st, const prompt_list *pl)
+{
+    for (uint32_t i = 0; i < st->n_prompts; i++) {
+        printf("--- prompt %u (%u tokens) ---\n", i, pl->lens[i]);
+        if (st->tok) {
+            char *text = NULL;
+            size_t len = 0;
+            if (kn_tokenizer_decode(st->tok, st->toks[i], st->n_toks[i], true, &text, &len, st->d) == KN_OK)
+                fwrite(text, 1, len, stdout);
+            kn_tokenizer_release(st->tok, text);
+        } else {
+            for (uint32_t k = 0; k < st->n_toks[i]; k++)
+                printf("%s%d", k ? " " : "", st->toks[i][k]);
+        }
+        printf("\n");
+    }
+}
+
+static const char *stop_name(kn_stop_reason r)
+{
+    switch (r) {
+    case KN_STOP_MAX_TOKENS: return "max new tokens";
+    case KN_STOP_ID: return "stop id";
+    case KN_STOP_STRING: return "stop string";
+    case KN_STOP_CALLBACK: return "stopped";
+    case KN_STOP_FULL: return "sequence full";
+    }
+    return "?";
+}
+
+static void summary(const kn_session *s, const kn_generate_result *r, uint32_t n)
+{
+    uint64_t np = 0, nt = 0, nd = 0;
+    double pf = 0, dc = 0;
+    for (uint32_t i = 0; i < n; i++) {
+        np += r[i].n_prompt;
+        nt += r[i].n_tokens;
+        nd += r[i].n_decode;
+        pf += r[i].prefill_s;
+        dc += r[i].decode_s;
+    }
+    kn_session_info info;
+    kn_session_get_info(s, &info);
+    const char *cache = info.no_cache ? "none (--no-kv-cache: the sequence is recomputed at each step)"
+                        : info.cache == KN_CACHE_PAGED   ? "paged"
+                        : info.cache == KN_CACHE_TENSORS ? "present tensors fed back (the plan was not rewritten)"
+                                                         : "none (the plan has no past inputs)";
+    fprintf(stderr, "\n%u prompt%s: %" PRIu64 " prompt tokens, %" PRIu64 " new tokens (%s)\n", n, n == 1 ? "" : "s",
+            np, nt, stop_name(r[0].stop));
+    fprintf(stderr, "prefill: %.1f tokens/s (%.1f ms); decode: %.1f tokens/s (%" PRIu64 " steps, %.1f ms)\n",
+            pf > 0 ? (double)np / pf : 0.0, pf * 1e3, dc > 0 ? (double)nd / dc : 0.0, nd, dc * 1e3);
+    fprintf(stderr, "KV cache: %s", cache);
+    if (info.cache == KN_CACHE_PAGED)
+        fprintf(stderr, ", %u layers x %u kv heads x %u, %u blocks of %u tokens, max sequence length %u, %" PRIu64
+                " bytes", info.n_layers, info.kv_heads, info.head_dim, info.n_blocks, info.block_size,
+                info.max_seq_len, info.kv_bytes);
+    fprintf(stderr, "; CPU reference backend\n");
+}
+
+/* The tokenizer: --tokenizer FILE, else tokenizer.json next to the plan. */
+static kn_status open_tokenizer(const gen_args *ga, kn_diag *d, kn_tokenizer **tok)
+{
+    *tok = NULL;
+    if (ga->tokenizer)
+        return kn_tokenizer_load_file(ga->tokenizer, NULL, d, tok);
+    char path[4096];
+    const char *slash = strrchr(ga->plan, '/');
+    snprintf(path, sizeof path, "%.*stokenizer.json", slash ? (int)(slash - ga->plan + 1) : 0, ga->plan);
+    struct stat stt;
+    if (stat(path, &stt) == 0 && S_ISREG(stt.st_mode))
+        return kn_tokenizer_load_file(path, NULL, d, tok);
+    return KN_OK;
+}
+
+static kn_status generate(const gen_args *ga, kn_diag *d)
+{
+    kn_graph *g = NULL;
+    kn_tokenizer *tok = NULL;
+    kn_session *s = NULL;
+    prompt_list pl = {0};
+    stream st = {0};
+    kn_generate_result *res = NULL;
+    kn_status rc = kn_plan_load(ga->plan, NULL, d, &g);
+    if (rc == KN_OK)
+        rc = open_tokenizer(ga, d, &tok);
+    if (rc == KN_OK && !tok && (ga->prompt || ga->n_stops)) {
+        kn_diag_add(d, KN_ERROR,
+                    "run: %s needs a tokenizer: give --tokenizer tokenizer.json (there is none next to the plan), "
+                    "or token ids with --prompt-ids",
+                    ga->prompt ? "--prompt" : "--stop");
+        rc = KN_ERR_INVALID;
+    }
+    if (rc == KN_OK && ga->prompt)
+        rc = encode(tok, ga->prompt, &pl, d);
+    if (rc == KN_OK && ga->prompt_ids && !parse_ids(ga->prompt_ids, &pl))
+        rc = KN_ERR_INVALID;
+    if (rc == KN_OK && ga->prompts_file)
+        rc = read_prompts_file(ga->prompts_file, tok, &pl, d);
+    if (rc == KN_OK)
+        rc = kn_session_create(g, &ga->so, NULL, d, &s);
+    if (rc == KN_OK) {
+        st.tok = tok;
+        st.n_prompts = pl.n;
+        st.d = d;
+        st.toks = calloc(pl.n, sizeof *st.toks);
+        st.n_toks = calloc(pl.n, sizeof *st.n_toks);
+        st.printed = calloc(pl.n, sizeof *st.printed);
+        res = calloc(pl.n, sizeof *res);
+        if (!st.toks || !st.n_toks || !st.printed || !res)
+            rc = KN_ERR_NOMEM;
+    }
+    if (rc == KN_OK) {
+        kn_generate_options o;
+        kn_generate_options_defaults(&o);
+        o.max_new_tokens = ga->max_new;
+        o.sampling = ga->sampling;
+        o.stop_ids = ga->stop_ids;
+        o.n_stop_ids = (uint32_t)ga->n_stop_ids;
+        o.stop_strings = ga->stops;
+        o.n_stop_strings = (uint32_t)ga->n_stops;
+        o.tokenizer = tok;
+        o.on_token = on_token;
+        o.user = &st;
+        rc = kn_session_generate(s, (const int64_t *const *)pl.ids, pl.lens, pl.n, &o, res);
+        if (rc == KN_OK && st.failed)
+            rc = KN_ERR_NOMEM;
+        if (rc == KN_OK && pl.n > 1)
+            print_all(&st, &pl);
+        else if (rc == KN_OK)
+            printf("\n");
+        fflush(stdout);
+        if (rc == KN_OK)
+            summary(s, res, pl.n);
+        if (rc == KN_OK)
+            kn_generate_results_free(s, res, pl.n);
+    }
+    for (uint32_t i = 0; i < pl.n; i++) {
+        free(pl.ids[i]);
+        if (st.toks)
+            free(st.toks[i]);
+    }
+    free(pl.ids);
+    free(pl.lens);
+    free(st.toks);
+    free(st.n_toks);
+    free(st.printed);
+    free(res);
+    kn_session_destroy(s);
+    kn_tokenizer_free(tok);
+    kn_graph_destroy(g);
+    return rc;
+}
+
+int kn_run_generate(int argc, char **argv, const char *usage)
+{
+    gen_args ga = {0};
+    ga.max_new = 64;
+    ga.device = "auto";
+    kn_sampling_defaults(&ga.sampling);
+    ga.stops = calloc((size_t)argc + 1, sizeof *ga.stops);
+    ga.stop_ids = calloc((size_t)argc + 1, sizeof *ga.stop_ids);
+    int rc = KN_EXIT_BAD_INPUT, n_sources = 0;
+    if (!ga.stops || !ga.stop_ids) {
+        rc = KN_EXIT_INTERNAL;
+        goto done;
+    }
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        bool has = i + 1 < argc;
+        uint64_t u = 0;
+        const char *v = has ? argv[i + 1] : NULL;
+        if (strcmp(a, "-h") == 0 || strcmp(a, "--help") == 0) {
+            fputs(usage, stdout);
+            rc = KN_EXIT_OK;
+            goto done;
+        } else if (strcmp(a, "--prompt") == 0 && has) {
+            ga.prompt = argv[++i], n_sources++;
+        } else if (strcmp(a, "--prompt-ids") == 0 && has) {
+            ga.prompt_ids = argv[++i], n_sources++;
+        } else if (strcmp(a, "--prompts-file") == 0 && has) {
+            ga.prompts_file = argv[++i], n_sources++;
+        } else if (strcmp(a, "--tokenizer") == 0 && has) {
+            ga.tokenizer = argv[++i];
+        } else if (strcmp(a, "--stop") == 0 && has) {
+            ga.stops[ga.n_stops++] = argv[++i];
+        } else if (strcmp(a, "--stop-id") == 0 && has && parse_u64(v, &u) && u <= INT64_MAX) {
+            ga.stop_ids[ga.n_stop_ids++] = (int64_t)u, i++;
+        } else if (strcmp(a, "--max-new-tokens") == 0 && has && parse_u64(v, &u) && u <= UINT32_MAX) {
+            ga.max_new = (uint32_t)u, i++;
+        } else if (strcmp(a, "--temperature") == 0 && has && parse_f(v, &ga.sampling.temperature)) {
+            i++;
+        } else if (strcmp(a, "--top-k") == 0 && has && parse_u64(v, &u) && u <= UINT32_MAX) {
+            ga.sampling.top_k = (uint32_t)u, i++;
+        } else if (strcmp(a, "--top-p") == 0 && has && parse_f(v, &ga.sampling.top_p)) {
+            i++;
+        } else if (strcmp(a, "--repetition-penalty") == 0 && has && parse_f(v, &ga.sampling.repetition_penalty)) {
+            i++;
+        } else if (strcmp(a, "--seed") == 0 && has && parse_u64(v, &u)) {
+            ga.sampling.seed = u, i++;
+        } else if (strcmp(a, "--no-kv-cache") == 0) {
+            ga.so.no_cache = true;
+        } else if (strcmp(a, "--max-seq-len") == 0 && has && parse_u64(v, &u) && u > 0 && u <= UINT32_MAX) {
+            ga.so.max_seq_len = (uint32_t)u, i++;
+        } else if (strcmp(a, "--kv-block-size") == 0 && has && parse_u64(v, &u) && u > 0 && u <= 65536) {
+            ga.so.block_size = (uint32_t)u, i++;
+        } else if (strcmp(a, "--kv-cache-mem") == 0 && has && parse_u64(v, &u) && u > 0) {
+            ga.so.kv_cache_mem = u, i++;
+        } else if (strcmp(a, "--device") == 0 && has) {
+            ga.device = argv[++i];
+        } else if (a[0] == '-' && a[1]) {
+            fprintf(stderr, "error: run: unknown, incomplete or malformed option '%s%s%s'\n\n%s", a, v ? " " : "",
+                    v ? v : "", usage);
+            goto done;
+        } else if (ga.plan) {
+            fprintf(stderr, "error: run: more than one plan given\n\n%s", usage);
+            goto done;
+        } else {
+            ga.plan = a;
+        }
+    }
+    if (!ga.plan) {
+        fprintf(stderr, "error: run: no plan given\n\n%s", usage);
+        goto done;
+    }
+    if (n_sources != 1) {
+        fprintf(stderr, "error: run: give one of --prompt, --prompt-ids and --prompts-file\n");
+        goto done;
+    }
+    if (strcmp(ga.device, "cuda") == 0) {
+        fprintf(stderr, "error: run: --device cuda: generation runs on the CPU backend for now\n");
+        goto done;
+    }
+    if (strcmp(ga.device, "auto") != 0 && strcmp(ga.device, "cpu") != 0) {
+        fprintf(stderr, "error: run: --device must be auto, cpu or cuda\n");
+        goto done;
+    }
+    kn_diag *d = kn_diag_create(NULL, stderr);
+    if (!d) {
+        rc = KN_EXIT_INTERNAL;
+        goto done;
+    }
+    rc = kn_cli_exit_code(generate(&ga, d));
+    kn_diag_destroy(d);
+done:
+    free(ga.stops);
+    free(ga.stop_ids);
+    return rc;
+}
