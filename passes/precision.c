@@ -195,6 +195,8 @@ kn_status kn_pass_precision(kn_graph *g, const kn_precision_opts *o, kn_diag *d)
             ins[i] = v;
             if (v == KN_NONE || v >= nv0)
                 continue;
+            if (n.op == KN_OP_Shape || n.op == KN_OP_Size)
+                continue; /* they read only the shape (the KV cache's past inputs carry nothing else) */
             bool want_f32 = keep_node || keep_input_f32(n.op, i);
             if (is_low[v] && want_f32) { /* low → f32 */
                 if (high[v] == KN_NONE) {

@@ -222,6 +222,8 @@ if command -v python3 >/dev/null; then
     expect 0 'KV cache: paged, 2 layers x 2 kv heads x 32, 13 blocks of 8 tokens' "$KILN" run "$TMP/llm.plan" --prompt-ids "$IDS"
     expect 0 'KV cache: present tensors fed back' "$KILN" run "$TMP/llm0.plan" --prompt-ids "$IDS"
 fi
+    expect 0 'wrote' "$KILN" compile "$LLAMA/model.onnx" -o "$TMP/llm16.plan" --precision fp16
+    expect 0 '^([0-9]+ ){15}[0-9]+$' "$KILN" run "$TMP/llm16.plan" --prompt-ids "$IDS" --max-new-tokens 16
 expect 0 '^usage: kiln run' "$KILN" run --help
 expect 0 '--prompt TEXT' "$KILN" run --help
 expect 0 '^([0-9]+ ){9}[0-9]+$' "$KILN" run "$TMP/llm.plan" --prompt-ids 1,2,3 --max-new-tokens 10 --temperature 0.8 --top-k 40 --top-p 0.9 --seed 7

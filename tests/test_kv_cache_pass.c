@@ -264,6 +264,26 @@ static void keep_past_read(void **st)
 {
     (void)st;
     expect_kept(V_PAST_READ, "read by a node other than Shape");
+    /* and a data-less past bound to such a graph is an error, not a crash */
+    mb *b = mb_new();
+    kn_graph *g = pc_import(b, decoder(b, V_PAST_READ));
+    kn_rt_tensor *t[6];
+    for (int i = 0; i < 6; i++)
+        t[i] = f32(1, i == 3 ? 1 : 2, 2, i == 3 ? 4 : 4, 0.1 * i);
+    kn_rt_tensor *ghost;
+    assert_int_equal(kn_rt_tensor_view(NULL, KN_F32, 4, t[5]->dims, t[5]->data, &ghost), KN_OK);
+    ghost->data = NULL;
+    const kn_rt_tensor *in[6] = {t[0], t[1], t[2], t[3], t[4], ghost};
+    kn_rt_tensor *out[5] = {0};
+    kn_diag *d = kn_diag_create(NULL, NULL);
+    assert_int_equal(kn_cpu_run(g, NULL, d, in, 6, out, 5), KN_ERR_INVALID);
+    assert_non_null(strstr(kn_diag_message(d, 0, NULL), "has a shape but no data"));
+    kn_diag_destroy(d);
+    kn_rt_tensor_free(NULL, ghost);
+    for (int i = 0; i < 6; i++)
+        kn_rt_tensor_free(NULL, t[i]);
+    kn_graph_destroy(g);
+    mb_free(b);
 }
 
 static void keep_unfused(void **st)

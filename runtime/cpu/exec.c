@@ -283,6 +283,11 @@ static kn_status run_node(exec *ex, frame *f, kn_id k)
         const kn_rt_tensor *t;
         if (n->inputs[i] != KN_NONE)
             s = value_get(ex, f, n->inputs[i], &t);
+        /* a KV cache's past input carries only its shape (docs/llm.md) */
+        if (s == KN_OK && n->inputs[i] != KN_NONE && !t->data && t->numel > 0 && n->op != KN_OP_Shape &&
+            n->op != KN_OP_Size)
+            s = kn_kctx_fail(&c, KN_ERR_INVALID, "input %u ('%s') has a shape but no data (a KV cache past input?)",
+                             i, f->g->values[n->inputs[i]].name);
     }
     if (s != KN_OK)
         return s;
