@@ -1,4 +1,4 @@
-/* Writes a kn_graph as a plan file (format v1, runtime/plan_format.h):
+/* Writes a kn_graph as a plan file (runtime/plan_format.h):
  * deterministic (same graph and options → same bytes), weights aligned
  * for mmap, written to a temporary file and renamed into place. */
 #include "codegen/plan_write.h"
@@ -69,6 +69,7 @@ typedef struct wctx {
     kn_diag *diag;
     buf strings, meta, graphs, values, nodes, ids, attrs, blob, consts, buffers;
     buf cu_kernels, cu_images, cu_slots, cu_steps, cu_args, cu_params, cu_blobs;
+    buf named; /* KN_SEC_NAMED, empty when the plan has no named blobs */
     uint32_t *root_const; /* main graph value id → CONSTS index */
     /* interned string → offset (open addressing on the pointer) */
     kn_str *skeys;
@@ -364,6 +365,46 @@ static void put_meta(wctx *w, kn_graph *g, const kn_plan_options *o)
     }
 }
 
+/* ---- named blobs ---- */
+
+/* The NAMED section: u32 count, u32 0, the entries, then each blob's bytes
+ * 8-byte aligned (offsets from the section's start). */
+static kn_status put_named(wctx *w, kn_graph *g, const kn_plan_named_in *in, uint32_t n, const char *path)
+{
+    if (n > KN_PLAN_MAX_NAMED) {
+        kn_diag_add(w->diag, KN_ERROR, "%s: more than %u named blobs", path, KN_PLAN_MAX_NAMED);
+        return KN_ERR_INVALID;
+    }
+    for (uint32_t i = 0; i < n; i++) {
+        if (!in[i].name || !*in[i].name || (in[i].size && !in[i].data)) {
+            kn_diag_add(w->diag, KN_ERROR, "%s: named blob %u has no name or no data", path, i);
+            return KN_ERR_INVALID;
+        }
+        for (uint32_t k = 0; k < i; k++)
+            if (strcmp(in[k].name, in[i].name) == 0) {
+                kn_diag_add(w->diag, KN_ERROR, "%s: two named blobs are called '%s'", path, in[i].name);
+                return KN_ERR_INVALID;
+            }
+    }
+    uint32_t head[2] = {n, 0};
+    put(&w->named, head, sizeof head);
+    uint64_t at = sizeof head + (uint64_t)n * sizeof(kn_plan_named);
+    for (uint32_t i = 0; i < n; i++) {
+        kn_str name;
+        if (kn_graph_intern_cstr(g, in[i].name, &name) != KN_OK) {
+            w->named.failed = true;
+            return KN_OK;
+        }
+        at = (at + 7) & ~(uint64_t)7;
+        kn_plan_named e = {str_of(w, name), 0, at, in[i].size};
+        put(&w->named, &e, sizeof e);
+        at += in[i].size;
+    }
+    for (uint32_t i = 0; i < n; i++)
+        put_aligned(&w->named, in[i].data, in[i].size);
+    return KN_OK;
+}
+
 /* ---- target cuda ---- */
 
 static void put_cuda(wctx *w, kn_graph *g, const kn_cu_program *p)
@@ -510,16 +551,26 @@ static kn_status write_all(int fd, const void *p, size_t n)
 static kn_status write_file(wctx *w, const char *path, kn_diag *d)
 {
     KN_TRY(kn_check_output_path(path, d));
-    buf *secs[] = {&w->strings,   &w->meta,      &w->graphs,   &w->values,   &w->nodes,   &w->ids,
-                   &w->attrs,     &w->blob,      &w->consts,   &w->buffers,  &w->cu_kernels, &w->cu_images,
-                   &w->cu_slots,  &w->cu_steps,  &w->cu_args,  &w->cu_params, &w->cu_blobs};
-    const uint32_t kinds[] = {KN_SEC_STRINGS,    KN_SEC_META,      KN_SEC_GRAPHS,   KN_SEC_VALUES,
-                              KN_SEC_NODES,      KN_SEC_IDS,       KN_SEC_ATTRS,    KN_SEC_BLOB,
-                              KN_SEC_CONSTS,     KN_SEC_BUFFERS,   KN_SEC_CU_KERNELS, KN_SEC_CU_IMAGES,
-                              KN_SEC_CU_SLOTS,   KN_SEC_CU_STEPS,  KN_SEC_CU_ARGS,  KN_SEC_CU_PARAMS,
-                              KN_SEC_CU_BLOBS};
-    const int NS = w->has_cuda ? 17 : 10;
-    kn_plan_section table[18];
+    buf *all_secs[] = {&w->strings,   &w->meta,      &w->graphs,   &w->values,   &w->nodes,   &w->ids,
+                       &w->attrs,     &w->blob,      &w->consts,   &w->buffers,  &w->cu_kernels, &w->cu_images,
+                       &w->cu_slots,  &w->cu_steps,  &w->cu_args,  &w->cu_params, &w->cu_blobs, &w->named};
+    const uint32_t all_kinds[] = {KN_SEC_STRINGS,    KN_SEC_META,      KN_SEC_GRAPHS,   KN_SEC_VALUES,
+                                  KN_SEC_NODES,      KN_SEC_IDS,       KN_SEC_ATTRS,    KN_SEC_BLOB,
+                                  KN_SEC_CONSTS,     KN_SEC_BUFFERS,   KN_SEC_CU_KERNELS, KN_SEC_CU_IMAGES,
+                                  KN_SEC_CU_SLOTS,   KN_SEC_CU_STEPS,  KN_SEC_CU_ARGS,  KN_SEC_CU_PARAMS,
+                                  KN_SEC_CU_BLOBS,   KN_SEC_NAMED};
+    enum { N_ALL = sizeof all_kinds / sizeof all_kinds[0] };
+    buf *secs[N_ALL];
+    uint32_t kinds[N_ALL];
+    int NS = 0;
+    for (int i = 0; i < N_ALL; i++) {
+        bool cu = all_kinds[i] >= KN_SEC_CU_KERNELS && all_kinds[i] < KN_SEC_CU_END;
+        if ((cu && !w->has_cuda) || (all_kinds[i] == KN_SEC_NAMED && w->named.n == 0))
+            continue;
+        secs[NS] = all_secs[i];
+        kinds[NS++] = all_kinds[i];
+    }
+    kn_plan_section table[N_ALL + 1];
     uint64_t off = KN_PLAN_HEADER_SIZE + (uint64_t)(NS + 1) * sizeof table[0];
     for (int i = 0; i < NS; i++) {
         off = (off + 63) & ~(uint64_t)63;
@@ -615,7 +666,7 @@ kn_status kn_plan_write(kn_graph *g, const kn_plan_options *o, const char *path,
     w.diag = d;
     buf *all[] = {&w.strings, &w.meta,       &w.graphs,    &w.values,   &w.nodes,   &w.ids,
                   &w.attrs,   &w.blob,       &w.consts,    &w.buffers,  &w.cu_kernels, &w.cu_images,
-                  &w.cu_slots, &w.cu_steps,  &w.cu_args,   &w.cu_params, &w.cu_blobs};
+                  &w.cu_slots, &w.cu_steps,  &w.cu_args,   &w.cu_params, &w.cu_blobs, &w.named};
     for (size_t i = 0; i < sizeof all / sizeof all[0]; i++)
         all[i]->a = w.a;
     str_of(&w, ""); /* offset 0 is the empty string */
@@ -658,12 +709,14 @@ kn_status kn_plan_write(kn_graph *g, const kn_plan_options *o, const char *path,
         put_cuda(&w, g, o->cuda);
     }
     kn_status s = KN_OK;
-    for (size_t i = 0; i < sizeof all / sizeof all[0]; i++)
+    if (o && o->n_named)
+        s = put_named(&w, g, o->named, o->n_named, path);
+    for (size_t i = 0; i < sizeof all / sizeof all[0] && s == KN_OK; i++)
         if (all[i]->failed)
             s = KN_ERR_NOMEM;
     if (s == KN_OK)
         s = write_file(&w, path, d);
-    else
+    else if (s == KN_ERR_NOMEM)
         kn_diag_add(d, KN_ERROR, "%s: out of memory while building the plan", path);
     for (size_t i = 0; i < sizeof all / sizeof all[0]; i++)
         kn_mem_free(w.a, all[i]->p);

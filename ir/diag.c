@@ -29,6 +29,7 @@ const char *kn_status_str(kn_status s)
     case KN_ERR_NOMEM: return "out of memory";
     case KN_ERR_LIMIT: return "limit exceeded";
     case KN_ERR_INTERNAL: return "internal error";
+    case KN_ERR_NOT_FOUND: return "not found";
     }
     return "unknown status";
 }

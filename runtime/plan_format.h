@@ -46,8 +46,13 @@ typedef enum kn_plan_section_kind {
     KN_SEC_CU_ARGS,     /* kn_plan_cu_arg[] */
     KN_SEC_CU_PARAMS,   /* kernel parameter blobs and GEMM descriptors */
     KN_SEC_CU_BLOBS,    /* the images' bytes, each 256-byte aligned */
+    /* optional (any target) */
+    KN_SEC_NAMED,       /* named blobs: u32 count, u32 0, kn_plan_named[], then their bytes */
     KN_SEC_COUNT
 } kn_plan_section_kind;
+
+#define KN_SEC_CU_END (KN_SEC_CU_BLOBS + 1) /* the CUDA sections are [KN_SEC_CU_KERNELS, KN_SEC_CU_END) */
+#define KN_PLAN_MAX_NAMED 1024u             /* named blobs per plan */
 
 typedef struct kn_plan_section {
     uint32_t kind;
@@ -111,6 +116,17 @@ typedef struct kn_plan_buffer {
     uint32_t graph, value; /* which computed value */
     int64_t bytes;         /* static size when the shape is known, -1 when set at run time */
 } kn_plan_buffer;
+
+/* A named blob (KN_SEC_NAMED): files carried along with the graph, such as
+ * the tokenizer ("tokenizer.json", "tokenizer_config.json",
+ * "generation_config.json"). Names are unique and non-empty; each blob's
+ * bytes start 8-byte aligned after the table. */
+typedef struct kn_plan_named {
+    uint32_t name;      /* string */
+    uint32_t reserved;  /* 0 */
+    uint64_t offset;    /* from the section's start, past the table */
+    uint64_t size;      /* bytes */
+} kn_plan_named;
 
 /* ---- target cuda ---- */
 

@@ -1,4 +1,4 @@
-/* Loads a plan file (format v1) into a kn_graph for the runtime. Every
+/* Loads a plan file (runtime/plan_format.h) into a kn_graph for the runtime. Every
  * table entry is bounds-checked before use and the whole file's checksum
  * verified, so a corrupted plan is an error message, never a crash.
  * Constant data is not copied: it points into the mapped file. */
@@ -6,6 +6,7 @@
 #include "ir/arena.h"
 #include "ir/ir.h"
 #include "runtime/plan_format.h"
+#include "runtime/plan_named.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -515,10 +516,13 @@ static kn_status load(rd *r)
         if (!r->sec[k])
             return corrupt(r, "a section is missing");
     int n_cu = 0; /* the target-cuda sections come all together or not at all */
-    for (int k = KN_SEC_WEIGHTS + 1; k < KN_SEC_COUNT; k++)
+    for (int k = KN_SEC_CU_KERNELS; k < KN_SEC_CU_END; k++)
         n_cu += r->sec[k] != NULL;
-    if (n_cu != 0 && n_cu != KN_SEC_COUNT - KN_SEC_WEIGHTS - 1)
+    if (n_cu != 0 && n_cu != KN_SEC_CU_END - KN_SEC_CU_KERNELS)
         return corrupt(r, "some of the CUDA sections are missing");
+    if (r->sec[KN_SEC_NAMED]) /* optional */
+        KN_TRY(kn_plan_named_check(r->sec[KN_SEC_NAMED], r->sec_size[KN_SEC_NAMED], r->sec[KN_SEC_STRINGS],
+                                   r->sec_size[KN_SEC_STRINGS], r->name, r->d));
     KN_TRY(read_meta(r));
     KN_TRY(read_consts(r));
     KN_TRY(read_graphs(r));

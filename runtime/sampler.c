@@ -232,7 +232,9 @@ int64_t kn_sampler_pick(kn_sampler *s, const float *logits, const int64_t *conte
      * +inf among them) and when the cuts can keep only one id. */
     if (s->p.temperature <= 0.0f || s->p.top_k == 1 || isinf(w[best]))
         return best;
-    float inv_t = 1.0f / s->p.temperature;
+    double inv_t = 1.0 / (double)s->p.temperature;
+    if (!isfinite(inv_t) || inv_t > 1e30)
+        return best; /* a temperature so small it is greedy */
     bool cut_p = s->p.top_p > 0.0f && s->p.top_p < 1.0f;
     uint32_t n = vocab;
     bool sorted = false;

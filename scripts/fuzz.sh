@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs one libFuzzer harness (tests/fuzz/fuzz_TARGET.c) for SECONDS.
 # usage: scripts/fuzz.sh TARGET SECONDS [libFuzzer options...]
-#   TARGET: import | plan | tensor | run (seeds: corpus/import) | tokenizer | tokenize
+#   TARGET: import | plan | tensor | run (seeds: corpus/import) | tokenizer | tokenize | chat_template
 # Builds build-fuzz/ with clang (-DKN_FUZZ=ON) when needed. The seed
 # corpus tests/fuzz/corpus/TARGET is read, never written: new inputs go to
 # build-fuzz/corpus/TARGET (kept between runs), crashes, leaks and
@@ -9,13 +9,13 @@
 # tests/fuzz/regressions/TARGET/ so that ctest replays it.
 set -euo pipefail
 if [ $# -lt 2 ]; then
-    echo "usage: scripts/fuzz.sh import|plan|tensor|run|tokenizer|tokenize SECONDS [libFuzzer options...]" >&2
+    echo "usage: scripts/fuzz.sh import|plan|tensor|run|tokenizer|tokenize|chat_template SECONDS [libFuzzer options...]" >&2
     exit 1
 fi
 target=$1
 secs=$2
 shift 2
-case $target in import | plan | tensor | run | tokenizer | tokenize) ;; *) echo "fuzz.sh: unknown target '$target'" >&2; exit 1 ;; esac
+case $target in import | plan | tensor | run | tokenizer | tokenize | chat_template) ;; *) echo "fuzz.sh: unknown target '$target'" >&2; exit 1 ;; esac
 seeds=$target
 [ "$target" = run ] && seeds=import
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)

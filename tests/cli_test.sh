@@ -238,12 +238,53 @@ expect 1 'prompt 0 has 17 tokens, more than the cache holds per sequence \(max s
 expect 1 'token id 512 at position 1 is outside the vocabulary \(0..511\)' "$KILN" run "$TMP/llm.plan" --prompt-ids 1,512
 expect 1 'prompt 0 is empty' "$KILN" run "$TMP/llm.plan" --prompt-ids ","
 expect 1 'prompt ids must be integers' "$KILN" run "$TMP/llm.plan" --prompt-ids "1,x"
-expect 1 '--prompt needs a tokenizer: give --tokenizer' "$KILN" run "$TMP/llm.plan" --prompt "hello"
+expect 1 '--prompt needs a tokenizer: the plan has none embedded .*give --tokenizer tokenizer.json' "$KILN" run "$TMP/llm.plan" --prompt "hello"
+expect 1 '--stop needs a tokenizer' "$KILN" run "$TMP/llm.plan" --prompt-ids 1,2 --stop x
 expect 1 'give one of --prompt, --prompt-ids and --prompts-file' "$KILN" run "$TMP/llm.plan" --prompt-ids 1 --prompt hi
 expect 1 'generation runs on the CPU backend' "$KILN" run "$TMP/llm.plan" --prompt-ids 1 --device cuda
 expect 1 'KV cache full' "$KILN" run "$TMP/llm.plan" --prompts-file "$TMP/prompts.txt" --max-new-tokens 20 --kv-cache-mem 16384
 expect 0 '^.+$' "$KILN" run "$TMP/llm.plan" --prompt "the cat" --tokenizer "$GPT2TOK" --max-new-tokens 8
 expect 0 '5 prompt tokens, 8 new tokens' "$KILN" run "$TMP/llm.plan" --prompt "the cat" --tokenizer "$GPT2TOK" --max-new-tokens 8
+# the tokenizer and the eos ids embedded in the plan
+mkdir -p "$TMP/llmtok"
+printf '{"eos_token_id": 245}' >"$TMP/llmtok/generation_config.json"
+cp "$LLAMA/model.onnx" "$GPT2TOK" "$TMP/llmtok/"
+expect 0 'embedded tokenizer.json \(27 kB, 1000 ids\), generation_config.json' "$KILN" compile "$TMP/llmtok/model.onnx" -o "$TMP/llmt.plan"
+rm "$TMP/llmtok/tokenizer.json"
+expect 0 '5 prompt tokens, 8 new tokens \(max new tokens\)' "$KILN" run "$TMP/llmt.plan" --prompt "the cat" --max-new-tokens 8
+expect 0 '3 prompt tokens, 2 new tokens \(stop id\)' "$KILN" run "$TMP/llmt.plan" --prompt-ids 1,2,3 --max-new-tokens 8
+expect 0 '3 prompt tokens, 8 new tokens' "$KILN" run "$TMP/llmt.plan" --prompt-ids 1,2,3 --max-new-tokens 8 --ignore-eos
+expect 0 '5 prompt tokens, 4 new tokens \(stop string\)' "$KILN" run "$TMP/llmt.plan" --prompt "the cat" --max-new-tokens 30 --stop e --ignore-eos
+expect 0 '^ of\*$' sh -c "'$KILN' run '$TMP/llmt.plan' --prompt 'the cat' --max-new-tokens 30 --stop e --ignore-eos 2>/dev/null | head -c 4"
+
+# tokenizer files embedded in the plan: found next to the model, given, or left out
+TOKD=$TMP/tok
+mkdir -p "$TOKD/other"
+cp "$SAMPLE" "$TOKD/model.onnx"
+cp "$SRC/tests/tokenizers/qwen2/tokenizer.json" "$TOKD/"
+printf '{"chat_template": "{{ bos_token }}", "bos_token": "<|im_start|>", "eos_token": {"content": "<|im_end|>"}}' >"$TOKD/tokenizer_config.json"
+printf '{"eos_token_id": 2}' >"$TOKD/generation_config.json"
+expect 0 'embedded tokenizer.json \(42 kB, 1002 ids\), tokenizer_config.json \([0-9]+ bytes, chat template\), generation_config.json' "$KILN" compile "$TOKD/model.onnx" -o "$TMP/t.plan"
+expect 0 'tokenizer.json +43323 bytes' "$KILN" inspect "$TMP/t.plan"
+expect 0 'tokenizer:   BPE, 1002 ids, 3 special tokens: <\|endoftext\|> \(0\), <\|im_start\|> \(1\), <\|im_end\|> \(2\)' "$KILN" inspect "$TMP/t.plan"
+expect 0 "chat:        template \(15 bytes\), bos '<\|im_start\|>', eos '<\|im_end\|>'" "$KILN" inspect "$TMP/t.plan"
+expect 0 '"tokenizer":\{"model":"BPE","vocab_size":1002,"n_special":3,' flat "$KILN" inspect --json "$TMP/t.plan"
+expect 0 '"has_chat_template":true' flat "$KILN" inspect --json "$TMP/t.plan"
+expect 0 'float32\[1, 1\]  min' "$KILN" run "$TMP/t.plan" --seed 1
+expect 0 'wrote [^;]*nodes\)$' "$KILN" compile "$TOKD/model.onnx" -o "$TMP/t0.plan" --no-tokenizer
+expect 0 '^absent$' sh -c "'$KILN' inspect '$TMP/t0.plan' | grep -q '^embedded' && echo present || echo absent"
+cp "$SRC/tests/tokenizers/gpt2/tokenizer.json" "$TOKD/other/"
+expect 0 'embedded tokenizer.json \(27 kB, 1000 ids\)\)$' "$KILN" compile "$TOKD/model.onnx" -o "$TMP/t1.plan" --tokenizer "$TOKD/other/tokenizer.json"
+expect 1 "$TOKD/none.json: --tokenizer: cannot open" "$KILN" compile "$TOKD/model.onnx" -o "$TMP/t2.plan" --tokenizer "$TOKD/none.json"
+printf '{"model": {"type": "WordPiece"}}' >"$TOKD/other/bad.json"
+expect 1 "$TOKD/other/bad.json: cannot embed it in the plan \(--no-tokenizer" "$KILN" compile "$TOKD/model.onnx" -o "$TMP/t2.plan" --tokenizer "$TOKD/other/bad.json"
+printf '{"chat_template": "{%% macro m() %%}{%% endmacro %%}"}' >"$TOKD/tokenizer_config.json"
+expect 0 "warning: $TOKD/tokenizer_config.json: kiln cannot render its chat template \(chat template: offset 3: unsupported statement 'macro'\)" "$KILN" compile "$TOKD/model.onnx" -o "$TMP/t3.plan"
+expect 0 'chat template not renderable' "$KILN" compile "$TOKD/model.onnx" -o "$TMP/t3.plan"
+printf '{"chat_template": 3}' >"$TOKD/tokenizer_config.json"
+expect 1 "$TOKD/tokenizer_config.json: \"chat_template\" must be a string" "$KILN" compile "$TOKD/model.onnx" -o "$TMP/t2.plan"
+expect 0 '' test ! -e "$TMP/t2.plan"
+expect 1 'together' "$KILN" compile "$TOKD/model.onnx" -o "$TMP/t2.plan" --no-tokenizer --tokenizer x
 
 # never replace a device or a folder with an output file
 expect 1 'not a regular file' "$KILN" compile "$SAMPLE" -o /dev/null

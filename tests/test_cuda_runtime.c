@@ -637,7 +637,7 @@ static void test_random_corruption(void **state)
     assert_non_null(p);
     assert_int_equal(read_cuda(good, n, NULL), KN_OK);
     uint64_t lo = UINT64_MAX, hi = 0;
-    for (int k = KN_SEC_CU_KERNELS; k < KN_SEC_COUNT; k++) {
+    for (int k = KN_SEC_CU_KERNELS; k < KN_SEC_CU_END; k++) {
         if (k == KN_SEC_CU_BLOBS)
             continue; /* image bytes: nothing to check there */
         uint64_t off, size;

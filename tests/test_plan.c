@@ -1,6 +1,7 @@
 /* Plan files: write → load round trip (the loaded graph prints the same),
  * byte-identical rebuilds, every single-byte corruption refused cleanly,
- * truncation, and a failing-allocator sweep over loading. */
+ * truncation, and a failing-allocator sweep over loading; named blobs
+ * (the embedded tokenizer) and corruptions of their section. */
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -10,7 +11,9 @@
 #include "codegen/plan_write.h"
 #include "model_builder.h"
 #include "kiln/runtime.h"
+#include "kiln/tokenizer.h"
 #include "ir/ir.h"
+#include "runtime/plan_format.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -67,16 +70,28 @@ static uint8_t *slurp(const char *path, size_t *n)
     return p;
 }
 
+/* Small named blobs for the corruption tests: one empty, sizes not a
+ * multiple of 8. */
+static const kn_plan_named_in small_blobs[] = {
+    {"notes.txt", "a named blob of 29 bytes here", 29},
+    {"empty", "", 0},
+    {"generation_config.json", "{\"eos_token_id\": 2}", 19},
+};
+
+static const kn_plan_named_in *blobs;
+static uint32_t n_blobs;
+
 static void write_plan(kn_graph *g, const char *path)
 {
     kn_diag *d = kn_diag_create(NULL, stderr);
-    kn_plan_options o = {"--target cpu", "cpu", NULL};
+    kn_plan_options o = {"--target cpu", "cpu", NULL, blobs, n_blobs};
     assert_int_equal(kn_plan_write(g, &o, path, d), KN_OK);
     kn_diag_destroy(d);
 }
 
-/* Imports a model, writes it twice, checks identical bytes and that the
- * loaded graph prints exactly like the imported one. Returns the plan path. */
+/* Imports a model, writes it twice (with the named blobs `blobs`, if
+ * any), checks identical bytes and that the loaded graph prints exactly
+ * like the imported one and carries the blobs. Returns the plan path. */
 static void roundtrip(const char *model, char *plan, size_t plan_size)
 {
     struct stat st;
@@ -100,6 +115,15 @@ static void roundtrip(const char *model, char *plan, size_t plan_size)
     assert_int_equal(kn_plan_load(plan, NULL, d, &l), KN_OK);
     char *t1 = print_graph(g), *t2 = print_graph(l);
     assert_string_equal(t1, t2);
+    assert_int_equal(kn_plan_blob_count(l), n_blobs);
+    for (uint32_t i = 0; i < n_blobs; i++) {
+        const void *p;
+        size_t sz;
+        assert_int_equal(kn_plan_blob(l, blobs[i].name, &p, &sz), KN_OK);
+        assert_int_equal(sz, blobs[i].size);
+        assert_memory_equal(p, blobs[i].data, sz);
+        assert_int_equal((uintptr_t)p % 8, 0);
+    }
     /* constants survive byte for byte */
     for (kn_id v = 0; v < g->n_values; v++)
         if (g->values[v].kind == KN_VAL_CONST && g->values[v].tensor->nbytes)
@@ -137,7 +161,11 @@ static void test_every_byte_flip(void **s)
 {
     (void)s;
     char plan[512];
+    blobs = small_blobs; /* the named-blob section is covered too */
+    n_blobs = 3;
     roundtrip(NODE "test_if/model.onnx", plan, sizeof plan);
+    blobs = NULL;
+    n_blobs = 0;
     size_t n;
     uint8_t *b = slurp(plan, &n);
     for (size_t i = 0; i < n; i++) {
@@ -171,7 +199,11 @@ static void test_load_failing_allocator(void **s)
 {
     (void)s;
     char plan[512];
+    blobs = small_blobs;
+    n_blobs = 3;
     roundtrip(NODE "test_if/model.onnx", plan, sizeof plan);
+    blobs = NULL;
+    n_blobs = 0;
     mb_counter f;
     mb_counter_init(&f);
     const kn_allocator *a = &f.a;
@@ -198,6 +230,217 @@ static void test_load_failing_allocator(void **s)
     printf("plan load: failed each of %ld allocations in turn: all clean\n", total);
 }
 
+static uint8_t *read_file(const char *path, size_t *n) { return slurp(path, n); }
+
+/* The NAMED section of a plan image: its offset and size. */
+static void find_named(const uint8_t *b, uint64_t *off, uint64_t *size)
+{
+    kn_plan_header h;
+    memcpy(&h, b, sizeof h);
+    *off = 0;
+    for (uint32_t i = 0; i < h.n_sections; i++) {
+        kn_plan_section sec;
+        memcpy(&sec, b + h.sections_off + i * sizeof sec, sizeof sec);
+        if (sec.kind == KN_SEC_NAMED) {
+            *off = sec.offset;
+            *size = sec.size;
+        }
+    }
+}
+
+static void rechecksum(uint8_t *b, size_t n)
+{
+    static const uint8_t z8[8];
+    uint64_t c = kn_plan_checksum_update(KN_PLAN_CHECKSUM_SEED, b, 24);
+    c = kn_plan_checksum_update(c, z8, 8);
+    c = kn_plan_checksum_update(c, b + 32, n - 32);
+    memcpy(b + 24, &c, 8);
+}
+
+/* Named blobs: found by name and index, the embedded tokenizer builds and
+ * encodes like the file, absent ones are KN_ERR_NOT_FOUND, a plan without
+ * blobs has no NAMED section, and the writer refuses bad names. */
+#define CFG "{\"bos_token\": \"<|endoftext|>\", \"chat_template\": \"{{ x }}\"}"
+static void test_named_blobs(void **s)
+{
+    (void)s;
+    size_t tok_n;
+    uint8_t *tok = read_file(KN_SOURCE_DIR "/tests/tokenizers/gpt2/tokenizer.json", &tok_n);
+    kn_plan_named_in in[] = {
+        {KN_BLOB_TOKENIZER, tok, tok_n},
+        {KN_BLOB_TOKENIZER_CONFIG, CFG, sizeof CFG - 1},
+        {"empty", NULL, 0},
+    };
+    char plan[512];
+    blobs = in;
+    n_blobs = 3;
+    roundtrip(KN_SOURCE_DIR "/samples/hello_deepa/model.onnx", plan, sizeof plan);
+    blobs = NULL;
+    n_blobs = 0;
+    kn_diag *d = kn_diag_create(NULL, stderr);
+    kn_graph *l = NULL;
+    assert_int_equal(kn_plan_load(plan, NULL, d, &l), KN_OK);
+    const char *name;
+    size_t sz;
+    const void *p;
+    assert_int_equal(kn_plan_blob_at(l, 1, &name, &p, &sz), KN_OK);
+    assert_string_equal(name, KN_BLOB_TOKENIZER_CONFIG);
+    assert_int_equal(sz, sizeof CFG - 1);
+    assert_int_equal(kn_plan_blob_at(l, 3, &name, &p, &sz), KN_ERR_NOT_FOUND);
+    assert_int_equal(kn_plan_blob(l, "nope", &p, &sz), KN_ERR_NOT_FOUND);
+    assert_null(p);
+    assert_int_equal(sz, 0);
+    assert_int_equal(kn_plan_blob(l, "empty", &p, &sz), KN_OK);
+    assert_int_equal(sz, 0);
+
+    /* the embedded tokenizer encodes like the file */
+    kn_tokenizer *t1 = NULL, *t2 = NULL;
+    assert_int_equal(kn_plan_tokenizer(l, NULL, d, &t1), KN_OK);
+    assert_int_equal(kn_tokenizer_load_file(KN_SOURCE_DIR "/tests/tokenizers/gpt2/tokenizer.json", NULL, d, &t2),
+                     KN_OK);
+    const char *text = "Hello, named blobs! 123";
+    int32_t *i1, *i2;
+    size_t n1, n2;
+    assert_int_equal(kn_tokenizer_encode(t1, text, strlen(text), false, &i1, &n1, d), KN_OK);
+    assert_int_equal(kn_tokenizer_encode(t2, text, strlen(text), false, &i2, &n2, d), KN_OK);
+    assert_int_equal(n1, n2);
+    assert_true(n1 > 3);
+    assert_memory_equal(i1, i2, n1 * sizeof *i1);
+    kn_tokenizer_release(t1, i1);
+    kn_tokenizer_release(t2, i2);
+    kn_tokenizer_free(t1);
+    kn_tokenizer_free(t2);
+    kn_tokenizer_config *c = NULL;
+    assert_int_equal(kn_plan_tokenizer_config(l, NULL, d, &c), KN_OK);
+    assert_string_equal(kn_tokenizer_config_chat_template(c), "{{ x }}");
+    assert_string_equal(kn_tokenizer_config_bos_token(c), "<|endoftext|>");
+    assert_null(kn_tokenizer_config_eos_token(c));
+    kn_tokenizer_config_free(c);
+    kn_generation_config gc;
+    assert_int_equal(kn_plan_generation_config(l, d, &gc), KN_ERR_NOT_FOUND);
+    assert_int_equal(gc.n_eos, 0);
+    assert_int_equal(gc.top_k, 50); /* the defaults */
+    kn_graph_destroy(l);
+    kn_diag_destroy(d);
+
+    /* no blobs: no NAMED section, and the accessors say so */
+    roundtrip(KN_SOURCE_DIR "/samples/hello_deepa/model.onnx", plan, sizeof plan);
+    size_t n;
+    uint8_t *b = slurp(plan, &n);
+    kn_plan_header h;
+    memcpy(&h, b, sizeof h);
+    assert_int_equal(h.n_sections, 11);
+    free(b);
+    d = kn_diag_create(NULL, NULL);
+    assert_int_equal(kn_plan_load(plan, NULL, d, &l), KN_OK);
+    assert_int_equal(kn_plan_blob_count(l), 0);
+    kn_tokenizer *t = (kn_tokenizer *)d;
+    assert_int_equal(kn_plan_tokenizer(l, NULL, d, &t), KN_ERR_NOT_FOUND);
+    assert_null(t);
+    assert_true(mb_diag_has(d, KN_ERROR, plan, "no tokenizer", "--tokenizer"));
+    kn_tokenizer_config *cc = NULL;
+    assert_int_equal(kn_plan_tokenizer_config(l, NULL, d, &cc), KN_ERR_NOT_FOUND);
+    kn_graph_destroy(l);
+    /* a graph that is not a loaded plan has no blobs */
+    kn_graph *g = import(KN_SOURCE_DIR "/samples/hello_deepa/model.onnx");
+    assert_int_equal(kn_plan_blob_count(g), 0);
+    assert_int_equal(kn_plan_blob(g, KN_BLOB_TOKENIZER, &p, &sz), KN_ERR_NOT_FOUND);
+    assert_int_equal(kn_plan_blob_count(NULL), 0);
+
+    /* the writer refuses repeated and empty names */
+    char bad_path[600];
+    snprintf(bad_path, sizeof bad_path, "%s/bad.plan", tmpdir);
+    kn_plan_named_in dup[] = {{"a", "x", 1}, {"a", "y", 1}};
+    kn_plan_options o = {"", "cpu", NULL, dup, 2};
+    assert_int_equal(kn_plan_write(g, &o, bad_path, d), KN_ERR_INVALID);
+    assert_true(mb_diag_has(d, KN_ERROR, "two named blobs are called 'a'"));
+    kn_plan_named_in empty[] = {{"", "x", 1}};
+    kn_plan_options o2 = {"", "cpu", NULL, empty, 1};
+    assert_int_equal(kn_plan_write(g, &o2, bad_path, d), KN_ERR_INVALID);
+    assert_int_equal(access(bad_path, F_OK), -1);
+    kn_graph_destroy(g);
+    kn_diag_destroy(d);
+    free(tok);
+}
+
+/* Corruptions of the NAMED section that keep the checksum right (the
+ * checksum recomputed) are caught by its own checks. */
+static void test_named_corrupt(void **s)
+{
+    (void)s;
+    char plan[512];
+    blobs = small_blobs;
+    n_blobs = 3;
+    roundtrip(KN_SOURCE_DIR "/samples/hello_deepa/model.onnx", plan, sizeof plan);
+    blobs = NULL;
+    n_blobs = 0;
+    size_t n;
+    uint8_t *orig = slurp(plan, &n);
+    uint64_t off, size;
+    find_named(orig, &off, &size);
+    assert_true(off > 0);
+    struct {
+        const char *what;
+        size_t at;   /* byte offset inside the section */
+        uint64_t v;  /* value written */
+        int width;   /* 4 or 8 */
+    } cases[] = {
+        {"count", 0, 1000000, 4},
+        {"count past the table", 0, 40, 4},
+        {"header reserved", 4, 1, 4},
+        {"entry reserved", 8 + 4, 1, 4},
+        {"name out of range", 8, 0x7fffffff, 4},
+        {"empty name", 8, 0, 4},
+        {"offset into the table", 8 + 8, 8, 8},
+        {"offset misaligned", 8 + 8, 8 + 3 * 24 + 1, 8},
+        {"offset past the end", 8 + 8, 1u << 30, 8},
+        {"size past the end", 8 + 16, 1u << 30, 8},
+        {"size overflow", 8 + 16, UINT64_MAX, 8},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        uint8_t *b = malloc(n);
+        memcpy(b, orig, n);
+        if (cases[i].width == 4) {
+            uint32_t v = (uint32_t)cases[i].v;
+            memcpy(b + off + cases[i].at, &v, 4);
+        } else {
+            memcpy(b + off + cases[i].at, &cases[i].v, 8);
+        }
+        rechecksum(b, n);
+        kn_diag *d = kn_diag_create(NULL, NULL);
+        kn_graph *g = NULL;
+        kn_status st = kn_plan_load_memory(b, n, "named.plan", NULL, d, &g);
+        if (st != KN_ERR_INVALID || !mb_diag_has(d, KN_ERROR, "named.plan", "corrupted plan: named blobs"))
+            fail_msg("%s: status %d", cases[i].what, (int)st);
+        assert_null(g);
+        kn_diag_destroy(d);
+        free(b);
+    }
+    /* a duplicate name: entry 1 named like entry 0 */
+    uint8_t *b = malloc(n);
+    memcpy(b, orig, n);
+    memcpy(b + off + 8 + 24, b + off + 8, 4);
+    rechecksum(b, n);
+    kn_diag *d = kn_diag_create(NULL, NULL);
+    kn_graph *g = NULL;
+    assert_int_equal(kn_plan_load_memory(b, n, "dup.plan", NULL, d, &g), KN_ERR_INVALID);
+    assert_true(mb_diag_has(d, KN_ERROR, "duplicate name"));
+    kn_diag_destroy(d);
+    /* and the untouched image loads */
+    memcpy(b, orig, n);
+    d = kn_diag_create(NULL, stderr);
+    assert_int_equal(kn_plan_load_memory(b, n, "ok.plan", NULL, d, &g), KN_OK);
+    assert_int_equal(kn_plan_blob_count(g), 3);
+    kn_generation_config gc;
+    assert_int_equal(kn_plan_generation_config(g, d, &gc), KN_OK);
+    assert_int_equal(gc.n_eos, 1);
+    assert_int_equal(gc.eos_ids[0], 2);
+    kn_graph_destroy(g);
+    kn_diag_destroy(d);
+    free(b);
+    free(orig);
+}
+
 static void test_not_a_plan(void **s)
 {
     (void)s;
@@ -214,7 +457,8 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_roundtrip_sample),  cmocka_unit_test(test_roundtrip_subgraphs),
         cmocka_unit_test(test_every_byte_flip),   cmocka_unit_test(test_load_failing_allocator),
-        cmocka_unit_test(test_not_a_plan),
+        cmocka_unit_test(test_not_a_plan),        cmocka_unit_test(test_named_blobs),
+        cmocka_unit_test(test_named_corrupt),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

@@ -194,6 +194,15 @@ static void test_nan_and_inf(void **state)
     const float pinf[4] = {1.0f, INFINITY, 2.0f, INFINITY};
     for (int i = 0; i < 20; i++)
         assert_int_equal(kn_sampler_pick(s, pinf, NULL, 0), 1);
+    /* a subnormal temperature is greedy, lowest id on ties */
+    kn_sampling tiny;
+    kn_sampling_defaults(&tiny);
+    tiny.temperature = 1e-40f;
+    kn_sampler *t = make(&tiny, 4);
+    const float ties[4] = {1.0f, 3.0f, 3.0f, 2.0f};
+    for (int i = 0; i < 10; i++)
+        assert_int_equal(kn_sampler_pick(t, ties, NULL, 0), 1);
+    kn_sampler_destroy(t);
     assert_int_equal(kn_sampler_pick(NULL, l, NULL, 0), -1);
     assert_int_equal(kn_sampler_pick(s, NULL, NULL, 0), -1);
     kn_sampler_destroy(g);

@@ -4,6 +4,7 @@
 #include "cli.h"
 #include "codegen/cuda/lower.h"
 #include "codegen/plan_write.h"
+#include "embed.h"
 #include "ir/stats.h"
 #include "pass_report.h"
 #include "passes/passes.h"
@@ -51,6 +52,11 @@ static const char usage[] =
     "                      debug builds)\n"
     "  --report FILE.json  node counts per op type before and after the\n"
     "                      pipeline and per pass\n"
+    "  --tokenizer FILE    embed this Hugging Face tokenizer.json (and the\n"
+    "                      tokenizer_config.json / generation_config.json next\n"
+    "                      to it) in the plan; default: tokenizer.json next to\n"
+    "                      the model, when there is one\n"
+    "  --no-tokenizer      embed no tokenizer\n"
     "  -h, --help\n"
     "\n"
     "The plan is written to a temporary file and renamed into place: an error\n"
@@ -195,7 +201,10 @@ int kn_cmd_compile(int argc, char **argv)
     const char *prec_name = "fp32";
     const char **disabled = calloc((size_t)argc + 1, sizeof *disabled);
     char *dump_pass = NULL;
-    const char *report_path = NULL;
+    const char *report_path = NULL, *tokenizer = NULL;
+    bool no_tokenizer = false;
+    kn_embed emb;
+    memset(&emb, 0, sizeof emb);
     kn_pass_report *report = NULL;
     kn_pipeline_opts po = {0};
 #ifndef NDEBUG
@@ -302,6 +311,12 @@ int kn_cmd_compile(int argc, char **argv)
             po.verify_each = true;
         } else if (strcmp(a, "--report") == 0 && has) {
             report_path = argv[++i];
+        } else if (strcmp(a, "--tokenizer") == 0 && has) {
+            tokenizer = argv[++i];
+        } else if (strncmp(a, "--tokenizer=", 12) == 0) {
+            tokenizer = a + 12;
+        } else if (strcmp(a, "--no-tokenizer") == 0) {
+            no_tokenizer = true;
         } else if (a[0] == '-' && a[1]) {
             fprintf(stderr, "error: compile: unknown or incomplete option '%s'\n\n%s", a, usage);
             goto done;
@@ -350,7 +365,13 @@ int kn_cmd_compile(int argc, char **argv)
     }
     signal(SIGINT, on_signal);
     signal(SIGTERM, on_signal);
-    kn_status s = kn_import_onnx_file(in, NULL, NULL, d, &g);
+    if (tokenizer && no_tokenizer) {
+        fprintf(stderr, "error: compile: --tokenizer and --no-tokenizer together\n");
+        goto done;
+    }
+    kn_status s = kn_embed_collect(in, tokenizer, no_tokenizer, d, &emb);
+    if (s == KN_OK)
+        s = kn_import_onnx_file(in, NULL, NULL, d, &g);
     /* the kv-cache pass reads its options from the model's metadata */
     if (s == KN_OK && kv_max[0])
         s = kn_rw_set_meta(g, "kiln.kv.max_seq_len", kv_max);
@@ -377,15 +398,16 @@ int kn_cmd_compile(int argc, char **argv)
         char opts[512];
         snprintf(opts, sizeof opts, "--target %s --precision %s -O%d", target, prec_name,
                  po.level ? (int)po.level - 1 : 2);
-        kn_plan_options po = {opts, target, cuda ? &prog : NULL};
+        kn_plan_options po = {opts, target, cuda ? &prog : NULL, emb.items, emb.n};
         s = kn_plan_write(g, &po, out, d);
     }
     if (s == KN_OK)
-        printf("wrote %s (target %s, %u nodes%s)\n", out, target, g->n_nodes,
-               cuda ? ", kernels for every arch + PTX" : "");
+        printf("wrote %s (target %s, %u nodes%s%s%s)\n", out, target, g->n_nodes,
+               cuda ? ", kernels for every arch + PTX" : "", emb.n ? "; embedded " : "", emb.summary);
     rc = kn_cli_exit_code(s);
 done:
     kn_cu_program_free(&prog);
+    kn_embed_free(&emb);
     kn_graph_destroy(g);
     kn_diag_destroy(d);
     free(def_out);

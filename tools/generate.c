@@ -24,6 +24,7 @@ typedef struct gen_args {
     kn_sampling sampling;
     kn_session_options so;
     const char *device;
+    bool ignore_eos;
 } gen_args;
 
 typedef struct prompt_list {
@@ -32,16 +33,38 @@ typedef struct prompt_list {
     uint32_t n, cap;
 } prompt_list;
 
-/* What the token callback needs to stream text. */
+/* What the token callback needs to stream text: per prompt a text stream
+ * (holds back split UTF-8 characters and partial stop strings) and, with
+ * several prompts, the text so far (printed at the end). */
 typedef struct stream {
     const kn_tokenizer *tok;
     uint32_t n_prompts;
-    int32_t **toks;   /* per prompt: new tokens so far */
+    kn_text_stream **ts;
+    char **text;
+    size_t *len;
     uint32_t *n_toks;
-    size_t *printed;  /* bytes of prompt 0's text already written */
     kn_diag *d;
     int failed;
 } stream;
+
+static int emit(stream *st, uint32_t i, const char *text, size_t len)
+{
+    if (!len)
+        return 0;
+    if (st->n_prompts == 1) {
+        fwrite(text, 1, len, stdout);
+        fflush(stdout);
+        return 0;
+    }
+    char *t = realloc(st->text[i], st->len[i] + len + 1);
+    if (!t)
+        return -1;
+    memcpy(t + st->len[i], text, len);
+    st->len[i] += len;
+    t[st->len[i]] = 0;
+    st->text[i] = t;
+    return 0;
+}
 
 bool kn_run_wants_generate(int argc, char **argv)
 {
@@ -177,33 +200,36 @@ static kn_status read_prompts_file(const char *path, const kn_tokenizer *tok, pr
 static int on_token(uint32_t prompt, int64_t token, void *user)
 {
     stream *st = user;
-    int32_t *t = realloc(st->toks[prompt], (st->n_toks[prompt] + 1) * sizeof *t);
-    if (!t) {
+    char num[32];
+    const char *text = num;
+    size_t len;
+    bool stopped = false;
+    st->n_toks[prompt]++;
+    if (st->tok) {
+        if (kn_text_stream_push(st->ts[prompt], (int32_t)token, &text, &len, &stopped, st->d) != KN_OK) {
+            st->failed = 1;
+            return 1;
+        }
+    } else {
+        len = (size_t)snprintf(num, sizeof num, "%s%" PRId64, st->n_toks[prompt] > 1 ? " " : "", token);
+    }
+    if (emit(st, prompt, text, len)) {
         st->failed = 1;
         return 1;
     }
-    st->toks[prompt] = t;
-    t[st->n_toks[prompt]++] = (int32_t)token;
-    if (st->n_prompts > 1)
-        return 0; /* several prompts: printed at the end, one after another */
-    if (!st->tok) {
-        printf("%s%" PRId64, st->n_toks[0] > 1 ? " " : "", token);
-        fflush(stdout);
-        return 0;
+    return stopped; /* the session sees the stop string too; this keeps them in step */
+}
+
+/* What the text streams held back (a partial stop string or character). */
+static int finish_streams(stream *st)
+{
+    for (uint32_t i = 0; st->tok && i < st->n_prompts; i++) {
+        const char *text;
+        size_t len;
+        kn_text_stream_finish(st->ts[i], &text, &len);
+        if (emit(st, i, text, len))
+            return -1;
     }
-    /* byte-level BPE: the text of n tokens extends the text of n - 1 */
-    char *text = NULL;
-    size_t len = 0;
-    if (kn_tokenizer_decode(st->tok, st->toks[0], st->n_toks[0], true, &text, &len, st->d) != KN_OK) {
-        st->failed = 1;
-        return 1;
-    }
-    if (len > st->printed[0]) {
-        fwrite(text + st->printed[0], 1, len - st->printed[0], stdout);
-        fflush(stdout);
-        st->printed[0] = len;
-    }
-    kn_tokenizer_release(st->tok, text);
     return 0;
 }
 
@@ -211,16 +237,8 @@ static void print_all(const stream *st, const prompt_list *pl)
 {
     for (uint32_t i = 0; i < st->n_prompts; i++) {
         printf("--- prompt %u (%u tokens) ---\n", i, pl->lens[i]);
-        if (st->tok) {
-            char *text = NULL;
-            size_t len = 0;
-            if (kn_tokenizer_decode(st->tok, st->toks[i], st->n_toks[i], true, &text, &len, st->d) == KN_OK)
-                fwrite(text, 1, len, stdout);
-            kn_tokenizer_release(st->tok, text);
-        } else {
-            for (uint32_t k = 0; k < st->n_toks[i]; k++)
-                printf("%s%d", k ? " " : "", st->toks[i][k]);
-        }
+        if (st->text[i])
+            fwrite(st->text[i], 1, st->len[i], stdout);
         printf("\n");
     }
 }
@@ -231,7 +249,7 @@ static const char *stop_name(kn_stop_reason r)
     case KN_STOP_MAX_TOKENS: return "max new tokens";
     case KN_STOP_ID: return "stop id";
     case KN_STOP_STRING: return "stop string";
-    case KN_STOP_CALLBACK: return "stopped";
+    case KN_STOP_CALLBACK: return "stop string";
     case KN_STOP_FULL: return "sequence full";
     }
     return "?";
@@ -266,12 +284,17 @@ static void summary(const kn_session *s, const kn_generate_result *r, uint32_t n
     fprintf(stderr, "; CPU reference backend\n");
 }
 
-/* The tokenizer: --tokenizer FILE, else tokenizer.json next to the plan. */
-static kn_status open_tokenizer(const gen_args *ga, kn_diag *d, kn_tokenizer **tok)
+/* The tokenizer: --tokenizer FILE, else the one embedded in the plan, else
+ * tokenizer.json next to the plan, else none. */
+static kn_status open_tokenizer(const gen_args *ga, const kn_graph *g, kn_diag *d, kn_tokenizer **tok)
 {
     *tok = NULL;
     if (ga->tokenizer)
         return kn_tokenizer_load_file(ga->tokenizer, NULL, d, tok);
+    const void *data;
+    size_t size;
+    if (kn_plan_blob(g, KN_BLOB_TOKENIZER, &data, &size) == KN_OK)
+        return kn_plan_tokenizer(g, NULL, d, tok);
     char path[4096];
     const char *slash = strrchr(ga->plan, '/');
     snprintf(path, sizeof path, "%.*stokenizer.json", slash ? (int)(slash - ga->plan + 1) : 0, ga->plan);
@@ -281,7 +304,7 @@ static kn_status open_tokenizer(const gen_args *ga, kn_diag *d, kn_tokenizer **t
     return KN_OK;
 }
 
-static kn_status generate(const gen_args *ga, kn_diag *d)
+static kn_status generate(gen_args *ga, kn_diag *d)
 {
     kn_graph *g = NULL;
     kn_tokenizer *tok = NULL;
@@ -291,13 +314,25 @@ static kn_status generate(const gen_args *ga, kn_diag *d)
     kn_generate_result *res = NULL;
     kn_status rc = kn_plan_load(ga->plan, NULL, d, &g);
     if (rc == KN_OK)
-        rc = open_tokenizer(ga, d, &tok);
+        rc = open_tokenizer(ga, g, d, &tok);
     if (rc == KN_OK && !tok && (ga->prompt || ga->n_stops)) {
         kn_diag_add(d, KN_ERROR,
-                    "run: %s needs a tokenizer: give --tokenizer tokenizer.json (there is none next to the plan), "
-                    "or token ids with --prompt-ids",
+                    "run: %s needs a tokenizer: the plan has none embedded (kiln compile --tokenizer FILE) and "
+                    "there is no tokenizer.json next to it; give --tokenizer tokenizer.json, or token ids with "
+                    "--prompt-ids",
                     ga->prompt ? "--prompt" : "--stop");
         rc = KN_ERR_INVALID;
+    }
+    /* the model's end-of-sequence ids stop generation (generation_config.json) */
+    kn_generation_config gc;
+    uint32_t n_stop_ids = (uint32_t)ga->n_stop_ids;
+    if (rc == KN_OK && !ga->ignore_eos) {
+        kn_status gs = kn_plan_generation_config(g, d, &gc);
+        if (gs == KN_OK)
+            for (uint32_t k = 0; k < gc.n_eos; k++)
+                ga->stop_ids[n_stop_ids++] = gc.eos_ids[k];
+        else if (gs != KN_ERR_NOT_FOUND)
+            rc = gs;
     }
     if (rc == KN_OK && ga->prompt)
         rc = encode(tok, ga->prompt, &pl, d);
@@ -311,12 +346,15 @@ static kn_status generate(const gen_args *ga, kn_diag *d)
         st.tok = tok;
         st.n_prompts = pl.n;
         st.d = d;
-        st.toks = calloc(pl.n, sizeof *st.toks);
+        st.ts = calloc(pl.n, sizeof *st.ts);
+        st.text = calloc(pl.n, sizeof *st.text);
+        st.len = calloc(pl.n, sizeof *st.len);
         st.n_toks = calloc(pl.n, sizeof *st.n_toks);
-        st.printed = calloc(pl.n, sizeof *st.printed);
         res = calloc(pl.n, sizeof *res);
-        if (!st.toks || !st.n_toks || !st.printed || !res)
+        if (!st.ts || !st.text || !st.len || !st.n_toks || !res)
             rc = KN_ERR_NOMEM;
+        for (uint32_t i = 0; rc == KN_OK && tok && i < pl.n; i++)
+            rc = kn_text_stream_create(tok, ga->stops, (size_t)ga->n_stops, true, NULL, d, &st.ts[i]);
     }
     if (rc == KN_OK) {
         kn_generate_options o;
@@ -324,14 +362,14 @@ static kn_status generate(const gen_args *ga, kn_diag *d)
         o.max_new_tokens = ga->max_new;
         o.sampling = ga->sampling;
         o.stop_ids = ga->stop_ids;
-        o.n_stop_ids = (uint32_t)ga->n_stop_ids;
+        o.n_stop_ids = n_stop_ids;
         o.stop_strings = ga->stops;
         o.n_stop_strings = (uint32_t)ga->n_stops;
         o.tokenizer = tok;
         o.on_token = on_token;
         o.user = &st;
         rc = kn_session_generate(s, (const int64_t *const *)pl.ids, pl.lens, pl.n, &o, res);
-        if (rc == KN_OK && st.failed)
+        if (rc == KN_OK && (st.failed || finish_streams(&st)))
             rc = KN_ERR_NOMEM;
         if (rc == KN_OK && pl.n > 1)
             print_all(&st, &pl);
@@ -345,14 +383,17 @@ static kn_status generate(const gen_args *ga, kn_diag *d)
     }
     for (uint32_t i = 0; i < pl.n; i++) {
         free(pl.ids[i]);
-        if (st.toks)
-            free(st.toks[i]);
+        if (st.ts)
+            kn_text_stream_free(st.ts[i]);
+        if (st.text)
+            free(st.text[i]);
     }
     free(pl.ids);
     free(pl.lens);
-    free(st.toks);
+    free(st.ts);
+    free(st.text);
+    free(st.len);
     free(st.n_toks);
-    free(st.printed);
     free(res);
     kn_session_destroy(s);
     kn_tokenizer_free(tok);
@@ -367,7 +408,7 @@ int kn_run_generate(int argc, char **argv, const char *usage)
     ga.device = "auto";
     kn_sampling_defaults(&ga.sampling);
     ga.stops = calloc((size_t)argc + 1, sizeof *ga.stops);
-    ga.stop_ids = calloc((size_t)argc + 1, sizeof *ga.stop_ids);
+    ga.stop_ids = calloc((size_t)argc + 1 + KN_GEN_MAX_EOS, sizeof *ga.stop_ids);
     int rc = KN_EXIT_BAD_INPUT, n_sources = 0;
     if (!ga.stops || !ga.stop_ids) {
         rc = KN_EXIT_INTERNAL;
@@ -406,6 +447,8 @@ int kn_run_generate(int argc, char **argv, const char *usage)
             i++;
         } else if (strcmp(a, "--seed") == 0 && has && parse_u64(v, &u)) {
             ga.sampling.seed = u, i++;
+        } else if (strcmp(a, "--ignore-eos") == 0) {
+            ga.ignore_eos = true;
         } else if (strcmp(a, "--no-kv-cache") == 0) {
             ga.so.no_cache = true;
         } else if (strcmp(a, "--max-seq-len") == 0 && has && parse_u64(v, &u) && u > 0 && u <= UINT32_MAX) {

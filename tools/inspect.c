@@ -6,6 +6,8 @@
 #include "kiln/runtime.h"
 #include "kiln/cuda.h"
 #include "runtime/cuda/plan.h"
+#include "embed.h"
+#include "kiln/runtime.h"
 
 #include <inttypes.h>
 #include <stdio.h>
@@ -485,6 +487,8 @@ static void print_json(const kn_graph *g, const kn_graph_stats *st, bool layers)
         kn_json_obj_end(&j);
     }
     kn_json_arr_end(&j);
+    if (kn_plan_blob_count(g))
+        kn_embed_print_json(&j, g);
     if (layers) {
         kn_json_key(&j, "layers");
         layers_json(&j, g);
@@ -553,8 +557,10 @@ int kn_cmd_inspect(int argc, char **argv)
                     print_json(g, &st, layers || is_plan);
                 } else {
                     print_text(g, &st);
-                    if (is_plan)
+                    if (is_plan) {
+                        kn_embed_print_text(g);
                         layers_text(g, LAYERS_DEFAULT);
+                    }
                 }
                 kn_graph_stats_free(g, &st);
             }

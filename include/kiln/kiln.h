@@ -24,7 +24,8 @@ typedef enum kn_status {
     KN_ERR_IO,          /* a file could not be opened, read, mapped or written */
     KN_ERR_NOMEM,       /* an allocation failed */
     KN_ERR_LIMIT,       /* a size or depth limit was exceeded */
-    KN_ERR_INTERNAL     /* a bug in kiln */
+    KN_ERR_INTERNAL,    /* a bug in kiln */
+    KN_ERR_NOT_FOUND    /* a looked-up item (a plan's named blob) is absent */
 } kn_status;
 
 const char *kn_status_str(kn_status s);

@@ -81,7 +81,7 @@ static bool find_sections(const uint8_t *base, uint64_t size, const uint8_t **se
 static int n_cuda_sections(const uint8_t *const *sec)
 {
     int n = 0;
-    for (int k = KN_SEC_CU_KERNELS; k < KN_SEC_COUNT; k++)
+    for (int k = KN_SEC_CU_KERNELS; k < KN_SEC_CU_END; k++)
         n += sec[k] != NULL;
     return n;
 }
@@ -90,7 +90,7 @@ bool kn_cuda_plan_present(const uint8_t *base, uint64_t size)
 {
     const uint8_t *sec[KN_SEC_COUNT];
     uint64_t sec_size[KN_SEC_COUNT];
-    return find_sections(base, size, sec, sec_size) && n_cuda_sections(sec) == KN_SEC_COUNT - KN_SEC_CU_KERNELS;
+    return find_sections(base, size, sec, sec_size) && n_cuda_sections(sec) == KN_SEC_CU_END - KN_SEC_CU_KERNELS;
 }
 
 /* Copies section k as entries of `esize` bytes into a new array. */
@@ -495,7 +495,7 @@ kn_status kn_cuda_plan_read(const kn_graph *g, const uint8_t *base, uint64_t siz
         kn_diag_add(d, KN_ERROR, "%s: the plan has no CUDA code (compile it with --target cuda)", p->name);
         return KN_ERR_UNSUPPORTED;
     }
-    if (n != KN_SEC_COUNT - KN_SEC_CU_KERNELS)
+    if (n != KN_SEC_CU_END - KN_SEC_CU_KERNELS)
         return bad(&r, "some of the CUDA sections are missing");
     kn_status s = read_all(&r);
     if (s == KN_ERR_NOMEM)
