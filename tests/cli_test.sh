@@ -255,6 +255,13 @@ expect 0 '5 prompt tokens, 8 new tokens \(max new tokens\)' "$KILN" run "$TMP/ll
 expect 0 '3 prompt tokens, 2 new tokens \(stop id\)' "$KILN" run "$TMP/llmt.plan" --prompt-ids 1,2,3 --max-new-tokens 8
 expect 0 '3 prompt tokens, 8 new tokens' "$KILN" run "$TMP/llmt.plan" --prompt-ids 1,2,3 --max-new-tokens 8 --ignore-eos
 expect 0 '5 prompt tokens, 4 new tokens \(stop string\)' "$KILN" run "$TMP/llmt.plan" --prompt "the cat" --max-new-tokens 30 --stop e --ignore-eos
+# --chat: the prompt rendered by the embedded chat template (BOS + text: 6 ids)
+mkdir -p "$TMP/llmchat"
+cp "$LLAMA/model.onnx" "$GPT2TOK" "$TMP/llmchat/"
+printf '{"chat_template": "{{ bos_token }}{{ messages[0][\\"content\\"] }}", "bos_token": "<|im_start|>", "eos_token": "<|im_end|>"}' >"$TMP/llmchat/tokenizer_config.json"
+expect 0 'tokenizer_config.json \([0-9]+ bytes, chat template\)' "$KILN" compile "$TMP/llmchat/model.onnx" -o "$TMP/llmc.plan"
+expect 0 '6 prompt tokens, 5 new tokens' "$KILN" run "$TMP/llmc.plan" --prompt "the cat" --chat --max-new-tokens 5
+expect 1 '--chat needs the chat template' "$KILN" run "$TMP/llmt.plan" --prompt "the cat" --chat
 expect 0 '^ of\*$' sh -c "'$KILN' run '$TMP/llmt.plan' --prompt 'the cat' --max-new-tokens 30 --stop e --ignore-eos 2>/dev/null | head -c 4"
 
 # tokenizer files embedded in the plan: found next to the model, given, or left out

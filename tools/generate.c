@@ -24,7 +24,7 @@ typedef struct gen_args {
     kn_sampling sampling;
     kn_session_options so;
     const char *device;
-    bool ignore_eos;
+    bool ignore_eos, chat;
 } gen_args;
 
 typedef struct prompt_list {
@@ -146,11 +146,25 @@ static bool parse_ids(const char *s, prompt_list *pl)
     return true;
 }
 
-static kn_status encode(const kn_tokenizer *tok, const char *text, prompt_list *pl, kn_diag *d)
+/* Encodes a prompt; with a chat template (--chat), the prompt is one user
+ * message rendered by it, encoded without the post-processor's tokens (the
+ * template writes BOS and the role markers). */
+static kn_status encode(const kn_tokenizer *tok, const kn_tokenizer_config *chat, const char *text, prompt_list *pl,
+                        kn_diag *d)
 {
     int32_t *ids32 = NULL;
     size_t n = 0;
-    KN_TRY(kn_tokenizer_encode(tok, text, strlen(text), true, &ids32, &n, d));
+    char *rendered = NULL;
+    if (chat) {
+        kn_chat_message msg = {"user", text};
+        KN_TRY(kn_chat_template_apply(kn_tokenizer_config_chat_template(chat), &msg, 1, true,
+                                      kn_tokenizer_config_bos_token(chat), kn_tokenizer_config_eos_token(chat), NULL,
+                                      d, &rendered, NULL));
+        text = rendered;
+    }
+    kn_status s = kn_tokenizer_encode(tok, text, strlen(text), !chat, &ids32, &n, d);
+    free(rendered);
+    KN_TRY(s);
     int64_t *ids = malloc((n + 1) * sizeof *ids);
     if (!ids) {
         kn_tokenizer_release(tok, ids32);
@@ -167,7 +181,8 @@ static kn_status encode(const kn_tokenizer *tok, const char *text, prompt_list *
 }
 
 /* One prompt per non-blank line: text with a tokenizer, else ids. */
-static kn_status read_prompts_file(const char *path, const kn_tokenizer *tok, prompt_list *pl, kn_diag *d)
+static kn_status read_prompts_file(const char *path, const kn_tokenizer *tok, const kn_tokenizer_config *chat,
+                                   prompt_list *pl, kn_diag *d)
 {
     FILE *f = fopen(path, "r");
     if (!f) {
@@ -184,7 +199,7 @@ static kn_status read_prompts_file(const char *path, const kn_tokenizer *tok, pr
         if (strspn(line, " \t") == (size_t)len)
             continue;
         if (tok)
-            s = encode(tok, line, pl, d);
+            s = encode(tok, chat, line, pl, d);
         else if (!parse_ids(line, pl))
             s = KN_ERR_INVALID;
     }
@@ -308,6 +323,7 @@ static kn_status generate(gen_args *ga, kn_diag *d)
 {
     kn_graph *g = NULL;
     kn_tokenizer *tok = NULL;
+    kn_tokenizer_config *chat = NULL;
     kn_session *s = NULL;
     prompt_list pl = {0};
     stream st = {0};
@@ -334,12 +350,30 @@ static kn_status generate(gen_args *ga, kn_diag *d)
         else if (gs != KN_ERR_NOT_FOUND)
             rc = gs;
     }
+    if (rc == KN_OK && ga->chat) {
+        const void *data;
+        size_t size;
+        if (kn_plan_blob(g, KN_BLOB_TOKENIZER_CONFIG, &data, &size) == KN_OK)
+            rc = kn_plan_tokenizer_config(g, NULL, d, &chat);
+        if (rc == KN_OK && (!chat || !kn_tokenizer_config_chat_template(chat) || !tok)) {
+            kn_diag_add(d, KN_ERROR,
+                        "run: --chat needs the chat template of an embedded tokenizer_config.json and a tokenizer "
+                        "(kiln compile embeds both when they are next to the model)");
+            rc = KN_ERR_INVALID;
+        }
+        /* without generation_config.json's eos ids, the template's eos token ends the answer */
+        int32_t eos;
+        const char *et = chat ? kn_tokenizer_config_eos_token(chat) : NULL;
+        if (rc == KN_OK && n_stop_ids == (uint32_t)ga->n_stop_ids && !ga->ignore_eos && et &&
+            kn_tokenizer_token_id(tok, et, &eos, d) == KN_OK)
+            ga->stop_ids[n_stop_ids++] = eos;
+    }
     if (rc == KN_OK && ga->prompt)
-        rc = encode(tok, ga->prompt, &pl, d);
+        rc = encode(tok, chat, ga->prompt, &pl, d);
     if (rc == KN_OK && ga->prompt_ids && !parse_ids(ga->prompt_ids, &pl))
         rc = KN_ERR_INVALID;
     if (rc == KN_OK && ga->prompts_file)
-        rc = read_prompts_file(ga->prompts_file, tok, &pl, d);
+        rc = read_prompts_file(ga->prompts_file, tok, chat, &pl, d);
     if (rc == KN_OK)
         rc = kn_session_create(g, &ga->so, NULL, d, &s);
     if (rc == KN_OK) {
@@ -396,6 +430,7 @@ static kn_status generate(gen_args *ga, kn_diag *d)
     free(st.n_toks);
     free(res);
     kn_session_destroy(s);
+    kn_tokenizer_config_free(chat);
     kn_tokenizer_free(tok);
     kn_graph_destroy(g);
     return rc;
@@ -408,7 +443,7 @@ int kn_run_generate(int argc, char **argv, const char *usage)
     ga.device = "auto";
     kn_sampling_defaults(&ga.sampling);
     ga.stops = calloc((size_t)argc + 1, sizeof *ga.stops);
-    ga.stop_ids = calloc((size_t)argc + 1 + KN_GEN_MAX_EOS, sizeof *ga.stop_ids);
+    ga.stop_ids = calloc((size_t)argc + 2 + KN_GEN_MAX_EOS, sizeof *ga.stop_ids);
     int rc = KN_EXIT_BAD_INPUT, n_sources = 0;
     if (!ga.stops || !ga.stop_ids) {
         rc = KN_EXIT_INTERNAL;
@@ -447,6 +482,8 @@ int kn_run_generate(int argc, char **argv, const char *usage)
             i++;
         } else if (strcmp(a, "--seed") == 0 && has && parse_u64(v, &u)) {
             ga.sampling.seed = u, i++;
+        } else if (strcmp(a, "--chat") == 0) {
+            ga.chat = true;
         } else if (strcmp(a, "--ignore-eos") == 0) {
             ga.ignore_eos = true;
         } else if (strcmp(a, "--no-kv-cache") == 0) {

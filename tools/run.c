@@ -48,6 +48,8 @@ static const char usage[] =
     "  --tokenizer FILE      a Hugging Face tokenizer.json (default: the one embedded\n"
     "                        in the plan, else tokenizer.json next to it); without\n"
     "                        one, ids are printed instead of text\n"
+    "  --chat                the prompt is a user message, rendered with the chat\n"
+    "                        template embedded in the plan (tokenizer_config.json)\n"
     "  --max-new-tokens N    default 64\n"
     "  --temperature T       0 (default): greedy; else sampling at temperature T\n"
     "  --top-k K, --top-p P  sampling cuts (default none)\n"
