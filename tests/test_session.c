@@ -399,6 +399,97 @@ static void bad_prompts(void **st)
     kn_graph_destroy(p);
 }
 
+static int stop_after_3(uint32_t prompt, int64_t token, void *user)
+{
+    (void)prompt;
+    (void)token;
+    return ++*(int *)user == 3;
+}
+
+/* Sampling through the session: the same seed gives the same tokens, with
+ * the paged cache and without; stop strings (decoded text) and the
+ * callback end generation. */
+static void sampling_and_stops(void **st)
+{
+    (void)st;
+    kn_graph *p = compile_plan("llama_gqa_tiny", KN_OPT_O2, NULL);
+    kn_diag *d = kn_diag_create(NULL, stderr);
+    kn_session_options so;
+    kn_session_options_defaults(&so);
+    kn_session *paged = NULL, *plain = NULL;
+    assert_int_equal(kn_session_create(p, &so, NULL, d, &paged), KN_OK);
+    so.no_cache = true;
+    assert_int_equal(kn_session_create(p, &so, NULL, d, &plain), KN_OK);
+    int64_t ids[5] = {3, 14, 159, 265, 358};
+    const int64_t *pr[1] = {ids};
+    uint32_t n = 5;
+    kn_generate_options o;
+    kn_generate_options_defaults(&o);
+    o.max_new_tokens = 24;
+    o.sampling.temperature = 1.5f;
+    o.sampling.top_k = 50;
+    o.sampling.top_p = 0.95f;
+    o.sampling.seed = 42;
+    kn_generate_result a, b, c;
+    assert_int_equal(kn_session_generate(paged, pr, &n, 1, &o, &a), KN_OK);
+    assert_int_equal(kn_session_generate(plain, pr, &n, 1, &o, &b), KN_OK);
+    o.sampling.seed = 43;
+    assert_int_equal(kn_session_generate(paged, pr, &n, 1, &o, &c), KN_OK);
+    assert_int_equal(a.n_tokens, 24);
+    assert_memory_equal(a.tokens, b.tokens, 24 * sizeof *a.tokens);
+    assert_true(memcmp(a.tokens, c.tokens, 24 * sizeof *a.tokens) != 0);
+    int64_t greedy[24];
+    gen_one(paged, ids, 5, 24, greedy);
+    assert_true(memcmp(a.tokens, greedy, sizeof greedy) != 0);
+    /* a stop string: a piece of the text generated greedily */
+    kn_tokenizer *tok = NULL;
+    assert_int_equal(kn_tokenizer_load_file(KN_SOURCE_DIR "/tests/tokenizers/gpt2/tokenizer.json", NULL, d, &tok),
+                     KN_OK);
+    int32_t g32[24];
+    for (int i = 0; i < 24; i++)
+        g32[i] = (int32_t)greedy[i];
+    char *text = NULL, *text10 = NULL;
+    size_t len = 0, len10 = 0;
+    assert_int_equal(kn_tokenizer_decode(tok, g32, 24, false, &text, &len, d), KN_OK);
+    assert_int_equal(kn_tokenizer_decode(tok, g32, 10, false, &text10, &len10, d), KN_OK);
+    assert_true(len > len10 + 2);
+    char stop[3] = {text[len10], text[len10 + 1], 0};
+    kn_generate_options og;
+    kn_generate_options_defaults(&og);
+    og.max_new_tokens = 24;
+    const char *stops[1] = {stop};
+    og.stop_strings = stops;
+    og.n_stop_strings = 1;
+    og.tokenizer = tok;
+    kn_generate_result r;
+    assert_int_equal(kn_session_generate(paged, pr, &n, 1, &og, &r), KN_OK);
+    if (!strstr(text10, stop)) { /* else it stopped earlier, where the piece first shows */
+        assert_int_equal(r.stop, KN_STOP_STRING);
+        assert_true(r.n_tokens > 10 && r.n_tokens <= 12);
+    }
+    assert_memory_equal(r.tokens, greedy, r.n_tokens * sizeof *r.tokens);
+    kn_generate_results_free(paged, &r, 1);
+    /* the callback stops */
+    int count = 0;
+    og.n_stop_strings = 0;
+    og.on_token = stop_after_3;
+    og.user = &count;
+    assert_int_equal(kn_session_generate(paged, pr, &n, 1, &og, &r), KN_OK);
+    assert_int_equal(r.stop, KN_STOP_CALLBACK);
+    assert_int_equal(r.n_tokens, 3);
+    kn_generate_results_free(paged, &r, 1);
+    kn_tokenizer_release(tok, text);
+    kn_tokenizer_release(tok, text10);
+    kn_tokenizer_free(tok);
+    kn_generate_results_free(paged, &a, 1);
+    kn_generate_results_free(plain, &b, 1);
+    kn_generate_results_free(paged, &c, 1);
+    kn_session_destroy(paged);
+    kn_session_destroy(plain);
+    kn_diag_destroy(d);
+    kn_graph_destroy(p);
+}
+
 /* kv_cache.c alone: block tables, reuse, full. */
 static void kv_pool(void **st)
 {
@@ -463,6 +554,7 @@ int main(void)
         cmocka_unit_test(block_boundaries),
         cmocka_unit_test(interleaved_full_reuse),
         cmocka_unit_test(bad_prompts),
+        cmocka_unit_test(sampling_and_stops),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
