@@ -514,6 +514,8 @@ static kn_status infer_node(kn_is_ctx *c)
         kn_dtype dt = a && a->kind == KN_ATTR_INTS && a->n ? (kn_dtype)a->u.ints[a->n - 1] : KN_UNDEFINED;
         return c->n->n_inputs ? broadcast(c, 0, c->n->n_inputs - 1, dt) : KN_OK;
     }
+    case KN_OP_KILN_PagedAttention: /* Y has Q's shape (head_dim of V = of K) */
+        return kn_is_same_as_input(c, 0);
     case KN_OP_Where: {
         const kn_type *x = kn_is_in_type(c, 1);
         return broadcast(c, 0, 2, x ? x->dtype : KN_UNDEFINED);

@@ -145,6 +145,9 @@ HAND_WRITTEN = [
     # a chain of elementwise ops as one program (passes/fuse_elementwise.c):
     # per step its op name, 3 operand indices, output dtype and 2 immediates
     (DOM_KILN, "FusedElementwise", "ops:ss! args:is! dtypes:is! imm:fs!"),
+    # passes/kv_cache.c: attention over the runtime's paged KV cache; inputs
+    # (Q, new K, new V, mask), appends K/V to the cache of the layer.
+    (DOM_KILN, "PagedAttention", "head_dim:i! kv_heads:i! kv_repeat:i! layer:i! scale:f!"),
 ]
 
 

@@ -8,6 +8,7 @@
 #include "ir/stats.h"
 #include "pass_report.h"
 #include "passes/passes.h"
+#include "passes/rewrite.h"
 #include "runtime/cpu/kernel.h"
 
 #include <signal.h>
@@ -40,6 +41,11 @@ static const char usage[] =
     "                      two from 16)\n"
     "  --keep-fp PATTERN   --quantize: keep matching MatMul/Gemm nodes (name or\n"
     "                      op type, shell pattern) unquantized; may be repeated\n"
+    "  --max-seq-len N     language models (kv-cache pass): tokens one sequence\n"
+    "                      may hold in the runtime's paged KV cache (default 2048)\n"
+    "  --kv-cache-mem SIZE bytes of the KV cache pool (suffix K, M or G: KiB,\n"
+    "                      MiB, GiB); default: one sequence of --max-seq-len\n"
+    "  --kv-block-size N   tokens per KV cache block (default 16)\n"
     "  --no-cache          target cuda: do not use the kernel cache\n"
     "                      ($XDG_CACHE_HOME/kiln, else ~/.cache/kiln)\n"
     "  -O0, -O1, -O2       optimization level (default -O2): -O0 runs only what\n"
@@ -65,6 +71,31 @@ static const char usage[] =
 
 static bool cpu_runs(kn_op op) { return kn_cpu_kernel(op) != NULL; }
 
+/* "123", "64K", "2M", "1G" (binary units) → bytes; false when malformed. */
+static bool parse_size(const char *s, uint64_t *out)
+{
+    char *e;
+    unsigned long long v = strtoull(s, &e, 10);
+    if (e == s || *s == '-' || v == 0)
+        return false;
+    uint64_t mul = 1;
+    if (*e == 'K' || *e == 'k')
+        mul = 1ull << 10;
+    else if (*e == 'M' || *e == 'm')
+        mul = 1ull << 20;
+    else if (*e == 'G' || *e == 'g')
+        mul = 1ull << 30;
+    if (mul > 1) {
+        e++;
+        if (strcmp(e, "iB") == 0 || strcmp(e, "B") == 0)
+            e += strlen(e);
+    }
+    if (*e || v > UINT64_MAX / mul)
+        return false;
+    *out = v * mul;
+    return true;
+}
+
 kn_status kn_compile_graph(kn_graph *g, const char *target, const kn_pipeline_opts *po, kn_diag *d)
 {
     if (strcmp(target, "cpu") != 0 && strcmp(target, "cuda") != 0) {
@@ -74,7 +105,24 @@ kn_status kn_compile_graph(kn_graph *g, const char *target, const kn_pipeline_op
     KN_TRY(kn_graph_verify(g, d));
     kn_pipeline_opts def = {0};
     def.verify_each = true;
-    KN_TRY(kn_pipeline_run(g, po ? po : &def, d));
+    if (!po)
+        po = &def;
+    if (strcmp(target, "cuda") == 0) {
+        /* target cuda has no paged-attention kernels yet: keep past/present */
+        const char *dis[65];
+        kn_pipeline_opts o = *po;
+        if (o.n_disabled >= 64) {
+            kn_diag_add(d, KN_ERROR, "too many --disable-pass options (64 at most)");
+            return KN_ERR_LIMIT;
+        }
+        for (uint32_t i = 0; i < o.n_disabled; i++)
+            dis[i] = o.disabled[i];
+        dis[o.n_disabled++] = "kv-cache";
+        o.disabled = dis;
+        KN_TRY(kn_pipeline_run(g, &o, d));
+    } else {
+        KN_TRY(kn_pipeline_run(g, po, d));
+    }
     /* the CPU backend runs every plan (target cuda probes shapes with it) */
     return kn_graph_report_unsupported(g, cpu_runs, "cpu", d);
 }
@@ -153,6 +201,7 @@ int kn_cmd_compile(int argc, char **argv)
     kn_cuda_shape *shapes = calloc((size_t)argc + 1, sizeof *shapes);
     uint32_t archs[8], n_archs = 0, n_shapes = 0;
     bool no_cache = false;
+    char kv_max[32] = "", kv_mem[32] = "", kv_block[32] = "";
     int rc = KN_EXIT_BAD_INPUT;
     const char **keep = calloc((size_t)argc + 1, sizeof *keep);
     kn_precision_opts prec = {KN_F32, keep, 0, true};
@@ -250,6 +299,25 @@ int kn_cmd_compile(int argc, char **argv)
             quant.group_size = v;
         } else if (strcmp(a, "--keep-fp") == 0 && has) {
             keep_fp[quant.n_keep++] = argv[++i];
+        } else if ((strcmp(a, "--max-seq-len") == 0 || strcmp(a, "--kv-block-size") == 0) && has) {
+            uint64_t v;
+            char *e;
+            v = strtoull(argv[i + 1], &e, 10);
+            if (e == argv[i + 1] || *e || argv[i + 1][0] == '-' || v == 0 || v > (a[2] == 'm' ? UINT32_MAX : 65536)) {
+                fprintf(stderr, "error: compile: %s expects a positive integer%s, got '%s'\n", a,
+                        a[2] == 'm' ? "" : " up to 65536", argv[i + 1]);
+                goto done;
+            }
+            snprintf(a[2] == 'm' ? kv_max : kv_block, 32, "%llu", (unsigned long long)v);
+            i++;
+        } else if (strcmp(a, "--kv-cache-mem") == 0 && has) {
+            uint64_t v;
+            if (!parse_size(argv[++i], &v)) {
+                fprintf(stderr, "error: compile: --kv-cache-mem expects a size like 64M or 1048576, got '%s'\n",
+                        argv[i]);
+                goto done;
+            }
+            snprintf(kv_mem, sizeof kv_mem, "%llu", (unsigned long long)v);
         } else if (strcmp(a, "--no-cache") == 0) {
             no_cache = true;
         } else if (strcmp(a, "-O0") == 0 || strcmp(a, "-O1") == 0 || strcmp(a, "-O2") == 0) {
@@ -336,6 +404,13 @@ int kn_cmd_compile(int argc, char **argv)
     kn_status s = kn_embed_collect(in, tokenizer, no_tokenizer, d, &emb);
     if (s == KN_OK)
         s = kn_import_onnx_file(in, NULL, NULL, d, &g);
+    /* the kv-cache pass reads its options from the model's metadata */
+    if (s == KN_OK && kv_max[0])
+        s = kn_rw_set_meta(g, "kiln.kv.max_seq_len", kv_max);
+    if (s == KN_OK && kv_mem[0])
+        s = kn_rw_set_meta(g, "kiln.kv.mem", kv_mem);
+    if (s == KN_OK && kv_block[0])
+        s = kn_rw_set_meta(g, "kiln.kv.block_size", kv_block);
     if (s == KN_OK && report_path) {
         report = kn_pass_report_new(g);
         po.observe = kn_pass_report_observe;
