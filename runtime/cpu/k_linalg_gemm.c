@@ -7,6 +7,7 @@
 
 #include <pthread.h>
 #include <stdlib.h>
+#include <string.h>
 
 void kn_linalg_gemm_f64(int64_t m, int64_t n, int64_t k, const double *a, int64_t lda, const double *b, int64_t ldb,
                         double *cm, int64_t ldc);
@@ -31,11 +32,20 @@ enum {
                        streaming longer runs of each B row) */
 };
 
+/* Four doubles (GCC/Clang vector extension: one AVX2 register, two SSE2
+ * ones); element-wise + and * round exactly as scalar code does. */
+typedef double v4d __attribute__((vector_size(32)));
+
+#define LD4D(v, p) memcpy(&(v), (p), sizeof(v4d))
+#define ST4D(p, v) memcpy((p), &(v), sizeof(v4d))
+#define SPLAT(x) ((v4d){(x), (x), (x), (x)})
+
 /* One kernel body for both B types. C[i][j] += sum over p of A[i][p]·B[p][j],
  * added one product at a time in increasing p: the micro-kernel keeps an
- * MR x NR block of C in registers over a KB-deep slice; rows and columns
+ * MR x NR block of C in registers (8 vectors) over a KB-deep slice; rows and columns
  * left over take the row loop (the same order per element). */
 #define GEMM_BODY(BT)                                                                                               \
+    double pk[KB * NR];                                                                                               \
     int64_t nb = m < MR ? NB_ROWS : NB;                                                                               \
     for (int64_t j0 = j_begin; j0 < j_end; j0 += nb) {                                                                \
         int64_t nj = j_end - j0 < nb ? j_end - j0 : nb;                                                               \
@@ -44,27 +54,36 @@ enum {
             int64_t np = k - p0 < KB ? k - p0 : KB;                                                                   \
             int64_t m_blk = m - m % MR;                                                                               \
             for (int64_t jr = 0; jr < nj_blk; jr += NR) {                                                             \
+                /* The KB x NR strip of B, widened and packed once for all                                            \
+                 * the row blocks: contiguous, in L1. */                                                             \
                 const BT *bs = b + p0 * ldb + j0 + jr;                                                                \
+                for (int64_t p = 0; p < np; p++)                                                                      \
+                    for (int q = 0; q < NR; q++)                                                                      \
+                        pk[p * NR + q] = (double)bs[p * ldb + q];                                                     \
                 for (int64_t i = 0; i < m_blk; i += MR) {                                                             \
-                    double acc[MR][NR];                                                                               \
-                    for (int r = 0; r < MR; r++)                                                                      \
-                        for (int q = 0; q < NR; q++)                                                                  \
-                            acc[r][q] = cm[(i + r) * ldc + j0 + jr + q];                                              \
-                    const double *ai = a + i * lda + p0;                                                              \
+                    double *c0 = cm + i * ldc + j0 + jr, *c1 = c0 + ldc, *c2 = c1 + ldc, *c3 = c2 + ldc;              \
+                    v4d x00, x01, x10, x11, x20, x21, x30, x31, b0, b1, av;                                           \
+                    LD4D(x00, c0), LD4D(x01, c0 + 4), LD4D(x10, c1), LD4D(x11, c1 + 4);                               \
+                    LD4D(x20, c2), LD4D(x21, c2 + 4), LD4D(x30, c3), LD4D(x31, c3 + 4);                               \
+                    const double *a0 = a + i * lda + p0, *a1 = a0 + lda, *a2 = a1 + lda, *a3 = a2 + lda;              \
                     for (int64_t p = 0; p < np; p++) {                                                                \
-                        const BT *bp = bs + p * ldb;                                                                  \
-                        double bv[NR];                                                                                \
-                        for (int q = 0; q < NR; q++)                                                                  \
-                            bv[q] = (double)bp[q];                                                                    \
-                        for (int r = 0; r < MR; r++) {                                                                \
-                            double av = ai[r * lda + p];                                                              \
-                            for (int q = 0; q < NR; q++)                                                              \
-                                acc[r][q] += av * bv[q];                                                              \
-                        }                                                                                             \
+                        LD4D(b0, pk + p * NR);                                                                        \
+                        LD4D(b1, pk + p * NR + 4);                                                                    \
+                        av = SPLAT(a0[p]);                                                                            \
+                        x00 += av * b0;                                                                               \
+                        x01 += av * b1;                                                                               \
+                        av = SPLAT(a1[p]);                                                                            \
+                        x10 += av * b0;                                                                               \
+                        x11 += av * b1;                                                                               \
+                        av = SPLAT(a2[p]);                                                                            \
+                        x20 += av * b0;                                                                               \
+                        x21 += av * b1;                                                                               \
+                        av = SPLAT(a3[p]);                                                                            \
+                        x30 += av * b0;                                                                               \
+                        x31 += av * b1;                                                                               \
                     }                                                                                                 \
-                    for (int r = 0; r < MR; r++)                                                                      \
-                        for (int q = 0; q < NR; q++)                                                                  \
-                            cm[(i + r) * ldc + j0 + jr + q] = acc[r][q];                                              \
+                    ST4D(c0, x00), ST4D(c0 + 4, x01), ST4D(c1, x10), ST4D(c1 + 4, x11);                               \
+                    ST4D(c2, x20), ST4D(c2 + 4, x21), ST4D(c3, x30), ST4D(c3 + 4, x31);                               \
                 }                                                                                                     \
             }                                                                                                         \
             /* Leftover rows (all columns of the tile), then leftover                                                 \
