@@ -35,9 +35,17 @@ enum {
 /* Four doubles (GCC/Clang vector extension: one AVX2 register, two SSE2
  * ones); element-wise + and * round exactly as scalar code does. */
 typedef double v4d __attribute__((vector_size(32)));
+typedef float v4f __attribute__((vector_size(16)));
 
 #define LD4D(v, p) memcpy(&(v), (p), sizeof(v4d))
 #define ST4D(p, v) memcpy((p), &(v), sizeof(v4d))
+#define LD4_double(v, p) LD4D(v, p)
+#define LD4_float(v, p)                                                                                                \
+    do {                                                                                                              \
+        v4f f4_;                                                                                                      \
+        memcpy(&f4_, (p), sizeof f4_);                                                                                \
+        (v) = __builtin_convertvector(f4_, v4d);                                                                      \
+    } while (0)
 #define SPLAT(x) ((v4d){(x), (x), (x), (x)})
 
 /* One kernel body for both B types. C[i][j] += sum over p of A[i][p]·B[p][j],
@@ -53,7 +61,7 @@ typedef double v4d __attribute__((vector_size(32)));
         for (int64_t p0 = 0; p0 < k; p0 += KB) {                                                                      \
             int64_t np = k - p0 < KB ? k - p0 : KB;                                                                   \
             int64_t m_blk = m - m % MR;                                                                               \
-            for (int64_t jr = 0; jr < nj_blk; jr += NR) {                                                             \
+            for (int64_t jr = 0; m_blk > 0 && jr < nj_blk; jr += NR) {                                                \
                 /* The KB x NR strip of B, widened and packed once for all                                            \
                  * the row blocks: contiguous, in L1. */                                                             \
                 const BT *bs = b + p0 * ldb + j0 + jr;                                                                \
@@ -100,7 +108,21 @@ typedef double v4d __attribute__((vector_size(32)));
                     double a0 = ai[p], a1 = ai[p + 1], a2 = ai[p + 2], a3 = ai[p + 3];                                \
                     const BT *restrict b0 = b + (p0 + p) * ldb + j0;                                                  \
                     const BT *restrict b1 = b0 + ldb, *restrict b2 = b1 + ldb, *restrict b3 = b2 + ldb;              \
-                    for (int64_t j = jb; j < nj; j++) {                                                               \
+                    int64_t j = jb;                                                                                   \
+                    for (; j + 4 <= nj; j += 4) {                                                                     \
+                        v4d t, bv;                                                                                    \
+                        LD4D(t, ci + j);                                                                              \
+                        LD4_##BT(bv, b0 + j);                                                                         \
+                        t += SPLAT(a0) * bv;                                                                          \
+                        LD4_##BT(bv, b1 + j);                                                                         \
+                        t += SPLAT(a1) * bv;                                                                          \
+                        LD4_##BT(bv, b2 + j);                                                                         \
+                        t += SPLAT(a2) * bv;                                                                          \
+                        LD4_##BT(bv, b3 + j);                                                                         \
+                        t += SPLAT(a3) * bv;                                                                          \
+                        ST4D(ci + j, t);                                                                              \
+                    }                                                                                                 \
+                    for (; j < nj; j++) {                                                                             \
                         double t = ci[j];                                                                             \
                         t += a0 * (double)b0[j];                                                                      \
                         t += a1 * (double)b1[j];                                                                      \
