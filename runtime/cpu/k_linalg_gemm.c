@@ -17,7 +17,7 @@ void kn_linalg_gemm_f64_f32b(int64_t m, int64_t n, int64_t k, const double *a, i
 /* The compiler makes an AVX2 copy of the kernels next to the baseline one
  * and picks at load time (glibc ifunc). AVX2 without FMA: no contraction,
  * the same roundings as the baseline. */
-#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__) && !defined(KN_SANITIZE)
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__)
 #define KN_CLONES __attribute__((target_clones("avx2", "default")))
 #else
 #define KN_CLONES
@@ -50,8 +50,8 @@ typedef float v4f __attribute__((vector_size(16)));
 
 /* One kernel body for both B types. C[i][j] += sum over p of A[i][p]·B[p][j],
  * added one product at a time in increasing p: the micro-kernel keeps an
- * MR x NR block of C in registers (8 vectors) over a KB-deep slice; rows and columns
- * left over take the row loop (the same order per element). */
+ * MR x NR block of C in registers (8 vectors) over a KB-deep slice; rows
+ * and columns left over take the row loop (the same order per element). */
 #define GEMM_BODY(BT)                                                                                               \
     double pk[KB * NR];                                                                                               \
     int64_t nb = m < MR ? NB_ROWS : NB;                                                                               \
