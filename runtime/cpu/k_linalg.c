@@ -13,10 +13,11 @@ kn_status kn_linalg_alloc(kn_kctx *c, int64_t n, size_t elem, void **out);
 kn_status kn_linalg_to_f64(kn_kctx *c, const kn_rt_tensor *t, double **out);
 void kn_linalg_store_f64(kn_dtype t, void *data, const double *v, int64_t n);
 /* k_linalg_gemm.c */
+kn_status kn_linalg_gemm_setup(kn_kctx *c, int64_t m, int64_t n, int64_t k, int *threads, double **pack);
 void kn_linalg_gemm_f64(int64_t m, int64_t n, int64_t k, const double *a, int64_t lda, const double *b, int64_t ldb,
-                        double *cm, int64_t ldc);
+                        double *cm, int64_t ldc, int threads, double *pack);
 void kn_linalg_gemm_f64_f32b(int64_t m, int64_t n, int64_t k, const double *a, int64_t lda, const float *b,
-                             int64_t ldb, double *cm, int64_t ldc);
+                             int64_t ldb, double *cm, int64_t ldc, int threads, double *pack);
 
 /* Scratch for n elements of `elem` bytes (at least one byte), failing with
  * KN_ERR_LIMIT when the size overflows. */
@@ -194,14 +195,18 @@ kn_status kn_ref_MatMul(kn_kctx *c)
         if (!fb)
             KN_TRY(kn_linalg_to_f64(c, b, &db));
         KN_TRY(kn_linalg_alloc(c, mn, sizeof *acc, (void **)&acc));
+        int nt;
+        double *pack;
+        KN_TRY(kn_linalg_gemm_setup(c, p.m, p.n, p.k, &nt, &pack));
         size_t esz = kn_dt_size(y->dtype);
         for (int64_t t = 0; t < p.n_batch; t++) {
             if (t)
                 memset(acc, 0, (size_t)mn * sizeof *acc);
             if (fb)
-                kn_linalg_gemm_f64_f32b(p.m, p.n, p.k, da + p.off_a[t], p.k, fb + p.off_b[t], p.n, acc, p.n);
+                kn_linalg_gemm_f64_f32b(p.m, p.n, p.k, da + p.off_a[t], p.k, fb + p.off_b[t], p.n, acc, p.n, nt,
+                                        pack);
             else
-                kn_linalg_gemm_f64(p.m, p.n, p.k, da + p.off_a[t], p.k, db + p.off_b[t], p.n, acc, p.n);
+                kn_linalg_gemm_f64(p.m, p.n, p.k, da + p.off_a[t], p.k, db + p.off_b[t], p.n, acc, p.n, nt, pack);
             kn_linalg_store_f64(y->dtype, (char *)y->data + (size_t)(t * mn) * esz, acc, mn);
         }
     } else {
@@ -268,7 +273,10 @@ kn_status kn_ref_Gemm(kn_kctx *c)
         for (int64_t p = 0; p < k; p++)
             for (int64_t j = 0; j < n; j++)
                 db[p * n + j] = kn_get_f64(b->dtype, b->data, tb ? j * k + p : p * n + j);
-        kn_linalg_gemm_f64(m, n, k, da, k, db, n, acc, n);
+        int nt;
+        double *pack;
+        KN_TRY(kn_linalg_gemm_setup(c, m, n, k, &nt, &pack));
+        kn_linalg_gemm_f64(m, n, k, da, k, db, n, acc, n, nt, pack);
         if (cc)
             KN_TRY(kn_linalg_to_f64(c, cc, &dc));
         for (int64_t i = 0; i < m; i++)
@@ -363,8 +371,12 @@ static kn_status q_matmul(kn_kctx *c, const kn_rt_tensor *a, const kn_rt_tensor 
     }
     int64_t mn = p->m * p->n;
     KN_TRY(kn_linalg_alloc(c, p->n_batch * mn, sizeof *acc, (void **)&acc));
+    int nt;
+    double *pack;
+    KN_TRY(kn_linalg_gemm_setup(c, p->m, p->n, p->k, &nt, &pack));
     for (int64_t t = 0; t < p->n_batch; t++)
-        kn_linalg_gemm_f64(p->m, p->n, p->k, da + p->off_a[t], p->k, db + p->off_b[t], p->n, acc + t * mn, p->n);
+        kn_linalg_gemm_f64(p->m, p->n, p->k, da + p->off_a[t], p->k, db + p->off_b[t], p->n, acc + t * mn, p->n, nt,
+                           pack);
     *out = acc;
     return KN_OK;
 }

@@ -9,33 +9,38 @@
 #include <stdlib.h>
 #include <string.h>
 
+kn_status kn_linalg_alloc(kn_kctx *c, int64_t n, size_t elem, void **out); /* k_linalg.c */
+kn_status kn_linalg_gemm_setup(kn_kctx *c, int64_t m, int64_t n, int64_t k, int *threads, double **pack);
 void kn_linalg_gemm_f64(int64_t m, int64_t n, int64_t k, const double *a, int64_t lda, const double *b, int64_t ldb,
-                        double *cm, int64_t ldc);
+                        double *cm, int64_t ldc, int threads, double *pack);
 void kn_linalg_gemm_f64_f32b(int64_t m, int64_t n, int64_t k, const double *a, int64_t lda, const float *b,
-                             int64_t ldb, double *cm, int64_t ldc);
+                             int64_t ldb, double *cm, int64_t ldc, int threads, double *pack);
 
-/* The compiler makes an AVX2 copy of the kernels next to the baseline one
- * and picks at load time (glibc ifunc). AVX2 without FMA: no contraction,
- * the same roundings as the baseline. */
+/* The compiler makes AVX-512 and AVX2 copies of the kernels next to the
+ * baseline one and picks at load time (glibc ifunc). Neither enables FMA
+ * (GCC's avx512f and avx2 targets do not imply it): no contraction, the
+ * same roundings as the baseline. */
 #if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__)
-#define KN_CLONES __attribute__((target_clones("avx2", "default")))
+#define KN_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
 #else
 #define KN_CLONES
 #endif
 
 enum {
     NB = 256, /* columns of a B tile */
-    KB = 128, /* rows of a B tile (KB x NB floats or doubles: 128/256 KiB, L2) */
+    KB = 128, /* rows of a B tile (packed as doubles: 256 KiB, in L2) */
     MR = 4,   /* rows of C per micro-kernel */
-    NR = 8,   /* columns of C per micro-kernel (two AVX2 registers of doubles) */
+    NR = 8,   /* columns of C per micro-kernel (one AVX-512 or two AVX2 registers of doubles) */
     NB_ROWS = 2048, /* columns of a B tile when m < MR (decode: only the row loop runs,
                        streaming longer runs of each B row) */
 };
 
-/* Four doubles (GCC/Clang vector extension: one AVX2 register, two SSE2
- * ones); element-wise + and * round exactly as scalar code does. */
+/* Four and eight doubles (GCC/Clang vector extension: one AVX2 or AVX-512
+ * register, or several narrower ones); element-wise + and * round exactly
+ * as scalar code does. */
 typedef double v4d __attribute__((vector_size(32)));
 typedef float v4f __attribute__((vector_size(16)));
+typedef double v8d __attribute__((vector_size(64)));
 
 #define LD4D(v, p) memcpy(&(v), (p), sizeof(v4d))
 #define ST4D(p, v) memcpy((p), &(v), sizeof(v4d))
@@ -47,13 +52,17 @@ typedef float v4f __attribute__((vector_size(16)));
         (v) = __builtin_convertvector(f4_, v4d);                                                                      \
     } while (0)
 #define SPLAT(x) ((v4d){(x), (x), (x), (x)})
+#define LD8D(v, p) memcpy(&(v), (p), sizeof(v8d))
+#define ST8D(p, v) memcpy((p), &(v), sizeof(v8d))
+#define SPLAT8(x) ((v8d){(x), (x), (x), (x), (x), (x), (x), (x)})
 
 /* One kernel body for both B types. C[i][j] += sum over p of A[i][p]·B[p][j],
- * added one product at a time in increasing p: the micro-kernel keeps an
- * MR x NR block of C in registers (8 vectors) over a KB-deep slice; rows
- * and columns left over take the row loop (the same order per element). */
+ * added one product at a time in increasing p. Per KB x NB tile of B: the
+ * tile is widened into `pack` (row by row, so the weights stream from
+ * memory in order) as KB x NR strips; the micro-kernel keeps an MR x NR
+ * block of C in registers over a strip; rows and columns left over take
+ * the row loop (the same order per element). */
 #define GEMM_BODY(BT)                                                                                               \
-    double pk[KB * NR];                                                                                               \
     int64_t nb = m < MR ? NB_ROWS : NB;                                                                               \
     for (int64_t j0 = j_begin; j0 < j_end; j0 += nb) {                                                                \
         int64_t nj = j_end - j0 < nb ? j_end - j0 : nb;                                                               \
@@ -61,37 +70,27 @@ typedef float v4f __attribute__((vector_size(16)));
         for (int64_t p0 = 0; p0 < k; p0 += KB) {                                                                      \
             int64_t np = k - p0 < KB ? k - p0 : KB;                                                                   \
             int64_t m_blk = m - m % MR;                                                                               \
+            if (m_blk > 0) /* the tile widened, as strips of KB x NR */                                          \
+                for (int64_t p = 0; p < np; p++) {                                                                    \
+                    const BT *br = b + (p0 + p) * ldb + j0;                                                           \
+                    for (int64_t jr = 0; jr < nj_blk; jr += NR)                                                       \
+                        for (int q = 0; q < NR; q++)                                                                  \
+                            pack[jr * KB + p * NR + q] = (double)br[jr + q];                                            \
+                }                                                                                                     \
             for (int64_t jr = 0; m_blk > 0 && jr < nj_blk; jr += NR) {                                                \
-                /* The KB x NR strip of B, widened and packed once for all                                            \
-                 * the row blocks: contiguous, in L1. */                                                             \
-                const BT *bs = b + p0 * ldb + j0 + jr;                                                                \
-                for (int64_t p = 0; p < np; p++)                                                                      \
-                    for (int q = 0; q < NR; q++)                                                                      \
-                        pk[p * NR + q] = (double)bs[p * ldb + q];                                                     \
                 for (int64_t i = 0; i < m_blk; i += MR) {                                                             \
                     double *c0 = cm + i * ldc + j0 + jr, *c1 = c0 + ldc, *c2 = c1 + ldc, *c3 = c2 + ldc;              \
-                    v4d x00, x01, x10, x11, x20, x21, x30, x31, b0, b1, av;                                           \
-                    LD4D(x00, c0), LD4D(x01, c0 + 4), LD4D(x10, c1), LD4D(x11, c1 + 4);                               \
-                    LD4D(x20, c2), LD4D(x21, c2 + 4), LD4D(x30, c3), LD4D(x31, c3 + 4);                               \
+                    v8d x0, x1, x2, x3, bv;                                                                           \
+                    LD8D(x0, c0), LD8D(x1, c1), LD8D(x2, c2), LD8D(x3, c3);                                           \
                     const double *a0 = a + i * lda + p0, *a1 = a0 + lda, *a2 = a1 + lda, *a3 = a2 + lda;              \
                     for (int64_t p = 0; p < np; p++) {                                                                \
-                        LD4D(b0, pk + p * NR);                                                                        \
-                        LD4D(b1, pk + p * NR + 4);                                                                    \
-                        av = SPLAT(a0[p]);                                                                            \
-                        x00 += av * b0;                                                                               \
-                        x01 += av * b1;                                                                               \
-                        av = SPLAT(a1[p]);                                                                            \
-                        x10 += av * b0;                                                                               \
-                        x11 += av * b1;                                                                               \
-                        av = SPLAT(a2[p]);                                                                            \
-                        x20 += av * b0;                                                                               \
-                        x21 += av * b1;                                                                               \
-                        av = SPLAT(a3[p]);                                                                            \
-                        x30 += av * b0;                                                                               \
-                        x31 += av * b1;                                                                               \
+                        LD8D(bv, pack + jr * KB + p * NR);                                                                        \
+                        x0 += SPLAT8(a0[p]) * bv;                                                                     \
+                        x1 += SPLAT8(a1[p]) * bv;                                                                     \
+                        x2 += SPLAT8(a2[p]) * bv;                                                                     \
+                        x3 += SPLAT8(a3[p]) * bv;                                                                     \
                     }                                                                                                 \
-                    ST4D(c0, x00), ST4D(c0 + 4, x01), ST4D(c1, x10), ST4D(c1 + 4, x11);                               \
-                    ST4D(c2, x20), ST4D(c2 + 4, x21), ST4D(c3, x30), ST4D(c3 + 4, x31);                               \
+                    ST8D(c0, x0), ST8D(c1, x1), ST8D(c2, x2), ST8D(c3, x3);                                           \
                 }                                                                                                     \
             }                                                                                                         \
             /* Leftover rows (all columns of the tile), then leftover                                                 \
@@ -142,13 +141,13 @@ typedef float v4f __attribute__((vector_size(16)));
     }
 
 KN_CLONES static void gemm_cols_f64(int64_t m, int64_t k, const double *a, int64_t lda, const double *b, int64_t ldb,
-                                    double *cm, int64_t ldc, int64_t j_begin, int64_t j_end)
+                                    double *cm, int64_t ldc, int64_t j_begin, int64_t j_end, double *pack)
 {
     GEMM_BODY(double)
 }
 
 KN_CLONES static void gemm_cols_f32(int64_t m, int64_t k, const double *a, int64_t lda, const float *b, int64_t ldb,
-                                    double *cm, int64_t ldc, int64_t j_begin, int64_t j_end)
+                                    double *cm, int64_t ldc, int64_t j_begin, int64_t j_end, double *pack)
 {
     GEMM_BODY(float)
 }
@@ -161,14 +160,15 @@ typedef struct gemm_job {
     const void *b;
     bool b_f32;
     double *cm;
+    double *pack; /* this job's KB x NB doubles (NULL when m < MR) */
 } gemm_job;
 
 static void run_job(const gemm_job *g)
 {
     if (g->b_f32)
-        gemm_cols_f32(g->m, g->k, g->a, g->lda, g->b, g->ldb, g->cm, g->ldc, g->j_begin, g->j_end);
+        gemm_cols_f32(g->m, g->k, g->a, g->lda, g->b, g->ldb, g->cm, g->ldc, g->j_begin, g->j_end, g->pack);
     else
-        gemm_cols_f64(g->m, g->k, g->a, g->lda, g->b, g->ldb, g->cm, g->ldc, g->j_begin, g->j_end);
+        gemm_cols_f64(g->m, g->k, g->a, g->lda, g->b, g->ldb, g->cm, g->ldc, g->j_begin, g->j_end, g->pack);
 }
 
 static void *job_thread(void *p)
@@ -177,11 +177,12 @@ static void *job_thread(void *p)
     return NULL;
 }
 
+enum { MAX_THREADS = 64 };
+
 /* Threads for one GEMM: KILN_CPU_THREADS (1 to 64; default 1), and only
  * when the product is big enough to pay for starting them. */
-static int n_threads_for(int64_t m, int64_t n, int64_t k)
+static int gemm_threads(int64_t m, int64_t n, int64_t k)
 {
-    enum { MAX_THREADS = 64 };
     const char *e = getenv("KILN_CPU_THREADS");
     long t = e ? strtol(e, NULL, 10) : 1;
     if (t < 1)
@@ -194,32 +195,40 @@ static int n_threads_for(int64_t m, int64_t n, int64_t k)
     return (int)(t < max_by_cols ? t : max_by_cols);
 }
 
+/* The thread count of an m x n x k GEMM and its packing workspace (kernel
+ * scratch: one KB x NB tile of doubles per thread; none when m < MR, where
+ * only the row loop runs). */
+kn_status kn_linalg_gemm_setup(kn_kctx *c, int64_t m, int64_t n, int64_t k, int *threads, double **pack)
+{
+    *threads = gemm_threads(m, n, k);
+    int64_t len = m >= MR ? (int64_t)*threads * KB * NB : 0;
+    return kn_linalg_alloc(c, len, sizeof **pack, (void **)pack);
+}
+
 /* Splits the columns into contiguous ranges (multiples of NR) over the
  * threads; the calling thread takes the first. A thread that fails to
  * start has its range run here instead. */
-static void gemm_split(gemm_job base, int64_t n)
+static void gemm_split(gemm_job base, int64_t n, int threads)
 {
-    int t = n_threads_for(base.m, n, base.k);
-    if (t <= 1) {
-        base.j_begin = 0;
-        base.j_end = n;
-        run_job(&base);
-        return;
-    }
-    gemm_job jobs[64];
-    pthread_t tid[64];
-    bool started[64] = {false};
+    if (threads < 1)
+        threads = 1;
+    if (threads > MAX_THREADS)
+        threads = MAX_THREADS;
+    gemm_job jobs[MAX_THREADS];
+    pthread_t tid[MAX_THREADS];
+    bool started[MAX_THREADS] = {false};
     int64_t strips = (n + NR - 1) / NR;
-    for (int i = 0; i < t; i++) {
+    for (int i = 0; i < threads; i++) {
         jobs[i] = base;
-        int64_t s0 = strips * i / t, s1 = strips * (i + 1) / t;
+        int64_t s0 = strips * i / threads, s1 = strips * (i + 1) / threads;
         jobs[i].j_begin = s0 * NR;
         jobs[i].j_end = s1 * NR < n ? s1 * NR : n;
+        jobs[i].pack = base.m >= MR ? base.pack + (int64_t)i * KB * NB : NULL;
     }
-    for (int i = 1; i < t; i++)
+    for (int i = 1; i < threads; i++)
         started[i] = pthread_create(&tid[i], NULL, job_thread, &jobs[i]) == 0;
     run_job(&jobs[0]);
-    for (int i = 1; i < t; i++) {
+    for (int i = 1; i < threads; i++) {
         if (started[i])
             pthread_join(tid[i], NULL);
         else
@@ -228,19 +237,20 @@ static void gemm_split(gemm_job base, int64_t n)
 }
 
 /* C[m x n] += A[m x k] · B[k x n], all row-major with leading dimensions
- * in elements, accumulated in double. */
+ * in elements, accumulated in double, with `threads` and `pack` from
+ * kn_linalg_gemm_setup for the same m, n, k. */
 void kn_linalg_gemm_f64(int64_t m, int64_t n, int64_t k, const double *a, int64_t lda, const double *b, int64_t ldb,
-                        double *cm, int64_t ldc)
+                        double *cm, int64_t ldc, int threads, double *pack)
 {
-    gemm_job g = {m, k, lda, ldb, ldc, 0, n, a, b, false, cm};
-    gemm_split(g, n);
+    gemm_job g = {m, k, lda, ldb, ldc, 0, n, a, b, false, cm, pack};
+    gemm_split(g, n, threads);
 }
 
 /* As kn_linalg_gemm_f64 with B in float (each element widened exactly to
  * double as it is used): weights are read where they lie, not copied. */
 void kn_linalg_gemm_f64_f32b(int64_t m, int64_t n, int64_t k, const double *a, int64_t lda, const float *b,
-                             int64_t ldb, double *cm, int64_t ldc)
+                             int64_t ldb, double *cm, int64_t ldc, int threads, double *pack)
 {
-    gemm_job g = {m, k, lda, ldb, ldc, 0, n, a, b, true, cm};
-    gemm_split(g, n);
+    gemm_job g = {m, k, lda, ldb, ldc, 0, n, a, b, true, cm, pack};
+    gemm_split(g, n, threads);
 }
