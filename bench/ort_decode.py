@@ -15,12 +15,17 @@ Run by developers, with the models venv (numpy, onnxruntime):
       [--new-tokens 32] [--threads 1 2] [--repeat 3] [--opt all|none] \\
       [--kiln build/kiln --kiln-plan smollm2.plan]
 
-Times are the best of --repeat runs (wall clock, time.perf_counter).
+Times are the best of --repeat runs: wall clock (time.perf_counter) and,
+in the "(cpu ms)" columns, the CPU time of the process (all its threads):
+on a busy machine the CPU time of a one-thread run is the steadier number.
+kiln's CPU time per run is the difference between a bench of 1 + repeat
+runs and a bench of 1 (so plan loading cancels out).
 """
 import argparse
 import json
 import os
 import re
+import resource
 import subprocess
 import time
 
@@ -72,40 +77,61 @@ def run_ort(model, threads, opt, prompt, new_tokens, repeat):
     sess = ort.InferenceSession(model, so, providers=["CPUExecutionProvider"])
     specs = past_specs(sess)
     outs = [o.name for o in sess.get_outputs()]
-    best_prefill, best_decode, tokens = float("inf"), float("inf"), None
+    best = {"prefill": float("inf"), "decode": float("inf"), "prefill_cpu": float("inf"),
+            "decode_cpu": float("inf")}
+    tokens = None
     for _ in range(repeat):
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         o = sess.run(outs, feeds(specs, prompt, None, prompt.shape[1]))
-        best_prefill = min(best_prefill, time.perf_counter() - t0)
+        best["prefill"] = min(best["prefill"], time.perf_counter() - t0)
+        best["prefill_cpu"] = min(best["prefill_cpu"], time.process_time() - c0)
         toks = [int(np.argmax(o[0][0, -1]))]
         total = prompt.shape[1]
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         for _ in range(new_tokens - 1):
             total += 1
             o = sess.run(outs, feeds(specs, np.array([[toks[-1]]], np.int64), o[1:], total))
             toks.append(int(np.argmax(o[0][0, -1])))
         if new_tokens > 1:
-            best_decode = min(best_decode, (time.perf_counter() - t0) / (new_tokens - 1))
+            best["decode"] = min(best["decode"], (time.perf_counter() - t0) / (new_tokens - 1))
+            best["decode_cpu"] = min(best["decode_cpu"], (time.process_time() - c0) / (new_tokens - 1))
         tokens = toks
-    return best_prefill, best_decode, tokens
+    return best, tokens
 
 
-def kiln_bench(kiln, plan, shapes, repeat, env_threads):
-    cmd = [kiln, "bench", plan, "--device", "cpu", "--warmup", "1", "--iterations", str(repeat), "--json"]
+def kiln_bench_once(kiln, plan, shapes, iterations, env_threads):
+    """(min latency s, CPU s of the whole process) of one `kiln bench`."""
+    cmd = [kiln, "bench", plan, "--device", "cpu", "--warmup", "1", "--iterations", str(iterations), "--json"]
     for k, v in shapes.items():
         cmd += ["--shape", f"{k}={'x'.join(map(str, v))}"]
     env = dict(os.environ, KILN_CPU_THREADS=str(env_threads))
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     r = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     if r.returncode != 0:
         raise SystemExit(f"kiln bench failed ({r.returncode}):\n{r.stderr}")
     try:
-        j = json.loads(r.stdout)
-        return float(j["latency_ms"]["min"]) / 1000.0
+        return float(json.loads(r.stdout)["latency_ms"]["min"]) / 1000.0, cpu
     except (ValueError, KeyError, TypeError):
         m = re.search(r"latency \(ms\):\s+min ([0-9.]+)", r.stdout + r.stderr)
         if not m:
             raise SystemExit(f"cannot read kiln bench's output:\n{r.stdout}")
-        return float(m.group(1)) / 1000.0
+        return float(m.group(1)) / 1000.0, cpu
+
+
+def kiln_bench(kiln, plan, shapes, repeat, env_threads):
+    """Min wall latency, and CPU time per run: the difference between a
+    bench of 1 + repeat runs and one of 1 run (plan loading and the warm-up
+    cancel out)."""
+    wall, cpu_long = kiln_bench_once(kiln, plan, shapes, 1 + repeat, env_threads)
+    _, cpu_short = kiln_bench_once(kiln, plan, shapes, 1, env_threads)
+    return wall, max(cpu_long - cpu_short, 0.0) / repeat
+
+
+def row(engine, threads, prompt_len, pre, pre_cpu, dec, dec_cpu):
+    print(f"{engine:<20} {threads:>7} {pre * 1e3:>11.1f} {pre_cpu * 1e3:>9.1f} {prompt_len / pre:>14.1f} "
+          f"{dec * 1e3:>14.2f} {dec_cpu * 1e3:>9.2f} {1 / dec:>13.2f}", flush=True)
 
 
 def main():
@@ -129,12 +155,11 @@ def main():
     prompt = prompt_ids(a.prompt_len, vocab)
     print(f"model {a.model}: {len(specs) // 2} layers; prompt {a.prompt_len} ids, {a.new_tokens} new tokens, "
           f"best of {a.repeat}; onnxruntime {ort.__version__} (opt {a.opt})")
-    print(f"{'engine':<26} {'threads':>7} {'prefill ms':>11} {'prefill tok/s':>14} {'decode ms/tok':>14} "
-          f"{'decode tok/s':>13}")
+    print(f"{'engine':<20} {'threads':>7} {'prefill ms':>11} {'(cpu ms)':>9} {'prefill tok/s':>14} "
+          f"{'decode ms/tok':>14} {'(cpu ms)':>9} {'decode tok/s':>13}")
     for t in a.threads:
-        pre, dec, toks = run_ort(a.model, t, a.opt, prompt, a.new_tokens, a.repeat)
-        print(f"{'onnxruntime CPU':<26} {t:>7} {pre * 1e3:>11.1f} {a.prompt_len / pre:>14.1f} {dec * 1e3:>14.2f} "
-              f"{1 / dec:>13.2f}", flush=True)
+        b, toks = run_ort(a.model, t, a.opt, prompt, a.new_tokens, a.repeat)
+        row(f"onnxruntime CPU", t, a.prompt_len, b["prefill"], b["prefill_cpu"], b["decode"], b["decode_cpu"])
     print("onnxruntime greedy tokens:", toks)
     if a.kiln_plan:
         p = a.prompt_len
@@ -144,10 +169,10 @@ def main():
             pre_shapes[name] = [1, h, 0, hd]
             dec_shapes[name] = [1, h, p, hd]
         for t in a.threads:
-            pre = kiln_bench(a.kiln, a.kiln_plan, pre_shapes, a.repeat, t)
-            dec = kiln_bench(a.kiln, a.kiln_plan, dec_shapes, max(a.repeat, 5), t)
-            print(f"{'kiln CPU reference':<26} {t:>7} {pre * 1e3:>11.1f} {p / pre:>14.1f} {dec * 1e3:>14.2f} "
-                  f"{1 / dec:>13.2f}  (kiln bench: one decode step, past {p})", flush=True)
+            pre, pre_cpu = kiln_bench(a.kiln, a.kiln_plan, pre_shapes, a.repeat, t)
+            dec, dec_cpu = kiln_bench(a.kiln, a.kiln_plan, dec_shapes, max(a.repeat, 5), t)
+            row("kiln CPU reference", t, p, pre, pre_cpu, dec, dec_cpu)
+        print(f"(kiln: `kiln bench` of the prefill, and of one decode step with a past of {p})")
 
 
 if __name__ == "__main__":
