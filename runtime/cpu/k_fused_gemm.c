@@ -20,15 +20,10 @@
  * residual add) and computed in double like the unfused kernels, so the
  * result equals the unfused sequence on the CPU backend bit for bit. */
 #include "runtime/cpu/util.h"
+#include "runtime/cpu/linalg.h"
 
 #include <math.h>
 #include <string.h>
-
-/* shared GEMM helpers of the linalg family (runtime/cpu/k_linalg.c) */
-kn_status kn_linalg_alloc(kn_kctx *c, int64_t n, size_t elem, void **out);
-kn_status kn_linalg_to_f64(kn_kctx *c, const kn_rt_tensor *t, double **out);
-void kn_linalg_gemm_f64(int64_t m, int64_t n, int64_t k, const double *a, int64_t lda, const double *b, int64_t ldb,
-                        double *cm, int64_t ldc);
 
 typedef enum act_kind {
     ACT_NONE, ACT_RELU, ACT_CLIP, ACT_GELU, ACT_GELU_TANH, ACT_SILU, ACT_HSIG, ACT_HSWISH, ACT_SIGMOID, ACT_TANH,
@@ -124,7 +119,10 @@ static kn_status product_gemm(kn_kctx *c, const kn_rt_tensor *a, const kn_rt_ten
     for (int64_t p = 0; p < k; p++)
         for (int64_t j = 0; j < n; j++)
             db[p * n + j] = kn_get_f64(b->dtype, b->data, tb ? j * k + p : p * n + j);
-    kn_linalg_gemm_f64(m, n, k, da, k, db, n, acc, n);
+    int nt;
+    double *pack;
+    KN_TRY(kn_linalg_gemm_setup(c, m, n, k, &nt, &pack));
+    kn_linalg_gemm_f64(m, n, k, da, k, db, n, acc, n, nt, pack);
     if (cc)
         KN_TRY(kn_linalg_to_f64(c, cc, &dc));
     for (int64_t i = 0; i < m; i++)
@@ -155,11 +153,20 @@ static kn_status product_matmul(kn_kctx *c, const kn_rt_tensor *a, const kn_rt_t
     if (bias && (bias->rank > 1 || (bias->numel != 1 && bias->numel != n)))
         return kn_kctx_fail(c, KN_ERR_INVALID, "bias must have rank <= 1 and 1 or %lld values", (long long)n);
     int64_t m = k ? a->numel / k : kn_numel(a->rank - 1, a->dims);
-    double *da, *db, *acc, *dbias = NULL;
+    double *da, *db = NULL, *acc, *dbias = NULL;
+    /* float B (the weights) is read in place, widened as used */
+    const float *fb = b->dtype == KN_F32 ? b->data : NULL;
     KN_TRY(kn_linalg_to_f64(c, a, &da));
-    KN_TRY(kn_linalg_to_f64(c, b, &db));
+    if (!fb)
+        KN_TRY(kn_linalg_to_f64(c, b, &db));
     KN_TRY(kn_linalg_alloc(c, m * n, sizeof *acc, (void **)&acc));
-    kn_linalg_gemm_f64(m, n, k, da, k, db, n, acc, n);
+    int nt;
+    double *pack;
+    KN_TRY(kn_linalg_gemm_setup(c, m, n, k, &nt, &pack));
+    if (fb)
+        kn_linalg_gemm_f64_f32b(m, n, k, da, k, fb, n, acc, n, nt, pack);
+    else
+        kn_linalg_gemm_f64(m, n, k, da, k, db, n, acc, n, nt, pack);
     if (bias)
         KN_TRY(kn_linalg_to_f64(c, bias, &dbias));
     kn_dtype t = a->dtype;

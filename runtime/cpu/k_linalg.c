@@ -1,23 +1,14 @@
 /* linalg family, part 1: the shared helpers of the family (scratch, double
  * conversion; the GEMM itself is in k_linalg_gemm.c, all shared through the
- * kn_linalg_* functions declared in k_linalg_*.c), MatMul, Gemm,
+ * kn_linalg_* functions of runtime/cpu/linalg.h), MatMul, Gemm,
  * MatMulInteger, QLinearMatMul and Det. */
 #include "runtime/cpu/util.h"
+#include "runtime/cpu/linalg.h"
 
 #include <math.h>
 #include <string.h>
 
-/* ---- shared helpers (declared again at the top of k_linalg_*.c) ---- */
-
-kn_status kn_linalg_alloc(kn_kctx *c, int64_t n, size_t elem, void **out);
-kn_status kn_linalg_to_f64(kn_kctx *c, const kn_rt_tensor *t, double **out);
-void kn_linalg_store_f64(kn_dtype t, void *data, const double *v, int64_t n);
-/* k_linalg_gemm.c */
-kn_status kn_linalg_gemm_setup(kn_kctx *c, int64_t m, int64_t n, int64_t k, int *threads, double **pack);
-void kn_linalg_gemm_f64(int64_t m, int64_t n, int64_t k, const double *a, int64_t lda, const double *b, int64_t ldb,
-                        double *cm, int64_t ldc, int threads, double *pack);
-void kn_linalg_gemm_f64_f32b(int64_t m, int64_t n, int64_t k, const double *a, int64_t lda, const float *b,
-                             int64_t ldb, double *cm, int64_t ldc, int threads, double *pack);
+/* ---- shared helpers (runtime/cpu/linalg.h) ---- */
 
 /* Scratch for n elements of `elem` bytes (at least one byte), failing with
  * KN_ERR_LIMIT when the size overflows. */

@@ -2,18 +2,13 @@
  * ConvTranspose) of any spatial rank, via im2col / col2im into scratch and
  * the family's double GEMM. */
 #include "runtime/cpu/util.h"
+#include "runtime/cpu/linalg.h"
 
 #include <math.h>
 #include <string.h>
 
 /* Defined in k_linalg.c. */
-kn_status kn_linalg_alloc(kn_kctx *c, int64_t n, size_t elem, void **out);
-kn_status kn_linalg_to_f64(kn_kctx *c, const kn_rt_tensor *t, double **out);
-void kn_linalg_store_f64(kn_dtype t, void *data, const double *v, int64_t n);
 /* Defined in k_linalg_gemm.c. */
-kn_status kn_linalg_gemm_setup(kn_kctx *c, int64_t m, int64_t n, int64_t k, int *threads, double **pack);
-void kn_linalg_gemm_f64(int64_t m, int64_t n, int64_t k, const double *a, int64_t lda, const double *b, int64_t ldb,
-                        double *cm, int64_t ldc, int threads, double *pack);
 
 #define MAX_SP (KN_RT_MAX_RANK - 2)
 

@@ -4,17 +4,11 @@
  * order whatever the blocking, the ISA clone or the thread count, so the
  * results are bit-identical across all of them. */
 #include "runtime/cpu/util.h"
+#include "runtime/cpu/linalg.h"
 
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
-
-kn_status kn_linalg_alloc(kn_kctx *c, int64_t n, size_t elem, void **out); /* k_linalg.c */
-kn_status kn_linalg_gemm_setup(kn_kctx *c, int64_t m, int64_t n, int64_t k, int *threads, double **pack);
-void kn_linalg_gemm_f64(int64_t m, int64_t n, int64_t k, const double *a, int64_t lda, const double *b, int64_t ldb,
-                        double *cm, int64_t ldc, int threads, double *pack);
-void kn_linalg_gemm_f64_f32b(int64_t m, int64_t n, int64_t k, const double *a, int64_t lda, const float *b,
-                             int64_t ldb, double *cm, int64_t ldc, int threads, double *pack);
 
 /* The compiler makes AVX-512 and AVX2 copies of the kernels next to the
  * baseline one and picks at load time (glibc ifunc). Neither enables FMA
