@@ -28,6 +28,7 @@
 
 #include "kiln/kiln.h"
 #include "kiln/runtime.h"
+#include "kiln/session.h"
 #include "kiln/tokenizer.h"
 #include "runtime/cpu/exec.h"
 
@@ -151,12 +152,15 @@ static void prefill_inputs(const kn_graph *g, const int32_t *ids, int64_t n, kn_
     }
 }
 
+/* The prefill through the plain executor, so the plan keeps its past and
+ * present tensors (kv-cache pass off): logits against transformers, and
+ * every output against onnxruntime. */
 static void test_prefill_logits(void **state)
 {
     (void)state;
     const char *plan = KN_BUILD_DIR "/smollm2_135m.plan";
     char cmd[2048];
-    snprintf(cmd, sizeof cmd, "'%s' compile '" BIGDIR "model.onnx' -o '%s'", g_kiln, plan);
+    snprintf(cmd, sizeof cmd, "'%s' compile '" BIGDIR "model.onnx' -o '%s' --disable-pass kv-cache", g_kiln, plan);
     run_cmd(cmd);
     json_t *ref = load_reference();
     json_t *tol = json_object_get(ref, "tolerance");
@@ -232,6 +236,75 @@ static void test_prefill_logits(void **state)
     json_decref(ref);
 }
 
+/* Greedy generation through the paged KV cache (the -O2 plan, all three
+ * prompts in one call, so their sequences share the cache) gives exactly
+ * transformers' new tokens; the text decodes to transformers' text. */
+static void test_generate(void **state)
+{
+    (void)state;
+    const char *plan = KN_BUILD_DIR "/smollm2_135m_gen.plan";
+    char cmd[2048];
+    snprintf(cmd, sizeof cmd, "'%s' compile '" BIGDIR "model.onnx' -o '%s' --max-seq-len 512", g_kiln, plan);
+    run_cmd(cmd);
+    json_t *ref = load_reference();
+    kn_diag *d = kn_diag_create(NULL, stderr);
+    kn_graph *g = NULL;
+    assert_int_equal(kn_plan_load(plan, NULL, d, &g), KN_OK);
+    kn_session *s = NULL;
+    assert_int_equal(kn_session_create(g, NULL, NULL, d, &s), KN_OK);
+    kn_session_info info;
+    kn_session_get_info(s, &info);
+    assert_int_equal(info.cache, KN_CACHE_PAGED);
+    json_t *prompts = json_object_get(ref, "prompts");
+    size_t np = json_array_size(prompts);
+    assert_true(np == 3);
+    int64_t *ids[3] = {0};
+    uint32_t lens[3];
+    int32_t *want[3];
+    size_t n_want[3];
+    uint32_t max_new = 0;
+    for (size_t i = 0; i < np; i++) {
+        json_t *p = json_array_get(prompts, i);
+        size_t n;
+        int32_t *v = json_ids(json_object_get(p, "prompt_ids"), &n);
+        ids[i] = calloc(n, sizeof *ids[i]);
+        assert_non_null(ids[i]);
+        for (size_t k = 0; k < n; k++)
+            ids[i][k] = v[k];
+        lens[i] = (uint32_t)n;
+        free(v);
+        want[i] = json_ids(json_object_get(p, "new_tokens"), &n_want[i]);
+        max_new = (uint32_t)(n_want[i] > max_new ? n_want[i] : max_new);
+    }
+    kn_generate_options o;
+    kn_generate_options_defaults(&o);
+    o.max_new_tokens = max_new;
+    kn_generate_result res[3];
+    kn_status st = kn_session_generate(s, (const int64_t *const *)ids, lens, 3, &o, res);
+    if (st != KN_OK)
+        kn_diag_print(d, stderr);
+    assert_int_equal(st, KN_OK);
+    for (size_t i = 0; i < np; i++) {
+        const char *label = json_string_value(json_object_get(json_array_get(prompts, i), "label"));
+        assert_true(res[i].n_tokens >= n_want[i]);
+        for (size_t k = 0; k < n_want[i]; k++)
+            if (res[i].tokens[k] != want[i][k])
+                fail_msg("%s: new token %zu is %lld, transformers %d", label, k, (long long)res[i].tokens[k],
+                         (int)want[i][k]);
+        fprintf(stderr, "%s: %zu greedy tokens equal transformers' (prefill %.1f tok/s, decode %.1f tok/s)\n", label,
+                n_want[i], res[i].n_prompt / res[i].prefill_s, res[i].n_decode / res[i].decode_s);
+        free(ids[i]);
+        free(want[i]);
+    }
+    kn_generate_results_free(s, res, 3);
+    kn_session_destroy(s);
+    kn_graph_destroy(g);
+    remove(plan);
+    assert_int_equal(kn_diag_count(d, KN_ERROR), 0);
+    kn_diag_destroy(d);
+    json_decref(ref);
+}
+
 int main(int argc, char **argv)
 {
     if (argc == 3 && strcmp(argv[1], "--model") == 0) {
@@ -241,7 +314,7 @@ int main(int argc, char **argv)
             return SKIP_CODE;
         }
         g_kiln = argv[2];
-        const struct CMUnitTest tests[] = {cmocka_unit_test(test_prefill_logits)};
+        const struct CMUnitTest tests[] = {cmocka_unit_test(test_prefill_logits), cmocka_unit_test(test_generate)};
         return cmocka_run_group_tests(tests, NULL, NULL);
     }
     if (argc != 1) {
