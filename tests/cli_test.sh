@@ -268,6 +268,9 @@ printf '{"chat_template": "{{ bos_token }}{{ messages[0][\\"content\\"] }}", "bo
 expect 0 'tokenizer_config.json \([0-9]+ bytes, chat template\)' "$KILN" compile "$TMP/llmchat/model.onnx" -o "$TMP/llmc.plan"
 expect 0 '6 prompt tokens, 5 new tokens' "$KILN" run "$TMP/llmc.plan" --prompt "the cat" --chat --max-new-tokens 5
 expect 1 '--chat needs the chat template' "$KILN" run "$TMP/llmt.plan" --prompt "the cat" --chat
+expect 1 "unknown special token '<\\|nope\\|>'" "$KILN" run "$TMP/llmc.plan" --prompt "the cat" --stop-token "<|nope|>"
+expect 0 '6 prompt tokens, [0-9]+ new tokens' "$KILN" run "$TMP/llmc.plan" --prompt "the cat" --chat --max-new-tokens 5 --stop-token "<|im_end|>"
+expect 1 '--stop-token needs a tokenizer' "$KILN" run "$TMP/llm.plan" --prompt-ids 1,2 --stop-token "<|im_end|>"
 expect 0 '^ of\*$' sh -c "'$KILN' run '$TMP/llmt.plan' --prompt 'the cat' --max-new-tokens 30 --stop e --ignore-eos 2>/dev/null | head -c 4"
 
 # tokenizer files embedded in the plan: found next to the model, given, or left out

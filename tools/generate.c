@@ -18,6 +18,8 @@ typedef struct gen_args {
     const char *plan, *prompt, *prompt_ids, *prompts_file, *tokenizer;
     const char **stops;
     int n_stops;
+    const char **stop_tokens; /* --stop-token: added/special tokens by their text */
+    int n_stop_tokens;
     int64_t *stop_ids;
     int n_stop_ids;
     uint32_t max_new;
@@ -331,13 +333,20 @@ static kn_status generate(gen_args *ga, kn_diag *d)
     kn_status rc = kn_plan_load(ga->plan, NULL, d, &g);
     if (rc == KN_OK)
         rc = open_tokenizer(ga, g, d, &tok);
-    if (rc == KN_OK && !tok && (ga->prompt || ga->n_stops)) {
+    if (rc == KN_OK && !tok && (ga->prompt || ga->n_stops || ga->n_stop_tokens)) {
         kn_diag_add(d, KN_ERROR,
                     "run: %s needs a tokenizer: the plan has none embedded (kiln compile --tokenizer FILE) and "
                     "there is no tokenizer.json next to it; give --tokenizer tokenizer.json, or token ids with "
                     "--prompt-ids",
-                    ga->prompt ? "--prompt" : "--stop");
+                    ga->prompt ? "--prompt" : ga->n_stops ? "--stop" : "--stop-token");
         rc = KN_ERR_INVALID;
+    }
+    /* --stop-token: the ids of added/special tokens named by their text */
+    for (int k = 0; rc == KN_OK && k < ga->n_stop_tokens; k++) {
+        int32_t id;
+        rc = kn_tokenizer_token_id(tok, ga->stop_tokens[k], &id, d);
+        if (rc == KN_OK)
+            ga->stop_ids[ga->n_stop_ids++] = id;
     }
     /* the model's end-of-sequence ids stop generation (generation_config.json) */
     kn_generation_config gc;
@@ -443,9 +452,10 @@ int kn_run_generate(int argc, char **argv, const char *usage)
     ga.device = "auto";
     kn_sampling_defaults(&ga.sampling);
     ga.stops = calloc((size_t)argc + 1, sizeof *ga.stops);
+    ga.stop_tokens = calloc((size_t)argc + 1, sizeof *ga.stop_tokens);
     ga.stop_ids = calloc((size_t)argc + 2 + KN_GEN_MAX_EOS, sizeof *ga.stop_ids);
     int rc = KN_EXIT_BAD_INPUT, n_sources = 0;
-    if (!ga.stops || !ga.stop_ids) {
+    if (!ga.stops || !ga.stop_ids || !ga.stop_tokens) {
         rc = KN_EXIT_INTERNAL;
         goto done;
     }
@@ -468,6 +478,8 @@ int kn_run_generate(int argc, char **argv, const char *usage)
             ga.tokenizer = argv[++i];
         } else if (strcmp(a, "--stop") == 0 && has) {
             ga.stops[ga.n_stops++] = argv[++i];
+        } else if (strcmp(a, "--stop-token") == 0 && has) {
+            ga.stop_tokens[ga.n_stop_tokens++] = argv[++i];
         } else if (strcmp(a, "--stop-id") == 0 && has && parse_u64(v, &u) && u <= INT64_MAX) {
             ga.stop_ids[ga.n_stop_ids++] = (int64_t)u, i++;
         } else if (strcmp(a, "--max-new-tokens") == 0 && has && parse_u64(v, &u) && u <= UINT32_MAX) {
@@ -533,5 +545,6 @@ int kn_run_generate(int argc, char **argv, const char *usage)
 done:
     free(ga.stops);
     free(ga.stop_ids);
+    free(ga.stop_tokens);
     return rc;
 }

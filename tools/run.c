@@ -56,6 +56,8 @@ static const char usage[] =
     "  --repetition-penalty R  > 1 penalises ids already in the sequence\n"
     "  --seed S              sampling seed (default 0; prompt i uses S + i)\n"
     "  --stop STR            stop when the new text contains STR; may be repeated\n"
+    "  --stop-token TOKEN    stop after the added/special token TOKEN (its text,\n"
+    "                        e.g. \"<|im_end|>\"); an unknown token is an error\n"
     "  --stop-id ID          stop after token ID; may be repeated (the plan's\n"
     "                        generation_config.json eos ids stop too)\n"
     "  --ignore-eos          do not stop at the eos ids\n"
