@@ -248,7 +248,7 @@ static kn_status sink_transpose(kn_graph *g, kn_uses *u, kn_id k, bool *changed)
         }
         KN_TRY(permute_type(g, en->outputs[0], inv, r));
     }
-    g->nodes[chain[0]].inputs[0] = x;
+    g->nodes[chain[0]].inputs[slots[0]] = x;
     u->readers[tv]--;
     u->readers[x]++;
     u->dead[k] = true;

@@ -111,7 +111,8 @@ static void test_binary_const_merge(void **state)
     mb_free(b);
 }
 
-/* A run-time operand of one element broadcasts the same in any layout. */
+/* A run-time operand of one element broadcasts the same in any layout;
+ * the transposed value may be the second operand. */
 static void test_runtime_scalar_operand(void **state)
 {
     (void)state;
@@ -121,7 +122,7 @@ static void test_runtime_scalar_operand(void **state)
     mb_input(b, g, "x", mb_tensor_type(b, KN_F32, "2,3,4"));
     mb_input(b, g, "s", mb_tensor_type(b, KN_F32, "1,1"));
     transpose(b, g, "t1", "x", "a", (int64_t[]){2, 0, 1}, 3);
-    mb_node(b, g, "Div", "div", "a,s", "e");
+    mb_node(b, g, "Div", "div", "s,a", "e"); /* the transposed value second */
     transpose(b, g, "t2", "e", "y", (int64_t[]){1, 2, 0}, 3); /* cancels */
     mb_output(b, g, "y", NULL);
     kn_graph *g0, *g1 = sink(b, m, &g0);
