@@ -28,6 +28,7 @@ static const kn_pass_info passes[] = {
     {"noop", kn_pass_noop, 1, "remove Identity, same-type Cast, same-shape Reshape/Expand, identity Transpose, Dropout, Squeeze/Unsqueeze pairs"},
     {"cse", kn_pass_cse, 1, "merge nodes with the same op, inputs and attributes"},
     {"transpose", kn_pass_transpose, 2, "merge consecutive Transposes, remove identities"},
+    {"sink", kn_pass_sink, 2, "Transpose sunk through elementwise ops into the next Transpose; Reshape->Reshape and order-keeping Transpose<->Reshape merged"},
     {"bn-fold", kn_pass_bn_fold, 2, "fold inference BatchNormalization into a preceding Conv/Gemm"},
     {"fuse-norm", kn_pass_fuse_norm, 2, "decomposed LayerNorm / RMSNorm -> LayerNormalization / RMSNormalization"},
     {"fuse-act", kn_pass_fuse_act, 2, "GELU (erf, tanh) -> Gelu; x*Sigmoid(x) -> kiln.Silu; Silu(g)*up -> kiln.SwiGlu"},
