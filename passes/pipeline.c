@@ -31,7 +31,7 @@ static const kn_pass_info passes[] = {
     {"sink", kn_pass_sink, 2, "Transpose sunk through elementwise ops into the next Transpose; Reshape->Reshape and order-keeping Transpose<->Reshape merged"},
     {"bn-fold", kn_pass_bn_fold, 2, "fold inference BatchNormalization into a preceding Conv/Gemm"},
     {"fuse-norm", kn_pass_fuse_norm, 2, "decomposed LayerNorm / RMSNorm -> LayerNormalization / RMSNormalization"},
-    {"fuse-act", kn_pass_fuse_act, 2, "GELU (erf, tanh) -> Gelu; x*Sigmoid(x) -> kiln.Silu; Silu(g)*up -> kiln.SwiGlu"},
+    {"fuse-act", kn_pass_fuse_act, 2, "GELU (erf, tanh) -> Gelu; x*Sigmoid(x) -> kiln.Silu; Silu(g)*up -> kiln.SwiGlu; Exp(x-max)/ReduceSum -> Softmax, (x-max)-Log(ReduceSum(Exp)) -> LogSoftmax"},
     {"fuse-attention", kn_pass_fuse_attention, 2, "MatMul(Q, K^T) -> scale -> [mask] -> Softmax -> MatMul(V) (GQA repeat_kv folded) -> Attention"},
     {"fuse-rotary", kn_pass_fuse_rotary, 2, "x*cos + Concat(Neg(x[..., d/2:]), x[..., :d/2])*sin (rotate-half RoPE) -> kiln.RotaryHalf"},
     {"kv-cache", kn_pass_kv_cache, 2, "past*/present* = Concat(past, new) around a fused Attention -> kiln.PagedAttention over the runtime's paged KV cache"},
