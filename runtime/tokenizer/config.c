@@ -1,7 +1,6 @@
 /* tokenizer_config.json (chat template, BOS/EOS texts), generation_config.json
  * (eos ids, sampling defaults) and the token accessors of
  * include/kiln/tokenizer.h. */
-#include <errno.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -137,39 +136,11 @@ kn_status kn_tokenizer_config_load_file(const char *path, const kn_allocator *a,
                                         kn_tokenizer_config **out)
 {
     *out = NULL;
-    FILE *f = fopen(path, "rb");
-    if (!f) {
-        kn_diag_add(d, KN_ERROR, "%s: cannot open: %s", path, strerror(errno));
-        return KN_ERR_IO;
-    }
     if (!a)
         a = kn_default_allocator();
-    char *buf = NULL;
-    size_t len = 0, cap = 0;
-    kn_status s = KN_OK;
-    for (;;) {
-        if (len == cap) {
-            size_t nc = cap ? cap * 2 : 1 << 14;
-            char *nb = a->realloc(a->ctx, buf, nc);
-            if (!nb) {
-                kn_diag_add(d, KN_ERROR, "%s: out of memory", path);
-                s = KN_ERR_NOMEM;
-                break;
-            }
-            buf = nb;
-            cap = nc;
-        }
-        size_t k = fread(buf + len, 1, cap - len, f);
-        len += k;
-        if (k == 0) {
-            if (ferror(f)) {
-                kn_diag_add(d, KN_ERROR, "%s: read error: %s", path, strerror(errno));
-                s = KN_ERR_IO;
-            }
-            break;
-        }
-    }
-    fclose(f);
+    char *buf;
+    size_t len;
+    kn_status s = kn_tok_read_file(path, a, d, (size_t)1 << 14, "", &buf, &len);
     if (s == KN_OK)
         s = kn_tokenizer_config_load_memory(buf, len, path, a, d, out);
     if (buf)

@@ -638,11 +638,11 @@ kn_status kn_tokenizer_load_memory(const void *data, size_t size, const char *na
     return KN_OK;
 }
 
-kn_status kn_tokenizer_load_file(const char *path, const kn_allocator *a, kn_diag *d, kn_tokenizer **out)
+kn_status kn_tok_read_file(const char *path, const kn_allocator *a, kn_diag *d, size_t first_cap,
+                           const char *oom_what, char **buf_out, size_t *len_out)
 {
-    *out = NULL;
-    if (!a)
-        a = kn_default_allocator();
+    *buf_out = NULL;
+    *len_out = 0;
     FILE *f = fopen(path, "rb");
     if (!f) {
         kn_diag_add(d, KN_ERROR, "%s: cannot open: %s", path, strerror(errno));
@@ -653,10 +653,10 @@ kn_status kn_tokenizer_load_file(const char *path, const kn_allocator *a, kn_dia
     kn_status s = KN_OK;
     for (;;) {
         if (len == cap) {
-            size_t nc = cap ? cap * 2 : 1 << 16;
+            size_t nc = cap ? cap * 2 : first_cap;
             char *nb = a->realloc(a->ctx, buf, nc);
             if (!nb) {
-                kn_diag_add(d, KN_ERROR, "%s: out of memory while reading the tokenizer", path);
+                kn_diag_add(d, KN_ERROR, "%s: out of memory%s", path, oom_what);
                 s = KN_ERR_NOMEM;
                 break;
             }
@@ -674,6 +674,19 @@ kn_status kn_tokenizer_load_file(const char *path, const kn_allocator *a, kn_dia
         }
     }
     fclose(f);
+    *buf_out = buf;
+    *len_out = len;
+    return s;
+}
+
+kn_status kn_tokenizer_load_file(const char *path, const kn_allocator *a, kn_diag *d, kn_tokenizer **out)
+{
+    *out = NULL;
+    if (!a)
+        a = kn_default_allocator();
+    char *buf;
+    size_t len;
+    kn_status s = kn_tok_read_file(path, a, d, (size_t)1 << 16, " while reading the tokenizer", &buf, &len);
     if (s == KN_OK)
         s = kn_tokenizer_load_memory(buf, len, path, a, d, out);
     if (buf)

@@ -67,4 +67,10 @@ const kn_tok_merge *kn_tok_merge_find(const kn_tokenizer *t, int32_t a, int32_t 
 void *kn_tok_pcre_alloc(PCRE2_SIZE n, void *ctx);
 void kn_tok_pcre_free(void *p, void *ctx);
 
+/* Reads all of the file at path into *buf (allocated through a, which is not NULL; the caller frees
+ * it, also on error) and *len. The buffer starts at first_cap bytes and doubles; oom_what ends the
+ * "out of memory" message ("" or " while reading ..."). KN_ERR_IO when it cannot be opened or read. */
+kn_status kn_tok_read_file(const char *path, const kn_allocator *a, kn_diag *d, size_t first_cap,
+                           const char *oom_what, char **buf, size_t *len);
+
 #endif
