@@ -100,38 +100,13 @@ static kn_status product_gemm(kn_kctx *c, const kn_rt_tensor *a, const kn_rt_ten
     int64_t kb = tb ? b->dims[1] : b->dims[0], n = tb ? b->dims[0] : b->dims[1];
     if (k != kb)
         return kn_kctx_fail(c, KN_ERR_INVALID, "inner dimensions differ (%lld vs %lld)", (long long)k, (long long)kb);
-    int64_t csm = 0, csn = 0;
-    if (cc) {
-        int64_t cm = cc->rank == 2 ? cc->dims[0] : 1, cn = cc->rank >= 1 ? cc->dims[cc->rank - 1] : 1;
-        if (cc->rank > 2 || (cm != 1 && cm != m) || (cn != 1 && cn != n))
-            return kn_kctx_fail(c, KN_ERR_INVALID, "bias does not broadcast to [%lld, %lld]", (long long)m,
-                                (long long)n);
-        csn = cn == 1 ? 0 : 1;
-        csm = cm == 1 ? 0 : cn;
-    }
-    double *da, *db, *acc, *dc = NULL;
-    KN_TRY(kn_linalg_alloc(c, m * k, sizeof *da, (void **)&da));
-    KN_TRY(kn_linalg_alloc(c, k * n, sizeof *db, (void **)&db));
-    KN_TRY(kn_linalg_alloc(c, m * n, sizeof *acc, (void **)&acc));
-    for (int64_t i = 0; i < m; i++)
-        for (int64_t p = 0; p < k; p++)
-            da[i * k + p] = kn_get_f64(a->dtype, a->data, ta ? p * m + i : i * k + p);
-    for (int64_t p = 0; p < k; p++)
-        for (int64_t j = 0; j < n; j++)
-            db[p * n + j] = kn_get_f64(b->dtype, b->data, tb ? j * k + p : p * n + j);
-    int nt;
-    double *pack;
-    KN_TRY(kn_linalg_gemm_setup(c, m, n, k, &nt, &pack));
-    kn_linalg_gemm_f64(m, n, k, da, k, db, n, acc, n, nt, pack);
-    if (cc)
-        KN_TRY(kn_linalg_to_f64(c, cc, &dc));
-    for (int64_t i = 0; i < m; i++)
-        for (int64_t j = 0; j < n; j++) {
-            double v = alpha * acc[i * n + j];
-            if (dc && beta != 0)
-                v += beta * dc[i * csm + j * csn];
-            acc[i * n + j] = round_to(a->dtype, v);
-        }
+    int64_t csm, csn;
+    if (!kn_linalg_gemm_c_strides(cc, m, n, &csm, &csn))
+        return kn_kctx_fail(c, KN_ERR_INVALID, "bias does not broadcast to [%lld, %lld]", (long long)m, (long long)n);
+    double *acc;
+    KN_TRY(kn_linalg_gemm_ab(c, a, ta, b, tb, m, n, k, cc, csm, csn, alpha, beta, &acc));
+    for (int64_t i = 0; i < m * n; i++)
+        acc[i] = round_to(a->dtype, acc[i]);
     *m_out = m;
     *n_out = n;
     *out = acc;

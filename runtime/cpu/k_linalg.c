@@ -216,6 +216,50 @@ kn_status kn_ref_MatMul(kn_kctx *c)
 }
 
 /* Y = alpha · A' · B' + beta · C, with C broadcast to [M, N]. */
+bool kn_linalg_gemm_c_strides(const kn_rt_tensor *cc, int64_t m, int64_t n, int64_t *csm, int64_t *csn)
+{
+    *csm = *csn = 0;
+    if (!cc)
+        return true;
+    int64_t cm = cc->rank == 2 ? cc->dims[0] : 1, cn = cc->rank >= 1 ? cc->dims[cc->rank - 1] : 1;
+    if (cc->rank > 2 || (cm != 1 && cm != m) || (cn != 1 && cn != n))
+        return false;
+    *csn = cn == 1 ? 0 : 1;
+    *csm = cm == 1 ? 0 : cn;
+    return true;
+}
+
+kn_status kn_linalg_gemm_ab(kn_kctx *c, const kn_rt_tensor *a, bool ta, const kn_rt_tensor *b, bool tb, int64_t m,
+                            int64_t n, int64_t k, const kn_rt_tensor *cc, int64_t csm, int64_t csn, double alpha,
+                            double beta, double **out)
+{
+    double *da, *db, *acc, *dc = NULL;
+    KN_TRY(kn_linalg_alloc(c, m * k, sizeof *da, (void **)&da));
+    KN_TRY(kn_linalg_alloc(c, k * n, sizeof *db, (void **)&db));
+    KN_TRY(kn_linalg_alloc(c, m * n, sizeof *acc, (void **)&acc));
+    for (int64_t i = 0; i < m; i++)
+        for (int64_t p = 0; p < k; p++)
+            da[i * k + p] = kn_get_f64(a->dtype, a->data, ta ? p * m + i : i * k + p);
+    for (int64_t p = 0; p < k; p++)
+        for (int64_t j = 0; j < n; j++)
+            db[p * n + j] = kn_get_f64(b->dtype, b->data, tb ? j * k + p : p * n + j);
+    int nt;
+    double *pack;
+    KN_TRY(kn_linalg_gemm_setup(c, m, n, k, &nt, &pack));
+    kn_linalg_gemm_f64(m, n, k, da, k, db, n, acc, n, nt, pack);
+    if (cc)
+        KN_TRY(kn_linalg_to_f64(c, cc, &dc));
+    for (int64_t i = 0; i < m; i++)
+        for (int64_t j = 0; j < n; j++) {
+            double v = alpha * acc[i * n + j];
+            if (dc && beta != 0)
+                v += beta * dc[i * csm + j * csn];
+            acc[i * n + j] = v;
+        }
+    *out = acc;
+    return KN_OK;
+}
+
 kn_status kn_ref_Gemm(kn_kctx *c)
 {
     const kn_rt_tensor *a = kn_kctx_in(c, 0), *b = kn_kctx_in(c, 1), *cc = kn_kctx_in(c, 2);
@@ -238,45 +282,20 @@ kn_status kn_ref_Gemm(kn_kctx *c)
                             (long long)kb);
     /* C's strides over [M, N] (unidirectional broadcast). */
     int64_t csm = 0, csn = 0;
-    if (cc) {
-        if (cc->rank > 2)
-            return kn_kctx_fail(c, KN_ERR_INVALID, "Gemm input C must have rank <= 2 (got %d)", (int)cc->rank);
-        int64_t cm_ = cc->rank == 2 ? cc->dims[0] : 1, cn = cc->rank >= 1 ? cc->dims[cc->rank - 1] : 1;
-        if ((cm_ != 1 && cm_ != m) || (cn != 1 && cn != n))
-            return kn_kctx_fail(c, KN_ERR_INVALID, "Gemm input C of shape [%lld, %lld] does not broadcast to [%lld, %lld]",
-                                (long long)cm_, (long long)cn, (long long)m, (long long)n);
-        csn = cn == 1 ? 0 : 1;
-        csm = cm_ == 1 ? 0 : cn;
-    }
+    if (cc && cc->rank > 2)
+        return kn_kctx_fail(c, KN_ERR_INVALID, "Gemm input C must have rank <= 2 (got %d)", (int)cc->rank);
+    if (!kn_linalg_gemm_c_strides(cc, m, n, &csm, &csn))
+        return kn_kctx_fail(c, KN_ERR_INVALID, "Gemm input C of shape [%lld, %lld] does not broadcast to [%lld, %lld]",
+                            (long long)(cc->rank == 2 ? cc->dims[0] : 1),
+                            (long long)(cc->rank >= 1 ? cc->dims[cc->rank - 1] : 1), (long long)m, (long long)n);
     int64_t dims[2] = {m, n};
     kn_rt_tensor *y;
     KN_TRY(kn_kctx_out(c, 0, a->dtype, 2, dims, &y));
     if (y->numel == 0)
         return KN_OK;
     if (fl) {
-        double *da, *db, *acc, *dc = NULL;
-        KN_TRY(kn_linalg_alloc(c, m * k, sizeof *da, (void **)&da));
-        KN_TRY(kn_linalg_alloc(c, k * n, sizeof *db, (void **)&db));
-        KN_TRY(kn_linalg_alloc(c, m * n, sizeof *acc, (void **)&acc));
-        for (int64_t i = 0; i < m; i++)
-            for (int64_t p = 0; p < k; p++)
-                da[i * k + p] = kn_get_f64(a->dtype, a->data, ta ? p * m + i : i * k + p);
-        for (int64_t p = 0; p < k; p++)
-            for (int64_t j = 0; j < n; j++)
-                db[p * n + j] = kn_get_f64(b->dtype, b->data, tb ? j * k + p : p * n + j);
-        int nt;
-        double *pack;
-        KN_TRY(kn_linalg_gemm_setup(c, m, n, k, &nt, &pack));
-        kn_linalg_gemm_f64(m, n, k, da, k, db, n, acc, n, nt, pack);
-        if (cc)
-            KN_TRY(kn_linalg_to_f64(c, cc, &dc));
-        for (int64_t i = 0; i < m; i++)
-            for (int64_t j = 0; j < n; j++) {
-                double v = alpha * acc[i * n + j];
-                if (dc && beta != 0)
-                    v += beta * dc[i * csm + j * csn];
-                acc[i * n + j] = v;
-            }
+        double *acc;
+        KN_TRY(kn_linalg_gemm_ab(c, a, ta, b, tb, m, n, k, cc, csm, csn, alpha, beta, &acc));
         kn_linalg_store_f64(y->dtype, y->data, acc, m * n);
     } else {
         uint64_t *ua, *ub, *acc;

@@ -22,4 +22,14 @@ void kn_linalg_gemm_f64(int64_t m, int64_t n, int64_t k, const double *a, int64_
 void kn_linalg_gemm_f64_f32b(int64_t m, int64_t n, int64_t k, const double *a, int64_t lda, const float *b,
                              int64_t ldb, double *cm, int64_t ldc, int threads, double *pack);
 
+/* Gemm's C strides over [m, n] (unidirectional broadcast of C of rank <= 2);
+ * false when C does not broadcast. No C: both 0. */
+bool kn_linalg_gemm_c_strides(const kn_rt_tensor *cc, int64_t m, int64_t n, int64_t *csm, int64_t *csn);
+/* Gemm in double: *out (m x n scratch) = alpha * op(A) op(B) + beta * C, not
+ * rounded; op transposes when ta / tb. A is [m, k] (or [k, m]), B [k, n] (or
+ * [n, k]); C (may be NULL) is read with the strides above. */
+kn_status kn_linalg_gemm_ab(kn_kctx *c, const kn_rt_tensor *a, bool ta, const kn_rt_tensor *b, bool tb, int64_t m,
+                            int64_t n, int64_t k, const kn_rt_tensor *cc, int64_t csm, int64_t csn, double alpha,
+                            double beta, double **out);
+
 #endif
