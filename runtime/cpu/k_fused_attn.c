@@ -8,6 +8,7 @@
  * op's -inf padding, q heads = kv heads x _kv_repeat) are made here, so
  * such a node fails where the unfused graph would have computed something
  * else. */
+#include "runtime/cpu/attn.h"
 #include "runtime/cpu/util.h"
 
 #include <math.h>
@@ -207,11 +208,7 @@ static kn_status attention(kn_kctx *c, kn_rt_tensor **key, kn_rt_tensor **val, b
                         if (j >= mlen) {
                             bj = -INFINITY;
                         } else {
-                            int64_t at = b * mst[0] + h * mst[1] + i * mst[2] + j * mst[3];
-                            if (mask->dtype == KN_BOOL)
-                                bj += ((const uint8_t *)mask->data)[at] ? 0.0 : -INFINITY;
-                            else
-                                bj += kn_get_f64(mask->dtype, mask->data, at);
+                            bj += kn_attn_mask_bias(mask, b * mst[0] + h * mst[1] + i * mst[2] + j * mst[3]);
                         }
                     }
                     all_masked = all_masked && isinf(bj) && bj < 0;
@@ -222,17 +219,11 @@ static kn_status attention(kn_kctx *c, kn_rt_tensor **key, kn_rt_tensor **val, b
                         kn_set_f64(t, qk->data, qkrow + j, sv[j]);
                 }
                 /* softmax; a row whose bias is -inf everywhere is zero */
-                double mx = -INFINITY, sum = 0;
-                for (int64_t j = 0; j < total; j++)
-                    mx = isnan(sv[j]) || sv[j] > mx ? sv[j] : mx;
-                for (int64_t j = 0; j < total; j++) {
-                    sv[j] = all_masked ? 0.0 : exp(sv[j] - mx);
-                    sum += sv[j];
-                }
+                kn_attn_softmax_row(sv, total, all_masked);
                 for (int64_t d = 0; d < dv; d++)
                     acc[d] = 0;
                 for (int64_t j = 0; j < total; j++) {
-                    double p = all_masked ? 0.0 : sv[j] / sum;
+                    double p = sv[j];
                     if (qk && mode == 3)
                         kn_set_f64(t, qk->data, qkrow + j, p);
                     for (int64_t d = 0; d < dv; d++)

@@ -8,6 +8,7 @@
  * seq positions, reading the blocks in place through the block table.
  * Numerics as ONNX Attention's CPU kernel (k_fused_attn.c): scores,
  * softmax and the weighted sum in double, rounded once. */
+#include "runtime/cpu/attn.h"
 #include "runtime/cpu/util.h"
 #include "runtime/kv_cache.h"
 
@@ -115,28 +116,16 @@ kn_status kn_ref_KILN_PagedAttention(kn_kctx *c)
                     double dot = 0;
                     for (int64_t d = 0; d < hd; d++)
                         dot += (double)qr[d] * (double)kr[d];
-                    double bj = 0;
-                    if (mask) {
-                        int64_t at = b * mst[0] + h * mst[1] + i * mst[2] + j * mst[3];
-                        if (mask->dtype == KN_BOOL)
-                            bj = ((const uint8_t *)mask->data)[at] ? 0.0 : -INFINITY;
-                        else
-                            bj = kn_get_f64(mask->dtype, mask->data, at);
-                    }
+                    double bj = mask ? kn_attn_mask_bias(mask, b * mst[0] + h * mst[1] + i * mst[2] + j * mst[3])
+                                     : 0.0;
                     all_masked = all_masked && isinf(bj) && bj < 0;
                     sv[j] = dot * scale + bj;
                 }
-                double mx = -INFINITY, sum = 0;
-                for (int64_t j = 0; j < total; j++)
-                    mx = isnan(sv[j]) || sv[j] > mx ? sv[j] : mx;
-                for (int64_t j = 0; j < total; j++) {
-                    sv[j] = all_masked ? 0.0 : exp(sv[j] - mx);
-                    sum += sv[j];
-                }
+                kn_attn_softmax_row(sv, total, all_masked);
                 for (int64_t d = 0; d < hd; d++)
                     acc[d] = 0;
                 for (int64_t j = 0; j < total; j++) {
-                    double p = all_masked ? 0.0 : sv[j] / sum;
+                    double p = sv[j];
                     const float *vr = kn_kv_at(kv, true, (uint32_t)layer, s, (uint32_t)j, hk);
                     for (int64_t d = 0; d < hd; d++)
                         acc[d] += p * (double)vr[d];
