@@ -118,3 +118,31 @@ kn_graph *pc_apply(mb *b, Onnx__ModelProto *m, kn_graph **before, ...)
     return g;
 }
 
+
+void pc_pipeline_alloc_sweep(mb *b, Onnx__ModelProto *m, void (*check)(const kn_graph *g))
+{
+    size_t len;
+    uint8_t *bytes = mb_pack(b, m, &len);
+    bool finished = false;
+    for (long n = 1; !finished && n < 5000; n++) {
+        mb_counter c;
+        mb_counter_init(&c);
+        kn_diag *d = kn_diag_create(NULL, getenv("KN_TEST_VERBOSE") ? stderr : NULL);
+        kn_graph *g = NULL;
+        assert_int_equal(kn_import_onnx_memory(bytes, len, NULL, "t.onnx", NULL, &c.a, d, &g), KN_OK);
+        c.fail_at = c.calls + n;
+        kn_pipeline_opts po = {0};
+        po.verify_each = true;
+        kn_status s = kn_pipeline_run(g, &po, d);
+        assert_true(s == KN_OK || s == KN_ERR_NOMEM);
+        /* done once no allocation failed (a fold whose kernel ran out of
+         * memory just leaves its node: the result is less folded, not wrong) */
+        finished = s == KN_OK && c.calls < c.fail_at;
+        if (finished && check)
+            check(g);
+        kn_graph_destroy(g);
+        kn_diag_destroy(d);
+        assert_int_equal(c.live, 0);
+    }
+    assert_true(finished);
+}

@@ -20,5 +20,12 @@ void pc_same_outputs(const kn_graph *a, const kn_graph *b, double tol);
 /* Imports m twice, runs the passes (NULL-terminated list) on the second
  * copy, each verified; *before receives the first copy. */
 kn_graph *pc_apply(mb *b, Onnx__ModelProto *m, kn_graph **before, ...);
+/* Every allocation of the default pipeline (verify_each) on the model m
+ * failing in turn (import by a counting allocator, then the n-th allocation
+ * after it fails, n = 1, 2, ...): each run must give KN_OK or KN_ERR_NOMEM
+ * and leak nothing. On the first run in which no allocation failed,
+ * check(g) (may be NULL) checks the result; fails the test when none
+ * finishes within 5000 tries. */
+void pc_pipeline_alloc_sweep(mb *b, Onnx__ModelProto *m, void (*check)(const kn_graph *g));
 
 #endif

@@ -126,6 +126,12 @@ static void test_unsupported(void **state)
     }
 }
 
+static void check_alloc_fail(const kn_graph *g)
+{
+    assert_int_equal(pc_count(g, "Attention"), 2);
+    assert_int_equal(pc_count(g, "RotaryHalf"), 1);
+}
+
 /* The pipeline over MHA, GQA and RotaryEmbedding failing the Nth
  * allocation for every N: KN_ERR_NOMEM or the rewritten graph, no leak. */
 static void test_alloc_fail(void **state)
@@ -141,30 +147,7 @@ static void test_alloc_fail(void **state)
     mb_output(b, m->graph, "y1", NULL);
     mb_output(b, m->graph, "y2", NULL);
     mb_output(b, m->graph, "y3", NULL);
-    size_t len;
-    uint8_t *bytes = mb_pack(b, m, &len);
-    bool finished = false;
-    for (long k = 1; !finished && k < 5000; k++) {
-        mb_counter c;
-        mb_counter_init(&c);
-        kn_diag *d = kn_diag_create(NULL, NULL);
-        kn_graph *g = NULL;
-        assert_int_equal(kn_import_onnx_memory(bytes, len, NULL, "t.onnx", NULL, &c.a, d, &g), KN_OK);
-        c.fail_at = c.calls + k;
-        kn_pipeline_opts po = {0};
-        po.verify_each = true;
-        kn_status s = kn_pipeline_run(g, &po, d);
-        assert_true(s == KN_OK || s == KN_ERR_NOMEM);
-        finished = s == KN_OK && c.calls < c.fail_at;
-        if (finished) {
-            assert_int_equal(pc_count(g, "Attention"), 2);
-            assert_int_equal(pc_count(g, "RotaryHalf"), 1);
-        }
-        kn_graph_destroy(g);
-        kn_diag_destroy(d);
-        assert_int_equal(c.live, 0);
-    }
-    assert_true(finished);
+    pc_pipeline_alloc_sweep(b, m, check_alloc_fail);
     mb_free(b);
 }
 

@@ -343,6 +343,12 @@ static void test_not_fused(void **state)
     }
 }
 
+/* packed MatMul, SwiGlu, GemmEpilogue */
+static void check_alloc_fail(const kn_graph *g)
+{
+    assert_int_equal(g->n_nodes, 3);
+}
+
 /* The whole pipeline on an MLP with every fuse-gemm rewrite, failing the
  * Nth allocation for every N: a clean KN_ERR_NOMEM or the fused result,
  * nothing leaked. */
@@ -368,28 +374,7 @@ static void test_alloc_fail(void **state)
     mb_node(b, g, "Relu", "relu", "ob", "or");
     mb_node(b, g, "Add", "res", "x,or", "y");
     mb_output(b, g, "y", NULL);
-    size_t len;
-    uint8_t *bytes = mb_pack(b, m, &len);
-    bool finished = false;
-    for (long n = 1; !finished && n < 5000; n++) {
-        mb_counter c;
-        mb_counter_init(&c);
-        kn_diag *d = kn_diag_create(NULL, NULL);
-        kn_graph *kg = NULL;
-        assert_int_equal(kn_import_onnx_memory(bytes, len, NULL, "t.onnx", NULL, &c.a, d, &kg), KN_OK);
-        c.fail_at = c.calls + n;
-        kn_pipeline_opts po = {0};
-        po.verify_each = true;
-        kn_status st = kn_pipeline_run(kg, &po, d);
-        assert_true(st == KN_OK || st == KN_ERR_NOMEM);
-        finished = st == KN_OK && c.calls < c.fail_at;
-        if (finished) /* packed MatMul, SwiGlu, GemmEpilogue */
-            assert_int_equal(kg->n_nodes, 3);
-        kn_graph_destroy(kg);
-        kn_diag_destroy(d);
-        assert_int_equal(c.live, 0);
-    }
-    assert_true(finished);
+    pc_pipeline_alloc_sweep(b, m, check_alloc_fail);
     mb_free(b);
 }
 
