@@ -9,15 +9,7 @@ set -u
 KILN=$1
 SRC=$2
 MODEL=$SRC/samples/hello_deepa/model.onnx
-TMP=$(mktemp -d)
-trap 'rm -rf "$TMP"' EXIT
-pass=0
-fail=0
-ok() { pass=$((pass + 1)); }
-bad() {
-    fail=$((fail + 1))
-    echo "FAIL: $*"
-}
+. "$(dirname "${BASH_SOURCE[0]}")/cli_lib.sh" # $TMP, pass/fail, expect, ok, bad
 # check_replaced LINK TARGET CONTENT: LINK is now a regular file, and
 # TARGET outside still holds CONTENT (or still does not exist).
 check_replaced() {
