@@ -525,6 +525,24 @@ char *mb_write(mb *b, const char *dir, const char *name, const void *data, size_
     return path;
 }
 
+char *mb_read_file(const char *path, size_t *len)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f)
+        fail_msg("cannot open %s", path);
+    fseek(f, 0, SEEK_END);
+    long n = ftell(f);
+    fseek(f, 0, SEEK_SET);
+    char *buf = malloc((size_t)n + 1);
+    assert_non_null(buf);
+    assert_int_equal(fread(buf, 1, (size_t)n, f), (size_t)n);
+    buf[n] = 0;
+    fclose(f);
+    if (len)
+        *len = (size_t)n;
+    return buf;
+}
+
 char *mb_write_model(mb *b, const char *dir, const char *name, const Onnx__ModelProto *m)
 {
     size_t len;

@@ -104,6 +104,9 @@ char *mb_tempdir(mb *b);
 char *mb_path(mb *b, const char *dir, const char *name);
 /* Writes bytes to dir/name and returns that path (owned by b). */
 char *mb_write(mb *b, const char *dir, const char *name, const void *data, size_t len);
+/* The whole file at path, NUL-terminated (malloc'd: the caller frees it);
+ * its size in *len unless len is NULL. Fails the test when unreadable. */
+char *mb_read_file(const char *path, size_t *len);
 /* Packs m and writes it to dir/name; returns the path. */
 char *mb_write_model(mb *b, const char *dir, const char *name, const Onnx__ModelProto *m);
 /* Removes a folder and everything under it (links are not followed). */

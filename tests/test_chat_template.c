@@ -22,25 +22,11 @@
 
 #define DIR KN_SOURCE_DIR "/tests/chat_templates/"
 
-static char *slurp(const char *path)
-{
-    FILE *f = fopen(path, "rb");
-    assert_non_null(f);
-    fseek(f, 0, SEEK_END);
-    long n = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    char *p = malloc((size_t)n + 1);
-    assert_int_equal(fread(p, 1, (size_t)n, f), (size_t)n);
-    p[n] = 0;
-    fclose(f);
-    return p;
-}
-
 static char *load_template(const char *name)
 {
     char path[512];
     snprintf(path, sizeof path, DIR "%s.jinja", name);
-    return slurp(path);
+    return mb_read_file(path, NULL);
 }
 
 /* The messages of conversation `name` in expected.json (strings owned by root). */

@@ -16,6 +16,7 @@
 
 #include "kiln/kiln.h"
 #include "kiln/tokenizer.h"
+#include "model_builder.h"
 
 #define TOKDIR KN_SOURCE_DIR "/tests/tokenizers/"
 
@@ -233,21 +234,6 @@ static void test_special_tokens(void **state)
     }
 }
 
-static char *read_all(const char *path, size_t *len)
-{
-    FILE *f = fopen(path, "rb");
-    assert_non_null(f);
-    fseek(f, 0, SEEK_END);
-    long n = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    char *buf = malloc((size_t)n + 1);
-    assert_int_equal(fread(buf, 1, (size_t)n, f), (size_t)n);
-    buf[n] = 0;
-    fclose(f);
-    *len = (size_t)n;
-    return buf;
-}
-
 /* Loads `json` and expects `want` with a message holding `needle`. */
 static void expect_load(const char *json, size_t len, kn_status want, const char *needle)
 {
@@ -271,7 +257,7 @@ static void test_malformed(void **state)
 {
     (void)state;
     size_t len;
-    char *full = read_all(TOKDIR "qwen2/tokenizer.json", &len);
+    char *full = mb_read_file(TOKDIR "qwen2/tokenizer.json", &len);
     for (size_t cut = 1; cut < len; cut += len / 7)
         expect_load(full, cut, KN_ERR_INVALID, "not valid JSON");
     free(full);
