@@ -45,9 +45,7 @@ const kn_node *pc_find(const kn_graph *g, const char *op)
     return NULL;
 }
 
-/* Runs g on deterministic inputs (symbolic dims set to 3); outs[i] must be
- * freed with kn_rt_tensor_free. */
-void pc_run(const kn_graph *g, kn_rt_tensor **outs)
+void pc_run_with(const kn_graph *g, pc_fill_fn fill, kn_rt_tensor **outs)
 {
     kn_rt_tensor *in[8] = {0};
     assert_true(g->n_inputs <= 8);
@@ -57,18 +55,29 @@ void pc_run(const kn_graph *g, kn_rt_tensor **outs)
         for (int32_t k = 0; k < t->shape.rank; k++)
             dims[k] = t->shape.dims[k].value >= 0 ? t->shape.dims[k].value : 3;
         assert_int_equal(kn_rt_tensor_new(NULL, t->dtype, t->shape.rank, dims, &in[i]), KN_OK);
-        for (int64_t e = 0; e < in[i]->numel; e++) {
-            if (t->dtype == KN_F32)
-                ((float *)in[i]->data)[e] = (float)sin(0.7 * (double)e + i);
-            else if (t->dtype == KN_I64)
-                ((int64_t *)in[i]->data)[e] = e % 3;
-        }
+        fill(in[i], i);
     }
     kn_diag *d = kn_diag_create(NULL, stderr);
     assert_int_equal(kn_cpu_run(g, NULL, d, (const kn_rt_tensor *const *)in, g->n_inputs, outs, g->n_outputs), KN_OK);
     kn_diag_destroy(d);
     for (uint32_t i = 0; i < g->n_inputs; i++)
         kn_rt_tensor_free(NULL, in[i]);
+}
+
+/* float32 sin(0.7 e + i), int64 e % 3, other dtypes zero */
+static void fill_default(kn_rt_tensor *t, uint32_t i)
+{
+    for (int64_t e = 0; e < t->numel; e++) {
+        if (t->dtype == KN_F32)
+            ((float *)t->data)[e] = (float)sin(0.7 * (double)e + i);
+        else if (t->dtype == KN_I64)
+            ((int64_t *)t->data)[e] = e % 3;
+    }
+}
+
+void pc_run(const kn_graph *g, kn_rt_tensor **outs)
+{
+    pc_run_with(g, fill_default, outs);
 }
 
 /* a and b (the same model before and after passes) give the same outputs. */

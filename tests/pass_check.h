@@ -12,8 +12,12 @@ kn_graph *pc_import(mb *b, Onnx__ModelProto *m);
 uint32_t pc_count(const kn_graph *g, const char *op);
 /* The first node of op type `op` (fails the test when none). */
 const kn_node *pc_find(const kn_graph *g, const char *op);
-/* Runs g on deterministic inputs (symbolic dims set to 3); outs[i] must be
+/* Fills t, input i of a graph, with deterministic values. */
+typedef void (*pc_fill_fn)(kn_rt_tensor *t, uint32_t i);
+/* Runs g on inputs filled by fill (symbolic dims set to 3); outs[i] must be
  * freed by the caller. */
+void pc_run_with(const kn_graph *g, pc_fill_fn fill, kn_rt_tensor **outs);
+/* pc_run_with on float32 sin(0.7 e + i) and int64 e % 3 (others zero). */
 void pc_run(const kn_graph *g, kn_rt_tensor **outs);
 /* a and b (the same model before and after passes) give the same outputs. */
 void pc_same_outputs(const kn_graph *a, const kn_graph *b, double tol);

@@ -11,7 +11,7 @@
 #include <setjmp.h>
 #include <cmocka.h>
 
-#include "pass_check.h"
+#include "fuse_check.h"
 #include "ir/fused_ew.h"
 #include "runtime/cpu/exec.h"
 #include "runtime/cpu/util.h"
@@ -20,61 +20,25 @@
 #include <stdio.h>
 #include <string.h>
 
-/* Deterministic inputs of every dtype the program handles (symbolic dims
- * 3), negative and positive, so Log/Sqrt also make NaNs. */
-static void run(const kn_graph *g, kn_rt_tensor **outs)
+/* Deterministic inputs of every dtype the program handles, negative and
+ * positive, so Log/Sqrt also make NaNs. */
+static void fill(kn_rt_tensor *t, uint32_t i)
 {
-    kn_rt_tensor *in[8] = {0};
-    assert_true(g->n_inputs <= 8);
-    for (uint32_t i = 0; i < g->n_inputs; i++) {
-        const kn_type *t = &g->values[g->inputs[i]].type;
-        int64_t dims[16];
-        for (int32_t k = 0; k < t->shape.rank; k++)
-            dims[k] = t->shape.dims[k].value >= 0 ? t->shape.dims[k].value : 3;
-        assert_int_equal(kn_rt_tensor_new(NULL, t->dtype, t->shape.rank, dims, &in[i]), KN_OK);
-        for (int64_t e = 0; e < in[i]->numel; e++) {
-            if (kn_dt_is_float(t->dtype))
-                kn_set_f64(t->dtype, in[i]->data, e, 2.5 * sin(0.7 * (double)e + i));
-            else if (t->dtype == KN_BOOL)
-                kn_set_i64(t->dtype, in[i]->data, e, (e + i) % 3 == 0);
-            else
-                kn_set_i64(t->dtype, in[i]->data, e, (e * 5 + i) % 11 - 5);
-        }
+    for (int64_t e = 0; e < t->numel; e++) {
+        if (kn_dt_is_float(t->dtype))
+            kn_set_f64(t->dtype, t->data, e, 2.5 * sin(0.7 * (double)e + i));
+        else if (t->dtype == KN_BOOL)
+            kn_set_i64(t->dtype, t->data, e, (e + i) % 3 == 0);
+        else
+            kn_set_i64(t->dtype, t->data, e, (e * 5 + i) % 11 - 5);
     }
-    kn_diag *d = kn_diag_create(NULL, stderr);
-    assert_int_equal(kn_cpu_run(g, NULL, d, (const kn_rt_tensor *const *)in, g->n_inputs, outs, g->n_outputs), KN_OK);
-    kn_diag_destroy(d);
-    for (uint32_t i = 0; i < g->n_inputs; i++)
-        kn_rt_tensor_free(NULL, in[i]);
 }
 
 /* Imports m twice, runs fuse-elementwise then dce on the second copy
  * (verified), checks the outputs are bit-identical, and returns it. */
 static kn_graph *apply(mb *b, Onnx__ModelProto *m)
 {
-    kn_graph *a = pc_import(b, m), *g = pc_import(b, m);
-    kn_diag *d = kn_diag_create(NULL, stderr);
-    assert_int_equal(kn_pass_fuse_elementwise(g, d), KN_OK);
-    assert_int_equal(kn_graph_verify(g, d), KN_OK);
-    assert_int_equal(kn_pass_dce(g, d), KN_OK);
-    assert_int_equal(kn_graph_verify(g, d), KN_OK);
-    kn_diag_destroy(d);
-    kn_rt_tensor *x[8] = {0}, *y[8] = {0};
-    assert_true(a->n_outputs <= 8);
-    run(a, x);
-    run(g, y);
-    for (uint32_t i = 0; i < a->n_outputs; i++) {
-        assert_string_equal(a->values[a->outputs[i]].name, g->values[g->outputs[i]].name);
-        assert_int_equal(x[i]->dtype, y[i]->dtype);
-        assert_int_equal(x[i]->rank, y[i]->rank);
-        assert_memory_equal(x[i]->dims, y[i]->dims, (size_t)x[i]->rank * sizeof(int64_t));
-        assert_int_equal(x[i]->nbytes, y[i]->nbytes);
-        assert_memory_equal(x[i]->data, y[i]->data, x[i]->nbytes);
-        kn_rt_tensor_free(NULL, x[i]);
-        kn_rt_tensor_free(NULL, y[i]);
-    }
-    kn_graph_destroy(a);
-    return g;
+    return fc_apply_with(b, m, kn_pass_fuse_elementwise, fill, -1);
 }
 
 static void f32_init(mb *b, Onnx__GraphProto *g, const char *name, const int64_t *dims, size_t rank, float base)
@@ -381,8 +345,8 @@ static void test_precision(void **state)
         assert_int_equal(kn_graph_verify(f, d), KN_OK);
         kn_diag_destroy(d);
         kn_rt_tensor *x[2] = {0}, *y[2] = {0};
-        run(a, x);
-        run(f, y);
+        pc_run_with(a, fill, x);
+        pc_run_with(f, fill, y);
         for (int i = 0; i < 2; i++) {
             assert_int_equal(x[i]->dtype, KN_F32);
             assert_int_equal(y[i]->dtype, KN_F32);
