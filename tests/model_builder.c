@@ -525,6 +525,17 @@ char *mb_write(mb *b, const char *dir, const char *name, const void *data, size_
     return path;
 }
 
+kn_graph *mb_import(mb *b, const Onnx__ModelProto *m)
+{
+    size_t len;
+    uint8_t *bytes = mb_pack(b, m, &len);
+    kn_diag *d = kn_diag_create(NULL, stderr);
+    kn_graph *g = NULL;
+    assert_int_equal(kn_import_onnx_memory(bytes, len, NULL, "t.onnx", NULL, NULL, d, &g), KN_OK);
+    kn_diag_destroy(d);
+    return g;
+}
+
 char *mb_read_file(const char *path, size_t *len)
 {
     FILE *f = fopen(path, "rb");

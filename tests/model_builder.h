@@ -98,6 +98,9 @@ Onnx__ValueInfoProto *mb_value_info(mb *b, Onnx__GraphProto *g, const char *name
 
 /* Serializes any message (a ModelProto, TensorProto, ...); owned by b. */
 uint8_t *mb_pack(mb *b, const void *msg, size_t *len);
+/* Packs m and imports it as "t.onnx" with the default allocator (failing
+ * the test on error); the caller destroys the graph. */
+kn_graph *mb_import(mb *b, const Onnx__ModelProto *m);
 /* A fresh folder under $TMPDIR (or /tmp); owned by b. */
 char *mb_tempdir(mb *b);
 /* dir/name (owned by b). */

@@ -14,17 +14,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-static kn_graph *import(mb *b, Onnx__ModelProto *m)
-{
-    size_t len;
-    uint8_t *bytes = mb_pack(b, m, &len);
-    kn_diag *d = kn_diag_create(NULL, stderr);
-    kn_graph *g = NULL;
-    assert_int_equal(kn_import_onnx_memory(bytes, len, NULL, "t.onnx", NULL, NULL, d, &g), KN_OK);
-    kn_diag_destroy(d);
-    return g;
-}
-
 static kn_rt_tensor *tensor(kn_dtype t, int32_t rank, const int64_t *dims, const float *vals)
 {
     kn_rt_tensor *x;
@@ -66,7 +55,7 @@ static void test_run_small(void **state)
 {
     (void)state;
     mb *b = mb_new();
-    kn_graph *g = import(b, small_model(b));
+    kn_graph *g = mb_import(b, small_model(b));
     kn_rt_tensor *x = tensor(KN_F32, 2, (int64_t[]){2, 3}, (float[]){1, 0, 0, 0, 0, 1}), *y = NULL;
     char err[512];
     assert_int_equal(run1(g, x, &y, err, sizeof err), KN_OK);
@@ -86,7 +75,7 @@ static void test_input_checks(void **state)
 {
     (void)state;
     mb *b = mb_new();
-    kn_graph *g = import(b, small_model(b));
+    kn_graph *g = mb_import(b, small_model(b));
     char err[512];
     kn_rt_tensor *y = NULL;
     kn_rt_tensor *wrong_dtype = tensor(KN_F64, 2, (int64_t[]){2, 3}, NULL);
@@ -122,7 +111,7 @@ static void test_kernel_errors_name_the_node(void **state)
     mb_float_data(b, mb_initializer(b, gp, "w", KN_F32, wd, 2), (float[8]){0}, 8);
     mb_node(b, gp, "MatMul", "bad_mm", "x,w", "y");
     mb_output(b, gp, "y", NULL);
-    kn_graph *g = import(b, m);
+    kn_graph *g = mb_import(b, m);
     kn_rt_tensor *x = tensor(KN_F32, 2, (int64_t[]){2, 3}, NULL), *y = NULL;
     char err[512];
     assert_int_equal(run1(g, x, &y, err, sizeof err), KN_ERR_INVALID);
@@ -143,7 +132,7 @@ static void test_negative_axis_out_of_range(void **state)
     Onnx__NodeProto *n = mb_node(b, gp, "Softmax", "sm", "x", "y");
     mb_attr_i(b, n, "axis", -3);
     mb_output(b, gp, "y", NULL);
-    kn_graph *g = import(b, m);
+    kn_graph *g = mb_import(b, m);
     kn_rt_tensor *x = tensor(KN_F32, 2, (int64_t[]){2, 3}, NULL), *y = NULL;
     char err[512];
     assert_int_equal(run1(g, x, &y, err, sizeof err), KN_ERR_INVALID);
@@ -164,7 +153,7 @@ static void test_missing_kernel(void **state)
     Onnx__NodeProto *n = mb_node(b, gp, "Frob", "frob", "x", "y");
     n->domain = mb_strdup(b, "my.domain");
     mb_output(b, gp, "y", NULL);
-    kn_graph *g = import(b, m);
+    kn_graph *g = mb_import(b, m);
     kn_rt_tensor *x = tensor(KN_F32, 1, (int64_t[]){2}, NULL), *y = NULL;
     char err[512];
     assert_int_equal(run1(g, x, &y, err, sizeof err), KN_ERR_UNSUPPORTED);
@@ -179,7 +168,7 @@ static void test_run_failing_allocator(void **state)
 {
     (void)state;
     mb *b = mb_new();
-    kn_graph *g = import(b, small_model(b));
+    kn_graph *g = mb_import(b, small_model(b));
     kn_rt_tensor *x = tensor(KN_F32, 2, (int64_t[]){2, 3}, (float[]){1, 2, 3, 4, 5, 6});
     const kn_rt_tensor *ins[1] = {x};
     mb_counter f;

@@ -16,17 +16,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-static kn_graph *import(mb *b, Onnx__ModelProto *m)
-{
-    size_t len;
-    uint8_t *bytes = mb_pack(b, m, &len);
-    kn_diag *d = kn_diag_create(NULL, stderr);
-    kn_graph *g = NULL;
-    assert_int_equal(kn_import_onnx_memory(bytes, len, NULL, "gemm.onnx", NULL, NULL, d, &g), KN_OK);
-    kn_diag_destroy(d);
-    return g;
-}
-
 /* y = op(a, b) with both operands graph inputs of element type `et`. */
 static kn_graph *graph(kn_dtype et, const char *op, int trans_b)
 {
@@ -39,7 +28,7 @@ static kn_graph *graph(kn_dtype et, const char *op, int trans_b)
     if (trans_b)
         mb_attr_i(b, n, "transB", 1);
     mb_output(b, g, "y", mb_tensor_type(b, et, NULL));
-    kn_graph *gr = import(b, m);
+    kn_graph *gr = mb_import(b, m);
     mb_free(b);
     return gr;
 }

@@ -6,23 +6,9 @@
 #include <setjmp.h>
 #include <cmocka.h>
 
-#include "model_builder.h"
-#include "passes/passes.h"
+#include "pass_check.h"
 
 #include <string.h>
-
-static kn_graph *build(mb *b, Onnx__ModelProto *m)
-{
-    size_t len;
-    uint8_t *bytes = mb_pack(b, m, &len);
-    kn_diag *d = kn_diag_create(NULL, stderr);
-    kn_graph *g = NULL;
-    assert_int_equal(kn_import_onnx_memory(bytes, len, NULL, "t.onnx", NULL, NULL, d, &g), KN_OK);
-    assert_int_equal(kn_pass_infer_shapes(g, d), KN_OK);
-    assert_int_equal(kn_graph_verify(g, d), KN_OK);
-    kn_diag_destroy(d);
-    return g;
-}
 
 static const kn_value *val(const kn_graph *g, const char *name)
 {
@@ -73,7 +59,7 @@ static void test_symbolic(void **state)
     mb_output(b, g, "s", NULL);
     mb_output(b, g, "idx", NULL);
     mb_output(b, g, "a", mb_tensor_type(b, KN_F32, "B,S,32")); /* declared: kept */
-    kn_graph *kg = build(b, m);
+    kn_graph *kg = pc_import(b, m);
     want(kg, "h", "float32[batch, seq, 32]");
     want(kg, "a", "float32[B, S, 32]");
     want(kg, "r", "float32[B, S, 32]");
@@ -101,7 +87,7 @@ static void test_reshape_infers_minus_one(void **state)
     Onnx__NodeProto *gm = mb_node(b, g, "Gemm", "gemm", "y,y", "z");
     mb_attr_i(b, gm, "transB", 1);
     mb_output(b, g, "z", NULL);
-    kn_graph *kg = build(b, m);
+    kn_graph *kg = pc_import(b, m);
     want(kg, "y", "float32[4, 6]");
     want(kg, "z", "float32[4, 4]");
     kn_graph_destroy(kg);
@@ -118,7 +104,7 @@ static void test_not_broadcastable_left_unknown(void **state)
     mb_input(b, g, "y", mb_tensor_type(b, KN_F32, "4"));
     mb_node(b, g, "Add", "add", "x,y", "z");
     mb_output(b, g, "z", NULL);
-    kn_graph *kg = build(b, m);
+    kn_graph *kg = pc_import(b, m);
     want(kg, "z", "float32[*]"); /* shape left to the kernel, which reports it */
     kn_graph_destroy(kg);
     mb_free(b);
@@ -151,7 +137,7 @@ static void test_layout_and_window_ops(void **state)
     mb_attr_i(b, fl, "axis", 2);                                              /* [?, 16] */
     mb_output(b, g, "q", NULL);
     mb_output(b, g, "e2", NULL);
-    kn_graph *kg = build(b, m);
+    kn_graph *kg = pc_import(b, m);
     want(kg, "c", "float32[batch, 8, 16, 16]");
     want(kg, "p", "float32[batch, 8, 8, 8]");
     want(kg, "gp", "float32[batch, 8, 1, 1]");
@@ -215,7 +201,7 @@ static void test_shape_vectors(void **state)
     mb_node(b, g, "Reshape", "rs3", "x,t3", "r3");               /* [?, ?] */
     mb_output(b, g, "back", NULL);
     mb_output(b, g, "r3", NULL);
-    kn_graph *kg = build(b, m);
+    kn_graph *kg = pc_import(b, m);
     want(kg, "q", "float32[batch, seq, 4, 16]");
     want(kg, "back", "float32[batch, seq, 64]");
     want(kg, "r3", "float32[?, ?]");
@@ -271,7 +257,7 @@ static void test_expand_range_reduce_split(void **state)
     mb_output(b, g, "sum", NULL);
     mb_output(b, g, "lo", NULL);
     mb_output(b, g, "hi", NULL);
-    kn_graph *kg = build(b, m);
+    kn_graph *kg = pc_import(b, m);
     want(kg, "xe", "float32[batch, 1, seq, 8]");
     want(kg, "x4", "float32[batch, 1, seq, ?]");
     want(kg, "r", "int64[?]");
@@ -315,7 +301,7 @@ static void test_slice(void **state)
     mb_output(b, g, "ya", NULL);
     mb_output(b, g, "yb", NULL);
     mb_output(b, g, "yc", NULL);
-    kn_graph *kg = build(b, m);
+    kn_graph *kg = pc_import(b, m);
     want(kg, "ya", "float32[batch, seq, 10]");
     want(kg, "yb", "float32[batch, seq, 22]");
     want(kg, "yc", "float32[batch, seq, 32]");
