@@ -20,40 +20,6 @@
 
 #define TOKDIR KN_SOURCE_DIR "/tests/tokenizers/"
 
-typedef struct failing {
-    long calls, fail_at, live;
-} failing;
-
-static void *f_alloc(void *ctx, size_t n)
-{
-    failing *f = ctx;
-    if (++f->calls == f->fail_at)
-        return NULL;
-    void *p = malloc(n);
-    if (p)
-        f->live++;
-    return p;
-}
-
-static void *f_realloc(void *ctx, void *p, size_t n)
-{
-    failing *f = ctx;
-    if (++f->calls == f->fail_at)
-        return NULL;
-    void *q = realloc(p, n);
-    if (q && !p)
-        f->live++;
-    return q;
-}
-
-static void f_free(void *ctx, void *p)
-{
-    failing *f = ctx;
-    if (p)
-        f->live--;
-    free(p);
-}
-
 static kn_tokenizer *load(const char *name, kn_diag *d)
 {
     char path[512];
@@ -349,20 +315,21 @@ static void sweep(const char *name)
     char path[512];
     snprintf(path, sizeof path, TOKDIR "%s/tokenizer.json", name);
     const char *text = "Hello<|im_end|> wörld 日本 123 😀\n\n  x";
-    failing f = {0, 0, 0};
-    kn_allocator a = {f_alloc, f_realloc, f_free, &f};
+    mb_counter f;
+    mb_counter_init(&f);
     kn_diag *d = kn_diag_create(NULL, NULL);
     kn_tokenizer *t = NULL;
-    assert_int_equal(kn_tokenizer_load_file(path, &a, d, &t), KN_OK);
+    assert_int_equal(kn_tokenizer_load_file(path, &f.a, d, &t), KN_OK);
     long total = f.calls;
     kn_tokenizer_free(t);
     assert_int_equal(f.live, 0);
     for (long n = 1; n <= total; n++) {
-        failing ff = {0, n, 0};
-        kn_allocator fa = {f_alloc, f_realloc, f_free, &ff};
+        mb_counter ff;
+        mb_counter_init(&ff);
+        ff.fail_at = n;
         kn_diag *dd = kn_diag_create(NULL, NULL);
         kn_tokenizer *tt = (kn_tokenizer *)1;
-        kn_status s = kn_tokenizer_load_file(path, &fa, dd, &tt);
+        kn_status s = kn_tokenizer_load_file(path, &ff.a, dd, &tt);
         if (s != KN_ERR_NOMEM)
             fail_msg("%s: allocation %ld of %ld failing: status %s", name, n, total, kn_status_str(s));
         assert_null(tt);
@@ -371,8 +338,8 @@ static void sweep(const char *name)
         kn_diag_destroy(dd);
     }
     /* encode and decode */
-    f = (failing){0, 0, 0};
-    assert_int_equal(kn_tokenizer_load_file(path, &a, d, &t), KN_OK);
+    mb_counter_init(&f);
+    assert_int_equal(kn_tokenizer_load_file(path, &f.a, d, &t), KN_OK);
     long base = f.calls;
     int32_t *ids;
     size_t n;
