@@ -233,6 +233,18 @@ static void qwen2_nocache(void **st) { (void)st; check_model("qwen2_tiny", KN_OP
 static void qwen2_O0(void **st) { (void)st; check_model("qwen2_tiny", KN_OPT_O0, false, KN_CACHE_TENSORS); }
 static void qwen2_O0_nocache(void **st) { (void)st; check_model("qwen2_tiny", KN_OPT_O0, true, KN_CACHE_TENSORS); }
 
+/* Two sessions over plan p with the default options: one with its KV
+ * cache, one recomputing without a cache (no_cache). */
+static void paged_and_plain(kn_graph *p, kn_diag *d, kn_session **paged, kn_session **plain)
+{
+    kn_session_options so;
+    kn_session_options_defaults(&so);
+    *paged = *plain = NULL;
+    assert_int_equal(kn_session_create(p, &so, NULL, d, paged), KN_OK);
+    so.no_cache = true;
+    assert_int_equal(kn_session_create(p, &so, NULL, d, plain), KN_OK);
+}
+
 /* Greedy tokens of one prompt through session s. */
 static void gen_one(kn_session *s, const int64_t *ids, uint32_t n, uint32_t n_new, int64_t *out)
 {
@@ -254,12 +266,8 @@ static void block_boundaries(void **st)
     (void)st;
     kn_graph *p = compile_plan("llama_gqa_tiny", KN_OPT_O2, "16");
     kn_diag *d = kn_diag_create(NULL, stderr);
-    kn_session_options so;
-    kn_session_options_defaults(&so);
-    kn_session *paged = NULL, *plain = NULL;
-    assert_int_equal(kn_session_create(p, &so, NULL, d, &paged), KN_OK);
-    so.no_cache = true;
-    assert_int_equal(kn_session_create(p, &so, NULL, d, &plain), KN_OK);
+    kn_session *paged, *plain;
+    paged_and_plain(p, d, &paged, &plain);
     kn_session_info info;
     kn_session_get_info(paged, &info);
     assert_int_equal(info.block_size, 16);
@@ -414,12 +422,8 @@ static void sampling_and_stops(void **st)
     (void)st;
     kn_graph *p = compile_plan("llama_gqa_tiny", KN_OPT_O2, NULL);
     kn_diag *d = kn_diag_create(NULL, stderr);
-    kn_session_options so;
-    kn_session_options_defaults(&so);
-    kn_session *paged = NULL, *plain = NULL;
-    assert_int_equal(kn_session_create(p, &so, NULL, d, &paged), KN_OK);
-    so.no_cache = true;
-    assert_int_equal(kn_session_create(p, &so, NULL, d, &plain), KN_OK);
+    kn_session *paged, *plain;
+    paged_and_plain(p, d, &paged, &plain);
     int64_t ids[5] = {3, 14, 159, 265, 358};
     const int64_t *pr[1] = {ids};
     uint32_t n = 5;
