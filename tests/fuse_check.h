@@ -13,6 +13,9 @@ kn_graph *fc_apply(mb *b, Onnx__ModelProto *m, kn_pass_fn pass, double tol);
 /* fc_apply on inputs filled by fill; tol < 0: the outputs (of any dtype)
  * must be bit-identical. */
 kn_graph *fc_apply_with(mb *b, Onnx__ModelProto *m, kn_pass_fn pass, pc_fill_fn fill, double tol);
+/* fc_apply (tol 0) on a model the pass must leave alone: the node count
+ * stays what the import gives. Returns the graph after the pass. */
+kn_graph *fc_apply_unchanged(mb *b, Onnx__ModelProto *m, kn_pass_fn pass);
 /* A float32 initializer with values base + 0.01 * (i % 17). */
 void fc_f32(mb *b, Onnx__GraphProto *g, const char *name, const int64_t *dims, size_t rank, float base);
 /* A float32 scalar (rank 0) initializer. */
