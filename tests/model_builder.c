@@ -615,6 +615,25 @@ void mb_counter_init(mb_counter *c)
     c->a.ctx = c;
 }
 
+long mb_alloc_sweep(mb_sweep_fn fn, void *ctx)
+{
+    for (long k = 1; k < 1000000; k++) {
+        mb_counter c;
+        mb_counter_init(&c);
+        c.fail_at = k;
+        kn_diag *d = kn_diag_create(NULL, NULL);
+        kn_status s = fn(&c.a, d, ctx);
+        kn_diag_destroy(d);
+        assert_int_equal(c.live, 0);
+        if (s == KN_OK)
+            return k - 1;
+        if (s != KN_ERR_NOMEM)
+            fail_msg("allocation %ld failing: status %s, not KN_ERR_NOMEM", k, kn_status_str(s));
+    }
+    fail_msg("no run succeeded");
+    return 0;
+}
+
 /* ---- diagnostics ---- */
 
 bool mb_diag_has_(const kn_diag *d, kn_severity sev, ...)

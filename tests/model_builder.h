@@ -126,6 +126,14 @@ typedef struct mb_counter {
 
 void mb_counter_init(mb_counter *c);
 
+/* One run of an allocation-failure sweep: the work under test through
+ * allocator a (errors to d); it frees what it made and returns its status. */
+typedef kn_status (*mb_sweep_fn)(const kn_allocator *a, kn_diag *d, void *ctx);
+/* Runs fn with allocation k failing, k = 1, 2, ..., until a run succeeds:
+ * every earlier run must give KN_ERR_NOMEM, and no run may leave anything
+ * allocated. Returns how many runs failed. */
+long mb_alloc_sweep(mb_sweep_fn fn, void *ctx);
+
 /* ---- diagnostics ---- */
 
 /* True if one message of severity `sev` contains every given substring:

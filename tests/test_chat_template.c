@@ -277,6 +277,26 @@ static void test_truncated_and_mutated(void **state)
     assert_true(ok > 0 && bad > 0);
 }
 
+typedef struct apply_run {
+    const char *tmpl, *want;
+    const kn_chat_message *m;
+} apply_run;
+
+static kn_status apply_once(const kn_allocator *a, kn_diag *d, void *ctx)
+{
+    const apply_run *r = ctx;
+    char *out = NULL;
+    kn_status s = kn_chat_template_apply(r->tmpl, r->m, 3, true, NULL, NULL, a, d, &out, NULL);
+    if (s == KN_OK) {
+        assert_string_equal(out, r->want);
+        a->free(a->ctx, out);
+    } else {
+        assert_null(out);
+        assert_true(mb_diag_has(d, KN_ERROR, "out of memory"));
+    }
+    return s;
+}
+
 static void test_alloc_failures(void **state)
 {
     (void)state;
@@ -284,28 +304,8 @@ static void test_alloc_failures(void **state)
     kn_chat_message m[3] = {{"system", "s"}, {"user", "q"}, {"assistant", "a"}};
     char *want = NULL;
     assert_int_equal(kn_chat_template_apply(tmpl, m, 3, true, NULL, NULL, NULL, NULL, &want, NULL), KN_OK);
-    long fails = 0;
-    for (long k = 1;; k++) {
-        mb_counter c;
-        mb_counter_init(&c);
-        c.fail_at = k;
-        kn_diag *d = kn_diag_create(NULL, NULL);
-        char *out = NULL;
-        kn_status s = kn_chat_template_apply(tmpl, m, 3, true, NULL, NULL, &c.a, d, &out, NULL);
-        if (s == KN_OK) {
-            assert_string_equal(out, want);
-            c.a.free(c.a.ctx, out);
-            assert_int_equal(c.live, 0);
-            kn_diag_destroy(d);
-            break;
-        }
-        assert_int_equal(s, KN_ERR_NOMEM);
-        assert_null(out);
-        assert_true(mb_diag_has(d, KN_ERROR, "out of memory"));
-        assert_int_equal(c.live, 0);
-        kn_diag_destroy(d);
-        fails++;
-    }
+    apply_run r = {tmpl, want, m};
+    long fails = mb_alloc_sweep(apply_once, &r);
     assert_true(fails >= 2);
     printf("chat template: failed each of %ld allocations in turn: all clean\n", fails);
     free(want);

@@ -394,6 +394,23 @@ static void test_bad_parameters(void **state)
                 good.repetition_penalty == 1.0f && good.seed == 0);
 }
 
+static kn_status sampler_once(const kn_allocator *a, kn_diag *d, void *ctx)
+{
+    kn_sampler *s = NULL;
+    kn_status st = kn_sampler_create(ctx, 1000, a, d, &s);
+    if (st == KN_OK) {
+        float l[1000];
+        fill(l, 1000, 1);
+        int64_t id = kn_sampler_pick(s, l, NULL, 0);
+        assert_true(id >= 0 && id < 1000);
+        kn_sampler_destroy(s);
+    } else {
+        assert_null(s);
+        assert_true(mb_diag_has(d, KN_ERROR, "sampler", "out of memory"));
+    }
+    return st;
+}
+
 static void test_alloc_failures(void **state)
 {
     (void)state;
@@ -401,30 +418,8 @@ static void test_alloc_failures(void **state)
     kn_sampling_defaults(&p);
     p.temperature = 1.0f;
     p.top_p = 0.5f;
-    long ok_at = 0;
-    for (long fail = 1; fail < 10 && !ok_at; fail++) {
-        mb_counter c;
-        mb_counter_init(&c);
-        c.fail_at = fail;
-        kn_diag *d = kn_diag_create(NULL, NULL);
-        kn_sampler *s = NULL;
-        kn_status st = kn_sampler_create(&p, 1000, &c.a, d, &s);
-        if (st == KN_OK) {
-            ok_at = fail;
-            float l[1000];
-            fill(l, 1000, 1);
-            int64_t id = kn_sampler_pick(s, l, NULL, 0);
-            assert_true(id >= 0 && id < 1000);
-            kn_sampler_destroy(s);
-        } else {
-            assert_int_equal(st, KN_ERR_NOMEM);
-            assert_null(s);
-            assert_true(mb_diag_has(d, KN_ERROR, "sampler", "out of memory"));
-        }
-        assert_int_equal(c.live, 0);
-        kn_diag_destroy(d);
-    }
-    assert_true(ok_at > 1); /* at least one failure was exercised */
+    long fails = mb_alloc_sweep(sampler_once, &p);
+    assert_true(fails >= 1 && fails < 9); /* at least one failure was exercised */
 }
 
 int main(void)
