@@ -57,19 +57,6 @@ static char *print_graph(const kn_graph *g)
     return buf;
 }
 
-static uint8_t *slurp(const char *path, size_t *n)
-{
-    FILE *f = fopen(path, "rb");
-    assert_non_null(f);
-    fseek(f, 0, SEEK_END);
-    *n = (size_t)ftell(f);
-    fseek(f, 0, SEEK_SET);
-    uint8_t *p = malloc(*n);
-    assert_int_equal(fread(p, 1, *n, f), *n);
-    fclose(f);
-    return p;
-}
-
 /* Small named blobs for the corruption tests: one empty, sizes not a
  * multiple of 8. */
 static const kn_plan_named_in small_blobs[] = {
@@ -107,7 +94,7 @@ static void roundtrip(const char *model, char *plan, size_t plan_size)
     kn_graph *g2 = import(model);
     write_plan(g2, p2);
     size_t n1, n2;
-    uint8_t *b1 = slurp(plan, &n1), *b2 = slurp(p2, &n2);
+    uint8_t *b1 = (uint8_t *)mb_read_file(plan, &n1), *b2 = (uint8_t *)mb_read_file(p2, &n2);
     assert_int_equal(n1, n2);
     assert_memory_equal(b1, b2, n1);
     kn_diag *d = kn_diag_create(NULL, stderr);
@@ -167,7 +154,7 @@ static void test_every_byte_flip(void **s)
     blobs = NULL;
     n_blobs = 0;
     size_t n;
-    uint8_t *b = slurp(plan, &n);
+    uint8_t *b = (uint8_t *)mb_read_file(plan, &n);
     for (size_t i = 0; i < n; i++) {
         for (int bit = 0; bit < 8; bit += 7) {
             b[i] ^= (uint8_t)(1u << bit);
@@ -230,7 +217,6 @@ static void test_load_failing_allocator(void **s)
     printf("plan load: failed each of %ld allocations in turn: all clean\n", total);
 }
 
-static uint8_t *read_file(const char *path, size_t *n) { return slurp(path, n); }
 
 /* The NAMED section of a plan image: its offset and size. */
 static void find_named(const uint8_t *b, uint64_t *off, uint64_t *size)
@@ -265,7 +251,7 @@ static void test_named_blobs(void **s)
 {
     (void)s;
     size_t tok_n;
-    uint8_t *tok = read_file(KN_SOURCE_DIR "/tests/tokenizers/gpt2/tokenizer.json", &tok_n);
+    uint8_t *tok = (uint8_t *)mb_read_file(KN_SOURCE_DIR "/tests/tokenizers/gpt2/tokenizer.json", &tok_n);
     kn_plan_named_in in[] = {
         {KN_BLOB_TOKENIZER, tok, tok_n},
         {KN_BLOB_TOKENIZER_CONFIG, CFG, sizeof CFG - 1},
@@ -326,7 +312,7 @@ static void test_named_blobs(void **s)
     /* no blobs: no NAMED section, and the accessors say so */
     roundtrip(KN_SOURCE_DIR "/samples/hello_deepa/model.onnx", plan, sizeof plan);
     size_t n;
-    uint8_t *b = slurp(plan, &n);
+    uint8_t *b = (uint8_t *)mb_read_file(plan, &n);
     kn_plan_header h;
     memcpy(&h, b, sizeof h);
     assert_int_equal(h.n_sections, 11);
@@ -375,7 +361,7 @@ static void test_named_corrupt(void **s)
     blobs = NULL;
     n_blobs = 0;
     size_t n;
-    uint8_t *orig = slurp(plan, &n);
+    uint8_t *orig = (uint8_t *)mb_read_file(plan, &n);
     uint64_t off, size;
     find_named(orig, &off, &size);
     assert_true(off > 0);
