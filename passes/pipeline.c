@@ -32,10 +32,10 @@ static const kn_pass_info passes[] = {
     {"fuse-act", kn_pass_fuse_act, 2, "GELU (erf, tanh) -> Gelu; x*Sigmoid(x) -> kiln.Silu; Silu(g)*up -> kiln.SwiGlu"},
     {"fuse-attention", kn_pass_fuse_attention, 2, "MatMul(Q, K^T) -> scale -> [mask] -> Softmax -> MatMul(V) (GQA repeat_kv folded) -> Attention"},
     {"fuse-rotary", kn_pass_fuse_rotary, 2, "x*cos + Concat(Neg(x[..., d/2:]), x[..., :d/2])*sin (rotate-half RoPE) -> kiln.RotaryHalf"},
+    {"quantize", no_quantize, 0, "MatMul/Gemm with constant weights -> MatMulNBits (weight-only int4/int8) or QuantizeLinear + MatMulIntegerToFloat (W8A8) (--quantize)"},
     {"fuse-elementwise", kn_pass_fuse_elementwise, 2, "connected elementwise ops (unary, Cast, Clip, broadcasting binary, Where) -> kiln.FusedElementwise"},
     {"dedup", kn_pass_dedup, 1, "merge constants with the same dtype, shape and bytes"},
     {"dce", kn_pass_dce, 1, "remove nodes and values that reach no graph output"},
-    {"quantize", no_quantize, 0, "MatMul/Gemm with constant weights -> MatMulNBits, weight-only int4/int8 (--quantize, --group-size)"},
     {"precision", no_precision, 0, "run float32 computation in float16/bfloat16 (--precision, --keep-fp32)"},
 };
 
