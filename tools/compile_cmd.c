@@ -82,7 +82,8 @@ static const char usage[] =
     "                      tokenizer_config.json / generation_config.json next\n"
     "                      to it) in the plan; default: tokenizer.json next to\n"
     "                      the model, when there is one\n"
-    "  --no-tokenizer      embed no tokenizer\n"
+    "  --no-tokenizer      embed no tokenizer (with --eval-text, --tokenizer\n"
+    "                      then only names the text's tokenizer)\n"
     "  -h, --help\n"
     "\n"
     "The plan is written to a temporary file and renamed into place: an error\n"
@@ -435,11 +436,13 @@ int kn_cmd_compile(int argc, char **argv)
     }
     signal(SIGINT, on_signal);
     signal(SIGTERM, on_signal);
-    if (tokenizer && no_tokenizer) {
+    if (tokenizer && no_tokenizer && !ev.text) {
         fprintf(stderr, "error: compile: --tokenizer and --no-tokenizer together\n");
         goto done;
     }
-    kn_status s = kn_embed_collect(in, tokenizer, no_tokenizer, d, &emb);
+    /* with --eval-text, --tokenizer also names the text's tokenizer, and
+     * --no-tokenizer then only keeps it out of the plan */
+    kn_status s = kn_embed_collect(in, no_tokenizer ? NULL : tokenizer, no_tokenizer, d, &emb);
     if (s == KN_OK && calib_path) {
         s = kn_calib_table_read(calib_path, d, &table);
         qm.table = table;
