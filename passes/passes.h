@@ -18,6 +18,7 @@ typedef struct kn_pass_info {
 
 kn_status kn_pass_infer_shapes(kn_graph *g, kn_diag *d);
 kn_status kn_pass_fuse_qdq(kn_graph *g, kn_diag *d);
+kn_status kn_pass_canon_ms(kn_graph *g, kn_diag *d);
 kn_status kn_pass_fold(kn_graph *g, kn_diag *d);
 kn_status kn_pass_noop(kn_graph *g, kn_diag *d);
 kn_status kn_pass_cse(kn_graph *g, kn_diag *d);
@@ -25,9 +26,11 @@ kn_status kn_pass_transpose(kn_graph *g, kn_diag *d);
 kn_status kn_pass_bn_fold(kn_graph *g, kn_diag *d);
 kn_status kn_pass_fuse_norm(kn_graph *g, kn_diag *d);
 kn_status kn_pass_fuse_act(kn_graph *g, kn_diag *d);
+kn_status kn_pass_fuse_gemm(kn_graph *g, kn_diag *d);
 kn_status kn_pass_fuse_attention(kn_graph *g, kn_diag *d);
 kn_status kn_pass_fuse_rotary(kn_graph *g, kn_diag *d);
 kn_status kn_pass_fuse_elementwise(kn_graph *g, kn_diag *d);
+kn_status kn_pass_kv_cache(kn_graph *g, kn_diag *d);
 kn_status kn_pass_dedup(kn_graph *g, kn_diag *d);
 kn_status kn_pass_dce(kn_graph *g, kn_diag *d);
 

@@ -33,6 +33,8 @@ static bool keep_input_f32(kn_op op, uint32_t i)
 
 static bool kept(const pctx *c, const kn_node *n)
 {
+    if (n->op == KN_OP_KILN_PagedAttention) /* the runtime's KV cache is float32 */
+        return true;
     for (uint32_t i = 0; i < c->o->n_keep; i++)
         if (fnmatch(c->o->keep[i], n->name, 0) == 0 || fnmatch(c->o->keep[i], n->op_type, 0) == 0)
             return true;
@@ -215,6 +217,8 @@ kn_status kn_pass_precision(kn_graph *g, const kn_precision_opts *o, kn_diag *d)
             ins[i] = v;
             if (v == KN_NONE || v >= nv0)
                 continue;
+            if (n.op == KN_OP_Shape || n.op == KN_OP_Size)
+                continue; /* they read only the shape (the KV cache's past inputs carry nothing else) */
             bool want_f32 = keep_node || keep_input_f32(n.op, i);
             if (is_low[v] && want_f32) { /* low → f32 */
                 if (high[v] == KN_NONE) {

@@ -199,3 +199,37 @@ kn_status kn_rw_set_attr(kn_graph *g, kn_node *n, const kn_attr *a)
     n->n_attrs = m;
     return KN_OK;
 }
+
+const char *kn_rw_get_meta(const kn_graph *g, const char *key)
+{
+    const kn_model_info *m = g->root ? g->root->info : g->info;
+    for (uint32_t i = 0; m && i < m->n_metadata; i++)
+        if (strcmp(m->metadata[i].key, key) == 0)
+            return m->metadata[i].value;
+    return NULL;
+}
+
+kn_status kn_rw_set_meta(kn_graph *g, const char *key, const char *value)
+{
+    kn_graph *r = g->root ? g->root : g;
+    kn_model_info *m = r->info;
+    if (!m)
+        return KN_ERR_INTERNAL;
+    kn_str v;
+    KN_TRY(kn_graph_intern_cstr(r, value, &v));
+    for (uint32_t i = 0; i < m->n_metadata; i++)
+        if (strcmp(m->metadata[i].key, key) == 0) {
+            m->metadata[i].value = v;
+            return KN_OK;
+        }
+    kn_kv *kv = kn_graph_alloc(r, ((size_t)m->n_metadata + 1) * sizeof *kv);
+    if (!kv)
+        return KN_ERR_NOMEM;
+    if (m->n_metadata)
+        memcpy(kv, m->metadata, m->n_metadata * sizeof *kv);
+    KN_TRY(kn_graph_intern_cstr(r, key, &kv[m->n_metadata].key));
+    kv[m->n_metadata].value = v;
+    m->metadata = kv;
+    m->n_metadata++;
+    return KN_OK;
+}

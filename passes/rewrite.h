@@ -59,4 +59,10 @@ bool kn_rw_has_subgraph(const kn_node *n);
  * into the arena. */
 kn_status kn_rw_set_attr(kn_graph *g, kn_node *n, const kn_attr *a);
 
+/* Model metadata of the root graph (written to the plan as meta.KEY):
+ * the value of `key`, or NULL; setting replaces or appends (strings
+ * interned). */
+const char *kn_rw_get_meta(const kn_graph *g, const char *key);
+kn_status kn_rw_set_meta(kn_graph *g, const char *key, const char *value);
+
 #endif

@@ -202,7 +202,9 @@ typedef struct kn_plan_cu_gemm {
     float alpha, beta;
     int32_t dtype;
     uint32_t trans_a, trans_b;
-    uint32_t epilogue;     /* 0 none, 1 relu, 2 gelu, 3 bias */
+    uint32_t epilogue;     /* 0 none, 1 relu, 2 gelu (tanh form), 3 bias, 4 relu+bias, 5 gelu+bias;
+                            * the step's args are A, B, C, D, and for 3-5 with a C matrix a 5th,
+                            * the bias row (with 4 args, C is the bias row) */
     uint32_t has_c;
     uint32_t reserved;     /* 0 */
 } kn_plan_cu_gemm;

@@ -137,11 +137,17 @@ HAND_WRITTEN = [
     (DOM_MS, "GatherBlockQuantized", "bits:i block_size:i gather_axis:i quantize_axis:i"),
     # kiln's own fused ops (passes/fuse_*.c), for patterns ONNX has no op for.
     (DOM_KILN, "Silu", ""),      # x * Sigmoid(x)
-    (DOM_KILN, "SwiGlu", ""),    # Silu(gate) * up: inputs (gate, up)
+    (DOM_KILN, "SwiGlu", ""),    # Silu(gate) * up: inputs (gate, up), or one packed input [..., gate | up]
+    # act(MatMul/Gemm(A, B) + bias) + residual: inputs (A, B, bias?, residual?)
+    (DOM_KILN, "GemmEpilogue",
+     "act_alpha:f act_beta:f activation:s alpha:f beta:f gemm:i transA:i transB:i"),
     (DOM_KILN, "RotaryHalf", ""),  # x*cos + rotate_half(x)*sin: inputs (x, cos, sin)
     # a chain of elementwise ops as one program (passes/fuse_elementwise.c):
     # per step its op name, 3 operand indices, output dtype and 2 immediates
     (DOM_KILN, "FusedElementwise", "ops:ss! args:is! dtypes:is! imm:fs!"),
+    # passes/kv_cache.c: attention over the runtime's paged KV cache; inputs
+    # (Q, new K, new V, mask), appends K/V to the cache of the layer.
+    (DOM_KILN, "PagedAttention", "head_dim:i! kv_heads:i! kv_repeat:i! layer:i! scale:f!"),
 ]
 
 

@@ -543,7 +543,7 @@ static void test_corrupted_entries(void **state)
         {"step args", KN_SEC_CU_STEPS, ST, launch, offsetof(kn_plan_cu_step, first_arg), 4, 0xfffffff0u,
          "argument range"},
         {"block size", KN_SEC_CU_STEPS, ST, launch, offsetof(kn_plan_cu_step, block), 4, 4096, "launch shape"},
-        {"gemm args", KN_SEC_CU_STEPS, ST, gemm, offsetof(kn_plan_cu_step, n_args), 4, 3, "4 arguments"},
+        {"gemm args", KN_SEC_CU_STEPS, ST, gemm, offsetof(kn_plan_cu_step, n_args), 4, 3, "4 or 5 arguments"},
         {"gemm descriptor", KN_SEC_CU_STEPS, ST, gemm, offsetof(kn_plan_cu_step, extra), 8, 1u << 24,
          "descriptor out of range"},
         {"gemm operand", KN_SEC_CU_ARGS, AR, gemm_arg, offsetof(kn_plan_cu_arg, offset), 8, 8, "GEMM operand A"},
@@ -1267,7 +1267,7 @@ static kn_status gemm_check(gemm_env *e, const kn_plan_cu_gemm *g, double tol)
     CUdeviceptr pa = upload(e, t, a, na), pb = upload(e, t, b, nb), pc = upload(e, t, c, nc), pd = upload(e, t, dv, nd);
     kn_diag *d = kn_diag_create(NULL, NULL);
     kn_cuda_gemm plan;
-    kn_status s = kn_cuda_gemm_plan(e->lt, g, pa, pb, g->has_c ? pc : 0, pd, 1u << 22, "gemm", d, &plan);
+    kn_status s = kn_cuda_gemm_plan(e->lt, g, pa, pb, g->has_c ? pc : 0, pd, 0, 1u << 22, "gemm", d, &plan);
     CUdeviceptr ws = 0;
     if (s == KN_OK && plan.workspace)
         assert_int_equal(e->cu->mem_alloc(&ws, plan.workspace), CUDA_SUCCESS);

@@ -19,6 +19,11 @@ int kn_cmd_run(int argc, char **argv);
 int kn_cmd_bench(int argc, char **argv);
 int kn_cmd_calibrate(int argc, char **argv);
 
+/* kiln run's text generation (tools/generate.c): whether the arguments ask
+ * for it (--prompt, --prompt-ids, --prompts-file), and running it. */
+bool kn_run_wants_generate(int argc, char **argv);
+int kn_run_generate(int argc, char **argv, const char *usage);
+
 /* Verifies g, runs the pass pipeline with options po (NULL: -O2, every
  * pass verified) and checks that `target` runs every op (reporting all
  * that it does not, at once). */

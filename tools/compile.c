@@ -21,7 +21,24 @@ kn_status kn_compile_graph(kn_graph *g, const char *target, const kn_pipeline_op
     KN_TRY(kn_graph_verify(g, d));
     kn_pipeline_opts def = {0};
     def.verify_each = true;
-    KN_TRY(kn_pipeline_run(g, po ? po : &def, d));
+    if (!po)
+        po = &def;
+    if (strcmp(target, "cuda") == 0) {
+        /* target cuda has no paged-attention kernels yet: keep past/present */
+        const char *dis[65];
+        kn_pipeline_opts o = *po;
+        if (o.n_disabled >= 64) {
+            kn_diag_add(d, KN_ERROR, "too many --disable-pass options (64 at most)");
+            return KN_ERR_LIMIT;
+        }
+        for (uint32_t i = 0; i < o.n_disabled; i++)
+            dis[i] = o.disabled[i];
+        dis[o.n_disabled++] = "kv-cache";
+        o.disabled = dis;
+        KN_TRY(kn_pipeline_run(g, &o, d));
+    } else {
+        KN_TRY(kn_pipeline_run(g, po, d));
+    }
     /* the CPU backend runs every plan (target cuda probes shapes with it) */
     return kn_graph_report_unsupported(g, cpu_runs, "cpu", d);
 }

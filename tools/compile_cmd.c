@@ -9,6 +9,7 @@
 #include "ir/stats.h"
 #include "pass_report.h"
 #include "passes/passes.h"
+#include "passes/rewrite.h"
 #include "quant_cli.h"
 #include "quant_eval.h"
 #include "runtime/cpu/kernel.h"
@@ -62,9 +63,14 @@ static const char usage[] =
     "  --eval-max N        use at most N samples (windows)\n"
     "  --quant-report F    write the report as JSON to F\n"
     "  --max-nmse X        gate: every float output's end-to-end NMSE <= X\n"
-    "  --max-ppl-increase P gate: quantized perplexity at most P %% above float\n"
+    "  --max-ppl-increase P gate: quantized perplexity at most P % above float\n"
     "                      (needs --eval-text). A failing gate writes no plan\n"
     "                      (the report is written) and exits with code 3\n"
+    "  --max-seq-len N     language models (kv-cache pass): tokens one sequence\n"
+    "                      may hold in the runtime's paged KV cache (default 2048)\n"
+    "  --kv-cache-mem SIZE bytes of the KV cache pool (suffix K, M or G: KiB,\n"
+    "                      MiB, GiB); default: one sequence of --max-seq-len\n"
+    "  --kv-block-size N   tokens per KV cache block (default 16)\n"
     "  --no-cache          target cuda: do not use the kernel cache\n"
     "                      ($XDG_CACHE_HOME/kiln, else ~/.cache/kiln)\n"
     "  -O0, -O1, -O2       optimization level (default -O2): -O0 runs only what\n"
@@ -89,6 +95,31 @@ static const char usage[] =
     "The plan is written to a temporary file and renamed into place: an error\n"
     "or Ctrl-C never leaves a half-written plan. Building twice gives the same bytes.\n"
     "Exit codes: 0 ok, 1 bad input or usage, 2 internal error, 3 a quality gate failed.\n";
+
+/* "123", "64K", "2M", "1G" (binary units) → bytes; false when malformed. */
+static bool parse_size(const char *s, uint64_t *out)
+{
+    char *e;
+    unsigned long long v = strtoull(s, &e, 10);
+    if (e == s || *s == '-' || v == 0)
+        return false;
+    uint64_t mul = 1;
+    if (*e == 'K' || *e == 'k')
+        mul = 1ull << 10;
+    else if (*e == 'M' || *e == 'm')
+        mul = 1ull << 20;
+    else if (*e == 'G' || *e == 'g')
+        mul = 1ull << 30;
+    if (mul > 1) {
+        e++;
+        if (strcmp(e, "iB") == 0 || strcmp(e, "B") == 0)
+            e += strlen(e);
+    }
+    if (*e || v > UINT64_MAX / mul)
+        return false;
+    *out = v * mul;
+    return true;
+}
 
 /* "1x3x224x224" → dims; false when malformed. */
 static bool parse_dims(const char *s, kn_cuda_shape *out)
@@ -142,6 +173,7 @@ int kn_cmd_compile(int argc, char **argv)
     kn_cuda_shape *shapes = calloc((size_t)argc + 1, sizeof *shapes);
     uint32_t archs[8], n_archs = 0, n_shapes = 0;
     bool no_cache = false;
+    char kv_max[32] = "", kv_mem[32] = "", kv_block[32] = "";
     int rc = KN_EXIT_BAD_INPUT;
     const char **keep = calloc((size_t)argc + 1, sizeof *keep);
     kn_precision_opts prec = {KN_F32, keep, 0, true};
@@ -158,7 +190,7 @@ int kn_cmd_compile(int argc, char **argv)
     ev.max_nmse = -1;
     ev.max_ppl_increase = -1;
     kn_calib_table *table = NULL;
-    kn_graph *fg = NULL;
+    kn_graph *fg = NULL, *eg = NULL;
     char quant_desc[128] = "";
     const char *prec_name = "fp32";
     const char **disabled = calloc((size_t)argc + 1, sizeof *disabled);
@@ -308,6 +340,25 @@ int kn_cmd_compile(int argc, char **argv)
             quant.group_size = v;
         } else if (strcmp(a, "--keep-fp") == 0 && has) {
             keep_fp[quant.n_keep++] = argv[++i];
+        } else if ((strcmp(a, "--max-seq-len") == 0 || strcmp(a, "--kv-block-size") == 0) && has) {
+            uint64_t v;
+            char *e;
+            v = strtoull(argv[i + 1], &e, 10);
+            if (e == argv[i + 1] || *e || argv[i + 1][0] == '-' || v == 0 || v > (a[2] == 'm' ? UINT32_MAX : 65536)) {
+                fprintf(stderr, "error: compile: %s expects a positive integer%s, got '%s'\n", a,
+                        a[2] == 'm' ? "" : " up to 65536", argv[i + 1]);
+                goto done;
+            }
+            snprintf(a[2] == 'm' ? kv_max : kv_block, 32, "%llu", (unsigned long long)v);
+            i++;
+        } else if (strcmp(a, "--kv-cache-mem") == 0 && has) {
+            uint64_t v;
+            if (!parse_size(argv[++i], &v)) {
+                fprintf(stderr, "error: compile: --kv-cache-mem expects a size like 64M or 1048576, got '%s'\n",
+                        argv[i]);
+                goto done;
+            }
+            snprintf(kv_mem, sizeof kv_mem, "%llu", (unsigned long long)v);
         } else if (strcmp(a, "--no-cache") == 0) {
             no_cache = true;
         } else if (strcmp(a, "-O0") == 0 || strcmp(a, "-O1") == 0 || strcmp(a, "-O2") == 0) {
@@ -449,6 +500,13 @@ int kn_cmd_compile(int argc, char **argv)
     }
     if (s == KN_OK)
         s = kn_import_onnx_file(in, NULL, NULL, d, &g);
+    /* the kv-cache pass reads its options from the model's metadata */
+    if (s == KN_OK && kv_max[0])
+        s = kn_rw_set_meta(g, "kiln.kv.max_seq_len", kv_max);
+    if (s == KN_OK && kv_mem[0])
+        s = kn_rw_set_meta(g, "kiln.kv.mem", kv_mem);
+    if (s == KN_OK && kv_block[0])
+        s = kn_rw_set_meta(g, "kiln.kv.block_size", kv_block);
     if (s == KN_OK && report_path) {
         report = kn_pass_report_new(g);
         po.observe = kn_pass_report_observe;
@@ -464,23 +522,44 @@ int kn_cmd_compile(int argc, char **argv)
                 quant.method, qm.n_done, qm.err_q, qm.err_rtn);
     bool gate_failed = false;
     if (s == KN_OK && (ev.data || ev.text)) {
-        /* the float reference: the same model through the same pipeline, unquantized */
-        kn_pipeline_opts fpo = po;
-        fpo.quantize = NULL;
-        fpo.observe = NULL;
-        fpo.dump_after = NULL;
+        /* The graphs evaluated: the model through the same pipeline, float
+         * and quantized, with kv-cache (its graph needs the runtime's paged
+         * cache) and fuse-gemm (it merges gate/up MatMuls, whose outputs the
+         * per-layer figures compare) off; the quantized layers are the
+         * plan's (GPTQ/AWQ results come from the callback's cache). */
+        const char **dis = calloc((size_t)po.n_disabled + 3, sizeof *dis);
         kn_diag *quiet = kn_diag_create(NULL, NULL);
-        s = quiet ? kn_import_onnx_file(in, NULL, NULL, d, &fg) : KN_ERR_NOMEM;
+        s = dis && quiet ? KN_OK : KN_ERR_NOMEM;
+        kn_pipeline_opts epo = po;
+        if (s == KN_OK) {
+            for (uint32_t k = 0; k < po.n_disabled; k++)
+                dis[k] = po.disabled[k];
+            dis[po.n_disabled] = "kv-cache";
+            dis[po.n_disabled + 1] = "fuse-gemm";
+            epo.disabled = dis;
+            epo.n_disabled = po.n_disabled + 2;
+            epo.observe = NULL;
+            epo.dump_after = NULL;
+        }
+        kn_pipeline_opts fpo = epo;
+        fpo.quantize = NULL;
+        if (s == KN_OK)
+            s = kn_import_onnx_file(in, NULL, NULL, d, &fg);
         if (s == KN_OK)
             s = kn_compile_graph(fg, target, &fpo, quiet);
+        if (s == KN_OK)
+            s = kn_import_onnx_file(in, NULL, NULL, d, &eg);
+        if (s == KN_OK)
+            s = kn_compile_graph(eg, target, &epo, quiet);
         if (s != KN_OK && quiet)
-            kn_diag_add(d, KN_ERROR, "compile: --eval: the float model did not compile");
+            kn_diag_add(d, KN_ERROR, "compile: --eval: the models to evaluate did not compile");
         kn_diag_destroy(quiet);
+        free(dis);
         ev.model = in;
         ev.quantize = quant_desc;
         ev.tokenizer = tokenizer;
         if (s == KN_OK)
-            s = kn_quant_eval(fg, g, &ev, d, &gate_failed);
+            s = kn_quant_eval(fg, eg, &ev, d, &gate_failed);
     }
     bool cuda = strcmp(target, "cuda") == 0;
     if (s == KN_OK && gate_failed) {
@@ -513,6 +592,8 @@ done:
     kn_embed_free(&emb);
     kn_graph_destroy(g);
     kn_graph_destroy(fg);
+    kn_graph_destroy(eg);
+    kn_qmethod_free(&qm);
     kn_calib_table_free(table);
     kn_diag_destroy(d);
     free(def_out);

@@ -161,9 +161,10 @@ static emu_launch_fn host_kernel(const kn_cu_kernel *k, char *err, size_t err_si
 
 /* ---- host GEMM (the kn_plan_cu_gemm contract) ---- */
 
-static double gelu(double x) { return 0.5 * x * (1.0 + erf(x / sqrt(2.0))); }
+/* cuBLASLt's GELU epilogue is the tanh approximation */
+static double gelu(double x) { return 0.5 * x * (1.0 + tanh(0.79788456080286535588 * (x + 0.044715 * x * x * x))); }
 
-static void host_gemm(const kn_plan_cu_gemm *g, const void *A, const void *B, const void *C, void *D)
+static void host_gemm(const kn_plan_cu_gemm *g, const void *A, const void *B, const void *C, void *D, const void *bias)
 {
     kn_dtype t = (kn_dtype)g->dtype;
     for (int64_t b = 0; b < g->batch; b++)
@@ -176,13 +177,17 @@ static void host_gemm(const kn_plan_cu_gemm *g, const void *A, const void *B, co
                     acc += kn_get_f64(t, A, ia) * kn_get_f64(t, B, ib);
                 }
                 double v = g->alpha * acc;
-                if (g->has_c && g->beta != 0) {
-                    int64_t ic = g->epilogue == 3 ? j : b * g->stride_c + i * g->ldc + j;
+                if (bias) { /* 5 args: C matrix scaled by beta, then the bias row */
+                    if (g->beta != 0)
+                        v += g->beta * kn_get_f64(t, C, b * g->stride_c + i * g->ldc + j);
+                    v += kn_get_f64(t, bias, j);
+                } else if (g->has_c && g->beta != 0) {
+                    int64_t ic = g->epilogue >= 3 ? b * g->stride_c + j : b * g->stride_c + i * g->ldc + j;
                     v += g->beta * kn_get_f64(t, C, ic);
                 }
-                if (g->epilogue == 1 && v < 0)
+                if ((g->epilogue == 1 || g->epilogue == 4) && v < 0)
                     v = 0;
-                if (g->epilogue == 2)
+                if (g->epilogue == 2 || g->epilogue == 5)
                     v = gelu(v);
                 kn_set_f64(t, D, b * g->stride_d + i * g->ldd + j, v);
             }
@@ -253,10 +258,10 @@ static kn_status emulate(const kn_graph *g, const kn_cu_program *p, kn_rt_tensor
         } else if (st->kind == KN_CU_STEP_GEMM) {
             kn_plan_cu_gemm gd;
             memcpy(&gd, p->params + st->gemm, sizeof gd);
-            void *ptr[4];
-            for (int a = 0; a < 4; a++)
+            void *ptr[5] = {0};
+            for (uint32_t a = 0; a < st->n_args && a < 5; a++)
                 ptr[a] = (uint8_t *)slot_ptr(g, p, pool, args[a].slot) + args[a].offset;
-            host_gemm(&gd, ptr[0], ptr[1], ptr[2], ptr[3]);
+            host_gemm(&gd, ptr[0], ptr[1], ptr[2], ptr[3], ptr[4]);
         } else if (st->kind == KN_CU_STEP_HOST) {
             /* the values the node reads, as views of their slots; the node on the CPU; outputs back */
             uint32_t n_in = 0;

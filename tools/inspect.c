@@ -61,6 +61,31 @@ static const char *meta(const kn_model_info *m, const char *key)
     return NULL;
 }
 
+/* kiln.kv.* as a plan stores it (meta.kiln.kv.*) or as compiled in memory. */
+static const char *kv_meta(const kn_model_info *m, const char *key)
+{
+    char buf[64];
+    snprintf(buf, sizeof buf, "meta.kiln.kv.%s", key);
+    const char *v = meta(m, buf);
+    snprintf(buf, sizeof buf, "kiln.kv.%s", key);
+    v = v ? v : meta(m, buf);
+    return v ? v : "?";
+}
+
+/* The runtime-owned KV cache the kv-cache pass set up (docs/llm.md). */
+static void text_kv(const kn_model_info *m)
+{
+    const char *layers = kv_meta(m, "layers");
+    if (strcmp(layers, "?") == 0)
+        return;
+    char b[64];
+    human_bytes(strtoull(kv_meta(m, "bytes"), NULL, 10), b, sizeof b);
+    printf("kv cache:    paged, %s layers x %s kv heads x head dim %s (%s); %s blocks of %s tokens, max sequence "
+           "length %s; %s (%s bytes)\n",
+           layers, kv_meta(m, "kv_heads"), kv_meta(m, "head_dim"), kv_meta(m, "dtype"), kv_meta(m, "blocks"),
+           kv_meta(m, "block_size"), kv_meta(m, "max_seq_len"), b, kv_meta(m, "bytes"));
+}
+
 static void text_io(const kn_graph *g, const kn_id *ids, uint32_t n, const char *title)
 {
     printf("%s (%u):\n", title, n);
@@ -266,6 +291,7 @@ static void print_text(const kn_graph *g, const kn_graph_stats *st)
                meta(m, "cuda.archs"), meta(m, "cuda.images"), meta(m, "cuda.image_bytes"), meta(m, "cuda.steps"));
         printf("memory:      planned pool %s (naive sum of activations %s)\n", b1, b2);
     }
+    text_kv(m);
     text_io(g, g->inputs, g->n_inputs, "inputs");
     text_io(g, g->outputs, g->n_outputs, "outputs");
     printf("nodes:       %u (main graph %u, %u subgraph%s)\n", st->n_nodes, g->n_nodes, st->n_subgraphs,

@@ -6,6 +6,82 @@
 #include <stdlib.h>
 #include <string.h>
 
+struct kn_qcached {
+    char *name;
+    int64_t k, n, group;
+    int bits;
+    uint8_t *codes, *zps;
+    float *scales, *in_scale;
+    size_t n_codes, n_zps, n_scales;
+};
+
+void kn_qmethod_free(kn_qmethod *m)
+{
+    for (uint32_t i = 0; i < m->n_cache; i++) {
+        kn_qcached *c = &m->cache[i];
+        free(c->name);
+        free(c->codes);
+        free(c->zps);
+        free(c->scales);
+        free(c->in_scale);
+    }
+    free(m->cache);
+    m->cache = NULL;
+    m->n_cache = 0;
+}
+
+static void sizes(const kn_quant_weight *q, size_t *codes, size_t *zps, size_t *scales)
+{
+    size_t nblk = (size_t)((q->k + q->group - 1) / q->group);
+    *codes = (size_t)q->n * nblk * (size_t)(q->group * q->bits / 8);
+    *zps = (size_t)q->n * ((nblk * (size_t)q->bits + 7) / 8);
+    *scales = (size_t)q->n * nblk;
+}
+
+static kn_qcached *cache_find(kn_qmethod *m, const kn_quant_weight *q)
+{
+    for (uint32_t i = 0; i < m->n_cache; i++) {
+        kn_qcached *c = &m->cache[i];
+        if (strcmp(c->name, q->name) == 0 && c->k == q->k && c->n == q->n && c->group == q->group &&
+            c->bits == q->bits)
+            return c;
+    }
+    return NULL;
+}
+
+/* Keeps a copy of q's results (best effort: no memory, no copy). */
+static void cache_add(kn_qmethod *m, const kn_quant_weight *q)
+{
+    kn_qcached *nc = realloc(m->cache, (m->n_cache + 1) * sizeof *nc);
+    if (!nc)
+        return;
+    m->cache = nc;
+    kn_qcached c = {0};
+    sizes(q, &c.n_codes, &c.n_zps, &c.n_scales);
+    c.name = strdup(q->name);
+    c.k = q->k;
+    c.n = q->n;
+    c.group = q->group;
+    c.bits = q->bits;
+    c.codes = malloc(c.n_codes + 1);
+    c.zps = malloc(c.n_zps + 1);
+    c.scales = malloc(c.n_scales * sizeof *c.scales + 1);
+    c.in_scale = malloc((size_t)q->k * sizeof *c.in_scale + 1);
+    if (!c.name || !c.codes || !c.zps || !c.scales || !c.in_scale) {
+        free(c.name);
+        free(c.codes);
+        free(c.zps);
+        free(c.scales);
+        free(c.in_scale);
+        return;
+    }
+    memcpy(c.codes, q->codes, c.n_codes);
+    memcpy(c.zps, q->zero_points, c.n_zps);
+    memcpy(c.scales, q->scales, c.n_scales * sizeof *c.scales);
+    memcpy(c.in_scale, q->in_scale, (size_t)q->k * sizeof *c.in_scale);
+    m->cache[m->n_cache++] = c;
+}
+
 static const kn_calib_table_layer *find_layer(const kn_calib_table *t, const char *node)
 {
     for (uint32_t i = 0; node && i < t->n_layers; i++)
@@ -20,6 +96,14 @@ kn_status kn_qmethod_weight(void *ctx, const kn_quant_weight *q, kn_diag *d)
     const char *algo = m->algo == KN_QALGO_GPTQ ? "gptq" : "awq";
     if (m->algo == KN_QALGO_RTN)
         return kn_quant_rtn(NULL, q, d);
+    const kn_qcached *c = q->name ? cache_find(m, q) : NULL;
+    if (c) {
+        memcpy(q->codes, c->codes, c->n_codes);
+        memcpy(q->zero_points, c->zps, c->n_zps);
+        memcpy(q->scales, c->scales, c->n_scales * sizeof *c->scales);
+        memcpy(q->in_scale, c->in_scale, (size_t)q->k * sizeof *c->in_scale);
+        return KN_OK;
+    }
     const kn_calib_table_layer *l = find_layer(m->table, q->name);
     if (!l) {
         kn_diag_add(d, KN_ERROR,
@@ -72,8 +156,10 @@ kn_status kn_qmethod_weight(void *ctx, const kn_quant_weight *q, kn_diag *d)
         m->err_q += kn_wq_layer_error(wt, qw.deq, N, K, in->xtx);
         m->err_rtn += kn_wq_layer_error(wt, rtn.deq, N, K, in->xtx);
     }
-    if (s == KN_OK)
+    if (s == KN_OK) {
         m->n_done++;
+        cache_add(m, q);
+    }
     kn_qweights_free(&qw);
     kn_qweights_free(&rtn);
     free(wt);

@@ -10,6 +10,8 @@
 
 typedef enum kn_qalgo { KN_QALGO_RTN, KN_QALGO_GPTQ, KN_QALGO_AWQ } kn_qalgo;
 
+typedef struct kn_qcached kn_qcached;
+
 typedef struct kn_qmethod {
     const kn_calib_table *table; /* borrowed */
     const char *table_path;      /* for messages */
@@ -17,7 +19,13 @@ typedef struct kn_qmethod {
     kn_gptq_opts gptq;
     uint32_t n_done;             /* layers quantized by the callback */
     double err_q, err_rtn;       /* Σ layer output error trace(ΔW H ΔWᵀ): the method's and RTN's */
+    kn_qcached *cache;           /* results by layer, reused when the same layer comes again
+                                  * (the --eval graph is compiled a second time) */
+    uint32_t n_cache;
 } kn_qmethod;
+
+/* Frees the cache. */
+void kn_qmethod_free(kn_qmethod *m);
 
 /* kn_quant_weight_fn for GPTQ / AWQ (ctx: a kn_qmethod): the layer's
  * statistics come from the table entry whose node is q->name. Group-wise,

@@ -18,8 +18,12 @@
 
 static const char usage[] =
     "usage: kiln run MODEL.plan [options]\n"
+    "       kiln run MODEL.plan --prompt TEXT | --prompt-ids IDS | --prompts-file FILE\n"
+    "                [generation options]\n"
     "\n"
-    "Runs a plan and prints a summary of each output.\n"
+    "Runs a plan and prints a summary of each output; or, given a prompt,\n"
+    "generates text with a language model (a decoder with past/present KV\n"
+    "inputs/outputs, compiled at -O2 to use the runtime's paged KV cache).\n"
     "\n"
     "options:\n"
     "  --input NAME=FILE     an input from a TensorProto .pb or numpy .npy file\n"
@@ -35,6 +39,33 @@ static const char usage[] =
     "  --device D            auto (default: CUDA when the plan has CUDA code and a\n"
     "                        GPU runs it, else the CPU reference backend), cpu or cuda\n"
     "  -h, --help\n"
+    "\n"
+    "generation (CPU backend):\n"
+    "  --prompt TEXT         the prompt, encoded with the tokenizer\n"
+    "  --prompt-ids IDS      the prompt as token ids, e.g. 1,2,3\n"
+    "  --prompts-file FILE   one prompt per line (text with a tokenizer, else ids),\n"
+    "                        each in its own sequence of the cache, decoded in turn\n"
+    "  --tokenizer FILE      a Hugging Face tokenizer.json (default: the one embedded\n"
+    "                        in the plan, else tokenizer.json next to it); without\n"
+    "                        one, ids are printed instead of text\n"
+    "  --chat                the prompt is a user message, rendered with the chat\n"
+    "                        template embedded in the plan (tokenizer_config.json)\n"
+    "  --max-new-tokens N    default 64\n"
+    "  --temperature T       0 (default): greedy; else sampling at temperature T\n"
+    "  --top-k K, --top-p P  sampling cuts (default none)\n"
+    "  --repetition-penalty R  > 1 penalises ids already in the sequence\n"
+    "  --seed S              sampling seed (default 0; prompt i uses S + i)\n"
+    "  --stop STR            stop when the new text contains STR; may be repeated\n"
+    "  --stop-token TOKEN    stop after the added/special token TOKEN (its text,\n"
+    "                        e.g. \"<|im_end|>\"); an unknown token is an error\n"
+    "  --stop-id ID          stop after token ID; may be repeated (the plan's\n"
+    "                        generation_config.json eos ids stop too)\n"
+    "  --ignore-eos          do not stop at the eos ids\n"
+    "  --no-kv-cache         recompute the whole sequence at every step\n"
+    "  --max-seq-len N, --kv-cache-mem BYTES, --kv-block-size N\n"
+    "                        override the plan's KV cache settings\n"
+    "The new text is written to stdout as it is produced; a summary (prompt and\n"
+    "new tokens, prefill and decode tokens/s) goes to stderr.\n"
     "\n"
     "Exit codes: 0 ok (and all comparisons pass), 1 bad input or a comparison\n"
     "failed, 2 internal error.\n";
@@ -98,6 +129,8 @@ int kn_cmd_run(int argc, char **argv)
     const char *plan = NULL, *out_dir = NULL, *compare_dir = NULL, *device = "auto", *fmt = "pb";
     double rtol = 1e-3, atol = 1e-7;
     uint64_t seed = 0;
+    if (kn_run_wants_generate(argc, argv))
+        return kn_run_generate(argc, argv, usage);
     kn_cli_kv *inputs = calloc((size_t)argc + 1, sizeof *inputs), *shapes = calloc((size_t)argc + 1, sizeof *shapes);
     int n_inputs = 0, n_shapes = 0, rc = KN_EXIT_BAD_INPUT;
     if (!inputs || !shapes)

@@ -1,5 +1,6 @@
 /* CUDA emitters for kiln's fused activations (passes/fuse_act.c): Silu and
- * SwiGlu(gate, up) = Silu(gate) * up with numpy broadcasting. One thread
+ * SwiGlu(gate, up) = Silu(gate) * up with numpy broadcasting (or one
+ * packed input [..., gate | up], read with the same kernel). One thread
  * per output element, computed in double and rounded once like the CPU
  * reference (runtime/cpu/k_fused_act.c). */
 #include "codegen/cuda/emit.h"
@@ -62,6 +63,10 @@ static bool strides(const kn_emit_tensor *t, const swiglu_params *p, int64_t *st
 kn_status kn_emit_KILN_SwiGlu(kn_emit *e)
 {
     const kn_emit_tensor *gate = kn_emit_in(e, 0), *up = kn_emit_in(e, 1), *y = kn_emit_out(e, 0);
+    /* packed: one input [..., gate | up], read through strides and an offset */
+    bool packed = gate && !up && kn_emit_n_inputs(e) == 1;
+    if (packed)
+        up = gate;
     if (!gate || !up || !y)
         return kn_emit_fail(e, KN_ERR_INVALID, "needs inputs gate and up");
     if (!is_float(gate->dtype) || up->dtype != gate->dtype)
@@ -75,8 +80,19 @@ kn_status kn_emit_KILN_SwiGlu(kn_emit *e)
     p.rank = y->rank;
     for (int32_t d = 0; d < y->rank; d++)
         p.dims[d] = y->dims[d];
-    if (!strides(gate, &p, p.sg) || !strides(up, &p, p.su))
+    uint64_t up_off = 0;
+    if (packed) {
+        if (y->rank < 1 || gate->rank != y->rank || gate->dims[y->rank - 1] != 2 * y->dims[y->rank - 1])
+            return kn_emit_fail(e, KN_ERR_INVALID, "packed input is not [..., 2N] for an output [..., N]");
+        int64_t st = 1;
+        for (int32_t d = y->rank - 1; d >= 0; d--) {
+            p.sg[d] = p.su[d] = st;
+            st *= gate->dims[d];
+        }
+        up_off = (uint64_t)y->dims[y->rank - 1] * (kn_dtype_bits(gate->dtype) / 8);
+    } else if (!strides(gate, &p, p.sg) || !strides(up, &p, p.su)) {
         return kn_emit_fail(e, KN_ERR_INVALID, "gate and up do not broadcast to the output");
+    }
     const char *t = kn_cuda_type(gate->dtype);
     kn_sb src = {0};
     kn_sb_printf(&src,
@@ -96,7 +112,7 @@ kn_status kn_emit_KILN_SwiGlu(kn_emit *e)
                  "  }\n"
                  "}\n",
                  t, t, t, t);
-    kn_emit_arg args[4] = {{KN_ARG_IN, 0, 0, NULL, 0}, {KN_ARG_IN, 1, 0, NULL, 0}, {KN_ARG_OUT, 0, 0, NULL, 0},
-                           {KN_ARG_PARAMS, 0, sizeof p, &p, 0}};
+    kn_emit_arg args[4] = {{KN_ARG_IN, 0, 0, NULL, 0}, {KN_ARG_IN, packed ? 0 : 1, 0, NULL, up_off},
+                           {KN_ARG_OUT, 0, 0, NULL, 0}, {KN_ARG_PARAMS, 0, sizeof p, &p, 0}};
     return kn_emit_launch_source(e, &src, "kn_SwiGlu", args, 4, p.n);
 }

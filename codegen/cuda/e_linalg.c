@@ -215,6 +215,9 @@ kn_status kn_emit_Gemm(kn_emit *e)
     if (c && beta != 0) {
         if (c_full) {
             g.c = (kn_emit_arg){KN_ARG_IN, 2, 0, NULL};
+        } else if (beta == 1.0 && c_rs == 0 && c_cs == 1) { /* a bias row: cuBLASLt's bias epilogue */
+            g.c = (kn_emit_arg){KN_ARG_IN, 2, 0, NULL};
+            g.epilogue = 3;
         } else {
             bcast_params bp = {m * n, n, c_rs, c_cs};
             KN_TRY(emit_bcast_c(e, a->dtype, &bp));

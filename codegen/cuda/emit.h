@@ -86,6 +86,7 @@ kn_status kn_emit_launch(kn_emit *e, uint32_t kernel, kn_dim3 grid, kn_dim3 bloc
  * operands given as inputs/outputs of the node, optional strided batch. */
 typedef struct kn_emit_gemm {
     kn_emit_arg a, b, c, d;   /* KN_ARG_IN / KN_ARG_OUT / KN_ARG_SCRATCH; c.kind 0 = none */
+    kn_emit_arg bias;         /* epilogues 3-5 with a C matrix in c: the bias row (kind 0: c is the bias) */
     int64_t m, n, k;
     bool trans_a, trans_b;
     int64_t lda, ldb, ldc, ldd;   /* leading dims (elements, row-major) */
@@ -93,7 +94,8 @@ typedef struct kn_emit_gemm {
     int64_t stride_a, stride_b, stride_c, stride_d; /* elements between batches (0: broadcast) */
     float alpha, beta;
     kn_dtype dtype;               /* of A, B, C, D */
-    uint32_t epilogue;            /* 0 none, 1 relu, 2 gelu, 3 bias (c is a row vector) */
+    uint32_t epilogue;            /* 0 none, 1 relu, 2 gelu (tanh form), 3 bias (c is a row vector),
+                                   * 4 relu+bias, 5 gelu+bias (bias as for 3) */
 } kn_emit_gemm;
 
 kn_status kn_emit_gemm_step(kn_emit *e, const kn_emit_gemm *g);

@@ -476,12 +476,13 @@ kn_status kn_emit_gemm_step(kn_emit *e, const kn_emit_gemm *gm)
     d.trans_a = gm->trans_a, d.trans_b = gm->trans_b;
     d.epilogue = gm->epilogue;
     d.has_c = gm->c.kind != 0;
-    kn_emit_arg args[4] = {gm->a, gm->b, gm->c.kind ? gm->c : gm->d, gm->d};
+    bool bias5 = gm->bias.kind != 0 && gm->c.kind != 0 && gm->epilogue >= 3;
+    kn_emit_arg args[5] = {gm->a, gm->b, gm->c.kind ? gm->c : gm->d, gm->d, gm->bias};
     kn_cu_step s = {0};
     s.kind = KN_CU_STEP_GEMM;
     s.node = e->node_index;
-    KN_TRY(push_args(e, args, 4, &s.first_arg));
-    s.n_args = 4;
+    KN_TRY(push_args(e, args, bias5 ? 5 : 4, &s.first_arg));
+    s.n_args = bias5 ? 5 : 4;
     s.gemm = put_params(L, &d, sizeof d);
     KN_TRY(L->status);
     return push_step(L, &s);

@@ -30,6 +30,7 @@ typedef struct exec {
     int depth;
     kn_cpu_observer observe;
     void *observe_ctx;
+    void *kv; /* kn_cpu_run_kv's context for kiln.PagedAttention, or NULL */
 } exec;
 
 struct kn_kctx {
@@ -78,6 +79,7 @@ int64_t kn_kctx_opset(const kn_kctx *c) { return c->node->opset; }
 uint32_t kn_kctx_n_inputs(const kn_kctx *c) { return c->node->n_inputs; }
 uint32_t kn_kctx_n_outputs(const kn_kctx *c) { return c->node->n_outputs; }
 const kn_allocator *kn_kctx_allocator(const kn_kctx *c) { return c->ex->a; }
+void *kn_kctx_kv(const kn_kctx *c) { return c->ex->kv; }
 
 const kn_rt_tensor *kn_kctx_in(const kn_kctx *c, uint32_t i)
 {
@@ -281,6 +283,11 @@ static kn_status run_node(exec *ex, frame *f, kn_id k)
         const kn_rt_tensor *t;
         if (n->inputs[i] != KN_NONE)
             s = value_get(ex, f, n->inputs[i], &t);
+        /* a KV cache's past input carries only its shape (docs/llm.md) */
+        if (s == KN_OK && n->inputs[i] != KN_NONE && !t->data && t->numel > 0 && n->op != KN_OP_Shape &&
+            n->op != KN_OP_Size)
+            s = kn_kctx_fail(&c, KN_ERR_INVALID, "input %u ('%s') has a shape but no data (a KV cache past input?)",
+                             i, f->g->values[n->inputs[i]].name);
     }
     if (s != KN_OK)
         return s;
@@ -402,7 +409,7 @@ kn_status kn_cpu_run_node(const kn_graph *g, kn_id node, const kn_id *ids, const
     if (!a)
         a = kn_default_allocator();
     exec ex = {a, diag, g->root && g->root->info && g->root->info->path ? g->root->info->path : "<graph>", 0, NULL,
-               NULL};
+               NULL, NULL};
     if (node >= g->n_nodes)
         return KN_ERR_INTERNAL;
     const kn_node *n = &g->nodes[node];
@@ -454,8 +461,15 @@ kn_status kn_cpu_run_observed(const kn_graph *g, const kn_allocator *a, kn_diag 
                               const kn_rt_tensor *const *inputs, uint32_t n_in, kn_rt_tensor **outputs,
                               uint32_t n_out, kn_cpu_observer observe, void *ctx)
 {
+    return kn_cpu_run_kv(g, a, diag, inputs, n_in, outputs, n_out, observe, ctx, NULL);
+}
+
+kn_status kn_cpu_run_kv(const kn_graph *g, const kn_allocator *a, kn_diag *diag, const kn_rt_tensor *const *inputs,
+                        uint32_t n_in, kn_rt_tensor **outputs, uint32_t n_out, kn_cpu_observer observe, void *ctx,
+                        void *kv)
+{
     exec ex = {a ? a : kn_default_allocator(), diag,
-               g->root && g->root->info && g->root->info->path ? g->root->info->path : "<graph>", 0, observe, ctx};
+               g->root && g->root->info && g->root->info->path ? g->root->info->path : "<graph>", 0, observe, ctx, kv};
     kn_status s = run_graph(&ex, NULL, g, inputs, n_in, outputs, n_out);
     if (s != KN_OK && kn_diag_count(diag, KN_ERROR) == 0)
         kn_diag_add(diag, KN_ERROR, "%s: %s", ex.file, kn_status_str(s));

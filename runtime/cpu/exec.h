@@ -29,4 +29,11 @@ kn_status kn_cpu_run_observed(const kn_graph *g, const kn_allocator *a, kn_diag 
                               const kn_rt_tensor *const *inputs, uint32_t n_in, kn_rt_tensor **outputs,
                               uint32_t n_out, kn_cpu_observer observe, void *ctx);
 
+/* kn_cpu_run_observed with a context for kernels that need state beyond
+ * their inputs: `kv` (borrowed; a kn_kv_run for kiln.PagedAttention, see
+ * runtime/kv_cache.h) is what kn_kctx_kv returns during the run. */
+kn_status kn_cpu_run_kv(const kn_graph *g, const kn_allocator *a, kn_diag *diag, const kn_rt_tensor *const *inputs,
+                        uint32_t n_in, kn_rt_tensor **outputs, uint32_t n_out, kn_cpu_observer observe, void *ctx,
+                        void *kv);
+
 #endif

@@ -114,6 +114,13 @@ static kn_status mask_strides(kn_kctx *c, const kn_rt_tensor *m, const int64_t *
     return KN_OK;
 }
 
+/* Element i as a double: float32 read directly (the common case, in the
+ * inner loops), anything else through kn_get_f64. */
+static inline double elem(kn_dtype t, const void *data, int64_t i)
+{
+    return t == KN_F32 ? (double)((const float *)data)[i] : kn_get_f64(t, data, i);
+}
+
 static kn_status attention(kn_kctx *c, kn_rt_tensor **key, kn_rt_tensor **val, bool *own_k, bool *own_v)
 {
     const kn_rt_tensor *q = kn_kctx_in(c, 0), *k = kn_kctx_in(c, 1), *v = kn_kctx_in(c, 2);
@@ -187,7 +194,7 @@ static kn_status attention(kn_kctx *c, kn_rt_tensor **key, kn_rt_tensor **val, b
                 for (int64_t j = 0; j < total; j++) {
                     double dot = 0;
                     for (int64_t d = 0; d < qv.dim; d++)
-                        dot += kn_get_f64(t, q->data, qoff + d) * kn_get_f64(t, kt->data, (kbase + j) * qv.dim + d);
+                        dot += elem(t, q->data, qoff + d) * elem(t, kt->data, (kbase + j) * qv.dim + d);
                     double s = dot * scale;
                     if (qk && mode == 0)
                         kn_set_f64(t, qk->data, qkrow + j, s);
@@ -229,7 +236,7 @@ static kn_status attention(kn_kctx *c, kn_rt_tensor **key, kn_rt_tensor **val, b
                     if (qk && mode == 3)
                         kn_set_f64(t, qk->data, qkrow + j, p);
                     for (int64_t d = 0; d < dv; d++)
-                        acc[d] += p * kn_get_f64(t, vt->data, (kbase + j) * dv + d);
+                        acc[d] += p * elem(t, vt->data, (kbase + j) * dv + d);
                 }
                 int64_t yoff = q->rank == 4 ? ((b * qv.heads + h) * qv.seq + i) * dv
                                             : (b * qv.seq + i) * qv.heads * dv + h * dv;

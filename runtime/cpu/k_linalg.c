@@ -1,18 +1,14 @@
-/* linalg family, part 1: the GEMM routines every kernel of the family uses
- * (shared through the kn_linalg_* functions declared in k_linalg_*.c),
- * MatMul, Gemm, MatMulInteger, QLinearMatMul and Det. */
+/* linalg family, part 1: the shared helpers of the family (scratch, double
+ * conversion; the GEMM itself is in k_linalg_gemm.c, all shared through the
+ * kn_linalg_* functions of runtime/cpu/linalg.h), MatMul, Gemm,
+ * MatMulInteger, QLinearMatMul and Det. */
 #include "runtime/cpu/util.h"
+#include "runtime/cpu/linalg.h"
 
 #include <math.h>
 #include <string.h>
 
-/* ---- shared helpers (declared again at the top of k_linalg_*.c) ---- */
-
-kn_status kn_linalg_alloc(kn_kctx *c, int64_t n, size_t elem, void **out);
-kn_status kn_linalg_to_f64(kn_kctx *c, const kn_rt_tensor *t, double **out);
-void kn_linalg_store_f64(kn_dtype t, void *data, const double *v, int64_t n);
-void kn_linalg_gemm_f64(int64_t m, int64_t n, int64_t k, const double *a, int64_t lda, const double *b, int64_t ldb,
-                        double *cm, int64_t ldc);
+/* ---- shared helpers (runtime/cpu/linalg.h) ---- */
 
 /* Scratch for n elements of `elem` bytes (at least one byte), failing with
  * KN_ERR_LIMIT when the size overflows. */
@@ -59,40 +55,6 @@ void kn_linalg_store_f64(kn_dtype t, void *data, const double *v, int64_t n)
     } else {
         for (int64_t i = 0; i < n; i++)
             kn_set_f64(t, data, i, v[i]);
-    }
-}
-
-/* C[m x n] += A[m x k] · B[k x n], all row-major with leading dimensions
- * in elements, accumulated in double. Loop order i-k-j over tiles of B
- * (KB rows x NB columns, ~256 KiB) so that the tile stays in cache while
- * every row of A streams over it; the inner loop is a contiguous axpy. */
-void kn_linalg_gemm_f64(int64_t m, int64_t n, int64_t k, const double *a, int64_t lda, const double *b, int64_t ldb,
-                        double *cm, int64_t ldc)
-{
-    enum { NB = 256, KB = 128 };
-    for (int64_t j0 = 0; j0 < n; j0 += NB) {
-        int64_t nj = n - j0 < NB ? n - j0 : NB;
-        for (int64_t p0 = 0; p0 < k; p0 += KB) {
-            int64_t np = k - p0 < KB ? k - p0 : KB;
-            for (int64_t i = 0; i < m; i++) {
-                double *restrict ci = cm + i * ldc + j0;
-                const double *ai = a + i * lda + p0;
-                int64_t p = 0;
-                for (; p + 1 < np; p += 2) {
-                    double a0 = ai[p], a1 = ai[p + 1];
-                    const double *restrict b0 = b + (p0 + p) * ldb + j0;
-                    const double *restrict b1 = b0 + ldb;
-                    for (int64_t j = 0; j < nj; j++)
-                        ci[j] += a0 * b0[j] + a1 * b1[j];
-                }
-                if (p < np) {
-                    double a0 = ai[p];
-                    const double *restrict b0 = b + (p0 + p) * ldb + j0;
-                    for (int64_t j = 0; j < nj; j++)
-                        ci[j] += a0 * b0[j];
-                }
-            }
-        }
     }
 }
 
@@ -217,14 +179,25 @@ kn_status kn_ref_MatMul(kn_kctx *c)
     if (y->numel == 0)
         return KN_OK;
     if (fl) {
-        double *da, *db, *acc;
+        /* float B (weights, mostly) is read in place, widened as used. */
+        double *da, *db = NULL, *acc;
+        const float *fb = b->dtype == KN_F32 ? b->data : NULL;
         KN_TRY(kn_linalg_to_f64(c, a, &da));
-        KN_TRY(kn_linalg_to_f64(c, b, &db));
+        if (!fb)
+            KN_TRY(kn_linalg_to_f64(c, b, &db));
         KN_TRY(kn_linalg_alloc(c, mn, sizeof *acc, (void **)&acc));
+        int nt;
+        double *pack;
+        KN_TRY(kn_linalg_gemm_setup(c, p.m, p.n, p.k, &nt, &pack));
         size_t esz = kn_dt_size(y->dtype);
         for (int64_t t = 0; t < p.n_batch; t++) {
-            memset(acc, 0, (size_t)mn * sizeof *acc);
-            kn_linalg_gemm_f64(p.m, p.n, p.k, da + p.off_a[t], p.k, db + p.off_b[t], p.n, acc, p.n);
+            if (t)
+                memset(acc, 0, (size_t)mn * sizeof *acc);
+            if (fb)
+                kn_linalg_gemm_f64_f32b(p.m, p.n, p.k, da + p.off_a[t], p.k, fb + p.off_b[t], p.n, acc, p.n, nt,
+                                        pack);
+            else
+                kn_linalg_gemm_f64(p.m, p.n, p.k, da + p.off_a[t], p.k, db + p.off_b[t], p.n, acc, p.n, nt, pack);
             kn_linalg_store_f64(y->dtype, (char *)y->data + (size_t)(t * mn) * esz, acc, mn);
         }
     } else {
@@ -291,7 +264,10 @@ kn_status kn_ref_Gemm(kn_kctx *c)
         for (int64_t p = 0; p < k; p++)
             for (int64_t j = 0; j < n; j++)
                 db[p * n + j] = kn_get_f64(b->dtype, b->data, tb ? j * k + p : p * n + j);
-        kn_linalg_gemm_f64(m, n, k, da, k, db, n, acc, n);
+        int nt;
+        double *pack;
+        KN_TRY(kn_linalg_gemm_setup(c, m, n, k, &nt, &pack));
+        kn_linalg_gemm_f64(m, n, k, da, k, db, n, acc, n, nt, pack);
         if (cc)
             KN_TRY(kn_linalg_to_f64(c, cc, &dc));
         for (int64_t i = 0; i < m; i++)
@@ -386,8 +362,12 @@ static kn_status q_matmul(kn_kctx *c, const kn_rt_tensor *a, const kn_rt_tensor 
     }
     int64_t mn = p->m * p->n;
     KN_TRY(kn_linalg_alloc(c, p->n_batch * mn, sizeof *acc, (void **)&acc));
+    int nt;
+    double *pack;
+    KN_TRY(kn_linalg_gemm_setup(c, p->m, p->n, p->k, &nt, &pack));
     for (int64_t t = 0; t < p->n_batch; t++)
-        kn_linalg_gemm_f64(p->m, p->n, p->k, da + p->off_a[t], p->k, db + p->off_b[t], p->n, acc + t * mn, p->n);
+        kn_linalg_gemm_f64(p->m, p->n, p->k, da + p->off_a[t], p->k, db + p->off_b[t], p->n, acc + t * mn, p->n, nt,
+                           pack);
     *out = acc;
     return KN_OK;
 }

@@ -2,16 +2,13 @@
  * ConvTranspose) of any spatial rank, via im2col / col2im into scratch and
  * the family's double GEMM. */
 #include "runtime/cpu/util.h"
+#include "runtime/cpu/linalg.h"
 
 #include <math.h>
 #include <string.h>
 
 /* Defined in k_linalg.c. */
-kn_status kn_linalg_alloc(kn_kctx *c, int64_t n, size_t elem, void **out);
-kn_status kn_linalg_to_f64(kn_kctx *c, const kn_rt_tensor *t, double **out);
-void kn_linalg_store_f64(kn_dtype t, void *data, const double *v, int64_t n);
-void kn_linalg_gemm_f64(int64_t m, int64_t n, int64_t k, const double *a, int64_t lda, const double *b, int64_t ldb,
-                        double *cm, int64_t ldc);
+/* Defined in k_linalg_gemm.c. */
 
 #define MAX_SP (KN_RT_MAX_RANK - 2)
 
@@ -213,13 +210,16 @@ static kn_status conv_f64(kn_kctx *c, const conv_geom *g, const double *x, const
     double *col = NULL;
     if (!direct)
         KN_TRY(kn_linalg_alloc(c, kdim * g->out_sp, sizeof *col, (void **)&col));
+    int nt;
+    double *pack;
+    KN_TRY(kn_linalg_gemm_setup(c, g->mg, g->out_sp, kdim, &nt, &pack));
     for (int64_t n = 0; n < g->n; n++)
         for (int64_t gi = 0; gi < g->group; gi++) {
             const double *xg = x + (n * g->c + gi * g->cg) * g->in_sp;
             if (!direct)
                 im2col(g, xg, col);
             kn_linalg_gemm_f64(g->mg, g->out_sp, kdim, w + gi * g->mg * kdim, kdim, direct ? xg : col, g->out_sp,
-                               y + (n * g->m + gi * g->mg) * g->out_sp, g->out_sp);
+                               y + (n * g->m + gi * g->mg) * g->out_sp, g->out_sp, nt, pack);
         }
     return KN_OK;
 }
@@ -487,6 +487,9 @@ kn_status kn_ref_ConvTranspose(kn_kctx *c)
     KN_TRY(kn_linalg_alloc(c, y->numel, sizeof *dy, (void **)&dy));
     KN_TRY(kn_linalg_alloc(c, rows * g.cg, sizeof *wt, (void **)&wt));
     KN_TRY(kn_linalg_alloc(c, rows * g.in_sp, sizeof *col, (void **)&col));
+    int nt;
+    double *pack;
+    KN_TRY(kn_linalg_gemm_setup(c, rows, g.in_sp, g.cg, &nt, &pack));
     for (int64_t gi = 0; gi < g.group; gi++) {
         /* wt [(m, k) x cg] = W_g^T, W_g being [cg x (m, k)]. */
         const double *wg = dw + gi * g.cg * rows;
@@ -496,7 +499,7 @@ kn_status kn_ref_ConvTranspose(kn_kctx *c)
         for (int64_t n = 0; n < g.n; n++) {
             memset(col, 0, (size_t)(rows * g.in_sp) * sizeof *col);
             kn_linalg_gemm_f64(rows, g.in_sp, g.cg, wt, g.cg, dx + (n * g.c + gi * g.cg) * g.in_sp, g.in_sp, col,
-                               g.in_sp);
+                               g.in_sp, nt, pack);
             col2im(&g, col, dy + (n * g.m + gi * g.mg) * g.out_sp);
         }
     }

@@ -2,14 +2,12 @@
  * output, ellipsis with broadcasting, repeated labels for diagonals and
  * traces), by a direct loop over output and summed labels. */
 #include "runtime/cpu/util.h"
+#include "runtime/cpu/linalg.h"
 
 #include <ctype.h>
 #include <string.h>
 
 /* Defined in k_linalg.c. */
-kn_status kn_linalg_alloc(kn_kctx *c, int64_t n, size_t elem, void **out);
-kn_status kn_linalg_to_f64(kn_kctx *c, const kn_rt_tensor *t, double **out);
-void kn_linalg_store_f64(kn_dtype t, void *data, const double *v, int64_t n);
 
 enum {
     MAX_IN = 32,

@@ -2,14 +2,12 @@
  * Global forms, MaxUnpool) and region pooling (MaxRoiPool, RoiAlign), of
  * any spatial rank where the op allows it; computed in double. */
 #include "runtime/cpu/util.h"
+#include "runtime/cpu/linalg.h"
 
 #include <math.h>
 #include <string.h>
 
 /* Defined in k_linalg.c. */
-kn_status kn_linalg_alloc(kn_kctx *c, int64_t n, size_t elem, void **out);
-kn_status kn_linalg_to_f64(kn_kctx *c, const kn_rt_tensor *t, double **out);
-void kn_linalg_store_f64(kn_dtype t, void *data, const double *v, int64_t n);
 
 #define MAX_SP (KN_RT_MAX_RANK - 2)
 

@@ -68,6 +68,8 @@ const float *kn_kctx_attr_floats(const kn_kctx *c, const char *name, uint32_t *n
  * memory (return KN_ERR_NOMEM then). */
 void *kn_kctx_scratch(kn_kctx *c, size_t bytes);
 const kn_allocator *kn_kctx_allocator(const kn_kctx *c);
+/* The run's KV-cache context (kn_cpu_run_kv), or NULL when there is none. */
+void *kn_kctx_kv(const kn_kctx *c);
 
 /* Reports an error naming the node ("error: FILE: node 'N' (Op, opset K):
  * ...") and returns s. Use for bad inputs: wrong shapes, dtypes, values. */

@@ -346,7 +346,8 @@ static kn_status plan_steps(kn_cuda_session *s, kn_diag *d)
             snprintf(ctx, sizeof ctx, "%s: %s", p->name, what);
             KN_TRY(kn_cuda_gemm_plan(s->lt, gm, s->arg_ptr[st->first_arg], s->arg_ptr[st->first_arg + 1],
                                      gm->has_c ? s->arg_ptr[st->first_arg + 2] : 0, s->arg_ptr[st->first_arg + 3],
-                                     KN_CU_WORKSPACE_MAX, ctx, d, &s->gemms[i]));
+                                     st->n_args == 5 ? s->arg_ptr[st->first_arg + 4] : 0, KN_CU_WORKSPACE_MAX, ctx,
+                                     d, &s->gemms[i]));
             ws = s->gemms[i].workspace > ws ? s->gemms[i].workspace : ws;
         }
     }

@@ -41,8 +41,8 @@ static cublasStatus_t layout(const kn_cublaslt *lt, cublasLtMatrixLayout_t *l, c
 }
 
 kn_status kn_cuda_gemm_plan(const kn_cublaslt *lt, const kn_plan_cu_gemm *gm, CUdeviceptr pa, CUdeviceptr pb,
-                            CUdeviceptr pc, CUdeviceptr pd, size_t max_workspace, const char *what, kn_diag *d,
-                            kn_cuda_gemm *out)
+                            CUdeviceptr pc, CUdeviceptr pd, CUdeviceptr pbias, size_t max_workspace, const char *what,
+                            kn_diag *d, kn_cuda_gemm *out)
 {
     memset(out, 0, sizeof *out);
     if (gm->m == 0 || gm->n == 0)
@@ -64,8 +64,8 @@ kn_status kn_cuda_gemm_plan(const kn_cublaslt *lt, const kn_plan_cu_gemm *gm, CU
         kn_diag_add(d, KN_ERROR, "%s: GEMM dtype %d", what, (int)gm->dtype);
         return KN_ERR_INVALID;
     }
-    bool bias = gm->epilogue == 3;
-    bool c_matrix = gm->has_c && !bias;
+    bool bias = gm->epilogue >= 3;
+    bool c_matrix = gm->has_c && (!bias || pbias);
     float beta = c_matrix ? gm->beta : 0.0f; /* without a C matrix, cuBLASLt's C is D, scaled by 0 */
     if (scale == CUDA_R_64F) {
         out->alpha.d = gm->alpha;
@@ -87,20 +87,22 @@ kn_status kn_cuda_gemm_plan(const kn_cublaslt *lt, const kn_plan_cu_gemm *gm, CU
            lt->matmul_desc_set_attribute(out->op, CUBLASLT_MATMUL_DESC_TRANSB, &op_b, sizeof op_b));
     if (gm->epilogue) {
         /* note: cuBLASLt's GELU is the tanh approximation */
-        uint32_t epi = gm->epilogue == 1 ? CUBLASLT_EPILOGUE_RELU
+        uint32_t epi = gm->epilogue == 1   ? CUBLASLT_EPILOGUE_RELU
                        : gm->epilogue == 2 ? CUBLASLT_EPILOGUE_GELU
+                       : gm->epilogue == 4 ? CUBLASLT_EPILOGUE_RELU_BIAS
+                       : gm->epilogue == 5 ? CUBLASLT_EPILOGUE_GELU_BIAS
                                            : CUBLASLT_EPILOGUE_BIAS;
         LT_TRY("cublasLtMatmulDescSetAttribute",
                lt->matmul_desc_set_attribute(out->op, CUBLASLT_MATMUL_DESC_EPILOGUE, &epi, sizeof epi));
     }
     if (bias) {
-        void *bp = (void *)(uintptr_t)pc;
+        void *bp = (void *)(uintptr_t)(pbias ? pbias : pc);
         int32_t bt = t;
         LT_TRY("cublasLtMatmulDescSetAttribute",
                lt->matmul_desc_set_attribute(out->op, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bp, sizeof bp));
         LT_TRY("cublasLtMatmulDescSetAttribute",
                lt->matmul_desc_set_attribute(out->op, CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE, &bt, sizeof bt));
-        if (batch > 1) {
+        if (batch > 1 && !pbias) {
             int64_t bs = gm->stride_c;
             LT_TRY("cublasLtMatmulDescSetAttribute",
                    lt->matmul_desc_set_attribute(out->op, CUBLASLT_MATMUL_DESC_BIAS_BATCH_STRIDE, &bs, sizeof bs));

@@ -23,14 +23,15 @@ typedef struct kn_cuda_gemm {
 } kn_cuda_gemm;
 
 /* Plans D = alpha·op(A)·op(B) + beta·C (+ epilogue) for descriptor `gm`
- * with row-major operands at pa, pb, pc (0: none) and pd: computed as
+ * with row-major operands at pa, pb, pc (0: none) and pd, and for bias
+ * epilogues pbias (0: the bias is at pc, no C matrix): computed as
  * Dᵀ = op(B)ᵀ·op(A)ᵀ in column-major terms. Picks the algorithm with at
  * most `max_workspace` bytes of workspace. `what` names the step in
  * messages. KN_ERR_UNSUPPORTED when cuBLASLt has no algorithm, else as
  * kn_cuda_blas_fail. On failure *out holds nothing to release. */
 kn_status kn_cuda_gemm_plan(const kn_cublaslt *lt, const kn_plan_cu_gemm *gm, CUdeviceptr pa, CUdeviceptr pb,
-                            CUdeviceptr pc, CUdeviceptr pd, size_t max_workspace, const char *what, kn_diag *d,
-                            kn_cuda_gemm *out);
+                            CUdeviceptr pc, CUdeviceptr pd, CUdeviceptr pbias, size_t max_workspace, const char *what,
+                            kn_diag *d, kn_cuda_gemm *out);
 
 /* Enqueues the planned GEMM on `stream`. */
 kn_status kn_cuda_gemm_run(const kn_cublaslt *lt, const kn_cuda_gemm *g, CUdeviceptr workspace, size_t ws_bytes,

@@ -323,8 +323,8 @@ static kn_status check_gemm(rdc *r, uint32_t si)
     kn_cuda_plan *p = r->p;
     const kn_plan_cu_step *st = &p->steps[si];
     kn_plan_cu_gemm *gm = &p->gemms[si];
-    if (st->n_args != 4)
-        return bad(r, "CUDA step %u: a GEMM takes 4 arguments, not %u", si, st->n_args);
+    if (st->n_args != 4 && st->n_args != 5)
+        return bad(r, "CUDA step %u: a GEMM takes 4 or 5 arguments, not %u", si, st->n_args);
     if (st->extra > p->params_size || sizeof *gm > p->params_size - st->extra)
         return bad(r, "CUDA step %u: GEMM descriptor out of range", si);
     memcpy(gm, p->params + st->extra, sizeof *gm);
@@ -332,8 +332,10 @@ static kn_status check_gemm(rdc *r, uint32_t si)
     if (!es)
         return bad(r, "CUDA step %u: GEMM dtype %d", si, (int)gm->dtype);
     if (gm->m < 0 || gm->n < 0 || gm->k < 0 || gm->batch < 1 || gm->batch > INT32_MAX || gm->trans_a > 1 ||
-        gm->trans_b > 1 || gm->epilogue > 3 || gm->has_c > 1 || gm->reserved || (gm->epilogue == 3 && !gm->has_c))
+        gm->trans_b > 1 || gm->epilogue > 5 || gm->has_c > 1 || gm->reserved || (gm->epilogue >= 3 && !gm->has_c) ||
+        (st->n_args == 5 && (gm->epilogue < 3 || gm->batch != 1)))
         return bad(r, "CUDA step %u: bad GEMM descriptor", si);
+    bool c_bias = gm->epilogue >= 3 && st->n_args == 4; /* C holds the bias row */
     if (gm->stride_a < 0 || gm->stride_b < 0 || gm->stride_c < 0 || gm->stride_d < 0)
         return bad(r, "CUDA step %u: negative GEMM batch stride", si);
     /* stored shapes (row-major): A m×k or k×m, B k×n or n×k, C and D m×n */
@@ -341,22 +343,24 @@ static kn_status check_gemm(rdc *r, uint32_t si)
     int64_t br = gm->trans_b ? gm->n : gm->k, bc = gm->trans_b ? gm->k : gm->n;
     int64_t one = 1;
     if (gm->lda < (ac > one ? ac : one) || gm->ldb < (bc > one ? bc : one) || gm->ldd < (gm->n > one ? gm->n : one) ||
-        (gm->has_c && gm->epilogue != 3 && gm->ldc < (gm->n > one ? gm->n : one)))
+        (gm->has_c && !c_bias && gm->ldc < (gm->n > one ? gm->n : one)))
         return bad(r, "CUDA step %u: GEMM leading dimension smaller than a row", si);
     uint64_t ea, eb, ec = 0, ed;
     if (!span(ar, ac, gm->lda, gm->batch, gm->stride_a, &ea) || !span(br, bc, gm->ldb, gm->batch, gm->stride_b, &eb) ||
         !span(gm->m, gm->n, gm->ldd, gm->batch, gm->stride_d, &ed) ||
-        (gm->has_c && gm->epilogue == 3 && !span(1, gm->n, gm->n, gm->batch, gm->stride_c, &ec)) ||
-        (gm->has_c && gm->epilogue != 3 && !span(gm->m, gm->n, gm->ldc, gm->batch, gm->stride_c, &ec)))
+        (gm->has_c && c_bias && !span(1, gm->n, gm->n, gm->batch, gm->stride_c, &ec)) ||
+        (gm->has_c && !c_bias && !span(gm->m, gm->n, gm->ldc, gm->batch, gm->stride_c, &ec)))
         return bad(r, "CUDA step %u: GEMM operand sizes overflow", si);
     uint32_t a0 = st->first_arg;
     KN_TRY(gemm_operand(r, si, a0, "A", ea, es));
     KN_TRY(gemm_operand(r, si, a0 + 1, "B", eb, es));
     if (gm->has_c)
-        KN_TRY(gemm_operand(r, si, a0 + 2, gm->epilogue == 3 ? "bias" : "C", ec, es));
+        KN_TRY(gemm_operand(r, si, a0 + 2, c_bias ? "bias" : "C", ec, es));
     else if (p->args[a0 + 2].kind == KN_CU_ARG_PARAMS)
         return bad(r, "CUDA step %u: GEMM operand C is not a slot", si);
     KN_TRY(gemm_operand(r, si, a0 + 3, "D", ed, es));
+    if (st->n_args == 5)
+        KN_TRY(gemm_operand(r, si, a0 + 4, "bias", (uint64_t)gm->n, es));
     return KN_OK;
 }
 

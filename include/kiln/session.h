@@ -1,0 +1,128 @@
+/* kiln sessions (libkiln_rt): run a decoder plan token by token with a KV
+ * cache owned by the runtime, and generate text. docs/llm.md explains the
+ * cache, the plan interface a session expects and the generation loop. */
+#ifndef KILN_SESSION_H
+#define KILN_SESSION_H
+
+#include "kiln/kiln.h"
+#include "kiln/sampler.h"
+#include "kiln/tokenizer.h"
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct kn_session kn_session;
+
+typedef struct kn_session_options {
+    uint32_t max_seq_len;  /* tokens one sequence may hold; 0: the plan's (kiln.kv.max_seq_len), 2048 for
+                            * a plan without a paged cache */
+    uint64_t kv_cache_mem; /* bytes of the paged cache; 0: the plan's */
+    uint32_t block_size;   /* tokens per cache block; 0: the plan's (16 by default) */
+    bool no_cache;         /* recompute the whole sequence at every step (same plan, empty cache) */
+} kn_session_options;
+
+/* All zero: the plan's settings, with the cache. */
+void kn_session_options_defaults(kn_session_options *o);
+
+typedef enum kn_cache_kind {
+    KN_CACHE_PAGED,   /* the plan went through the kv-cache pass: the runtime's paged cache */
+    KN_CACHE_TENSORS, /* the plan keeps past/present inputs and outputs: the session feeds presents back */
+    KN_CACHE_NONE     /* no past inputs: every step recomputes the sequence */
+} kn_cache_kind;
+
+typedef struct kn_session_info {
+    kn_cache_kind cache;
+    bool no_cache;
+    uint32_t vocab;        /* logits per token (0 while unknown: a dynamic dim, before the first run) */
+    uint32_t max_seq_len;
+    /* the paged cache (KN_CACHE_PAGED), else 0 */
+    uint32_t n_layers, kv_heads, head_dim, block_size, n_blocks, free_blocks;
+    uint64_t kv_bytes;
+} kn_session_info;
+
+/* A session over `plan` (a graph from kn_plan_load, or any graph the CPU
+ * backend runs) on the CPU backend. The plan must stay alive while the
+ * session does. Its inputs must be input_ids [batch, seq] (int64 or int32)
+ * and any of attention_mask [batch, past + seq], position_ids [batch, seq]
+ * and past* KV inputs; the first output (or the one named "logits") gives
+ * [batch, seq, vocab]. Returns KN_ERR_INVALID (an input the session cannot
+ * fill, bad options, a cache that does not hold one block),
+ * KN_ERR_LIMIT, KN_ERR_NOMEM, with messages in d. `o` and `a` may be NULL. */
+kn_status kn_session_create(const kn_graph *plan, const kn_session_options *o, const kn_allocator *a, kn_diag *d,
+                            kn_session **out);
+void kn_session_destroy(kn_session *s);
+void kn_session_get_info(const kn_session *s, kn_session_info *out);
+
+/* Adds an empty sequence; *seq receives its id. KN_ERR_NOMEM. */
+kn_status kn_session_add_sequence(kn_session *s, uint32_t *seq);
+/* Frees a sequence: its cache blocks go back to the pool. KN_ERR_INVALID
+ * for an unknown id. */
+kn_status kn_session_free_sequence(kn_session *s, uint32_t seq);
+/* Tokens the sequence holds (0 for an unknown id). */
+uint32_t kn_session_sequence_length(const kn_session *s, uint32_t seq);
+
+/* Runs `n` tokens of sequence `seq` through the plan (n > 1: a prefill, n
+ * = 1: a decode step; the same plan) and appends them to the sequence.
+ * logits_out (may be NULL) receives the last token's logits (vocab
+ * floats). KN_ERR_INVALID: unknown sequence, n = 0, an id outside the
+ * vocabulary, the sequence would exceed max_seq_len; KN_ERR_LIMIT: the
+ * cache has no free block (the sequence is unchanged); errors of the run. */
+kn_status kn_session_forward(kn_session *s, uint32_t seq, const int64_t *tokens, uint32_t n, float *logits_out);
+
+/* Called with every new token as it is produced: the prompt's index, the
+ * token id, the user pointer. A non-zero return stops that prompt. */
+typedef int (*kn_token_fn)(uint32_t prompt, int64_t token, void *user);
+
+typedef struct kn_generate_options {
+    uint32_t max_new_tokens;          /* 0: until a stop or the sequence is full */
+    const int64_t *stop_ids;          /* generation of a prompt ends after one of these (it is kept) */
+    uint32_t n_stop_ids;
+    const char *const *stop_strings;  /* ... or once the decoded new text contains one (needs tokenizer) */
+    uint32_t n_stop_strings;
+    const kn_tokenizer *tokenizer;    /* for stop strings; may be NULL */
+    kn_sampling sampling;             /* see kiln/sampler.h; prompt i uses seed + i */
+    kn_token_fn on_token;             /* may be NULL */
+    void *user;
+} kn_generate_options;
+
+/* Greedy, no stops, no callback, max_new_tokens 0. */
+void kn_generate_options_defaults(kn_generate_options *o);
+
+typedef enum kn_stop_reason {
+    KN_STOP_MAX_TOKENS, /* max_new_tokens reached */
+    KN_STOP_ID,         /* a stop id */
+    KN_STOP_STRING,     /* a stop string */
+    KN_STOP_CALLBACK,   /* on_token returned non-zero */
+    KN_STOP_FULL        /* the sequence reached max_seq_len */
+} kn_stop_reason;
+
+typedef struct kn_generate_result {
+    int64_t *tokens;       /* the new tokens (owned; kn_generate_results_free) */
+    uint32_t n_tokens;
+    uint32_t n_prompt;     /* prompt tokens */
+    kn_stop_reason stop;
+    double prefill_s;      /* seconds in the prompt's forward */
+    double decode_s;       /* seconds in its one-token forwards */
+    uint32_t n_decode;     /* one-token forwards run */
+} kn_generate_result;
+
+/* Generates from n_prompts prompts (prompts[i]: prompt_lens[i] ids), each
+ * in its own sequence of the cache: all prompts are prefilled, then
+ * decoded one token each in turn; sequences are freed at the end.
+ * results (n_prompts entries, may be NULL) receive the new tokens and
+ * timings. Before anything runs, KN_ERR_INVALID for an empty prompt, an
+ * id outside the vocabulary, a prompt longer than max_seq_len, stop
+ * strings without a tokenizer, bad sampling parameters; then the errors of
+ * kn_session_forward (KN_ERR_LIMIT: the cache is full). */
+kn_status kn_session_generate(kn_session *s, const int64_t *const *prompts, const uint32_t *prompt_lens,
+                              uint32_t n_prompts, const kn_generate_options *o, kn_generate_result *results);
+void kn_generate_results_free(kn_session *s, kn_generate_result *results, uint32_t n);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

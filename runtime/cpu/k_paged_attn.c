@@ -1,0 +1,150 @@
+/* kiln.PagedAttention (made by passes/kv_cache.c): attention over the
+ * runtime's paged KV cache. Inputs Q [batch, q_heads, seq, head_dim], the
+ * new tokens' K and V [batch, kv_heads, seq, head_dim] and an optional mask
+ * that broadcasts to [batch, q_heads, seq, past + seq] (bool, or float
+ * added to the scores). Each batch row's new K/V are written into its
+ * sequence's blocks at positions past ... past + seq - 1 (past: the tokens
+ * the cache holds for it), then every query row attends over all past +
+ * seq positions, reading the blocks in place through the block table.
+ * Numerics as ONNX Attention's CPU kernel (k_fused_attn.c): scores,
+ * softmax and the weighted sum in double, rounded once. */
+#include "runtime/cpu/util.h"
+#include "runtime/kv_cache.h"
+
+#include <math.h>
+#include <string.h>
+
+/* Strides of the mask against [batch, q_heads, seq, total] (0 where it
+ * broadcasts); its last dim must be total (no padding). */
+static kn_status mask_strides(kn_kctx *c, const kn_rt_tensor *m, const int64_t *sc, int64_t *st)
+{
+    if (m->rank < 1 || m->rank > 4)
+        return kn_kctx_fail(c, KN_ERR_INVALID, "mask must have rank 1 to 4, got %d", (int)m->rank);
+    if (m->dtype != KN_BOOL && !kn_dt_is_float(m->dtype))
+        return kn_kctx_fail(c, KN_ERR_INVALID, "mask must be bool or float, got %s", kn_dtype_name(m->dtype));
+    int64_t stride = 1;
+    for (int d = 3; d >= 0; d--) {
+        int md = d - (4 - m->rank);
+        int64_t n = md >= 0 ? m->dims[md] : 1;
+        if (!(n == sc[d] || (n == 1 && d != 3) || (n == 1 && sc[d] == 1)))
+            return kn_kctx_fail(c, KN_ERR_INVALID,
+                                "mask dim %d (%lld) does not broadcast to the scores [%lld, %lld, %lld, %lld] (past + "
+                                "new tokens = %lld: does the cache hold what the mask covers?)",
+                                md, (long long)n, (long long)sc[0], (long long)sc[1], (long long)sc[2],
+                                (long long)sc[3], (long long)sc[3]);
+        st[d] = n == 1 ? 0 : stride;
+        stride *= n;
+    }
+    return KN_OK;
+}
+
+static kn_status check_4d(kn_kctx *c, const kn_rt_tensor *t, const char *what, int64_t batch, int64_t heads,
+                          int64_t seq, int64_t dim)
+{
+    if (!t || t->dtype != KN_F32 || t->rank != 4 || t->dims[0] != batch || t->dims[1] != heads ||
+        t->dims[2] != seq || t->dims[3] != dim)
+        return kn_kctx_fail(c, KN_ERR_INVALID, "%s must be float32 [%lld, %lld, %lld, %lld]", what,
+                            (long long)batch, (long long)heads, (long long)seq, (long long)dim);
+    return KN_OK;
+}
+
+kn_status kn_ref_KILN_PagedAttention(kn_kctx *c)
+{
+    kn_kv_run *run = kn_kctx_kv(c);
+    if (!run || !run->cache)
+        return kn_kctx_fail(c, KN_ERR_INVALID,
+                            "needs the runtime's KV cache: run this plan through a session (kiln run --prompt, "
+                            "kn_session_forward), or compile with --disable-pass kv-cache");
+    kn_kv_cache *kv = run->cache;
+    const kn_rt_tensor *q = kn_kctx_in(c, 0), *k = kn_kctx_in(c, 1), *v = kn_kctx_in(c, 2), *mask = kn_kctx_in(c, 3);
+    int64_t layer = kn_kctx_attr_int(c, "layer", -1), kvh = kn_kctx_attr_int(c, "kv_heads", 0);
+    int64_t hd = kn_kctx_attr_int(c, "head_dim", 0), rep = kn_kctx_attr_int(c, "kv_repeat", 0);
+    double scale = kn_kctx_attr_float(c, "scale", 0.0f);
+    if (layer < 0 || layer >= kv->cfg.n_layers || kvh != kv->cfg.kv_heads || hd != kv->cfg.head_dim || rep < 1)
+        return kn_kctx_fail(c, KN_ERR_INVALID,
+                            "layer %lld, %lld kv heads of %lld (repeat %lld) do not fit the KV cache (%u layers, %u "
+                            "kv heads of %u)",
+                            (long long)layer, (long long)kvh, (long long)hd, (long long)rep, kv->cfg.n_layers,
+                            kv->cfg.kv_heads, kv->cfg.head_dim);
+    if (!q || q->rank != 4)
+        return kn_kctx_fail(c, KN_ERR_INVALID, "Q must be 4-D [batch, heads, seq, head_dim]");
+    int64_t batch = q->dims[0], hq = q->dims[1], seq = q->dims[2];
+    KN_TRY(check_4d(c, q, "Q", batch, kvh * rep, seq, hd));
+    KN_TRY(check_4d(c, k, "K", batch, kvh, seq, hd));
+    KN_TRY(check_4d(c, v, "V", batch, kvh, seq, hd));
+    if (batch != run->n_rows)
+        return kn_kctx_fail(c, KN_ERR_INVALID, "batch %lld, but the run has %u sequences", (long long)batch,
+                            run->n_rows);
+    kn_rt_tensor *y;
+    int64_t yd[4] = {batch, hq, seq, hd};
+    KN_TRY(kn_kctx_out(c, 0, KN_F32, 4, yd, &y));
+    const float *qd = q->data, *kd = k->data, *vd = v->data;
+    float *yo = y->data;
+    for (int64_t b = 0; b < batch; b++) {
+        kn_kv_seq *s = kn_kv_seq_get(kv, run->seq_ids[b]);
+        if (!s)
+            return kn_kctx_fail(c, KN_ERR_INVALID, "row %lld: no sequence %u in the KV cache", (long long)b,
+                                run->seq_ids[b]);
+        int64_t past = s->len, total = past + seq;
+        if ((uint64_t)total > (uint64_t)s->n_blocks * kv->cfg.block_size)
+            return kn_kctx_fail(c, KN_ERR_INVALID, "sequence %u holds blocks for %u tokens, %lld needed",
+                                run->seq_ids[b], s->n_blocks * kv->cfg.block_size, (long long)total);
+        int64_t sc[4] = {batch, hq, seq, total}, mst[4] = {0, 0, 0, 0};
+        if (mask)
+            KN_TRY(mask_strides(c, mask, sc, mst));
+        /* append the new tokens' K/V */
+        for (int64_t h = 0; h < kvh; h++)
+            for (int64_t i = 0; i < seq; i++) {
+                size_t src = (size_t)(((b * kvh + h) * seq + i) * hd);
+                memcpy(kn_kv_at(kv, false, (uint32_t)layer, s, (uint32_t)(past + i), (uint32_t)h), kd + src,
+                       (size_t)hd * sizeof(float));
+                memcpy(kn_kv_at(kv, true, (uint32_t)layer, s, (uint32_t)(past + i), (uint32_t)h), vd + src,
+                       (size_t)hd * sizeof(float));
+            }
+        double *sv = kn_kctx_scratch(c, (size_t)(total + 1) * sizeof *sv);
+        double *acc = kn_kctx_scratch(c, (size_t)(hd + 1) * sizeof *acc);
+        if (!sv || !acc)
+            return KN_ERR_NOMEM;
+        for (int64_t h = 0; h < hq; h++)
+            for (int64_t i = 0; i < seq; i++) {
+                uint32_t hk = (uint32_t)(h / rep);
+                const float *qr = qd + ((b * hq + h) * seq + i) * hd;
+                bool all_masked = true;
+                for (int64_t j = 0; j < total; j++) {
+                    const float *kr = kn_kv_at(kv, false, (uint32_t)layer, s, (uint32_t)j, hk);
+                    double dot = 0;
+                    for (int64_t d = 0; d < hd; d++)
+                        dot += (double)qr[d] * (double)kr[d];
+                    double bj = 0;
+                    if (mask) {
+                        int64_t at = b * mst[0] + h * mst[1] + i * mst[2] + j * mst[3];
+                        if (mask->dtype == KN_BOOL)
+                            bj = ((const uint8_t *)mask->data)[at] ? 0.0 : -INFINITY;
+                        else
+                            bj = kn_get_f64(mask->dtype, mask->data, at);
+                    }
+                    all_masked = all_masked && isinf(bj) && bj < 0;
+                    sv[j] = dot * scale + bj;
+                }
+                double mx = -INFINITY, sum = 0;
+                for (int64_t j = 0; j < total; j++)
+                    mx = isnan(sv[j]) || sv[j] > mx ? sv[j] : mx;
+                for (int64_t j = 0; j < total; j++) {
+                    sv[j] = all_masked ? 0.0 : exp(sv[j] - mx);
+                    sum += sv[j];
+                }
+                for (int64_t d = 0; d < hd; d++)
+                    acc[d] = 0;
+                for (int64_t j = 0; j < total; j++) {
+                    double p = all_masked ? 0.0 : sv[j] / sum;
+                    const float *vr = kn_kv_at(kv, true, (uint32_t)layer, s, (uint32_t)j, hk);
+                    for (int64_t d = 0; d < hd; d++)
+                        acc[d] += p * (double)vr[d];
+                }
+                float *yr = yo + ((b * hq + h) * seq + i) * hd;
+                for (int64_t d = 0; d < hd; d++)
+                    yr[d] = (float)acc[d];
+            }
+    }
+    return KN_OK;
+}

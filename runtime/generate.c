@@ -1,0 +1,186 @@
+/* The generation loop (kn_session_generate): every prompt in its own
+ * sequence, all prefilled, then one decode step per live prompt in turn
+ * until each stops (max tokens, stop id or string, callback, full). */
+#include "runtime/session_impl.h"
+#include "ir/arena.h"
+
+#include <string.h>
+#include <time.h>
+
+void kn_generate_options_defaults(kn_generate_options *o)
+{
+    memset(o, 0, sizeof *o);
+    kn_sampling_defaults(&o->sampling);
+}
+
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+typedef struct gen {
+    uint32_t seq;
+    bool has_seq, done;
+    kn_sampler *smp;
+    kn_generate_result r;
+    uint32_t cap_tokens;
+} gen;
+
+/* Whether the new text of g contains a stop string. */
+static kn_status stop_string_hit(kn_session *s, const kn_generate_options *o, const gen *g, bool *hit)
+{
+    *hit = false;
+    if (!o->n_stop_strings)
+        return KN_OK;
+    int32_t *ids = kn_mem_alloc(s->a, ((size_t)g->r.n_tokens + 1) * sizeof *ids);
+    if (!ids)
+        return KN_ERR_NOMEM;
+    for (uint32_t i = 0; i < g->r.n_tokens; i++)
+        ids[i] = (int32_t)g->r.tokens[i];
+    char *text = NULL;
+    size_t len = 0;
+    kn_status st = kn_tokenizer_decode(o->tokenizer, ids, g->r.n_tokens, false, &text, &len, s->d);
+    kn_mem_free(s->a, ids);
+    for (uint32_t k = 0; st == KN_OK && k < o->n_stop_strings && !*hit; k++)
+        *hit = o->stop_strings[k][0] && strstr(text, o->stop_strings[k]) != NULL;
+    kn_tokenizer_release(o->tokenizer, text);
+    return st;
+}
+
+static kn_status validate(kn_session *s, const int64_t *const *prompts, const uint32_t *lens, uint32_t n,
+                          const kn_generate_options *o)
+{
+    if (n == 0 || !prompts || !lens) {
+        kn_diag_add(s->d, KN_ERROR, "%s: generate: no prompts", s->file);
+        return KN_ERR_INVALID;
+    }
+    for (uint32_t i = 0; i < n; i++) {
+        char what[64];
+        snprintf(what, sizeof what, "prompt %u", i);
+        if (lens[i] == 0 || !prompts[i]) {
+            kn_diag_add(s->d, KN_ERROR, "%s: generate: prompt %u is empty", s->file, i);
+            return KN_ERR_INVALID;
+        }
+        if (lens[i] > s->max_seq_len) {
+            kn_diag_add(s->d, KN_ERROR,
+                        "%s: generate: prompt %u has %u tokens, more than the cache holds per sequence (max sequence "
+                        "length %u)",
+                        s->file, i, lens[i], s->max_seq_len);
+            return KN_ERR_INVALID;
+        }
+        KN_TRY(kn_session_check_ids(s, prompts[i], lens[i], what));
+    }
+    if (o->n_stop_strings && !o->tokenizer) {
+        kn_diag_add(s->d, KN_ERROR, "%s: generate: stop strings need a tokenizer", s->file);
+        return KN_ERR_INVALID;
+    }
+    return KN_OK;
+}
+
+/* Takes the next token of prompt i from the last logits; decides whether
+ * the prompt goes on. */
+static kn_status next_token(kn_session *s, const kn_generate_options *o, uint32_t i, gen *g)
+{
+    sess_seq *q = kn_session_seq(s, g->seq);
+    int64_t t = kn_sampler_pick(g->smp, s->last, q->hist, q->len);
+    KN_TRY(kn_mem_grow(s->a, (void **)&g->r.tokens, &g->cap_tokens, g->r.n_tokens + 1, sizeof *g->r.tokens));
+    g->r.tokens[g->r.n_tokens++] = t;
+    if (o->on_token && o->on_token(i, t, o->user)) {
+        g->done = true;
+        g->r.stop = KN_STOP_CALLBACK;
+        return KN_OK;
+    }
+    for (uint32_t k = 0; k < o->n_stop_ids; k++)
+        if (o->stop_ids[k] == t) {
+            g->done = true;
+            g->r.stop = KN_STOP_ID;
+            return KN_OK;
+        }
+    bool hit;
+    KN_TRY(stop_string_hit(s, o, g, &hit));
+    if (hit) {
+        g->done = true;
+        g->r.stop = KN_STOP_STRING;
+    } else if (o->max_new_tokens && g->r.n_tokens >= o->max_new_tokens) {
+        g->done = true;
+        g->r.stop = KN_STOP_MAX_TOKENS;
+    } else if (q->len >= s->max_seq_len) {
+        g->done = true;
+        g->r.stop = KN_STOP_FULL;
+    }
+    return KN_OK;
+}
+
+kn_status kn_session_generate(kn_session *s, const int64_t *const *prompts, const uint32_t *prompt_lens,
+                              uint32_t n_prompts, const kn_generate_options *o, kn_generate_result *results)
+{
+    kn_generate_options def;
+    if (!o) {
+        kn_generate_options_defaults(&def);
+        o = &def;
+    }
+    KN_TRY(validate(s, prompts, prompt_lens, n_prompts, o));
+    gen *gs = kn_mem_alloc(s->a, (size_t)n_prompts * sizeof *gs);
+    if (!gs)
+        return KN_ERR_NOMEM;
+    memset(gs, 0, (size_t)n_prompts * sizeof *gs);
+    kn_status st = KN_OK;
+    /* prefill every prompt */
+    for (uint32_t i = 0; i < n_prompts && st == KN_OK; i++) {
+        gen *g = &gs[i];
+        g->r.n_prompt = prompt_lens[i];
+        st = kn_session_add_sequence(s, &g->seq);
+        g->has_seq = st == KN_OK;
+        double t0 = now_s();
+        if (st == KN_OK)
+            st = kn_session_forward(s, g->seq, prompts[i], prompt_lens[i], NULL);
+        g->r.prefill_s = now_s() - t0;
+        if (st == KN_OK) {
+            kn_sampling p = o->sampling;
+            p.seed += i;
+            st = kn_sampler_create(&p, s->vocab, s->a, s->d, &g->smp);
+        }
+        if (st == KN_OK)
+            st = next_token(s, o, i, g);
+    }
+    /* decode, one token per live prompt per round */
+    for (bool live = true; live && st == KN_OK;) {
+        live = false;
+        for (uint32_t i = 0; i < n_prompts && st == KN_OK; i++) {
+            gen *g = &gs[i];
+            if (g->done)
+                continue;
+            int64_t t = g->r.tokens[g->r.n_tokens - 1];
+            double t0 = now_s();
+            st = kn_session_forward(s, g->seq, &t, 1, NULL);
+            g->r.decode_s += now_s() - t0;
+            g->r.n_decode++;
+            if (st == KN_OK)
+                st = next_token(s, o, i, g);
+            live = live || !g->done;
+        }
+    }
+    for (uint32_t i = 0; i < n_prompts; i++) {
+        gen *g = &gs[i];
+        if (g->has_seq)
+            kn_session_free_sequence(s, g->seq);
+        kn_sampler_destroy(g->smp);
+        if (results && st == KN_OK)
+            results[i] = g->r;
+        else
+            kn_mem_free(s->a, g->r.tokens);
+    }
+    kn_mem_free(s->a, gs);
+    return st;
+}
+
+void kn_generate_results_free(kn_session *s, kn_generate_result *results, uint32_t n)
+{
+    for (uint32_t i = 0; results && i < n; i++) {
+        kn_mem_free(s->a, results[i].tokens);
+        results[i].tokens = NULL;
+        results[i].n_tokens = 0;
+    }
+}

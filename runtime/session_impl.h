@@ -1,0 +1,55 @@
+/* A session's internals, shared by session.c (binding and forward) and
+ * generate.c (the generation loop). */
+#ifndef KILN_RUNTIME_SESSION_IMPL_H
+#define KILN_RUNTIME_SESSION_IMPL_H
+
+#include "ir/ir.h"
+#include "kiln/session.h"
+#include "runtime/cpu/kernel.h"
+#include "runtime/kv_cache.h"
+
+typedef enum input_kind { IN_IDS, IN_MASK, IN_POS, IN_PAST } input_kind;
+
+typedef struct input_role {
+    input_kind kind;
+    kn_dtype dtype;
+    int64_t heads, dim;  /* IN_PAST: [batch, heads, past, dim] */
+    uint32_t past_index; /* IN_PAST: which past input, in graph order */
+} input_role;
+
+typedef struct sess_seq {
+    bool used;
+    uint32_t len;          /* tokens run so far */
+    int64_t *hist;         /* those tokens (no-cache mode reruns them) */
+    uint32_t cap_hist;
+    uint32_t kv_id;        /* KN_CACHE_PAGED: the cache's sequence */
+    kn_rt_tensor **past;   /* KN_CACHE_TENSORS: the last presents, per past input */
+} sess_seq;
+
+struct kn_session {
+    const kn_allocator *a;
+    kn_diag *d;
+    const kn_graph *g;
+    const char *file;
+    kn_cache_kind cache;
+    bool no_cache;
+    uint32_t max_seq_len;
+    uint32_t vocab;
+    input_role *roles;     /* per graph input */
+    uint32_t n_past;
+    uint32_t *present_out; /* KN_CACHE_TENSORS: output index of each past input's present */
+    uint32_t logits_out;
+    kn_kv_cache *kv;       /* KN_CACHE_PAGED */
+    sess_seq *seqs;
+    uint32_t n_seqs, cap_seqs;
+    float *last;           /* the last forward's last-token logits (vocab floats) */
+    uint32_t cap_last;
+};
+
+/* Metadata `key` of the plan (also as a plan stores it: meta.KEY), or NULL. */
+const char *kn_session_meta(const kn_graph *g, const char *key);
+sess_seq *kn_session_seq(const kn_session *s, uint32_t id);
+/* KN_ERR_INVALID with a message when an id is outside the vocabulary. */
+kn_status kn_session_check_ids(kn_session *s, const int64_t *ids, uint32_t n, const char *what);
+
+#endif
