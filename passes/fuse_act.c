@@ -1,4 +1,5 @@
-/* Activation fusion: decomposed GELU, SiLU and SwiGLU become one node.
+/* Activation fusion: decomposed GELU, SiLU, SwiGLU, Softmax and LogSoftmax
+ * become one node.
  *
  *   GELU, erf form:  0.5 * x * (1 + Erf(x / sqrt(2)))   (or x * (1/sqrt(2)))
  *   GELU, tanh form: 0.5 * x * (1 + Tanh(sqrt(2/pi) * (x + 0.044715 * x^3)))
@@ -9,6 +10,17 @@
  *   SwiGLU: Silu(gate) * up           → kiln SwiGlu(gate, up), after the
  *           SiLU fusion (Llama/Qwen2 MLPs). ONNX has Swish only from opset
  *           24 and SwiGLU from 28, past the opsets kiln's table covers.
+ *   Softmax: e = Exp(x - ReduceMax(x)) (stable) or Exp(x) (unstable);
+ *            e / ReduceSum(e) or e * Reciprocal(ReduceSum(e))
+ *                                 → ai.onnx Softmax (opset 13, one axis)
+ *   LogSoftmax: d = x - ReduceMax(x) (or d = x); d - Log(ReduceSum(Exp(d)))
+ *                                 → ai.onnx LogSoftmax (opset 13)
+ *     Both reductions over the same single axis (axes attribute or
+ *     constant input; negative axes normalised with x's rank where they
+ *     differ in sign), keepdims 1, noop_with_empty_axes unset or 0. The
+ *     unstable form differs from the max-subtracting kernel by rounding,
+ *     and where Exp(x) overflows the fused op gives the finite result the
+ *     unfused graph's inf / inf did not.
  *
  * Exact only: constants checked (0.5, 1 and 3 exactly; sqrt(2), 1/sqrt(2),
  * sqrt(2/pi) and 0.044715 to float rounding, relative 1e-6), every
@@ -225,12 +237,129 @@ static kn_status fuse_swiglu(kn_graph *g, kn_uses *u, kn_id k, uint32_t *count)
     return KN_OK;
 }
 
+/* The one axis a ReduceSum / ReduceMax node reduces over, keeping dims
+ * (axes as the constant input from `input_opset` on, else the attribute):
+ * *axis receives it as written. */
+static bool reduce_axis(const kn_graph *g, const kn_node *n, int64_t input_opset, int64_t *axis)
+{
+    const kn_attr *kd = kn_node_attr(n, "keepdims");
+    if (kd && (kd->kind != KN_ATTR_INT || kd->u.i != 1))
+        return false;
+    const kn_attr *ne = kn_node_attr(n, "noop_with_empty_axes");
+    if (ne && (ne->kind != KN_ATTR_INT || ne->u.i != 0))
+        return false;
+    int64_t axes[2];
+    size_t na = 0;
+    if (n->opset >= input_opset) {
+        if (!kn_rw_has_in(n, 1) || !kn_rw_const_ints(g, n->inputs[1], axes, 2, &na))
+            return false;
+    } else {
+        const kn_attr *a = kn_node_attr(n, "axes");
+        if (n->n_inputs != 1 || !a || a->kind != KN_ATTR_INTS || a->n > 2)
+            return false;
+        na = a->n;
+        for (size_t i = 0; i < na; i++)
+            axes[i] = a->u.ints[i];
+    }
+    if (na != 1)
+        return false;
+    *axis = axes[0];
+    return true;
+}
+
+/* Whether axes a and b of x (as written) are the same axis; *axis
+ * receives it (normalised to >= 0 where the rank is known). */
+static bool same_axis(const kn_graph *g, kn_id x, int64_t a, int64_t b, int64_t *axis)
+{
+    const kn_type *t = kn_rw_type(g, x);
+    int32_t r = t && kn_rw_shapes_trusted(g) ? t->shape.rank : -1;
+    if (r == 0)
+        return false;
+    if (r > 0) {
+        if (a < -r || a >= r || b < -r || b >= r)
+            return false;
+        a = a < 0 ? a + r : a;
+        b = b < 0 ? b + r : b;
+    } else if ((a < 0) != (b < 0)) {
+        return false;
+    }
+    *axis = a;
+    return a == b;
+}
+
+/* ReduceSum node k over e = Exp(d), where d = x - ReduceMax(x) or d = x
+ * (stable and unstable forms), followed by e / s or e * Reciprocal(s)
+ * (Softmax), or by d - Log(s) (LogSoftmax). */
+static kn_status fuse_softmax(kn_graph *g, kn_uses *u, kn_id k, uint32_t *count)
+{
+    const kn_node *rs = &g->nodes[k];
+    int64_t a_sum, a_max, axis;
+    if (rs->n_outputs != 1 || !reduce_axis(g, rs, 13, &a_sum))
+        return KN_OK;
+    kn_id e = rs->inputs[0], s = rs->outputs[0];
+    kn_id ek = kn_fm_producer(g, u, e, KN_OP_Exp);
+    if (ek == KN_NONE || u->pinned[s] || u->readers[s] != 1)
+        return KN_OK;
+    kn_fm m = {0};
+    kn_fm_add(&m, k);
+    kn_fm_add(&m, ek);
+    kn_id d = g->nodes[ek].inputs[0], x = d, y = KN_NONE;
+    kn_id sub = kn_fm_producer(g, u, d, KN_OP_Sub);
+    kn_id mx = sub != KN_NONE ? kn_fm_producer(g, u, g->nodes[sub].inputs[1], KN_OP_ReduceMax) : KN_NONE;
+    if (mx != KN_NONE && g->nodes[mx].inputs[0] == g->nodes[sub].inputs[0]) { /* stable form */
+        x = g->nodes[sub].inputs[0];
+        if (!reduce_axis(g, &g->nodes[mx], 18, &a_max) || !same_axis(g, x, a_sum, a_max, &axis))
+            return KN_OK;
+        kn_fm_add(&m, sub);
+        kn_fm_add(&m, mx);
+    } else if (!same_axis(g, x, a_sum, a_sum, &axis)) {
+        return KN_OK;
+    }
+    if (kn_fm_float_dtype(g, x) == KN_UNDEFINED)
+        return KN_OK;
+    kn_op op = KN_OP_Softmax;
+    kn_id r, lk, rk;
+    if ((r = kn_fm_sole_reader(g, u, s, KN_OP_Div)) != KN_NONE) { /* e / s */
+        if (g->nodes[r].inputs[0] != e || g->nodes[r].inputs[1] != s)
+            return KN_OK;
+        kn_fm_add(&m, r);
+        y = g->nodes[r].outputs[0];
+    } else if ((rk = kn_fm_sole_reader(g, u, s, KN_OP_Reciprocal)) != KN_NONE) { /* e * (1/s) */
+        kn_id rv = g->nodes[rk].outputs[0];
+        r = kn_fm_sole_reader(g, u, rv, KN_OP_Mul);
+        if (r == KN_NONE || kn_fm_other(&g->nodes[r], rv) != e)
+            return KN_OK;
+        kn_fm_add(&m, rk);
+        kn_fm_add(&m, r);
+        y = g->nodes[r].outputs[0];
+    } else if ((lk = kn_fm_sole_reader(g, u, s, KN_OP_Log)) != KN_NONE) { /* d - Log(s) */
+        kn_id lv = g->nodes[lk].outputs[0];
+        r = kn_fm_sole_reader(g, u, lv, KN_OP_Sub);
+        if (r == KN_NONE || g->nodes[r].inputs[0] != d || g->nodes[r].inputs[1] != lv)
+            return KN_OK;
+        kn_fm_add(&m, lk);
+        kn_fm_add(&m, r);
+        y = g->nodes[r].outputs[0];
+        op = KN_OP_LogSoftmax;
+    } else {
+        return KN_OK;
+    }
+    /* x itself may be read elsewhere; every intermediate only here */
+    if (!kn_fm_closed(g, u, &m, y))
+        return KN_OK;
+    kn_attr at;
+    KN_TRY(kn_fm_attr_i(g, "axis", axis, &at));
+    KN_TRY(kn_fm_replace(g, u, &m, y, op, 13, &x, 1, &at, 1));
+    (*count)++;
+    return KN_OK;
+}
+
 kn_status kn_pass_fuse_act(kn_graph *g, kn_diag *d)
 {
     (void)d;
     kn_uses u;
     KN_TRY(kn_uses_init(g, &u));
-    uint32_t n_gelu = 0, n_silu = 0, n_swiglu = 0;
+    uint32_t n_gelu = 0, n_silu = 0, n_swiglu = 0, n_softmax = 0;
     kn_status s = KN_OK;
     for (kn_id k = 0; k < g->n_nodes && s == KN_OK; k++) {
         if (u.dead[k] || *g->nodes[k].domain)
@@ -240,6 +369,8 @@ kn_status kn_pass_fuse_act(kn_graph *g, kn_diag *d)
             s = fuse_gelu(g, &u, k, op == KN_OP_Tanh, &n_gelu);
         else if (op == KN_OP_Sigmoid)
             s = fuse_silu(g, &u, k, &n_silu);
+        else if (op == KN_OP_ReduceSum)
+            s = fuse_softmax(g, &u, k, &n_softmax);
     }
     for (kn_id k = 0; k < g->n_nodes && s == KN_OK; k++)
         if (!u.dead[k] && g->nodes[k].op == KN_OP_Mul)

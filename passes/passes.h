@@ -23,6 +23,7 @@ kn_status kn_pass_fold(kn_graph *g, kn_diag *d);
 kn_status kn_pass_noop(kn_graph *g, kn_diag *d);
 kn_status kn_pass_cse(kn_graph *g, kn_diag *d);
 kn_status kn_pass_transpose(kn_graph *g, kn_diag *d);
+kn_status kn_pass_sink(kn_graph *g, kn_diag *d);
 kn_status kn_pass_bn_fold(kn_graph *g, kn_diag *d);
 kn_status kn_pass_fuse_norm(kn_graph *g, kn_diag *d);
 kn_status kn_pass_fuse_act(kn_graph *g, kn_diag *d);

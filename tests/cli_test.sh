@@ -179,6 +179,21 @@ if "$KILN" compile "$SAMPLE" --target cuda -o "$TMP/cu.plan" >/dev/null 2>&1; th
     expect 0 'wrote' "$KILN" compile "$SAMPLE" --target cuda --arch sm_75 -o "$TMP/cu75.plan" --no-cache
     expect 0 'cuda: .* sm_75,ptx75' "$KILN" inspect "$TMP/cu75.plan"
     expect 1 "--arch expects a list" "$KILN" compile "$SAMPLE" --target cuda --arch fast
+    # --report with target cuda: the lowered plan's steps and kernels, after the pipeline and at -O0
+    expect 0 'wrote' "$KILN" compile "$SAMPLE" --target cuda -o "$TMP/cur.plan" --report "$TMP/cur.json"
+    cuda_report() { python3 -c '
+import json, sys
+r = json.load(open(sys.argv[1]))["cuda"]
+keys = ("steps", "launches", "gemms", "copies", "host", "kernels")
+b, a = r["before"], r["after"]
+assert all(isinstance(x[k], int) for x in (a, b) for k in keys), r
+assert a["steps"] == a["launches"] + a["gemms"] + a["copies"] + a["host"], r
+assert a["steps"] <= b["steps"] and a["launches"] <= b["launches"] and a["kernels"] <= b["kernels"], r
+assert (b == a) if sys.argv[2] == "same" else (b["steps"] > a["steps"] and a["kernels"] >= 1), r
+print("cuda report ok", b["steps"], a["steps"], b["kernels"], a["kernels"])' "$@"; }
+    expect 0 '^cuda report ok' cuda_report "$TMP/cur.json" fewer
+    expect 0 'wrote' "$KILN" compile "$SAMPLE" --target cuda -O0 -o "$TMP/cur0.plan" --report "$TMP/cur0.json"
+    expect 0 '^cuda report ok' cuda_report "$TMP/cur0.json" same
     if [ -f "$SRC/../shared/models/ppocr_cls/model.onnx" ]; then
         expect 1 "needs the shape of input 'x'|dimension 0 .* has no size" "$KILN" compile "$SRC/../shared/models/ppocr_cls/model.onnx" --target cuda -o "$TMP/pp.plan"
         expect 0 'wrote' "$KILN" compile "$SRC/../shared/models/ppocr_cls/model.onnx" --target cuda --shape x=1x3x48x192 -o "$TMP/pp.plan"
@@ -199,6 +214,7 @@ expect 0 '"origins":\[\]' flat "$KILN" inspect --json --layers "$SAMPLE"
 expect 1 '--graph and --layers cannot be combined' "$KILN" inspect --graph --layers "$SAMPLE"
 expect 0 '"fuse-norm":\{"ran":true,"nodes":2,"replaced":18,"ops":\{"LayerNormalization":\{"nodes":2,"replaced":18\}\}\}' flat cat "$TMP/l.json"
 expect 0 '"kernels":\{"before":25,"after":8\}' flat cat "$TMP/l.json"
+expect 1 '' grep -q '"cuda"' "$TMP/l.json" # target cpu: no lowered plan
 expect 0 'wrote' "$KILN" compile "$SAMPLE" -o "$TMP/l1.plan" -O1 --report "$TMP/l1.json"
 expect 0 '"fuse-act":\{"ran":false,"nodes":0' flat cat "$TMP/l1.json"
 

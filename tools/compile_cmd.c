@@ -83,7 +83,8 @@ static const char usage[] =
     "  --verify-each       verify the graph after every pass (always on in\n"
     "                      debug builds)\n"
     "  --report FILE.json  node counts per op type before and after the\n"
-    "                      pipeline and per pass\n"
+    "                      pipeline and per pass; with --target cuda also the\n"
+    "                      plan's CUDA steps and kernels at -O0 and as compiled\n"
     "  --tokenizer FILE    embed this Hugging Face tokenizer.json (and the\n"
     "                      tokenizer_config.json / generation_config.json next\n"
     "                      to it) in the plan; default: tokenizer.json next to\n"
@@ -119,6 +120,69 @@ static bool parse_size(const char *s, uint64_t *out)
         return false;
     *out = v * mul;
     return true;
+}
+
+/* The figures of a lowered CUDA program for --report. */
+static void cuda_counts(const kn_cu_program *p, kn_pass_report_cuda *c)
+{
+    memset(c, 0, sizeof *c);
+    c->steps = p->n_steps;
+    c->kernels = p->n_kernels;
+    for (uint32_t i = 0; i < p->n_steps; i++) {
+        uint32_t k = p->steps[i].kind;
+        c->launches += k == KN_CU_STEP_LAUNCH;
+        c->gemms += k == KN_CU_STEP_GEMM;
+        c->copies += k == KN_CU_STEP_COPY;
+        c->host += k == KN_CU_STEP_HOST;
+    }
+}
+
+/* --report with --target cuda: the lowered program of the same model
+ * through the -O0 passes only (the level-0 ones: shapes, precision,
+ * quantization), for the "before" figures. Lowering only: kernels are
+ * not compiled. On failure *note says why (and nothing is filled). */
+static void cuda_baseline(const char *in, const kn_pipeline_opts *po, const kn_compile_cuda_opts *co,
+                          kn_pass_report_cuda *c, bool *ok, char *note, size_t n_note)
+{
+    *ok = false;
+    kn_diag *q = kn_diag_create(NULL, NULL);
+    kn_graph *g = NULL;
+    kn_cu_program prog;
+    memset(&prog, 0, sizeof prog);
+    if (!q) {
+        snprintf(note, n_note, "out of memory");
+        return;
+    }
+    kn_precision_opts prec = po->precision ? *po->precision : (kn_precision_opts){0};
+    kn_quantize_opts quant = po->quantize ? *po->quantize : (kn_quantize_opts){0};
+    prec.verbose = quant.verbose = false;
+    kn_pipeline_opts o0 = {0};
+    o0.level = KN_OPT_O0;
+    o0.precision = po->precision ? &prec : NULL;
+    o0.quantize = po->quantize ? &quant : NULL;
+    o0.disabled = po->disabled;
+    o0.n_disabled = po->n_disabled;
+    kn_status s = kn_import_onnx_file(in, NULL, NULL, q, &g);
+    if (s == KN_OK)
+        s = kn_compile_graph(g, "cuda", &o0, q);
+    kn_cuda_lower_stats ls;
+    if (s == KN_OK)
+        s = kn_cuda_lower(g, co->shapes, co->n_shapes, NULL, q, &prog, &ls);
+    if (s == KN_OK) {
+        cuda_counts(&prog, c);
+        *ok = true;
+    } else {
+        const char *msg = NULL;
+        kn_severity sev;
+        for (size_t i = 0; i < kn_diag_size(q) && !msg; i++) {
+            const char *m = kn_diag_message(q, i, &sev);
+            msg = sev == KN_ERROR ? m : NULL;
+        }
+        snprintf(note, n_note, "lowering the -O0 graph failed: %s", msg ? msg : kn_status_str(s));
+    }
+    kn_cu_program_free(&prog);
+    kn_graph_destroy(g);
+    kn_diag_destroy(q);
 }
 
 /* "1x3x224x224" → dims; false when malformed. */
@@ -515,8 +579,6 @@ int kn_cmd_compile(int argc, char **argv)
     }
     if (s == KN_OK)
         s = kn_compile_graph(g, target, &po, d);
-    if (s == KN_OK && report)
-        s = kn_pass_report_write(report, report_path, in, po.level ? (int)po.level - 1 : 2, d);
     if (s == KN_OK && qm.algo != KN_QALGO_RTN && qm.n_done)
         fprintf(stderr, "note: %s: %u layers; summed layer output error on the calibration data %.4g (RTN: %.4g)\n",
                 quant.method, qm.n_done, qm.err_q, qm.err_rtn);
@@ -570,7 +632,17 @@ int kn_cmd_compile(int argc, char **argv)
     if (s == KN_OK && cuda) {
         kn_compile_cuda_opts co = {shapes, n_shapes, archs, n_archs, no_cache, true};
         s = kn_compile_cuda(g, &co, d, &prog);
+        if (s == KN_OK && report) {
+            kn_pass_report_cuda before, after;
+            char note[1024] = "";
+            bool ok;
+            cuda_counts(&prog, &after);
+            cuda_baseline(in, &po, &co, &before, &ok, note, sizeof note);
+            s = kn_pass_report_set_cuda(report, ok ? &before : NULL, &after, ok ? NULL : note);
+        }
     }
+    if (s == KN_OK && report)
+        s = kn_pass_report_write(report, report_path, in, po.level ? (int)po.level - 1 : 2, d);
     if (s == KN_OK) {
         char opts[512];
         int n = snprintf(opts, sizeof opts, "--target %s --precision %s -O%d", target, prec_name,

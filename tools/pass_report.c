@@ -38,6 +38,9 @@ typedef struct step {
 } step;
 
 struct kn_pass_report {
+    bool has_cuda, has_cuda_before;
+    kn_pass_report_cuda cuda_before, cuda_after;
+    char *cuda_note;
     hist before;
     fused_set fs_before;
     step *steps;
@@ -159,7 +162,41 @@ void kn_pass_report_free(kn_pass_report *r)
         free(r->steps[i].fs.f);
     }
     free(r->steps);
+    free(r->cuda_note);
     free(r);
+}
+
+kn_status kn_pass_report_set_cuda(kn_pass_report *r, const kn_pass_report_cuda *before,
+                                  const kn_pass_report_cuda *after, const char *note)
+{
+    free(r->cuda_note);
+    r->cuda_note = NULL;
+    if (note && !(r->cuda_note = strdup(note)))
+        return KN_ERR_NOMEM;
+    r->has_cuda = true;
+    r->has_cuda_before = before != NULL;
+    if (before)
+        r->cuda_before = *before;
+    r->cuda_after = *after;
+    return KN_OK;
+}
+
+static void cuda_json(kn_json *j, const kn_pass_report_cuda *c)
+{
+    kn_json_obj_begin(j);
+    kn_json_key(j, "steps");
+    kn_json_uint(j, c->steps);
+    kn_json_key(j, "launches");
+    kn_json_uint(j, c->launches);
+    kn_json_key(j, "gemms");
+    kn_json_uint(j, c->gemms);
+    kn_json_key(j, "copies");
+    kn_json_uint(j, c->copies);
+    kn_json_key(j, "host");
+    kn_json_uint(j, c->host);
+    kn_json_key(j, "kernels");
+    kn_json_uint(j, c->kernels);
+    kn_json_obj_end(j);
 }
 
 kn_status kn_pass_report_observe(void *ctx, const kn_pass_info *p, bool ran, const kn_graph *g)
@@ -314,6 +351,22 @@ kn_status kn_pass_report_write(const kn_pass_report *r, const char *path, const 
     kn_json_key(&j, "after");
     kn_json_uint(&j, last->kernels);
     kn_json_obj_end(&j);
+    if (r->has_cuda) {
+        kn_json_key(&j, "cuda");
+        kn_json_obj_begin(&j);
+        kn_json_key(&j, "before");
+        if (r->has_cuda_before)
+            cuda_json(&j, &r->cuda_before);
+        else
+            kn_json_null(&j);
+        kn_json_key(&j, "after");
+        cuda_json(&j, &r->cuda_after);
+        if (r->cuda_note) {
+            kn_json_key(&j, "note");
+            kn_json_str(&j, r->cuda_note);
+        }
+        kn_json_obj_end(&j);
+    }
     kn_json_key(&j, "fusion");
     kn_json_obj_begin(&j);
     kn_status st = KN_OK;
