@@ -49,7 +49,11 @@ kn_status kn_pass_precision(kn_graph *g, const kn_precision_opts *o, kn_diag *d)
  * MatMul's B), to write in MatMulNBits layout: codes [n, k_blocks,
  * group * bits / 8] (low bits first; padding past k may hold anything),
  * scales [n, k_blocks], zero points packed [n, ceil(k_blocks * bits / 8)].
- * The output buffers are zeroed by the caller's quantizer itself. */
+ * The output buffers are zeroed by the caller's quantizer itself.
+ * in_scale [k] holds 1s on entry; a quantizer whose codes stand for
+ * W diag(s) (AWQ) writes s there, and the pass then multiplies the layer's
+ * input by 1/s (a Mul before the MatMulNBits), so the layer computes
+ * (x / s) · Q(W diag(s)). */
 typedef struct kn_quant_weight {
     const char *name;      /* the node (for per-layer statistics) */
     const float *w;
@@ -59,6 +63,7 @@ typedef struct kn_quant_weight {
     uint8_t *codes;
     float *scales;
     uint8_t *zero_points;
+    float *in_scale;
 } kn_quant_weight;
 
 /* Quantizes one weight; returns KN_OK or an error (reported to d). */
@@ -66,14 +71,28 @@ typedef kn_status (*kn_quant_weight_fn)(void *ctx, const kn_quant_weight *q, kn_
 /* Round-to-nearest, asymmetric per group (see quantize.c); ctx unused. */
 kn_status kn_quant_rtn(void *ctx, const kn_quant_weight *q, kn_diag *d);
 
+/* W8A8: the activation threshold (|x| clipped to amax, scale amax / 127)
+ * of the input of node `node` (value `input`); an error (reported to d)
+ * when unknown. */
+typedef kn_status (*kn_quant_act_fn)(void *ctx, const char *node, const char *input, int64_t k, int64_t n,
+                                     double *amax, kn_diag *d);
+
+typedef enum kn_quant_mode {
+    KN_QUANT_WEIGHT_ONLY = 0, /* MatMulNBits, bits 4 or 8 */
+    KN_QUANT_W8A8,            /* QuantizeLinear(x) -> MatMulIntegerToFloat, int8 per-channel weights */
+} kn_quant_mode;
+
 typedef struct kn_quantize_opts {
-    int bits;                     /* 0: off; 4 or 8: weight-only */
-    int64_t group_size;           /* a power of two >= 16 */
+    int bits;                     /* 0: off; 4 or 8: weight-only; 8 with KN_QUANT_W8A8 */
+    int64_t group_size;           /* a power of two >= 16 (weight-only) */
     kn_quant_weight_fn quantize;  /* NULL: kn_quant_rtn */
     void *ctx;
     const char *const *keep;      /* fnmatch patterns of node names or op types kept float */
     uint32_t n_keep;
     bool verbose;
+    kn_quant_mode mode;
+    kn_quant_act_fn act_amax;     /* W8A8: required */
+    const char *method;           /* for the note: "RTN", "GPTQ", "AWQ" (NULL: RTN or custom) */
 } kn_quantize_opts;
 
 /* Replaces MatMul/Gemm with constant float32 weights by com.microsoft

@@ -17,9 +17,25 @@
  * (MLAS BlockwiseQuantizer), so both write the same bytes (checked by the
  * quantize_llama_matches_ort test). Nodes matched by a --keep-fp
  * pattern (name or op type) stay float. A K shorter than the group gets
- * the smallest power-of-two block (from 16) that holds it, not padding. */
+ * the smallest power-of-two block (from 16) that holds it, not padding.
+ *
+ * A quantizer that scales the layer's input channels (AWQ: the codes stand
+ * for W diag(s)) gets a Mul by the float32 constant 1/s on the input right
+ * before its MatMulNBits; nothing is folded into other ops, so every
+ * reader of the input other than this layer sees it unchanged.
+ *
+ * W8A8 (kn_quantize_opts.mode KN_QUANT_W8A8, --quantize int8): the weight
+ * is quantized per output channel, symmetric int8 (kn_wq_rtn), the input
+ * per tensor with the calibration threshold: QuantizeLinear(x, amax / 127,
+ * int8 0) -> com.microsoft MatMulIntegerToFloat(qx, Wq [K, N], a_scale,
+ * b_scale [N] (, bias)), an exact integer dot product scaled back to float
+ * in the epilogue (CPU kernel and CUDA emitter in k_quant.c / e_quant.c).
+ *
+ * New nodes are appended while the pass runs and moved in front of their
+ * reader at the end, so the node list stays in topological order. */
 #include "passes/fuse_match.h"
 #include "passes/passes.h"
+#include "kiln/quant.h"
 #include "runtime/cpu/util.h"
 
 #include <fnmatch.h>
@@ -128,8 +144,66 @@ static kn_status candidate(kn_graph *g, const kn_node *n, bool *ok, int64_t *K, 
     return KN_OK;
 }
 
-static kn_status quantize_node(kn_graph *g, kn_uses *u, kn_id k, const kn_quantize_opts *o, kn_diag *d,
-                               uint32_t *count, uint64_t *bytes_before, uint64_t *bytes_after)
+/* The graph's ai.onnx opset (at least `min`). */
+static int64_t onnx_opset(const kn_graph *g, int64_t min)
+{
+    int64_t v = min;
+    for (uint32_t i = 0; g->info && i < g->info->n_opsets; i++)
+        if (kn_domain_of(g->info->opsets[i].domain) == KN_DOM_ONNX && g->info->opsets[i].version > v)
+            v = g->info->opsets[i].version;
+    return v;
+}
+
+/* Appends node `op_name`(a, b, c) -> a new value of dtype dt shaped like a,
+ * named after the MatMul's input; *out receives the value. The node goes
+ * to the end of the list; reorder() moves it before its reader. */
+static kn_status add_pre_node(kn_graph *g, kn_uses *u, const char *node_name, const char *suffix, const char *op_name,
+                              kn_id a, kn_id b, kn_id c, kn_dtype dt, kn_id *out)
+{
+    char buf[1024];
+    kn_value v = {0};
+    snprintf(buf, sizeof buf, "%s%s", g->values[a].name, suffix);
+    KN_TRY(kn_rw_unique_name(g, buf, &v.name));
+    v.kind = KN_VAL_NODE;
+    v.type = g->values[a].type;
+    v.type.dtype = dt;
+    v.producer = g->n_nodes;
+    v.out_index = 0;
+    KN_TRY(kn_mem_grow(g->alloc, (void **)&u->readers, &u->cap_readers, g->n_values + 1, sizeof *u->readers));
+    KN_TRY(kn_mem_grow(g->alloc, (void **)&u->pinned, &u->cap_pinned, g->n_values + 1, sizeof *u->pinned));
+    u->readers[g->n_values] = 0;
+    u->pinned[g->n_values] = false;
+    KN_TRY(kn_graph_add_value(g, &v, out));
+    kn_node n = {0};
+    snprintf(buf, sizeof buf, "%s%s", node_name, suffix);
+    KN_TRY(kn_graph_intern_cstr(g, buf, &n.name));
+    KN_TRY(kn_graph_intern_cstr(g, op_name, &n.op_type));
+    KN_TRY(kn_graph_intern_cstr(g, "", &n.domain));
+    n.opset = onnx_opset(g, 13);
+    n.op = kn_op_lookup("", op_name, n.opset, NULL);
+    n.n_inputs = c == KN_NONE ? 2 : 3;
+    n.n_outputs = 1;
+    n.inputs = kn_graph_alloc(g, 3 * sizeof(kn_id));
+    n.outputs = kn_graph_alloc(g, sizeof(kn_id));
+    if (!n.inputs || !n.outputs)
+        return KN_ERR_NOMEM;
+    n.inputs[0] = a;
+    n.inputs[1] = b;
+    n.inputs[2] = c;
+    n.outputs[0] = *out;
+    for (uint32_t i = 0; i < n.n_inputs; i++)
+        u->readers[n.inputs[i]]++;
+    kn_id id;
+    return kn_graph_add_node(g, &n, &id);
+}
+
+typedef struct qstats {
+    uint32_t count, n_scaled;
+    uint64_t before, after; /* weight bytes */
+} qstats;
+
+/* Weight-only: node k -> [Mul(x, 1/s) ->] MatMulNBits. */
+static kn_status quantize_node(kn_graph *g, kn_uses *u, kn_id k, const kn_quantize_opts *o, kn_diag *d, qstats *st)
 {
     float *w;
     int64_t K, N;
@@ -146,29 +220,52 @@ static kn_status quantize_node(kn_graph *g, kn_uses *u, kn_id k, const kn_quanti
     size_t ncodes = (size_t)(N * nblk * blob), nzp = (size_t)(N * zrow);
     uint8_t *codes = kn_mem_alloc(g->alloc, ncodes + 1), *zps = kn_mem_alloc(g->alloc, nzp + 1);
     float *scales = kn_mem_alloc(g->alloc, (size_t)(N * nblk) * sizeof *scales);
-    kn_status s = codes && zps && scales ? KN_OK : KN_ERR_NOMEM;
+    float *in_scale = kn_mem_alloc(g->alloc, (size_t)K * sizeof *in_scale);
+    kn_status s = codes && zps && scales && in_scale ? KN_OK : KN_ERR_NOMEM;
     const kn_node *n = &g->nodes[k];
-    kn_quant_weight q = {n->name, w, K, N, o->bits, grp, codes, scales, zps};
-    if (s == KN_OK)
-        s = o->quantize ? o->quantize(o->ctx, &q, d) : kn_quant_rtn(NULL, &q, d);
-    char base[1024];
-    kn_id ins[6] = {n->inputs[0], KN_NONE, KN_NONE, KN_NONE, KN_NONE, bias};
+    char node_name[1024];
+    snprintf(node_name, sizeof node_name, "%s", n->name ? n->name : "");
+    bool scaled = false;
     if (s == KN_OK) {
-        snprintf(base, sizeof base, "%s_q%d", g->values[n->inputs[1]].name, o->bits);
+        for (int64_t i = 0; i < K; i++)
+            in_scale[i] = 1.0f;
+        kn_quant_weight q = {n->name, w, K, N, o->bits, grp, codes, scales, zps, in_scale};
+        s = o->quantize ? o->quantize(o->ctx, &q, d) : kn_quant_rtn(NULL, &q, d);
+        for (int64_t i = 0; s == KN_OK && i < K; i++) {
+            if (!(in_scale[i] > 0) || !isfinite(in_scale[i])) {
+                kn_diag_add(d, KN_ERROR, "quantize: node '%s': input scale %g of channel %lld is not positive",
+                            node_name, (double)in_scale[i], (long long)i);
+                s = KN_ERR_INTERNAL;
+            }
+            scaled |= in_scale[i] != 1.0f;
+            in_scale[i] = 1.0f / in_scale[i];
+        }
+    }
+    char base[1024];
+    kn_id ins[6] = {n->inputs[0], KN_NONE, KN_NONE, KN_NONE, KN_NONE, bias}, wv = n->inputs[1], rs = KN_NONE;
+    if (s == KN_OK) {
+        snprintf(base, sizeof base, "%s_q%d", g->values[wv].name, o->bits);
         s = kn_rw_add_const(g, u, base, KN_U8, 3, (int64_t[]){N, nblk, blob}, codes, ncodes, &ins[1]);
     }
     if (s == KN_OK) {
-        snprintf(base, sizeof base, "%s_scales", g->values[n->inputs[1]].name);
+        snprintf(base, sizeof base, "%s_scales", g->values[wv].name);
         s = kn_rw_add_const(g, u, base, KN_F32, 2, (int64_t[]){N, nblk}, scales, (size_t)(N * nblk) * 4, &ins[2]);
     }
     if (s == KN_OK) {
-        snprintf(base, sizeof base, "%s_zero_points", g->values[n->inputs[1]].name);
+        snprintf(base, sizeof base, "%s_zero_points", g->values[wv].name);
         s = kn_rw_add_const(g, u, base, KN_U8, 2, (int64_t[]){N, zrow}, zps, nzp, &ins[3]);
+    }
+    if (s == KN_OK && scaled) {
+        snprintf(base, sizeof base, "%s_inv_in_scale", g->values[wv].name);
+        s = kn_rw_add_const(g, u, base, KN_F32, 1, (int64_t[]){K}, in_scale, (size_t)K * 4, &rs);
+        if (s == KN_OK)
+            s = add_pre_node(g, u, node_name, "/input_scale", "Mul", ins[0], rs, KN_NONE, KN_F32, &ins[0]);
     }
     kn_mem_free(g->alloc, w);
     kn_mem_free(g->alloc, codes);
     kn_mem_free(g->alloc, zps);
     kn_mem_free(g->alloc, scales);
+    kn_mem_free(g->alloc, in_scale);
     KN_TRY(s);
     kn_attr at[4];
     KN_TRY(kn_fm_attr_i(g, "K", K, &at[0]));
@@ -179,9 +276,122 @@ static kn_status quantize_node(kn_graph *g, kn_uses *u, kn_id k, const kn_quanti
     kn_fm_add(&m, k);
     KN_TRY(kn_fm_replace(g, u, &m, g->nodes[k].outputs[0], KN_OP_MS_MatMulNBits, 1, ins, bias == KN_NONE ? 4 : 6, at,
                          4));
-    (*count)++;
-    *bytes_before += (uint64_t)(K * N) * 4;
-    *bytes_after += ncodes + nzp + (uint64_t)(N * nblk) * 4;
+    st->count++;
+    st->n_scaled += scaled;
+    st->before += (uint64_t)(K * N) * 4;
+    st->after += ncodes + nzp + (uint64_t)(N * nblk) * 4 + (scaled ? (uint64_t)K * 4 : 0);
+    return KN_OK;
+}
+
+/* W8A8: node k -> QuantizeLinear(x) -> MatMulIntegerToFloat. */
+static kn_status quantize_node_w8a8(kn_graph *g, kn_uses *u, kn_id k, const kn_quantize_opts *o, kn_diag *d,
+                                    qstats *st)
+{
+    float *w;
+    int64_t K, N;
+    kn_id bias;
+    bool ok;
+    KN_TRY(candidate(g, &g->nodes[k], &ok, &K, &N, &bias, &w));
+    if (!ok)
+        return KN_OK;
+    const kn_node *n = &g->nodes[k];
+    char node_name[1024];
+    snprintf(node_name, sizeof node_name, "%s", n->name ? n->name : "");
+    double amax = 0;
+    kn_status s = o->act_amax(o->ctx, n->name, g->values[n->inputs[0]].name, K, N, &amax, d);
+    /* per output channel: rows of Wᵀ */
+    float *wt = s == KN_OK ? kn_mem_alloc(g->alloc, (size_t)(K * N) * sizeof *wt) : NULL;
+    int8_t *qkn = s == KN_OK ? kn_mem_alloc(g->alloc, (size_t)(K * N) + 1) : NULL;
+    if (s == KN_OK && (!wt || !qkn))
+        s = KN_ERR_NOMEM;
+    kn_qweights qw;
+    memset(&qw, 0, sizeof qw);
+    if (s == KN_OK) {
+        for (int64_t kk = 0; kk < K; kk++)
+            for (int64_t j = 0; j < N; j++)
+                wt[j * K + kk] = w[kk * N + j];
+        kn_qscheme sch = {8, 0, true};
+        s = kn_wq_rtn(wt, (uint32_t)N, (uint32_t)K, &sch, g->alloc, d, &qw);
+        if (s != KN_OK)
+            kn_diag_add(d, KN_NOTE, "quantize: while quantizing the weight of node '%s'", node_name);
+    }
+    if (s == KN_OK)
+        for (int64_t kk = 0; kk < K; kk++)
+            for (int64_t j = 0; j < N; j++)
+                qkn[kk * N + j] = (int8_t)qw.q[j * K + kk];
+    float sx = amax > 0 && isfinite(amax) ? (float)(amax / 127.0) : 1.0f;
+    int8_t zp = 0;
+    kn_id ins[7] = {n->inputs[0], KN_NONE, KN_NONE, KN_NONE, KN_NONE, KN_NONE, bias}, wv = n->inputs[1];
+    kn_id xs = KN_NONE, xz = KN_NONE;
+    char base[1024];
+    if (s == KN_OK) {
+        snprintf(base, sizeof base, "%s_q8", g->values[wv].name);
+        s = kn_rw_add_const(g, u, base, KN_I8, 2, (int64_t[]){K, N}, qkn, (size_t)(K * N), &ins[1]);
+    }
+    if (s == KN_OK) {
+        snprintf(base, sizeof base, "%s_scales", g->values[wv].name);
+        s = kn_rw_add_const(g, u, base, KN_F32, 1, (int64_t[]){N}, qw.scales, (size_t)N * 4, &ins[3]);
+    }
+    if (s == KN_OK) {
+        snprintf(base, sizeof base, "%s_scale", g->values[n->inputs[0]].name);
+        s = kn_rw_add_const(g, u, base, KN_F32, 0, NULL, &sx, 4, &xs);
+    }
+    if (s == KN_OK) {
+        snprintf(base, sizeof base, "%s_zero_point", g->values[n->inputs[0]].name);
+        s = kn_rw_add_const(g, u, base, KN_I8, 0, NULL, &zp, 1, &xz);
+    }
+    if (s == KN_OK)
+        s = add_pre_node(g, u, node_name, "/quantize_input", "QuantizeLinear", ins[0], xs, xz, KN_I8, &ins[0]);
+    ins[2] = xs;
+    kn_qweights_free(&qw);
+    kn_mem_free(g->alloc, w);
+    kn_mem_free(g->alloc, wt);
+    kn_mem_free(g->alloc, qkn);
+    KN_TRY(s);
+    kn_fm m = {0};
+    kn_fm_add(&m, k);
+    KN_TRY(kn_fm_replace(g, u, &m, g->nodes[k].outputs[0], KN_OP_MS_MatMulIntegerToFloat, 1, ins,
+                         bias == KN_NONE ? 4 : 7, NULL, 0));
+    st->count++;
+    st->before += (uint64_t)(K * N) * 4;
+    st->after += (uint64_t)(K * N) + (uint64_t)N * 4;
+    return KN_OK;
+}
+
+/* Moves the nodes appended by add_pre_node (the last n_pre, each read by
+ * one node) right before their reader. */
+static kn_status reorder(kn_graph *g, uint32_t n_pre)
+{
+    if (!n_pre)
+        return KN_OK;
+    uint32_t n0 = g->n_nodes - n_pre;
+    kn_node *nodes = kn_mem_alloc(g->alloc, (size_t)g->n_nodes * sizeof *nodes);
+    if (!nodes)
+        return KN_ERR_NOMEM;
+    uint32_t at = 0;
+    for (uint32_t i = 0; i < n0; i++) {
+        const kn_node *n = &g->nodes[i];
+        for (uint32_t j = 0; j < n->n_inputs; j++) {
+            kn_id v = n->inputs[j];
+            if (v != KN_NONE && g->values[v].kind == KN_VAL_NODE && g->values[v].producer >= n0 &&
+                g->values[v].producer < g->n_nodes && at < g->n_nodes)
+                nodes[at++] = g->nodes[g->values[v].producer];
+        }
+        if (at < g->n_nodes)
+            nodes[at++] = *n;
+    }
+    if (at != g->n_nodes) {
+        kn_mem_free(g->alloc, nodes);
+        return KN_ERR_INTERNAL;
+    }
+    memcpy(g->nodes, nodes, (size_t)g->n_nodes * sizeof *nodes);
+    kn_mem_free(g->alloc, nodes);
+    for (uint32_t i = 0; i < g->n_nodes; i++)
+        for (uint32_t j = 0; j < g->nodes[i].n_outputs; j++)
+            if (g->nodes[i].outputs[j] != KN_NONE) {
+                g->values[g->nodes[i].outputs[j]].producer = i;
+                g->values[g->nodes[i].outputs[j]].out_index = j;
+            }
     return KN_OK;
 }
 
@@ -189,33 +399,56 @@ kn_status kn_pass_quantize(kn_graph *g, const kn_quantize_opts *o, kn_diag *d)
 {
     if (!o || o->bits == 0)
         return KN_OK;
-    if ((o->bits != 4 && o->bits != 8) || o->group_size < 16 || (o->group_size & (o->group_size - 1)) ||
-        o->group_size > (1 << 20)) {
+    bool w8a8 = o->mode == KN_QUANT_W8A8;
+    if (w8a8 ? (o->bits != 8 || !o->act_amax)
+             : ((o->bits != 4 && o->bits != 8) || o->group_size < 16 || (o->group_size & (o->group_size - 1)) ||
+                o->group_size > (1 << 20))) {
         kn_diag_add(d, KN_ERROR, "--quantize: %d-bit weights with group size %lld not supported (4 or 8 bits; "
-                                 "group a power of two from 16)",
+                                 "group a power of two from 16; W8A8 needs activation thresholds)",
                     o->bits, (long long)o->group_size);
         return KN_ERR_INVALID;
     }
     kn_uses u;
     KN_TRY(kn_uses_init(g, &u));
-    uint32_t count = 0;
-    uint64_t before = 0, after = 0;
+    qstats st = {0};
+    uint32_t n0 = g->n_nodes;
     kn_status s = KN_OK;
-    for (kn_id k = 0; k < g->n_nodes && s == KN_OK; k++) {
+    for (kn_id k = 0; k < n0 && s == KN_OK; k++) {
         const kn_node *n = &g->nodes[k];
         if (!u.dead[k] && (n->op == KN_OP_MatMul || n->op == KN_OP_Gemm) && !kept(o, n))
-            s = quantize_node(g, &u, k, o, d, &count, &before, &after);
+            s = w8a8 ? quantize_node_w8a8(g, &u, k, o, d, &st) : quantize_node(g, &u, k, o, d, &st);
+    }
+    uint32_t n_pre = g->n_nodes - n0;
+    if (s == KN_OK && n_pre) { /* u.dead covers the nodes there were at kn_uses_init */
+        bool *dead = kn_mem_alloc(g->alloc, (size_t)g->n_nodes + 1);
+        if (dead) {
+            memset(dead, 0, (size_t)g->n_nodes + 1);
+            memcpy(dead, u.dead, n0);
+            kn_mem_free(g->alloc, u.dead);
+            u.dead = dead;
+        } else {
+            s = KN_ERR_NOMEM;
+        }
     }
     if (s != KN_OK) {
         kn_uses_free(g, &u);
         return s;
     }
     if (o->verbose) {
-        bool mb = before >= 1000000;
-        kn_diag_add(d, KN_NOTE, "quantize: %u MatMul/Gemm weights to %d-bit, group %lld (%s): %.2f %s -> %.2f %s",
-                    count, o->bits, (long long)o->group_size, o->quantize ? "custom" : "RTN",
-                    (double)before / (mb ? 1e6 : 1e3), mb ? "MB" : "kB", (double)after / (mb ? 1e6 : 1e3),
-                    mb ? "MB" : "kB");
+        bool mb = st.before >= 1000000;
+        char scaled[64] = "";
+        if (st.n_scaled)
+            snprintf(scaled, sizeof scaled, "; %u inputs scaled", st.n_scaled);
+        char how[96];
+        if (w8a8)
+            snprintf(how, sizeof how, "int8 W8A8 (per-channel weights, per-tensor activations)");
+        else
+            snprintf(how, sizeof how, "%d-bit, group %lld (%s)", o->bits, (long long)o->group_size,
+                     o->method ? o->method : o->quantize ? "custom" : "RTN");
+        kn_diag_add(d, KN_NOTE, "quantize: %u MatMul/Gemm weights to %s: %.2f %s -> %.2f %s%s", st.count, how,
+                    (double)st.before / (mb ? 1e6 : 1e3), mb ? "MB" : "kB", (double)st.after / (mb ? 1e6 : 1e3),
+                    mb ? "MB" : "kB", scaled);
     }
-    return kn_uses_finish(g, &u);
+    KN_TRY(kn_uses_finish(g, &u));
+    return reorder(g, n_pre);
 }

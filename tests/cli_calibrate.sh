@@ -33,7 +33,7 @@ expect 0 'wrote .*minmax, 2 samples, .*3 linear layers' "$KILN" calibrate "$SAMP
 LL=$SRC/tests/models/llama_gqa_tiny
 expect 0 'wrote .*\(entropy, 2 samples, 164 float tensors, 15 linear layers\)' "$KILN" calibrate "$LL/model.onnx" --data "$LL" -o "$TMP/ll.json" -q
 expect 0 '' test "$(grep -c '"k": 128,' "$TMP/ll.json")" -ge 10
-expect 1 'no --data folder given' "$KILN" calibrate "$MLP/model.onnx" -o "$TMP/x.json"
+expect 1 'no --data folder \(or --text file\) given' "$KILN" calibrate "$MLP/model.onnx" -o "$TMP/x.json"
 expect 1 'no output given' "$KILN" calibrate "$MLP/model.onnx" --data "$MLP/calib"
 expect 1 'no model given' "$KILN" calibrate --data "$MLP/calib" -o "$TMP/x.json"
 expect 1 "--method must be minmax, percentile or entropy, got 'kl'" "$KILN" calibrate "$MLP/model.onnx" --data "$MLP/calib" -o "$TMP/x.json" --method kl

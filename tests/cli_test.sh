@@ -111,7 +111,7 @@ expect 1 'must be fp32, fp16 or bf16' "$KILN" compile "$SAMPLE" --precision fp8
 expect 0 'quantize: 3 MatMul/Gemm weights to 4-bit, group 32' "$KILN" compile "$SAMPLE" -o "$TMP/q4.plan" --quantize int4-weight-only --group-size 32
 expect 0 'MatMulNBits' "$KILN" inspect --graph "$TMP/q4.plan"
 expect 0 'quantize: 2 MatMul/Gemm weights to 8-bit' "$KILN" compile "$SAMPLE" -o "$TMP/q8.plan" --quantize int8-weight-only --keep-fp '/layer1/*'
-expect 1 'must be int4-weight-only or int8-weight-only' "$KILN" compile "$SAMPLE" --quantize int3
+expect 1 'must be int8, int4-weight-only \(int4\) or int8-weight-only' "$KILN" compile "$SAMPLE" --quantize int3
 expect 1 'must be a power of two from 16' "$KILN" compile "$SAMPLE" --quantize int4-weight-only --group-size 48
 
 # bench: latency and throughput of the test_identity plan on the CPU backend

@@ -18,6 +18,7 @@
 
 #include <math.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 typedef struct nb_case {
@@ -367,12 +368,156 @@ static void test_quantize_callback_and_keep(void **state)
     mb_free(b);
 }
 
+/* A quantizer whose codes stand for W diag(s) with s = 1, 2, 4, 8 by
+ * channel (RTN of the scaled weights): the pass must divide the input by
+ * s (a Mul before the MatMulNBits), else the output is far off. */
+static kn_status scaling_quantizer(void *ctx, const kn_quant_weight *q, kn_diag *d)
+{
+    (void)ctx;
+    float *ws = malloc((size_t)(q->k * q->n) * sizeof *ws);
+    if (!ws)
+        return KN_ERR_NOMEM;
+    for (int64_t k = 0; k < q->k; k++) {
+        q->in_scale[k] = (float)(1 << (k % 4));
+        for (int64_t n = 0; n < q->n; n++)
+            ws[k * q->n + n] = q->w[k * q->n + n] * q->in_scale[k];
+    }
+    kn_quant_weight qs = *q;
+    qs.w = ws;
+    kn_status s = kn_quant_rtn(NULL, &qs, d);
+    free(ws);
+    return s;
+}
+
+static void test_quantize_input_scale(void **state)
+{
+    (void)state;
+    mb *b = mb_new();
+    const char *keep[] = {"fc2"};
+    kn_quantize_opts o = {8, 16, scaling_quantizer, NULL, keep, 1, false};
+    kn_graph *g;
+    double e = quantized_error(b, &o, &g);
+    assert_int_equal(pc_count(g, "Mul"), 1);
+    assert_int_equal(pc_count(g, "MatMulNBits"), 1);
+    /* the Mul comes first and reads the graph input */
+    const kn_node *mul = &g->nodes[0];
+    assert_string_equal(mul->op_type, "Mul");
+    assert_string_equal(g->values[mul->inputs[0]].name, "x");
+    assert_string_equal(g->nodes[1].op_type, "MatMulNBits");
+    assert_int_equal(g->nodes[1].inputs[0], mul->outputs[0]);
+    const kn_tensor *r = kn_rw_const(g, mul->inputs[1]);
+    assert_non_null(r);
+    assert_int_equal(r->n_elems, 40);
+    assert_float_equal(((const float *)r->data)[3], 0.125f, 0);
+    kn_graph_destroy(g);
+    assert_true(e < 1e-3); /* 8-bit error only */
+    kn_quantize_opts plain = {8, 16, NULL, NULL, keep, 1, false};
+    double e0 = quantized_error(b, &plain, &g);
+    kn_graph_destroy(g);
+    assert_true(e < 4 * e0 + 1e-6);
+    mb_free(b);
+}
+
+static int n_act;
+
+static kn_status act_one(void *ctx, const char *node, const char *input, int64_t k, int64_t n, double *amax,
+                         kn_diag *d)
+{
+    (void)ctx;
+    (void)d;
+    (void)input;
+    n_act++;
+    if (strcmp(node, "fc1") == 0) {
+        assert_int_equal(k, 40);
+        assert_int_equal(n, 24);
+    }
+    *amax = 1.0;
+    return KN_OK;
+}
+
+static kn_status act_fail(void *ctx, const char *node, const char *input, int64_t k, int64_t n, double *amax,
+                          kn_diag *d)
+{
+    (void)ctx;
+    (void)input;
+    (void)k;
+    (void)n;
+    (void)amax;
+    kn_diag_add(d, KN_ERROR, "no range for '%s'", node);
+    return KN_ERR_INVALID;
+}
+
+/* W8A8 on fc1 (fc2 kept): QuantizeLinear(x, 1/127) -> MatMulIntegerToFloat
+ * against the arithmetic written out here: qx = round-half-even(x / sx),
+ * per output channel sw[n] = max_k |W[k][n]| / 127, qw = round(W / sw),
+ * h = Σ qx qw · (sx sw[n]), then the float Gemm. */
+static void test_quantize_w8a8(void **state)
+{
+    (void)state;
+    mb *b = mb_new();
+    const char *keep[] = {"fc2"};
+    kn_quantize_opts o = {8, 128, NULL, NULL, keep, 1, false, KN_QUANT_W8A8, act_one, NULL};
+    n_act = 0;
+    kn_graph *g;
+    double e = quantized_error(b, &o, &g);
+    assert_int_equal(n_act, 1);
+    assert_int_equal(pc_count(g, "QuantizeLinear"), 1);
+    assert_int_equal(pc_count(g, "MatMulIntegerToFloat"), 1);
+    assert_int_equal(pc_count(g, "Gemm"), 1);
+    assert_true(e < 1e-3);
+    kn_rt_tensor *y = NULL;
+    pc_run(g, &y);
+    float sx = 1.0f / 127.0f;
+    double w[40][24], w2[8][24];
+    for (int i = 0; i < 40 * 24; i++)
+        w[i / 24][i % 24] = (float)sin(0.37 * i) * 0.5f;
+    for (int i = 0; i < 8 * 24; i++)
+        w2[i / 24][i % 24] = (float)cos(0.21 * i) * 0.3f;
+    for (int m = 0; m < 3; m++) {
+        double h[24];
+        for (int n = 0; n < 24; n++) {
+            double amax = 0;
+            for (int k = 0; k < 40; k++)
+                amax = fabs(w[k][n]) > amax ? fabs(w[k][n]) : amax;
+            float sw = (float)(amax / 127.0);
+            long acc = 0;
+            for (int k = 0; k < 40; k++) {
+                float x = (float)sin(0.7 * (double)(m * 40 + k));
+                long qx = lrintf(x / sx), qw = lrint((double)(float)w[k][n] / (double)sw);
+                qx = qx > 127 ? 127 : qx < -128 ? -128 : qx;
+                acc += qx * qw;
+            }
+            h[n] = (double)acc * (double)(sx * sw);
+        }
+        for (int j = 0; j < 8; j++) {
+            double v = 0.1 * j;
+            for (int n = 0; n < 24; n++)
+                v += h[n] * w2[j][n];
+            assert_float_equal(((float *)y->data)[m * 8 + j], v, 1e-4);
+        }
+    }
+    kn_rt_tensor_free(NULL, y);
+    kn_graph_destroy(g);
+    /* a missing range is the callback's error, passed on */
+    Onnx__ModelProto *m = linear_model(b);
+    g = pc_import(b, m);
+    kn_diag *d = kn_diag_create(NULL, NULL);
+    assert_int_equal(kn_pass_infer_shapes(g, d), KN_OK);
+    kn_quantize_opts bad = {8, 128, NULL, NULL, NULL, 0, false, KN_QUANT_W8A8, act_fail, NULL};
+    assert_int_equal(kn_pass_quantize(g, &bad, d), KN_ERR_INVALID);
+    assert_true(mb_diag_has(d, KN_ERROR, "no range for 'fc1'"));
+    kn_quantize_opts none = {8, 128, NULL, NULL, NULL, 0, false, KN_QUANT_W8A8, NULL, NULL};
+    assert_int_equal(kn_pass_quantize(g, &none, d), KN_ERR_INVALID);
+    kn_diag_destroy(d);
+    kn_graph_destroy(g);
+    mb_free(b);
+}
+
 /* Every allocation of the quantize pass (and fuse-qdq on the way, in the
  * -O2 pipeline) failing in turn: KN_ERR_NOMEM or success, never a crash or
  * a leak; the last run quantizes both layers. */
-static void test_quantize_alloc_fail(void **state)
+static void alloc_fail_mode(int mode)
 {
-    (void)state;
     mb *b = mb_new();
     size_t len;
     uint8_t *bytes = mb_pack(b, linear_model(b), &len);
@@ -385,6 +530,10 @@ static void test_quantize_alloc_fail(void **state)
         assert_int_equal(kn_import_onnx_memory(bytes, len, NULL, "t.onnx", NULL, &c.a, d, &g), KN_OK);
         c.fail_at = c.calls + n;
         kn_quantize_opts o = {4, 16, NULL, NULL, NULL, 0, false};
+        if (mode == 1)
+            o = (kn_quantize_opts){8, 16, scaling_quantizer, NULL, NULL, 0, false};
+        else if (mode == 2)
+            o = (kn_quantize_opts){8, 128, NULL, NULL, NULL, 0, false, KN_QUANT_W8A8, act_one, NULL};
         kn_pipeline_opts po = {0};
         po.verify_each = true;
         po.quantize = &o;
@@ -392,13 +541,20 @@ static void test_quantize_alloc_fail(void **state)
         assert_true(s == KN_OK || s == KN_ERR_NOMEM);
         finished = s == KN_OK && c.calls < c.fail_at;
         if (finished)
-            assert_int_equal(pc_count(g, "MatMulNBits"), 2);
+            assert_int_equal(pc_count(g, mode == 2 ? "MatMulIntegerToFloat" : "MatMulNBits"), 2);
         kn_graph_destroy(g);
         kn_diag_destroy(d);
         assert_int_equal(c.live, 0);
     }
     assert_true(finished);
     mb_free(b);
+}
+
+static void test_quantize_alloc_fail(void **state)
+{
+    (void)state;
+    for (int mode = 0; mode < 3; mode++)
+        alloc_fail_mode(mode);
 }
 
 int main(void)
@@ -412,6 +568,8 @@ int main(void)
         cmocka_unit_test(test_quantize_int4_int8),
         cmocka_unit_test(test_rtn_group),
         cmocka_unit_test(test_quantize_callback_and_keep),
+        cmocka_unit_test(test_quantize_input_scale),
+        cmocka_unit_test(test_quantize_w8a8),
         cmocka_unit_test(test_quantize_alloc_fail),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -7,7 +7,7 @@
 #include <stdbool.h>
 
 /* Exit codes of every kiln command. */
-enum { KN_EXIT_OK = 0, KN_EXIT_BAD_INPUT = 1, KN_EXIT_INTERNAL = 2 };
+enum { KN_EXIT_OK = 0, KN_EXIT_BAD_INPUT = 1, KN_EXIT_INTERNAL = 2, KN_EXIT_GATE = 3 /* a quality gate failed */ };
 
 /* Maps a status to an exit code: bad input/usage → 1, bugs and resource
  * failures → 2. */

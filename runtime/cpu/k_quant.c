@@ -155,16 +155,33 @@ kn_status kn_ref_MS_MatMulIntegerToFloat(kn_kctx *c)
     KN_TRY(kn_kctx_out(c, 0, sa->dtype, a->rank, dims, &y));
     int64_t azp = za ? kn_get_i64(za->dtype, za->data, 0) : 0, rows = K ? a->numel / K : 0;
     float sav = (float)kn_get_f64(sa->dtype, sa->data, 0);
-    for (int64_t m = 0; m < rows; m++)
+    /* B - b_zp transposed to [N][K] int32 and each row of A - a_zp as
+     * int32, so the inner loop is a plain integer dot product (the sum
+     * stays exact in int64) */
+    int32_t *bt = kn_kctx_scratch(c, (size_t)(N * K + K + 1) * sizeof *bt);
+    if (!bt)
+        return kn_kctx_fail(c, KN_ERR_NOMEM, "MatMulIntegerToFloat: no memory for the %lld x %lld weights",
+                            (long long)K, (long long)N);
+    int32_t *ar = bt + N * K;
+    for (int64_t n = 0; n < N; n++) {
+        int64_t bzp = zb ? kn_get_i64(zb->dtype, zb->data, zb->numel == 1 ? 0 : n) : 0;
+        for (int64_t k = 0; k < K; k++)
+            bt[n * K + k] = (int32_t)(kn_get_i64(b->dtype, b->data, k * N + n) - bzp);
+    }
+    for (int64_t m = 0; m < rows; m++) {
+        for (int64_t k = 0; k < K; k++)
+            ar[k] = (int32_t)(kn_get_i64(a->dtype, a->data, m * K + k) - azp);
         for (int64_t n = 0; n < N; n++) {
-            int64_t bzp = zb ? kn_get_i64(zb->dtype, zb->data, zb->numel == 1 ? 0 : n) : 0, acc = 0;
+            const int32_t *bn = bt + n * K;
+            int64_t acc = 0;
             for (int64_t k = 0; k < K; k++)
-                acc += (kn_get_i64(a->dtype, a->data, m * K + k) - azp) * (kn_get_i64(b->dtype, b->data, k * N + n) - bzp);
+                acc += (int64_t)(ar[k] * bn[k]); /* |product| <= 255 * 255 */
             float mul = sav * (float)kn_get_f64(sb->dtype, sb->data, sb->numel == 1 ? 0 : n);
             double v = (double)acc * (double)mul;
             if (bias)
                 v += kn_get_f64(bias->dtype, bias->data, n);
             kn_set_f64(y->dtype, y->data, m * N + n, v);
         }
+    }
     return KN_OK;
 }
