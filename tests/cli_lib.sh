@@ -1,4 +1,4 @@
-# Sourced by the CLI test scripts (cli_test.sh, cli_calibrate.sh,
+# Sourced by the CLI test scripts (cli_test.sh, cli_calibrate.sh, cli_quantize.sh,
 # cli_hardening.sh): a scratch folder $TMP removed on exit, the pass/fail
 # counters and the checks that count into them.
 TMP=$(mktemp -d)

@@ -7,27 +7,7 @@
 set -u
 KILN=$1
 SRC=$2
-TMP=$(mktemp -d)
-trap 'rm -rf "$TMP"' EXIT
-pass=0
-fail=0
-
-# expect RC PATTERN CMD...: runs CMD, wants exit code RC and PATTERN
-# (extended regex) somewhere in its stdout+stderr.
-expect() {
-    local rc=$1 pat=$2
-    shift 2
-    local out got
-    out=$("$@" 2>&1)
-    got=$?
-    if [ "$got" -eq "$rc" ] && grep -Eq -- "$pat" <<<"$out"; then
-        pass=$((pass + 1))
-    else
-        fail=$((fail + 1))
-        echo "FAIL: $* -> exit $got (want $rc), output lacks /$pat/:"
-        head -8 <<<"$out" | sed 's/^/    /'
-    fi
-}
+. "$(dirname "${BASH_SOURCE[0]}")/cli_lib.sh" # $TMP, pass/fail, expect, ok, bad
 
 MLP=$SRC/tests/data/quant/mlp
 LL=$SRC/tests/models/llama_gqa_tiny
