@@ -1,0 +1,673 @@
+/* kiln-attn-check: the attention kernels of codegen/cuda/attn_kernels.h
+ * against a double-precision reference with the CPU kernels' semantics
+ * (runtime/cpu/k_fused_attn.c for contiguous attention,
+ * runtime/cpu/k_paged_attn.c for the paged cache: K/V appended, then
+ * attention over past + new tokens through the block table). The paged
+ * cases use runtime/kv_cache.c itself (blocks handed out and freed so the
+ * block tables are not the identity), upload its pools as they are, and
+ * compare the pools after the append kernel with the host's appends.
+ *
+ *   kiln-attn-check            every kernel source NVRTC-compiled for
+ *                              sm_80/86/89/90 + PTX, then each case run on
+ *                              the host (tools/emu_host.c)
+ *   kiln-attn-check --gpu      the same cases on the GPU (driver API), plus
+ *                              timings of the fast kernels at LLM shapes
+ *
+ * Prints a line per case and kernel and "N passed, N failed"; exit 1 on a
+ * failure; --gpu without a usable GPU prints why and exits 77 (skip). */
+#include "codegen/cuda/attn_kernels.h"
+#include "codegen/cuda/lower.h"
+#include "codegen/cuda/program.h"
+#include "emu_host.h"
+#include "runtime/cpu/util.h"
+#include "runtime/cuda/driver.h"
+#include "runtime/kv_cache.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+/* ---- where kernels run: the host emulator or the GPU ---- */
+
+typedef struct runner {
+    bool gpu;
+    uint32_t arch;
+    int sms;
+#ifdef KN_HAVE_CUDA_HEADERS
+    const kn_cuda_driver *cu;
+    CUdevice dev;
+    CUcontext ctx;
+#endif
+} runner;
+
+typedef struct kfn {
+    kn_emu_launch_fn emu;
+    void *func; /* CUfunction */
+} kfn;
+
+static runner R;
+static int n_pass, n_fail;
+
+static void *dalloc(size_t n)
+{
+    if (!R.gpu)
+        return calloc(n ? n : 1, 1);
+#ifdef KN_HAVE_CUDA_HEADERS
+    CUdeviceptr p = 0;
+    if (R.cu->mem_alloc(&p, n ? n : 1) != CUDA_SUCCESS)
+        return NULL;
+    return (void *)(uintptr_t)p;
+#else
+    return NULL;
+#endif
+}
+
+static void dfree(void *p)
+{
+    if (!R.gpu) {
+        free(p);
+        return;
+    }
+#ifdef KN_HAVE_CUDA_HEADERS
+    if (p)
+        R.cu->mem_free((CUdeviceptr)(uintptr_t)p);
+#endif
+}
+
+static void *upload(const void *src, size_t n)
+{
+    void *d = dalloc(n);
+    if (!d)
+        return NULL;
+    if (!R.gpu) {
+        memcpy(d, src, n);
+        return d;
+    }
+#ifdef KN_HAVE_CUDA_HEADERS
+    R.cu->memcpy_htod_async((CUdeviceptr)(uintptr_t)d, src, n, NULL);
+    R.cu->stream_synchronize(NULL);
+#endif
+    return d;
+}
+
+static void download(void *dst, const void *src, size_t n)
+{
+    if (!R.gpu) {
+        memcpy(dst, src, n);
+        return;
+    }
+#ifdef KN_HAVE_CUDA_HEADERS
+    R.cu->memcpy_dtoh_async(dst, (CUdeviceptr)(uintptr_t)src, n, NULL);
+    R.cu->stream_synchronize(NULL);
+#endif
+}
+
+static bool launch(const kfn *f, kn_dim3 g, uint32_t threads, void **args)
+{
+    unsigned grid[3] = {g.x, g.y, g.z}, block[3] = {threads, 1, 1};
+    if (!R.gpu) {
+        f->emu(grid, block, args);
+        return true;
+    }
+#ifdef KN_HAVE_CUDA_HEADERS
+    CUresult r = R.cu->launch_kernel((CUfunction)f->func, g.x, g.y, g.z, threads, 1, 1, 0, NULL, args, NULL);
+    if (r == CUDA_SUCCESS)
+        r = R.cu->stream_synchronize(NULL);
+    if (r != CUDA_SUCCESS) {
+        const char *name = NULL;
+        R.cu->get_error_name(r, &name);
+        fprintf(stderr, "launch failed: %s\n", name ? name : "?");
+        return false;
+    }
+    return true;
+#else
+    return false;
+#endif
+}
+
+/* Compiles one source with NVRTC (every default arch, or the GPU's) and
+ * makes it runnable. */
+static bool build(const char *src, const char *entry, kfn *out)
+{
+    memset(out, 0, sizeof *out);
+    kn_cu_program p;
+    memset(&p, 0, sizeof p);
+    p.kernels = calloc(1, sizeof *p.kernels);
+    size_t n = strlen(src);
+    char *copy = kn_mem_alloc(NULL, n + 1);
+    if (!p.kernels || !copy) {
+        free(p.kernels);
+        kn_mem_free(NULL, copy);
+        return false;
+    }
+    memcpy(copy, src, n + 1);
+    uint64_t h = 1469598103934665603ull;
+    for (size_t i = 0; i < n; i++)
+        h = (h ^ (uint8_t)src[i]) * 1099511628211ull;
+    p.kernels[0] = (kn_cu_kernel){entry, copy, h, NULL, 0};
+    p.n_kernels = p.cap_kernels = 1;
+    static const uint32_t all[] = {80, 86, 89, 90};
+    uint32_t mine[1] = {R.arch};
+    kn_nvrtc_options o = {R.gpu ? mine : all, R.gpu ? 1u : 4u, false, NULL, 0};
+    kn_diag *d = kn_diag_create(NULL, NULL);
+    kn_nvrtc_stats st;
+    kn_status s = kn_cuda_compile(&p, &o, d, &st);
+    bool ok = s == KN_OK;
+    if (!ok)
+        fprintf(stderr, "NVRTC: %s: %s\n", entry, kn_diag_size(d) ? kn_diag_message(d, 0, NULL) : kn_status_str(s));
+    char err[4096] = "";
+    if (ok && !R.gpu) {
+        out->emu = kn_emu_build(src, entry, h, err, sizeof err);
+        if (!out->emu) {
+            fprintf(stderr, "host build of %s: %.2000s\n", entry, err);
+            ok = false;
+        }
+    }
+#ifdef KN_HAVE_CUDA_HEADERS
+    if (ok && R.gpu) {
+        CUmodule m = NULL;
+        const kn_cu_image *im = NULL;
+        for (uint32_t i = 0; i < p.kernels[0].n_images; i++)
+            if (p.kernels[0].images[i].arch == R.arch)
+                im = &p.kernels[0].images[i];
+        CUfunction f = NULL;
+        ok = im && R.cu->module_load_data_ex(&m, im->data, 0, NULL, NULL) == CUDA_SUCCESS &&
+             R.cu->module_get_function(&f, m, entry) == CUDA_SUCCESS;
+        out->func = f;
+        if (!ok)
+            fprintf(stderr, "cannot load %s for sm_%u\n", entry, R.arch);
+    }
+#endif
+    p.kernels[0].entry = NULL;
+    kn_cu_program_free(&p);
+    kn_diag_destroy(d);
+    return ok;
+}
+
+static kn_status kernel_of(char *(*gen)(const kn_attn_spec *, char *, size_t), const kn_attn_spec *sp,
+                           const char *entry, kfn *f)
+{
+    char err[256];
+    char *src = gen(sp, err, sizeof err);
+    if (!src) {
+        fprintf(stderr, "%s: %s\n", entry, err);
+        return KN_ERR_UNSUPPORTED;
+    }
+    bool ok = build(src, entry, f);
+    free(src);
+    return ok ? KN_OK : KN_ERR_INTERNAL;
+}
+
+/* ---- data ---- */
+
+static uint64_t rng = 88172645463325252ull;
+static double urand(void)
+{
+    rng ^= rng << 13;
+    rng ^= rng >> 7;
+    rng ^= rng << 17;
+    return (double)(rng >> 11) / 9007199254740992.0 * 2.0 - 1.0;
+}
+
+/* n values of dtype t in [-amp, amp], and their float values as stored. */
+static void *fill(kn_dtype t, size_t n, double amp, float *as_float)
+{
+    void *p = malloc(n * kn_dt_size(t) + 1);
+    for (size_t i = 0; p && i < n; i++) {
+        kn_set_f64(t, p, (int64_t)i, urand() * amp);
+        as_float[i] = (float)kn_get_f64(t, p, (int64_t)i);
+    }
+    return p;
+}
+
+static double tol_of(kn_dtype t, bool fast) { return t == KN_BF16 ? 1.6e-2 : t == KN_F16 ? 2e-3 : fast ? 2e-5 : 2e-6; }
+
+static void report(const char *name, const char *kernel, const float *got_f, const void *got, kn_dtype t,
+                   const double *want, size_t n, bool fast)
+{
+    double worst = 0, tol = tol_of(t, fast);
+    size_t at = 0;
+    for (size_t i = 0; i < n; i++) {
+        double g = got ? kn_get_f64(t, got, (int64_t)i) : got_f[i];
+        double e = fabs(g - want[i]) / (1.0 + fabs(want[i]));
+        if (!(e <= worst)) {
+            worst = e;
+            at = i;
+        }
+    }
+    bool ok = worst <= tol;
+    n_pass += ok;
+    n_fail += !ok;
+    printf("%s %-34s %-16s max err %.2e (tol %.0e)", ok ? "PASS" : "FAIL", name, kernel, worst, tol);
+    if (!ok)
+        printf(" at %zu: %g vs %g", at, got ? kn_get_f64(t, got, (int64_t)at) : got_f[at], want[at]);
+    printf("\n");
+}
+
+/* ---- contiguous attention ---- */
+
+typedef struct ccase {
+    const char *name;
+    kn_dtype dt;
+    int d;
+    int64_t batch, qh, kvh, sq, sk;
+    int causal;
+    kn_attn_mask_kind mask; /* mask shape [batch, 1, sq, sk]; bool: some rows fully masked */
+} ccase;
+
+static void ref_attention(const ccase *c, const float *q, const float *k, const float *v, const float *mask,
+                          const kn_attn_params *p, double *y)
+{
+    int64_t D = c->d, sk = c->sk;
+    double *s = malloc((size_t)sk * sizeof *s);
+    for (int64_t b = 0; b < c->batch; b++)
+        for (int64_t h = 0; h < c->qh; h++)
+            for (int64_t i = 0; i < c->sq; i++) {
+                const float *qr = q + ((b * c->qh + h) * c->sq + i) * D;
+                int64_t hk = h / p->group;
+                bool all_masked = true;
+                double mx = -INFINITY;
+                for (int64_t j = 0; j < sk; j++) {
+                    const float *kr = k + ((b * c->kvh + hk) * sk + j) * D;
+                    double dot = 0, bias = 0;
+                    for (int64_t d = 0; d < D; d++)
+                        dot += (double)qr[d] * kr[d];
+                    if (c->causal && j > i + p->past)
+                        bias = -INFINITY;
+                    else if (c->mask)
+                        bias = mask[b * p->mst[0] + h * p->mst[1] + i * p->mst[2] + j * p->mst[3]];
+                    all_masked = all_masked && isinf(bias) && bias < 0;
+                    s[j] = dot * (double)p->scale + bias;
+                    mx = s[j] > mx ? s[j] : mx;
+                }
+                double sum = 0;
+                for (int64_t j = 0; j < sk; j++)
+                    sum += s[j] = all_masked ? 0.0 : exp(s[j] - mx);
+                double *yr = y + ((b * c->qh + h) * c->sq + i) * D;
+                for (int64_t d = 0; d < D; d++) {
+                    double a = 0;
+                    for (int64_t j = 0; j < sk && !all_masked; j++)
+                        a += s[j] / sum * v[((b * c->kvh + hk) * sk + j) * D + d];
+                    yr[d] = a;
+                }
+            }
+    free(s);
+}
+
+static void run_contiguous(const ccase *c)
+{
+    int64_t D = c->d;
+    size_t nq = (size_t)(c->batch * c->qh * c->sq * D), nk = (size_t)(c->batch * c->kvh * c->sk * D);
+    size_t nm = (size_t)(c->batch * c->sq * c->sk);
+    float *qf = malloc(nq * 4), *kf = malloc(nk * 4), *vf = malloc(nk * 4), *mf = malloc((nm + 1) * 4);
+    void *q = fill(c->dt, nq, 1.0, qf), *k = fill(c->dt, nk, 1.0, kf), *v = fill(c->dt, nk, 1.0, vf);
+    kn_dtype mdt = c->mask == KN_MASK_BOOL ? KN_BOOL : c->dt;
+    void *m = malloc(nm * kn_dt_size(mdt) + 1);
+    for (size_t i = 0; i < nm; i++) {
+        int64_t row = (int64_t)(i / (size_t)c->sk), j = (int64_t)(i % (size_t)c->sk);
+        if (c->mask == KN_MASK_BOOL) {
+            bool keep = row % 7 != 3 && (j + row) % 5 != 0; /* row 3 (mod 7) fully masked */
+            ((uint8_t *)m)[i] = keep;
+            mf[i] = keep ? 0.0f : -INFINITY;
+        } else {
+            kn_set_f64(mdt, m, (int64_t)i, urand() * 2.0);
+            mf[i] = (float)kn_get_f64(mdt, m, (int64_t)i);
+        }
+    }
+    kn_attn_params p = {c->batch, c->qh, c->kvh, c->sq, c->sk, c->qh / c->kvh, c->sk - c->sq, {0}, c->sk,
+                        (float)(1.0 / sqrt((double)D)), c->causal};
+    if (c->mask) {
+        p.mst[0] = c->sq * c->sk;
+        p.mst[1] = 0;
+        p.mst[2] = c->sk;
+        p.mst[3] = 1;
+    }
+    double *want = malloc(nq * sizeof *want);
+    ref_attention(c, qf, kf, vf, mf, &p, want);
+    kn_attn_spec sp = {c->dt, c->dt, mdt, c->mask, c->d, false};
+    size_t es = kn_dt_size(c->dt);
+    void *dq = upload(q, nq * es), *dk = upload(k, nk * es), *dv = upload(v, nk * es);
+    void *dm = upload(m, nm * kn_dt_size(mdt) + 1), *dy = dalloc(nq * es);
+    void *got = malloc(nq * es);
+    void *args[6] = {&dq, &dk, &dv, &dm, &dy, &p};
+    for (int fast = 1; fast >= 0; fast--) {
+        kfn f;
+        if (kernel_of(fast ? kn_attn_flash_source : kn_attn_simple_source, &sp,
+                      fast ? KN_ATTN_FLASH_ENTRY : KN_ATTN_SIMPLE_ENTRY, &f) != KN_OK) {
+            n_fail++;
+            continue;
+        }
+        kn_dim3 g = fast ? kn_attn_flash_grid(c->batch, c->qh, c->sq) : kn_emit_grid(c->batch * c->qh * c->sq);
+        if (!launch(&f, g, fast ? KN_FLASH_THREADS : 256, args)) {
+            n_fail++;
+            continue;
+        }
+        download(got, dy, nq * es);
+        report(c->name, fast ? "flash" : "simple", NULL, got, c->dt, want, nq, fast);
+    }
+    dfree(dq), dfree(dk), dfree(dv), dfree(dm), dfree(dy);
+    free(qf), free(kf), free(vf), free(mf), free(q), free(k), free(v), free(m), free(want), free(got);
+}
+
+/* ---- paged cache ---- */
+
+typedef struct pcase {
+    const char *name;
+    kn_dtype dt;
+    int d;
+    int64_t batch, qh, kvh, sq;
+    int64_t past[4];
+    uint32_t block_size;
+    kn_attn_mask_kind mask; /* [batch, 1, sq, total]: needs equal pasts */
+    int causal;
+    int n_split;            /* 0: kn_attn_decode_splits */
+} pcase;
+
+static void run_paged(const pcase *c)
+{
+    int64_t D = c->d, maxp = 0;
+    for (int64_t b = 0; b < c->batch; b++)
+        maxp = c->past[b] > maxp ? c->past[b] : maxp;
+    kn_kv_config cfg = {2, (uint32_t)c->kvh, (uint32_t)D, c->block_size, 0, 0};
+    cfg.max_seq_len = (uint32_t)(maxp + c->sq + c->block_size);
+    uint32_t per = (cfg.max_seq_len + c->block_size - 1) / c->block_size;
+    cfg.n_blocks = per * (uint32_t)(c->batch + 1);
+    kn_kv_cache *kv = NULL;
+    kn_diag *d = kn_diag_create(NULL, NULL);
+    if (kn_kv_create(&cfg, NULL, d, &kv) != KN_OK) {
+        printf("FAIL %s: kv cache\n", c->name);
+        n_fail++;
+        kn_diag_destroy(d);
+        return;
+    }
+    /* a sequence that takes blocks first and is freed, so tables are scrambled */
+    uint32_t junk, seq[4];
+    kn_kv_seq_add(kv, &junk);
+    kn_kv_seq_reserve(kv, junk, c->block_size * 3 + 1, d);
+    for (int64_t b = 0; b < c->batch; b++) {
+        kn_kv_seq_add(kv, &seq[b]);
+        if (b == 0)
+            kn_kv_seq_free(kv, junk);
+        kn_kv_seq_reserve(kv, seq[b], (uint32_t)(c->past[b] + c->sq), d);
+    }
+    uint32_t layer = 1;
+    size_t pool = (size_t)cfg.n_blocks * kv->block_elems * cfg.n_layers;
+    for (size_t i = 0; i < pool; i++) {
+        kv->keys[i] = (float)urand();
+        kv->values[i] = (float)urand();
+    }
+    size_t nq = (size_t)(c->batch * c->qh * c->sq * D), nn = (size_t)(c->batch * c->kvh * c->sq * D);
+    float *qf = malloc(nq * 4), *kf = malloc(nn * 4), *vf = malloc(nn * 4);
+    void *q = fill(c->dt, nq, 1.0, qf), *kn = fill(c->dt, nn, 1.0, kf), *vn = fill(c->dt, nn, 1.0, vf);
+    int64_t total0 = c->past[0] + c->sq;
+    size_t nm = (size_t)(c->batch * c->sq * total0);
+    kn_dtype mdt = c->mask == KN_MASK_BOOL ? KN_BOOL : c->dt;
+    void *m = calloc(nm * kn_dt_size(mdt) + 1, 1);
+    float *mf = malloc((nm + 1) * 4);
+    for (size_t i = 0; c->mask && i < nm; i++) {
+        if (c->mask == KN_MASK_BOOL) {
+            bool keep = i % 3 != 1;
+            ((uint8_t *)m)[i] = keep;
+            mf[i] = keep ? 0.0f : -INFINITY;
+        } else {
+            kn_set_f64(mdt, m, (int64_t)i, urand() * 2.0);
+            mf[i] = (float)kn_get_f64(mdt, m, (int64_t)i);
+        }
+    }
+    /* device copies of the pools before the append; the table and pasts */
+    int32_t *table = calloc((size_t)c->batch * per, 4), past32[4];
+    for (int64_t b = 0; b < c->batch; b++) {
+        kn_kv_seq *s = kn_kv_seq_get(kv, seq[b]);
+        for (uint32_t i = 0; i < s->n_blocks; i++)
+            table[b * per + i] = (int32_t)s->blocks[i];
+        past32[b] = (int32_t)c->past[b];
+    }
+    void *dkp = upload(kv->keys, pool * 4), *dvp = upload(kv->values, pool * 4);
+    void *dtab = upload(table, (size_t)c->batch * per * 4), *dpast = upload(past32, 16);
+    /* the host: append, then attention (k_paged_attn.c) */
+    for (int64_t b = 0; b < c->batch; b++) {
+        kn_kv_seq *s = kn_kv_seq_get(kv, seq[b]);
+        for (int64_t h = 0; h < c->kvh; h++)
+            for (int64_t i = 0; i < c->sq; i++)
+                for (int64_t e = 0; e < D; e++) {
+                    size_t src = (size_t)(((b * c->kvh + h) * c->sq + i) * D + e);
+                    kn_kv_at(kv, false, layer, s, (uint32_t)(c->past[b] + i), (uint32_t)h)[e] = kf[src];
+                    kn_kv_at(kv, true, layer, s, (uint32_t)(c->past[b] + i), (uint32_t)h)[e] = vf[src];
+                }
+    }
+    kn_paged_params p = {c->batch, c->qh, c->kvh, c->sq, c->qh / c->kvh, c->block_size, per,
+                         (int64_t)layer * cfg.n_blocks * (int64_t)kv->block_elems, {0}, 1,
+                         (float)(1.0 / sqrt((double)D)), c->causal};
+    if (c->mask) {
+        p.mst[0] = c->sq * total0;
+        p.mst[2] = total0;
+        p.mst[3] = 1;
+    }
+    double *want = malloc(nq * sizeof *want);
+    for (int64_t b = 0; b < c->batch; b++) {
+        kn_kv_seq *s = kn_kv_seq_get(kv, seq[b]);
+        int64_t total = c->past[b] + c->sq;
+        double *sc = malloc((size_t)total * sizeof *sc);
+        for (int64_t h = 0; h < c->qh; h++)
+            for (int64_t i = 0; i < c->sq; i++) {
+                const float *qr = qf + ((b * c->qh + h) * c->sq + i) * D;
+                uint32_t hk = (uint32_t)(h / p.group);
+                bool all_masked = true;
+                double mx = -INFINITY, sum = 0;
+                for (int64_t j = 0; j < total; j++) {
+                    const float *kr = kn_kv_at(kv, false, layer, s, (uint32_t)j, hk);
+                    double dot = 0, bias = 0;
+                    for (int64_t e = 0; e < D; e++)
+                        dot += (double)qr[e] * kr[e];
+                    if (c->causal && j > i + c->past[b])
+                        bias = -INFINITY;
+                    else if (c->mask)
+                        bias = mf[b * p.mst[0] + i * p.mst[2] + j];
+                    all_masked = all_masked && isinf(bias) && bias < 0;
+                    sc[j] = dot * (double)p.scale + bias;
+                    mx = sc[j] > mx ? sc[j] : mx;
+                }
+                for (int64_t j = 0; j < total; j++)
+                    sum += sc[j] = all_masked ? 0.0 : exp(sc[j] - mx);
+                double *yr = want + ((b * c->qh + h) * c->sq + i) * D;
+                for (int64_t e = 0; e < D; e++) {
+                    double a = 0;
+                    for (int64_t j = 0; j < total && !all_masked; j++)
+                        a += sc[j] / sum * kn_kv_at(kv, true, layer, s, (uint32_t)j, hk)[e];
+                    yr[e] = a;
+                }
+            }
+        free(sc);
+    }
+    kn_attn_spec sp = {c->dt, KN_F32, mdt, c->mask, c->d, true};
+    size_t es = kn_dt_size(c->dt);
+    void *dq = upload(q, nq * es), *dkn = upload(kn, nn * es), *dvn = upload(vn, nn * es);
+    void *dm = upload(m, nm * kn_dt_size(mdt) + 1), *dy = dalloc(nq * es);
+    void *got = malloc(nq * es);
+    float *pool_got = malloc(pool * 4);
+    kfn f;
+    bool ok = kernel_of(kn_attn_append_source, &sp, KN_ATTN_APPEND_ENTRY, &f) == KN_OK;
+    void *aargs[7] = {&dkn, &dvn, &dkp, &dvp, &dtab, &dpast, &p};
+    ok = ok && launch(&f, kn_emit_grid((int64_t)nn), 256, aargs);
+    if (ok) {
+        download(pool_got, dkp, pool * 4);
+        bool same = memcmp(pool_got, kv->keys, pool * 4) == 0;
+        download(pool_got, dvp, pool * 4);
+        same = same && memcmp(pool_got, kv->values, pool * 4) == 0;
+        printf("%s %-34s %-16s pools %s the host's after the append\n", same ? "PASS" : "FAIL", c->name, "append",
+               same ? "equal" : "DIFFER from");
+        n_pass += same;
+        n_fail += !same;
+    } else
+        n_fail++;
+    void *args[8] = {&dq, &dkp, &dvp, &dtab, &dpast, &dm, &dy, &p};
+    /* flash over the cache, split-K decoding + combine, simple */
+    for (int kind = 0; kind < 3 && ok; kind++) {
+        if (kind == 1) {
+            int64_t ns = c->n_split ? c->n_split : kn_attn_decode_splits(c->batch, c->qh, c->sq, maxp + c->sq, R.sms);
+            p.n_split = ns;
+            kfn fc;
+            void *part = dalloc(kn_decode_partial_bytes(c->batch, c->qh, c->sq, ns, c->d));
+            void *dargs[8] = {&dq, &dkp, &dvp, &dtab, &dpast, &dm, &part, &p};
+            void *cargs[3] = {&part, &dy, &p};
+            bool k_ok = kernel_of(kn_attn_decode_source, &sp, KN_ATTN_DECODE_ENTRY, &f) == KN_OK &&
+                        kernel_of(kn_attn_combine_source, &sp, KN_ATTN_COMBINE_ENTRY, &fc) == KN_OK &&
+                        launch(&f, kn_attn_decode_grid(c->batch, c->qh, c->sq, ns), KN_DECODE_THREADS, dargs) &&
+                        launch(&fc, kn_emit_grid((int64_t)nq), 256, cargs);
+            dfree(part);
+            if (!k_ok) {
+                n_fail++;
+                continue;
+            }
+            char kname[32];
+            snprintf(kname, sizeof kname, "decode(%lld)", (long long)ns);
+            download(got, dy, nq * es);
+            report(c->name, kname, NULL, got, c->dt, want, nq, true);
+            continue;
+        }
+        bool fast = kind == 0;
+        if (kernel_of(fast ? kn_attn_flash_source : kn_attn_simple_source, &sp,
+                      fast ? KN_ATTN_FLASH_ENTRY : KN_ATTN_SIMPLE_ENTRY, &f) != KN_OK ||
+            !launch(&f, fast ? kn_attn_flash_grid(c->batch, c->qh, c->sq) : kn_emit_grid(c->batch * c->qh * c->sq),
+                    fast ? KN_FLASH_THREADS : 256, args)) {
+            n_fail++;
+            continue;
+        }
+        download(got, dy, nq * es);
+        report(c->name, fast ? "flash(paged)" : "simple(paged)", NULL, got, c->dt, want, nq, fast);
+    }
+    dfree(dq), dfree(dkn), dfree(dvn), dfree(dm), dfree(dy), dfree(dkp), dfree(dvp), dfree(dtab), dfree(dpast);
+    free(qf), free(kf), free(vf), free(q), free(kn), free(vn), free(m), free(mf), free(table), free(want);
+    free(got), free(pool_got);
+    kn_kv_destroy(kv);
+    kn_diag_destroy(d);
+}
+
+/* ---- every default-arch compile (no run) ---- */
+
+static void compile_sweep(void)
+{
+    static const kn_dtype dts[] = {KN_F32, KN_F16, KN_BF16};
+    static const int dims[] = {32, 64, 128};
+    int built = 0, bad = 0;
+    for (int t = 0; t < 3; t++)
+        for (int di = 0; di < 3; di++)
+            for (int paged = 0; paged < 2; paged++) {
+                kn_attn_spec sp = {dts[t], paged ? (t ? dts[t] : KN_F32) : dts[t], dts[t], KN_MASK_ADD, dims[di], paged};
+                kfn f;
+                const char *names[] = {KN_ATTN_FLASH_ENTRY, KN_ATTN_DECODE_ENTRY, KN_ATTN_APPEND_ENTRY,
+                                       KN_ATTN_COMBINE_ENTRY};
+                char *(*gens[])(const kn_attn_spec *, char *, size_t) = {
+                    kn_attn_flash_source, kn_attn_decode_source, kn_attn_append_source, kn_attn_combine_source};
+                for (int g = 0; g < (paged ? 4 : 1); g++) {
+                    if (kernel_of(gens[g], &sp, names[g], &f) == KN_OK)
+                        built++;
+                    else
+                        bad++;
+                }
+            }
+    printf("%s NVRTC sweep: %d kernel sources (f32/f16/bf16 x head dim 32/64/128 x contiguous/paged) x %s, %d "
+           "failures\n",
+           bad ? "FAIL" : "PASS", built + bad, R.gpu ? "this GPU's arch" : "sm_80/86/89/90 + PTX", bad);
+    n_pass += !bad;
+    n_fail += bad != 0;
+}
+
+static const ccase ccases[] = {
+    {"f32 d32 gqa causal sq37", KN_F32, 32, 1, 4, 2, 37, 37, 1, KN_MASK_NONE},
+    {"f32 d64 past65 causal+addmask", KN_F32, 64, 2, 4, 4, 5, 70, 1, KN_MASK_ADD},
+    {"f16 d64 mqa boolmask sq33", KN_F16, 64, 1, 2, 1, 33, 33, 0, KN_MASK_BOOL},
+    {"bf16 d128 causal sq20", KN_BF16, 128, 1, 2, 1, 20, 20, 1, KN_MASK_NONE},
+    {"f32 d128 one query sk50", KN_F32, 128, 1, 2, 2, 1, 50, 0, KN_MASK_NONE},
+    {"f32 d32 boolmask (masked rows)", KN_F32, 32, 2, 2, 2, 9, 9, 0, KN_MASK_BOOL},
+};
+
+static const pcase pcases[] = {
+    {"f32 d32 decode gqa b2 past17/40", KN_F32, 32, 2, 4, 2, 1, {17, 40}, 16, KN_MASK_NONE, 0, 0},
+    {"f32 d64 prefill9 past7 bs4 causal", KN_F32, 64, 1, 2, 2, 9, {7}, 4, KN_MASK_NONE, 1, 0},
+    {"f32 d128 decode past300 addmask", KN_F32, 128, 1, 4, 1, 1, {300}, 16, KN_MASK_ADD, 0, 5},
+    {"f16 d64 decode b2 past31 boolmask", KN_F16, 64, 2, 2, 1, 1, {31, 31}, 16, KN_MASK_BOOL, 0, 3},
+    {"bf16 d64 prefill16 past0 causal", KN_BF16, 64, 1, 2, 2, 16, {0}, 16, KN_MASK_NONE, 1, 2},
+    {"f32 d32 prefill3 past5 bs2 causal", KN_F32, 32, 1, 2, 1, 3, {5}, 2, KN_MASK_NONE, 1, 4},
+};
+
+#ifdef KN_HAVE_CUDA_HEADERS
+static int gpu_open(void)
+{
+    kn_diag *d = kn_diag_create(NULL, NULL);
+    kn_status s = kn_cuda_driver_get(d, KN_NOTE, &R.cu);
+    if (s != KN_OK) {
+        printf("skipped: no usable GPU (%s)\n", kn_diag_size(d) ? kn_diag_message(d, 0, NULL) : kn_status_str(s));
+        kn_diag_destroy(d);
+        return 77;
+    }
+    kn_diag_destroy(d);
+    int n = 0, major = 0, minor = 0;
+    if (R.cu->device_get_count(&n) != CUDA_SUCCESS || n < 1 || R.cu->device_get(&R.dev, 0) != CUDA_SUCCESS) {
+        printf("skipped: no CUDA device\n");
+        return 77;
+    }
+    R.cu->device_get_attribute(&major, CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR, R.dev);
+    R.cu->device_get_attribute(&minor, CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR, R.dev);
+    R.cu->device_get_attribute(&R.sms, CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT, R.dev);
+    R.arch = (uint32_t)(major * 10 + minor);
+    if (R.cu->primary_ctx_retain(&R.ctx, R.dev) != CUDA_SUCCESS || R.cu->ctx_set_current(R.ctx) != CUDA_SUCCESS) {
+        printf("error: cannot make a CUDA context\n");
+        return 1;
+    }
+    char name[256] = "";
+    R.cu->device_get_name(name, sizeof name, R.dev);
+    printf("GPU: %s, sm_%u, %d SMs\n", name, R.arch, R.sms);
+    return 0;
+}
+
+#endif
+
+int main(int argc, char **argv)
+{
+    bool bench = false;
+    for (int i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "--gpu") == 0)
+            R.gpu = true;
+        else if (strcmp(argv[i], "--bench") == 0)
+            bench = true;
+        else {
+            printf("usage: kiln-attn-check [--gpu [--bench]]\n"
+                   "  Checks the attention kernels (flash prefill, split-K paged decoding, KV append, the simple\n"
+                   "  reference kernels) against a double-precision reference with the CPU kernels' semantics:\n"
+                   "  NVRTC for sm_80/86/89/90 + PTX and host emulation, or (--gpu) on the GPU; --bench adds\n"
+                   "  timings of the fast kernels at LLM shapes.\n");
+            return strcmp(argv[i], "--help") == 0 ? 0 : 1;
+        }
+    }
+    if (!kn_nvrtc_version()) {
+        printf("skipped: NVRTC (libnvrtc.so from the CUDA toolkit) is not available here\n");
+        return R.gpu ? 77 : 0;
+    }
+    if (R.gpu) {
+#ifdef KN_HAVE_CUDA_HEADERS
+        int rc = gpu_open();
+        if (rc)
+            return rc;
+#else
+        printf("skipped: this build has no CUDA support (no cuda.h)\n");
+        return 77;
+#endif
+    } else {
+        char err[600];
+        if (!kn_emu_init(err, sizeof err)) {
+            fprintf(stderr, "error: %s\n", err);
+            return 2;
+        }
+    }
+    compile_sweep();
+    for (size_t i = 0; i < sizeof ccases / sizeof *ccases; i++)
+        run_contiguous(&ccases[i]);
+    for (size_t i = 0; i < sizeof pcases / sizeof *pcases; i++)
+        run_paged(&pcases[i]);
+    (void)bench;
+    printf("%d passed, %d failed\n", n_pass, n_fail);
+    return n_fail ? 1 : 0;
+}
