@@ -39,6 +39,7 @@ typedef struct kn_compile_cuda_opts {
     uint32_t n_archs;
     bool no_cache;
     bool verbose;          /* a note with kernel and memory figures on stderr */
+    bool attn_simple;      /* --attn-kernel simple: the one-thread-per-row attention kernels */
 } kn_compile_cuda_opts;
 
 /* Lowers g (already through kn_compile_graph) for target cuda and compiles

@@ -48,6 +48,8 @@ static const char usage[] =
     "  --kv-block-size N   tokens per KV cache block (default 16)\n"
     "  --no-cache          target cuda: do not use the kernel cache\n"
     "                      ($XDG_CACHE_HOME/kiln, else ~/.cache/kiln)\n"
+    "  --attn-kernel K     target cuda: fast (default: the flash kernel where it\n"
+    "                      fits) or simple (one thread per row, double)\n"
     "  -O0, -O1, -O2       optimization level (default -O2): -O0 runs only what\n"
     "                      correctness needs (infer-shapes, precision)\n"
     "  --passes            list the optimizer's passes in order, with the level\n"
@@ -129,9 +131,34 @@ kn_status kn_compile_graph(kn_graph *g, const char *target, const kn_pipeline_op
 
 static const uint32_t default_archs[] = {80, 86, 89, 90};
 
+/* --attn-kernel simple: marks attention nodes `_attn_kernel` 0 for the
+ * emitters (codegen/cuda/e_fused_attn.c). */
+static kn_status mark_simple_attention(kn_graph *g)
+{
+    for (uint32_t i = 0; i < g->n_nodes; i++) {
+        kn_node *n = &g->nodes[i];
+        if (n->op != KN_OP_Attention)
+            continue;
+        kn_attr *a = kn_graph_alloc(g, ((size_t)n->n_attrs + 1) * sizeof *a);
+        if (!a)
+            return KN_ERR_NOMEM;
+        if (n->n_attrs)
+            memcpy(a, n->attrs, n->n_attrs * sizeof *a);
+        memset(&a[n->n_attrs], 0, sizeof *a);
+        KN_TRY(kn_graph_intern_cstr(g, "_attn_kernel", &a[n->n_attrs].name));
+        a[n->n_attrs].kind = KN_ATTR_INT;
+        a[n->n_attrs].u.i = 0;
+        n->attrs = a;
+        n->n_attrs++;
+    }
+    return KN_OK;
+}
+
 kn_status kn_compile_cuda(kn_graph *g, const kn_compile_cuda_opts *o, kn_diag *d, kn_cu_program *prog)
 {
     kn_cuda_lower_stats ls;
+    if (o->attn_simple)
+        KN_TRY(mark_simple_attention(g));
     KN_TRY(kn_cuda_lower(g, o->shapes, o->n_shapes, NULL, d, prog, &ls));
     kn_nvrtc_options no = {o->n_archs ? o->archs : default_archs, o->n_archs ? o->n_archs : 4, o->no_cache, NULL, 0};
     kn_nvrtc_stats ns;
@@ -200,7 +227,7 @@ int kn_cmd_compile(int argc, char **argv)
     const char *in = NULL, *out = NULL, *target = "cpu";
     kn_cuda_shape *shapes = calloc((size_t)argc + 1, sizeof *shapes);
     uint32_t archs[8], n_archs = 0, n_shapes = 0;
-    bool no_cache = false;
+    bool no_cache = false, attn_simple = false;
     char kv_max[32] = "", kv_mem[32] = "", kv_block[32] = "";
     int rc = KN_EXIT_BAD_INPUT;
     const char **keep = calloc((size_t)argc + 1, sizeof *keep);
@@ -320,6 +347,13 @@ int kn_cmd_compile(int argc, char **argv)
             snprintf(kv_mem, sizeof kv_mem, "%llu", (unsigned long long)v);
         } else if (strcmp(a, "--no-cache") == 0) {
             no_cache = true;
+        } else if (strcmp(a, "--attn-kernel") == 0 && has) {
+            const char *v = argv[++i];
+            if (strcmp(v, "fast") != 0 && strcmp(v, "simple") != 0) {
+                fprintf(stderr, "error: compile: --attn-kernel must be fast or simple, got '%s'\n", v);
+                goto done;
+            }
+            attn_simple = strcmp(v, "simple") == 0;
         } else if (strcmp(a, "-O0") == 0 || strcmp(a, "-O1") == 0 || strcmp(a, "-O2") == 0) {
             po.level = (kn_opt_level)(a[2] - '0' + 1);
         } else if (strcmp(a, "--disable-pass") == 0 && has) {
@@ -423,7 +457,7 @@ int kn_cmd_compile(int argc, char **argv)
         s = kn_pass_report_write(report, report_path, in, po.level ? (int)po.level - 1 : 2, d);
     bool cuda = strcmp(target, "cuda") == 0;
     if (s == KN_OK && cuda) {
-        kn_compile_cuda_opts co = {shapes, n_shapes, archs, n_archs, no_cache, true};
+        kn_compile_cuda_opts co = {shapes, n_shapes, archs, n_archs, no_cache, true, attn_simple};
         s = kn_compile_cuda(g, &co, d, &prog);
     }
     if (s == KN_OK) {
