@@ -30,6 +30,11 @@ int kn_run_generate(int argc, char **argv, const char *usage);
 struct kn_pipeline_opts;
 kn_status kn_compile_graph(kn_graph *g, const char *target, const struct kn_pipeline_opts *po, kn_diag *d);
 
+/* kiln bench for language models (tools/bench_llm.c): taken when the
+ * arguments have --prompt-len, --gen-len or --batch. */
+bool kn_bench_is_llm(int argc, char **argv);
+int kn_bench_llm(int argc, char **argv);
+
 struct kn_cu_program;
 struct kn_cuda_shape;
 typedef struct kn_compile_cuda_opts {
