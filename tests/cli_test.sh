@@ -311,6 +311,7 @@ expect 0 'decode latency: +p50 [0-9.]+ ms, p99 [0-9.]+ ms' "$KILN" bench "$TMP/l
 expect 0 'KV cache: paged' "$KILN" bench "$TMP/llm.plan" --prompt-len 4 --gen-len 3
 expect 0 '"prompt_len": 8, "gen_len": 2, "batch": 3, "prefill_tokens_per_s": [0-9.]+' "$KILN" bench "$TMP/llm.plan" --prompt-len 8 --gen-len 2 --batch 3 --json
 expect 0 '"roofline_fraction": null' "$KILN" bench "$TMP/llm.plan" --prompt-len 8 --gen-len 2 --json
+expect 0 'decode: +[0-9.]+ tokens/s \(24 steps' "$KILN" bench "$TMP/llm.plan" --prompt-len 50 --gen-len 8 --batch 3
 expect 1 'exceed the plan.s max sequence length 64' "$KILN" bench "$TMP/llm.plan" --prompt-len 60 --gen-len 8
 expect 1 '--gen-len expects an integer from 1' "$KILN" bench "$TMP/llm.plan" --gen-len 0
 expect 1 '--device cuda: language-model sessions run on the CPU backend for now' "$KILN" bench "$TMP/llm.plan" --gen-len 2 --device cuda

@@ -173,6 +173,18 @@ int kn_bench_llm(int argc, char **argv)
     kn_session_info info;
     if (st == KN_OK) {
         kn_session_get_info(s, &info);
+        /* a paged pool for B sequences of P + G tokens (the plan's holds one of max-seq-len) */
+        uint64_t per = info.block_size ? (P + G + info.block_size - 1) / info.block_size : 0;
+        if (info.cache == KN_CACHE_PAGED && info.n_blocks && per * B > info.n_blocks) {
+            so.kv_cache_mem = per * B * (info.kv_bytes / info.n_blocks);
+            kn_session_destroy(s);
+            s = NULL;
+            st = kn_session_create(g, &so, NULL, d, &s);
+            if (st == KN_OK)
+                kn_session_get_info(s, &info);
+        }
+    }
+    if (st == KN_OK) {
         if (P + G > info.max_seq_len) {
             kn_diag_add(d, KN_ERROR, "bench: --prompt-len %llu + --gen-len %llu exceed the plan's max sequence "
                         "length %u (kiln compile --max-seq-len)", P, G, info.max_seq_len);
