@@ -317,7 +317,7 @@ expect 1 '--gen-len expects an integer from 1' "$KILN" bench "$TMP/llm.plan" --g
 expect 1 '--device cuda: language-model sessions run on the CPU backend for now' "$KILN" bench "$TMP/llm.plan" --gen-len 2 --device cuda
 expect 1 'no plan given' "$KILN" bench --gen-len 2
 expect 0 'usage: kiln bench MODEL.plan --prompt-len' "$KILN" bench --prompt-len 1 --help
-expect 1 '--attn-kernel must be fast or simple' "$KILN" compile "$LLM" -o "$TMP/x.plan" --target cuda --attn-kernel tiled
+expect 1 '--attn-kernel must be fast, simple or tc' "$KILN" compile "$LLM" -o "$TMP/x.plan" --target cuda --attn-kernel tiled
 
 # never replace a device or a folder with an output file
 expect 1 'not a regular file' "$KILN" compile "$SAMPLE" -o /dev/null

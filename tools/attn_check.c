@@ -332,20 +332,27 @@ static void run_contiguous(const ccase *c)
     void *dm = upload(m, nm * kn_dt_size(mdt) + 1), *dy = dalloc(nq * es);
     void *got = malloc(nq * es);
     void *args[6] = {&dq, &dk, &dv, &dm, &dy, &p};
-    for (int fast = 1; fast >= 0; fast--) {
+    for (int kind = 0; kind < 3; kind++) { /* flash, tensor cores (f16/bf16), simple */
+        if (kind == 1 && c->dt == KN_F32)
+            continue;
         kfn f;
-        if (kernel_of(fast ? kn_attn_flash_source : kn_attn_simple_source, &sp,
-                      fast ? KN_ATTN_FLASH_ENTRY : KN_ATTN_SIMPLE_ENTRY, &f) != KN_OK) {
+        static const char *entries[] = {KN_ATTN_FLASH_ENTRY, KN_ATTN_FLASH_TC_ENTRY, KN_ATTN_SIMPLE_ENTRY};
+        char *(*gens[])(const kn_attn_spec *, char *, size_t) = {kn_attn_flash_source, kn_attn_flash_tc_source,
+                                                                 kn_attn_simple_source};
+        if (kernel_of(gens[kind], &sp, entries[kind], &f) != KN_OK) {
             n_fail++;
             continue;
         }
-        kn_dim3 g = fast ? kn_attn_flash_grid(c->batch, c->qh, c->sq) : kn_emit_grid(c->batch * c->qh * c->sq);
-        if (!launch(&f, g, fast ? KN_FLASH_THREADS : 256, args)) {
+        kn_dim3 g = kind == 0   ? kn_attn_flash_grid(c->batch, c->qh, c->sq)
+                    : kind == 1 ? kn_attn_tc_grid(c->batch, c->qh, c->sq)
+                                : kn_emit_grid(c->batch * c->qh * c->sq);
+        if (!launch(&f, g, kind < 2 ? KN_FLASH_THREADS : 256, args)) {
             n_fail++;
             continue;
         }
         download(got, dy, nq * es);
-        report(c->name, fast ? "flash" : "simple", NULL, got, c->dt, want, nq, fast);
+        report(c->name, kind == 0 ? "flash" : kind == 1 ? "flash-tc" : "simple", NULL, got, c->dt, want, nq,
+               kind < 2);
     }
     dfree(dq), dfree(dk), dfree(dv), dfree(dm), dfree(dy);
     free(qf), free(kf), free(vf), free(mf), free(q), free(k), free(v), free(m), free(want), free(got);
@@ -504,7 +511,19 @@ static void run_paged(const pcase *c)
         n_fail++;
     void *args[8] = {&dq, &dkp, &dvp, &dtab, &dpast, &dm, &dy, &p};
     /* flash over the cache, split-K decoding + combine, simple */
-    for (int kind = 0; kind < 3 && ok; kind++) {
+    for (int kind = 0; kind < 4 && ok; kind++) {
+        if (kind == 3) { /* tensor cores over the cache */
+            if (c->dt == KN_F32)
+                continue;
+            if (kernel_of(kn_attn_flash_tc_source, &sp, KN_ATTN_FLASH_TC_ENTRY, &f) != KN_OK ||
+                !launch(&f, kn_attn_tc_grid(c->batch, c->qh, c->sq), KN_FLASH_THREADS, args)) {
+                n_fail++;
+                continue;
+            }
+            download(got, dy, nq * es);
+            report(c->name, "flash-tc(paged)", NULL, got, c->dt, want, nq, true);
+            continue;
+        }
         if (kind == 1) {
             int64_t ns = c->n_split ? c->n_split : kn_attn_decode_splits(c->batch, c->qh, c->sq, maxp + c->sq, R.sms);
             p.n_split = ns;
@@ -561,6 +580,12 @@ static void compile_sweep(void)
                                        KN_ATTN_COMBINE_ENTRY};
                 char *(*gens[])(const kn_attn_spec *, char *, size_t) = {
                     kn_attn_flash_source, kn_attn_decode_source, kn_attn_append_source, kn_attn_combine_source};
+                if (t > 0) { /* tensor cores: f16 / bf16 */
+                    if (kernel_of(kn_attn_flash_tc_source, &sp, KN_ATTN_FLASH_TC_ENTRY, &f) == KN_OK)
+                        built++;
+                    else
+                        bad++;
+                }
                 for (int g = 0; g < (paged ? 4 : 1); g++) {
                     if (kernel_of(gens[g], &sp, names[g], &f) == KN_OK)
                         built++;
@@ -582,6 +607,7 @@ static const ccase ccases[] = {
     {"bf16 d128 causal sq20", KN_BF16, 128, 1, 2, 1, 20, 20, 1, KN_MASK_NONE},
     {"f32 d128 one query sk50", KN_F32, 128, 1, 2, 2, 1, 50, 0, KN_MASK_NONE},
     {"f32 d32 boolmask (masked rows)", KN_F32, 32, 2, 2, 2, 9, 9, 0, KN_MASK_BOOL},
+    {"f16 d32 gqa causal+addmask sq70 past10", KN_F16, 32, 1, 4, 2, 70, 80, 1, KN_MASK_ADD},
 };
 
 static const pcase pcases[] = {

@@ -44,7 +44,7 @@ typedef struct kn_compile_cuda_opts {
     uint32_t n_archs;
     bool no_cache;
     bool verbose;          /* a note with kernel and memory figures on stderr */
-    bool attn_simple;      /* --attn-kernel simple: the one-thread-per-row attention kernels */
+    int attn_kernel;       /* --attn-kernel: 0 fast (default), 1 simple, 2 tc (tensor cores for fp16/bf16) */
 } kn_compile_cuda_opts;
 
 /* Lowers g (already through kn_compile_graph) for target cuda and compiles

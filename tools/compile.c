@@ -49,7 +49,8 @@ static const char usage[] =
     "  --no-cache          target cuda: do not use the kernel cache\n"
     "                      ($XDG_CACHE_HOME/kiln, else ~/.cache/kiln)\n"
     "  --attn-kernel K     target cuda: fast (default: the flash kernel where it\n"
-    "                      fits) or simple (one thread per row, double)\n"
+    "                      fits), tc (its tensor-core form for fp16/bf16) or\n"
+    "                      simple (one thread per row, double)\n"
     "  -O0, -O1, -O2       optimization level (default -O2): -O0 runs only what\n"
     "                      correctness needs (infer-shapes, precision)\n"
     "  --passes            list the optimizer's passes in order, with the level\n"
@@ -131,9 +132,9 @@ kn_status kn_compile_graph(kn_graph *g, const char *target, const kn_pipeline_op
 
 static const uint32_t default_archs[] = {80, 86, 89, 90};
 
-/* --attn-kernel simple: marks attention nodes `_attn_kernel` 0 for the
- * emitters (codegen/cuda/e_fused_attn.c). */
-static kn_status mark_simple_attention(kn_graph *g)
+/* --attn-kernel simple|tc: marks attention nodes `_attn_kernel` 0 or 2 for
+ * the emitters (codegen/cuda/e_fused_attn.c). */
+static kn_status mark_attention(kn_graph *g, int64_t mode)
 {
     for (uint32_t i = 0; i < g->n_nodes; i++) {
         kn_node *n = &g->nodes[i];
@@ -147,7 +148,7 @@ static kn_status mark_simple_attention(kn_graph *g)
         memset(&a[n->n_attrs], 0, sizeof *a);
         KN_TRY(kn_graph_intern_cstr(g, "_attn_kernel", &a[n->n_attrs].name));
         a[n->n_attrs].kind = KN_ATTR_INT;
-        a[n->n_attrs].u.i = 0;
+        a[n->n_attrs].u.i = mode;
         n->attrs = a;
         n->n_attrs++;
     }
@@ -157,8 +158,8 @@ static kn_status mark_simple_attention(kn_graph *g)
 kn_status kn_compile_cuda(kn_graph *g, const kn_compile_cuda_opts *o, kn_diag *d, kn_cu_program *prog)
 {
     kn_cuda_lower_stats ls;
-    if (o->attn_simple)
-        KN_TRY(mark_simple_attention(g));
+    if (o->attn_kernel)
+        KN_TRY(mark_attention(g, o->attn_kernel == 1 ? 0 : 2));
     KN_TRY(kn_cuda_lower(g, o->shapes, o->n_shapes, NULL, d, prog, &ls));
     kn_nvrtc_options no = {o->n_archs ? o->archs : default_archs, o->n_archs ? o->n_archs : 4, o->no_cache, NULL, 0};
     kn_nvrtc_stats ns;
@@ -227,7 +228,8 @@ int kn_cmd_compile(int argc, char **argv)
     const char *in = NULL, *out = NULL, *target = "cpu";
     kn_cuda_shape *shapes = calloc((size_t)argc + 1, sizeof *shapes);
     uint32_t archs[8], n_archs = 0, n_shapes = 0;
-    bool no_cache = false, attn_simple = false;
+    bool no_cache = false;
+    int attn_kernel = 0;
     char kv_max[32] = "", kv_mem[32] = "", kv_block[32] = "";
     int rc = KN_EXIT_BAD_INPUT;
     const char **keep = calloc((size_t)argc + 1, sizeof *keep);
@@ -349,11 +351,11 @@ int kn_cmd_compile(int argc, char **argv)
             no_cache = true;
         } else if (strcmp(a, "--attn-kernel") == 0 && has) {
             const char *v = argv[++i];
-            if (strcmp(v, "fast") != 0 && strcmp(v, "simple") != 0) {
-                fprintf(stderr, "error: compile: --attn-kernel must be fast or simple, got '%s'\n", v);
+            if (strcmp(v, "fast") != 0 && strcmp(v, "simple") != 0 && strcmp(v, "tc") != 0) {
+                fprintf(stderr, "error: compile: --attn-kernel must be fast, simple or tc, got '%s'\n", v);
                 goto done;
             }
-            attn_simple = strcmp(v, "simple") == 0;
+            attn_kernel = strcmp(v, "simple") == 0 ? 1 : strcmp(v, "tc") == 0 ? 2 : 0;
         } else if (strcmp(a, "-O0") == 0 || strcmp(a, "-O1") == 0 || strcmp(a, "-O2") == 0) {
             po.level = (kn_opt_level)(a[2] - '0' + 1);
         } else if (strcmp(a, "--disable-pass") == 0 && has) {
@@ -457,7 +459,7 @@ int kn_cmd_compile(int argc, char **argv)
         s = kn_pass_report_write(report, report_path, in, po.level ? (int)po.level - 1 : 2, d);
     bool cuda = strcmp(target, "cuda") == 0;
     if (s == KN_OK && cuda) {
-        kn_compile_cuda_opts co = {shapes, n_shapes, archs, n_archs, no_cache, true, attn_simple};
+        kn_compile_cuda_opts co = {shapes, n_shapes, archs, n_archs, no_cache, true, attn_kernel};
         s = kn_compile_cuda(g, &co, d, &prog);
     }
     if (s == KN_OK) {

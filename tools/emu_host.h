@@ -6,7 +6,9 @@
  * each block's threads as cooperative user-level threads (ucontext) that
  * switch at every barrier, so shared memory (`__shared__`, static sizes
  * only) and warp-level exchanges behave as on the GPU for code without
- * races. A check of the kernels' logic, not of GPU timing or memory model. */
+ * races. Such kernels see KN_EMU_COOP defined and kn_emu_warp_gather (each
+ * lane's bytes to every lane of its warp), with which a kernel models
+ * warp-wide instructions such as mma.sync in software. A check of the kernels' logic, not of GPU timing or memory model. */
 #ifndef KILN_TOOLS_EMU_HOST_H
 #define KILN_TOOLS_EMU_HOST_H
 

@@ -80,6 +80,20 @@ char *kn_attn_simple_source(const kn_attn_spec *s, char *err, size_t err_size);
 char *kn_attn_decode_source(const kn_attn_spec *s, char *err, size_t err_size);
 char *kn_attn_combine_source(const kn_attn_spec *s, char *err, size_t err_size);
 char *kn_attn_append_source(const kn_attn_spec *s, char *err, size_t err_size);
+/* The flash kernel on tensor cores (e_attn_tc.c): float16 / bfloat16, head
+ * dim 32, 64 or 128; 4 warps of 16 query rows, 64-key tiles in shared
+ * memory, S = Q·Kᵀ and O += P·V with mma.sync m16n8k16 (float32
+ * accumulation; P rounded to the input dtype as FlashAttention-2 does),
+ * online softmax on the accumulator fragments. Same args and grid
+ * (kn_attn_tc_grid) as kn_flash_attn. */
+char *kn_attn_flash_tc_source(const kn_attn_spec *s, char *err, size_t err_size);
+#define KN_ATTN_FLASH_TC_ENTRY "kn_flash_attn_tc"
+#define KN_FLASH_TC_BM 64
+kn_dim3 kn_attn_tc_grid(int64_t batch, int64_t qh, int64_t sq);
+/* shared by the generators */
+void kn_attn_preamble(kn_sb *sb, const kn_attn_spec *s);
+char *kn_attn_finish(kn_sb *sb, char *err, size_t n);
+bool kn_attn_check_spec(const kn_attn_spec *s, char *err, size_t n);
 #define KN_ATTN_FLASH_ENTRY "kn_flash_attn"
 #define KN_ATTN_SIMPLE_ENTRY "kn_simple_attn"
 #define KN_ATTN_DECODE_ENTRY "kn_decode_attn"

@@ -9,7 +9,7 @@
 
 static bool float_dt(kn_dtype t) { return t == KN_F32 || t == KN_F16 || t == KN_BF16; }
 
-static bool check_spec(const kn_attn_spec *s, char *err, size_t n)
+bool kn_attn_check_spec(const kn_attn_spec *s, char *err, size_t n)
 {
     if (!float_dt(s->dtype)) {
         snprintf(err, n, "attention kernels take float32, float16 or bfloat16, not %s", kn_dtype_name(s->dtype));
@@ -32,7 +32,7 @@ static bool check_spec(const kn_attn_spec *s, char *err, size_t n)
 
 /* Common text: dtypes, D, the parameter structs, the mask value, the
  * offset of key j of (b, kv head) and the per-row key counts. */
-static void preamble(kn_sb *sb, const kn_attn_spec *s)
+void kn_attn_preamble(kn_sb *sb, const kn_attn_spec *s)
 {
     kn_sb_printf(sb,
                  "#include \"kiln_cuda.h\"\n"
@@ -79,7 +79,7 @@ static void preamble(kn_sb *sb, const kn_attn_spec *s)
                  "#endif\n");
 }
 
-static char *finish(kn_sb *sb, char *err, size_t n)
+char *kn_attn_finish(kn_sb *sb, char *err, size_t n)
 {
     const char *t = kn_sb_str(sb);
     char *r = t ? strdup(t) : NULL;
@@ -91,14 +91,14 @@ static char *finish(kn_sb *sb, char *err, size_t n)
 
 char *kn_attn_flash_source(const kn_attn_spec *s, char *err, size_t err_size)
 {
-    if (!check_spec(s, err, err_size))
+    if (!kn_attn_check_spec(s, err, err_size))
         return NULL;
     if (s->head_dim % 4 != 0 || s->head_dim > 128) {
         snprintf(err, err_size, "flash attention: head dim %d (a multiple of 4, at most 128)", s->head_dim);
         return NULL;
     }
     kn_sb sb = {0};
-    preamble(&sb, s);
+    kn_attn_preamble(&sb, s);
     kn_sb_printf(&sb,
         "#define BM 32\n#define BN 32\n#define DP (D / 4)\n"
         "/* grid (ceil(sq / 32), q heads, batch), 128 threads: thread t takes query row t / 4 of the block's\n"
@@ -181,15 +181,15 @@ char *kn_attn_flash_source(const kn_attn_spec *s, char *err, size_t err_size)
         "#pragma unroll\n"
         "  for (int u = 0; u < DP; u++) yr[part + 4 * u] = kn_st_<T>((double)(acc[u] * inv));\n"
         "}\n");
-    return finish(&sb, err, err_size);
+    return kn_attn_finish(&sb, err, err_size);
 }
 
 char *kn_attn_simple_source(const kn_attn_spec *s, char *err, size_t err_size)
 {
-    if (!check_spec(s, err, err_size))
+    if (!kn_attn_check_spec(s, err, err_size))
         return NULL;
     kn_sb sb = {0};
-    preamble(&sb, s);
+    kn_attn_preamble(&sb, s);
     kn_sb_printf(&sb,
         "__device__ __forceinline__ double kn_score(const T *qr, const C *kp, i64 o, double scale, double bias) {\n"
         "  double dot = 0.0;\n"
@@ -233,5 +233,5 @@ char *kn_attn_simple_source(const kn_attn_spec *s, char *err, size_t err_size)
         "    for (int d = 0; d < D; d++) y[r * D + d] = kn_st_<T>(all_masked ? 0.0 : acc[d] / sum);\n"
         "  }\n"
         "}\n");
-    return finish(&sb, err, err_size);
+    return kn_attn_finish(&sb, err, err_size);
 }

@@ -24,25 +24,29 @@ typedef struct attn_params {
 
 /* The flash kernel (attn_kernels.h) when the node fits it: float32/16/bf16,
  * one head dim for Q/K/V that is a multiple of 4 up to 128, no softcap, and
- * the node not marked `_attn_kernel` 0 (kiln compile --attn-kernel simple).
- * Numerics: float accumulation (the simple kernel below uses double). */
+ * the node not marked `_attn_kernel` 0 (kiln compile --attn-kernel simple);
+ * `_attn_kernel` 2 (--attn-kernel tc) takes the tensor-core kernel for
+ * float16/bfloat16 with head dim 32/64/128. Numerics: float accumulation
+ * (the simple kernel below uses double). */
 static kn_status try_flash(kn_emit *e, const kn_emit_tensor *q, const kn_emit_tensor *m, const attn_params *a,
                            bool *done)
 {
     *done = false;
-    if (kn_emit_attr_int(e, "_attn_kernel", 1) == 0 || a->softcap > 0.0 || a->dk != a->dv || a->dk % 4 != 0 ||
-        a->dk > 128 || q->dtype == KN_F64 || (m && m->dtype == KN_F64))
+    int64_t mode = kn_emit_attr_int(e, "_attn_kernel", 1);
+    if (mode == 0 || a->softcap > 0.0 || a->dk != a->dv || a->dk % 4 != 0 || a->dk > 128 || q->dtype == KN_F64 ||
+        (m && m->dtype == KN_F64))
         return KN_OK;
     kn_attn_spec sp = {q->dtype, q->dtype, m ? m->dtype : KN_BOOL,
                        !m ? KN_MASK_NONE : m->dtype == KN_BOOL ? KN_MASK_BOOL : KN_MASK_ADD, (int)a->dk, false};
     char err[256];
-    char *src = kn_attn_flash_source(&sp, err, sizeof err);
+    bool tc = mode == 2 && (q->dtype == KN_F16 || q->dtype == KN_BF16) && a->dk % 32 == 0;
+    char *src = tc ? kn_attn_flash_tc_source(&sp, err, sizeof err) : kn_attn_flash_source(&sp, err, sizeof err);
     if (!src)
         return KN_OK;
     kn_attn_params p = {a->batch, a->qh, a->kvh, a->sq, a->total, a->group, a->past,
                         {a->mst[0], a->mst[1], a->mst[2], a->mst[3]}, a->mlen, (float)a->scale, (int32_t)a->causal};
     uint32_t k;
-    kn_status s = kn_emit_kernel(e, src, KN_ATTN_FLASH_ENTRY, &k);
+    kn_status s = kn_emit_kernel(e, src, tc ? KN_ATTN_FLASH_TC_ENTRY : KN_ATTN_FLASH_ENTRY, &k);
     free(src);
     KN_TRY(s);
     kn_emit_arg args[6] = {
@@ -54,8 +58,8 @@ static kn_status try_flash(kn_emit *e, const kn_emit_tensor *q, const kn_emit_te
         {KN_ARG_PARAMS, 0, sizeof p, &p, 0},
     };
     *done = true;
-    return kn_emit_launch(e, k, kn_attn_flash_grid(a->batch, a->qh, a->sq), (kn_dim3){KN_FLASH_THREADS, 1, 1}, 0,
-                          args, 6);
+    kn_dim3 grid = tc ? kn_attn_tc_grid(a->batch, a->qh, a->sq) : kn_attn_flash_grid(a->batch, a->qh, a->sq);
+    return kn_emit_launch(e, k, grid, (kn_dim3){KN_FLASH_THREADS, 1, 1}, 0, args, 6);
 }
 
 static bool is_float(kn_dtype t) { return t == KN_F16 || t == KN_BF16 || t == KN_F32 || t == KN_F64; }
