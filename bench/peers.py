@@ -116,6 +116,7 @@ def measure_peer(model, cfg, batch, P, G, device, static, repeat):
 
 def export_onnx(model, cfg, out_dir):
     sys.path.insert(0, os.path.join(ROOT, "scripts", "models"))
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # gpu-carry/scripts/ holds a copy
     import export_decoders as ed  # the same wrapper and interface as the test models
     os.makedirs(out_dir, exist_ok=True)
     path = os.path.join(out_dir, "model.onnx")

@@ -686,6 +686,12 @@ static void bench_gpu(void)
         double flops = 4.0 * qh * (double)sq * (double)sq * D / 2.0; /* causal: half the scores */
         printf("BENCH flash prefill f16 d128 32/8 heads sq %lld causal: %.3f ms, %.1f TFLOP/s\n", (long long)sq,
                t * 1e3, flops / t / 1e12);
+        kfn ft;
+        if (kernel_of(kn_attn_flash_tc_source, &sp, KN_ATTN_FLASH_TC_ENTRY, &ft) == KN_OK) {
+            t = time_launches(&ft, kn_attn_tc_grid(1, qh, sq), KN_FLASH_THREADS, args);
+            printf("BENCH flash-tc prefill f16 d128 32/8 heads sq %lld causal: %.3f ms, %.1f TFLOP/s\n",
+                   (long long)sq, t * 1e3, flops / t / 1e12);
+        }
         dfree(q), dfree(k), dfree(v), dfree(y);
     }
     /* decoding over the paged cache (float32 pools as runtime/kv_cache.c), batch 1 and 8 */
