@@ -564,6 +564,14 @@ static void run_paged(const pcase *c)
     kn_diag_destroy(d);
 }
 
+/* Peak device bandwidth as a copy kernel achieves it: 16-byte loads and
+ * stores, 1 GiB read + 1 GiB written per launch. */
+static const char copy_src[] =
+    "#include \"kiln_cuda.h\"\n"
+    "extern \"C\" __global__ void kn_copy16(const uint4 *a, uint4 *b, i64 n) {\n"
+    "  for (i64 i = kn_tid(); i < n; i += kn_nthreads()) b[i] = a[i];\n"
+    "}\n";
+
 /* ---- every default-arch compile (no run) ---- */
 
 static void compile_sweep(void)
@@ -593,7 +601,12 @@ static void compile_sweep(void)
                         bad++;
                 }
             }
-    printf("%s NVRTC sweep: %d kernel sources (f32/f16/bf16 x head dim 32/64/128 x contiguous/paged) x %s, %d "
+    kfn fcopy;
+    if (build(copy_src, "kn_copy16", &fcopy))
+        built++;
+    else
+        bad++;
+    printf("%s NVRTC sweep: %d kernel sources (f32/f16/bf16 x head dim 32/64/128 x contiguous/paged, tensor cores, the copy kernel) x %s, %d "
            "failures\n",
            bad ? "FAIL" : "PASS", built + bad, R.gpu ? "this GPU's arch" : "sm_80/86/89/90 + PTX", bad);
     n_pass += !bad;
@@ -668,8 +681,27 @@ static double time_launches(const kfn *f, kn_dim3 g, uint32_t threads, void **ar
     return ((double)(b.tv_sec - a.tv_sec) + (double)(b.tv_nsec - a.tv_nsec) * 1e-9) / 20.0;
 }
 
+static double copy_bandwidth(void)
+{
+    kfn f;
+    if (!build(copy_src, "kn_copy16", &f))
+        return 0;
+    int64_t n = (1ll << 30) / 16;
+    void *a = dalloc((size_t)n * 16), *b = dalloc((size_t)n * 16);
+    if (!a || !b) {
+        dfree(a), dfree(b);
+        return 0;
+    }
+    void *args[3] = {&a, &b, &n};
+    double t = time_launches(&f, (kn_dim3){(uint32_t)(R.sms * 8), 1, 1}, 512, args);
+    dfree(a), dfree(b);
+    return 2.0 * (double)n * 16 / t;
+}
+
 static void bench_gpu(void)
 {
+    double peak = copy_bandwidth();
+    printf("BENCH copy kernel (16-byte accesses, 1 GiB each way): %.0f GB/s (the roofline below)\n", peak / 1e9);
     const int D = 128;
     const int64_t qh = 32, kvh = 8;
     /* prefill: contiguous f16, causal */
@@ -720,8 +752,9 @@ static void bench_gpu(void)
         double tc = time_launches(&fc, kn_emit_grid(batch * qh * D), 256, cargs);
         double bytes = (double)batch * (double)(past + 1) * kvh * D * 2 * 4;
         printf("BENCH paged decode f16 q, f32 cache, d128 32/8 heads, batch %lld, context %lld, %lld splits: "
-               "%.3f ms + combine %.3f ms, KV read %.0f GB/s\n",
-               (long long)batch, (long long)past + 1, (long long)ns, t * 1e3, tc * 1e3, bytes / (t + tc) / 1e9);
+               "%.3f ms + combine %.3f ms, KV read %.0f GB/s = %.0f%% of the copy roofline\n",
+               (long long)batch, (long long)past + 1, (long long)ns, t * 1e3, tc * 1e3, bytes / (t + tc) / 1e9,
+               peak > 0 ? 100.0 * bytes / (t + tc) / peak : 0.0);
         dfree(q), dfree(kp), dfree(vp), dfree(tab), dfree(pv), dfree(y), dfree(part);
         free(table);
     }
