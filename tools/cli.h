@@ -47,6 +47,10 @@ typedef struct kn_compile_cuda_opts {
     int attn_kernel;       /* --attn-kernel: 0 fast (default), 1 simple, 2 tc (tensor cores for fp16/bf16) */
 } kn_compile_cuda_opts;
 
+/* Marks every Attention node `_attn_kernel` = mode (0 simple, 2 tensor
+ * cores) for the CUDA emitters: kiln compile --attn-kernel. */
+kn_status kn_compile_mark_attention(kn_graph *g, int64_t mode);
+
 /* Lowers g (already through kn_compile_graph) for target cuda and compiles
  * its kernels: *prog receives the program for kn_plan_write. */
 kn_status kn_compile_cuda(kn_graph *g, const kn_compile_cuda_opts *o, kn_diag *d, struct kn_cu_program *prog);

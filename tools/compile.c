@@ -134,7 +134,7 @@ static const uint32_t default_archs[] = {80, 86, 89, 90};
 
 /* --attn-kernel simple|tc: marks attention nodes `_attn_kernel` 0 or 2 for
  * the emitters (codegen/cuda/e_fused_attn.c). */
-static kn_status mark_attention(kn_graph *g, int64_t mode)
+kn_status kn_compile_mark_attention(kn_graph *g, int64_t mode)
 {
     for (uint32_t i = 0; i < g->n_nodes; i++) {
         kn_node *n = &g->nodes[i];
@@ -159,7 +159,7 @@ kn_status kn_compile_cuda(kn_graph *g, const kn_compile_cuda_opts *o, kn_diag *d
 {
     kn_cuda_lower_stats ls;
     if (o->attn_kernel)
-        KN_TRY(mark_attention(g, o->attn_kernel == 1 ? 0 : 2));
+        KN_TRY(kn_compile_mark_attention(g, o->attn_kernel == 1 ? 0 : 2));
     KN_TRY(kn_cuda_lower(g, o->shapes, o->n_shapes, NULL, d, prog, &ls));
     kn_nvrtc_options no = {o->n_archs ? o->archs : default_archs, o->n_archs ? o->n_archs : 4, o->no_cache, NULL, 0};
     kn_nvrtc_stats ns;

@@ -51,6 +51,8 @@ static bool use_nvrtc = true;
 static const char *disabled_passes[32];
 static kn_pipeline_opts popts = {.verify_each = true, .disabled = disabled_passes};
 static bool freeze = false; /* inputs after the first become constants (their test data) */
+static kn_precision_opts prec = {KN_F32, NULL, 0, false};
+static int attn_mode = -1;  /* --attn-kernel: -1 default (fast), 0 simple, 2 tensor cores */
 
 /* ---- host GEMM (the kn_plan_cu_gemm contract) ---- */
 
@@ -294,6 +296,8 @@ static result run_case(const char *dir, double rtol, double atol, char *msg, siz
             ins[i] = NULL;
         }
     }
+    if (s == KN_OK && attn_mode >= 0)
+        s = kn_compile_mark_attention(g, attn_mode);
     if (s == KN_OK)
         s = kn_cuda_lower(g, shapes, n_shapes, (const kn_rt_tensor *const *)ins, d, &prog, NULL);
     if (s == KN_OK && use_nvrtc) {
@@ -375,6 +379,22 @@ int main(int argc, char **argv)
             use_nvrtc = false;
         else if (strcmp(argv[first], "--freeze") == 0)
             freeze = true;
+        else if (strcmp(argv[first], "--precision") == 0 && first + 1 < argc) {
+            const char *v = argv[++first];
+            prec.to = strcmp(v, "fp16") == 0 ? KN_F16 : strcmp(v, "bf16") == 0 ? KN_BF16 : KN_F32;
+            if (prec.to == KN_F32 && strcmp(v, "fp32") != 0) {
+                fprintf(stderr, "kiln-cuda-emu: --precision must be fp32, fp16 or bf16\n");
+                return 1;
+            }
+            popts.precision = &prec;
+        } else if (strcmp(argv[first], "--attn-kernel") == 0 && first + 1 < argc) {
+            const char *v = argv[++first];
+            attn_mode = strcmp(v, "simple") == 0 ? 0 : strcmp(v, "tc") == 0 ? 2 : strcmp(v, "fast") == 0 ? -1 : -2;
+            if (attn_mode == -2) {
+                fprintf(stderr, "kiln-cuda-emu: --attn-kernel must be fast, simple or tc\n");
+                return 1;
+            }
+        }
         else if (strcmp(argv[first], "--xfail") == 0 && first + 1 < argc) {
             if (!(xfail = kn_xfail_load(argv[++first])))
                 return 1;
@@ -397,7 +417,10 @@ int main(int argc, char **argv)
             atol = strtod(argv[++first], NULL);
         else {
             printf("usage: kiln-cuda-emu [--quiet] [--filter SUBSTR] [--no-nvrtc] [--freeze] [--xfail FILE] [--rtol X] [--atol Y]\n"
-                   "                     [-O0|-O1|-O2] [--disable-pass NAME]... DIR...\n"
+                   "                     [-O0|-O1|-O2] [--disable-pass NAME]... [--precision fp16|bf16]\n"
+                   "                     [--attn-kernel fast|simple|tc] DIR...\n"
+                   "  --precision, --attn-kernel: as in `kiln compile` (compare with loose --rtol/--atol\n"
+                   "  against float32 reference data).\n"
                    "  -O0|-O1|-O2, --disable-pass: the optimizer runs as in `kiln compile` (default -O2)\n"
                    "  before lowering, so fused ops' kernels are checked too.\n"
                    "  --freeze: inputs after the first become constants (their test data), so cases\n"
