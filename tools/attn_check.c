@@ -578,37 +578,63 @@ static void compile_sweep(void)
 {
     static const kn_dtype dts[] = {KN_F32, KN_F16, KN_BF16};
     static const int dims[] = {32, 64, 128};
-    int built = 0, bad = 0;
-    for (int t = 0; t < 3; t++)
+    char *(*gens[])(const kn_attn_spec *, char *, size_t) = {kn_attn_flash_source, kn_attn_decode_source,
+                                                             kn_attn_append_source, kn_attn_combine_source,
+                                                             kn_attn_flash_tc_source};
+    const char *names[] = {KN_ATTN_FLASH_ENTRY, KN_ATTN_DECODE_ENTRY, KN_ATTN_APPEND_ENTRY, KN_ATTN_COMBINE_ENTRY,
+                           KN_ATTN_FLASH_TC_ENTRY};
+    /* one program, so NVRTC compiles every (kernel, arch) pair in parallel */
+    kn_cu_program p;
+    memset(&p, 0, sizeof p);
+    uint32_t cap = 3 * 3 * 2 * 5 + 1;
+    p.kernels = calloc(cap, sizeof *p.kernels);
+    p.cap_kernels = cap;
+    int bad = 0;
+    for (int t = 0; t < 3 && p.kernels; t++)
         for (int di = 0; di < 3; di++)
-            for (int paged = 0; paged < 2; paged++) {
-                kn_attn_spec sp = {dts[t], paged ? (t ? dts[t] : KN_F32) : dts[t], dts[t], KN_MASK_ADD, dims[di], paged};
-                kfn f;
-                const char *names[] = {KN_ATTN_FLASH_ENTRY, KN_ATTN_DECODE_ENTRY, KN_ATTN_APPEND_ENTRY,
-                                       KN_ATTN_COMBINE_ENTRY};
-                char *(*gens[])(const kn_attn_spec *, char *, size_t) = {
-                    kn_attn_flash_source, kn_attn_decode_source, kn_attn_append_source, kn_attn_combine_source};
-                if (t > 0) { /* tensor cores: f16 / bf16 */
-                    if (kernel_of(kn_attn_flash_tc_source, &sp, KN_ATTN_FLASH_TC_ENTRY, &f) == KN_OK)
-                        built++;
-                    else
+            for (int paged = 0; paged < 2; paged++)
+                for (int g = 0; g < 5; g++) {
+                    if ((!paged && g >= 1 && g <= 3) || (g == 4 && t == 0))
+                        continue;
+                    kn_attn_spec sp = {dts[t], paged && t == 0 ? KN_F32 : dts[t], dts[t], KN_MASK_ADD, dims[di],
+                                       paged != 0};
+                    char err[256];
+                    char *src = gens[g](&sp, err, sizeof err);
+                    if (!src) {
+                        fprintf(stderr, "%s: %s\n", names[g], err);
                         bad++;
+                        continue;
+                    }
+                    char *copy = kn_mem_alloc(NULL, strlen(src) + 1);
+                    if (copy)
+                        strcpy(copy, src);
+                    free(src);
+                    p.kernels[p.n_kernels++] = (kn_cu_kernel){names[g], copy, (uint64_t)p.n_kernels, NULL, 0};
                 }
-                for (int g = 0; g < (paged ? 4 : 1); g++) {
-                    if (kernel_of(gens[g], &sp, names[g], &f) == KN_OK)
-                        built++;
-                    else
-                        bad++;
-                }
-            }
-    kfn fcopy;
-    if (build(copy_src, "kn_copy16", &fcopy))
-        built++;
-    else
-        bad++;
-    printf("%s NVRTC sweep: %d kernel sources (f32/f16/bf16 x head dim 32/64/128 x contiguous/paged, tensor cores, the copy kernel) x %s, %d "
-           "failures\n",
-           bad ? "FAIL" : "PASS", built + bad, R.gpu ? "this GPU's arch" : "sm_80/86/89/90 + PTX", bad);
+    if (p.kernels) {
+        char *copy = kn_mem_alloc(NULL, sizeof copy_src);
+        if (copy)
+            memcpy(copy, copy_src, sizeof copy_src);
+        p.kernels[p.n_kernels++] = (kn_cu_kernel){"kn_copy16", copy, 0, NULL, 0};
+    }
+    static const uint32_t all[] = {80, 86, 89, 90};
+    uint32_t mine[1] = {R.arch};
+    kn_nvrtc_options o = {R.gpu ? mine : all, R.gpu ? 1u : 4u, false, NULL, 0};
+    kn_diag *d = kn_diag_create(NULL, NULL);
+    kn_nvrtc_stats st = {0};
+    kn_status s = p.kernels ? kn_cuda_compile(&p, &o, d, &st) : KN_ERR_NOMEM;
+    if (s != KN_OK) {
+        bad += st.failed ? (int)st.failed : 1;
+        fprintf(stderr, "NVRTC: %s\n", kn_diag_size(d) ? kn_diag_message(d, 0, NULL) : kn_status_str(s));
+    }
+    printf("%s NVRTC sweep: %u kernel sources (f32/f16/bf16 x head dim 32/64/128 x contiguous/paged, tensor cores, "
+           "the copy kernel) x %s: %u images compiled, %u from the cache, %d failures\n",
+           bad ? "FAIL" : "PASS", p.n_kernels, R.gpu ? "this GPU's arch" : "sm_80/86/89/90 + PTX", st.compiled,
+           st.cached, bad);
+    for (uint32_t i = 0; i < p.n_kernels; i++)
+        p.kernels[i].entry = NULL;
+    kn_cu_program_free(&p);
+    kn_diag_destroy(d);
     n_pass += !bad;
     n_fail += bad != 0;
 }
