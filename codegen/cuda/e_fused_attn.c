@@ -36,6 +36,8 @@ static kn_status try_flash(kn_emit *e, const kn_emit_tensor *q, const kn_emit_te
     if (mode == 0 || a->softcap > 0.0 || a->dk != a->dv || a->dk % 4 != 0 || a->dk > 128 || q->dtype == KN_F64 ||
         (m && m->dtype == KN_F64))
         return KN_OK;
+    if (a->qh > 65535 || a->batch > 65535 || a->sq > ((int64_t)1 << 36)) /* grid (rows / 32, heads, batch) */
+        return KN_OK;
     kn_attn_spec sp = {q->dtype, q->dtype, m ? m->dtype : KN_BOOL,
                        !m ? KN_MASK_NONE : m->dtype == KN_BOOL ? KN_MASK_BOOL : KN_MASK_ADD, (int)a->dk, false};
     char err[256];
