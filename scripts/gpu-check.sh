@@ -72,6 +72,9 @@ step "attention kernels on the GPU against the reference (kiln-attn-check --gpu 
 timeout 120 "$G/bin/kiln-attn-check" --gpu --bench >"$OUT/attn-kernels.log" 2>&1
 say "  exit $?: $(tail -1 "$OUT/attn-kernels.log")"
 grep -E '^(FAIL|BENCH)' "$OUT/attn-kernels.log" | head -20 | sed 's/^/  /' | tee -a "$SUM" >/dev/null
+timeout 150 compute-sanitizer --tool racecheck --error-exitcode 9 "$G/bin/kiln-attn-check" --gpu \
+    >"$OUT/attn-racecheck.log" 2>&1
+say "  racecheck: exit $?, $(grep -oE 'RACECHECK SUMMARY: [0-9]+ hazards?[^)]*' "$OUT/attn-racecheck.log" | tail -1)"
 
 step "language-model benchmark: kiln bench (CPU session until the CUDA session exists) vs PyTorch peers"
 LLMP="$OUT/llama_tiny.plan"
