@@ -215,6 +215,8 @@ def main():
             rows.append({"batch": b, "metric": key, "kiln": k, "eager": e, "compile": c,
                          "kiln_over_eager": r_e, "kiln_over_compile": r_c})
     print("# ratios > 1: kiln better (higher tokens/s, lower time to first token)")
+    print("# kiln's batch B is B sequences stepped in turn (its session runs one sequence per step) and its time")
+    print("# to first token is one sequence's; the peers run the B prompts as one batch")
     if a.json:
         with open(a.json, "w") as f:
             json.dump({"model": a.model, "dtype": str(dtype), "device": dev_name, "kiln_device": a.kiln_device,
