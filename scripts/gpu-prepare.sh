@@ -12,7 +12,7 @@ rm -rf gpu-carry
 mkdir -p gpu-carry/bin gpu-carry/lib gpu-carry/data
 for bin in build/kiln build/kiln-conformance build/kiln-attn-check build/tests/test_cuda_runtime; do
     cp "$bin" gpu-carry/bin/
-    ldd "$bin" | awk '/=> \// {print $3}' | grep -E 'libprotobuf-c|libcmocka' | xargs -r -I{} cp -L {} gpu-carry/lib/
+    ldd "$bin" | awk '/=> \// {print $3}' | { grep -E 'libprotobuf-c|libcmocka' || true; } | xargs -r -I{} cp -L {} gpu-carry/lib/
 done
 strip gpu-carry/bin/* 2>/dev/null || true
 DATA=/usr/share/libonnx-testdata/data
