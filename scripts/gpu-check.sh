@@ -68,4 +68,27 @@ for plan in "${PLANS[@]}"; do
         say "  $(basename "$plan") $dev: $(grep -E '"(mean|median|p99)_ms"' "$j" | tr -d ' \n')"
     done
 done
+step "attention kernels on the GPU against the reference (kiln-attn-check --gpu --bench)"
+timeout 120 "$G/bin/kiln-attn-check" --gpu --bench >"$OUT/attn-kernels.log" 2>&1
+say "  exit $?: $(tail -1 "$OUT/attn-kernels.log")"
+grep -E '^(FAIL|BENCH)' "$OUT/attn-kernels.log" | head -20 | sed 's/^/  /' | tee -a "$SUM" >/dev/null
+timeout 150 compute-sanitizer --tool racecheck --error-exitcode 9 "$G/bin/kiln-attn-check" --gpu \
+    >"$OUT/attn-racecheck.log" 2>&1
+say "  racecheck: exit $?, $(grep -oE 'RACECHECK SUMMARY: [0-9]+ hazards?[^)]*' "$OUT/attn-racecheck.log" | tail -1)"
+
+step "language-model benchmark: kiln bench (CPU session until the CUDA session exists) vs PyTorch peers"
+LLMP="$OUT/llama_tiny.plan"
+"$K" compile "$D/llm/llama_gqa_tiny/model.onnx" -o "$LLMP" --max-seq-len 512 >/dev/null 2>&1
+timeout 60 "$K" bench "$LLMP" --prompt-len 128 --gen-len 64 --batch 1 >"$OUT/bench-llm.txt" 2>&1
+say "  $(grep -E '^(prefill|decode)' "$OUT/bench-llm.txt" | tr '\n' ' ')"
+if python3 -c 'import torch, transformers' 2>/dev/null; then
+    # SmolLM2-135M architecture, fp16, batch 1 and 8: eager and torch.compile; kiln on the same weights
+    timeout 300 python3 "$G/scripts/peers.py" --model smollm2 --device cuda --prompt-len 128 --gen-len 32 \
+        --batch 1 8 --repeat 2 --kiln "$K" --export-onnx "$OUT/peer-smollm2" --json "$OUT/peers.json" \
+        >"$OUT/peers.txt" 2>"$OUT/peers.err"
+    say "  peers.py exit $?"
+    sed 's/^/  /' "$OUT/peers.txt" | tee -a "$SUM" >/dev/null
+else
+    say "  peers skipped: no torch/transformers in this python3"
+fi
 say "total: $(( $(date +%s) - t0 )) s"

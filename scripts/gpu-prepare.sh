@@ -10,13 +10,17 @@ cd "$(dirname "$0")/.."
 bash scripts/build.sh build >/dev/null
 rm -rf gpu-carry
 mkdir -p gpu-carry/bin gpu-carry/lib gpu-carry/data
-for bin in build/kiln build/kiln-conformance build/tests/test_cuda_runtime; do
+for bin in build/kiln build/kiln-conformance build/kiln-attn-check build/tests/test_cuda_runtime; do
     cp "$bin" gpu-carry/bin/
-    ldd "$bin" | awk '/=> \// {print $3}' | grep -E 'libprotobuf-c|libcmocka' | xargs -r -I{} cp -L {} gpu-carry/lib/
+    ldd "$bin" | awk '/=> \// {print $3}' | { grep -E 'libprotobuf-c|libcmocka' || true; } | xargs -r -I{} cp -L {} gpu-carry/lib/
 done
 strip gpu-carry/bin/* 2>/dev/null || true
 DATA=/usr/share/libonnx-testdata/data
 cp -r "$DATA/node" "$DATA/simple" gpu-carry/data/
 [ -d ../shared/models ] && cp -r ../shared/models gpu-carry/data/models
 cp -r samples gpu-carry/data/samples
+mkdir -p gpu-carry/data/llm gpu-carry/scripts
+cp -r tests/models/llama_gqa_tiny gpu-carry/data/llm/
+cp bench/peers.py gpu-carry/scripts/
+cp scripts/models/export_decoders.py gpu-carry/scripts/
 du -sh gpu-carry

@@ -298,6 +298,23 @@ expect 1 "$TOKD/tokenizer_config.json: \"chat_template\" must be a string" "$KIL
 expect 0 '' test ! -e "$TMP/t2.plan"
 expect 1 'together' "$KILN" compile "$TOKD/model.onnx" -o "$TMP/t2.plan" --no-tokenizer --tokenizer x
 
+# kiln bench for language models (tools/bench_llm.c), CPU backend
+LLM="$SRC/tests/models/llama_gqa_tiny/model.onnx"
+expect 0 'wrote' "$KILN" compile "$LLM" -o "$TMP/llm.plan" --max-seq-len 64
+expect 0 'prefill: +[0-9.]+ tokens/s \(.* for 24 tokens\)' "$KILN" bench "$TMP/llm.plan" --prompt-len 12 --gen-len 5 --batch 2
+expect 0 'decode: +[0-9.]+ tokens/s \(10 steps' "$KILN" bench "$TMP/llm.plan" --prompt-len 12 --gen-len 5 --batch 2
+expect 0 'decode latency: +p50 [0-9.]+ ms, p99 [0-9.]+ ms' "$KILN" bench "$TMP/llm.plan" --prompt-len 4 --gen-len 3
+expect 0 'KV cache: paged' "$KILN" bench "$TMP/llm.plan" --prompt-len 4 --gen-len 3
+expect 0 '"prompt_len": 8, "gen_len": 2, "batch": 3, "prefill_tokens_per_s": [0-9.]+' "$KILN" bench "$TMP/llm.plan" --prompt-len 8 --gen-len 2 --batch 3 --json
+expect 0 '"roofline_fraction": null' "$KILN" bench "$TMP/llm.plan" --prompt-len 8 --gen-len 2 --json
+expect 0 'decode: +[0-9.]+ tokens/s \(24 steps' "$KILN" bench "$TMP/llm.plan" --prompt-len 50 --gen-len 8 --batch 3
+expect 1 'exceed the plan.s max sequence length 64' "$KILN" bench "$TMP/llm.plan" --prompt-len 60 --gen-len 8
+expect 1 '--gen-len expects an integer from 1' "$KILN" bench "$TMP/llm.plan" --gen-len 0
+expect 1 '--device cuda: language-model sessions run on the CPU backend for now' "$KILN" bench "$TMP/llm.plan" --gen-len 2 --device cuda
+expect 1 'no plan given' "$KILN" bench --gen-len 2
+expect 0 'usage: kiln bench MODEL.plan --prompt-len' "$KILN" bench --prompt-len 1 --help
+expect 1 '--attn-kernel must be fast, simple or tc' "$KILN" compile "$LLM" -o "$TMP/x.plan" --target cuda --attn-kernel tiled
+
 # never replace a device or a folder with an output file
 expect 1 'not a regular file' "$KILN" compile "$SAMPLE" -o /dev/null
 expect 0 '' test -c /dev/null

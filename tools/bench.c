@@ -34,6 +34,8 @@ static const char usage[] =
     "  -h, --help\n"
     "\n"
     "Latency is host wall time per run: inputs in, steps, outputs out.\n"
+    "Language models: kiln bench MODEL.plan --prompt-len P --gen-len G [--batch B]\n"
+    "(kiln bench --prompt-len 1 --help lists its options).\n"
     "Exit codes: 0 ok, 1 bad input or usage, 2 internal error.\n";
 
 typedef struct stats {
@@ -388,6 +390,8 @@ static int parse_args(int argc, char **argv, bench_opts *o)
 
 int kn_cmd_bench(int argc, char **argv)
 {
+    if (kn_bench_is_llm(argc, argv))
+        return kn_bench_llm(argc, argv);
     bench_opts o = {NULL, "auto", 3, 10, 0, 0, false, false, NULL, 0};
     o.shapes = calloc((size_t)argc + 1, sizeof *o.shapes);
     if (!o.shapes)

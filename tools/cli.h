@@ -30,6 +30,11 @@ int kn_run_generate(int argc, char **argv, const char *usage);
 struct kn_pipeline_opts;
 kn_status kn_compile_graph(kn_graph *g, const char *target, const struct kn_pipeline_opts *po, kn_diag *d);
 
+/* kiln bench for language models (tools/bench_llm.c): taken when the
+ * arguments have --prompt-len, --gen-len or --batch. */
+bool kn_bench_is_llm(int argc, char **argv);
+int kn_bench_llm(int argc, char **argv);
+
 struct kn_cu_program;
 struct kn_cuda_shape;
 typedef struct kn_compile_cuda_opts {
@@ -39,7 +44,12 @@ typedef struct kn_compile_cuda_opts {
     uint32_t n_archs;
     bool no_cache;
     bool verbose;          /* a note with kernel and memory figures on stderr */
+    int attn_kernel;       /* --attn-kernel: 0 fast (default), 1 simple, 2 tc (tensor cores for fp16/bf16) */
 } kn_compile_cuda_opts;
+
+/* Marks every Attention node `_attn_kernel` = mode (0 simple, 2 tensor
+ * cores) for the CUDA emitters: kiln compile --attn-kernel. */
+kn_status kn_compile_mark_attention(kn_graph *g, int64_t mode);
 
 /* Lowers g (already through kn_compile_graph) for target cuda and compiles
  * its kernels: *prog receives the program for kn_plan_write. */

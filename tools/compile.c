@@ -45,9 +45,34 @@ kn_status kn_compile_graph(kn_graph *g, const char *target, const kn_pipeline_op
 
 static const uint32_t default_archs[] = {80, 86, 89, 90};
 
+/* --attn-kernel simple|tc: marks attention nodes `_attn_kernel` 0 or 2 for
+ * the emitters (codegen/cuda/e_fused_attn.c). */
+kn_status kn_compile_mark_attention(kn_graph *g, int64_t mode)
+{
+    for (uint32_t i = 0; i < g->n_nodes; i++) {
+        kn_node *n = &g->nodes[i];
+        if (n->op != KN_OP_Attention)
+            continue;
+        kn_attr *a = kn_graph_alloc(g, ((size_t)n->n_attrs + 1) * sizeof *a);
+        if (!a)
+            return KN_ERR_NOMEM;
+        if (n->n_attrs)
+            memcpy(a, n->attrs, n->n_attrs * sizeof *a);
+        memset(&a[n->n_attrs], 0, sizeof *a);
+        KN_TRY(kn_graph_intern_cstr(g, "_attn_kernel", &a[n->n_attrs].name));
+        a[n->n_attrs].kind = KN_ATTR_INT;
+        a[n->n_attrs].u.i = mode;
+        n->attrs = a;
+        n->n_attrs++;
+    }
+    return KN_OK;
+}
+
 kn_status kn_compile_cuda(kn_graph *g, const kn_compile_cuda_opts *o, kn_diag *d, kn_cu_program *prog)
 {
     kn_cuda_lower_stats ls;
+    if (o->attn_kernel)
+        KN_TRY(kn_compile_mark_attention(g, o->attn_kernel == 1 ? 0 : 2));
     KN_TRY(kn_cuda_lower(g, o->shapes, o->n_shapes, NULL, d, prog, &ls));
     kn_nvrtc_options no = {o->n_archs ? o->archs : default_archs, o->n_archs ? o->n_archs : 4, o->no_cache, NULL, 0};
     kn_nvrtc_stats ns;

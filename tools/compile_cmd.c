@@ -73,6 +73,9 @@ static const char usage[] =
     "  --kv-block-size N   tokens per KV cache block (default 16)\n"
     "  --no-cache          target cuda: do not use the kernel cache\n"
     "                      ($XDG_CACHE_HOME/kiln, else ~/.cache/kiln)\n"
+    "  --attn-kernel K     target cuda: fast (default: the flash kernel where it\n"
+    "                      fits), tc (its tensor-core form for fp16/bf16) or\n"
+    "                      simple (one thread per row, double)\n"
     "  -O0, -O1, -O2       optimization level (default -O2): -O0 runs only what\n"
     "                      correctness needs (infer-shapes, precision)\n"
     "  --passes            list the optimizer's passes in order, with the level\n"
@@ -237,6 +240,7 @@ int kn_cmd_compile(int argc, char **argv)
     kn_cuda_shape *shapes = calloc((size_t)argc + 1, sizeof *shapes);
     uint32_t archs[8], n_archs = 0, n_shapes = 0;
     bool no_cache = false;
+    int attn_kernel = 0;
     char kv_max[32] = "", kv_mem[32] = "", kv_block[32] = "";
     int rc = KN_EXIT_BAD_INPUT;
     const char **keep = calloc((size_t)argc + 1, sizeof *keep);
@@ -425,6 +429,13 @@ int kn_cmd_compile(int argc, char **argv)
             snprintf(kv_mem, sizeof kv_mem, "%llu", (unsigned long long)v);
         } else if (strcmp(a, "--no-cache") == 0) {
             no_cache = true;
+        } else if (strcmp(a, "--attn-kernel") == 0 && has) {
+            const char *v = argv[++i];
+            if (strcmp(v, "fast") != 0 && strcmp(v, "simple") != 0 && strcmp(v, "tc") != 0) {
+                fprintf(stderr, "error: compile: --attn-kernel must be fast, simple or tc, got '%s'\n", v);
+                goto done;
+            }
+            attn_kernel = strcmp(v, "simple") == 0 ? 1 : strcmp(v, "tc") == 0 ? 2 : 0;
         } else if (strcmp(a, "-O0") == 0 || strcmp(a, "-O1") == 0 || strcmp(a, "-O2") == 0) {
             po.level = (kn_opt_level)(a[2] - '0' + 1);
         } else if (strcmp(a, "--disable-pass") == 0 && has) {
@@ -630,7 +641,7 @@ int kn_cmd_compile(int argc, char **argv)
         goto done;
     }
     if (s == KN_OK && cuda) {
-        kn_compile_cuda_opts co = {shapes, n_shapes, archs, n_archs, no_cache, true};
+        kn_compile_cuda_opts co = {shapes, n_shapes, archs, n_archs, no_cache, true, attn_kernel};
         s = kn_compile_cuda(g, &co, d, &prog);
         if (s == KN_OK && report) {
             kn_pass_report_cuda before, after;

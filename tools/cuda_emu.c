@@ -3,15 +3,15 @@
  * first test data set), its kernels are compiled with NVRTC for every
  * arch, and then the generated kernels are run ON THE HOST: each kernel
  * source is compiled with the host C++ compiler against a shim of the CUDA
- * built-ins (threads run one after another, so kernels must not rely on
- * __syncthreads or warp intrinsics), GEMM steps run on a host GEMM, and
+ * built-ins (tools/emu_host.c: threads one after another, or cooperative
+ * threads for kernels with barriers and shuffles), GEMM steps run on a host GEMM, and
  * the outputs are compared with the reference. Prints one line per case
  * and "N passed, N failed, N skipped". A check of the generated code's
  * logic, not of GPU behaviour (races, memory model, launch limits). */
 #include "cli.h"
 #include "codegen/cuda/lower.h"
-#include "codegen/cuda/prelude.h"
 #include "compare.h"
+#include "emu_host.h"
 #include "conformance.h"
 #include "passes/passes.h"
 #include "runtime/cpu/exec.h"
@@ -19,7 +19,6 @@
 #include "tensor_io.h"
 
 #include <dirent.h>
-#include <dlfcn.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -27,11 +26,6 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#ifndef KN_CUDA_INCLUDE_DIR
-#define KN_CUDA_INCLUDE_DIR "/usr/local/cuda/include"
-#endif
-
-static char work_dir[512];
 static uint64_t *uniq;          /* hashes of the distinct kernels seen */
 static uint32_t n_uniq, cap_uniq;
 static uint32_t nvrtc_failed; /* images NVRTC could not compile, all cases */
@@ -57,107 +51,8 @@ static bool use_nvrtc = true;
 static const char *disabled_passes[32];
 static kn_pipeline_opts popts = {.verify_each = true, .disabled = disabled_passes};
 static bool freeze = false; /* inputs after the first become constants (their test data) */
-
-/* ---- host builds of kernels ---- */
-
-static const char shim[] =
-    "#pragma once\n"
-    "#include <cstdint>\n"
-    "#include <cmath>\n"
-    "#include <cfloat>\n"
-    "#include <climits>\n"
-    "#include <utility>\n"
-    "#include <type_traits>\n"
-    "#include <cuda_fp16.h>\n"
-    "#include <cuda_bf16.h>\n"
-    "struct kn_emu_dim3 { unsigned x, y, z; };\n"
-    "static kn_emu_dim3 threadIdx, blockIdx, blockDim, gridDim;\n"
-    "#undef __global__\n#define __global__\n"
-    "#undef __device__\n#define __device__\n"
-    "#undef __host__\n#define __host__\n"
-    "#undef __forceinline__\n#define __forceinline__ inline\n"
-    "#define __restrict__\n"
-    "#define __launch_bounds__(...)\n"
-    "using std::isnan; using std::isinf; using std::isfinite; using std::signbit;\n"
-    "using std::min; using std::max;\n"
-    "#include <cstring>\n"
-    "static inline float __int_as_float(int i) { float f; std::memcpy(&f, &i, 4); return f; }\n"
-    "static inline double __longlong_as_double(long long i) { double d; std::memcpy(&d, &i, 8); return d; }\n";
-
-static const char wrapper[] =
-    "\ntemplate <typename... A, std::size_t... I>\n"
-    "static void kn_emu_call(void (*f)(A...), void **args, std::index_sequence<I...>) {\n"
-    "  f(*static_cast<typename std::remove_reference<A>::type *>(args[I])...);\n"
-    "}\n"
-    "template <typename... A>\n"
-    "static void kn_emu_grid(void (*f)(A...), void **args) {\n"
-    "  for (unsigned bz = 0; bz < gridDim.z; bz++) for (unsigned by = 0; by < gridDim.y; by++)\n"
-    "  for (unsigned bx = 0; bx < gridDim.x; bx++) {\n"
-    "    blockIdx = {bx, by, bz};\n"
-    "    for (unsigned tz = 0; tz < blockDim.z; tz++) for (unsigned ty = 0; ty < blockDim.y; ty++)\n"
-    "    for (unsigned tx = 0; tx < blockDim.x; tx++) {\n"
-    "      threadIdx = {tx, ty, tz};\n"
-    "      kn_emu_call(f, args, std::index_sequence_for<A...>{});\n"
-    "    }\n"
-    "  }\n"
-    "}\n"
-    "extern \"C\" void kn_emu_launch(const unsigned *g, const unsigned *b, void **args) {\n"
-    "  gridDim = {g[0], g[1], g[2]}; blockDim = {b[0], b[1], b[2]};\n"
-    "  kn_emu_grid(KN_EMU_ENTRY, args);\n"
-    "}\n";
-
-typedef void (*emu_launch_fn)(const unsigned *, const unsigned *, void **);
-
-static bool write_text(const char *path, const char *a, const char *b, const char *c)
-{
-    FILE *f = fopen(path, "w");
-    if (!f)
-        return false;
-    fputs(a, f);
-    if (b)
-        fputs(b, f);
-    if (c)
-        fputs(c, f);
-    return fclose(f) == 0;
-}
-
-/* Builds (or reuses) the host library of one kernel. */
-static emu_launch_fn host_kernel(const kn_cu_kernel *k, char *err, size_t err_size)
-{
-    char so[1024], src[1024], cmd[8192];
-    snprintf(so, sizeof so, "%s/k%016llx.so", work_dir, (unsigned long long)k->hash);
-    struct stat st;
-    if (stat(so, &st) != 0) {
-        snprintf(src, sizeof src, "%s/k%016llx.%d.cc", work_dir, (unsigned long long)k->hash, (int)getpid());
-        char def[512];
-        snprintf(def, sizeof def, "#define KN_EMU_ENTRY %s\n", k->entry);
-        if (!write_text(src, k->source, def, wrapper)) {
-            snprintf(err, err_size, "cannot write %s", src);
-            return NULL;
-        }
-        snprintf(cmd, sizeof cmd,
-                 "c++ -std=c++17 -O1 -w -shared -fPIC -I'%s' -I'%s' -o '%s.%d.tmp' '%s' > '%s.log' 2>&1 && mv '%s.%d.tmp' '%s'",
-                 work_dir, KN_CUDA_INCLUDE_DIR, so, (int)getpid(), src, so, so, (int)getpid(), so);
-        if (system(cmd) != 0) {
-            char lp[1100];
-            snprintf(lp, sizeof lp, "%s.log", so);
-            FILE *f = fopen(lp, "r");
-            size_t n = f ? fread(err, 1, err_size - 1, f) : 0;
-            err[n] = 0;
-            if (f)
-                fclose(f);
-            for (char *q = err; *q; q++)
-                if (*q == '\n')
-                    *q = ' ';
-            return NULL;
-        }
-    }
-    void *h = dlopen(so, RTLD_NOW | RTLD_LOCAL);
-    emu_launch_fn fn = h ? (emu_launch_fn)dlsym(h, "kn_emu_launch") : NULL;
-    if (!fn)
-        snprintf(err, err_size, "cannot load %s: %s", so, dlerror());
-    return fn;
-}
+static kn_precision_opts prec = {KN_F32, NULL, 0, false};
+static int attn_mode = -1;  /* --attn-kernel: -1 default (fast), 0 simple, 2 tensor cores */
 
 /* ---- host GEMM (the kn_plan_cu_gemm contract) ---- */
 
@@ -208,7 +103,7 @@ static kn_status emulate(const kn_graph *g, const kn_cu_program *p, kn_rt_tensor
                          char *msg, size_t msg_size)
 {
     uint8_t *pool = calloc(p->pool_bytes ? p->pool_bytes : 1, 1);
-    emu_launch_fn *fns = calloc(p->n_kernels + 1, sizeof *fns);
+    kn_emu_launch_fn *fns = calloc(p->n_kernels + 1, sizeof *fns);
     if (!pool || !fns) {
         free(pool);
         free(fns);
@@ -232,7 +127,8 @@ static kn_status emulate(const kn_graph *g, const kn_cu_program *p, kn_rt_tensor
         if (st->kind == KN_CU_STEP_LAUNCH) {
             if (!fns[st->kernel]) {
                 char err[2048];
-                fns[st->kernel] = host_kernel(&p->kernels[st->kernel], err, sizeof err);
+                fns[st->kernel] = kn_emu_build(p->kernels[st->kernel].source, p->kernels[st->kernel].entry,
+                                               p->kernels[st->kernel].hash, err, sizeof err);
                 if (!fns[st->kernel]) {
                     snprintf(msg, msg_size, "node '%s' (%s): host build of kernel '%s' failed: %.600s",
                              node ? node->name : "?", node ? node->op_type : "?", p->kernels[st->kernel].entry, err);
@@ -400,6 +296,8 @@ static result run_case(const char *dir, double rtol, double atol, char *msg, siz
             ins[i] = NULL;
         }
     }
+    if (s == KN_OK && attn_mode >= 0)
+        s = kn_compile_mark_attention(g, attn_mode);
     if (s == KN_OK)
         s = kn_cuda_lower(g, shapes, n_shapes, (const kn_rt_tensor *const *)ins, d, &prog, NULL);
     if (s == KN_OK && use_nvrtc) {
@@ -481,6 +379,22 @@ int main(int argc, char **argv)
             use_nvrtc = false;
         else if (strcmp(argv[first], "--freeze") == 0)
             freeze = true;
+        else if (strcmp(argv[first], "--precision") == 0 && first + 1 < argc) {
+            const char *v = argv[++first];
+            prec.to = strcmp(v, "fp16") == 0 ? KN_F16 : strcmp(v, "bf16") == 0 ? KN_BF16 : KN_F32;
+            if (prec.to == KN_F32 && strcmp(v, "fp32") != 0) {
+                fprintf(stderr, "kiln-cuda-emu: --precision must be fp32, fp16 or bf16\n");
+                return 1;
+            }
+            popts.precision = &prec;
+        } else if (strcmp(argv[first], "--attn-kernel") == 0 && first + 1 < argc) {
+            const char *v = argv[++first];
+            attn_mode = strcmp(v, "simple") == 0 ? 0 : strcmp(v, "tc") == 0 ? 2 : strcmp(v, "fast") == 0 ? -1 : -2;
+            if (attn_mode == -2) {
+                fprintf(stderr, "kiln-cuda-emu: --attn-kernel must be fast, simple or tc\n");
+                return 1;
+            }
+        }
         else if (strcmp(argv[first], "--xfail") == 0 && first + 1 < argc) {
             if (!(xfail = kn_xfail_load(argv[++first])))
                 return 1;
@@ -503,7 +417,10 @@ int main(int argc, char **argv)
             atol = strtod(argv[++first], NULL);
         else {
             printf("usage: kiln-cuda-emu [--quiet] [--filter SUBSTR] [--no-nvrtc] [--freeze] [--xfail FILE] [--rtol X] [--atol Y]\n"
-                   "                     [-O0|-O1|-O2] [--disable-pass NAME]... DIR...\n"
+                   "                     [-O0|-O1|-O2] [--disable-pass NAME]... [--precision fp16|bf16]\n"
+                   "                     [--attn-kernel fast|simple|tc] DIR...\n"
+                   "  --precision, --attn-kernel: as in `kiln compile` (compare with loose --rtol/--atol\n"
+                   "  against float32 reference data).\n"
                    "  -O0|-O1|-O2, --disable-pass: the optimizer runs as in `kiln compile` (default -O2)\n"
                    "  before lowering, so fused ops' kernels are checked too.\n"
                    "  --freeze: inputs after the first become constants (their test data), so cases\n"
@@ -519,14 +436,9 @@ int main(int argc, char **argv)
         printf("0 passed, 0 failed, 0 skipped\n");
         return 0;
     }
-    const char *tmp = getenv("TMPDIR");
-    snprintf(work_dir, sizeof work_dir, "%s/kiln-cuda-emu-%d", tmp && *tmp ? tmp : "/tmp", (int)getuid());
-    mkdir(work_dir, 0755);
-    char hdr[600];
-    snprintf(hdr, sizeof hdr, "%s/kiln_cuda.h", work_dir);
-    /* the device prelude, after the shim (the prelude includes cuda_fp16.h itself) */
-    if (!write_text(hdr, shim, kn_cuda_prelude, NULL)) {
-        fprintf(stderr, "error: cannot write %s\n", hdr);
+    char err[600];
+    if (!kn_emu_init(err, sizeof err)) {
+        fprintf(stderr, "error: %s\n", err);
         return 2;
     }
     int passed = 0, failed = 0, skipped = 0;

@@ -7,10 +7,12 @@
  * gives 0), softcap and GQA. Slow but exact; the fast kernel comes later.
  * Nodes from passes/fuse_attention.c (`_kv_repeat`) get the same checks
  * as on the CPU, here at compile time since shapes are static. */
+#include "codegen/cuda/attn_kernels.h"
 #include "codegen/cuda/emit.h"
 
 #include <math.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 typedef struct attn_params {
@@ -19,6 +21,48 @@ typedef struct attn_params {
     double scale, softcap;
     int64_t causal;
 } attn_params;
+
+/* The flash kernel (attn_kernels.h) when the node fits it: float32/16/bf16,
+ * one head dim for Q/K/V that is a multiple of 4 up to 128, no softcap, and
+ * the node not marked `_attn_kernel` 0 (kiln compile --attn-kernel simple);
+ * `_attn_kernel` 2 (--attn-kernel tc) takes the tensor-core kernel for
+ * float16/bfloat16 with head dim 32/64/128. Numerics: float accumulation
+ * (the simple kernel below uses double). */
+static kn_status try_flash(kn_emit *e, const kn_emit_tensor *q, const kn_emit_tensor *m, const attn_params *a,
+                           bool *done)
+{
+    *done = false;
+    int64_t mode = kn_emit_attr_int(e, "_attn_kernel", 1);
+    if (mode == 0 || a->softcap > 0.0 || a->dk != a->dv || a->dk % 4 != 0 || a->dk > 128 || q->dtype == KN_F64 ||
+        (m && m->dtype == KN_F64))
+        return KN_OK;
+    if (a->qh > 65535 || a->batch > 65535 || a->sq > ((int64_t)1 << 36)) /* grid (rows / 32, heads, batch) */
+        return KN_OK;
+    kn_attn_spec sp = {q->dtype, q->dtype, m ? m->dtype : KN_BOOL,
+                       !m ? KN_MASK_NONE : m->dtype == KN_BOOL ? KN_MASK_BOOL : KN_MASK_ADD, (int)a->dk, false};
+    char err[256];
+    bool tc = mode == 2 && (q->dtype == KN_F16 || q->dtype == KN_BF16) && a->dk % 32 == 0;
+    char *src = tc ? kn_attn_flash_tc_source(&sp, err, sizeof err) : kn_attn_flash_source(&sp, err, sizeof err);
+    if (!src)
+        return KN_OK;
+    kn_attn_params p = {a->batch, a->qh, a->kvh, a->sq, a->total, a->group, a->past,
+                        {a->mst[0], a->mst[1], a->mst[2], a->mst[3]}, a->mlen, (float)a->scale, (int32_t)a->causal};
+    uint32_t k;
+    kn_status s = kn_emit_kernel(e, src, tc ? KN_ATTN_FLASH_TC_ENTRY : KN_ATTN_FLASH_ENTRY, &k);
+    free(src);
+    KN_TRY(s);
+    kn_emit_arg args[6] = {
+        {KN_ARG_IN, 0, 0, NULL, 0},
+        {KN_ARG_IN, 1, 0, NULL, 0},
+        {KN_ARG_IN, 2, 0, NULL, 0},
+        {KN_ARG_IN, m ? 3u : 0u, 0, NULL, 0},
+        {KN_ARG_OUT, 0, 0, NULL, 0},
+        {KN_ARG_PARAMS, 0, sizeof p, &p, 0},
+    };
+    *done = true;
+    kn_dim3 grid = tc ? kn_attn_tc_grid(a->batch, a->qh, a->sq) : kn_attn_flash_grid(a->batch, a->qh, a->sq);
+    return kn_emit_launch(e, k, grid, (kn_dim3){KN_FLASH_THREADS, 1, 1}, 0, args, 6);
+}
 
 static bool is_float(kn_dtype t) { return t == KN_F16 || t == KN_BF16 || t == KN_F32 || t == KN_F64; }
 
@@ -86,6 +130,10 @@ kn_status kn_emit_Attention(kn_emit *e)
         KN_TRY(kn_emit_copy(e, 2, 0, 2, 0, v->nbytes));
     int64_t rows = p.batch * p.qh * p.sq;
     if (rows == 0)
+        return KN_OK;
+    bool done;
+    KN_TRY(try_flash(e, q, m, &p, &done));
+    if (done)
         return KN_OK;
     kn_sb src = {0};
     kn_sb_printf(&src,

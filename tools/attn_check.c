@@ -1,0 +1,839 @@
+/* kiln-attn-check: the attention kernels of codegen/cuda/attn_kernels.h
+ * against a double-precision reference with the CPU kernels' semantics
+ * (runtime/cpu/k_fused_attn.c for contiguous attention,
+ * runtime/cpu/k_paged_attn.c for the paged cache: K/V appended, then
+ * attention over past + new tokens through the block table). The paged
+ * cases use runtime/kv_cache.c itself (blocks handed out and freed so the
+ * block tables are not the identity), upload its pools as they are, and
+ * compare the pools after the append kernel with the host's appends.
+ *
+ *   kiln-attn-check            every kernel source NVRTC-compiled for
+ *                              sm_80/86/89/90 + PTX, then each case run on
+ *                              the host (tools/emu_host.c)
+ *   kiln-attn-check --gpu      the same cases on the GPU (driver API), plus
+ *                              timings of the fast kernels at LLM shapes
+ *
+ * Prints a line per case and kernel and "N passed, N failed"; exit 1 on a
+ * failure; --gpu without a usable GPU prints why and exits 77 (skip). */
+#include "codegen/cuda/attn_kernels.h"
+#include "codegen/cuda/lower.h"
+#include "codegen/cuda/program.h"
+#include "emu_host.h"
+#include "runtime/cpu/util.h"
+#include "runtime/cuda/driver.h"
+#include "runtime/kv_cache.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+/* ---- where kernels run: the host emulator or the GPU ---- */
+
+typedef struct runner {
+    bool gpu;
+    uint32_t arch;
+    int sms;
+#ifdef KN_HAVE_CUDA_HEADERS
+    const kn_cuda_driver *cu;
+    CUdevice dev;
+    CUcontext ctx;
+#endif
+} runner;
+
+typedef struct kfn {
+    kn_emu_launch_fn emu;
+    void *func; /* CUfunction */
+} kfn;
+
+static runner R;
+static int n_pass, n_fail;
+
+static void *dalloc(size_t n)
+{
+    if (!R.gpu)
+        return calloc(n ? n : 1, 1);
+#ifdef KN_HAVE_CUDA_HEADERS
+    CUdeviceptr p = 0;
+    if (R.cu->mem_alloc(&p, n ? n : 1) != CUDA_SUCCESS)
+        return NULL;
+    return (void *)(uintptr_t)p;
+#else
+    return NULL;
+#endif
+}
+
+static void dfree(void *p)
+{
+    if (!R.gpu) {
+        free(p);
+        return;
+    }
+#ifdef KN_HAVE_CUDA_HEADERS
+    if (p)
+        R.cu->mem_free((CUdeviceptr)(uintptr_t)p);
+#endif
+}
+
+static void *upload(const void *src, size_t n)
+{
+    void *d = dalloc(n);
+    if (!d)
+        return NULL;
+    if (!R.gpu) {
+        memcpy(d, src, n);
+        return d;
+    }
+#ifdef KN_HAVE_CUDA_HEADERS
+    R.cu->memcpy_htod_async((CUdeviceptr)(uintptr_t)d, src, n, NULL);
+    R.cu->stream_synchronize(NULL);
+#endif
+    return d;
+}
+
+static void download(void *dst, const void *src, size_t n)
+{
+    if (!R.gpu) {
+        memcpy(dst, src, n);
+        return;
+    }
+#ifdef KN_HAVE_CUDA_HEADERS
+    R.cu->memcpy_dtoh_async(dst, (CUdeviceptr)(uintptr_t)src, n, NULL);
+    R.cu->stream_synchronize(NULL);
+#endif
+}
+
+static bool launch(const kfn *f, kn_dim3 g, uint32_t threads, void **args)
+{
+    unsigned grid[3] = {g.x, g.y, g.z}, block[3] = {threads, 1, 1};
+    if (!R.gpu) {
+        f->emu(grid, block, args);
+        return true;
+    }
+#ifdef KN_HAVE_CUDA_HEADERS
+    CUresult r = R.cu->launch_kernel((CUfunction)f->func, g.x, g.y, g.z, threads, 1, 1, 0, NULL, args, NULL);
+    if (r == CUDA_SUCCESS)
+        r = R.cu->stream_synchronize(NULL);
+    if (r != CUDA_SUCCESS) {
+        const char *name = NULL;
+        R.cu->get_error_name(r, &name);
+        fprintf(stderr, "launch failed: %s\n", name ? name : "?");
+        return false;
+    }
+    return true;
+#else
+    return false;
+#endif
+}
+
+/* Compiles one source with NVRTC (every default arch, or the GPU's) and
+ * makes it runnable. */
+static bool build(const char *src, const char *entry, kfn *out)
+{
+    memset(out, 0, sizeof *out);
+    kn_cu_program p;
+    memset(&p, 0, sizeof p);
+    p.kernels = calloc(1, sizeof *p.kernels);
+    size_t n = strlen(src);
+    char *copy = kn_mem_alloc(NULL, n + 1);
+    if (!p.kernels || !copy) {
+        free(p.kernels);
+        kn_mem_free(NULL, copy);
+        return false;
+    }
+    memcpy(copy, src, n + 1);
+    uint64_t h = 1469598103934665603ull;
+    for (size_t i = 0; i < n; i++)
+        h = (h ^ (uint8_t)src[i]) * 1099511628211ull;
+    p.kernels[0] = (kn_cu_kernel){entry, copy, h, NULL, 0};
+    p.n_kernels = p.cap_kernels = 1;
+    static const uint32_t all[] = {80, 86, 89, 90};
+    uint32_t mine[1] = {R.arch};
+    kn_nvrtc_options o = {R.gpu ? mine : all, R.gpu ? 1u : 4u, false, NULL, 0};
+    kn_diag *d = kn_diag_create(NULL, NULL);
+    kn_nvrtc_stats st;
+    kn_status s = kn_cuda_compile(&p, &o, d, &st);
+    bool ok = s == KN_OK;
+    if (!ok)
+        fprintf(stderr, "NVRTC: %s: %s\n", entry, kn_diag_size(d) ? kn_diag_message(d, 0, NULL) : kn_status_str(s));
+    char err[4096] = "";
+    if (ok && !R.gpu) {
+        out->emu = kn_emu_build(src, entry, h, err, sizeof err);
+        if (!out->emu) {
+            fprintf(stderr, "host build of %s: %.2000s\n", entry, err);
+            ok = false;
+        }
+    }
+#ifdef KN_HAVE_CUDA_HEADERS
+    if (ok && R.gpu) {
+        CUmodule m = NULL;
+        const kn_cu_image *im = NULL;
+        for (uint32_t i = 0; i < p.kernels[0].n_images; i++)
+            if (p.kernels[0].images[i].arch == R.arch)
+                im = &p.kernels[0].images[i];
+        CUfunction f = NULL;
+        ok = im && R.cu->module_load_data_ex(&m, im->data, 0, NULL, NULL) == CUDA_SUCCESS &&
+             R.cu->module_get_function(&f, m, entry) == CUDA_SUCCESS;
+        out->func = f;
+        if (!ok)
+            fprintf(stderr, "cannot load %s for sm_%u\n", entry, R.arch);
+    }
+#endif
+    p.kernels[0].entry = NULL;
+    kn_cu_program_free(&p);
+    kn_diag_destroy(d);
+    return ok;
+}
+
+static kn_status kernel_of(char *(*gen)(const kn_attn_spec *, char *, size_t), const kn_attn_spec *sp,
+                           const char *entry, kfn *f)
+{
+    char err[256];
+    char *src = gen(sp, err, sizeof err);
+    if (!src) {
+        fprintf(stderr, "%s: %s\n", entry, err);
+        return KN_ERR_UNSUPPORTED;
+    }
+    bool ok = build(src, entry, f);
+    free(src);
+    return ok ? KN_OK : KN_ERR_INTERNAL;
+}
+
+/* ---- data ---- */
+
+static uint64_t rng = 88172645463325252ull;
+static double urand(void)
+{
+    rng ^= rng << 13;
+    rng ^= rng >> 7;
+    rng ^= rng << 17;
+    return (double)(rng >> 11) / 9007199254740992.0 * 2.0 - 1.0;
+}
+
+/* n values of dtype t in [-amp, amp], and their float values as stored. */
+static void *fill(kn_dtype t, size_t n, double amp, float *as_float)
+{
+    void *p = malloc(n * kn_dt_size(t) + 1);
+    for (size_t i = 0; p && i < n; i++) {
+        kn_set_f64(t, p, (int64_t)i, urand() * amp);
+        as_float[i] = (float)kn_get_f64(t, p, (int64_t)i);
+    }
+    return p;
+}
+
+static double tol_of(kn_dtype t, bool fast) { return t == KN_BF16 ? 1.6e-2 : t == KN_F16 ? 2e-3 : fast ? 2e-5 : 2e-6; }
+
+static void report(const char *name, const char *kernel, const float *got_f, const void *got, kn_dtype t,
+                   const double *want, size_t n, bool fast)
+{
+    double worst = 0, tol = tol_of(t, fast);
+    size_t at = 0;
+    for (size_t i = 0; i < n; i++) {
+        double g = got ? kn_get_f64(t, got, (int64_t)i) : got_f[i];
+        double e = fabs(g - want[i]) / (1.0 + fabs(want[i]));
+        if (!(e <= worst)) {
+            worst = e;
+            at = i;
+        }
+    }
+    bool ok = worst <= tol;
+    n_pass += ok;
+    n_fail += !ok;
+    printf("%s %-34s %-16s max err %.2e (tol %.0e)", ok ? "PASS" : "FAIL", name, kernel, worst, tol);
+    if (!ok)
+        printf(" at %zu: %g vs %g", at, got ? kn_get_f64(t, got, (int64_t)at) : got_f[at], want[at]);
+    printf("\n");
+}
+
+/* ---- contiguous attention ---- */
+
+typedef struct ccase {
+    const char *name;
+    kn_dtype dt;
+    int d;
+    int64_t batch, qh, kvh, sq, sk;
+    int causal;
+    kn_attn_mask_kind mask; /* mask shape [batch, 1, sq, sk]; bool: some rows fully masked */
+} ccase;
+
+static void ref_attention(const ccase *c, const float *q, const float *k, const float *v, const float *mask,
+                          const kn_attn_params *p, double *y)
+{
+    int64_t D = c->d, sk = c->sk;
+    double *s = malloc((size_t)sk * sizeof *s);
+    for (int64_t b = 0; b < c->batch; b++)
+        for (int64_t h = 0; h < c->qh; h++)
+            for (int64_t i = 0; i < c->sq; i++) {
+                const float *qr = q + ((b * c->qh + h) * c->sq + i) * D;
+                int64_t hk = h / p->group;
+                bool all_masked = true;
+                double mx = -INFINITY;
+                for (int64_t j = 0; j < sk; j++) {
+                    const float *kr = k + ((b * c->kvh + hk) * sk + j) * D;
+                    double dot = 0, bias = 0;
+                    for (int64_t d = 0; d < D; d++)
+                        dot += (double)qr[d] * kr[d];
+                    if (c->causal && j > i + p->past)
+                        bias = -INFINITY;
+                    else if (c->mask)
+                        bias = mask[b * p->mst[0] + h * p->mst[1] + i * p->mst[2] + j * p->mst[3]];
+                    all_masked = all_masked && isinf(bias) && bias < 0;
+                    s[j] = dot * (double)p->scale + bias;
+                    mx = s[j] > mx ? s[j] : mx;
+                }
+                double sum = 0;
+                for (int64_t j = 0; j < sk; j++)
+                    sum += s[j] = all_masked ? 0.0 : exp(s[j] - mx);
+                double *yr = y + ((b * c->qh + h) * c->sq + i) * D;
+                for (int64_t d = 0; d < D; d++) {
+                    double a = 0;
+                    for (int64_t j = 0; j < sk && !all_masked; j++)
+                        a += s[j] / sum * v[((b * c->kvh + hk) * sk + j) * D + d];
+                    yr[d] = a;
+                }
+            }
+    free(s);
+}
+
+static void run_contiguous(const ccase *c)
+{
+    int64_t D = c->d;
+    size_t nq = (size_t)(c->batch * c->qh * c->sq * D), nk = (size_t)(c->batch * c->kvh * c->sk * D);
+    size_t nm = (size_t)(c->batch * c->sq * c->sk);
+    float *qf = malloc(nq * 4), *kf = malloc(nk * 4), *vf = malloc(nk * 4), *mf = malloc((nm + 1) * 4);
+    void *q = fill(c->dt, nq, 1.0, qf), *k = fill(c->dt, nk, 1.0, kf), *v = fill(c->dt, nk, 1.0, vf);
+    kn_dtype mdt = c->mask == KN_MASK_BOOL ? KN_BOOL : c->dt;
+    void *m = malloc(nm * kn_dt_size(mdt) + 1);
+    for (size_t i = 0; i < nm; i++) {
+        int64_t row = (int64_t)(i / (size_t)c->sk), j = (int64_t)(i % (size_t)c->sk);
+        if (c->mask == KN_MASK_BOOL) {
+            bool keep = row % 7 != 3 && (j + row) % 5 != 0; /* row 3 (mod 7) fully masked */
+            ((uint8_t *)m)[i] = keep;
+            mf[i] = keep ? 0.0f : -INFINITY;
+        } else {
+            kn_set_f64(mdt, m, (int64_t)i, urand() * 2.0);
+            mf[i] = (float)kn_get_f64(mdt, m, (int64_t)i);
+        }
+    }
+    kn_attn_params p = {c->batch, c->qh, c->kvh, c->sq, c->sk, c->qh / c->kvh, c->sk - c->sq, {0}, c->sk,
+                        (float)(1.0 / sqrt((double)D)), c->causal};
+    if (c->mask) {
+        p.mst[0] = c->sq * c->sk;
+        p.mst[1] = 0;
+        p.mst[2] = c->sk;
+        p.mst[3] = 1;
+    }
+    double *want = malloc(nq * sizeof *want);
+    ref_attention(c, qf, kf, vf, mf, &p, want);
+    kn_attn_spec sp = {c->dt, c->dt, mdt, c->mask, c->d, false};
+    size_t es = kn_dt_size(c->dt);
+    void *dq = upload(q, nq * es), *dk = upload(k, nk * es), *dv = upload(v, nk * es);
+    void *dm = upload(m, nm * kn_dt_size(mdt) + 1), *dy = dalloc(nq * es);
+    void *got = malloc(nq * es);
+    void *args[6] = {&dq, &dk, &dv, &dm, &dy, &p};
+    for (int kind = 0; kind < 3; kind++) { /* flash, tensor cores (f16/bf16), simple */
+        if (kind == 1 && c->dt == KN_F32)
+            continue;
+        kfn f;
+        static const char *entries[] = {KN_ATTN_FLASH_ENTRY, KN_ATTN_FLASH_TC_ENTRY, KN_ATTN_SIMPLE_ENTRY};
+        char *(*gens[])(const kn_attn_spec *, char *, size_t) = {kn_attn_flash_source, kn_attn_flash_tc_source,
+                                                                 kn_attn_simple_source};
+        if (kernel_of(gens[kind], &sp, entries[kind], &f) != KN_OK) {
+            n_fail++;
+            continue;
+        }
+        kn_dim3 g = kind == 0   ? kn_attn_flash_grid(c->batch, c->qh, c->sq)
+                    : kind == 1 ? kn_attn_tc_grid(c->batch, c->qh, c->sq)
+                                : kn_emit_grid(c->batch * c->qh * c->sq);
+        if (!launch(&f, g, kind < 2 ? KN_FLASH_THREADS : 256, args)) {
+            n_fail++;
+            continue;
+        }
+        download(got, dy, nq * es);
+        report(c->name, kind == 0 ? "flash" : kind == 1 ? "flash-tc" : "simple", NULL, got, c->dt, want, nq,
+               kind < 2);
+    }
+    dfree(dq), dfree(dk), dfree(dv), dfree(dm), dfree(dy);
+    free(qf), free(kf), free(vf), free(mf), free(q), free(k), free(v), free(m), free(want), free(got);
+}
+
+/* ---- paged cache ---- */
+
+typedef struct pcase {
+    const char *name;
+    kn_dtype dt;
+    int d;
+    int64_t batch, qh, kvh, sq;
+    int64_t past[4];
+    uint32_t block_size;
+    kn_attn_mask_kind mask; /* [batch, 1, sq, total]: needs equal pasts */
+    int causal;
+    int n_split;            /* 0: kn_attn_decode_splits */
+} pcase;
+
+static void run_paged(const pcase *c)
+{
+    int64_t D = c->d, maxp = 0;
+    for (int64_t b = 0; b < c->batch; b++)
+        maxp = c->past[b] > maxp ? c->past[b] : maxp;
+    kn_kv_config cfg = {2, (uint32_t)c->kvh, (uint32_t)D, c->block_size, 0, 0};
+    cfg.max_seq_len = (uint32_t)(maxp + c->sq + c->block_size);
+    uint32_t per = (cfg.max_seq_len + c->block_size - 1) / c->block_size;
+    cfg.n_blocks = per * (uint32_t)(c->batch + 1);
+    kn_kv_cache *kv = NULL;
+    kn_diag *d = kn_diag_create(NULL, NULL);
+    if (kn_kv_create(&cfg, NULL, d, &kv) != KN_OK) {
+        printf("FAIL %s: kv cache\n", c->name);
+        n_fail++;
+        kn_diag_destroy(d);
+        return;
+    }
+    /* a sequence that takes blocks first and is freed, so tables are scrambled */
+    uint32_t junk, seq[4];
+    kn_kv_seq_add(kv, &junk);
+    kn_kv_seq_reserve(kv, junk, c->block_size * 3 + 1, d);
+    for (int64_t b = 0; b < c->batch; b++) {
+        kn_kv_seq_add(kv, &seq[b]);
+        if (b == 0)
+            kn_kv_seq_free(kv, junk);
+        kn_kv_seq_reserve(kv, seq[b], (uint32_t)(c->past[b] + c->sq), d);
+    }
+    uint32_t layer = 1;
+    size_t pool = (size_t)cfg.n_blocks * kv->block_elems * cfg.n_layers;
+    for (size_t i = 0; i < pool; i++) {
+        kv->keys[i] = (float)urand();
+        kv->values[i] = (float)urand();
+    }
+    size_t nq = (size_t)(c->batch * c->qh * c->sq * D), nn = (size_t)(c->batch * c->kvh * c->sq * D);
+    float *qf = malloc(nq * 4), *kf = malloc(nn * 4), *vf = malloc(nn * 4);
+    void *q = fill(c->dt, nq, 1.0, qf), *kn = fill(c->dt, nn, 1.0, kf), *vn = fill(c->dt, nn, 1.0, vf);
+    int64_t total0 = c->past[0] + c->sq;
+    size_t nm = (size_t)(c->batch * c->sq * total0);
+    kn_dtype mdt = c->mask == KN_MASK_BOOL ? KN_BOOL : c->dt;
+    void *m = calloc(nm * kn_dt_size(mdt) + 1, 1);
+    float *mf = malloc((nm + 1) * 4);
+    for (size_t i = 0; c->mask && i < nm; i++) {
+        if (c->mask == KN_MASK_BOOL) {
+            bool keep = i % 3 != 1;
+            ((uint8_t *)m)[i] = keep;
+            mf[i] = keep ? 0.0f : -INFINITY;
+        } else {
+            kn_set_f64(mdt, m, (int64_t)i, urand() * 2.0);
+            mf[i] = (float)kn_get_f64(mdt, m, (int64_t)i);
+        }
+    }
+    /* device copies of the pools before the append; the table and pasts */
+    int32_t *table = calloc((size_t)c->batch * per, 4), past32[4];
+    for (int64_t b = 0; b < c->batch; b++) {
+        kn_kv_seq *s = kn_kv_seq_get(kv, seq[b]);
+        for (uint32_t i = 0; i < s->n_blocks; i++)
+            table[b * per + i] = (int32_t)s->blocks[i];
+        past32[b] = (int32_t)c->past[b];
+    }
+    void *dkp = upload(kv->keys, pool * 4), *dvp = upload(kv->values, pool * 4);
+    void *dtab = upload(table, (size_t)c->batch * per * 4), *dpast = upload(past32, 16);
+    /* the host: append, then attention (k_paged_attn.c) */
+    for (int64_t b = 0; b < c->batch; b++) {
+        kn_kv_seq *s = kn_kv_seq_get(kv, seq[b]);
+        for (int64_t h = 0; h < c->kvh; h++)
+            for (int64_t i = 0; i < c->sq; i++)
+                for (int64_t e = 0; e < D; e++) {
+                    size_t src = (size_t)(((b * c->kvh + h) * c->sq + i) * D + e);
+                    kn_kv_at(kv, false, layer, s, (uint32_t)(c->past[b] + i), (uint32_t)h)[e] = kf[src];
+                    kn_kv_at(kv, true, layer, s, (uint32_t)(c->past[b] + i), (uint32_t)h)[e] = vf[src];
+                }
+    }
+    kn_paged_params p = {c->batch, c->qh, c->kvh, c->sq, c->qh / c->kvh, c->block_size, per,
+                         (int64_t)layer * cfg.n_blocks * (int64_t)kv->block_elems, {0}, 1,
+                         (float)(1.0 / sqrt((double)D)), c->causal};
+    if (c->mask) {
+        p.mst[0] = c->sq * total0;
+        p.mst[2] = total0;
+        p.mst[3] = 1;
+    }
+    double *want = malloc(nq * sizeof *want);
+    for (int64_t b = 0; b < c->batch; b++) {
+        kn_kv_seq *s = kn_kv_seq_get(kv, seq[b]);
+        int64_t total = c->past[b] + c->sq;
+        double *sc = malloc((size_t)total * sizeof *sc);
+        for (int64_t h = 0; h < c->qh; h++)
+            for (int64_t i = 0; i < c->sq; i++) {
+                const float *qr = qf + ((b * c->qh + h) * c->sq + i) * D;
+                uint32_t hk = (uint32_t)(h / p.group);
+                bool all_masked = true;
+                double mx = -INFINITY, sum = 0;
+                for (int64_t j = 0; j < total; j++) {
+                    const float *kr = kn_kv_at(kv, false, layer, s, (uint32_t)j, hk);
+                    double dot = 0, bias = 0;
+                    for (int64_t e = 0; e < D; e++)
+                        dot += (double)qr[e] * kr[e];
+                    if (c->causal && j > i + c->past[b])
+                        bias = -INFINITY;
+                    else if (c->mask)
+                        bias = mf[b * p.mst[0] + i * p.mst[2] + j];
+                    all_masked = all_masked && isinf(bias) && bias < 0;
+                    sc[j] = dot * (double)p.scale + bias;
+                    mx = sc[j] > mx ? sc[j] : mx;
+                }
+                for (int64_t j = 0; j < total; j++)
+                    sum += sc[j] = all_masked ? 0.0 : exp(sc[j] - mx);
+                double *yr = want + ((b * c->qh + h) * c->sq + i) * D;
+                for (int64_t e = 0; e < D; e++) {
+                    double a = 0;
+                    for (int64_t j = 0; j < total && !all_masked; j++)
+                        a += sc[j] / sum * kn_kv_at(kv, true, layer, s, (uint32_t)j, hk)[e];
+                    yr[e] = a;
+                }
+            }
+        free(sc);
+    }
+    kn_attn_spec sp = {c->dt, KN_F32, mdt, c->mask, c->d, true};
+    size_t es = kn_dt_size(c->dt);
+    void *dq = upload(q, nq * es), *dkn = upload(kn, nn * es), *dvn = upload(vn, nn * es);
+    void *dm = upload(m, nm * kn_dt_size(mdt) + 1), *dy = dalloc(nq * es);
+    void *got = malloc(nq * es);
+    float *pool_got = malloc(pool * 4);
+    kfn f;
+    bool ok = kernel_of(kn_attn_append_source, &sp, KN_ATTN_APPEND_ENTRY, &f) == KN_OK;
+    void *aargs[7] = {&dkn, &dvn, &dkp, &dvp, &dtab, &dpast, &p};
+    ok = ok && launch(&f, kn_emit_grid((int64_t)nn), 256, aargs);
+    if (ok) {
+        download(pool_got, dkp, pool * 4);
+        bool same = memcmp(pool_got, kv->keys, pool * 4) == 0;
+        download(pool_got, dvp, pool * 4);
+        same = same && memcmp(pool_got, kv->values, pool * 4) == 0;
+        printf("%s %-34s %-16s pools %s the host's after the append\n", same ? "PASS" : "FAIL", c->name, "append",
+               same ? "equal" : "DIFFER from");
+        n_pass += same;
+        n_fail += !same;
+    } else
+        n_fail++;
+    void *args[8] = {&dq, &dkp, &dvp, &dtab, &dpast, &dm, &dy, &p};
+    /* flash over the cache, split-K decoding + combine, simple */
+    for (int kind = 0; kind < 4 && ok; kind++) {
+        if (kind == 3) { /* tensor cores over the cache */
+            if (c->dt == KN_F32)
+                continue;
+            if (kernel_of(kn_attn_flash_tc_source, &sp, KN_ATTN_FLASH_TC_ENTRY, &f) != KN_OK ||
+                !launch(&f, kn_attn_tc_grid(c->batch, c->qh, c->sq), KN_FLASH_THREADS, args)) {
+                n_fail++;
+                continue;
+            }
+            download(got, dy, nq * es);
+            report(c->name, "flash-tc(paged)", NULL, got, c->dt, want, nq, true);
+            continue;
+        }
+        if (kind == 1) {
+            int64_t ns = c->n_split ? c->n_split : kn_attn_decode_splits(c->batch, c->qh, c->sq, maxp + c->sq, R.sms);
+            p.n_split = ns;
+            kfn fc;
+            void *part = dalloc(kn_decode_partial_bytes(c->batch, c->qh, c->sq, ns, c->d));
+            void *dargs[8] = {&dq, &dkp, &dvp, &dtab, &dpast, &dm, &part, &p};
+            void *cargs[3] = {&part, &dy, &p};
+            bool k_ok = kernel_of(kn_attn_decode_source, &sp, KN_ATTN_DECODE_ENTRY, &f) == KN_OK &&
+                        kernel_of(kn_attn_combine_source, &sp, KN_ATTN_COMBINE_ENTRY, &fc) == KN_OK &&
+                        launch(&f, kn_attn_decode_grid(c->batch, c->qh, c->sq, ns), KN_DECODE_THREADS, dargs) &&
+                        launch(&fc, kn_emit_grid((int64_t)nq), 256, cargs);
+            dfree(part);
+            if (!k_ok) {
+                n_fail++;
+                continue;
+            }
+            char kname[32];
+            snprintf(kname, sizeof kname, "decode(%lld)", (long long)ns);
+            download(got, dy, nq * es);
+            report(c->name, kname, NULL, got, c->dt, want, nq, true);
+            continue;
+        }
+        bool fast = kind == 0;
+        if (kernel_of(fast ? kn_attn_flash_source : kn_attn_simple_source, &sp,
+                      fast ? KN_ATTN_FLASH_ENTRY : KN_ATTN_SIMPLE_ENTRY, &f) != KN_OK ||
+            !launch(&f, fast ? kn_attn_flash_grid(c->batch, c->qh, c->sq) : kn_emit_grid(c->batch * c->qh * c->sq),
+                    fast ? KN_FLASH_THREADS : 256, args)) {
+            n_fail++;
+            continue;
+        }
+        download(got, dy, nq * es);
+        report(c->name, fast ? "flash(paged)" : "simple(paged)", NULL, got, c->dt, want, nq, fast);
+    }
+    dfree(dq), dfree(dkn), dfree(dvn), dfree(dm), dfree(dy), dfree(dkp), dfree(dvp), dfree(dtab), dfree(dpast);
+    free(qf), free(kf), free(vf), free(q), free(kn), free(vn), free(m), free(mf), free(table), free(want);
+    free(got), free(pool_got);
+    kn_kv_destroy(kv);
+    kn_diag_destroy(d);
+}
+
+/* Peak device bandwidth as a copy kernel achieves it: 16-byte loads and
+ * stores, 1 GiB read + 1 GiB written per launch. */
+static const char copy_src[] =
+    "#include \"kiln_cuda.h\"\n"
+    "extern \"C\" __global__ void kn_copy16(const uint4 *a, uint4 *b, i64 n) {\n"
+    "  for (i64 i = kn_tid(); i < n; i += kn_nthreads()) b[i] = a[i];\n"
+    "}\n";
+
+/* ---- every default-arch compile (no run) ---- */
+
+static void compile_sweep(void)
+{
+    static const kn_dtype dts[] = {KN_F32, KN_F16, KN_BF16};
+    static const int dims[] = {32, 64, 128};
+    char *(*gens[])(const kn_attn_spec *, char *, size_t) = {kn_attn_flash_source, kn_attn_decode_source,
+                                                             kn_attn_append_source, kn_attn_combine_source,
+                                                             kn_attn_flash_tc_source};
+    const char *names[] = {KN_ATTN_FLASH_ENTRY, KN_ATTN_DECODE_ENTRY, KN_ATTN_APPEND_ENTRY, KN_ATTN_COMBINE_ENTRY,
+                           KN_ATTN_FLASH_TC_ENTRY};
+    /* one program, so NVRTC compiles every (kernel, arch) pair in parallel */
+    kn_cu_program p;
+    memset(&p, 0, sizeof p);
+    uint32_t cap = 3 * 3 * 2 * 5 + 1;
+    p.kernels = calloc(cap, sizeof *p.kernels);
+    p.cap_kernels = cap;
+    int bad = 0;
+    for (int t = 0; t < 3 && p.kernels; t++)
+        for (int di = 0; di < 3; di++)
+            for (int paged = 0; paged < 2; paged++)
+                for (int g = 0; g < 5; g++) {
+                    if ((!paged && g >= 1 && g <= 3) || (g == 4 && t == 0))
+                        continue;
+                    kn_attn_spec sp = {dts[t], paged && t == 0 ? KN_F32 : dts[t], dts[t], KN_MASK_ADD, dims[di],
+                                       paged != 0};
+                    char err[256];
+                    char *src = gens[g](&sp, err, sizeof err);
+                    if (!src) {
+                        fprintf(stderr, "%s: %s\n", names[g], err);
+                        bad++;
+                        continue;
+                    }
+                    char *copy = kn_mem_alloc(NULL, strlen(src) + 1);
+                    if (copy)
+                        strcpy(copy, src);
+                    free(src);
+                    p.kernels[p.n_kernels++] = (kn_cu_kernel){names[g], copy, (uint64_t)p.n_kernels, NULL, 0};
+                }
+    if (p.kernels) {
+        char *copy = kn_mem_alloc(NULL, sizeof copy_src);
+        if (copy)
+            memcpy(copy, copy_src, sizeof copy_src);
+        p.kernels[p.n_kernels++] = (kn_cu_kernel){"kn_copy16", copy, 0, NULL, 0};
+    }
+    static const uint32_t all[] = {80, 86, 89, 90};
+    uint32_t mine[1] = {R.arch};
+    kn_nvrtc_options o = {R.gpu ? mine : all, R.gpu ? 1u : 4u, false, NULL, 0};
+    kn_diag *d = kn_diag_create(NULL, NULL);
+    kn_nvrtc_stats st = {0};
+    kn_status s = p.kernels ? kn_cuda_compile(&p, &o, d, &st) : KN_ERR_NOMEM;
+    if (s != KN_OK) {
+        bad += st.failed ? (int)st.failed : 1;
+        fprintf(stderr, "NVRTC: %s\n", kn_diag_size(d) ? kn_diag_message(d, 0, NULL) : kn_status_str(s));
+    }
+    printf("%s NVRTC sweep: %u kernel sources (f32/f16/bf16 x head dim 32/64/128 x contiguous/paged, tensor cores, "
+           "the copy kernel) x %s: %u images compiled, %u from the cache, %d failures\n",
+           bad ? "FAIL" : "PASS", p.n_kernels, R.gpu ? "this GPU's arch" : "sm_80/86/89/90 + PTX", st.compiled,
+           st.cached, bad);
+    for (uint32_t i = 0; i < p.n_kernels; i++)
+        p.kernels[i].entry = NULL;
+    kn_cu_program_free(&p);
+    kn_diag_destroy(d);
+    n_pass += !bad;
+    n_fail += bad != 0;
+}
+
+static const ccase ccases[] = {
+    {"f32 d32 gqa causal sq37", KN_F32, 32, 1, 4, 2, 37, 37, 1, KN_MASK_NONE},
+    {"f32 d64 past65 causal+addmask", KN_F32, 64, 2, 4, 4, 5, 70, 1, KN_MASK_ADD},
+    {"f16 d64 mqa boolmask sq33", KN_F16, 64, 1, 2, 1, 33, 33, 0, KN_MASK_BOOL},
+    {"bf16 d128 causal sq20", KN_BF16, 128, 1, 2, 1, 20, 20, 1, KN_MASK_NONE},
+    {"f32 d128 one query sk50", KN_F32, 128, 1, 2, 2, 1, 50, 0, KN_MASK_NONE},
+    {"f32 d32 boolmask (masked rows)", KN_F32, 32, 2, 2, 2, 9, 9, 0, KN_MASK_BOOL},
+    {"f16 d32 gqa causal+addmask sq70 past10", KN_F16, 32, 1, 4, 2, 70, 80, 1, KN_MASK_ADD},
+};
+
+static const pcase pcases[] = {
+    {"f32 d32 decode gqa b2 past17/40", KN_F32, 32, 2, 4, 2, 1, {17, 40}, 16, KN_MASK_NONE, 0, 0},
+    {"f32 d64 prefill9 past7 bs4 causal", KN_F32, 64, 1, 2, 2, 9, {7}, 4, KN_MASK_NONE, 1, 0},
+    {"f32 d128 decode past300 addmask", KN_F32, 128, 1, 4, 1, 1, {300}, 16, KN_MASK_ADD, 0, 5},
+    {"f16 d64 decode b2 past31 boolmask", KN_F16, 64, 2, 2, 1, 1, {31, 31}, 16, KN_MASK_BOOL, 0, 3},
+    {"bf16 d64 prefill16 past0 causal", KN_BF16, 64, 1, 2, 2, 16, {0}, 16, KN_MASK_NONE, 1, 2},
+    {"f32 d32 prefill3 past5 bs2 causal", KN_F32, 32, 1, 2, 1, 3, {5}, 2, KN_MASK_NONE, 1, 4},
+};
+
+#ifdef KN_HAVE_CUDA_HEADERS
+static int gpu_open(void)
+{
+    kn_diag *d = kn_diag_create(NULL, NULL);
+    kn_status s = kn_cuda_driver_get(d, KN_NOTE, &R.cu);
+    if (s != KN_OK) {
+        printf("skipped: no usable GPU (%s)\n", kn_diag_size(d) ? kn_diag_message(d, 0, NULL) : kn_status_str(s));
+        kn_diag_destroy(d);
+        return 77;
+    }
+    kn_diag_destroy(d);
+    int n = 0, major = 0, minor = 0;
+    if (R.cu->device_get_count(&n) != CUDA_SUCCESS || n < 1 || R.cu->device_get(&R.dev, 0) != CUDA_SUCCESS) {
+        printf("skipped: no CUDA device\n");
+        return 77;
+    }
+    R.cu->device_get_attribute(&major, CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR, R.dev);
+    R.cu->device_get_attribute(&minor, CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR, R.dev);
+    R.cu->device_get_attribute(&R.sms, CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT, R.dev);
+    R.arch = (uint32_t)(major * 10 + minor);
+    if (R.cu->primary_ctx_retain(&R.ctx, R.dev) != CUDA_SUCCESS || R.cu->ctx_set_current(R.ctx) != CUDA_SUCCESS) {
+        printf("error: cannot make a CUDA context\n");
+        return 1;
+    }
+    char name[256] = "";
+    R.cu->device_get_name(name, sizeof name, R.dev);
+    printf("GPU: %s, sm_%u, %d SMs\n", name, R.arch, R.sms);
+    return 0;
+}
+
+#endif
+
+#ifdef KN_HAVE_CUDA_HEADERS
+/* --gpu --bench: the fast kernels at LLM shapes (f16, head dim 128, GQA
+ * 32/8), wall time of 20 launches after 3; KV bytes read per second for
+ * decoding. Prints "BENCH ..." lines. */
+static double time_launches(const kfn *f, kn_dim3 g, uint32_t threads, void **args)
+{
+    for (int i = 0; i < 3; i++)
+        launch(f, g, threads, args);
+    struct timespec a, b;
+    clock_gettime(CLOCK_MONOTONIC, &a);
+    for (int i = 0; i < 20; i++)
+        R.cu->launch_kernel((CUfunction)f->func, g.x, g.y, g.z, threads, 1, 1, 0, NULL, args, NULL);
+    R.cu->stream_synchronize(NULL);
+    clock_gettime(CLOCK_MONOTONIC, &b);
+    return ((double)(b.tv_sec - a.tv_sec) + (double)(b.tv_nsec - a.tv_nsec) * 1e-9) / 20.0;
+}
+
+static double copy_bandwidth(void)
+{
+    kfn f;
+    if (!build(copy_src, "kn_copy16", &f))
+        return 0;
+    int64_t n = (1ll << 30) / 16;
+    void *a = dalloc((size_t)n * 16), *b = dalloc((size_t)n * 16);
+    if (!a || !b) {
+        dfree(a), dfree(b);
+        return 0;
+    }
+    void *args[3] = {&a, &b, &n};
+    double t = time_launches(&f, (kn_dim3){(uint32_t)(R.sms * 8), 1, 1}, 512, args);
+    dfree(a), dfree(b);
+    return 2.0 * (double)n * 16 / t;
+}
+
+static void bench_gpu(void)
+{
+    double peak = copy_bandwidth();
+    printf("BENCH copy kernel (16-byte accesses, 1 GiB each way): %.0f GB/s (the roofline below)\n", peak / 1e9);
+    const int D = 128;
+    const int64_t qh = 32, kvh = 8;
+    /* prefill: contiguous f16, causal */
+    for (int64_t sq = 512; sq <= 2048; sq *= 4) {
+        kn_attn_spec sp = {KN_F16, KN_F16, KN_F16, KN_MASK_NONE, D, false};
+        kfn f;
+        if (kernel_of(kn_attn_flash_source, &sp, KN_ATTN_FLASH_ENTRY, &f) != KN_OK)
+            return;
+        size_t nq = (size_t)(qh * sq * D), nk = (size_t)(kvh * sq * D);
+        void *q = dalloc(nq * 2), *k = dalloc(nk * 2), *v = dalloc(nk * 2), *y = dalloc(nq * 2), *m = NULL;
+        kn_attn_params p = {1, qh, kvh, sq, sq, qh / kvh, 0, {0}, sq, (float)(1.0 / sqrt((double)D)), 1};
+        void *args[6] = {&q, &k, &v, &m, &y, &p};
+        double t = time_launches(&f, kn_attn_flash_grid(1, qh, sq), KN_FLASH_THREADS, args);
+        double flops = 4.0 * qh * (double)sq * (double)sq * D / 2.0; /* causal: half the scores */
+        printf("BENCH flash prefill f16 d128 32/8 heads sq %lld causal: %.3f ms, %.1f TFLOP/s\n", (long long)sq,
+               t * 1e3, flops / t / 1e12);
+        kfn ft;
+        if (kernel_of(kn_attn_flash_tc_source, &sp, KN_ATTN_FLASH_TC_ENTRY, &ft) == KN_OK) {
+            t = time_launches(&ft, kn_attn_tc_grid(1, qh, sq), KN_FLASH_THREADS, args);
+            printf("BENCH flash-tc prefill f16 d128 32/8 heads sq %lld causal: %.3f ms, %.1f TFLOP/s\n",
+                   (long long)sq, t * 1e3, flops / t / 1e12);
+        }
+        dfree(q), dfree(k), dfree(v), dfree(y);
+    }
+    /* decoding over the paged cache (float32 pools as runtime/kv_cache.c), batch 1 and 8 */
+    for (int64_t batch = 1; batch <= 8; batch *= 8) {
+        const int64_t past = 4096, bs = 16, per = (past + 1 + bs - 1) / bs;
+        kn_attn_spec sp = {KN_F16, KN_F32, KN_F16, KN_MASK_NONE, D, true};
+        kfn f, fc;
+        if (kernel_of(kn_attn_decode_source, &sp, KN_ATTN_DECODE_ENTRY, &f) != KN_OK ||
+            kernel_of(kn_attn_combine_source, &sp, KN_ATTN_COMBINE_ENTRY, &fc) != KN_OK)
+            return;
+        size_t pool = (size_t)(batch * per * kvh * bs * D);
+        int32_t *table = malloc((size_t)(batch * per) * 4), pastv[8];
+        for (int64_t i = 0; i < batch * per; i++)
+            table[i] = (int32_t)((i * 7919) % (batch * per)); /* scattered blocks */
+        for (int b = 0; b < 8; b++)
+            pastv[b] = (int32_t)past;
+        void *q = dalloc((size_t)(batch * qh * D) * 2), *kp = dalloc(pool * 4), *vp = dalloc(pool * 4);
+        void *tab = upload(table, (size_t)(batch * per) * 4), *pv = upload(pastv, sizeof pastv), *m = NULL;
+        void *y = dalloc((size_t)(batch * qh * D) * 2);
+        int64_t ns = kn_attn_decode_splits(batch, qh, 1, past + 1, R.sms);
+        void *part = dalloc(kn_decode_partial_bytes(batch, qh, 1, ns, D));
+        kn_paged_params p = {batch, qh, kvh, 1, qh / kvh, bs, per, 0, {0}, ns, (float)(1.0 / sqrt((double)D)), 0};
+        void *dargs[8] = {&q, &kp, &vp, &tab, &pv, &m, &part, &p};
+        void *cargs[3] = {&part, &y, &p};
+        double t = time_launches(&f, kn_attn_decode_grid(batch, qh, 1, ns), KN_DECODE_THREADS, dargs);
+        double tc = time_launches(&fc, kn_emit_grid(batch * qh * D), 256, cargs);
+        double bytes = (double)batch * (double)(past + 1) * kvh * D * 2 * 4;
+        printf("BENCH paged decode f16 q, f32 cache, d128 32/8 heads, batch %lld, context %lld, %lld splits: "
+               "%.3f ms + combine %.3f ms, KV read %.0f GB/s = %.0f%% of the copy roofline\n",
+               (long long)batch, (long long)past + 1, (long long)ns, t * 1e3, tc * 1e3, bytes / (t + tc) / 1e9,
+               peak > 0 ? 100.0 * bytes / (t + tc) / peak : 0.0);
+        dfree(q), dfree(kp), dfree(vp), dfree(tab), dfree(pv), dfree(y), dfree(part);
+        free(table);
+    }
+}
+#endif
+
+int main(int argc, char **argv)
+{
+    bool bench = false;
+    for (int i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "--gpu") == 0)
+            R.gpu = true;
+        else if (strcmp(argv[i], "--bench") == 0)
+            bench = true;
+        else {
+            printf("usage: kiln-attn-check [--gpu [--bench]]\n"
+                   "  Checks the attention kernels (flash prefill, split-K paged decoding, KV append, the simple\n"
+                   "  reference kernels) against a double-precision reference with the CPU kernels' semantics:\n"
+                   "  NVRTC for sm_80/86/89/90 + PTX and host emulation, or (--gpu) on the GPU; --bench adds\n"
+                   "  timings of the fast kernels at LLM shapes.\n");
+            return strcmp(argv[i], "--help") == 0 ? 0 : 1;
+        }
+    }
+    if (!kn_nvrtc_version()) {
+        printf("skipped: NVRTC (libnvrtc.so from the CUDA toolkit) is not available here\n");
+        return R.gpu ? 77 : 0;
+    }
+    if (R.gpu) {
+#ifdef KN_HAVE_CUDA_HEADERS
+        int rc = gpu_open();
+        if (rc)
+            return rc;
+#else
+        printf("skipped: this build has no CUDA support (no cuda.h)\n");
+        return 77;
+#endif
+    } else {
+        char err[600];
+        if (!kn_emu_init(err, sizeof err)) {
+            fprintf(stderr, "error: %s\n", err);
+            return 2;
+        }
+    }
+    compile_sweep();
+    for (size_t i = 0; i < sizeof ccases / sizeof *ccases; i++)
+        run_contiguous(&ccases[i]);
+    for (size_t i = 0; i < sizeof pcases / sizeof *pcases; i++)
+        run_paged(&pcases[i]);
+#ifdef KN_HAVE_CUDA_HEADERS
+    if (R.gpu && bench)
+        bench_gpu();
+#endif
+    (void)bench;
+    printf("%d passed, %d failed\n", n_pass, n_fail);
+    return n_fail ? 1 : 0;
+}

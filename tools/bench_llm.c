@@ -1,0 +1,280 @@
+/* kiln bench MODEL.plan --prompt-len P --gen-len G [--batch B]: the
+ * language-model benchmark. B sequences of P random prompt tokens are
+ * prefilled, then each decodes G tokens greedily (argmax), interleaved one
+ * step per sequence in turn, through a kn_session (the paged KV cache when
+ * the plan has one). Reports prefill and decode tokens/s, time to first
+ * token, per-token decode latency p50/p99, and the bytes a decode step
+ * reads (weights + KV cache at the mean context) with the bandwidth that
+ * implies; the fraction of the HBM roofline needs the CUDA session (not
+ * written yet: --device cuda is refused with a message). */
+#include "cli.h"
+#include "ir/ir.h"
+#include "kiln/runtime.h"
+#include "kiln/session.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+static const char usage[] =
+    "usage: kiln bench MODEL.plan --prompt-len P --gen-len G [options]\n"
+    "\n"
+    "Language-model benchmark: B sequences of P random prompt tokens are\n"
+    "prefilled, then each decodes G tokens greedily, one step per sequence in\n"
+    "turn, through a session (the runtime's paged KV cache when the plan has\n"
+    "one, see docs/llm.md).\n"
+    "\n"
+    "options:\n"
+    "  --prompt-len P      prompt tokens per sequence (default 128)\n"
+    "  --gen-len G         decode steps per sequence (default 128)\n"
+    "  --batch B           sequences (default 1); each step runs one sequence\n"
+    "  --device D          auto (default) or cpu; cuda: not yet (the CUDA session\n"
+    "                      is not written)\n"
+    "  --warmup N          untimed warm-up decode steps on a scratch sequence (default 2)\n"
+    "  --seed N            seed for the prompt tokens (default 0)\n"
+    "  --json              print the results as JSON\n"
+    "\n"
+    "Reports prefill tokens/s, decode tokens/s, time to first token (prefill +\n"
+    "argmax of one sequence), per-token decode latency p50/p99, and the bytes a\n"
+    "decode step reads (weights + KV cache at the mean context) and the\n"
+    "bandwidth that implies.\n";
+
+static double now_s(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)t.tv_sec + (double)t.tv_nsec * 1e-9;
+}
+
+static int cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+
+/* nearest-rank percentile of a sorted array */
+static double pct(const double *v, size_t n, double p)
+{
+    if (!n)
+        return 0;
+    size_t k = (size_t)ceil(p / 100.0 * (double)n);
+    return v[k ? k - 1 : 0];
+}
+
+static bool parse_u(const char *opt, const char *s, unsigned long long min, unsigned long long max,
+                    unsigned long long *out)
+{
+    char *e;
+    unsigned long long v = strtoull(s, &e, 10);
+    if (e == s || *e || s[0] == '-' || v < min || v > max) {
+        fprintf(stderr, "error: bench: %s expects an integer from %llu to %llu, got '%s'\n", opt, min, max, s);
+        return false;
+    }
+    *out = v;
+    return true;
+}
+
+bool kn_bench_is_llm(int argc, char **argv)
+{
+    for (int i = 1; i < argc; i++)
+        if (strcmp(argv[i], "--prompt-len") == 0 || strcmp(argv[i], "--gen-len") == 0 ||
+            strcmp(argv[i], "--batch") == 0)
+            return true;
+    return false;
+}
+
+static int64_t argmax(const float *v, uint32_t n)
+{
+    uint32_t best = 0;
+    for (uint32_t i = 1; i < n; i++)
+        if (v[i] > v[best])
+            best = i;
+    return best;
+}
+
+/* Bytes of the plan's constants (the weights a decode step reads). */
+static uint64_t weight_bytes(const kn_graph *g)
+{
+    uint64_t n = 0;
+    for (uint32_t i = 0; i < g->n_values; i++)
+        if (g->values[i].kind == KN_VAL_CONST && g->values[i].tensor)
+            n += g->values[i].tensor->nbytes;
+    return n;
+}
+
+int kn_bench_llm(int argc, char **argv)
+{
+    const char *plan = NULL, *device = "auto";
+    unsigned long long P = 128, G = 128, B = 1, warm = 2, seed = 0;
+    bool json = false;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        bool has = i + 1 < argc;
+        if (strcmp(a, "-h") == 0 || strcmp(a, "--help") == 0) {
+            fputs(usage, stdout);
+            return 0;
+        } else if (strcmp(a, "--prompt-len") == 0 && has) {
+            if (!parse_u(a, argv[++i], 1, 1u << 20, &P))
+                return KN_EXIT_BAD_INPUT;
+        } else if (strcmp(a, "--gen-len") == 0 && has) {
+            if (!parse_u(a, argv[++i], 1, 1u << 20, &G))
+                return KN_EXIT_BAD_INPUT;
+        } else if (strcmp(a, "--batch") == 0 && has) {
+            if (!parse_u(a, argv[++i], 1, 4096, &B))
+                return KN_EXIT_BAD_INPUT;
+        } else if (strcmp(a, "--warmup") == 0 && has) {
+            if (!parse_u(a, argv[++i], 0, 1000000, &warm))
+                return KN_EXIT_BAD_INPUT;
+        } else if (strcmp(a, "--seed") == 0 && has) {
+            if (!parse_u(a, argv[++i], 0, ~0ull, &seed))
+                return KN_EXIT_BAD_INPUT;
+        } else if (strcmp(a, "--device") == 0 && has) {
+            device = argv[++i];
+        } else if (strcmp(a, "--json") == 0) {
+            json = true;
+        } else if (a[0] != '-' && !plan) {
+            plan = a;
+        } else {
+            fprintf(stderr, "error: bench: unknown or incomplete option '%s' (with --prompt-len/--gen-len)\n%s", a,
+                    usage);
+            return KN_EXIT_BAD_INPUT;
+        }
+    }
+    if (!plan) {
+        fprintf(stderr, "error: bench: no plan given\n%s", usage);
+        return KN_EXIT_BAD_INPUT;
+    }
+    if (strcmp(device, "cuda") == 0) {
+        fprintf(stderr, "error: bench: --device cuda: language-model sessions run on the CPU backend for now "
+                        "(the CUDA session over the paged cache is not written yet)\n");
+        return KN_EXIT_BAD_INPUT;
+    }
+    if (strcmp(device, "auto") != 0 && strcmp(device, "cpu") != 0) {
+        fprintf(stderr, "error: bench: --device must be auto, cpu or cuda\n");
+        return KN_EXIT_BAD_INPUT;
+    }
+    kn_diag *d = kn_diag_create(NULL, stderr);
+    kn_graph *g = NULL;
+    kn_session *s = NULL;
+    uint32_t *seqs = calloc(B, sizeof *seqs);
+    int64_t *ids = malloc((size_t)P * sizeof *ids), *next = calloc(B, sizeof *next);
+    double *lat = malloc((size_t)(B * G + 1) * sizeof *lat), *ttft = malloc(B * sizeof *ttft);
+    float *logits = NULL;
+    int rc = KN_EXIT_INTERNAL;
+    if (!seqs || !ids || !next || !lat || !ttft)
+        goto done;
+    kn_status st = kn_plan_load(plan, NULL, d, &g);
+    kn_session_options so;
+    kn_session_options_defaults(&so);
+    if (st == KN_OK)
+        st = kn_session_create(g, &so, NULL, d, &s);
+    kn_session_info info;
+    if (st == KN_OK) {
+        kn_session_get_info(s, &info);
+        /* a paged pool for B sequences of P + G tokens (the plan's holds one of max-seq-len) */
+        uint64_t per = info.block_size ? (P + G + info.block_size - 1) / info.block_size : 0;
+        if (info.cache == KN_CACHE_PAGED && info.n_blocks && per * B > info.n_blocks) {
+            so.kv_cache_mem = per * B * (info.kv_bytes / info.n_blocks);
+            kn_session_destroy(s);
+            s = NULL;
+            st = kn_session_create(g, &so, NULL, d, &s);
+            if (st == KN_OK)
+                kn_session_get_info(s, &info);
+        }
+    }
+    if (st == KN_OK) {
+        if (P + G > info.max_seq_len) {
+            kn_diag_add(d, KN_ERROR, "bench: --prompt-len %llu + --gen-len %llu exceed the plan's max sequence "
+                        "length %u (kiln compile --max-seq-len)", P, G, info.max_seq_len);
+            st = KN_ERR_INVALID;
+        }
+    }
+    /* warm-up on a scratch sequence; it also tells the vocabulary size */
+    uint32_t scratch;
+    if (st == KN_OK)
+        st = kn_session_add_sequence(s, &scratch);
+    for (unsigned long long i = 0; st == KN_OK && i < warm + 1; i++) {
+        int64_t t = 0;
+        st = kn_session_forward(s, scratch, &t, 1, NULL);
+    }
+    if (st == KN_OK) {
+        st = kn_session_free_sequence(s, scratch);
+        kn_session_get_info(s, &info);
+        logits = info.vocab ? malloc((size_t)info.vocab * sizeof *logits) : NULL;
+        if (!logits)
+            st = KN_ERR_NOMEM;
+    }
+    uint64_t x = seed * 6364136223846793005ull + 1442695040888963407ull;
+    double t_prefill = 0, t_decode = 0;
+    size_t n_lat = 0;
+    for (unsigned long long b = 0; st == KN_OK && b < B; b++) {
+        for (unsigned long long i = 0; i < P; i++) {
+            x = x * 6364136223846793005ull + 1442695040888963407ull;
+            ids[i] = (int64_t)((x >> 33) % info.vocab);
+        }
+        st = kn_session_add_sequence(s, &seqs[b]);
+        double t0 = now_s();
+        if (st == KN_OK)
+            st = kn_session_forward(s, seqs[b], ids, (uint32_t)P, logits);
+        if (st == KN_OK)
+            next[b] = argmax(logits, info.vocab);
+        ttft[b] = now_s() - t0;
+        t_prefill += ttft[b];
+    }
+    for (unsigned long long step = 0; st == KN_OK && step < G; step++)
+        for (unsigned long long b = 0; st == KN_OK && b < B; b++) {
+            double t0 = now_s();
+            st = kn_session_forward(s, seqs[b], &next[b], 1, logits);
+            if (st == KN_OK)
+                next[b] = argmax(logits, info.vocab);
+            lat[n_lat] = now_s() - t0;
+            t_decode += lat[n_lat++];
+        }
+    if (st != KN_OK) {
+        rc = st == KN_ERR_NOMEM || st == KN_ERR_INTERNAL ? KN_EXIT_INTERNAL : KN_EXIT_BAD_INPUT;
+        goto done;
+    }
+    qsort(lat, n_lat, sizeof *lat, cmp_double);
+    qsort(ttft, B, sizeof *ttft, cmp_double);
+    /* bytes a decode step reads: every weight once, and the K/V of the
+     * context (mean over the steps: P + (G + 1) / 2 tokens) */
+    uint64_t wb = weight_bytes(g);
+    double ctx = (double)P + (double)(G + 1) / 2.0;
+    double kvb = info.cache == KN_CACHE_PAGED
+                     ? ctx * info.n_layers * info.kv_heads * info.head_dim * 2.0 * 4.0
+                     : 0.0;
+    double step_mean = t_decode / (double)n_lat, bytes = (double)wb + kvb;
+    double prefill_tps = (double)(B * P) / t_prefill, decode_tps = (double)(B * G) / t_decode;
+    const char *cache = info.cache == KN_CACHE_PAGED ? "paged" : info.cache == KN_CACHE_TENSORS ? "tensors" : "none";
+    if (json) {
+        printf("{\"plan\": \"%s\", \"device\": \"cpu\", \"cache\": \"%s\", \"prompt_len\": %llu, \"gen_len\": %llu, "
+               "\"batch\": %llu, \"prefill_tokens_per_s\": %.3f, \"decode_tokens_per_s\": %.3f, "
+               "\"ttft_ms\": {\"median\": %.4f, \"max\": %.4f}, \"decode_latency_ms\": {\"p50\": %.4f, \"p99\": %.4f, "
+               "\"mean\": %.4f}, \"bytes_per_decode_step\": %.0f, \"weight_bytes\": %llu, \"kv_bytes_mean\": %.0f, "
+               "\"decode_gb_per_s\": %.3f, \"roofline_fraction\": null}\n",
+               plan, cache, P, G, B, prefill_tps, decode_tps, pct(ttft, B, 50) * 1e3, ttft[B - 1] * 1e3,
+               pct(lat, n_lat, 50) * 1e3, pct(lat, n_lat, 99) * 1e3, step_mean * 1e3, bytes,
+               (unsigned long long)wb, kvb, bytes / step_mean / 1e9);
+    } else {
+        printf("plan:              %s (KV cache: %s), CPU reference backend\n", plan, cache);
+        printf("shape:             batch %llu x (prompt %llu + %llu decode steps); each step runs one sequence\n", B,
+               P, G);
+        printf("prefill:           %.1f tokens/s (%.2f ms for %llu tokens)\n", prefill_tps, t_prefill * 1e3, B * P);
+        printf("time to first token: %.3f ms median, %.3f ms max\n", pct(ttft, B, 50) * 1e3, ttft[B - 1] * 1e3);
+        printf("decode:            %.1f tokens/s (%zu steps, %.2f ms)\n", decode_tps, n_lat, t_decode * 1e3);
+        printf("decode latency:    p50 %.3f ms, p99 %.3f ms, mean %.3f ms per token\n", pct(lat, n_lat, 50) * 1e3,
+               pct(lat, n_lat, 99) * 1e3, step_mean * 1e3);
+        printf("bytes per step:    %.2f MiB (weights %.2f MiB + KV %.2f MiB at mean context %.0f) -> %.2f GB/s\n",
+               bytes / 1048576.0, (double)wb / 1048576.0, kvb / 1048576.0, ctx, bytes / step_mean / 1e9);
+        printf("roofline:          n/a (CPU backend; the HBM roofline is measured on CUDA)\n");
+    }
+    rc = 0;
+done:
+    kn_session_destroy(s);
+    kn_graph_destroy(g);
+    kn_diag_destroy(d);
+    free(seqs), free(ids), free(next), free(lat), free(ttft), free(logits);
+    return rc;
+}
