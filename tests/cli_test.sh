@@ -245,6 +245,7 @@ expect 1 '--stop needs a tokenizer' "$KILN" run "$TMP/llm.plan" --prompt-ids 1,2
 expect 1 'give one of --prompt, --prompt-ids and --prompts-file' "$KILN" run "$TMP/llm.plan" --prompt-ids 1 --prompt hi
 expect 1 'generation runs on the CPU backend' "$KILN" run "$TMP/llm.plan" --prompt-ids 1 --device cuda
 expect 1 'KV cache full' "$KILN" run "$TMP/llm.plan" --prompts-file "$TMP/prompts.txt" --max-new-tokens 20 --kv-cache-mem 16384
+expect 1 'KV cache full' "$KILN" run "$TMP/llm.plan" --prompts-file "$TMP/prompts.txt" --max-new-tokens 20 --kv-cache-mem 16K
 expect 0 '^.+$' "$KILN" run "$TMP/llm.plan" --prompt "the cat" --tokenizer "$GPT2TOK" --max-new-tokens 8
 expect 0 '5 prompt tokens, 8 new tokens' "$KILN" run "$TMP/llm.plan" --prompt "the cat" --tokenizer "$GPT2TOK" --max-new-tokens 8
 # the tokenizer and the eos ids embedded in the plan

@@ -5,6 +5,7 @@
 #include "kiln/kiln.h"
 
 #include <stdbool.h>
+#include <stdint.h>
 
 /* Exit codes of every kiln command. */
 enum { KN_EXIT_OK = 0, KN_EXIT_BAD_INPUT = 1, KN_EXIT_INTERNAL = 2, KN_EXIT_GATE = 3 /* a quality gate failed */ };
@@ -12,6 +13,10 @@ enum { KN_EXIT_OK = 0, KN_EXIT_BAD_INPUT = 1, KN_EXIT_INTERNAL = 2, KN_EXIT_GATE
 /* Maps a status to an exit code: bad input/usage → 1, bugs and resource
  * failures → 2. */
 int kn_cli_exit_code(kn_status s);
+
+/* A byte count: "1048576", or with a binary suffix "64K", "2M", "1G" (also
+ * "KiB"/"KB"...); false when malformed, zero or too large. */
+bool kn_cli_parse_size(const char *s, uint64_t *out);
 
 int kn_cmd_inspect(int argc, char **argv);
 int kn_cmd_compile(int argc, char **argv);

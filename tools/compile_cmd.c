@@ -100,31 +100,6 @@ static const char usage[] =
     "or Ctrl-C never leaves a half-written plan. Building twice gives the same bytes.\n"
     "Exit codes: 0 ok, 1 bad input or usage, 2 internal error, 3 a quality gate failed.\n";
 
-/* "123", "64K", "2M", "1G" (binary units) → bytes; false when malformed. */
-static bool parse_size(const char *s, uint64_t *out)
-{
-    char *e;
-    unsigned long long v = strtoull(s, &e, 10);
-    if (e == s || *s == '-' || v == 0)
-        return false;
-    uint64_t mul = 1;
-    if (*e == 'K' || *e == 'k')
-        mul = 1ull << 10;
-    else if (*e == 'M' || *e == 'm')
-        mul = 1ull << 20;
-    else if (*e == 'G' || *e == 'g')
-        mul = 1ull << 30;
-    if (mul > 1) {
-        e++;
-        if (strcmp(e, "iB") == 0 || strcmp(e, "B") == 0)
-            e += strlen(e);
-    }
-    if (*e || v > UINT64_MAX / mul)
-        return false;
-    *out = v * mul;
-    return true;
-}
-
 /* The figures of a lowered CUDA program for --report. */
 static void cuda_counts(const kn_cu_program *p, kn_pass_report_cuda *c)
 {
@@ -421,7 +396,7 @@ int kn_cmd_compile(int argc, char **argv)
             i++;
         } else if (strcmp(a, "--kv-cache-mem") == 0 && has) {
             uint64_t v;
-            if (!parse_size(argv[++i], &v)) {
+            if (!kn_cli_parse_size(argv[++i], &v)) {
                 fprintf(stderr, "error: compile: --kv-cache-mem expects a size like 64M or 1048576, got '%s'\n",
                         argv[i]);
                 goto done;

@@ -504,7 +504,7 @@ int kn_run_generate(int argc, char **argv, const char *usage)
             ga.so.max_seq_len = (uint32_t)u, i++;
         } else if (strcmp(a, "--kv-block-size") == 0 && has && parse_u64(v, &u) && u > 0 && u <= 65536) {
             ga.so.block_size = (uint32_t)u, i++;
-        } else if (strcmp(a, "--kv-cache-mem") == 0 && has && parse_u64(v, &u) && u > 0) {
+        } else if (strcmp(a, "--kv-cache-mem") == 0 && has && kn_cli_parse_size(v, &u)) {
             ga.so.kv_cache_mem = u, i++;
         } else if (strcmp(a, "--device") == 0 && has) {
             ga.device = argv[++i];

@@ -62,7 +62,7 @@ static const char usage[] =
     "                        generation_config.json eos ids stop too)\n"
     "  --ignore-eos          do not stop at the eos ids\n"
     "  --no-kv-cache         recompute the whole sequence at every step\n"
-    "  --max-seq-len N, --kv-cache-mem BYTES, --kv-block-size N\n"
+    "  --max-seq-len N, --kv-cache-mem SIZE (bytes, or 64K/2M/1G), --kv-block-size N\n"
     "                        override the plan's KV cache settings\n"
     "The new text is written to stdout as it is produced; a summary (prompt and\n"
     "new tokens, prefill and decode tokens/s) goes to stderr.\n"
