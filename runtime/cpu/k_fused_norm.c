@@ -5,35 +5,6 @@
 
 #include <math.h>
 
-/* Whether t broadcasts (numpy rules) to x's dims from `axis` on. */
-static bool fits_trailing(const kn_rt_tensor *t, const kn_rt_tensor *x, int32_t axis)
-{
-    if (t->rank > x->rank - axis)
-        return false;
-    for (int32_t i = 0; i < t->rank; i++) {
-        int64_t td = t->dims[t->rank - 1 - i], xd = x->dims[x->rank - 1 - i];
-        if (td != xd && td != 1)
-            return false;
-    }
-    return true;
-}
-
-/* Index into t (broadcast over the normalised shape) of column `col` of a
- * row of x. */
-static int64_t trailing_index(const kn_rt_tensor *t, const kn_rt_tensor *x, int64_t col)
-{
-    int64_t ti = 0, tstride = 1;
-    for (int32_t i = 0; i < t->rank; i++) {
-        int64_t xd = x->dims[x->rank - 1 - i], td = t->dims[t->rank - 1 - i];
-        int64_t k = col % xd;
-        col /= xd;
-        if (td != 1)
-            ti += k * tstride;
-        tstride *= td;
-    }
-    return ti;
-}
-
 /* Y = X / sqrt(mean(X^2) + epsilon) * scale over the dims from `axis`
  * (default -1) on; scale broadcasts over that row shape. */
 kn_status kn_ref_RMSNormalization(kn_kctx *c)
@@ -46,7 +17,7 @@ kn_status kn_ref_RMSNormalization(kn_kctx *c)
                             kn_dtype_name(x->dtype), kn_dtype_name(scale->dtype));
     int32_t axis;
     KN_TRY(kn_axis(c, kn_kctx_attr_int(c, "axis", -1), x->rank, &axis));
-    if (!fits_trailing(scale, x, axis))
+    if (!kn_fits_trailing(scale, x, axis))
         return kn_kctx_fail(c, KN_ERR_INVALID, "scale must broadcast to the normalised shape (dims %d..%d of X)",
                             (int)axis, (int)x->rank - 1);
     int64_t stash = kn_kctx_attr_int(c, "stash_type", 1);
@@ -66,7 +37,7 @@ kn_status kn_ref_RMSNormalization(kn_kctx *c)
     if (!si)
         return KN_ERR_NOMEM;
     for (int64_t k = 0; k < cols; k++)
-        si[k] = trailing_index(scale, x, k);
+        si[k] = kn_trailing_index(scale, x, k);
     for (int64_t r = 0; r < rows; r++) {
         double q = 0;
         for (int64_t k = 0; k < cols; k++) {

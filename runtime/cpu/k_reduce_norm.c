@@ -221,36 +221,6 @@ kn_status kn_ref_GroupNormalization(kn_kctx *c)
 
 /* ---- LayerNormalization ---- */
 
-/* Whether t broadcasts (numpy rules) to the trailing dims of x from
- * `axis`, i.e. to the normalised shape. */
-static bool fits_trailing(const kn_rt_tensor *t, const kn_rt_tensor *x, int32_t axis)
-{
-    if (t->rank > x->rank - axis)
-        return false;
-    for (int32_t i = 0; i < t->rank; i++) {
-        int64_t td = t->dims[t->rank - 1 - i], xd = x->dims[x->rank - 1 - i];
-        if (td != xd && td != 1)
-            return false;
-    }
-    return true;
-}
-
-/* Index into t (broadcast over the normalised shape) of column `col` of a
- * row of x's trailing dims from `axis`. */
-static int64_t trailing_index(const kn_rt_tensor *t, const kn_rt_tensor *x, int64_t col)
-{
-    int64_t ti = 0, tstride = 1;
-    for (int32_t i = 0; i < t->rank; i++) {
-        int64_t xd = x->dims[x->rank - 1 - i], td = t->dims[t->rank - 1 - i];
-        int64_t k = col % xd;
-        col /= xd;
-        if (td != 1)
-            ti += k * tstride;
-        tstride *= td;
-    }
-    return ti;
-}
-
 /* Normalises each row of prod(dims[axis:]) elements; Scale and B
  * broadcast over that row shape. Mean and InvStdDev have shape
  * dims[:axis] + [1]*(rank-axis) and the dtype stash_type names. */
@@ -263,7 +233,7 @@ kn_status kn_ref_LayerNormalization(kn_kctx *c)
         KN_TRY(need_float_input(c, 2, "B", &bias));
     int32_t axis;
     KN_TRY(kn_axis(c, kn_kctx_attr_int(c, "axis", -1), x->rank, &axis));
-    if (!fits_trailing(scale, x, axis) || (bias && !fits_trailing(bias, x, axis)))
+    if (!kn_fits_trailing(scale, x, axis) || (bias && !kn_fits_trailing(bias, x, axis)))
         return kn_kctx_fail(c, KN_ERR_INVALID, "Scale and B must broadcast to the normalised shape (dims %d..%d of X)",
                             (int)axis, (int)x->rank - 1);
     int64_t stash = kn_kctx_attr_int(c, "stash_type", 1);
@@ -289,8 +259,8 @@ kn_status kn_ref_LayerNormalization(kn_kctx *c)
     if (!si || !bi)
         return KN_ERR_NOMEM;
     for (int64_t k = 0; k < cols; k++) {
-        si[k] = trailing_index(scale, x, k);
-        bi[k] = bias ? trailing_index(bias, x, k) : 0;
+        si[k] = kn_trailing_index(scale, x, k);
+        bi[k] = bias ? kn_trailing_index(bias, x, k) : 0;
     }
     for (int64_t r = 0; r < rows; r++) {
         double m, v;

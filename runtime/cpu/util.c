@@ -366,3 +366,33 @@ kn_status kn_need_in(kn_kctx *c, uint32_t i, const kn_rt_tensor **out)
         return kn_kctx_fail(c, KN_ERR_INVALID, "missing input %u", i);
     return KN_OK;
 }
+
+/* Whether t broadcasts (numpy rules) to the trailing dims of x from
+ * `axis`, i.e. to the normalised shape. */
+bool kn_fits_trailing(const kn_rt_tensor *t, const kn_rt_tensor *x, int32_t axis)
+{
+    if (t->rank > x->rank - axis)
+        return false;
+    for (int32_t i = 0; i < t->rank; i++) {
+        int64_t td = t->dims[t->rank - 1 - i], xd = x->dims[x->rank - 1 - i];
+        if (td != xd && td != 1)
+            return false;
+    }
+    return true;
+}
+
+/* Index into t (broadcast over the normalised shape) of column `col` of a
+ * row of x's trailing dims from `axis`. */
+int64_t kn_trailing_index(const kn_rt_tensor *t, const kn_rt_tensor *x, int64_t col)
+{
+    int64_t ti = 0, tstride = 1;
+    for (int32_t i = 0; i < t->rank; i++) {
+        int64_t xd = x->dims[x->rank - 1 - i], td = t->dims[t->rank - 1 - i];
+        int64_t k = col % xd;
+        col /= xd;
+        if (td != 1)
+            ti += k * tstride;
+        tstride *= td;
+    }
+    return ti;
+}

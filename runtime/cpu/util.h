@@ -69,4 +69,10 @@ kn_status kn_elem_size(kn_kctx *c, kn_dtype t, size_t *es);
 /* Input i, or a reported KN_ERR_INVALID when it is omitted. */
 kn_status kn_need_in(kn_kctx *c, uint32_t i, const kn_rt_tensor **out);
 
+/* Normalisations (LayerNormalization, RMSNormalization): whether t
+ * broadcasts (numpy rules) to x's trailing dims from `axis`, and the index
+ * into t of column `col` of such a row of x. */
+bool kn_fits_trailing(const kn_rt_tensor *t, const kn_rt_tensor *x, int32_t axis);
+int64_t kn_trailing_index(const kn_rt_tensor *t, const kn_rt_tensor *x, int64_t col);
+
 #endif
