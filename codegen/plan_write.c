@@ -548,6 +548,127 @@ static kn_status write_all(int fd, const void *p, size_t n)
     return KN_OK;
 }
 
+/* The weights section (most of a model's plan) is written around the page
+ * cache where the file system allows it: through a second, O_DIRECT
+ * descriptor, in 8 MiB chunks staged in an aligned buffer. A buffered
+ * write makes the kernel copy every byte into the page cache and write it
+ * back later, which on small machines takes longer than the whole compile
+ * (a 2.2 GB fp16 1B-parameter plan: ~230-630 MB/s buffered here, ~900 MB/s
+ * direct). Where O_DIRECT cannot be opened or a direct write is refused
+ * (tmpfs, some network file systems), the rest goes through the buffered
+ * descriptor: the bytes are the same either way. */
+#define DW_ALIGN 4096u
+#define DW_CHUNK (8u << 20)
+
+typedef struct dwriter {
+    int bfd;          /* the plan's descriptor (buffered) */
+    int dfd;          /* O_DIRECT descriptor, -1 when writing through bfd */
+    uint8_t *buf;     /* DW_CHUNK bytes, DW_ALIGN-aligned (direct mode) */
+    size_t n;         /* bytes staged in buf */
+    uint64_t off;     /* file offset of buf[0] (direct) or of the next byte (buffered) */
+    hstate *hs;
+} dwriter;
+
+static kn_status pwrite_all(int fd, const uint8_t *p, size_t n, uint64_t off)
+{
+    while (n) {
+        ssize_t k = pwrite(fd, p, n > (1u << 30) ? (1u << 30) : n, (off_t)off);
+        if (k < 0 && errno == EINTR)
+            continue;
+        if (k <= 0)
+            return KN_ERR_IO;
+        p += k;
+        n -= (size_t)k;
+        off += (uint64_t)k;
+    }
+    return KN_OK;
+}
+
+static void dw_open(dwriter *dw, const char *path, int bfd, uint64_t off, hstate *hs)
+{
+    *dw = (dwriter){bfd, -1, NULL, 0, off, hs};
+#ifdef O_DIRECT
+    if (off % DW_ALIGN || getenv("KILN_PLAN_NO_DIRECT_IO"))
+        return;
+    void *b = NULL;
+    if (posix_memalign(&b, DW_ALIGN, DW_CHUNK) != 0)
+        return;
+    int fd = open(path, O_WRONLY | O_DIRECT | O_CLOEXEC);
+    if (fd < 0) {
+        free(b);
+        return;
+    }
+    dw->dfd = fd;
+    dw->buf = b;
+#else
+    (void)path;
+#endif
+}
+
+/* Writes the staged bytes (padded with zeros to DW_ALIGN: the caller cuts
+ * the file to its size at the end); a refused direct write moves to bfd. */
+static kn_status dw_flush(dwriter *dw)
+{
+    if (!dw->n)
+        return KN_OK;
+    size_t len = (dw->n + DW_ALIGN - 1) & ~(size_t)(DW_ALIGN - 1);
+    memset(dw->buf + dw->n, 0, len - dw->n);
+    kn_status s = pwrite_all(dw->dfd, dw->buf, len, dw->off);
+    if (s != KN_OK && errno == EINVAL) {
+        close(dw->dfd);
+        dw->dfd = -1;
+        s = pwrite_all(dw->bfd, dw->buf, dw->n, dw->off);
+    }
+    dw->off += dw->n;
+    dw->n = 0;
+    return s;
+}
+
+/* n bytes of p (NULL: zeros) */
+static kn_status dw_put(dwriter *dw, const uint8_t *p, size_t n)
+{
+    static const uint8_t zero[4096];
+    while (n) {
+        size_t k;
+        if (dw->dfd < 0) {
+            k = p ? n : (n < sizeof zero ? n : sizeof zero);
+            hash_feed(dw->hs, p ? p : zero, k);
+            KN_TRY(pwrite_all(dw->bfd, p ? p : zero, k, dw->off));
+            dw->off += k;
+        } else {
+            k = DW_CHUNK - dw->n < n ? DW_CHUNK - dw->n : n;
+            if (p)
+                memcpy(dw->buf + dw->n, p, k);
+            else
+                memset(dw->buf + dw->n, 0, k);
+            hash_feed(dw->hs, dw->buf + dw->n, k);
+            dw->n += k;
+            if (dw->n == DW_CHUNK)
+                KN_TRY(dw_flush(dw));
+        }
+        if (p)
+            p += k;
+        n -= k;
+    }
+    return KN_OK;
+}
+
+static kn_status dw_close(dwriter *dw, uint64_t file_size)
+{
+    kn_status s = KN_OK;
+    if (dw->dfd >= 0) {
+        s = dw_flush(dw);
+        if (dw->dfd >= 0 && close(dw->dfd) != 0 && s == KN_OK)
+            s = KN_ERR_IO;
+        if (s == KN_OK && ftruncate(dw->bfd, (off_t)file_size) != 0)
+            s = KN_ERR_IO;
+    }
+    free(dw->buf);
+    dw->buf = NULL;
+    dw->dfd = -1;
+    return s;
+}
+
 static kn_status write_file(wctx *w, const char *path, kn_diag *d)
 {
     KN_TRY(kn_check_output_path(path, d));
@@ -626,16 +747,23 @@ static kn_status write_file(wctx *w, const char *path, kn_diag *d)
     if (s == KN_OK && woff > pos)
         s = write_all(fd, zero, (size_t)(woff - pos));
     pos = woff;
+    dwriter dw;
+    dw_open(&dw, tmp, fd, woff, &hs);
     for (uint32_t i = 0; i < w->n_cs && s == KN_OK; i++) {
         if (w->c_off[i] == UINT64_MAX)
             continue;
         uint64_t at = woff + w->c_off[i];
         if (at > pos)
-            s = write_all(fd, zero, (size_t)(at - pos));
+            s = dw_put(&dw, NULL, (size_t)(at - pos));
         if (s == KN_OK && w->cs[i]->nbytes)
-            s = write_all(fd, w->cs[i]->data, w->cs[i]->nbytes);
+            s = dw_put(&dw, w->cs[i]->data, w->cs[i]->nbytes);
         pos = at + w->cs[i]->nbytes;
     }
+    if (s == KN_OK && pos < file_size)
+        s = dw_put(&dw, NULL, (size_t)(file_size - pos));
+    kn_status sc = dw_close(&dw, file_size);
+    if (s == KN_OK)
+        s = sc;
     /* the checksum of everything written (checksum field zero), patched in */
     cur_hash = NULL;
     if (s == KN_OK) {

@@ -121,7 +121,7 @@ void kn_arena_reset(kn_arena *ar)
     ar->total_used = 0;
 }
 
-void *kn_arena_alloc(kn_arena *ar, size_t size)
+void *kn_arena_alloc_uninit(kn_arena *ar, size_t size)
 {
     if (size == 0)
         size = 1;
@@ -149,15 +149,27 @@ void *kn_arena_alloc(kn_arena *ar, size_t size)
     void *p = (char *)b + HDR + b->used;
     b->used += size;
     ar->total_used += size;
-    memset(p, 0, size);
+    return p;
+}
+
+void *kn_arena_alloc(kn_arena *ar, size_t size)
+{
+    void *p = kn_arena_alloc_uninit(ar, size);
+    if (p)
+        memset(p, 0, size ? size : 1);
     return p;
 }
 
 void *kn_arena_dup(kn_arena *ar, const void *src, size_t n)
 {
-    void *p = kn_arena_alloc(ar, n);
-    if (p && n)
+    void *p = kn_arena_alloc_uninit(ar, n);
+    if (!p)
+        return NULL;
+    if (n)
         memcpy(p, src, n);
+    /* the alignment padding reads as zero, as kn_arena_alloc's would */
+    size_t padded = ((n ? n : 1) + ALIGN - 1) & ~(size_t)(ALIGN - 1);
+    memset((char *)p + n, 0, padded - n);
     return p;
 }
 

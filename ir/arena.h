@@ -11,6 +11,9 @@ kn_arena *kn_arena_create(const kn_allocator *a);
 void kn_arena_destroy(kn_arena *ar);
 /* Zeroed memory aligned to 16 bytes; NULL when out of memory. */
 void *kn_arena_alloc(kn_arena *ar, size_t size);
+/* The same, not zeroed: for bulk data the caller overwrites at once
+ * (weights of hundreds of MB, whose zeroing would cost a pass over them). */
+void *kn_arena_alloc_uninit(kn_arena *ar, size_t size);
 /* Copies n bytes into the arena. */
 void *kn_arena_dup(kn_arena *ar, const void *src, size_t n);
 /* Frees everything but keeps the first block for reuse. */

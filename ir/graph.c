@@ -181,6 +181,7 @@ kn_status kn_graph_intern_cstr(kn_graph *g, const char *s, kn_str *out)
 }
 
 void *kn_graph_alloc(kn_graph *g, size_t size) { return kn_arena_alloc(g->arena, size); }
+void *kn_graph_alloc_uninit(kn_graph *g, size_t size) { return kn_arena_alloc_uninit(g->arena, size); }
 
 kn_status kn_graph_add_value(kn_graph *g, const kn_value *v, kn_id *id)
 {

@@ -282,6 +282,8 @@ kn_status kn_graph_compact(kn_graph *g, const bool *dead_nodes);
 
 /* Memory from the graph's arena (zeroed); NULL when out of memory. */
 void *kn_graph_alloc(kn_graph *g, size_t size);
+/* The same, not zeroed: for constant data the caller fills completely. */
+void *kn_graph_alloc_uninit(kn_graph *g, size_t size);
 
 /* The value an OUTER value finally refers to, and the graph that owns it. */
 const kn_value *kn_value_resolve(const kn_graph *g, kn_id id, const kn_graph **owner);

@@ -1,5 +1,5 @@
 /* Constant deduplication: constants with the same dtype, shape and bytes
- * (a hash, then memcmp) are merged into the first one, and readers of the
+ * (a hash of a sample of the bytes, then memcmp) are merged into the first one, and readers of the
  * others read it. Exporters write the same small constants (axes, shapes,
  * scalars like 1.0 and 0.5) once per layer, and folding makes more of them;
  * tied weights also appear twice. Merging shrinks the plan and lets cse
@@ -10,15 +10,34 @@
 
 #include <string.h>
 
+/* The hash only picks a bucket; `same` compares every byte. It reads the
+ * dtype, the dims and at most ~1.5 KiB of the data (the first and last
+ * 512 bytes and 64 words spread between), so a multi-GB model's weights
+ * are not read twice here: distinct weights of one shape differ in their
+ * first bytes, and only equal-looking ones are compared in full. */
+static uint64_t mix(uint64_t h, uint64_t x) { return (h ^ x) * 1099511628211ull; }
+
 static uint64_t tensor_hash(const kn_tensor *t)
 {
-    uint64_t h = 1469598103934665603ull;
-    h = (h ^ (uint64_t)t->dtype) * 1099511628211ull;
+    uint64_t h = mix(1469598103934665603ull, (uint64_t)t->dtype);
     for (int32_t i = 0; i < t->rank; i++)
-        h = (h ^ (uint64_t)t->dims[i]) * 1099511628211ull;
+        h = mix(h, (uint64_t)t->dims[i]);
+    h = mix(h, (uint64_t)t->nbytes);
     const uint8_t *p = t->data;
-    for (size_t i = 0; i < t->nbytes; i++)
-        h = (h ^ p[i]) * 1099511628211ull;
+    size_t n = t->nbytes;
+    if (n <= 1024 + 64 * 8) {
+        for (size_t i = 0; i < n; i++)
+            h = mix(h, p[i]);
+        return h;
+    }
+    for (size_t i = 0; i < 512; i++)
+        h = mix(h, p[i]) ^ mix(h, p[n - 1 - i]);
+    size_t step = (n - 1024 - 8) / 64;
+    for (size_t i = 0; i < 64; i++) {
+        uint64_t w;
+        memcpy(&w, p + 512 + i * step, 8);
+        h = mix(h, w);
+    }
     return h;
 }
 

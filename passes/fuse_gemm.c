@@ -101,7 +101,7 @@ static kn_status merge_swiglu(kn_graph *g, kn_uses *u, kn_id s, uint32_t *count)
         return KN_OK;
     int64_t kdim = wg->dims[0], n = wg->dims[1];
     size_t es = kn_dtype_bits(wg->dtype) / 8, row = (size_t)n * es;
-    uint8_t *buf = kn_graph_alloc(g, 2 * wg->nbytes);
+    uint8_t *buf = kn_graph_alloc_uninit(g, 2 * wg->nbytes);
     if (!buf)
         return KN_ERR_NOMEM;
     for (int64_t r = 0; r < kdim; r++) {
@@ -112,7 +112,7 @@ static kn_status merge_swiglu(kn_graph *g, kn_uses *u, kn_id s, uint32_t *count)
     snprintf(base, sizeof base, "%s|up", g->values[g->nodes[kg].inputs[1]].name);
     int64_t wd[2] = {kdim, 2 * n};
     kn_id w;
-    KN_TRY(kn_rw_add_const(g, u, base, wg->dtype, 2, wd, buf, 2 * wg->nbytes, &w));
+    KN_TRY(kn_rw_adopt_const(g, u, base, wg->dtype, 2, wd, buf, 2 * wg->nbytes, &w));
     /* the packed product: x's leading dims, then 2N */
     kn_value nv = {0};
     snprintf(base, sizeof base, "%s|up", g->values[sn->inputs[0]].name);

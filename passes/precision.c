@@ -125,7 +125,7 @@ static kn_status convert_const(pctx *c, kn_tensor *t, kn_tensor **out)
     n->dtype = c->to;
     n->nbytes = (size_t)t->n_elems * 2;
     n->is_external = false;
-    uint16_t *d = kn_graph_alloc(c->g, n->nbytes + 2);
+    uint16_t *d = kn_graph_alloc_uninit(c->g, n->nbytes + 2);
     if (!d)
         return KN_ERR_NOMEM;
     for (int64_t i = 0; i < t->n_elems; i++) {

@@ -114,11 +114,20 @@ kn_status kn_rw_unique_name(kn_graph *g, const char *base, kn_str *out)
 kn_status kn_rw_add_const(kn_graph *g, kn_uses *u, const char *base, kn_dtype dt, int32_t rank, const int64_t *dims,
                           const void *data, size_t nbytes, kn_id *out)
 {
+    void *bytes = kn_graph_alloc_uninit(g, nbytes + 1);
+    if (!bytes)
+        return KN_ERR_NOMEM;
+    memcpy(bytes, data, nbytes);
+    return kn_rw_adopt_const(g, u, base, dt, rank, dims, bytes, nbytes, out);
+}
+
+kn_status kn_rw_adopt_const(kn_graph *g, kn_uses *u, const char *base, kn_dtype dt, int32_t rank,
+                            const int64_t *dims, void *bytes, size_t nbytes, kn_id *out)
+{
     kn_tensor *t = kn_graph_alloc(g, sizeof *t);
     kn_dim *sd = kn_graph_alloc(g, ((size_t)rank + 1) * sizeof *sd);
     int64_t *td = kn_graph_alloc(g, ((size_t)rank + 1) * sizeof *td);
-    void *bytes = kn_graph_alloc(g, nbytes + 1);
-    if (!t || !sd || !td || !bytes)
+    if (!t || !sd || !td)
         return KN_ERR_NOMEM;
     kn_value v = {0};
     KN_TRY(kn_rw_unique_name(g, base, &v.name));
@@ -128,7 +137,6 @@ kn_status kn_rw_add_const(kn_graph *g, kn_uses *u, const char *base, kn_dtype dt
         sd[i] = (kn_dim){dims[i], NULL};
         n *= dims[i];
     }
-    memcpy(bytes, data, nbytes);
     *t = (kn_tensor){v.name, dt, rank, td, n, nbytes, bytes, false};
     v.kind = KN_VAL_CONST;
     v.tensor = t;

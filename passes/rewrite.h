@@ -39,6 +39,10 @@ kn_status kn_rw_unique_name(kn_graph *g, const char *base, kn_str *out);
  * dtype and dims; the tensor lives in g's arena. g->values may move. */
 kn_status kn_rw_add_const(kn_graph *g, kn_uses *u, const char *base, kn_dtype dt, int32_t rank, const int64_t *dims,
                           const void *data, size_t nbytes, kn_id *out);
+/* The same without the copy: `bytes` (nbytes) must come from g's arena
+ * (kn_graph_alloc / kn_graph_alloc_uninit) and becomes the tensor's data. */
+kn_status kn_rw_adopt_const(kn_graph *g, kn_uses *u, const char *base, kn_dtype dt, int32_t rank,
+                            const int64_t *dims, void *bytes, size_t nbytes, kn_id *out);
 
 /* The constant tensor of value v of g (not through OUTER), or NULL. */
 const kn_tensor *kn_rw_const(const kn_graph *g, kn_id v);
