@@ -9,6 +9,7 @@
 
 #include "model_builder.h"
 #include "runtime/cpu/exec.h"
+#include "runtime/cpu/util.h"
 
 #include <math.h>
 #include <stdlib.h>
@@ -198,6 +199,56 @@ static void test_run_failing_allocator(void **state)
     mb_free(b);
 }
 
+/* kn_f32_to_f16 (one add, few branches) against the bit-by-bit definition:
+ * every exponent and sign with the rounding-relevant low mantissa bits
+ * (ties, just below/above, odd/even kept bit), and a stride over all 2^32. */
+static uint16_t f16_reference(uint32_t x)
+{
+    uint32_t sign = (x >> 16) & 0x8000, exp = (x >> 23) & 0xff, man = x & 0x7fffff;
+    if (exp == 0xff)
+        return (uint16_t)(sign | 0x7c00 | (man ? 0x200 | (man >> 13) : 0));
+    int32_t e = (int32_t)exp - 127 + 15;
+    if (e >= 31)
+        return (uint16_t)(sign | 0x7c00);
+    if (e <= 0) {
+        if (e < -10)
+            return (uint16_t)sign;
+        man |= 0x800000;
+        uint32_t shift = (uint32_t)(14 - e);
+        uint32_t half = man >> shift, rem = man & ((1u << shift) - 1), mid = 1u << (shift - 1);
+        if (rem > mid || (rem == mid && (half & 1)))
+            half++;
+        return (uint16_t)(sign | half);
+    }
+    uint32_t h = sign | ((uint32_t)e << 10) | (man >> 13);
+    uint32_t rem = man & 0x1fff;
+    if (rem > 0x1000 || (rem == 0x1000 && (h & 1)))
+        h++;
+    return (uint16_t)h;
+}
+
+static void check_f16(uint32_t x)
+{
+    float f;
+    memcpy(&f, &x, 4);
+    uint16_t got = kn_f32_to_f16(f), want = f16_reference(x);
+    if (got != want)
+        fail_msg("kn_f32_to_f16(0x%08x) = 0x%04x, want 0x%04x", x, got, want);
+}
+
+static void test_f32_to_f16_rounding(void **s)
+{
+    (void)s;
+    static const uint32_t low[] = {0, 1, 0xfff, 0x1000, 0x1001, 0x1fff, 0x2000, 0x3000, 0x17ff, 0x7fffff};
+    for (uint32_t se = 0; se < 512; se++)
+        for (uint32_t k = 0; k < sizeof low / sizeof low[0]; k++)
+            for (uint32_t hi = 0; hi < 0x400; hi += 0x55)
+                for (uint32_t shift = 0; shift < 10; shift++) /* ties of subnormal halves too */
+                    check_f16((se << 23) | (((hi << 13) | (low[k] << shift)) & 0x7fffff));
+    for (uint64_t x = 0; x < (1ull << 32); x += 65521)
+        check_f16((uint32_t)x);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -207,6 +258,7 @@ int main(void)
         cmocka_unit_test(test_negative_axis_out_of_range),
         cmocka_unit_test(test_missing_kernel),
         cmocka_unit_test(test_run_failing_allocator),
+        cmocka_unit_test(test_f32_to_f16_rounding),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
