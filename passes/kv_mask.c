@@ -579,6 +579,12 @@ kn_status kn_pass_kv_mask(kn_graph *g, kn_diag *d)
     bool mask_gone = false;
     if (s == KN_OK && n_proven)
         s = kn_pass_dce(g, d);
+    if (s == KN_OK && n_proven) { /* DCE renumbered the values */
+        c.amask = input_named(g, "attention_mask");
+        c.n_past = 0;
+        kn_mem_free(g->alloc, c.past);
+        s = find_past(&c);
+    }
     if (s == KN_OK && n_proven)
         s = drop_inputs(&c, &n_removed, &mask_gone);
     if (s == KN_OK)
