@@ -572,8 +572,10 @@ kn_status kn_pass_kv_mask(kn_graph *g, kn_diag *d)
         s = kn_fm_attr_i(g, "causal", 1, &at);
         if (s == KN_OK)
             s = kn_rw_set_attr(g, n, &at);
-        n->n_inputs = 3;
-        n_causal++;
+        if (s == KN_OK) {
+            n->n_inputs = 3; /* the mask goes */
+            n_causal++;
+        }
     }
     uint32_t n_removed = 0;
     bool mask_gone = false;

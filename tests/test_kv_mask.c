@@ -359,6 +359,23 @@ static void check_model(const char *model)
     kn_diag_destroy(d);
 }
 
+static void swept_check(const kn_graph *g)
+{
+    assert_int_equal(pc_count(g, "PagedAttention"), 1);
+    assert_int_equal(pc_find(g, "PagedAttention")->n_inputs, 3);
+    assert_int_equal(g->n_inputs, 4);
+}
+
+/* Every allocation of the -O2 pipeline over the decoder failing in turn:
+ * KN_ERR_NOMEM or the full rewrite, nothing leaked. */
+static void alloc_sweep(void **st)
+{
+    (void)st;
+    mb *b = mb_new();
+    pc_pipeline_alloc_sweep(b, decoder(b, M_CAUSAL), swept_check);
+    mb_free(b);
+}
+
 static void gpt2(void **st) { (void)st; check_model("gpt2_tiny"); }
 static void llama(void **st) { (void)st; check_model("llama_gqa_tiny"); }
 static void qwen2(void **st) { (void)st; check_model("qwen2_tiny"); }
@@ -371,6 +388,7 @@ int main(void)
         cmocka_unit_test(keep_padding_only),
         cmocka_unit_test(keep_read_past),
         cmocka_unit_test(kernel_causal_and_mask),
+        cmocka_unit_test(alloc_sweep),
         cmocka_unit_test(gpt2),
         cmocka_unit_test(llama),
         cmocka_unit_test(qwen2),
