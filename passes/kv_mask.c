@@ -533,13 +533,13 @@ kn_status kn_pass_kv_mask(kn_graph *g, kn_diag *d)
     kn_status s = find_past(&c);
     c.mark = kn_mem_alloc(g->alloc, (size_t)g->n_nodes + 1);
     c.seen = kn_mem_alloc(g->alloc, (size_t)g->n_values + 1);
-    kn_id *proven = kn_mem_alloc(g->alloc, ((size_t)g->n_values + 1) * sizeof *proven);
-    if (s == KN_OK && (!c.mark || !c.seen || !proven))
+    /* each distinct (mask, query heads) is tried once: tried[i], tried_heads[i], passed[i] */
+    kn_id *tried = kn_mem_alloc(g->alloc, ((size_t)g->n_nodes + 1) * sizeof *tried);
+    int64_t *tried_heads = kn_mem_alloc(g->alloc, ((size_t)g->n_nodes + 1) * sizeof *tried_heads);
+    bool *passed = kn_mem_alloc(g->alloc, ((size_t)g->n_nodes + 1) * sizeof *passed);
+    if (s == KN_OK && (!c.mark || !c.seen || !tried || !tried_heads || !passed))
         s = KN_ERR_NOMEM;
-    uint32_t n_attn = 0, n_causal = 0, n_proven = 0;
-    /* each distinct mask is proved once: proven[] lists those that passed,
-     * c.seen doubles as "tried" after the proof's own use */
-    kn_id failed = KN_NONE;
+    uint32_t n_attn = 0, n_causal = 0, n_proven = 0, n_tried = 0;
     for (kn_id k = 0; s == KN_OK && k < g->n_nodes; k++) {
         kn_node *n = &g->nodes[k];
         if (n->op != KN_OP_KILN_PagedAttention)
@@ -551,20 +551,21 @@ kn_status kn_pass_kv_mask(kn_graph *g, kn_diag *d)
             continue;
         }
         kn_id mask = n->inputs[3];
-        bool ok = false;
-        for (uint32_t i = 0; i < n_proven && !ok; i++)
-            ok = proven[i] == mask;
-        if (!ok && mask != failed) {
-            const kn_attr *kh = kn_node_attr(n, "kv_heads"), *kr = kn_node_attr(n, "kv_repeat");
-            int64_t heads = kh && kr ? kh->u.i * kr->u.i : 1;
+        const kn_attr *kh = kn_node_attr(n, "kv_heads"), *kr = kn_node_attr(n, "kv_repeat");
+        int64_t heads = kh && kr ? kh->u.i * kr->u.i : 1;
+        uint32_t t = 0;
+        while (t < n_tried && (tried[t] != mask || tried_heads[t] != heads))
+            t++;
+        bool ok = t < n_tried && passed[t];
+        if (t == n_tried) {
             s = prove(&c, mask, heads, max_seq, &ok);
-            if (s == KN_OK && ok)
-                proven[n_proven++] = mask;
-            if (s == KN_OK && !ok) {
-                failed = mask;
+            tried[n_tried] = mask;
+            tried_heads[n_tried] = heads;
+            passed[n_tried++] = ok;
+            n_proven += s == KN_OK && ok;
+            if (s == KN_OK && !ok)
                 kn_diag_add(d, KN_NOTE, "%s: kv-mask: node '%s' keeps its mask '%s': %s", path, n->name,
                             vname(g, mask), c.why);
-            }
         }
         if (s != KN_OK || !ok)
             continue;
@@ -601,6 +602,8 @@ kn_status kn_pass_kv_mask(kn_graph *g, kn_diag *d)
     kn_mem_free(g->alloc, c.past);
     kn_mem_free(g->alloc, c.mark);
     kn_mem_free(g->alloc, c.seen);
-    kn_mem_free(g->alloc, proven);
+    kn_mem_free(g->alloc, tried);
+    kn_mem_free(g->alloc, tried_heads);
+    kn_mem_free(g->alloc, passed);
     return s;
 }

@@ -2,8 +2,8 @@
  * from attention_mask and Shape(past) the way exporters do (Range /
  * LessOrEqual / And / Where), the causal mask is dropped (causal=1) and the
  * inputs nothing reads go, with the same numbers over the paged cache; a
- * sliding-window mask and a padding-only mask are not causal and stay; a
- * past whose shape is still a graph output stays an input. The committed
+ * sliding-window mask and a padding-only mask are not causal and stay, as
+ * does a causal one that reads the token ids' values; a past whose shape is still a graph output stays an input. The committed
  * test decoders (GPT-2, Llama, Qwen2) end with input_ids and position_ids
  * only. And the kernel: causal=1 together with a mask applies both. */
 #include <stdarg.h>
@@ -30,7 +30,8 @@ typedef enum variant {
     M_CAUSAL,   /* j <= past + i, and attention_mask */
     M_WINDOW,   /* also j > past + i - 4: a sliding window of 4 */
     M_PADDING,  /* attention_mask only */
-    M_PAST_OUT  /* M_CAUSAL, and Shape(past key) is a graph output */
+    M_PAST_OUT, /* M_CAUSAL, and Shape(past key) is a graph output */
+    M_IDS       /* M_CAUSAL and max(input_ids) > -1: causal, but reads the token ids */
 } variant;
 
 static void i64_const(mb *b, Onnx__GraphProto *g, const char *name, const int64_t *v, size_t n, bool scalar)
@@ -82,6 +83,14 @@ static Onnx__ModelProto *decoder(mb *b, variant var)
         mb_node(b, g, "Greater", "window", "j,lo", "gt");
         mb_node(b, g, "And", "in_window", "le,gt", "lw");
         pattern = "lw";
+    }
+    if (var == M_IDS) {
+        i64_const(b, g, "minus1", (int64_t[]){-1}, 1, true);
+        mb_node(b, g, "ReduceMax", "ids_max", "input_ids", "idmax");
+        mb_attr_i(b, g->node[g->n_node - 1], "keepdims", 0);
+        mb_node(b, g, "Greater", "ids_valid", "idmax,minus1", "idok");
+        mb_node(b, g, "And", "causal_ids", "le,idok", "lid");
+        pattern = "lid";
     }
     char ins[64];
     snprintf(ins, sizeof ins, "%s,am4", pattern);
@@ -278,6 +287,12 @@ static void keep_padding_only(void **st)
     expect_kept(M_PADDING, "not causal: at batch 1, past 0, seq 5, query 0, key 1");
 }
 
+static void keep_ids_reader(void **st)
+{
+    (void)st;
+    expect_kept(M_IDS, "the mask reads the values of input 'input_ids' (not only its shape)");
+}
+
 /* Shape(past key) is an output: the key stays an input, the value goes. */
 static void keep_read_past(void **st)
 {
@@ -386,6 +401,7 @@ int main(void)
         cmocka_unit_test(causal_rewrite),
         cmocka_unit_test(keep_sliding_window),
         cmocka_unit_test(keep_padding_only),
+        cmocka_unit_test(keep_ids_reader),
         cmocka_unit_test(keep_read_past),
         cmocka_unit_test(kernel_causal_and_mask),
         cmocka_unit_test(alloc_sweep),
