@@ -146,8 +146,9 @@ HAND_WRITTEN = [
     # per step its op name, 3 operand indices, output dtype and 2 immediates
     (DOM_KILN, "FusedElementwise", "ops:ss! args:is! dtypes:is! imm:fs!"),
     # passes/kv_cache.c: attention over the runtime's paged KV cache; inputs
-    # (Q, new K, new V, mask), appends K/V to the cache of the layer.
-    (DOM_KILN, "PagedAttention", "head_dim:i! kv_heads:i! kv_repeat:i! layer:i! scale:f!"),
+    # (Q, new K, new V, [mask]), appends K/V to the cache of the layer;
+    # causal=1 (passes/kv_mask.c): query i sees keys j <= past + i.
+    (DOM_KILN, "PagedAttention", "causal:i head_dim:i! kv_heads:i! kv_repeat:i! layer:i! scale:f!"),
 ]
 
 

@@ -206,6 +206,11 @@ expect 0 'kv-cache: 2 layers use the runtime.s paged cache: 2 kv heads x 32, 13 
     "$KILN" compile "$LLAMA/model.onnx" -o "$TMP/llm.plan" --max-seq-len 100 --kv-block-size 8
 expect 0 '^kv cache: +paged, 2 layers x 2 kv heads x head dim 32 \(float32\); 13 blocks of 8 tokens, max sequence length 100; 104.0 KiB \(106496 bytes\)' "$KILN" inspect "$TMP/llm.plan"
 expect 0 'PagedAttention' "$KILN" inspect --layers "$TMP/llm.plan"
+expect 0 'mask causal \(in the attention kernel: no mask input\)' "$KILN" inspect "$TMP/llm.plan"
+expect 0 'kv-mask: 2 of 2 PagedAttention nodes causal without a mask .*5 inputs removed \(attention_mask among them\)' \
+    "$KILN" compile "$LLAMA/model.onnx" -o "$TMP/x.plan" --max-seq-len 100
+expect 0 'wrote' "$KILN" compile "$LLAMA/model.onnx" -o "$TMP/llm_mask.plan" --max-seq-len 100 --disable-pass kv-mask
+expect 0 'attention_mask +int64' "$KILN" inspect "$TMP/llm_mask.plan"
 expect 0 '64 blocks of 16 tokens, max sequence length 1024, 1048576 bytes' "$KILN" compile "$LLAMA/model.onnx" -o "$TMP/llm2.plan" --kv-cache-mem 1M
 expect 1 'does not hold one block' "$KILN" compile "$LLAMA/model.onnx" -o "$TMP/x.plan" --kv-cache-mem 1K
 expect 1 '--kv-cache-mem expects a size' "$KILN" compile "$LLAMA/model.onnx" -o "$TMP/x.plan" --kv-cache-mem lots
@@ -218,6 +223,7 @@ if command -v python3 >/dev/null; then
     WANT=$(ref_ids "$LLAMA/reference.json" 2 new_tokens | tr ',' ' ')
     expect 0 "^$WANT\$" "$KILN" run "$TMP/llm.plan" --prompt-ids "$IDS"
     expect 0 "^$WANT\$" "$KILN" run "$TMP/llm.plan" --prompt-ids "$IDS" --no-kv-cache
+    expect 0 "^$WANT\$" "$KILN" run "$TMP/llm_mask.plan" --prompt-ids "$IDS"
     expect 0 "^$WANT\$" "$KILN" run "$TMP/llm0.plan" --prompt-ids "$IDS"
     expect 0 'prefill: [0-9.]+ tokens/s .*decode: [0-9.]+ tokens/s \(63 steps' "$KILN" run "$TMP/llm.plan" --prompt-ids "$IDS"
     expect 0 '17 prompt tokens, 64 new tokens' "$KILN" run "$TMP/llm.plan" --prompt-ids "$IDS"

@@ -80,10 +80,15 @@ static void text_kv(const kn_model_info *m)
         return;
     char b[64];
     human_bytes(strtoull(kv_meta(m, "bytes"), NULL, 10), b, sizeof b);
+    /* kiln.kv.mask (passes/kv_mask.c): causal, graph, or absent (older plans) */
+    const char *mask = kv_meta(m, "mask");
+    const char *mk = strcmp(mask, "causal") == 0 ? "causal (in the attention kernel: no mask input)"
+                     : strcmp(mask, "graph") == 0 ? "computed by the graph (from attention_mask and the past length)"
+                                                  : "computed by the graph";
     printf("kv cache:    paged, %s layers x %s kv heads x head dim %s (%s); %s blocks of %s tokens, max sequence "
-           "length %s; %s (%s bytes)\n",
+           "length %s; %s (%s bytes); mask %s\n",
            layers, kv_meta(m, "kv_heads"), kv_meta(m, "head_dim"), kv_meta(m, "dtype"), kv_meta(m, "blocks"),
-           kv_meta(m, "block_size"), kv_meta(m, "max_seq_len"), b, kv_meta(m, "bytes"));
+           kv_meta(m, "block_size"), kv_meta(m, "max_seq_len"), b, kv_meta(m, "bytes"), mk);
 }
 
 static void text_io(const kn_graph *g, const kn_id *ids, uint32_t n, const char *title)

@@ -48,7 +48,8 @@ typedef struct kn_session_info {
  * backend runs) on the CPU backend. The plan must stay alive while the
  * session does. Its inputs must be input_ids [batch, seq] (int64 or int32)
  * and any of attention_mask [batch, past + seq], position_ids [batch, seq]
- * and past* KV inputs; the first output (or the one named "logits") gives
+ * and past* KV inputs (only those the plan has: after the kv-mask pass a
+ * plan usually has neither attention_mask nor past inputs); the first output (or the one named "logits") gives
  * [batch, seq, vocab]. Returns KN_ERR_INVALID (an input the session cannot
  * fill, bad options, a cache that does not hold one block),
  * KN_ERR_LIMIT, KN_ERR_NOMEM, with messages in d. `o` and `a` may be NULL. */

@@ -6,8 +6,13 @@
  * sequence's blocks at positions past ... past + seq - 1 (past: the tokens
  * the cache holds for it), then every query row attends over all past +
  * seq positions, reading the blocks in place through the block table.
- * Numerics as ONNX Attention's CPU kernel (k_fused_attn.c): scores,
- * softmax and the weighted sum in double, rounded once. */
+ * With causal=1 (passes/kv_mask.c, which drops a mask it proved causal)
+ * query i sees only positions j <= past + i (and, with a mask too, those
+ * the mask lets through): the later ones are left out of the row, which
+ * gives the same result as a mask of -inf (or of float32's lowest, whose
+ * exp is 0 in double) there. Numerics as ONNX Attention's CPU kernel
+ * (k_fused_attn.c): scores, softmax and the weighted sum in double,
+ * rounded once. */
 #include "runtime/cpu/attn.h"
 #include "runtime/cpu/util.h"
 #include "runtime/kv_cache.h"
@@ -61,6 +66,9 @@ kn_status kn_ref_KILN_PagedAttention(kn_kctx *c)
     int64_t layer = kn_kctx_attr_int(c, "layer", -1), kvh = kn_kctx_attr_int(c, "kv_heads", 0);
     int64_t hd = kn_kctx_attr_int(c, "head_dim", 0), rep = kn_kctx_attr_int(c, "kv_repeat", 0);
     double scale = kn_kctx_attr_float(c, "scale", 0.0f);
+    int64_t causal = kn_kctx_attr_int(c, "causal", 0);
+    if (causal != 0 && causal != 1)
+        return kn_kctx_fail(c, KN_ERR_INVALID, "causal must be 0 or 1, got %lld", (long long)causal);
     if (layer < 0 || layer >= kv->cfg.n_layers || kvh != kv->cfg.kv_heads || hd != kv->cfg.head_dim || rep < 1)
         return kn_kctx_fail(c, KN_ERR_INVALID,
                             "layer %lld, %lld kv heads of %lld (repeat %lld) do not fit the KV cache (%u layers, %u "
@@ -110,8 +118,9 @@ kn_status kn_ref_KILN_PagedAttention(kn_kctx *c)
             for (int64_t i = 0; i < seq; i++) {
                 uint32_t hk = (uint32_t)(h / rep);
                 const float *qr = qd + ((b * hq + h) * seq + i) * hd;
+                int64_t seen = causal ? past + i + 1 : total; /* the positions this query sees */
                 bool all_masked = true;
-                for (int64_t j = 0; j < total; j++) {
+                for (int64_t j = 0; j < seen; j++) {
                     const float *kr = kn_kv_at(kv, false, (uint32_t)layer, s, (uint32_t)j, hk);
                     double dot = 0;
                     for (int64_t d = 0; d < hd; d++)
@@ -121,10 +130,10 @@ kn_status kn_ref_KILN_PagedAttention(kn_kctx *c)
                     all_masked = all_masked && isinf(bj) && bj < 0;
                     sv[j] = dot * scale + bj;
                 }
-                kn_attn_softmax_row(sv, total, all_masked);
+                kn_attn_softmax_row(sv, seen, all_masked);
                 for (int64_t d = 0; d < hd; d++)
                     acc[d] = 0;
-                for (int64_t j = 0; j < total; j++) {
+                for (int64_t j = 0; j < seen; j++) {
                     double p = sv[j];
                     const float *vr = kn_kv_at(kv, true, (uint32_t)layer, s, (uint32_t)j, hk);
                     for (int64_t d = 0; d < hd; d++)
