@@ -147,7 +147,7 @@ HAND_WRITTEN = [
     (DOM_KILN, "FusedElementwise", "ops:ss! args:is! dtypes:is! imm:fs!"),
     # passes/kv_cache.c: attention over the runtime's paged KV cache; inputs
     # (Q, new K, new V, mask), appends K/V to the cache of the layer.
-    (DOM_KILN, "PagedAttention", "head_dim:i! kv_heads:i! kv_repeat:i! layer:i! scale:f!"),
+    (DOM_KILN, "PagedAttention", "head_dim:i! kv_heads:i! kv_repeat:i! layer:i! causal:i scale:f!"),
 ]
 
 
