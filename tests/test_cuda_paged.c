@@ -13,7 +13,9 @@
  * on a second cache with the same history, within 1e-5, and the pools
  * after each step must be byte-equal. Also: the plan's KV arguments
  * through the plan file and runtime/cuda/plan.c's checks, and a mask input
- * refused at compile time (the node cannot run on the host). */
+ * refused at compile time (the node cannot run on the host). With --mock
+ * (ctest test_cuda_paged_mock): the CUDA session's KV pools, bindings and
+ * their checks against the host mock of the driver (tests/cuda_mock.c). */
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -24,12 +26,14 @@
 #include "codegen/plan_write.h"
 #include "emu_host.h"
 #include "emu_program.h"
+#include "kiln/cuda.h"
 #include "kiln/runtime.h"
 #include "model_builder.h"
 #include "runtime/cpu/exec.h"
 #include "runtime/cuda/plan.h"
 #include "runtime/kv_cache.h"
 
+#include <dlfcn.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -310,6 +314,30 @@ static void paged_steps(void **state)
     mb_free(b);
 }
 
+/* The decode program (with fake PTX images when NVRTC is missing: enough
+ * to read the plan and for the mock driver) written as a plan. */
+static kn_graph *decode_plan(mb *b, kn_cu_program *prog, char **path)
+{
+    bool compiled;
+    kn_graph *g = lowered(b, 1, prog, &compiled);
+    for (uint32_t k = 0; !compiled && k < prog->n_kernels; k++) {
+        static const char ptx[] = "// PTX\n";
+        uint8_t *p = kn_mem_alloc(NULL, sizeof ptx);
+        assert_non_null(p);
+        memcpy(p, ptx, sizeof ptx);
+        prog->kernels[k].images = kn_mem_alloc(NULL, sizeof *prog->kernels[k].images);
+        assert_non_null(prog->kernels[k].images);
+        prog->kernels[k].images[0] = (kn_cu_image){KN_CU_ARCH_PTX, p, sizeof ptx};
+        prog->kernels[k].n_images = 1;
+    }
+    *path = mb_path(b, mb_tempdir(b), "paged.plan");
+    kn_diag *d = kn_diag_create(NULL, stderr);
+    kn_plan_options o = {"--target cuda", "cuda", prog, NULL, 0};
+    assert_int_equal(kn_plan_write(g, &o, *path, d), KN_OK);
+    kn_diag_destroy(d);
+    return g;
+}
+
 /* The decode plan written and read back: the KV arguments, the plan's
  * cache shape, and what runtime/cuda/plan.c refuses. */
 static void plan_round_trip(void **state)
@@ -318,28 +346,13 @@ static void plan_round_trip(void **state)
     mb *b = mb_new();
     kn_cu_program prog;
     memset(&prog, 0, sizeof prog);
-    bool compiled;
-    kn_graph *g = lowered(b, 1, &prog, &compiled);
-    if (!compiled) { /* the plan needs images: fake ones are enough to read it */
-        for (uint32_t k = 0; k < prog.n_kernels; k++) {
-            static const char ptx[] = "// PTX\n";
-            uint8_t *p = kn_mem_alloc(NULL, sizeof ptx);
-            assert_non_null(p);
-            memcpy(p, ptx, sizeof ptx);
-            prog.kernels[k].images = kn_mem_alloc(NULL, sizeof *prog.kernels[k].images);
-            assert_non_null(prog.kernels[k].images);
-            prog.kernels[k].images[0] = (kn_cu_image){KN_CU_ARCH_PTX, p, sizeof ptx};
-            prog.kernels[k].n_images = 1;
-        }
-    }
+    char *path;
+    kn_graph *g = decode_plan(b, &prog, &path);
     uint32_t n_kv = 0;
     for (uint32_t i = 0; i < prog.n_args; i++)
         n_kv += prog.args[i].kind == KN_CU_ARG_KV;
     assert_int_equal(n_kv, 2 * (4 + 4)); /* per layer: append 4, decode 4 (keys, values, table, past) */
-    char *dir = mb_tempdir(b), *path = mb_path(b, dir, "paged.plan");
     kn_diag *d = kn_diag_create(NULL, stderr);
-    kn_plan_options o = {"--target cuda", "cuda", &prog, NULL, 0};
-    assert_int_equal(kn_plan_write(g, &o, path, d), KN_OK);
     size_t len;
     uint8_t *bytes = (uint8_t *)mb_read_file(path, &len);
     kn_graph *pg;
@@ -414,12 +427,108 @@ static void mask_refused(void **state)
     mb_free(b);
 }
 
-int main(void)
+/* ---- the CUDA session against the host mock of the driver (--mock) ---- */
+
+enum { MOCK_LAUNCHES = 5, MOCK_BAD = 6, MOCK_LIVE = 7 }; /* tests/cuda_mock.c */
+
+/* The session's side of the cache (the mock counts launches, it does not
+ * run kernels): pools of opts.kv_blocks, the binding checked before
+ * anything is enqueued, table and past staged and copied inside the
+ * device allocations, everything freed. */
+static void mock_session(void **state)
+{
+    (void)state;
+    kn_diag *d = kn_diag_create(NULL, stderr);
+    assert_true(kn_cuda_available(d));
+    void *lib = dlopen("libcuda.so.1", RTLD_NOW | RTLD_NOLOAD);
+    assert_non_null(lib);
+    long (*ctl)(int, long);
+    *(void **)&ctl = dlsym(lib, "kn_mock_control");
+    if (!ctl)
+        fail_msg("libcuda.so.1 is not the kiln mock");
+    dlclose(lib);
+    long live = ctl(MOCK_LIVE, -1);
+    mb *b = mb_new();
+    kn_cu_program prog;
+    memset(&prog, 0, sizeof prog);
+    char *path;
+    kn_graph *lg = decode_plan(b, &prog, &path);
+    uint32_t launches = 0;
+    for (uint32_t i = 0; i < prog.n_steps; i++)
+        launches += prog.steps[i].kind == KN_CU_STEP_LAUNCH;
+    kn_graph *g;
+    assert_int_equal(kn_plan_load(path, NULL, d, &g), KN_OK);
+    kn_cuda_options co = {0};
+    co.kv_blocks = 32;
+    kn_cuda_session *s;
+    assert_int_equal(kn_cuda_session_create(g, NULL, 0, &co, NULL, d, &s), KN_OK);
+    kn_cuda_kv_info info;
+    assert_int_equal(kn_cuda_session_kv_info(s, &info), KN_OK);
+    assert_int_equal(info.rows, ROWS);
+    assert_int_equal(info.tokens, 1);
+    assert_int_equal(info.layers, LAYERS);
+    assert_int_equal(info.blocks, 32);
+    assert_int_equal(info.max_blocks, MAX_SEQ / BLOCK);
+    assert_int_equal(info.bytes, 2ull * LAYERS * 32 * KVH * BLOCK * HD * 4);
+    kn_rt_tensor *in[3] = {random4(ROWS, QH, 1, HD), random4(ROWS, KVH, 1, HD), random4(ROWS, KVH, 1, HD)};
+    kn_rt_tensor *out[2] = {0};
+    const kn_rt_tensor *const *cin = (const kn_rt_tensor *const *)in;
+    kn_diag *q = kn_diag_create(NULL, NULL);
+    assert_int_equal(kn_cuda_session_run(s, cin, 3, out, 2, q), KN_ERR_INVALID);
+    assert_true(mb_diag_has(q, KN_ERROR, "run it with kn_cuda_session_run_kv"));
+    int32_t *table = calloc((size_t)ROWS * info.max_blocks, sizeof *table), past[ROWS] = {5, 9};
+    assert_non_null(table);
+    for (uint32_t r = 0; r < ROWS; r++)
+        for (uint32_t j = 0; j < 3; j++)
+            table[r * info.max_blocks + j] = (int32_t)(31 - r * 3 - j);
+    kn_cuda_kv_binding kv = {table, past, ROWS, info.max_blocks};
+    ctl(MOCK_LAUNCHES, 0);
+    assert_int_equal(kn_cuda_session_run_kv(s, cin, 3, out, 2, &kv, d), KN_OK);
+    assert_int_equal(ctl(MOCK_LAUNCHES, -1), launches);
+    assert_int_equal(ctl(MOCK_BAD, -1), 0);
+    for (int o = 0; o < 2; o++) {
+        assert_int_equal(out[o]->numel, (int64_t)ROWS * QH * HD);
+        kn_rt_tensor_free(NULL, out[o]);
+    }
+    /* refused before anything runs: a block outside the pools, a past at
+     * the maximum length, a table of another row length */
+    table[1 * info.max_blocks + 2] = 32;
+    assert_int_equal(kn_cuda_session_run_kv(s, cin, 3, out, 2, &kv, q), KN_ERR_INVALID);
+    assert_true(mb_diag_has(q, KN_ERROR, "KV row 1: block table entry 2 is 32; the pools have 32 blocks"));
+    table[1 * info.max_blocks + 2] = 0;
+    past[0] = MAX_SEQ;
+    assert_int_equal(kn_cuda_session_run_kv(s, cin, 3, out, 2, &kv, q), KN_ERR_INVALID);
+    assert_true(mb_diag_has(q, KN_ERROR, "KV row 0: a past of 2048 tokens plus 1 new ones"));
+    past[0] = 5;
+    kv.max_blocks = 16;
+    assert_int_equal(kn_cuda_session_run_kv(s, cin, 3, out, 2, &kv, q), KN_ERR_INVALID);
+    assert_true(mb_diag_has(q, KN_ERROR, "the plan takes 2 rows of 512"));
+    assert_int_equal(ctl(MOCK_LAUNCHES, -1), launches);
+    kn_cuda_session_destroy(s);
+    assert_int_equal(ctl(MOCK_LIVE, -1), live);
+    assert_int_equal(ctl(MOCK_BAD, -1), 0);
+    for (int i = 0; i < 3; i++)
+        kn_rt_tensor_free(NULL, in[i]);
+    free(table);
+    kn_diag_destroy(q);
+    kn_diag_destroy(d);
+    kn_graph_destroy(g);
+    kn_cu_program_free(&prog);
+    kn_graph_destroy(lg);
+    mb_free(b);
+}
+
+int main(int argc, char **argv)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(paged_steps),
         cmocka_unit_test(plan_round_trip),
         cmocka_unit_test(mask_refused),
     };
-    return cmocka_run_group_tests(tests, NULL, NULL);
+    const struct CMUnitTest mock_tests[] = {
+        cmocka_unit_test(mock_session),
+    };
+    if (argc > 1 && strcmp(argv[1], "--mock") == 0)
+        return cmocka_run_group_tests_name("cuda_paged_mock", mock_tests, NULL, NULL);
+    return cmocka_run_group_tests_name("cuda_paged", tests, NULL, NULL);
 }
