@@ -259,11 +259,9 @@ static void paged_steps(void **state)
             uint32_t len = kn_kv_seq_get(cref, seq_ref[r])->len;
             assert_int_equal(kn_kv_seq_reserve(cref, seq_ref[r], len + (uint32_t)seq, d), KN_OK);
             assert_int_equal(kn_kv_seq_reserve(cemu, seq_emu[r], len + (uint32_t)seq, d), KN_OK);
-            kn_kv_seq *s = kn_kv_seq_get(cemu, seq_emu[r]);
-            for (uint32_t i = 0; i < s->n_blocks; i++)
-                table[r * max_blocks + i] = (int32_t)s->blocks[i];
-            past[r] = (int32_t)len;
         }
+        assert_int_equal(kn_kv_fill_rows(cemu, seq_emu, ROWS, (uint32_t)max_blocks, table, past), KN_OK);
+        assert_true(past[0] + 3 == past[1]);
         kn_rt_tensor *in[3] = {random4(ROWS, QH, seq, HD), random4(ROWS, KVH, seq, HD), random4(ROWS, KVH, seq, HD)};
         size_t n_out = (size_t)(ROWS * QH * seq * HD);
         float *want[2] = {malloc(n_out * 4), malloc(n_out * 4)};
@@ -476,11 +474,22 @@ static void mock_session(void **state)
     kn_diag *q = kn_diag_create(NULL, NULL);
     assert_int_equal(kn_cuda_session_run(s, cin, 3, out, 2, q), KN_ERR_INVALID);
     assert_true(mb_diag_has(q, KN_ERROR, "run it with kn_cuda_session_run_kv"));
-    int32_t *table = calloc((size_t)ROWS * info.max_blocks, sizeof *table), past[ROWS] = {5, 9};
+    /* the host keeps the blocks and tables only; the pools are the session's */
+    kn_kv_config cfg = {info.layers, info.kv_heads, info.head_dim, info.block_size, info.blocks, info.max_seq_len};
+    kn_kv_cache *c;
+    assert_int_equal(kn_kv_create_tables(&cfg, NULL, d, &c), KN_OK);
+    assert_null(c->keys);
+    uint32_t seqs[ROWS];
+    for (uint32_t r = 0; r < ROWS; r++) {
+        assert_int_equal(kn_kv_seq_add(c, &seqs[r]), KN_OK);
+        assert_int_equal(kn_kv_seq_reserve(c, seqs[r], 5 + 4 * r + 1, d), KN_OK);
+        kn_kv_seq_get(c, seqs[r])->len = 5 + 4 * r;
+    }
+    int32_t *table = calloc((size_t)ROWS * info.max_blocks, sizeof *table), past[ROWS];
     assert_non_null(table);
-    for (uint32_t r = 0; r < ROWS; r++)
-        for (uint32_t j = 0; j < 3; j++)
-            table[r * info.max_blocks + j] = (int32_t)(31 - r * 3 - j);
+    assert_int_equal(kn_kv_fill_rows(c, seqs, ROWS, info.max_blocks, table, past), KN_OK);
+    assert_int_equal(past[1], 9);
+    assert_int_equal(table[1 * info.max_blocks + 2], 4); /* row 0 took blocks 0, 1; row 1 2, 3, 4 */
     kn_cuda_kv_binding kv = {table, past, ROWS, info.max_blocks};
     ctl(MOCK_LAUNCHES, 0);
     assert_int_equal(kn_cuda_session_run_kv(s, cin, 3, out, 2, &kv, d), KN_OK);
@@ -510,6 +519,7 @@ static void mock_session(void **state)
     for (int i = 0; i < 3; i++)
         kn_rt_tensor_free(NULL, in[i]);
     free(table);
+    kn_kv_destroy(c);
     kn_diag_destroy(q);
     kn_diag_destroy(d);
     kn_graph_destroy(g);
