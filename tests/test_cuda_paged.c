@@ -459,7 +459,15 @@ static void mock_session(void **state)
     kn_cuda_options co = {0};
     co.kv_blocks = 32;
     kn_cuda_session *s;
+    long live0 = ctl(MOCK_LIVE, -1);
     assert_int_equal(kn_cuda_session_create(g, NULL, 0, &co, NULL, d, &s), KN_OK);
+    /* a second session on the first one's pools (as a decode plan beside a prefill plan) */
+    long live1 = ctl(MOCK_LIVE, -1);
+    kn_cuda_options co2 = {0};
+    co2.kv_shared = s;
+    kn_cuda_session *s2;
+    assert_int_equal(kn_cuda_session_create(g, NULL, 0, &co2, NULL, d, &s2), KN_OK);
+    assert_int_equal(ctl(MOCK_LIVE, -1) - live1, live1 - live0 - 2); /* all but the two pools */
     kn_cuda_kv_info info;
     assert_int_equal(kn_cuda_session_kv_info(s, &info), KN_OK);
     assert_int_equal(info.rows, ROWS);
@@ -499,6 +507,15 @@ static void mock_session(void **state)
         assert_int_equal(out[o]->numel, (int64_t)ROWS * QH * HD);
         kn_rt_tensor_free(NULL, out[o]);
     }
+    kn_cuda_kv_info info2;
+    assert_int_equal(kn_cuda_session_kv_info(s2, &info2), KN_OK);
+    assert_int_equal(info2.blocks, 32);
+    assert_int_equal(kn_cuda_session_run_kv(s2, cin, 3, out, 2, &kv, d), KN_OK);
+    assert_int_equal(ctl(MOCK_BAD, -1), 0);
+    for (int o = 0; o < 2; o++)
+        kn_rt_tensor_free(NULL, out[o]);
+    kn_cuda_session_destroy(s2); /* leaves the pools to s */
+    ctl(MOCK_LAUNCHES, 0);
     /* refused before anything runs: a block outside the pools, a past at
      * the maximum length, a table of another row length */
     table[1 * info.max_blocks + 2] = 32;
@@ -512,7 +529,7 @@ static void mock_session(void **state)
     kv.max_blocks = 16;
     assert_int_equal(kn_cuda_session_run_kv(s, cin, 3, out, 2, &kv, q), KN_ERR_INVALID);
     assert_true(mb_diag_has(q, KN_ERROR, "the plan takes 2 rows of 512"));
-    assert_int_equal(ctl(MOCK_LAUNCHES, -1), launches);
+    assert_int_equal(ctl(MOCK_LAUNCHES, -1), 0); /* the refused runs launched nothing */
     kn_cuda_session_destroy(s);
     assert_int_equal(ctl(MOCK_LIVE, -1), live);
     assert_int_equal(ctl(MOCK_BAD, -1), 0);

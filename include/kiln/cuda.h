@@ -27,6 +27,8 @@ bool kn_cuda_available(kn_diag *d);
  * code: the target-cuda sections. False for other graphs. */
 bool kn_cuda_plan_has_code(const kn_graph *plan_graph);
 
+struct kn_cuda_session;
+
 typedef struct kn_cuda_options {
     int device;          /* ordinal, 0 = the first GPU */
     bool timing;         /* time each run's phases with events (kn_cuda_session_timing) */
@@ -35,6 +37,9 @@ typedef struct kn_cuda_options {
                           * fault names its node (slow; for debugging) */
     uint32_t kv_blocks;  /* plans with kiln.PagedAttention: blocks in the device KV pools
                           * (0: the plan's kiln.kv.blocks) */
+    const struct kn_cuda_session *kv_shared; /* use this session's device KV pools instead of new
+                          * ones (same device and kiln.kv.* shape, e.g. a prefill and a decode
+                          * plan of one model; it must outlive this session) */
 } kn_cuda_options;
 
 typedef struct kn_cuda_session kn_cuda_session;

@@ -119,6 +119,7 @@ struct kn_cuda_session {
     uint64_t kv_layer_bytes;   /* one layer of one pool */
     uint32_t kv_blocks;        /* blocks in the pools */
     uint64_t kv_stage;         /* offset of the table, then the past lengths, in pin_in */
+    bool kv_borrowed;          /* the pools are opts.kv_shared's */
     kn_cuda_timing timing;
     bool has_timing;
     bool broken;               /* a device fault: the context cannot be used again */
@@ -335,22 +336,38 @@ static kn_status place_memory(kn_cuda_session *s, kn_diag *d)
 }
 
 /* The KV pools (both of the plan's shape, opts.kv_blocks blocks or the
- * plan's), the block table and the past lengths, allocated once. */
+ * plan's; or opts.kv_shared's), the block table and the past lengths,
+ * allocated once. */
 static kn_status alloc_kv(kn_cuda_session *s, kn_diag *d)
 {
     const kn_cuda_plan *p = &s->plan;
     if (!p->kv_rows)
         return KN_OK;
-    s->kv_blocks = s->opts.kv_blocks ? s->opts.kv_blocks : p->kv_blocks;
-    size_t es = kn_cuda_gemm_elem_size(p->kv_dtype);
-    s->kv_layer_bytes = (uint64_t)s->kv_blocks * p->kv_heads * p->kv_block_size * p->kv_head_dim * es;
-    uint64_t pool = s->kv_layer_bytes * p->kv_layers;
-    if (s->kv_blocks > INT32_MAX || pool / p->kv_layers != s->kv_layer_bytes || pool > (1ull << 50)) {
-        kn_diag_add(d, KN_ERROR, "%s: a KV cache of %u blocks is too large", p->name, s->kv_blocks);
-        return KN_ERR_INVALID;
+    const kn_cuda_session *o = s->opts.kv_shared;
+    if (o) { /* the other session's pools: the same cache shape on the same device */
+        const kn_cuda_plan *q = &o->plan;
+        if (!q->kv_rows || o->dev != s->dev || q->kv_layers != p->kv_layers || q->kv_heads != p->kv_heads ||
+            q->kv_head_dim != p->kv_head_dim || q->kv_block_size != p->kv_block_size ||
+            q->kv_max_seq_len != p->kv_max_seq_len || q->kv_dtype != p->kv_dtype) {
+            kn_diag_add(d, KN_ERROR, "%s: cannot share the KV cache of %s: another device or cache shape", p->name,
+                        q->name ? q->name : "a session");
+            return KN_ERR_INVALID;
+        }
+        s->kv_keys = o->kv_keys, s->kv_values = o->kv_values;
+        s->kv_blocks = o->kv_blocks, s->kv_layer_bytes = o->kv_layer_bytes;
+        s->kv_borrowed = true;
+    } else {
+        s->kv_blocks = s->opts.kv_blocks ? s->opts.kv_blocks : p->kv_blocks;
+        size_t es = kn_cuda_gemm_elem_size(p->kv_dtype);
+        s->kv_layer_bytes = (uint64_t)s->kv_blocks * p->kv_heads * p->kv_block_size * p->kv_head_dim * es;
+        uint64_t pool = s->kv_layer_bytes * p->kv_layers;
+        if (s->kv_blocks > INT32_MAX || pool / p->kv_layers != s->kv_layer_bytes || pool > (1ull << 50)) {
+            kn_diag_add(d, KN_ERROR, "%s: a KV cache of %u blocks is too large", p->name, s->kv_blocks);
+            return KN_ERR_INVALID;
+        }
+        KN_TRY(device_alloc(s, &s->kv_keys, pool, "the KV cache's keys", d));
+        KN_TRY(device_alloc(s, &s->kv_values, pool, "the KV cache's values", d));
     }
-    KN_TRY(device_alloc(s, &s->kv_keys, pool, "the KV cache's keys", d));
-    KN_TRY(device_alloc(s, &s->kv_values, pool, "the KV cache's values", d));
     KN_TRY(device_alloc(s, &s->kv_table, (uint64_t)p->kv_rows * p->kv_max_blocks * 4, "the KV block table", d));
     return device_alloc(s, &s->kv_past, (uint64_t)p->kv_rows * 4, "the KV past lengths", d);
 }
@@ -556,7 +573,8 @@ void kn_cuda_session_destroy(kn_cuda_session *s)
             cu->mem_free(s->weights);
         if (s->pool)
             cu->mem_free(s->pool);
-        CUdeviceptr kv[4] = {s->kv_keys, s->kv_values, s->kv_table, s->kv_past};
+        CUdeviceptr kv[4] = {s->kv_table, s->kv_past, s->kv_borrowed ? 0 : s->kv_keys,
+                             s->kv_borrowed ? 0 : s->kv_values};
         for (int i = 0; i < 4; i++)
             if (kv[i])
                 cu->mem_free(kv[i]);
