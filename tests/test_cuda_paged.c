@@ -15,7 +15,10 @@
  * through the plan file and runtime/cuda/plan.c's checks, and a mask input
  * refused at compile time (the node cannot run on the host). With --mock
  * (ctest test_cuda_paged_mock): the CUDA session's KV pools, bindings and
- * their checks against the host mock of the driver (tests/cuda_mock.c). */
+ * their checks against the host mock of the driver (tests/cuda_mock.c).
+ * With --gpu (test_cuda_paged_gpu, label gpu): the same steps through
+ * kn_cuda_session_run_kv on a GPU (a prefill and a decode session sharing
+ * one device cache); skipped without one. */
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -157,19 +160,22 @@ static kn_rt_tensor *row_view(const kn_rt_tensor *t, int64_t r)
     return v;
 }
 
-/* A cache with zeroed pools, its blocks handed out out of order: a
- * sequence takes 3 blocks and is freed after row 0's first block, so the
- * rows' tables interleave. Row 1 starts with a 3-token past (the same
- * values in every cache made here). */
-static kn_kv_cache *make_cache(uint32_t *seqs)
+/* A cache (with zeroed host pools, or only its tables: `pools`), its
+ * blocks handed out out of order: a sequence takes 3 blocks and is freed
+ * after row 0's first block, so the rows' tables interleave. With `past1`
+ * row 1 starts with a 3-token past (the same values in every cache made
+ * here; it needs the host pools). */
+static kn_kv_cache *make_cache(uint32_t *seqs, bool pools, bool past1)
 {
     kn_kv_config cfg = {LAYERS, KVH, HD, BLOCK, BLOCKS, MAX_SEQ};
     kn_kv_cache *c;
     kn_diag *d = kn_diag_create(NULL, stderr);
-    assert_int_equal(kn_kv_create(&cfg, NULL, d, &c), KN_OK);
+    assert_int_equal((pools ? kn_kv_create : kn_kv_create_tables)(&cfg, NULL, d, &c), KN_OK);
     uint64_t half = kn_kv_bytes(&cfg) / 2;
-    memset(c->keys, 0, (size_t)half);
-    memset(c->values, 0, (size_t)half);
+    if (pools) {
+        memset(c->keys, 0, (size_t)half);
+        memset(c->values, 0, (size_t)half);
+    }
     uint32_t junk;
     assert_int_equal(kn_kv_seq_add(c, &junk), KN_OK);
     assert_int_equal(kn_kv_seq_reserve(c, junk, 3 * BLOCK, d), KN_OK);
@@ -177,19 +183,21 @@ static kn_kv_cache *make_cache(uint32_t *seqs)
     assert_int_equal(kn_kv_seq_reserve(c, seqs[0], 1, d), KN_OK);
     assert_int_equal(kn_kv_seq_free(c, junk), KN_OK);
     assert_int_equal(kn_kv_seq_add(c, &seqs[1]), KN_OK);
-    assert_int_equal(kn_kv_seq_reserve(c, seqs[1], 3, d), KN_OK);
-    kn_kv_seq *s = kn_kv_seq_get(c, seqs[1]);
-    uint64_t keep = rng;
-    rng = 12345;
-    for (uint32_t l = 0; l < LAYERS; l++)
-        for (uint32_t j = 0; j < 3; j++)
-            for (uint32_t h = 0; h < KVH; h++)
-                for (int e = 0; e < HD; e++) {
-                    kn_kv_at(c, false, l, s, j, h)[e] = urand();
-                    kn_kv_at(c, true, l, s, j, h)[e] = urand();
-                }
-    rng = keep;
-    s->len = 3;
+    if (past1) {
+        assert_int_equal(kn_kv_seq_reserve(c, seqs[1], 3, d), KN_OK);
+        kn_kv_seq *s = kn_kv_seq_get(c, seqs[1]);
+        uint64_t keep = rng;
+        rng = 12345;
+        for (uint32_t l = 0; l < LAYERS; l++)
+            for (uint32_t j = 0; j < 3; j++)
+                for (uint32_t h = 0; h < KVH; h++)
+                    for (int e = 0; e < HD; e++) {
+                        kn_kv_at(c, false, l, s, j, h)[e] = urand();
+                        kn_kv_at(c, true, l, s, j, h)[e] = urand();
+                    }
+        rng = keep;
+        s->len = 3;
+    }
     kn_diag_destroy(d);
     return c;
 }
@@ -224,28 +232,80 @@ static void reference_step(const kn_graph *ref, kn_kv_cache *c, const uint32_t *
     kn_diag_destroy(d);
 }
 
-/* A prompt of 7 tokens, 3 decode steps, then 7 more tokens. */
-static void paged_steps(void **state)
+/* Where the lowered plans run: the host emulator (on the programs, the
+ * pools in host memory) or a GPU (the plans written, loaded and run by two
+ * CUDA sessions sharing one device cache). */
+typedef struct runner {
+    bool gpu;
+    kn_graph *g[2];           /* lowered at PREFILL, at 1 */
+    kn_cu_program prog[2];
+    kn_graph *pg[2];          /* gpu: the plans as loaded */
+    kn_cuda_session *s[2];
+} runner;
+
+/* The model at PREFILL and at 1 new tokens; on the GPU as sessions. False
+ * (the test skips) when that cannot be: NVRTC or the GPU missing. */
+static bool runner_open(mb *b, runner *R, bool gpu)
 {
-    (void)state;
-    char err[600];
-    if (!kn_emu_init(err, sizeof err)) {
-        print_message("skipped: the host emulator cannot start: %s\n", err);
+    memset(R, 0, sizeof *R);
+    R->gpu = gpu;
+    bool compiled[2];
+    R->g[0] = lowered(b, PREFILL, &R->prog[0], &compiled[0]);
+    R->g[1] = lowered(b, 1, &R->prog[1], &compiled[1]);
+    assert_true(uses_kernel(&R->prog[0], "kn_kv_append") && uses_kernel(&R->prog[0], "kn_flash_attn"));
+    assert_true(uses_kernel(&R->prog[1], "kn_kv_append") && uses_kernel(&R->prog[1], "kn_decode_attn") &&
+                uses_kernel(&R->prog[1], "kn_decode_combine"));
+    if (!gpu) {
+        if (!compiled[0])
+            print_message("note: NVRTC is not available: kernels run on the host only\n");
+        return true;
+    }
+    if (!compiled[0]) {
+        print_message("skipped: NVRTC is not available to compile the kernels\n");
+        return false;
+    }
+    kn_diag *d = kn_diag_create(NULL, stderr);
+    char *dir = mb_tempdir(b);
+    for (int i = 0; i < 2; i++) {
+        char *path = mb_path(b, dir, i ? "decode.plan" : "prefill.plan");
+        kn_plan_options o = {"--target cuda", "cuda", &R->prog[i], NULL, 0};
+        assert_int_equal(kn_plan_write(R->g[i], &o, path, d), KN_OK);
+        assert_int_equal(kn_plan_load(path, NULL, d, &R->pg[i]), KN_OK);
+        kn_cuda_options co = {0};
+        co.sync_each_step = true;
+        co.kv_shared = i ? R->s[0] : NULL;
+        assert_int_equal(kn_cuda_session_create(R->pg[i], NULL, 0, &co, NULL, d, &R->s[i]), KN_OK);
+    }
+    print_message("%s\n", kn_cuda_session_device(R->s[0]));
+    kn_diag_destroy(d);
+    return true;
+}
+
+static void runner_close(runner *R)
+{
+    for (int i = 1; i >= 0; i--) { /* the decode session borrows the prefill session's pools */
+        kn_cuda_session_destroy(R->s[i]);
+        kn_graph_destroy(R->pg[i]);
+        kn_cu_program_free(&R->prog[i]);
+        kn_graph_destroy(R->g[i]);
+    }
+}
+
+/* A prompt of 7 tokens, 3 decode steps, then 7 more tokens, each step
+ * against the CPU executor on a cache with the same history. */
+static void run_steps(bool gpu)
+{
+    mb *b = mb_new();
+    runner R;
+    if (!runner_open(b, &R, gpu)) {
+        runner_close(&R);
+        mb_free(b);
         skip();
     }
-    mb *b = mb_new();
-    kn_cu_program prog[2];
-    memset(prog, 0, sizeof prog);
-    bool compiled[2];
-    kn_graph *g[2] = {lowered(b, PREFILL, &prog[0], &compiled[0]), lowered(b, 1, &prog[1], &compiled[1])};
-    if (!compiled[0])
-        print_message("note: NVRTC is not available: kernels run on the host only\n");
-    assert_true(uses_kernel(&prog[0], "kn_kv_append") && uses_kernel(&prog[0], "kn_flash_attn"));
-    assert_true(uses_kernel(&prog[1], "kn_kv_append") && uses_kernel(&prog[1], "kn_decode_attn") &&
-                uses_kernel(&prog[1], "kn_decode_combine"));
     kn_graph *ref = mb_import(b, model(b, true));
-    uint32_t seq_ref[ROWS], seq_emu[ROWS];
-    kn_kv_cache *cref = make_cache(seq_ref), *cemu = make_cache(seq_emu);
+    uint32_t seq_ref[ROWS], seq_dev[ROWS];
+    /* the GPU's pools cannot be seeded from here: both rows start empty there */
+    kn_kv_cache *cref = make_cache(seq_ref, true, !gpu), *cdev = make_cache(seq_dev, !gpu, !gpu);
     kn_diag *d = kn_diag_create(NULL, stderr);
     const int64_t max_blocks = (MAX_SEQ + BLOCK - 1) / BLOCK;
     int32_t *table = calloc((size_t)(ROWS * max_blocks), sizeof *table), past[ROWS];
@@ -258,21 +318,26 @@ static void paged_steps(void **state)
         for (int r = 0; r < ROWS; r++) {
             uint32_t len = kn_kv_seq_get(cref, seq_ref[r])->len;
             assert_int_equal(kn_kv_seq_reserve(cref, seq_ref[r], len + (uint32_t)seq, d), KN_OK);
-            assert_int_equal(kn_kv_seq_reserve(cemu, seq_emu[r], len + (uint32_t)seq, d), KN_OK);
+            assert_int_equal(kn_kv_seq_reserve(cdev, seq_dev[r], len + (uint32_t)seq, d), KN_OK);
         }
-        assert_int_equal(kn_kv_fill_rows(cemu, seq_emu, ROWS, (uint32_t)max_blocks, table, past), KN_OK);
-        assert_true(past[0] + 3 == past[1]);
+        assert_int_equal(kn_kv_fill_rows(cdev, seq_dev, ROWS, (uint32_t)max_blocks, table, past), KN_OK);
+        assert_true(past[0] + (gpu ? 0 : 3) == past[1]);
         kn_rt_tensor *in[3] = {random4(ROWS, QH, seq, HD), random4(ROWS, KVH, seq, HD), random4(ROWS, KVH, seq, HD)};
         size_t n_out = (size_t)(ROWS * QH * seq * HD);
         float *want[2] = {malloc(n_out * 4), malloc(n_out * 4)};
         assert_true(want[0] && want[1]);
         reference_step(ref, cref, seq_ref, in, want);
-        kn_emu_kv kv = {cemu->keys, cemu->values, (uint64_t)BLOCKS * cemu->block_elems * 4, table, past};
         kn_rt_tensor *got[2] = {0};
-        char msg[2048] = "";
-        kn_status s = kn_emu_run_program(g[which], &prog[which], in, got, &kv, msg, sizeof msg);
-        if (s != KN_OK)
-            fail_msg("step %zu: %s", si, msg);
+        if (gpu) {
+            kn_cuda_kv_binding kv = {table, past, ROWS, (uint32_t)max_blocks};
+            assert_int_equal(kn_cuda_session_run_kv(R.s[which], (const kn_rt_tensor *const *)in, 3, got, 2, &kv, d),
+                             KN_OK);
+        } else {
+            kn_emu_kv kv = {cdev->keys, cdev->values, (uint64_t)BLOCKS * cdev->block_elems * 4, table, past};
+            char msg[2048] = "";
+            if (kn_emu_run_program(R.g[which], &R.prog[which], in, got, &kv, msg, sizeof msg) != KN_OK)
+                fail_msg("step %zu: %s", si, msg);
+        }
         for (int o = 0; o < 2; o++) {
             assert_int_equal(got[o]->numel, (int64_t)n_out);
             double step_worst = 0;
@@ -287,29 +352,53 @@ static void paged_steps(void **state)
             kn_rt_tensor_free(NULL, got[o]);
             free(want[o]);
         }
-        /* the append kernel wrote what the CPU kernel wrote, where it wrote it */
-        size_t half = (size_t)(kn_kv_bytes(&cref->cfg) / 2);
-        assert_memory_equal(cemu->keys, cref->keys, half);
-        assert_memory_equal(cemu->values, cref->values, half);
+        if (!gpu) { /* the append kernel wrote what the CPU kernel wrote, where it wrote it */
+            size_t half = (size_t)(kn_kv_bytes(&cref->cfg) / 2);
+            assert_memory_equal(cdev->keys, cref->keys, half);
+            assert_memory_equal(cdev->values, cref->values, half);
+        }
         for (int r = 0; r < ROWS; r++) {
             kn_kv_seq_get(cref, seq_ref[r])->len += (uint32_t)seq;
-            kn_kv_seq_get(cemu, seq_emu[r])->len += (uint32_t)seq;
+            kn_kv_seq_get(cdev, seq_dev[r])->len += (uint32_t)seq;
         }
         for (int i = 0; i < 3; i++)
             kn_rt_tensor_free(NULL, in[i]);
     }
-    print_message("5 steps (7, 1, 1, 1, 7 new tokens; final pasts %u and %u): max abs error %.3g\n",
-                  kn_kv_seq_get(cref, seq_ref[0])->len, kn_kv_seq_get(cref, seq_ref[1])->len, worst);
+    print_message("%s: 5 steps (7, 1, 1, 1, 7 new tokens; final pasts %u and %u): max abs error %.3g\n",
+                  gpu ? "GPU" : "emulator", kn_kv_seq_get(cref, seq_ref[0])->len,
+                  kn_kv_seq_get(cref, seq_ref[1])->len, worst);
     free(table);
     kn_kv_destroy(cref);
-    kn_kv_destroy(cemu);
-    for (int i = 0; i < 2; i++) {
-        kn_cu_program_free(&prog[i]);
-        kn_graph_destroy(g[i]);
-    }
+    kn_kv_destroy(cdev);
+    runner_close(&R);
     kn_graph_destroy(ref);
     kn_diag_destroy(d);
     mb_free(b);
+}
+
+static void paged_steps(void **state)
+{
+    (void)state;
+    char err[600];
+    if (!kn_emu_init(err, sizeof err)) {
+        print_message("skipped: the host emulator cannot start: %s\n", err);
+        skip();
+    }
+    run_steps(false);
+}
+
+/* The same on a GPU (--gpu; skipped without one). */
+static void gpu_steps(void **state)
+{
+    (void)state;
+    kn_diag *d = kn_diag_create(NULL, NULL);
+    if (!kn_cuda_available(d)) {
+        print_message("skipped: no GPU: %s\n", kn_diag_size(d) ? kn_diag_message(d, 0, NULL) : "");
+        kn_diag_destroy(d);
+        skip();
+    }
+    kn_diag_destroy(d);
+    run_steps(true);
 }
 
 /* The decode program (with fake PTX images when NVRTC is missing: enough
@@ -555,6 +644,11 @@ int main(int argc, char **argv)
     const struct CMUnitTest mock_tests[] = {
         cmocka_unit_test(mock_session),
     };
+    const struct CMUnitTest gpu_tests[] = {
+        cmocka_unit_test(gpu_steps),
+    };
+    if (argc > 1 && strcmp(argv[1], "--gpu") == 0)
+        return cmocka_run_group_tests_name("cuda_paged_gpu", gpu_tests, NULL, NULL);
     if (argc > 1 && strcmp(argv[1], "--mock") == 0)
         return cmocka_run_group_tests_name("cuda_paged_mock", mock_tests, NULL, NULL);
     return cmocka_run_group_tests_name("cuda_paged", tests, NULL, NULL);
