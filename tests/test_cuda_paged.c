@@ -92,6 +92,7 @@ static Onnx__ModelProto *model(mb *b, bool reference)
         mb_metadata(b, m, key, val);
     }
     mb_metadata(b, m, "kiln.kv.dtype", "float32");
+    mb_metadata(b, m, "kiln.kv.bytes", "262144"); /* 64 blocks x 4 tokens x 2 layers x 2 heads x 32 x 2 x 4 */
     return m;
 }
 
