@@ -436,8 +436,10 @@ static bool parse_u64(const char *v, uint64_t max, uint64_t *out)
     return true;
 }
 
-/* The KV cache's shape: cuda.kv_rows / cuda.kv_tokens (both or neither)
- * and then every kiln.kv.* key the pools need, each checked. */
+/* The KV cache's shape: META cuda.kv_rows / cuda.kv_tokens (both or
+ * neither; as the plan writer stores them, not a model's meta.* key) and
+ * then every kiln.kv.* key the pools need (the model's metadata), each
+ * checked. */
 static kn_status read_kv_meta(rdc *r)
 {
     kn_cuda_plan *p = r->p;
@@ -446,31 +448,30 @@ static kn_status read_kv_meta(rdc *r)
                            "kiln.kv.head_dim", "kiln.kv.block_size", "kiln.kv.blocks", "kiln.kv.max_seq_len"};
     uint32_t *dst[] = {&p->kv_rows,    &p->kv_tokens,     &p->kv_layers, &p->kv_heads,
                        &p->kv_head_dim, &p->kv_block_size, &p->kv_blocks, &p->kv_max_seq_len};
-    const char *dtype = NULL;
-    bool found[8] = {false};
+    const char *val[8] = {NULL}, *dtype = NULL;
     for (uint32_t i = 0; i < m->n_metadata; i++) {
-        const char *key = m->metadata[i].key, *v = m->metadata[i].value;
-        if (strncmp(key, "meta.", 5) == 0)
+        const char *key = m->metadata[i].key;
+        if (strncmp(key, "meta.kiln.kv.", 13) == 0)
             key += 5;
+        else if (strncmp(key, "kiln.kv.", 8) != 0 && strncmp(key, "cuda.kv_", 8) != 0)
+            continue;
         if (strcmp(key, "kiln.kv.dtype") == 0)
-            dtype = v;
-        for (int k = 0; k < 8; k++) {
-            uint64_t x;
-            if (strcmp(key, names[k]) != 0)
-                continue;
-            if (!parse_u64(v, INT32_MAX, &x) || x == 0)
-                return bad(r, "bad %s = '%s'", names[k], v);
-            *dst[k] = (uint32_t)x;
-            found[k] = true;
-        }
+            dtype = m->metadata[i].value;
+        for (int k = 0; k < 8; k++)
+            if (strcmp(key, names[k]) == 0)
+                val[k] = m->metadata[i].value;
     }
-    if (!found[0] && !found[1]) {
-        p->kv_rows = p->kv_tokens = 0;
-        return KN_OK;
-    }
-    for (int k = 0; k < 8; k++)
-        if (!found[k])
+    p->kv_rows = p->kv_tokens = 0;
+    if (!val[0] && !val[1])
+        return KN_OK; /* no step reads the cache */
+    for (int k = 0; k < 8; k++) {
+        uint64_t x;
+        if (!val[k])
             return bad(r, "the steps read the KV cache but %s is missing", names[k]);
+        if (!parse_u64(val[k], INT32_MAX, &x) || x == 0)
+            return bad(r, "bad %s = '%s'", names[k], val[k]);
+        *dst[k] = (uint32_t)x;
+    }
     p->kv_dtype = !dtype || strcmp(dtype, "float32") == 0 ? KN_F32
                   : strcmp(dtype, "float16") == 0         ? KN_F16
                   : strcmp(dtype, "bfloat16") == 0        ? KN_BF16
