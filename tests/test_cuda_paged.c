@@ -11,7 +11,10 @@
  * compared with the CPU executor (runtime/cpu/k_paged_attn.c through
  * kn_cpu_run_kv, causality given as an explicit mask, one row at a time)
  * on a second cache with the same history, within 1e-5, and the pools
- * after each step must be byte-equal. Also: the plan's KV arguments
+ * after each step must be byte-equal. Then a real exported decoder,
+ * tests/models/llama_gqa_tiny at -O2 with its mask removed by hand (causal
+ * = 1), lowered the same way and run for a prompt and 3 greedy decode
+ * steps against a CPU session. Also: the plan's KV arguments
  * through the plan file and runtime/cuda/plan.c's checks, and a mask input
  * refused at compile time (the node cannot run on the host). With --mock
  * (ctest test_cuda_paged_mock): the CUDA session's KV pools, bindings and
@@ -31,7 +34,10 @@
 #include "emu_program.h"
 #include "kiln/cuda.h"
 #include "kiln/runtime.h"
+#include "kiln/session.h"
 #include "model_builder.h"
+#include "passes/passes.h"
+#include "passes/rewrite.h"
 #include "runtime/cpu/exec.h"
 #include "runtime/cuda/plan.h"
 #include "runtime/kv_cache.h"
@@ -402,6 +408,162 @@ static void gpu_steps(void **state)
     run_steps(true);
 }
 
+/* ---- a real exported decoder ---- */
+
+#define LLAMA KN_SOURCE_DIR "/tests/models/llama_gqa_tiny/model.onnx"
+
+/* tests/models/llama_gqa_tiny (an exported Llama: GQA, rotary, RMSNorm,
+ * SwiGLU) through the -O2 pipeline as kiln compile runs it for target cpu
+ * (the kv-cache pass makes its two attentions kiln.PagedAttention with the
+ * attention mask); with `causal`, the mask then removed by hand
+ * (causal = 1; dce drops the mask arithmetic). */
+static kn_graph *llama(bool causal)
+{
+    kn_diag *d = kn_diag_create(NULL, NULL); /* the kv-cache pass's note is expected */
+    kn_graph *g = NULL;
+    assert_int_equal(kn_import_onnx_file(LLAMA, NULL, NULL, d, &g), KN_OK);
+    kn_pipeline_opts po = {true, NULL};
+    assert_int_equal(kn_pipeline_run(g, &po, d), KN_OK);
+    uint32_t n_paged = 0;
+    for (kn_id k = 0; causal && k < g->n_nodes; k++) {
+        kn_node *n = &g->nodes[k];
+        if (n->op != KN_OP_KILN_PagedAttention)
+            continue;
+        assert_true(n->n_inputs == 4 && n->inputs[3] != KN_NONE);
+        n->inputs[3] = KN_NONE;
+        kn_attr a = {0};
+        assert_int_equal(kn_graph_intern_cstr(g, "causal", &a.name), KN_OK);
+        a.kind = KN_ATTR_INT;
+        a.u.i = 1;
+        assert_int_equal(kn_rw_set_attr(g, n, &a), KN_OK);
+        n_paged++;
+    }
+    if (causal) {
+        assert_int_equal(n_paged, 2);
+        assert_int_equal(kn_pass_dce(g, d), KN_OK);
+        assert_int_equal(kn_graph_verify(g, d), KN_OK);
+    }
+    kn_diag_destroy(d);
+    return g;
+}
+
+/* A 7-token prompt and 3 greedy decode steps: the lowered plans (7 and 1
+ * new tokens) under emulation over a scrambled cache against a CPU
+ * session on the -O2 graph with its mask: the last token's logits within
+ * 1e-4 at every step, the same greedy tokens. */
+static void llama_steps(void **state)
+{
+    (void)state;
+    char err[600];
+    if (!kn_emu_init(err, sizeof err)) {
+        print_message("skipped: the host emulator cannot start: %s\n", err);
+        skip();
+    }
+    FILE *f = fopen(LLAMA, "rb");
+    if (!f) {
+        print_message("skipped: %s is missing\n", LLAMA);
+        skip();
+    }
+    fclose(f);
+    kn_diag *d = kn_diag_create(NULL, stderr);
+    kn_graph *g[2];
+    kn_cu_program prog[2];
+    memset(prog, 0, sizeof prog);
+    const int64_t P = 7, vocab = 512;
+    for (int i = 0; i < 2; i++) {
+        g[i] = llama(true);
+        int64_t n = i ? 1 : P;
+        kn_cuda_shape sh[7] = {{"input_ids", 2, {1, n}},
+                               {"attention_mask", 2, {1, n}},
+                               {"position_ids", 2, {1, n}},
+                               {"past_key_values.0.key", 4, {1, 2, 0, 32}},
+                               {"past_key_values.0.value", 4, {1, 2, 0, 32}},
+                               {"past_key_values.1.key", 4, {1, 2, 0, 32}},
+                               {"past_key_values.1.value", 4, {1, 2, 0, 32}}};
+        kn_cuda_lower_stats st;
+        assert_int_equal(kn_cuda_lower(g[i], sh, 7, NULL, d, &prog[i], &st), KN_OK);
+        assert_int_equal(st.nodes_host, 0);
+        assert_true(uses_kernel(&prog[i], i ? "kn_decode_attn" : "kn_flash_attn"));
+        if (kn_nvrtc_version()) {
+            static const uint32_t archs[] = {80, 86, 89, 90};
+            kn_nvrtc_options no = {archs, 4, false, NULL, 0};
+            assert_int_equal(kn_cuda_compile(&prog[i], &no, d, NULL), KN_OK);
+        }
+    }
+    assert_int_equal(g[0]->n_inputs, 7);
+    /* the reference: a CPU session on the graph with the mask */
+    kn_graph *ref = llama(false);
+    kn_session *sess;
+    assert_int_equal(kn_session_create(ref, NULL, NULL, d, &sess), KN_OK);
+    uint32_t sid;
+    assert_int_equal(kn_session_add_sequence(sess, &sid), KN_OK);
+    /* the device side: the plan's cache shape, blocks handed out of order */
+    kn_kv_config cfg = {2, 2, 32, 16, 128, 2048};
+    kn_kv_cache *c;
+    assert_int_equal(kn_kv_create(&cfg, NULL, d, &c), KN_OK);
+    uint32_t junk, row;
+    assert_int_equal(kn_kv_seq_add(c, &junk), KN_OK);
+    assert_int_equal(kn_kv_seq_reserve(c, junk, 40, d), KN_OK);
+    assert_int_equal(kn_kv_seq_add(c, &row), KN_OK);
+    assert_int_equal(kn_kv_seq_free(c, junk), KN_OK);
+    int32_t table[128], past;
+    int64_t tokens[7] = {1, 15, 300, 42, 7, 99, 250};
+    float want[512];
+    double worst = 0;
+    for (int step = 0; step < 4; step++) {
+        int which = step > 0;
+        int64_t n = which ? 1 : P;
+        uint32_t len = kn_kv_seq_get(c, row)->len;
+        assert_int_equal(kn_kv_seq_reserve(c, row, len + (uint32_t)n, d), KN_OK);
+        assert_int_equal(kn_kv_fill_rows(c, &row, 1, 128, table, &past), KN_OK);
+        assert_int_equal(kn_session_forward(sess, sid, tokens, (uint32_t)n, want), KN_OK);
+        kn_rt_tensor *in[7] = {0};
+        int64_t d2[2] = {1, n}, dp[4] = {1, 2, 0, 32};
+        for (int i = 0; i < 3; i++)
+            assert_int_equal(kn_rt_tensor_new(NULL, KN_I64, 2, d2, &in[i]), KN_OK);
+        for (int64_t t = 0; t < n; t++) {
+            ((int64_t *)in[0]->data)[t] = tokens[t];
+            ((int64_t *)in[1]->data)[t] = 1;
+            ((int64_t *)in[2]->data)[t] = len + t;
+        }
+        for (int i = 3; i < 7; i++)
+            assert_int_equal(kn_rt_tensor_new(NULL, KN_F32, 4, dp, &in[i]), KN_OK);
+        kn_emu_kv kv = {c->keys, c->values, (uint64_t)cfg.n_blocks * c->block_elems * 4, table, &past};
+        kn_rt_tensor *out[1] = {0};
+        char msg[2048] = "";
+        if (kn_emu_run_program(g[which], &prog[which], in, out, &kv, msg, sizeof msg) != KN_OK)
+            fail_msg("step %d: %s", step, msg);
+        assert_int_equal(out[0]->numel, n * vocab);
+        const float *got = (const float *)out[0]->data + (n - 1) * vocab;
+        int64_t best = 0, best_ref = 0;
+        for (int64_t v = 0; v < vocab; v++) {
+            double e = fabs((double)got[v] - (double)want[v]);
+            worst = e > worst ? e : worst;
+            best = got[v] > got[best] ? v : best;
+            best_ref = want[v] > want[best_ref] ? v : best_ref;
+        }
+        if (!(worst <= 1e-4))
+            fail_msg("step %d (past %d, %lld tokens): logits differ by %.3g", step, past, (long long)n, worst);
+        assert_int_equal(best, best_ref);
+        kn_kv_seq_get(c, row)->len += (uint32_t)n;
+        tokens[0] = best_ref;
+        for (int i = 0; i < 7; i++)
+            kn_rt_tensor_free(NULL, in[i]);
+        kn_rt_tensor_free(NULL, out[0]);
+    }
+    print_message("llama_gqa_tiny: prompt 7 + 3 greedy steps under emulation, last-token logits within %.3g of the "
+                  "CPU session\n",
+                  worst);
+    kn_kv_destroy(c);
+    kn_session_destroy(sess);
+    kn_graph_destroy(ref);
+    for (int i = 0; i < 2; i++) {
+        kn_cu_program_free(&prog[i]);
+        kn_graph_destroy(g[i]);
+    }
+    kn_diag_destroy(d);
+}
+
 /* The decode program (with fake PTX images when NVRTC is missing: enough
  * to read the plan and for the mock driver) written as a plan. */
 static kn_graph *decode_plan(mb *b, kn_cu_program *prog, char **path)
@@ -639,6 +801,7 @@ int main(int argc, char **argv)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(paged_steps),
+        cmocka_unit_test(llama_steps),
         cmocka_unit_test(plan_round_trip),
         cmocka_unit_test(mask_refused),
     };
