@@ -166,7 +166,21 @@ static int pick(const kn_session *s, uint32_t past, uint32_t left)
     return left == 1 || (uint64_t)past + p->tokens > s->kv->cfg.max_seq_len ? DECODE : PREFILL;
 }
 
+static kn_status run_chunks(kn_session *s, sess_seq *q, const int64_t *ids, uint32_t n);
+
 kn_status kn_session_cuda_forward(kn_session *s, sess_seq *q, const int64_t *ids, uint32_t n, float *logits_out)
+{
+    kn_status st = run_chunks(s, q, ids, n);
+    kn_kv_seq *kq = kn_kv_seq_get(s->kv, q->kv_id);
+    if (st != KN_OK && kq) /* what a failed forward wrote past the sequence is overwritten later */
+        kq->len = q->len;
+    if (st == KN_OK && logits_out)
+        memcpy(logits_out, s->last, (size_t)s->vocab * sizeof(float));
+    return st;
+}
+
+/* The runs of one forward; the cache's length follows each. */
+static kn_status run_chunks(kn_session *s, sess_seq *q, const int64_t *ids, uint32_t n)
 {
     struct kn_session_cuda *c = s->cuda;
     /* the blocks every run will touch, padding included, reserved first:
@@ -212,7 +226,5 @@ kn_status kn_session_cuda_forward(kn_session *s, sess_seq *q, const int64_t *ids
         done += m;
         kq->len = past;
     }
-    if (logits_out)
-        memcpy(logits_out, s->last, (size_t)s->vocab * sizeof(float));
     return KN_OK;
 }
