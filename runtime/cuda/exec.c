@@ -358,13 +358,15 @@ static kn_status alloc_kv(kn_cuda_session *s, kn_diag *d)
         s->kv_borrowed = true;
     } else {
         s->kv_blocks = s->opts.kv_blocks ? s->opts.kv_blocks : p->kv_blocks;
-        size_t es = kn_cuda_gemm_elem_size(p->kv_dtype);
-        s->kv_layer_bytes = (uint64_t)s->kv_blocks * p->kv_heads * p->kv_block_size * p->kv_head_dim * es;
-        uint64_t pool = s->kv_layer_bytes * p->kv_layers;
-        if (s->kv_blocks > INT32_MAX || pool / p->kv_layers != s->kv_layer_bytes || pool > (1ull << 50)) {
+        /* one block of one layer: below 2^52 bytes (kn_cuda_plan_read bounds the plan's cache) */
+        uint64_t per_block = (uint64_t)p->kv_heads * p->kv_block_size * p->kv_head_dim *
+                             kn_cuda_gemm_elem_size(p->kv_dtype);
+        if (s->kv_blocks > INT32_MAX || s->kv_blocks > (1ull << 50) / per_block / p->kv_layers) {
             kn_diag_add(d, KN_ERROR, "%s: a KV cache of %u blocks is too large", p->name, s->kv_blocks);
             return KN_ERR_INVALID;
         }
+        s->kv_layer_bytes = per_block * s->kv_blocks;
+        uint64_t pool = s->kv_layer_bytes * p->kv_layers;
         KN_TRY(device_alloc(s, &s->kv_keys, pool, "the KV cache's keys", d));
         KN_TRY(device_alloc(s, &s->kv_values, pool, "the KV cache's values", d));
     }
