@@ -490,7 +490,8 @@ static void plan_round_trip(void **state)
 }
 
 /* A mask input cannot be lowered, and the node cannot fall back to the
- * host (the cache lives on the device): the compile fails naming it. */
+ * host (the cache lives on the device): the compile fails naming it. So
+ * does a graph without kiln.kv.* metadata. */
 static void mask_refused(void **state)
 {
     (void)state;
@@ -503,6 +504,14 @@ static void mask_refused(void **state)
     assert_int_equal(kn_cuda_lower(g, sh, 4, NULL, d, &prog, NULL), KN_ERR_UNSUPPORTED);
     assert_true(mb_diag_has(d, KN_WARNING, "node 'attn0'", "PagedAttention", "attention mask input"));
     assert_true(mb_diag_has(d, KN_ERROR, "2 nodes cannot run on target cuda"));
+    kn_diag_destroy(d);
+    kn_graph_destroy(g);
+    /* without the kv-cache pass's metadata the cache's shape is unknown */
+    g = mb_import(b, model(b, false));
+    g->info->n_metadata = 0;
+    d = kn_diag_create(NULL, NULL);
+    assert_int_equal(kn_cuda_lower(g, sh, 3, NULL, d, &prog, NULL), KN_ERR_INVALID);
+    assert_true(mb_diag_has(d, KN_ERROR, "node 'attn0'", "no complete kiln.kv.* metadata"));
     kn_diag_destroy(d);
     kn_graph_destroy(g);
     mb_free(b);
