@@ -436,6 +436,12 @@ static void put_cuda(wctx *w, kn_graph *g, const kn_cu_program *p)
     put_kv(w, g, "cuda.images", tmp);
     snprintf(tmp, sizeof tmp, "%llu", (unsigned long long)img_bytes);
     put_kv(w, g, "cuda.image_bytes", tmp);
+    if (p->kv_rows > 0) { /* steps read the session's KV cache */
+        snprintf(tmp, sizeof tmp, "%lld", (long long)p->kv_rows);
+        put_kv(w, g, "cuda.kv_rows", tmp);
+        snprintf(tmp, sizeof tmp, "%lld", (long long)p->kv_tokens);
+        put_kv(w, g, "cuda.kv_tokens", tmp);
+    }
     uint32_t img = 0;
     for (uint32_t k = 0; k < p->n_kernels; k++) {
         const kn_cu_kernel *kk = &p->kernels[k];

@@ -5,7 +5,7 @@
 
 #include <string.h>
 
-kn_status kn_kv_create(const kn_kv_config *cfg, const kn_allocator *a, kn_diag *d, kn_kv_cache **out)
+static kn_status create(const kn_kv_config *cfg, const kn_allocator *a, kn_diag *d, bool pools, kn_kv_cache **out)
 {
     *out = NULL;
     if (!a)
@@ -31,10 +31,12 @@ kn_status kn_kv_create(const kn_kv_config *cfg, const kn_allocator *a, kn_diag *
     c->a = a;
     c->cfg = *cfg;
     c->block_elems = (size_t)cfg->kv_heads * cfg->block_size * cfg->head_dim;
-    c->keys = kn_mem_alloc(a, (size_t)(bytes / 2));
-    c->values = kn_mem_alloc(a, (size_t)(bytes / 2));
+    if (pools) {
+        c->keys = kn_mem_alloc(a, (size_t)(bytes / 2));
+        c->values = kn_mem_alloc(a, (size_t)(bytes / 2));
+    }
     c->free_ids = kn_mem_alloc(a, (size_t)cfg->n_blocks * sizeof *c->free_ids);
-    if (!c->keys || !c->values || !c->free_ids) {
+    if ((pools && (!c->keys || !c->values)) || !c->free_ids) {
         kn_kv_destroy(c);
         kn_diag_add(d, KN_ERROR, "KV cache: cannot allocate %llu bytes", (unsigned long long)bytes);
         return KN_ERR_NOMEM;
@@ -44,6 +46,30 @@ kn_status kn_kv_create(const kn_kv_config *cfg, const kn_allocator *a, kn_diag *
         c->free_ids[i] = cfg->n_blocks - 1 - i;
     c->n_free = cfg->n_blocks;
     *out = c;
+    return KN_OK;
+}
+
+kn_status kn_kv_create(const kn_kv_config *cfg, const kn_allocator *a, kn_diag *d, kn_kv_cache **out)
+{
+    return create(cfg, a, d, true, out);
+}
+
+kn_status kn_kv_create_tables(const kn_kv_config *cfg, const kn_allocator *a, kn_diag *d, kn_kv_cache **out)
+{
+    return create(cfg, a, d, false, out);
+}
+
+kn_status kn_kv_fill_rows(kn_kv_cache *c, const uint32_t *seq_ids, uint32_t n_rows, uint32_t max_blocks,
+                          int32_t *table, int32_t *past)
+{
+    for (uint32_t r = 0; r < n_rows; r++) {
+        const kn_kv_seq *s = kn_kv_seq_get(c, seq_ids[r]);
+        if (!s || s->n_blocks > max_blocks)
+            return KN_ERR_INVALID;
+        for (uint32_t j = 0; j < max_blocks; j++)
+            table[(size_t)r * max_blocks + j] = j < s->n_blocks ? (int32_t)s->blocks[j] : 0;
+        past[r] = (int32_t)s->len;
+    }
     return KN_OK;
 }
 

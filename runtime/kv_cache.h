@@ -33,7 +33,7 @@ typedef struct kn_kv_cache {
     const kn_allocator *a;
     kn_kv_config cfg;
     size_t block_elems;  /* floats of one block of one layer: kv_heads * block_size * head_dim */
-    float *keys;         /* [layer][block][kv head][slot][dim] */
+    float *keys;         /* [layer][block][kv head][slot][dim]; NULL from kn_kv_create_tables */
     float *values;       /* same layout */
     uint32_t *free_ids;  /* free block ids (a stack) */
     uint32_t n_free;
@@ -90,6 +90,16 @@ static inline uint64_t kn_kv_bytes(const kn_kv_config *cfg)
  * the size overflows, KN_ERR_NOMEM. */
 kn_status kn_kv_create(const kn_kv_config *cfg, const kn_allocator *a, kn_diag *d, kn_kv_cache **out);
 void kn_kv_destroy(kn_kv_cache *c);
+/* kn_kv_create without host pools (keys and values NULL; kn_kv_at must not
+ * be used): the blocks and tables of a cache whose pools live elsewhere,
+ * such as a CUDA session's device pools (kn_cuda_session_run_kv). */
+kn_status kn_kv_create_tables(const kn_kv_config *cfg, const kn_allocator *a, kn_diag *d, kn_kv_cache **out);
+/* A run's rows as the CUDA session takes them (kn_cuda_kv_binding): the
+ * block table int32 [n_rows, max_blocks] of sequences seq_ids (unused
+ * entries 0) and their lengths int32 [n_rows] as the past. KN_ERR_INVALID
+ * for a bad id or a sequence holding more than max_blocks blocks. */
+kn_status kn_kv_fill_rows(kn_kv_cache *c, const uint32_t *seq_ids, uint32_t n_rows, uint32_t max_blocks,
+                          int32_t *table, int32_t *past);
 
 /* A new empty sequence (reuses freed ids). KN_ERR_NOMEM. */
 kn_status kn_kv_seq_add(kn_kv_cache *c, uint32_t *id);

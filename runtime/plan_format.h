@@ -147,6 +147,19 @@ enum {
     KN_CU_ARG_PARAMS,      /* bytes from PARAMS passed by value */
     KN_CU_ARG_HOST_IN,     /* HOST steps: slot holding graph value `size` (a value the node reads) */
     KN_CU_ARG_HOST_OUT,    /* HOST steps: slot receiving graph value `size` (a node output) */
+    KN_CU_ARG_KV,          /* a device pointer into the session's KV cache: `slot` is a KN_CU_KV_*,
+                            * `offset` the layer (KEYS/VALUES: the pointer is that layer's first
+                            * block; 0 for TABLE/PAST), `size` 0. Plans with such arguments carry
+                            * META cuda.kv_rows and cuda.kv_tokens and the kiln.kv.* cache shape */
+};
+
+/* What a KN_CU_ARG_KV argument points at (docs/plan-format.md). */
+enum {
+    KN_CU_KV_KEYS = 0,     /* the key pool [layer][block][kv head][slot][head dim], kiln.kv.dtype */
+    KN_CU_KV_VALUES,       /* the value pool, same layout */
+    KN_CU_KV_TABLE,        /* int32 [cuda.kv_rows, ceil(max_seq_len / block_size)] block ids per row */
+    KN_CU_KV_PAST,         /* int32 [cuda.kv_rows]: tokens each row's sequence held before the run */
+    KN_CU_KV_COUNT
 };
 
 typedef struct kn_plan_cu_kernel {

@@ -156,6 +156,12 @@ static kn_status paged_config(kn_session *s, const kn_session_options *o, kn_kv_
 kn_status kn_session_create(const kn_graph *plan, const kn_session_options *o, const kn_allocator *a, kn_diag *d,
                             kn_session **out)
 {
+    return kn_session_create_on(plan, o, a, d, true, out);
+}
+
+kn_status kn_session_create_on(const kn_graph *plan, const kn_session_options *o, const kn_allocator *a, kn_diag *d,
+                               bool host_pools, kn_session **out)
+{
     *out = NULL;
     static const kn_session_options none = {0};
     if (!o)
@@ -177,7 +183,7 @@ kn_status kn_session_create(const kn_graph *plan, const kn_session_options *o, c
         kn_kv_config cfg = {0};
         st = paged_config(s, o, &cfg);
         if (st == KN_OK)
-            st = kn_kv_create(&cfg, a, d, &s->kv);
+            st = host_pools ? kn_kv_create(&cfg, a, d, &s->kv) : kn_kv_create_tables(&cfg, a, d, &s->kv);
         if (st == KN_OK)
             s->max_seq_len = cfg.max_seq_len;
     } else if (st == KN_OK) {
@@ -210,6 +216,7 @@ void kn_session_destroy(kn_session *s)
 {
     if (!s)
         return;
+    kn_session_cuda_free(s);
     for (uint32_t i = 0; i < s->n_seqs; i++) {
         seq_clear(s, &s->seqs[i]);
         kn_mem_free(s->a, s->seqs[i].past);
@@ -362,6 +369,19 @@ static kn_status make_inputs(kn_session *s, sess_seq *q, const int64_t *ids, uin
     return KN_OK;
 }
 
+kn_status kn_session_keep_logits(kn_session *s, int64_t v)
+{
+    if (s->vocab == 0)
+        s->vocab = (uint32_t)v;
+    if (s->cap_last < v) {
+        float *p = kn_mem_realloc(s->a, s->last, (size_t)v * sizeof *p);
+        if (!p)
+            return KN_ERR_NOMEM;
+        s->last = p, s->cap_last = (uint32_t)v;
+    }
+    return KN_OK;
+}
+
 /* Runs n tokens (the whole history in no-cache mode) and keeps the cache. */
 static kn_status run_tokens(kn_session *s, sess_seq *q, const int64_t *ids, uint32_t n, uint32_t past,
                             float *logits_out)
@@ -392,18 +412,8 @@ static kn_status run_tokens(kn_session *s, sess_seq *q, const int64_t *ids, uint
         kn_diag_add(s->d, KN_ERROR, "%s: logits must be float32 [1, %u, vocab]", s->file, n);
         st = KN_ERR_INVALID;
     }
-    if (st == KN_OK) {
-        int64_t v = lg->dims[lg->rank - 1];
-        if (s->vocab == 0)
-            s->vocab = (uint32_t)v;
-        if (s->cap_last < v) {
-            float *p = kn_mem_realloc(s->a, s->last, (size_t)v * sizeof *p);
-            if (!p)
-                st = KN_ERR_NOMEM;
-            else
-                s->last = p, s->cap_last = (uint32_t)v;
-        }
-    }
+    if (st == KN_OK)
+        st = kn_session_keep_logits(s, lg->dims[lg->rank - 1]);
     if (st == KN_OK) {
         int64_t v = lg->dims[lg->rank - 1];
         memcpy(s->last, (const float *)lg->data + (size_t)(n - 1) * (size_t)v, (size_t)v * sizeof(float));
@@ -448,8 +458,9 @@ kn_status kn_session_forward(kn_session *s, uint32_t seq, const int64_t *tokens,
     KN_TRY(kn_mem_grow(s->a, (void **)&q->hist, &q->cap_hist, q->len + n, sizeof *q->hist));
     memcpy(q->hist + q->len, tokens, n * sizeof *tokens);
     bool recompute = s->no_cache || s->cache == KN_CACHE_NONE;
-    kn_status st = recompute ? run_tokens(s, q, q->hist, q->len + n, 0, logits_out)
-                             : run_tokens(s, q, tokens, n, q->len, logits_out);
+    kn_status st = s->cuda   ? kn_session_cuda_forward(s, q, tokens, n, logits_out)
+                   : recompute ? run_tokens(s, q, q->hist, q->len + n, 0, logits_out)
+                               : run_tokens(s, q, tokens, n, q->len, logits_out);
     if (st == KN_OK)
         q->len += n;
     return st;

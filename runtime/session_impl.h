@@ -44,7 +44,20 @@ struct kn_session {
     uint32_t n_seqs, cap_seqs;
     float *last;           /* the last forward's last-token logits (vocab floats) */
     uint32_t cap_last;
+    struct kn_session_cuda *cuda; /* the CUDA backend (session_cuda.c), else NULL: the CPU */
 };
+
+/* The CPU session's setup over `plan` (kn_session_create); with
+ * host_pools false the paged cache keeps tables only (its pools live on a
+ * device). */
+kn_status kn_session_create_on(const kn_graph *plan, const kn_session_options *o, const kn_allocator *a, kn_diag *d,
+                               bool host_pools, kn_session **out);
+/* The CUDA backend's forward of n tokens after the q->len cached ones
+ * (session_cuda.c), and its teardown. */
+kn_status kn_session_cuda_forward(kn_session *s, sess_seq *q, const int64_t *ids, uint32_t n, float *logits_out);
+void kn_session_cuda_free(kn_session *s);
+/* s->last holds at least v floats; s->vocab set on first use. */
+kn_status kn_session_keep_logits(kn_session *s, int64_t v);
 
 /* Metadata `key` of the plan (also as a plan stores it: meta.KEY), or NULL. */
 const char *kn_session_meta(const kn_graph *g, const char *key);

@@ -28,6 +28,13 @@ step "CUDA runtime tests against the CPU backend (test_cuda_runtime --gpu)"
 timeout 180 "$G/bin/test_cuda_runtime" --gpu >"$OUT/gpu-tests.log" 2>&1
 say "  exit $?: $(grep -E 'PASSED|FAILED|SKIPPED' "$OUT/gpu-tests.log" | tail -2 | tr '\n' ' ')"
 
+step "kiln.PagedAttention plans over the device KV cache against the CPU (test_cuda_paged --gpu)"
+timeout 120 "$G/bin/test_cuda_paged" --gpu >"$OUT/paged-gpu.log" 2>&1
+say "  exit $?: $(grep -E 'max abs error|PASSED|FAILED|SKIPPED' "$OUT/paged-gpu.log" | tail -3 | tr '\n' ' ')"
+step "the CUDA decoder session (kn_session_create_cuda) against the CPU session (test_cuda_decoder --gpu)"
+timeout 120 "$G/bin/test_cuda_decoder" --gpu >"$OUT/decoder-gpu.log" 2>&1
+say "  exit $?: $(grep -E 'GPU session|PASSED|FAILED|SKIPPED' "$OUT/decoder-gpu.log" | tail -3 | tr '\n' ' ')"
+
 step "conformance on the CUDA backend, fp32 (same criteria as the CPU)"
 for suite in node simple models samples; do
     [ -d "$D/$suite" ] || continue

@@ -51,7 +51,7 @@ kn_status kn_compile_mark_attention(kn_graph *g, int64_t mode)
 {
     for (uint32_t i = 0; i < g->n_nodes; i++) {
         kn_node *n = &g->nodes[i];
-        if (n->op != KN_OP_Attention)
+        if (n->op != KN_OP_Attention && n->op != KN_OP_KILN_PagedAttention)
             continue;
         kn_attr *a = kn_graph_alloc(g, ((size_t)n->n_attrs + 1) * sizeof *a);
         if (!a)

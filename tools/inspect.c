@@ -295,6 +295,9 @@ static void print_text(const kn_graph *g, const kn_graph_stats *st)
         printf("cuda:        %s kernels x archs %s = %s images (%s bytes), %s steps\n", meta(m, "cuda.kernels"),
                meta(m, "cuda.archs"), meta(m, "cuda.images"), meta(m, "cuda.image_bytes"), meta(m, "cuda.steps"));
         printf("memory:      planned pool %s (naive sum of activations %s)\n", b1, b2);
+        if (meta(m, "cuda.kv_rows"))
+            printf("cuda kv:     the steps read the session's device KV cache: %s sequences x %s new tokens per run\n",
+                   meta(m, "cuda.kv_rows"), meta(m, "cuda.kv_tokens") ? meta(m, "cuda.kv_tokens") : "?");
     }
     text_kv(m);
     text_io(g, g->inputs, g->n_inputs, "inputs");

@@ -1,4 +1,4 @@
-/* Attention kernels for target cuda (codegen/cuda/e_flash_attn.c,
+/* Attention kernels for target cuda (codegen/cuda/e_fused_attn.c,
  * e_paged_attn.c): CUDA C source generators and the parameter structs the
  * kernels take by value (same layout on host and device: 8-byte fields,
  * then 4-byte ones). Used by the Attention emitter and by kiln-attn-check

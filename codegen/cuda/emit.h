@@ -60,12 +60,19 @@ typedef enum kn_emit_arg_kind {
     KN_ARG_OUT,      /* device pointer to output `index` */
     KN_ARG_SCRATCH,  /* device pointer to scratch shared by the node's steps */
     KN_ARG_PARAMS,   /* `size` bytes at `data` passed by value (a POD struct) */
+    KN_ARG_KV,       /* device pointer into the run's KV cache (owned by the CUDA session) */
 } kn_emit_arg_kind;
 
 /* IN/OUT: device pointer to tensor `index` plus `offset` bytes.
  * SCRATCH: `size` bytes of device scratch; the same `index` names the same
  * buffer in every step of the node (so one step can fill what the next
- * reads), `offset` bytes in. PARAMS: `size` bytes at `data`, by value. */
+ * reads), `offset` bytes in. PARAMS: `size` bytes at `data`, by value.
+ * KV: `index` is a KN_CU_KV_* (runtime/plan_format.h): KEYS / VALUES point
+ * at the first block of layer `offset` of the session's pools (layout of
+ * runtime/kv_cache.c, dtype kiln.kv.dtype), TABLE at the run's int32 block
+ * table [rows, ceil(max_seq_len / block_size)], PAST at its int32 past
+ * lengths [rows]; the emitter declares rows and new tokens first with
+ * kn_emit_kv_shape. */
 typedef struct kn_emit_arg {
     kn_emit_arg_kind kind;
     uint32_t index;
@@ -99,6 +106,16 @@ typedef struct kn_emit_gemm {
 } kn_emit_gemm;
 
 kn_status kn_emit_gemm_step(kn_emit *e, const kn_emit_gemm *g);
+
+/* The node reads the run's KV cache for `rows` sequences (the batch) that
+ * each get `tokens` new tokens per run. Every such node of a plan must
+ * agree (the session uploads one block table and one past-length array
+ * per run); KN_ERR_UNSUPPORTED with a message otherwise. */
+kn_status kn_emit_kv_shape(kn_emit *e, int64_t rows, int64_t tokens);
+
+/* A model metadata value (as kiln compile keeps it, or "meta."-prefixed as
+ * a plan stores it), or NULL: e.g. the kv-cache pass's kiln.kv.* keys. */
+const char *kn_emit_meta(const kn_emit *e, const char *key);
 
 /* Output `out` shares input `in`'s bytes (same byte size): no step. */
 kn_status kn_emit_alias(kn_emit *e, uint32_t out, uint32_t in);

@@ -5,6 +5,7 @@
  * emitter into kernels and steps, and plans device memory (one pool,
  * offsets from lifetimes). */
 #include "codegen/cuda/lower.h"
+#include "codegen/cuda/probe_kv.h"
 #include "codegen/cuda/program.h"
 #include "ir/arena.h"
 #include "ir/stats.h"
@@ -392,6 +393,14 @@ static kn_status make_arg(kn_emit *e, const kn_emit_arg *a, kn_cu_arg *out)
         touch(L, out->slot, step_index(L));
         return KN_OK;
     }
+    case KN_ARG_KV:
+        if (a->index >= KN_CU_KV_COUNT || L->p->kv_rows <= 0 || (a->index >= KN_CU_KV_TABLE && a->offset))
+            return kn_emit_fail(e, KN_ERR_INTERNAL, "bad KV cache argument %u (layer %llu)", a->index,
+                                (unsigned long long)a->offset);
+        out->kind = KN_CU_ARG_KV;
+        out->slot = a->index;
+        out->offset = a->offset;
+        return KN_OK;
     case KN_ARG_PARAMS:
         out->kind = KN_CU_ARG_PARAMS;
         out->offset = put_params(L, a->data, a->size);
@@ -399,6 +408,35 @@ static kn_status make_arg(kn_emit *e, const kn_emit_arg *a, kn_cu_arg *out)
         return L->status;
     }
     return kn_emit_fail(e, KN_ERR_INTERNAL, "bad argument kind %d", (int)a->kind);
+}
+
+kn_status kn_emit_kv_shape(kn_emit *e, int64_t rows, int64_t tokens)
+{
+    kn_cu_program *p = e->L->p;
+    if (rows <= 0 || tokens <= 0 || rows > INT32_MAX || tokens > INT32_MAX)
+        return kn_emit_fail(e, KN_ERR_INVALID, "KV cache: %lld rows of %lld new tokens", (long long)rows,
+                            (long long)tokens);
+    if (p->kv_rows && (p->kv_rows != rows || p->kv_tokens != tokens))
+        return kn_emit_fail(e, KN_ERR_UNSUPPORTED,
+                            "reads the KV cache for %lld rows of %lld new tokens, another node for %lld of %lld: a "
+                            "plan runs one batch shape",
+                            (long long)rows, (long long)tokens, (long long)p->kv_rows, (long long)p->kv_tokens);
+    p->kv_rows = rows;
+    p->kv_tokens = tokens;
+    return KN_OK;
+}
+
+const char *kn_emit_meta(const kn_emit *e, const char *key)
+{
+    const kn_model_info *m = e->L->g->info;
+    for (uint32_t i = 0; m && i < m->n_metadata; i++) {
+        const char *k = m->metadata[i].key;
+        if (strncmp(k, "meta.", 5) == 0)
+            k += 5;
+        if (strcmp(k, key) == 0)
+            return m->metadata[i].value;
+    }
+    return NULL;
 }
 
 static kn_status push_step(lower *L, const kn_cu_step *s)
@@ -534,6 +572,7 @@ kn_status kn_emit_alias(kn_emit *e, uint32_t out, uint32_t in)
 
 typedef struct probe_ctx {
     lower *L;
+    kn_probe_kv *kv; /* graphs with kiln.PagedAttention, else NULL */
 } probe_ctx;
 
 static void observe(void *ctx, const kn_graph *g, kn_id v, const kn_rt_tensor *t)
@@ -542,6 +581,10 @@ static void observe(void *ctx, const kn_graph *g, kn_id v, const kn_rt_tensor *t
     lower *L = pc->L;
     if (g != L->g || L->probe[v] || L->status != KN_OK)
         return;
+    if (pc->kv && kn_probe_kv_see(pc->kv, v, t) != KN_OK) {
+        L->status = KN_ERR_NOMEM;
+        return;
+    }
     if (kn_rt_tensor_clone(L->a, t, &L->probe[v]) != KN_OK)
         L->status = KN_ERR_NOMEM;
 }
@@ -623,9 +666,12 @@ static kn_status probe(lower *L, const kn_cuda_shape *shapes, uint32_t n_shapes,
             s = KN_ERR_NOMEM;
     }
     if (s == KN_OK) {
-        probe_ctx pc = {L};
-        s = kn_cpu_run_observed(g, L->a, L->d, (const kn_rt_tensor *const *)ins, g->n_inputs, outs, g->n_outputs,
-                                observe, &pc);
+        probe_ctx pc = {L, NULL};
+        s = kn_probe_kv_create(g, L->a, ins, &pc.kv);
+        if (s == KN_OK)
+            s = kn_cpu_run_kv(g, L->a, L->d, (const kn_rt_tensor *const *)ins, g->n_inputs, outs, g->n_outputs,
+                              observe, &pc, kn_probe_kv_run(pc.kv));
+        kn_probe_kv_destroy(pc.kv);
         if (s == KN_OK)
             s = L->status;
         if (s != KN_OK && s != KN_ERR_NOMEM)
@@ -1098,12 +1144,19 @@ static kn_status lower_graph(lower *L, const kn_cuda_shape *shapes, uint32_t n_s
         L->slot_of[v] = KN_NONE;
     for (kn_id k = 0; k < g->n_nodes; k++) {
         kn_status s = emit_node(L, k);
+        if (s == KN_ERR_UNSUPPORTED && g->nodes[k].op == KN_OP_KILN_PagedAttention) {
+            /* the cache lives on the device: the CPU backend cannot run it inside the session */
+            L->n_unsupported++;
+            continue;
+        }
         if (s == KN_ERR_UNSUPPORTED) { /* no emitter, or one that does not handle this case */
             st->nodes_host++;
             s = host_step(L, k);
         }
         KN_TRY(s);
     }
+    if (L->n_unsupported)
+        return KN_ERR_UNSUPPORTED;
     L->p->outputs = kn_mem_alloc(L->a, ((size_t)g->n_outputs + 1) * sizeof *L->p->outputs);
     if (!L->p->outputs)
         return KN_ERR_NOMEM;

@@ -42,8 +42,8 @@ typedef struct kn_cu_slot {
 
 typedef struct kn_cu_arg {
     uint32_t kind;      /* KN_CU_ARG_* */
-    uint32_t slot;      /* SLOT */
-    uint64_t offset;    /* SLOT: byte offset into the slot; PARAMS: offset in the params blob */
+    uint32_t slot;      /* SLOT; KV: a KN_CU_KV_* */
+    uint64_t offset;    /* SLOT: byte offset into the slot; PARAMS: offset in the params blob; KV: the layer */
     uint64_t size;      /* PARAMS: bytes */
 } kn_cu_arg;
 
@@ -73,6 +73,8 @@ typedef struct kn_cu_program {
     uint32_t n_outputs;
     uint64_t pool_bytes;   /* planned activation pool */
     uint64_t naive_bytes;  /* sum of all activation sizes (no reuse) */
+    int64_t kv_rows;       /* steps read the KV cache (KN_CU_ARG_KV): its rows per run, else 0 */
+    int64_t kv_tokens;     /* and the new tokens per row and run */
     uint32_t archs[8];     /* compiled archs, KN_CU_ARCH_PTX last */
     uint32_t n_archs;
 } kn_cu_program;

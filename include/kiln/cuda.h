@@ -8,6 +8,7 @@
 #include "kiln/kiln.h"
 
 #include <stdbool.h>
+#include <stdint.h>
 
 #ifdef __cplusplus
 extern "C" {
@@ -26,12 +27,19 @@ bool kn_cuda_available(kn_diag *d);
  * code: the target-cuda sections. False for other graphs. */
 bool kn_cuda_plan_has_code(const kn_graph *plan_graph);
 
+struct kn_cuda_session;
+
 typedef struct kn_cuda_options {
     int device;          /* ordinal, 0 = the first GPU */
     bool timing;         /* time each run's phases with events (kn_cuda_session_timing) */
     bool profile_steps;  /* also time every step (kn_cuda_session_step_ms); implies timing */
     bool sync_each_step; /* synchronise after each step so that an asynchronous
                           * fault names its node (slow; for debugging) */
+    uint32_t kv_blocks;  /* plans with kiln.PagedAttention: blocks in the device KV pools
+                          * (0: the plan's kiln.kv.blocks) */
+    const struct kn_cuda_session *kv_shared; /* use this session's device KV pools instead of new
+                          * ones (same device and kiln.kv.* shape, e.g. a prefill and a decode
+                          * plan of one model; it must outlive this session) */
 } kn_cuda_options;
 
 typedef struct kn_cuda_session kn_cuda_session;
@@ -55,7 +63,8 @@ kn_status kn_cuda_session_create(const kn_graph *plan_graph, const void *plan_by
                                  const kn_cuda_options *opts, const kn_allocator *a, kn_diag *d,
                                  kn_cuda_session **out);
 
-/* Runs the plan once: checks the inputs' dtypes and shapes against the
+/* Runs the plan once (a plan without KV cache steps: see
+ * kn_cuda_session_run_kv): checks the inputs' dtypes and shapes against the
  * shapes it was compiled for, copies them in, runs the steps in order on
  * the session's stream, copies the outputs back and synchronises.
  * inputs[i] binds the graph's input i (borrowed); outputs[i] receive new
@@ -66,6 +75,46 @@ kn_status kn_cuda_session_create(const kn_graph *plan_graph, const void *plan_by
  * time per session. */
 kn_status kn_cuda_session_run(kn_cuda_session *s, const kn_rt_tensor *const *inputs, uint32_t n_in,
                               kn_rt_tensor **outputs, uint32_t n_out, kn_diag *d);
+
+/* The device KV cache of a session whose plan reads it (kiln.PagedAttention
+ * lowered for target cuda): two pools (keys, values) in runtime/kv_cache.c's
+ * layout [layer][block][kv head][slot][head dim], allocated once at
+ * creation, and per run a block table and past lengths for `rows`
+ * sequences that each get `tokens` new tokens. */
+typedef struct kn_cuda_kv_info {
+    uint32_t rows, tokens;   /* sequences per run; new tokens per sequence and run */
+    uint32_t layers, kv_heads, head_dim, block_size;
+    uint32_t max_seq_len;    /* tokens a sequence may hold */
+    uint32_t max_blocks;     /* block table row length: ceil(max_seq_len / block_size) */
+    uint32_t blocks;         /* blocks in the session's pools */
+    kn_dtype dtype;          /* of the pools */
+    uint64_t bytes;          /* device bytes of both pools */
+} kn_cuda_kv_info;
+
+/* KN_OK and the cache's shape; KN_ERR_INVALID when the plan does not read
+ * a KV cache. */
+kn_status kn_cuda_session_kv_info(const kn_cuda_session *s, kn_cuda_kv_info *out);
+
+/* One run's view of the cache: host arrays (borrowed for the call), copied
+ * to the device before the steps. The caller owns block allocation (e.g.
+ * a kn_kv_cache made without host pools) and has reserved blocks for
+ * past[r] + tokens positions of every row; after the run the rows hold
+ * `tokens` more. */
+typedef struct kn_cuda_kv_binding {
+    const int32_t *block_table; /* [n_rows, max_blocks]: row r's block ids in position order */
+    const int32_t *past;        /* [n_rows]: tokens row r's sequence held before this run */
+    uint32_t n_rows;            /* kn_cuda_kv_info.rows */
+    uint32_t max_blocks;        /* kn_cuda_kv_info.max_blocks */
+} kn_cuda_kv_binding;
+
+/* kn_cuda_session_run for a plan that reads the KV cache (kn_cuda_session_run
+ * refuses such a plan). Before anything is enqueued, every row is checked:
+ * past + tokens within max_seq_len and every block id it uses below
+ * `blocks` (KN_ERR_INVALID naming the row), so no kernel reads or writes
+ * outside the pools. Other statuses as kn_cuda_session_run. */
+kn_status kn_cuda_session_run_kv(kn_cuda_session *s, const kn_rt_tensor *const *inputs, uint32_t n_in,
+                                 kn_rt_tensor **outputs, uint32_t n_out, const kn_cuda_kv_binding *kv,
+                                 kn_diag *d);
 
 /* Device times of the last run, in milliseconds (opts.timing). */
 typedef struct kn_cuda_timing {

@@ -55,6 +55,24 @@ typedef struct kn_session_info {
  * KN_ERR_LIMIT, KN_ERR_NOMEM, with messages in d. `o` and `a` may be NULL. */
 kn_status kn_session_create(const kn_graph *plan, const kn_session_options *o, const kn_allocator *a, kn_diag *d,
                             kn_session **out);
+
+/* A session on the CUDA backend (runtime/session_cuda.c) over a decoder
+ * compiled for target cuda twice, whose kiln.PagedAttention steps read the
+ * session's device KV cache (causal, no mask): `prefill` for [1, P] new
+ * tokens and `decode` for [1, 1] (graphs from kn_plan_load; they must stay
+ * alive while the session does). The host keeps the block tables; a
+ * forward of n tokens runs prefill chunks of P (the last one padded: the
+ * causal attention keeps padding out of the real tokens, and later tokens
+ * overwrite it in the cache), then the decode plan for a single token.
+ * Inputs as for kn_session_create; the plans' attention_mask and past*
+ * inputs are filled with their compiled shapes (the graphs must not need
+ * them: the mask replaced by the causal flag). Options: max_seq_len at
+ * most the plans', block_size 0 or the plans', no_cache unsupported;
+ * kv_cache_mem sizes the device pools. KN_ERR_INVALID (plans that do not
+ * fit together or this interface), KN_ERR_UNSUPPORTED (no GPU, no CUDA
+ * code), KN_ERR_NOMEM, with messages in d. */
+kn_status kn_session_create_cuda(const kn_graph *prefill, const kn_graph *decode, const kn_session_options *o,
+                                 const kn_allocator *a, kn_diag *d, kn_session **out);
 void kn_session_destroy(kn_session *s);
 void kn_session_get_info(const kn_session *s, kn_session_info *out);
 

@@ -42,6 +42,21 @@ kn_status kn_cuda_session_run(kn_cuda_session *s, const kn_rt_tensor *const *inp
     return KN_ERR_UNSUPPORTED;
 }
 
+kn_status kn_cuda_session_run_kv(kn_cuda_session *s, const kn_rt_tensor *const *inputs, uint32_t n_in,
+                                 kn_rt_tensor **outputs, uint32_t n_out, const kn_cuda_kv_binding *kv,
+                                 kn_diag *d)
+{
+    (void)kv;
+    return kn_cuda_session_run(s, inputs, n_in, outputs, n_out, d);
+}
+
+kn_status kn_cuda_session_kv_info(const kn_cuda_session *s, kn_cuda_kv_info *out)
+{
+    (void)s;
+    memset(out, 0, sizeof *out);
+    return KN_ERR_INVALID;
+}
+
 kn_status kn_cuda_session_timing(const kn_cuda_session *s, kn_cuda_timing *out)
 {
     (void)s;
@@ -99,6 +114,12 @@ struct kn_cuda_session {
     CUevent *step_ev;          /* n_steps + 1 (profile_steps) */
     float *step_ms;
     uint32_t *step_node;
+    /* the KV cache (plan.kv_rows > 0): pools, per-run table and past lengths */
+    CUdeviceptr kv_keys, kv_values, kv_table, kv_past;
+    uint64_t kv_layer_bytes;   /* one layer of one pool */
+    uint32_t kv_blocks;        /* blocks in the pools */
+    uint64_t kv_stage;         /* offset of the table, then the past lengths, in pin_in */
+    bool kv_borrowed;          /* the pools are opts.kv_shared's */
     kn_cuda_timing timing;
     bool has_timing;
     bool broken;               /* a device fault: the context cannot be used again */
@@ -192,7 +213,7 @@ static kn_status check_params(kn_cuda_session *s, uint32_t si, const char *what,
         if (i >= st->n_args)
             continue;
         const kn_plan_cu_arg *a = &s->plan.args[st->first_arg + i];
-        uint64_t given = a->kind == KN_CU_ARG_SLOT ? sizeof(CUdeviceptr) : a->size;
+        uint64_t given = a->kind == KN_CU_ARG_SLOT || a->kind == KN_CU_ARG_KV ? sizeof(CUdeviceptr) : a->size;
         if (given != size) {
             kn_diag_add(d, KN_ERROR, "%s: %s: kernel '%s' parameter %u is %zu bytes, the plan passes %llu",
                         s->plan.name, what, entry, i, size, (unsigned long long)given);
@@ -314,6 +335,57 @@ static kn_status place_memory(kn_cuda_session *s, kn_diag *d)
     return st;
 }
 
+/* The KV pools (both of the plan's shape, opts.kv_blocks blocks or the
+ * plan's; or opts.kv_shared's), the block table and the past lengths,
+ * allocated once. */
+static kn_status alloc_kv(kn_cuda_session *s, kn_diag *d)
+{
+    const kn_cuda_plan *p = &s->plan;
+    if (!p->kv_rows)
+        return KN_OK;
+    const kn_cuda_session *o = s->opts.kv_shared;
+    if (o) { /* the other session's pools: the same cache shape on the same device */
+        const kn_cuda_plan *q = &o->plan;
+        if (!q->kv_rows || o->dev != s->dev || q->kv_layers != p->kv_layers || q->kv_heads != p->kv_heads ||
+            q->kv_head_dim != p->kv_head_dim || q->kv_block_size != p->kv_block_size ||
+            q->kv_max_seq_len != p->kv_max_seq_len || q->kv_dtype != p->kv_dtype) {
+            kn_diag_add(d, KN_ERROR, "%s: cannot share the KV cache of %s: another device or cache shape", p->name,
+                        q->name ? q->name : "a session");
+            return KN_ERR_INVALID;
+        }
+        s->kv_keys = o->kv_keys, s->kv_values = o->kv_values;
+        s->kv_blocks = o->kv_blocks, s->kv_layer_bytes = o->kv_layer_bytes;
+        s->kv_borrowed = true;
+    } else {
+        s->kv_blocks = s->opts.kv_blocks ? s->opts.kv_blocks : p->kv_blocks;
+        /* one block of one layer: below 2^52 bytes (kn_cuda_plan_read bounds the plan's cache) */
+        uint64_t per_block = (uint64_t)p->kv_heads * p->kv_block_size * p->kv_head_dim *
+                             kn_cuda_gemm_elem_size(p->kv_dtype);
+        if (s->kv_blocks > INT32_MAX || s->kv_blocks > (1ull << 50) / per_block / p->kv_layers) {
+            kn_diag_add(d, KN_ERROR, "%s: a KV cache of %u blocks is too large", p->name, s->kv_blocks);
+            return KN_ERR_INVALID;
+        }
+        s->kv_layer_bytes = per_block * s->kv_blocks;
+        uint64_t pool = s->kv_layer_bytes * p->kv_layers;
+        KN_TRY(device_alloc(s, &s->kv_keys, pool, "the KV cache's keys", d));
+        KN_TRY(device_alloc(s, &s->kv_values, pool, "the KV cache's values", d));
+    }
+    KN_TRY(device_alloc(s, &s->kv_table, (uint64_t)p->kv_rows * p->kv_max_blocks * 4, "the KV block table", d));
+    return device_alloc(s, &s->kv_past, (uint64_t)p->kv_rows * 4, "the KV past lengths", d);
+}
+
+kn_status kn_cuda_session_kv_info(const kn_cuda_session *s, kn_cuda_kv_info *out)
+{
+    memset(out, 0, sizeof *out);
+    if (!s || !s->plan.kv_rows)
+        return KN_ERR_INVALID;
+    const kn_cuda_plan *p = &s->plan;
+    *out = (kn_cuda_kv_info){p->kv_rows,       p->kv_tokens,      p->kv_layers,     p->kv_heads,
+                             p->kv_head_dim,   p->kv_block_size,  p->kv_max_seq_len, p->kv_max_blocks,
+                             s->kv_blocks,     (kn_dtype)p->kv_dtype, 2 * s->kv_layer_bytes * p->kv_layers};
+    return KN_OK;
+}
+
 static kn_status plan_steps(kn_cuda_session *s, kn_diag *d)
 {
     kn_cuda_plan *p = &s->plan;
@@ -324,6 +396,12 @@ static kn_status plan_steps(kn_cuda_session *s, kn_diag *d)
             s->kparams[i] = &s->arg_ptr[i];
         } else if (a->kind == KN_CU_ARG_PARAMS) {
             s->kparams[i] = (void *)(uintptr_t)(p->params + a->offset); /* cuLaunchKernel only reads it */
+        } else if (a->kind == KN_CU_ARG_KV) { /* layers and kinds checked by kn_cuda_plan_read */
+            s->arg_ptr[i] = a->slot == KN_CU_KV_KEYS     ? s->kv_keys + a->offset * s->kv_layer_bytes
+                            : a->slot == KN_CU_KV_VALUES ? s->kv_values + a->offset * s->kv_layer_bytes
+                            : a->slot == KN_CU_KV_TABLE  ? s->kv_table
+                                                         : s->kv_past;
+            s->kparams[i] = &s->arg_ptr[i];
         }
     }
     size_t ws = 0;
@@ -366,6 +444,9 @@ static kn_status stage_io(kn_cuda_session *s, kn_diag *d)
         if (sl != KN_PLAN_NONE)
             in = (in + p->slots[sl].nbytes + KN_CU_STAGE_ALIGN - 1) & ~(uint64_t)(KN_CU_STAGE_ALIGN - 1);
     }
+    s->kv_stage = in;
+    if (p->kv_rows) /* the block table, then the past lengths */
+        in += ((uint64_t)p->kv_rows * p->kv_max_blocks + p->kv_rows) * sizeof(int32_t);
     for (uint32_t k = 0; k < g->n_outputs; k++) {
         s->out_off[k] = out;
         out = (out + p->slots[p->output_slot[k]].nbytes + KN_CU_STAGE_ALIGN - 1) & ~(uint64_t)(KN_CU_STAGE_ALIGN - 1);
@@ -426,6 +507,7 @@ static kn_status create(kn_cuda_session *s, const uint8_t *base, uint64_t size, 
     memset(s->gemms, 0, nst * sizeof *s->gemms);
     KN_TRY(load_modules(s, d));
     KN_TRY(place_memory(s, d));
+    KN_TRY(alloc_kv(s, d));
     KN_TRY(plan_steps(s, d));
     KN_TRY(stage_io(s, d));
     KN_TRY(make_events(s, d));
@@ -493,6 +575,11 @@ void kn_cuda_session_destroy(kn_cuda_session *s)
             cu->mem_free(s->weights);
         if (s->pool)
             cu->mem_free(s->pool);
+        CUdeviceptr kv[4] = {s->kv_table, s->kv_past, s->kv_borrowed ? 0 : s->kv_keys,
+                             s->kv_borrowed ? 0 : s->kv_values};
+        for (int i = 0; i < 4; i++)
+            if (kv[i])
+                cu->mem_free(kv[i]);
         for (uint32_t k = 0; s->modules && k < s->plan.n_kernels; k++)
             if (s->modules[k])
                 cu->module_unload(s->modules[k]);
@@ -671,6 +758,14 @@ static kn_status enqueue(kn_cuda_session *s, kn_diag *d)
                cu->memcpy_htod_async(s->slot_ptr[i], s->pin_in + s->in_off[sl->index], sl->nbytes, s->stream),
                "%s: input '%s'", file, s->g->values[s->g->inputs[sl->index]].name);
     }
+    if (p->kv_rows) {
+        uint64_t tb = (uint64_t)p->kv_rows * p->kv_max_blocks * 4;
+        CU_TRY("cuMemcpyHtoDAsync", cu->memcpy_htod_async(s->kv_table, s->pin_in + s->kv_stage, tb, s->stream),
+               "%s: the KV block table", file);
+        CU_TRY("cuMemcpyHtoDAsync",
+               cu->memcpy_htod_async(s->kv_past, s->pin_in + s->kv_stage + tb, (uint64_t)p->kv_rows * 4, s->stream),
+               "%s: the KV past lengths", file);
+    }
     if (s->opts.timing)
         CU_TRY("cuEventRecord", cu->event_record(s->ev[1], s->stream), "%s", file);
     for (uint32_t i = 0; i < p->n_steps; i++) {
@@ -742,8 +837,47 @@ static kn_status collect_outputs(kn_cuda_session *s, kn_rt_tensor **outputs, kn_
     return KN_OK;
 }
 
-kn_status kn_cuda_session_run(kn_cuda_session *s, const kn_rt_tensor *const *inputs, uint32_t n_in,
-                              kn_rt_tensor **outputs, uint32_t n_out, kn_diag *d)
+/* A run's KV binding against the plan and the pools: the rows' block ids
+ * that the steps will touch all lie in the pools. */
+static kn_status check_kv(const kn_cuda_session *s, const kn_cuda_kv_binding *kv, kn_diag *d)
+{
+    const kn_cuda_plan *p = &s->plan;
+    if (!p->kv_rows && !kv)
+        return KN_OK;
+    if (!p->kv_rows || !kv) {
+        kn_diag_add(d, KN_ERROR,
+                    p->kv_rows ? "%s: the plan reads the KV cache: run it with kn_cuda_session_run_kv"
+                               : "%s: the plan has no KV cache steps: run it with kn_cuda_session_run",
+                    p->name);
+        return KN_ERR_INVALID;
+    }
+    if (kv->n_rows != p->kv_rows || kv->max_blocks != p->kv_max_blocks || !kv->block_table || !kv->past) {
+        kn_diag_add(d, KN_ERROR, "%s: the KV binding has %u rows of %u blocks; the plan takes %u rows of %u", p->name,
+                    kv->n_rows, kv->max_blocks, p->kv_rows, p->kv_max_blocks);
+        return KN_ERR_INVALID;
+    }
+    for (uint32_t r = 0; r < kv->n_rows; r++) {
+        int64_t past = kv->past[r], total = past + p->kv_tokens;
+        if (past < 0 || total > p->kv_max_seq_len) {
+            kn_diag_add(d, KN_ERROR, "%s: KV row %u: a past of %lld tokens plus %u new ones is outside the maximum "
+                                     "sequence length %u",
+                        p->name, r, (long long)past, p->kv_tokens, p->kv_max_seq_len);
+            return KN_ERR_INVALID;
+        }
+        for (int64_t j = 0; j < (total + p->kv_block_size - 1) / p->kv_block_size; j++) {
+            int32_t id = kv->block_table[(size_t)r * kv->max_blocks + (size_t)j];
+            if (id < 0 || (uint32_t)id >= s->kv_blocks) {
+                kn_diag_add(d, KN_ERROR, "%s: KV row %u: block table entry %lld is %d; the pools have %u blocks",
+                            p->name, r, (long long)j, id, s->kv_blocks);
+                return KN_ERR_INVALID;
+            }
+        }
+    }
+    return KN_OK;
+}
+
+static kn_status run(kn_cuda_session *s, const kn_rt_tensor *const *inputs, uint32_t n_in, kn_rt_tensor **outputs,
+                     uint32_t n_out, const kn_cuda_kv_binding *kv, kn_diag *d)
 {
     const kn_graph *g = s->g;
     const char *file = s->plan.name;
@@ -760,10 +894,16 @@ kn_status kn_cuda_session_run(kn_cuda_session *s, const kn_rt_tensor *const *inp
         return KN_ERR_INVALID;
     }
     KN_TRY(check_inputs(s, inputs, d));
+    KN_TRY(check_kv(s, kv, d));
     CU_TRY("cuCtxSetCurrent", s->cu->ctx_set_current(s->ctx), "%s", file);
     for (uint32_t k = 0; k < g->n_inputs; k++)
         if (s->in_off[k] != UINT64_MAX && inputs[k]->nbytes)
             memcpy(s->pin_in + s->in_off[k], inputs[k]->data, inputs[k]->nbytes);
+    if (kv) {
+        size_t tb = (size_t)kv->n_rows * kv->max_blocks * sizeof(int32_t);
+        memcpy(s->pin_in + s->kv_stage, kv->block_table, tb);
+        memcpy(s->pin_in + s->kv_stage + tb, kv->past, (size_t)kv->n_rows * sizeof(int32_t));
+    }
     kn_status st = enqueue(s, d);
     CUresult r = s->cu->stream_synchronize(s->stream); /* also after a failed enqueue: nothing stays in flight */
     if (r != CUDA_SUCCESS) {
@@ -783,6 +923,23 @@ kn_status kn_cuda_session_run(kn_cuda_session *s, const kn_rt_tensor *const *inp
             s->step_ms[i] = (float)elapsed(s, s->step_ev[i], s->step_ev[i + 1]);
     }
     return collect_outputs(s, outputs, d);
+}
+
+kn_status kn_cuda_session_run(kn_cuda_session *s, const kn_rt_tensor *const *inputs, uint32_t n_in,
+                              kn_rt_tensor **outputs, uint32_t n_out, kn_diag *d)
+{
+    return run(s, inputs, n_in, outputs, n_out, NULL, d);
+}
+
+kn_status kn_cuda_session_run_kv(kn_cuda_session *s, const kn_rt_tensor *const *inputs, uint32_t n_in,
+                                 kn_rt_tensor **outputs, uint32_t n_out, const kn_cuda_kv_binding *kv,
+                                 kn_diag *d)
+{
+    if (!kv) {
+        kn_diag_add(d, KN_ERROR, "%s: kn_cuda_session_run_kv: no KV binding", s->plan.name);
+        return KN_ERR_INVALID;
+    }
+    return run(s, inputs, n_in, outputs, n_out, kv, d);
 }
 
 kn_status kn_cuda_session_timing(const kn_cuda_session *s, kn_cuda_timing *out)

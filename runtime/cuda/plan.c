@@ -279,6 +279,14 @@ static kn_status check_args(rdc *r)
         } else if (a->kind == KN_CU_ARG_PARAMS) {
             if (a->size == 0 || a->size > 32764 || a->offset > p->params_size || a->size > p->params_size - a->offset)
                 return bad(r, "CUDA argument %u: parameter bytes out of range", i);
+        } else if (a->kind == KN_CU_ARG_KV) {
+            if (!p->kv_rows)
+                return bad(r, "CUDA argument %u reads the KV cache, but the plan has no cuda.kv_rows and kiln.kv.* "
+                              "metadata", i);
+            bool pool = a->slot == KN_CU_KV_KEYS || a->slot == KN_CU_KV_VALUES;
+            if (a->slot >= KN_CU_KV_COUNT || a->size != 0 || (pool ? a->offset >= p->kv_layers : a->offset != 0))
+                return bad(r, "CUDA argument %u: bad KV cache argument (%u, layer %llu of %u)", i, a->slot,
+                           (unsigned long long)a->offset, p->kv_layers);
         } else if (a->kind == KN_CU_ARG_HOST_IN || a->kind == KN_CU_ARG_HOST_OUT) {
             if (a->slot >= p->n_slots || a->offset != 0 || a->size >= r->g->n_values)
                 return bad(r, "CUDA argument %u: bad host value", i);
@@ -428,6 +436,59 @@ static bool parse_u64(const char *v, uint64_t max, uint64_t *out)
     return true;
 }
 
+/* The KV cache's shape: META cuda.kv_rows / cuda.kv_tokens (both or
+ * neither; as the plan writer stores them, not a model's meta.* key) and
+ * then every kiln.kv.* key the pools need (the model's metadata), each
+ * checked. */
+static kn_status read_kv_meta(rdc *r)
+{
+    kn_cuda_plan *p = r->p;
+    const kn_model_info *m = r->g->info;
+    const char *names[] = {"cuda.kv_rows", "cuda.kv_tokens", "kiln.kv.layers", "kiln.kv.kv_heads",
+                           "kiln.kv.head_dim", "kiln.kv.block_size", "kiln.kv.blocks", "kiln.kv.max_seq_len"};
+    uint32_t *dst[] = {&p->kv_rows,    &p->kv_tokens,     &p->kv_layers, &p->kv_heads,
+                       &p->kv_head_dim, &p->kv_block_size, &p->kv_blocks, &p->kv_max_seq_len};
+    const char *val[8] = {NULL}, *dtype = NULL;
+    for (uint32_t i = 0; i < m->n_metadata; i++) {
+        const char *key = m->metadata[i].key;
+        if (strncmp(key, "meta.kiln.kv.", 13) == 0)
+            key += 5;
+        else if (strncmp(key, "kiln.kv.", 8) != 0 && strncmp(key, "cuda.kv_", 8) != 0)
+            continue;
+        if (strcmp(key, "kiln.kv.dtype") == 0)
+            dtype = m->metadata[i].value;
+        for (int k = 0; k < 8; k++)
+            if (strcmp(key, names[k]) == 0)
+                val[k] = m->metadata[i].value;
+    }
+    p->kv_rows = p->kv_tokens = 0;
+    if (!val[0] && !val[1])
+        return KN_OK; /* no step reads the cache */
+    for (int k = 0; k < 8; k++) {
+        uint64_t x;
+        if (!val[k])
+            return bad(r, "the steps read the KV cache but %s is missing", names[k]);
+        if (!parse_u64(val[k], INT32_MAX, &x) || x == 0)
+            return bad(r, "bad %s = '%s'", names[k], val[k]);
+        *dst[k] = (uint32_t)x;
+    }
+    p->kv_dtype = !dtype || strcmp(dtype, "float32") == 0 ? KN_F32
+                  : strcmp(dtype, "float16") == 0         ? KN_F16
+                  : strcmp(dtype, "bfloat16") == 0        ? KN_BF16
+                                                          : KN_UNDEFINED;
+    if (p->kv_dtype == KN_UNDEFINED)
+        return bad(r, "bad kiln.kv.dtype '%s'", dtype);
+    p->kv_max_blocks = (p->kv_max_seq_len + p->kv_block_size - 1) / p->kv_block_size;
+    uint64_t bytes;
+    if (p->kv_tokens > p->kv_max_seq_len || p->kv_rows > 65535 ||
+        !mul_ok((uint64_t)p->kv_layers * p->kv_blocks, (uint64_t)p->kv_heads * p->kv_block_size, &bytes) ||
+        !mul_ok(bytes, (uint64_t)p->kv_head_dim * 2, &bytes) || bytes > (1ull << 50))
+        return bad(r, "the KV cache (%u rows of %u new tokens, max sequence length %u, %u layers x %u blocks) does "
+                      "not fit together",
+                   p->kv_rows, p->kv_tokens, p->kv_max_seq_len, p->kv_layers, p->kv_blocks);
+    return KN_OK;
+}
+
 /* META cuda.pool_bytes (UINT64_MAX when absent) and cuda.output.K, the
  * slot of graph output K (KN_PLAN_NONE when absent). */
 static kn_status read_meta(rdc *r, uint64_t *pool, uint32_t *out_slot)
@@ -474,6 +535,7 @@ static kn_status read_all(rdc *r)
     memset(p->gemms, 0, ((size_t)p->n_steps + 1) * sizeof *p->gemms);
     uint64_t meta_pool;
     KN_TRY(read_meta(r, &meta_pool, p->output_slot));
+    KN_TRY(read_kv_meta(r));
     KN_TRY(check_kernels(r));
     KN_TRY(check_slots(r, meta_pool, p->output_slot));
     KN_TRY(check_args(r));

@@ -33,6 +33,12 @@ typedef struct kn_cuda_plan {
     uint64_t pool_bytes;              /* META cuda.pool_bytes, at least every pool slot's end */
     uint32_t *input_slot;             /* per graph input: its first INPUT slot, KN_PLAN_NONE if unused */
     uint32_t *output_slot;            /* per graph output: the slot holding it */
+    /* The KV cache, for plans whose steps read it (KN_CU_ARG_KV; else kv_rows is 0):
+     * META cuda.kv_rows / cuda.kv_tokens and the kiln.kv.* shape of the pools. */
+    uint32_t kv_rows, kv_tokens;      /* sequences per run, new tokens per sequence and run */
+    uint32_t kv_layers, kv_heads, kv_head_dim, kv_block_size, kv_blocks, kv_max_seq_len;
+    uint32_t kv_max_blocks;           /* block table row: ceil(max_seq_len / block_size) */
+    int32_t kv_dtype;                 /* of the pools (kiln.kv.dtype, default float32) */
 } kn_cuda_plan;
 
 /* Whether the plan bytes hold the CUDA sections (all of them); the bytes

@@ -1,0 +1,230 @@
+/* Sessions on the CUDA backend (kn_session_create_cuda, kiln/session.h):
+ * a decoder compiled for target cuda at two static shapes — a prefill
+ * plan for [1, P] new tokens and a decode plan for [1, 1] — two CUDA
+ * sessions on one device KV cache (the decode session shares the prefill
+ * session's pools), and the host's block bookkeeping (the session's
+ * kn_kv_cache without host pools). Each run binds the sequence's block
+ * table and past length; the inputs are tensors of the plans' compiled
+ * shapes made once. */
+#include "ir/arena.h"
+#include "kiln/cuda.h"
+#include "runtime/cpu/util.h"
+#include "runtime/session_impl.h"
+
+#include <stdio.h>
+#include <string.h>
+
+enum { PREFILL, DECODE };
+
+typedef struct bucket {
+    const kn_graph *g;
+    kn_cuda_session *cs;
+    uint32_t tokens;      /* new tokens per run (P, or 1) */
+    kn_rt_tensor **in;    /* per graph input, of its compiled shape */
+    kn_rt_tensor **out;   /* per graph output, the last run's */
+    uint32_t logits_out;
+} bucket;
+
+struct kn_session_cuda {
+    bucket b[2];
+    int32_t *table;       /* one row of max_blocks */
+    uint32_t max_blocks;
+};
+
+static void bucket_free(kn_session *s, bucket *b)
+{
+    for (uint32_t i = 0; b->in && i < b->g->n_inputs; i++)
+        kn_rt_tensor_free(s->a, b->in[i]);
+    for (uint32_t i = 0; b->out && i < b->g->n_outputs; i++)
+        kn_rt_tensor_free(s->a, b->out[i]);
+    kn_mem_free(s->a, b->in);
+    kn_mem_free(s->a, b->out);
+    kn_cuda_session_destroy(b->cs);
+    memset(b, 0, sizeof *b);
+}
+
+void kn_session_cuda_free(kn_session *s)
+{
+    if (!s->cuda)
+        return;
+    bucket_free(s, &s->cuda->b[DECODE]); /* it borrows the prefill session's pools */
+    bucket_free(s, &s->cuda->b[PREFILL]);
+    kn_mem_free(s->a, s->cuda->table);
+    kn_mem_free(s->a, s->cuda);
+    s->cuda = NULL;
+}
+
+static kn_status fail(kn_session *s, const kn_graph *g, const char *msg)
+{
+    kn_diag_add(s->d, KN_ERROR, "%s: CUDA session: %s", g->info && g->info->path ? g->info->path : "<plan>", msg);
+    return KN_ERR_INVALID;
+}
+
+/* The plan's inputs as tensors of their compiled shapes (the mask all
+ * ones); its logits output. */
+static kn_status bucket_inputs(kn_session *s, bucket *b)
+{
+    const kn_graph *g = b->g;
+    b->in = kn_mem_alloc(s->a, ((size_t)g->n_inputs + 1) * sizeof *b->in);
+    b->out = kn_mem_alloc(s->a, ((size_t)g->n_outputs + 1) * sizeof *b->out);
+    if (!b->in || !b->out)
+        return KN_ERR_NOMEM;
+    memset(b->in, 0, ((size_t)g->n_inputs + 1) * sizeof *b->in);
+    memset(b->out, 0, ((size_t)g->n_outputs + 1) * sizeof *b->out);
+    for (uint32_t i = 0; i < g->n_inputs; i++) {
+        const kn_value *v = &g->values[g->inputs[i]];
+        const kn_type *t = &v->type;
+        int64_t dims[8];
+        if (strcmp(v->name, s->g->values[s->g->inputs[i]].name) != 0 || t->kind != KN_TYPE_TENSOR ||
+            t->shape.rank < 0 || t->shape.rank > 8)
+            return fail(s, g, "the prefill and decode plans must have the same inputs, of static shapes");
+        for (int32_t k = 0; k < t->shape.rank; k++)
+            if ((dims[k] = t->shape.dims[k].value) < 0)
+                return fail(s, g, "an input without a static shape (not a target-cuda plan?)");
+        KN_TRY(kn_rt_tensor_new(s->a, t->dtype, t->shape.rank, dims, &b->in[i]));
+        input_kind kind = s->roles[i].kind;
+        if ((kind == IN_IDS || kind == IN_POS) && (t->shape.rank != 2 || dims[0] != 1 || dims[1] != b->tokens))
+            return fail(s, g, "input_ids and position_ids must be [1, new tokens]");
+        for (int64_t k = 0; kind == IN_MASK && k < b->in[i]->numel; k++)
+            kn_set_f64(b->in[i]->dtype, b->in[i]->data, k, 1.0);
+    }
+    b->logits_out = 0;
+    for (uint32_t i = 0; i < g->n_outputs; i++)
+        if (strcmp(g->values[g->outputs[i]].name, "logits") == 0)
+            b->logits_out = i;
+    return KN_OK;
+}
+
+static kn_status open_bucket(kn_session *s, bucket *b, const kn_graph *g, kn_cuda_session *shared, uint32_t blocks)
+{
+    b->g = g;
+    kn_cuda_options co;
+    memset(&co, 0, sizeof co);
+    co.kv_blocks = blocks;
+    co.kv_shared = shared;
+    KN_TRY(kn_cuda_session_create(g, NULL, 0, &co, s->a, s->d, &b->cs));
+    kn_cuda_kv_info info;
+    if (kn_cuda_session_kv_info(b->cs, &info) != KN_OK)
+        return fail(s, g, "the plan does not read the KV cache (no kiln.PagedAttention steps)");
+    const kn_kv_config *cfg = &s->kv->cfg;
+    if (info.rows != 1 || info.block_size != cfg->block_size || info.max_seq_len < cfg->max_seq_len)
+        return fail(s, g, "the plan's KV cache needs batch 1, the session's block size and at least its maximum "
+                          "sequence length");
+    b->tokens = info.tokens;
+    s->cuda->max_blocks = info.max_blocks;
+    return bucket_inputs(s, b);
+}
+
+kn_status kn_session_create_cuda(const kn_graph *prefill, const kn_graph *decode, const kn_session_options *o,
+                                 const kn_allocator *a, kn_diag *d, kn_session **out)
+{
+    *out = NULL;
+    if (!kn_cuda_plan_has_code(prefill) || !kn_cuda_plan_has_code(decode)) {
+        kn_diag_add(d, KN_ERROR, "CUDA session: both plans must carry CUDA code (kiln compile --target cuda)");
+        return KN_ERR_UNSUPPORTED;
+    }
+    if (o && (o->no_cache || o->block_size)) {
+        kn_diag_add(d, KN_ERROR, "CUDA session: no_cache and block_size are not options of a CUDA session (the "
+                                 "plans fix the block size)");
+        return KN_ERR_INVALID;
+    }
+    kn_session *s;
+    KN_TRY(kn_session_create_on(prefill, o, a, d, false, &s));
+    kn_status st = KN_OK;
+    if (s->cache != KN_CACHE_PAGED)
+        st = fail(s, prefill, "the plans must read the paged KV cache (compiled with the kv-cache pass)");
+    if (st == KN_OK) {
+        s->cuda = kn_mem_alloc(s->a, sizeof *s->cuda);
+        st = s->cuda ? KN_OK : KN_ERR_NOMEM;
+    }
+    if (st == KN_OK) {
+        memset(s->cuda, 0, sizeof *s->cuda);
+        st = open_bucket(s, &s->cuda->b[PREFILL], prefill, NULL, s->kv->cfg.n_blocks);
+    }
+    if (st == KN_OK)
+        st = open_bucket(s, &s->cuda->b[DECODE], decode, s->cuda->b[PREFILL].cs, 0);
+    if (st == KN_OK && s->cuda->b[DECODE].tokens != 1)
+        st = fail(s, decode, "the decode plan must take 1 new token per run");
+    if (st == KN_OK) {
+        s->cuda->table = kn_mem_alloc(s->a, ((size_t)s->cuda->max_blocks + 1) * sizeof *s->cuda->table);
+        st = s->cuda->table ? KN_OK : KN_ERR_NOMEM;
+    }
+    if (st != KN_OK) {
+        kn_session_destroy(s);
+        return st;
+    }
+    *out = s;
+    return KN_OK;
+}
+
+/* Which plan runs next for `left` tokens after `past`: the decode plan
+ * for one token, or when a padded prefill chunk would pass the maximum
+ * sequence length. */
+static int pick(const kn_session *s, uint32_t past, uint32_t left)
+{
+    const bucket *p = &s->cuda->b[PREFILL];
+    return left == 1 || (uint64_t)past + p->tokens > s->kv->cfg.max_seq_len ? DECODE : PREFILL;
+}
+
+static kn_status run_chunks(kn_session *s, sess_seq *q, const int64_t *ids, uint32_t n);
+
+kn_status kn_session_cuda_forward(kn_session *s, sess_seq *q, const int64_t *ids, uint32_t n, float *logits_out)
+{
+    kn_status st = run_chunks(s, q, ids, n);
+    kn_kv_seq *kq = kn_kv_seq_get(s->kv, q->kv_id);
+    if (st != KN_OK && kq) /* what a failed forward wrote past the sequence is overwritten later */
+        kq->len = q->len;
+    if (st == KN_OK && logits_out)
+        memcpy(logits_out, s->last, (size_t)s->vocab * sizeof(float));
+    return st;
+}
+
+/* The runs of one forward; the cache's length follows each. */
+static kn_status run_chunks(kn_session *s, sess_seq *q, const int64_t *ids, uint32_t n)
+{
+    struct kn_session_cuda *c = s->cuda;
+    /* the blocks every run will touch, padding included, reserved first:
+     * a full cache leaves the sequence as it was */
+    uint32_t past = q->len, need = past;
+    for (uint32_t done = 0; done < n;) {
+        const bucket *b = &c->b[pick(s, past + done, n - done)];
+        uint32_t m = n - done < b->tokens ? n - done : b->tokens;
+        need = past + done + b->tokens > need ? past + done + b->tokens : need;
+        done += m;
+    }
+    if (past == 0)
+        KN_TRY(kn_kv_seq_reset(s->kv, q->kv_id));
+    KN_TRY(kn_kv_seq_reserve(s->kv, q->kv_id, need, s->d));
+    kn_kv_seq *kq = kn_kv_seq_get(s->kv, q->kv_id);
+    for (uint32_t done = 0; done < n;) {
+        bucket *b = &c->b[pick(s, past, n - done)];
+        uint32_t m = n - done < b->tokens ? n - done : b->tokens;
+        for (uint32_t i = 0; i < b->g->n_inputs; i++) {
+            input_kind kind = s->roles[i].kind;
+            for (uint32_t t = 0; (kind == IN_IDS || kind == IN_POS) && t < b->tokens; t++)
+                kn_set_f64(b->in[i]->dtype, b->in[i]->data, t,
+                           (double)(kind == IN_POS ? (int64_t)past + t : t < m ? ids[done + t] : 0));
+        }
+        kq->len = past;
+        int32_t past32;
+        KN_TRY(kn_kv_fill_rows(s->kv, &q->kv_id, 1, c->max_blocks, c->table, &past32));
+        kn_cuda_kv_binding kv = {c->table, &past32, 1, c->max_blocks};
+        for (uint32_t i = 0; i < b->g->n_outputs; i++) {
+            kn_rt_tensor_free(s->a, b->out[i]);
+            b->out[i] = NULL;
+        }
+        KN_TRY(kn_cuda_session_run_kv(b->cs, (const kn_rt_tensor *const *)b->in, b->g->n_inputs, b->out,
+                                      b->g->n_outputs, &kv, s->d));
+        const kn_rt_tensor *lg = b->out[b->logits_out];
+        if (lg->dtype != KN_F32 || lg->rank < 2 || lg->dims[lg->rank - 2] != b->tokens ||
+            lg->numel != (int64_t)b->tokens * lg->dims[lg->rank - 1])
+            return fail(s, b->g, "logits must be float32 [1, new tokens, vocab]");
+        int64_t v = lg->dims[lg->rank - 1];
+        KN_TRY(kn_session_keep_logits(s, v));
+        memcpy(s->last, (const float *)lg->data + (size_t)(m - 1) * (size_t)v, (size_t)v * sizeof(float));
+        past += m;
+        done += m;
+        kq->len = past;
+    }
+    return KN_OK;
+}

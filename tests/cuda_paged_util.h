@@ -1,0 +1,20 @@
+/* Helpers shared by the target-cuda KV cache tests (test_cuda_paged.c,
+ * test_cuda_decoder.c). */
+#ifndef KILN_TESTS_CUDA_PAGED_UTIL_H
+#define KILN_TESTS_CUDA_PAGED_UTIL_H
+
+#include "codegen/cuda/program.h"
+
+#include <stdbool.h>
+
+/* Whether a launch step of p runs kernel `entry`. */
+bool uses_kernel(const kn_cu_program *p, const char *entry);
+
+/* tests/cuda_mock.c's counters (kn_mock_control). */
+enum { MOCK_LAUNCHES = 5, MOCK_BAD = 6, MOCK_LIVE = 7 };
+typedef long (*mock_ctl_fn)(int what, long value);
+/* The mock's control entry as the driver loader loaded it; fails the test
+ * when libcuda.so.1 is not the mock. */
+mock_ctl_fn mock_ctl(void);
+
+#endif
