@@ -540,6 +540,27 @@ static void bench_gpu(void)
             }
             kn_kc_free(a), kn_kc_free(b), kn_kc_free(sc), kn_kc_free(zp), kn_kc_free(y), kn_kc_free(wd);
         }
+    /* prefill: the tensor-core kernel and the per-output one at 512 rows */
+    for (int kind = 2; kind >= 0; kind -= 2) {
+        int64_t rows = 512, N = 4096, K = 4096, bs = 32;
+        kn_nbits_params p = {rows * N, N, K, K / bs, bs / 2, bs, (K / bs * 4 + 7) / 8, rows};
+        kn_nbits_spec sp = {KN_F16, KN_F16, KN_U8, KN_UNDEFINED, 4, true};
+        void *a = kn_kc_alloc((size_t)(rows * K) * 2), *b = kn_kc_alloc((size_t)(N * p.nblk * p.blob));
+        void *sc = kn_kc_alloc((size_t)(N * p.nblk) * 2), *zp = kn_kc_alloc((size_t)(N * p.zrow));
+        void *y = kn_kc_alloc((size_t)(rows * N) * 2);
+        void *args[6] = {&a, &b, &sc, &zp, &y, &p};
+        char err[256];
+        char *src = kind ? kn_nbits_tc_source(&sp, err, sizeof err) : kn_nbits_simple_source(&sp, err, sizeof err);
+        kn_kc_fn f;
+        if (src && kn_kc_build(src, kind ? KN_NBITS_TC_ENTRY : KN_NBITS_SIMPLE_ENTRY, &f)) {
+            double t = kn_kc_time(&f, kn_nbits_grid((kn_nbits_kind)kind, &p), kn_nbits_threads((kn_nbits_kind)kind),
+                                  args);
+            printf("BENCH W4A16 %-6s f16 rows %lld N %lld K %lld: %.3f ms, %.1f TFLOP/s\n", kind ? "tc" : "simple",
+                   (long long)rows, (long long)N, (long long)K, t * 1e3, 2.0 * (double)(rows * N) * (double)K / t / 1e12);
+        }
+        free(src);
+        kn_kc_free(a), kn_kc_free(b), kn_kc_free(sc), kn_kc_free(zp), kn_kc_free(y);
+    }
     bench_sampling();
 }
 #endif
