@@ -126,8 +126,9 @@ char *kn_nbits_simple_source(const kn_nbits_spec *s, char *err, size_t err_size)
 
 /* A warp per output column n: lane l reads words l, l + 32, ... of the
  * column's packed row (a warp load is 128 contiguous bytes), dequantizes
- * the word's CPW codes with its block's scale and zero point, and
- * accumulates them against up to 4 rows of A in float; the lanes' sums
+ * the word's CPW codes with its block's scale and zero point (applied
+ * once per word: s * (sum a*code - z * sum a)), and accumulates them
+ * against up to 4 rows of A in float; the lanes' sums
  * meet by __shfl_xor_sync and lane 0 writes the outputs. Needs a word
  * never to straddle two blocks: blob % 4 == 0. */
 char *kn_nbits_gemv_source(const kn_nbits_spec *s, char *err, size_t err_size)
@@ -148,32 +149,44 @@ char *kn_nbits_gemv_source(const kn_nbits_spec *s, char *err, size_t err_size)
         "  const i64 m0 = (i64)blockIdx.y * ROWS;\n"
         "  const int nr = p.rows - m0 < ROWS ? (int)(p.rows - m0) : ROWS;\n"
         "  const u32 *bw = (const u32 *)(b + n * p.nblk * p.blob);\n"
-        "  const i64 nw = (p.k + CPW - 1) / CPW, wpb = p.blob / 4;\n"
+        "  const int nw = (int)((p.k + CPW - 1) / CPW), wpb = (int)(p.blob / 4), k = (int)p.k;\n"
         "  const T *a0 = a + m0 * p.k;\n"
         "  float acc[ROWS];\n"
         "#pragma unroll\n"
         "  for (int r = 0; r < ROWS; r++) acc[r] = 0.0f;\n"
-        "  for (i64 w = lane; w < nw; w += 32) {\n"
+        "  /* per word and row: sum a * code and sum a, then acc += s (sum_ac - z sum_a), which is\n"
+        "   * sum a (code - z) s with the scale and zero point applied once per word */\n"
+        "  for (int w = lane; w < nw; w += 32) {\n"
         "    const u32 v = bw[w];\n"
-        "    const i64 blk = w / wpb, k0 = w * CPW;\n"
+        "    const int blk = w / wpb, k0 = w * CPW;\n"
         "    const float s = kn_tof(sc[n * p.nblk + blk]), z = ZPV(n, blk);\n"
-        "    float wv[CPW];\n"
+        "    float cv[CPW];\n"
         "#pragma unroll\n"
-        "    for (int t = 0; t < CPW; t++) wv[t] = ((float)((v >> (BITS * t)) & CMASK) - z) * s;\n"
-        "    if (k0 + CPW <= p.k) {\n"
+        "    for (int t = 0; t < CPW; t++) cv[t] = (float)((v >> (BITS * t)) & CMASK);\n"
+        "    if (k0 + CPW <= k) {\n"
         "#pragma unroll\n"
         "      for (int r = 0; r < ROWS; r++) {\n"
         "        if (r >= nr) break;\n"
-        "        const T *ar = a0 + r * p.k + k0;\n"
-        "        float part = acc[r];\n"
+        "        const T *ar = a0 + (i64)r * k + k0;\n"
+        "        float sac = 0.0f, sa = 0.0f;\n"
         "#pragma unroll\n"
-        "        for (int t = 0; t < CPW; t++) part = fmaf(kn_tof(ar[t]), wv[t], part);\n"
-        "        acc[r] = part;\n"
+        "        for (int t = 0; t < CPW; t++) {\n"
+        "          const float x = kn_tof(ar[t]);\n"
+        "          sac = fmaf(x, cv[t], sac);\n"
+        "          sa += x;\n"
+        "        }\n"
+        "        acc[r] = fmaf(s, fmaf(-z, sa, sac), acc[r]);\n"
         "      }\n"
         "    } else { /* the last word holds codes past K (block padding) */\n"
         "      for (int r = 0; r < nr; r++) {\n"
-        "        const T *ar = a0 + r * p.k + k0;\n"
-        "        for (int t = 0; k0 + t < p.k; t++) acc[r] = fmaf(kn_tof(ar[t]), wv[t], acc[r]);\n"
+        "        const T *ar = a0 + (i64)r * k + k0;\n"
+        "        float sac = 0.0f, sa = 0.0f;\n"
+        "        for (int t = 0; k0 + t < k; t++) {\n"
+        "          const float x = kn_tof(ar[t]);\n"
+        "          sac = fmaf(x, cv[t], sac);\n"
+        "          sa += x;\n"
+        "        }\n"
+        "        acc[r] = fmaf(s, fmaf(-z, sa, sac), acc[r]);\n"
         "      }\n"
         "    }\n"
         "  }\n"
@@ -191,7 +204,7 @@ char *kn_nbits_gemv_source(const kn_nbits_spec *s, char *err, size_t err_size)
 kn_nbits_kind kn_nbits_choose(const kn_nbits_spec *s, const kn_nbits_params *p)
 {
     bool half = s->a_dtype == KN_F16 || s->a_dtype == KN_BF16;
-    if (p->rows < 1)
+    if (p->rows < 1 || p->k >= ((int64_t)1 << 30)) /* the fast kernels index K in 32 bits */
         return KN_NBITS_SIMPLE;
     if (half && s->bits == 4 && p->bs % 8 == 0 && p->rows >= KN_NBITS_TC_MIN_ROWS &&
         (p->rows + KN_NBITS_TC_BM - 1) / KN_NBITS_TC_BM <= 65535)

@@ -56,7 +56,7 @@ char *kn_nbits_tc_source(const kn_nbits_spec *s, char *err, size_t err_size)
         "      for (int t = 0; t < 8; t++) wv[t] = 0.0f;\n"
         "      if (n < p.n && kw < p.k) {\n"
         "        const u32 v = *(const u32 *)(b + n * p.nblk * p.blob + (kw >> 1));\n"
-        "        const i64 blk = kw / p.bs;\n"
+        "        const int blk = (int)kw / (int)p.bs;\n"
         "        const float s = kn_tof(sc[n * p.nblk + blk]), z = ZPV(n, blk);\n"
         "#pragma unroll\n"
         "        for (int t = 0; t < 8; t++) wv[t] = kw + t < p.k ? ((float)((v >> (4 * t)) & 15u) - z) * s : 0.0f;\n"

@@ -25,7 +25,7 @@
  *           and rows >= KN_NBITS_TC_MIN_ROWS;
  *   gemv    else when a 32-bit word of codes never straddles two blocks
  *           (block_size * bits % 32 == 0) and rows < KN_NBITS_TC_MIN_ROWS;
- *   simple  otherwise (float32 A with many rows, odd block sizes). */
+ *   simple  otherwise (float32 A with many rows, odd block sizes, K >= 2^30). */
 #ifndef KILN_CODEGEN_CUDA_QUANT_KERNELS_H
 #define KILN_CODEGEN_CUDA_QUANT_KERNELS_H
 
