@@ -64,6 +64,8 @@ static uint64_t xoshiro_next(uint64_t s[4])
 /* Uniform double in [0, 1) with 53 random bits. */
 static double uniform01(uint64_t s[4]) { return (double)(xoshiro_next(s) >> 11) * 0x1.0p-53; }
 
+double kn_sampler_uniform(kn_sampler *s) { return s ? uniform01(s->rng) : -1.0; }
+
 /* ---- create / destroy ----------------------------------------------------- */
 
 kn_status kn_sampler_create(const kn_sampling *p, uint32_t vocab, const kn_allocator *a, kn_diag *d,

@@ -83,6 +83,14 @@ timeout 150 compute-sanitizer --tool racecheck --error-exitcode 9 "$G/bin/kiln-a
     >"$OUT/attn-racecheck.log" 2>&1
 say "  racecheck: exit $?, $(grep -oE 'RACECHECK SUMMARY: [0-9]+ hazards?[^)]*' "$OUT/attn-racecheck.log" | tail -1)"
 
+step "MatMulNBits (GEMV, tensor cores) and sampling kernels on the GPU (kiln-quant-check --gpu --bench)"
+timeout 90 "$G/bin/kiln-quant-check" --gpu --bench >"$OUT/quant-kernels.log" 2>&1
+say "  exit $?: $(tail -1 "$OUT/quant-kernels.log")"
+grep -E '^(FAIL|BENCH)' "$OUT/quant-kernels.log" | head -24 | sed 's/^/  /' | tee -a "$SUM" >/dev/null
+timeout 60 compute-sanitizer --tool racecheck --error-exitcode 9 "$G/bin/kiln-quant-check" --gpu \
+    >"$OUT/quant-racecheck.log" 2>&1
+say "  racecheck: exit $?, $(grep -oE 'RACECHECK SUMMARY: [0-9]+ hazards?[^)]*' "$OUT/quant-racecheck.log" | tail -1)"
+
 step "language-model benchmark: kiln bench (CPU session until the CUDA session exists) vs PyTorch peers"
 LLMP="$OUT/llama_tiny.plan"
 "$K" compile "$D/llm/llama_gqa_tiny/model.onnx" -o "$LLMP" --max-seq-len 512 >/dev/null 2>&1

@@ -347,6 +347,34 @@ static void test_seeds(void **state)
     kn_sampler_destroy(c);
 }
 
+/* kn_sampler_uniform draws the number kn_sampler_pick's draw uses: over
+ * 4 equal logits at temperature 1, pick returns floor(4 u) for the u the
+ * same seed's first uniform gives; greedy picks draw nothing. */
+static void test_uniform_is_the_draw(void **state)
+{
+    (void)state;
+    const float l[4] = {0.5f, 0.5f, 0.5f, 0.5f};
+    kn_sampling p;
+    kn_sampling_defaults(&p);
+    p.temperature = 1.0f;
+    int seen[4] = {0};
+    for (uint64_t seed = 0; seed < 64; seed++) {
+        p.seed = seed;
+        kn_sampler *a = make(&p, 4), *b = make(&p, 4);
+        double u0 = kn_sampler_uniform(a), u1 = kn_sampler_uniform(a);
+        assert_true(u0 >= 0.0 && u0 < 1.0 && u1 >= 0.0 && u1 < 1.0);
+        int64_t first = kn_sampler_pick(b, l, NULL, 0), second = kn_sampler_pick(b, l, NULL, 0);
+        assert_int_equal(first, (int64_t)(u0 * 4.0));
+        assert_int_equal(second, (int64_t)(u1 * 4.0));
+        seen[first]++;
+        kn_sampler_destroy(a);
+        kn_sampler_destroy(b);
+    }
+    for (int i = 0; i < 4; i++)
+        assert_true(seen[i] > 0);
+    assert_true(kn_sampler_uniform(NULL) < 0.0);
+}
+
 static void test_bad_parameters(void **state)
 {
     (void)state;
@@ -429,7 +457,7 @@ int main(void)
         cmocka_unit_test(test_frequencies),   cmocka_unit_test(test_nan_and_inf),
         cmocka_unit_test(test_repetition_penalty), cmocka_unit_test(test_seeds),
         cmocka_unit_test(test_bad_parameters), cmocka_unit_test(test_alloc_failures),
-        cmocka_unit_test(test_nucleus_large),
+        cmocka_unit_test(test_nucleus_large), cmocka_unit_test(test_uniform_is_the_draw),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

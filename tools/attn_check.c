@@ -18,9 +18,8 @@
 #include "codegen/cuda/attn_kernels.h"
 #include "codegen/cuda/lower.h"
 #include "codegen/cuda/program.h"
-#include "emu_host.h"
+#include "kernel_check.h"
 #include "runtime/cpu/util.h"
-#include "runtime/cuda/driver.h"
 #include "runtime/kv_cache.h"
 
 #include <math.h>
@@ -29,165 +28,11 @@
 #include <string.h>
 #include <time.h>
 
-/* ---- where kernels run: the host emulator or the GPU ---- */
-
-typedef struct runner {
-    bool gpu;
-    uint32_t arch;
-    int sms;
-#ifdef KN_HAVE_CUDA_HEADERS
-    const kn_cuda_driver *cu;
-    CUdevice dev;
-    CUcontext ctx;
-#endif
-} runner;
-
-typedef struct kfn {
-    kn_emu_launch_fn emu;
-    void *func; /* CUfunction */
-} kfn;
-
-static runner R;
+/* where kernels run: kernel_check.h (the host emulator or the GPU) */
 static int n_pass, n_fail;
 
-static void *dalloc(size_t n)
-{
-    if (!R.gpu)
-        return calloc(n ? n : 1, 1);
-#ifdef KN_HAVE_CUDA_HEADERS
-    CUdeviceptr p = 0;
-    if (R.cu->mem_alloc(&p, n ? n : 1) != CUDA_SUCCESS)
-        return NULL;
-    return (void *)(uintptr_t)p;
-#else
-    return NULL;
-#endif
-}
-
-static void dfree(void *p)
-{
-    if (!R.gpu) {
-        free(p);
-        return;
-    }
-#ifdef KN_HAVE_CUDA_HEADERS
-    if (p)
-        R.cu->mem_free((CUdeviceptr)(uintptr_t)p);
-#endif
-}
-
-static void *upload(const void *src, size_t n)
-{
-    void *d = dalloc(n);
-    if (!d)
-        return NULL;
-    if (!R.gpu) {
-        memcpy(d, src, n);
-        return d;
-    }
-#ifdef KN_HAVE_CUDA_HEADERS
-    R.cu->memcpy_htod_async((CUdeviceptr)(uintptr_t)d, src, n, NULL);
-    R.cu->stream_synchronize(NULL);
-#endif
-    return d;
-}
-
-static void download(void *dst, const void *src, size_t n)
-{
-    if (!R.gpu) {
-        memcpy(dst, src, n);
-        return;
-    }
-#ifdef KN_HAVE_CUDA_HEADERS
-    R.cu->memcpy_dtoh_async(dst, (CUdeviceptr)(uintptr_t)src, n, NULL);
-    R.cu->stream_synchronize(NULL);
-#endif
-}
-
-static bool launch(const kfn *f, kn_dim3 g, uint32_t threads, void **args)
-{
-    unsigned grid[3] = {g.x, g.y, g.z}, block[3] = {threads, 1, 1};
-    if (!R.gpu) {
-        f->emu(grid, block, args);
-        return true;
-    }
-#ifdef KN_HAVE_CUDA_HEADERS
-    CUresult r = R.cu->launch_kernel((CUfunction)f->func, g.x, g.y, g.z, threads, 1, 1, 0, NULL, args, NULL);
-    if (r == CUDA_SUCCESS)
-        r = R.cu->stream_synchronize(NULL);
-    if (r != CUDA_SUCCESS) {
-        const char *name = NULL;
-        R.cu->get_error_name(r, &name);
-        fprintf(stderr, "launch failed: %s\n", name ? name : "?");
-        return false;
-    }
-    return true;
-#else
-    return false;
-#endif
-}
-
-/* Compiles one source with NVRTC (every default arch, or the GPU's) and
- * makes it runnable. */
-static bool build(const char *src, const char *entry, kfn *out)
-{
-    memset(out, 0, sizeof *out);
-    kn_cu_program p;
-    memset(&p, 0, sizeof p);
-    p.kernels = calloc(1, sizeof *p.kernels);
-    size_t n = strlen(src);
-    char *copy = kn_mem_alloc(NULL, n + 1);
-    if (!p.kernels || !copy) {
-        free(p.kernels);
-        kn_mem_free(NULL, copy);
-        return false;
-    }
-    memcpy(copy, src, n + 1);
-    uint64_t h = 1469598103934665603ull;
-    for (size_t i = 0; i < n; i++)
-        h = (h ^ (uint8_t)src[i]) * 1099511628211ull;
-    p.kernels[0] = (kn_cu_kernel){entry, copy, h, NULL, 0};
-    p.n_kernels = p.cap_kernels = 1;
-    static const uint32_t all[] = {80, 86, 89, 90};
-    uint32_t mine[1] = {R.arch};
-    kn_nvrtc_options o = {R.gpu ? mine : all, R.gpu ? 1u : 4u, false, NULL, 0};
-    kn_diag *d = kn_diag_create(NULL, NULL);
-    kn_nvrtc_stats st;
-    kn_status s = kn_cuda_compile(&p, &o, d, &st);
-    bool ok = s == KN_OK;
-    if (!ok)
-        fprintf(stderr, "NVRTC: %s: %s\n", entry, kn_diag_size(d) ? kn_diag_message(d, 0, NULL) : kn_status_str(s));
-    char err[4096] = "";
-    if (ok && !R.gpu) {
-        out->emu = kn_emu_build(src, entry, h, err, sizeof err);
-        if (!out->emu) {
-            fprintf(stderr, "host build of %s: %.2000s\n", entry, err);
-            ok = false;
-        }
-    }
-#ifdef KN_HAVE_CUDA_HEADERS
-    if (ok && R.gpu) {
-        CUmodule m = NULL;
-        const kn_cu_image *im = NULL;
-        for (uint32_t i = 0; i < p.kernels[0].n_images; i++)
-            if (p.kernels[0].images[i].arch == R.arch)
-                im = &p.kernels[0].images[i];
-        CUfunction f = NULL;
-        ok = im && R.cu->module_load_data_ex(&m, im->data, 0, NULL, NULL) == CUDA_SUCCESS &&
-             R.cu->module_get_function(&f, m, entry) == CUDA_SUCCESS;
-        out->func = f;
-        if (!ok)
-            fprintf(stderr, "cannot load %s for sm_%u\n", entry, R.arch);
-    }
-#endif
-    p.kernels[0].entry = NULL;
-    kn_cu_program_free(&p);
-    kn_diag_destroy(d);
-    return ok;
-}
-
 static kn_status kernel_of(char *(*gen)(const kn_attn_spec *, char *, size_t), const kn_attn_spec *sp,
-                           const char *entry, kfn *f)
+                           const char *entry, kn_kc_fn *f)
 {
     char err[256];
     char *src = gen(sp, err, sizeof err);
@@ -195,7 +40,7 @@ static kn_status kernel_of(char *(*gen)(const kn_attn_spec *, char *, size_t), c
         fprintf(stderr, "%s: %s\n", entry, err);
         return KN_ERR_UNSUPPORTED;
     }
-    bool ok = build(src, entry, f);
+    bool ok = kn_kc_build(src, entry, f);
     free(src);
     return ok ? KN_OK : KN_ERR_INTERNAL;
 }
@@ -328,14 +173,14 @@ static void run_contiguous(const ccase *c)
     ref_attention(c, qf, kf, vf, mf, &p, want);
     kn_attn_spec sp = {c->dt, c->dt, mdt, c->mask, c->d, false};
     size_t es = kn_dt_size(c->dt);
-    void *dq = upload(q, nq * es), *dk = upload(k, nk * es), *dv = upload(v, nk * es);
-    void *dm = upload(m, nm * kn_dt_size(mdt) + 1), *dy = dalloc(nq * es);
+    void *dq = kn_kc_upload(q, nq * es), *dk = kn_kc_upload(k, nk * es), *dv = kn_kc_upload(v, nk * es);
+    void *dm = kn_kc_upload(m, nm * kn_dt_size(mdt) + 1), *dy = kn_kc_alloc(nq * es);
     void *got = malloc(nq * es);
     void *args[6] = {&dq, &dk, &dv, &dm, &dy, &p};
     for (int kind = 0; kind < 3; kind++) { /* flash, tensor cores (f16/bf16), simple */
         if (kind == 1 && c->dt == KN_F32)
             continue;
-        kfn f;
+        kn_kc_fn f;
         static const char *entries[] = {KN_ATTN_FLASH_ENTRY, KN_ATTN_FLASH_TC_ENTRY, KN_ATTN_SIMPLE_ENTRY};
         char *(*gens[])(const kn_attn_spec *, char *, size_t) = {kn_attn_flash_source, kn_attn_flash_tc_source,
                                                                  kn_attn_simple_source};
@@ -346,15 +191,15 @@ static void run_contiguous(const ccase *c)
         kn_dim3 g = kind == 0   ? kn_attn_flash_grid(c->batch, c->qh, c->sq)
                     : kind == 1 ? kn_attn_tc_grid(c->batch, c->qh, c->sq)
                                 : kn_emit_grid(c->batch * c->qh * c->sq);
-        if (!launch(&f, g, kind < 2 ? KN_FLASH_THREADS : 256, args)) {
+        if (!kn_kc_launch(&f, g, kind < 2 ? KN_FLASH_THREADS : 256, args)) {
             n_fail++;
             continue;
         }
-        download(got, dy, nq * es);
+        kn_kc_download(got, dy, nq * es);
         report(c->name, kind == 0 ? "flash" : kind == 1 ? "flash-tc" : "simple", NULL, got, c->dt, want, nq,
                kind < 2);
     }
-    dfree(dq), dfree(dk), dfree(dv), dfree(dm), dfree(dy);
+    kn_kc_free(dq), kn_kc_free(dk), kn_kc_free(dv), kn_kc_free(dm), kn_kc_free(dy);
     free(qf), free(kf), free(vf), free(mf), free(q), free(k), free(v), free(m), free(want), free(got);
 }
 
@@ -431,8 +276,8 @@ static void run_paged(const pcase *c)
             table[b * per + i] = (int32_t)s->blocks[i];
         past32[b] = (int32_t)c->past[b];
     }
-    void *dkp = upload(kv->keys, pool * 4), *dvp = upload(kv->values, pool * 4);
-    void *dtab = upload(table, (size_t)c->batch * per * 4), *dpast = upload(past32, 16);
+    void *dkp = kn_kc_upload(kv->keys, pool * 4), *dvp = kn_kc_upload(kv->values, pool * 4);
+    void *dtab = kn_kc_upload(table, (size_t)c->batch * per * 4), *dpast = kn_kc_upload(past32, 16);
     /* the host: append, then attention (k_paged_attn.c) */
     for (int64_t b = 0; b < c->batch; b++) {
         kn_kv_seq *s = kn_kv_seq_get(kv, seq[b]);
@@ -490,18 +335,18 @@ static void run_paged(const pcase *c)
     }
     kn_attn_spec sp = {c->dt, KN_F32, mdt, c->mask, c->d, true};
     size_t es = kn_dt_size(c->dt);
-    void *dq = upload(q, nq * es), *dkn = upload(kn, nn * es), *dvn = upload(vn, nn * es);
-    void *dm = upload(m, nm * kn_dt_size(mdt) + 1), *dy = dalloc(nq * es);
+    void *dq = kn_kc_upload(q, nq * es), *dkn = kn_kc_upload(kn, nn * es), *dvn = kn_kc_upload(vn, nn * es);
+    void *dm = kn_kc_upload(m, nm * kn_dt_size(mdt) + 1), *dy = kn_kc_alloc(nq * es);
     void *got = malloc(nq * es);
     float *pool_got = malloc(pool * 4);
-    kfn f;
+    kn_kc_fn f;
     bool ok = kernel_of(kn_attn_append_source, &sp, KN_ATTN_APPEND_ENTRY, &f) == KN_OK;
     void *aargs[7] = {&dkn, &dvn, &dkp, &dvp, &dtab, &dpast, &p};
-    ok = ok && launch(&f, kn_emit_grid((int64_t)nn), 256, aargs);
+    ok = ok && kn_kc_launch(&f, kn_emit_grid((int64_t)nn), 256, aargs);
     if (ok) {
-        download(pool_got, dkp, pool * 4);
+        kn_kc_download(pool_got, dkp, pool * 4);
         bool same = memcmp(pool_got, kv->keys, pool * 4) == 0;
-        download(pool_got, dvp, pool * 4);
+        kn_kc_download(pool_got, dvp, pool * 4);
         same = same && memcmp(pool_got, kv->values, pool * 4) == 0;
         printf("%s %-34s %-16s pools %s the host's after the append\n", same ? "PASS" : "FAIL", c->name, "append",
                same ? "equal" : "DIFFER from");
@@ -516,63 +361,54 @@ static void run_paged(const pcase *c)
             if (c->dt == KN_F32)
                 continue;
             if (kernel_of(kn_attn_flash_tc_source, &sp, KN_ATTN_FLASH_TC_ENTRY, &f) != KN_OK ||
-                !launch(&f, kn_attn_tc_grid(c->batch, c->qh, c->sq), KN_FLASH_THREADS, args)) {
+                !kn_kc_launch(&f, kn_attn_tc_grid(c->batch, c->qh, c->sq), KN_FLASH_THREADS, args)) {
                 n_fail++;
                 continue;
             }
-            download(got, dy, nq * es);
+            kn_kc_download(got, dy, nq * es);
             report(c->name, "flash-tc(paged)", NULL, got, c->dt, want, nq, true);
             continue;
         }
         if (kind == 1) {
-            int64_t ns = c->n_split ? c->n_split : kn_attn_decode_splits(c->batch, c->qh, c->sq, maxp + c->sq, R.sms);
+            int64_t ns = c->n_split ? c->n_split : kn_attn_decode_splits(c->batch, c->qh, c->sq, maxp + c->sq, kn_kc.sms);
             p.n_split = ns;
-            kfn fc;
-            void *part = dalloc(kn_decode_partial_bytes(c->batch, c->qh, c->sq, ns, c->d));
+            kn_kc_fn fc;
+            void *part = kn_kc_alloc(kn_decode_partial_bytes(c->batch, c->qh, c->sq, ns, c->d));
             void *dargs[8] = {&dq, &dkp, &dvp, &dtab, &dpast, &dm, &part, &p};
             void *cargs[3] = {&part, &dy, &p};
             bool k_ok = kernel_of(kn_attn_decode_source, &sp, KN_ATTN_DECODE_ENTRY, &f) == KN_OK &&
                         kernel_of(kn_attn_combine_source, &sp, KN_ATTN_COMBINE_ENTRY, &fc) == KN_OK &&
-                        launch(&f, kn_attn_decode_grid(c->batch, c->qh, c->sq, ns), KN_DECODE_THREADS, dargs) &&
-                        launch(&fc, kn_emit_grid((int64_t)nq), 256, cargs);
-            dfree(part);
+                        kn_kc_launch(&f, kn_attn_decode_grid(c->batch, c->qh, c->sq, ns), KN_DECODE_THREADS, dargs) &&
+                        kn_kc_launch(&fc, kn_emit_grid((int64_t)nq), 256, cargs);
+            kn_kc_free(part);
             if (!k_ok) {
                 n_fail++;
                 continue;
             }
             char kname[32];
             snprintf(kname, sizeof kname, "decode(%lld)", (long long)ns);
-            download(got, dy, nq * es);
+            kn_kc_download(got, dy, nq * es);
             report(c->name, kname, NULL, got, c->dt, want, nq, true);
             continue;
         }
         bool fast = kind == 0;
         if (kernel_of(fast ? kn_attn_flash_source : kn_attn_simple_source, &sp,
                       fast ? KN_ATTN_FLASH_ENTRY : KN_ATTN_SIMPLE_ENTRY, &f) != KN_OK ||
-            !launch(&f, fast ? kn_attn_flash_grid(c->batch, c->qh, c->sq) : kn_emit_grid(c->batch * c->qh * c->sq),
+            !kn_kc_launch(&f, fast ? kn_attn_flash_grid(c->batch, c->qh, c->sq) : kn_emit_grid(c->batch * c->qh * c->sq),
                     fast ? KN_FLASH_THREADS : 256, args)) {
             n_fail++;
             continue;
         }
-        download(got, dy, nq * es);
+        kn_kc_download(got, dy, nq * es);
         report(c->name, fast ? "flash(paged)" : "simple(paged)", NULL, got, c->dt, want, nq, fast);
     }
-    dfree(dq), dfree(dkn), dfree(dvn), dfree(dm), dfree(dy), dfree(dkp), dfree(dvp), dfree(dtab), dfree(dpast);
+    kn_kc_free(dq), kn_kc_free(dkn), kn_kc_free(dvn), kn_kc_free(dm), kn_kc_free(dy), kn_kc_free(dkp), kn_kc_free(dvp), kn_kc_free(dtab), kn_kc_free(dpast);
     free(qf), free(kf), free(vf), free(q), free(kn), free(vn), free(m), free(mf), free(table), free(want);
     free(got), free(pool_got);
     kn_kv_destroy(kv);
     kn_diag_destroy(d);
 }
 
-/* Peak device bandwidth as a copy kernel achieves it: 16-byte loads and
- * stores, 1 GiB read + 1 GiB written per launch. */
-static const char copy_src[] =
-    "#include \"kiln_cuda.h\"\n"
-    "extern \"C\" __global__ void kn_copy16(const uint4 *a, uint4 *b, i64 n) {\n"
-    "  for (i64 i = kn_tid(); i < n; i += kn_nthreads()) b[i] = a[i];\n"
-    "}\n";
-
-/* ---- every default-arch compile (no run) ---- */
 
 static void compile_sweep(void)
 {
@@ -612,14 +448,14 @@ static void compile_sweep(void)
                     p.kernels[p.n_kernels++] = (kn_cu_kernel){names[g], copy, (uint64_t)p.n_kernels, NULL, 0};
                 }
     if (p.kernels) {
-        char *copy = kn_mem_alloc(NULL, sizeof copy_src);
+        char *copy = kn_mem_alloc(NULL, strlen(kn_kc_copy_src) + 1);
         if (copy)
-            memcpy(copy, copy_src, sizeof copy_src);
+            memcpy(copy, kn_kc_copy_src, strlen(kn_kc_copy_src) + 1);
         p.kernels[p.n_kernels++] = (kn_cu_kernel){"kn_copy16", copy, 0, NULL, 0};
     }
     static const uint32_t all[] = {80, 86, 89, 90};
-    uint32_t mine[1] = {R.arch};
-    kn_nvrtc_options o = {R.gpu ? mine : all, R.gpu ? 1u : 4u, false, NULL, 0};
+    uint32_t mine[1] = {kn_kc.arch};
+    kn_nvrtc_options o = {kn_kc.gpu ? mine : all, kn_kc.gpu ? 1u : 4u, false, NULL, 0};
     kn_diag *d = kn_diag_create(NULL, NULL);
     kn_nvrtc_stats st = {0};
     kn_status s = p.kernels ? kn_cuda_compile(&p, &o, d, &st) : KN_ERR_NOMEM;
@@ -629,7 +465,7 @@ static void compile_sweep(void)
     }
     printf("%s NVRTC sweep: %u kernel sources (f32/f16/bf16 x head dim 32/64/128 x contiguous/paged, tensor cores, "
            "the copy kernel) x %s: %u images compiled, %u from the cache, %d failures\n",
-           bad ? "FAIL" : "PASS", p.n_kernels, R.gpu ? "this GPU's arch" : "sm_80/86/89/90 + PTX", st.compiled,
+           bad ? "FAIL" : "PASS", p.n_kernels, kn_kc.gpu ? "this GPU's arch" : "sm_80/86/89/90 + PTX", st.compiled,
            st.cached, bad);
     for (uint32_t i = 0; i < p.n_kernels; i++)
         p.kernels[i].entry = NULL;
@@ -658,105 +494,44 @@ static const pcase pcases[] = {
     {"f32 d32 prefill3 past5 bs2 causal", KN_F32, 32, 1, 2, 1, 3, {5}, 2, KN_MASK_NONE, 1, 4},
 };
 
-#ifdef KN_HAVE_CUDA_HEADERS
-static int gpu_open(void)
-{
-    kn_diag *d = kn_diag_create(NULL, NULL);
-    kn_status s = kn_cuda_driver_get(d, KN_NOTE, &R.cu);
-    if (s != KN_OK) {
-        printf("skipped: no usable GPU (%s)\n", kn_diag_size(d) ? kn_diag_message(d, 0, NULL) : kn_status_str(s));
-        kn_diag_destroy(d);
-        return 77;
-    }
-    kn_diag_destroy(d);
-    int n = 0, major = 0, minor = 0;
-    if (R.cu->device_get_count(&n) != CUDA_SUCCESS || n < 1 || R.cu->device_get(&R.dev, 0) != CUDA_SUCCESS) {
-        printf("skipped: no CUDA device\n");
-        return 77;
-    }
-    R.cu->device_get_attribute(&major, CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR, R.dev);
-    R.cu->device_get_attribute(&minor, CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR, R.dev);
-    R.cu->device_get_attribute(&R.sms, CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT, R.dev);
-    R.arch = (uint32_t)(major * 10 + minor);
-    if (R.cu->primary_ctx_retain(&R.ctx, R.dev) != CUDA_SUCCESS || R.cu->ctx_set_current(R.ctx) != CUDA_SUCCESS) {
-        printf("error: cannot make a CUDA context\n");
-        return 1;
-    }
-    char name[256] = "";
-    R.cu->device_get_name(name, sizeof name, R.dev);
-    printf("GPU: %s, sm_%u, %d SMs\n", name, R.arch, R.sms);
-    return 0;
-}
-
-#endif
 
 #ifdef KN_HAVE_CUDA_HEADERS
 /* --gpu --bench: the fast kernels at LLM shapes (f16, head dim 128, GQA
  * 32/8), wall time of 20 launches after 3; KV bytes read per second for
  * decoding. Prints "BENCH ..." lines. */
-static double time_launches(const kfn *f, kn_dim3 g, uint32_t threads, void **args)
-{
-    for (int i = 0; i < 3; i++)
-        launch(f, g, threads, args);
-    struct timespec a, b;
-    clock_gettime(CLOCK_MONOTONIC, &a);
-    for (int i = 0; i < 20; i++)
-        R.cu->launch_kernel((CUfunction)f->func, g.x, g.y, g.z, threads, 1, 1, 0, NULL, args, NULL);
-    R.cu->stream_synchronize(NULL);
-    clock_gettime(CLOCK_MONOTONIC, &b);
-    return ((double)(b.tv_sec - a.tv_sec) + (double)(b.tv_nsec - a.tv_nsec) * 1e-9) / 20.0;
-}
-
-static double copy_bandwidth(void)
-{
-    kfn f;
-    if (!build(copy_src, "kn_copy16", &f))
-        return 0;
-    int64_t n = (1ll << 30) / 16;
-    void *a = dalloc((size_t)n * 16), *b = dalloc((size_t)n * 16);
-    if (!a || !b) {
-        dfree(a), dfree(b);
-        return 0;
-    }
-    void *args[3] = {&a, &b, &n};
-    double t = time_launches(&f, (kn_dim3){(uint32_t)(R.sms * 8), 1, 1}, 512, args);
-    dfree(a), dfree(b);
-    return 2.0 * (double)n * 16 / t;
-}
-
 static void bench_gpu(void)
 {
-    double peak = copy_bandwidth();
+    double peak = kn_kc_copy_bandwidth();
     printf("BENCH copy kernel (16-byte accesses, 1 GiB each way): %.0f GB/s (the roofline below)\n", peak / 1e9);
     const int D = 128;
     const int64_t qh = 32, kvh = 8;
     /* prefill: contiguous f16, causal */
     for (int64_t sq = 512; sq <= 2048; sq *= 4) {
         kn_attn_spec sp = {KN_F16, KN_F16, KN_F16, KN_MASK_NONE, D, false};
-        kfn f;
+        kn_kc_fn f;
         if (kernel_of(kn_attn_flash_source, &sp, KN_ATTN_FLASH_ENTRY, &f) != KN_OK)
             return;
         size_t nq = (size_t)(qh * sq * D), nk = (size_t)(kvh * sq * D);
-        void *q = dalloc(nq * 2), *k = dalloc(nk * 2), *v = dalloc(nk * 2), *y = dalloc(nq * 2), *m = NULL;
+        void *q = kn_kc_alloc(nq * 2), *k = kn_kc_alloc(nk * 2), *v = kn_kc_alloc(nk * 2), *y = kn_kc_alloc(nq * 2), *m = NULL;
         kn_attn_params p = {1, qh, kvh, sq, sq, qh / kvh, 0, {0}, sq, (float)(1.0 / sqrt((double)D)), 1};
         void *args[6] = {&q, &k, &v, &m, &y, &p};
-        double t = time_launches(&f, kn_attn_flash_grid(1, qh, sq), KN_FLASH_THREADS, args);
+        double t = kn_kc_time(&f, kn_attn_flash_grid(1, qh, sq), KN_FLASH_THREADS, args);
         double flops = 4.0 * qh * (double)sq * (double)sq * D / 2.0; /* causal: half the scores */
         printf("BENCH flash prefill f16 d128 32/8 heads sq %lld causal: %.3f ms, %.1f TFLOP/s\n", (long long)sq,
                t * 1e3, flops / t / 1e12);
-        kfn ft;
+        kn_kc_fn ft;
         if (kernel_of(kn_attn_flash_tc_source, &sp, KN_ATTN_FLASH_TC_ENTRY, &ft) == KN_OK) {
-            t = time_launches(&ft, kn_attn_tc_grid(1, qh, sq), KN_FLASH_THREADS, args);
+            t = kn_kc_time(&ft, kn_attn_tc_grid(1, qh, sq), KN_FLASH_THREADS, args);
             printf("BENCH flash-tc prefill f16 d128 32/8 heads sq %lld causal: %.3f ms, %.1f TFLOP/s\n",
                    (long long)sq, t * 1e3, flops / t / 1e12);
         }
-        dfree(q), dfree(k), dfree(v), dfree(y);
+        kn_kc_free(q), kn_kc_free(k), kn_kc_free(v), kn_kc_free(y);
     }
     /* decoding over the paged cache (float32 pools as runtime/kv_cache.c), batch 1 and 8 */
     for (int64_t batch = 1; batch <= 8; batch *= 8) {
         const int64_t past = 4096, bs = 16, per = (past + 1 + bs - 1) / bs;
         kn_attn_spec sp = {KN_F16, KN_F32, KN_F16, KN_MASK_NONE, D, true};
-        kfn f, fc;
+        kn_kc_fn f, fc;
         if (kernel_of(kn_attn_decode_source, &sp, KN_ATTN_DECODE_ENTRY, &f) != KN_OK ||
             kernel_of(kn_attn_combine_source, &sp, KN_ATTN_COMBINE_ENTRY, &fc) != KN_OK)
             return;
@@ -766,22 +541,22 @@ static void bench_gpu(void)
             table[i] = (int32_t)((i * 7919) % (batch * per)); /* scattered blocks */
         for (int b = 0; b < 8; b++)
             pastv[b] = (int32_t)past;
-        void *q = dalloc((size_t)(batch * qh * D) * 2), *kp = dalloc(pool * 4), *vp = dalloc(pool * 4);
-        void *tab = upload(table, (size_t)(batch * per) * 4), *pv = upload(pastv, sizeof pastv), *m = NULL;
-        void *y = dalloc((size_t)(batch * qh * D) * 2);
-        int64_t ns = kn_attn_decode_splits(batch, qh, 1, past + 1, R.sms);
-        void *part = dalloc(kn_decode_partial_bytes(batch, qh, 1, ns, D));
+        void *q = kn_kc_alloc((size_t)(batch * qh * D) * 2), *kp = kn_kc_alloc(pool * 4), *vp = kn_kc_alloc(pool * 4);
+        void *tab = kn_kc_upload(table, (size_t)(batch * per) * 4), *pv = kn_kc_upload(pastv, sizeof pastv), *m = NULL;
+        void *y = kn_kc_alloc((size_t)(batch * qh * D) * 2);
+        int64_t ns = kn_attn_decode_splits(batch, qh, 1, past + 1, kn_kc.sms);
+        void *part = kn_kc_alloc(kn_decode_partial_bytes(batch, qh, 1, ns, D));
         kn_paged_params p = {batch, qh, kvh, 1, qh / kvh, bs, per, 0, {0}, ns, (float)(1.0 / sqrt((double)D)), 0};
         void *dargs[8] = {&q, &kp, &vp, &tab, &pv, &m, &part, &p};
         void *cargs[3] = {&part, &y, &p};
-        double t = time_launches(&f, kn_attn_decode_grid(batch, qh, 1, ns), KN_DECODE_THREADS, dargs);
-        double tc = time_launches(&fc, kn_emit_grid(batch * qh * D), 256, cargs);
+        double t = kn_kc_time(&f, kn_attn_decode_grid(batch, qh, 1, ns), KN_DECODE_THREADS, dargs);
+        double tc = kn_kc_time(&fc, kn_emit_grid(batch * qh * D), 256, cargs);
         double bytes = (double)batch * (double)(past + 1) * kvh * D * 2 * 4;
         printf("BENCH paged decode f16 q, f32 cache, d128 32/8 heads, batch %lld, context %lld, %lld splits: "
                "%.3f ms + combine %.3f ms, KV read %.0f GB/s = %.0f%% of the copy roofline\n",
                (long long)batch, (long long)past + 1, (long long)ns, t * 1e3, tc * 1e3, bytes / (t + tc) / 1e9,
                peak > 0 ? 100.0 * bytes / (t + tc) / peak : 0.0);
-        dfree(q), dfree(kp), dfree(vp), dfree(tab), dfree(pv), dfree(y), dfree(part);
+        kn_kc_free(q), kn_kc_free(kp), kn_kc_free(vp), kn_kc_free(tab), kn_kc_free(pv), kn_kc_free(y), kn_kc_free(part);
         free(table);
     }
 }
@@ -792,7 +567,7 @@ int main(int argc, char **argv)
     bool bench = false;
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "--gpu") == 0)
-            R.gpu = true;
+            kn_kc.gpu = true;
         else if (strcmp(argv[i], "--bench") == 0)
             bench = true;
         else {
@@ -806,11 +581,11 @@ int main(int argc, char **argv)
     }
     if (!kn_nvrtc_version()) {
         printf("skipped: NVRTC (libnvrtc.so from the CUDA toolkit) is not available here\n");
-        return R.gpu ? 77 : 0;
+        return kn_kc.gpu ? 77 : 0;
     }
-    if (R.gpu) {
+    if (kn_kc.gpu) {
 #ifdef KN_HAVE_CUDA_HEADERS
-        int rc = gpu_open();
+        int rc = kn_kc_gpu_open();
         if (rc)
             return rc;
 #else
@@ -830,7 +605,7 @@ int main(int argc, char **argv)
     for (size_t i = 0; i < sizeof pcases / sizeof *pcases; i++)
         run_paged(&pcases[i]);
 #ifdef KN_HAVE_CUDA_HEADERS
-    if (R.gpu && bench)
+    if (kn_kc.gpu && bench)
         bench_gpu();
 #endif
     (void)bench;

@@ -92,6 +92,11 @@ char *kn_attn_flash_tc_source(const kn_attn_spec *s, char *err, size_t err_size)
 kn_dim3 kn_attn_tc_grid(int64_t batch, int64_t qh, int64_t sq);
 /* shared by the generators */
 void kn_attn_preamble(kn_sb *sb, const kn_attn_spec *s);
+/* u32/u16, kn_f2t (float -> T), kn_pack (two T in a u32) and kn_mma (c +=
+ * a * b, mma.sync m16n8k16 with float32 accumulators; emulated from the
+ * warp's gathered fragments under KN_EMU_COOP) for the T the source has
+ * typedef'd: float16 or bfloat16 (e_attn_tc.c; also used by e_nbits_tc.c). */
+void kn_mma_helpers(kn_sb *sb, kn_dtype t);
 char *kn_attn_finish(kn_sb *sb, char *err, size_t n);
 bool kn_attn_check_spec(const kn_attn_spec *s, char *err, size_t n);
 #define KN_ATTN_FLASH_ENTRY "kn_flash_attn"

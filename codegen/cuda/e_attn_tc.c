@@ -15,23 +15,14 @@ kn_dim3 kn_attn_tc_grid(int64_t batch, int64_t qh, int64_t sq)
     return (kn_dim3){(uint32_t)((sq + KN_FLASH_TC_BM - 1) / KN_FLASH_TC_BM), (uint32_t)qh, (uint32_t)batch};
 }
 
-char *kn_attn_flash_tc_source(const kn_attn_spec *s, char *err, size_t err_size)
+/* kn_f2t, kn_pack and kn_mma (c += a * b, one m16n8k16 tile for the warp;
+ * computed from the gathered fragments under the emulator) for the type T
+ * the source has defined: float16 or bfloat16. Shared with the MatMulNBits
+ * tensor-core kernel (e_nbits_tc.c). */
+void kn_mma_helpers(kn_sb *sb, kn_dtype t)
 {
-    if (!kn_attn_check_spec(s, err, err_size))
-        return NULL;
-    if (s->dtype != KN_F16 && s->dtype != KN_BF16) {
-        snprintf(err, err_size, "tensor-core attention takes float16 or bfloat16, not %s", kn_dtype_name(s->dtype));
-        return NULL;
-    }
-    if (s->head_dim != 32 && s->head_dim != 64 && s->head_dim != 128) {
-        snprintf(err, err_size, "tensor-core attention: head dim %d (32, 64 or 128)", s->head_dim);
-        return NULL;
-    }
-    kn_sb sb = {0};
-    kn_attn_preamble(&sb, s);
-    bool bf = s->dtype == KN_BF16;
-    kn_sb_printf(&sb,
-        "#define BM 64\n#define BN 64\n#define KD (D / 16)\n#define NT (BN / 8)\n#define OT (D / 8)\n#define PAD 8\n"
+    bool bf = t == KN_BF16;
+    kn_sb_printf(sb,
         "typedef unsigned int u32;\n"
         "typedef unsigned short u16;\n"
         "__device__ __forceinline__ T kn_f2t(float v) { return %s(v); }\n"
@@ -65,6 +56,24 @@ char *kn_attn_flash_tc_source(const kn_attn_spec *s, char *err, size_t err_size)
         "#endif\n"
         "}\n",
         bf ? "__float2bfloat16_rn" : "__float2half_rn", bf ? "bf16" : "f16", bf ? "bf16" : "f16");
+}
+
+char *kn_attn_flash_tc_source(const kn_attn_spec *s, char *err, size_t err_size)
+{
+    if (!kn_attn_check_spec(s, err, err_size))
+        return NULL;
+    if (s->dtype != KN_F16 && s->dtype != KN_BF16) {
+        snprintf(err, err_size, "tensor-core attention takes float16 or bfloat16, not %s", kn_dtype_name(s->dtype));
+        return NULL;
+    }
+    if (s->head_dim != 32 && s->head_dim != 64 && s->head_dim != 128) {
+        snprintf(err, err_size, "tensor-core attention: head dim %d (32, 64 or 128)", s->head_dim);
+        return NULL;
+    }
+    kn_sb sb = {0};
+    kn_attn_preamble(&sb, s);
+    kn_sb_printf(&sb, "#define BM 64\n#define BN 64\n#define KD (D / 16)\n#define NT (BN / 8)\n#define OT (D / 8)\n#define PAD 8\n");
+    kn_mma_helpers(&sb, s->dtype);
     kn_sb_printf(&sb,
         "/* grid (ceil(sq / 64), q heads, batch), 4 warps: warp w takes query rows 16w ... 16w + 15 of the\n"
         " * block's 64; K/V tiles of 64 keys in shared memory in the input dtype; online softmax per row\n"

@@ -4,15 +4,11 @@
  * QLinearConv. Semantics follow the CPU
  * reference kernels (runtime/cpu/k_quant.c, k_linalg.c, k_linalg_conv.c).
  *
- * MatMulNBits: one thread per output element (row m, column n) walks the
- * packed weight row n block by block, dequantizes each code in registers
- * ((code - zero_point) * scale in float, as the reference), accumulates a
- * block in float (fma) and the blocks in double; 4-bit blocks of whole
- * 32-bit words are read a word (8 codes) at a time. Batch > 1 is more rows
- * over the same kernel. This is the GEMV shape of the W4A16 kernel: the
- * weight is read packed (4x fewer bytes than fp16), which is what decode is
- * bound by; the warp-per-column / tensor-core forms come with the fast
- * kernels once the emulator runs warps.
+ * MatMulNBits: the kernels of quant_kernels.h (e_nbits_kernels.c,
+ * e_nbits_tc.c), chosen per node at compile time from the row count and
+ * dtypes: a warp-per-column GEMV for fewer than 16 rows (decode), mma.sync
+ * tensor cores for float16/bfloat16 A with 16 rows or more (prefill), and
+ * the one-thread-per-output kernel otherwise.
  *
  * QLinearMatMul / MatMulInteger / QLinearConv: one thread per output
  * element summing (a - a_zp)(b - b_zp) exactly in 64-bit integers (the
@@ -23,19 +19,17 @@
  * is the intended fast path for large products; kn_emit_gemm has no
  * integer dtype yet.) */
 #include "codegen/cuda/emit.h"
+#include "codegen/cuda/quant_kernels.h"
 #include "runtime/cpu/util.h"
 #include "runtime/plan_format.h"
 
+#include <stdlib.h>
 #include <string.h>
 
 static bool is_q8(kn_dtype t) { return t == KN_I8 || t == KN_U8; }
 static bool is_half_float(kn_dtype t) { return t == KN_F32 || t == KN_F16 || t == KN_BF16; }
 
 /* ---- MatMulNBits ---- */
-
-typedef struct nbits_params {
-    int64_t total, n, k, nblk, blob, bs, zrow;
-} nbits_params;
 
 kn_status kn_emit_MS_MatMulNBits(kn_emit *e)
 {
@@ -55,89 +49,29 @@ kn_status kn_emit_MS_MatMulNBits(kn_emit *e)
     if (!is_half_float(a->dtype) || !is_half_float(sc->dtype) || (bias && !is_half_float(bias->dtype)) ||
         y->dtype != a->dtype)
         return kn_emit_fail(e, KN_ERR_UNSUPPORTED, "dtype %s", kn_dtype_name(a->dtype));
-    nbits_params p = {y->numel, N, K, (K + bs - 1) / bs, bs * bits / 8, bs, 0};
+    kn_nbits_params p = {y->numel, N, K, (K + bs - 1) / bs, bs * bits / 8, bs, 0, a->numel / K};
     p.zrow = (p.nblk * bits + 7) / 8;
     bool zp_packed = zp && zp->dtype == KN_U8;
     if (b->dtype != KN_U8 || b->numel != N * p.nblk * p.blob || sc->numel != N * p.nblk ||
         (zp && zp_packed && zp->numel != N * p.zrow) ||
         (zp && !zp_packed && (!is_half_float(zp->dtype) || zp->numel != N * p.nblk)) || (bias && bias->numel != N))
         return kn_emit_fail(e, KN_ERR_INVALID, "B, scales, zero_points or bias shape");
-    const char *t = kn_cuda_type(a->dtype), *st = kn_cuda_type(sc->dtype);
-    const char *zt = zp ? kn_cuda_type(zp->dtype) : NULL, *bt = bias ? kn_cuda_type(bias->dtype) : NULL;
-    unsigned mask = (1u << bits) - 1u;
-    kn_sb src = {0};
-    kn_sb_printf(&src,
-                 "#include \"kiln_cuda.h\"\n"
-                 "struct P { i64 total, n, k, nblk, blob, bs, zrow; };\n"
-                 "extern \"C\" __global__ void matmul_nbits(const %s *a, const unsigned char *b, const %s *sc, ",
-                 t, st);
-    if (zp)
-        kn_sb_printf(&src, "const %s *zp, ", zt);
-    if (bias)
-        kn_sb_printf(&src, "const %s *bias, ", bt);
-    kn_sb_printf(&src,
-                 "%s *y, P p) {\n"
-                 "  for (i64 i = kn_tid(); i < p.total; i += kn_nthreads()) {\n"
-                 "    i64 n = i %% p.n, m = i / p.n;\n"
-                 "    const %s *ar = a + m * p.k;\n"
-                 "    const unsigned char *bn = b + n * p.nblk * p.blob;\n"
-                 "    double acc = 0;\n"
-                 "    for (i64 blk = 0; blk < p.nblk; blk++) {\n"
-                 "      float s = kn_tof(sc[n * p.nblk + blk]);\n",
-                 t, t);
-    if (!zp)
-        kn_sb_printf(&src, "      float z = %u.0f;\n", 1u << (bits - 1));
-    else if (zp_packed)
-        kn_sb_printf(&src,
-                     "      i64 zb = blk * %lld;\n"
-                     "      float z = (float)((zp[n * p.zrow + (zb >> 3)] >> (zb & 7)) & %uu);\n",
-                     (long long)bits, mask);
-    else
-        kn_sb_printf(&src, "      float z = kn_tof(zp[n * p.nblk + blk]);\n");
-    kn_sb_printf(&src,
-                 "      const unsigned char *q = bn + blk * p.blob;\n"
-                 "      const %s *ak = ar + blk * p.bs;\n"
-                 "      i64 len = p.k - blk * p.bs < p.bs ? p.k - blk * p.bs : p.bs;\n"
-                 "      float part = 0.0f;\n",
-                 t);
-    if (bits == 4 && p.blob % 4 == 0) /* whole 32-bit words: 8 codes per load (offsets stay 4-aligned) */
-        kn_sb_printf(&src, "      i64 j = 0;\n"
-                           "      for (; j + 8 <= len; j += 8) {\n"
-                           "        unsigned v = *(const unsigned int *)(q + (j >> 1));\n"
-                           "#pragma unroll\n"
-                           "        for (int t = 0; t < 8; t++)\n"
-                           "          part = fmaf(kn_tof(ak[j + t]), ((float)((v >> (4 * t)) & 15u) - z) * s, part);\n"
-                           "      }\n"
-                           "      for (; j + 1 < len; j += 2) {\n"
-                           "        unsigned v = q[j >> 1];\n"
-                           "        part = fmaf(kn_tof(ak[j]), ((float)(v & 15u) - z) * s, part);\n"
-                           "        part = fmaf(kn_tof(ak[j + 1]), ((float)(v >> 4) - z) * s, part);\n"
-                           "      }\n"
-                           "      if (len & 1) part = fmaf(kn_tof(ak[len - 1]), ((float)(q[(len - 1) >> 1] & 15u) - z) * s, part);\n");
-    else if (bits == 4)
-        kn_sb_printf(&src, "      for (i64 j = 0; j + 1 < len; j += 2) {\n"
-                           "        unsigned v = q[j >> 1];\n"
-                           "        part = fmaf(kn_tof(ak[j]), ((float)(v & 15u) - z) * s, part);\n"
-                           "        part = fmaf(kn_tof(ak[j + 1]), ((float)(v >> 4) - z) * s, part);\n"
-                           "      }\n"
-                           "      if (len & 1) part = fmaf(kn_tof(ak[len - 1]), ((float)(q[(len - 1) >> 1] & 15u) - z) * s, part);\n");
-    else
-        kn_sb_printf(&src,
-                     "      for (i64 j = 0; j < len; j++) {\n"
-                     "        i64 bit = j * %lld;\n"
-                     "        float w = ((float)((q[bit >> 3] >> (bit & 7)) & %uu) - z) * s;\n"
-                     "        part = fmaf(kn_tof(ak[j]), w, part);\n"
-                     "      }\n",
-                     (long long)bits, mask);
-    kn_sb_printf(&src,
-                 "      acc += (double)part;\n"
-                 "    }\n"
-                 "%s"
-                 "    y[i] = kn_fromd<%s>(acc);\n"
-                 "  }\n"
-                 "}\n",
-                 bias ? "    acc += kn_tod(bias[n]);\n" : "", t);
-    kn_emit_arg args[6];
+    kn_nbits_spec sp = {a->dtype, sc->dtype, zp ? zp->dtype : KN_UNDEFINED, bias ? bias->dtype : KN_UNDEFINED,
+                        (int)bits, p.blob % 4 == 0};
+    /* the kernel for this shape, decided here once (quant_kernels.h) */
+    kn_nbits_kind kind = kn_nbits_choose(&sp, &p);
+    char err[256];
+    char *src = kind == KN_NBITS_TC     ? kn_nbits_tc_source(&sp, err, sizeof err)
+                : kind == KN_NBITS_GEMV ? kn_nbits_gemv_source(&sp, err, sizeof err)
+                                        : kn_nbits_simple_source(&sp, err, sizeof err);
+    if (!src)
+        return kn_emit_fail(e, KN_ERR_UNSUPPORTED, "%s", err);
+    static const char *entries[] = {KN_NBITS_SIMPLE_ENTRY, KN_NBITS_GEMV_ENTRY, KN_NBITS_TC_ENTRY};
+    uint32_t k;
+    kn_status s = kn_emit_kernel(e, src, entries[kind], &k);
+    free(src);
+    KN_TRY(s);
+    kn_emit_arg args[7];
     uint32_t na = 0;
     for (uint32_t i = 0; i < 3; i++)
         args[na++] = (kn_emit_arg){KN_ARG_IN, i, 0, NULL, 0};
@@ -147,7 +81,7 @@ kn_status kn_emit_MS_MatMulNBits(kn_emit *e)
         args[na++] = (kn_emit_arg){KN_ARG_IN, 5, 0, NULL, 0};
     args[na++] = (kn_emit_arg){KN_ARG_OUT, 0, 0, NULL, 0};
     args[na++] = (kn_emit_arg){KN_ARG_PARAMS, 0, sizeof p, &p, 0};
-    return kn_emit_launch_source(e, &src, "matmul_nbits", args, na, p.total);
+    return kn_emit_launch(e, k, kn_nbits_grid(kind, &p), (kn_dim3){kn_nbits_threads(kind), 1, 1}, 0, args, na);
 }
 
 /* ---- integer matmuls ---- */

@@ -45,6 +45,13 @@ void kn_sampler_destroy(kn_sampler *s);
  * `logits` is NULL. Not thread-safe per sampler (it owns RNG state). */
 int64_t kn_sampler_pick(kn_sampler *s, const float *logits, const int64_t *context, uint32_t n_context);
 
+/* The sampler's next uniform number in [0, 1) (53 random bits), advancing
+ * its generator exactly as a draw of kn_sampler_pick does: the number the
+ * GPU sampling kernels (codegen/cuda/sample_kernels.h) take per row so that
+ * they pick the id the CPU sampler would. kn_sampler_pick draws only when
+ * it samples (not for greedy answers). -1 when `s` is NULL. */
+double kn_sampler_uniform(kn_sampler *s);
+
 #ifdef __cplusplus
 }
 #endif

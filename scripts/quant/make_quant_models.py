@@ -21,6 +21,8 @@ with onnx.helper from seeded random weights, so the script reproduces the same f
   nbits_b32_sym_odd  MatMul [1,7,33]×[33,20] → MatMulNBits 4-bit, block 32, symmetric, K odd
   nbits8_b32     MatMul [3,80]×[80,24] → MatMulNBits 8-bit, block 32, asymmetric (its float
                  model is tests/data/quant_float/mm_80x24/model.onnx)
+  nbits_b32_rows40  MatMul [40,136]×[136,72] → MatMulNBits 4-bit, block 32, asymmetric: 40 rows
+                 (the tensor-core kernel under --precision fp16)
   llama_nbits    tests/models/llama_gqa_tiny with every MatMul with a constant weight as
                  MatMulNBits 4-bit block 32 asymmetric (if the tiny model is present)
 """
@@ -188,6 +190,11 @@ def main():
     os.makedirs(fdir, exist_ok=True)
     onnx.save(mm8, os.path.join(fdir, "model.onnx"))
     nbits("nbits8_b32", mm8, {"x": r.standard_normal([3, 80]).astype(np.float32)}, 32, False, bits=8)
+    # 40 rows: the tensor-core kernel for float16 A (ctest cuda_codegen_quant_models_fp16
+    # compiles it with --precision fp16); K 136 is not a multiple of the block
+    rp = np.random.default_rng(77)
+    nbits("nbits_b32_rows40", matmul_model(rp, [40, 136], 72),
+          {"x": rp.standard_normal([40, 136]).astype(np.float32)}, 32, False)
 
     llama = os.path.join(ROOT, "tests", "models", "llama_gqa_tiny")
     if os.path.exists(os.path.join(llama, "model.onnx")):
