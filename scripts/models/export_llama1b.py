@@ -19,7 +19,6 @@ import glob
 import os
 import sys
 
-import numpy as np
 import onnx
 import torch
 
@@ -40,20 +39,7 @@ def main():
     raw = os.path.join(a.out, "raw")
     os.makedirs(raw, exist_ok=True)
     raw_path = os.path.join(raw, "model.onnx")
-    n, kvh, hd = ed.kv_dims(cfg)
-    wrapper = ed.Wrapper(model, n).eval()
-    ins, outs = ed.io_names(n)
-    rng = np.random.default_rng(99)
-    past = [rng.standard_normal((2, kvh, 3, hd)).astype(np.float32) for _ in range(2 * n)]
-    example = ed.feeds(cfg, rng.integers(0, cfg.vocab_size, (2, 5)), past)
-    args = tuple(torch.from_numpy(example[k]) for k in ins)
-    axes = {"input_ids": {0: "batch", 1: "seq"}, "attention_mask": {0: "batch", 1: "total_seq"},
-            "position_ids": {0: "batch", 1: "seq"}, "logits": {0: "batch", 1: "seq"}}
-    for i in range(n):
-        axes[f"past_key_values.{i}.key"] = axes[f"past_key_values.{i}.value"] = {0: "batch", 2: "past_seq"}
-        axes[f"present.{i}.key"] = axes[f"present.{i}.value"] = {0: "batch", 2: "total_seq"}
-    torch.onnx.export(wrapper, args, raw_path, dynamo=False, opset_version=ed.OPSET, input_names=ins,
-                      output_names=outs, dynamic_axes=axes, do_constant_folding=True)
+    wrapper, _, _ = ed.export("llama1b", model, cfg, raw_path, check=False)
     del wrapper, model
     m = onnx.load(raw_path, load_external_data=True)
     path = os.path.join(a.out, "model.onnx")
