@@ -304,6 +304,8 @@ kn_status kn_session_create_device(const kn_graph *plan, kn_session_device dev, 
         bool gpu = kn_cuda_available(q);
         if (!gpu && dev == KN_DEVICE_CUDA) {
             const char *why = kn_diag_size(q) ? kn_diag_message(q, 0, NULL) : "no usable GPU";
+            if (strncmp(why, "note: ", 6) == 0)
+                why += 6;
             kn_diag_add(d, KN_ERROR, "%s: --device cuda: no GPU to run on (%s)", name, why);
             kn_diag_destroy(q);
             return KN_ERR_UNSUPPORTED;
