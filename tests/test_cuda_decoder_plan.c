@@ -10,6 +10,11 @@
  *     steps) against a CPU session on the plan itself (its [1, 1] graph,
  *     one token per run) and one on the target-cpu -O2 graph: the same
  *     greedy tokens, last-token logits within 1e-4;
+ *   - --mock (test_cuda_decoder_plan_mock): kn_session_create_device
+ *     with KN_DEVICE_CUDA and AUTO on the plan against the host mock of
+ *     the driver (the prefill program opened from the plan, chunks and
+ *     launches, no leak); without a driver, CUDA is refused naming why
+ *     and AUTO falls back to the CPU;
  *   - corrupted prefill sections (random bytes, checksum fixed) are refused
  *     by kn_plan_load_cuda_prefill or harmless, never a crash; a slot's
  *     value out of range is an error message naming it. */
@@ -22,6 +27,7 @@
 #include "cli.h"
 #include "codegen/cuda/lower.h"
 #include "codegen/plan_write.h"
+#include "cuda_paged_util.h"
 #include "emu_host.h"
 #include "emu_program.h"
 #include "kiln/cuda.h"
@@ -424,12 +430,106 @@ static void corrupted_prefill(void **state)
     mb_free(b);
 }
 
-int main(void)
+static uint32_t launches(const kn_graph *g)
+{
+    kn_cuda_plan p;
+    kn_diag *d = kn_diag_create(NULL, stderr);
+    assert_int_equal(kn_cuda_plan_read(g, g->info->plan_base, g->info->plan_size, NULL, d, &p), KN_OK);
+    uint32_t n = 0;
+    for (uint32_t i = 0; i < p.n_steps; i++)
+        n += p.steps[i].kind == KN_CU_STEP_LAUNCH;
+    kn_cuda_plan_free(&p);
+    kn_diag_destroy(d);
+    return n;
+}
+
+/* Without a driver: --device cuda is refused naming why, auto runs on
+ * the CPU. */
+static void no_driver(void **state)
+{
+    (void)state;
+    kn_diag *q = kn_diag_create(NULL, NULL);
+    if (kn_cuda_available(q)) {
+        kn_diag_destroy(q);
+        print_message("skipped: a driver is there\n");
+        skip();
+    }
+    mb *b = mb_new();
+    built o;
+    build(b, "llama_gqa_tiny", &o);
+    kn_graph *g;
+    assert_int_equal(kn_plan_load(o.path, NULL, q, &g), KN_OK);
+    kn_session *s = NULL;
+    assert_int_equal(kn_session_create_device(g, KN_DEVICE_CUDA, NULL, NULL, q, &s), KN_ERR_UNSUPPORTED);
+    assert_null(s);
+    assert_true(mb_diag_has(q, KN_ERROR, "--device cuda: no GPU to run on ("));
+    assert_int_equal(kn_session_create_device(g, KN_DEVICE_AUTO, NULL, NULL, q, &s), KN_OK);
+    assert_false(kn_session_on_cuda(s));
+    kn_session_destroy(s);
+    kn_graph_destroy(g);
+    built_free(&o);
+    kn_diag_destroy(q);
+    mb_free(b);
+}
+
+/* Against the mock driver (which runs no kernels): the CUDA session made
+ * from the one plan, a 10-token prompt in chunks of 4 and 3 decode steps. */
+static void mock_device_session(void **state)
+{
+    (void)state;
+    mock_ctl_fn ctl = mock_ctl();
+    mb *b = mb_new();
+    built o;
+    build(b, "llama_gqa_tiny", &o);
+    kn_diag *d = kn_diag_create(NULL, stderr);
+    kn_graph *g, *pg;
+    assert_int_equal(kn_plan_load(o.path, NULL, d, &g), KN_OK);
+    assert_int_equal(kn_plan_load_cuda_prefill(g, NULL, d, &pg), KN_OK);
+    uint32_t per[2] = {launches(pg), launches(g)};
+    kn_graph_destroy(pg);
+    kn_session *s;
+    /* once first: cuBLASLt's handle is made on first use and kept */
+    assert_int_equal(kn_session_create_device(g, KN_DEVICE_CUDA, NULL, NULL, d, &s), KN_OK);
+    kn_session_destroy(s);
+    long live = ctl(MOCK_LIVE, -1);
+    for (int auto_dev = 0; auto_dev < 2; auto_dev++) {
+        assert_int_equal(kn_session_create_device(g, auto_dev ? KN_DEVICE_AUTO : KN_DEVICE_CUDA, NULL, NULL, d, &s),
+                         KN_OK);
+        assert_true(kn_session_on_cuda(s));
+        uint32_t seq;
+        assert_int_equal(kn_session_add_sequence(s, &seq), KN_OK);
+        int64_t prompt[10] = {1, 15, 200, 42, 7, 99, 250, 3, 8, 77};
+        float logits[512];
+        ctl(MOCK_LAUNCHES, 0);
+        assert_int_equal(kn_session_forward(s, seq, prompt, 10, logits), KN_OK);
+        assert_int_equal(ctl(MOCK_LAUNCHES, -1), 3 * per[0]);
+        for (int i = 0; i < 3; i++)
+            assert_int_equal(kn_session_forward(s, seq, &prompt[i], 1, logits), KN_OK);
+        assert_int_equal(ctl(MOCK_LAUNCHES, -1), 3 * per[0] + 3 * per[1]);
+        assert_int_equal(kn_session_sequence_length(s, seq), 13);
+        kn_session_destroy(s);
+    }
+    /* the session owned the prefill graph it opened: nothing left */
+    assert_int_equal(ctl(MOCK_LIVE, -1), live);
+    assert_int_equal(ctl(MOCK_BAD, -1), 0);
+    kn_graph_destroy(g);
+    built_free(&o);
+    kn_diag_destroy(d);
+    mb_free(b);
+}
+
+int main(int argc, char **argv)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(read_back),
         cmocka_unit_test(emulated_steps),
         cmocka_unit_test(corrupted_prefill),
+        cmocka_unit_test(no_driver),
     };
+    const struct CMUnitTest mock_tests[] = {
+        cmocka_unit_test(mock_device_session),
+    };
+    if (argc > 1 && strcmp(argv[1], "--mock") == 0)
+        return cmocka_run_group_tests_name("cuda_decoder_plan_mock", mock_tests, NULL, NULL);
     return cmocka_run_group_tests_name("cuda_decoder_plan", tests, NULL, NULL);
 }
