@@ -13,7 +13,8 @@
  *   - --mock (test_cuda_decoder_plan_mock): kn_session_create_device
  *     with KN_DEVICE_CUDA and AUTO on the plan against the host mock of
  *     the driver (the prefill program opened from the plan, chunks and
- *     launches, no leak); without a driver, CUDA is refused naming why
+ *     launches, no leak, the decode session on the prefill one's pools and
+ *     weights); without a driver, CUDA is refused naming why
  *     and AUTO falls back to the CPU;
  *   - corrupted prefill sections (random bytes, checksum fixed) are refused
  *     by kn_plan_load_cuda_prefill or harmless, never a crash; a slot's
@@ -510,6 +511,25 @@ static void mock_device_session(void **state)
         kn_session_destroy(s);
     }
     /* the session owned the prefill graph it opened: nothing left */
+    assert_int_equal(ctl(MOCK_LIVE, -1), live);
+    /* the decode program's session borrows the prefill one's KV pools and
+     * weights (the same plan bytes): 3 device allocations fewer than alone */
+    assert_int_equal(kn_plan_load_cuda_prefill(g, NULL, d, &pg), KN_OK);
+    kn_cuda_session *pre, *shared, *alone;
+    assert_int_equal(kn_cuda_session_create(pg, NULL, 0, NULL, NULL, d, &pre), KN_OK);
+    long l0 = ctl(MOCK_LIVE, -1);
+    kn_cuda_options co;
+    memset(&co, 0, sizeof co);
+    co.kv_shared = pre;
+    assert_int_equal(kn_cuda_session_create(g, NULL, 0, &co, NULL, d, &shared), KN_OK);
+    long l1 = ctl(MOCK_LIVE, -1);
+    assert_int_equal(kn_cuda_session_create(g, NULL, 0, NULL, NULL, d, &alone), KN_OK);
+    long l2 = ctl(MOCK_LIVE, -1);
+    assert_int_equal((l2 - l1) - (l1 - l0), 3);
+    kn_cuda_session_destroy(alone);
+    kn_cuda_session_destroy(shared);
+    kn_cuda_session_destroy(pre);
+    kn_graph_destroy(pg);
     assert_int_equal(ctl(MOCK_LIVE, -1), live);
     assert_int_equal(ctl(MOCK_BAD, -1), 0);
     kn_graph_destroy(g);
