@@ -16,6 +16,8 @@ for m in llama_gqa_tiny gpt2_tiny qwen2_tiny; do
     onnx=$SRC/tests/models/$m/model.onnx
     expect 0 'a decoder: prefill and decode programs' "$KILN" compile "$onnx" --target cuda --prefill-chunk 4 \
         -o "$TMP/$m.cuda.plan"
+    expect 0 'wrote' "$KILN" compile "$onnx" --target cuda --prefill-chunk 4 -o "$TMP/$m.cuda2.plan"
+    expect 0 '' cmp "$TMP/$m.cuda.plan" "$TMP/$m.cuda2.plan" # deterministic
     expect 0 'wrote' "$KILN" compile "$onnx" -o "$TMP/$m.cpu.plan"
     expect 0 'cuda decode: .* steps' "$KILN" inspect "$TMP/$m.cuda.plan"
     expect 0 'cuda prefill: .* steps' "$KILN" inspect "$TMP/$m.cuda.plan"
