@@ -70,7 +70,9 @@ typedef struct wctx {
     buf strings, meta, graphs, values, nodes, ids, attrs, blob, consts, buffers;
     buf cu_kernels, cu_images, cu_slots, cu_steps, cu_args, cu_params, cu_blobs;
     buf named; /* KN_SEC_NAMED, empty when the plan has no named blobs */
-    uint32_t *root_const; /* main graph value id → CONSTS index */
+    buf cup_kernels, cup_images, cup_slots, cup_steps, cup_args, cup_params, cup_blobs; /* the prefill program */
+    bool has_prefill;
+        uint32_t *root_const; /* main graph value id → CONSTS index */
     /* interned string → offset (open addressing on the pointer) */
     kn_str *skeys;
     uint32_t *svals;
@@ -407,24 +409,32 @@ static kn_status put_named(wctx *w, kn_graph *g, const kn_plan_named_in *in, uin
 
 /* ---- target cuda ---- */
 
-static void put_cuda(wctx *w, kn_graph *g, const kn_cu_program *p)
+/* One CUDA program into its seven sections (`sec`: kernels, images,
+ * slots, steps, args, params, blobs) and META keys `pre`.* ("cuda" for
+ * the main program, "cuda.prefill" for a decoder's prefill program). */
+static void put_cuda(wctx *w, kn_graph *g, const kn_cu_program *p, buf *const *sec, const char *pre)
 {
-    char tmp[128];
+    char tmp[128], key[96];
     snprintf(tmp, sizeof tmp, "%llu", (unsigned long long)p->pool_bytes);
-    put_kv(w, g, "cuda.pool_bytes", tmp);
+    snprintf(key, sizeof key, "%s.pool_bytes", pre);
+    put_kv(w, g, key, tmp);
     snprintf(tmp, sizeof tmp, "%llu", (unsigned long long)p->naive_bytes);
-    put_kv(w, g, "cuda.naive_bytes", tmp);
+    snprintf(key, sizeof key, "%s.naive_bytes", pre);
+    put_kv(w, g, key, tmp);
     size_t pos = 0;
     tmp[0] = 0;
     for (uint32_t i = 0; i < p->n_archs && pos < sizeof tmp - 16; i++)
         pos += (size_t)snprintf(tmp + pos, sizeof tmp - pos, "%s%s%u", i ? "," : "",
                                 p->archs[i] == KN_CU_ARCH_PTX ? "ptx" : "sm_",
                                 p->archs[i] == KN_CU_ARCH_PTX ? p->archs[i > 0 ? i - 1 : 0] : p->archs[i]);
-    put_kv(w, g, "cuda.archs", tmp);
+    snprintf(key, sizeof key, "%s.archs", pre);
+    put_kv(w, g, key, tmp);
     snprintf(tmp, sizeof tmp, "%u", p->n_kernels);
-    put_kv(w, g, "cuda.kernels", tmp);
+    snprintf(key, sizeof key, "%s.kernels", pre);
+    put_kv(w, g, key, tmp);
     snprintf(tmp, sizeof tmp, "%u", p->n_steps);
-    put_kv(w, g, "cuda.steps", tmp);
+    snprintf(key, sizeof key, "%s.steps", pre);
+    put_kv(w, g, key, tmp);
     uint64_t img_bytes = 0;
     uint32_t n_img = 0;
     for (uint32_t k = 0; k < p->n_kernels; k++)
@@ -433,25 +443,29 @@ static void put_cuda(wctx *w, kn_graph *g, const kn_cu_program *p)
             n_img++;
         }
     snprintf(tmp, sizeof tmp, "%u", n_img);
-    put_kv(w, g, "cuda.images", tmp);
+    snprintf(key, sizeof key, "%s.images", pre);
+    put_kv(w, g, key, tmp);
     snprintf(tmp, sizeof tmp, "%llu", (unsigned long long)img_bytes);
-    put_kv(w, g, "cuda.image_bytes", tmp);
+    snprintf(key, sizeof key, "%s.image_bytes", pre);
+    put_kv(w, g, key, tmp);
     if (p->kv_rows > 0) { /* steps read the session's KV cache */
         snprintf(tmp, sizeof tmp, "%lld", (long long)p->kv_rows);
-        put_kv(w, g, "cuda.kv_rows", tmp);
+        snprintf(key, sizeof key, "%s.kv_rows", pre);
+    put_kv(w, g, key, tmp);
         snprintf(tmp, sizeof tmp, "%lld", (long long)p->kv_tokens);
-        put_kv(w, g, "cuda.kv_tokens", tmp);
+        snprintf(key, sizeof key, "%s.kv_tokens", pre);
+    put_kv(w, g, key, tmp);
     }
     uint32_t img = 0;
     for (uint32_t k = 0; k < p->n_kernels; k++) {
         const kn_cu_kernel *kk = &p->kernels[k];
         kn_plan_cu_kernel pk = {str_of(w, kk->entry), img, kk->n_images, 0, kk->hash};
-        put(&w->cu_kernels, &pk, sizeof pk);
+        put(sec[0], &pk, sizeof pk);
         for (uint32_t i = 0; i < kk->n_images; i++) {
-            align(&w->cu_blobs, 256);
-            kn_plan_cu_image pi = {k, kk->images[i].arch, put(&w->cu_blobs, kk->images[i].data, kk->images[i].size),
+            align(sec[6], 256);
+            kn_plan_cu_image pi = {k, kk->images[i].arch, put(sec[6], kk->images[i].data, kk->images[i].size),
                                    kk->images[i].size};
-            put(&w->cu_images, &pi, sizeof pi);
+            put(sec[1], &pi, sizeof pi);
             img++;
         }
     }
@@ -470,24 +484,24 @@ static void put_cuda(wctx *w, kn_graph *g, const kn_cu_program *p)
         for (int32_t k = 0; k < sl->rank && k < KN_CU_MAX_RANK; k++)
             ps.dims[k] = sl->dims[k];
         ps.value = sl->value;
-        put(&w->cu_slots, &ps, sizeof ps);
+        put(sec[2], &ps, sizeof ps);
     }
     for (uint32_t i = 0; i < p->n_steps; i++) {
         const kn_cu_step *st = &p->steps[i];
         kn_plan_cu_step ps = {st->kind, st->kernel, {st->grid[0], st->grid[1], st->grid[2]},
                               {st->block[0], st->block[1], st->block[2]}, st->smem, st->first_arg, st->n_args,
                               st->node, st->gemm};
-        put(&w->cu_steps, &ps, sizeof ps);
+        put(sec[3], &ps, sizeof ps);
     }
     for (uint32_t i = 0; i < p->n_args; i++) {
         kn_plan_cu_arg pa = {p->args[i].kind, p->args[i].slot, p->args[i].offset, p->args[i].size};
-        put(&w->cu_args, &pa, sizeof pa);
+        put(sec[4], &pa, sizeof pa);
     }
-    put(&w->cu_params, p->params, p->n_params);
+    put(sec[5], p->params, p->n_params);
     /* graph outputs' slots, as META: the runtime copies them out */
     for (uint32_t i = 0; i < p->n_outputs; i++) {
-        char key[64], val[32];
-        snprintf(key, sizeof key, "cuda.output.%u", i);
+        char val[32];
+        snprintf(key, sizeof key, "%s.output.%u", pre, i);
         snprintf(val, sizeof val, "%u", p->outputs[i]);
         put_kv(w, g, key, val);
     }
@@ -680,19 +694,24 @@ static kn_status write_file(wctx *w, const char *path, kn_diag *d)
     KN_TRY(kn_check_output_path(path, d));
     buf *all_secs[] = {&w->strings,   &w->meta,      &w->graphs,   &w->values,   &w->nodes,   &w->ids,
                        &w->attrs,     &w->blob,      &w->consts,   &w->buffers,  &w->cu_kernels, &w->cu_images,
-                       &w->cu_slots,  &w->cu_steps,  &w->cu_args,  &w->cu_params, &w->cu_blobs, &w->named};
+                       &w->cu_slots,  &w->cu_steps,  &w->cu_args,  &w->cu_params, &w->cu_blobs, &w->named,
+                       &w->cup_kernels, &w->cup_images, &w->cup_slots, &w->cup_steps, &w->cup_args,
+                       &w->cup_params, &w->cup_blobs};
     const uint32_t all_kinds[] = {KN_SEC_STRINGS,    KN_SEC_META,      KN_SEC_GRAPHS,   KN_SEC_VALUES,
                                   KN_SEC_NODES,      KN_SEC_IDS,       KN_SEC_ATTRS,    KN_SEC_BLOB,
                                   KN_SEC_CONSTS,     KN_SEC_BUFFERS,   KN_SEC_CU_KERNELS, KN_SEC_CU_IMAGES,
                                   KN_SEC_CU_SLOTS,   KN_SEC_CU_STEPS,  KN_SEC_CU_ARGS,  KN_SEC_CU_PARAMS,
-                                  KN_SEC_CU_BLOBS,   KN_SEC_NAMED};
+                                  KN_SEC_CU_BLOBS,   KN_SEC_NAMED,     KN_SEC_CUP_KERNELS, KN_SEC_CUP_IMAGES,
+                                  KN_SEC_CUP_SLOTS,  KN_SEC_CUP_STEPS, KN_SEC_CUP_ARGS, KN_SEC_CUP_PARAMS,
+                                  KN_SEC_CUP_BLOBS};
     enum { N_ALL = sizeof all_kinds / sizeof all_kinds[0] };
     buf *secs[N_ALL];
     uint32_t kinds[N_ALL];
     int NS = 0;
     for (int i = 0; i < N_ALL; i++) {
         bool cu = all_kinds[i] >= KN_SEC_CU_KERNELS && all_kinds[i] < KN_SEC_CU_END;
-        if ((cu && !w->has_cuda) || (all_kinds[i] == KN_SEC_NAMED && w->named.n == 0))
+        bool cup = all_kinds[i] >= KN_SEC_CUP_KERNELS && all_kinds[i] < KN_SEC_CUP_END;
+        if ((cu && !w->has_cuda) || (cup && !w->has_prefill) || (all_kinds[i] == KN_SEC_NAMED && w->named.n == 0))
             continue;
         secs[NS] = all_secs[i];
         kinds[NS++] = all_kinds[i];
@@ -800,7 +819,9 @@ kn_status kn_plan_write(kn_graph *g, const kn_plan_options *o, const char *path,
     w.diag = d;
     buf *all[] = {&w.strings, &w.meta,       &w.graphs,    &w.values,   &w.nodes,   &w.ids,
                   &w.attrs,   &w.blob,       &w.consts,    &w.buffers,  &w.cu_kernels, &w.cu_images,
-                  &w.cu_slots, &w.cu_steps,  &w.cu_args,   &w.cu_params, &w.cu_blobs, &w.named};
+                  &w.cu_slots, &w.cu_steps,  &w.cu_args,   &w.cu_params, &w.cu_blobs, &w.named,
+                  &w.cup_kernels, &w.cup_images, &w.cup_slots, &w.cup_steps, &w.cup_args, &w.cup_params,
+                  &w.cup_blobs};
     for (size_t i = 0; i < sizeof all / sizeof all[0]; i++)
         all[i]->a = w.a;
     str_of(&w, ""); /* offset 0 is the empty string */
@@ -839,8 +860,16 @@ kn_status kn_plan_write(kn_graph *g, const kn_plan_options *o, const char *path,
     }
     put_meta(&w, g, o);
     if (o && o->cuda) {
+        buf *const main_secs[] = {&w.cu_kernels, &w.cu_images, &w.cu_slots, &w.cu_steps,
+                                  &w.cu_args,    &w.cu_params, &w.cu_blobs};
         w.has_cuda = true;
-        put_cuda(&w, g, o->cuda);
+        put_cuda(&w, g, o->cuda, main_secs, "cuda");
+    }
+    if (o && o->cuda && o->cuda_prefill) {
+        buf *const pre_secs[] = {&w.cup_kernels, &w.cup_images, &w.cup_slots, &w.cup_steps,
+                                 &w.cup_args,    &w.cup_params, &w.cup_blobs};
+        w.has_prefill = true;
+        put_cuda(&w, g, o->cuda_prefill, pre_secs, "cuda.prefill");
     }
     kn_status s = KN_OK;
     if (o && o->n_named)

@@ -19,6 +19,11 @@ typedef struct kn_plan_options {
     const struct kn_cu_program *cuda; /* target cuda: the lowered main graph, or NULL */
     const kn_plan_named_in *named;    /* named blobs, in this order; none: no NAMED section */
     uint32_t n_named;
+    /* target cuda decoders: the prefill program (the graph lowered for [1, P]
+     * new tokens; `cuda` is then the decode program, [1, 1]), or NULL. Its
+     * slots name g's value ids and constants: the caller checks that both
+     * lowerings agree (tools/compile_decoder.c). */
+    const struct kn_cu_program *cuda_prefill;
 } kn_plan_options;
 
 /* Writes g as a plan at `path`: first to a temporary file in the same

@@ -222,6 +222,10 @@ typedef struct kn_model_info {
     uint64_t plan_size;   /* bytes */
     kn_tensor **plan_consts;
     uint32_t n_plan_consts;
+    /* Which CUDA program of a target-cuda decoder plan a backend runs: 0
+     * the main one (the decode program), 1 the prefill program (sections
+     * KN_SEC_CUP_*, META cuda.prefill.*; kn_plan_load_cuda_prefill). */
+    uint32_t cuda_program;
 } kn_model_info;
 
 typedef struct kn_strtab kn_strtab;

@@ -48,10 +48,22 @@ typedef enum kn_plan_section_kind {
     KN_SEC_CU_BLOBS,    /* the images' bytes, each 256-byte aligned */
     /* optional (any target) */
     KN_SEC_NAMED,       /* named blobs: u32 count, u32 0, kn_plan_named[], then their bytes */
+    /* target cuda decoders only: the prefill program (all present or all
+     * absent; only with the CUDA sections above, which hold the decode
+     * program). Same layouts as KN_SEC_CU_*, META keys cuda.prefill.* */
+    KN_SEC_CUP_KERNELS,
+    KN_SEC_CUP_IMAGES,
+    KN_SEC_CUP_SLOTS,
+    KN_SEC_CUP_STEPS,
+    KN_SEC_CUP_ARGS,
+    KN_SEC_CUP_PARAMS,
+    KN_SEC_CUP_BLOBS,
     KN_SEC_COUNT
 } kn_plan_section_kind;
 
 #define KN_SEC_CU_END (KN_SEC_CU_BLOBS + 1) /* the CUDA sections are [KN_SEC_CU_KERNELS, KN_SEC_CU_END) */
+#define KN_SEC_CUP_END (KN_SEC_CUP_BLOBS + 1) /* the prefill program's: [KN_SEC_CUP_KERNELS, KN_SEC_CUP_END) */
+#define KN_SEC_CU_N (KN_SEC_CU_END - KN_SEC_CU_KERNELS)
 #define KN_PLAN_MAX_NAMED 1024u             /* named blobs per plan */
 
 typedef struct kn_plan_section {

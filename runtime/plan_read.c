@@ -520,6 +520,11 @@ static kn_status load(rd *r)
         n_cu += r->sec[k] != NULL;
     if (n_cu != 0 && n_cu != KN_SEC_CU_END - KN_SEC_CU_KERNELS)
         return corrupt(r, "some of the CUDA sections are missing");
+    int n_cup = 0; /* the prefill program: all or none, and only with the CUDA sections */
+    for (int k = KN_SEC_CUP_KERNELS; k < KN_SEC_CUP_END; k++)
+        n_cup += r->sec[k] != NULL;
+    if (n_cup != 0 && (n_cup != KN_SEC_CU_N || n_cu == 0))
+        return corrupt(r, "some of the CUDA prefill sections are missing");
     if (r->sec[KN_SEC_NAMED]) /* optional */
         KN_TRY(kn_plan_named_check(r->sec[KN_SEC_NAMED], r->sec_size[KN_SEC_NAMED], r->sec[KN_SEC_STRINGS],
                                    r->sec_size[KN_SEC_STRINGS], r->name, r->d));

@@ -179,6 +179,12 @@ kn_status kn_session_create_on(const kn_graph *plan, const kn_session_options *o
     s->file = plan->info && plan->info->path ? plan->info->path : "<plan>";
     s->cache = kn_session_meta(plan, "kiln.kv.layers") ? KN_CACHE_PAGED : KN_CACHE_NONE;
     kn_status st = bind_interface(s);
+    for (uint32_t i = 0; st == KN_OK && i < plan->n_inputs; i++) {
+        const kn_type *t = &plan->values[plan->inputs[i]].type;
+        if (s->roles[i].kind == IN_IDS && t->kind == KN_TYPE_TENSOR && t->shape.rank == 2 &&
+            t->shape.dims[1].value == 1)
+            s->one_token = true;
+    }
     if (st == KN_OK && s->cache == KN_CACHE_PAGED) {
         kn_kv_config cfg = {0};
         st = paged_config(s, o, &cfg);
@@ -458,6 +464,21 @@ kn_status kn_session_forward(kn_session *s, uint32_t seq, const int64_t *tokens,
     KN_TRY(kn_mem_grow(s->a, (void **)&q->hist, &q->cap_hist, q->len + n, sizeof *q->hist));
     memcpy(q->hist + q->len, tokens, n * sizeof *tokens);
     bool recompute = s->no_cache || s->cache == KN_CACHE_NONE;
+    if (!s->cuda && !recompute && s->one_token && n > 1) {
+        /* one token per run; on an error the sequence keeps what it held */
+        uint32_t len = q->len;
+        for (uint32_t i = 0; i < n; i++) {
+            kn_status st = run_tokens(s, q, tokens + i, 1, q->len, i + 1 == n ? logits_out : NULL);
+            if (st != KN_OK) {
+                q->len = len;
+                if (s->kv && kn_kv_seq_get(s->kv, q->kv_id))
+                    kn_kv_seq_get(s->kv, q->kv_id)->len = len;
+                return st;
+            }
+            q->len++;
+        }
+        return KN_OK;
+    }
     kn_status st = s->cuda   ? kn_session_cuda_forward(s, q, tokens, n, logits_out)
                    : recompute ? run_tokens(s, q, q->hist, q->len + n, 0, logits_out)
                                : run_tokens(s, q, tokens, n, q->len, logits_out);

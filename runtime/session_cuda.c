@@ -8,6 +8,8 @@
  * shapes made once. */
 #include "ir/arena.h"
 #include "kiln/cuda.h"
+#include "kiln/runtime.h"
+#include "runtime/cuda/plan.h"
 #include "runtime/cpu/util.h"
 #include "runtime/session_impl.h"
 
@@ -27,6 +29,7 @@ typedef struct bucket {
 
 struct kn_session_cuda {
     bucket b[2];
+    kn_graph *own_prefill; /* kn_session_create_device: the prefill graph it opened */
     int32_t *table;       /* one row of max_blocks */
     uint32_t max_blocks;
 };
@@ -49,6 +52,7 @@ void kn_session_cuda_free(kn_session *s)
         return;
     bucket_free(s, &s->cuda->b[DECODE]); /* it borrows the prefill session's pools */
     bucket_free(s, &s->cuda->b[PREFILL]);
+    kn_graph_destroy(s->cuda->own_prefill);
     kn_mem_free(s->a, s->cuda->table);
     kn_mem_free(s->a, s->cuda);
     s->cuda = NULL;
@@ -228,3 +232,98 @@ static kn_status run_chunks(kn_session *s, sess_seq *q, const int64_t *ids, uint
     }
     return KN_OK;
 }
+
+/* ---- one plan holding both programs (kiln compile --target cuda on a decoder) ---- */
+
+bool kn_plan_is_cuda_decoder(const kn_graph *plan)
+{
+    return plan && plan->info && !plan->parent &&
+           kn_cuda_plan_prefill_present(plan->info->plan_base, plan->info->plan_size);
+}
+
+kn_status kn_plan_load_cuda_prefill(const kn_graph *plan, const kn_allocator *a, kn_diag *d, kn_graph **out)
+{
+    *out = NULL;
+    const char *name = plan && plan->info && plan->info->path ? plan->info->path : "<plan>";
+    if (!kn_plan_is_cuda_decoder(plan)) {
+        kn_diag_add(d, KN_ERROR,
+                    "%s: the plan has no CUDA prefill program (kiln compile --target cuda on a decoder writes one)",
+                    name);
+        return KN_ERR_UNSUPPORTED;
+    }
+    kn_graph *g;
+    KN_TRY(kn_plan_load_memory(plan->info->plan_base, (size_t)plan->info->plan_size, name, a, d, &g));
+    g->info->cuda_program = 1;
+    /* the inputs take the prefill program's shapes (its INPUT slots) */
+    kn_cuda_plan p;
+    kn_status st = kn_cuda_plan_read(g, g->info->plan_base, g->info->plan_size, a, d, &p);
+    for (uint32_t i = 0; st == KN_OK && i < g->n_inputs; i++) {
+        if (p.input_slot[i] == KN_PLAN_NONE)
+            continue;
+        const kn_plan_cu_slot *sl = &p.slots[p.input_slot[i]];
+        kn_type *t = &g->values[g->inputs[i]].type;
+        kn_dim *dims = kn_graph_alloc(g, ((size_t)sl->rank + 1) * sizeof *dims);
+        if (!dims) {
+            st = KN_ERR_NOMEM;
+            break;
+        }
+        for (int32_t k = 0; k < sl->rank; k++)
+            dims[k] = (kn_dim){sl->dims[k], NULL};
+        t->kind = KN_TYPE_TENSOR;
+        t->dtype = (kn_dtype)sl->dtype;
+        t->shape.rank = sl->rank;
+        t->shape.dims = dims;
+    }
+    if (st == KN_OK)
+        kn_cuda_plan_free(&p);
+    if (st != KN_OK) {
+        kn_graph_destroy(g);
+        return st;
+    }
+    *out = g;
+    return KN_OK;
+}
+
+kn_status kn_session_create_device(const kn_graph *plan, kn_session_device dev, const kn_session_options *o,
+                                   const kn_allocator *a, kn_diag *d, kn_session **out)
+{
+    *out = NULL;
+    const char *name = plan && plan->info && plan->info->path ? plan->info->path : "<plan>";
+    bool decoder = kn_plan_is_cuda_decoder(plan);
+    if (dev == KN_DEVICE_CUDA && !decoder) {
+        kn_diag_add(d, KN_ERROR,
+                    "%s: --device cuda needs a plan with a CUDA prefill and decode program (kiln compile --target "
+                    "cuda on a decoder whose attention the kv-mask pass made causal)",
+                    name);
+        return KN_ERR_UNSUPPORTED;
+    }
+    if (dev != KN_DEVICE_CPU && decoder) {
+        kn_diag *q = kn_diag_create(a, NULL);
+        if (!q)
+            return KN_ERR_NOMEM;
+        bool gpu = kn_cuda_available(q);
+        if (!gpu && dev == KN_DEVICE_CUDA) {
+            const char *why = kn_diag_size(q) ? kn_diag_message(q, 0, NULL) : "no usable GPU";
+            if (strncmp(why, "note: ", 6) == 0)
+                why += 6;
+            kn_diag_add(d, KN_ERROR, "%s: --device cuda: no GPU to run on (%s)", name, why);
+            kn_diag_destroy(q);
+            return KN_ERR_UNSUPPORTED;
+        }
+        kn_diag_destroy(q);
+        if (gpu) {
+            kn_graph *pre;
+            KN_TRY(kn_plan_load_cuda_prefill(plan, a, d, &pre));
+            kn_status st = kn_session_create_cuda(pre, plan, o, a, d, out);
+            if (st != KN_OK) {
+                kn_graph_destroy(pre);
+                return st;
+            }
+            (*out)->cuda->own_prefill = pre;
+            return KN_OK;
+        }
+    }
+    return kn_session_create(plan, o, a, d, out);
+}
+
+bool kn_session_on_cuda(const kn_session *s) { return s && s->cuda; }

@@ -45,6 +45,8 @@ struct kn_session {
     float *last;           /* the last forward's last-token logits (vocab floats) */
     uint32_t cap_last;
     struct kn_session_cuda *cuda; /* the CUDA backend (session_cuda.c), else NULL: the CPU */
+    bool one_token;        /* the CPU on a graph whose input_ids is static [1, 1] (the graph of a
+                            * target-cuda decoder plan): a forward runs its tokens one at a time */
 };
 
 /* The CPU session's setup over `plan` (kn_session_create); with

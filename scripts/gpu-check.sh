@@ -91,7 +91,50 @@ timeout 60 compute-sanitizer --tool racecheck --error-exitcode 9 "$G/bin/kiln-qu
     >"$OUT/quant-racecheck.log" 2>&1
 say "  racecheck: exit $?, $(grep -oE 'RACECHECK SUMMARY: [0-9]+ hazards?[^)]*' "$OUT/quant-racecheck.log" | tail -1)"
 
-step "language-model benchmark: kiln bench (CPU session until the CUDA session exists) vs PyTorch peers"
+step "kiln run --prompt-ids --device cuda (one target-cuda plan: prefill + decode programs) vs --device cpu"
+# greedy tokens must match; the big models (models-big/, git-ignored) only when present on this machine
+cuda_vs_cpu() { # NAME ONNX [compile options...]
+    local name=$1 onnx=$2 plan="$OUT/dec-$1.plan"
+    shift 2
+    if ! timeout 240 "$K" compile "$onnx" --target cuda "$@" -o "$plan" >"$OUT/dec-$name-compile.log" 2>&1; then
+        say "  $name: compile failed: $(tail -1 "$OUT/dec-$name-compile.log")"
+        return 1
+    fi
+    local ids=1,15,200,42,7,99,250,3,8,77,5,6,9,11,13,17,19,23,29,31,37,41,43,47,53,59,61,67,71,73,79,83,89,97,101,103,107,109,113,127,131,137,139,149,151,157,163,167,173,179,181,191,193,197,199,211,223,227,229,233,239,241,251,2,4,10,12,14,16,18
+    local want got
+    want=$(timeout 120 "$K" run "$plan" --prompt-ids $ids --max-new-tokens 16 --device cpu 2>"$OUT/dec-$name-cpu.err")
+    got=$(timeout 120 "$K" run "$plan" --prompt-ids $ids --max-new-tokens 16 --device cuda 2>"$OUT/dec-$name-cuda.err")
+    if [ -n "$want" ] && [ "$want" = "$got" ]; then
+        say "  $name: 70-token prompt (2 prefill chunks) + 16 greedy tokens: cuda = cpu ($got)"
+    else
+        say "  $name: MISMATCH cuda '$got' vs cpu '$want' ($(tail -1 "$OUT/dec-$name-cuda.err"))"
+    fi
+}
+for m in llama_gqa_tiny gpt2_tiny qwen2_tiny; do
+    [ -f "$D/llm/$m/model.onnx" ] && cuda_vs_cpu "$m" "$D/llm/$m/model.onnx"
+done
+SMOL=models-big/smollm2-135m/model.onnx
+[ -f "$SMOL" ] && cuda_vs_cpu smollm2 "$SMOL"
+step "kiln bench --device cuda on the decoders (fp16 plans, prefill chunk 64)"
+for m in smollm2:models-big/smollm2-135m/model.onnx llama1b:models-big/llama1b/model.onnx; do
+    IFS=: read -r name onnx <<<"$m"
+    if [ ! -f "$onnx" ]; then
+        say "  $name: $onnx not present on this machine, skipped"
+        continue
+    fi
+    plan="$OUT/bench-$name-fp16.plan"
+    timeout 300 "$K" compile "$onnx" --target cuda --precision fp16 --max-seq-len 512 -o "$plan" \
+        >"$OUT/bench-$name-compile.log" 2>&1 || { say "  $name: compile failed"; continue; }
+    timeout 90 "$K" bench "$plan" --device cuda --prompt-len 128 --gen-len 64 >"$OUT/bench-$name-cuda.txt" 2>&1
+    say "  $name fp16 cuda: exit $?, $(grep -E '^(prefill|decode)' "$OUT/bench-$name-cuda.txt" | tr '\n' ' ')"
+done
+if [ -f "$D/llm/llama_gqa_tiny/model.onnx" ]; then
+    timeout 60 "$K" bench "$OUT/dec-llama_gqa_tiny.plan" --device cuda --prompt-len 128 --gen-len 64 \
+        >"$OUT/bench-llama-tiny-cuda.txt" 2>&1
+    say "  llama_gqa_tiny fp32 cuda: exit $?, $(grep -E '^(prefill|decode)' "$OUT/bench-llama-tiny-cuda.txt" | tr '\n' ' ')"
+fi
+
+step "language-model benchmark: kiln bench on the CPU session vs PyTorch peers"
 LLMP="$OUT/llama_tiny.plan"
 "$K" compile "$D/llm/llama_gqa_tiny/model.onnx" -o "$LLMP" --max-seq-len 512 >/dev/null 2>&1
 timeout 60 "$K" bench "$LLMP" --prompt-len 128 --gen-len 64 --batch 1 >"$OUT/bench-llm.txt" 2>&1

@@ -21,7 +21,7 @@ cp -r "$DATA/node" "$DATA/simple" gpu-carry/data/
 [ -d ../shared/models ] && cp -r ../shared/models gpu-carry/data/models
 cp -r samples gpu-carry/data/samples
 mkdir -p gpu-carry/data/llm gpu-carry/scripts
-cp -r tests/models/llama_gqa_tiny gpu-carry/data/llm/
+cp -r tests/models/llama_gqa_tiny tests/models/gpt2_tiny tests/models/qwen2_tiny gpu-carry/data/llm/
 cp bench/peers.py gpu-carry/scripts/
 cp scripts/models/export_decoders.py gpu-carry/scripts/
 du -sh gpu-carry

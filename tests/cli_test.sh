@@ -249,7 +249,7 @@ expect 1 'prompt ids must be integers' "$KILN" run "$TMP/llm.plan" --prompt-ids 
 expect 1 '--prompt needs a tokenizer: the plan has none embedded .*give --tokenizer tokenizer.json' "$KILN" run "$TMP/llm.plan" --prompt "hello"
 expect 1 '--stop needs a tokenizer' "$KILN" run "$TMP/llm.plan" --prompt-ids 1,2 --stop x
 expect 1 'give one of --prompt, --prompt-ids and --prompts-file' "$KILN" run "$TMP/llm.plan" --prompt-ids 1 --prompt hi
-expect 1 'generation runs on the CPU backend' "$KILN" run "$TMP/llm.plan" --prompt-ids 1 --device cuda
+expect 1 'needs a plan with a CUDA prefill and decode program' "$KILN" run "$TMP/llm.plan" --prompt-ids 1 --device cuda
 expect 1 'KV cache full' "$KILN" run "$TMP/llm.plan" --prompts-file "$TMP/prompts.txt" --max-new-tokens 20 --kv-cache-mem 16384
 expect 1 'KV cache full' "$KILN" run "$TMP/llm.plan" --prompts-file "$TMP/prompts.txt" --max-new-tokens 20 --kv-cache-mem 16K
 expect 0 '^.+$' "$KILN" run "$TMP/llm.plan" --prompt "the cat" --tokenizer "$GPT2TOK" --max-new-tokens 8
@@ -317,7 +317,7 @@ expect 0 '"roofline_fraction": null' "$KILN" bench "$TMP/llm.plan" --prompt-len 
 expect 0 'decode: +[0-9.]+ tokens/s \(24 steps' "$KILN" bench "$TMP/llm.plan" --prompt-len 50 --gen-len 8 --batch 3
 expect 1 'exceed the plan.s max sequence length 64' "$KILN" bench "$TMP/llm.plan" --prompt-len 60 --gen-len 8
 expect 1 '--gen-len expects an integer from 1' "$KILN" bench "$TMP/llm.plan" --gen-len 0
-expect 1 '--device cuda: language-model sessions run on the CPU backend for now' "$KILN" bench "$TMP/llm.plan" --gen-len 2 --device cuda
+expect 1 'needs a plan with a CUDA prefill and decode program' "$KILN" bench "$TMP/llm.plan" --gen-len 2 --device cuda
 expect 1 'no plan given' "$KILN" bench --gen-len 2
 expect 0 'usage: kiln bench MODEL.plan --prompt-len' "$KILN" bench --prompt-len 1 --help
 expect 1 '--attn-kernel must be fast, simple or tc' "$KILN" compile "$LLM" -o "$TMP/x.plan" --target cuda --attn-kernel tiled

@@ -60,4 +60,26 @@ kn_status kn_compile_mark_attention(kn_graph *g, int64_t mode);
  * its kernels: *prog receives the program for kn_plan_write. */
 kn_status kn_compile_cuda(kn_graph *g, const kn_compile_cuda_opts *o, kn_diag *d, struct kn_cu_program *prog);
 
+/* kn_compile_graph for target cuda with the kv-cache pass kept (a decoder
+ * becomes kiln.PagedAttention nodes; see tools/compile_decoder.c). */
+kn_status kn_compile_graph_kv(kn_graph *g, const struct kn_pipeline_opts *po, kn_diag *d);
+
+/* Whether g (through kn_compile_graph_kv) is a decoder graph the CUDA
+ * session runs: it has kiln.PagedAttention nodes, every one causal = 1
+ * without a mask; its inputs are input_ids and optionally position_ids,
+ * integer [B, S] with B 1 or symbolic and S symbolic. False with `why`
+ * saying what fails ("" when g has no kiln.PagedAttention at all). */
+bool kn_compile_is_decoder(const kn_graph *g, char *why, size_t n);
+
+/* Lowers two copies of one decoder graph (kn_compile_is_decoder; both
+ * through the same pipeline): `dec` for [1, 1] new tokens into *dprog and
+ * `pre` for [1, P] into *pprog, compiles the kernels of both and checks
+ * that the prefill program can run on dec's graph and constants (the plan
+ * keeps only dec): the same nodes and values, every weight it reads equal
+ * in both, no host step. KN_ERR_UNSUPPORTED with `why` when they do not
+ * agree (the caller falls back); else the errors of kn_compile_cuda. */
+kn_status kn_compile_cuda_decoder(kn_graph *dec, kn_graph *pre, int64_t P, const kn_compile_cuda_opts *o,
+                                  kn_diag *d, struct kn_cu_program *dprog, struct kn_cu_program *pprog, char *why,
+                                  size_t n);
+
 #endif

@@ -12,7 +12,7 @@
 
 static bool cpu_runs(kn_op op) { return kn_cpu_kernel(op) != NULL; }
 
-kn_status kn_compile_graph(kn_graph *g, const char *target, const kn_pipeline_opts *po, kn_diag *d)
+static kn_status compile_graph(kn_graph *g, const char *target, const kn_pipeline_opts *po, bool keep_kv, kn_diag *d)
 {
     if (strcmp(target, "cpu") != 0 && strcmp(target, "cuda") != 0) {
         kn_diag_add(d, KN_ERROR, "unknown target '%s' (cpu or cuda)", target);
@@ -23,8 +23,9 @@ kn_status kn_compile_graph(kn_graph *g, const char *target, const kn_pipeline_op
     def.verify_each = true;
     if (!po)
         po = &def;
-    if (strcmp(target, "cuda") == 0) {
-        /* target cuda has no paged-attention kernels yet: keep past/present */
+    if (strcmp(target, "cuda") == 0 && !keep_kv) {
+        /* the CUDA session runs decoders only as prefill + decode programs of
+         * a causal graph (compile_decoder.c); elsewhere: keep past/present */
         const char *dis[65];
         kn_pipeline_opts o = *po;
         if (o.n_disabled >= 64) {
@@ -41,6 +42,16 @@ kn_status kn_compile_graph(kn_graph *g, const char *target, const kn_pipeline_op
     }
     /* the CPU backend runs every plan (target cuda probes shapes with it) */
     return kn_graph_report_unsupported(g, cpu_runs, "cpu", d);
+}
+
+kn_status kn_compile_graph(kn_graph *g, const char *target, const kn_pipeline_opts *po, kn_diag *d)
+{
+    return compile_graph(g, target, po, false, d);
+}
+
+kn_status kn_compile_graph_kv(kn_graph *g, const kn_pipeline_opts *po, kn_diag *d)
+{
+    return compile_graph(g, "cuda", po, true, d);
 }
 
 static const uint32_t default_archs[] = {80, 86, 89, 90};

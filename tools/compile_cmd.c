@@ -32,6 +32,9 @@ static const char usage[] =
     "                      generated and compiled with NVRTC (no GPU needed)\n"
     "  --shape NAME=DIMS   target cuda builds for static shapes: the size of an\n"
     "                      input's symbolic dims, e.g. --shape x=1x3x224x224\n"
+    "  --prefill-chunk P   target cuda, decoders (causal attention over the KV\n"
+    "                      cache): the plan holds a prefill program for [1, P]\n"
+    "                      new tokens (default 64) and a decode program for [1, 1]\n"
     "  --arch LIST         target cuda: SM architectures (default sm_80,sm_86,\n"
     "                      sm_89,sm_90); PTX of the last is added for newer GPUs\n"
     "  --precision P       fp32 (default), fp16 or bf16: float32 computation runs\n"
@@ -202,6 +205,76 @@ static bool parse_archs(const char *s, uint32_t *archs, uint32_t *n)
     return *n > 0;
 }
 
+/* The model, with the kv-cache pass's options as metadata. */
+static kn_status import_model(const char *in, const char *kv_max, const char *kv_mem, const char *kv_block,
+                              kn_diag *d, kn_graph **g)
+{
+    KN_TRY(kn_import_onnx_file(in, NULL, NULL, d, g));
+    /* the kv-cache pass reads its options from the model's metadata */
+    if (kv_max[0])
+        KN_TRY(kn_rw_set_meta(*g, "kiln.kv.max_seq_len", kv_max));
+    if (kv_mem[0])
+        KN_TRY(kn_rw_set_meta(*g, "kiln.kv.mem", kv_mem));
+    if (kv_block[0])
+        KN_TRY(kn_rw_set_meta(*g, "kiln.kv.block_size", kv_block));
+    return KN_OK;
+}
+
+/* Target cuda: *g through the pipeline with kv-cache kept. A decoder
+ * graph (kn_compile_is_decoder) is lowered twice (a second copy in *pg):
+ * *prog the decode program, *pprog the prefill one, *decoder set. A
+ * graph with kiln.PagedAttention that is not one, or whose two lowerings
+ * do not agree, is made again as before (kv-cache disabled; one program,
+ * lowered later by the caller), with a note saying why. */
+static kn_status compile_cuda_decoder(const char *in, const char *kv_max, const char *kv_mem, const char *kv_block,
+                                      kn_pipeline_opts *po, const kn_compile_cuda_opts *co, int64_t P, bool shapes_given,
+                                      kn_diag *d, kn_graph **g, kn_graph **pg, kn_cu_program *prog,
+                                      kn_cu_program *pprog, bool *decoder)
+{
+    char why[512];
+    *decoder = false;
+    KN_TRY(kn_compile_graph_kv(*g, po, d));
+    bool dec = kn_compile_is_decoder(*g, why, sizeof why);
+    if (dec && shapes_given) {
+        kn_diag_add(d, KN_ERROR, "compile: --shape: a decoder for target cuda is lowered for [1, --prefill-chunk] "
+                                 "and [1, 1] new tokens; leave --shape out");
+        return KN_ERR_INVALID;
+    }
+    if (dec) {
+        kn_pipeline_opts again = *po;
+        again.observe = NULL; /* --report: the first run's figures */
+        again.dump_after = NULL;
+        kn_diag *q = kn_diag_create(NULL, NULL); /* the first run said it all */
+        kn_status s = q ? import_model(in, kv_max, kv_mem, kv_block, d, pg) : KN_ERR_NOMEM;
+        if (s == KN_OK)
+            s = kn_compile_graph_kv(*pg, &again, q);
+        kn_diag_destroy(q);
+        if (s != KN_OK)
+            return s;
+        s = kn_compile_cuda_decoder(*g, *pg, P, co, d, prog, pprog, why, sizeof why);
+        if (s == KN_OK) {
+            *decoder = true;
+            return KN_OK;
+        }
+        if (s != KN_ERR_UNSUPPORTED)
+            return s;
+    }
+    if (!why[0])
+        return KN_OK; /* no kiln.PagedAttention: as compiled */
+    kn_diag_add(d, KN_NOTE,
+                "target cuda: %s: the KV cache stays in the graph (past/present inputs and outputs; kiln run "
+                "--device cuda cannot run it as a decoder)",
+                why);
+    kn_graph_destroy(*g);
+    *g = NULL;
+    kn_graph_destroy(*pg);
+    *pg = NULL;
+    kn_pipeline_opts again = *po;
+    again.observe = NULL;
+    KN_TRY(import_model(in, kv_max, kv_mem, kv_block, d, g));
+    return kn_compile_graph(*g, "cuda", &again, d);
+}
+
 static void on_signal(int sig)
 {
     kn_plan_cleanup_on_signal();
@@ -253,8 +326,12 @@ int kn_cmd_compile(int argc, char **argv)
     char *def_out = NULL;
     kn_diag *d = NULL;
     kn_graph *g = NULL;
-    kn_cu_program prog;
+    kn_cu_program prog, pprog;
     memset(&prog, 0, sizeof prog);
+    memset(&pprog, 0, sizeof pprog);
+    kn_graph *pg = NULL;
+    long long prefill_chunk = 64;
+    bool decoder = false;
     if (!shapes || !keep || !disabled || !keep_fp) {
         free(shapes);
         free(keep);
@@ -282,6 +359,14 @@ int kn_cmd_compile(int argc, char **argv)
             target = argv[++i];
         } else if (strncmp(a, "--target=", 9) == 0) {
             target = a + 9;
+        } else if (strcmp(a, "--prefill-chunk") == 0 && has) {
+            char *e;
+            prefill_chunk = strtoll(argv[++i], &e, 10);
+            if (*e || prefill_chunk < 2 || prefill_chunk > 65536) {
+                fprintf(stderr, "error: compile: --prefill-chunk expects a token count from 2 to 65536, got '%s'\n",
+                        argv[i]);
+                goto done;
+            }
         } else if (strcmp(a, "--shape") == 0 && has) {
             const char *v = argv[++i], *eq = strchr(v, '=');
             if (!eq || eq == v || !parse_dims(eq + 1, &shapes[n_shapes])) {
@@ -549,22 +634,22 @@ int kn_cmd_compile(int argc, char **argv)
         qm.table = table;
     }
     if (s == KN_OK)
-        s = kn_import_onnx_file(in, NULL, NULL, d, &g);
-    /* the kv-cache pass reads its options from the model's metadata */
-    if (s == KN_OK && kv_max[0])
-        s = kn_rw_set_meta(g, "kiln.kv.max_seq_len", kv_max);
-    if (s == KN_OK && kv_mem[0])
-        s = kn_rw_set_meta(g, "kiln.kv.mem", kv_mem);
-    if (s == KN_OK && kv_block[0])
-        s = kn_rw_set_meta(g, "kiln.kv.block_size", kv_block);
+        s = import_model(in, kv_max, kv_mem, kv_block, d, &g);
     if (s == KN_OK && report_path) {
         report = kn_pass_report_new(g);
         po.observe = kn_pass_report_observe;
         po.observe_ctx = report;
         s = report ? KN_OK : KN_ERR_NOMEM;
     }
-    if (s == KN_OK)
+    bool cuda = strcmp(target, "cuda") == 0;
+    if (s == KN_OK && cuda) {
+        /* a decoder keeps kv-cache + kv-mask: one plan, prefill and decode programs */
+        kn_compile_cuda_opts co = {shapes, n_shapes, archs, n_archs, no_cache, true, attn_kernel};
+        s = compile_cuda_decoder(in, kv_max, kv_mem, kv_block, &po, &co, (int64_t)prefill_chunk, n_shapes > 0, d,
+                                 &g, &pg, &prog, &pprog, &decoder);
+    } else if (s == KN_OK) {
         s = kn_compile_graph(g, target, &po, d);
+    }
     if (s == KN_OK && qm.algo != KN_QALGO_RTN && qm.n_done)
         fprintf(stderr, "note: %s: %u layers; summed layer output error on the calibration data %.4g (RTN: %.4g)\n",
                 quant.method, qm.n_done, qm.err_q, qm.err_rtn);
@@ -609,13 +694,12 @@ int kn_cmd_compile(int argc, char **argv)
         if (s == KN_OK)
             s = kn_quant_eval(fg, eg, &ev, d, &gate_failed);
     }
-    bool cuda = strcmp(target, "cuda") == 0;
     if (s == KN_OK && gate_failed) {
         fprintf(stderr, "error: compile: no plan written (%s not changed)\n", out);
         rc = KN_EXIT_GATE;
         goto done;
     }
-    if (s == KN_OK && cuda) {
+    if (s == KN_OK && cuda && !decoder) {
         kn_compile_cuda_opts co = {shapes, n_shapes, archs, n_archs, no_cache, true, attn_kernel};
         s = kn_compile_cuda(g, &co, d, &prog);
         if (s == KN_OK && report) {
@@ -637,16 +721,22 @@ int kn_cmd_compile(int argc, char **argv)
             n += snprintf(opts + n, sizeof opts - (size_t)n, " --quantize %s --group-size %lld", quant_name,
                           (long long)quant.group_size);
         if (method_name && n > 0 && (size_t)n < sizeof opts)
-            snprintf(opts + n, sizeof opts - (size_t)n, " --method %s%s", method_name, act_order ? " --act-order" : "");
-        kn_plan_options po = {opts, target, cuda ? &prog : NULL, emb.items, emb.n};
+            n += snprintf(opts + n, sizeof opts - (size_t)n, " --method %s%s", method_name,
+                          act_order ? " --act-order" : "");
+        if (decoder && n > 0 && (size_t)n < sizeof opts)
+            snprintf(opts + n, sizeof opts - (size_t)n, " --prefill-chunk %lld", prefill_chunk);
+        kn_plan_options po = {opts, target, cuda ? &prog : NULL, emb.items, emb.n, decoder ? &pprog : NULL};
         s = kn_plan_write(g, &po, out, d);
     }
     if (s == KN_OK)
-        printf("wrote %s (target %s, %u nodes%s%s%s)\n", out, target, g->n_nodes,
-               cuda ? ", kernels for every arch + PTX" : "", emb.n ? "; embedded " : "", emb.summary);
+        printf("wrote %s (target %s, %u nodes%s%s%s%s)\n", out, target, g->n_nodes,
+               decoder ? ", a decoder: prefill and decode programs" : "", cuda ? ", kernels for every arch + PTX" : "",
+               emb.n ? "; embedded " : "", emb.summary);
     rc = kn_cli_exit_code(s);
 done:
     kn_cu_program_free(&prog);
+    kn_cu_program_free(&pprog);
+    kn_graph_destroy(pg);
     kn_embed_free(&emb);
     kn_graph_destroy(g);
     kn_graph_destroy(fg);

@@ -298,7 +298,8 @@ static void summary(const kn_session *s, const kn_generate_result *r, uint32_t n
         fprintf(stderr, ", %u layers x %u kv heads x %u, %u blocks of %u tokens, max sequence length %u, %" PRIu64
                 " bytes", info.n_layers, info.kv_heads, info.head_dim, info.n_blocks, info.block_size,
                 info.max_seq_len, info.kv_bytes);
-    fprintf(stderr, "; CPU reference backend\n");
+    fprintf(stderr, kn_session_on_cuda(s) ? "; CUDA backend (prefill and decode programs)\n"
+                                          : "; CPU reference backend\n");
 }
 
 /* The tokenizer: --tokenizer FILE, else the one embedded in the plan, else
@@ -384,7 +385,11 @@ static kn_status generate(gen_args *ga, kn_diag *d)
     if (rc == KN_OK && ga->prompts_file)
         rc = read_prompts_file(ga->prompts_file, tok, chat, &pl, d);
     if (rc == KN_OK)
-        rc = kn_session_create(g, &ga->so, NULL, d, &s);
+        rc = kn_session_create_device(g,
+                                      strcmp(ga->device, "cuda") == 0  ? KN_DEVICE_CUDA
+                                      : strcmp(ga->device, "cpu") == 0 ? KN_DEVICE_CPU
+                                                                       : KN_DEVICE_AUTO,
+                                      &ga->so, NULL, d, &s);
     if (rc == KN_OK) {
         st.tok = tok;
         st.n_prompts = pl.n;
@@ -527,11 +532,7 @@ int kn_run_generate(int argc, char **argv, const char *usage)
         fprintf(stderr, "error: run: give one of --prompt, --prompt-ids and --prompts-file\n");
         goto done;
     }
-    if (strcmp(ga.device, "cuda") == 0) {
-        fprintf(stderr, "error: run: --device cuda: generation runs on the CPU backend for now\n");
-        goto done;
-    }
-    if (strcmp(ga.device, "auto") != 0 && strcmp(ga.device, "cpu") != 0) {
+    if (strcmp(ga.device, "auto") != 0 && strcmp(ga.device, "cpu") != 0 && strcmp(ga.device, "cuda") != 0) {
         fprintf(stderr, "error: run: --device must be auto, cpu or cuda\n");
         goto done;
     }

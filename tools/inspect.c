@@ -5,6 +5,7 @@
 #include "json.h"
 #include "kiln/runtime.h"
 #include "kiln/cuda.h"
+#include "kiln/session.h"
 #include "runtime/cuda/plan.h"
 #include "embed.h"
 #include "kiln/runtime.h"
@@ -106,6 +107,58 @@ static void text_io(const kn_graph *g, const kn_id *ids, uint32_t n, const char 
 
 #define LAYERS_DEFAULT 200
 #define ORIGINS_SHOWN 6
+
+/* One CUDA program's figures (META keys `pre`.*) and its steps by kind,
+ * read back from the plan (the prefill program through
+ * kn_plan_load_cuda_prefill). */
+static void text_cuda(const kn_graph *g, const char *pre, const char *label)
+{
+    const kn_model_info *m = g->info;
+    char key[96], b1[64], b2[64];
+#define K(name) (snprintf(key, sizeof key, "%s." name, pre), meta(m, key))
+    const char *pool = K("pool_bytes"), *naive = K("naive_bytes");
+    if (!pool || !naive)
+        return;
+    human_bytes(strtoull(pool, NULL, 10), b1, sizeof b1);
+    human_bytes(strtoull(naive, NULL, 10), b2, sizeof b2);
+    printf("%s %s kernels x archs %s = %s images (%s bytes), %s steps\n", label, K("kernels"), K("archs"),
+           K("images"), K("image_bytes"), K("steps"));
+    printf("memory:      planned pool %s (naive sum of activations %s)\n", b1, b2);
+    if (K("kv_rows")) {
+        const char *rows = K("kv_rows");
+        printf("cuda kv:     the steps read the session's device KV cache: %s sequences x %s new tokens per run\n",
+               rows, K("kv_tokens") ? K("kv_tokens") : "?");
+    }
+#undef K
+    bool prefill = strcmp(pre, "cuda.prefill") == 0;
+    kn_diag *d = kn_diag_create(NULL, NULL);
+    kn_graph *pg = NULL;
+    kn_cuda_plan p;
+    kn_status s = !d ? KN_ERR_NOMEM : prefill ? kn_plan_load_cuda_prefill(g, NULL, d, &pg) : KN_OK;
+    const kn_graph *rg = prefill ? pg : g;
+    if (s == KN_OK)
+        s = kn_cuda_plan_read(rg, rg->info->plan_base, rg->info->plan_size, NULL, d, &p);
+    if (s == KN_OK) {
+        uint32_t n[5] = {0};
+        for (uint32_t i = 0; i < p.n_steps; i++)
+            n[p.steps[i].kind < 5 ? p.steps[i].kind : 0]++;
+        char in[128] = "";
+        size_t at = 0;
+        for (uint32_t i = 0; i < rg->n_inputs && at < sizeof in - 40; i++) {
+            char t[64];
+            kn_type_format(&rg->values[rg->inputs[i]].type, t, sizeof t);
+            at += (size_t)snprintf(in + at, sizeof in - at, "%s%s %s", i ? ", " : "",
+                                   rg->values[rg->inputs[i]].name, t);
+        }
+        printf("             read back: %u launches, %u GEMMs, %u copies, %u on the host; inputs %s\n",
+               n[KN_CU_STEP_LAUNCH], n[KN_CU_STEP_GEMM], n[KN_CU_STEP_COPY], n[KN_CU_STEP_HOST], in);
+        kn_cuda_plan_free(&p);
+    } else if (d && kn_diag_size(d)) {
+        printf("             read back: %s\n", kn_diag_message(d, 0, NULL));
+    }
+    kn_graph_destroy(pg);
+    kn_diag_destroy(d);
+}
 
 /* How each main-graph node runs in a target-cuda plan: its steps by kind. */
 typedef struct layer_exec {
@@ -287,18 +340,9 @@ static void print_text(const kn_graph *g, const kn_graph_stats *st)
         for (uint32_t i = 0; i < m->n_metadata; i++)
             printf("  %s = %s\n", m->metadata[i].key, m->metadata[i].value);
     }
-    const char *pool = meta(m, "cuda.pool_bytes"), *naive = meta(m, "cuda.naive_bytes");
-    if (pool && naive) {
-        char b2[64];
-        human_bytes(strtoull(pool, NULL, 10), b1, sizeof b1);
-        human_bytes(strtoull(naive, NULL, 10), b2, sizeof b2);
-        printf("cuda:        %s kernels x archs %s = %s images (%s bytes), %s steps\n", meta(m, "cuda.kernels"),
-               meta(m, "cuda.archs"), meta(m, "cuda.images"), meta(m, "cuda.image_bytes"), meta(m, "cuda.steps"));
-        printf("memory:      planned pool %s (naive sum of activations %s)\n", b1, b2);
-        if (meta(m, "cuda.kv_rows"))
-            printf("cuda kv:     the steps read the session's device KV cache: %s sequences x %s new tokens per run\n",
-                   meta(m, "cuda.kv_rows"), meta(m, "cuda.kv_tokens") ? meta(m, "cuda.kv_tokens") : "?");
-    }
+    text_cuda(g, "cuda", kn_plan_is_cuda_decoder(g) ? "cuda decode: " : "cuda:        ");
+    if (kn_plan_is_cuda_decoder(g))
+        text_cuda(g, "cuda.prefill", "cuda prefill:");
     text_kv(m);
     text_io(g, g->inputs, g->n_inputs, "inputs");
     text_io(g, g->outputs, g->n_outputs, "outputs");

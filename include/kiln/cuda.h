@@ -39,7 +39,10 @@ typedef struct kn_cuda_options {
                           * (0: the plan's kiln.kv.blocks) */
     const struct kn_cuda_session *kv_shared; /* use this session's device KV pools instead of new
                           * ones (same device and kiln.kv.* shape, e.g. a prefill and a decode
-                          * plan of one model; it must outlive this session) */
+                          * plan of one model; it must outlive this session); also its device
+                          * weights when both run programs of the same plan bytes (a decoder
+                          * plan's prefill and decode programs) and it holds every constant
+                          * this session reads */
 } kn_cuda_options;
 
 typedef struct kn_cuda_session kn_cuda_session;

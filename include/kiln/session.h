@@ -73,6 +73,33 @@ kn_status kn_session_create(const kn_graph *plan, const kn_session_options *o, c
  * code), KN_ERR_NOMEM, with messages in d. */
 kn_status kn_session_create_cuda(const kn_graph *prefill, const kn_graph *decode, const kn_session_options *o,
                                  const kn_allocator *a, kn_diag *d, kn_session **out);
+/* A plan from kiln compile --target cuda on a decoder holds two CUDA
+ * programs over one graph and one copy of the weights: the decode program
+ * ([1, 1] new tokens, the plan's main CUDA sections) and a prefill program
+ * ([1, P], docs/plan-format.md). kn_plan_is_cuda_decoder says whether
+ * `plan` (from kn_plan_load) is such a plan. */
+bool kn_plan_is_cuda_decoder(const kn_graph *plan);
+/* Opens the prefill program of such a plan as a graph of its own for
+ * kn_session_create_cuda (its inputs of the prefill shapes); it borrows
+ * the plan's bytes: destroy it before `plan`. KN_ERR_UNSUPPORTED (not such
+ * a plan), KN_ERR_INVALID (a corrupted section), KN_ERR_NOMEM. */
+kn_status kn_plan_load_cuda_prefill(const kn_graph *plan, const kn_allocator *a, kn_diag *d, kn_graph **out);
+
+typedef enum kn_session_device {
+    KN_DEVICE_CPU,  /* the CPU backend (kn_session_create) */
+    KN_DEVICE_CUDA, /* the CUDA backend on a target-cuda decoder plan; an error without a GPU */
+    KN_DEVICE_AUTO  /* CUDA when the plan is a target-cuda decoder plan and a GPU is there, else the CPU */
+} kn_session_device;
+
+/* A session on `plan` on the device chosen: CPU as kn_session_create,
+ * CUDA as kn_session_create_cuda on the plan's two programs (the session
+ * owns the prefill graph; `plan` must outlive it). KN_DEVICE_CUDA fails
+ * with KN_ERR_UNSUPPORTED and a message saying why (the driver's note
+ * when there is no GPU, or a plan without the two programs). */
+kn_status kn_session_create_device(const kn_graph *plan, kn_session_device dev, const kn_session_options *o,
+                                   const kn_allocator *a, kn_diag *d, kn_session **out);
+/* Whether the session runs on the CUDA backend. */
+bool kn_session_on_cuda(const kn_session *s);
 void kn_session_destroy(kn_session *s);
 void kn_session_get_info(const kn_session *s, kn_session_info *out);
 

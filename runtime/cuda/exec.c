@@ -102,6 +102,8 @@ struct kn_cuda_session {
     CUmodule *modules;         /* per kernel */
     CUfunction *funcs;
     CUdeviceptr pool, weights, workspace;
+    uint64_t *woff;            /* per plan constant: its offset in `weights`, UINT64_MAX when not uploaded */
+    bool weights_borrowed;     /* `weights` are opts.kv_shared's (the same plan's bytes) */
     size_t workspace_bytes;
     CUdeviceptr *slot_ptr;     /* per slot */
     CUdeviceptr *arg_ptr;      /* per argument: the pointer a SLOT argument passes */
@@ -297,16 +299,34 @@ static kn_status device_alloc(kn_cuda_session *s, CUdeviceptr *p, uint64_t bytes
     return KN_OK;
 }
 
-/* The pool, the weights (each constant a weight slot refers to, once)
- * and every slot's device address. */
+/* The pool, the weights (each constant a weight slot refers to, once;
+ * or opts.kv_shared's when that session runs a program of the same plan
+ * bytes and uploaded every constant this one reads) and every slot's
+ * device address. */
 static kn_status place_memory(kn_cuda_session *s, kn_diag *d)
 {
     kn_cuda_plan *p = &s->plan;
     const kn_model_info *info = s->g->info;
     KN_TRY(device_alloc(s, &s->pool, p->pool_bytes, "the activation pool", d));
+    const kn_cuda_session *o = s->opts.kv_shared;
+    bool borrow = o && o->woff && o->dev == s->dev && o->g->info->plan_base == info->plan_base &&
+                  o->g->info->n_plan_consts == info->n_plan_consts;
+    for (uint32_t i = 0; borrow && i < p->n_slots; i++)
+        borrow = p->slots[i].place != KN_CUDA_SLOT_WEIGHT || o->woff[p->slots[i].index] != UINT64_MAX;
+    if (borrow) {
+        s->weights = o->weights;
+        s->weights_borrowed = true;
+        for (uint32_t i = 0; i < p->n_slots; i++) {
+            const kn_plan_cu_slot *sl = &p->slots[i];
+            s->slot_ptr[i] = sl->place == KN_CUDA_SLOT_WEIGHT ? o->weights + o->woff[sl->index] + sl->offset
+                                                             : s->pool + sl->offset;
+        }
+        return KN_OK;
+    }
     uint64_t *woff = kn_mem_alloc(s->a, ((size_t)info->n_plan_consts + 1) * sizeof *woff);
     if (!woff)
         return KN_ERR_NOMEM;
+    s->woff = woff;
     for (uint32_t i = 0; i <= info->n_plan_consts; i++)
         woff[i] = UINT64_MAX;
     uint64_t wbytes = 0;
@@ -331,7 +351,6 @@ static kn_status place_memory(kn_cuda_session *s, kn_diag *d)
         s->slot_ptr[i] = sl->place == KN_CUDA_SLOT_WEIGHT ? s->weights + woff[sl->index] + sl->offset
                                                          : s->pool + sl->offset;
     }
-    kn_mem_free(s->a, woff);
     return st;
 }
 
@@ -571,7 +590,7 @@ void kn_cuda_session_destroy(kn_cuda_session *s)
             cu->mem_free_host(s->pin_out);
         if (s->workspace)
             cu->mem_free(s->workspace);
-        if (s->weights)
+        if (s->weights && !s->weights_borrowed)
             cu->mem_free(s->weights);
         if (s->pool)
             cu->mem_free(s->pool);
@@ -590,6 +609,7 @@ void kn_cuda_session_destroy(kn_cuda_session *s)
     kn_mem_free(s->a, s->modules);
     kn_mem_free(s->a, s->funcs);
     kn_mem_free(s->a, s->slot_ptr);
+    kn_mem_free(s->a, s->woff);
     kn_mem_free(s->a, s->arg_ptr);
     kn_mem_free(s->a, s->kparams);
     kn_mem_free(s->a, s->gemms);

@@ -86,6 +86,33 @@ static int n_cuda_sections(const uint8_t *const *sec)
     return n;
 }
 
+static int n_prefill_sections(const uint8_t *const *sec)
+{
+    int n = 0;
+    for (int k = KN_SEC_CUP_KERNELS; k < KN_SEC_CUP_END; k++)
+        n += sec[k] != NULL;
+    return n;
+}
+
+bool kn_cuda_plan_prefill_present(const uint8_t *base, uint64_t size)
+{
+    const uint8_t *sec[KN_SEC_COUNT];
+    uint64_t sec_size[KN_SEC_COUNT];
+    return find_sections(base, size, sec, sec_size) && n_cuda_sections(sec) == KN_SEC_CU_N &&
+           n_prefill_sections(sec) == KN_SEC_CU_N;
+}
+
+/* A META key of the program being read, without its prefix ("cuda." for
+ * the main program, "cuda.prefill." for the prefill one); NULL for other
+ * keys. */
+static const char *cu_key(const rdc *r, const char *key)
+{
+    bool prefill_key = strncmp(key, "cuda.prefill.", 13) == 0;
+    if (r->g->info->cuda_program == 1)
+        return prefill_key ? key + 13 : NULL;
+    return !prefill_key && strncmp(key, "cuda.", 5) == 0 ? key + 5 : NULL;
+}
+
 bool kn_cuda_plan_present(const uint8_t *base, uint64_t size)
 {
     const uint8_t *sec[KN_SEC_COUNT];
@@ -450,10 +477,14 @@ static kn_status read_kv_meta(rdc *r)
                        &p->kv_head_dim, &p->kv_block_size, &p->kv_blocks, &p->kv_max_seq_len};
     const char *val[8] = {NULL}, *dtype = NULL;
     for (uint32_t i = 0; i < m->n_metadata; i++) {
-        const char *key = m->metadata[i].key;
+        const char *key = m->metadata[i].key, *ck = cu_key(r, key);
         if (strncmp(key, "meta.kiln.kv.", 13) == 0)
             key += 5;
-        else if (strncmp(key, "kiln.kv.", 8) != 0 && strncmp(key, "cuda.kv_", 8) != 0)
+        else if (ck && strcmp(ck, "kv_rows") == 0) /* this program's, under the name used below */
+            key = "cuda.kv_rows";
+        else if (ck && strcmp(ck, "kv_tokens") == 0)
+            key = "cuda.kv_tokens";
+        else if (strncmp(key, "kiln.kv.", 8) != 0)
             continue;
         if (strcmp(key, "kiln.kv.dtype") == 0)
             dtype = m->metadata[i].value;
@@ -498,14 +529,16 @@ static kn_status read_meta(rdc *r, uint64_t *pool, uint32_t *out_slot)
     for (uint32_t k = 0; k < r->g->n_outputs; k++)
         out_slot[k] = KN_PLAN_NONE;
     for (uint32_t i = 0; i < m->n_metadata; i++) {
-        const char *key = m->metadata[i].key, *v = m->metadata[i].value;
+        const char *key = m->metadata[i].key, *v = m->metadata[i].value, *ck = cu_key(r, key);
         uint64_t x, k;
-        if (strcmp(key, "cuda.pool_bytes") == 0) {
+        if (!ck)
+            continue;
+        if (strcmp(ck, "pool_bytes") == 0) {
             if (!parse_u64(v, (1ull << 50) - 1, &x))
                 return bad(r, "bad cuda.pool_bytes '%s'", v);
             *pool = x;
-        } else if (strncmp(key, "cuda.output.", 12) == 0) {
-            if (!parse_u64(key + 12, UINT32_MAX, &k) || k >= r->g->n_outputs || !parse_u64(v, UINT32_MAX - 1, &x))
+        } else if (strncmp(ck, "output.", 7) == 0) {
+            if (!parse_u64(ck + 7, UINT32_MAX, &k) || k >= r->g->n_outputs || !parse_u64(v, UINT32_MAX - 1, &x))
                 return bad(r, "bad %s = '%s'", key, v);
             out_slot[k] = (uint32_t)x;
         }
@@ -556,6 +589,22 @@ kn_status kn_cuda_plan_read(const kn_graph *g, const uint8_t *base, uint64_t siz
     }
     if (!find_sections(base, size, r.sec, r.sec_size))
         return bad(&r, "bad header or section table");
+    if (g->info->cuda_program == 1) { /* the prefill program: read its sections in the main ones' place */
+        int np = n_prefill_sections(r.sec);
+        if (np == 0) {
+            kn_diag_add(d, KN_ERROR, "%s: the plan has no CUDA prefill program (not a target-cuda decoder plan)",
+                        p->name);
+            return KN_ERR_UNSUPPORTED;
+        }
+        if (np != KN_SEC_CU_N || n_cuda_sections(r.sec) != KN_SEC_CU_N)
+            return bad(&r, "some of the CUDA prefill sections are missing");
+        for (int k = 0; k < KN_SEC_CU_N; k++) {
+            r.sec[KN_SEC_CU_KERNELS + k] = r.sec[KN_SEC_CUP_KERNELS + k];
+            r.sec_size[KN_SEC_CU_KERNELS + k] = r.sec_size[KN_SEC_CUP_KERNELS + k];
+        }
+    } else if (g->info->cuda_program != 0) {
+        return bad(&r, "CUDA program %u requested (0 or 1)", g->info->cuda_program);
+    }
     int n = n_cuda_sections(r.sec);
     if (n == 0) {
         kn_diag_add(d, KN_ERROR, "%s: the plan has no CUDA code (compile it with --target cuda)", p->name);

@@ -44,9 +44,12 @@ typedef struct kn_cuda_plan {
 /* Whether the plan bytes hold the CUDA sections (all of them); the bytes
  * are checked as far as needed to say so. */
 bool kn_cuda_plan_present(const uint8_t *base, uint64_t size);
+/* Whether they also hold a decoder's prefill program (KN_SEC_CUP_*). */
+bool kn_cuda_plan_prefill_present(const uint8_t *base, uint64_t size);
 
 /* Reads and checks the CUDA sections of the plan `g` was loaded from
- * (`base`/`size`: those bytes). KN_OK (free with kn_cuda_plan_free),
+ * (`base`/`size`: those bytes): the program g->info->cuda_program names
+ * (0 the main one, 1 a decoder's prefill program). KN_OK (free with kn_cuda_plan_free),
  * KN_ERR_INVALID naming what is corrupted, KN_ERR_UNSUPPORTED when the
  * plan has no CUDA code, KN_ERR_NOMEM. On failure *p holds nothing. */
 kn_status kn_cuda_plan_read(const kn_graph *g, const uint8_t *base, uint64_t size, const kn_allocator *a,

@@ -1,0 +1,555 @@
+/* One target-cuda plan for a decoder (kiln compile --target cuda,
+ * tools/compile_decoder.c): the graph lowered for [1, P] and [1, 1] new
+ * tokens, both programs in one plan file with the weights once.
+ *   - for tests/models/llama_gqa_tiny, gpt2_tiny and qwen2_tiny: the plan
+ *     loads, both programs read back through runtime/cuda/plan.c equal
+ *     the lowerings' (steps, slots, arguments, kernels), the prefill
+ *     graph (kn_plan_load_cuda_prefill) takes [1, P] inputs; then the two
+ *     lowered programs under the host emulator (the prompt in chunks of P,
+ *     the last padded, as the CUDA session runs it; then greedy decode
+ *     steps) against a CPU session on the plan itself (its [1, 1] graph,
+ *     one token per run) and one on the target-cpu -O2 graph: the same
+ *     greedy tokens, last-token logits within 1e-4;
+ *   - --mock (test_cuda_decoder_plan_mock): kn_session_create_device
+ *     with KN_DEVICE_CUDA and AUTO on the plan against the host mock of
+ *     the driver (the prefill program opened from the plan, chunks and
+ *     launches, no leak, the decode session on the prefill one's pools and
+ *     weights); without a driver, CUDA is refused naming why
+ *     and AUTO falls back to the CPU;
+ *   - corrupted prefill sections (random bytes, checksum fixed) are refused
+ *     by kn_plan_load_cuda_prefill or harmless, never a crash; a slot's
+ *     value out of range is an error message naming it. */
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <setjmp.h>
+#include <cmocka.h>
+
+#include "cli.h"
+#include "codegen/cuda/lower.h"
+#include "codegen/plan_write.h"
+#include "cuda_paged_util.h"
+#include "emu_host.h"
+#include "emu_program.h"
+#include "kiln/cuda.h"
+#include "kiln/runtime.h"
+#include "kiln/session.h"
+#include "model_builder.h"
+#include "passes/passes.h"
+#include "runtime/cuda/plan.h"
+#include "runtime/kv_cache.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define P_CHUNK 4
+
+static const char *const models[] = {"llama_gqa_tiny", "gpt2_tiny", "qwen2_tiny"};
+
+static char *model_path(const char *name)
+{
+    static char buf[1024];
+    snprintf(buf, sizeof buf, "%s/tests/models/%s/model.onnx", KN_SOURCE_DIR, name);
+    return buf;
+}
+
+/* The model through the -O2 pipeline as kiln compile runs it: kv-cache
+ * kept for target cuda (decoder), or as for target cpu. */
+static kn_graph *optimized(const char *name, bool cuda)
+{
+    kn_diag *q = kn_diag_create(NULL, NULL);
+    kn_graph *g = NULL;
+    assert_int_equal(kn_import_onnx_file(model_path(name), NULL, NULL, q, &g), KN_OK);
+    if (cuda)
+        assert_int_equal(kn_compile_graph_kv(g, NULL, q), KN_OK);
+    else
+        assert_int_equal(kn_compile_graph(g, "cpu", NULL, q), KN_OK);
+    kn_diag_destroy(q);
+    return g;
+}
+
+typedef struct built {
+    kn_graph *dec, *pre;      /* the lowered graphs */
+    kn_cu_program dprog, pprog;
+    char *path;               /* the plan */
+} built;
+
+/* Both lowerings (kernels compiled when NVRTC is there, else images
+ * faked: the plan's images are not run here) and the plan. */
+static void build(mb *b, const char *name, built *o)
+{
+    memset(o, 0, sizeof *o);
+    o->dec = optimized(name, true);
+    o->pre = optimized(name, true);
+    char why[512];
+    assert_true(kn_compile_is_decoder(o->dec, why, sizeof why));
+    kn_diag *d = kn_diag_create(NULL, stderr);
+    static const uint32_t archs[] = {80, 86, 89, 90};
+    kn_compile_cuda_opts co = {NULL, 0, archs, 4, false, false, 0};
+    if (!kn_nvrtc_version()) {
+        /* lowering only, images faked */
+        kn_cuda_shape sh[2] = {{"input_ids", 2, {1, P_CHUNK}}, {"position_ids", 2, {1, P_CHUNK}}};
+        kn_cuda_shape sd[2] = {{"input_ids", 2, {1, 1}}, {"position_ids", 2, {1, 1}}};
+        kn_cuda_lower_stats st;
+        assert_int_equal(kn_cuda_lower(o->pre, sh, o->pre->n_inputs, NULL, d, &o->pprog, &st), KN_OK);
+        assert_int_equal(kn_cuda_lower(o->dec, sd, o->dec->n_inputs, NULL, d, &o->dprog, &st), KN_OK);
+        kn_cu_program *ps[2] = {&o->pprog, &o->dprog};
+        for (int i = 0; i < 2; i++)
+            for (uint32_t k = 0; k < ps[i]->n_kernels; k++) {
+                static const char ptx[] = "// PTX\n";
+                uint8_t *t = kn_mem_alloc(NULL, sizeof ptx);
+                ps[i]->kernels[k].images = kn_mem_alloc(NULL, sizeof *ps[i]->kernels[k].images);
+                assert_true(t && ps[i]->kernels[k].images);
+                memcpy(t, ptx, sizeof ptx);
+                ps[i]->kernels[k].images[0] = (kn_cu_image){KN_CU_ARCH_PTX, t, sizeof ptx};
+                ps[i]->kernels[k].n_images = 1;
+            }
+    } else {
+        assert_int_equal(
+            kn_compile_cuda_decoder(o->dec, o->pre, P_CHUNK, &co, d, &o->dprog, &o->pprog, why, sizeof why), KN_OK);
+    }
+    o->path = mb_path(b, mb_tempdir(b), "decoder.plan");
+    kn_plan_options po = {"--target cuda", "cuda", &o->dprog, NULL, 0, &o->pprog};
+    assert_int_equal(kn_plan_write(o->dec, &po, o->path, d), KN_OK);
+    kn_diag_destroy(d);
+}
+
+static void built_free(built *o)
+{
+    kn_cu_program_free(&o->dprog);
+    kn_cu_program_free(&o->pprog);
+    kn_graph_destroy(o->dec);
+    kn_graph_destroy(o->pre);
+}
+
+/* The program read back from plan graph g equals the lowering's. */
+static void same_program(const kn_graph *g, const kn_cu_program *want)
+{
+    kn_diag *d = kn_diag_create(NULL, stderr);
+    kn_cuda_plan p;
+    assert_int_equal(kn_cuda_plan_read(g, g->info->plan_base, g->info->plan_size, NULL, d, &p), KN_OK);
+    assert_int_equal(p.n_steps, want->n_steps);
+    assert_int_equal(p.n_slots, want->n_slots);
+    assert_int_equal(p.n_args, want->n_args);
+    assert_int_equal(p.n_kernels, want->n_kernels);
+    assert_int_equal(p.kv_tokens, (uint32_t)want->kv_tokens);
+    for (uint32_t k = 0; k < p.n_kernels; k++)
+        assert_string_equal(p.entries[k], want->kernels[k].entry);
+    for (uint32_t i = 0; i < p.n_steps; i++) {
+        const kn_plan_cu_step *a = &p.steps[i];
+        const kn_cu_step *b = &want->steps[i];
+        assert_int_equal(a->kind, b->kind);
+        assert_int_equal(a->kernel, b->kernel);
+        assert_int_equal(a->first_arg, b->first_arg);
+        assert_int_equal(a->n_args, b->n_args);
+        assert_int_equal(a->node, b->node);
+        for (int k = 0; k < 3; k++) {
+            assert_int_equal(a->grid[k], b->grid[k]);
+            assert_int_equal(a->block[k], b->block[k]);
+        }
+    }
+    for (uint32_t i = 0; i < p.n_slots; i++) {
+        const kn_plan_cu_slot *a = &p.slots[i];
+        const kn_cu_slot *b = &want->slots[i];
+        assert_int_equal(a->place, b->place);
+        assert_int_equal(a->nbytes, b->nbytes);
+        assert_int_equal(a->offset, b->offset);
+        assert_int_equal(a->rank, b->rank);
+        assert_memory_equal(a->dims, b->dims, (size_t)a->rank * sizeof a->dims[0]);
+        if (a->place == KN_CUDA_SLOT_WEIGHT) /* the same constant, by name */
+            assert_string_equal(g->info->plan_consts[a->index]->name, g->values[b->index].tensor->name);
+    }
+    for (uint32_t i = 0; i < p.n_args; i++) {
+        assert_int_equal(p.args[i].kind, want->args[i].kind);
+        assert_int_equal(p.args[i].slot, want->args[i].slot);
+        assert_int_equal(p.args[i].offset, want->args[i].offset);
+    }
+    assert_int_equal(p.params_size, want->n_params);
+    assert_memory_equal(p.params, want->params, want->n_params);
+    kn_cuda_plan_free(&p);
+    kn_diag_destroy(d);
+}
+
+static void read_back(void **state)
+{
+    (void)state;
+    for (size_t m = 0; m < sizeof models / sizeof models[0]; m++) {
+        mb *b = mb_new();
+        built o;
+        build(b, models[m], &o);
+        kn_diag *d = kn_diag_create(NULL, stderr);
+        kn_graph *g, *pg;
+        assert_int_equal(kn_plan_load(o.path, NULL, d, &g), KN_OK);
+        assert_true(kn_plan_is_cuda_decoder(g));
+        assert_true(kn_cuda_plan_has_code(g));
+        same_program(g, &o.dprog);
+        assert_int_equal(kn_plan_load_cuda_prefill(g, NULL, d, &pg), KN_OK);
+        same_program(pg, &o.pprog);
+        for (uint32_t i = 0; i < pg->n_inputs; i++) {
+            const kn_type *t = &pg->values[pg->inputs[i]].type;
+            assert_int_equal(t->shape.rank, 2);
+            assert_int_equal(t->shape.dims[1].value, P_CHUNK);
+            assert_int_equal(g->values[g->inputs[i]].type.shape.dims[1].value, 1);
+        }
+        /* the weights once: the plan's constants are the decode graph's */
+        uint32_t n_const = 0;
+        for (kn_id v = 0; v < o.dec->n_values; v++)
+            n_const += o.dec->values[v].kind == KN_VAL_CONST;
+        assert_int_equal(g->info->n_plan_consts, n_const);
+        print_message("%s: decode %u steps, prefill [1, %d] %u steps, read back equal\n", models[m],
+                      o.dprog.n_steps, P_CHUNK, o.pprog.n_steps);
+        kn_graph_destroy(pg);
+        kn_graph_destroy(g);
+        built_free(&o);
+        kn_diag_destroy(d);
+        mb_free(b);
+    }
+}
+
+static int64_t argmax(const float *v, int64_t n)
+{
+    int64_t best = 0;
+    for (int64_t i = 1; i < n; i++)
+        best = v[i] > v[best] ? i : best;
+    return best;
+}
+
+/* A 10-token prompt (chunks of 4, 4 and 2 padded to 4) and 3 greedy
+ * decode steps: the two lowered programs under the emulator, on the graph
+ * the plan keeps (the prefill program on the decode lowering's graph, as
+ * the runtime runs it), against CPU sessions on the plan and on the
+ * target-cpu graph. */
+static void emulated_steps(void **state)
+{
+    (void)state;
+    char err[600];
+    if (!kn_emu_init(err, sizeof err)) {
+        print_message("skipped: the host emulator cannot start: %s\n", err);
+        skip();
+    }
+    for (size_t m = 0; m < sizeof models / sizeof models[0]; m++) {
+        mb *b = mb_new();
+        built o;
+        build(b, models[m], &o);
+        kn_diag *d = kn_diag_create(NULL, stderr);
+        kn_graph *plan, *ref = optimized(models[m], false);
+        assert_int_equal(kn_plan_load(o.path, NULL, d, &plan), KN_OK);
+        kn_session *ps, *rs;
+        assert_int_equal(kn_session_create_device(plan, KN_DEVICE_CPU, NULL, NULL, d, &ps), KN_OK);
+        assert_false(kn_session_on_cuda(ps));
+        assert_int_equal(kn_session_create(ref, NULL, NULL, d, &rs), KN_OK);
+        uint32_t pseq, rseq;
+        assert_int_equal(kn_session_add_sequence(ps, &pseq), KN_OK);
+        assert_int_equal(kn_session_add_sequence(rs, &rseq), KN_OK);
+        kn_session_info info;
+        kn_session_get_info(ps, &info);
+        kn_kv_config cfg = {info.n_layers, info.kv_heads, info.head_dim, info.block_size, info.n_blocks,
+                            info.max_seq_len};
+        kn_kv_cache *c;
+        assert_int_equal(kn_kv_create(&cfg, NULL, d, &c), KN_OK);
+        uint32_t row;
+        assert_int_equal(kn_kv_seq_add(c, &row), KN_OK);
+        uint32_t max_blocks = (cfg.max_seq_len + cfg.block_size - 1) / cfg.block_size;
+        int32_t *table = calloc(max_blocks, sizeof *table), past;
+        float *want = malloc((size_t)info.vocab * sizeof *want), *mid = malloc((size_t)info.vocab * sizeof *mid);
+        assert_true(table && want && mid);
+        int64_t tokens[10] = {1, 15, 200, 42, 7, 99, 250, 3, 8, 77}; /* under every vocabulary (gpt2_tiny: 256) */
+        double worst = 0;
+        int64_t got_tok = 0;
+        for (int step = 0; step < 4; step++) {
+            uint32_t n = step ? 1 : 10;
+            assert_int_equal(kn_session_forward(rs, rseq, tokens, n, want), KN_OK);
+            assert_int_equal(kn_session_forward(ps, pseq, tokens, n, mid), KN_OK);
+            /* the emulated runs, chunked as session_cuda.c does */
+            const float *last = NULL;
+            kn_rt_tensor *out[1] = {0};
+            for (uint32_t done = 0; done < n;) {
+                bool dec = n - done == 1;
+                int64_t T = dec ? 1 : P_CHUNK;
+                uint32_t mm = n - done < (uint32_t)T ? n - done : (uint32_t)T;
+                uint32_t len = kn_kv_seq_get(c, row)->len;
+                assert_int_equal(kn_kv_seq_reserve(c, row, len + (uint32_t)T, d), KN_OK);
+                assert_int_equal(kn_kv_fill_rows(c, &row, 1, max_blocks, table, &past), KN_OK);
+                kn_rt_tensor *in[2] = {0};
+                int64_t d2[2] = {1, T};
+                for (uint32_t i = 0; i < o.dec->n_inputs; i++)
+                    assert_int_equal(kn_rt_tensor_new(NULL, KN_I64, 2, d2, &in[i]), KN_OK);
+                for (int64_t t = 0; t < T; t++) {
+                    ((int64_t *)in[0]->data)[t] = t < mm ? tokens[done + t] : 0;
+                    if (in[1])
+                        ((int64_t *)in[1]->data)[t] = len + t;
+                }
+                kn_emu_kv kv = {c->keys, c->values, (uint64_t)cfg.n_blocks * c->block_elems * 4, table, &past};
+                kn_rt_tensor_free(NULL, out[0]);
+                out[0] = NULL;
+                char msg[2048] = "";
+                if (kn_emu_run_program(o.dec, dec ? &o.dprog : &o.pprog, in, out, &kv, msg, sizeof msg) != KN_OK)
+                    fail_msg("%s step %d: %s", models[m], step, msg);
+                assert_int_equal(out[0]->numel, T * info.vocab);
+                last = (const float *)out[0]->data + (mm - 1) * info.vocab;
+                kn_kv_seq_get(c, row)->len = len + mm;
+                done += mm;
+                for (int i = 0; i < 2; i++)
+                    kn_rt_tensor_free(NULL, in[i]);
+            }
+            for (int64_t v = 0; v < info.vocab; v++) {
+                double e = fabs((double)last[v] - (double)want[v]), e2 = fabs((double)mid[v] - (double)want[v]);
+                e = e2 > e ? e2 : e;
+                worst = e > worst ? e : worst;
+            }
+            if (!(worst <= 1e-4))
+                fail_msg("%s step %d: logits differ by %.3g", models[m], step, worst);
+            got_tok = argmax(last, info.vocab);
+            assert_int_equal(got_tok, argmax(want, info.vocab));
+            assert_int_equal(argmax(mid, info.vocab), argmax(want, info.vocab));
+            kn_rt_tensor_free(NULL, out[0]);
+            tokens[0] = got_tok;
+        }
+        print_message("%s: prompt 10 (chunks of %d) + 3 greedy steps emulated, the plan on the CPU one token per "
+                      "run: logits within %.3g of the target-cpu graph, the same tokens\n",
+                      models[m], P_CHUNK, worst);
+        free(table), free(want), free(mid);
+        kn_kv_destroy(c);
+        kn_session_destroy(ps);
+        kn_session_destroy(rs);
+        kn_graph_destroy(plan);
+        kn_graph_destroy(ref);
+        built_free(&o);
+        kn_diag_destroy(d);
+        mb_free(b);
+    }
+}
+
+static uint8_t *slurp(const char *path, size_t *n)
+{
+    FILE *f = fopen(path, "rb");
+    assert_non_null(f);
+    fseek(f, 0, SEEK_END);
+    *n = (size_t)ftell(f);
+    fseek(f, 0, SEEK_SET);
+    uint8_t *p = malloc(*n);
+    assert_non_null(p);
+    assert_int_equal(fread(p, 1, *n, f), *n);
+    fclose(f);
+    return p;
+}
+
+static void fix_checksum(uint8_t *p, size_t n)
+{
+    static const uint8_t z8[8];
+    uint64_t c = kn_plan_checksum_update(KN_PLAN_CHECKSUM_SEED, p, 24);
+    c = kn_plan_checksum_update(c, z8, 8);
+    c = kn_plan_checksum_update(c, p + 32, n - 32);
+    memcpy(p + 24, &c, 8);
+}
+
+static bool section(const uint8_t *p, uint32_t kind, uint64_t *off, uint64_t *size)
+{
+    kn_plan_header h;
+    memcpy(&h, p, sizeof h);
+    for (uint32_t i = 0; i < h.n_sections; i++) {
+        kn_plan_section s;
+        memcpy(&s, p + h.sections_off + i * sizeof s, sizeof s);
+        if (s.kind == kind) {
+            *off = s.offset;
+            *size = s.size;
+            return true;
+        }
+    }
+    return false;
+}
+
+/* The prefill program of plan bytes p: its status (the plan must load). */
+static kn_status open_prefill(const uint8_t *p, size_t n, kn_diag *d)
+{
+    kn_graph *g, *pg = NULL;
+    kn_diag *q = kn_diag_create(NULL, NULL);
+    if (kn_plan_load_memory(p, n, "t.plan", NULL, q, &g) != KN_OK) {
+        kn_diag_print(q, stderr);
+        fail_msg("the corrupted plan does not load");
+    }
+    kn_diag_destroy(q);
+    kn_status s = kn_plan_load_cuda_prefill(g, NULL, d, &pg);
+    kn_graph_destroy(pg);
+    kn_graph_destroy(g);
+    return s;
+}
+
+static void corrupted_prefill(void **state)
+{
+    (void)state;
+    mb *b = mb_new();
+    built o;
+    build(b, "llama_gqa_tiny", &o);
+    size_t n;
+    uint8_t *good = slurp(o.path, &n), *p = malloc(n);
+    assert_non_null(p);
+    kn_diag *d = kn_diag_create(NULL, NULL);
+    assert_int_equal(open_prefill(good, n, d), KN_OK);
+    /* a slot's value id out of range */
+    uint64_t off = 0, size = 0;
+    assert_true(section(good, KN_SEC_CUP_SLOTS, &off, &size));
+    assert_true(size >= sizeof(kn_plan_cu_slot));
+    memcpy(p, good, n);
+    uint32_t big = 1u << 30;
+    memcpy(p + off + offsetof(kn_plan_cu_slot, value), &big, 4);
+    fix_checksum(p, n);
+    assert_int_equal(open_prefill(p, n, d), KN_ERR_INVALID);
+    assert_true(mb_diag_has(d, KN_ERROR, "t.plan: corrupted plan: CUDA slot 0: value"));
+    /* random bytes over the prefill tables */
+    uint64_t lo = UINT64_MAX, hi = 0;
+    for (uint32_t k = KN_SEC_CUP_KERNELS; k < KN_SEC_CUP_END; k++) {
+        if (k == KN_SEC_CUP_BLOBS)
+            continue;
+        assert_true(section(good, k, &off, &size));
+        lo = off < lo ? off : lo;
+        hi = off + size > hi ? off + size : hi;
+    }
+    uint64_t rng = 777;
+    int invalid = 0;
+    for (int it = 0; it < 1500; it++) {
+        memcpy(p, good, n);
+        for (int flips = 1 + it % 3; flips > 0; flips--) {
+            rng = rng * 6364136223846793005ull + 1442695040888963407ull;
+            uint64_t at = lo + (rng >> 20) % (hi - lo);
+            p[at] = (it & 4) ? (uint8_t)(rng >> 8) : (uint8_t)(p[at] ^ (1u << (rng >> 60 & 7)));
+        }
+        fix_checksum(p, n);
+        kn_status s = open_prefill(p, n, d);
+        if (s != KN_OK && s != KN_ERR_INVALID)
+            fail_msg("iteration %d: status %s", it, kn_status_str(s));
+        invalid += s == KN_ERR_INVALID;
+    }
+    print_message("prefill sections: %d of 1500 random corruptions refused, the rest harmless\n", invalid);
+    assert_true(invalid > 150);
+    free(p);
+    free(good);
+    kn_diag_destroy(d);
+    built_free(&o);
+    mb_free(b);
+}
+
+static uint32_t launches(const kn_graph *g)
+{
+    kn_cuda_plan p;
+    kn_diag *d = kn_diag_create(NULL, stderr);
+    assert_int_equal(kn_cuda_plan_read(g, g->info->plan_base, g->info->plan_size, NULL, d, &p), KN_OK);
+    uint32_t n = 0;
+    for (uint32_t i = 0; i < p.n_steps; i++)
+        n += p.steps[i].kind == KN_CU_STEP_LAUNCH;
+    kn_cuda_plan_free(&p);
+    kn_diag_destroy(d);
+    return n;
+}
+
+/* Without a driver: --device cuda is refused naming why, auto runs on
+ * the CPU. */
+static void no_driver(void **state)
+{
+    (void)state;
+    kn_diag *q = kn_diag_create(NULL, NULL);
+    if (kn_cuda_available(q)) {
+        kn_diag_destroy(q);
+        print_message("skipped: a driver is there\n");
+        skip();
+    }
+    mb *b = mb_new();
+    built o;
+    build(b, "llama_gqa_tiny", &o);
+    kn_graph *g;
+    assert_int_equal(kn_plan_load(o.path, NULL, q, &g), KN_OK);
+    kn_session *s = NULL;
+    assert_int_equal(kn_session_create_device(g, KN_DEVICE_CUDA, NULL, NULL, q, &s), KN_ERR_UNSUPPORTED);
+    assert_null(s);
+    assert_true(mb_diag_has(q, KN_ERROR, "--device cuda: no GPU to run on ("));
+    assert_int_equal(kn_session_create_device(g, KN_DEVICE_AUTO, NULL, NULL, q, &s), KN_OK);
+    assert_false(kn_session_on_cuda(s));
+    kn_session_destroy(s);
+    kn_graph_destroy(g);
+    built_free(&o);
+    kn_diag_destroy(q);
+    mb_free(b);
+}
+
+/* Against the mock driver (which runs no kernels): the CUDA session made
+ * from the one plan, a 10-token prompt in chunks of 4 and 3 decode steps. */
+static void mock_device_session(void **state)
+{
+    (void)state;
+    mock_ctl_fn ctl = mock_ctl();
+    mb *b = mb_new();
+    built o;
+    build(b, "llama_gqa_tiny", &o);
+    kn_diag *d = kn_diag_create(NULL, stderr);
+    kn_graph *g, *pg;
+    assert_int_equal(kn_plan_load(o.path, NULL, d, &g), KN_OK);
+    assert_int_equal(kn_plan_load_cuda_prefill(g, NULL, d, &pg), KN_OK);
+    uint32_t per[2] = {launches(pg), launches(g)};
+    kn_graph_destroy(pg);
+    kn_session *s;
+    /* once first: cuBLASLt's handle is made on first use and kept */
+    assert_int_equal(kn_session_create_device(g, KN_DEVICE_CUDA, NULL, NULL, d, &s), KN_OK);
+    kn_session_destroy(s);
+    long live = ctl(MOCK_LIVE, -1);
+    for (int auto_dev = 0; auto_dev < 2; auto_dev++) {
+        assert_int_equal(kn_session_create_device(g, auto_dev ? KN_DEVICE_AUTO : KN_DEVICE_CUDA, NULL, NULL, d, &s),
+                         KN_OK);
+        assert_true(kn_session_on_cuda(s));
+        uint32_t seq;
+        assert_int_equal(kn_session_add_sequence(s, &seq), KN_OK);
+        int64_t prompt[10] = {1, 15, 200, 42, 7, 99, 250, 3, 8, 77};
+        float logits[512];
+        ctl(MOCK_LAUNCHES, 0);
+        assert_int_equal(kn_session_forward(s, seq, prompt, 10, logits), KN_OK);
+        assert_int_equal(ctl(MOCK_LAUNCHES, -1), 3 * per[0]);
+        for (int i = 0; i < 3; i++)
+            assert_int_equal(kn_session_forward(s, seq, &prompt[i], 1, logits), KN_OK);
+        assert_int_equal(ctl(MOCK_LAUNCHES, -1), 3 * per[0] + 3 * per[1]);
+        assert_int_equal(kn_session_sequence_length(s, seq), 13);
+        kn_session_destroy(s);
+    }
+    /* the session owned the prefill graph it opened: nothing left */
+    assert_int_equal(ctl(MOCK_LIVE, -1), live);
+    /* the decode program's session borrows the prefill one's KV pools and
+     * weights (the same plan bytes): 3 device allocations fewer than alone */
+    assert_int_equal(kn_plan_load_cuda_prefill(g, NULL, d, &pg), KN_OK);
+    kn_cuda_session *pre, *shared, *alone;
+    assert_int_equal(kn_cuda_session_create(pg, NULL, 0, NULL, NULL, d, &pre), KN_OK);
+    long l0 = ctl(MOCK_LIVE, -1);
+    kn_cuda_options co;
+    memset(&co, 0, sizeof co);
+    co.kv_shared = pre;
+    assert_int_equal(kn_cuda_session_create(g, NULL, 0, &co, NULL, d, &shared), KN_OK);
+    long l1 = ctl(MOCK_LIVE, -1);
+    assert_int_equal(kn_cuda_session_create(g, NULL, 0, NULL, NULL, d, &alone), KN_OK);
+    long l2 = ctl(MOCK_LIVE, -1);
+    assert_int_equal((l2 - l1) - (l1 - l0), 3);
+    kn_cuda_session_destroy(alone);
+    kn_cuda_session_destroy(shared);
+    kn_cuda_session_destroy(pre);
+    kn_graph_destroy(pg);
+    assert_int_equal(ctl(MOCK_LIVE, -1), live);
+    assert_int_equal(ctl(MOCK_BAD, -1), 0);
+    kn_graph_destroy(g);
+    built_free(&o);
+    kn_diag_destroy(d);
+    mb_free(b);
+}
+
+int main(int argc, char **argv)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(read_back),
+        cmocka_unit_test(emulated_steps),
+        cmocka_unit_test(corrupted_prefill),
+        cmocka_unit_test(no_driver),
+    };
+    const struct CMUnitTest mock_tests[] = {
+        cmocka_unit_test(mock_device_session),
+    };
+    if (argc > 1 && strcmp(argv[1], "--mock") == 0)
+        return cmocka_run_group_tests_name("cuda_decoder_plan_mock", mock_tests, NULL, NULL);
+    return cmocka_run_group_tests_name("cuda_decoder_plan", tests, NULL, NULL);
+}
