@@ -13,6 +13,9 @@
 #include "runtime/cpu/util.h"
 
 #include <fnmatch.h>
+#if defined(__x86_64__) && defined(__GNUC__)
+#include <immintrin.h>
+#endif
 #include <stdio.h>
 #include <string.h>
 
@@ -116,6 +119,35 @@ static bool is_f32(const kn_graph *g, kn_id v)
     return v != KN_NONE && g->values[v].type.kind == KN_TYPE_TENSOR && g->values[v].type.dtype == KN_F32;
 }
 
+/* float32 → float16 of a whole weight. On x86 with F16C, 8 at a time with
+ * the CPU's conversion (round to nearest even; equal to kn_f32_to_f16 for
+ * all 2^32 inputs, NaN payloads included: checked once exhaustively), a 1B
+ * model's weights in well under a second; elsewhere the scalar form. */
+#if defined(__x86_64__) && defined(__GNUC__)
+__attribute__((target("avx,f16c"))) static int64_t to_f16_f16c(const float *src, uint16_t *dst, int64_t n)
+{
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8)
+        _mm_storeu_si128((__m128i *)(void *)(dst + i),
+                         _mm256_cvtps_ph(_mm256_loadu_ps(src + i), _MM_FROUND_TO_NEAREST_INT));
+    return i;
+}
+#endif
+
+static void to_f16(const void *src, uint16_t *dst, int64_t n)
+{
+    int64_t i = 0;
+#if defined(__x86_64__) && defined(__GNUC__)
+    if (__builtin_cpu_supports("f16c") && ((uintptr_t)src & 3) == 0)
+        i = to_f16_f16c(src, dst, n);
+#endif
+    for (; i < n; i++) {
+        float f;
+        memcpy(&f, (const char *)src + 4 * i, 4);
+        dst[i] = kn_f32_to_f16(f);
+    }
+}
+
 static kn_status convert_const(pctx *c, kn_tensor *t, kn_tensor **out)
 {
     kn_tensor *n = kn_graph_alloc(c->g, sizeof *n);
@@ -128,10 +160,14 @@ static kn_status convert_const(pctx *c, kn_tensor *t, kn_tensor **out)
     uint16_t *d = kn_graph_alloc_uninit(c->g, n->nbytes + 2);
     if (!d)
         return KN_ERR_NOMEM;
-    for (int64_t i = 0; i < t->n_elems; i++) {
-        float f;
-        memcpy(&f, (const char *)t->data + 4 * i, 4);
-        d[i] = c->to == KN_F16 ? kn_f32_to_f16(f) : kn_f32_to_bf16(f);
+    if (c->to == KN_F16) {
+        to_f16(t->data, d, t->n_elems);
+    } else {
+        for (int64_t i = 0; i < t->n_elems; i++) {
+            float f;
+            memcpy(&f, (const char *)t->data + 4 * i, 4);
+            d[i] = kn_f32_to_bf16(f);
+        }
     }
     n->data = d;
     *out = n;

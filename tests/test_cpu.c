@@ -236,6 +236,35 @@ static void check_f16(uint32_t x)
         fail_msg("kn_f32_to_f16(0x%08x) = 0x%04x, want 0x%04x", x, got, want);
 }
 
+/* kn_f16_to_f32 against the field-by-field definition, all 65536 halves
+ * (bit patterns compared: NaN payloads and signed zeros too). */
+static void test_f16_to_f32_all(void **s)
+{
+    (void)s;
+    for (uint32_t h = 0; h < 0x10000; h++) {
+        uint32_t sign = (h & 0x8000) << 16, exp = (h >> 10) & 0x1f, man = h & 0x3ff, want;
+        if (exp == 0 && man == 0) {
+            want = sign;
+        } else if (exp == 0) {
+            exp = 127 - 15 + 1;
+            while (!(man & 0x400)) {
+                man <<= 1;
+                exp--;
+            }
+            want = sign | (exp << 23) | ((man & 0x3ff) << 13);
+        } else if (exp == 31) {
+            want = sign | 0x7f800000u | (man << 13);
+        } else {
+            want = sign | ((exp + 127 - 15) << 23) | (man << 13);
+        }
+        float f = kn_f16_to_f32((uint16_t)h);
+        uint32_t got;
+        memcpy(&got, &f, 4);
+        if (got != want)
+            fail_msg("kn_f16_to_f32(0x%04x) = 0x%08x, want 0x%08x", h, got, want);
+    }
+}
+
 static void test_f32_to_f16_rounding(void **s)
 {
     (void)s;
@@ -259,6 +288,7 @@ int main(void)
         cmocka_unit_test(test_missing_kernel),
         cmocka_unit_test(test_run_failing_allocator),
         cmocka_unit_test(test_f32_to_f16_rounding),
+        cmocka_unit_test(test_f16_to_f32_all),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -1,6 +1,7 @@
 /* The kiln command: dispatches to its subcommands. */
 #include "cli.h"
 
+#include <malloc.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -24,6 +25,13 @@ static const char usage[] =
 
 int main(int argc, char **argv)
 {
+    /* Large blocks from the heap, kept after free: compiling a 1B model
+     * allocates and frees hundred-MB scratch buffers (the CPU kernels'
+     * operands as doubles, once per GEMM of the shape probe); as separate
+     * mappings each would be faulted in and zeroed page by page again,
+     * which cost more than the computation. */
+    mallopt(M_MMAP_MAX, 0);
+    mallopt(M_TRIM_THRESHOLD, 256 << 20);
     if (argc < 2) {
         fputs(usage, stderr);
         return KN_EXIT_BAD_INPUT;

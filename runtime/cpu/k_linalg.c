@@ -35,6 +35,14 @@ kn_status kn_linalg_to_f64(kn_kctx *c, const kn_rt_tensor *t, double **out)
     } else if (t->dtype == KN_F64) {
         if (t->numel)
             memcpy(v, t->data, (size_t)t->numel * sizeof *v);
+    } else if (t->dtype == KN_F16) { /* fp16 weights: every GEMM of a half-precision plan */
+        const uint16_t *h = t->data;
+        for (int64_t i = 0; i < t->numel; i++)
+            v[i] = kn_f16_to_f32(h[i]);
+    } else if (t->dtype == KN_BF16) {
+        const uint16_t *h = t->data;
+        for (int64_t i = 0; i < t->numel; i++)
+            v[i] = kn_bf16_to_f32(h[i]);
     } else {
         for (int64_t i = 0; i < t->numel; i++)
             v[i] = kn_get_f64(t->dtype, t->data, i);
