@@ -443,8 +443,12 @@ static void table_round_trip(mb *b, const kn_calib *c)
     assert_int_equal(in->rows, 4);
     assert_non_null(in->xtx);
     assert_memory_equal(in->xtx, c->inputs[0].xtx, 16 * sizeof(double));
-    for (int k = 0; k < 4; k++)
+    assert_non_null(in->max_abs);
+    for (int k = 0; k < 4; k++) {
         assert_float_equal(in->mean_abs[k], c->inputs[0].sum_abs[k] / 4, 1e-15);
+        assert_float_equal(in->max_abs[k], c->inputs[0].max_abs[k], 0);
+        assert_true(in->max_abs[k] > 0);
+    }
     assert_int_equal(t->n_layers, 1);
     assert_string_equal(t->layers[0].node, "mm");
     assert_string_equal(t->layers[0].weight, "w");
@@ -532,10 +536,13 @@ static void collector_on_graph(void **state)
         const kn_calib_input *in = &c->inputs[0];
         assert_int_equal(in->rows, 4);
         for (int k = 0; k < 4; k++) {
-            double sa = 0;
-            for (int r = 0; r < 4; r++)
+            double sa = 0, ma = 0;
+            for (int r = 0; r < 4; r++) {
                 sa += fabs(xs[r / 2][(r % 2) * 4 + k]);
+                ma = fmax(ma, fabs(xs[r / 2][(r % 2) * 4 + k]));
+            }
             assert_float_equal(in->sum_abs[k], sa, 1e-12);
+            assert_float_equal(in->max_abs[k], ma, 0);
             for (int j = 0; j < 4; j++) {
                 double s = 0;
                 for (int r = 0; r < 4; r++)
