@@ -98,10 +98,10 @@ typedef struct kn_quantize_opts {
     bool verbose;
     kn_quant_mode mode;
     kn_quant_act_fn act_amax;     /* W8A8 with static scales: required */
+    const char *method;           /* for the note: "RTN", "GPTQ", "AWQ" (NULL: RTN or custom) */
     bool act_dynamic;             /* W8A8: per-token scales max|x_row| / 127 computed at run time */
     double smooth_alpha;          /* W8A8: SmoothQuant's alpha in (0, 1]; 0: no smoothing */
     kn_quant_absmax_fn act_absmax; /* W8A8 with smooth_alpha > 0: required */
-    const char *method;           /* for the note: "RTN", "GPTQ", "AWQ" (NULL: RTN or custom) */
 } kn_quantize_opts;
 
 /* Replaces MatMul/Gemm with constant float32 weights by com.microsoft

@@ -119,8 +119,9 @@ kn_status kn_quant_w8a8_smooth(kn_graph *g, kn_uses *u, const kn_quantize_opts *
     bool *done = kn_mem_alloc(g->alloc, (size_t)n0 + 1);
     double *wmax = NULL;
     kn_status s = w->smooth && w->folded && group && done ? KN_OK : KN_ERR_NOMEM;
-    if (s == KN_OK) {
+    if (w->smooth)
         memset(w->smooth, 0, ((size_t)n0 + 1) * sizeof *w->smooth);
+    if (s == KN_OK) {
         memset(w->folded, 0, (size_t)n0 + 1);
         memset(done, 0, (size_t)n0 + 1);
     }
@@ -131,9 +132,9 @@ kn_status kn_quant_w8a8_smooth(kn_graph *g, kn_uses *u, const kn_quantize_opts *
         int64_t K, N;
         kn_id bias;
         float *wt;
-        KN_TRY(kn_quant_candidate(g, &g->nodes[k], &ok, &K, &N, &bias, &wt));
+        s = kn_quant_candidate(g, &g->nodes[k], &ok, &K, &N, &bias, &wt);
         kn_mem_free(g->alloc, wt);
-        if (!ok)
+        if (s != KN_OK || !ok)
             continue;
         /* the candidates reading the same input as their input 0 */
         kn_id x = g->nodes[k].inputs[0];
@@ -148,8 +149,8 @@ kn_status kn_quant_w8a8_smooth(kn_graph *g, kn_uses *u, const kn_quantize_opts *
                 continue;
             int64_t K2, N2;
             bool ok2 = false;
-            if (m->inputs[0] == x && smoothable(g, u, o, j)) {
-                KN_TRY(kn_quant_candidate(g, m, &ok2, &K2, &N2, &bias, &wt));
+            if (m->inputs[0] == x && smoothable(g, u, o, j) && s == KN_OK) {
+                s = kn_quant_candidate(g, m, &ok2, &K2, &N2, &bias, &wt);
                 kn_mem_free(g->alloc, wt);
             }
             if (ok2 && K2 == K)
@@ -157,6 +158,8 @@ kn_status kn_quant_w8a8_smooth(kn_graph *g, kn_uses *u, const kn_quantize_opts *
             else
                 all = false;
         }
+        if (s != KN_OK)
+            break;
         kn_id norm = KN_NONE;
         bool fold = all && !u->pinned[x] && u->readers[x] == n_group && norm_before(g, u, x, K, &norm);
         const double *absmax = NULL;
@@ -175,12 +178,14 @@ kn_status kn_quant_w8a8_smooth(kn_graph *g, kn_uses *u, const kn_quantize_opts *
                 for (int64_t j = 0; j < K; j++)
                     wmax[j] = 0;
             for (uint32_t gj = fold ? 0 : gi; s == KN_OK && gj < (fold ? n_group : gi + 1); gj++) {
-                KN_TRY(kn_quant_candidate(g, &g->nodes[group[gj]], &ok, &K, &N, &bias, &wt));
-                for (int64_t j = 0; j < K; j++)
+                s = kn_quant_candidate(g, &g->nodes[group[gj]], &ok, &K, &N, &bias, &wt);
+                for (int64_t j = 0; s == KN_OK && j < K; j++)
                     for (int64_t c = 0; c < N; c++)
                         wmax[j] = fmax(wmax[j], fabs((double)wt[j * N + c]));
                 kn_mem_free(g->alloc, wt);
             }
+            if (s != KN_OK)
+                break;
             float *sv = kn_mem_alloc(g->alloc, (size_t)K * sizeof *sv);
             if (!sv) {
                 s = KN_ERR_NOMEM;
