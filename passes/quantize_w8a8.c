@@ -20,7 +20,7 @@
  * quantization and x is divided by s: folded into the scale (and bias)
  * of the LayerNormalization / RMSNormalization /
  * SimplifiedLayerNormalization that produces x when every reader of x is
- * a quantized layer (all of them then share one s, from the largest |W|
+ * a quantized layer or a Shape (all of them then share one s, from the largest |W|
  * over their stacked weights), else a Mul(x, 1/s) before the layer. With
  * static scales the threshold becomes max_j max|x_j| / s_j (the smoothed
  * tensor's range; the table's own threshold was for x). */
@@ -138,15 +138,19 @@ kn_status kn_quant_w8a8_smooth(kn_graph *g, kn_uses *u, const kn_quantize_opts *
             continue;
         /* the candidates reading the same input as their input 0 */
         kn_id x = g->nodes[k].inputs[0];
-        uint32_t n_group = 0;
+        uint32_t n_group = 0, n_shape = 0;
         bool all = true;
-        for (kn_id j = k; j < n0; j++) {
+        for (kn_id j = 0; j < n0; j++) {
             const kn_node *m = &g->nodes[j];
             bool reads = false;
             for (uint32_t i = 0; i < m->n_inputs; i++)
                 reads |= m->inputs[i] == x;
             if (!reads || u->dead[j])
                 continue;
+            if (m->op == KN_OP_Shape && m->n_inputs == 1) { /* reads only x's shape, which stays */
+                n_shape++;
+                continue;
+            }
             int64_t K2, N2;
             bool ok2 = false;
             if (m->inputs[0] == x && smoothable(g, u, o, j) && s == KN_OK) {
@@ -161,7 +165,7 @@ kn_status kn_quant_w8a8_smooth(kn_graph *g, kn_uses *u, const kn_quantize_opts *
         if (s != KN_OK)
             break;
         kn_id norm = KN_NONE;
-        bool fold = all && !u->pinned[x] && u->readers[x] == n_group && norm_before(g, u, x, K, &norm);
+        bool fold = all && !u->pinned[x] && u->readers[x] == n_group + n_shape && norm_before(g, u, x, K, &norm);
         const double *absmax = NULL;
         s = o->act_absmax(o->ctx, g->nodes[k].name, g->values[x].name, K, &absmax, d);
         if (s != KN_OK)

@@ -667,7 +667,12 @@ int kn_cmd_compile(int argc, char **argv)
             n += snprintf(opts + n, sizeof opts - (size_t)n, " --quantize %s --group-size %lld", quant_name,
                           (long long)quant.group_size);
         if (method_name && n > 0 && (size_t)n < sizeof opts)
-            snprintf(opts + n, sizeof opts - (size_t)n, " --method %s%s", method_name, act_order ? " --act-order" : "");
+            n += snprintf(opts + n, sizeof opts - (size_t)n, " --method %s%s", method_name,
+                          act_order ? " --act-order" : "");
+        if (quant.mode == KN_QUANT_W8A8 && n > 0 && (size_t)n < sizeof opts)
+            n += snprintf(opts + n, sizeof opts - (size_t)n, " --act-scale %s", quant.act_dynamic ? "dynamic" : "static");
+        if (quant.smooth_alpha > 0 && n > 0 && (size_t)n < sizeof opts)
+            snprintf(opts + n, sizeof opts - (size_t)n, " --smooth %g", quant.smooth_alpha);
         kn_plan_options po = {opts, target, cuda ? &prog : NULL, emb.items, emb.n};
         s = kn_plan_write(g, &po, out, d);
     }
