@@ -21,7 +21,8 @@ trace(W H Wᵀ) on the calibration data (H_cal) and on the evaluation data
 per group, mean over rows, by group position), the ratio of its group
 scales to RTN's, and the share of H_eval's error in the last group.
 
-usage: python gptq_groups_study.py MODEL.onnx CAL.json EVAL.json [NODE_SUBSTRING...]
+usage: [DAMP=0.01] [MODES=updated,static,act] python gptq_groups_study.py MODEL.onnx CAL.json EVAL.json
+       [NODE_SUBSTRING...]
 (default nodes: layers 0, 15, 29's q_proj and down_proj)
 """
 import json
@@ -126,6 +127,10 @@ def group_err(w, deq, h, gs):
     return out
 
 
+DAMP = float(os.environ.get("DAMP", "0.01"))
+MODES = os.environ.get("MODES", "updated,static,act").split(",")
+
+
 def main():
     model, cal, ev = sys.argv[1:4]
     pats = sys.argv[4:] or ["layers.0/self_attn/q_proj", "layers.0/mlp/down_proj", "layers.15/self_attn/q_proj",
@@ -145,8 +150,8 @@ def main():
               f"eval {ine[layer['input']]['rows']}")
         r, rs = rtn(w, gs)
         res = {"rtn": (r, rs, None)}
-        for mode in ("updated", "static", "act"):
-            res[mode] = gptq(w, hc, gs, mode)
+        for mode in MODES:
+            res[mode] = gptq(w, hc, gs, mode, DAMP)
         for name, (d, s, growth) in res.items():
             line = f"  {name:8s} err cal {rel_err(w, d, hc):.3e}  eval {rel_err(w, d, he):.3e}"
             if name != "rtn":
