@@ -410,7 +410,7 @@ kn_status kn_quant_w8a8_node(kn_graph *g, kn_uses *u, kn_id k, const kn_quantize
             s = add_f32(g, u, base, 1.0f, &one);
         kn_type ty;
         if (s == KN_OK)
-            s = type_last(g, n->inputs[0], KN_F32, N, &ty);
+            s = type_last(g, x, KN_F32, N, &ty); /* n may have moved: nodes were added */
         if (s == KN_OK) {
             ins[2] = one;
             s = kn_quant_add_node(g, u, node_name, "/matmul_int8", "com.microsoft", "MatMulIntegerToFloat", 1, ins, 4,
