@@ -105,7 +105,10 @@ typedef struct kn_quantize_opts {
 } kn_quantize_opts;
 
 /* Replaces MatMul/Gemm with constant float32 weights by com.microsoft
- * MatMulNBits (see quantize.c). KN_ERR_INVALID for unsupported options. */
+ * MatMulNBits (weight-only, see quantize.c) or int8 W8A8 with static or
+ * per-token dynamic activation scales and optional SmoothQuant
+ * (quantize_w8a8.c). KN_ERR_INVALID for unsupported options, the
+ * callbacks' errors, KN_ERR_NOMEM. */
 kn_status kn_pass_quantize(kn_graph *g, const kn_quantize_opts *o, kn_diag *d);
 
 /* The passes in pipeline order; *n receives their count. */

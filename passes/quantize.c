@@ -24,15 +24,14 @@
  * before its MatMulNBits; nothing is folded into other ops, so every
  * reader of the input other than this layer sees it unchanged.
  *
- * W8A8 (kn_quantize_opts.mode KN_QUANT_W8A8, --quantize int8): the weight
- * is quantized per output channel, symmetric int8 (kn_wq_rtn), the input
- * per tensor with the calibration threshold: QuantizeLinear(x, amax / 127,
- * int8 0) -> com.microsoft MatMulIntegerToFloat(qx, Wq [K, N], a_scale,
- * b_scale [N] (, bias)), an exact integer dot product scaled back to float
- * in the epilogue (CPU kernel and CUDA emitter in k_quant.c / e_quant.c).
+ * W8A8 (kn_quantize_opts.mode KN_QUANT_W8A8, --quantize int8: int8
+ * per-channel weights, static or per-token dynamic int8 activations,
+ * SmoothQuant) is in quantize_w8a8.c; this file holds the driver, the
+ * shared helpers (quantize_internal.h) and the weight-only rewrite.
  *
  * New nodes are appended while the pass runs and moved in front of their
- * reader at the end, so the node list stays in topological order. */
+ * first reader at the end (chains of new nodes in dependency order), so
+ * the node list stays in topological order. */
 #include "passes/quantize_internal.h"
 #include "kiln/quant.h"
 #include "runtime/cpu/util.h"
