@@ -78,6 +78,12 @@ kn_status kn_quant_rtn(void *ctx, const kn_quant_weight *q, kn_diag *d);
 typedef kn_status (*kn_quant_act_fn)(void *ctx, const char *node, const char *input, int64_t k, int64_t n,
                                      double *amax, kn_diag *d);
 
+/* W8A8 with SmoothQuant: the per-input-channel max |x| (k values, owned
+ * by ctx) of the input of node `node` (value `input`); an error (reported
+ * to d) when unknown. */
+typedef kn_status (*kn_quant_absmax_fn)(void *ctx, const char *node, const char *input, int64_t k,
+                                        const double **absmax, kn_diag *d);
+
 typedef enum kn_quant_mode {
     KN_QUANT_WEIGHT_ONLY = 0, /* MatMulNBits, bits 4 or 8 */
     KN_QUANT_W8A8,            /* QuantizeLinear(x) -> MatMulIntegerToFloat, int8 per-channel weights */
@@ -92,12 +98,18 @@ typedef struct kn_quantize_opts {
     uint32_t n_keep;
     bool verbose;
     kn_quant_mode mode;
-    kn_quant_act_fn act_amax;     /* W8A8: required */
+    kn_quant_act_fn act_amax;     /* W8A8 with static scales: required */
     const char *method;           /* for the note: "RTN", "GPTQ", "AWQ" (NULL: RTN or custom) */
+    bool act_dynamic;             /* W8A8: per-token scales max|x_row| / 127 computed at run time */
+    double smooth_alpha;          /* W8A8: SmoothQuant's alpha in (0, 1]; 0: no smoothing */
+    kn_quant_absmax_fn act_absmax; /* W8A8 with smooth_alpha > 0: required */
 } kn_quantize_opts;
 
 /* Replaces MatMul/Gemm with constant float32 weights by com.microsoft
- * MatMulNBits (see quantize.c). KN_ERR_INVALID for unsupported options. */
+ * MatMulNBits (weight-only, see quantize.c) or int8 W8A8 with static or
+ * per-token dynamic activation scales and optional SmoothQuant
+ * (quantize_w8a8.c). KN_ERR_INVALID for unsupported options, the
+ * callbacks' errors, KN_ERR_NOMEM. */
 kn_status kn_pass_quantize(kn_graph *g, const kn_quantize_opts *o, kn_diag *d);
 
 /* The passes in pipeline order; *n receives their count. */

@@ -24,17 +24,15 @@
  * before its MatMulNBits; nothing is folded into other ops, so every
  * reader of the input other than this layer sees it unchanged.
  *
- * W8A8 (kn_quantize_opts.mode KN_QUANT_W8A8, --quantize int8): the weight
- * is quantized per output channel, symmetric int8 (kn_wq_rtn), the input
- * per tensor with the calibration threshold: QuantizeLinear(x, amax / 127,
- * int8 0) -> com.microsoft MatMulIntegerToFloat(qx, Wq [K, N], a_scale,
- * b_scale [N] (, bias)), an exact integer dot product scaled back to float
- * in the epilogue (CPU kernel and CUDA emitter in k_quant.c / e_quant.c).
+ * W8A8 (kn_quantize_opts.mode KN_QUANT_W8A8, --quantize int8: int8
+ * per-channel weights, static or per-token dynamic int8 activations,
+ * SmoothQuant) is in quantize_w8a8.c; this file holds the driver, the
+ * shared helpers (quantize_internal.h) and the weight-only rewrite.
  *
  * New nodes are appended while the pass runs and moved in front of their
- * reader at the end, so the node list stays in topological order. */
-#include "passes/fuse_match.h"
-#include "passes/passes.h"
+ * first reader at the end (chains of new nodes in dependency order), so
+ * the node list stays in topological order. */
+#include "passes/quantize_internal.h"
 #include "kiln/quant.h"
 #include "runtime/cpu/util.h"
 
@@ -79,7 +77,7 @@ kn_status kn_quant_rtn(void *ctx, const kn_quant_weight *q, kn_diag *d)
     return KN_OK;
 }
 
-static bool kept(const kn_quantize_opts *o, const kn_node *n)
+bool kn_quant_kept(const kn_quantize_opts *o, const kn_node *n)
 {
     for (uint32_t i = 0; i < o->n_keep; i++)
         if (fnmatch(o->keep[i], n->name, 0) == 0 || fnmatch(o->keep[i], n->op_type, 0) == 0)
@@ -102,7 +100,7 @@ static float attr_float(const kn_node *n, const char *name, float def)
 /* Whether node n is a candidate (*ok), and then its weight as [K, N]
  * row-major float32 in *tmp (a copy, to free) and its bias value (or
  * KN_NONE). KN_ERR_NOMEM when the copy cannot be made. */
-static kn_status candidate(kn_graph *g, const kn_node *n, bool *ok, int64_t *K, int64_t *N, kn_id *bias, float **tmp)
+kn_status kn_quant_candidate(kn_graph *g, const kn_node *n, bool *ok, int64_t *K, int64_t *N, kn_id *bias, float **tmp)
 {
     *ok = false;
     *tmp = NULL;
@@ -145,7 +143,7 @@ static kn_status candidate(kn_graph *g, const kn_node *n, bool *ok, int64_t *K, 
 }
 
 /* The graph's ai.onnx opset (at least `min`). */
-static int64_t onnx_opset(const kn_graph *g, int64_t min)
+int64_t kn_quant_onnx_opset(const kn_graph *g, int64_t min)
 {
     int64_t v = min;
     for (uint32_t i = 0; g->info && i < g->info->n_opsets; i++)
@@ -154,19 +152,16 @@ static int64_t onnx_opset(const kn_graph *g, int64_t min)
     return v;
 }
 
-/* Appends node `op_name`(a, b, c) -> a new value of dtype dt shaped like a,
- * named after the MatMul's input; *out receives the value. The node goes
- * to the end of the list; reorder() moves it before its reader. */
-static kn_status add_pre_node(kn_graph *g, kn_uses *u, const char *node_name, const char *suffix, const char *op_name,
-                              kn_id a, kn_id b, kn_id c, kn_dtype dt, kn_id *out)
+kn_status kn_quant_add_node(kn_graph *g, kn_uses *u, const char *node_name, const char *suffix, const char *domain,
+                            const char *op_name, int64_t opset, const kn_id *ins, uint32_t n_ins, const kn_attr *at,
+                            uint32_t n_at, kn_id like, const kn_type *ty, kn_id *out)
 {
     char buf[1024];
     kn_value v = {0};
-    snprintf(buf, sizeof buf, "%s%s", g->values[a].name, suffix);
+    snprintf(buf, sizeof buf, "%s%s", g->values[like].name, suffix);
     KN_TRY(kn_rw_unique_name(g, buf, &v.name));
     v.kind = KN_VAL_NODE;
-    v.type = g->values[a].type;
-    v.type.dtype = dt;
+    v.type = *ty;
     v.producer = g->n_nodes;
     v.out_index = 0;
     KN_TRY(kn_mem_grow(g->alloc, (void **)&u->readers, &u->cap_readers, g->n_values + 1, sizeof *u->readers));
@@ -178,38 +173,39 @@ static kn_status add_pre_node(kn_graph *g, kn_uses *u, const char *node_name, co
     snprintf(buf, sizeof buf, "%s%s", node_name, suffix);
     KN_TRY(kn_graph_intern_cstr(g, buf, &n.name));
     KN_TRY(kn_graph_intern_cstr(g, op_name, &n.op_type));
-    KN_TRY(kn_graph_intern_cstr(g, "", &n.domain));
-    n.opset = onnx_opset(g, 13);
-    n.op = kn_op_lookup("", op_name, n.opset, NULL);
-    n.n_inputs = c == KN_NONE ? 2 : 3;
+    KN_TRY(kn_graph_intern_cstr(g, domain, &n.domain));
+    n.opset = opset;
+    n.op = kn_op_lookup(domain, op_name, n.opset, NULL);
+    n.n_inputs = n_ins;
     n.n_outputs = 1;
-    n.inputs = kn_graph_alloc(g, 3 * sizeof(kn_id));
+    n.inputs = kn_graph_alloc(g, ((size_t)n_ins + 1) * sizeof(kn_id));
     n.outputs = kn_graph_alloc(g, sizeof(kn_id));
     if (!n.inputs || !n.outputs)
         return KN_ERR_NOMEM;
-    n.inputs[0] = a;
-    n.inputs[1] = b;
-    n.inputs[2] = c;
+    memcpy(n.inputs, ins, n_ins * sizeof *ins);
     n.outputs[0] = *out;
+    if (n_at) {
+        n.attrs = kn_graph_alloc(g, n_at * sizeof *n.attrs);
+        if (!n.attrs)
+            return KN_ERR_NOMEM;
+        memcpy(n.attrs, at, n_at * sizeof *at);
+        n.n_attrs = n_at;
+    }
     for (uint32_t i = 0; i < n.n_inputs; i++)
-        u->readers[n.inputs[i]]++;
+        if (n.inputs[i] != KN_NONE)
+            u->readers[n.inputs[i]]++;
     kn_id id;
     return kn_graph_add_node(g, &n, &id);
 }
 
-typedef struct qstats {
-    uint32_t count, n_scaled;
-    uint64_t before, after; /* weight bytes */
-} qstats;
-
 /* Weight-only: node k -> [Mul(x, 1/s) ->] MatMulNBits. */
-static kn_status quantize_node(kn_graph *g, kn_uses *u, kn_id k, const kn_quantize_opts *o, kn_diag *d, qstats *st)
+static kn_status quantize_node(kn_graph *g, kn_uses *u, kn_id k, const kn_quantize_opts *o, kn_diag *d, kn_qstats *st)
 {
     float *w;
     int64_t K, N;
     kn_id bias;
     bool ok;
-    KN_TRY(candidate(g, &g->nodes[k], &ok, &K, &N, &bias, &w));
+    KN_TRY(kn_quant_candidate(g, &g->nodes[k], &ok, &K, &N, &bias, &w));
     if (!ok)
         return KN_OK;
     int64_t grp = o->group_size;
@@ -259,7 +255,8 @@ static kn_status quantize_node(kn_graph *g, kn_uses *u, kn_id k, const kn_quanti
         snprintf(base, sizeof base, "%s_inv_in_scale", g->values[wv].name);
         s = kn_rw_add_const(g, u, base, KN_F32, 1, (int64_t[]){K}, in_scale, (size_t)K * 4, &rs);
         if (s == KN_OK)
-            s = add_pre_node(g, u, node_name, "/input_scale", "Mul", ins[0], rs, KN_NONE, KN_F32, &ins[0]);
+            s = kn_quant_add_node(g, u, node_name, "/input_scale", "", "Mul", kn_quant_onnx_opset(g, 13),
+                                  (kn_id[]){ins[0], rs}, 2, NULL, 0, ins[0], &g->values[ins[0]].type, &ins[0]);
     }
     kn_mem_free(g->alloc, w);
     kn_mem_free(g->alloc, codes);
@@ -283,103 +280,53 @@ static kn_status quantize_node(kn_graph *g, kn_uses *u, kn_id k, const kn_quanti
     return KN_OK;
 }
 
-/* W8A8: node k -> QuantizeLinear(x) -> MatMulIntegerToFloat. */
-static kn_status quantize_node_w8a8(kn_graph *g, kn_uses *u, kn_id k, const kn_quantize_opts *o, kn_diag *d,
-                                    qstats *st)
+/* Puts appended node i (>= n0) and, first, the appended nodes it reads
+ * into nodes[*at...] (each once). */
+static void place(const kn_graph *g, uint32_t n0, uint32_t i, kn_node *nodes, uint32_t *at, bool *placed)
 {
-    float *w;
-    int64_t K, N;
-    kn_id bias;
-    bool ok;
-    KN_TRY(candidate(g, &g->nodes[k], &ok, &K, &N, &bias, &w));
-    if (!ok)
-        return KN_OK;
-    const kn_node *n = &g->nodes[k];
-    char node_name[1024];
-    snprintf(node_name, sizeof node_name, "%s", n->name ? n->name : "");
-    double amax = 0;
-    kn_status s = o->act_amax(o->ctx, n->name, g->values[n->inputs[0]].name, K, N, &amax, d);
-    /* per output channel: rows of Wᵀ */
-    float *wt = s == KN_OK ? kn_mem_alloc(g->alloc, (size_t)(K * N) * sizeof *wt) : NULL;
-    int8_t *qkn = s == KN_OK ? kn_mem_alloc(g->alloc, (size_t)(K * N) + 1) : NULL;
-    if (s == KN_OK && (!wt || !qkn))
-        s = KN_ERR_NOMEM;
-    kn_qweights qw;
-    memset(&qw, 0, sizeof qw);
-    if (s == KN_OK) {
-        for (int64_t kk = 0; kk < K; kk++)
-            for (int64_t j = 0; j < N; j++)
-                wt[j * K + kk] = w[kk * N + j];
-        kn_qscheme sch = {8, 0, true};
-        s = kn_wq_rtn(wt, (uint32_t)N, (uint32_t)K, &sch, g->alloc, d, &qw);
-        if (s != KN_OK)
-            kn_diag_add(d, KN_NOTE, "quantize: while quantizing the weight of node '%s'", node_name);
+    if (placed[i - n0])
+        return;
+    placed[i - n0] = true;
+    const kn_node *n = &g->nodes[i];
+    for (uint32_t j = 0; j < n->n_inputs; j++) {
+        kn_id v = n->inputs[j];
+        if (v != KN_NONE && g->values[v].kind == KN_VAL_NODE && g->values[v].producer >= n0 &&
+            g->values[v].producer < g->n_nodes)
+            place(g, n0, g->values[v].producer, nodes, at, placed);
     }
-    if (s == KN_OK)
-        for (int64_t kk = 0; kk < K; kk++)
-            for (int64_t j = 0; j < N; j++)
-                qkn[kk * N + j] = (int8_t)qw.q[j * K + kk];
-    float sx = amax > 0 && isfinite(amax) ? (float)(amax / 127.0) : 1.0f;
-    int8_t zp = 0;
-    kn_id ins[7] = {n->inputs[0], KN_NONE, KN_NONE, KN_NONE, KN_NONE, KN_NONE, bias}, wv = n->inputs[1];
-    kn_id xs = KN_NONE, xz = KN_NONE;
-    char base[1024];
-    if (s == KN_OK) {
-        snprintf(base, sizeof base, "%s_q8", g->values[wv].name);
-        s = kn_rw_add_const(g, u, base, KN_I8, 2, (int64_t[]){K, N}, qkn, (size_t)(K * N), &ins[1]);
-    }
-    if (s == KN_OK) {
-        snprintf(base, sizeof base, "%s_scales", g->values[wv].name);
-        s = kn_rw_add_const(g, u, base, KN_F32, 1, (int64_t[]){N}, qw.scales, (size_t)N * 4, &ins[3]);
-    }
-    if (s == KN_OK) {
-        snprintf(base, sizeof base, "%s_scale", g->values[n->inputs[0]].name);
-        s = kn_rw_add_const(g, u, base, KN_F32, 0, NULL, &sx, 4, &xs);
-    }
-    if (s == KN_OK) {
-        snprintf(base, sizeof base, "%s_zero_point", g->values[n->inputs[0]].name);
-        s = kn_rw_add_const(g, u, base, KN_I8, 0, NULL, &zp, 1, &xz);
-    }
-    if (s == KN_OK)
-        s = add_pre_node(g, u, node_name, "/quantize_input", "QuantizeLinear", ins[0], xs, xz, KN_I8, &ins[0]);
-    ins[2] = xs;
-    kn_qweights_free(&qw);
-    kn_mem_free(g->alloc, w);
-    kn_mem_free(g->alloc, wt);
-    kn_mem_free(g->alloc, qkn);
-    KN_TRY(s);
-    kn_fm m = {0};
-    kn_fm_add(&m, k);
-    KN_TRY(kn_fm_replace(g, u, &m, g->nodes[k].outputs[0], KN_OP_MS_MatMulIntegerToFloat, 1, ins,
-                         bias == KN_NONE ? 4 : 7, NULL, 0));
-    st->count++;
-    st->before += (uint64_t)(K * N) * 4;
-    st->after += (uint64_t)(K * N) + (uint64_t)N * 4;
-    return KN_OK;
+    if (*at < g->n_nodes)
+        nodes[(*at)++] = *n;
 }
 
-/* Moves the nodes appended by add_pre_node (the last n_pre, each read by
- * one node) right before their reader. */
+/* Moves the nodes appended by kn_quant_add_node (the last n_pre) right
+ * before their first reader, in dependency order (chains of appended
+ * nodes included). */
 static kn_status reorder(kn_graph *g, uint32_t n_pre)
 {
     if (!n_pre)
         return KN_OK;
     uint32_t n0 = g->n_nodes - n_pre;
     kn_node *nodes = kn_mem_alloc(g->alloc, (size_t)g->n_nodes * sizeof *nodes);
-    if (!nodes)
+    bool *placed = kn_mem_alloc(g->alloc, n_pre);
+    if (!nodes || !placed) {
+        kn_mem_free(g->alloc, nodes);
+        kn_mem_free(g->alloc, placed);
         return KN_ERR_NOMEM;
+    }
+    memset(placed, 0, n_pre);
     uint32_t at = 0;
     for (uint32_t i = 0; i < n0; i++) {
         const kn_node *n = &g->nodes[i];
         for (uint32_t j = 0; j < n->n_inputs; j++) {
             kn_id v = n->inputs[j];
             if (v != KN_NONE && g->values[v].kind == KN_VAL_NODE && g->values[v].producer >= n0 &&
-                g->values[v].producer < g->n_nodes && at < g->n_nodes)
-                nodes[at++] = g->nodes[g->values[v].producer];
+                g->values[v].producer < g->n_nodes)
+                place(g, n0, g->values[v].producer, nodes, &at, placed);
         }
         if (at < g->n_nodes)
             nodes[at++] = *n;
     }
+    kn_mem_free(g->alloc, placed);
     if (at != g->n_nodes) {
         kn_mem_free(g->alloc, nodes);
         return KN_ERR_INTERNAL;
@@ -400,24 +347,28 @@ kn_status kn_pass_quantize(kn_graph *g, const kn_quantize_opts *o, kn_diag *d)
     if (!o || o->bits == 0)
         return KN_OK;
     bool w8a8 = o->mode == KN_QUANT_W8A8;
-    if (w8a8 ? (o->bits != 8 || !o->act_amax)
+    if (w8a8 ? (o->bits != 8 || (!o->act_dynamic && !o->act_amax) || !(o->smooth_alpha >= 0 && o->smooth_alpha <= 1) ||
+                (o->smooth_alpha > 0 && !o->act_absmax))
              : ((o->bits != 4 && o->bits != 8) || o->group_size < 16 || (o->group_size & (o->group_size - 1)) ||
                 o->group_size > (1 << 20))) {
         kn_diag_add(d, KN_ERROR, "--quantize: %d-bit weights with group size %lld not supported (4 or 8 bits; "
-                                 "group a power of two from 16; W8A8 needs activation thresholds)",
+                                 "group a power of two from 16; W8A8 needs activation thresholds, or "
+                                 "dynamic scales, and SmoothQuant per-channel ranges with alpha in [0, 1])",
                     o->bits, (long long)o->group_size);
         return KN_ERR_INVALID;
     }
     kn_uses u;
     KN_TRY(kn_uses_init(g, &u));
-    qstats st = {0};
+    kn_qstats st = {0};
     uint32_t n0 = g->n_nodes;
-    kn_status s = KN_OK;
+    kn_w8a8 w = {NULL, NULL, n0};
+    kn_status s = w8a8 && o->smooth_alpha > 0 ? kn_quant_w8a8_smooth(g, &u, o, d, &w, &st) : KN_OK;
     for (kn_id k = 0; k < n0 && s == KN_OK; k++) {
         const kn_node *n = &g->nodes[k];
-        if (!u.dead[k] && (n->op == KN_OP_MatMul || n->op == KN_OP_Gemm) && !kept(o, n))
-            s = w8a8 ? quantize_node_w8a8(g, &u, k, o, d, &st) : quantize_node(g, &u, k, o, d, &st);
+        if (!u.dead[k] && (n->op == KN_OP_MatMul || n->op == KN_OP_Gemm) && !kn_quant_kept(o, n))
+            s = w8a8 ? kn_quant_w8a8_node(g, &u, k, o, &w, d, &st) : quantize_node(g, &u, k, o, d, &st);
     }
+    kn_quant_w8a8_free(g, &w);
     uint32_t n_pre = g->n_nodes - n0;
     if (s == KN_OK && n_pre) { /* u.dead covers the nodes there were at kn_uses_init */
         bool *dead = kn_mem_alloc(g->alloc, (size_t)g->n_nodes + 1);
@@ -439,9 +390,14 @@ kn_status kn_pass_quantize(kn_graph *g, const kn_quantize_opts *o, kn_diag *d)
         char scaled[64] = "";
         if (st.n_scaled)
             snprintf(scaled, sizeof scaled, "; %u inputs scaled", st.n_scaled);
+        if (st.n_folded)
+            snprintf(scaled + strlen(scaled), sizeof scaled - strlen(scaled), "; %u smoothed into a norm",
+                     st.n_folded);
         char how[96];
         if (w8a8)
-            snprintf(how, sizeof how, "int8 W8A8 (per-channel weights, per-tensor activations)");
+            snprintf(how, sizeof how, "int8 W8A8 (per-channel weights, %s activations%s)",
+                     o->act_dynamic ? "per-token dynamic" : "per-tensor static",
+                     o->smooth_alpha > 0 ? ", SmoothQuant" : "");
         else
             snprintf(how, sizeof how, "%d-bit, group %lld (%s)", o->bits, (long long)o->group_size,
                      o->method ? o->method : o->quantize ? "custom" : "RTN");

@@ -56,7 +56,8 @@ static kn_status find_layers(kn_calib *c, kn_diag *d)
             x->name = g->values[in].name;
             x->k = (uint32_t)k;
             x->sum_abs = zalloc(c->alloc, k * sizeof *x->sum_abs);
-            if (!x->sum_abs)
+            x->max_abs = zalloc(c->alloc, k * sizeof *x->max_abs);
+            if (!x->sum_abs || !x->max_abs)
                 return KN_ERR_NOMEM;
             if (k <= c->o.max_xtx_dim) {
                 x->xtx = zalloc(c->alloc, k * k * sizeof *x->xtx);
@@ -158,6 +159,7 @@ void kn_calib_destroy(kn_calib *c)
         kn_mem_free(c->alloc, c->tensors[i].hist);
     for (uint32_t i = 0; c->inputs && i < c->n_inputs; i++) {
         kn_mem_free(c->alloc, c->inputs[i].sum_abs);
+        kn_mem_free(c->alloc, c->inputs[i].max_abs);
         kn_mem_free(c->alloc, c->inputs[i].xtx);
     }
     kn_mem_free(c->alloc, c->tensors);
@@ -243,6 +245,8 @@ static void observe_input(kn_calib *c, kn_calib_input *x, const kn_rt_tensor *t)
         for (uint32_t i = 0; i < k; i++) {
             double xi = row[i];
             x->sum_abs[i] += fabs(xi);
+            if (fabs(xi) > x->max_abs[i])
+                x->max_abs[i] = fabs(xi);
             if (!x->xtx || xi == 0)
                 continue;
             double *hi = x->xtx + (size_t)i * k;

@@ -3,7 +3,8 @@
  * Per float tensor of the main graph: min, max, |x| max and (with a
  * histogram method) a histogram of |x| over [0, absmax] from a second
  * pass, then the method's threshold. Per input of a MatMul/Gemm with a
- * constant weight: per-channel mean |x| (AWQ) and XᵀX (GPTQ). The file
+ * constant weight: per-channel mean |x| (AWQ), max |x| (SmoothQuant) and
+ * XᵀX (GPTQ). The file
  * format is the CLI's business (tools/calib_table.c). */
 #ifndef KILN_QUANT_CALIB_H
 #define KILN_QUANT_CALIB_H
@@ -37,6 +38,7 @@ typedef struct kn_calib_input {
     uint32_t k;
     uint64_t rows;
     double *sum_abs;       /* [k] sum over rows of |x| (mean = sum / rows) */
+    double *max_abs;       /* [k] max over rows of |x| (SmoothQuant) */
     double *xtx;           /* [k][k] sum over rows of x xᵀ, or NULL when k > max_xtx_dim */
 } kn_calib_input;
 

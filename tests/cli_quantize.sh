@@ -29,6 +29,26 @@ expect 0 '"passed": true' cat "$TMP/m8.json"
 expect 0 'quantize: 1 MatMul/Gemm weights to int8 W8A8' "$KILN" compile "$MLP/model.onnx" --quantize int8 \
     --calib "$TMP/mlp.json" --keep-fp fc2 -o "$TMP/k.plan"
 
+# W8A8 with per-token dynamic activation scales: no table needed; the report names the layers
+expect 0 'quantize: 15 MatMul/Gemm weights to int8 W8A8 \(per-channel weights, per-token dynamic activations\)' \
+    "$KILN" compile "$LL/model.onnx" --quantize int8 --act-scale dynamic -o "$TMP/dyn.plan"
+expect 0 'ReduceMax' "$KILN" inspect "$TMP/dyn.plan"
+expect 0 'q_proj/MatMul_output_0 +MatMulIntegerToFloat' "$KILN" compile "$LL/model.onnx" --quantize int8 \
+    --act-scale dynamic --eval "$LL" --max-nmse 0.01 -o "$TMP/dyn.plan"
+expect 0 'int8 --group-size 128 --act-scale dynamic' "$KILN" inspect "$TMP/dyn.plan"
+# ... with SmoothQuant: q/k/v, gate/up and lm_head share their norm's output, folded there; o_proj and down_proj
+# get a Mul
+expect 0 'weights to int8 W8A8 \(per-channel weights, per-token dynamic activations, SmoothQuant\): .*; 4 inputs scaled; 11 smoothed into a norm' \
+    "$KILN" compile "$LL/model.onnx" --quantize int8 --act-scale dynamic --smooth 0.5 --calib "$TMP/ll.json" \
+    -o "$TMP/sq.plan"
+expect 0 'wrote' "$KILN" compile "$LL/model.onnx" --quantize int8 --smooth 0.8 --calib "$TMP/ll.json" --eval "$LL" \
+    --max-nmse 0.01 -o "$TMP/sqs.plan"
+# the CUDA target compiles the dynamic chain (where NVRTC is: no GPU needed)
+if "$KILN" compile "$MLP/model.onnx" --target cuda -o "$TMP/cu.plan" >/dev/null 2>&1; then
+    expect 0 'wrote .*target cuda' "$KILN" compile "$MLP/model.onnx" --quantize int8 --act-scale dynamic \
+        --smooth 0.5 --calib "$TMP/mlp.json" --target cuda -o "$TMP/sqc.plan"
+fi
+
 # gates: a loose bound passes and writes the plan, a tight one exits 3 and writes no plan
 expect 0 'wrote .*g.plan' "$KILN" compile "$LL/model.onnx" --quantize int4 --group-size 32 --eval "$LL" \
     --max-nmse 0.5 -o "$TMP/g.plan"
@@ -78,7 +98,22 @@ expect 1 'index 761 out of range for axis size 512' "$KILN" compile "$LL/model.o
 # usage errors
 expect 1 '--method gptq needs a calibration table' "$KILN" compile "$LL/model.onnx" --quantize int4 --method gptq -o "$TMP/x.plan"
 expect 1 '--method awq needs a calibration table' "$KILN" compile "$LL/model.onnx" --quantize int4 --method awq -o "$TMP/x.plan"
-expect 1 '--quantize int8 needs a calibration table' "$KILN" compile "$LL/model.onnx" --quantize int8 -o "$TMP/x.plan"
+expect 1 '--quantize int8 with static activation scales needs a calibration table .* or use --act-scale dynamic' \
+    "$KILN" compile "$LL/model.onnx" --quantize int8 -o "$TMP/x.plan"
+expect 1 "--act-scale must be static or dynamic, got 'token'" "$KILN" compile "$LL/model.onnx" --quantize int8 \
+    --act-scale token -o "$TMP/x.plan"
+expect 1 "--smooth must be a number in \(0, 1\] \(SmoothQuant's alpha\), got '1.5'" "$KILN" compile "$LL/model.onnx" \
+    --quantize int8 --act-scale dynamic --smooth 1.5 --calib "$TMP/ll.json" -o "$TMP/x.plan"
+expect 1 "--smooth must be a number in \(0, 1\]" "$KILN" compile "$LL/model.onnx" --quantize int8 --smooth 0 \
+    --calib "$TMP/ll.json" -o "$TMP/x.plan"
+expect 1 '--smooth needs a calibration table with the per-channel max' "$KILN" compile "$LL/model.onnx" \
+    --quantize int8 --act-scale dynamic --smooth 0.5 -o "$TMP/x.plan"
+expect 1 '--act-scale and --smooth are options of --quantize int8' "$KILN" compile "$LL/model.onnx" --quantize int4 \
+    --act-scale dynamic -o "$TMP/x.plan"
+mkdir -p "$TMP/old" && cp "$TMP/ll.xtx.bin" "$TMP/old/" && sed '/"max_abs":/d' "$TMP/ll.json" > "$TMP/old/ll.json"
+expect 0 'wrote' "$KILN" compile "$LL/model.onnx" --quantize int8 --calib "$TMP/old/ll.json" -o "$TMP/old.plan"
+expect 1 'no per-channel max \|x\| \(written by an older kiln calibrate\): calibrate again' "$KILN" compile \
+    "$LL/model.onnx" --quantize int8 --act-scale dynamic --smooth 0.5 --calib "$TMP/old/ll.json" -o "$TMP/x.plan"
 expect 1 "--method must be rtn, gptq or awq, got 'obq'" "$KILN" compile "$LL/model.onnx" --quantize int4 --method obq
 expect 1 '--act-order and --damp are options of --method gptq' "$KILN" compile "$LL/model.onnx" --quantize int4 --act-order
 expect 1 '--max-ppl-increase needs --eval-text' "$KILN" compile "$LL/model.onnx" --quantize int4 --eval "$LL" --max-ppl-increase 3

@@ -4,7 +4,9 @@
  * unpacked in the test, and the errors for malformed operands.
  * passes/quantize.c: MatMul / Gemm (transB, bias) with constant weights
  * become MatMulNBits whose outputs stay close to the float model, RTN
- * codes on a hand-checked group, a custom quantizer callback, --keep-fp. */
+ * codes on a hand-checked group, a custom quantizer callback, --keep-fp;
+ * W8A8 with static and per-token dynamic activation scales, SmoothQuant
+ * (folded into a LayerNormalization, or a Mul). */
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -16,6 +18,7 @@
 #include "runtime/cpu/exec.h"
 #include "runtime/cpu/util.h"
 
+#include <float.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -513,6 +516,195 @@ static void test_quantize_w8a8(void **state)
     mb_free(b);
 }
 
+/* W8A8 with per-token dynamic scales on fc1 (fc2 kept): no calibration
+ * callback; against the arithmetic written out: per row m, sx = max(max_k
+ * |x| / 127, FLT_MIN), qx = round-half-even(x / sx) in [-127, 127], the
+ * exact integer sum with the per-channel codes, h = (acc · sw[n]) · sx in
+ * float, then the float Gemm. */
+static void test_quantize_w8a8_dynamic(void **state)
+{
+    (void)state;
+    mb *b = mb_new();
+    const char *keep[] = {"fc2"};
+    kn_quantize_opts o = {8, 128, NULL, NULL, keep, 1, false, KN_QUANT_W8A8, act_fail, NULL, true, 0, NULL};
+    kn_graph *g;
+    double e = quantized_error(b, &o, &g);
+    assert_int_equal(pc_count(g, "QuantizeLinear"), 0);
+    assert_int_equal(pc_count(g, "MatMulIntegerToFloat"), 1);
+    assert_int_equal(pc_count(g, "ReduceMax"), 1);
+    assert_int_equal(pc_count(g, "Round"), 1);
+    assert_int_equal(pc_count(g, "Gemm"), 1);
+    assert_true(e < 1e-3);
+    kn_rt_tensor *y = NULL;
+    pc_run(g, &y);
+    double w[40][24], w2[8][24];
+    for (int i = 0; i < 40 * 24; i++)
+        w[i / 24][i % 24] = (float)sin(0.37 * i) * 0.5f;
+    for (int i = 0; i < 8 * 24; i++)
+        w2[i / 24][i % 24] = (float)cos(0.21 * i) * 0.3f;
+    for (int m = 0; m < 3; m++) {
+        float x[40], amax = 0;
+        for (int k = 0; k < 40; k++) {
+            x[k] = (float)sin(0.7 * (double)(m * 40 + k));
+            amax = fabsf(x[k]) > amax ? fabsf(x[k]) : amax;
+        }
+        float sx = amax / 127.0f;
+        sx = sx > FLT_MIN ? sx : FLT_MIN;
+        double h[24];
+        for (int n = 0; n < 24; n++) {
+            double wmax = 0;
+            for (int k = 0; k < 40; k++)
+                wmax = fabs(w[k][n]) > wmax ? fabs(w[k][n]) : wmax;
+            float sw = (float)(wmax / 127.0);
+            long acc = 0;
+            for (int k = 0; k < 40; k++) {
+                long qx = lrintf(x[k] / sx), qw = lrint((double)(float)w[k][n] / (double)sw);
+                qx = qx > 127 ? 127 : qx < -127 ? -127 : qx;
+                acc += qx * qw;
+            }
+            h[n] = (double)((float)((double)acc * (double)sw) * sx);
+        }
+        for (int j = 0; j < 8; j++) {
+            double v = 0.1 * j;
+            for (int n = 0; n < 24; n++)
+                v += h[n] * w2[j][n];
+            assert_float_equal(((float *)y->data)[m * 8 + j], v, 1e-5);
+        }
+    }
+    kn_rt_tensor_free(NULL, y);
+    kn_graph_destroy(g);
+    mb_free(b);
+}
+
+static double absmax_v[64];
+
+/* Per-channel max |x|: the values set in absmax_v. */
+static kn_status absmax_fixed(void *ctx, const char *node, const char *input, int64_t k, const double **absmax,
+                              kn_diag *d)
+{
+    (void)ctx;
+    (void)node;
+    (void)input;
+    (void)d;
+    assert_true(k <= 64);
+    *absmax = absmax_v;
+    return KN_OK;
+}
+
+/* x [3, 40] -> LayerNormalization(gamma, beta) -> h -> MatMul(wa [40, 24])
+ * -> ya and MatMul(wb [40, 16]) -> yb: both readers of h are linear
+ * layers, so SmoothQuant folds 1/s into gamma and beta. */
+static Onnx__ModelProto *norm_model(mb *b, float wa[40 * 24], float wb[40 * 16], float gamma[40], float beta[40])
+{
+    Onnx__ModelProto *m = mb_model(b, 17);
+    Onnx__GraphProto *g = m->graph;
+    mb_input(b, g, "x", mb_tensor_type(b, KN_F32, "3,40"));
+    for (int i = 0; i < 40 * 24; i++)
+        wa[i] = (float)sin(0.37 * i) * 0.5f;
+    for (int i = 0; i < 40 * 16; i++)
+        wb[i] = (float)cos(0.29 * i) * 0.4f;
+    for (int i = 0; i < 40; i++) {
+        gamma[i] = i % 9 == 4 ? 12.0f : 0.5f + 0.02f * (float)i; /* loud channels 4, 13, 22, 31 */
+        beta[i] = 0.01f * (float)(i % 5);
+    }
+    mb_float_data(b, mb_initializer(b, g, "wa", KN_F32, (int64_t[]){40, 24}, 2), wa, 40 * 24);
+    mb_float_data(b, mb_initializer(b, g, "wb", KN_F32, (int64_t[]){40, 16}, 2), wb, 40 * 16);
+    mb_float_data(b, mb_initializer(b, g, "gamma", KN_F32, (int64_t[]){40}, 1), gamma, 40);
+    mb_float_data(b, mb_initializer(b, g, "beta", KN_F32, (int64_t[]){40}, 1), beta, 40);
+    mb_attr_i(b, mb_node(b, g, "LayerNormalization", "ln", "x,gamma,beta", "h"), "axis", -1);
+    mb_node(b, g, "MatMul", "fa", "h,wa", "ya");
+    mb_node(b, g, "MatMul", "fb", "h,wb", "yb");
+    mb_output(b, g, "ya", NULL);
+    mb_output(b, g, "yb", NULL);
+    return m;
+}
+
+/* SmoothQuant (alpha 0.5): folded into the norm when every reader of its
+ * output is quantized (one s from the largest |W| of both weights), an
+ * explicit Mul(x, 1/s) otherwise; outputs stay close to float. */
+static void test_quantize_w8a8_smooth(void **state)
+{
+    (void)state;
+    mb *b = mb_new();
+    float wa[40 * 24], wb[40 * 16], gamma[40], beta[40];
+    Onnx__ModelProto *m = norm_model(b, wa, wb, gamma, beta);
+    /* the norm's output over the 3 rows pc_run feeds (x = sin(0.7 e)) */
+    for (int j = 0; j < 40; j++)
+        absmax_v[j] = 0;
+    for (int r = 0; r < 3; r++) {
+        double x[40], mean = 0, var = 0;
+        for (int j = 0; j < 40; j++)
+            mean += (x[j] = sin(0.7 * (double)(r * 40 + j))) / 40;
+        for (int j = 0; j < 40; j++)
+            var += (x[j] - mean) * (x[j] - mean) / 40;
+        for (int j = 0; j < 40; j++)
+            absmax_v[j] = fmax(absmax_v[j], fabs((x[j] - mean) / sqrt(var + 1e-5) * gamma[j] + beta[j]));
+    }
+    for (int dyn = 0; dyn < 2; dyn++) {
+        kn_graph *f = pc_import(b, m), *g = pc_import(b, m);
+        kn_diag *d = kn_diag_create(NULL, NULL);
+        kn_quantize_opts o = {8, 128, NULL, NULL, NULL, 0, false, KN_QUANT_W8A8, act_fail, NULL, dyn, 0.5,
+                              absmax_fixed};
+        assert_int_equal(kn_pass_infer_shapes(g, d), KN_OK);
+        assert_int_equal(kn_pass_quantize(g, &o, d), KN_OK);
+        assert_int_equal(kn_graph_verify(g, d), KN_OK);
+        assert_int_equal(pc_count(g, "MatMulIntegerToFloat"), 2);
+        assert_int_equal(pc_count(g, dyn ? "Div" : "QuantizeLinear"), dyn ? 4 : 2);
+        /* folded: gamma / s and beta / s, no Mul before the layers */
+        const kn_node *ln = pc_find(g, "LayerNormalization");
+        const kn_tensor *gs = kn_rw_const(g, ln->inputs[1]), *bs = kn_rw_const(g, ln->inputs[2]);
+        assert_non_null(gs);
+        assert_non_null(bs);
+        for (int j = 0; j < 40; j++) {
+            double wmax = 0;
+            for (int n = 0; n < 24; n++)
+                wmax = fmax(wmax, fabs(wa[j * 24 + n]));
+            for (int n = 0; n < 16; n++)
+                wmax = fmax(wmax, fabs(wb[j * 16 + n]));
+            double sj = sqrt(absmax_v[j]) / sqrt(wmax);
+            assert_float_equal(((const float *)gs->data)[j], gamma[j] / sj, 1e-6 * fabs(gamma[j] / sj));
+            assert_float_equal(((const float *)bs->data)[j], beta[j] / sj, 1e-6 * fabs(beta[j] / sj) + 1e-12);
+        }
+        if (!dyn)
+            assert_int_equal(pc_count(g, "Mul"), 0);
+        kn_rt_tensor *y0[2] = {NULL, NULL}, *y1[2] = {NULL, NULL};
+        pc_run(f, y0);
+        pc_run(g, y1);
+        assert_true(nmse(y0[0], y1[0]) < 1e-3);
+        assert_true(nmse(y0[1], y1[1]) < 1e-3);
+        for (int i = 0; i < 2; i++) {
+            kn_rt_tensor_free(NULL, y0[i]);
+            kn_rt_tensor_free(NULL, y1[i]);
+        }
+        kn_diag_destroy(d);
+        kn_graph_destroy(f);
+        kn_graph_destroy(g);
+    }
+    /* fc1 reads the graph input: Mul(x, 1/s) named after the layer */
+    for (int j = 0; j < 40; j++) /* x's (fc2's input gets the first 24: any positive s is exact) */
+        absmax_v[j] = fmax(fabs(sin(0.7 * j)), fmax(fabs(sin(0.7 * (40 + j))), fabs(sin(0.7 * (80 + j)))));
+    kn_graph *g;
+    kn_quantize_opts o = {8, 128, NULL, NULL, NULL, 0, false, KN_QUANT_W8A8, act_fail, NULL, true, 0.5, absmax_fixed};
+    double e = quantized_error(b, &o, &g);
+    assert_true(e < 1e-3);
+    const kn_node *mul = pc_find(g, "Mul");
+    assert_non_null(mul);
+    bool named = false;
+    for (uint32_t i = 0; i < g->n_nodes; i++)
+        named |= strcmp(g->nodes[i].name, "fc1/smooth") == 0;
+    assert_true(named);
+    kn_graph_destroy(g);
+    /* a missing per-channel range is an error */
+    kn_graph *h = pc_import(b, linear_model(b));
+    kn_diag *d = kn_diag_create(NULL, NULL);
+    assert_int_equal(kn_pass_infer_shapes(h, d), KN_OK);
+    kn_quantize_opts no_absmax = {8, 128, NULL, NULL, NULL, 0, false, KN_QUANT_W8A8, NULL, NULL, true, 0.5, NULL};
+    assert_int_equal(kn_pass_quantize(h, &no_absmax, d), KN_ERR_INVALID);
+    kn_diag_destroy(d);
+    kn_graph_destroy(h);
+    mb_free(b);
+}
+
 /* Every allocation of the quantize pass (and fuse-qdq on the way, in the
  * -O2 pipeline) failing in turn: KN_ERR_NOMEM or success, never a crash or
  * a leak; the last run quantizes both layers. */
@@ -534,6 +726,9 @@ static void alloc_fail_mode(int mode)
             o = (kn_quantize_opts){8, 16, scaling_quantizer, NULL, NULL, 0, false};
         else if (mode == 2)
             o = (kn_quantize_opts){8, 128, NULL, NULL, NULL, 0, false, KN_QUANT_W8A8, act_one, NULL};
+        else if (mode == 3)
+            o = (kn_quantize_opts){8, 128, NULL, NULL, NULL, 0, false, KN_QUANT_W8A8, NULL, NULL, true, 0.5,
+                                   absmax_fixed};
         kn_pipeline_opts po = {0};
         po.verify_each = true;
         po.quantize = &o;
@@ -541,7 +736,7 @@ static void alloc_fail_mode(int mode)
         assert_true(s == KN_OK || s == KN_ERR_NOMEM);
         finished = s == KN_OK && c.calls < c.fail_at;
         if (finished)
-            assert_int_equal(pc_count(g, mode == 2 ? "MatMulIntegerToFloat" : "MatMulNBits"), 2);
+            assert_int_equal(pc_count(g, mode >= 2 ? "MatMulIntegerToFloat" : "MatMulNBits"), 2);
         kn_graph_destroy(g);
         kn_diag_destroy(d);
         assert_int_equal(c.live, 0);
@@ -553,7 +748,9 @@ static void alloc_fail_mode(int mode)
 static void test_quantize_alloc_fail(void **state)
 {
     (void)state;
-    for (int mode = 0; mode < 3; mode++)
+    for (int j = 0; j < 64; j++)
+        absmax_v[j] = 1.0 + (j % 7);
+    for (int mode = 0; mode < 4; mode++)
         alloc_fail_mode(mode);
 }
 
@@ -570,6 +767,8 @@ int main(void)
         cmocka_unit_test(test_quantize_callback_and_keep),
         cmocka_unit_test(test_quantize_input_scale),
         cmocka_unit_test(test_quantize_w8a8),
+        cmocka_unit_test(test_quantize_w8a8_dynamic),
+        cmocka_unit_test(test_quantize_w8a8_smooth),
         cmocka_unit_test(test_quantize_alloc_fail),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -291,6 +291,90 @@ static void gptq_dead_channel(void **state)
     free(h);
 }
 
+/* Σ over rows and outputs of (x Wᵀ - W8A8(x) W8A8(W)ᵀ)² with per-token
+ * dynamic int8 activations (scale max|x_row| / 127, round half to even)
+ * and per-output-channel int8 weights, x divided by s and W's columns
+ * multiplied by s first (s NULL: none). */
+static double w8a8_error(const float *x, const float *w, int n_rows, int n_out, int n_in, const float *s)
+{
+    float *ws = malloc(sizeof(float) * n_out * n_in), *xs = malloc(sizeof(float) * n_in);
+    int8_t *qx = malloc((size_t)n_in);
+    for (int o = 0; o < n_out; o++)
+        for (int c = 0; c < n_in; c++)
+            ws[o * n_in + c] = s ? w[o * n_in + c] * s[c] : w[o * n_in + c];
+    kn_qscheme sch = {8, 0, true};
+    kn_qweights qw;
+    assert_int_equal(kn_wq_rtn(ws, (uint32_t)n_out, (uint32_t)n_in, &sch, NULL, NULL, &qw), KN_OK);
+    double err = 0;
+    for (int r = 0; r < n_rows; r++) {
+        float amax = 0;
+        for (int c = 0; c < n_in; c++) {
+            xs[c] = s ? x[r * n_in + c] / s[c] : x[r * n_in + c];
+            amax = fmaxf(amax, fabsf(xs[c]));
+        }
+        float sx = amax / 127.0f;
+        for (int c = 0; c < n_in; c++)
+            qx[c] = (int8_t)lrintf(xs[c] / sx);
+        for (int o = 0; o < n_out; o++) {
+            double y = 0;
+            int64_t acc = 0;
+            for (int c = 0; c < n_in; c++) {
+                y += (double)x[r * n_in + c] * w[o * n_in + c];
+                acc += (int64_t)qx[c] * kn_qweights_code(&qw, (uint32_t)o, (uint32_t)c);
+            }
+            double yq = (double)acc * qw.scales[o] * sx;
+            err += (y - yq) * (y - yq);
+        }
+    }
+    kn_qweights_free(&qw);
+    free(ws);
+    free(xs);
+    free(qx);
+    return err;
+}
+
+/* SmoothQuant: s on hand values, then a layer whose inputs have four
+ * channels 60 times louder than the rest: W8A8 (per-token activations,
+ * per-channel weights) loses less with the outliers moved into the
+ * weights (alpha 0.5) than without. */
+static void smoothquant_beats_plain_w8a8(void **state)
+{
+    (void)state;
+    const double am[3] = {4, 0, 1}, wm[3] = {1, 2, 0};
+    float sv[3];
+    assert_int_equal(kn_smooth_scales(am, wm, 3, 0.5, sv, NULL), KN_OK);
+    assert_float_equal(sv[0], 2.0, 1e-6);              /* sqrt(4) / sqrt(1) */
+    assert_float_equal(sv[1], 1.0, 0);                 /* never active */
+    assert_float_equal(sv[2], 1.0 / sqrt(1e-5), 1e-2); /* |W| floored at 1e-5 */
+    kn_diag *d = kn_diag_create(NULL, NULL);
+    assert_int_equal(kn_smooth_scales(am, wm, 3, 1.5, sv, d), KN_ERR_INVALID);
+    const double neg[1] = {-1};
+    assert_int_equal(kn_smooth_scales(neg, wm, 1, 0.5, sv, d), KN_ERR_INVALID);
+    kn_diag_destroy(d);
+
+    enum { R = 48, C = 64, N = 256 };
+    float *w = malloc(sizeof(float) * R * C), *x = malloc(sizeof(float) * N * C);
+    double act[C] = {0}, wmax[C] = {0};
+    uint64_t seed = 11;
+    for (int i = 0; i < R * C; i++)
+        w[i] = (float)(normal(&seed) * 0.05);
+    for (int r = 0; r < N; r++)
+        for (int c = 0; c < C; c++) {
+            x[r * C + c] = (float)(normal(&seed) * (c == 3 || c == 17 || c == 18 || c == 50 ? 60 : 1));
+            act[c] = fmax(act[c], fabs(x[r * C + c]));
+        }
+    for (int o = 0; o < R; o++)
+        for (int c = 0; c < C; c++)
+            wmax[c] = fmax(wmax[c], fabs(w[o * C + c]));
+    float s[C];
+    assert_int_equal(kn_smooth_scales(act, wmax, C, 0.5, s, NULL), KN_OK);
+    double e_plain = w8a8_error(x, w, N, R, C, NULL), e_smooth = w8a8_error(x, w, N, R, C, s);
+    printf("W8A8 output error: plain %.4g, smoothed (alpha 0.5) %.4g\n", e_plain, e_smooth);
+    assert_true(e_smooth < 0.5 * e_plain);
+    free(w);
+    free(x);
+}
+
 /* Outlier input channels: AWQ's scaling protects the weights they meet. */
 static void awq_beats_rtn_on_outliers(void **state)
 {
@@ -443,8 +527,12 @@ static void table_round_trip(mb *b, const kn_calib *c)
     assert_int_equal(in->rows, 4);
     assert_non_null(in->xtx);
     assert_memory_equal(in->xtx, c->inputs[0].xtx, 16 * sizeof(double));
-    for (int k = 0; k < 4; k++)
+    assert_non_null(in->max_abs);
+    for (int k = 0; k < 4; k++) {
         assert_float_equal(in->mean_abs[k], c->inputs[0].sum_abs[k] / 4, 1e-15);
+        assert_float_equal(in->max_abs[k], c->inputs[0].max_abs[k], 0);
+        assert_true(in->max_abs[k] > 0);
+    }
     assert_int_equal(t->n_layers, 1);
     assert_string_equal(t->layers[0].node, "mm");
     assert_string_equal(t->layers[0].weight, "w");
@@ -532,10 +620,13 @@ static void collector_on_graph(void **state)
         const kn_calib_input *in = &c->inputs[0];
         assert_int_equal(in->rows, 4);
         for (int k = 0; k < 4; k++) {
-            double sa = 0;
-            for (int r = 0; r < 4; r++)
+            double sa = 0, ma = 0;
+            for (int r = 0; r < 4; r++) {
                 sa += fabs(xs[r / 2][(r % 2) * 4 + k]);
+                ma = fmax(ma, fabs(xs[r / 2][(r % 2) * 4 + k]));
+            }
             assert_float_equal(in->sum_abs[k], sa, 1e-12);
+            assert_float_equal(in->max_abs[k], ma, 0);
             for (int j = 0; j < 4; j++) {
                 double s = 0;
                 for (int r = 0; r < 4; r++)
@@ -720,6 +811,7 @@ int main(void)
         cmocka_unit_test(gptq_int8_per_channel),
         cmocka_unit_test(gptq_dead_channel),
         cmocka_unit_test(awq_beats_rtn_on_outliers),
+        cmocka_unit_test(smoothquant_beats_plain_w8a8),
         cmocka_unit_test(entropy_and_percentile),
         cmocka_unit_test(collector_on_graph),
         cmocka_unit_test(survives_failing_allocations),

@@ -207,6 +207,8 @@ kn_status kn_calib_table_write(const kn_calib *c, const char *model_path, const 
                 mean[k] = x->rows ? x->sum_abs[k] / (double)x->rows : 0;
             kn_json_key(&j, "mean_abs");
             kn_json_nums_inline(&j, mean, x->k);
+            kn_json_key(&j, "max_abs");
+            kn_json_nums_inline(&j, x->max_abs, x->k);
             kn_json_key(&j, "xtx_offset");
             if (x->xtx)
                 kn_json_uint(&j, offsets[i]);

@@ -31,6 +31,7 @@ typedef struct kn_calib_table_input {
     uint32_t k;
     uint64_t rows;
     double *mean_abs; /* [k] per-channel mean |x| (AWQ) */
+    double *max_abs;  /* [k] per-channel max |x| (SmoothQuant), or NULL (a table from before it) */
     double *xtx;      /* [k][k] XᵀX summed over rows (GPTQ), or NULL */
 } kn_calib_table_input;
 

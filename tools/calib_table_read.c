@@ -4,6 +4,7 @@
 
 #include <errno.h>
 #include <jansson.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -18,6 +19,7 @@ void kn_calib_table_free(kn_calib_table *t)
     for (uint32_t i = 0; i < t->n_inputs; i++) {
         free(t->inputs[i].name);
         free(t->inputs[i].mean_abs);
+        free(t->inputs[i].max_abs);
         free(t->inputs[i].xtx);
     }
     for (uint32_t i = 0; i < t->n_layers; i++) {
@@ -200,6 +202,24 @@ static void read_inputs(reader *r, json_t *arr, const uint8_t *side, uint64_t si
         }
         for (uint32_t k = 0; k < x->k; k++)
             x->mean_abs[k] = json_number_value(json_array_get(ma, k));
+        json_t *mx = json_object_get(o, "max_abs"); /* absent in tables written before it */
+        if (mx) {
+            if (!json_is_array(mx) || json_array_size(mx) != x->k) {
+                bad(r, "'max_abs' is not an array of k numbers", x->name);
+                return;
+            }
+            if (!(x->max_abs = malloc((size_t)x->k * sizeof *x->max_abs))) {
+                r->s = KN_ERR_NOMEM;
+                return;
+            }
+            for (uint32_t k = 0; k < x->k; k++) {
+                x->max_abs[k] = json_number_value(json_array_get(mx, k));
+                if (!(x->max_abs[k] >= 0) || !isfinite(x->max_abs[k])) {
+                    bad(r, "'max_abs' holds a negative or non-finite number", x->name);
+                    return;
+                }
+            }
+        }
         if (json_is_null(off) || !off)
             continue;
         uint64_t o64 = json_is_integer(off) && json_integer_value(off) >= 0 ? (uint64_t)json_integer_value(off) : 0;

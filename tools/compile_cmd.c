@@ -44,9 +44,14 @@ static const char usage[] =
     "  --quantize MODE     int4-weight-only (or int4), int8-weight-only: MatMul/Gemm\n"
     "                      weights quantized group-wise into com.microsoft\n"
     "                      MatMulNBits; int8: W8A8, per-output-channel int8\n"
-    "                      weights and per-tensor int8 activations with the\n"
-    "                      thresholds of --calib (QuantizeLinear +\n"
-    "                      MatMulIntegerToFloat)\n"
+    "                      weights and int8 activations (QuantizeLinear or the\n"
+    "                      per-token chain + MatMulIntegerToFloat)\n"
+    "  --act-scale S       --quantize int8: static (default; per tensor, the\n"
+    "                      thresholds of --calib) or dynamic (per token,\n"
+    "                      max |x_row| / 127 at run time; no --calib needed;\n"
+    "                      what decoder language models need)\n"
+    "  --smooth ALPHA      --quantize int8: SmoothQuant, migration strength in\n"
+    "                      (0, 1] (e.g. 0.5); needs --calib (per-channel max |x|)\n"
     "  --group-size N      weights per scale along K (default 128; a power of\n"
     "                      two from 16)\n"
     "  --method M          weight-only: rtn (default; as onnxruntime's\n"
@@ -298,7 +303,7 @@ int kn_cmd_compile(int argc, char **argv)
     const char *quant_name = NULL, *method_name = NULL, *calib_path = NULL;
     kn_qmethod qm;
     memset(&qm, 0, sizeof qm);
-    bool act_order = false, damp_given = false;
+    bool act_order = false, damp_given = false, act_scale_given = false;
     double damp = 0.01;
     kn_qeval_opts ev = {0};
     ev.window = 256;
@@ -413,6 +418,24 @@ int kn_cmd_compile(int argc, char **argv)
                 fprintf(stderr, "error: compile: --method must be rtn, gptq or awq, got '%s'\n", method_name);
                 goto done;
             }
+        } else if (strcmp(a, "--act-scale") == 0 && has) {
+            const char *v = argv[++i];
+            act_scale_given = true;
+            if (strcmp(v, "static") && strcmp(v, "dynamic")) {
+                fprintf(stderr, "error: compile: --act-scale must be static or dynamic, got '%s'\n", v);
+                goto done;
+            }
+            quant.act_dynamic = strcmp(v, "dynamic") == 0;
+        } else if (strcmp(a, "--smooth") == 0 && has) {
+            char *end;
+            double v = strtod(argv[++i], &end);
+            if (*end || end == argv[i] || !(v > 0 && v <= 1)) {
+                fprintf(stderr, "error: compile: --smooth must be a number in (0, 1] (SmoothQuant's alpha), got "
+                                "'%s'\n",
+                        argv[i]);
+                goto done;
+            }
+            quant.smooth_alpha = v;
         } else if (strcmp(a, "--calib") == 0 && has) {
             calib_path = argv[++i];
         } else if (strcmp(a, "--act-order") == 0) {
@@ -560,9 +583,14 @@ int kn_cmd_compile(int argc, char **argv)
         else if ((gptq || awq) && !calib_path)
             why = gptq ? "--method gptq needs a calibration table (--calib CALIB.json from kiln calibrate)"
                        : "--method awq needs a calibration table (--calib CALIB.json from kiln calibrate)";
-        else if (quant.mode == KN_QUANT_W8A8 && !calib_path)
-            why = "--quantize int8 needs a calibration table for the activation scales (--calib CALIB.json from kiln "
-                  "calibrate)";
+        else if ((act_scale_given || quant.smooth_alpha > 0) && quant.mode != KN_QUANT_W8A8)
+            why = "--act-scale and --smooth are options of --quantize int8 (W8A8)";
+        else if (quant.mode == KN_QUANT_W8A8 && !calib_path && quant.smooth_alpha > 0)
+            why = "--smooth needs a calibration table with the per-channel max |x| of each layer input (--calib "
+                  "CALIB.json from kiln calibrate)";
+        else if (quant.mode == KN_QUANT_W8A8 && !calib_path && !quant.act_dynamic)
+            why = "--quantize int8 with static activation scales needs a calibration table (--calib CALIB.json from "
+                  "kiln calibrate), or use --act-scale dynamic";
         else if ((act_order || damp_given) && !gptq)
             why = "--act-order and --damp are options of --method gptq";
         else if (ev.data && ev.text)
@@ -586,13 +614,15 @@ int kn_cmd_compile(int argc, char **argv)
             quant.ctx = &qm;
             quant.method = gptq ? (act_order ? "GPTQ, act-order" : "GPTQ") : "AWQ";
         }
-        if (quant.mode == KN_QUANT_W8A8) {
+        if (quant.mode == KN_QUANT_W8A8 && calib_path) {
             quant.act_amax = kn_qmethod_act;
+            quant.act_absmax = kn_qmethod_absmax;
             quant.ctx = &qm;
         }
         if (quant_name) {
             if (quant.mode == KN_QUANT_W8A8)
-                snprintf(quant_desc, sizeof quant_desc, "int8 W8A8");
+                snprintf(quant_desc, sizeof quant_desc, "int8 W8A8 %s%s", quant.act_dynamic ? "dynamic" : "static",
+                         quant.smooth_alpha > 0 ? " smooth" : "");
             else
                 snprintf(quant_desc, sizeof quant_desc, "%s g%lld %s%s", quant.bits == 4 ? "int4" : "int8",
                          (long long)quant.group_size, method_name ? method_name : "rtn", act_order ? " act-order" : "");
@@ -723,6 +753,10 @@ int kn_cmd_compile(int argc, char **argv)
         if (method_name && n > 0 && (size_t)n < sizeof opts)
             n += snprintf(opts + n, sizeof opts - (size_t)n, " --method %s%s", method_name,
                           act_order ? " --act-order" : "");
+        if (quant.mode == KN_QUANT_W8A8 && n > 0 && (size_t)n < sizeof opts)
+            n += snprintf(opts + n, sizeof opts - (size_t)n, " --act-scale %s", quant.act_dynamic ? "dynamic" : "static");
+        if (quant.smooth_alpha > 0 && n > 0 && (size_t)n < sizeof opts)
+            n += snprintf(opts + n, sizeof opts - (size_t)n, " --smooth %g", quant.smooth_alpha);
         if (decoder && n > 0 && (size_t)n < sizeof opts)
             snprintf(opts + n, sizeof opts - (size_t)n, " --prefill-chunk %lld", prefill_chunk);
         kn_plan_options po = {opts, target, cuda ? &prog : NULL, emb.items, emb.n, decoder ? &pprog : NULL};

@@ -204,6 +204,8 @@ static int cmp_str(const void *a, const void *b) { return strcmp(*(char *const *
 int main(int argc, char **argv)
 {
     double rtol = 1e-3, atol = 1e-7;
+    /* --w8a8-dynamic: kiln compile --quantize int8 --act-scale dynamic */
+    kn_quantize_opts w8a8 = {8, 128, NULL, NULL, NULL, 0, false, KN_QUANT_W8A8, NULL, NULL, true, 0, NULL};
     const char *filter = NULL;
     char *xfail = NULL;
     int xfailed = 0;
@@ -250,6 +252,8 @@ int main(int argc, char **argv)
             }
             disabled_passes[popts.n_disabled++] = argv[++first];
         }
+        else if (strcmp(argv[first], "--w8a8-dynamic") == 0)
+            popts.quantize = &w8a8;
         else if (strcmp(argv[first], "--rtol") == 0 && first + 1 < argc)
             rtol = strtod(argv[++first], NULL);
         else if (strcmp(argv[first], "--atol") == 0 && first + 1 < argc)
@@ -257,7 +261,9 @@ int main(int argc, char **argv)
         else {
             printf("usage: kiln-cuda-emu [--quiet] [--filter SUBSTR] [--no-nvrtc] [--freeze] [--xfail FILE] [--rtol X] [--atol Y]\n"
                    "                     [-O0|-O1|-O2] [--disable-pass NAME]... [--precision fp16|bf16]\n"
-                   "                     [--attn-kernel fast|simple|tc] DIR...\n"
+                   "                     [--attn-kernel fast|simple|tc] [--w8a8-dynamic] DIR...\n"
+                   "  --w8a8-dynamic: MatMul/Gemm quantized as `kiln compile --quantize int8\n"
+                   "  --act-scale dynamic` (compare with loose --rtol/--atol).\n"
                    "  --precision, --attn-kernel: as in `kiln compile` (compare with loose --rtol/--atol\n"
                    "  against float32 reference data).\n"
                    "  -O0|-O1|-O2, --disable-pass: the optimizer runs as in `kiln compile` (default -O2)\n"

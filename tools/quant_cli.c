@@ -192,3 +192,34 @@ kn_status kn_qmethod_act(void *ctx, const char *node, const char *input, int64_t
     m->n_done++;
     return KN_OK;
 }
+
+kn_status kn_qmethod_absmax(void *ctx, const char *node, const char *input, int64_t k, const double **absmax,
+                            kn_diag *d)
+{
+    kn_qmethod *m = ctx;
+    const kn_calib_table_layer *l = find_layer(m->table, node);
+    const kn_calib_table_input *in = kn_calib_table_input_find(m->table, l ? l->input : input);
+    if (!in) {
+        kn_diag_add(d, KN_ERROR,
+                    "--smooth: layer '%s': the calibration table %s has no statistics for its input '%s' (calibrate "
+                    "this model, or keep the layer float with --keep-fp)",
+                    node, m->table_path, l ? l->input : input);
+        return KN_ERR_INVALID;
+    }
+    if (in->k != k) {
+        kn_diag_add(d, KN_ERROR,
+                    "--smooth: layer '%s': its input is %lld wide, the calibration table %s records K=%u for '%s': a "
+                    "table of another model?",
+                    node, (long long)k, m->table_path, in->k, in->name);
+        return KN_ERR_INVALID;
+    }
+    if (!in->max_abs) {
+        kn_diag_add(d, KN_ERROR,
+                    "--smooth: the calibration table %s has no per-channel max |x| (written by an older kiln "
+                    "calibrate): calibrate again",
+                    m->table_path);
+        return KN_ERR_INVALID;
+    }
+    *absmax = in->max_abs;
+    return KN_OK;
+}

@@ -40,4 +40,11 @@ kn_status kn_qmethod_weight(void *ctx, const kn_quant_weight *q, kn_diag *d);
 kn_status kn_qmethod_act(void *ctx, const char *node, const char *input, int64_t k, int64_t n, double *amax,
                          kn_diag *d);
 
+/* kn_quant_absmax_fn (ctx: a kn_qmethod): the per-channel max |x| of the
+ * layer's input from the table (SmoothQuant). KN_ERR_INVALID naming the
+ * layer when the table has no entry for it, its K differs, or the table
+ * predates the statistic. */
+kn_status kn_qmethod_absmax(void *ctx, const char *node, const char *input, int64_t k, const double **absmax,
+                            kn_diag *d);
+
 #endif

@@ -191,7 +191,21 @@ static kn_status setup(qeval *e)
         if ((n->op != KN_OP_MS_MatMulNBits && n->op != KN_OP_MS_MatMulIntegerToFloat) || n->n_outputs < 1)
             continue;
         kn_id qv = n->outputs[0], fv = find_value(fg, qg->values[qv].name);
-        if (fv == KN_NONE || e->f_map[fv] >= 0)
+        const char *qn = qg->values[qv].name, *sfx = "/matmul_int8";
+        size_t ln = qn ? strlen(qn) : 0, ls = strlen(sfx);
+        if (fv == KN_NONE && ln > ls && strcmp(qn + ln - ls, sfx) == 0) {
+            /* W8A8 with dynamic scales: the layer's output is the row-scale
+             * Mul (or the bias Add) after it, named as the float layer's
+             * (when no later fusion took it in) */
+            char base[1024];
+            snprintf(base, sizeof base, "%.*s", (int)(ln - ls), qn);
+            kn_id qy = find_value(qg, base);
+            if (qy != KN_NONE && qg->values[qy].kind == KN_VAL_NODE) {
+                qv = qy;
+                fv = find_value(fg, base);
+            }
+        }
+        if (fv == KN_NONE || e->f_map[fv] >= 0 || e->q_map[qv] >= 0)
             continue;
         qlayer *l = &e->layers[e->n_layers];
         l->fv = fv;

@@ -137,6 +137,20 @@ kn_status kn_wq_awq(const float *w, uint32_t n_out, uint32_t n_in, const double 
  * layer over the calibration rows whose XᵀX is h. */
 double kn_wq_layer_error(const float *w, const float *w_hat, uint32_t n_out, uint32_t n_in, const double *h);
 
+/* ---- SmoothQuant ------------------------------------------------------------------ */
+
+/* SmoothQuant's per-input-channel migration scales (Xiao et al. 2023):
+ * s[j] = act_absmax[j]^alpha / w_absmax[j]^(1 - alpha), with w_absmax[j]
+ * the largest |W| of input channel j over every output channel of every
+ * layer that will share s, floored at 1e-5 (as the reference
+ * implementation), and s at least 1e-5. A channel never active
+ * (act_absmax 0) gets s = 1. The layer then computes (x / s) · (diag(s) W):
+ * the activation outliers move into the weights, which quantize per
+ * output channel. KN_ERR_INVALID (message in d) when alpha is not in
+ * [0, 1] or an input is negative or non-finite. */
+kn_status kn_smooth_scales(const double *act_absmax, const double *w_absmax, uint32_t k, double alpha, float *s,
+                           kn_diag *d);
+
 /* ---- activation thresholds ---------------------------------------------------------- */
 
 typedef enum kn_calib_method { KN_CALIB_MINMAX, KN_CALIB_PERCENTILE, KN_CALIB_ENTROPY } kn_calib_method;
