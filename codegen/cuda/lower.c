@@ -114,6 +114,7 @@ typedef struct lower {
     kn_cu_program *p;
     const kn_allocator *a;
     kn_rt_tensor **probe;   /* per value: what the probe computed (owned) */
+    bool *probe_skip;       /* per node: the probe stands in for it (shape_only_gemms) */
     uint32_t *slot_of;      /* per value: its slot, or KN_NONE */
     int64_t *first, *last;  /* per slot: first and last step that touches it */
     uint32_t *alias_of;     /* per slot: the slot whose bytes it shares, or KN_NONE */
@@ -570,10 +571,11 @@ kn_status kn_emit_alias(kn_emit *e, uint32_t out, uint32_t in)
 
 /* ---- probing ---- */
 
-typedef struct probe_ctx {
+struct probe_ctx {
     lower *L;
     kn_probe_kv *kv; /* graphs with kiln.PagedAttention, else NULL */
-} probe_ctx;
+};
+typedef struct probe_ctx probe_ctx;
 
 static void observe(void *ctx, const kn_graph *g, kn_id v, const kn_rt_tensor *t)
 {
@@ -587,6 +589,125 @@ static void observe(void *ctx, const kn_graph *g, kn_id v, const kn_rt_tensor *t
     }
     if (kn_rt_tensor_clone(L->a, t, &L->probe[v]) != KN_OK)
         L->status = KN_ERR_NOMEM;
+}
+
+static bool shape_input(kn_op op, uint32_t i);
+
+static int64_t attr_int(const kn_node *n, const char *name, int64_t def)
+{
+    const kn_attr *at = kn_node_attr(n, name);
+    return at && at->kind == KN_ATTR_INT ? at->u.i : def;
+}
+
+static bool has_subgraph(const kn_node *n)
+{
+    for (uint32_t i = 0; i < n->n_attrs; i++)
+        if (n->attrs[i].kind == KN_ATTR_GRAPH || n->attrs[i].kind == KN_ATTR_GRAPHS)
+            return true;
+    return false;
+}
+
+/* The probe runs the whole graph on the CPU backend to learn every
+ * tensor's static shape, but only some values are needed as values: those
+ * that decide a shape (shape_input, and everything they are computed from,
+ * except through Shape/Size) and those fold() turns into constants (all
+ * inputs known at compile time). A matrix product whose output is neither
+ * is skipped: the stand-in hands out zeros of its output shape. For a
+ * decoder at a 64-token prefill chunk these products are nearly all of
+ * the probe's time (~140 GFLOP in double precision for a 1B model). */
+static kn_status shape_only_gemms(lower *L)
+{
+    kn_graph *g = L->g;
+    bool *known = kn_mem_alloc(L->a, (size_t)g->n_values + 1), *need = kn_mem_alloc(L->a, (size_t)g->n_values + 1);
+    L->probe_skip = kn_mem_alloc(L->a, (size_t)g->n_nodes + 1);
+    if (!known || !need || !L->probe_skip) {
+        kn_mem_free(L->a, known);
+        kn_mem_free(L->a, need);
+        return KN_ERR_NOMEM;
+    }
+    memset(need, 0, (size_t)g->n_values + 1);
+    memset(L->probe_skip, 0, (size_t)g->n_nodes + 1);
+    for (kn_id v = 0; v < g->n_values; v++)
+        known[v] = g->values[v].kind == KN_VAL_CONST;
+    for (kn_id k = 0; k < g->n_nodes; k++) {
+        const kn_node *n = &g->nodes[k];
+        bool all = n->op == KN_OP_Shape || n->op == KN_OP_Size;
+        if (!all) {
+            all = !has_subgraph(n);
+            for (uint32_t i = 0; i < n->n_inputs && all; i++)
+                all = n->inputs[i] == KN_NONE || known[n->inputs[i]];
+        }
+        for (uint32_t i = 0; i < n->n_outputs; i++)
+            if (n->outputs[i] != KN_NONE)
+                known[n->outputs[i]] = all;
+    }
+    for (kn_id k = g->n_nodes; k-- > 0;) {
+        const kn_node *n = &g->nodes[k];
+        bool out_needed = has_subgraph(n); /* subgraphs: keep everything exact */
+        for (uint32_t i = 0; i < n->n_outputs && !out_needed; i++)
+            out_needed = n->outputs[i] != KN_NONE && (need[n->outputs[i]] || known[n->outputs[i]]);
+        bool shape_only = n->op == KN_OP_Shape || n->op == KN_OP_Size;
+        for (uint32_t i = 0; i < n->n_inputs; i++)
+            if (n->inputs[i] != KN_NONE && ((out_needed && !shape_only) || shape_input(n->op, i)))
+                need[n->inputs[i]] = true;
+        bool gemm = n->op == KN_OP_MatMul || n->op == KN_OP_MS_MatMulNBits || n->op == KN_OP_MS_MatMulIntegerToFloat ||
+                    (n->op == KN_OP_KILN_GemmEpilogue && !attr_int(n, "gemm", 0));
+        L->probe_skip[k] = gemm && !out_needed && n->n_outputs == 1 && n->outputs[0] != KN_NONE && n->n_inputs >= 2;
+    }
+    kn_mem_free(L->a, known);
+    kn_mem_free(L->a, need);
+    return KN_OK;
+}
+
+/* The stand-in: zeros of the product's shape, A [..., K] times a matrix
+ * [K, N] (MatMulNBits: N from its attribute). Anything else (batched B,
+ * a shape error the kernel should report) runs the kernel. */
+static kn_status standin(void *ctx, const kn_graph *g, kn_id node, const kn_rt_tensor *const *ins,
+                         kn_rt_tensor **outs, const kn_allocator *a, bool *done)
+{
+    lower *L = ((struct probe_ctx *)ctx)->L;
+    *done = false;
+    if (g != L->g || !L->probe_skip || !L->probe_skip[node] || !ins[0] || !ins[1])
+        return KN_OK;
+    const kn_node *n = &g->nodes[node];
+    const kn_rt_tensor *A = ins[0], *B = ins[1];
+    int64_t k, cols;
+    if (n->op == KN_OP_MS_MatMulNBits) {
+        k = attr_int(n, "K", -1);
+        cols = attr_int(n, "N", -1);
+    } else {
+        if (B->rank != 2)
+            return KN_OK;
+        k = B->dims[0];
+        cols = B->dims[1];
+    }
+    kn_dtype dt = g->values[n->outputs[0]].type.dtype;
+    if (A->rank < 1 || A->rank > 16 || A->dims[A->rank - 1] != k || cols < 0 || dt == KN_UNDEFINED)
+        return KN_OK;
+    int64_t dims[16];
+    int32_t rank = A->rank;
+    memcpy(dims, A->dims, (size_t)rank * sizeof *dims);
+    dims[rank - 1] = cols;
+    /* GemmEpilogue's residual (input 3) broadcasts against the product */
+    const kn_rt_tensor *r = n->op == KN_OP_KILN_GemmEpilogue && n->n_inputs > 3 ? ins[3] : NULL;
+    if (r) {
+        if (r->rank > 16)
+            return KN_OK;
+        int64_t out[16];
+        int32_t ro = r->rank > rank ? r->rank : rank;
+        for (int32_t i = 0; i < ro; i++) {
+            int64_t x = i - (ro - rank) >= 0 ? dims[i - (ro - rank)] : 1;
+            int64_t y = i - (ro - r->rank) >= 0 ? r->dims[i - (ro - r->rank)] : 1;
+            if (x != y && x != 1 && y != 1)
+                return KN_OK; /* the kernel reports it */
+            out[i] = x == 1 ? y : x;
+        }
+        rank = ro;
+        memcpy(dims, out, (size_t)ro * sizeof *dims);
+    }
+    KN_TRY(kn_rt_tensor_new(a, dt, rank, dims, &outs[0]));
+    *done = true;
+    return KN_OK;
 }
 
 static kn_status probe(lower *L, const kn_cuda_shape *shapes, uint32_t n_shapes, const kn_rt_tensor *const *data)
@@ -669,9 +790,13 @@ static kn_status probe(lower *L, const kn_cuda_shape *shapes, uint32_t n_shapes,
         probe_ctx pc = {L, NULL};
         s = kn_probe_kv_create(g, L->a, ins, &pc.kv);
         if (s == KN_OK)
-            s = kn_cpu_run_kv(g, L->a, L->d, (const kn_rt_tensor *const *)ins, g->n_inputs, outs, g->n_outputs,
-                              observe, &pc, kn_probe_kv_run(pc.kv));
+            s = shape_only_gemms(L);
+        if (s == KN_OK)
+            s = kn_cpu_run_probe(g, L->a, L->d, (const kn_rt_tensor *const *)ins, g->n_inputs, outs, g->n_outputs,
+                                 observe, &pc, kn_probe_kv_run(pc.kv), standin);
         kn_probe_kv_destroy(pc.kv);
+        kn_mem_free(L->a, L->probe_skip);
+        L->probe_skip = NULL;
         if (s == KN_OK)
             s = L->status;
         if (s != KN_OK && s != KN_ERR_NOMEM)

@@ -36,4 +36,17 @@ kn_status kn_cpu_run_kv(const kn_graph *g, const kn_allocator *a, kn_diag *diag,
                         uint32_t n_in, kn_rt_tensor **outputs, uint32_t n_out, kn_cpu_observer observe, void *ctx,
                         void *kv);
 
+/* Lets a caller stand in for chosen nodes (the CUDA lowering's shape probe
+ * skips GEMMs whose values nothing needs): called before each node's
+ * kernel with its inputs; setting *done with outs[i] filled (one tensor
+ * per present output, allocated with `a`) skips the kernel. `ctx` is the
+ * observer's. Errors stop the run. */
+typedef kn_status (*kn_cpu_standin)(void *ctx, const kn_graph *g, kn_id node, const kn_rt_tensor *const *ins,
+                                    kn_rt_tensor **outs, const kn_allocator *a, bool *done);
+
+/* kn_cpu_run_kv with a stand-in (NULL: none). */
+kn_status kn_cpu_run_probe(const kn_graph *g, const kn_allocator *a, kn_diag *diag, const kn_rt_tensor *const *inputs,
+                           uint32_t n_in, kn_rt_tensor **outputs, uint32_t n_out, kn_cpu_observer observe, void *ctx,
+                           void *kv, kn_cpu_standin standin);
+
 #endif
