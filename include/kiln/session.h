@@ -23,6 +23,8 @@ typedef struct kn_session_options {
     uint64_t kv_cache_mem; /* bytes of the paged cache; 0: the plan's */
     uint32_t block_size;   /* tokens per cache block; 0: the plan's (16 by default) */
     bool no_cache;         /* recompute the whole sequence at every step (same plan, empty cache) */
+    bool no_cuda_graph;    /* CUDA sessions: decode steps launch kernel by kernel instead of replaying
+                            * a CUDA graph (kiln run --no-cuda-graph) */
 } kn_session_options;
 
 /* All zero: the plan's settings, with the cache. */
