@@ -96,7 +96,9 @@ kn_status kn_cuda_sample_setup(kn_cuda_session *s, kn_diag *d)
     CU_TRY("cuMemAlloc", s->cu->mem_alloc(&s->smp_dev, 16), "%s: the sampling buffers", p->name);
     CU_TRY("cuMemHostAlloc", s->cu->mem_host_alloc((void **)&s->smp_pin, 16, 0), "%s: the sampling buffers",
            p->name);
-    memset(s->smp_pin, 0, 16);
+    memset(s->smp_pin, 0, 16); /* and the device's copy, so that no run reads garbage */
+    CU_TRY("cuMemcpyHtoDAsync", s->cu->memcpy_htod_async(s->smp_dev, s->smp_pin, 16, s->stream),
+           "%s: the sampling buffers", p->name);
     bool host = false;
     for (uint32_t i = 0; i < p->n_steps; i++)
         host = host || p->steps[i].kind == KN_CU_STEP_HOST;
