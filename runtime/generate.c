@@ -124,6 +124,25 @@ static kn_status forward_pick(kn_session *s, const kn_generate_options *o, gen *
     return KN_OK;
 }
 
+kn_status kn_session_forward_greedy(kn_session *s, uint32_t seq, const int64_t *tokens, uint32_t n, int64_t *next)
+{
+    *next = -1;
+    kn_sampling p;
+    kn_sampling_defaults(&p);
+    if (on_device(s, &p)) {
+        kn_cuda_sample smp = {0.0f, 0, 1.0f, 0.0, 0, 0};
+        return kn_session_forward_on(s, seq, tokens, n, NULL, &smp, next);
+    }
+    KN_TRY(kn_session_forward(s, seq, tokens, n, NULL));
+    uint32_t best = 0;
+    float bw = -INFINITY; /* NaN counts as -inf, as in the sampler */
+    for (uint32_t i = 0; i < s->vocab; i++)
+        if (!isnan(s->last[i]) && s->last[i] > bw)
+            bw = s->last[i], best = i;
+    *next = best;
+    return KN_OK;
+}
+
 /* Records prompt i's next token t; decides whether the prompt goes on. */
 static kn_status next_token(kn_session *s, const kn_generate_options *o, uint32_t i, gen *g, int64_t t)
 {

@@ -176,6 +176,16 @@ kn_status kn_cuda_session_timing(const kn_cuda_session *s, kn_cuda_timing *out);
 kn_status kn_cuda_session_step_ms(const kn_cuda_session *s, const float **ms, const uint32_t **node,
                                   uint32_t *n_steps);
 
+/* The device's memory bandwidth as a device-to-device copy sees it (the
+ * peak a memory-bound decode step can reach; kiln bench's roofline):
+ * cuMemcpyDtoDAsync between two buffers of `bytes` (0: 256 MiB, halved
+ * while the allocation fails, down to 16 MiB), one untimed copy, then
+ * `iters` (0: 20) timed with events; *gb_per_s = 2 * bytes * iters / time
+ * / 1e9 (every byte read once and written once). KN_ERR_UNSUPPORTED
+ * without a driver or that device; KN_ERR_NOMEM, KN_ERR_INTERNAL for CUDA
+ * failures, named in `d`. */
+kn_status kn_cuda_copy_bandwidth(int device, uint64_t bytes, uint32_t iters, double *gb_per_s, kn_diag *d);
+
 /* "NVIDIA H100 80GB HBM3, sm_90, driver 13.0", for reports. */
 const char *kn_cuda_session_device(const kn_cuda_session *s);
 

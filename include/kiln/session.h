@@ -121,6 +121,13 @@ uint32_t kn_session_sequence_length(const kn_session *s, uint32_t seq);
  * cache has no free block (the sequence is unchanged); errors of the run. */
 kn_status kn_session_forward(kn_session *s, uint32_t seq, const int64_t *tokens, uint32_t n, float *logits_out);
 
+/* kn_session_forward, then the next token chosen greedily (argmax, the
+ * lowest id on ties) into *next: on the device when the session runs on
+ * CUDA with a plan that carries the sampling kernels (only the id comes
+ * back, and the step is a CUDA graph replay unless no_cuda_graph), else
+ * from the logits on the host. Statuses as kn_session_forward. */
+kn_status kn_session_forward_greedy(kn_session *s, uint32_t seq, const int64_t *tokens, uint32_t n, int64_t *next);
+
 /* Called with every new token as it is produced: the prompt's index, the
  * token id, the user pointer. A non-zero return stops that prompt. */
 typedef int (*kn_token_fn)(uint32_t prompt, int64_t token, void *user);
