@@ -172,7 +172,11 @@ typedef struct kn_generate_result {
  * timings. Before anything runs, KN_ERR_INVALID for an empty prompt, an
  * id outside the vocabulary, a prompt longer than max_seq_len, stop
  * strings without a tokenizer, bad sampling parameters; then the errors of
- * kn_session_forward (KN_ERR_LIMIT: the cache is full). */
+ * kn_session_forward (KN_ERR_LIMIT: the cache is full). On a CUDA session
+ * whose plan carries the sampling kernels, and without a repetition
+ * penalty, each token is sampled on the device (only its id comes back)
+ * with the draws of the prompt's sampler, so the tokens are the CPU
+ * sampler's for the same logits and seed (docs/llm.md "On the GPU"). */
 kn_status kn_session_generate(kn_session *s, const int64_t *const *prompts, const uint32_t *prompt_lens,
                               uint32_t n_prompts, const kn_generate_options *o, kn_generate_result *results);
 void kn_generate_results_free(kn_session *s, kn_generate_result *results, uint32_t n);
