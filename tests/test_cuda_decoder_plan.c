@@ -23,7 +23,10 @@
  *     the others replayed with one cuGraphLaunch and no kernel launch, no
  *     device or pinned allocation per token; --no-cuda-graph, and a
  *     driver refusing capture, launch kernel by kernel; a repetition
- *     penalty takes the logits back to the host sampler; without a driver, CUDA is refused naming why
+ *     penalty takes the logits back to the host sampler;
+ *     kn_cuda_session_run_kv_sample itself (graph captures and launches,
+ *     a new capture for new parameters, a bad row, no copy back without a
+ *     sample, timing of a replay); without a driver, CUDA is refused naming why
  *     and AUTO falls back to the CPU;
  *   - corrupted prefill sections (random bytes, checksum fixed) are refused
  *     by kn_plan_load_cuda_prefill or harmless, never a crash; a slot's
@@ -709,6 +712,88 @@ static void mock_generate(void **state)
     mb_free(b);
 }
 
+/* kn_cuda_session_run_kv_sample on the decode program against the mock:
+ * the graph's captures and launches as the session counts them, a new
+ * capture for new parameters, a bad row refused, no copy back without a
+ * sample, the whole step's time with timing, and no graph with no_graph. */
+static void mock_run_sample(void **state)
+{
+    (void)state;
+    mock_ctl_fn ctl = mock_ctl();
+    mb *b = mb_new();
+    built o;
+    build(b, "llama_gqa_tiny", &o);
+    kn_diag *d = kn_diag_create(NULL, stderr);
+    kn_graph *g, *pg;
+    assert_int_equal(kn_plan_load(o.path, NULL, d, &g), KN_OK);
+    assert_int_equal(kn_plan_load_cuda_prefill(g, NULL, d, &pg), KN_OK);
+    kn_cuda_session *pre;
+    assert_int_equal(kn_cuda_session_create(pg, NULL, 0, NULL, NULL, d, &pre), KN_OK);
+    assert_true(kn_cuda_session_can_sample(pre));
+    kn_cuda_kv_info kvi;
+    assert_int_equal(kn_cuda_session_kv_info(pre, &kvi), KN_OK);
+    int32_t *table = calloc(kvi.max_blocks, sizeof *table), past = 0;
+    assert_non_null(table);
+    kn_cuda_kv_binding kv = {table, &past, 1, kvi.max_blocks};
+    kn_rt_tensor *in[2] = {0};
+    int64_t d2[2] = {1, 1};
+    for (uint32_t i = 0; i < g->n_inputs; i++)
+        assert_int_equal(kn_rt_tensor_new(NULL, KN_I64, 2, d2, &in[i]), KN_OK);
+    for (int no_graph = 0; no_graph < 2; no_graph++) {
+        kn_cuda_options co;
+        memset(&co, 0, sizeof co);
+        co.kv_shared = pre;
+        co.no_graph = no_graph;
+        co.timing = true;
+        kn_cuda_session *dec;
+        assert_int_equal(kn_cuda_session_create(g, NULL, 0, &co, NULL, d, &dec), KN_OK);
+        kn_cuda_sample smp = {0.0f, 0, 1.0f, 0.0, 0, 0};
+        int32_t tok = -1;
+        uint64_t caps, launches;
+        for (int step = 0; step < 3; step++) {
+            past = step;
+            assert_int_equal(kn_cuda_session_run_kv_sample(dec, (const kn_rt_tensor *const *)in, g->n_inputs, &kv, &smp,
+                                                           &tok, d),
+                             KN_OK);
+            assert_int_equal(tok, 0); /* the mock runs no kernel: the zeroed buffer */
+        }
+        assert_int_equal(kn_cuda_session_graph_stats(dec, &caps, &launches), !no_graph);
+        assert_int_equal(caps, no_graph ? 0 : 1);
+        assert_int_equal(launches, no_graph ? 0 : 3);
+        kn_cuda_timing tm;
+        assert_int_equal(kn_cuda_session_timing(dec, &tm), KN_OK);
+        assert_true(tm.compute_ms > 0);
+        if (!no_graph)
+            assert_true(tm.upload_ms == 0 && tm.download_ms == 0); /* a replay: its whole time */
+        smp.temperature = 0.7f, smp.top_p = 0.9f, smp.u = 0.25;
+        assert_int_equal(kn_cuda_session_run_kv_sample(dec, (const kn_rt_tensor *const *)in, g->n_inputs, &kv, &smp,
+                                                       &tok, d),
+                         KN_OK);
+        kn_cuda_session_graph_stats(dec, &caps, &launches);
+        assert_int_equal(caps, no_graph ? 0 : 2);
+        smp.row = 1; /* the decode program's logits have one row */
+        assert_int_equal(kn_cuda_session_run_kv_sample(dec, (const kn_rt_tensor *const *)in, g->n_inputs, &kv, &smp,
+                                                       &tok, d),
+                         KN_ERR_INVALID);
+        ctl(MOCK_DTOH, 0);
+        assert_int_equal(
+            kn_cuda_session_run_kv_sample(dec, (const kn_rt_tensor *const *)in, g->n_inputs, &kv, NULL, NULL, d),
+            KN_OK);
+        assert_int_equal(ctl(MOCK_DTOH, -1), 0);
+        kn_cuda_session_destroy(dec);
+    }
+    for (int i = 0; i < 2; i++)
+        kn_rt_tensor_free(NULL, in[i]);
+    free(table);
+    kn_cuda_session_destroy(pre);
+    kn_graph_destroy(pg);
+    kn_graph_destroy(g);
+    assert_int_equal(ctl(MOCK_BAD, -1), 0);
+    built_free(&o);
+    kn_diag_destroy(d);
+    mb_free(b);
+}
+
 int main(int argc, char **argv)
 {
     const struct CMUnitTest tests[] = {
@@ -720,6 +805,7 @@ int main(int argc, char **argv)
     const struct CMUnitTest mock_tests[] = {
         cmocka_unit_test(mock_device_session),
         cmocka_unit_test(mock_generate),
+        cmocka_unit_test(mock_run_sample),
     };
     if (argc > 1 && strcmp(argv[1], "--mock") == 0)
         return cmocka_run_group_tests_name("cuda_decoder_plan_mock", mock_tests, NULL, NULL);
