@@ -4,6 +4,7 @@
 #include "runtime/session_impl.h"
 #include "ir/arena.h"
 
+#include <math.h>
 #include <string.h>
 #include <time.h>
 
@@ -21,7 +22,7 @@ static double now_s(void)
 }
 
 typedef struct gen {
-    uint32_t seq;
+    uint32_t seq, index;
     bool has_seq, done;
     kn_sampler *smp;
     kn_generate_result r;
@@ -79,12 +80,73 @@ static kn_status validate(kn_session *s, const int64_t *const *prompts, const ui
     return KN_OK;
 }
 
-/* Takes the next token of prompt i from the last logits; decides whether
- * the prompt goes on. */
-static kn_status next_token(kn_session *s, const kn_generate_options *o, uint32_t i, gen *g)
+/* Whether the CUDA session samples on the device: its programs carry the
+ * sampling kernels and there is no repetition penalty (which needs the
+ * context: that case takes the logits back to the host sampler). */
+static bool on_device(const kn_session *s, const kn_sampling *p)
+{
+    return s->cuda && (p->repetition_penalty == 0.0f || p->repetition_penalty == 1.0f) &&
+           kn_session_cuda_can_sample(s);
+}
+
+/* Whether kn_sampler_pick draws for these parameters (it does not for the
+ * greedy cases it can tell from them; it does not either for a row whose
+ * largest logit is infinite, which the device cannot tell the host). */
+static bool draws(const kn_sampling *p)
+{
+    if (p->temperature <= 0.0f || p->top_k == 1)
+        return false;
+    double inv_t = 1.0 / (double)p->temperature;
+    return isfinite(inv_t) && inv_t <= 1e30;
+}
+
+/* Runs n tokens of prompt i's sequence and takes the next token: on the
+ * device (the draw from the prompt's sampler, so the ids are the CPU
+ * sampler's for the same seed) or from the logits with kn_sampler_pick. */
+static kn_status forward_pick(kn_session *s, const kn_generate_options *o, gen *g, const int64_t *ids, uint32_t n,
+                              int64_t *t)
+{
+    const kn_sampling *p = &o->sampling;
+    if (g->smp && on_device(s, p)) {
+        kn_cuda_sample smp = {p->temperature, p->top_k, p->top_p, 0.0, 0, 0};
+        if (draws(p))
+            smp.u = kn_sampler_uniform(g->smp);
+        return kn_session_forward_on(s, g->seq, ids, n, NULL, &smp, t);
+    }
+    KN_TRY(kn_session_forward(s, g->seq, ids, n, NULL));
+    if (!g->smp) { /* the vocabulary was known only after the first run */
+        kn_sampling sp = o->sampling;
+        sp.seed += g->index;
+        KN_TRY(kn_sampler_create(&sp, s->vocab, s->a, s->d, &g->smp));
+    }
+    sess_seq *q = kn_session_seq(s, g->seq);
+    *t = kn_sampler_pick(g->smp, s->last, q->hist, q->len);
+    return KN_OK;
+}
+
+kn_status kn_session_forward_greedy(kn_session *s, uint32_t seq, const int64_t *tokens, uint32_t n, int64_t *next)
+{
+    *next = -1;
+    kn_sampling p;
+    kn_sampling_defaults(&p);
+    if (on_device(s, &p)) {
+        kn_cuda_sample smp = {0.0f, 0, 1.0f, 0.0, 0, 0};
+        return kn_session_forward_on(s, seq, tokens, n, NULL, &smp, next);
+    }
+    KN_TRY(kn_session_forward(s, seq, tokens, n, NULL));
+    uint32_t best = 0;
+    float bw = -INFINITY; /* NaN counts as -inf, as in the sampler */
+    for (uint32_t i = 0; i < s->vocab; i++)
+        if (!isnan(s->last[i]) && s->last[i] > bw)
+            bw = s->last[i], best = i;
+    *next = best;
+    return KN_OK;
+}
+
+/* Records prompt i's next token t; decides whether the prompt goes on. */
+static kn_status next_token(kn_session *s, const kn_generate_options *o, uint32_t i, gen *g, int64_t t)
 {
     sess_seq *q = kn_session_seq(s, g->seq);
-    int64_t t = kn_sampler_pick(g->smp, s->last, q->hist, q->len);
     KN_TRY(kn_mem_grow(s->a, (void **)&g->r.tokens, &g->cap_tokens, g->r.n_tokens + 1, sizeof *g->r.tokens));
     g->r.tokens[g->r.n_tokens++] = t;
     if (o->on_token && o->on_token(i, t, o->user)) {
@@ -131,19 +193,21 @@ kn_status kn_session_generate(kn_session *s, const int64_t *const *prompts, cons
     for (uint32_t i = 0; i < n_prompts && st == KN_OK; i++) {
         gen *g = &gs[i];
         g->r.n_prompt = prompt_lens[i];
+        g->index = i;
         st = kn_session_add_sequence(s, &g->seq);
         g->has_seq = st == KN_OK;
-        double t0 = now_s();
-        if (st == KN_OK)
-            st = kn_session_forward(s, g->seq, prompts[i], prompt_lens[i], NULL);
-        g->r.prefill_s = now_s() - t0;
-        if (st == KN_OK) {
+        if (st == KN_OK && s->vocab) {
             kn_sampling p = o->sampling;
             p.seed += i;
             st = kn_sampler_create(&p, s->vocab, s->a, s->d, &g->smp);
         }
+        int64_t t = -1;
+        double t0 = now_s();
         if (st == KN_OK)
-            st = next_token(s, o, i, g);
+            st = forward_pick(s, o, g, prompts[i], prompt_lens[i], &t);
+        g->r.prefill_s = now_s() - t0;
+        if (st == KN_OK)
+            st = next_token(s, o, i, g, t);
     }
     /* decode, one token per live prompt per round */
     for (bool live = true; live && st == KN_OK;) {
@@ -154,11 +218,12 @@ kn_status kn_session_generate(kn_session *s, const int64_t *const *prompts, cons
                 continue;
             int64_t t = g->r.tokens[g->r.n_tokens - 1];
             double t0 = now_s();
-            st = kn_session_forward(s, g->seq, &t, 1, NULL);
+            int64_t nt = -1;
+            st = forward_pick(s, o, g, &t, 1, &nt);
             g->r.decode_s += now_s() - t0;
             g->r.n_decode++;
             if (st == KN_OK)
-                st = next_token(s, o, i, g);
+                st = next_token(s, o, i, g, nt);
             live = live || !g->done;
         }
     }

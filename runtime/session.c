@@ -445,6 +445,12 @@ static kn_status run_tokens(kn_session *s, sess_seq *q, const int64_t *ids, uint
 
 kn_status kn_session_forward(kn_session *s, uint32_t seq, const int64_t *tokens, uint32_t n, float *logits_out)
 {
+    return kn_session_forward_on(s, seq, tokens, n, logits_out, NULL, NULL);
+}
+
+kn_status kn_session_forward_on(kn_session *s, uint32_t seq, const int64_t *tokens, uint32_t n, float *logits_out,
+                                const struct kn_cuda_sample *smp, int64_t *token)
+{
     sess_seq *q = kn_session_seq(s, seq);
     if (!q) {
         kn_diag_add(s->d, KN_ERROR, "session: no sequence %u", seq);
@@ -479,7 +485,12 @@ kn_status kn_session_forward(kn_session *s, uint32_t seq, const int64_t *tokens,
         }
         return KN_OK;
     }
-    kn_status st = s->cuda   ? kn_session_cuda_forward(s, q, tokens, n, logits_out)
+    if (smp && !s->cuda) {
+        kn_diag_add(s->d, KN_ERROR, "%s: sampling on the device needs a CUDA session", s->file);
+        return KN_ERR_INVALID;
+    }
+    kn_status st = s->cuda && smp ? kn_session_cuda_forward_sample(s, q, tokens, n, smp, token)
+                   : s->cuda      ? kn_session_cuda_forward(s, q, tokens, n, logits_out)
                    : recompute ? run_tokens(s, q, q->hist, q->len + n, 0, logits_out)
                                : run_tokens(s, q, tokens, n, q->len, logits_out);
     if (st == KN_OK)

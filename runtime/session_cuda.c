@@ -99,13 +99,15 @@ static kn_status bucket_inputs(kn_session *s, bucket *b)
     return KN_OK;
 }
 
-static kn_status open_bucket(kn_session *s, bucket *b, const kn_graph *g, kn_cuda_session *shared, uint32_t blocks)
+static kn_status open_bucket(kn_session *s, bucket *b, const kn_graph *g, kn_cuda_session *shared, uint32_t blocks,
+                             bool no_graph)
 {
     b->g = g;
     kn_cuda_options co;
     memset(&co, 0, sizeof co);
     co.kv_blocks = blocks;
     co.kv_shared = shared;
+    co.no_graph = no_graph;
     KN_TRY(kn_cuda_session_create(g, NULL, 0, &co, s->a, s->d, &b->cs));
     kn_cuda_kv_info info;
     if (kn_cuda_session_kv_info(b->cs, &info) != KN_OK)
@@ -143,10 +145,12 @@ kn_status kn_session_create_cuda(const kn_graph *prefill, const kn_graph *decode
     }
     if (st == KN_OK) {
         memset(s->cuda, 0, sizeof *s->cuda);
-        st = open_bucket(s, &s->cuda->b[PREFILL], prefill, NULL, s->kv->cfg.n_blocks);
+        /* graphs for the decode program (the prefill's last chunk samples at
+         * a row that changes with the prompt: it runs step by step) */
+        st = open_bucket(s, &s->cuda->b[PREFILL], prefill, NULL, s->kv->cfg.n_blocks, true);
     }
     if (st == KN_OK)
-        st = open_bucket(s, &s->cuda->b[DECODE], decode, s->cuda->b[PREFILL].cs, 0);
+        st = open_bucket(s, &s->cuda->b[DECODE], decode, s->cuda->b[PREFILL].cs, 0, o && o->no_cuda_graph);
     if (st == KN_OK && s->cuda->b[DECODE].tokens != 1)
         st = fail(s, decode, "the decode plan must take 1 new token per run");
     if (st == KN_OK) {
@@ -170,11 +174,30 @@ static int pick(const kn_session *s, uint32_t past, uint32_t left)
     return left == 1 || (uint64_t)past + p->tokens > s->kv->cfg.max_seq_len ? DECODE : PREFILL;
 }
 
-static kn_status run_chunks(kn_session *s, sess_seq *q, const int64_t *ids, uint32_t n);
+static kn_status run_chunks(kn_session *s, sess_seq *q, const int64_t *ids, uint32_t n, const kn_cuda_sample *smp,
+                            int64_t *token);
+
+bool kn_session_cuda_can_sample(const kn_session *s)
+{
+    return s->cuda && kn_cuda_session_can_sample(s->cuda->b[PREFILL].cs) &&
+           kn_cuda_session_can_sample(s->cuda->b[DECODE].cs);
+}
+
+kn_status kn_session_cuda_forward_sample(kn_session *s, sess_seq *q, const int64_t *ids, uint32_t n,
+                                         const kn_cuda_sample *smp, int64_t *token)
+{
+    if (!kn_session_cuda_can_sample(s))
+        return fail(s, s->cuda->b[DECODE].g, "the plan carries no sampling kernels (rebuild it with kiln compile)");
+    kn_status st = run_chunks(s, q, ids, n, smp, token);
+    kn_kv_seq *kq = kn_kv_seq_get(s->kv, q->kv_id);
+    if (st != KN_OK && kq)
+        kq->len = q->len;
+    return st;
+}
 
 kn_status kn_session_cuda_forward(kn_session *s, sess_seq *q, const int64_t *ids, uint32_t n, float *logits_out)
 {
-    kn_status st = run_chunks(s, q, ids, n);
+    kn_status st = run_chunks(s, q, ids, n, NULL, NULL);
     kn_kv_seq *kq = kn_kv_seq_get(s->kv, q->kv_id);
     if (st != KN_OK && kq) /* what a failed forward wrote past the sequence is overwritten later */
         kq->len = q->len;
@@ -183,8 +206,12 @@ kn_status kn_session_cuda_forward(kn_session *s, sess_seq *q, const int64_t *ids
     return st;
 }
 
-/* The runs of one forward; the cache's length follows each. */
-static kn_status run_chunks(kn_session *s, sess_seq *q, const int64_t *ids, uint32_t n)
+/* The runs of one forward; the cache's length follows each. With smp the
+ * last run samples the next token on the device and the others copy
+ * nothing back; else each run's logits come back and the last token's
+ * stay in s->last. */
+static kn_status run_chunks(kn_session *s, sess_seq *q, const int64_t *ids, uint32_t n, const kn_cuda_sample *smp,
+                            int64_t *token)
 {
     struct kn_session_cuda *c = s->cuda;
     /* the blocks every run will touch, padding included, reserved first:
@@ -213,6 +240,26 @@ static kn_status run_chunks(kn_session *s, sess_seq *q, const int64_t *ids, uint
         int32_t past32;
         KN_TRY(kn_kv_fill_rows(s->kv, &q->kv_id, 1, c->max_blocks, c->table, &past32));
         kn_cuda_kv_binding kv = {c->table, &past32, 1, c->max_blocks};
+        if (smp) {
+            bool last = done + m == n;
+            kn_cuda_sample one = *smp;
+            one.output = b->logits_out;
+            one.row = m - 1;
+            int32_t t = -1;
+            KN_TRY(kn_cuda_session_run_kv_sample(b->cs, (const kn_rt_tensor *const *)b->in, b->g->n_inputs, &kv,
+                                                 last ? &one : NULL, &t, s->d));
+            if (last && (t < 0 || (s->vocab && (uint32_t)t >= s->vocab))) {
+                kn_diag_add(s->d, KN_ERROR, "%s: the device sampler returned id %d (vocabulary %u)", s->file, t,
+                            s->vocab);
+                return KN_ERR_INTERNAL;
+            }
+            if (last)
+                *token = t;
+            past += m;
+            done += m;
+            kq->len = past;
+            continue;
+        }
         for (uint32_t i = 0; i < b->g->n_outputs; i++) {
             kn_rt_tensor_free(s->a, b->out[i]);
             b->out[i] = NULL;

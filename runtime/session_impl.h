@@ -4,6 +4,7 @@
 #define KILN_RUNTIME_SESSION_IMPL_H
 
 #include "ir/ir.h"
+#include "kiln/cuda.h"
 #include "kiln/session.h"
 #include "runtime/cpu/kernel.h"
 #include "runtime/kv_cache.h"
@@ -57,6 +58,16 @@ kn_status kn_session_create_on(const kn_graph *plan, const kn_session_options *o
 /* The CUDA backend's forward of n tokens after the q->len cached ones
  * (session_cuda.c), and its teardown. */
 kn_status kn_session_cuda_forward(kn_session *s, sess_seq *q, const int64_t *ids, uint32_t n, float *logits_out);
+/* The same, then the next token sampled on the device (*token; s->last is
+ * not updated): smp->output and smp->row are set here. */
+kn_status kn_session_cuda_forward_sample(kn_session *s, sess_seq *q, const int64_t *ids, uint32_t n,
+                                         const struct kn_cuda_sample *smp, int64_t *token);
+/* Whether the CUDA session's programs carry the sampling kernels. */
+bool kn_session_cuda_can_sample(const kn_session *s);
+/* kn_session_forward; with smp (CUDA sessions only) the next token is
+ * sampled on the device into *token instead of logits coming back. */
+kn_status kn_session_forward_on(kn_session *s, uint32_t seq, const int64_t *tokens, uint32_t n, float *logits_out,
+                                const struct kn_cuda_sample *smp, int64_t *token);
 void kn_session_cuda_free(kn_session *s);
 /* s->last holds at least v floats; s->vocab set on first use. */
 kn_status kn_session_keep_logits(kn_session *s, int64_t v);

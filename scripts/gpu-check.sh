@@ -101,13 +101,27 @@ cuda_vs_cpu() { # NAME ONNX [compile options...]
         return 1
     fi
     local ids=1,15,200,42,7,99,250,3,8,77,5,6,9,11,13,17,19,23,29,31,37,41,43,47,53,59,61,67,71,73,79,83,89,97,101,103,107,109,113,127,131,137,139,149,151,157,163,167,173,179,181,191,193,197,199,211,223,227,229,233,239,241,251,2,4,10,12,14,16,18
-    local want got
+    local want got nog
     want=$(timeout 120 "$K" run "$plan" --prompt-ids $ids --max-new-tokens 16 --device cpu 2>"$OUT/dec-$name-cpu.err")
     got=$(timeout 120 "$K" run "$plan" --prompt-ids $ids --max-new-tokens 16 --device cuda 2>"$OUT/dec-$name-cuda.err")
-    if [ -n "$want" ] && [ "$want" = "$got" ]; then
-        say "  $name: 70-token prompt (2 prefill chunks) + 16 greedy tokens: cuda = cpu ($got)"
+    nog=$(timeout 120 "$K" run "$plan" --prompt-ids $ids --max-new-tokens 16 --device cuda --no-cuda-graph \
+        2>"$OUT/dec-$name-cuda-nograph.err")
+    if [ -n "$want" ] && [ "$want" = "$got" ] && [ "$got" = "$nog" ]; then
+        say "  $name: 70-token prompt (2 prefill chunks) + 16 greedy tokens: cuda (graphs on and off) = cpu ($got)"
     else
-        say "  $name: MISMATCH cuda '$got' vs cpu '$want' ($(tail -1 "$OUT/dec-$name-cuda.err"))"
+        say "  $name: MISMATCH cuda '$got' / --no-cuda-graph '$nog' vs cpu '$want' ($(tail -1 "$OUT/dec-$name-cuda.err"))"
+    fi
+    # seeded top-p sampling on the device: the draws of the CPU sampler's stream
+    local smp="--temperature 0.8 --top-p 0.9 --seed 5"
+    want=$(timeout 120 "$K" run "$plan" --prompt-ids $ids --max-new-tokens 16 --device cpu $smp 2>/dev/null)
+    got=$(timeout 120 "$K" run "$plan" --prompt-ids $ids --max-new-tokens 16 --device cuda $smp 2>/dev/null)
+    nog=$(timeout 120 "$K" run "$plan" --prompt-ids $ids --max-new-tokens 16 --device cuda --no-cuda-graph $smp \
+        2>/dev/null)
+    if [ -n "$want" ] && [ "$want" = "$got" ] && [ "$got" = "$nog" ]; then
+        say "  $name: top-p 0.9 seed 5, 16 tokens: cuda (graphs on and off) = cpu"
+    else
+        say "  $name: top-p MISMATCH cuda '$got' / --no-cuda-graph '$nog' vs cpu '$want' (logits differ in the last" \
+            "bits between devices: a draw near a boundary may fall the other way)"
     fi
 }
 for m in llama_gqa_tiny gpt2_tiny qwen2_tiny; do
@@ -126,7 +140,11 @@ for m in smollm2:models-big/smollm2-135m/model.onnx llama1b:models-big/llama1b/m
     timeout 300 "$K" compile "$onnx" --target cuda --precision fp16 --max-seq-len 512 -o "$plan" \
         >"$OUT/bench-$name-compile.log" 2>&1 || { say "  $name: compile failed"; continue; }
     timeout 90 "$K" bench "$plan" --device cuda --prompt-len 128 --gen-len 64 >"$OUT/bench-$name-cuda.txt" 2>&1
-    say "  $name fp16 cuda: exit $?, $(grep -E '^(prefill|decode)' "$OUT/bench-$name-cuda.txt" | tr '\n' ' ')"
+    say "  $name fp16 cuda: exit $?, $(grep -E '^(prefill|decode|roofline)' "$OUT/bench-$name-cuda.txt" | tr '\n' ' ')"
+    timeout 90 "$K" bench "$plan" --device cuda --prompt-len 128 --gen-len 64 --no-cuda-graph \
+        >"$OUT/bench-$name-cuda-nograph.txt" 2>&1
+    say "  $name fp16 cuda --no-cuda-graph: exit $?, $(grep -E '^(decode latency|roofline)' \
+        "$OUT/bench-$name-cuda-nograph.txt" | tr '\n' ' ')"
 done
 if [ -f "$D/llm/llama_gqa_tiny/model.onnx" ]; then
     timeout 60 "$K" bench "$OUT/dec-llama_gqa_tiny.plan" --device cuda --prompt-len 128 --gen-len 64 \

@@ -5,8 +5,13 @@
  * and cublasLtMatmul computes the matmul on the host exactly as cuBLASLt
  * documents it (column-major layouts, op(A)/op(B), strided batches, alpha,
  * beta, bias/ReLU/GELU epilogues), rejecting layouts that do not fit
- * together. test_cuda_runtime --mock loads it through LD_LIBRARY_PATH and
- * steers it with kn_mock_control. */
+ * together. Stream capture records the copies, launches and matmuls
+ * enqueued between cuStreamBeginCapture and cuStreamEndCapture instead of
+ * doing them; cuGraphLaunch of the instantiated graph does them then (the
+ * copies read the host memory as it is at the launch, as on a GPU).
+ * test_cuda_runtime --mock loads it through LD_LIBRARY_PATH and steers it
+ * with kn_mock_control (counters of captures, graph launches, device→host
+ * copies and their bytes, allocations). */
 #include <cublasLt.h>
 #include <cuda.h>
 
@@ -26,17 +31,56 @@ typedef struct block {
     size_t n;
 } block;
 
+/* One operation a capture recorded. */
+/* A matmul's arguments as a capture keeps them (the descriptors and
+ * scalars by pointer: they outlive the graph in the executor). */
+struct mm_args {
+    cublasLtMatmulDesc_t op;
+    const void *alpha, *A, *B, *beta, *C;
+    void *D, *ws;
+    cublasLtMatrixLayout_t Ad, Bd, Cd, Dd;
+    size_t ws_size;
+};
+
+typedef struct rec_op {
+    int kind; /* 0 HtoD, 1 DtoH, 2 DtoD, 3 launch, 4 matmul */
+    uintptr_t dst, src;
+    size_t n;
+    struct mm_args *mm;
+} rec_op;
+
+static int no_graphs;
+
 static struct {
     block blocks[4096];
     int n_blocks;
     long launches, bad_access, gemms;
+    long captures, graph_launches, dtoh, dtoh_bytes, allocs;
+    bool capturing;           /* between cuStreamBeginCapture and cuStreamEndCapture */
+    struct rec_op *rec;           /* what the capture recorded */
+    int n_rec, cap_rec;
     int sm;           /* major*10 + minor reported */
     int fail_alloc;   /* cuMemAlloc calls until one fails (0: never) */
     int fail_launch;  /* cuLaunchKernel calls until one fails */
     int fail_sync;    /* cuStreamSynchronize calls until one fails */
 } M = {.sm = 90};
 
-enum { MOCK_SM = 1, MOCK_FAIL_ALLOC, MOCK_FAIL_LAUNCH, MOCK_FAIL_SYNC, MOCK_LAUNCHES, MOCK_BAD, MOCK_LIVE, MOCK_GEMMS };
+enum {
+    MOCK_SM = 1,
+    MOCK_FAIL_ALLOC,
+    MOCK_FAIL_LAUNCH,
+    MOCK_FAIL_SYNC,
+    MOCK_LAUNCHES,
+    MOCK_BAD,
+    MOCK_LIVE,
+    MOCK_GEMMS,
+    MOCK_CAPTURES,       /* cuStreamEndCapture calls that made a graph */
+    MOCK_GRAPH_LAUNCHES, /* cuGraphLaunch calls */
+    MOCK_DTOH,           /* device→host copies done (directly or by a graph) */
+    MOCK_DTOH_BYTES,     /* and their bytes */
+    MOCK_ALLOCS,         /* cuMemAlloc + cuMemHostAlloc calls */
+    MOCK_NO_GRAPHS       /* 1: cuStreamBeginCapture fails with CUDA_ERROR_NOT_SUPPORTED */
+};
 
 /* Sets (value >= 0) and returns a setting or counter. */
 EXPORT long kn_mock_control(int what, long value)
@@ -50,9 +94,17 @@ EXPORT long kn_mock_control(int what, long value)
     case MOCK_BAD: return value >= 0 ? (M.bad_access = value) : M.bad_access;
     case MOCK_LIVE: return M.n_blocks;
     case MOCK_GEMMS: return value >= 0 ? (M.gemms = value) : M.gemms;
+    case MOCK_CAPTURES: return value >= 0 ? (M.captures = value) : M.captures;
+    case MOCK_GRAPH_LAUNCHES: return value >= 0 ? (M.graph_launches = value) : M.graph_launches;
+    case MOCK_DTOH: return value >= 0 ? (M.dtoh = value) : M.dtoh;
+    case MOCK_DTOH_BYTES: return value >= 0 ? (M.dtoh_bytes = value) : M.dtoh_bytes;
+    case MOCK_ALLOCS: return value >= 0 ? (M.allocs = value) : M.allocs;
+    case MOCK_NO_GRAPHS: return value >= 0 ? (no_graphs = (int)value) : no_graphs;
     default: return -1;
     }
 }
+
+static bool record(rec_op o);
 
 static bool countdown(int *n)
 {
@@ -176,6 +228,8 @@ EXPORT CUresult cuStreamDestroy_v2(CUstream s)
 EXPORT CUresult cuStreamSynchronize(CUstream s)
 {
     (void)s;
+    if (M.capturing)
+        return CUDA_ERROR_STREAM_CAPTURE_UNSUPPORTED;
     return countdown(&M.fail_sync) ? CUDA_ERROR_ILLEGAL_ADDRESS : CUDA_SUCCESS;
 }
 
@@ -213,7 +267,9 @@ EXPORT CUresult cuLaunchKernel(CUfunction f, unsigned gx, unsigned gy, unsigned 
     (void)params;
     if (countdown(&M.fail_launch))
         return CUDA_ERROR_LAUNCH_FAILED;
-    M.launches++;
+    M.launches++; /* calls of cuLaunchKernel, captured or not */
+    if (M.capturing && !record((rec_op){3, 0, 0, 0, NULL}))
+        return CUDA_ERROR_OUT_OF_MEMORY;
     return CUDA_SUCCESS;
 }
 
@@ -221,6 +277,9 @@ EXPORT CUresult cuMemAlloc_v2(CUdeviceptr *p, size_t n)
 {
     if (n == 0)
         return CUDA_ERROR_INVALID_VALUE;
+    if (M.capturing)
+        return CUDA_ERROR_STREAM_CAPTURE_UNSUPPORTED;
+    M.allocs++;
     if (countdown(&M.fail_alloc))
         return CUDA_ERROR_OUT_OF_MEMORY;
     void *m = track(n);
@@ -233,13 +292,44 @@ EXPORT CUresult cuMemAlloc_v2(CUdeviceptr *p, size_t n)
 
 EXPORT CUresult cuMemFree_v2(CUdeviceptr p) { return untrack((uintptr_t)p) ? CUDA_SUCCESS : CUDA_ERROR_INVALID_VALUE; }
 
+/* Appends an operation to the capture; false when out of memory. */
+static bool record(rec_op o)
+{
+    if (M.n_rec == M.cap_rec) {
+        int cap = M.cap_rec ? 2 * M.cap_rec : 64;
+        rec_op *r = realloc(M.rec, (size_t)cap * sizeof *r);
+        if (!r)
+            return false;
+        M.rec = r;
+        M.cap_rec = cap;
+    }
+    M.rec[M.n_rec++] = o;
+    return true;
+}
+
+static void do_copy(int kind, uintptr_t dst, uintptr_t src, size_t n)
+{
+    memmove((void *)dst, (const void *)src, n);
+    if (kind == 1) {
+        M.dtoh++;
+        M.dtoh_bytes += (long)n;
+    }
+}
+
+static CUresult copy(int kind, uintptr_t dst, uintptr_t src, size_t n)
+{
+    if (M.capturing)
+        return record((rec_op){kind, dst, src, n, NULL}) ? CUDA_SUCCESS : CUDA_ERROR_OUT_OF_MEMORY;
+    do_copy(kind, dst, src, n);
+    return CUDA_SUCCESS;
+}
+
 EXPORT CUresult cuMemcpyHtoDAsync_v2(CUdeviceptr d, const void *h, size_t n, CUstream s)
 {
     (void)s;
     if (!inside((uintptr_t)d, n))
         return CUDA_ERROR_INVALID_VALUE;
-    memcpy((void *)(uintptr_t)d, h, n);
-    return CUDA_SUCCESS;
+    return copy(0, (uintptr_t)d, (uintptr_t)h, n);
 }
 
 EXPORT CUresult cuMemcpyDtoHAsync_v2(void *h, CUdeviceptr d, size_t n, CUstream s)
@@ -247,8 +337,7 @@ EXPORT CUresult cuMemcpyDtoHAsync_v2(void *h, CUdeviceptr d, size_t n, CUstream 
     (void)s;
     if (!inside((uintptr_t)d, n))
         return CUDA_ERROR_INVALID_VALUE;
-    memcpy(h, (const void *)(uintptr_t)d, n);
-    return CUDA_SUCCESS;
+    return copy(1, (uintptr_t)h, (uintptr_t)d, n);
 }
 
 EXPORT CUresult cuMemcpyDtoDAsync_v2(CUdeviceptr d, CUdeviceptr src, size_t n, CUstream s)
@@ -256,8 +345,7 @@ EXPORT CUresult cuMemcpyDtoDAsync_v2(CUdeviceptr d, CUdeviceptr src, size_t n, C
     (void)s;
     if (!inside((uintptr_t)d, n) || !inside((uintptr_t)src, n))
         return CUDA_ERROR_INVALID_VALUE;
-    memmove((void *)(uintptr_t)d, (const void *)(uintptr_t)src, n);
-    return CUDA_SUCCESS;
+    return copy(2, (uintptr_t)d, (uintptr_t)src, n);
 }
 
 EXPORT CUresult cuMemHostAlloc(void **p, size_t n, unsigned int flags)
@@ -265,6 +353,9 @@ EXPORT CUresult cuMemHostAlloc(void **p, size_t n, unsigned int flags)
     (void)flags;
     if (n == 0)
         return CUDA_ERROR_INVALID_VALUE;
+    if (M.capturing)
+        return CUDA_ERROR_STREAM_CAPTURE_UNSUPPORTED;
+    M.allocs++;
     *p = track(n);
     return *p ? CUDA_SUCCESS : CUDA_ERROR_OUT_OF_MEMORY;
 }
@@ -308,6 +399,115 @@ EXPORT CUresult cuEventElapsedTime_v2(float *ms, CUevent a, CUevent b)
 EXPORT CUresult cuEventDestroy_v2(CUevent e)
 {
     return untrack((uintptr_t)e) ? CUDA_SUCCESS : CUDA_ERROR_INVALID_HANDLE;
+}
+
+/* ---- CUDA graphs: stream capture records, a graph launch replays ---- */
+
+typedef struct mgraph {
+    rec_op *ops;
+    int n;
+} mgraph;
+
+static int exec_matmul(const struct mm_args *a);
+
+EXPORT CUresult cuStreamBeginCapture_v2(CUstream s, CUstreamCaptureMode mode)
+{
+    (void)mode;
+    if (!inside((uintptr_t)s, 8) || M.capturing)
+        return CUDA_ERROR_INVALID_VALUE;
+    if (no_graphs)
+        return CUDA_ERROR_NOT_SUPPORTED;
+    M.capturing = true;
+    M.n_rec = 0;
+    return CUDA_SUCCESS;
+}
+
+static void free_ops(rec_op *ops, int n)
+{
+    for (int i = 0; i < n; i++)
+        free(ops[i].mm);
+    free(ops);
+}
+
+EXPORT CUresult cuStreamEndCapture(CUstream s, CUgraph *g)
+{
+    (void)s;
+    if (!M.capturing)
+        return CUDA_ERROR_INVALID_VALUE;
+    M.capturing = false;
+    mgraph *m = track(sizeof *m);
+    if (!m)
+        return CUDA_ERROR_OUT_OF_MEMORY;
+    m->ops = M.rec;
+    m->n = M.n_rec;
+    M.rec = NULL;
+    M.n_rec = M.cap_rec = 0;
+    M.captures++;
+    *g = (CUgraph)m;
+    return CUDA_SUCCESS;
+}
+
+EXPORT CUresult cuGraphDestroy(CUgraph g)
+{
+    mgraph *m = (mgraph *)g;
+    if (!inside((uintptr_t)m, sizeof *m))
+        return CUDA_ERROR_INVALID_VALUE;
+    free_ops(m->ops, m->n);
+    untrack((uintptr_t)m);
+    return CUDA_SUCCESS;
+}
+
+/* The executable graph: a copy of the operations (the graph may be
+ * destroyed before it). */
+EXPORT CUresult cuGraphInstantiateWithFlags(CUgraphExec *e, CUgraph g, unsigned long long flags)
+{
+    mgraph *m = (mgraph *)g;
+    if (flags || !inside((uintptr_t)m, sizeof *m))
+        return CUDA_ERROR_INVALID_VALUE;
+    mgraph *x = track(sizeof *x);
+    if (!x)
+        return CUDA_ERROR_OUT_OF_MEMORY;
+    x->n = m->n;
+    x->ops = malloc(((size_t)m->n + 1) * sizeof *x->ops);
+    if (!x->ops)
+        return CUDA_ERROR_OUT_OF_MEMORY;
+    for (int i = 0; i < m->n; i++) {
+        x->ops[i] = m->ops[i];
+        if (m->ops[i].mm) {
+            x->ops[i].mm = malloc(sizeof *m->ops[i].mm);
+            if (!x->ops[i].mm)
+                return CUDA_ERROR_OUT_OF_MEMORY;
+            memcpy(x->ops[i].mm, m->ops[i].mm, sizeof *m->ops[i].mm);
+        }
+    }
+    *e = (CUgraphExec)x;
+    return CUDA_SUCCESS;
+}
+
+EXPORT CUresult cuGraphExecDestroy(CUgraphExec e)
+{
+    mgraph *x = (mgraph *)e;
+    if (!inside((uintptr_t)x, sizeof *x))
+        return CUDA_ERROR_INVALID_VALUE;
+    free_ops(x->ops, x->n);
+    untrack((uintptr_t)x);
+    return CUDA_SUCCESS;
+}
+
+EXPORT CUresult cuGraphLaunch(CUgraphExec e, CUstream s)
+{
+    mgraph *x = (mgraph *)e;
+    if (!inside((uintptr_t)x, sizeof *x) || !inside((uintptr_t)s, 8) || M.capturing)
+        return CUDA_ERROR_INVALID_VALUE;
+    M.graph_launches++;
+    for (int i = 0; i < x->n; i++) {
+        const rec_op *o = &x->ops[i];
+        if (o->kind <= 2)
+            do_copy(o->kind, o->dst, o->src, o->n);
+        else if (o->kind == 4 && exec_matmul(o->mm) != 0)
+            return CUDA_ERROR_LAUNCH_FAILED;
+    }
+    return CUDA_SUCCESS;
 }
 
 /* ---- cuBLASLt ---- */
@@ -569,6 +769,17 @@ static uint64_t span(const mlayout *l)
     return (uint64_t)(l->batch - 1) * (uint64_t)l->stride + (l->cols - 1) * (uint64_t)l->ld + l->rows;
 }
 
+static cublasStatus_t matmul_now(cublasLtMatmulDesc_t op, const void *alpha, const void *A, cublasLtMatrixLayout_t Ad,
+                                 const void *B, cublasLtMatrixLayout_t Bd, const void *beta, const void *C,
+                                 cublasLtMatrixLayout_t Cd, void *D, cublasLtMatrixLayout_t Dd, void *ws,
+                                 size_t ws_size);
+
+static int exec_matmul(const struct mm_args *a)
+{
+    return matmul_now(a->op, a->alpha, a->A, a->Ad, a->B, a->Bd, a->beta, a->C, a->Cd, a->D, a->Dd, a->ws,
+                      a->ws_size) != CUBLAS_STATUS_SUCCESS;
+}
+
 EXPORT cublasStatus_t cublasLtMatmul(cublasLtHandle_t h, cublasLtMatmulDesc_t op, const void *alpha, const void *A,
                                      cublasLtMatrixLayout_t Ad, const void *B, cublasLtMatrixLayout_t Bd,
                                      const void *beta, const void *C, cublasLtMatrixLayout_t Cd, void *D,
@@ -576,6 +787,25 @@ EXPORT cublasStatus_t cublasLtMatmul(cublasLtHandle_t h, cublasLtMatmulDesc_t op
                                      size_t ws_size, cudaStream_t s)
 {
     (void)h, (void)algo, (void)s;
+    if (M.capturing) {
+        struct mm_args *a = malloc(sizeof *a);
+        if (!a)
+            return CUBLAS_STATUS_ALLOC_FAILED;
+        *a = (struct mm_args){op, alpha, A, B, beta, C, D, ws, Ad, Bd, Cd, Dd, ws_size};
+        if (!record((rec_op){4, 0, 0, 0, a})) {
+            free(a);
+            return CUBLAS_STATUS_ALLOC_FAILED;
+        }
+        return CUBLAS_STATUS_SUCCESS;
+    }
+    return matmul_now(op, alpha, A, Ad, B, Bd, beta, C, Cd, D, Dd, ws, ws_size);
+}
+
+static cublasStatus_t matmul_now(cublasLtMatmulDesc_t op, const void *alpha, const void *A, cublasLtMatrixLayout_t Ad,
+                                 const void *B, cublasLtMatrixLayout_t Bd, const void *beta, const void *C,
+                                 cublasLtMatrixLayout_t Cd, void *D, cublasLtMatrixLayout_t Dd, void *ws,
+                                 size_t ws_size)
+{
     const mdesc *m = (const mdesc *)op;
     const mlayout *a = (mlayout *)Ad, *b = (mlayout *)Bd, *c = (mlayout *)Cd, *d = (mlayout *)Dd;
     uint64_t Mm, Nn, Kk;

@@ -9,12 +9,24 @@
  *     the last padded, as the CUDA session runs it; then greedy decode
  *     steps) against a CPU session on the plan itself (its [1, 1] graph,
  *     one token per run) and one on the target-cpu -O2 graph: the same
- *     greedy tokens, last-token logits within 1e-4;
+ *     greedy tokens, last-token logits within 1e-4; at every step the
+ *     plan's sampling kernels under the emulator on the emulated logits
+ *     (greedy, seeded temperature + top-p, top-k) pick what
+ *     runtime/sampler.c picks on the CPU session's, the draws from a
+ *     sampler of the same seed;
  *   - --mock (test_cuda_decoder_plan_mock): kn_session_create_device
  *     with KN_DEVICE_CUDA and AUTO on the plan against the host mock of
  *     the driver (the prefill program opened from the plan, chunks and
  *     launches, no leak, the decode session on the prefill one's pools and
- *     weights); without a driver, CUDA is refused naming why
+ *     weights); kn_session_generate sampling on the device: 4 bytes come
+ *     back per token, the first decode step captured as a CUDA graph and
+ *     the others replayed with one cuGraphLaunch and no kernel launch, no
+ *     device or pinned allocation per token; --no-cuda-graph, and a
+ *     driver refusing capture, launch kernel by kernel; a repetition
+ *     penalty takes the logits back to the host sampler;
+ *     kn_cuda_session_run_kv_sample itself (graph captures and launches,
+ *     a new capture for new parameters, a bad row, no copy back without a
+ *     sample, timing of a replay); without a driver, CUDA is refused naming why
  *     and AUTO falls back to the CPU;
  *   - corrupted prefill sections (random bytes, checksum fixed) are refused
  *     by kn_plan_load_cuda_prefill or harmless, never a crash; a slot's
@@ -27,12 +39,14 @@
 
 #include "cli.h"
 #include "codegen/cuda/lower.h"
+#include "codegen/cuda/sample_kernels.h"
 #include "codegen/plan_write.h"
 #include "cuda_paged_util.h"
 #include "emu_host.h"
 #include "emu_program.h"
 #include "kiln/cuda.h"
 #include "kiln/runtime.h"
+#include "kiln/sampler.h"
 #include "kiln/session.h"
 #include "model_builder.h"
 #include "passes/passes.h"
@@ -95,6 +109,8 @@ static void build(mb *b, const char *name, built *o)
         kn_cuda_lower_stats st;
         assert_int_equal(kn_cuda_lower(o->pre, sh, o->pre->n_inputs, NULL, d, &o->pprog, &st), KN_OK);
         assert_int_equal(kn_cuda_lower(o->dec, sd, o->dec->n_inputs, NULL, d, &o->dprog, &st), KN_OK);
+        assert_int_equal(kn_cu_program_add_sampling(&o->pprog, o->pre, KN_F32, d), KN_OK);
+        assert_int_equal(kn_cu_program_add_sampling(&o->dprog, o->dec, KN_F32, d), KN_OK);
         kn_cu_program *ps[2] = {&o->pprog, &o->dprog};
         for (int i = 0; i < 2; i++)
             for (uint32_t k = 0; k < ps[i]->n_kernels; k++) {
@@ -216,6 +232,31 @@ static int64_t argmax(const float *v, int64_t n)
     return best;
 }
 
+/* The program's sampling kernel (greedy: kn_sample_argmax, else
+ * kn_sample) under the emulator on one row of logits with draw u. */
+static int32_t emu_sample(const kn_cu_program *prog, const kn_sampling *sp, const float *logits, int64_t vocab,
+                          double u)
+{
+    bool greedy = sp->temperature <= 0.0f || sp->top_k == 1;
+    const kn_cu_kernel *k = NULL;
+    for (uint32_t i = 0; i < prog->n_kernels; i++)
+        if (strcmp(prog->kernels[i].entry, greedy ? KN_SAMPLE_ARGMAX_ENTRY : KN_SAMPLE_ENTRY) == 0)
+            k = &prog->kernels[i];
+    assert_non_null(k);
+    char err[4096];
+    kn_emu_launch_fn f = kn_emu_build(k->source, k->entry, k->hash, err, sizeof err);
+    if (!f)
+        fail_msg("host build of %s: %.2000s", k->entry, err);
+    kn_sample_params p = {1, vocab, vocab, sp->temperature, sp->top_p, sp->top_k, 0};
+    int32_t out = -1, *po = &out;
+    const float *x = logits;
+    double uu = u, *pu = &uu;
+    void *gargs[3] = {&x, &po, &p}, *sargs[4] = {&x, &pu, &po, &p};
+    unsigned grid[3] = {1, 1, 1}, block[3] = {KN_SAMPLE_THREADS, 1, 1};
+    f(grid, block, greedy ? gargs : sargs);
+    return out;
+}
+
 /* A 10-token prompt (chunks of 4, 4 and 2 padded to 4) and 3 greedy
  * decode steps: the two lowered programs under the emulator, on the graph
  * the plan keeps (the prefill program on the decode lowering's graph, as
@@ -257,6 +298,21 @@ static void emulated_steps(void **state)
         assert_true(table && want && mid);
         int64_t tokens[10] = {1, 15, 200, 42, 7, 99, 250, 3, 8, 77}; /* under every vocabulary (gpt2_tiny: 256) */
         double worst = 0;
+        /* sampling modes: per mode a CPU sampler (kn_sampler_pick) and one of
+         * the same seed giving the device's draws, kept over the steps */
+        kn_sampling modes[3];
+        kn_sampler *cpu_s[3], *dev_s[3];
+        for (int k = 0; k < 3; k++) {
+            kn_sampling_defaults(&modes[k]);
+            modes[k].seed = 1234 + (uint64_t)k;
+        }
+        modes[1].temperature = 1.0f, modes[1].top_p = 0.9f;
+        modes[2].temperature = 0.7f, modes[2].top_k = 20;
+        for (int k = 0; k < 3; k++) {
+            assert_int_equal(kn_sampler_create(&modes[k], (uint32_t)info.vocab, NULL, d, &cpu_s[k]), KN_OK);
+            assert_int_equal(kn_sampler_create(&modes[k], (uint32_t)info.vocab, NULL, d, &dev_s[k]), KN_OK);
+        }
+        int sampled_same = 0;
         int64_t got_tok = 0;
         for (int step = 0; step < 4; step++) {
             uint32_t n = step ? 1 : 10;
@@ -303,6 +359,16 @@ static void emulated_steps(void **state)
                 fail_msg("%s step %d: logits differ by %.3g", models[m], step, worst);
             got_tok = argmax(last, info.vocab);
             assert_int_equal(got_tok, argmax(want, info.vocab));
+            for (int k = 0; k < 3; k++) {
+                const kn_cu_program *prog = n == 1 ? &o.dprog : &o.pprog;
+                int64_t cpu_tok = kn_sampler_pick(cpu_s[k], want, NULL, 0);
+                double u = modes[k].temperature > 0.0f ? kn_sampler_uniform(dev_s[k]) : 0.0;
+                int32_t dev_tok = emu_sample(prog, &modes[k], last, info.vocab, u);
+                if (dev_tok != cpu_tok)
+                    fail_msg("%s step %d, sampling mode %d: the plan's kernel picks %d, the CPU sampler %lld", models[m],
+                             step, k, dev_tok, (long long)cpu_tok);
+                sampled_same++;
+            }
             assert_int_equal(argmax(mid, info.vocab), argmax(want, info.vocab));
             kn_rt_tensor_free(NULL, out[0]);
             tokens[0] = got_tok;
@@ -310,6 +376,13 @@ static void emulated_steps(void **state)
         print_message("%s: prompt 10 (chunks of %d) + 3 greedy steps emulated, the plan on the CPU one token per "
                       "run: logits within %.3g of the target-cpu graph, the same tokens\n",
                       models[m], P_CHUNK, worst);
+        print_message("%s: the plan's sampling kernels under the emulator picked the CPU sampler's ids %d times "
+                      "(greedy, t1 top-p 0.9, t0.7 top-k 20; seeded)\n",
+                      models[m], sampled_same);
+        for (int k = 0; k < 3; k++) {
+            kn_sampler_destroy(cpu_s[k]);
+            kn_sampler_destroy(dev_s[k]);
+        }
         free(table), free(want), free(mid);
         kn_kv_destroy(c);
         kn_session_destroy(ps);
@@ -538,6 +611,189 @@ static void mock_device_session(void **state)
     mb_free(b);
 }
 
+/* One kn_session_generate of 5 tokens from a 10-token prompt on the mock:
+ * the counters' changes. */
+typedef struct gen_counts {
+    long launches, captures, graph_launches, dtoh, dtoh_bytes, allocs;
+} gen_counts;
+
+static gen_counts mock_generate_once(mock_ctl_fn ctl, kn_session *s, const kn_sampling *sp, int64_t *tok)
+{
+    int whats[6] = {MOCK_LAUNCHES, MOCK_CAPTURES, MOCK_GRAPH_LAUNCHES, MOCK_DTOH, MOCK_DTOH_BYTES, MOCK_ALLOCS};
+    for (int i = 0; i < 6; i++)
+        ctl(whats[i], 0);
+    int64_t prompt[10] = {1, 15, 200, 42, 7, 99, 250, 3, 8, 77};
+    const int64_t *prompts[1] = {prompt};
+    uint32_t lens[1] = {10};
+    kn_generate_options go;
+    kn_generate_options_defaults(&go);
+    go.max_new_tokens = 5;
+    go.sampling = *sp;
+    kn_generate_result r;
+    assert_int_equal(kn_session_generate(s, prompts, lens, 1, &go, &r), KN_OK);
+    assert_int_equal(r.n_tokens, 5);
+    for (uint32_t i = 0; i < r.n_tokens; i++)
+        tok[i] = r.tokens[i];
+    kn_generate_results_free(s, &r, 1);
+    return (gen_counts){ctl(MOCK_LAUNCHES, -1),       ctl(MOCK_CAPTURES, -1), ctl(MOCK_GRAPH_LAUNCHES, -1),
+                        ctl(MOCK_DTOH, -1),           ctl(MOCK_DTOH_BYTES, -1), ctl(MOCK_ALLOCS, -1)};
+}
+
+/* Generation sampling on the device against the mock (which runs no
+ * kernel: the token buffer keeps the zeros it was made with, so every
+ * sampled id is 0): what is launched and copied back per token, with
+ * CUDA graphs, without, and with a driver refusing capture. */
+static void mock_generate(void **state)
+{
+    (void)state;
+    mock_ctl_fn ctl = mock_ctl();
+    mb *b = mb_new();
+    built o;
+    build(b, "llama_gqa_tiny", &o);
+    kn_diag *d = kn_diag_create(NULL, stderr);
+    kn_graph *g, *pg;
+    assert_int_equal(kn_plan_load(o.path, NULL, d, &g), KN_OK);
+    assert_int_equal(kn_plan_load_cuda_prefill(g, NULL, d, &pg), KN_OK);
+    long per[2] = {launches(pg), launches(g)};
+    kn_graph_destroy(pg);
+    kn_session *s;
+    assert_int_equal(kn_session_create_device(g, KN_DEVICE_CUDA, NULL, NULL, d, &s), KN_OK); /* cuBLASLt's handle */
+    kn_session_destroy(s);
+    long live = ctl(MOCK_LIVE, -1);
+    kn_sampling greedy, top_p, penalty;
+    kn_sampling_defaults(&greedy);
+    top_p = greedy;
+    top_p.temperature = 0.8f, top_p.top_p = 0.9f, top_p.seed = 7;
+    penalty = greedy;
+    penalty.repetition_penalty = 1.3f;
+    /* prefill: 3 chunks of 4 (the last samples: 1 launch, 4 bytes back);
+     * decode: 4 steps of the decode program and its sampling launch */
+    long prefill = 3 * per[0] + 1, step = per[1] + 1;
+    for (int mode = 0; mode < 3; mode++) { /* graphs, --no-cuda-graph, capture refused */
+        kn_session_options so;
+        kn_session_options_defaults(&so);
+        so.no_cuda_graph = mode == 1;
+        ctl(MOCK_NO_GRAPHS, mode == 2);
+        assert_int_equal(kn_session_create_device(g, KN_DEVICE_CUDA, &so, NULL, d, &s), KN_OK);
+        for (int smp = 0; smp < 2; smp++) {
+            int64_t tok[5];
+            gen_counts c = mock_generate_once(ctl, s, smp ? &top_p : &greedy, tok);
+            for (int i = 0; i < 5; i++)
+                assert_int_equal(tok[i], 0);
+            assert_int_equal(c.dtoh, 5); /* one int32 per token */
+            assert_int_equal(c.dtoh_bytes, 5 * 4);
+            assert_int_equal(c.allocs, 0);
+            if (mode == 0) { /* the first decode step captured (again for new parameters), then replayed */
+                assert_int_equal(c.captures, 1);
+                assert_int_equal(c.graph_launches, 4);
+                assert_int_equal(c.launches, prefill + step);
+            } else {
+                assert_int_equal(c.captures, 0);
+                assert_int_equal(c.graph_launches, 0);
+                assert_int_equal(c.launches, prefill + 4 * step);
+            }
+        }
+        /* a repetition penalty: the logits come back to the host sampler */
+        int64_t tok[5];
+        gen_counts c = mock_generate_once(ctl, s, &penalty, tok);
+        assert_int_equal(c.graph_launches, 0);
+        assert_int_equal(c.launches, 3 * per[0] + 4 * per[1]);
+        kn_session_info info;
+        kn_session_get_info(s, &info);
+        assert_true(c.dtoh_bytes >= (3 * 4 + 4) * 4 * (long)info.vocab); /* every chunk's logits */
+        kn_session_destroy(s);
+    }
+    ctl(MOCK_NO_GRAPHS, 0);
+    assert_int_equal(ctl(MOCK_LIVE, -1), live);
+    assert_int_equal(ctl(MOCK_BAD, -1), 0);
+    kn_graph_destroy(g);
+    built_free(&o);
+    kn_diag_destroy(d);
+    mb_free(b);
+}
+
+/* kn_cuda_session_run_kv_sample on the decode program against the mock:
+ * the graph's captures and launches as the session counts them, a new
+ * capture for new parameters, a bad row refused, no copy back without a
+ * sample, the whole step's time with timing, and no graph with no_graph. */
+static void mock_run_sample(void **state)
+{
+    (void)state;
+    mock_ctl_fn ctl = mock_ctl();
+    mb *b = mb_new();
+    built o;
+    build(b, "llama_gqa_tiny", &o);
+    kn_diag *d = kn_diag_create(NULL, stderr);
+    kn_graph *g, *pg;
+    assert_int_equal(kn_plan_load(o.path, NULL, d, &g), KN_OK);
+    assert_int_equal(kn_plan_load_cuda_prefill(g, NULL, d, &pg), KN_OK);
+    kn_cuda_session *pre;
+    assert_int_equal(kn_cuda_session_create(pg, NULL, 0, NULL, NULL, d, &pre), KN_OK);
+    assert_true(kn_cuda_session_can_sample(pre));
+    kn_cuda_kv_info kvi;
+    assert_int_equal(kn_cuda_session_kv_info(pre, &kvi), KN_OK);
+    int32_t *table = calloc(kvi.max_blocks, sizeof *table), past = 0;
+    assert_non_null(table);
+    kn_cuda_kv_binding kv = {table, &past, 1, kvi.max_blocks};
+    kn_rt_tensor *in[2] = {0};
+    int64_t d2[2] = {1, 1};
+    for (uint32_t i = 0; i < g->n_inputs; i++)
+        assert_int_equal(kn_rt_tensor_new(NULL, KN_I64, 2, d2, &in[i]), KN_OK);
+    for (int no_graph = 0; no_graph < 2; no_graph++) {
+        kn_cuda_options co;
+        memset(&co, 0, sizeof co);
+        co.kv_shared = pre;
+        co.no_graph = no_graph;
+        co.timing = true;
+        kn_cuda_session *dec;
+        assert_int_equal(kn_cuda_session_create(g, NULL, 0, &co, NULL, d, &dec), KN_OK);
+        kn_cuda_sample smp = {0.0f, 0, 1.0f, 0.0, 0, 0};
+        int32_t tok = -1;
+        uint64_t caps, launches;
+        for (int step = 0; step < 3; step++) {
+            past = step;
+            assert_int_equal(kn_cuda_session_run_kv_sample(dec, (const kn_rt_tensor *const *)in, g->n_inputs, &kv, &smp,
+                                                           &tok, d),
+                             KN_OK);
+            assert_int_equal(tok, 0); /* the mock runs no kernel: the zeroed buffer */
+        }
+        assert_int_equal(kn_cuda_session_graph_stats(dec, &caps, &launches), !no_graph);
+        assert_int_equal(caps, no_graph ? 0 : 1);
+        assert_int_equal(launches, no_graph ? 0 : 3);
+        kn_cuda_timing tm;
+        assert_int_equal(kn_cuda_session_timing(dec, &tm), KN_OK);
+        assert_true(tm.compute_ms > 0);
+        if (!no_graph)
+            assert_true(tm.upload_ms == 0 && tm.download_ms == 0); /* a replay: its whole time */
+        smp.temperature = 0.7f, smp.top_p = 0.9f, smp.u = 0.25;
+        assert_int_equal(kn_cuda_session_run_kv_sample(dec, (const kn_rt_tensor *const *)in, g->n_inputs, &kv, &smp,
+                                                       &tok, d),
+                         KN_OK);
+        kn_cuda_session_graph_stats(dec, &caps, &launches);
+        assert_int_equal(caps, no_graph ? 0 : 2);
+        smp.row = 1; /* the decode program's logits have one row */
+        assert_int_equal(kn_cuda_session_run_kv_sample(dec, (const kn_rt_tensor *const *)in, g->n_inputs, &kv, &smp,
+                                                       &tok, d),
+                         KN_ERR_INVALID);
+        ctl(MOCK_DTOH, 0);
+        assert_int_equal(
+            kn_cuda_session_run_kv_sample(dec, (const kn_rt_tensor *const *)in, g->n_inputs, &kv, NULL, NULL, d),
+            KN_OK);
+        assert_int_equal(ctl(MOCK_DTOH, -1), 0);
+        kn_cuda_session_destroy(dec);
+    }
+    for (int i = 0; i < 2; i++)
+        kn_rt_tensor_free(NULL, in[i]);
+    free(table);
+    kn_cuda_session_destroy(pre);
+    kn_graph_destroy(pg);
+    kn_graph_destroy(g);
+    assert_int_equal(ctl(MOCK_BAD, -1), 0);
+    built_free(&o);
+    kn_diag_destroy(d);
+    mb_free(b);
+}
+
 int main(int argc, char **argv)
 {
     const struct CMUnitTest tests[] = {
@@ -548,6 +804,8 @@ int main(int argc, char **argv)
     };
     const struct CMUnitTest mock_tests[] = {
         cmocka_unit_test(mock_device_session),
+        cmocka_unit_test(mock_generate),
+        cmocka_unit_test(mock_run_sample),
     };
     if (argc > 1 && strcmp(argv[1], "--mock") == 0)
         return cmocka_run_group_tests_name("cuda_decoder_plan_mock", mock_tests, NULL, NULL);

@@ -6,9 +6,14 @@
  * token, per-token decode latency p50/p99, and the bytes a decode step
  * reads (weights + KV cache at the mean context) with the bandwidth that
  * implies. --device cuda runs the CUDA session of a target-cuda decoder
- * plan (its prefill and decode programs; kn_session_create_device). */
+ * plan (its prefill and decode programs; kn_session_create_device): the
+ * argmax on the device (4 bytes back per token), each decode step a CUDA
+ * graph replay (--no-cuda-graph: kernel by kernel), and the fraction of
+ * the HBM roofline: bytes per step / step time / the device's copy
+ * bandwidth measured in the same run (kn_cuda_copy_bandwidth). */
 #include "cli.h"
 #include "ir/ir.h"
+#include "kiln/cuda.h"
 #include "kiln/runtime.h"
 #include "kiln/session.h"
 
@@ -34,13 +39,16 @@ static const char usage[] =
     "                      cuda on a decoder when a GPU is there, else the CPU),\n"
     "                      cpu or cuda\n"
     "  --warmup N          untimed warm-up decode steps on a scratch sequence (default 2)\n"
+    "  --no-cuda-graph     --device cuda: launch each decode step kernel by kernel\n"
+    "                      instead of replaying it as a CUDA graph\n"
     "  --seed N            seed for the prompt tokens (default 0)\n"
     "  --json              print the results as JSON\n"
     "\n"
     "Reports prefill tokens/s, decode tokens/s, time to first token (prefill +\n"
     "argmax of one sequence), per-token decode latency p50/p99, and the bytes a\n"
     "decode step reads (weights + KV cache at the mean context) and the\n"
-    "bandwidth that implies.\n";
+    "bandwidth that implies; on CUDA also the device's copy bandwidth measured\n"
+    "in the same run and the fraction of it a decode step reaches (roofline).\n";
 
 static double now_s(void)
 {
@@ -86,15 +94,6 @@ bool kn_bench_is_llm(int argc, char **argv)
     return false;
 }
 
-static int64_t argmax(const float *v, uint32_t n)
-{
-    uint32_t best = 0;
-    for (uint32_t i = 1; i < n; i++)
-        if (v[i] > v[best])
-            best = i;
-    return best;
-}
-
 /* Bytes of the plan's constants (the weights a decode step reads). */
 static uint64_t weight_bytes(const kn_graph *g)
 {
@@ -109,7 +108,7 @@ int kn_bench_llm(int argc, char **argv)
 {
     const char *plan = NULL, *device = "auto";
     unsigned long long P = 128, G = 128, B = 1, warm = 2, seed = 0;
-    bool json = false;
+    bool json = false, no_graph = false;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         bool has = i + 1 < argc;
@@ -135,6 +134,8 @@ int kn_bench_llm(int argc, char **argv)
             device = argv[++i];
         } else if (strcmp(a, "--json") == 0) {
             json = true;
+        } else if (strcmp(a, "--no-cuda-graph") == 0) {
+            no_graph = true;
         } else if (a[0] != '-' && !plan) {
             plan = a;
         } else {
@@ -160,13 +161,13 @@ int kn_bench_llm(int argc, char **argv)
     uint32_t *seqs = calloc(B, sizeof *seqs);
     int64_t *ids = malloc((size_t)P * sizeof *ids), *next = calloc(B, sizeof *next);
     double *lat = malloc((size_t)(B * G + 1) * sizeof *lat), *ttft = malloc(B * sizeof *ttft);
-    float *logits = NULL;
     int rc = KN_EXIT_INTERNAL;
     if (!seqs || !ids || !next || !lat || !ttft)
         goto done;
     kn_status st = kn_plan_load(plan, NULL, d, &g);
     kn_session_options so;
     kn_session_options_defaults(&so);
+    so.no_cuda_graph = no_graph;
     if (st == KN_OK)
         st = kn_session_create_device(g, dev, &so, NULL, d, &s);
     kn_session_info info;
@@ -190,20 +191,20 @@ int kn_bench_llm(int argc, char **argv)
             st = KN_ERR_INVALID;
         }
     }
-    /* warm-up on a scratch sequence; it also tells the vocabulary size */
+    /* warm-up on a scratch sequence (on CUDA its first step captures the
+     * decode graph); it also tells the vocabulary size */
     uint32_t scratch;
     if (st == KN_OK)
         st = kn_session_add_sequence(s, &scratch);
     for (unsigned long long i = 0; st == KN_OK && i < warm + 1; i++) {
-        int64_t t = 0;
-        st = kn_session_forward(s, scratch, &t, 1, NULL);
+        int64_t t = 0, nt;
+        st = kn_session_forward_greedy(s, scratch, &t, 1, &nt);
     }
     if (st == KN_OK) {
         st = kn_session_free_sequence(s, scratch);
         kn_session_get_info(s, &info);
-        logits = info.vocab ? malloc((size_t)info.vocab * sizeof *logits) : NULL;
-        if (!logits)
-            st = KN_ERR_NOMEM;
+        if (!info.vocab)
+            st = KN_ERR_INVALID;
     }
     uint64_t x = seed * 6364136223846793005ull + 1442695040888963407ull;
     double t_prefill = 0, t_decode = 0;
@@ -216,18 +217,15 @@ int kn_bench_llm(int argc, char **argv)
         st = kn_session_add_sequence(s, &seqs[b]);
         double t0 = now_s();
         if (st == KN_OK)
-            st = kn_session_forward(s, seqs[b], ids, (uint32_t)P, logits);
-        if (st == KN_OK)
-            next[b] = argmax(logits, info.vocab);
+            st = kn_session_forward_greedy(s, seqs[b], ids, (uint32_t)P, &next[b]);
         ttft[b] = now_s() - t0;
         t_prefill += ttft[b];
     }
     for (unsigned long long step = 0; st == KN_OK && step < G; step++)
         for (unsigned long long b = 0; st == KN_OK && b < B; b++) {
             double t0 = now_s();
-            st = kn_session_forward(s, seqs[b], &next[b], 1, logits);
-            if (st == KN_OK)
-                next[b] = argmax(logits, info.vocab);
+            int64_t t = next[b];
+            st = kn_session_forward_greedy(s, seqs[b], &t, 1, &next[b]);
             lat[n_lat] = now_s() - t0;
             t_decode += lat[n_lat++];
         }
@@ -247,16 +245,25 @@ int kn_bench_llm(int argc, char **argv)
     double step_mean = t_decode / (double)n_lat, bytes = (double)wb + kvb;
     double prefill_tps = (double)(B * P) / t_prefill, decode_tps = (double)(B * G) / t_decode;
     bool on_cuda = kn_session_on_cuda(s);
+    /* the roofline: the device's copy bandwidth, measured now */
+    double peak = 0, achieved = bytes / step_mean / 1e9;
+    if (on_cuda && kn_cuda_copy_bandwidth(0, 0, 0, &peak, d) != KN_OK)
+        peak = 0;
+    char peak_s[64] = "null", frac_s[64] = "null";
+    if (peak > 0) {
+        snprintf(peak_s, sizeof peak_s, "%.3f", peak);
+        snprintf(frac_s, sizeof frac_s, "%.4f", achieved / peak);
+    }
     const char *cache = info.cache == KN_CACHE_PAGED ? "paged" : info.cache == KN_CACHE_TENSORS ? "tensors" : "none";
     if (json) {
         printf("{\"plan\": \"%s\", \"device\": \"%s\", \"cache\": \"%s\", \"prompt_len\": %llu, \"gen_len\": %llu, "
                "\"batch\": %llu, \"prefill_tokens_per_s\": %.3f, \"decode_tokens_per_s\": %.3f, "
                "\"ttft_ms\": {\"median\": %.4f, \"max\": %.4f}, \"decode_latency_ms\": {\"p50\": %.4f, \"p99\": %.4f, "
                "\"mean\": %.4f}, \"bytes_per_decode_step\": %.0f, \"weight_bytes\": %llu, \"kv_bytes_mean\": %.0f, "
-               "\"decode_gb_per_s\": %.3f, \"roofline_fraction\": null}\n",
+               "\"decode_gb_per_s\": %.3f, \"peak_gb_per_s\": %s, \"roofline_fraction\": %s, \"cuda_graph\": %s}\n",
                plan, on_cuda ? "cuda" : "cpu", cache, P, G, B, prefill_tps, decode_tps, pct(ttft, B, 50) * 1e3, ttft[B - 1] * 1e3,
                pct(lat, n_lat, 50) * 1e3, pct(lat, n_lat, 99) * 1e3, step_mean * 1e3, bytes,
-               (unsigned long long)wb, kvb, bytes / step_mean / 1e9);
+               (unsigned long long)wb, kvb, achieved, peak_s, frac_s, on_cuda && !no_graph ? "true" : "false");
     } else {
         printf("plan:              %s (KV cache: %s), %s\n", plan, cache,
                on_cuda ? "CUDA backend (prefill and decode programs)" : "CPU reference backend");
@@ -269,15 +276,18 @@ int kn_bench_llm(int argc, char **argv)
                pct(lat, n_lat, 99) * 1e3, step_mean * 1e3);
         printf("bytes per step:    %.2f MiB (weights %.2f MiB + KV %.2f MiB at mean context %.0f) -> %.2f GB/s\n",
                bytes / 1048576.0, (double)wb / 1048576.0, kvb / 1048576.0, ctx, bytes / step_mean / 1e9);
-        printf("roofline:          n/a (%s)\n", on_cuda ? "the device's peak bandwidth is not measured here: compare "
-                                                      "GB/s above with the GPU's HBM figure"
-                                                    : "CPU backend; the HBM roofline is measured on CUDA");
+        if (peak > 0)
+            printf("roofline:          %.1f%% of the device's copy bandwidth %.1f GB/s (measured now); decode steps %s\n",
+                   100.0 * achieved / peak, peak, no_graph ? "kernel by kernel" : "as CUDA graph replays");
+        else
+            printf("roofline:          n/a (%s)\n", on_cuda ? "the device's copy bandwidth could not be measured"
+                                                          : "CPU backend; the HBM roofline is measured on CUDA");
     }
     rc = 0;
 done:
     kn_session_destroy(s);
     kn_graph_destroy(g);
     kn_diag_destroy(d);
-    free(seqs), free(ids), free(next), free(lat), free(ttft), free(logits);
+    free(seqs), free(ids), free(next), free(lat), free(ttft);
     return rc;
 }

@@ -3,6 +3,7 @@
  * The command itself is in compile_cmd.c. */
 #include "cli.h"
 #include "codegen/cuda/lower.h"
+#include "codegen/cuda/sample_kernels.h"
 #include "ir/stats.h"
 #include "passes/passes.h"
 #include "runtime/cpu/kernel.h"
@@ -85,6 +86,17 @@ kn_status kn_compile_cuda(kn_graph *g, const kn_compile_cuda_opts *o, kn_diag *d
     if (o->attn_kernel)
         KN_TRY(kn_compile_mark_attention(g, o->attn_kernel == 1 ? 0 : 2));
     KN_TRY(kn_cuda_lower(g, o->shapes, o->n_shapes, NULL, d, prog, &ls));
+    if (o->sampling && prog->n_outputs) {
+        uint32_t k = 0; /* the logits: the output so named, else the first */
+        for (uint32_t i = 0; i < g->n_outputs && i < prog->n_outputs; i++)
+            if (g->values[g->outputs[i]].name && strcmp(g->values[g->outputs[i]].name, "logits") == 0)
+                k = i;
+        kn_status s = kn_cu_program_add_sampling(prog, g, prog->slots[prog->outputs[k]].dtype, d);
+        if (s != KN_OK) {
+            kn_cu_program_free(prog);
+            return s;
+        }
+    }
     kn_nvrtc_options no = {o->n_archs ? o->archs : default_archs, o->n_archs ? o->n_archs : 4, o->no_cache, NULL, 0};
     kn_nvrtc_stats ns;
     kn_status s = kn_cuda_compile(prog, &no, d, &ns);

@@ -77,6 +77,7 @@ static kn_status lower_at(kn_graph *g, int64_t tokens, const kn_compile_cuda_opt
     kn_compile_cuda_opts co = *o;
     co.shapes = sh;
     co.n_shapes = g->n_inputs;
+    co.sampling = true; /* the CUDA session samples on the device */
     return kn_compile_cuda(g, &co, d, prog);
 }
 

@@ -505,6 +505,8 @@ int kn_run_generate(int argc, char **argv, const char *usage)
             ga.ignore_eos = true;
         } else if (strcmp(a, "--no-kv-cache") == 0) {
             ga.so.no_cache = true;
+        } else if (strcmp(a, "--no-cuda-graph") == 0) {
+            ga.so.no_cuda_graph = true;
         } else if (strcmp(a, "--max-seq-len") == 0 && has && parse_u64(v, &u) && u > 0 && u <= UINT32_MAX) {
             ga.so.max_seq_len = (uint32_t)u, i++;
         } else if (strcmp(a, "--kv-block-size") == 0 && has && parse_u64(v, &u) && u > 0 && u <= 65536) {

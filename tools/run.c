@@ -63,6 +63,8 @@ static const char usage[] =
     "                        generation_config.json eos ids stop too)\n"
     "  --ignore-eos          do not stop at the eos ids\n"
     "  --no-kv-cache         recompute the whole sequence at every step\n"
+    "  --no-cuda-graph       --device cuda: launch each decode step kernel by kernel\n"
+    "                        instead of replaying it as a CUDA graph\n"
     "  --max-seq-len N, --kv-cache-mem SIZE (bytes, or 64K/2M/1G), --kv-block-size N\n"
     "                        override the plan's KV cache settings\n"
     "The new text is written to stdout as it is produced; a summary (prompt and\n"

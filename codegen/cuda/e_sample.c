@@ -26,6 +26,8 @@
  * left to right), and exp's last bit on a GPU, so a draw within about 1e-15
  * (relative) of a boundary between two ids may fall on the other side. */
 #include "codegen/cuda/sample_kernels.h"
+#include "codegen/cuda/program.h"
+#include "ir/arena.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -297,4 +299,43 @@ char *kn_sample_source(kn_dtype logits_dtype, char *err, size_t err_size)
     if (!r)
         snprintf(err, err_size, "out of memory");
     return r;
+}
+
+kn_status kn_cu_program_add_sampling(struct kn_cu_program *p, kn_graph *g, kn_dtype logits_dtype, kn_diag *d)
+{
+    char err[256];
+    char *src = kn_sample_source(logits_dtype, err, sizeof err);
+    if (!src) {
+        kn_diag_add(d, KN_ERROR, "sampling kernels: %s", err);
+        return logits_dtype == KN_F32 || logits_dtype == KN_F16 || logits_dtype == KN_BF16 ? KN_ERR_NOMEM
+                                                                                          : KN_ERR_UNSUPPORTED;
+    }
+    size_t n = strlen(src);
+    static const char *const entries[2] = {KN_SAMPLE_ARGMAX_ENTRY, KN_SAMPLE_ENTRY};
+    kn_status st = KN_OK;
+    for (int e = 0; e < 2 && st == KN_OK; e++) {
+        st = kn_mem_grow(p->a, (void **)&p->kernels, &p->cap_kernels, p->n_kernels + 1, sizeof *p->kernels);
+        if (st != KN_OK)
+            break;
+        kn_cu_kernel *k = &p->kernels[p->n_kernels];
+        memset(k, 0, sizeof *k);
+        k->source = kn_mem_alloc(p->a, n + 1);
+        if (!k->source || kn_graph_intern_cstr(g, entries[e], &k->entry) != KN_OK) {
+            kn_mem_free(p->a, k->source);
+            st = KN_ERR_NOMEM;
+            break;
+        }
+        memcpy(k->source, src, n + 1);
+        uint64_t h = 14695981039346656037ull; /* FNV-1a of the source, then the entry */
+        for (size_t i = 0; i < n; i++)
+            h = (h ^ (uint8_t)src[i]) * 1099511628211ull;
+        for (const char *c = entries[e]; *c; c++)
+            h = (h ^ (uint8_t)*c) * 1099511628211ull;
+        k->hash = h;
+        p->n_kernels++;
+    }
+    free(src);
+    if (st != KN_OK)
+        kn_diag_add(d, KN_ERROR, "sampling kernels: out of memory");
+    return st;
 }

@@ -34,4 +34,15 @@ char *kn_sample_source(kn_dtype logits_dtype, char *err, size_t err_size);
 #define KN_SAMPLE_ARGMAX_ENTRY "kn_sample_argmax"
 #define KN_SAMPLE_ENTRY "kn_sample"
 
+struct kn_cu_program;
+
+/* Appends both kernels (for logits of `logits_dtype`) to p's kernel table,
+ * referenced by no step: kiln compile --target cuda on a decoder puts them
+ * in the decode and prefill programs, and the CUDA executor launches them
+ * by entry name after the steps (docs/plan-format.md "Sampling kernels").
+ * Their images are compiled with the others by kn_cuda_compile. Entry
+ * names are interned in g. KN_ERR_UNSUPPORTED (another dtype) or
+ * KN_ERR_NOMEM, with a message in d. */
+kn_status kn_cu_program_add_sampling(struct kn_cu_program *p, kn_graph *g, kn_dtype logits_dtype, kn_diag *d);
+
 #endif

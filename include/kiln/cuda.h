@@ -43,6 +43,8 @@ typedef struct kn_cuda_options {
                           * weights when both run programs of the same plan bytes (a decoder
                           * plan's prefill and decode programs) and it holds every constant
                           * this session reads */
+    bool no_graph;       /* runs that sample on the device (kn_cuda_session_run_kv_sample)
+                          * launch step by step instead of replaying a CUDA graph */
 } kn_cuda_options;
 
 typedef struct kn_cuda_session kn_cuda_session;
@@ -119,6 +121,44 @@ kn_status kn_cuda_session_run_kv(kn_cuda_session *s, const kn_rt_tensor *const *
                                  kn_rt_tensor **outputs, uint32_t n_out, const kn_cuda_kv_binding *kv,
                                  kn_diag *d);
 
+/* Sampling the next token on the device: a plan that carries the
+ * sampling kernels (kiln compile --target cuda on a decoder puts them in
+ * both programs) picks the id from one row of its logits output as
+ * runtime/sampler.c's kn_sampler_pick without a repetition penalty, given
+ * the same uniform draw; only the int32 id comes back. */
+typedef struct kn_cuda_sample {
+    float temperature;  /* as kn_sampling: <= 0 (or top_k 1) greedy, no draw read */
+    uint32_t top_k;     /* 0: no cut */
+    float top_p;        /* >= 1 or <= 0: no cut */
+    double u;           /* the draw in [0, 1): kn_sampler_uniform of the caller's sampler */
+    uint32_t output;    /* the graph output holding the logits ([..., vocab], float32/16, bfloat16) */
+    uint32_t row;       /* which row of it (of its elements / vocab) */
+} kn_cuda_sample;
+
+/* Whether the session's plan carries the sampling kernels. */
+bool kn_cuda_session_can_sample(const kn_cuda_session *s);
+
+/* kn_cuda_session_run_kv (kv may be NULL for a plan without KV steps) that
+ * keeps the outputs on the device: with `smp`, the sampling kernel runs
+ * after the steps and *token receives the id (4 bytes are copied back);
+ * with smp NULL nothing is copied back (e.g. a prefill chunk before the
+ * last). With CUDA graphs (opts.no_graph off, a driver that has them, a
+ * plan without HOST steps, no profile_steps or sync_each_step), the first
+ * sampled run is captured (uploads from the pinned staging buffers, the
+ * steps, the sampling, the 4-byte download), instantiated and launched;
+ * later runs replay it with one cuGraphLaunch, captured again when the
+ * sampling kernel, its parameters or the row change. With opts.timing a
+ * replayed run reports its whole time as compute_ms. KN_ERR_UNSUPPORTED
+ * when the plan has no sampling kernels, KN_ERR_INVALID for a bad output
+ * or row; else as kn_cuda_session_run_kv. */
+kn_status kn_cuda_session_run_kv_sample(kn_cuda_session *s, const kn_rt_tensor *const *inputs, uint32_t n_in,
+                                        const kn_cuda_kv_binding *kv, const kn_cuda_sample *smp, int32_t *token,
+                                        kn_diag *d);
+
+/* Whether sampled runs use CUDA graphs, and how many captures and graph
+ * launches the session made so far. */
+bool kn_cuda_session_graph_stats(const kn_cuda_session *s, uint64_t *captures, uint64_t *launches);
+
 /* Device times of the last run, in milliseconds (opts.timing). */
 typedef struct kn_cuda_timing {
     double upload_ms;   /* inputs host → device */
@@ -135,6 +175,16 @@ kn_status kn_cuda_session_timing(const kn_cuda_session *s, kn_cuda_timing *out);
  * of step i (UINT32_MAX for none). KN_ERR_INVALID without profiling. */
 kn_status kn_cuda_session_step_ms(const kn_cuda_session *s, const float **ms, const uint32_t **node,
                                   uint32_t *n_steps);
+
+/* The device's memory bandwidth as a device-to-device copy sees it (the
+ * peak a memory-bound decode step can reach; kiln bench's roofline):
+ * cuMemcpyDtoDAsync between two buffers of `bytes` (0: 256 MiB, halved
+ * while the allocation fails, down to 16 MiB), one untimed copy, then
+ * `iters` (0: 20) timed with events; *gb_per_s = 2 * bytes * iters / time
+ * / 1e9 (every byte read once and written once). KN_ERR_UNSUPPORTED
+ * without a driver or that device; KN_ERR_NOMEM, KN_ERR_INTERNAL for CUDA
+ * failures, named in `d`. */
+kn_status kn_cuda_copy_bandwidth(int device, uint64_t bytes, uint32_t iters, double *gb_per_s, kn_diag *d);
 
 /* "NVIDIA H100 80GB HBM3, sm_90, driver 13.0", for reports. */
 const char *kn_cuda_session_device(const kn_cuda_session *s);

@@ -23,6 +23,8 @@ typedef struct kn_session_options {
     uint64_t kv_cache_mem; /* bytes of the paged cache; 0: the plan's */
     uint32_t block_size;   /* tokens per cache block; 0: the plan's (16 by default) */
     bool no_cache;         /* recompute the whole sequence at every step (same plan, empty cache) */
+    bool no_cuda_graph;    /* CUDA sessions: decode steps launch kernel by kernel instead of replaying
+                            * a CUDA graph (kiln run --no-cuda-graph) */
 } kn_session_options;
 
 /* All zero: the plan's settings, with the cache. */
@@ -119,6 +121,13 @@ uint32_t kn_session_sequence_length(const kn_session *s, uint32_t seq);
  * cache has no free block (the sequence is unchanged); errors of the run. */
 kn_status kn_session_forward(kn_session *s, uint32_t seq, const int64_t *tokens, uint32_t n, float *logits_out);
 
+/* kn_session_forward, then the next token chosen greedily (argmax, the
+ * lowest id on ties) into *next: on the device when the session runs on
+ * CUDA with a plan that carries the sampling kernels (only the id comes
+ * back, and the step is a CUDA graph replay unless no_cuda_graph), else
+ * from the logits on the host. Statuses as kn_session_forward. */
+kn_status kn_session_forward_greedy(kn_session *s, uint32_t seq, const int64_t *tokens, uint32_t n, int64_t *next);
+
 /* Called with every new token as it is produced: the prompt's index, the
  * token id, the user pointer. A non-zero return stops that prompt. */
 typedef int (*kn_token_fn)(uint32_t prompt, int64_t token, void *user);
@@ -163,7 +172,11 @@ typedef struct kn_generate_result {
  * timings. Before anything runs, KN_ERR_INVALID for an empty prompt, an
  * id outside the vocabulary, a prompt longer than max_seq_len, stop
  * strings without a tokenizer, bad sampling parameters; then the errors of
- * kn_session_forward (KN_ERR_LIMIT: the cache is full). */
+ * kn_session_forward (KN_ERR_LIMIT: the cache is full). On a CUDA session
+ * whose plan carries the sampling kernels, and without a repetition
+ * penalty, each token is sampled on the device (only its id comes back)
+ * with the draws of the prompt's sampler, so the tokens are the CPU
+ * sampler's for the same logits and seed (docs/llm.md "On the GPU"). */
 kn_status kn_session_generate(kn_session *s, const int64_t *const *prompts, const uint32_t *prompt_lens,
                               uint32_t n_prompts, const kn_generate_options *o, kn_generate_result *results);
 void kn_generate_results_free(kn_session *s, kn_generate_result *results, uint32_t n);

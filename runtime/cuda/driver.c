@@ -64,6 +64,17 @@ static void driver_load(void)
     KN_CUDA_DRIVER_FNS(KN_LOAD_)
 #undef KN_LOAD_
     *(void **)&drv.fn.func_get_param_info = dlsym(drv.lib, KN_STR(cuFuncGetParamInfo));
+    bool graphs = true;
+#define KN_LOAD_GRAPH_(member, api)                                   \
+    *(void **)&drv.fn.member = dlsym(drv.lib, KN_STR(api));           \
+    graphs = graphs && drv.fn.member;
+    KN_CUDA_GRAPH_FNS(KN_LOAD_GRAPH_)
+#undef KN_LOAD_GRAPH_
+    if (!graphs) { /* all or none */
+#define KN_CLEAR_GRAPH_(member, api) drv.fn.member = NULL;
+        KN_CUDA_GRAPH_FNS(KN_CLEAR_GRAPH_)
+#undef KN_CLEAR_GRAPH_
+    }
     CUresult r = drv.fn.init(0);
     if (r != CUDA_SUCCESS) {
         const char *name = NULL, *str = NULL;

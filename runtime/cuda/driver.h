@@ -67,12 +67,25 @@
     X(matmul_algo_get_heuristic, cublasLtMatmulAlgoGetHeuristic)    \
     X(matmul, cublasLtMatmul)
 
+/* Entry points of CUDA graphs: loaded when all are there. */
+#define KN_CUDA_GRAPH_FNS(X)                          \
+    X(stream_begin_capture, cuStreamBeginCapture)     \
+    X(stream_end_capture, cuStreamEndCapture)         \
+    X(graph_instantiate, cuGraphInstantiate)          \
+    X(graph_launch, cuGraphLaunch)                    \
+    X(graph_exec_destroy, cuGraphExecDestroy)         \
+    X(graph_destroy, cuGraphDestroy)
+
 #define KN_CUDA_MEMBER_(member, api) __typeof__(&api) member;
 
 typedef struct kn_cuda_driver {
     KN_CUDA_DRIVER_FNS(KN_CUDA_MEMBER_)
     /* optional (driver 12.4+): NULL when absent */
     __typeof__(&cuFuncGetParamInfo) func_get_param_info;
+    /* optional: CUDA graphs (stream capture, instantiate, launch); all NULL
+     * when the driver lacks one of them (the executor then launches step by
+     * step) */
+    KN_CUDA_GRAPH_FNS(KN_CUDA_MEMBER_)
     int version;    /* cuDriverGetVersion: 13000 for CUDA 13.0 */
 } kn_cuda_driver;
 

@@ -84,48 +84,7 @@ void kn_cuda_session_destroy(kn_cuda_session *s) { (void)s; }
 
 #else
 
-#define KN_CU_WORKSPACE_MAX (32u << 20) /* bytes of cuBLASLt workspace a GEMM may ask for */
-#define KN_CU_STAGE_ALIGN 64u
-
-struct kn_cuda_session {
-    const kn_allocator *a;
-    const kn_graph *g;
-    kn_cuda_options opts;
-    kn_cuda_plan plan;
-    const kn_cuda_driver *cu;
-    const kn_cublaslt *lt;     /* NULL when the plan has no GEMM */
-    CUdevice dev;
-    CUcontext ctx;             /* the device's primary context, retained */
-    CUstream stream;
-    uint32_t arch;             /* major*10 + minor */
-    char device[384];
-    CUmodule *modules;         /* per kernel */
-    CUfunction *funcs;
-    CUdeviceptr pool, weights, workspace;
-    uint64_t *woff;            /* per plan constant: its offset in `weights`, UINT64_MAX when not uploaded */
-    bool weights_borrowed;     /* `weights` are opts.kv_shared's (the same plan's bytes) */
-    size_t workspace_bytes;
-    CUdeviceptr *slot_ptr;     /* per slot */
-    CUdeviceptr *arg_ptr;      /* per argument: the pointer a SLOT argument passes */
-    void **kparams;            /* per argument: what cuLaunchKernel reads it from */
-    kn_cuda_gemm *gemms;       /* per step */
-    uint8_t *pin_in, *pin_out; /* pinned staging */
-    uint64_t *in_off;          /* per graph input: offset in pin_in (UINT64_MAX: no slot) */
-    uint64_t *out_off;         /* per graph output: offset in pin_out */
-    CUevent ev[4];             /* upload start, compute start, compute end, download end */
-    CUevent *step_ev;          /* n_steps + 1 (profile_steps) */
-    float *step_ms;
-    uint32_t *step_node;
-    /* the KV cache (plan.kv_rows > 0): pools, per-run table and past lengths */
-    CUdeviceptr kv_keys, kv_values, kv_table, kv_past;
-    uint64_t kv_layer_bytes;   /* one layer of one pool */
-    uint32_t kv_blocks;        /* blocks in the pools */
-    uint64_t kv_stage;         /* offset of the table, then the past lengths, in pin_in */
-    bool kv_borrowed;          /* the pools are opts.kv_shared's */
-    kn_cuda_timing timing;
-    bool has_timing;
-    bool broken;               /* a device fault: the context cannot be used again */
-};
+#include "runtime/cuda/exec_impl.h"
 
 bool kn_cuda_available(kn_diag *d)
 {
@@ -530,6 +489,7 @@ static kn_status create(kn_cuda_session *s, const uint8_t *base, uint64_t size, 
     KN_TRY(plan_steps(s, d));
     KN_TRY(stage_io(s, d));
     KN_TRY(make_events(s, d));
+    KN_TRY(kn_cuda_sample_setup(s, d));
     CU_TRY("cuStreamSynchronize", s->cu->stream_synchronize(s->stream), "%s: uploading the weights", p->name);
     return KN_OK;
 }
@@ -576,6 +536,7 @@ void kn_cuda_session_destroy(kn_cuda_session *s)
         cu->ctx_set_current(s->ctx);
         if (s->stream)
             cu->stream_synchronize(s->stream);
+        kn_cuda_sample_release(s);
         for (uint32_t i = 0; s->gemms && i < s->plan.n_steps; i++)
             kn_cuda_gemm_release(s->lt, &s->gemms[i]);
         for (int i = 0; i < 4; i++)
@@ -762,14 +723,11 @@ out:
     return r;
 }
 
-/* Enqueues everything of one run; the caller synchronises. */
-static kn_status enqueue(kn_cuda_session *s, kn_diag *d)
+kn_status kn_cuda_exec_uploads(kn_cuda_session *s, kn_diag *d)
 {
     const kn_cuda_driver *cu = s->cu;
     kn_cuda_plan *p = &s->plan;
     const char *file = p->name;
-    if (s->opts.timing)
-        CU_TRY("cuEventRecord", cu->event_record(s->ev[0], s->stream), "%s", file);
     for (uint32_t i = 0; i < p->n_slots; i++) {
         const kn_plan_cu_slot *sl = &p->slots[i];
         if (sl->place != KN_CUDA_SLOT_INPUT || sl->nbytes == 0)
@@ -786,8 +744,14 @@ static kn_status enqueue(kn_cuda_session *s, kn_diag *d)
                cu->memcpy_htod_async(s->kv_past, s->pin_in + s->kv_stage + tb, (uint64_t)p->kv_rows * 4, s->stream),
                "%s: the KV past lengths", file);
     }
-    if (s->opts.timing)
-        CU_TRY("cuEventRecord", cu->event_record(s->ev[1], s->stream), "%s", file);
+    return KN_OK;
+}
+
+kn_status kn_cuda_exec_steps(kn_cuda_session *s, kn_diag *d)
+{
+    const kn_cuda_driver *cu = s->cu;
+    kn_cuda_plan *p = &s->plan;
+    const char *file = p->name;
     for (uint32_t i = 0; i < p->n_steps; i++) {
         const kn_plan_cu_step *st = &p->steps[i];
         char what[512];
@@ -823,6 +787,21 @@ static kn_status enqueue(kn_cuda_session *s, kn_diag *d)
     }
     if (s->step_ev)
         CU_TRY("cuEventRecord", cu->event_record(s->step_ev[p->n_steps], s->stream), "%s", file);
+    return KN_OK;
+}
+
+/* Enqueues everything of one run; the caller synchronises. */
+static kn_status enqueue(kn_cuda_session *s, kn_diag *d)
+{
+    const kn_cuda_driver *cu = s->cu;
+    kn_cuda_plan *p = &s->plan;
+    const char *file = p->name;
+    if (s->opts.timing)
+        CU_TRY("cuEventRecord", cu->event_record(s->ev[0], s->stream), "%s", file);
+    KN_TRY(kn_cuda_exec_uploads(s, d));
+    if (s->opts.timing)
+        CU_TRY("cuEventRecord", cu->event_record(s->ev[1], s->stream), "%s", file);
+    KN_TRY(kn_cuda_exec_steps(s, d));
     if (s->opts.timing)
         CU_TRY("cuEventRecord", cu->event_record(s->ev[2], s->stream), "%s", file);
     for (uint32_t k = 0; k < s->g->n_outputs; k++) {
@@ -896,6 +875,33 @@ static kn_status check_kv(const kn_cuda_session *s, const kn_cuda_kv_binding *kv
     return KN_OK;
 }
 
+kn_status kn_cuda_exec_stage(kn_cuda_session *s, const kn_rt_tensor *const *inputs, uint32_t n_in,
+                             const kn_cuda_kv_binding *kv, kn_diag *d)
+{
+    const kn_graph *g = s->g;
+    if (s->broken) {
+        kn_diag_add(d, KN_ERROR, "%s: the CUDA session failed on the device earlier and cannot run again",
+                    s->plan.name);
+        return KN_ERR_INTERNAL;
+    }
+    if (n_in != g->n_inputs) {
+        kn_diag_add(d, KN_ERROR, "%s: the plan has %u inputs; %u given", s->plan.name, g->n_inputs, n_in);
+        return KN_ERR_INVALID;
+    }
+    KN_TRY(check_inputs(s, inputs, d));
+    KN_TRY(check_kv(s, kv, d));
+    CU_TRY("cuCtxSetCurrent", s->cu->ctx_set_current(s->ctx), "%s", s->plan.name);
+    for (uint32_t k = 0; k < g->n_inputs; k++)
+        if (s->in_off[k] != UINT64_MAX && inputs[k]->nbytes)
+            memcpy(s->pin_in + s->in_off[k], inputs[k]->data, inputs[k]->nbytes);
+    if (kv) {
+        size_t tb = (size_t)kv->n_rows * kv->max_blocks * sizeof(int32_t);
+        memcpy(s->pin_in + s->kv_stage, kv->block_table, tb);
+        memcpy(s->pin_in + s->kv_stage + tb, kv->past, (size_t)kv->n_rows * sizeof(int32_t));
+    }
+    return KN_OK;
+}
+
 static kn_status run(kn_cuda_session *s, const kn_rt_tensor *const *inputs, uint32_t n_in, kn_rt_tensor **outputs,
                      uint32_t n_out, const kn_cuda_kv_binding *kv, kn_diag *d)
 {
@@ -913,17 +919,7 @@ static kn_status run(kn_cuda_session *s, const kn_rt_tensor *const *inputs, uint
                     g->n_outputs, n_in, n_out);
         return KN_ERR_INVALID;
     }
-    KN_TRY(check_inputs(s, inputs, d));
-    KN_TRY(check_kv(s, kv, d));
-    CU_TRY("cuCtxSetCurrent", s->cu->ctx_set_current(s->ctx), "%s", file);
-    for (uint32_t k = 0; k < g->n_inputs; k++)
-        if (s->in_off[k] != UINT64_MAX && inputs[k]->nbytes)
-            memcpy(s->pin_in + s->in_off[k], inputs[k]->data, inputs[k]->nbytes);
-    if (kv) {
-        size_t tb = (size_t)kv->n_rows * kv->max_blocks * sizeof(int32_t);
-        memcpy(s->pin_in + s->kv_stage, kv->block_table, tb);
-        memcpy(s->pin_in + s->kv_stage + tb, kv->past, (size_t)kv->n_rows * sizeof(int32_t));
-    }
+    KN_TRY(kn_cuda_exec_stage(s, inputs, n_in, kv, d));
     kn_status st = enqueue(s, d);
     CUresult r = s->cu->stream_synchronize(s->stream); /* also after a failed enqueue: nothing stays in flight */
     if (r != CUDA_SUCCESS) {
