@@ -564,41 +564,16 @@ static void bench_gpu(void)
 
 int main(int argc, char **argv)
 {
-    bool bench = false;
-    for (int i = 1; i < argc; i++) {
-        if (strcmp(argv[i], "--gpu") == 0)
-            kn_kc.gpu = true;
-        else if (strcmp(argv[i], "--bench") == 0)
-            bench = true;
-        else {
-            printf("usage: kiln-attn-check [--gpu [--bench]]\n"
-                   "  Checks the attention kernels (flash prefill, split-K paged decoding, KV append, the simple\n"
-                   "  reference kernels) against a double-precision reference with the CPU kernels' semantics:\n"
-                   "  NVRTC for sm_80/86/89/90 + PTX and host emulation, or (--gpu) on the GPU; --bench adds\n"
-                   "  timings of the fast kernels at LLM shapes.\n");
-            return strcmp(argv[i], "--help") == 0 ? 0 : 1;
-        }
-    }
-    if (!kn_nvrtc_version()) {
-        printf("skipped: NVRTC (libnvrtc.so from the CUDA toolkit) is not available here\n");
-        return kn_kc.gpu ? 77 : 0;
-    }
-    if (kn_kc.gpu) {
-#ifdef KN_HAVE_CUDA_HEADERS
-        int rc = kn_kc_gpu_open();
-        if (rc)
-            return rc;
-#else
-        printf("skipped: this build has no CUDA support (no cuda.h)\n");
-        return 77;
-#endif
-    } else {
-        char err[600];
-        if (!kn_emu_init(err, sizeof err)) {
-            fprintf(stderr, "error: %s\n", err);
-            return 2;
-        }
-    }
+    bool bench;
+    int rc = kn_kc_start(argc, argv,
+                         "usage: kiln-attn-check [--gpu [--bench]]\n"
+                         "  Checks the attention kernels (flash prefill, split-K paged decoding, KV append, the simple\n"
+                         "  reference kernels) against a double-precision reference with the CPU kernels' semantics:\n"
+                         "  NVRTC for sm_80/86/89/90 + PTX and host emulation, or (--gpu) on the GPU; --bench adds\n"
+                         "  timings of the fast kernels at LLM shapes.\n",
+                         &bench);
+    if (rc >= 0)
+        return rc;
     compile_sweep();
     for (size_t i = 0; i < sizeof ccases / sizeof *ccases; i++)
         run_contiguous(&ccases[i]);

@@ -160,6 +160,40 @@ const char kn_kc_copy_src[] =
     "  for (i64 i = kn_tid(); i < n; i += kn_nthreads()) b[i] = a[i];\n"
     "}\n";
 
+int kn_kc_start(int argc, char **argv, const char *usage, bool *bench)
+{
+    *bench = false;
+    for (int i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "--gpu") == 0) {
+            kn_kc.gpu = true;
+        } else if (strcmp(argv[i], "--bench") == 0) {
+            *bench = true;
+        } else {
+            fputs(usage, stdout);
+            return strcmp(argv[i], "--help") == 0 ? 0 : 1;
+        }
+    }
+    if (!kn_nvrtc_version()) {
+        printf("skipped: NVRTC (libnvrtc.so from the CUDA toolkit) is not available here\n");
+        return kn_kc.gpu ? 77 : 0;
+    }
+    if (kn_kc.gpu) {
+#ifdef KN_HAVE_CUDA_HEADERS
+        int rc = kn_kc_gpu_open();
+        return rc ? rc : -1;
+#else
+        printf("skipped: this build has no CUDA support (no cuda.h)\n");
+        return 77;
+#endif
+    }
+    char err[600];
+    if (!kn_emu_init(err, sizeof err)) {
+        fprintf(stderr, "error: %s\n", err);
+        return 2;
+    }
+    return -1;
+}
+
 #ifdef KN_HAVE_CUDA_HEADERS
 int kn_kc_gpu_open(void)
 {

@@ -47,6 +47,12 @@ bool kn_kc_build(const char *src, const char *entry, kn_kc_fn *out);
 /* A copy kernel (kn_copy16: 16-byte loads and stores) for the bandwidth roofline. */
 extern const char kn_kc_copy_src[];
 
+/* The checkers' common start: parses [--gpu [--bench]] (anything else
+ * prints `usage` and exits), then sets up where kernels run (the GPU, or
+ * the host emulator). Returns -1 to go on, else the exit code: 0/77 when
+ * NVRTC or the GPU is not there (skip), 1 or 2 on errors. */
+int kn_kc_start(int argc, char **argv, const char *usage, bool *bench);
+
 #ifdef KN_HAVE_CUDA_HEADERS
 /* Opens device 0: 0, 77 (no usable GPU: skip) or 1 (no context). Prints the device. */
 int kn_kc_gpu_open(void);

@@ -567,40 +567,15 @@ static void bench_gpu(void)
 
 int main(int argc, char **argv)
 {
-    bool bench = false;
-    for (int i = 1; i < argc; i++) {
-        if (strcmp(argv[i], "--gpu") == 0)
-            kn_kc.gpu = true;
-        else if (strcmp(argv[i], "--bench") == 0)
-            bench = true;
-        else {
-            printf("usage: kiln-quant-check [--gpu [--bench]]\n"
-                   "  Checks the MatMulNBits kernels (GEMV, tensor cores, per-output) against a double reference\n"
-                   "  and the sampling kernels against runtime/sampler.c: NVRTC for sm_80/86/89/90 + PTX and host\n"
-                   "  emulation, or (--gpu) on the GPU; --bench adds GEMV timings against the copy roofline.\n");
-            return strcmp(argv[i], "--help") == 0 ? 0 : 1;
-        }
-    }
-    if (!kn_nvrtc_version()) {
-        printf("skipped: NVRTC (libnvrtc.so from the CUDA toolkit) is not available here\n");
-        return kn_kc.gpu ? 77 : 0;
-    }
-    if (kn_kc.gpu) {
-#ifdef KN_HAVE_CUDA_HEADERS
-        int rc = kn_kc_gpu_open();
-        if (rc)
-            return rc;
-#else
-        printf("skipped: this build has no CUDA support (no cuda.h)\n");
-        return 77;
-#endif
-    } else {
-        char err[600];
-        if (!kn_emu_init(err, sizeof err)) {
-            fprintf(stderr, "error: %s\n", err);
-            return 2;
-        }
-    }
+    bool bench;
+    int rc = kn_kc_start(argc, argv,
+                         "usage: kiln-quant-check [--gpu [--bench]]\n"
+                         "  Checks the MatMulNBits kernels (GEMV, tensor cores, per-output) against a double reference\n"
+                         "  and the sampling kernels against runtime/sampler.c: NVRTC for sm_80/86/89/90 + PTX and host\n"
+                         "  emulation, or (--gpu) on the GPU; --bench adds GEMV timings against the copy roofline.\n",
+                         &bench);
+    if (rc >= 0)
+        return rc;
     compile_sweep();
     for (size_t i = 0; i < sizeof ncases / sizeof *ncases; i++)
         run_nbits(&ncases[i]);
