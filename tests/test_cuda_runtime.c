@@ -1327,12 +1327,138 @@ static kn_status gemm_check(gemm_env *e, const kn_plan_cu_gemm *g, double tol)
     return s;
 }
 
+static CUdeviceptr upload_bytes(gemm_env *e, const void *h, size_t n)
+{
+    CUdeviceptr p;
+    assert_int_equal(e->cu->mem_alloc(&p, n ? n : 1), CUDA_SUCCESS);
+    assert_int_equal(e->cu->memcpy_htod_async(p, h, n, e->stream), CUDA_SUCCESS);
+    assert_int_equal(e->cu->stream_synchronize(e->stream), CUDA_SUCCESS);
+    return p;
+}
+
+/* The int8 descriptor (int8 A, B; int32 D, exact): the row-major D is
+ * compared with integer sums. KN_ERR_UNSUPPORTED when cuBLASLt (or the
+ * mock, which enforces the IMMA rules) has no algorithm. */
+static kn_status gemm_check_i8(gemm_env *e, const kn_plan_cu_gemm *g)
+{
+    int64_t ar = g->trans_a ? g->k : g->m, ac = g->trans_a ? g->m : g->k;
+    int64_t br = g->trans_b ? g->n : g->k, bc = g->trans_b ? g->k : g->n;
+    size_t na = extent(ar, ac, g->lda, g->batch, g->stride_a), nb = extent(br, bc, g->ldb, g->batch, g->stride_b);
+    size_t nd = extent(g->m, g->n, g->ldd, g->batch, g->stride_d);
+    int8_t *a = malloc(na), *b = malloc(nb);
+    int32_t *dv = malloc(nd * 4);
+    assert_true(a && b && dv);
+    uint64_t seed = 7;
+    for (size_t i = 0; i < na + nb; i++) {
+        seed = seed * 6364136223846793005ull + 1442695040888963407ull;
+        int8_t v = i % 7 == 0 ? (int8_t)-128 : (int8_t)(seed >> 56); /* the extremes too */
+        if (i < na)
+            a[i] = v;
+        else
+            b[i - na] = v;
+    }
+    for (size_t i = 0; i < nd; i++)
+        dv[i] = INT32_MIN + 12345; /* beta 0: D is not read */
+    CUdeviceptr pa = upload_bytes(e, a, na), pb = upload_bytes(e, b, nb), pd = upload_bytes(e, dv, nd * 4);
+    kn_diag *d = kn_diag_create(NULL, NULL);
+    kn_cuda_gemm plan;
+    kn_status s = kn_cuda_gemm_plan(e->lt, g, pa, pb, 0, pd, 0, 1u << 22, "gemm", d, &plan);
+    CUdeviceptr ws = 0;
+    if (s == KN_OK && plan.workspace)
+        assert_int_equal(e->cu->mem_alloc(&ws, plan.workspace), CUDA_SUCCESS);
+    if (s == KN_OK)
+        s = kn_cuda_gemm_run(e->lt, &plan, ws, plan.workspace, e->stream, "gemm", d);
+    if (s == KN_OK)
+        assert_int_equal(e->cu->stream_synchronize(e->stream), CUDA_SUCCESS);
+    if (s != KN_OK && s != KN_ERR_UNSUPPORTED)
+        kn_diag_print(d, stderr);
+    assert_true(s == KN_OK || s == KN_ERR_UNSUPPORTED);
+    if (s == KN_OK) {
+        int32_t *h = malloc(nd * 4);
+        assert_non_null(h);
+        assert_int_equal(e->cu->memcpy_dtoh_async(h, pd, nd * 4, e->stream), CUDA_SUCCESS);
+        assert_int_equal(e->cu->stream_synchronize(e->stream), CUDA_SUCCESS);
+        for (int64_t bt = 0; bt < g->batch; bt++)
+            for (int64_t i = 0; i < g->m; i++)
+                for (int64_t j = 0; j < g->n; j++) {
+                    int64_t acc = 0;
+                    for (int64_t k = 0; k < g->k; k++)
+                        acc += (int64_t)a[bt * g->stride_a + (g->trans_a ? k * g->lda + i : i * g->lda + k)] *
+                               b[bt * g->stride_b + (g->trans_b ? j * g->ldb + k : k * g->ldb + j)];
+                    int64_t got = h[bt * g->stride_d + i * g->ldd + j];
+                    if (got != acc)
+                        fail_msg("int8 m%lld n%lld k%lld lda %lld ldb %lld ldd %lld batch %lld (stride_b %lld): "
+                                 "D[%lld][%lld][%lld] = %lld, want %lld",
+                                 (long long)g->m, (long long)g->n, (long long)g->k, (long long)g->lda,
+                                 (long long)g->ldb, (long long)g->ldd, (long long)g->batch, (long long)g->stride_b,
+                                 (long long)bt, (long long)i, (long long)j, (long long)got, (long long)acc);
+                }
+        free(h);
+        kn_cuda_gemm_release(e->lt, &plan);
+    }
+    if (ws)
+        e->cu->mem_free(ws);
+    e->cu->mem_free(pa);
+    e->cu->mem_free(pb);
+    e->cu->mem_free(pd);
+    free(a);
+    free(b);
+    free(dv);
+    kn_diag_destroy(d);
+    return s;
+}
+
+/* The int8 descriptors kiln writes (trans_b, k and n multiples of 4):
+ * padded leading dims, batches with B strided or shared, values at the
+ * int8 extremes. */
+static void gemm_i8_sweep(gemm_env *e)
+{
+    const int64_t shapes[][3] = {{1, 4, 4}, {3, 8, 12}, {5, 12, 64}, {2, 4, 1024}};
+    int run = 0;
+    for (size_t si = 0; si < sizeof shapes / sizeof shapes[0]; si++)
+        for (int64_t pad = 0; pad < 2; pad++)
+            for (int mode = 0; mode < 3; mode++) {
+                kn_plan_cu_gemm g;
+                memset(&g, 0, sizeof g);
+                g.m = shapes[si][0], g.n = shapes[si][1], g.k = shapes[si][2];
+                g.dtype = KN_I8, g.trans_b = 1, g.alpha = 1.0f;
+                g.lda = g.k + 4 * pad, g.ldb = g.k + 8 * pad, g.ldd = g.n + 4 * pad;
+                g.batch = mode ? 3 : 1;
+                g.stride_a = g.m * g.lda;
+                g.stride_b = mode == 2 ? 0 : g.n * g.ldb;
+                g.stride_d = g.m * g.ldd;
+                if (gemm_check_i8(e, &g) != KN_OK)
+                    fail_msg("cuBLASLt refused an int8 GEMM m%lld n%lld k%lld pad %lld batch %lld", (long long)g.m,
+                             (long long)g.n, (long long)g.k, (long long)pad, (long long)g.batch);
+                run++;
+            }
+    printf("int8 GEMM sweep: %d descriptors\n", run);
+}
+
+/* Under the mock, which keeps to cuBLASLt's IMMA rules: forms outside
+ * them (B not transposed, so cuBLASLt's A is not; n or a leading dim not
+ * a multiple of 4) have no algorithm. A descriptor mapped wrongly to
+ * cuBLASLt fails here or in the sweep's comparison. */
+static void gemm_i8_refused(gemm_env *e)
+{
+    kn_plan_cu_gemm g;
+    memset(&g, 0, sizeof g);
+    g.m = 3, g.n = 8, g.k = 12, g.dtype = KN_I8, g.alpha = 1.0f, g.batch = 1;
+    g.lda = 12, g.ldb = 8, g.ldd = 8; /* trans_b 0: B [k, n] */
+    assert_int_equal(gemm_check_i8(e, &g), KN_ERR_UNSUPPORTED);
+    g.trans_b = 1, g.ldb = 12, g.n = 6, g.ldd = 6;
+    assert_int_equal(gemm_check_i8(e, &g), KN_ERR_UNSUPPORTED);
+    g.n = 8, g.ldd = 8, g.lda = 14;
+    assert_int_equal(gemm_check_i8(e, &g), KN_ERR_UNSUPPORTED);
+}
+
 /* dtypes × transposes × epilogues × C × batching (strided, one operand
  * shared) × padded leading dimensions. */
 static void gemm_sweep(void)
 {
     gemm_env e;
     gemm_env_open(&e);
+    gemm_i8_sweep(&e);
     const kn_dtype dts[] = {KN_F32, KN_F64, KN_F16, KN_BF16};
     int run = 0, unsupported = 0;
     for (size_t di = 0; di < 4; di++)
@@ -1381,6 +1507,10 @@ static void test_mock_gemm_sweep(void **state)
     (void)state;
     need_mock();
     gemm_sweep();
+    gemm_env e;
+    gemm_env_open(&e);
+    gemm_i8_refused(&e);
+    gemm_env_close(&e);
     assert_int_equal(mock_ctl(MOCK_BAD, -1), 0);
 }
 
