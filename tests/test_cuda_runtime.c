@@ -80,6 +80,22 @@ static Onnx__ModelProto *model_gemms(mb *b)
     return m;
 }
 
+/* MatMulInteger(a int8 [3, 8], w int8 [8, 4]) → y int32 [3, 4]: the
+ * int8 cuBLASLt path (B transposed by a kernel, then the int8 GEMM) */
+static Onnx__ModelProto *model_int8(mb *b)
+{
+    Onnx__ModelProto *m = mb_model(b, 13);
+    Onnx__GraphProto *g = m->graph;
+    int8_t w[32];
+    for (int i = 0; i < 32; i++)
+        w[i] = (int8_t)(i * 37 - 128);
+    mb_input(b, g, "a", mb_tensor_type(b, KN_I8, "3,8"));
+    mb_raw(b, mb_initializer(b, g, "w", KN_I8, (int64_t[]){8, 4}, 2), w, sizeof w);
+    mb_node(b, g, "MatMulInteger", "mmi", "a,w", "y");
+    mb_output(b, g, "y", NULL);
+    return m;
+}
+
 /* a[2,3,4] @ c[2,4,5] (batched) → Transpose(0,2,1) → Exp → t; and a
  * Reshape (an alias: no step) → r */
 static Onnx__ModelProto *model_batched(mb *b)
@@ -587,6 +603,88 @@ static void test_corrupted_entries(void **state)
     }
     fix_checksum(p, n);
     assert_int_equal(read_cuda(p, n, "whole number of entries"), KN_ERR_INVALID);
+    free(p);
+    free(good);
+}
+
+/* The int8 GEMM step as lowered and written (m, n, k, the "TN" form,
+ * leading dims, int8 / int32 operands) and the reader's checks of the
+ * descriptor values only int8 GEMMs have. */
+static void test_int8_gemm_plan(void **state)
+{
+    (void)state;
+    char path[512];
+    assert_int_equal(build_plan(model_int8, FAKE_IMAGES, UINT32_MAX, "i8.plan", path, sizeof path), KN_OK);
+    size_t n;
+    uint8_t *good = slurp(path, &n);
+    assert_int_equal(read_cuda(good, n, NULL), KN_OK);
+    uint32_t gemm_arg;
+    uint32_t gemm = find_step(good, KN_CU_STEP_GEMM, &gemm_arg);
+    uint64_t soff, ssize, poff, psize;
+    section(good, KN_SEC_CU_STEPS, &soff, &ssize);
+    section(good, KN_SEC_CU_PARAMS, &poff, &psize);
+    kn_plan_cu_step st;
+    memcpy(&st, good + soff + gemm * sizeof st, sizeof st);
+    assert_true(st.extra + sizeof(kn_plan_cu_gemm) <= psize);
+    kn_plan_cu_gemm gd;
+    memcpy(&gd, good + poff + st.extra, sizeof gd);
+    assert_int_equal(gd.dtype, KN_I8);
+    assert_true(gd.m == 3 && gd.n == 4 && gd.k == 8 && gd.batch == 1);
+    assert_true(gd.trans_a == 0 && gd.trans_b == 1 && gd.lda == 8 && gd.ldb == 8 && gd.ldd == 4);
+    assert_true(gd.alpha == 1.0f && gd.beta == 0.0f && gd.epilogue == 0 && gd.has_c == 0);
+    assert_int_equal(st.n_args, 4);
+    assert_true(gemm > 0); /* the transpose launch comes first */
+    const size_t AR = sizeof(kn_plan_cu_arg), G = 1;
+    const uint32_t at = (uint32_t)st.extra;
+    uint32_t two;
+    float f2 = 2.0f;
+    memcpy(&two, &f2, 4);
+    const corruption cs[] = {
+        {"int8 trans_b", KN_SEC_CU_PARAMS, G, at, offsetof(kn_plan_cu_gemm, trans_b), 4, 0, "bad int8 GEMM"},
+        {"int8 trans_a", KN_SEC_CU_PARAMS, G, at, offsetof(kn_plan_cu_gemm, trans_a), 4, 1, "bad int8 GEMM"},
+        {"int8 alpha", KN_SEC_CU_PARAMS, G, at, offsetof(kn_plan_cu_gemm, alpha), 4, two, "bad int8 GEMM"},
+        {"int8 beta", KN_SEC_CU_PARAMS, G, at, offsetof(kn_plan_cu_gemm, beta), 4, two, "bad int8 GEMM"},
+        {"int8 epilogue", KN_SEC_CU_PARAMS, G, at, offsetof(kn_plan_cu_gemm, epilogue), 4, 1, "bad int8 GEMM"},
+        {"int8 has_c", KN_SEC_CU_PARAMS, G, at, offsetof(kn_plan_cu_gemm, has_c), 4, 1, "bad int8 GEMM"},
+        {"int8 k", KN_SEC_CU_PARAMS, G, at, offsetof(kn_plan_cu_gemm, k), 8, 6, "bad int8 GEMM"},
+        {"int8 n", KN_SEC_CU_PARAMS, G, at, offsetof(kn_plan_cu_gemm, n), 8, 2, "bad int8 GEMM"},
+        {"int8 lda", KN_SEC_CU_PARAMS, G, at, offsetof(kn_plan_cu_gemm, lda), 8, 9, "bad int8 GEMM"},
+        {"int8 k too large", KN_SEC_CU_PARAMS, G, at, offsetof(kn_plan_cu_gemm, k), 8, KN_CU_GEMM_I8_MAX_K + 1,
+         "bad int8 GEMM"},
+        {"int8 dtype", KN_SEC_CU_PARAMS, G, at, offsetof(kn_plan_cu_gemm, dtype), 4, KN_I16, "GEMM dtype"},
+        {"int8 operand offset", KN_SEC_CU_ARGS, AR, gemm_arg, offsetof(kn_plan_cu_arg, offset), 8, 2,
+         "not a multiple of 4"},
+        /* D one element in: its 3x4 int32 (48 bytes) no longer fit the output slot */
+        {"int8 D size", KN_SEC_CU_ARGS, AR, gemm_arg + 3, offsetof(kn_plan_cu_arg, offset), 8, 4, "GEMM operand D"},
+    };
+    uint8_t *p = malloc(n);
+    assert_non_null(p);
+    for (size_t c = 0; c < sizeof cs / sizeof cs[0]; c++) {
+        memcpy(p, good, n);
+        uint64_t off, size;
+        section(p, cs[c].kind, &off, &size);
+        assert_true((uint64_t)cs[c].index * cs[c].esize + cs[c].field + cs[c].width <= size);
+        memcpy(p + off + cs[c].index * cs[c].esize + cs[c].field, &cs[c].value, cs[c].width);
+        fix_checksum(p, n);
+        kn_status s = read_cuda(p, n, cs[c].want);
+        if (s != KN_ERR_INVALID)
+            fail_msg("%s: status %s, want invalid", cs[c].what, kn_status_str(s));
+    }
+    /* a float GEMM's descriptor (B not transposed) relabelled int8 */
+    free(good);
+    assert_int_equal(build_plan(model_gemms, FAKE_IMAGES, UINT32_MAX, "f.plan", path, sizeof path), KN_OK);
+    good = slurp(path, &n);
+    p = realloc(p, n);
+    assert_non_null(p);
+    memcpy(p, good, n);
+    gemm = find_step(p, KN_CU_STEP_GEMM, NULL);
+    section(p, KN_SEC_CU_STEPS, &soff, &ssize);
+    section(p, KN_SEC_CU_PARAMS, &poff, &psize);
+    memcpy(&st, p + soff + gemm * sizeof st, sizeof st);
+    int32_t i8 = KN_I8;
+    memcpy(p + poff + st.extra + offsetof(kn_plan_cu_gemm, dtype), &i8, 4);
+    fix_checksum(p, n);
+    assert_int_equal(read_cuda(p, n, "bad int8 GEMM"), KN_ERR_INVALID);
     free(p);
     free(good);
 }
@@ -1530,6 +1628,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_session_without_gpu),
         cmocka_unit_test(test_read_sections),
         cmocka_unit_test(test_corrupted_entries),
+        cmocka_unit_test(test_int8_gemm_plan),
         cmocka_unit_test(test_read_failing_allocator),
         cmocka_unit_test(test_random_corruption),
     };

@@ -396,6 +396,10 @@ static kn_status check_gemm(rdc *r, uint32_t si)
         (gm->has_c && !c_bias && !span(gm->m, gm->n, gm->ldc, gm->batch, gm->stride_c, &ec)))
         return bad(r, "CUDA step %u: GEMM operand sizes overflow", si);
     uint32_t a0 = st->first_arg;
+    for (uint32_t i = 0; i8 && i < 4; i++) /* cuBLASLt's IMMA kernels: 4-byte aligned pointers */
+        if (p->args[a0 + i].offset % 4)
+            return bad(r, "CUDA step %u: int8 GEMM operand %u at byte offset %llu (not a multiple of 4)", si, i,
+                       (unsigned long long)p->args[a0 + i].offset);
     KN_TRY(gemm_operand(r, si, a0, "A", ea, es));
     KN_TRY(gemm_operand(r, si, a0 + 1, "B", eb, es));
     if (gm->has_c)
@@ -405,10 +409,7 @@ static kn_status check_gemm(rdc *r, uint32_t si)
     KN_TRY(gemm_operand(r, si, a0 + 3, "D", ed, es_cd));
     if (st->n_args == 5)
         KN_TRY(gemm_operand(r, si, a0 + 4, "bias", (uint64_t)gm->n, es_cd));
-    for (uint32_t i = 0; i8 && i < 4; i++)
-        if (p->args[a0 + i].offset % 4)
-            return bad(r, "CUDA step %u: int8 GEMM operand %u at byte offset %llu (not a multiple of 4)", si, i,
-                       (unsigned long long)p->args[a0 + i].offset);
+
     return KN_OK;
 }
 
