@@ -217,6 +217,10 @@ typedef struct kn_plan_cu_arg {
     uint64_t size;
 } kn_plan_cu_arg;
 
+/* The largest k of an int8 GEMM: k·128·128 fits int32, so the int32
+ * accumulation is exact. */
+#define KN_CU_GEMM_I8_MAX_K 131071
+
 /* A GEMM descriptor as stored in CU_PARAMS (row-major operands; the
  * runtime maps it to cuBLASLt's column-major view). */
 typedef struct kn_plan_cu_gemm {
@@ -225,7 +229,11 @@ typedef struct kn_plan_cu_gemm {
     int64_t batch;
     int64_t stride_a, stride_b, stride_c, stride_d;
     float alpha, beta;
-    int32_t dtype;
+    int32_t dtype;         /* of A, B, C, D; KN_I8: int8 A and B, int32 C and D with int32
+                            * accumulation (cuBLASLt CUBLAS_COMPUTE_32I), only as alpha 1,
+                            * beta 0, no C, no epilogue, trans_a 0, trans_b 1, k, n, lda,
+                            * ldb, ldd and the batch strides multiples of 4, k at most
+                            * KN_CU_GEMM_I8_MAX_K, operand byte offsets multiples of 4 */
     uint32_t trans_a, trans_b;
     uint32_t epilogue;     /* 0 none, 1 relu, 2 gelu (tanh form), 3 bias, 4 relu+bias, 5 gelu+bias;
                             * the step's args are A, B, C, D, and for 3-5 with a C matrix a 5th,

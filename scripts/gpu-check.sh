@@ -42,6 +42,10 @@ for suite in node simple models samples; do
     say "  $suite: $(tail -1 "$OUT/conf-cuda-$suite.log")"
 done
 
+step "int8 products through the cuBLASLt int8 GEMM step (exact references)"
+timeout 60 "$C" --target cuda --device cuda "$D/quant_int8_gemm" >"$OUT/conf-cuda-int8.log" 2>&1
+say "  quant_int8_gemm: $(tail -1 "$OUT/conf-cuda-int8.log")"
+
 step "reduced precision on the CUDA backend (per-case NMSE against the fp32 reference data)"
 for p in fp16:1e-4 bf16:1e-3; do
     IFS=: read -r prec nmse <<<"$p"
@@ -127,6 +131,9 @@ cuda_vs_cpu() { # NAME ONNX [compile options...]
 for m in llama_gqa_tiny gpt2_tiny qwen2_tiny; do
     [ -f "$D/llm/$m/model.onnx" ] && cuda_vs_cpu "$m" "$D/llm/$m/model.onnx"
 done
+# W8A8 (15 int8 GEMM steps per program)
+[ -f "$D/llm/llama_gqa_tiny/model.onnx" ] &&
+    cuda_vs_cpu llama_w8a8 "$D/llm/llama_gqa_tiny/model.onnx" --quantize int8 --act-scale dynamic
 SMOL=models-big/smollm2-135m/model.onnx
 [ -f "$SMOL" ] && cuda_vs_cpu smollm2 "$SMOL"
 step "kiln bench --device cuda on the decoders (fp16 plans, prefill chunk 64)"

@@ -20,6 +20,7 @@ DATA=/usr/share/libonnx-testdata/data
 cp -r "$DATA/node" "$DATA/simple" gpu-carry/data/
 [ -d ../shared/models ] && cp -r ../shared/models gpu-carry/data/models
 cp -r samples gpu-carry/data/samples
+cp -r tests/data/quant_int8_gemm gpu-carry/data/quant_int8_gemm
 mkdir -p gpu-carry/data/llm gpu-carry/scripts
 cp -r tests/models/llama_gqa_tiny tests/models/gpt2_tiny tests/models/qwen2_tiny gpu-carry/data/llm/
 cp bench/peers.py gpu-carry/scripts/

@@ -164,16 +164,24 @@ if "$KILN" compile "$SAMPLE" --target cuda -o "$TMP/cu.plan" >/dev/null 2>&1; th
     cuda_report() { python3 -c '
 import json, sys
 r = json.load(open(sys.argv[1]))["cuda"]
-keys = ("steps", "launches", "gemms", "copies", "host", "kernels")
+keys = ("steps", "launches", "gemms", "gemms_int8", "copies", "host", "kernels")
 b, a = r["before"], r["after"]
 assert all(isinstance(x[k], int) for x in (a, b) for k in keys), r
 assert a["steps"] == a["launches"] + a["gemms"] + a["copies"] + a["host"], r
+assert a["gemms_int8"] == 0 and b["gemms_int8"] == 0, r  # a float model
 assert a["steps"] <= b["steps"] and a["launches"] <= b["launches"] and a["kernels"] <= b["kernels"], r
 assert (b == a) if sys.argv[2] == "same" else (b["steps"] > a["steps"] and a["kernels"] >= 1), r
 print("cuda report ok", b["steps"], a["steps"], b["kernels"], a["kernels"])' "$@"; }
     expect 0 '^cuda report ok' cuda_report "$TMP/cur.json" fewer
     expect 0 'wrote' "$KILN" compile "$SAMPLE" --target cuda -O0 -o "$TMP/cur0.plan" --report "$TMP/cur0.json"
     expect 0 '^cuda report ok' cuda_report "$TMP/cur0.json" same
+    # int8 products: the int8 GEMM step counted in the report and by inspect; k = 6 keeps the kernel
+    I8="$SRC/tests/data/quant_int8_gemm"
+    expect 0 'wrote' "$KILN" compile "$I8/qlmm_s8/model.onnx" --target cuda -o "$TMP/i8.plan" --report "$TMP/i8.json"
+    expect 0 '"gemms_int8": 1,' cat "$TMP/i8.json"
+    expect 0 'read back: 2 launches, 1 GEMMs \(1 int8\)' "$KILN" inspect "$TMP/i8.plan"
+    expect 0 'wrote' "$KILN" compile "$I8/mmi_s8_k6/model.onnx" --target cuda -o "$TMP/k6.plan"
+    expect 0 'read back: 1 launches, 0 GEMMs \(0 int8\)' "$KILN" inspect "$TMP/k6.plan"
     if [ -f "$SRC/../shared/models/ppocr_cls/model.onnx" ]; then
         expect 1 "needs the shape of input 'x'|dimension 0 .* has no size" "$KILN" compile "$SRC/../shared/models/ppocr_cls/model.onnx" --target cuda -o "$TMP/pp.plan"
         expect 0 'wrote' "$KILN" compile "$SRC/../shared/models/ppocr_cls/model.onnx" --target cuda --shape x=1x3x48x192 -o "$TMP/pp.plan"

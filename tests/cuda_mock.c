@@ -645,8 +645,22 @@ static bool shapes(const mdesc *m, const mlayout *a, const mlayout *b, const mla
     uint64_t Mm = d->rows, Nn = d->cols, Kk = m->transa == CUBLAS_OP_N ? a->cols : a->rows;
     *M_ = Mm, *N_ = Nn, *K_ = Kk;
     return fits(a, m->transa, Mm, Kk) && fits(b, m->transb, Kk, Nn) && c->rows == Mm && c->cols == Nn &&
-           a->batch == d->batch && b->batch == d->batch && c->batch == d->batch && a->type == d->type &&
-           b->type == d->type && c->type == d->type;
+           a->batch == d->batch && b->batch == d->batch && c->batch == d->batch && c->type == d->type &&
+           (d->type == CUDA_R_32I ? a->type == CUDA_R_8I && b->type == CUDA_R_8I && m->compute == CUBLAS_COMPUTE_32I &&
+                                        m->scale == CUDA_R_32I
+                                  : a->type == d->type && b->type == d->type && m->compute != CUBLAS_COMPUTE_32I);
+}
+
+/* The int8 form cuBLASLt's IMMA kernels take with the default (column)
+ * order, as its documentation for cublasLtMatmul lists it: "TN" (A
+ * transposed, B not), leading dims of A, B and C multiples of 4, m and k
+ * multiples of 4; pointers 4-byte aligned (checked at the matmul). No
+ * epilogue here. */
+static bool imma_ok(const mdesc *m, const mlayout *a, const mlayout *b, const mlayout *c, uint64_t Mm, uint64_t Kk)
+{
+    return m->transa == CUBLAS_OP_T && m->transb == CUBLAS_OP_N && a->ld % 4 == 0 && b->ld % 4 == 0 &&
+           c->ld % 4 == 0 && Mm % 4 == 0 && Kk % 4 == 0 && a->stride % 4 == 0 && b->stride % 4 == 0 &&
+           m->epilogue == CUBLASLT_EPILOGUE_DEFAULT;
 }
 
 EXPORT cublasStatus_t cublasLtMatmulAlgoGetHeuristic(cublasLtHandle_t h, cublasLtMatmulDesc_t op,
@@ -660,6 +674,8 @@ EXPORT cublasStatus_t cublasLtMatmulAlgoGetHeuristic(cublasLtHandle_t h, cublasL
     if (!shapes((mdesc *)op, (mlayout *)a, (mlayout *)b, (mlayout *)c, (mlayout *)d, &Mm, &Nn, &Kk))
         return CUBLAS_STATUS_INVALID_VALUE;
     *n = 0;
+    if (((mlayout *)d)->type == CUDA_R_32I && !imma_ok((mdesc *)op, (mlayout *)a, (mlayout *)b, (mlayout *)c, Mm, Kk))
+        return CUBLAS_STATUS_NOT_SUPPORTED;
     if (want < 1)
         return CUBLAS_STATUS_INVALID_VALUE;
     memset(&res[0], 0, sizeof res[0]);
@@ -670,7 +686,9 @@ EXPORT cublasStatus_t cublasLtMatmulAlgoGetHeuristic(cublasLtHandle_t h, cublasL
 
 static size_t esize(int32_t t)
 {
-    return t == CUDA_R_32F ? 4 : t == CUDA_R_64F ? 8 : t == CUDA_R_16F || t == CUDA_R_16BF ? 2 : 0;
+    return t == CUDA_R_32F || t == CUDA_R_32I ? 4 : t == CUDA_R_64F ? 8 : t == CUDA_R_16F || t == CUDA_R_16BF ? 2
+           : t == CUDA_R_8I                        ? 1
+                                                   : 0;
 }
 
 static double h2d(uint16_t h)
@@ -723,6 +741,12 @@ static double get(int32_t t, const void *p, uint64_t i)
         memcpy(&h, b + i * 2, 2);
         return h2d(h);
     }
+    case CUDA_R_8I: return (int8_t)b[i];
+    case CUDA_R_32I: {
+        int32_t v;
+        memcpy(&v, b + i * 4, 4);
+        return v;
+    }
     default: { /* bfloat16: the top half of a float */
         uint16_t h;
         memcpy(&h, b + i * 2, 2);
@@ -744,6 +768,11 @@ static void put(int32_t t, void *p, uint64_t i, double v)
         break;
     }
     case CUDA_R_64F: memcpy(b + i * 8, &v, 8); break;
+    case CUDA_R_32I: { /* exact: int8 sums of k < 2^17 products */
+        int32_t x = (int32_t)v;
+        memcpy(b + i * 4, &x, 4);
+        break;
+    }
     case CUDA_R_16F: {
         uint16_t h = d2h(v);
         memcpy(b + i * 2, &h, 2);
@@ -811,16 +840,25 @@ static cublasStatus_t matmul_now(cublasLtMatmulDesc_t op, const void *alpha, con
     uint64_t Mm, Nn, Kk;
     if (!shapes(m, a, b, c, d, &Mm, &Nn, &Kk) || (ws_size && !inside((uintptr_t)ws, ws_size)))
         return CUBLAS_STATUS_INVALID_VALUE;
-    size_t es = esize(d->type);
-    if (!es || (m->scale != CUDA_R_32F && m->scale != CUDA_R_64F))
+    size_t es = esize(d->type), es_ab = esize(a->type);
+    if (!es || (m->scale != CUDA_R_32F && m->scale != CUDA_R_64F && m->scale != CUDA_R_32I))
         return CUBLAS_STATUS_NOT_SUPPORTED;
-    if (!inside((uintptr_t)A, span(a) * es) || !inside((uintptr_t)B, span(b) * es) ||
+    if (d->type == CUDA_R_32I && (!imma_ok(m, a, b, c, Mm, Kk) || (uintptr_t)A % 4 || (uintptr_t)B % 4 ||
+                                  (uintptr_t)C % 4 || (uintptr_t)D % 4))
+        return CUBLAS_STATUS_NOT_SUPPORTED;
+    if (!inside((uintptr_t)A, span(a) * es_ab) || !inside((uintptr_t)B, span(b) * es_ab) ||
         !inside((uintptr_t)C, span(c) * es) || !inside((uintptr_t)D, span(d) * es))
         return CUBLAS_STATUS_INVALID_VALUE;
     double al, be;
     if (m->scale == CUDA_R_64F) {
         memcpy(&al, alpha, 8);
         memcpy(&be, beta, 8);
+    } else if (m->scale == CUDA_R_32I) {
+        int32_t x;
+        memcpy(&x, alpha, 4);
+        al = x;
+        memcpy(&x, beta, 4);
+        be = x;
     } else {
         float f;
         memcpy(&f, alpha, 4);

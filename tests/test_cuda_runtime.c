@@ -80,6 +80,22 @@ static Onnx__ModelProto *model_gemms(mb *b)
     return m;
 }
 
+/* MatMulInteger(a int8 [3, 8], w int8 [8, 4]) → y int32 [3, 4]: the
+ * int8 cuBLASLt path (B transposed by a kernel, then the int8 GEMM) */
+static Onnx__ModelProto *model_int8(mb *b)
+{
+    Onnx__ModelProto *m = mb_model(b, 13);
+    Onnx__GraphProto *g = m->graph;
+    int8_t w[32];
+    for (int i = 0; i < 32; i++)
+        w[i] = (int8_t)(i * 37 - 128);
+    mb_input(b, g, "a", mb_tensor_type(b, KN_I8, "3,8"));
+    mb_raw(b, mb_initializer(b, g, "w", KN_I8, (int64_t[]){8, 4}, 2), w, sizeof w);
+    mb_node(b, g, "MatMulInteger", "mmi", "a,w", "y");
+    mb_output(b, g, "y", NULL);
+    return m;
+}
+
 /* a[2,3,4] @ c[2,4,5] (batched) → Transpose(0,2,1) → Exp → t; and a
  * Reshape (an alias: no step) → r */
 static Onnx__ModelProto *model_batched(mb *b)
@@ -587,6 +603,88 @@ static void test_corrupted_entries(void **state)
     }
     fix_checksum(p, n);
     assert_int_equal(read_cuda(p, n, "whole number of entries"), KN_ERR_INVALID);
+    free(p);
+    free(good);
+}
+
+/* The int8 GEMM step as lowered and written (m, n, k, the "TN" form,
+ * leading dims, int8 / int32 operands) and the reader's checks of the
+ * descriptor values only int8 GEMMs have. */
+static void test_int8_gemm_plan(void **state)
+{
+    (void)state;
+    char path[512];
+    assert_int_equal(build_plan(model_int8, FAKE_IMAGES, UINT32_MAX, "i8.plan", path, sizeof path), KN_OK);
+    size_t n;
+    uint8_t *good = slurp(path, &n);
+    assert_int_equal(read_cuda(good, n, NULL), KN_OK);
+    uint32_t gemm_arg;
+    uint32_t gemm = find_step(good, KN_CU_STEP_GEMM, &gemm_arg);
+    uint64_t soff, ssize, poff, psize;
+    section(good, KN_SEC_CU_STEPS, &soff, &ssize);
+    section(good, KN_SEC_CU_PARAMS, &poff, &psize);
+    kn_plan_cu_step st;
+    memcpy(&st, good + soff + gemm * sizeof st, sizeof st);
+    assert_true(st.extra + sizeof(kn_plan_cu_gemm) <= psize);
+    kn_plan_cu_gemm gd;
+    memcpy(&gd, good + poff + st.extra, sizeof gd);
+    assert_int_equal(gd.dtype, KN_I8);
+    assert_true(gd.m == 3 && gd.n == 4 && gd.k == 8 && gd.batch == 1);
+    assert_true(gd.trans_a == 0 && gd.trans_b == 1 && gd.lda == 8 && gd.ldb == 8 && gd.ldd == 4);
+    assert_true(gd.alpha == 1.0f && gd.beta == 0.0f && gd.epilogue == 0 && gd.has_c == 0);
+    assert_int_equal(st.n_args, 4);
+    assert_true(gemm > 0); /* the transpose launch comes first */
+    const size_t AR = sizeof(kn_plan_cu_arg), G = 1;
+    const uint32_t at = (uint32_t)st.extra;
+    uint32_t two;
+    float f2 = 2.0f;
+    memcpy(&two, &f2, 4);
+    const corruption cs[] = {
+        {"int8 trans_b", KN_SEC_CU_PARAMS, G, at, offsetof(kn_plan_cu_gemm, trans_b), 4, 0, "bad int8 GEMM"},
+        {"int8 trans_a", KN_SEC_CU_PARAMS, G, at, offsetof(kn_plan_cu_gemm, trans_a), 4, 1, "bad int8 GEMM"},
+        {"int8 alpha", KN_SEC_CU_PARAMS, G, at, offsetof(kn_plan_cu_gemm, alpha), 4, two, "bad int8 GEMM"},
+        {"int8 beta", KN_SEC_CU_PARAMS, G, at, offsetof(kn_plan_cu_gemm, beta), 4, two, "bad int8 GEMM"},
+        {"int8 epilogue", KN_SEC_CU_PARAMS, G, at, offsetof(kn_plan_cu_gemm, epilogue), 4, 1, "bad int8 GEMM"},
+        {"int8 has_c", KN_SEC_CU_PARAMS, G, at, offsetof(kn_plan_cu_gemm, has_c), 4, 1, "bad int8 GEMM"},
+        {"int8 k", KN_SEC_CU_PARAMS, G, at, offsetof(kn_plan_cu_gemm, k), 8, 6, "bad int8 GEMM"},
+        {"int8 n", KN_SEC_CU_PARAMS, G, at, offsetof(kn_plan_cu_gemm, n), 8, 2, "bad int8 GEMM"},
+        {"int8 lda", KN_SEC_CU_PARAMS, G, at, offsetof(kn_plan_cu_gemm, lda), 8, 9, "bad int8 GEMM"},
+        {"int8 k too large", KN_SEC_CU_PARAMS, G, at, offsetof(kn_plan_cu_gemm, k), 8, KN_CU_GEMM_I8_MAX_K + 1,
+         "bad int8 GEMM"},
+        {"int8 dtype", KN_SEC_CU_PARAMS, G, at, offsetof(kn_plan_cu_gemm, dtype), 4, KN_I16, "GEMM dtype"},
+        {"int8 operand offset", KN_SEC_CU_ARGS, AR, gemm_arg, offsetof(kn_plan_cu_arg, offset), 8, 2,
+         "not a multiple of 4"},
+        /* D one element in: its 3x4 int32 (48 bytes) no longer fit the output slot */
+        {"int8 D size", KN_SEC_CU_ARGS, AR, gemm_arg + 3, offsetof(kn_plan_cu_arg, offset), 8, 4, "GEMM operand D"},
+    };
+    uint8_t *p = malloc(n);
+    assert_non_null(p);
+    for (size_t c = 0; c < sizeof cs / sizeof cs[0]; c++) {
+        memcpy(p, good, n);
+        uint64_t off, size;
+        section(p, cs[c].kind, &off, &size);
+        assert_true((uint64_t)cs[c].index * cs[c].esize + cs[c].field + cs[c].width <= size);
+        memcpy(p + off + cs[c].index * cs[c].esize + cs[c].field, &cs[c].value, cs[c].width);
+        fix_checksum(p, n);
+        kn_status s = read_cuda(p, n, cs[c].want);
+        if (s != KN_ERR_INVALID)
+            fail_msg("%s: status %s, want invalid", cs[c].what, kn_status_str(s));
+    }
+    /* a float GEMM's descriptor (B not transposed) relabelled int8 */
+    free(good);
+    assert_int_equal(build_plan(model_gemms, FAKE_IMAGES, UINT32_MAX, "f.plan", path, sizeof path), KN_OK);
+    good = slurp(path, &n);
+    p = realloc(p, n);
+    assert_non_null(p);
+    memcpy(p, good, n);
+    gemm = find_step(p, KN_CU_STEP_GEMM, NULL);
+    section(p, KN_SEC_CU_STEPS, &soff, &ssize);
+    section(p, KN_SEC_CU_PARAMS, &poff, &psize);
+    memcpy(&st, p + soff + gemm * sizeof st, sizeof st);
+    int32_t i8 = KN_I8;
+    memcpy(p + poff + st.extra + offsetof(kn_plan_cu_gemm, dtype), &i8, 4);
+    fix_checksum(p, n);
+    assert_int_equal(read_cuda(p, n, "bad int8 GEMM"), KN_ERR_INVALID);
     free(p);
     free(good);
 }
@@ -1327,12 +1425,138 @@ static kn_status gemm_check(gemm_env *e, const kn_plan_cu_gemm *g, double tol)
     return s;
 }
 
+static CUdeviceptr upload_bytes(gemm_env *e, const void *h, size_t n)
+{
+    CUdeviceptr p;
+    assert_int_equal(e->cu->mem_alloc(&p, n ? n : 1), CUDA_SUCCESS);
+    assert_int_equal(e->cu->memcpy_htod_async(p, h, n, e->stream), CUDA_SUCCESS);
+    assert_int_equal(e->cu->stream_synchronize(e->stream), CUDA_SUCCESS);
+    return p;
+}
+
+/* The int8 descriptor (int8 A, B; int32 D, exact): the row-major D is
+ * compared with integer sums. KN_ERR_UNSUPPORTED when cuBLASLt (or the
+ * mock, which enforces the IMMA rules) has no algorithm. */
+static kn_status gemm_check_i8(gemm_env *e, const kn_plan_cu_gemm *g)
+{
+    int64_t ar = g->trans_a ? g->k : g->m, ac = g->trans_a ? g->m : g->k;
+    int64_t br = g->trans_b ? g->n : g->k, bc = g->trans_b ? g->k : g->n;
+    size_t na = extent(ar, ac, g->lda, g->batch, g->stride_a), nb = extent(br, bc, g->ldb, g->batch, g->stride_b);
+    size_t nd = extent(g->m, g->n, g->ldd, g->batch, g->stride_d);
+    int8_t *a = malloc(na), *b = malloc(nb);
+    int32_t *dv = malloc(nd * 4);
+    assert_true(a && b && dv);
+    uint64_t seed = 7;
+    for (size_t i = 0; i < na + nb; i++) {
+        seed = seed * 6364136223846793005ull + 1442695040888963407ull;
+        int8_t v = i % 7 == 0 ? (int8_t)-128 : (int8_t)(seed >> 56); /* the extremes too */
+        if (i < na)
+            a[i] = v;
+        else
+            b[i - na] = v;
+    }
+    for (size_t i = 0; i < nd; i++)
+        dv[i] = INT32_MIN + 12345; /* beta 0: D is not read */
+    CUdeviceptr pa = upload_bytes(e, a, na), pb = upload_bytes(e, b, nb), pd = upload_bytes(e, dv, nd * 4);
+    kn_diag *d = kn_diag_create(NULL, NULL);
+    kn_cuda_gemm plan;
+    kn_status s = kn_cuda_gemm_plan(e->lt, g, pa, pb, 0, pd, 0, 1u << 22, "gemm", d, &plan);
+    CUdeviceptr ws = 0;
+    if (s == KN_OK && plan.workspace)
+        assert_int_equal(e->cu->mem_alloc(&ws, plan.workspace), CUDA_SUCCESS);
+    if (s == KN_OK)
+        s = kn_cuda_gemm_run(e->lt, &plan, ws, plan.workspace, e->stream, "gemm", d);
+    if (s == KN_OK)
+        assert_int_equal(e->cu->stream_synchronize(e->stream), CUDA_SUCCESS);
+    if (s != KN_OK && s != KN_ERR_UNSUPPORTED)
+        kn_diag_print(d, stderr);
+    assert_true(s == KN_OK || s == KN_ERR_UNSUPPORTED);
+    if (s == KN_OK) {
+        int32_t *h = malloc(nd * 4);
+        assert_non_null(h);
+        assert_int_equal(e->cu->memcpy_dtoh_async(h, pd, nd * 4, e->stream), CUDA_SUCCESS);
+        assert_int_equal(e->cu->stream_synchronize(e->stream), CUDA_SUCCESS);
+        for (int64_t bt = 0; bt < g->batch; bt++)
+            for (int64_t i = 0; i < g->m; i++)
+                for (int64_t j = 0; j < g->n; j++) {
+                    int64_t acc = 0;
+                    for (int64_t k = 0; k < g->k; k++)
+                        acc += (int64_t)a[bt * g->stride_a + (g->trans_a ? k * g->lda + i : i * g->lda + k)] *
+                               b[bt * g->stride_b + (g->trans_b ? j * g->ldb + k : k * g->ldb + j)];
+                    int64_t got = h[bt * g->stride_d + i * g->ldd + j];
+                    if (got != acc)
+                        fail_msg("int8 m%lld n%lld k%lld lda %lld ldb %lld ldd %lld batch %lld (stride_b %lld): "
+                                 "D[%lld][%lld][%lld] = %lld, want %lld",
+                                 (long long)g->m, (long long)g->n, (long long)g->k, (long long)g->lda,
+                                 (long long)g->ldb, (long long)g->ldd, (long long)g->batch, (long long)g->stride_b,
+                                 (long long)bt, (long long)i, (long long)j, (long long)got, (long long)acc);
+                }
+        free(h);
+        kn_cuda_gemm_release(e->lt, &plan);
+    }
+    if (ws)
+        e->cu->mem_free(ws);
+    e->cu->mem_free(pa);
+    e->cu->mem_free(pb);
+    e->cu->mem_free(pd);
+    free(a);
+    free(b);
+    free(dv);
+    kn_diag_destroy(d);
+    return s;
+}
+
+/* The int8 descriptors kiln writes (trans_b, k and n multiples of 4):
+ * padded leading dims, one GEMM or a strided batch, values at the int8
+ * extremes. */
+static void gemm_i8_sweep(gemm_env *e)
+{
+    const int64_t shapes[][3] = {{1, 4, 4}, {3, 8, 12}, {5, 12, 64}, {2, 4, 1024}};
+    int run = 0;
+    for (size_t si = 0; si < sizeof shapes / sizeof shapes[0]; si++)
+        for (int64_t pad = 0; pad < 2; pad++)
+            for (int mode = 0; mode < 2; mode++) {
+                kn_plan_cu_gemm g;
+                memset(&g, 0, sizeof g);
+                g.m = shapes[si][0], g.n = shapes[si][1], g.k = shapes[si][2];
+                g.dtype = KN_I8, g.trans_b = 1, g.alpha = 1.0f;
+                g.lda = g.k + 4 * pad, g.ldb = g.k + 8 * pad, g.ldd = g.n + 4 * pad;
+                g.batch = mode ? 3 : 1;
+                g.stride_a = g.m * g.lda;
+                g.stride_b = g.n * g.ldb;
+                g.stride_d = g.m * g.ldd;
+                if (gemm_check_i8(e, &g) != KN_OK)
+                    fail_msg("cuBLASLt refused an int8 GEMM m%lld n%lld k%lld pad %lld batch %lld", (long long)g.m,
+                             (long long)g.n, (long long)g.k, (long long)pad, (long long)g.batch);
+                run++;
+            }
+    printf("int8 GEMM sweep: %d descriptors\n", run);
+}
+
+/* Under the mock, which keeps to cuBLASLt's IMMA rules: forms outside
+ * them (B not transposed, so cuBLASLt's A is not; n or a leading dim not
+ * a multiple of 4) have no algorithm. A descriptor mapped wrongly to
+ * cuBLASLt fails here or in the sweep's comparison. */
+static void gemm_i8_refused(gemm_env *e)
+{
+    kn_plan_cu_gemm g;
+    memset(&g, 0, sizeof g);
+    g.m = 3, g.n = 8, g.k = 12, g.dtype = KN_I8, g.alpha = 1.0f, g.batch = 1;
+    g.lda = 12, g.ldb = 8, g.ldd = 8; /* trans_b 0: B [k, n] */
+    assert_int_equal(gemm_check_i8(e, &g), KN_ERR_UNSUPPORTED);
+    g.trans_b = 1, g.ldb = 12, g.n = 6, g.ldd = 6;
+    assert_int_equal(gemm_check_i8(e, &g), KN_ERR_UNSUPPORTED);
+    g.n = 8, g.ldd = 8, g.lda = 14;
+    assert_int_equal(gemm_check_i8(e, &g), KN_ERR_UNSUPPORTED);
+}
+
 /* dtypes × transposes × epilogues × C × batching (strided, one operand
  * shared) × padded leading dimensions. */
 static void gemm_sweep(void)
 {
     gemm_env e;
     gemm_env_open(&e);
+    gemm_i8_sweep(&e);
     const kn_dtype dts[] = {KN_F32, KN_F64, KN_F16, KN_BF16};
     int run = 0, unsupported = 0;
     for (size_t di = 0; di < 4; di++)
@@ -1381,6 +1605,10 @@ static void test_mock_gemm_sweep(void **state)
     (void)state;
     need_mock();
     gemm_sweep();
+    gemm_env e;
+    gemm_env_open(&e);
+    gemm_i8_refused(&e);
+    gemm_env_close(&e);
     assert_int_equal(mock_ctl(MOCK_BAD, -1), 0);
 }
 
@@ -1400,6 +1628,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_session_without_gpu),
         cmocka_unit_test(test_read_sections),
         cmocka_unit_test(test_corrupted_entries),
+        cmocka_unit_test(test_int8_gemm_plan),
         cmocka_unit_test(test_read_failing_allocator),
         cmocka_unit_test(test_random_corruption),
     };

@@ -118,6 +118,11 @@ static void cuda_counts(const kn_cu_program *p, kn_pass_report_cuda *c)
         uint32_t k = p->steps[i].kind;
         c->launches += k == KN_CU_STEP_LAUNCH;
         c->gemms += k == KN_CU_STEP_GEMM;
+        if (k == KN_CU_STEP_GEMM) {
+            kn_plan_cu_gemm gd;
+            memcpy(&gd, p->params + p->steps[i].gemm, sizeof gd);
+            c->gemms_int8 += gd.dtype == KN_I8;
+        }
         c->copies += k == KN_CU_STEP_COPY;
         c->host += k == KN_CU_STEP_HOST;
     }

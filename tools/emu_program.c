@@ -18,9 +18,30 @@
 /* cuBLASLt's GELU epilogue is the tanh approximation */
 static double gelu(double x) { return 0.5 * x * (1.0 + tanh(0.79788456080286535588 * (x + 0.044715 * x * x * x))); }
 
+/* The int8 descriptor (dtype KN_I8): int8 A and B, exact integer sums
+ * stored as int32 (plan checks keep k small enough for int32). */
+static void host_gemm_i8(const kn_plan_cu_gemm *g, const int8_t *A, const int8_t *B, int32_t *D)
+{
+    for (int64_t b = 0; b < g->batch; b++)
+        for (int64_t i = 0; i < g->m; i++)
+            for (int64_t j = 0; j < g->n; j++) {
+                int64_t acc = 0;
+                for (int64_t p = 0; p < g->k; p++) {
+                    int64_t ia = b * g->stride_a + (g->trans_a ? p * g->lda + i : i * g->lda + p);
+                    int64_t ib = b * g->stride_b + (g->trans_b ? j * g->ldb + p : p * g->ldb + j);
+                    acc += (int64_t)A[ia] * B[ib];
+                }
+                D[b * g->stride_d + i * g->ldd + j] = (int32_t)acc; /* alpha is 1 */
+            }
+}
+
 static void host_gemm(const kn_plan_cu_gemm *g, const void *A, const void *B, const void *C, void *D, const void *bias)
 {
     kn_dtype t = (kn_dtype)g->dtype;
+    if (t == KN_I8) {
+        host_gemm_i8(g, A, B, D);
+        return;
+    }
     for (int64_t b = 0; b < g->batch; b++)
         for (int64_t i = 0; i < g->m; i++)
             for (int64_t j = 0; j < g->n; j++) {

@@ -139,9 +139,11 @@ static void text_cuda(const kn_graph *g, const char *pre, const char *label)
     if (s == KN_OK)
         s = kn_cuda_plan_read(rg, rg->info->plan_base, rg->info->plan_size, NULL, d, &p);
     if (s == KN_OK) {
-        uint32_t n[5] = {0};
-        for (uint32_t i = 0; i < p.n_steps; i++)
+        uint32_t n[5] = {0}, n_i8 = 0;
+        for (uint32_t i = 0; i < p.n_steps; i++) {
             n[p.steps[i].kind < 5 ? p.steps[i].kind : 0]++;
+            n_i8 += p.steps[i].kind == KN_CU_STEP_GEMM && p.gemms[i].dtype == KN_I8;
+        }
         char in[128] = "";
         size_t at = 0;
         for (uint32_t i = 0; i < rg->n_inputs && at < sizeof in - 40; i++) {
@@ -150,8 +152,8 @@ static void text_cuda(const kn_graph *g, const char *pre, const char *label)
             at += (size_t)snprintf(in + at, sizeof in - at, "%s%s %s", i ? ", " : "",
                                    rg->values[rg->inputs[i]].name, t);
         }
-        printf("             read back: %u launches, %u GEMMs, %u copies, %u on the host; inputs %s\n",
-               n[KN_CU_STEP_LAUNCH], n[KN_CU_STEP_GEMM], n[KN_CU_STEP_COPY], n[KN_CU_STEP_HOST], in);
+        printf("             read back: %u launches, %u GEMMs (%u int8), %u copies, %u on the host; inputs %s\n",
+               n[KN_CU_STEP_LAUNCH], n[KN_CU_STEP_GEMM], n_i8, n[KN_CU_STEP_COPY], n[KN_CU_STEP_HOST], in);
         kn_cuda_plan_free(&p);
     } else if (d && kn_diag_size(d)) {
         printf("             read back: %s\n", kn_diag_message(d, 0, NULL));

@@ -190,6 +190,8 @@ static void cuda_json(kn_json *j, const kn_pass_report_cuda *c)
     kn_json_uint(j, c->launches);
     kn_json_key(j, "gemms");
     kn_json_uint(j, c->gemms);
+    kn_json_key(j, "gemms_int8");
+    kn_json_uint(j, c->gemms_int8);
     kn_json_key(j, "copies");
     kn_json_uint(j, c->copies);
     kn_json_key(j, "host");

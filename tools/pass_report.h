@@ -19,6 +19,7 @@ typedef struct kn_pass_report_cuda {
     uint32_t steps;    /* all steps */
     uint32_t launches; /* generated-kernel launches */
     uint32_t gemms;    /* cuBLASLt matmuls */
+    uint32_t gemms_int8; /* of which int8 x int8 -> int32 */
     uint32_t copies;   /* device-to-device copies */
     uint32_t host;     /* nodes run on the CPU inside the CUDA session */
     uint32_t kernels;  /* distinct generated kernels */

@@ -15,9 +15,16 @@
  * 8-bit products make INT32 accumulation exact up to K < 2^17; i64 has no
  * limit that matters), then requantizing with the float multiplier
  * a_scale*b_scale/y_scale computed in float as the reference does, rounded
- * half to even and saturated. (cuBLASLt INT8 GEMM with INT32 accumulation
- * is the intended fast path for large products; kn_emit_gemm has no
- * integer dtype yet.) */
+ * half to even and saturated.
+ *
+ * QLinearMatMul / MatMulInteger / MatMulIntegerToFloat with int8 A and B,
+ * zero points absent or constant zero (kiln's W8A8 layers), k and n
+ * multiples of 4 and k <= KN_CU_GEMM_I8_MAX_K go through cuBLASLt
+ * instead: a kernel writes B transposed ([N, K], the "TN" form cuBLASLt's
+ * IMMA kernels need with the default order) to scratch, an int8 GEMM step
+ * sums exactly into int32 (the node's output for MatMulInteger, else
+ * scratch), and an epilogue kernel applies the same scale / bias /
+ * requantization arithmetic as the one-thread-per-output kernel. */
 #include "codegen/cuda/emit.h"
 #include "codegen/cuda/quant_kernels.h"
 #include "runtime/cpu/util.h"
@@ -116,6 +123,142 @@ static const kn_emit_tensor *qmm_arg(kn_emit *e, int mode, int which)
     return i < 0 ? NULL : kn_emit_in(e, (uint32_t)i);
 }
 
+/* The end of a qmatmul loop body: y[i] from the exact sum `acc` (i64),
+ * `row` and `col` — the arithmetic of the CPU kernels (int32 as is; float
+ * acc·(a_scale·b_scale) in double plus the bias; 8-bit: the float
+ * multiplier a_scale·b_scale/y_scale, rint (half to even) in double,
+ * saturated). */
+static void qmm_finish(kn_sb *src, int mode, bool bias, bool zy, kn_dtype yt)
+{
+    if (!mode) {
+        kn_sb_printf(src, "    y[i] = (int)acc;\n");
+    } else if (mode == 2) {
+        kn_sb_printf(src,
+                     "    float mul = sa[0] * sb[col * p.sb_s];\n"
+                     "    double v = (double)acc * (double)mul%s;\n"
+                     "    y[i] = (float)v;\n",
+                     bias ? " + (double)bias[col]" : "");
+    } else {
+        const char *lo = yt == KN_I8 ? "-128.0" : "0.0", *hi = yt == KN_I8 ? "127.0" : "255.0";
+        kn_sb_printf(src,
+                     "    float mul = sa[row * p.sa_s] * sb[col * p.sb_s] / sy[0];\n"
+                     "    double v = rint((double)acc * (double)mul + %s);\n"
+                     "    v = v < %s ? %s : v > %s ? %s : v;\n"
+                     "    y[i] = (%s)v;\n",
+                     zy ? "(double)zy[0]" : "0.0", lo, lo, hi, hi, kn_cuda_type(yt));
+    }
+    kn_sb_printf(src, "  }\n}\n");
+}
+
+/* The scale / zero point / bias arguments of either kernel, in the
+ * order the sources declare them; returns how many. */
+static uint32_t qmm_scale_args(int mode, bool bias, bool zy, kn_emit_arg *args)
+{
+    uint32_t na = 0;
+    if (mode == 1) {
+        args[na++] = (kn_emit_arg){KN_ARG_IN, 1, 0, NULL, 0};
+        args[na++] = (kn_emit_arg){KN_ARG_IN, 4, 0, NULL, 0};
+        args[na++] = (kn_emit_arg){KN_ARG_IN, 6, 0, NULL, 0};
+        if (zy)
+            args[na++] = (kn_emit_arg){KN_ARG_IN, 7, 0, NULL, 0};
+    } else if (mode == 2) {
+        args[na++] = (kn_emit_arg){KN_ARG_IN, 2, 0, NULL, 0};
+        args[na++] = (kn_emit_arg){KN_ARG_IN, 3, 0, NULL, 0};
+        if (bias)
+            args[na++] = (kn_emit_arg){KN_ARG_IN, 6, 0, NULL, 0};
+    }
+    return na;
+}
+
+/* The scale parameters' declarations of either kernel (after a, b and
+ * the zero points). */
+static void qmm_scale_decls(kn_sb *src, int mode, bool bias, bool zy, const char *ty)
+{
+    if (mode == 1)
+        kn_sb_printf(src, "const float *sa, const float *sb, const float *sy, ");
+    if (mode == 1 && zy)
+        kn_sb_printf(src, "const %s *zy, ", ty);
+    if (mode == 2)
+        kn_sb_printf(src, "const float *sa, const float *sb, %s", bias ? "const float *bias, " : "");
+}
+
+/* A zero point cuBLASLt can ignore: absent, or a constant of zeros. */
+static bool zero_zp(const kn_emit_tensor *z)
+{
+    if (!z)
+        return true;
+    if (!z->host_data)
+        return false;
+    for (size_t i = 0; i < z->nbytes; i++)
+        if (((const uint8_t *)z->host_data)[i])
+            return false;
+    return true;
+}
+
+/* The cuBLASLt path (file header): B transposed into scratch 0, the int8
+ * GEMM into y (MatMulInteger) or scratch 1, then the epilogue kernel. */
+static kn_status emit_qmm_lt(kn_emit *e, int mode, const qmm_params *pp, bool bias, bool zy, kn_dtype yt)
+{
+    qmm_params p = *pp;
+    uint32_t ib = (uint32_t)qmm_in[mode][1];
+    int64_t rows = p.total / p.n, nb = p.b_batched ? rows / p.m : 1;
+    size_t bt_bytes = (size_t)(nb * p.n * p.k);
+    kn_sb src = {0};
+    kn_sb_printf(&src, "#include \"kiln_cuda.h\"\n"
+                       "struct T { i64 total, n, k; };\n"
+                       "extern \"C\" __global__ void qmatmul_bt(const signed char *b, signed char *bt, T p) {\n"
+                       "  for (i64 i = kn_tid(); i < p.total; i += kn_nthreads()) {\n"
+                       "    i64 q = i %% p.k, j = (i / p.k) %% p.n, m = i / (p.k * p.n);\n"
+                       "    bt[i] = b[(m * p.k + q) * p.n + j];\n"
+                       "  }\n}\n");
+    struct {
+        int64_t total, n, k;
+    } tp = {(int64_t)bt_bytes, p.n, p.k};
+    kn_emit_arg targs[3] = {{KN_ARG_IN, ib, 0, NULL, 0}, {KN_ARG_SCRATCH, 0, bt_bytes, NULL, 0},
+                            {KN_ARG_PARAMS, 0, sizeof tp, &tp, 0}};
+    KN_TRY(kn_emit_launch_source(e, &src, "qmatmul_bt", targs, 3, tp.total));
+    kn_emit_arg acc = mode ? (kn_emit_arg){KN_ARG_SCRATCH, 1, (size_t)p.total * 4, NULL, 0}
+                           : (kn_emit_arg){KN_ARG_OUT, 0, 0, NULL, 0};
+    kn_emit_gemm g;
+    memset(&g, 0, sizeof g);
+    g.a = (kn_emit_arg){KN_ARG_IN, 0, 0, NULL, 0};
+    g.b = (kn_emit_arg){KN_ARG_SCRATCH, 0, bt_bytes, NULL, 0};
+    g.d = acc;
+    g.m = p.b_batched ? p.m : rows, g.n = p.n, g.k = p.k;
+    g.trans_b = true;
+    g.lda = p.k, g.ldb = p.k, g.ldd = p.n;
+    g.batch = nb;
+    g.stride_a = p.m * p.k, g.stride_b = p.n * p.k, g.stride_d = p.m * p.n;
+    if (nb == 1)
+        g.stride_a = g.stride_b = g.stride_d = 0;
+    g.alpha = 1.0f;
+    g.dtype = KN_I8;
+    KN_TRY(kn_emit_gemm_step(e, &g));
+    if (!mode)
+        return KN_OK;
+    /* the epilogue: y[i] from acc[i] */
+    src = (kn_sb){0};
+    kn_sb_printf(&src,
+                 "#include \"kiln_cuda.h\"\n"
+                 "struct P { i64 total, m, n, k, za_s, zb_s, sa_s, sb_s, b_batched; };\n"
+                 "extern \"C\" __global__ void qmatmul_epilogue(const int *acc32, ");
+    qmm_scale_decls(&src, mode, bias, zy, kn_cuda_type(yt));
+    kn_sb_printf(&src,
+                 "%s *y, P p) {\n"
+                 "  for (i64 i = kn_tid(); i < p.total; i += kn_nthreads()) {\n"
+                 "    i64 col = i %% p.n, row = (i / p.n) %% p.m, acc = acc32[i];\n"
+                 "    (void)row;\n",
+                 kn_cuda_type(yt));
+    qmm_finish(&src, mode, bias, zy, yt);
+    kn_emit_arg args[8];
+    uint32_t na = 0;
+    args[na++] = acc;
+    na += qmm_scale_args(mode, bias, zy, args + na);
+    args[na++] = (kn_emit_arg){KN_ARG_OUT, 0, 0, NULL, 0};
+    args[na++] = (kn_emit_arg){KN_ARG_PARAMS, 0, sizeof p, &p, 0};
+    return kn_emit_launch_source(e, &src, "qmatmul_epilogue", args, na, p.total);
+}
+
 static kn_status emit_qmm(kn_emit *e, int mode)
 {
     uint32_t ia = 0, ib = (uint32_t)qmm_in[mode][1], iza = (uint32_t)qmm_in[mode][2], izb = (uint32_t)qmm_in[mode][3];
@@ -163,6 +306,9 @@ static kn_status emit_qmm(kn_emit *e, int mode)
     }
     if (y->dtype != yt)
         return kn_emit_fail(e, KN_ERR_INVALID, "output type");
+    if (a->dtype == KN_I8 && b->dtype == KN_I8 && zero_zp(za) && zero_zp(zb) && p.total > 0 && p.k > 0 &&
+        p.k % 4 == 0 && p.n % 4 == 0 && p.k <= KN_CU_GEMM_I8_MAX_K && (p.total / p.n) / p.m <= INT32_MAX)
+        return emit_qmm_lt(e, mode, &p, bias != NULL, zy != NULL, yt);
     const char *ta = kn_cuda_type(a->dtype), *tb = kn_cuda_type(b->dtype), *ty = kn_cuda_type(yt);
     kn_sb src = {0};
     kn_sb_printf(&src,
@@ -174,12 +320,7 @@ static kn_status emit_qmm(kn_emit *e, int mode)
         kn_sb_printf(&src, "const %s *za, ", ta);
     if (zb)
         kn_sb_printf(&src, "const %s *zb, ", tb);
-    if (mode == 1)
-        kn_sb_printf(&src, "const float *sa, const float *sb, const float *sy, ");
-    if (mode == 1 && zy)
-        kn_sb_printf(&src, "const %s *zy, ", ty);
-    if (mode == 2)
-        kn_sb_printf(&src, "const float *sa, const float *sb, %s", bias ? "const float *bias, " : "");
+    qmm_scale_decls(&src, mode, bias != NULL, zy != NULL, ty);
     kn_sb_printf(&src,
                  "%s *y, P p) {\n"
                  "  for (i64 i = kn_tid(); i < p.total; i += kn_nthreads()) {\n"
@@ -189,24 +330,7 @@ static kn_status emit_qmm(kn_emit *e, int mode)
                  "    i64 az = %s, bz = %s, acc = 0;\n"
                  "    for (i64 q = 0; q < p.k; q++) acc += ((i64)ar[q] - az) * ((i64)bm[q * p.n + col] - bz);\n",
                  ty, ta, tb, za ? "(i64)za[row * p.za_s]" : "0", zb ? "(i64)zb[col * p.zb_s]" : "0");
-    if (!mode) {
-        kn_sb_printf(&src, "    y[i] = (int)acc;\n");
-    } else if (mode == 2) {
-        kn_sb_printf(&src,
-                     "    float mul = sa[0] * sb[col * p.sb_s];\n"
-                     "    double v = (double)acc * (double)mul%s;\n"
-                     "    y[i] = (float)v;\n",
-                     bias ? " + (double)bias[col]" : "");
-    } else {
-        kn_sb_printf(&src,
-                     "    float mul = sa[row * p.sa_s] * sb[col * p.sb_s] / sy[0];\n"
-                     "    double v = rint((double)acc * (double)mul + %s);\n"
-                     "    v = v < %s ? %s : v > %s ? %s : v;\n"
-                     "    y[i] = (%s)v;\n",
-                     zy ? "(double)zy[0]" : "0.0", yt == KN_I8 ? "-128.0" : "0.0", yt == KN_I8 ? "-128.0" : "0.0",
-                     yt == KN_I8 ? "127.0" : "255.0", yt == KN_I8 ? "127.0" : "255.0", ty);
-    }
-    kn_sb_printf(&src, "  }\n}\n");
+    qmm_finish(&src, mode, bias != NULL, zy != NULL, yt);
     kn_emit_arg args[10];
     uint32_t na = 0;
     args[na++] = (kn_emit_arg){KN_ARG_IN, ia, 0, NULL, 0};
@@ -215,18 +339,7 @@ static kn_status emit_qmm(kn_emit *e, int mode)
         args[na++] = (kn_emit_arg){KN_ARG_IN, iza, 0, NULL, 0};
     if (zb)
         args[na++] = (kn_emit_arg){KN_ARG_IN, izb, 0, NULL, 0};
-    if (mode == 1) {
-        args[na++] = (kn_emit_arg){KN_ARG_IN, 1, 0, NULL, 0};
-        args[na++] = (kn_emit_arg){KN_ARG_IN, 4, 0, NULL, 0};
-        args[na++] = (kn_emit_arg){KN_ARG_IN, 6, 0, NULL, 0};
-        if (zy)
-            args[na++] = (kn_emit_arg){KN_ARG_IN, 7, 0, NULL, 0};
-    } else if (mode == 2) {
-        args[na++] = (kn_emit_arg){KN_ARG_IN, 2, 0, NULL, 0};
-        args[na++] = (kn_emit_arg){KN_ARG_IN, 3, 0, NULL, 0};
-        if (bias)
-            args[na++] = (kn_emit_arg){KN_ARG_IN, 6, 0, NULL, 0};
-    }
+    na += qmm_scale_args(mode, bias != NULL, zy != NULL, args + na);
     args[na++] = (kn_emit_arg){KN_ARG_OUT, 0, 0, NULL, 0};
     args[na++] = (kn_emit_arg){KN_ARG_PARAMS, 0, sizeof p, &p, 0};
     return kn_emit_launch_source(e, &src, "qmatmul", args, na, p.total);

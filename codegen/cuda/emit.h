@@ -100,7 +100,9 @@ typedef struct kn_emit_gemm {
     int64_t batch;                /* 1 for none */
     int64_t stride_a, stride_b, stride_c, stride_d; /* elements between batches (0: broadcast) */
     float alpha, beta;
-    kn_dtype dtype;               /* of A, B, C, D */
+    kn_dtype dtype;               /* of A, B, C, D; KN_I8: int8 A and B, int32 D, exact (only in the
+                                   * form runtime/plan_format.h lists: trans_b, no C or epilogue,
+                                   * alpha 1, dims and leading dims multiples of 4) */
     uint32_t epilogue;            /* 0 none, 1 relu, 2 gelu (tanh form), 3 bias (c is a row vector),
                                    * 4 relu+bias, 5 gelu+bias (bias as for 3) */
 } kn_emit_gemm;

@@ -3,7 +3,15 @@
  * column-major n×m matrix with the same bytes, so D = op(A)·op(B) is
  * computed as Dᵀ = op(B)ᵀ·op(A)ᵀ: cuBLASLt's A is our B, its B our A, its
  * M our n and its N our m. A bias epilogue's row vector (one value per
- * column of D) is then one value per row of Dᵀ, as cuBLASLt wants. */
+ * column of D) is then one value per row of Dᵀ, as cuBLASLt wants.
+ *
+ * Descriptor dtype KN_I8 is the int8 GEMM: A and B CUDA_R_8I, C and D
+ * CUDA_R_32I, CUBLAS_COMPUTE_32I with a CUDA_R_32I scale (alpha 1, beta 0,
+ * no epilogue; runtime/cuda/plan.c checks the descriptor). cuBLASLt's IMMA
+ * kernels with the default (column) order need the "TN" form — its A
+ * transposed, its B not — which is our trans_b = 1, trans_a = 0; leading
+ * dims and its m and k multiples of 4 (our n and k), pointers 4-byte
+ * aligned (docs/cuda-codegen.md quotes the rules). */
 #include "runtime/cuda/gemm.h"
 
 #ifdef KN_HAVE_CUDA_HEADERS
@@ -56,6 +64,7 @@ kn_status kn_cuda_gemm_plan(const kn_cublaslt *lt, const kn_plan_cu_gemm *gm, CU
     cudaDataType_t t, scale;
     cublasComputeType_t compute;
     switch (gm->dtype) {
+    case KN_I8: t = CUDA_R_8I; scale = CUDA_R_32I; compute = CUBLAS_COMPUTE_32I; break;
     case KN_F32: t = CUDA_R_32F; scale = CUDA_R_32F; compute = CUBLAS_COMPUTE_32F; break;
     case KN_F16: t = CUDA_R_16F; scale = CUDA_R_32F; compute = CUBLAS_COMPUTE_32F; break;
     case KN_BF16: t = CUDA_R_16BF; scale = CUDA_R_32F; compute = CUBLAS_COMPUTE_32F; break;
@@ -64,12 +73,16 @@ kn_status kn_cuda_gemm_plan(const kn_cublaslt *lt, const kn_plan_cu_gemm *gm, CU
         kn_diag_add(d, KN_ERROR, "%s: GEMM dtype %d", what, (int)gm->dtype);
         return KN_ERR_INVALID;
     }
+    cudaDataType_t tcd = t == CUDA_R_8I ? CUDA_R_32I : t; /* the type of C and D */
     bool bias = gm->epilogue >= 3;
     bool c_matrix = gm->has_c && (!bias || pbias);
     float beta = c_matrix ? gm->beta : 0.0f; /* without a C matrix, cuBLASLt's C is D, scaled by 0 */
     if (scale == CUDA_R_64F) {
         out->alpha.d = gm->alpha;
         out->beta.d = beta;
+    } else if (scale == CUDA_R_32I) {
+        out->alpha.i = (int32_t)gm->alpha;
+        out->beta.i = (int32_t)beta;
     } else {
         out->alpha.f = gm->alpha;
         out->beta.f = beta;
@@ -113,11 +126,11 @@ kn_status kn_cuda_gemm_plan(const kn_cublaslt *lt, const kn_plan_cu_gemm *gm, CU
                                                 gm->trans_b ? gm->n : gm->k, gm->ldb, batch, gm->stride_b));
     LT_TRY("cublasLtMatrixLayoutCreate", layout(lt, &out->lb, t, gm->trans_a ? gm->m : gm->k,
                                                 gm->trans_a ? gm->k : gm->m, gm->lda, batch, gm->stride_a));
-    LT_TRY("cublasLtMatrixLayoutCreate", layout(lt, &out->ld, t, gm->n, gm->m, gm->ldd, batch, gm->stride_d));
+    LT_TRY("cublasLtMatrixLayoutCreate", layout(lt, &out->ld, tcd, gm->n, gm->m, gm->ldd, batch, gm->stride_d));
     if (c_matrix)
-        LT_TRY("cublasLtMatrixLayoutCreate", layout(lt, &out->lc, t, gm->n, gm->m, gm->ldc, batch, gm->stride_c));
+        LT_TRY("cublasLtMatrixLayoutCreate", layout(lt, &out->lc, tcd, gm->n, gm->m, gm->ldc, batch, gm->stride_c));
     else
-        LT_TRY("cublasLtMatrixLayoutCreate", layout(lt, &out->lc, t, gm->n, gm->m, gm->ldd, batch, gm->stride_d));
+        LT_TRY("cublasLtMatrixLayoutCreate", layout(lt, &out->lc, tcd, gm->n, gm->m, gm->ldd, batch, gm->stride_d));
     LT_TRY("cublasLtMatmulPreferenceCreate", lt->matmul_preference_create(&pref));
     uint64_t ws = max_workspace;
     LT_TRY("cublasLtMatmulPreferenceSetAttribute",

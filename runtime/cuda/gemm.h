@@ -18,6 +18,7 @@ typedef struct kn_cuda_gemm {
     union {
         float f;
         double d;
+        int32_t i;                    /* int8 GEMMs: CUDA_R_32I scale */
     } alpha, beta;
     CUdeviceptr a, b, c, d;           /* in cuBLASLt's order */
 } kn_cuda_gemm;

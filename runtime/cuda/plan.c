@@ -363,9 +363,18 @@ static kn_status check_gemm(rdc *r, uint32_t si)
     if (st->extra > p->params_size || sizeof *gm > p->params_size - st->extra)
         return bad(r, "CUDA step %u: GEMM descriptor out of range", si);
     memcpy(gm, p->params + st->extra, sizeof *gm);
-    size_t es = kn_cuda_gemm_elem_size(gm->dtype);
+    /* KN_I8: int8 A and B, int32 C and D (runtime/plan_format.h) */
+    bool i8 = gm->dtype == KN_I8;
+    size_t es = i8 ? 1 : kn_cuda_gemm_elem_size(gm->dtype), es_cd = i8 ? 4 : es;
     if (!es)
         return bad(r, "CUDA step %u: GEMM dtype %d", si, (int)gm->dtype);
+    /* the int8 form cuBLASLt's IMMA kernels take with the default order:
+     * exact (alpha 1, beta 0, no epilogue or C), "TN" in its terms, leading
+     * dims, its m (our n), k and batch strides multiples of 4 */
+    if (i8 && (gm->alpha != 1.0f || gm->beta != 0.0f || gm->epilogue || gm->has_c || st->n_args != 4 ||
+               gm->trans_a || !gm->trans_b || gm->k % 4 || gm->n % 4 || gm->lda % 4 || gm->ldb % 4 || gm->ldd % 4 ||
+               gm->stride_a % 4 || gm->stride_b % 4 || gm->stride_d % 4 || gm->k > KN_CU_GEMM_I8_MAX_K))
+        return bad(r, "CUDA step %u: bad int8 GEMM descriptor", si);
     if (gm->m < 0 || gm->n < 0 || gm->k < 0 || gm->batch < 1 || gm->batch > INT32_MAX || gm->trans_a > 1 ||
         gm->trans_b > 1 || gm->epilogue > 5 || gm->has_c > 1 || gm->reserved || (gm->epilogue >= 3 && !gm->has_c) ||
         (st->n_args == 5 && (gm->epilogue < 3 || gm->batch != 1)))
@@ -387,15 +396,20 @@ static kn_status check_gemm(rdc *r, uint32_t si)
         (gm->has_c && !c_bias && !span(gm->m, gm->n, gm->ldc, gm->batch, gm->stride_c, &ec)))
         return bad(r, "CUDA step %u: GEMM operand sizes overflow", si);
     uint32_t a0 = st->first_arg;
+    for (uint32_t i = 0; i8 && i < 4; i++) /* cuBLASLt's IMMA kernels: 4-byte aligned pointers */
+        if (p->args[a0 + i].offset % 4)
+            return bad(r, "CUDA step %u: int8 GEMM operand %u at byte offset %llu (not a multiple of 4)", si, i,
+                       (unsigned long long)p->args[a0 + i].offset);
     KN_TRY(gemm_operand(r, si, a0, "A", ea, es));
     KN_TRY(gemm_operand(r, si, a0 + 1, "B", eb, es));
     if (gm->has_c)
-        KN_TRY(gemm_operand(r, si, a0 + 2, c_bias ? "bias" : "C", ec, es));
+        KN_TRY(gemm_operand(r, si, a0 + 2, c_bias ? "bias" : "C", ec, es_cd));
     else if (p->args[a0 + 2].kind == KN_CU_ARG_PARAMS)
         return bad(r, "CUDA step %u: GEMM operand C is not a slot", si);
-    KN_TRY(gemm_operand(r, si, a0 + 3, "D", ed, es));
+    KN_TRY(gemm_operand(r, si, a0 + 3, "D", ed, es_cd));
     if (st->n_args == 5)
-        KN_TRY(gemm_operand(r, si, a0 + 4, "bias", (uint64_t)gm->n, es));
+        KN_TRY(gemm_operand(r, si, a0 + 4, "bias", (uint64_t)gm->n, es_cd));
+
     return KN_OK;
 }
 
