@@ -160,6 +160,29 @@ const char kn_kc_copy_src[] =
     "  for (i64 i = kn_tid(); i < n; i += kn_nthreads()) b[i] = a[i];\n"
     "}\n";
 
+int kn_kc_sweep(kn_cu_program *p, const char *what)
+{
+    int bad = 0;
+    static const uint32_t all[] = {80, 86, 89, 90};
+    uint32_t mine[1] = {kn_kc.arch};
+    kn_nvrtc_options o = {kn_kc.gpu ? mine : all, kn_kc.gpu ? 1u : 4u, false, NULL, 0};
+    kn_diag *d = kn_diag_create(NULL, NULL);
+    kn_nvrtc_stats st = {0};
+    kn_status s = p->kernels ? kn_cuda_compile(p, &o, d, &st) : KN_ERR_NOMEM;
+    if (s != KN_OK) {
+        bad += st.failed ? (int)st.failed : 1;
+        fprintf(stderr, "NVRTC: %s\n", kn_diag_size(d) ? kn_diag_message(d, 0, NULL) : kn_status_str(s));
+    }
+    printf("%s NVRTC sweep: %u kernel sources (%s) x %s: %u images compiled, %u from the cache, %d failures\n",
+           bad ? "FAIL" : "PASS", p->n_kernels, what, kn_kc.gpu ? "this GPU's arch" : "sm_80/86/89/90 + PTX",
+           st.compiled, st.cached, bad);
+    for (uint32_t i = 0; i < p->n_kernels; i++)
+        p->kernels[i].entry = NULL;
+    kn_cu_program_free(p);
+    kn_diag_destroy(d);
+    return bad;
+}
+
 int kn_kc_start(int argc, char **argv, const char *usage, bool *bench)
 {
     *bench = false;

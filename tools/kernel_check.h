@@ -7,6 +7,7 @@
 #define KILN_TOOLS_KERNEL_CHECK_H
 
 #include "codegen/cuda/emit.h"
+#include "codegen/cuda/program.h"
 #include "emu_host.h"
 #include "runtime/cuda/driver.h"
 
@@ -46,6 +47,12 @@ bool kn_kc_launch(const kn_kc_fn *f, kn_dim3 g, uint32_t threads, void **args);
 bool kn_kc_build(const char *src, const char *entry, kn_kc_fn *out);
 /* A copy kernel (kn_copy16: 16-byte loads and stores) for the bandwidth roofline. */
 extern const char kn_kc_copy_src[];
+
+/* The checkers' NVRTC sweep: compiles every kernel of `p` for every
+ * default arch + PTX (on a GPU: its arch), prints one PASS/FAIL line naming
+ * `what` (the kernel sources), frees `p` (entries are not owned: they are
+ * cleared first) and returns the number of failures. */
+int kn_kc_sweep(kn_cu_program *p, const char *what);
 
 /* The checkers' common start: parses [--gpu [--bench]] (anything else
  * prints `usage` and exits), then sets up where kernels run (the GPU, or

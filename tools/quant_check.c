@@ -470,25 +470,7 @@ static void compile_sweep(void)
         p.kernels[p.n_kernels++] = (kn_cu_kernel){"kn_gemv_f16", strdup(dense_src), 0, NULL, 0};
         p.kernels[p.n_kernels++] = (kn_cu_kernel){"kn_copy16", strdup(kn_kc_copy_src), 0, NULL, 0};
     }
-    static const uint32_t all[] = {80, 86, 89, 90};
-    uint32_t mine[1] = {kn_kc.arch};
-    kn_nvrtc_options o = {kn_kc.gpu ? mine : all, kn_kc.gpu ? 1u : 4u, false, NULL, 0};
-    kn_diag *d = kn_diag_create(NULL, NULL);
-    kn_nvrtc_stats st = {0};
-    kn_status s = p.kernels ? kn_cuda_compile(&p, &o, d, &st) : KN_ERR_NOMEM;
-    if (s != KN_OK) {
-        bad += st.failed ? (int)st.failed : 1;
-        fprintf(stderr, "NVRTC: %s\n", kn_diag_size(d) ? kn_diag_message(d, 0, NULL) : kn_status_str(s));
-    }
-    printf("%s NVRTC sweep: %u kernel sources (MatMulNBits simple/gemv/tc x f32/f16/bf16, sampling argmax/sample x "
-           "f32/f16/bf16, the f16 dense GEMV, the copy kernel) x %s: %u images compiled, %u from the cache, %d "
-           "failures\n",
-           bad ? "FAIL" : "PASS", p.n_kernels, kn_kc.gpu ? "this GPU's arch" : "sm_80/86/89/90 + PTX", st.compiled,
-           st.cached, bad);
-    for (uint32_t i = 0; i < p.n_kernels; i++)
-        p.kernels[i].entry = NULL;
-    kn_cu_program_free(&p);
-    kn_diag_destroy(d);
+    bad += kn_kc_sweep(&p, "MatMulNBits simple/gemv/tc x f32/f16/bf16, sampling argmax/sample x f32/f16/bf16, the f16 dense GEMV, the copy kernel");
     n_pass += !bad;
     n_fail += bad != 0;
 }
