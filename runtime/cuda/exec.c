@@ -902,6 +902,20 @@ kn_status kn_cuda_exec_stage(kn_cuda_session *s, const kn_rt_tensor *const *inpu
     return KN_OK;
 }
 
+/* Waits for the stream after a run's enqueue (also after a failed one:
+ * nothing stays in flight); a fault on the device breaks the session. */
+kn_status kn_cuda_exec_sync(kn_cuda_session *s, kn_status st, const char *file, kn_diag *d)
+{
+    CUresult r = s->cu->stream_synchronize(s->stream);
+    if (r != CUDA_SUCCESS) {
+        s->broken = true;
+        if (st == KN_OK)
+            st = kn_cuda_fail(d, r, "cuStreamSynchronize",
+                              "%s: running the plan (run with sync_each_step to find the failing node)", file);
+    }
+    return st;
+}
+
 static kn_status run(kn_cuda_session *s, const kn_rt_tensor *const *inputs, uint32_t n_in, kn_rt_tensor **outputs,
                      uint32_t n_out, const kn_cuda_kv_binding *kv, kn_diag *d)
 {
@@ -921,13 +935,7 @@ static kn_status run(kn_cuda_session *s, const kn_rt_tensor *const *inputs, uint
     }
     KN_TRY(kn_cuda_exec_stage(s, inputs, n_in, kv, d));
     kn_status st = enqueue(s, d);
-    CUresult r = s->cu->stream_synchronize(s->stream); /* also after a failed enqueue: nothing stays in flight */
-    if (r != CUDA_SUCCESS) {
-        s->broken = true;
-        if (st == KN_OK)
-            st = kn_cuda_fail(d, r, "cuStreamSynchronize",
-                              "%s: running the plan (run with sync_each_step to find the failing node)", file);
-    }
+    st = kn_cuda_exec_sync(s, st, file, d);
     if (st != KN_OK)
         return st;
     if (s->opts.timing) {

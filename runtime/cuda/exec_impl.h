@@ -89,6 +89,9 @@ kn_status kn_cuda_exec_stage(kn_cuda_session *s, const kn_rt_tensor *const *inpu
 kn_status kn_cuda_exec_uploads(kn_cuda_session *s, kn_diag *d);
 /* Enqueues the plan's steps (HOST steps synchronise). */
 kn_status kn_cuda_exec_steps(kn_cuda_session *s, kn_diag *d);
+/* Waits for the stream after an enqueue (also a failed one); a device
+ * fault marks the session broken. Returns st, or the failure. */
+kn_status kn_cuda_exec_sync(kn_cuda_session *s, kn_status st, const char *file, kn_diag *d);
 /* sample.c: finds the sampling kernels and allocates their buffers (at creation). */
 kn_status kn_cuda_sample_setup(kn_cuda_session *s, kn_diag *d);
 /* sample.c: releases the graph and the sampling buffers (at destruction). */

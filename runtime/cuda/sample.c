@@ -299,13 +299,7 @@ kn_status kn_cuda_session_run_kv_sample(kn_cuda_session *s, const kn_rt_tensor *
     }
     if (st == KN_OK && !graphed)
         st = enqueue_sampled(s, smp != NULL, s->opts.timing, d);
-    CUresult r = cu->stream_synchronize(s->stream); /* also after a failed enqueue: nothing stays in flight */
-    if (r != CUDA_SUCCESS) {
-        s->broken = true;
-        if (st == KN_OK)
-            st = kn_cuda_fail(d, r, "cuStreamSynchronize",
-                              "%s: running the plan (run with sync_each_step to find the failing node)", file);
-    }
+    st = kn_cuda_exec_sync(s, st, file, d);
     if (st != KN_OK)
         return st;
     if (s->opts.timing) {
