@@ -121,8 +121,16 @@ static kn_status copy_bytes(cloner *c, const kn_bytes *s, kn_bytes *d)
 {
     d->len = s->len;
     d->data = NULL;
-    if (s->data && !(d->data = dup(c, s->data, s->len)))
+    if (!s->data)
+        return KN_OK;
+    if (s->len == SIZE_MAX)
+        return KN_ERR_LIMIT;
+    /* NUL-terminated, as the importer's are (readers take them as C strings) */
+    uint8_t *p = kn_graph_alloc(c->dst, s->len + 1);
+    if (!p)
         return KN_ERR_NOMEM;
+    memcpy(p, s->data, s->len);
+    d->data = p;
     return KN_OK;
 }
 

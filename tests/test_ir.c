@@ -419,6 +419,9 @@ static void test_clone_identical(void **state)
     assert_ptr_equal(c->nodes[0].attrs[3].u.t, t);
     assert_ptr_equal(c->nodes[0].attrs[9].u.tensors[0], t);
     assert_ptr_not_equal(c->nodes[0].attrs[6].u.floats, g->nodes[0].attrs[6].u.floats);
+    /* byte strings stay NUL-terminated (readers take them as C strings) */
+    assert_string_equal((const char *)c->nodes[0].attrs[2].u.s.data, "hello");
+    assert_string_equal((const char *)c->nodes[0].attrs[8].u.strings[1].data, "c");
     /* a subgraph cannot be cloned on its own */
     kn_graph *bad = (kn_graph *)1;
     assert_int_equal(kn_graph_clone(g->subgraphs[0], &bad), KN_ERR_INVALID);
