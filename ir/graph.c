@@ -152,6 +152,11 @@ void kn_graph_destroy(kn_graph *g)
         return;
     if (g->parent) /* subgraphs go with their root */
         return;
+    if (g->n_borrowers) { /* clones read its constant data: freed with the last */
+        g->destroy_pending = true;
+        return;
+    }
+    kn_graph *owner = g->data_owner;
     const kn_allocator *a = g->alloc;
     graph_free_arrays(g);
     for (kn_mapping *m = g->maps; m;) {
@@ -168,6 +173,8 @@ void kn_graph_destroy(kn_graph *g)
     kn_mem_free(a, g->strs);
     kn_arena_destroy(g->arena);
     kn_mem_free(a, g);
+    if (owner && --owner->n_borrowers == 0 && owner->destroy_pending)
+        kn_graph_destroy(owner);
 }
 
 kn_status kn_graph_intern(kn_graph *g, const char *s, size_t len, kn_str *out)

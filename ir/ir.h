@@ -253,6 +253,14 @@ struct kn_graph {
     uint32_t n_outputs;
     struct kn_graph **subgraphs; /* owned children, for teardown and walks */
     uint32_t n_subgraphs, cap_subgraphs;
+    /* Root only: constant data shared with other graphs (kn_graph_clone).
+     * data_owner: the graph whose arena and mappings hold constant data
+     * this graph reads (its source), else NULL; n_borrowers: the clones
+     * that read this graph's; destroy_pending: kn_graph_destroy was called
+     * while clones still read it (it goes with the last of them). */
+    struct kn_graph *data_owner;
+    uint32_t n_borrowers;
+    bool destroy_pending;
 };
 
 /* ---- building ---------------------------------------------------------------- */
@@ -270,6 +278,15 @@ kn_status kn_graph_intern_cstr(kn_graph *g, const char *s, kn_str *out);
 kn_status kn_graph_add_value(kn_graph *g, const kn_value *v, kn_id *id);
 /* Appends a node (fields copied; arrays must live in g's arena). */
 kn_status kn_graph_add_node(kn_graph *g, const kn_node *n, kn_id *id);
+
+/* A deep copy of the root graph src (nodes, values, attributes, subgraphs,
+ * model info; every name interned in the copy's own string table) whose
+ * constants share their data with src by pointer: constant data must not
+ * be changed in place by either graph once cloned (passes and lowering make
+ * new constants rather than editing old ones). The two graphs are
+ * otherwise independent and may be destroyed in either order: a source
+ * destroyed while clones read its data is freed with the last of them. */
+kn_status kn_graph_clone(kn_graph *src, kn_graph **out);
 
 /* Registers a mapping to unmap when the graph is destroyed. */
 kn_status kn_graph_add_mapping(kn_graph *g, void *addr, size_t len);

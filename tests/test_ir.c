@@ -245,6 +245,312 @@ static void test_print_stable(void **state)
     kn_graph_destroy(b);
 }
 
+/* ---- kn_graph_clone ---- */
+
+typedef struct failing {
+    long calls;   /* allocations so far */
+    long fail_at; /* the call number that fails (1-based); 0 = never */
+    long live;    /* blocks currently allocated */
+} failing;
+
+static void *f_alloc(void *ctx, size_t n)
+{
+    failing *f = ctx;
+    if (++f->calls == f->fail_at)
+        return NULL;
+    void *p = malloc(n);
+    if (p)
+        f->live++;
+    return p;
+}
+
+static void *f_realloc(void *ctx, void *p, size_t n)
+{
+    failing *f = ctx;
+    if (++f->calls == f->fail_at)
+        return NULL;
+    void *q = realloc(p, n);
+    if (q && !p)
+        f->live++;
+    return q;
+}
+
+static void f_free(void *ctx, void *p)
+{
+    failing *f = ctx;
+    if (p)
+        f->live--;
+    free(p);
+}
+
+static const float clone_w[4] = {1.5f, -2.0f, 0.25f, 8.0f};
+
+/* small_graph (made with allocator a) with a constant two values share, a
+ * node carrying every attribute kind, a subgraph reading an outer value,
+ * and model info (opsets, metadata). */
+static kn_graph *rich_graph(const kn_allocator *a)
+{
+    kn_graph *g;
+    assert_int_equal(kn_graph_create(a, &g), KN_OK);
+    g->name = S(g, "main");
+    g->info->path = S(g, "rich.onnx");
+    g->info->producer_name = S(g, "test");
+    g->info->ir_version = 9;
+    g->info->n_opsets = 1;
+    g->info->opsets = kn_graph_alloc(g, sizeof(kn_opset));
+    g->info->opsets[0] = (kn_opset){S(g, ""), 17};
+    g->info->n_metadata = 1;
+    g->info->metadata = kn_graph_alloc(g, sizeof(kn_kv));
+    g->info->metadata[0] = (kn_kv){S(g, "kiln.kv_max"), S(g, "256")};
+    kn_id x = add_input(g, "x");
+    kn_tensor *t = kn_graph_alloc(g, sizeof *t);
+    t->name = S(g, "w");
+    t->dtype = KN_F32;
+    t->rank = 1;
+    t->dims = kn_graph_alloc(g, sizeof(int64_t));
+    t->dims[0] = 4;
+    t->n_elems = 4;
+    t->nbytes = sizeof clone_w;
+    t->data = kn_arena_dup(g->arena, clone_w, sizeof clone_w);
+    kn_value c = {0};
+    c.kind = KN_VAL_CONST;
+    c.producer = KN_NONE;
+    c.tensor = t;
+    c.type.kind = KN_TYPE_TENSOR;
+    c.type.dtype = KN_F32;
+    c.type.shape.rank = 1;
+    c.type.shape.dims = kn_graph_alloc(g, sizeof(kn_dim));
+    c.type.shape.dims[0].value = 4;
+    c.name = S(g, "w");
+    kn_id w;
+    assert_int_equal(kn_graph_add_value(g, &c, &w), KN_OK);
+    kn_id r = add_node(g, "Relu", "relu0", x, KN_NONE, "r");
+    kn_id m = add_node(g, "Mul", "mul0", r, w, "m");
+    kn_id y = add_node(g, "Add", "add0", m, x, "y");
+    set_output(g, y);
+
+    kn_graph *sub;
+    assert_int_equal(kn_graph_create_sub(g, &sub), KN_OK);
+    sub->name = S(g, "body");
+    kn_value o = {0};
+    o.name = S(g, "x");
+    o.kind = KN_VAL_OUTER;
+    o.outer = x;
+    o.producer = KN_NONE;
+    kn_id oid;
+    assert_int_equal(kn_graph_add_value(sub, &o, &oid), KN_OK);
+    set_output(sub, add_node(sub, "Relu", "inner", oid, KN_NONE, "inner_r"));
+
+    kn_node *n = &g->nodes[0]; /* Relu: schema-less attributes of every kind */
+    kn_attr *at = kn_graph_alloc(g, 12 * sizeof *at);
+    at[0] = (kn_attr){S(g, "f"), KN_ATTR_FLOAT, 0, {.f = 0.5f}};
+    at[1] = (kn_attr){S(g, "i"), KN_ATTR_INT, 0, {.i = -7}};
+    at[2] = (kn_attr){S(g, "s"), KN_ATTR_STRING, 0, {.s = {(const uint8_t *)S(g, "hello"), 5}}};
+    at[3] = (kn_attr){S(g, "t"), KN_ATTR_TENSOR, 0, {.t = t}};
+    at[4] = (kn_attr){S(g, "g"), KN_ATTR_GRAPH, 0, {.g = sub}};
+    kn_type *tp = kn_graph_alloc(g, sizeof *tp);
+    tp->kind = KN_TYPE_SEQUENCE;
+    tp->elem = kn_graph_alloc(g, sizeof *tp->elem);
+    tp->elem->kind = KN_TYPE_TENSOR;
+    tp->elem->dtype = KN_I64;
+    tp->elem->shape.rank = 1;
+    tp->elem->shape.dims = kn_graph_alloc(g, sizeof(kn_dim));
+    tp->elem->shape.dims[0] = (kn_dim){-1, S(g, "n")};
+    at[5] = (kn_attr){S(g, "tp"), KN_ATTR_TYPE, 0, {.tp = tp}};
+    float *fs = kn_graph_alloc(g, 2 * sizeof *fs);
+    fs[0] = 1, fs[1] = 2;
+    at[6] = (kn_attr){S(g, "fs"), KN_ATTR_FLOATS, 2, {.floats = fs}};
+    int64_t *is = kn_graph_alloc(g, 3 * sizeof *is);
+    is[0] = 3, is[1] = 4, is[2] = 5;
+    at[7] = (kn_attr){S(g, "is"), KN_ATTR_INTS, 3, {.ints = is}};
+    kn_bytes *ss = kn_graph_alloc(g, 2 * sizeof *ss);
+    ss[0] = (kn_bytes){(const uint8_t *)S(g, "ab"), 2};
+    ss[1] = (kn_bytes){(const uint8_t *)S(g, "c"), 1};
+    at[8] = (kn_attr){S(g, "ss"), KN_ATTR_STRINGS, 2, {.strings = ss}};
+    kn_tensor **ts = kn_graph_alloc(g, sizeof *ts);
+    ts[0] = t;
+    at[9] = (kn_attr){S(g, "ts"), KN_ATTR_TENSORS, 1, {.tensors = ts}};
+    kn_graph **gs = kn_graph_alloc(g, sizeof *gs);
+    gs[0] = sub;
+    at[10] = (kn_attr){S(g, "gs"), KN_ATTR_GRAPHS, 1, {.graphs = gs}};
+    kn_type **tps = kn_graph_alloc(g, sizeof *tps);
+    tps[0] = tp->elem;
+    at[11] = (kn_attr){S(g, "tps"), KN_ATTR_TYPES, 1, {.types = tps}};
+    n->attrs = at;
+    n->n_attrs = 12;
+    return g;
+}
+
+static void test_clone_identical(void **state)
+{
+    (void)state;
+    kn_graph *g = rich_graph(NULL), *c;
+    assert_int_equal(errors_of(g, NULL), 0);
+    assert_int_equal(kn_graph_clone(g, &c), KN_OK);
+    char *tg = print_to_string(g), *tc = print_to_string(c);
+    assert_string_equal(tg, tc);
+    assert_non_null(strstr(tc, "body"));
+    assert_int_equal(errors_of(c, NULL), 0);
+    /* every name is the copy's own: equal to what its table interns */
+    assert_ptr_equal(c->values[0].name, S(c, "x"));
+    assert_ptr_not_equal(c->values[0].name, g->values[0].name);
+    assert_ptr_equal(c->values[0].type.shape.dims[0].sym, S(c, "batch"));
+    assert_ptr_equal(c->nodes[0].op_type, S(c, "Relu"));
+    assert_ptr_equal(c->nodes[0].attrs[5].u.tp->elem->shape.dims[0].sym, S(c, "n"));
+    assert_ptr_equal(c->info->path, S(c, "rich.onnx"));
+    assert_ptr_equal(c->info->metadata[0].key, S(c, "kiln.kv_max"));
+    assert_string_equal(c->info->metadata[0].value, "256");
+    assert_int_equal(c->info->ir_version, 9);
+    assert_ptr_equal(c->info->opsets[0].domain, S(c, ""));
+    /* the subgraph is the copy's, and reads the copy's values */
+    kn_graph *sub = c->nodes[0].attrs[4].u.g;
+    assert_ptr_equal(sub->parent, c);
+    assert_ptr_equal(sub, c->subgraphs[0]);
+    assert_ptr_equal(c->nodes[0].attrs[10].u.graphs[0], sub);
+    const kn_graph *owner;
+    assert_ptr_equal(kn_value_resolve(sub, 0, &owner), &c->values[0]);
+    assert_ptr_equal(owner, c);
+    /* the constant: a new tensor, shared by the value and both attributes,
+     * whose data is the source's */
+    const kn_tensor *t = c->values[1].tensor;
+    assert_ptr_not_equal(t, g->values[1].tensor);
+    assert_ptr_equal(t->name, S(c, "w"));
+    assert_ptr_equal(t->data, g->values[1].tensor->data);
+    assert_ptr_equal(c->nodes[0].attrs[3].u.t, t);
+    assert_ptr_equal(c->nodes[0].attrs[9].u.tensors[0], t);
+    assert_ptr_not_equal(c->nodes[0].attrs[6].u.floats, g->nodes[0].attrs[6].u.floats);
+    /* byte strings stay NUL-terminated (readers take them as C strings) */
+    assert_string_equal((const char *)c->nodes[0].attrs[2].u.s.data, "hello");
+    assert_string_equal((const char *)c->nodes[0].attrs[8].u.strings[1].data, "c");
+    /* a subgraph cannot be cloned on its own */
+    kn_graph *bad = (kn_graph *)1;
+    assert_int_equal(kn_graph_clone(g->subgraphs[0], &bad), KN_ERR_INVALID);
+    assert_null(bad);
+    free(tg);
+    free(tc);
+    kn_graph_destroy(c);
+    kn_graph_destroy(g);
+}
+
+/* Changing either graph after the clone leaves the other as it was. */
+static void test_clone_independent(void **state)
+{
+    (void)state;
+    kn_graph *g = rich_graph(NULL), *c;
+    char *before = print_to_string(g);
+    assert_int_equal(kn_graph_clone(g, &c), KN_OK);
+    /* the source: a value renamed, a node appended, an attribute changed,
+     * the Mul dropped (its output no longer read) */
+    g->values[2].name = S(g, "renamed");
+    g->values[0].type.shape.dims[1].value = 9;
+    g->nodes[0].attrs[7].u.ints[0] = 99;
+    g->subgraphs[0]->name = S(g, "other");
+    kn_id z = add_node(g, "Neg", "neg0", g->outputs[0], KN_NONE, "z");
+    g->outputs[0] = z;
+    g->nodes[2].inputs[0] = g->nodes[0].outputs[0];
+    bool dead[8] = {false, true};
+    assert_int_equal(kn_graph_compact(g, dead), KN_OK);
+    assert_int_equal(errors_of(g, NULL), 0);
+    char *tc = print_to_string(c), *tg = print_to_string(g);
+    assert_string_equal(tc, before);
+    assert_string_not_equal(tg, before);
+    assert_int_equal(errors_of(c, NULL), 0);
+    /* and the copy: the same, the other way */
+    kn_graph *g2 = rich_graph(NULL), *c2;
+    assert_int_equal(kn_graph_clone(g2, &c2), KN_OK);
+    c2->values[0].name = S(c2, "renamed");
+    c2->nodes[0].attrs[2].u.s.data = (const uint8_t *)S(c2, "bye!!");
+    c2->nodes[0].attrs[5].u.tp->elem->shape.dims[0].value = 3;
+    c2->info->metadata[0].value = S(c2, "512");
+    assert_int_equal(kn_graph_compact(c2, dead), KN_OK);
+    char *tg2 = print_to_string(g2);
+    assert_string_equal(tg2, before);
+    assert_string_equal(g2->info->metadata[0].value, "256");
+    free(before);
+    free(tc);
+    free(tg);
+    free(tg2);
+    kn_graph_destroy(c2);
+    kn_graph_destroy(g2);
+    kn_graph_destroy(c);
+    kn_graph_destroy(g);
+}
+
+/* Either graph may go first; the shared constant data lives while a clone
+ * reads it, and every block is freed once both are gone (also for a
+ * clone of a clone). */
+static void test_clone_destroy_order(void **state)
+{
+    (void)state;
+    for (int order = 0; order < 3; order++) {
+        failing f = {0, 0, 0};
+        kn_allocator a = {f_alloc, f_realloc, f_free, &f};
+        kn_graph *g = rich_graph(&a), *c, *cc = NULL;
+        long alone = f.live;
+        assert_int_equal(kn_graph_clone(g, &c), KN_OK);
+        if (order == 2)
+            assert_int_equal(kn_graph_clone(c, &cc), KN_OK);
+        char *want = print_to_string(g);
+        if (order == 0) {
+            kn_graph_destroy(c);
+            assert_int_equal(f.live, alone);
+            assert_int_equal(g->n_borrowers, 0);
+            kn_graph_destroy(g);
+        } else {
+            kn_graph_destroy(g); /* held: c reads its data */
+            assert_true(f.live > alone);
+            kn_graph *last = order == 2 ? cc : c;
+            if (order == 2)
+                kn_graph_destroy(c); /* held too: cc reads through it */
+            char *got = print_to_string(last);
+            assert_string_equal(got, want);
+            free(got);
+            assert_int_equal(errors_of(last, NULL), 0);
+            assert_memory_equal(last->values[1].tensor->data, clone_w, sizeof clone_w);
+            kn_graph_destroy(last);
+        }
+        free(want);
+        assert_int_equal(f.live, 0);
+    }
+}
+
+/* Every allocation of a clone failing in turn: a clean KN_ERR_NOMEM, no
+ * copy, nothing leaked, the source untouched. */
+static void test_clone_alloc_fail(void **state)
+{
+    (void)state;
+    failing f = {0, 0, 0};
+    kn_allocator a = {f_alloc, f_realloc, f_free, &f};
+    kn_graph *g = rich_graph(&a);
+    char *want = print_to_string(g);
+    long n;
+    for (n = 1;; n++) {
+        long live = f.live;
+        f.fail_at = f.calls + n;
+        kn_graph *c = (kn_graph *)1;
+        kn_status s = kn_graph_clone(g, &c);
+        bool hit = f.calls >= f.fail_at;
+        f.fail_at = 0;
+        if (!hit) {
+            assert_int_equal(s, KN_OK);
+            kn_graph_destroy(c);
+            assert_int_equal(f.live, live);
+            break;
+        }
+        assert_int_equal(s, KN_ERR_NOMEM);
+        assert_null(c);
+        assert_int_equal(f.live, live);
+        assert_int_equal(g->n_borrowers, 0);
+    }
+    assert_true(n > 10);
+    char *got = print_to_string(g);
+    assert_string_equal(got, want);
+    free(got);
+    free(want);
+    kn_graph_destroy(g);
+    assert_int_equal(f.live, 0);
+}
+
 static void test_op_lookup(void **state)
 {
     (void)state;
@@ -402,6 +708,8 @@ int main(void)
         cmocka_unit_test(test_dtype),             cmocka_unit_test(test_arena),
         cmocka_unit_test(test_intern),            cmocka_unit_test(test_diag),
         cmocka_unit_test(test_unsupported_report),
+        cmocka_unit_test(test_clone_identical),   cmocka_unit_test(test_clone_independent),
+        cmocka_unit_test(test_clone_destroy_order), cmocka_unit_test(test_clone_alloc_fail),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -231,7 +231,7 @@ static kn_status import_model(const char *in, const char *kv_max, const char *kv
 }
 
 /* Target cuda: *g through the pipeline with kv-cache kept. A decoder
- * graph (kn_compile_is_decoder) is lowered twice (a second copy in *pg):
+ * graph (kn_compile_is_decoder) is lowered twice (a copy in *pg, kn_graph_clone):
  * *prog the decode program, *pprog the prefill one, *decoder set. A
  * graph with kiln.PagedAttention that is not one, or whose two lowerings
  * do not agree, is made again as before (kv-cache disabled; one program,
@@ -251,14 +251,9 @@ static kn_status compile_cuda_decoder(const char *in, const char *kv_max, const 
         return KN_ERR_INVALID;
     }
     if (dec) {
-        kn_pipeline_opts again = *po;
-        again.observe = NULL; /* --report: the first run's figures */
-        again.dump_after = NULL;
-        kn_diag *q = kn_diag_create(NULL, NULL); /* the first run said it all */
-        kn_status s = q ? import_model(in, kv_max, kv_mem, kv_block, d, pg) : KN_ERR_NOMEM;
-        if (s == KN_OK)
-            s = kn_compile_graph_kv(*pg, &again, q);
-        kn_diag_destroy(q);
+        /* the prefill lowering's graph: a copy of the optimized one (its
+         * weights shared, not imported and converted again) */
+        kn_status s = kn_graph_clone(*g, pg);
         if (s != KN_OK)
             return s;
         s = kn_compile_cuda_decoder(*g, *pg, P, co, d, prog, pprog, why, sizeof why);
