@@ -10,6 +10,7 @@
 #include "codegen/plan_write.h"
 #include "kiln/kiln.h"
 #include "kiln/runtime.h"
+#include "model_builder.h"
 #include "passes/passes.h"
 #include "runtime/cpu/exec.h"
 #include "tools/tensor_io.h"
@@ -20,47 +21,12 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-typedef struct failing {
-    long calls;     /* allocations so far */
-    long fail_at;   /* the call number that fails (1-based); 0 = never */
-    long live;      /* blocks currently allocated */
-} failing;
-
-static void *f_alloc(void *ctx, size_t n)
-{
-    failing *f = ctx;
-    if (++f->calls == f->fail_at)
-        return NULL;
-    void *p = malloc(n);
-    if (p)
-        f->live++;
-    return p;
-}
-
-static void *f_realloc(void *ctx, void *p, size_t n)
-{
-    failing *f = ctx;
-    if (++f->calls == f->fail_at)
-        return NULL;
-    void *q = realloc(p, n);
-    if (q && !p)
-        f->live++;
-    return q;
-}
-
-static void f_free(void *ctx, void *p)
-{
-    failing *f = ctx;
-    if (p)
-        f->live--;
-    free(p);
-}
-
 /* Returns the number of allocations a successful import makes. */
 static long sweep_model(const char *path)
 {
-    failing f = {0, 0, 0};
-    kn_allocator a = {f_alloc, f_realloc, f_free, &f};
+    mb_counter f;
+    mb_counter_init(&f);
+    const kn_allocator a = f.a;
     kn_graph *g = NULL;
     kn_diag *d = kn_diag_create(NULL, NULL);
     assert_non_null(d);
@@ -71,8 +37,10 @@ static long sweep_model(const char *path)
     kn_diag_destroy(d);
     assert_int_equal(f.live, 0);
     for (long n = 1; n <= total; n++) {
-        failing ff = {0, n, 0};
-        kn_allocator fa = {f_alloc, f_realloc, f_free, &ff};
+        mb_counter ff;
+        mb_counter_init(&ff);
+        ff.fail_at = n;
+        const kn_allocator fa = ff.a;
         kn_diag *dd = kn_diag_create(NULL, NULL);
         assert_non_null(dd);
         kn_graph *gg = NULL;
@@ -104,7 +72,7 @@ static long sweep_model(const char *path)
  * that fails must fail cleanly. `calls_after_import` receives the count
  * of allocations the import made. */
 static kn_status chain(const char *path, const kn_allocator *a, kn_rt_tensor **in, uint32_t n_in,
-                       long *calls_after_import, const failing *f, const char *plan_path)
+                       long *calls_after_import, const mb_counter *f, const char *plan_path)
 {
     kn_diag *d = kn_diag_create(NULL, NULL);
     assert_non_null(d);
@@ -167,15 +135,18 @@ static long sweep_chain(const char *path)
     char tmpl[] = "/tmp/kiln-allocfail-XXXXXX";
     assert_non_null(mkdtemp(tmpl));
     snprintf(plan, sizeof plan, "%s/m.plan", tmpl);
-    failing f = {0, 0, 0};
-    kn_allocator a = {f_alloc, f_realloc, f_free, &f};
+    mb_counter f;
+    mb_counter_init(&f);
+    const kn_allocator a = f.a;
     long first;
     assert_int_equal(chain(path, &a, in, n_in, &first, &f, plan), KN_OK);
     long total = f.calls;
     assert_int_equal(f.live, 0);
     for (long n = first + 1; n <= total; n++) {
-        failing ff = {0, n, 0};
-        kn_allocator fa = {f_alloc, f_realloc, f_free, &ff};
+        mb_counter ff;
+        mb_counter_init(&ff);
+        ff.fail_at = n;
+        const kn_allocator fa = ff.a;
         kn_status s = chain(path, &fa, in, n_in, NULL, &ff, plan);
         if (s != KN_OK && s != KN_ERR_NOMEM)
             fail_msg("%s: allocation %ld of %ld failing gave '%s'", path, n, total, kn_status_str(s));

@@ -8,6 +8,7 @@
 
 #include "ir/ir.h"
 #include "ir/stats.h"
+#include "model_builder.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -247,42 +248,6 @@ static void test_print_stable(void **state)
 
 /* ---- kn_graph_clone ---- */
 
-typedef struct failing {
-    long calls;   /* allocations so far */
-    long fail_at; /* the call number that fails (1-based); 0 = never */
-    long live;    /* blocks currently allocated */
-} failing;
-
-static void *f_alloc(void *ctx, size_t n)
-{
-    failing *f = ctx;
-    if (++f->calls == f->fail_at)
-        return NULL;
-    void *p = malloc(n);
-    if (p)
-        f->live++;
-    return p;
-}
-
-static void *f_realloc(void *ctx, void *p, size_t n)
-{
-    failing *f = ctx;
-    if (++f->calls == f->fail_at)
-        return NULL;
-    void *q = realloc(p, n);
-    if (q && !p)
-        f->live++;
-    return q;
-}
-
-static void f_free(void *ctx, void *p)
-{
-    failing *f = ctx;
-    if (p)
-        f->live--;
-    free(p);
-}
-
 static const float clone_w[4] = {1.5f, -2.0f, 0.25f, 8.0f};
 
 /* small_graph (made with allocator a) with a constant two values share, a
@@ -483,8 +448,9 @@ static void test_clone_destroy_order(void **state)
 {
     (void)state;
     for (int order = 0; order < 3; order++) {
-        failing f = {0, 0, 0};
-        kn_allocator a = {f_alloc, f_realloc, f_free, &f};
+        mb_counter f;
+        mb_counter_init(&f);
+        const kn_allocator a = f.a;
         kn_graph *g = rich_graph(&a), *c, *cc = NULL;
         long alone = f.live;
         assert_int_equal(kn_graph_clone(g, &c), KN_OK);
@@ -519,8 +485,9 @@ static void test_clone_destroy_order(void **state)
 static void test_clone_alloc_fail(void **state)
 {
     (void)state;
-    failing f = {0, 0, 0};
-    kn_allocator a = {f_alloc, f_realloc, f_free, &f};
+    mb_counter f;
+    mb_counter_init(&f);
+    const kn_allocator a = f.a;
     kn_graph *g = rich_graph(&a);
     char *want = print_to_string(g);
     long n;
