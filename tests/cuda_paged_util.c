@@ -7,6 +7,7 @@
 
 #include "cuda_paged_util.h"
 #include "kiln/cuda.h"
+#include "runtime/cuda/plan.h"
 
 #include <dlfcn.h>
 #include <string.h>
@@ -17,6 +18,19 @@ bool uses_kernel(const kn_cu_program *p, const char *entry)
         if (p->steps[i].kind == KN_CU_STEP_LAUNCH && strcmp(p->kernels[p->steps[i].kernel].entry, entry) == 0)
             return true;
     return false;
+}
+
+uint32_t plan_launch_steps(const kn_graph *plan)
+{
+    kn_cuda_plan p;
+    kn_diag *d = kn_diag_create(NULL, stderr);
+    assert_int_equal(kn_cuda_plan_read(plan, plan->info->plan_base, plan->info->plan_size, NULL, d, &p), KN_OK);
+    uint32_t n = 0;
+    for (uint32_t i = 0; i < p.n_steps; i++)
+        n += p.steps[i].kind == KN_CU_STEP_LAUNCH;
+    kn_cuda_plan_free(&p);
+    kn_diag_destroy(d);
+    return n;
 }
 
 /* The session's side of the cache (the mock counts launches, it does not

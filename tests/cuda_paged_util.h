@@ -10,6 +10,10 @@
 /* Whether a launch step of p runs kernel `entry`. */
 bool uses_kernel(const kn_cu_program *p, const char *entry);
 
+/* The kernel-launch steps of the CUDA program a loaded plan graph holds
+ * (read back with kn_cuda_plan_read; fails the test when it cannot). */
+uint32_t plan_launch_steps(const kn_graph *plan);
+
 /* tests/cuda_mock.c's counters (kn_mock_control). */
 enum {
     MOCK_LAUNCHES = 5,

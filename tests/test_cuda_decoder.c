@@ -226,19 +226,6 @@ static void llama_plans(mb *b, int64_t P, char **paths, bool *compiled)
     kn_diag_destroy(d);
 }
 
-static uint32_t launch_steps(const kn_graph *plan)
-{
-    kn_cuda_plan p;
-    kn_diag *d = kn_diag_create(NULL, stderr);
-    assert_int_equal(kn_cuda_plan_read(plan, plan->info->plan_base, plan->info->plan_size, NULL, d, &p), KN_OK);
-    uint32_t n = 0;
-    for (uint32_t i = 0; i < p.n_steps; i++)
-        n += p.steps[i].kind == KN_CU_STEP_LAUNCH;
-    kn_cuda_plan_free(&p);
-    kn_diag_destroy(d);
-    return n;
-}
-
 /* kn_session_create_cuda's plumbing against the mock (which does not run
  * kernels: the logits are not checked here, see gpu_llama_session): a
  * 10-token prompt in prefill chunks of 4 (the last padded), 3 decode
@@ -255,7 +242,7 @@ static void mock_llama_session(void **state)
     kn_graph *pg[2];
     for (int i = 0; i < 2; i++)
         assert_int_equal(kn_plan_load(paths[i], NULL, d, &pg[i]), KN_OK);
-    uint32_t per_run[2] = {launch_steps(pg[0]), launch_steps(pg[1])};
+    uint32_t per_run[2] = {plan_launch_steps(pg[0]), plan_launch_steps(pg[1])};
     kn_session *s;
     /* once first: cuBLASLt's handle is made on first use and kept */
     assert_int_equal(kn_session_create_cuda(pg[0], pg[1], NULL, NULL, d, &s), KN_OK);

@@ -504,19 +504,6 @@ static void corrupted_prefill(void **state)
     mb_free(b);
 }
 
-static uint32_t launches(const kn_graph *g)
-{
-    kn_cuda_plan p;
-    kn_diag *d = kn_diag_create(NULL, stderr);
-    assert_int_equal(kn_cuda_plan_read(g, g->info->plan_base, g->info->plan_size, NULL, d, &p), KN_OK);
-    uint32_t n = 0;
-    for (uint32_t i = 0; i < p.n_steps; i++)
-        n += p.steps[i].kind == KN_CU_STEP_LAUNCH;
-    kn_cuda_plan_free(&p);
-    kn_diag_destroy(d);
-    return n;
-}
-
 /* Without a driver: --device cuda is refused naming why, auto runs on
  * the CPU. */
 static void no_driver(void **state)
@@ -559,7 +546,7 @@ static void mock_device_session(void **state)
     kn_graph *g, *pg;
     assert_int_equal(kn_plan_load(o.path, NULL, d, &g), KN_OK);
     assert_int_equal(kn_plan_load_cuda_prefill(g, NULL, d, &pg), KN_OK);
-    uint32_t per[2] = {launches(pg), launches(g)};
+    uint32_t per[2] = {plan_launch_steps(pg), plan_launch_steps(g)};
     kn_graph_destroy(pg);
     kn_session *s;
     /* once first: cuBLASLt's handle is made on first use and kept */
@@ -654,7 +641,7 @@ static void mock_generate(void **state)
     kn_graph *g, *pg;
     assert_int_equal(kn_plan_load(o.path, NULL, d, &g), KN_OK);
     assert_int_equal(kn_plan_load_cuda_prefill(g, NULL, d, &pg), KN_OK);
-    long per[2] = {launches(pg), launches(g)};
+    long per[2] = {plan_launch_steps(pg), plan_launch_steps(g)};
     kn_graph_destroy(pg);
     kn_session *s;
     assert_int_equal(kn_session_create_device(g, KN_DEVICE_CUDA, NULL, NULL, d, &s), KN_OK); /* cuBLASLt's handle */
