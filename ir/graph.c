@@ -348,6 +348,12 @@ const kn_attr *kn_node_attr(const kn_node *n, const char *name)
     return NULL;
 }
 
+int64_t kn_node_attr_int(const kn_node *n, const char *name, int64_t def)
+{
+    const kn_attr *a = kn_node_attr(n, name);
+    return a && a->kind == KN_ATTR_INT ? a->u.i : def;
+}
+
 static void walk(const kn_graph *g, int depth, void (*fn)(const kn_graph *, int, void *), void *ctx)
 {
     fn(g, depth, ctx);

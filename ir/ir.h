@@ -329,6 +329,9 @@ void kn_type_format(const kn_type *t, char *buf, size_t size);
 
 /* Finds an attribute of a node by name; NULL if absent. */
 const kn_attr *kn_node_attr(const kn_node *n, const char *name);
+/* The node's INT attribute `name`, or def when it has none (or one of
+ * another kind). */
+int64_t kn_node_attr_int(const kn_node *n, const char *name, int64_t def);
 
 /* Calls fn for the graph and every subgraph, depth first, parents first. */
 void kn_graph_walk(const kn_graph *g, void (*fn)(const kn_graph *, int depth, void *), void *ctx);

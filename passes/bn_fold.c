@@ -31,12 +31,6 @@ static float attr_f(const kn_node *n, const char *name, float def)
     return a && a->kind == KN_ATTR_FLOAT ? a->u.f : def;
 }
 
-static int64_t attr_i(const kn_node *n, const char *name, int64_t def)
-{
-    const kn_attr *a = kn_node_attr(n, name);
-    return a && a->kind == KN_ATTR_INT ? a->u.i : def;
-}
-
 static kn_status set_float_attr(kn_graph *g, kn_node *n, const char *name, float v)
 {
     kn_attr a = {0};
@@ -52,7 +46,7 @@ static kn_status fold_one(kn_graph *g, kn_uses *u, kn_id k, bool *done)
     *done = false;
     const kn_node *bn = &g->nodes[k];
     if (bn->op != KN_OP_BatchNormalization || bn->n_inputs < 5 || !kn_rw_has_in(bn, 0) || *bn->domain ||
-        attr_i(bn, "training_mode", 0) != 0 || attr_i(bn, "spatial", 1) != 1 || bn->outputs[0] == KN_NONE)
+        kn_node_attr_int(bn, "training_mode", 0) != 0 || kn_node_attr_int(bn, "spatial", 1) != 1 || bn->outputs[0] == KN_NONE)
         return KN_OK;
     for (uint32_t i = 1; i < bn->n_outputs; i++)
         if (bn->outputs[i] != KN_NONE && (u->readers[bn->outputs[i]] || u->pinned[bn->outputs[i]]))
@@ -69,7 +63,7 @@ static kn_status fold_one(kn_graph *g, kn_uses *u, kn_id k, bool *done)
     const kn_tensor *w = kn_rw_const(g, p->inputs[1]);
     if (!w || w->dtype != KN_F32 || w->rank < 2)
         return KN_OK;
-    int64_t trans_b = gemm ? attr_i(p, "transB", 0) : 0;
+    int64_t trans_b = gemm ? kn_node_attr_int(p, "transB", 0) : 0;
     int64_t m = conv ? w->dims[0] : trans_b ? w->dims[0] : w->dims[1]; /* output channels */
     if (gemm && w->rank != 2)
         return KN_OK;

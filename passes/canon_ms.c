@@ -133,12 +133,6 @@ static kn_status node(build *b, const char *what, kn_op op, int64_t opset, const
     return push(b, &n);
 }
 
-static int64_t attr_i(const kn_node *n, const char *name, int64_t def)
-{
-    const kn_attr *a = kn_node_attr(n, name);
-    return a && a->kind == KN_ATTR_INT ? a->u.i : def;
-}
-
 static bool has_in(const kn_node *n, uint32_t i) { return i < n->n_inputs && n->inputs[i] != KN_NONE; }
 static bool has_out(const kn_node *n, uint32_t i) { return i < n->n_outputs && n->outputs[i] != KN_NONE; }
 
@@ -166,7 +160,7 @@ static kn_status mha(build *b)
             return unsupported(b, "a past key/value (or cache indirection)");
     if (has_out(n, 1) || has_out(n, 2) || has_out(n, 3))
         return unsupported(b, "present key/value outputs");
-    int64_t heads = attr_i(n, "num_heads", 0);
+    int64_t heads = kn_node_attr_int(n, "num_heads", 0);
     if (heads <= 0)
         return unsupported(b, "num_heads <= 0");
     kn_attr at[4];
@@ -176,7 +170,7 @@ static kn_status mha(build *b)
     KN_TRY(kn_fm_attr_i(b->g, "kv_num_heads", heads, &at[na++]));
     na += scale_attr(b, &at[na], &s);
     KN_TRY(s);
-    if (attr_i(n, "unidirectional", 0))
+    if (kn_node_attr_int(n, "unidirectional", 0))
         KN_TRY(kn_fm_attr_i(b->g, "is_causal", 1, &at[na++]));
     kn_id ins[4] = {n->inputs[0], n->inputs[1], n->inputs[2], has_in(n, 5) ? n->inputs[5] : KN_NONE};
     const kn_type *kt = kn_rw_type(b->g, n->inputs[1]), *vt = kn_rw_type(b->g, n->inputs[2]);
@@ -224,16 +218,16 @@ static kn_status gqa(build *b)
     for (uint32_t i = 7; i < n->n_inputs; i++)
         if (has_in(n, i))
             return unsupported(b, "cos/sin caches, position ids, attention bias or head sinks");
-    if (attr_i(n, "do_rotary", 0))
+    if (kn_node_attr_int(n, "do_rotary", 0))
         return unsupported(b, "do_rotary");
-    if (attr_i(n, "local_window_size", -1) != -1)
+    if (kn_node_attr_int(n, "local_window_size", -1) != -1)
         return unsupported(b, "a local window");
-    if (attr_i(n, "smooth_softmax", 0))
+    if (kn_node_attr_int(n, "smooth_softmax", 0))
         return unsupported(b, "smooth_softmax");
     const kn_attr *sc = kn_node_attr(n, "softcap");
     if (sc && sc->kind == KN_ATTR_FLOAT && sc->u.f != 0)
         return unsupported(b, "softcap");
-    int64_t heads = attr_i(n, "num_heads", 0), kv = attr_i(n, "kv_num_heads", 0);
+    int64_t heads = kn_node_attr_int(n, "num_heads", 0), kv = kn_node_attr_int(n, "kv_num_heads", 0);
     if (heads <= 0 || kv <= 0 || heads % kv != 0)
         return unsupported(b, "num_heads not a positive multiple of kv_num_heads");
     /* mask[b, 0, 0, j] = j <= seqlens_k[b], j < total_sequence_length */
@@ -277,9 +271,9 @@ static kn_status rotary(build *b)
 {
     const kn_node *n = b->src;
     kn_graph *g = b->g;
-    if (attr_i(n, "interleaved", 0))
+    if (kn_node_attr_int(n, "interleaved", 0))
         return unsupported(b, "interleaved rotation");
-    if (attr_i(n, "is_packed_batching", 0))
+    if (kn_node_attr_int(n, "is_packed_batching", 0))
         return unsupported(b, "packed batching");
     if (n->n_inputs < 4 || !has_in(n, 1) || !has_in(n, 2) || !has_in(n, 3))
         return unsupported(b, "missing position_ids or caches");
@@ -292,7 +286,7 @@ static kn_status rotary(build *b)
         return unsupported(b, "an input of unknown rank or rank other than 3 and 4");
     if (!ct || ct->shape.rank != 2 || ct->shape.dims[1].value <= 0)
         return unsupported(b, "cos_cache without a static [max_positions, head_size / 2] shape");
-    int64_t half = ct->shape.dims[1].value, head = 2 * half, rd = attr_i(n, "rotary_embedding_dim", 0);
+    int64_t half = ct->shape.dims[1].value, head = 2 * half, rd = kn_node_attr_int(n, "rotary_embedding_dim", 0);
     int32_t rank = xt->shape.rank;
     if (rank == 4 && xt->shape.dims[3].value != head)
         return unsupported(b, "partial rotation (cos_cache narrower than the head)");

@@ -41,12 +41,6 @@
 
 #define MAX_DEPTH 24
 
-static int64_t attr_i(const kn_node *n, const char *name, int64_t def)
-{
-    const kn_attr *a = kn_node_attr(n, name);
-    return a && a->kind == KN_ATTR_INT ? a->u.i : def;
-}
-
 static const kn_node *producer(const kn_graph *g, kn_id v)
 {
     if (v == KN_NONE || v >= g->n_values || g->values[v].kind != KN_VAL_NODE || g->values[v].producer == KN_NONE)
@@ -251,7 +245,7 @@ static elem elem_of(const kn_graph *g, kn_id v, int64_t i, int depth)
     case KN_OP_Identity:
         return elem_of(g, x, i, depth + 1);
     case KN_OP_Cast:
-        return attr_i(p, "to", 0) == KN_I64 ? elem_of(g, x, i, depth + 1) : none;
+        return kn_node_attr_int(p, "to", 0) == KN_I64 ? elem_of(g, x, i, depth + 1) : none;
     case KN_OP_Shape: {
         int32_t r = rank_of(g, x, depth + 1);
         if (kn_node_attr(p, "start") || kn_node_attr(p, "end") || r < 0 || i >= r)
@@ -262,7 +256,7 @@ static elem elem_of(const kn_graph *g, kn_id v, int64_t i, int depth)
         const kn_node *s = producer(g, x);
         int64_t k[1];
         size_t n;
-        if (attr_i(p, "axis", 0) != 0 || !is_op(s, KN_OP_Shape) || !kn_rw_has_in(p, 1) ||
+        if (kn_node_attr_int(p, "axis", 0) != 0 || !is_op(s, KN_OP_Shape) || !kn_rw_has_in(p, 1) ||
             !kn_rw_const_ints(g, p->inputs[1], k, 1, &n) || n != 1 || kn_rw_const(g, p->inputs[1])->rank != 0 || i != 0)
             return none;
         int32_t r = rank_of(g, s->inputs[0], depth + 1);
@@ -281,7 +275,7 @@ static elem elem_of(const kn_graph *g, kn_id v, int64_t i, int depth)
         return elem_of(g, x, i, depth + 1);
     }
     case KN_OP_Concat: {
-        if (attr_i(p, "axis", 0) != 0 && attr_i(p, "axis", 0) != -1)
+        if (kn_node_attr_int(p, "axis", 0) != 0 && kn_node_attr_int(p, "axis", 0) != -1)
             return none;
         for (uint32_t k = 0; k < p->n_inputs; k++) {
             int64_t m = kn_rw_has_in(p, k) ? vec_len(g, p->inputs[k], depth + 1) : -1;
@@ -354,7 +348,7 @@ static bool elem_is_dim(const kn_graph *g, elem e, kn_id x, int32_t d)
 static bool repeat_kv(const kn_graph *g, kn_id v, kn_id *x_out, int64_t *rep)
 {
     const kn_node *r = producer(g, v);
-    if (!is_op(r, KN_OP_Reshape) || !kn_rw_has_in(r, 1) || attr_i(r, "allowzero", 0) != 0)
+    if (!is_op(r, KN_OP_Reshape) || !kn_rw_has_in(r, 1) || kn_node_attr_int(r, "allowzero", 0) != 0)
         return false;
     const kn_node *e = producer(g, r->inputs[0]);
     if (!is_op(e, KN_OP_Expand) || !kn_rw_has_in(e, 1))
@@ -539,7 +533,7 @@ static bool match_at(const kn_graph *g, const kn_uses *u, kn_id sk, match *m)
     if (!qt || (qt->dtype != KN_F32 && qt->dtype != KN_F16 && qt->dtype != KN_BF16 && qt->dtype != KN_F64))
         return false;
     /* the Softmax runs along the last axis of the rank-4 scores */
-    int64_t axis = attr_i(sm, "axis", sm->opset >= 13 ? -1 : 1);
+    int64_t axis = kn_node_attr_int(sm, "axis", sm->opset >= 13 ? -1 : 1);
     if (axis != -1 && axis != 3)
         return false;
     if (m->mask != KN_NONE) {

@@ -48,16 +48,10 @@ typedef struct dq_info {
 
 static bool is_q8(kn_dtype t) { return t == KN_I8 || t == KN_U8; }
 
-static int64_t attr_int(const kn_node *n, const char *name, int64_t def)
-{
-    const kn_attr *a = kn_node_attr(n, name);
-    return a && a->kind == KN_ATTR_INT ? a->u.i : def;
-}
-
 /* The (Q or DQ) node's block_size / output_dtype attributes are unset. */
 static bool plain_attrs(const kn_node *n)
 {
-    return attr_int(n, "block_size", 0) == 0 && attr_int(n, "output_dtype", 0) == 0;
+    return kn_node_attr_int(n, "block_size", 0) == 0 && kn_node_attr_int(n, "output_dtype", 0) == 0;
 }
 
 /* v's producer, if it is a plain ai.onnx DequantizeLinear (its output is
@@ -71,7 +65,7 @@ static bool dq_of(const kn_graph *g, const kn_uses *u, kn_id v, dq_info *out)
     if (n->n_inputs < 2 || !kn_rw_has_in(n, 1) || !plain_attrs(n))
         return false;
     *out = (dq_info){k, n->inputs[0], n->inputs[1], kn_rw_has_in(n, 2) ? n->inputs[2] : KN_NONE,
-                     attr_int(n, "axis", 1)};
+                     kn_node_attr_int(n, "axis", 1)};
     return true;
 }
 
@@ -247,8 +241,8 @@ static kn_status fuse_gemm(kn_graph *g, kn_uses *u, kn_id k, uint32_t *count)
     const kn_node *n = &g->nodes[k];
     dq_info a, w;
     int64_t nch;
-    bool tb = attr_int(n, "transB", 0) != 0;
-    if (n->n_inputs < 2 || attr_int(n, "transA", 0) || attr_float(n, "alpha", 1) != 1.0f ||
+    bool tb = kn_node_attr_int(n, "transB", 0) != 0;
+    if (n->n_inputs < 2 || kn_node_attr_int(n, "transA", 0) || attr_float(n, "alpha", 1) != 1.0f ||
         attr_float(n, "beta", 1) != 1.0f || !dq_of(g, u, n->inputs[0], &a) || !dq_of(g, u, n->inputs[1], &w) ||
         !act_ok(g, &a) || !weight_ok(g, &w, tb ? 0 : 1, &nch) || kn_rw_const(g, w.x)->rank != 2)
         return KN_OK;

@@ -85,12 +85,6 @@ bool kn_quant_kept(const kn_quantize_opts *o, const kn_node *n)
     return false;
 }
 
-static int64_t attr_int(const kn_node *n, const char *name, int64_t def)
-{
-    const kn_attr *a = kn_node_attr(n, name);
-    return a && a->kind == KN_ATTR_INT ? a->u.i : def;
-}
-
 static float attr_float(const kn_node *n, const char *name, float def)
 {
     const kn_attr *a = kn_node_attr(n, name);
@@ -113,10 +107,10 @@ kn_status kn_quant_candidate(kn_graph *g, const kn_node *n, bool *ok, int64_t *K
         return KN_OK;
     bool trans = false;
     if (n->op == KN_OP_Gemm) {
-        if (attr_int(n, "transA", 0) || attr_float(n, "alpha", 1) != 1.0f || attr_float(n, "beta", 1) != 1.0f ||
+        if (kn_node_attr_int(n, "transA", 0) || attr_float(n, "alpha", 1) != 1.0f || attr_float(n, "beta", 1) != 1.0f ||
             (a->shape.rank >= 0 && a->shape.rank != 2))
             return KN_OK;
-        trans = attr_int(n, "transB", 0) != 0;
+        trans = kn_node_attr_int(n, "transB", 0) != 0;
         if (kn_rw_has_in(n, 2)) {
             const kn_type *c = kn_rw_type(g, n->inputs[2]);
             int64_t cn = c ? kn_shape_numel(&c->shape) : -1;

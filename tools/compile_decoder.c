@@ -13,14 +13,6 @@
 #include <stdio.h>
 #include <string.h>
 
-static int64_t attr_int(const kn_node *n, const char *name, int64_t def)
-{
-    for (uint32_t i = 0; i < n->n_attrs; i++)
-        if (n->attrs[i].name && strcmp(n->attrs[i].name, name) == 0 && n->attrs[i].kind == KN_ATTR_INT)
-            return n->attrs[i].u.i;
-    return def;
-}
-
 bool kn_compile_is_decoder(const kn_graph *g, char *why, size_t n)
 {
     uint32_t n_paged = 0;
@@ -31,7 +23,7 @@ bool kn_compile_is_decoder(const kn_graph *g, char *why, size_t n)
             continue;
         n_paged++;
         bool mask = nd->n_inputs >= 4 && nd->inputs[3] != KN_NONE;
-        if (mask || attr_int(nd, "causal", 0) != 1) {
+        if (mask || kn_node_attr_int(nd, "causal", 0) != 1) {
             snprintf(why, n,
                      "the attention mask of node '%s' could not be proven causal (the kv-mask pass left it), and "
                      "the CUDA session runs causal attention only",

@@ -593,12 +593,6 @@ static void observe(void *ctx, const kn_graph *g, kn_id v, const kn_rt_tensor *t
 
 static bool shape_input(kn_op op, uint32_t i);
 
-static int64_t attr_int(const kn_node *n, const char *name, int64_t def)
-{
-    const kn_attr *at = kn_node_attr(n, name);
-    return at && at->kind == KN_ATTR_INT ? at->u.i : def;
-}
-
 static bool has_subgraph(const kn_node *n)
 {
     for (uint32_t i = 0; i < n->n_attrs; i++)
@@ -651,7 +645,7 @@ static kn_status shape_only_gemms(lower *L)
             if (n->inputs[i] != KN_NONE && ((out_needed && !shape_only) || shape_input(n->op, i)))
                 need[n->inputs[i]] = true;
         bool gemm = n->op == KN_OP_MatMul || n->op == KN_OP_MS_MatMulNBits || n->op == KN_OP_MS_MatMulIntegerToFloat ||
-                    (n->op == KN_OP_KILN_GemmEpilogue && !attr_int(n, "gemm", 0));
+                    (n->op == KN_OP_KILN_GemmEpilogue && !kn_node_attr_int(n, "gemm", 0));
         L->probe_skip[k] = gemm && !out_needed && n->n_outputs == 1 && n->outputs[0] != KN_NONE && n->n_inputs >= 2;
     }
     kn_mem_free(L->a, known);
@@ -673,8 +667,8 @@ static kn_status standin(void *ctx, const kn_graph *g, kn_id node, const kn_rt_t
     const kn_rt_tensor *A = ins[0], *B = ins[1];
     int64_t k, cols;
     if (n->op == KN_OP_MS_MatMulNBits) {
-        k = attr_int(n, "K", -1);
-        cols = attr_int(n, "N", -1);
+        k = kn_node_attr_int(n, "K", -1);
+        cols = kn_node_attr_int(n, "N", -1);
     } else {
         if (B->rank != 2)
             return KN_OK;
