@@ -136,7 +136,7 @@ def kiln_bench(kiln, plan, batch, P, G, device):
     j = json.loads(r.stdout)
     return {"prefill_tokens_per_s": j["prefill_tokens_per_s"], "decode_tokens_per_s": j["decode_tokens_per_s"],
             "ttft_ms": j["ttft_ms"]["median"], "decode_ms_per_step": j["decode_latency_ms"]["mean"],
-            "roofline_fraction": j.get("roofline_fraction")}, None
+            "roofline_fraction": j.get("roofline_fraction"), "batched_decode": j.get("batched_decode", False)}, None
 
 
 def main():
@@ -215,8 +215,12 @@ def main():
             rows.append({"batch": b, "metric": key, "kiln": k, "eager": e, "compile": c,
                          "kiln_over_eager": r_e, "kiln_over_compile": r_c})
     print("# ratios > 1: kiln better (higher tokens/s, lower time to first token)")
-    print("# kiln's batch B is B sequences stepped in turn (its session runs one sequence per step) and its time")
-    print("# to first token is one sequence's; the peers run the B prompts as one batch")
+    for b in a.batch:
+        if b > 1 and kiln.get(b):
+            how = ("B sequences decoded together, one run per step" if kiln[b]["batched_decode"]
+                   else "B sequences stepped in turn (this session does not batch its decode steps)")
+            print(f"# kiln's batch {b}: {how}")
+    print("# kiln's time to first token is one sequence's prefill; the peers run the B prompts as one batch")
     if a.json:
         with open(a.json, "w") as f:
             json.dump({"model": a.model, "dtype": str(dtype), "device": dev_name, "kiln_device": a.kiln_device,

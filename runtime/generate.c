@@ -1,6 +1,8 @@
 /* The generation loop (kn_session_generate): every prompt in its own
- * sequence, all prefilled, then one decode step per live prompt in turn
- * until each stops (max tokens, stop id or string, callback, full). */
+ * sequence, all prefilled, then decode steps until each stops (max tokens,
+ * stop id or string, callback, full): one batched step of all live
+ * prompts per round when the session batches (kn_session_batched), else
+ * one step per live prompt in turn. */
 #include "runtime/session_impl.h"
 #include "ir/arena.h"
 
@@ -175,6 +177,47 @@ static kn_status next_token(kn_session *s, const kn_generate_options *o, uint32_
     return KN_OK;
 }
 
+/* The decode rounds on a batching session: each round one
+ * kn_session_forward_batch over the live prompts (in prompt order), then
+ * each prompt's token from its own sampler, as the one-at-a-time loop
+ * picks it; prompts that stop drop out of the next round. A round's time
+ * is shared equally by its prompts (the sum over prompts is the decode
+ * time). */
+static kn_status decode_batched(kn_session *s, const kn_generate_options *o, gen *gs, uint32_t n)
+{
+    uint32_t *seqs = kn_mem_alloc(s->a, (size_t)n * sizeof *seqs), *idx = kn_mem_alloc(s->a, (size_t)n * sizeof *idx);
+    int64_t *toks = kn_mem_alloc(s->a, (size_t)n * sizeof *toks);
+    float *logits = s->vocab ? kn_mem_alloc(s->a, (size_t)n * s->vocab * sizeof *logits) : NULL;
+    kn_status st = seqs && idx && toks && logits ? KN_OK : KN_ERR_NOMEM;
+    for (uint32_t live = n; st == KN_OK && live;) {
+        live = 0;
+        for (uint32_t i = 0; i < n; i++)
+            if (!gs[i].done) {
+                seqs[live] = gs[i].seq;
+                toks[live] = gs[i].r.tokens[gs[i].r.n_tokens - 1];
+                idx[live++] = i;
+            }
+        if (!live)
+            break;
+        double t0 = now_s();
+        st = kn_session_forward_batch(s, seqs, toks, live, logits);
+        double share = (now_s() - t0) / live;
+        for (uint32_t k = 0; k < live && st == KN_OK; k++) {
+            gen *g = &gs[idx[k]];
+            sess_seq *q = kn_session_seq(s, g->seq);
+            int64_t t = kn_sampler_pick(g->smp, logits + (size_t)k * s->vocab, q->hist, q->len);
+            g->r.decode_s += share;
+            g->r.n_decode++;
+            st = next_token(s, o, idx[k], g, t);
+        }
+    }
+    kn_mem_free(s->a, seqs);
+    kn_mem_free(s->a, idx);
+    kn_mem_free(s->a, toks);
+    kn_mem_free(s->a, logits);
+    return st;
+}
+
 kn_status kn_session_generate(kn_session *s, const int64_t *const *prompts, const uint32_t *prompt_lens,
                               uint32_t n_prompts, const kn_generate_options *o, kn_generate_result *results)
 {
@@ -209,8 +252,11 @@ kn_status kn_session_generate(kn_session *s, const int64_t *const *prompts, cons
         if (st == KN_OK)
             st = next_token(s, o, i, g, t);
     }
-    /* decode, one token per live prompt per round */
-    for (bool live = true; live && st == KN_OK;) {
+    /* decode: one step of every live prompt at once when the session
+     * batches, else one token per live prompt in turn */
+    if (st == KN_OK && kn_session_batched(s))
+        st = decode_batched(s, o, gs, n_prompts);
+    for (bool live = !kn_session_batched(s); live && st == KN_OK;) {
         live = false;
         for (uint32_t i = 0; i < n_prompts && st == KN_OK; i++) {
             gen *g = &gs[i];

@@ -317,12 +317,14 @@ expect 1 'together' "$KILN" compile "$TOKD/model.onnx" -o "$TMP/t2.plan" --no-to
 LLM="$SRC/tests/models/llama_gqa_tiny/model.onnx"
 expect 0 'wrote' "$KILN" compile "$LLM" -o "$TMP/llm.plan" --max-seq-len 64
 expect 0 'prefill: +[0-9.]+ tokens/s \(.* for 24 tokens\)' "$KILN" bench "$TMP/llm.plan" --prompt-len 12 --gen-len 5 --batch 2
-expect 0 'decode: +[0-9.]+ tokens/s \(10 steps' "$KILN" bench "$TMP/llm.plan" --prompt-len 12 --gen-len 5 --batch 2
+expect 0 'decode: +[0-9.]+ tokens/s \(5 steps of 2 tokens' "$KILN" bench "$TMP/llm.plan" --prompt-len 12 --gen-len 5 --batch 2
 expect 0 'decode latency: +p50 [0-9.]+ ms, p99 [0-9.]+ ms' "$KILN" bench "$TMP/llm.plan" --prompt-len 4 --gen-len 3
 expect 0 'KV cache: paged' "$KILN" bench "$TMP/llm.plan" --prompt-len 4 --gen-len 3
 expect 0 '"prompt_len": 8, "gen_len": 2, "batch": 3, "prefill_tokens_per_s": [0-9.]+' "$KILN" bench "$TMP/llm.plan" --prompt-len 8 --gen-len 2 --batch 3 --json
 expect 0 '"roofline_fraction": null' "$KILN" bench "$TMP/llm.plan" --prompt-len 8 --gen-len 2 --json
-expect 0 'decode: +[0-9.]+ tokens/s \(24 steps' "$KILN" bench "$TMP/llm.plan" --prompt-len 50 --gen-len 8 --batch 3
+expect 0 'each step runs all sequences in one run' "$KILN" bench "$TMP/llm.plan" --prompt-len 5 --gen-len 2 --batch 3
+expect 0 '"decode_steps": 2, "batched_decode": true' "$KILN" bench "$TMP/llm.plan" --prompt-len 5 --gen-len 2 --batch 3 --json
+expect 0 'decode: +[0-9.]+ tokens/s \(8 steps of 3 tokens' "$KILN" bench "$TMP/llm.plan" --prompt-len 50 --gen-len 8 --batch 3
 expect 1 'exceed the plan.s max sequence length 64' "$KILN" bench "$TMP/llm.plan" --prompt-len 60 --gen-len 8
 expect 1 '--gen-len expects an integer from 1' "$KILN" bench "$TMP/llm.plan" --gen-len 0
 expect 1 'needs a plan with a CUDA prefill and decode program' "$KILN" bench "$TMP/llm.plan" --gen-len 2 --device cuda

@@ -1,11 +1,12 @@
 /* kiln bench MODEL.plan --prompt-len P --gen-len G [--batch B]: the
  * language-model benchmark. B sequences of P random prompt tokens are
- * prefilled, then each decodes G tokens greedily (argmax), interleaved one
- * step per sequence in turn, through a kn_session (the paged KV cache when
- * the plan has one). Reports prefill and decode tokens/s, time to first
- * token, per-token decode latency p50/p99, and the bytes a decode step
- * reads (weights + KV cache at the mean context) with the bandwidth that
- * implies. --device cuda runs the CUDA session of a target-cuda decoder
+ * prefilled, then each decodes G tokens greedily (argmax) through a
+ * kn_session (the paged KV cache when the plan has one): G batched decode
+ * steps of all B sequences (kn_session_forward_batch) when the session
+ * batches, else one step per sequence in turn. Reports prefill and decode
+ * tokens/s (all B sequences), time to first token, decode step latency
+ * p50/p99, and the bytes a decode step reads (weights once + the KV cache
+ * of its sequences at the mean context) with the bandwidth that implies. --device cuda runs the CUDA session of a target-cuda decoder
  * plan (its prefill and decode programs; kn_session_create_device): the
  * argmax on the device (4 bytes back per token), each decode step a CUDA
  * graph replay (--no-cuda-graph: kernel by kernel), and the fraction of
@@ -27,14 +28,15 @@ static const char usage[] =
     "usage: kiln bench MODEL.plan --prompt-len P --gen-len G [options]\n"
     "\n"
     "Language-model benchmark: B sequences of P random prompt tokens are\n"
-    "prefilled, then each decodes G tokens greedily, one step per sequence in\n"
-    "turn, through a session (the runtime's paged KV cache when the plan has\n"
-    "one, see docs/llm.md).\n"
+    "prefilled, then each decodes G tokens greedily through a session (the\n"
+    "runtime's paged KV cache when the plan has one, see docs/llm.md): each\n"
+    "decode step runs all B sequences at once when the session batches (a CPU\n"
+    "session on a paged plan), else one step per sequence in turn.\n"
     "\n"
     "options:\n"
     "  --prompt-len P      prompt tokens per sequence (default 128)\n"
     "  --gen-len G         decode steps per sequence (default 128)\n"
-    "  --batch B           sequences (default 1); each step runs one sequence\n"
+    "  --batch B           sequences (default 1), decoded together\n"
     "  --device D          auto (default: CUDA for a plan of kiln compile --target\n"
     "                      cuda on a decoder when a GPU is there, else the CPU),\n"
     "                      cpu or cuda\n"
@@ -44,9 +46,10 @@ static const char usage[] =
     "  --seed N            seed for the prompt tokens (default 0)\n"
     "  --json              print the results as JSON\n"
     "\n"
-    "Reports prefill tokens/s, decode tokens/s, time to first token (prefill +\n"
-    "argmax of one sequence), per-token decode latency p50/p99, and the bytes a\n"
-    "decode step reads (weights + KV cache at the mean context) and the\n"
+    "Reports prefill tokens/s, decode tokens/s (all sequences), time to first\n"
+    "token (prefill + argmax of one sequence), decode step latency p50/p99, and\n"
+    "the bytes a decode step reads (weights + the KV cache of its sequences at\n"
+    "the mean context) and the\n"
     "bandwidth that implies; on CUDA also the device's copy bandwidth measured\n"
     "in the same run and the fraction of it a decode step reaches (roofline).\n";
 
@@ -159,10 +162,11 @@ int kn_bench_llm(int argc, char **argv)
     kn_graph *g = NULL;
     kn_session *s = NULL;
     uint32_t *seqs = calloc(B, sizeof *seqs);
-    int64_t *ids = malloc((size_t)P * sizeof *ids), *next = calloc(B, sizeof *next);
+    int64_t *ids = malloc((size_t)P * sizeof *ids), *next = calloc(B, sizeof *next), *cur = calloc(B, sizeof *cur);
+    float *logits = NULL;
     double *lat = malloc((size_t)(B * G + 1) * sizeof *lat), *ttft = malloc(B * sizeof *ttft);
     int rc = KN_EXIT_INTERNAL;
-    if (!seqs || !ids || !next || !lat || !ttft)
+    if (!seqs || !ids || !next || !cur || !lat || !ttft)
         goto done;
     kn_status st = kn_plan_load(plan, NULL, d, &g);
     kn_session_options so;
@@ -221,14 +225,32 @@ int kn_bench_llm(int argc, char **argv)
         ttft[b] = now_s() - t0;
         t_prefill += ttft[b];
     }
-    for (unsigned long long step = 0; st == KN_OK && step < G; step++)
-        for (unsigned long long b = 0; st == KN_OK && b < B; b++) {
-            double t0 = now_s();
-            int64_t t = next[b];
-            st = kn_session_forward_greedy(s, seqs[b], &t, 1, &next[b]);
-            lat[n_lat] = now_s() - t0;
-            t_decode += lat[n_lat++];
+    /* a step: every sequence's next token, in one run when the session
+     * batches (then the argmax of each row on the host) */
+    bool batched = st == KN_OK && kn_session_batched(s);
+    if (batched && !(logits = malloc((size_t)B * info.vocab * sizeof *logits)))
+        st = KN_ERR_NOMEM;
+    for (unsigned long long step = 0; st == KN_OK && step < G; step++) {
+        memcpy(cur, next, (size_t)B * sizeof *cur);
+        double t0 = now_s();
+        if (batched) {
+            st = kn_session_forward_batch(s, seqs, cur, (uint32_t)B, logits);
+            for (unsigned long long b = 0; st == KN_OK && b < B; b++) {
+                const float *row = logits + b * info.vocab;
+                uint32_t best = 0;
+                float bw = -INFINITY; /* NaN counts as -inf, as in kn_session_forward_greedy */
+                for (uint32_t v = 0; v < info.vocab; v++)
+                    if (!isnan(row[v]) && row[v] > bw)
+                        bw = row[v], best = v;
+                next[b] = best;
+            }
+        } else {
+            for (unsigned long long b = 0; st == KN_OK && b < B; b++)
+                st = kn_session_forward_greedy(s, seqs[b], &cur[b], 1, &next[b]);
         }
+        lat[n_lat] = now_s() - t0;
+        t_decode += lat[n_lat++];
+    }
     if (st != KN_OK) {
         rc = st == KN_ERR_NOMEM || st == KN_ERR_INTERNAL ? KN_EXIT_INTERNAL : KN_EXIT_BAD_INPUT;
         goto done;
@@ -240,7 +262,7 @@ int kn_bench_llm(int argc, char **argv)
     uint64_t wb = weight_bytes(g);
     double ctx = (double)P + (double)(G + 1) / 2.0;
     double kvb = info.cache == KN_CACHE_PAGED
-                     ? ctx * info.n_layers * info.kv_heads * info.head_dim * 2.0 * 4.0
+                     ? (double)B * ctx * info.n_layers * info.kv_heads * info.head_dim * 2.0 * 4.0
                      : 0.0;
     double step_mean = t_decode / (double)n_lat, bytes = (double)wb + kvb;
     double prefill_tps = (double)(B * P) / t_prefill, decode_tps = (double)(B * G) / t_decode;
@@ -259,23 +281,28 @@ int kn_bench_llm(int argc, char **argv)
         printf("{\"plan\": \"%s\", \"device\": \"%s\", \"cache\": \"%s\", \"prompt_len\": %llu, \"gen_len\": %llu, "
                "\"batch\": %llu, \"prefill_tokens_per_s\": %.3f, \"decode_tokens_per_s\": %.3f, "
                "\"ttft_ms\": {\"median\": %.4f, \"max\": %.4f}, \"decode_latency_ms\": {\"p50\": %.4f, \"p99\": %.4f, "
-               "\"mean\": %.4f}, \"bytes_per_decode_step\": %.0f, \"weight_bytes\": %llu, \"kv_bytes_mean\": %.0f, "
+               "\"mean\": %.4f}, \"decode_steps\": %zu, \"batched_decode\": %s, \"bytes_per_decode_step\": %.0f, \"weight_bytes\": %llu, \"kv_bytes_mean\": %.0f, "
                "\"decode_gb_per_s\": %.3f, \"peak_gb_per_s\": %s, \"roofline_fraction\": %s, \"cuda_graph\": %s}\n",
                plan, on_cuda ? "cuda" : "cpu", cache, P, G, B, prefill_tps, decode_tps, pct(ttft, B, 50) * 1e3, ttft[B - 1] * 1e3,
-               pct(lat, n_lat, 50) * 1e3, pct(lat, n_lat, 99) * 1e3, step_mean * 1e3, bytes,
+               pct(lat, n_lat, 50) * 1e3, pct(lat, n_lat, 99) * 1e3, step_mean * 1e3, n_lat, batched ? "true" : "false", bytes,
                (unsigned long long)wb, kvb, achieved, peak_s, frac_s, on_cuda && !no_graph ? "true" : "false");
     } else {
         printf("plan:              %s (KV cache: %s), %s\n", plan, cache,
                on_cuda ? "CUDA backend (prefill and decode programs)" : "CPU reference backend");
-        printf("shape:             batch %llu x (prompt %llu + %llu decode steps); each step runs one sequence\n", B,
-               P, G);
+        printf("shape:             batch %llu x (prompt %llu + %llu decode steps); %s\n", B, P, G,
+               B == 1    ? "one sequence per step"
+               : batched ? "each step runs all sequences in one run"
+                         : "each step runs the sequences one after another (the session does not batch)");
         printf("prefill:           %.1f tokens/s (%.2f ms for %llu tokens)\n", prefill_tps, t_prefill * 1e3, B * P);
         printf("time to first token: %.3f ms median, %.3f ms max\n", pct(ttft, B, 50) * 1e3, ttft[B - 1] * 1e3);
-        printf("decode:            %.1f tokens/s (%zu steps, %.2f ms)\n", decode_tps, n_lat, t_decode * 1e3);
-        printf("decode latency:    p50 %.3f ms, p99 %.3f ms, mean %.3f ms per token\n", pct(lat, n_lat, 50) * 1e3,
+        printf("decode:            %.1f tokens/s (%zu steps of %llu token%s, %.2f ms)\n", decode_tps, n_lat, B,
+               B == 1 ? "" : "s", t_decode * 1e3);
+        printf("decode latency:    p50 %.3f ms, p99 %.3f ms, mean %.3f ms per step\n", pct(lat, n_lat, 50) * 1e3,
                pct(lat, n_lat, 99) * 1e3, step_mean * 1e3);
-        printf("bytes per step:    %.2f MiB (weights %.2f MiB + KV %.2f MiB at mean context %.0f) -> %.2f GB/s\n",
-               bytes / 1048576.0, (double)wb / 1048576.0, kvb / 1048576.0, ctx, bytes / step_mean / 1e9);
+        printf("bytes per step:    %.2f MiB (weights %.2f MiB + KV %.2f MiB of %llu sequence%s at mean context %.0f) -> "
+               "%.2f GB/s\n",
+               bytes / 1048576.0, (double)wb / 1048576.0, kvb / 1048576.0, B, B == 1 ? "" : "s", ctx,
+               bytes / step_mean / 1e9);
         if (peak > 0)
             printf("roofline:          %.1f%% of the device's copy bandwidth %.1f GB/s (measured now); decode steps %s\n",
                    100.0 * achieved / peak, peak, no_graph ? "kernel by kernel" : "as CUDA graph replays");
@@ -288,6 +315,6 @@ done:
     kn_session_destroy(s);
     kn_graph_destroy(g);
     kn_diag_destroy(d);
-    free(seqs), free(ids), free(next), free(lat), free(ttft);
+    free(seqs), free(ids), free(next), free(cur), free(logits), free(lat), free(ttft);
     return rc;
 }

@@ -128,6 +128,24 @@ kn_status kn_session_forward(kn_session *s, uint32_t seq, const int64_t *tokens,
  * from the logits on the host. Statuses as kn_session_forward. */
 kn_status kn_session_forward_greedy(kn_session *s, uint32_t seq, const int64_t *tokens, uint32_t n, int64_t *next);
 
+/* One decode step of n sequences: tokens[i] is the next token of sequence
+ * seqs[i] (distinct ids; the sequences may hold different numbers of
+ * tokens). logits_out (may be NULL) receives [n, vocab]: row i the logits
+ * after seqs[i]'s token. When kn_session_batched(s), one run of the plan
+ * at [n, 1] (each row with its own block table and past; the logits are
+ * bit-identical to n kn_session_forward calls); otherwise the n tokens run
+ * one after another. The checks come first, so KN_ERR_INVALID (n = 0, an
+ * unknown or repeated id, an id outside the vocabulary, a sequence at
+ * max_seq_len) and KN_ERR_LIMIT (the pool lacks the blocks the step
+ * needs) leave every sequence unchanged; then the errors of the run. */
+kn_status kn_session_forward_batch(kn_session *s, const uint32_t *seqs, const int64_t *tokens, uint32_t n,
+                                   float *logits_out);
+/* Whether kn_session_forward_batch runs its sequences in one run of the
+ * plan: a CPU session with the paged cache whose plan reads neither
+ * attention_mask nor past inputs (the kv-mask pass removed them) and has
+ * a dynamic batch dim. */
+bool kn_session_batched(const kn_session *s);
+
 /* Called with every new token as it is produced: the prompt's index, the
  * token id, the user pointer. A non-zero return stops that prompt. */
 typedef int (*kn_token_fn)(uint32_t prompt, int64_t token, void *user);
@@ -167,7 +185,9 @@ typedef struct kn_generate_result {
 
 /* Generates from n_prompts prompts (prompts[i]: prompt_lens[i] ids), each
  * in its own sequence of the cache: all prompts are prefilled, then
- * decoded one token each in turn; sequences are freed at the end.
+ * decoded in rounds (one kn_session_forward_batch of the live prompts per
+ * round when kn_session_batched, else one token each in turn; the same
+ * tokens either way); sequences are freed at the end.
  * results (n_prompts entries, may be NULL) receive the new tokens and
  * timings. Before anything runs, KN_ERR_INVALID for an empty prompt, an
  * id outside the vocabulary, a prompt longer than max_seq_len, stop
