@@ -72,6 +72,8 @@ typedef struct wctx {
     buf named; /* KN_SEC_NAMED, empty when the plan has no named blobs */
     buf cup_kernels, cup_images, cup_slots, cup_steps, cup_args, cup_params, cup_blobs; /* the prefill program */
     bool has_prefill;
+    buf cub[KN_PLAN_MAX_DECODE_BATCHES][KN_SEC_CU_N]; /* the batched decode programs */
+    uint32_t n_batch;
         uint32_t *root_const; /* main graph value id → CONSTS index */
     /* interned string → offset (open addressing on the pointer) */
     kn_str *skeys;
@@ -411,7 +413,8 @@ static kn_status put_named(wctx *w, kn_graph *g, const kn_plan_named_in *in, uin
 
 /* One CUDA program into its seven sections (`sec`: kernels, images,
  * slots, steps, args, params, blobs) and META keys `pre`.* ("cuda" for
- * the main program, "cuda.prefill" for a decoder's prefill program). */
+ * the main program, "cuda.prefill" for a decoder's prefill program,
+ * "cuda.batchK" for its batched decode program K). */
 static void put_cuda(wctx *w, kn_graph *g, const kn_cu_program *p, buf *const *sec, const char *pre)
 {
     char tmp[128], key[96];
@@ -704,11 +707,11 @@ static kn_status write_file(wctx *w, const char *path, kn_diag *d)
                                   KN_SEC_CU_BLOBS,   KN_SEC_NAMED,     KN_SEC_CUP_KERNELS, KN_SEC_CUP_IMAGES,
                                   KN_SEC_CUP_SLOTS,  KN_SEC_CUP_STEPS, KN_SEC_CUP_ARGS, KN_SEC_CUP_PARAMS,
                                   KN_SEC_CUP_BLOBS};
-    enum { N_ALL = sizeof all_kinds / sizeof all_kinds[0] };
+    enum { N_FIXED = sizeof all_kinds / sizeof all_kinds[0], N_ALL = N_FIXED + KN_PLAN_MAX_DECODE_BATCHES * KN_SEC_CU_N };
     buf *secs[N_ALL];
     uint32_t kinds[N_ALL];
     int NS = 0;
-    for (int i = 0; i < N_ALL; i++) {
+    for (int i = 0; i < N_FIXED; i++) {
         bool cu = all_kinds[i] >= KN_SEC_CU_KERNELS && all_kinds[i] < KN_SEC_CU_END;
         bool cup = all_kinds[i] >= KN_SEC_CUP_KERNELS && all_kinds[i] < KN_SEC_CUP_END;
         if ((cu && !w->has_cuda) || (cup && !w->has_prefill) || (all_kinds[i] == KN_SEC_NAMED && w->named.n == 0))
@@ -716,6 +719,11 @@ static kn_status write_file(wctx *w, const char *path, kn_diag *d)
         secs[NS] = all_secs[i];
         kinds[NS++] = all_kinds[i];
     }
+    for (uint32_t b = 0; w->has_prefill && b < w->n_batch; b++)
+        for (int k = 0; k < KN_SEC_CU_N; k++) {
+            secs[NS] = &w->cub[b][k];
+            kinds[NS++] = (uint32_t)(KN_SEC_CUB(b) + k);
+        }
     kn_plan_section table[N_ALL + 1];
     uint64_t off = KN_PLAN_HEADER_SIZE + (uint64_t)(NS + 1) * sizeof table[0];
     for (int i = 0; i < NS; i++) {
@@ -824,6 +832,9 @@ kn_status kn_plan_write(kn_graph *g, const kn_plan_options *o, const char *path,
                   &w.cup_blobs};
     for (size_t i = 0; i < sizeof all / sizeof all[0]; i++)
         all[i]->a = w.a;
+    for (uint32_t b = 0; b < KN_PLAN_MAX_DECODE_BATCHES; b++)
+        for (int k = 0; k < KN_SEC_CU_N; k++)
+            w.cub[b][k].a = w.a;
     str_of(&w, ""); /* offset 0 is the empty string */
     w.root_const = kn_mem_alloc(w.a, ((size_t)g->n_values + 1) * sizeof *w.root_const);
     if (!w.root_const)
@@ -870,6 +881,14 @@ kn_status kn_plan_write(kn_graph *g, const kn_plan_options *o, const char *path,
                                  &w.cup_args,    &w.cup_params, &w.cup_blobs};
         w.has_prefill = true;
         put_cuda(&w, g, o->cuda_prefill, pre_secs, "cuda.prefill");
+        for (uint32_t b = 0; b < o->n_cuda_batch && b < KN_PLAN_MAX_DECODE_BATCHES; b++) {
+            buf *const bsecs[] = {&w.cub[b][0], &w.cub[b][1], &w.cub[b][2], &w.cub[b][3],
+                                  &w.cub[b][4], &w.cub[b][5], &w.cub[b][6]};
+            char pre[32];
+            snprintf(pre, sizeof pre, "cuda.batch%u", b);
+            put_cuda(&w, g, o->cuda_batch[b], bsecs, pre);
+            w.n_batch = b + 1;
+        }
     }
     kn_status s = KN_OK;
     if (o && o->n_named)
@@ -877,12 +896,19 @@ kn_status kn_plan_write(kn_graph *g, const kn_plan_options *o, const char *path,
     for (size_t i = 0; i < sizeof all / sizeof all[0] && s == KN_OK; i++)
         if (all[i]->failed)
             s = KN_ERR_NOMEM;
+    for (uint32_t b = 0; b < w.n_batch && s == KN_OK; b++)
+        for (int k = 0; k < KN_SEC_CU_N; k++)
+            if (w.cub[b][k].failed)
+                s = KN_ERR_NOMEM;
     if (s == KN_OK)
         s = write_file(&w, path, d);
     else if (s == KN_ERR_NOMEM)
         kn_diag_add(d, KN_ERROR, "%s: out of memory while building the plan", path);
     for (size_t i = 0; i < sizeof all / sizeof all[0]; i++)
         kn_mem_free(w.a, all[i]->p);
+    for (uint32_t b = 0; b < KN_PLAN_MAX_DECODE_BATCHES; b++)
+        for (int k = 0; k < KN_SEC_CU_N; k++)
+            kn_mem_free(w.a, w.cub[b][k].p);
     kn_mem_free(w.a, w.skeys);
     kn_mem_free(w.a, w.svals);
     kn_mem_free(w.a, w.gs);

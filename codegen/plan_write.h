@@ -24,6 +24,11 @@ typedef struct kn_plan_options {
      * slots name g's value ids and constants: the caller checks that both
      * lowerings agree (tools/compile_decoder.c). */
     const struct kn_cu_program *cuda_prefill;
+    /* with cuda_prefill: batched decode programs (the graph lowered for
+     * [B, 1], one B each; at most KN_PLAN_MAX_DECODE_BATCHES), checked by
+     * the caller as the prefill program is */
+    const struct kn_cu_program *const *cuda_batch;
+    uint32_t n_cuda_batch;
 } kn_plan_options;
 
 /* Writes g as a plan at `path`: first to a temporary file in the same

@@ -224,7 +224,8 @@ typedef struct kn_model_info {
     uint32_t n_plan_consts;
     /* Which CUDA program of a target-cuda decoder plan a backend runs: 0
      * the main one (the decode program), 1 the prefill program (sections
-     * KN_SEC_CUP_*, META cuda.prefill.*; kn_plan_load_cuda_prefill). */
+     * KN_SEC_CUP_*, META cuda.prefill.*; kn_plan_load_cuda_prefill), 2 + k
+     * batched decode program k (KN_SEC_CUB(k), META cuda.batchK.*). */
     uint32_t cuda_program;
 } kn_model_info;
 

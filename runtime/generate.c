@@ -145,6 +145,43 @@ kn_status kn_session_forward_greedy(kn_session *s, uint32_t seq, const int64_t *
     return KN_OK;
 }
 
+kn_status kn_session_forward_batch_greedy(kn_session *s, const uint32_t *seqs, const int64_t *tokens, uint32_t n,
+                                          int64_t *next)
+{
+    for (uint32_t i = 0; i < n; i++)
+        next[i] = -1;
+    kn_sampling p;
+    kn_sampling_defaults(&p);
+    if (on_device(s, &p) && kn_session_batched(s)) {
+        kn_cuda_sample smp = {0.0f, 0, 1.0f, 0.0, 0, 0};
+        double *u = kn_mem_alloc(s->a, ((size_t)n + 1) * sizeof *u);
+        if (!u)
+            return KN_ERR_NOMEM;
+        memset(u, 0, ((size_t)n + 1) * sizeof *u);
+        kn_status st = kn_session_forward_batch_on(s, seqs, tokens, n, NULL, &smp, u, next);
+        kn_mem_free(s->a, u);
+        return st;
+    }
+    float *logits = NULL;
+    if (s->vocab && !(logits = kn_mem_alloc(s->a, (size_t)n * s->vocab * sizeof *logits)))
+        return KN_ERR_NOMEM;
+    kn_status st = logits ? kn_session_forward_batch(s, seqs, tokens, n, logits) : KN_ERR_INVALID;
+    if (!logits)
+        kn_diag_add(s->d, KN_ERROR, "%s: batched decode step: the vocabulary is not known yet (run a forward first)",
+                    s->file);
+    for (uint32_t k = 0; st == KN_OK && k < n; k++) {
+        const float *row = logits + (size_t)k * s->vocab;
+        uint32_t best = 0;
+        float bw = -INFINITY; /* NaN counts as -inf, as in the sampler */
+        for (uint32_t i = 0; i < s->vocab; i++)
+            if (!isnan(row[i]) && row[i] > bw)
+                bw = row[i], best = i;
+        next[k] = best;
+    }
+    kn_mem_free(s->a, logits);
+    return st;
+}
+
 /* Records prompt i's next token t; decides whether the prompt goes on. */
 static kn_status next_token(kn_session *s, const kn_generate_options *o, uint32_t i, gen *g, int64_t t)
 {
@@ -185,27 +222,33 @@ static kn_status next_token(kn_session *s, const kn_generate_options *o, uint32_
  * time). */
 static kn_status decode_batched(kn_session *s, const kn_generate_options *o, gen *gs, uint32_t n)
 {
+    const kn_sampling *p = &o->sampling;
+    bool dev = on_device(s, p); /* the ids sampled on the device, the draws from each prompt's sampler */
     uint32_t *seqs = kn_mem_alloc(s->a, (size_t)n * sizeof *seqs), *idx = kn_mem_alloc(s->a, (size_t)n * sizeof *idx);
-    int64_t *toks = kn_mem_alloc(s->a, (size_t)n * sizeof *toks);
-    float *logits = s->vocab ? kn_mem_alloc(s->a, (size_t)n * s->vocab * sizeof *logits) : NULL;
-    kn_status st = seqs && idx && toks && logits ? KN_OK : KN_ERR_NOMEM;
+    int64_t *toks = kn_mem_alloc(s->a, (size_t)n * sizeof *toks), *next = kn_mem_alloc(s->a, (size_t)n * sizeof *next);
+    double *u = kn_mem_alloc(s->a, (size_t)n * sizeof *u);
+    float *logits = s->vocab && !dev ? kn_mem_alloc(s->a, (size_t)n * s->vocab * sizeof *logits) : NULL;
+    kn_status st = seqs && idx && toks && next && u && (logits || dev) ? KN_OK : KN_ERR_NOMEM;
+    kn_cuda_sample smp = {p->temperature, p->top_k, p->top_p, 0.0, 0, 0};
     for (uint32_t live = n; st == KN_OK && live;) {
         live = 0;
         for (uint32_t i = 0; i < n; i++)
             if (!gs[i].done) {
                 seqs[live] = gs[i].seq;
                 toks[live] = gs[i].r.tokens[gs[i].r.n_tokens - 1];
+                u[live] = dev && draws(p) ? kn_sampler_uniform(gs[i].smp) : 0.0;
                 idx[live++] = i;
             }
         if (!live)
             break;
         double t0 = now_s();
-        st = kn_session_forward_batch(s, seqs, toks, live, logits);
+        st = dev ? kn_session_forward_batch_on(s, seqs, toks, live, NULL, &smp, u, next)
+                 : kn_session_forward_batch(s, seqs, toks, live, logits);
         double share = (now_s() - t0) / live;
         for (uint32_t k = 0; k < live && st == KN_OK; k++) {
             gen *g = &gs[idx[k]];
             sess_seq *q = kn_session_seq(s, g->seq);
-            int64_t t = kn_sampler_pick(g->smp, logits + (size_t)k * s->vocab, q->hist, q->len);
+            int64_t t = dev ? next[k] : kn_sampler_pick(g->smp, logits + (size_t)k * s->vocab, q->hist, q->len);
             g->r.decode_s += share;
             g->r.n_decode++;
             st = next_token(s, o, idx[k], g, t);
@@ -214,6 +257,8 @@ static kn_status decode_batched(kn_session *s, const kn_generate_options *o, gen
     kn_mem_free(s->a, seqs);
     kn_mem_free(s->a, idx);
     kn_mem_free(s->a, toks);
+    kn_mem_free(s->a, next);
+    kn_mem_free(s->a, u);
     kn_mem_free(s->a, logits);
     return st;
 }

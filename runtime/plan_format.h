@@ -58,12 +58,20 @@ typedef enum kn_plan_section_kind {
     KN_SEC_CUP_ARGS,
     KN_SEC_CUP_PARAMS,
     KN_SEC_CUP_BLOBS,
-    KN_SEC_COUNT
+    /* target cuda decoders, optional: batched decode programs ([B, 1] new
+     * tokens, kiln compile --decode-batch), program k (0-based) in the seven
+     * sections from KN_SEC_CUB_KERNELS + 7k, laid out as KN_SEC_CU_*, META
+     * keys cuda.batchK.*; only with the prefill program, and program k only
+     * with programs 0 ... k-1 */
+    KN_SEC_CUB_KERNELS,
+    KN_SEC_COUNT = KN_SEC_CUB_KERNELS + 7 * 4
 } kn_plan_section_kind;
 
 #define KN_SEC_CU_END (KN_SEC_CU_BLOBS + 1) /* the CUDA sections are [KN_SEC_CU_KERNELS, KN_SEC_CU_END) */
 #define KN_SEC_CUP_END (KN_SEC_CUP_BLOBS + 1) /* the prefill program's: [KN_SEC_CUP_KERNELS, KN_SEC_CUP_END) */
 #define KN_SEC_CU_N (KN_SEC_CU_END - KN_SEC_CU_KERNELS)
+#define KN_PLAN_MAX_DECODE_BATCHES 4u        /* batched decode programs per plan (KN_SEC_CUB_*) */
+#define KN_SEC_CUB(k) (KN_SEC_CUB_KERNELS + KN_SEC_CU_N * (int)(k)) /* program k's first section */
 #define KN_PLAN_MAX_NAMED 1024u             /* named blobs per plan */
 
 typedef struct kn_plan_section {

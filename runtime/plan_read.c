@@ -525,6 +525,14 @@ static kn_status load(rd *r)
         n_cup += r->sec[k] != NULL;
     if (n_cup != 0 && (n_cup != KN_SEC_CU_N || n_cu == 0))
         return corrupt(r, "some of the CUDA prefill sections are missing");
+    for (uint32_t b = 0, prev = n_cup; b < KN_PLAN_MAX_DECODE_BATCHES; b++) { /* batched decode programs */
+        int n_cub = 0;
+        for (int k = KN_SEC_CUB(b); k < KN_SEC_CUB(b) + KN_SEC_CU_N; k++)
+            n_cub += r->sec[k] != NULL;
+        if (n_cub != 0 && (n_cub != KN_SEC_CU_N || prev == 0))
+            return corrupt(r, "the sections of a batched CUDA decode program are incomplete or out of order");
+        prev = (uint32_t)n_cub;
+    }
     if (r->sec[KN_SEC_NAMED]) /* optional */
         KN_TRY(kn_plan_named_check(r->sec[KN_SEC_NAMED], r->sec_size[KN_SEC_NAMED], r->sec[KN_SEC_STRINGS],
                                    r->sec_size[KN_SEC_STRINGS], r->name, r->d));

@@ -3,7 +3,8 @@
  * mask nor past inputs (what the kv-mask pass leaves), one run of the plan
  * at [n, 1]: kiln.PagedAttention appends each row's K/V after that row's
  * own past, through its own block table, so sequences of different lengths
- * share the run. Other sessions run the n tokens one after another. Either
+ * share the run. A CUDA session with batched decode programs runs them
+ * (session_cuda.c). Other sessions run the n tokens one after another. Either
  * way every check (ids, lengths, the pool's free blocks) is made before
  * anything runs, so an error leaves every sequence as it was. */
 #include "runtime/session_impl.h"
@@ -14,7 +15,9 @@
 
 bool kn_session_batched(const kn_session *s)
 {
-    if (s->cuda || s->cache != KN_CACHE_PAGED || s->no_cache || s->one_token)
+    if (s->cuda)
+        return kn_session_cuda_batch_rows(s) > 0;
+    if (s->cache != KN_CACHE_PAGED || s->no_cache || s->one_token)
         return false;
     const kn_graph *g = s->g;
     for (uint32_t i = 0; i < g->n_inputs; i++) {
@@ -144,10 +147,22 @@ static kn_status run_batch(kn_session *s, const uint32_t *seqs, const int64_t *t
     return st;
 }
 
-kn_status kn_session_forward_batch(kn_session *s, const uint32_t *seqs, const int64_t *tokens, uint32_t n,
-                                   float *logits_out)
+kn_status kn_session_forward_batch_on(kn_session *s, const uint32_t *seqs, const int64_t *tokens, uint32_t n,
+                                      float *logits_out, const kn_cuda_sample *smp, const double *u, int64_t *next)
 {
     KN_TRY(check_batch(s, seqs, tokens, n));
+    if (smp && !(s->cuda && kn_session_batched(s))) {
+        kn_diag_add(s->d, KN_ERROR, "%s: sampling on the device needs a CUDA session with batched decode programs",
+                    s->file);
+        return KN_ERR_INVALID;
+    }
+    if (s->cuda && kn_session_batched(s)) {
+        for (uint32_t i = 0; i < n; i++) {
+            sess_seq *q = kn_session_seq(s, seqs[i]);
+            KN_TRY(kn_mem_grow(s->a, (void **)&q->hist, &q->cap_hist, q->len + 1, sizeof *q->hist));
+        }
+        return kn_session_cuda_forward_batch(s, seqs, tokens, n, logits_out, smp, u, next);
+    }
     if (kn_session_batched(s))
         return run_batch(s, seqs, tokens, n, logits_out);
     size_t off = 0;
@@ -156,4 +171,10 @@ kn_status kn_session_forward_batch(kn_session *s, const uint32_t *seqs, const in
         off += s->vocab;
     }
     return KN_OK;
+}
+
+kn_status kn_session_forward_batch(kn_session *s, const uint32_t *seqs, const int64_t *tokens, uint32_t n,
+                                   float *logits_out)
+{
+    return kn_session_forward_batch_on(s, seqs, tokens, n, logits_out, NULL, NULL, NULL);
 }

@@ -5,7 +5,11 @@
  * session's pools), and the host's block bookkeeping (the session's
  * kn_kv_cache without host pools). Each run binds the sequence's block
  * table and past length; the inputs are tensors of the plans' compiled
- * shapes made once. */
+ * shapes made once. A plan's batched decode programs ([B, 1], kiln compile
+ * --decode-batch) are more such sessions on the same pools: a batched
+ * decode step of n sequences runs the smallest with B >= n (else chunks of
+ * the largest), its spare rows bound to a scratch sequence that holds one
+ * reserved block, so their K/V writes never reach a real sequence. */
 #include "ir/arena.h"
 #include "kiln/cuda.h"
 #include "kiln/runtime.h"
@@ -21,6 +25,7 @@ enum { PREFILL, DECODE };
 typedef struct bucket {
     const kn_graph *g;
     kn_cuda_session *cs;
+    uint32_t rows;        /* sequences per run (1, or B of a batched decode program) */
     uint32_t tokens;      /* new tokens per run (P, or 1) */
     kn_rt_tensor **in;    /* per graph input, of its compiled shape */
     kn_rt_tensor **out;   /* per graph output, the last run's */
@@ -32,6 +37,15 @@ struct kn_session_cuda {
     kn_graph *own_prefill; /* kn_session_create_device: the prefill graph it opened */
     int32_t *table;       /* one row of max_blocks */
     uint32_t max_blocks;
+    /* batched decode programs, rows ascending; their graphs (owned) */
+    bucket batch[KN_PLAN_MAX_DECODE_BATCHES];
+    kn_graph *own_batch[KN_PLAN_MAX_DECODE_BATCHES];
+    uint32_t n_batch;
+    uint32_t scratch;     /* the kv sequence of spare rows (one block) */
+    int32_t *btable, *bpast; /* [max rows, max_blocks], [max rows] */
+    uint32_t *brow_seq;   /* [max rows]: kv sequence ids */
+    double *bu;           /* [max rows]: draws */
+    int32_t *btok;        /* [max rows]: sampled ids */
 };
 
 static void bucket_free(kn_session *s, bucket *b)
@@ -50,10 +64,19 @@ void kn_session_cuda_free(kn_session *s)
 {
     if (!s->cuda)
         return;
-    bucket_free(s, &s->cuda->b[DECODE]); /* it borrows the prefill session's pools */
+    for (uint32_t k = 0; k < s->cuda->n_batch; k++) { /* they borrow the prefill session's pools */
+        bucket_free(s, &s->cuda->batch[k]);
+        kn_graph_destroy(s->cuda->own_batch[k]);
+    }
+    bucket_free(s, &s->cuda->b[DECODE]);
     bucket_free(s, &s->cuda->b[PREFILL]);
     kn_graph_destroy(s->cuda->own_prefill);
     kn_mem_free(s->a, s->cuda->table);
+    kn_mem_free(s->a, s->cuda->btable);
+    kn_mem_free(s->a, s->cuda->bpast);
+    kn_mem_free(s->a, s->cuda->brow_seq);
+    kn_mem_free(s->a, s->cuda->bu);
+    kn_mem_free(s->a, s->cuda->btok);
     kn_mem_free(s->a, s->cuda);
     s->cuda = NULL;
 }
@@ -87,8 +110,8 @@ static kn_status bucket_inputs(kn_session *s, bucket *b)
                 return fail(s, g, "an input without a static shape (not a target-cuda plan?)");
         KN_TRY(kn_rt_tensor_new(s->a, t->dtype, t->shape.rank, dims, &b->in[i]));
         input_kind kind = s->roles[i].kind;
-        if ((kind == IN_IDS || kind == IN_POS) && (t->shape.rank != 2 || dims[0] != 1 || dims[1] != b->tokens))
-            return fail(s, g, "input_ids and position_ids must be [1, new tokens]");
+        if ((kind == IN_IDS || kind == IN_POS) && (t->shape.rank != 2 || dims[0] != b->rows || dims[1] != b->tokens))
+            return fail(s, g, "input_ids and position_ids must be [sequences, new tokens] as the KV cache's steps");
         for (int64_t k = 0; kind == IN_MASK && k < b->in[i]->numel; k++)
             kn_set_f64(b->in[i]->dtype, b->in[i]->data, k, 1.0);
     }
@@ -113,9 +136,13 @@ static kn_status open_bucket(kn_session *s, bucket *b, const kn_graph *g, kn_cud
     if (kn_cuda_session_kv_info(b->cs, &info) != KN_OK)
         return fail(s, g, "the plan does not read the KV cache (no kiln.PagedAttention steps)");
     const kn_kv_config *cfg = &s->kv->cfg;
-    if (info.rows != 1 || info.block_size != cfg->block_size || info.max_seq_len < cfg->max_seq_len)
-        return fail(s, g, "the plan's KV cache needs batch 1, the session's block size and at least its maximum "
-                          "sequence length");
+    if ((shared && info.rows < 1) || (!shared && info.rows != 1) || info.block_size != cfg->block_size ||
+        info.max_seq_len < cfg->max_seq_len)
+        return fail(s, g, "the plan's KV cache needs batch 1 (a batched decode program: B), the session's block "
+                          "size and at least its maximum sequence length");
+    if (shared && info.max_blocks != s->cuda->max_blocks)
+        return fail(s, g, "the plans' block tables differ");
+    b->rows = info.rows;
     b->tokens = info.tokens;
     s->cuda->max_blocks = info.max_blocks;
     return bucket_inputs(s, b);
@@ -153,6 +180,9 @@ kn_status kn_session_create_cuda(const kn_graph *prefill, const kn_graph *decode
         st = open_bucket(s, &s->cuda->b[DECODE], decode, s->cuda->b[PREFILL].cs, 0, o && o->no_cuda_graph);
     if (st == KN_OK && s->cuda->b[DECODE].tokens != 1)
         st = fail(s, decode, "the decode plan must take 1 new token per run");
+    if (st == KN_OK && s->cuda->b[DECODE].rows != 1)
+        st = fail(s, decode, "the decode plan must take 1 sequence per run (a batched decode program is added "
+                             "with the plan's others)");
     if (st == KN_OK) {
         s->cuda->table = kn_mem_alloc(s->a, ((size_t)s->cuda->max_blocks + 1) * sizeof *s->cuda->table);
         st = s->cuda->table ? KN_OK : KN_ERR_NOMEM;
@@ -162,6 +192,132 @@ kn_status kn_session_create_cuda(const kn_graph *prefill, const kn_graph *decode
         return st;
     }
     *out = s;
+    return KN_OK;
+}
+
+kn_status kn_session_cuda_add_batch(kn_session *s, kn_graph *g, bool own, bool no_graph)
+{
+    struct kn_session_cuda *c = s->cuda;
+    if (c->n_batch == KN_PLAN_MAX_DECODE_BATCHES) {
+        if (own)
+            kn_graph_destroy(g);
+        return fail(s, g, "too many batched decode programs");
+    }
+    if (!kn_cuda_plan_has_code(g)) {
+        if (own)
+            kn_graph_destroy(g);
+        return fail(s, g, "a batched decode program must carry CUDA code");
+    }
+    bucket *b = &c->batch[c->n_batch];
+    c->own_batch[c->n_batch] = own ? g : NULL;
+    c->n_batch++; /* freed with the session from here on */
+    KN_TRY(open_bucket(s, b, g, c->b[PREFILL].cs, 0, no_graph));
+    if (b->tokens != 1 || b->rows < 2 || (c->n_batch > 1 && b->rows <= c->batch[c->n_batch - 2].rows))
+        return fail(s, g, "batched decode programs must take 1 new token for B > 1 sequences, B ascending");
+    uint32_t rows = b->rows;
+    if (c->n_batch == 1) { /* the spare rows' sequence and its block */
+        KN_TRY(kn_kv_seq_add(s->kv, &c->scratch));
+        KN_TRY(kn_kv_seq_reserve(s->kv, c->scratch, 1, s->d));
+    }
+    kn_mem_free(s->a, c->btable);
+    kn_mem_free(s->a, c->bpast);
+    kn_mem_free(s->a, c->brow_seq);
+    kn_mem_free(s->a, c->bu);
+    kn_mem_free(s->a, c->btok);
+    c->btable = kn_mem_alloc(s->a, (size_t)rows * c->max_blocks * sizeof *c->btable + 1);
+    c->bpast = kn_mem_alloc(s->a, (size_t)rows * sizeof *c->bpast);
+    c->brow_seq = kn_mem_alloc(s->a, (size_t)rows * sizeof *c->brow_seq);
+    c->bu = kn_mem_alloc(s->a, (size_t)rows * sizeof *c->bu);
+    c->btok = kn_mem_alloc(s->a, (size_t)rows * sizeof *c->btok);
+    return c->btable && c->bpast && c->brow_seq && c->bu && c->btok ? KN_OK : KN_ERR_NOMEM;
+}
+
+uint32_t kn_session_cuda_batch_rows(const kn_session *s)
+{
+    return s->cuda && s->cuda->n_batch ? s->cuda->batch[s->cuda->n_batch - 1].rows : 0;
+}
+
+/* The batched decode program for `left` sequences: the smallest with B >=
+ * left, else the largest. */
+static bucket *pick_batch(struct kn_session_cuda *c, uint32_t left)
+{
+    for (uint32_t k = 0; k < c->n_batch; k++)
+        if (c->batch[k].rows >= left)
+            return &c->batch[k];
+    return &c->batch[c->n_batch - 1];
+}
+
+kn_status kn_session_cuda_forward_batch(kn_session *s, const uint32_t *seqs, const int64_t *tokens, uint32_t n,
+                                        float *logits_out, const kn_cuda_sample *smp, const double *u, int64_t *next)
+{
+    struct kn_session_cuda *c = s->cuda;
+    for (uint32_t done = 0; done < n;) {
+        if (n - done == 1) { /* one sequence: the decode program */
+            sess_seq *q = kn_session_seq(s, seqs[done]);
+            kn_cuda_sample one = smp ? *smp : (kn_cuda_sample){0};
+            one.u = smp ? u[done] : 0.0;
+            KN_TRY(smp ? kn_session_cuda_forward_sample(s, q, &tokens[done], 1, &one, &next[done])
+                       : kn_session_cuda_forward(s, q, &tokens[done], 1,
+                                                 logits_out ? logits_out + (size_t)done * s->vocab : NULL));
+            q->hist[q->len++] = tokens[done];
+            break;
+        }
+        bucket *b = pick_batch(c, n - done);
+        uint32_t m = n - done < b->rows ? n - done : b->rows;
+        for (uint32_t r = 0; r < b->rows; r++) {
+            sess_seq *q = r < m ? kn_session_seq(s, seqs[done + r]) : NULL;
+            if (q)
+                KN_TRY(kn_kv_seq_reserve(s->kv, q->kv_id, q->len + 1, s->d));
+            c->brow_seq[r] = q ? q->kv_id : c->scratch;
+            for (uint32_t i = 0; i < b->g->n_inputs; i++) {
+                input_kind kind = s->roles[i].kind;
+                if (kind == IN_IDS || kind == IN_POS)
+                    kn_set_f64(b->in[i]->dtype, b->in[i]->data, r,
+                               (double)(!q ? 0 : kind == IN_POS ? (int64_t)q->len : tokens[done + r]));
+            }
+        }
+        KN_TRY(kn_kv_fill_rows(s->kv, c->brow_seq, b->rows, c->max_blocks, c->btable, c->bpast));
+        kn_cuda_kv_binding kv = {c->btable, c->bpast, b->rows, c->max_blocks};
+        if (smp) {
+            kn_cuda_sample all = *smp;
+            all.output = b->logits_out;
+            all.row = 0;
+            for (uint32_t r = 0; r < b->rows; r++)
+                c->bu[r] = r < m ? u[done + r] : 0.0;
+            KN_TRY(kn_cuda_session_run_kv_sample_rows(b->cs, (const kn_rt_tensor *const *)b->in, b->g->n_inputs, &kv,
+                                                      &all, c->bu, b->rows, c->btok, s->d));
+            for (uint32_t r = 0; r < m; r++) {
+                if (c->btok[r] < 0 || (s->vocab && (uint32_t)c->btok[r] >= s->vocab)) {
+                    kn_diag_add(s->d, KN_ERROR, "%s: the device sampler returned id %d (vocabulary %u)", s->file,
+                                c->btok[r], s->vocab);
+                    return KN_ERR_INTERNAL;
+                }
+                next[done + r] = c->btok[r];
+            }
+        } else {
+            for (uint32_t i = 0; i < b->g->n_outputs; i++) {
+                kn_rt_tensor_free(s->a, b->out[i]);
+                b->out[i] = NULL;
+            }
+            KN_TRY(kn_cuda_session_run_kv(b->cs, (const kn_rt_tensor *const *)b->in, b->g->n_inputs, b->out,
+                                          b->g->n_outputs, &kv, s->d));
+            const kn_rt_tensor *lg = b->out[b->logits_out];
+            if (lg->dtype != KN_F32 || lg->rank < 2 || lg->dims[0] != b->rows ||
+                lg->numel != (int64_t)b->rows * lg->dims[lg->rank - 1])
+                return fail(s, b->g, "logits must be float32 [sequences, 1, vocab]");
+            int64_t v = lg->dims[lg->rank - 1];
+            KN_TRY(kn_session_keep_logits(s, v));
+            memcpy(s->last, (const float *)lg->data + (size_t)(m - 1) * (size_t)v, (size_t)v * sizeof(float));
+            if (logits_out)
+                memcpy(logits_out + (size_t)done * (size_t)v, lg->data, (size_t)m * (size_t)v * sizeof(float));
+        }
+        for (uint32_t r = 0; r < m; r++) {
+            sess_seq *q = kn_session_seq(s, seqs[done + r]);
+            q->hist[q->len++] = tokens[done + r];
+            kn_kv_seq_get(s->kv, q->kv_id)->len = q->len;
+        }
+        done += m;
+    }
     return KN_OK;
 }
 
@@ -288,7 +444,15 @@ bool kn_plan_is_cuda_decoder(const kn_graph *plan)
            kn_cuda_plan_prefill_present(plan->info->plan_base, plan->info->plan_size);
 }
 
-kn_status kn_plan_load_cuda_prefill(const kn_graph *plan, const kn_allocator *a, kn_diag *d, kn_graph **out)
+uint32_t kn_plan_cuda_decode_batches(const kn_graph *plan)
+{
+    return kn_plan_is_cuda_decoder(plan) ? kn_cuda_plan_decode_batches(plan->info->plan_base, plan->info->plan_size)
+                                         : 0;
+}
+
+/* Program `prog` of a decoder plan as a graph of its own, its inputs of
+ * the program's shapes. */
+static kn_status load_program(const kn_graph *plan, uint32_t prog, const kn_allocator *a, kn_diag *d, kn_graph **out)
 {
     *out = NULL;
     const char *name = plan && plan->info && plan->info->path ? plan->info->path : "<plan>";
@@ -298,10 +462,15 @@ kn_status kn_plan_load_cuda_prefill(const kn_graph *plan, const kn_allocator *a,
                     name);
         return KN_ERR_UNSUPPORTED;
     }
+    if (prog >= 2 && prog - 2 >= kn_plan_cuda_decode_batches(plan)) {
+        kn_diag_add(d, KN_ERROR, "%s: the plan has no batched CUDA decode program %u (kiln compile --decode-batch)",
+                    name, prog - 2);
+        return KN_ERR_UNSUPPORTED;
+    }
     kn_graph *g;
     KN_TRY(kn_plan_load_memory(plan->info->plan_base, (size_t)plan->info->plan_size, name, a, d, &g));
-    g->info->cuda_program = 1;
-    /* the inputs take the prefill program's shapes (its INPUT slots) */
+    g->info->cuda_program = prog;
+    /* the inputs take the program's shapes (its INPUT slots) */
     kn_cuda_plan p;
     kn_status st = kn_cuda_plan_read(g, g->info->plan_base, g->info->plan_size, a, d, &p);
     for (uint32_t i = 0; st == KN_OK && i < g->n_inputs; i++) {
@@ -329,6 +498,17 @@ kn_status kn_plan_load_cuda_prefill(const kn_graph *plan, const kn_allocator *a,
     }
     *out = g;
     return KN_OK;
+}
+
+kn_status kn_plan_load_cuda_prefill(const kn_graph *plan, const kn_allocator *a, kn_diag *d, kn_graph **out)
+{
+    return load_program(plan, 1, a, d, out);
+}
+
+kn_status kn_plan_load_cuda_decode_batch(const kn_graph *plan, uint32_t k, const kn_allocator *a, kn_diag *d,
+                                         kn_graph **out)
+{
+    return load_program(plan, 2 + k, a, d, out);
 }
 
 kn_status kn_session_create_device(const kn_graph *plan, kn_session_device dev, const kn_session_options *o,
@@ -367,7 +547,18 @@ kn_status kn_session_create_device(const kn_graph *plan, kn_session_device dev, 
                 return st;
             }
             (*out)->cuda->own_prefill = pre;
-            return KN_OK;
+            bool no_graph = o && o->no_cuda_graph;
+            for (uint32_t k = 0; st == KN_OK && k < kn_plan_cuda_decode_batches(plan); k++) {
+                kn_graph *bg;
+                st = kn_plan_load_cuda_decode_batch(plan, k, a, d, &bg);
+                if (st == KN_OK)
+                    st = kn_session_cuda_add_batch(*out, bg, true, no_graph);
+            }
+            if (st != KN_OK) {
+                kn_session_destroy(*out);
+                *out = NULL;
+            }
+            return st;
         }
     }
     return kn_session_create(plan, o, a, d, out);

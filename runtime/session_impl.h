@@ -69,6 +69,26 @@ bool kn_session_cuda_can_sample(const kn_session *s);
 kn_status kn_session_forward_on(kn_session *s, uint32_t seq, const int64_t *tokens, uint32_t n, float *logits_out,
                                 const struct kn_cuda_sample *smp, int64_t *token);
 void kn_session_cuda_free(kn_session *s);
+/* kn_session_forward_batch; with smp (a CUDA session with batched decode
+ * programs only) the next ids are sampled on the device, draw u[i] for
+ * row i, into next[i] instead of logits coming back. */
+kn_status kn_session_forward_batch_on(kn_session *s, const uint32_t *seqs, const int64_t *tokens, uint32_t n,
+                                      float *logits_out, const struct kn_cuda_sample *smp, const double *u,
+                                      int64_t *next);
+/* A batched decode program ([B, 1], B above the last one's) for the CUDA
+ * session (owned when `own`, also on failure); the first reserves the
+ * scratch sequence's block. */
+kn_status kn_session_cuda_add_batch(kn_session *s, kn_graph *g, bool own, bool no_graph);
+/* The largest B of the CUDA session's batched decode programs, 0 for none
+ * (or a CPU session). */
+uint32_t kn_session_cuda_batch_rows(const kn_session *s);
+/* One decode step of n sequences (checked by kn_session_forward_batch,
+ * their hist grown by one) through the batched decode programs: logits
+ * rows into logits_out (may be NULL), or with smp the next ids sampled on
+ * the device with draws u[i] into next[i]. */
+kn_status kn_session_cuda_forward_batch(kn_session *s, const uint32_t *seqs, const int64_t *tokens, uint32_t n,
+                                        float *logits_out, const struct kn_cuda_sample *smp, const double *u,
+                                        int64_t *next);
 /* s->last holds at least v floats; s->vocab set on first use. */
 kn_status kn_session_keep_logits(kn_session *s, int64_t v);
 

@@ -3,7 +3,8 @@
  * prefilled, then each decodes G tokens greedily (argmax) through a
  * kn_session (the paged KV cache when the plan has one): G batched decode
  * steps of all B sequences (kn_session_forward_batch) when the session
- * batches, else one step per sequence in turn. Reports prefill and decode
+ * batches (one run on the CPU; on CUDA the plan's batched decode programs,
+ * kiln compile --decode-batch), else one step per sequence in turn. Reports prefill and decode
  * tokens/s (all B sequences), time to first token, decode step latency
  * p50/p99, and the bytes a decode step reads (weights once + the KV cache
  * of its sequences at the mean context) with the bandwidth that implies. --device cuda runs the CUDA session of a target-cuda decoder
@@ -31,7 +32,8 @@ static const char usage[] =
     "prefilled, then each decodes G tokens greedily through a session (the\n"
     "runtime's paged KV cache when the plan has one, see docs/llm.md): each\n"
     "decode step runs all B sequences at once when the session batches (a CPU\n"
-    "session on a paged plan), else one step per sequence in turn.\n"
+    "session on a paged plan; on CUDA the plan's batched decode programs of\n"
+    "kiln compile --decode-batch), else one step per sequence in turn.\n"
     "\n"
     "options:\n"
     "  --prompt-len P      prompt tokens per sequence (default 128)\n"
@@ -163,7 +165,6 @@ int kn_bench_llm(int argc, char **argv)
     kn_session *s = NULL;
     uint32_t *seqs = calloc(B, sizeof *seqs);
     int64_t *ids = malloc((size_t)P * sizeof *ids), *next = calloc(B, sizeof *next), *cur = calloc(B, sizeof *cur);
-    float *logits = NULL;
     double *lat = malloc((size_t)(B * G + 1) * sizeof *lat), *ttft = malloc(B * sizeof *ttft);
     int rc = KN_EXIT_INTERNAL;
     if (!seqs || !ids || !next || !cur || !lat || !ttft)
@@ -177,10 +178,13 @@ int kn_bench_llm(int argc, char **argv)
     kn_session_info info;
     if (st == KN_OK) {
         kn_session_get_info(s, &info);
-        /* a paged pool for B sequences of P + G tokens (the plan's holds one of max-seq-len) */
+        /* a paged pool for B sequences of P + G tokens (the plan's holds one of
+         * max-seq-len; a CUDA session with batched decode programs keeps one
+         * block for their spare rows) */
         uint64_t per = info.block_size ? (P + G + info.block_size - 1) / info.block_size : 0;
-        if (info.cache == KN_CACHE_PAGED && info.n_blocks && per * B > info.n_blocks) {
-            so.kv_cache_mem = per * B * (info.kv_bytes / info.n_blocks);
+        uint64_t kept = info.n_blocks - info.free_blocks;
+        if (info.cache == KN_CACHE_PAGED && info.n_blocks && per * B > info.free_blocks) {
+            so.kv_cache_mem = (per * B + kept) * (info.kv_bytes / info.n_blocks);
             kn_session_destroy(s);
             s = NULL;
             st = kn_session_create_device(g, dev, &so, NULL, d, &s);
@@ -225,25 +229,15 @@ int kn_bench_llm(int argc, char **argv)
         ttft[b] = now_s() - t0;
         t_prefill += ttft[b];
     }
-    /* a step: every sequence's next token, in one run when the session
-     * batches (then the argmax of each row on the host) */
+    /* a step: every sequence's next token, together when the session
+     * batches (kn_session_forward_batch_greedy: one run on the CPU, the
+     * batched decode programs on CUDA, argmax on the device there) */
     bool batched = st == KN_OK && kn_session_batched(s);
-    if (batched && !(logits = malloc((size_t)B * info.vocab * sizeof *logits)))
-        st = KN_ERR_NOMEM;
     for (unsigned long long step = 0; st == KN_OK && step < G; step++) {
         memcpy(cur, next, (size_t)B * sizeof *cur);
         double t0 = now_s();
         if (batched) {
-            st = kn_session_forward_batch(s, seqs, cur, (uint32_t)B, logits);
-            for (unsigned long long b = 0; st == KN_OK && b < B; b++) {
-                const float *row = logits + b * info.vocab;
-                uint32_t best = 0;
-                float bw = -INFINITY; /* NaN counts as -inf, as in kn_session_forward_greedy */
-                for (uint32_t v = 0; v < info.vocab; v++)
-                    if (!isnan(row[v]) && row[v] > bw)
-                        bw = row[v], best = v;
-                next[b] = best;
-            }
+            st = kn_session_forward_batch_greedy(s, seqs, cur, (uint32_t)B, next);
         } else {
             for (unsigned long long b = 0; st == KN_OK && b < B; b++)
                 st = kn_session_forward_greedy(s, seqs[b], &cur[b], 1, &next[b]);
@@ -291,7 +285,8 @@ int kn_bench_llm(int argc, char **argv)
                on_cuda ? "CUDA backend (prefill and decode programs)" : "CPU reference backend");
         printf("shape:             batch %llu x (prompt %llu + %llu decode steps); %s\n", B, P, G,
                B == 1    ? "one sequence per step"
-               : batched ? "each step runs all sequences in one run"
+               : batched && on_cuda ? "each step runs all sequences through the plan's batched decode programs"
+               : batched            ? "each step runs all sequences in one run"
                          : "each step runs the sequences one after another (the session does not batch)");
         printf("prefill:           %.1f tokens/s (%.2f ms for %llu tokens)\n", prefill_tps, t_prefill * 1e3, B * P);
         printf("time to first token: %.3f ms median, %.3f ms max\n", pct(ttft, B, 50) * 1e3, ttft[B - 1] * 1e3);
@@ -315,6 +310,6 @@ done:
     kn_session_destroy(s);
     kn_graph_destroy(g);
     kn_diag_destroy(d);
-    free(seqs), free(ids), free(next), free(cur), free(logits), free(lat), free(ttft);
+    free(seqs), free(ids), free(next), free(cur), free(lat), free(ttft);
     return rc;
 }

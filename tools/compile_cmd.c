@@ -12,6 +12,7 @@
 #include "passes/rewrite.h"
 #include "quant_cli.h"
 #include "quant_eval.h"
+#include "runtime/plan_format.h"
 #include "runtime/cpu/kernel.h"
 
 #include <math.h>
@@ -35,6 +36,9 @@ static const char usage[] =
     "  --prefill-chunk P   target cuda, decoders (causal attention over the KV\n"
     "                      cache): the plan holds a prefill program for [1, P]\n"
     "                      new tokens (default 64) and a decode program for [1, 1]\n"
+    "  --decode-batch LIST target cuda, decoders: the batch sizes B of the decode\n"
+    "                      programs, [B, 1] each, for batched decode steps (default\n"
+    "                      1,8; 1 is always there; at most 4 others, up to 256)\n"
     "  --arch LIST         target cuda: SM architectures (default sm_80,sm_86,\n"
     "                      sm_89,sm_90); PTX of the last is added for newer GPUs\n"
     "  --precision P       fp32 (default), fp16 or bf16: float32 computation runs\n"
@@ -239,7 +243,8 @@ static kn_status import_model(const char *in, const char *kv_max, const char *kv
 static kn_status compile_cuda_decoder(const char *in, const char *kv_max, const char *kv_mem, const char *kv_block,
                                       kn_pipeline_opts *po, const kn_compile_cuda_opts *co, int64_t P, bool shapes_given,
                                       kn_diag *d, kn_graph **g, kn_graph **pg, kn_cu_program *prog,
-                                      kn_cu_program *pprog, bool *decoder)
+                                      kn_cu_program *pprog, bool *decoder, const uint32_t *batches, uint32_t n_batches,
+                                      kn_graph **bgs, kn_cu_program *bprogs, uint32_t *n_bprogs)
 {
     char why[512];
     *decoder = false;
@@ -256,7 +261,24 @@ static kn_status compile_cuda_decoder(const char *in, const char *kv_max, const 
         kn_status s = kn_graph_clone(*g, pg);
         if (s != KN_OK)
             return s;
-        s = kn_compile_cuda_decoder(*g, *pg, P, co, d, prog, pprog, why, sizeof why);
+        /* the batched decode programs, each on another copy (made before
+         * the lowerings bind their shapes); one that does not agree with
+         * the graph is left out with a note */
+        for (uint32_t k = 0; s == KN_OK && k < n_batches; k++)
+            s = kn_graph_clone(*g, &bgs[k]);
+        if (s == KN_OK)
+            s = kn_compile_cuda_decoder(*g, *pg, P, co, d, prog, pprog, why, sizeof why);
+        for (uint32_t k = 0; s == KN_OK && k < n_batches; k++) {
+            char bwhy[512];
+            kn_status bs =
+                kn_compile_cuda_decode_batch(*g, bgs[k], batches[k], co, d, &bprogs[*n_bprogs], bwhy, sizeof bwhy);
+            if (bs == KN_OK)
+                ++*n_bprogs;
+            else if (bs == KN_ERR_UNSUPPORTED)
+                kn_diag_add(d, KN_NOTE, "target cuda: no decode program for batch %u: %s", batches[k], bwhy);
+            else
+                s = bs;
+        }
         if (s == KN_OK) {
             *decoder = true;
             return KN_OK;
@@ -270,6 +292,10 @@ static kn_status compile_cuda_decoder(const char *in, const char *kv_max, const 
                 "target cuda: %s: the KV cache stays in the graph (past/present inputs and outputs; kiln run "
                 "--device cuda cannot run it as a decoder)",
                 why);
+    for (uint32_t k = 0; k < n_batches; k++) {
+        kn_graph_destroy(bgs[k]);
+        bgs[k] = NULL;
+    }
     kn_graph_destroy(*g);
     *g = NULL;
     kn_graph_destroy(*pg);
@@ -278,6 +304,39 @@ static kn_status compile_cuda_decoder(const char *in, const char *kv_max, const 
     again.observe = NULL;
     KN_TRY(import_model(in, kv_max, kv_mem, kv_block, d, g));
     return kn_compile_graph(*g, "cuda", &again, d);
+}
+
+/* --decode-batch LIST: comma-separated batch sizes from 1 to 256; the ones
+ * above 1, ascending and distinct, into b (at most
+ * KN_PLAN_MAX_DECODE_BATCHES), the list as given back into `text`. */
+static bool parse_batches(const char *v, uint32_t *b, uint32_t *n, char *text, size_t cap)
+{
+    *n = 0;
+    for (const char *p = v;;) {
+        char *e;
+        long long x = strtoll(p, &e, 10);
+        if (e == p || x < 1 || x > 256 || (*e && *e != ',')) {
+            fprintf(stderr, "error: compile: --decode-batch expects batch sizes from 1 to 256 like 1,8, got '%s'\n", v);
+            return false;
+        }
+        if (x > 1) {
+            if (*n && (uint32_t)x <= b[*n - 1]) {
+                fprintf(stderr, "error: compile: --decode-batch: list the batch sizes ascending, each once ('%s')\n", v);
+                return false;
+            }
+            if (*n == KN_PLAN_MAX_DECODE_BATCHES) {
+                fprintf(stderr, "error: compile: --decode-batch: at most %u batch sizes besides 1 ('%s')\n",
+                        KN_PLAN_MAX_DECODE_BATCHES, v);
+                return false;
+            }
+            b[(*n)++] = (uint32_t)x;
+        }
+        if (!*e)
+            break;
+        p = e + 1;
+    }
+    snprintf(text, cap, "%s", v);
+    return true;
 }
 
 static void on_signal(int sig)
@@ -337,6 +396,12 @@ int kn_cmd_compile(int argc, char **argv)
     kn_graph *pg = NULL;
     long long prefill_chunk = 64;
     bool decoder = false;
+    /* --decode-batch: the batched decode programs' B (1, the decode program, is implicit) */
+    uint32_t batches[KN_PLAN_MAX_DECODE_BATCHES] = {8}, n_batches = 1, n_bprogs = 0;
+    char batch_list[64] = "1,8";
+    kn_graph *bgs[KN_PLAN_MAX_DECODE_BATCHES] = {0};
+    kn_cu_program bprogs[KN_PLAN_MAX_DECODE_BATCHES];
+    memset(bprogs, 0, sizeof bprogs);
     if (!shapes || !keep || !disabled || !keep_fp) {
         free(shapes);
         free(keep);
@@ -372,6 +437,9 @@ int kn_cmd_compile(int argc, char **argv)
                         argv[i]);
                 goto done;
             }
+        } else if (strcmp(a, "--decode-batch") == 0 && has) {
+            if (!parse_batches(argv[++i], batches, &n_batches, batch_list, sizeof batch_list))
+                goto done;
         } else if (strcmp(a, "--shape") == 0 && has) {
             const char *v = argv[++i], *eq = strchr(v, '=');
             if (!eq || eq == v || !parse_dims(eq + 1, &shapes[n_shapes])) {
@@ -676,7 +744,7 @@ int kn_cmd_compile(int argc, char **argv)
         /* a decoder keeps kv-cache + kv-mask: one plan, prefill and decode programs */
         kn_compile_cuda_opts co = {shapes, n_shapes, archs, n_archs, no_cache, true, attn_kernel};
         s = compile_cuda_decoder(in, kv_max, kv_mem, kv_block, &po, &co, (int64_t)prefill_chunk, n_shapes > 0, d,
-                                 &g, &pg, &prog, &pprog, &decoder);
+                                 &g, &pg, &prog, &pprog, &decoder, batches, n_batches, bgs, bprogs, &n_bprogs);
     } else if (s == KN_OK) {
         s = kn_compile_graph(g, target, &po, d);
     }
@@ -758,18 +826,28 @@ int kn_cmd_compile(int argc, char **argv)
         if (quant.smooth_alpha > 0 && n > 0 && (size_t)n < sizeof opts)
             n += snprintf(opts + n, sizeof opts - (size_t)n, " --smooth %g", quant.smooth_alpha);
         if (decoder && n > 0 && (size_t)n < sizeof opts)
-            snprintf(opts + n, sizeof opts - (size_t)n, " --prefill-chunk %lld", prefill_chunk);
-        kn_plan_options po = {opts, target, cuda ? &prog : NULL, emb.items, emb.n, decoder ? &pprog : NULL};
+            snprintf(opts + n, sizeof opts - (size_t)n, " --prefill-chunk %lld --decode-batch %s", prefill_chunk,
+                     batch_list);
+        const kn_cu_program *bp[KN_PLAN_MAX_DECODE_BATCHES];
+        for (uint32_t k = 0; k < n_bprogs; k++)
+            bp[k] = &bprogs[k];
+        kn_plan_options po = {opts, target, cuda ? &prog : NULL, emb.items, emb.n, decoder ? &pprog : NULL,
+                              bp, decoder ? n_bprogs : 0};
         s = kn_plan_write(g, &po, out, d);
     }
     if (s == KN_OK)
         printf("wrote %s (target %s, %u nodes%s%s%s%s)\n", out, target, g->n_nodes,
-               decoder ? ", a decoder: prefill and decode programs" : "", cuda ? ", kernels for every arch + PTX" : "",
+               !decoder ? "" : n_bprogs ? ", a decoder: prefill and decode programs, batched decode programs"
+                                        : ", a decoder: prefill and decode programs", cuda ? ", kernels for every arch + PTX" : "",
                emb.n ? "; embedded " : "", emb.summary);
     rc = kn_cli_exit_code(s);
 done:
     kn_cu_program_free(&prog);
     kn_cu_program_free(&pprog);
+    for (uint32_t k = 0; k < KN_PLAN_MAX_DECODE_BATCHES; k++) {
+        kn_cu_program_free(&bprogs[k]);
+        kn_graph_destroy(bgs[k]);
+    }
     kn_graph_destroy(pg);
     kn_embed_free(&emb);
     kn_graph_destroy(g);

@@ -1,7 +1,8 @@
 /* kiln compile --target cuda on a decoder: the graph through the pipeline
  * with the kv-cache and kv-mask passes (kiln.PagedAttention, causal, no
  * mask; inputs input_ids and position_ids), lowered twice — a prefill
- * program for [1, P] new tokens and a decode program for [1, 1] — into one
+ * program for [1, P] new tokens and a decode program for [1, 1], and once
+ * per batched decode program for [B, 1] (--decode-batch) — into one
  * plan (the decode lowering's graph, the weights once, the prefill
  * program in the KN_SEC_CUP_* sections; docs/plan-format.md). The two
  * lowerings start from the same optimized graph; the check below makes
@@ -55,7 +56,7 @@ bool kn_compile_is_decoder(const kn_graph *g, char *why, size_t n)
     return true;
 }
 
-static kn_status lower_at(kn_graph *g, int64_t tokens, const kn_compile_cuda_opts *o, kn_diag *d,
+static kn_status lower_at(kn_graph *g, int64_t rows, int64_t tokens, const kn_compile_cuda_opts *o, kn_diag *d,
                           kn_cu_program *prog)
 {
     kn_cuda_shape sh[2];
@@ -63,7 +64,7 @@ static kn_status lower_at(kn_graph *g, int64_t tokens, const kn_compile_cuda_opt
     for (uint32_t i = 0; i < g->n_inputs && i < 2; i++) {
         sh[i].name = g->values[g->inputs[i]].name;
         sh[i].rank = 2;
-        sh[i].dims[0] = 1;
+        sh[i].dims[0] = rows;
         sh[i].dims[1] = tokens;
     }
     kn_compile_cuda_opts co = *o;
@@ -83,13 +84,13 @@ static bool same_tensor(const kn_tensor *a, const kn_tensor *b)
     return a->data == b->data || !a->nbytes || memcmp(a->data, b->data, a->nbytes) == 0;
 }
 
-/* Whether the prefill program (lowered on `pre`) can run on `dec`'s graph:
- * false with `why` otherwise. */
+/* Whether the program (lowered on `pre`: the prefill or a batched decode
+ * program) can run on `dec`'s graph: false with `why` otherwise. */
 static bool agree(const kn_graph *dec, const kn_graph *pre, const kn_cu_program *pp, char *why, size_t n)
 {
     if (dec->n_values != pre->n_values || dec->n_nodes != pre->n_nodes || dec->n_inputs != pre->n_inputs ||
         dec->n_outputs != pre->n_outputs) {
-        snprintf(why, n, "the prefill and decode lowerings folded different nodes (%u/%u nodes, %u/%u values)",
+        snprintf(why, n, "the lowerings folded different nodes (%u/%u nodes, %u/%u values)",
                  pre->n_nodes, dec->n_nodes, pre->n_values, dec->n_values);
         return false;
     }
@@ -112,7 +113,7 @@ static bool agree(const kn_graph *dec, const kn_graph *pre, const kn_cu_program 
     }
     for (uint32_t i = 0; i < pp->n_steps; i++)
         if (pp->steps[i].kind == KN_CU_STEP_HOST) {
-            snprintf(why, n, "the prefill program runs node '%s' (%s) on the host",
+            snprintf(why, n, "the program runs node '%s' (%s) on the host",
                      pre->nodes[pp->steps[i].node].name ? pre->nodes[pp->steps[i].node].name : "",
                      pre->nodes[pp->steps[i].node].op_type ? pre->nodes[pp->steps[i].node].op_type : "");
             return false;
@@ -123,13 +124,13 @@ static bool agree(const kn_graph *dec, const kn_graph *pre, const kn_cu_program 
             continue;
         const kn_value *a = &dec->values[s->index], *b = &pre->values[s->index];
         if (a->kind != KN_VAL_CONST || b->kind != KN_VAL_CONST || !same_tensor(a->tensor, b->tensor)) {
-            snprintf(why, n, "constant '%s' differs between the prefill and decode lowerings", b->name ? b->name : "");
+            snprintf(why, n, "constant '%s' differs between the lowerings", b->name ? b->name : "");
             return false;
         }
     }
     return true;
 differ:
-    snprintf(why, n, "the prefill and decode lowerings left different graphs");
+    snprintf(why, n, "the lowerings left different graphs");
     return false;
 }
 
@@ -137,8 +138,8 @@ kn_status kn_compile_cuda_decoder(kn_graph *dec, kn_graph *pre, int64_t P, const
                                   kn_diag *d, kn_cu_program *dprog, kn_cu_program *pprog, char *why, size_t n)
 {
     why[0] = 0;
-    KN_TRY(lower_at(pre, P, o, d, pprog));
-    kn_status s = lower_at(dec, 1, o, d, dprog);
+    KN_TRY(lower_at(pre, 1, P, o, d, pprog));
+    kn_status s = lower_at(dec, 1, 1, o, d, dprog);
     if (s != KN_OK) {
         kn_cu_program_free(pprog);
         return s;
@@ -146,6 +147,26 @@ kn_status kn_compile_cuda_decoder(kn_graph *dec, kn_graph *pre, int64_t P, const
     if (!agree(dec, pre, pprog, why, n)) {
         kn_cu_program_free(pprog);
         kn_cu_program_free(dprog);
+        return KN_ERR_UNSUPPORTED;
+    }
+    return KN_OK;
+}
+
+kn_status kn_compile_cuda_decode_batch(const kn_graph *dec, kn_graph *bg, int64_t B, const kn_compile_cuda_opts *o,
+                                       kn_diag *d, kn_cu_program *bprog, char *why, size_t n)
+{
+    why[0] = 0;
+    for (uint32_t i = 0; i < bg->n_inputs; i++) {
+        const kn_dim *b0 = &bg->values[bg->inputs[i]].type.shape.dims[0];
+        if (b0->value >= 0 && b0->value != B) {
+            snprintf(why, n, "input '%s' has a static batch of %lld", bg->values[bg->inputs[i]].name,
+                     (long long)b0->value);
+            return KN_ERR_UNSUPPORTED;
+        }
+    }
+    KN_TRY(lower_at(bg, B, 1, o, d, bprog));
+    if (!agree(dec, bg, bprog, why, n)) {
+        kn_cu_program_free(bprog);
         return KN_ERR_UNSUPPORTED;
     }
     return KN_OK;

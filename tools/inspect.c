@@ -110,7 +110,8 @@ static void text_io(const kn_graph *g, const kn_id *ids, uint32_t n, const char 
 
 /* One CUDA program's figures (META keys `pre`.*) and its steps by kind,
  * read back from the plan (the prefill program through
- * kn_plan_load_cuda_prefill). */
+ * kn_plan_load_cuda_prefill, a batched decode program through
+ * kn_plan_load_cuda_decode_batch). */
 static void text_cuda(const kn_graph *g, const char *pre, const char *label)
 {
     const kn_model_info *m = g->info;
@@ -130,12 +131,15 @@ static void text_cuda(const kn_graph *g, const char *pre, const char *label)
                rows, K("kv_tokens") ? K("kv_tokens") : "?");
     }
 #undef K
-    bool prefill = strcmp(pre, "cuda.prefill") == 0;
+    bool prefill = strcmp(pre, "cuda.prefill") == 0, batch = strncmp(pre, "cuda.batch", 10) == 0;
     kn_diag *d = kn_diag_create(NULL, NULL);
     kn_graph *pg = NULL;
     kn_cuda_plan p;
-    kn_status s = !d ? KN_ERR_NOMEM : prefill ? kn_plan_load_cuda_prefill(g, NULL, d, &pg) : KN_OK;
-    const kn_graph *rg = prefill ? pg : g;
+    kn_status s = !d      ? KN_ERR_NOMEM
+                  : prefill ? kn_plan_load_cuda_prefill(g, NULL, d, &pg)
+                  : batch   ? kn_plan_load_cuda_decode_batch(g, (uint32_t)strtoul(pre + 10, NULL, 10), NULL, d, &pg)
+                            : KN_OK;
+    const kn_graph *rg = prefill || batch ? pg : g;
     if (s == KN_OK)
         s = kn_cuda_plan_read(rg, rg->info->plan_base, rg->info->plan_size, NULL, d, &p);
     if (s == KN_OK) {
@@ -345,6 +349,11 @@ static void print_text(const kn_graph *g, const kn_graph_stats *st)
     text_cuda(g, "cuda", kn_plan_is_cuda_decoder(g) ? "cuda decode: " : "cuda:        ");
     if (kn_plan_is_cuda_decoder(g))
         text_cuda(g, "cuda.prefill", "cuda prefill:");
+    for (uint32_t k = 0; k < kn_plan_cuda_decode_batches(g); k++) {
+        char pre[32];
+        snprintf(pre, sizeof pre, "cuda.batch%u", k);
+        text_cuda(g, pre, "cuda batched decode:");
+    }
     text_kv(m);
     text_io(g, g->inputs, g->n_inputs, "inputs");
     text_io(g, g->outputs, g->n_outputs, "outputs");

@@ -155,6 +155,15 @@ kn_status kn_cuda_session_run_kv_sample(kn_cuda_session *s, const kn_rt_tensor *
                                         const kn_cuda_kv_binding *kv, const kn_cuda_sample *smp, int32_t *token,
                                         kn_diag *d);
 
+/* kn_cuda_session_run_kv_sample on the first `rows` rows of the logits
+ * output at once (smp->row and smp->u unused): row r with draw u[r],
+ * tokens[r] its id (4 bytes back per row); one launch of the sampling
+ * kernel, rows blocks. rows is at most the plan's KV rows (kn_cuda_kv_info);
+ * the CUDA graph is captured again when rows change. */
+kn_status kn_cuda_session_run_kv_sample_rows(kn_cuda_session *s, const kn_rt_tensor *const *inputs, uint32_t n_in,
+                                             const kn_cuda_kv_binding *kv, const kn_cuda_sample *smp,
+                                             const double *u, uint32_t rows, int32_t *tokens, kn_diag *d);
+
 /* Whether sampled runs use CUDA graphs, and how many captures and graph
  * launches the session made so far. */
 bool kn_cuda_session_graph_stats(const kn_cuda_session *s, uint64_t *captures, uint64_t *launches);

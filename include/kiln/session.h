@@ -86,6 +86,13 @@ bool kn_plan_is_cuda_decoder(const kn_graph *plan);
  * the plan's bytes: destroy it before `plan`. KN_ERR_UNSUPPORTED (not such
  * a plan), KN_ERR_INVALID (a corrupted section), KN_ERR_NOMEM. */
 kn_status kn_plan_load_cuda_prefill(const kn_graph *plan, const kn_allocator *a, kn_diag *d, kn_graph **out);
+/* Batched decode programs of such a plan (kiln compile --decode-batch:
+ * the graph lowered for [B, 1]): how many (0 for other plans), and
+ * program k (0-based) opened as kn_plan_load_cuda_prefill opens the
+ * prefill one. */
+uint32_t kn_plan_cuda_decode_batches(const kn_graph *plan);
+kn_status kn_plan_load_cuda_decode_batch(const kn_graph *plan, uint32_t k, const kn_allocator *a, kn_diag *d,
+                                         kn_graph **out);
 
 typedef enum kn_session_device {
     KN_DEVICE_CPU,  /* the CPU backend (kn_session_create) */
@@ -132,18 +139,27 @@ kn_status kn_session_forward_greedy(kn_session *s, uint32_t seq, const int64_t *
  * seqs[i] (distinct ids; the sequences may hold different numbers of
  * tokens). logits_out (may be NULL) receives [n, vocab]: row i the logits
  * after seqs[i]'s token. When kn_session_batched(s), one run of the plan
- * at [n, 1] (each row with its own block table and past; the logits are
- * bit-identical to n kn_session_forward calls); otherwise the n tokens run
- * one after another. The checks come first, so KN_ERR_INVALID (n = 0, an
+ * at [n, 1] (each row with its own block table and past; on the CPU the
+ * logits are bit-identical to n kn_session_forward calls); otherwise the
+ * n tokens run one after another. The checks come first, so KN_ERR_INVALID (n = 0, an
  * unknown or repeated id, an id outside the vocabulary, a sequence at
  * max_seq_len) and KN_ERR_LIMIT (the pool lacks the blocks the step
  * needs) leave every sequence unchanged; then the errors of the run. */
 kn_status kn_session_forward_batch(kn_session *s, const uint32_t *seqs, const int64_t *tokens, uint32_t n,
                                    float *logits_out);
-/* Whether kn_session_forward_batch runs its sequences in one run of the
- * plan: a CPU session with the paged cache whose plan reads neither
- * attention_mask nor past inputs (the kv-mask pass removed them) and has
- * a dynamic batch dim. */
+/* kn_session_forward_batch, then each sequence's next token chosen
+ * greedily into next[i]: on the device when the session runs on CUDA with
+ * batched decode programs carrying the sampling kernels (only the ids
+ * come back), else from the logits on the host. */
+kn_status kn_session_forward_batch_greedy(kn_session *s, const uint32_t *seqs, const int64_t *tokens, uint32_t n,
+                                          int64_t *next);
+/* Whether kn_session_forward_batch runs its sequences together: a CPU
+ * session with the paged cache whose plan reads neither attention_mask
+ * nor past inputs (the kv-mask pass removed them) and has a dynamic batch
+ * dim (one run of the plan), or a CUDA session on a plan with batched
+ * decode programs (kiln compile --decode-batch: the smallest program of B
+ * >= n rows, spare rows on a scratch block; more than the largest B: in
+ * chunks of it). */
 bool kn_session_batched(const kn_session *s);
 
 /* Called with every new token as it is produced: the prompt's index, the

@@ -94,6 +94,26 @@ static int n_prefill_sections(const uint8_t *const *sec)
     return n;
 }
 
+static int n_batch_sections(const uint8_t *const *sec, uint32_t b)
+{
+    int n = 0;
+    for (int k = KN_SEC_CUB(b); k < KN_SEC_CUB(b) + KN_SEC_CU_N; k++)
+        n += sec[k] != NULL;
+    return n;
+}
+
+uint32_t kn_cuda_plan_decode_batches(const uint8_t *base, uint64_t size)
+{
+    const uint8_t *sec[KN_SEC_COUNT];
+    uint64_t sec_size[KN_SEC_COUNT];
+    if (!find_sections(base, size, sec, sec_size) || n_prefill_sections(sec) != KN_SEC_CU_N)
+        return 0;
+    uint32_t b = 0;
+    while (b < KN_PLAN_MAX_DECODE_BATCHES && n_batch_sections(sec, b) == KN_SEC_CU_N)
+        b++;
+    return b;
+}
+
 bool kn_cuda_plan_prefill_present(const uint8_t *base, uint64_t size)
 {
     const uint8_t *sec[KN_SEC_COUNT];
@@ -107,10 +127,16 @@ bool kn_cuda_plan_prefill_present(const uint8_t *base, uint64_t size)
  * keys. */
 static const char *cu_key(const rdc *r, const char *key)
 {
-    bool prefill_key = strncmp(key, "cuda.prefill.", 13) == 0;
-    if (r->g->info->cuda_program == 1)
-        return prefill_key ? key + 13 : NULL;
-    return !prefill_key && strncmp(key, "cuda.", 5) == 0 ? key + 5 : NULL;
+    uint32_t prog = r->g->info->cuda_program;
+    if (prog >= 2) { /* batched decode program prog - 2: cuda.batchK. */
+        char pre[32];
+        int n = snprintf(pre, sizeof pre, "cuda.batch%u.", prog - 2);
+        return strncmp(key, pre, (size_t)n) == 0 ? key + n : NULL;
+    }
+    bool other = strncmp(key, "cuda.prefill.", 13) == 0 || strncmp(key, "cuda.batch", 10) == 0;
+    if (prog == 1)
+        return strncmp(key, "cuda.prefill.", 13) == 0 ? key + 13 : NULL;
+    return !other && strncmp(key, "cuda.", 5) == 0 ? key + 5 : NULL;
 }
 
 bool kn_cuda_plan_present(const uint8_t *base, uint64_t size)
@@ -616,8 +642,23 @@ kn_status kn_cuda_plan_read(const kn_graph *g, const uint8_t *base, uint64_t siz
             r.sec[KN_SEC_CU_KERNELS + k] = r.sec[KN_SEC_CUP_KERNELS + k];
             r.sec_size[KN_SEC_CU_KERNELS + k] = r.sec_size[KN_SEC_CUP_KERNELS + k];
         }
+    } else if (g->info->cuda_program >= 2 && g->info->cuda_program < 2 + KN_PLAN_MAX_DECODE_BATCHES) {
+        /* a batched decode program: its sections in the main ones' place */
+        uint32_t b = g->info->cuda_program - 2;
+        if (n_batch_sections(r.sec, b) == 0) {
+            kn_diag_add(d, KN_ERROR, "%s: the plan has no batched CUDA decode program %u", p->name, b);
+            return KN_ERR_UNSUPPORTED;
+        }
+        if (n_batch_sections(r.sec, b) != KN_SEC_CU_N || n_prefill_sections(r.sec) != KN_SEC_CU_N ||
+            n_cuda_sections(r.sec) != KN_SEC_CU_N)
+            return bad(&r, "some of the sections of batched CUDA decode program %u are missing", b);
+        for (int k = 0; k < KN_SEC_CU_N; k++) {
+            r.sec[KN_SEC_CU_KERNELS + k] = r.sec[KN_SEC_CUB(b) + k];
+            r.sec_size[KN_SEC_CU_KERNELS + k] = r.sec_size[KN_SEC_CUB(b) + k];
+        }
     } else if (g->info->cuda_program != 0) {
-        return bad(&r, "CUDA program %u requested (0 or 1)", g->info->cuda_program);
+        return bad(&r, "CUDA program %u requested (0 the decode, 1 the prefill, 2 ... %u a batched decode program)",
+                   g->info->cuda_program, 1 + KN_PLAN_MAX_DECODE_BATCHES);
     }
     int n = n_cuda_sections(r.sec);
     if (n == 0) {

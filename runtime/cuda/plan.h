@@ -46,10 +46,14 @@ typedef struct kn_cuda_plan {
 bool kn_cuda_plan_present(const uint8_t *base, uint64_t size);
 /* Whether they also hold a decoder's prefill program (KN_SEC_CUP_*). */
 bool kn_cuda_plan_prefill_present(const uint8_t *base, uint64_t size);
+/* How many batched decode programs (KN_SEC_CUB_*, programs 2, 3, ...)
+ * follow a decoder's prefill program: 0 for other plans. */
+uint32_t kn_cuda_plan_decode_batches(const uint8_t *base, uint64_t size);
 
 /* Reads and checks the CUDA sections of the plan `g` was loaded from
  * (`base`/`size`: those bytes): the program g->info->cuda_program names
- * (0 the main one, 1 a decoder's prefill program). KN_OK (free with kn_cuda_plan_free),
+ * (0 the main one, 1 a decoder's prefill program, 2 + k its batched decode
+ * program k). KN_OK (free with kn_cuda_plan_free),
  * KN_ERR_INVALID naming what is corrupted, KN_ERR_UNSUPPORTED when the
  * plan has no CUDA code, KN_ERR_NOMEM. On failure *p holds nothing. */
 kn_status kn_cuda_plan_read(const kn_graph *g, const uint8_t *base, uint64_t size, const kn_allocator *a,

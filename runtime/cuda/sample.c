@@ -1,7 +1,8 @@
-/* Runs that sample the next token on the device (kn_cuda_session_run_kv_sample):
- * the plan's steps, then the sampling kernel the plan carries
+/* Runs that sample the next token on the device (kn_cuda_session_run_kv_sample,
+ * _rows): the plan's steps, then the sampling kernel the plan carries
  * (kn_sample_argmax or kn_sample, found by entry name) on one row of the
- * logits, then a 4-byte download of the id. Such a run is captured once as
+ * logits, or on the first `rows` rows (one block each: a batched decode
+ * step), then a download of the ids (4 bytes each). Such a run is captured once as
  * a CUDA graph and replayed with one cuGraphLaunch: everything it reads
  * from the host (the inputs, the KV table and past lengths, the draw) is
  * uploaded inside the graph from the session's fixed pinned staging
@@ -25,6 +26,15 @@ kn_status kn_cuda_session_run_kv_sample(kn_cuda_session *s, const kn_rt_tensor *
                                         kn_diag *d)
 {
     (void)s, (void)inputs, (void)n_in, (void)kv, (void)smp, (void)token;
+    kn_diag_add(d, KN_ERROR, "this build of kiln has no CUDA support");
+    return KN_ERR_UNSUPPORTED;
+}
+
+kn_status kn_cuda_session_run_kv_sample_rows(kn_cuda_session *s, const kn_rt_tensor *const *inputs, uint32_t n_in,
+                                             const kn_cuda_kv_binding *kv, const kn_cuda_sample *smp,
+                                             const double *u, uint32_t rows, int32_t *tokens, kn_diag *d)
+{
+    (void)s, (void)inputs, (void)n_in, (void)kv, (void)smp, (void)u, (void)rows, (void)tokens;
     kn_diag_add(d, KN_ERROR, "this build of kiln has no CUDA support");
     return KN_ERR_UNSUPPORTED;
 }
@@ -93,11 +103,13 @@ kn_status kn_cuda_sample_setup(kn_cuda_session *s, kn_diag *d)
     }
     KN_TRY(check_sample_params(s, s->smp_kernel[0], 2, d));
     KN_TRY(check_sample_params(s, s->smp_kernel[1], 3, d));
-    CU_TRY("cuMemAlloc", s->cu->mem_alloc(&s->smp_dev, 16), "%s: the sampling buffers", p->name);
-    CU_TRY("cuMemHostAlloc", s->cu->mem_host_alloc((void **)&s->smp_pin, 16, 0), "%s: the sampling buffers",
+    s->smp_rows = p->kv_rows > 1 ? p->kv_rows : 1;
+    size_t bytes = 16 * (size_t)s->smp_rows; /* draws (8 each), then ids (4 each), rounded up */
+    CU_TRY("cuMemAlloc", s->cu->mem_alloc(&s->smp_dev, bytes), "%s: the sampling buffers", p->name);
+    CU_TRY("cuMemHostAlloc", s->cu->mem_host_alloc((void **)&s->smp_pin, bytes, 0), "%s: the sampling buffers",
            p->name);
-    memset(s->smp_pin, 0, 16); /* and the device's copy, so that no run reads garbage */
-    CU_TRY("cuMemcpyHtoDAsync", s->cu->memcpy_htod_async(s->smp_dev, s->smp_pin, 16, s->stream),
+    memset(s->smp_pin, 0, bytes); /* and the device's copy, so that no run reads garbage */
+    CU_TRY("cuMemcpyHtoDAsync", s->cu->memcpy_htod_async(s->smp_dev, s->smp_pin, bytes, s->stream),
            "%s: the sampling buffers", p->name);
     bool host = false;
     for (uint32_t i = 0; i < p->n_steps; i++)
@@ -150,11 +162,12 @@ static kn_status enqueue_sampled(kn_cuda_session *s, bool sample, bool timed, kn
     const kn_cuda_driver *cu = s->cu;
     const char *file = s->plan.name;
     kn_cuda_sample_args *a = &s->smp;
+    uint32_t rows = (uint32_t)a->p.rows;
     if (timed)
         CU_TRY("cuEventRecord", cu->event_record(s->ev[0], s->stream), "%s", file);
     KN_TRY(kn_cuda_exec_uploads(s, d));
     if (sample && a->kernel == 1)
-        CU_TRY("cuMemcpyHtoDAsync", cu->memcpy_htod_async(a->u, s->smp_pin, sizeof(double), s->stream),
+        CU_TRY("cuMemcpyHtoDAsync", cu->memcpy_htod_async(a->u, s->smp_pin, rows * sizeof(double), s->stream),
                "%s: the sampling draw", file);
     if (timed)
         CU_TRY("cuEventRecord", cu->event_record(s->ev[1], s->stream), "%s", file);
@@ -168,13 +181,15 @@ static kn_status enqueue_sampled(kn_cuda_session *s, bool sample, bool timed, kn
         *ap++ = &a->p;
         uint32_t k = s->smp_kernel[a->kernel];
         CU_TRY("cuLaunchKernel",
-               cu->launch_kernel(s->funcs[k], 1, 1, 1, SMP_THREADS, 1, 1, 0, s->stream, args, NULL),
+               cu->launch_kernel(s->funcs[k], rows, 1, 1, SMP_THREADS, 1, 1, 0, s->stream, args, NULL),
                "%s: sampling kernel '%s'", file, s->plan.entries[k]);
     }
     if (timed)
         CU_TRY("cuEventRecord", cu->event_record(s->ev[2], s->stream), "%s", file);
     if (sample)
-        CU_TRY("cuMemcpyDtoHAsync", cu->memcpy_dtoh_async(s->smp_pin + 8, a->token, sizeof(int32_t), s->stream),
+        CU_TRY("cuMemcpyDtoHAsync",
+               cu->memcpy_dtoh_async(s->smp_pin + 8 * (size_t)s->smp_rows, a->token, rows * sizeof(int32_t),
+                                     s->stream),
                "%s: the sampled token", file);
     if (timed)
         CU_TRY("cuEventRecord", cu->event_record(s->ev[3], s->stream), "%s", file);
@@ -230,8 +245,10 @@ static double elapsed(const kn_cuda_session *s, CUevent a, CUevent b)
     return s->cu->event_elapsed_time(&ms, a, b) == CUDA_SUCCESS ? ms : 0.0;
 }
 
-/* The sampling launch for `smp`: its kernel, logits row and parameters. */
-static kn_status sample_args(kn_cuda_session *s, const kn_cuda_sample *smp, kn_diag *d)
+/* The sampling launch for `smp`: its kernel, logits rows (smp->row, or
+ * 0 ... rows - 1 when rows > 1, with draws u[r]) and parameters. */
+static kn_status sample_args(kn_cuda_session *s, const kn_cuda_sample *smp, const double *u, uint32_t rows,
+                             kn_diag *d)
 {
     const kn_cuda_plan *p = &s->plan;
     if (smp->output >= s->g->n_outputs) {
@@ -241,20 +258,28 @@ static kn_status sample_args(kn_cuda_session *s, const kn_cuda_sample *smp, kn_d
     const kn_plan_cu_slot *sl = &p->slots[p->output_slot[smp->output]];
     uint64_t es = sl->dtype == KN_F32 ? 4 : sl->dtype == KN_F16 || sl->dtype == KN_BF16 ? 2 : 0;
     int64_t vocab = sl->rank > 0 ? sl->dims[sl->rank - 1] : 0;
-    if (!es || vocab <= 0 || vocab > INT32_MAX || (uint64_t)smp->row >= sl->nbytes / ((uint64_t)vocab * es)) {
+    uint32_t first = rows > 1 ? 0 : smp->row, last = rows > 1 ? rows - 1 : smp->row;
+    if (!es || vocab <= 0 || vocab > INT32_MAX || (uint64_t)last >= sl->nbytes / ((uint64_t)vocab * es)) {
         kn_diag_add(d, KN_ERROR, "%s: sampling: output '%s' has no row %u of float logits", p->name,
-                    s->g->values[s->g->outputs[smp->output]].name, smp->row);
+                    s->g->values[s->g->outputs[smp->output]].name, last);
+        return KN_ERR_INVALID;
+    }
+    if (rows > s->smp_rows) {
+        kn_diag_add(d, KN_ERROR, "%s: sampling: %u rows at once, the plan's runs hold %u", p->name, rows,
+                    s->smp_rows);
         return KN_ERR_INVALID;
     }
     kn_cuda_sample_args *a = &s->smp;
     memset(a, 0, sizeof *a);
     a->kernel = smp->temperature <= 0.0f || smp->top_k == 1 ? 0 : 1;
-    a->logits = s->slot_ptr[p->output_slot[smp->output]] + (uint64_t)smp->row * (uint64_t)vocab * es;
+    a->logits = s->slot_ptr[p->output_slot[smp->output]] + (uint64_t)first * (uint64_t)vocab * es;
     a->u = s->smp_dev;
-    a->token = s->smp_dev + 8;
-    a->p = (kn_cuda_sample_params){1, vocab, vocab, smp->temperature, smp->top_p, smp->top_k, 0};
-    double u = smp->u >= 0.0 && smp->u < 1.0 ? smp->u : 0.0;
-    memcpy(s->smp_pin, &u, sizeof u);
+    a->token = s->smp_dev + 8 * (uint64_t)s->smp_rows;
+    a->p = (kn_cuda_sample_params){rows, vocab, vocab, smp->temperature, smp->top_p, smp->top_k, 0};
+    for (uint32_t r = 0; r < rows; r++) {
+        double x = u[r] >= 0.0 && u[r] < 1.0 ? u[r] : 0.0;
+        memcpy(s->smp_pin + 8 * (size_t)r, &x, sizeof x);
+    }
     return KN_OK;
 }
 
@@ -262,8 +287,20 @@ kn_status kn_cuda_session_run_kv_sample(kn_cuda_session *s, const kn_rt_tensor *
                                         const kn_cuda_kv_binding *kv, const kn_cuda_sample *smp, int32_t *token,
                                         kn_diag *d)
 {
-    if (token)
-        *token = -1;
+    double u = smp ? smp->u : 0.0;
+    return kn_cuda_session_run_kv_sample_rows(s, inputs, n_in, kv, smp, &u, 1, token, d);
+}
+
+kn_status kn_cuda_session_run_kv_sample_rows(kn_cuda_session *s, const kn_rt_tensor *const *inputs, uint32_t n_in,
+                                             const kn_cuda_kv_binding *kv, const kn_cuda_sample *smp,
+                                             const double *u, uint32_t rows, int32_t *token, kn_diag *d)
+{
+    for (uint32_t r = 0; token && r < (rows ? rows : 1); r++)
+        token[r] = -1;
+    if (smp && rows == 0) {
+        kn_diag_add(d, KN_ERROR, "%s: sampling: no rows", s->plan.name);
+        return KN_ERR_INVALID;
+    }
     if (!s->smp_dev) {
         kn_diag_add(d, KN_ERROR, "%s: the plan carries no sampling kernels (rebuild it with kiln compile --target cuda)",
                     s->plan.name);
@@ -276,7 +313,7 @@ kn_status kn_cuda_session_run_kv_sample(kn_cuda_session *s, const kn_rt_tensor *
     s->has_timing = false;
     KN_TRY(kn_cuda_exec_stage(s, inputs, n_in, kv, d));
     if (smp)
-        KN_TRY(sample_args(s, smp, d));
+        KN_TRY(sample_args(s, smp, u, rows, d));
     const char *file = s->plan.name;
     const kn_cuda_driver *cu = s->cu;
     kn_status st = KN_OK;
@@ -315,7 +352,7 @@ kn_status kn_cuda_session_run_kv_sample(kn_cuda_session *s, const kn_rt_tensor *
             s->step_ms[i] = (float)elapsed(s, s->step_ev[i], s->step_ev[i + 1]);
     }
     if (smp)
-        memcpy(token, s->smp_pin + 8, sizeof *token);
+        memcpy(token, s->smp_pin + 8 * (size_t)s->smp_rows, rows * sizeof *token);
     return KN_OK;
 }
 
