@@ -23,6 +23,8 @@ for m in llama_gqa_tiny gpt2_tiny qwen2_tiny; do
     expect 0 'cuda prefill: .* steps' "$KILN" inspect "$TMP/$m.cuda.plan"
     expect 0 'read back: .* inputs input_ids int64\[1, 4\]' "$KILN" inspect "$TMP/$m.cuda.plan"
     expect 0 'read back: .* inputs input_ids int64\[1, 1\]' "$KILN" inspect "$TMP/$m.cuda.plan"
+    expect 0 'cuda batched decode: .* steps' "$KILN" inspect "$TMP/$m.cuda.plan" # --decode-batch 1,8 by default
+    expect 0 'read back: .* inputs input_ids int64\[8, 1\]' "$KILN" inspect "$TMP/$m.cuda.plan"
     want=$("$KILN" run "$TMP/$m.cpu.plan" --prompt-ids $PROMPT --max-new-tokens 6 --device cpu 2>/dev/null)
     [ -n "$want" ] && ok || bad "$m: the target-cpu plan generated nothing"
     got=$("$KILN" run "$TMP/$m.cuda.plan" --prompt-ids $PROMPT --max-new-tokens 6 --device cpu 2>/dev/null)
@@ -55,5 +57,25 @@ expect 1 'leave --shape out' "$KILN" compile "$SRC/tests/models/llama_gqa_tiny/m
     --shape input_ids=1x4 -o "$TMP/x.plan"
 expect 1 '--prefill-chunk expects' "$KILN" compile "$SRC/tests/models/llama_gqa_tiny/model.onnx" --target cuda \
     --prefill-chunk 1 -o "$TMP/x.plan"
+# --decode-batch: the batched decode programs (1 alone: none), bad lists refused
+LL=$SRC/tests/models/llama_gqa_tiny/model.onnx
+expect 0 'prefill and decode programs, kernels' "$KILN" compile "$LL" --target cuda --prefill-chunk 4 --decode-batch 1 \
+    -o "$TMP/b1.plan"
+expect 1 '' sh -c "'$KILN' inspect '$TMP/b1.plan' | grep -q 'cuda batched decode'"
+expect 0 'batched decode programs' "$KILN" compile "$LL" --target cuda --prefill-chunk 4 --decode-batch 1,2,4 \
+    -o "$TMP/b24.plan"
+expect 0 'read back: .* inputs input_ids int64\[2, 1\]' "$KILN" inspect "$TMP/b24.plan"
+expect 0 'read back: .* inputs input_ids int64\[4, 1\]' "$KILN" inspect "$TMP/b24.plan"
+expect 0 'build.options = .* --decode-batch 1,2,4' "$KILN" inspect "$TMP/b24.plan"
+printf '1,15,200\n42,7\n99,250,3,8\n' >"$TMP/ids.txt"
+want=$("$KILN" run "$TMP/llama_gqa_tiny.cpu.plan" --prompts-file "$TMP/ids.txt" --max-new-tokens 5 --device cpu 2>/dev/null)
+got=$("$KILN" run "$TMP/b24.plan" --prompts-file "$TMP/ids.txt" --max-new-tokens 5 --device auto 2>/dev/null)
+[ -n "$want" ] && [ "$got" = "$want" ] && ok || bad "3 prompts on the batched plan: '$got', the cpu plan: '$want'"
+expect 1 '--decode-batch: list the batch sizes ascending' "$KILN" compile "$LL" --target cuda --decode-batch 8,4 \
+    -o "$TMP/x.plan"
+expect 1 '--decode-batch expects batch sizes from 1 to 256' "$KILN" compile "$LL" --target cuda --decode-batch 0 \
+    -o "$TMP/x.plan"
+expect 1 '--decode-batch: at most 4 batch sizes besides 1' "$KILN" compile "$LL" --target cuda \
+    --decode-batch 2,3,4,5,6 -o "$TMP/x.plan"
 echo "cli_cuda_decoder: $pass passed, $fail failed (GPU: $gpu)"
 [ "$fail" -eq 0 ]

@@ -9,7 +9,8 @@
  *     the logits of a CPU session's kn_session_forward_batch on the
  *     target-cpu graph (within 1e-4) and the same greedy tokens, and writes
  *     nothing in the pools but each live row's new position and the
- *     scratch block;
+ *     scratch block; the loader refuses batched sections that are
+ *     incomplete, out of order or without the prefill program's;
  *   - --mock (test_cuda_decode_batch_mock): kn_session_create_device on a
  *     plan with programs for B = 4 and 8 against the host mock of the
  *     driver: kn_session_generate of 6, 3 and 1 prompts decodes on the
@@ -329,6 +330,77 @@ static void emulated_batch(void **state)
     }
 }
 
+static uint8_t *slurp(const char *path, size_t *n)
+{
+    FILE *f = fopen(path, "rb");
+    assert_non_null(f);
+    fseek(f, 0, SEEK_END);
+    *n = (size_t)ftell(f);
+    fseek(f, 0, SEEK_SET);
+    uint8_t *p = malloc(*n);
+    assert_non_null(p);
+    assert_int_equal(fread(p, 1, *n, f), *n);
+    fclose(f);
+    return p;
+}
+
+static void fix_checksum(uint8_t *p, size_t n)
+{
+    static const uint8_t z8[8];
+    uint64_t c = kn_plan_checksum_update(KN_PLAN_CHECKSUM_SEED, p, 24);
+    c = kn_plan_checksum_update(c, z8, 8);
+    c = kn_plan_checksum_update(c, p + 32, n - 32);
+    memcpy(p + 24, &c, 8);
+}
+
+/* The section table entry of `kind` in plan bytes p, or NULL. */
+static kn_plan_section *section(uint8_t *p, uint32_t kind)
+{
+    kn_plan_header h;
+    memcpy(&h, p, sizeof h);
+    for (uint32_t i = 0; i < h.n_sections; i++) {
+        kn_plan_section *s = (kn_plan_section *)(p + h.sections_off + i * sizeof *s);
+        if (s->kind == kind)
+            return s;
+    }
+    return NULL;
+}
+
+/* The loader's checks of the batched programs' sections: program 0's
+ * seven sections with program 1's (2 programs read back), one of them
+ * renumbered into program 3's (refused: incomplete, out of order), and
+ * the batched sections without the prefill program's (refused). */
+static void section_checks(void **state)
+{
+    (void)state;
+    mb *b = mb_new();
+    built o;
+    const uint32_t rows[2] = {2, 3};
+    build(b, "qwen2_tiny", rows, 2, &o);
+    size_t n;
+    uint8_t *good = slurp(o.path, &n), *p = malloc(n);
+    assert_non_null(p);
+    kn_diag *d = kn_diag_create(NULL, NULL);
+    kn_graph *g;
+    assert_int_equal(kn_plan_load_memory(good, n, "t.plan", NULL, d, &g), KN_OK);
+    assert_int_equal(kn_plan_cuda_decode_batches(g), 2);
+    kn_graph_destroy(g);
+    memcpy(p, good, n);
+    section(p, KN_SEC_CUB(1) + 2)->kind = KN_SEC_CUB(3);
+    fix_checksum(p, n);
+    assert_int_equal(kn_plan_load_memory(p, n, "t.plan", NULL, d, &g), KN_ERR_INVALID);
+    assert_true(mb_diag_has(d, KN_ERROR, "batched CUDA decode program"));
+    memcpy(p, good, n);
+    for (int k = 0; k < KN_SEC_CU_N; k++) /* the prefill program's sections gone: unknown kinds no more */
+        section(p, KN_SEC_CUP_KERNELS + k)->kind = KN_SEC_CUB(3) + k;
+    fix_checksum(p, n);
+    assert_int_equal(kn_plan_load_memory(p, n, "t.plan", NULL, d, &g), KN_ERR_INVALID);
+    free(good), free(p);
+    built_free(&o);
+    kn_diag_destroy(d);
+    mb_free(b);
+}
+
 /* ---- against the mock driver ---- */
 
 typedef struct counts {
@@ -513,6 +585,7 @@ int main(int argc, char **argv)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(emulated_batch),
+        cmocka_unit_test(section_checks),
     };
     const struct CMUnitTest mock_tests[] = {
         cmocka_unit_test(mock_batched_generate),
