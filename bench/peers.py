@@ -28,8 +28,11 @@ run. Timing method (each the best of --repeat runs after warm-up):
   decode    generate(max_new_tokens=G) minus generate(max_new_tokens=1):
             G - 1 decode steps; tokens/s = B * (G - 1) / that time
 kiln's figures are those of `kiln bench` (its own prefill / decode split) on
---kiln-device (the CPU backend until the CUDA session exists: the table says
-which device each column ran on).
+--kiln-device (the table says which device each column ran on; for cuda the
+exported model is compiled with --target cuda and --decode-batch covering
+--batch). kiln's batch B decodes the B sequences together in each step (one
+run on the CPU, the [B, 1] decode program on CUDA); the notes under the table
+say so per batch from the bench's `batched_decode`.
 """
 import argparse
 import json
@@ -167,8 +170,11 @@ def main():
         model, cfg = build(a.model, torch.float32, "cpu", attn="eager")
         onnx_path = export_onnx(model, cfg, a.export_onnx)
         plan = os.path.join(a.export_onnx, "model.plan")
-        r = subprocess.run([a.kiln, "compile", onnx_path, "-o", plan, "--max-seq-len", str(P + G + 16)],
-                           capture_output=True, text=True)
+        cmd = [a.kiln, "compile", onnx_path, "-o", plan, "--max-seq-len", str(P + G + 16)]
+        if a.kiln_device == "cuda":  # a decoder plan whose batched decode programs cover every --batch
+            sizes = sorted({b for b in a.batch if 1 < b <= 256})[:4]
+            cmd += ["--target", "cuda", "--decode-batch", ",".join(str(b) for b in [1] + sizes)]
+        r = subprocess.run(cmd, capture_output=True, text=True)
         if r.returncode != 0:
             print(f"# kiln compile failed: {r.stderr.strip()[-400:]}")
             plan = None

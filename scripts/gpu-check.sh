@@ -148,6 +148,8 @@ for m in smollm2:models-big/smollm2-135m/model.onnx llama1b:models-big/llama1b/m
         >"$OUT/bench-$name-compile.log" 2>&1 || { say "  $name: compile failed"; continue; }
     timeout 90 "$K" bench "$plan" --device cuda --prompt-len 128 --gen-len 64 >"$OUT/bench-$name-cuda.txt" 2>&1
     say "  $name fp16 cuda: exit $?, $(grep -E '^(prefill|decode|roofline)' "$OUT/bench-$name-cuda.txt" | tr '\n' ' ')"
+    timeout 90 "$K" bench "$plan" --device cuda --prompt-len 128 --gen-len 64 --batch 8 >"$OUT/bench-$name-cuda-b8.txt" 2>&1
+    say "  $name fp16 cuda batch 8: exit $?, $(grep -E '^(shape|decode|roofline)' "$OUT/bench-$name-cuda-b8.txt" | tr '\n' ' ')"
     timeout 90 "$K" bench "$plan" --device cuda --prompt-len 128 --gen-len 64 --no-cuda-graph \
         >"$OUT/bench-$name-cuda-nograph.txt" 2>&1
     say "  $name fp16 cuda --no-cuda-graph: exit $?, $(grep -E '^(decode latency|roofline)' \
