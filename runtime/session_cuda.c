@@ -148,8 +148,20 @@ static kn_status open_bucket(kn_session *s, bucket *b, const kn_graph *g, kn_cud
     return bucket_inputs(s, b);
 }
 
+/* kn_session_create_cuda with `extra` more blocks in the pools than the
+ * options or the plan ask for (the scratch block of batched decode
+ * programs, so that the sequences keep what the plan promises). */
+static kn_status create_cuda(const kn_graph *prefill, const kn_graph *decode, const kn_session_options *o,
+                             uint32_t extra, const kn_allocator *a, kn_diag *d, kn_session **out);
+
 kn_status kn_session_create_cuda(const kn_graph *prefill, const kn_graph *decode, const kn_session_options *o,
                                  const kn_allocator *a, kn_diag *d, kn_session **out)
+{
+    return create_cuda(prefill, decode, o, 0, a, d, out);
+}
+
+static kn_status create_cuda(const kn_graph *prefill, const kn_graph *decode, const kn_session_options *o,
+                             uint32_t extra, const kn_allocator *a, kn_diag *d, kn_session **out)
 {
     *out = NULL;
     if (!kn_cuda_plan_has_code(prefill) || !kn_cuda_plan_has_code(decode)) {
@@ -166,6 +178,13 @@ kn_status kn_session_create_cuda(const kn_graph *prefill, const kn_graph *decode
     kn_status st = KN_OK;
     if (s->cache != KN_CACHE_PAGED)
         st = fail(s, prefill, "the plans must read the paged KV cache (compiled with the kv-cache pass)");
+    if (st == KN_OK && extra) {
+        kn_kv_config cfg = s->kv->cfg;
+        cfg.n_blocks += extra;
+        kn_kv_destroy(s->kv);
+        s->kv = NULL;
+        st = kn_kv_create_tables(&cfg, s->a, d, &s->kv);
+    }
     if (st == KN_OK) {
         s->cuda = kn_mem_alloc(s->a, sizeof *s->cuda);
         st = s->cuda ? KN_OK : KN_ERR_NOMEM;
@@ -215,7 +234,7 @@ kn_status kn_session_cuda_add_batch(kn_session *s, kn_graph *g, bool own, bool n
     if (b->tokens != 1 || b->rows < 2 || (c->n_batch > 1 && b->rows <= c->batch[c->n_batch - 2].rows))
         return fail(s, g, "batched decode programs must take 1 new token for B > 1 sequences, B ascending");
     uint32_t rows = b->rows;
-    if (c->n_batch == 1) { /* the spare rows' sequence and its block */
+    if (c->n_batch == 1) { /* the spare rows' sequence and its block (kn_session_create_device adds one) */
         KN_TRY(kn_kv_seq_add(s->kv, &c->scratch));
         KN_TRY(kn_kv_seq_reserve(s->kv, c->scratch, 1, s->d));
     }
@@ -541,7 +560,7 @@ kn_status kn_session_create_device(const kn_graph *plan, kn_session_device dev, 
         if (gpu) {
             kn_graph *pre;
             KN_TRY(kn_plan_load_cuda_prefill(plan, a, d, &pre));
-            kn_status st = kn_session_create_cuda(pre, plan, o, a, d, out);
+            kn_status st = create_cuda(pre, plan, o, kn_plan_cuda_decode_batches(plan) ? 1 : 0, a, d, out);
             if (st != KN_OK) {
                 kn_graph_destroy(pre);
                 return st;

@@ -19,7 +19,7 @@
  *     device or pinned allocation per token, 4 bytes back per row);
  *     --no-cuda-graph launches kernel by kernel; kn_session_forward_batch
  *     brings the rows' logits back; the errors leave the sequences
- *     unchanged; a scratch block is kept. */
+ *     unchanged; the scratch block is one more than the plan's pool. */
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -486,7 +486,13 @@ static void mock_batched_generate(void **state)
         assert_true(kn_session_batched(s));
         kn_session_info info;
         kn_session_get_info(s, &info);
-        assert_int_equal(info.free_blocks, info.n_blocks - 1); /* the scratch block */
+        assert_int_equal(info.free_blocks, info.n_blocks - 1); /* the scratch block, */
+        kn_session *cpu;
+        kn_session_info ci;
+        assert_int_equal(kn_session_create_device(g, KN_DEVICE_CPU, NULL, NULL, d, &cpu), KN_OK);
+        kn_session_get_info(cpu, &ci);
+        assert_int_equal(info.free_blocks, ci.n_blocks); /* one more than the plan's */
+        kn_session_destroy(cpu);
         /* 6 prompts: the 8-row program; 3: the 4-row one; 1: the decode program; 4 decode steps each */
         static const uint32_t n_prompts[3] = {6, 3, 1};
         for (int smp = 0; smp < 2; smp++)
