@@ -179,12 +179,11 @@ int kn_bench_llm(int argc, char **argv)
     if (st == KN_OK) {
         kn_session_get_info(s, &info);
         /* a paged pool for B sequences of P + G tokens (the plan's holds one of
-         * max-seq-len; a CUDA session with batched decode programs keeps one
-         * block for their spare rows) */
+         * max-seq-len; a CUDA session with batched decode programs adds the
+         * block of their spare rows itself) */
         uint64_t per = info.block_size ? (P + G + info.block_size - 1) / info.block_size : 0;
-        uint64_t kept = info.n_blocks - info.free_blocks;
         if (info.cache == KN_CACHE_PAGED && info.n_blocks && per * B > info.free_blocks) {
-            so.kv_cache_mem = (per * B + kept) * (info.kv_bytes / info.n_blocks);
+            so.kv_cache_mem = per * B * (info.kv_bytes / info.n_blocks);
             kn_session_destroy(s);
             s = NULL;
             st = kn_session_create_device(g, dev, &so, NULL, d, &s);
