@@ -25,5 +25,12 @@ expect 0 '"peak_gb_per_s": [0-9.]+, "roofline_fraction": [0-9.]+, "cuda_graph": 
     --prompt-len 9 --gen-len 4 --device cuda --json
 expect 0 '"roofline_fraction": null, "cuda_graph": false' "$KILN" bench "$plan" --prompt-len 9 --gen-len 4 \
     --device cpu --json
+# batch 3: the plan's batched decode programs (the [8, 1] one of --decode-batch 1,8), 3 tokens per step
+expect 0 'each step runs all sequences through the plan.s batched decode programs' "$KILN" bench "$plan" \
+    --prompt-len 9 --gen-len 4 --batch 3 --device cuda
+expect 0 '"decode_steps": 4, "batched_decode": true' "$KILN" bench "$plan" --prompt-len 9 --gen-len 4 --batch 3 \
+    --device cuda --json
+expect 0 'decode: +[0-9.]+ tokens/s \(4 steps of 3 tokens' "$KILN" bench "$plan" --prompt-len 9 --gen-len 4 \
+    --batch 3 --device cuda --no-cuda-graph
 echo "cli_cuda_bench_mock: $pass passed, $fail failed"
 [ "$fail" -eq 0 ]
