@@ -243,6 +243,44 @@ static void errors_unchanged(void **st)
     kn_graph_destroy(p);
 }
 
+/* kn_session_forward_batch_greedy: each row's argmax (lowest id on ties)
+ * of what separate forwards give, 3 steps of 3 sequences. */
+static void greedy_batch(void **st)
+{
+    (void)st;
+    kn_graph *p = compile_plan("qwen2_tiny", KN_OPT_O2, NULL);
+    kn_diag *d = kn_diag_create(NULL, stderr);
+    kn_session *b = session(p, d, 0), *r = session(p, d, 0);
+    kn_session_info info;
+    kn_session_get_info(b, &info);
+    float *lr = malloc((size_t)info.vocab * sizeof *lr);
+    uint32_t sb[3], sr[3];
+    int64_t t[3], next[3];
+    for (uint32_t i = 0; i < 3; i++) {
+        assert_int_equal(kn_session_add_sequence(b, &sb[i]), KN_OK);
+        assert_int_equal(kn_session_add_sequence(r, &sr[i]), KN_OK);
+        prefill(b, sb[i], i, 2 + 3 * i);
+        prefill(r, sr[i], i, 2 + 3 * i);
+        t[i] = tok(i, 9);
+    }
+    for (int step = 0; step < 3; step++) {
+        assert_int_equal(kn_session_forward_batch_greedy(b, sb, t, 3, next), KN_OK);
+        for (uint32_t i = 0; i < 3; i++) {
+            assert_int_equal(kn_session_forward(r, sr[i], &t[i], 1, lr), KN_OK);
+            uint32_t best = 0;
+            for (uint32_t k = 1; k < info.vocab; k++)
+                best = lr[k] > lr[best] ? k : best;
+            assert_int_equal(next[i], best);
+            t[i] = next[i];
+        }
+    }
+    free(lr);
+    kn_session_destroy(b);
+    kn_session_destroy(r);
+    kn_diag_destroy(d);
+    kn_graph_destroy(p);
+}
+
 /* The one-at-a-time loop as kn_session_generate ran it before batching:
  * each prompt alone with its own sampler (seed + prompt index), the same
  * stop rules (stop ids, max tokens). */
@@ -363,6 +401,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(llama_sizes),    cmocka_unit_test(qwen2_sizes),      cmocka_unit_test(gpt2_sizes),
         cmocka_unit_test(llama_O0_sizes), cmocka_unit_test(errors_unchanged), cmocka_unit_test(generate_same_tokens),
+        cmocka_unit_test(greedy_batch),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
