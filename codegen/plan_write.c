@@ -707,7 +707,10 @@ static kn_status write_file(wctx *w, const char *path, kn_diag *d)
                                   KN_SEC_CU_BLOBS,   KN_SEC_NAMED,     KN_SEC_CUP_KERNELS, KN_SEC_CUP_IMAGES,
                                   KN_SEC_CUP_SLOTS,  KN_SEC_CUP_STEPS, KN_SEC_CUP_ARGS, KN_SEC_CUP_PARAMS,
                                   KN_SEC_CUP_BLOBS};
-    enum { N_FIXED = sizeof all_kinds / sizeof all_kinds[0], N_ALL = N_FIXED + KN_PLAN_MAX_DECODE_BATCHES * KN_SEC_CU_N };
+    enum {
+        N_FIXED = sizeof all_kinds / sizeof all_kinds[0],
+        N_ALL = N_FIXED + KN_PLAN_MAX_DECODE_BATCHES * KN_SEC_CU_N
+    };
     buf *secs[N_ALL];
     uint32_t kinds[N_ALL];
     int NS = 0;

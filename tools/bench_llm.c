@@ -2,14 +2,16 @@
  * language-model benchmark. B sequences of P random prompt tokens are
  * prefilled, then each decodes G tokens greedily (argmax) through a
  * kn_session (the paged KV cache when the plan has one): G batched decode
- * steps of all B sequences (kn_session_forward_batch) when the session
- * batches (one run on the CPU; on CUDA the plan's batched decode programs,
- * kiln compile --decode-batch), else one step per sequence in turn. Reports prefill and decode
- * tokens/s (all B sequences), time to first token, decode step latency
- * p50/p99, and the bytes a decode step reads (weights once + the KV cache
- * of its sequences at the mean context) with the bandwidth that implies. --device cuda runs the CUDA session of a target-cuda decoder
- * plan (its prefill and decode programs; kn_session_create_device): the
- * argmax on the device (4 bytes back per token), each decode step a CUDA
+ * steps of all B sequences (kn_session_forward_batch_greedy) when the
+ * session batches (one run on the CPU; on CUDA the plan's batched decode
+ * programs, kiln compile --decode-batch), else one step per sequence in
+ * turn. Reports prefill and decode tokens/s (all B sequences), time to
+ * first token, decode step latency p50/p99, and the bytes a decode step
+ * reads (weights once + the KV cache of its sequences at the mean context)
+ * with the bandwidth that implies. --device cuda runs the CUDA session of
+ * a target-cuda decoder plan (its prefill, decode and batched decode
+ * programs; kn_session_create_device): the argmax on the device (4 bytes
+ * back per token), each decode step a CUDA
  * graph replay (--no-cuda-graph: kernel by kernel), and the fraction of
  * the HBM roofline: bytes per step / step time / the device's copy
  * bandwidth measured in the same run (kn_cuda_copy_bandwidth). */
@@ -274,11 +276,12 @@ int kn_bench_llm(int argc, char **argv)
         printf("{\"plan\": \"%s\", \"device\": \"%s\", \"cache\": \"%s\", \"prompt_len\": %llu, \"gen_len\": %llu, "
                "\"batch\": %llu, \"prefill_tokens_per_s\": %.3f, \"decode_tokens_per_s\": %.3f, "
                "\"ttft_ms\": {\"median\": %.4f, \"max\": %.4f}, \"decode_latency_ms\": {\"p50\": %.4f, \"p99\": %.4f, "
-               "\"mean\": %.4f}, \"decode_steps\": %zu, \"batched_decode\": %s, \"bytes_per_decode_step\": %.0f, \"weight_bytes\": %llu, \"kv_bytes_mean\": %.0f, "
+               "\"mean\": %.4f}, \"decode_steps\": %zu, \"batched_decode\": %s, \"bytes_per_decode_step\": %.0f, "
+               "\"weight_bytes\": %llu, \"kv_bytes_mean\": %.0f, "
                "\"decode_gb_per_s\": %.3f, \"peak_gb_per_s\": %s, \"roofline_fraction\": %s, \"cuda_graph\": %s}\n",
                plan, on_cuda ? "cuda" : "cpu", cache, P, G, B, prefill_tps, decode_tps, pct(ttft, B, 50) * 1e3, ttft[B - 1] * 1e3,
-               pct(lat, n_lat, 50) * 1e3, pct(lat, n_lat, 99) * 1e3, step_mean * 1e3, n_lat, batched ? "true" : "false", bytes,
-               (unsigned long long)wb, kvb, achieved, peak_s, frac_s, on_cuda && !no_graph ? "true" : "false");
+               pct(lat, n_lat, 50) * 1e3, pct(lat, n_lat, 99) * 1e3, step_mean * 1e3, n_lat,
+               batched ? "true" : "false", bytes, (unsigned long long)wb, kvb, achieved, peak_s, frac_s, on_cuda && !no_graph ? "true" : "false");
     } else {
         printf("plan:              %s (KV cache: %s), %s\n", plan, cache,
                on_cuda ? "CUDA backend (prefill and decode programs)" : "CPU reference backend");
@@ -293,8 +296,8 @@ int kn_bench_llm(int argc, char **argv)
                B == 1 ? "" : "s", t_decode * 1e3);
         printf("decode latency:    p50 %.3f ms, p99 %.3f ms, mean %.3f ms per step\n", pct(lat, n_lat, 50) * 1e3,
                pct(lat, n_lat, 99) * 1e3, step_mean * 1e3);
-        printf("bytes per step:    %.2f MiB (weights %.2f MiB + KV %.2f MiB of %llu sequence%s at mean context %.0f) -> "
-               "%.2f GB/s\n",
+        printf("bytes per step:    %.2f MiB (weights %.2f MiB + KV %.2f MiB of %llu sequence%s at mean context "
+               "%.0f) -> %.2f GB/s\n",
                bytes / 1048576.0, (double)wb / 1048576.0, kvb / 1048576.0, B, B == 1 ? "" : "s", ctx,
                bytes / step_mean / 1e9);
         if (peak > 0)

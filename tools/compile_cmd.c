@@ -321,7 +321,8 @@ static bool parse_batches(const char *v, uint32_t *b, uint32_t *n, char *text, s
         }
         if (x > 1) {
             if (*n && (uint32_t)x <= b[*n - 1]) {
-                fprintf(stderr, "error: compile: --decode-batch: list the batch sizes ascending, each once ('%s')\n", v);
+                fprintf(stderr, "error: compile: --decode-batch: list the batch sizes ascending, each once ('%s')\n",
+                        v);
                 return false;
             }
             if (*n == KN_PLAN_MAX_DECODE_BATCHES) {
@@ -837,8 +838,10 @@ int kn_cmd_compile(int argc, char **argv)
     }
     if (s == KN_OK)
         printf("wrote %s (target %s, %u nodes%s%s%s%s)\n", out, target, g->n_nodes,
-               !decoder ? "" : n_bprogs ? ", a decoder: prefill and decode programs, batched decode programs"
-                                        : ", a decoder: prefill and decode programs", cuda ? ", kernels for every arch + PTX" : "",
+               !decoder   ? ""
+               : n_bprogs ? ", a decoder: prefill and decode programs, batched decode programs"
+                          : ", a decoder: prefill and decode programs",
+               cuda ? ", kernels for every arch + PTX" : "",
                emb.n ? "; embedded " : "", emb.summary);
     rc = kn_cli_exit_code(s);
 done:
