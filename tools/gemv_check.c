@@ -250,6 +250,13 @@ static void check_choice(void)
     ok = ok && strcmp(key, "bias+res") == 0;
     kn_gemm_epi_key(false, false, false, key, sizeof key);
     ok = ok && strcmp(key, "-") == 0;
+    kn_gemm_table w;
+    ok = ok && kn_gemm_table_parse("* float32 * * * * cublaslt\n* * 3 * * bias gemv\n", "w", d, &w) == KN_OK;
+    ok = ok && !kn_gemm_choose_gemv(&w, 90, KN_F32, 3, 5, 6, "bias"); /* the first matching row */
+    ok = ok && kn_gemm_choose_gemv(&w, 90, KN_F16, 3, 5, 6, "bias");
+    ok = ok && kn_gemm_choose_gemv(&w, 90, KN_F16, 4, 5, 6, "-");     /* no row: the rule */
+    if (ok)
+        kn_gemm_table_free(&w);
     ok = ok && kn_gemm_table_parse("* float16 1 2 3 - fast\n", "bad", d, &bad) == KN_ERR_INVALID;
     ok = ok && kn_gemm_table_parse("* float64 1 2 3 - gemv\n", "bad", d, &bad) == KN_ERR_INVALID;
     ok = ok && kn_gemm_table_parse("* float16 0 2 3 - gemv\n", "bad", d, &bad) == KN_ERR_INVALID;

@@ -27,6 +27,10 @@ static bool epi_valid(const char *s)
 
 static bool parse_i64(const char *s, int64_t *out)
 {
+    if (strcmp(s, "*") == 0) {
+        *out = 0;
+        return true;
+    }
     char *end;
     long long v = strtoll(s, &end, 10);
     if (end == s || *end || v < 1)
@@ -70,16 +74,18 @@ kn_status kn_gemm_table_parse(const char *text, const char *name, kn_diag *d, kn
             ok = sscanf(f[0], "sm_%u", &arch) == 1 && arch >= 10 && arch < 1000;
         r.arch = arch;
         r.dtype = !ok                              ? KN_UNDEFINED
+                  : strcmp(f[1], "*") == 0        ? KN_UNDEFINED
                   : strcmp(f[1], "float32") == 0  ? KN_F32
                   : strcmp(f[1], "float16") == 0  ? KN_F16
                   : strcmp(f[1], "bfloat16") == 0 ? KN_BF16
                                                   : KN_UNDEFINED;
-        ok = ok && r.dtype != KN_UNDEFINED && parse_i64(f[2], &r.m) && parse_i64(f[3], &r.n) &&
-             parse_i64(f[4], &r.k) && epi_valid(f[5]) && (strcmp(f[6], "gemv") == 0 || strcmp(f[6], "cublaslt") == 0);
+        ok = ok && (r.dtype != KN_UNDEFINED || strcmp(f[1], "*") == 0) && parse_i64(f[2], &r.m) && parse_i64(f[3], &r.n) &&
+             parse_i64(f[4], &r.k) && (epi_valid(f[5]) || strcmp(f[5], "*") == 0) && (strcmp(f[6], "gemv") == 0 || strcmp(f[6], "cublaslt") == 0);
         if (!ok) {
             kn_diag_add(d, KN_ERROR,
-                        "%s:%u: expected 'ARCH DTYPE M N K EPILOGUE CHOICE' (ARCH sm_NN or *, DTYPE "
-                        "float32|float16|bfloat16, EPILOGUE - or bias/act/res joined by '+', CHOICE gemv|cublaslt)",
+                        "%s:%u: expected 'ARCH DTYPE M N K EPILOGUE CHOICE' (ARCH sm_NN, DTYPE "
+                        "float32|float16|bfloat16, M N K positive, EPILOGUE - or bias/act/res joined by '+', any "
+                        "of those * for any; CHOICE gemv|cublaslt)",
                         name, line);
             kn_gemm_table_free(out);
             return KN_ERR_INVALID;
@@ -114,7 +120,8 @@ bool kn_gemm_choose_gemv(const kn_gemm_table *t, uint32_t arch, kn_dtype dt, int
     const kn_gemm_table_row *any = NULL;
     for (uint32_t i = 0; t && i < t->n; i++) {
         const kn_gemm_table_row *r = &t->rows[i];
-        if (r->dtype != dt || r->m != m || r->n != n || r->k != k || strcmp(r->epi, epi) != 0)
+        if ((r->dtype != KN_UNDEFINED && r->dtype != dt) || (r->m && r->m != m) || (r->n && r->n != n) ||
+            (r->k && r->k != k) || (strcmp(r->epi, "*") != 0 && strcmp(r->epi, epi) != 0))
             continue;
         if (r->arch == arch)
             return r->gemv;

@@ -100,14 +100,14 @@ const char *kn_gemm_act_expr(const char *name);
 /* ---- the per-shape choice (gemm_choice.c) ---- */
 
 /* A recorded table of choices: rows "arch dtype M N K epilogue choice"
- * (tab- or space-separated; '#' starts a comment): arch "sm_90" or "*",
- * dtype float32|float16|bfloat16, epilogue as kn_gemm_epi_key writes it,
- * choice gemv|cublaslt. */
+ * (tab- or space-separated; '#' starts a comment): arch "sm_90", dtype
+ * float32|float16|bfloat16, epilogue as kn_gemm_epi_key writes it, any of
+ * them "*" for any value; choice gemv|cublaslt. */
 typedef struct kn_gemm_table_row {
     uint32_t arch; /* 0: any */
-    kn_dtype dtype;
-    int64_t m, n, k;
-    char epi[24];
+    kn_dtype dtype; /* KN_UNDEFINED: any */
+    int64_t m, n, k; /* 0: any */
+    char epi[24];    /* "*": any */
     bool gemv;
 } kn_gemm_table_row;
 
@@ -128,10 +128,11 @@ void kn_gemm_table_free(kn_gemm_table *t);
 /* "-" (none), else "bias", "act", "res" joined by '+' in that order. */
 void kn_gemm_epi_key(bool bias, bool act, bool res, char *buf, size_t n);
 
-/* GEMV or cuBLASLt for one product: the table's row for (arch, dtype, M,
- * N, K, epi) — a row naming the arch first, else an "*" row — else the
- * rule: GEMV for M <= KN_GEMM_GEMV_RULE_ROWS. Only shapes the GEMV takes
- * (M <= KN_GEMV_MAX_ROWS, float32/float16/bfloat16) can get it. */
+/* GEMV or cuBLASLt for one product: the first table row matching (arch,
+ * dtype, M, N, K, epi) among the rows naming the arch, else the first
+ * among the arch "*" rows, else the rule: GEMV for M <=
+ * KN_GEMM_GEMV_RULE_ROWS. Only shapes the GEMV takes (M <=
+ * KN_GEMV_MAX_ROWS, float32/float16/bfloat16) can get it. */
 #define KN_GEMM_GEMV_RULE_ROWS 4
 bool kn_gemm_choose_gemv(const kn_gemm_table *t, uint32_t arch, kn_dtype dt, int64_t m, int64_t n, int64_t k,
                          const char *epi);
