@@ -82,10 +82,11 @@ static double time_cublaslt(kn_dtype dt, int64_t m, int64_t n, int64_t k, void *
 
 static void gemv_bench(const char **shapes, int n_shapes)
 {
-    /* the decode products (M = 1) of SmolLM2-135M (hidden 576, kv 192, MLP 1536, vocab 49152) and of a
-     * 1B Llama (2048, kv 512, MLP 8192, vocab 128256), and the same at M = 4, float16 and float32 */
-    static const int64_t nk[][2] = {{576, 576},   {192, 576},   {1536, 576},  {576, 1536},  {49152, 576},
-                                    {2048, 2048}, {512, 2048},  {8192, 2048}, {2048, 8192}, {128256, 2048}};
+    /* the decode products (M = 1) of SmolLM2-135M (hidden 576, kv 192, gate|up 2 x 1536, vocab 49152)
+     * and of the 1B Llama of models-big/llama1b (2048, kv 256, gate|up 2 x 5632, vocab 32000), and the
+     * same at M = 4, float16 and float32 */
+    static const int64_t nk[][2] = {{576, 576},   {192, 576},  {3072, 576},   {576, 1536},  {49152, 576},
+                                    {2048, 2048}, {256, 2048}, {11264, 2048}, {2048, 5632}, {32000, 2048}};
     kn_diag *d = kn_diag_create(NULL, stderr);
     int total = n_shapes ? n_shapes : (int)(sizeof nk / sizeof *nk) * 4;
     printf("BENCH GEMV vs cuBLASLt on sm_%u (TABLE rows: paste into codegen/cuda/gemm_choice.tsv)\n", kn_kc.arch);

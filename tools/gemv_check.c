@@ -12,7 +12,7 @@
  *                                   plus timings of the GEMV against cuBLASLt
  *                                   (the plan's GEMM step) per shape (default:
  *                                   the decode products of SmolLM2-135M and of
- *                                   a 1B Llama), printed as rows for
+ *                                   the 1B Llama), printed as rows for
  *                                   codegen/cuda/gemm_choice.tsv ("TABLE ...")
  *
  * Error: |got - want| / (sum_k |alpha a_k b_k| + |beta c| + |res| + 1e-6),
