@@ -3,8 +3,9 @@
  * is split) against cuBLASLt planned as the plan's GEMM step
  * (runtime/cuda/gemm.c), each timed over 20 runs after 3 warm-up ones;
  * prints a BENCH line and a TABLE row for codegen/cuda/gemm_choice.tsv
- * ("TABLE sm_NN DTYPE M N K - gemv|cublaslt", the faster; epilogue "-": the
- * products are timed without one). */
+ * ("TABLE sm_NN DTYPE M N K * gemv|cublaslt", the faster; the products are
+ * timed without an epilogue, and the row applies to every epilogue: the
+ * GEMV applies its epilogue in the same kernel). */
 #include "runtime/cuda/gemm.h"
 
 #include <time.h>
@@ -130,7 +131,7 @@ static void gemv_bench(const char **shapes, int n_shapes)
                kn_dtype_name(dt), (long long)m, (long long)n, (long long)k, tg * 1e6, bytes / tg / 1e9,
                (long long)p.splits, tl * 1e6, bytes / tl / 1e9);
         if (isfinite(tg) || isfinite(tl))
-            printf("TABLE\tsm_%u\t%s\t%lld\t%lld\t%lld\t-\t%s\n", kn_kc.arch, kn_dtype_name(dt), (long long)m,
+            printf("TABLE\tsm_%u\t%s\t%lld\t%lld\t%lld\t*\t%s\n", kn_kc.arch, kn_dtype_name(dt), (long long)m,
                    (long long)n, (long long)k, tg <= tl ? "gemv" : "cublaslt");
         kn_kc_free(a), kn_kc_free(b), kn_kc_free(y), kn_kc_free(part);
     }

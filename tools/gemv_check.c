@@ -8,12 +8,17 @@
  *                                   sm_80/86/89/90 + PTX, then each case run
  *                                   on the host (tools/emu_host.c)
  *   kiln-gemv-check --gpu           the same cases on the GPU
- *   kiln-gemv-check --gpu --bench [--shape DTYPE,M,N,K ...]
+ *   kiln-gemv-check --gpu --bench [--shape DTYPE,M,N,K ...] [--plan FILE ...]
  *                                   plus timings of the GEMV against cuBLASLt
  *                                   (the plan's GEMM step) per shape (default:
  *                                   the decode products of SmolLM2-135M and of
  *                                   the 1B Llama), printed as rows for
- *                                   codegen/cuda/gemm_choice.tsv ("TABLE ...")
+ *                                   codegen/cuda/gemm_choice.tsv ("TABLE ...");
+ *                                   --plan takes the shapes of a target-cuda
+ *                                   plan's products with at most 8 rows (its
+ *                                   programs' GEMV launches and untransposed,
+ *                                   unbatched float GEMM steps), listed as
+ *                                   "SHAPE ..." lines also without --bench
  *
  * Error: |got - want| / (sum_k |alpha a_k b_k| + |beta c| + |res| + 1e-6),
  * the largest over the outputs. Tolerances: float32 1e-5 (float
@@ -25,7 +30,10 @@
 #include "codegen/cuda/lower.h"
 #include "codegen/cuda/program.h"
 #include "kernel_check.h"
+#include "kiln/runtime.h"
+#include "kiln/session.h"
 #include "runtime/cpu/util.h"
+#include "runtime/cuda/plan.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -311,30 +319,116 @@ static void compile_sweep(void)
 #include "gemv_bench.h"
 #endif
 
+/* ---- the product shapes of a plan (--plan) ---- */
+
+typedef struct shape_list {
+    char (*s)[64];
+    int n, cap;
+} shape_list;
+
+static void add_shape(shape_list *l, kn_dtype dt, int64_t m, int64_t n, int64_t k, const char *what)
+{
+    if ((dt != KN_F32 && dt != KN_F16 && dt != KN_BF16) || m < 1 || m > KN_GEMV_MAX_ROWS || n < 1 || k < 1)
+        return;
+    char buf[64];
+    snprintf(buf, sizeof buf, "%s,%lld,%lld,%lld", kn_dtype_name(dt), (long long)m, (long long)n, (long long)k);
+    for (int i = 0; i < l->n; i++)
+        if (strcmp(l->s[i], buf) == 0)
+            return;
+    if (l->n == l->cap) {
+        int cap = l->cap ? l->cap * 2 : 32;
+        char(*ns)[64] = realloc(l->s, (size_t)cap * sizeof *ns);
+        if (!ns)
+            return;
+        l->s = ns, l->cap = cap;
+    }
+    snprintf(l->s[l->n++], 64, "%s", buf);
+    printf("SHAPE %s (%s)\n", buf, what);
+}
+
+static void plan_program_shapes(const kn_graph *g, shape_list *l, kn_diag *d)
+{
+    kn_cuda_plan p;
+    if (kn_cuda_plan_read(g, g->info->plan_base, g->info->plan_size, NULL, d, &p) != KN_OK)
+        return;
+    for (uint32_t i = 0; i < p.n_steps; i++) {
+        const kn_plan_cu_step *st = &p.steps[i];
+        const kn_plan_cu_gemm *gm = &p.gemms[i];
+        if (st->kind == KN_CU_STEP_GEMM && gm->batch <= 1 && !gm->trans_a && !gm->trans_b)
+            add_shape(l, (kn_dtype)gm->dtype, gm->m, gm->n, gm->k, "cuBLASLt GEMM step");
+        if (st->kind != KN_CU_STEP_LAUNCH || strcmp(p.entries[st->kernel], KN_GEMV_ENTRY) != 0 || st->n_args != 7)
+            continue;
+        const kn_plan_cu_arg *a = &p.args[st->first_arg], *prm = &p.args[st->first_arg + 6];
+        kn_gemv_params gp;
+        if (prm->kind != KN_CU_ARG_PARAMS || prm->size < sizeof gp || prm->offset + sizeof gp > p.params_size)
+            continue;
+        memcpy(&gp, p.params + prm->offset, sizeof gp);
+        const kn_plan_cu_slot *sa = &p.slots[a->slot];
+        size_t es = kn_dt_size((kn_dtype)sa->dtype);
+        if (es && gp.k > 0)
+            add_shape(l, (kn_dtype)sa->dtype, (int64_t)(sa->nbytes / es) / gp.k, gp.n, gp.k, "GEMV launch");
+    }
+    kn_cuda_plan_free(&p);
+}
+
+/* Both programs of a decoder plan, else the one; false when the plan does not load. */
+static bool plan_shapes(const char *path, shape_list *l)
+{
+    kn_diag *d = kn_diag_create(NULL, stderr);
+    kn_graph *g = NULL, *pg = NULL;
+    if (!d || kn_plan_load(path, NULL, d, &g) != KN_OK) {
+        kn_diag_destroy(d);
+        return false;
+    }
+    plan_program_shapes(g, l, d);
+    if (kn_plan_is_cuda_decoder(g) && kn_plan_load_cuda_prefill(g, NULL, d, &pg) == KN_OK)
+        plan_program_shapes(pg, l, d);
+    kn_graph_destroy(pg);
+    kn_graph_destroy(g);
+    kn_diag_destroy(d);
+    return true;
+}
+
 int main(int argc, char **argv)
 {
-    /* --shape DTYPE,M,N,K (for --bench) are taken out before the common options */
+    /* --shape DTYPE,M,N,K and --plan FILE (for --bench) are taken out before the common options */
     char **rest = calloc((size_t)argc + 1, sizeof *rest);
     const char **shapes = calloc((size_t)argc + 1, sizeof *shapes);
     int nr = 0, ns = 0;
+    shape_list from_plans = {0};
     if (!rest || !shapes)
         return 2;
     rest[nr++] = argv[0];
     for (int i = 1; i < argc; i++) {
-        if (strcmp(argv[i], "--shape") == 0 && i + 1 < argc)
+        if (strcmp(argv[i], "--shape") == 0 && i + 1 < argc) {
             shapes[ns++] = argv[++i];
-        else
+        } else if (strcmp(argv[i], "--plan") == 0 && i + 1 < argc) {
+            if (!plan_shapes(argv[++i], &from_plans)) {
+                free(rest), free(shapes), free(from_plans.s);
+                return 1;
+            }
+        } else {
             rest[nr++] = argv[i];
+        }
+    }
+    if (from_plans.n) {
+        const char **all = realloc(shapes, (size_t)(ns + from_plans.n + 1) * sizeof *all);
+        if (!all)
+            return 2;
+        shapes = all;
+        for (int i = 0; i < from_plans.n; i++)
+            shapes[ns++] = from_plans.s[i];
     }
     bool bench;
     int rc = kn_kc_start(nr, rest,
-                         "usage: kiln-gemv-check [--gpu [--bench [--shape DTYPE,M,N,K ...]]]\n"
+                         "usage: kiln-gemv-check [--gpu [--bench [--shape DTYPE,M,N,K ...] [--plan FILE ...]]]\n"
                          "  Checks the dense GEMV (codegen/cuda/gemv_kernels.h) against a double reference with the\n"
                          "  CPU kernels' rounding: NVRTC for sm_80/86/89/90 + PTX and host emulation, or (--gpu) on the\n"
-                         "  GPU; --bench adds GEMV vs cuBLASLt timings per shape, printed as gemm_choice.tsv rows.\n",
+                         "  GPU; --bench adds GEMV vs cuBLASLt timings per shape (--shape, the products of --plan,\n"
+                         "  else the decode shapes of SmolLM2-135M and a 1B Llama), printed as gemm_choice.tsv rows.\n",
                          &bench);
     if (rc >= 0) {
-        free(rest), free(shapes);
+        free(rest), free(shapes), free(from_plans.s);
         return rc;
     }
     check_choice();
@@ -347,6 +441,6 @@ int main(int argc, char **argv)
 #endif
     (void)bench;
     printf("%d passed, %d failed\n", n_pass, n_fail);
-    free(rest), free(shapes);
+    free(rest), free(shapes), free(from_plans.s);
     return n_fail ? 1 : 0;
 }
