@@ -281,7 +281,7 @@ static kn_status build_plan(model_fn fn, enum images im, uint32_t keep, const ch
     memset(&prog, 0, sizeof prog);
     kn_gemm_table table = {0};
     if (plan_gemm_table)
-        assert_int_equal(kn_gemm_table_parse(plan_gemm_table, "test", d, &table), KN_OK);
+        assert_int_equal(kn_gemm_table_parse(plan_gemm_table, "test", NULL, d, &table), KN_OK);
     kn_cuda_lower_opts lo = {plan_gemm_table ? &table : NULL, 90};
     assert_int_equal(kn_cuda_lower_opt(g, NULL, 0, NULL, &lo, d, &prog, NULL), KN_OK);
     kn_gemm_table_free(&table);

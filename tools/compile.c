@@ -113,7 +113,8 @@ kn_status kn_compile_cuda(kn_graph *g, const kn_compile_cuda_opts *o, kn_diag *d
     if (o->verbose)
         fprintf(stderr,
                 "note: target cuda: %u nodes folded at compile time, %u steps (%u on the host), %u kernels x %u images "
-                "(%u compiled, %u from the cache), %u matrix products on the dense GEMV; pool %llu bytes (naive %llu)\n",
+                "(%u compiled, %u from the cache), %u matrix products on the dense GEMV; pool %llu bytes "
+                "(naive %llu)\n",
                 ls.nodes_folded, ls.steps, ls.nodes_host, ls.kernels, no.n_archs + 1, ns.compiled, ns.cached, ls.gemv,
                 (unsigned long long)prog->pool_bytes, (unsigned long long)prog->naive_bytes);
     return KN_OK;

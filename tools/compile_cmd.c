@@ -697,7 +697,7 @@ int kn_cmd_compile(int argc, char **argv)
             fprintf(stderr, "error: compile: --gemm-table: cannot read '%s'\n", gemm_table_path);
             goto done;
         }
-        kn_status ts = kn_gemm_table_parse(text, gemm_table_path, d, &gemm_table);
+        kn_status ts = kn_gemm_table_parse(text, gemm_table_path, NULL, d, &gemm_table);
         free(text);
         if (ts != KN_OK)
             goto done;

@@ -245,7 +245,7 @@ static void check_choice(void)
                                "* bfloat16 8 64 64 bias+act+res gemv\n";
     kn_diag *d = kn_diag_create(NULL, NULL);
     kn_gemm_table t, bad, def;
-    bool ok = d && kn_gemm_table_parse(text, "t", d, &t) == KN_OK && t.n == 3;
+    bool ok = d && kn_gemm_table_parse(text, "t", NULL, d, &t) == KN_OK && t.n == 3;
     ok = ok && !kn_gemm_choose_gemv(&t, 90, KN_F16, 1, 576, 576, "-"); /* the arch's row */
     ok = ok && kn_gemm_choose_gemv(&t, 80, KN_F16, 1, 576, 576, "-");  /* the * row */
     ok = ok && kn_gemm_choose_gemv(&t, 90, KN_BF16, 8, 64, 64, "bias+act+res");
@@ -259,16 +259,16 @@ static void check_choice(void)
     kn_gemm_epi_key(false, false, false, key, sizeof key);
     ok = ok && strcmp(key, "-") == 0;
     kn_gemm_table w;
-    ok = ok && kn_gemm_table_parse("* float32 * * * * cublaslt\n* * 3 * * bias gemv\n", "w", d, &w) == KN_OK;
+    ok = ok && kn_gemm_table_parse("* float32 * * * * cublaslt\n* * 3 * * bias gemv\n", "w", NULL, d, &w) == KN_OK;
     ok = ok && !kn_gemm_choose_gemv(&w, 90, KN_F32, 3, 5, 6, "bias"); /* the first matching row */
     ok = ok && kn_gemm_choose_gemv(&w, 90, KN_F16, 3, 5, 6, "bias");
     ok = ok && kn_gemm_choose_gemv(&w, 90, KN_F16, 4, 5, 6, "-");     /* no row: the rule */
     if (ok)
         kn_gemm_table_free(&w);
-    ok = ok && kn_gemm_table_parse("* float16 1 2 3 - fast\n", "bad", d, &bad) == KN_ERR_INVALID;
-    ok = ok && kn_gemm_table_parse("* float64 1 2 3 - gemv\n", "bad", d, &bad) == KN_ERR_INVALID;
-    ok = ok && kn_gemm_table_parse("* float16 0 2 3 - gemv\n", "bad", d, &bad) == KN_ERR_INVALID;
-    ok = ok && kn_gemm_table_parse(kn_gemm_table_default, "built-in", d, &def) == KN_OK;
+    ok = ok && kn_gemm_table_parse("* float16 1 2 3 - fast\n", "bad", NULL, d, &bad) == KN_ERR_INVALID;
+    ok = ok && kn_gemm_table_parse("* float64 1 2 3 - gemv\n", "bad", NULL, d, &bad) == KN_ERR_INVALID;
+    ok = ok && kn_gemm_table_parse("* float16 0 2 3 - gemv\n", "bad", NULL, d, &bad) == KN_ERR_INVALID;
+    ok = ok && kn_gemm_table_parse(kn_gemm_table_default, "built-in", NULL, d, &def) == KN_OK;
     if (ok)
         kn_gemm_table_free(&def);
     if (d && ok)
@@ -422,10 +422,11 @@ int main(int argc, char **argv)
     bool bench;
     int rc = kn_kc_start(nr, rest,
                          "usage: kiln-gemv-check [--gpu [--bench [--shape DTYPE,M,N,K ...] [--plan FILE ...]]]\n"
-                         "  Checks the dense GEMV (codegen/cuda/gemv_kernels.h) against a double reference with the\n"
-                         "  CPU kernels' rounding: NVRTC for sm_80/86/89/90 + PTX and host emulation, or (--gpu) on the\n"
-                         "  GPU; --bench adds GEMV vs cuBLASLt timings per shape (--shape, the products of --plan,\n"
-                         "  else the decode shapes of SmolLM2-135M and a 1B Llama), printed as gemm_choice.tsv rows.\n",
+                         "  Checks the dense GEMV (codegen/cuda/gemv_kernels.h) against a double reference with\n"
+                         "  the CPU kernels' rounding: NVRTC for sm_80/86/89/90 + PTX and host emulation, or\n"
+                         "  (--gpu) on the GPU; --bench adds GEMV vs cuBLASLt timings per shape (--shape, the\n"
+                         "  products of --plan, else the decode shapes of SmolLM2-135M and a 1B Llama), printed\n"
+                         "  as gemm_choice.tsv rows.\n",
                          &bench);
     if (rc >= 0) {
         free(rest), free(shapes), free(from_plans.s);

@@ -163,7 +163,8 @@ static void text_cuda(const kn_graph *g, const char *pre, const char *label)
         }
         printf("             read back: %u launches, %u GEMMs (%u int8), %u copies, %u on the host; inputs %s\n",
                n[KN_CU_STEP_LAUNCH], n[KN_CU_STEP_GEMM], n_i8, n[KN_CU_STEP_COPY], n[KN_CU_STEP_HOST], in);
-        printf("             dense GEMV: %u matrix products (kernel kn_gemv; the others on cuBLASLt or other kernels)\n",
+        printf("             dense GEMV: %u matrix products (kernel kn_gemv; the others on cuBLASLt or other "
+               "kernels)\n",
                n_gemv);
         kn_cuda_plan_free(&p);
     } else if (d && kn_diag_size(d)) {

@@ -198,7 +198,8 @@ kn_status kn_emit_KILN_GemmEpilogue(kn_emit *e)
         res_same = res->dims[d] == pdims[d];
     bool prod_in_y = y->numel == m * n;
     if (prod_in_y && !ta && !tb) {
-        kn_status gs = try_gemv(e, dt, m, n, k, gemm, alpha, beta, bias ? 2 : -1, b_rs, b_cs, res, y, has_act ? expr : NULL);
+        kn_status gs =
+            try_gemv(e, dt, m, n, k, gemm, alpha, beta, bias ? 2 : -1, b_rs, b_cs, res, y, has_act ? expr : NULL);
         if (gs != KN_ERR_NOT_FOUND)
             return gs;
     }

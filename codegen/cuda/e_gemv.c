@@ -78,7 +78,8 @@ char *kn_gemv_source(const kn_gemv_spec *s, char *err, size_t err_size)
         "%s"
         "  return kn_fromd<T>(v);\n"
         "}\n",
-        kn_cuda_type(s->dtype), lt, s->rows, s->vec, KN_GEMV_WARPS, KN_GEMV_TK, act && kn_sb_str(&act_fn) ? kn_sb_str(&act_fn) : "",
+        kn_cuda_type(s->dtype), lt, s->rows, s->vec, KN_GEMV_WARPS, KN_GEMV_TK,
+        act && kn_sb_str(&act_fn) ? kn_sb_str(&act_fn) : "",
         s->gemm ? "" : "  v = kn_gemv_rnd(v); /* MatMul: the product is a tensor */\n",
         s->bias ? "  v += p.beta * kn_tod(bias[r * p.c_rs + n * p.c_cs]);\n" : "",
         act ? "  v = kn_gemv_rnd(kn_gemv_act(v, p));\n" : "",

@@ -3,6 +3,7 @@
  * embedded as kn_gemm_table_default; kiln compile --gemm-table FILE) and
  * the rule for shapes it does not list. */
 #include "codegen/cuda/gemv_kernels.h"
+#include "ir/arena.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -39,9 +40,11 @@ static bool parse_i64(const char *s, int64_t *out)
     return true;
 }
 
-kn_status kn_gemm_table_parse(const char *text, const char *name, kn_diag *d, kn_gemm_table *out)
+kn_status kn_gemm_table_parse(const char *text, const char *name, const kn_allocator *a, kn_diag *d,
+                              kn_gemm_table *out)
 {
     memset(out, 0, sizeof *out);
+    out->a = a;
     uint32_t cap = 0, line = 0;
     const char *p = text;
     while (p && *p) {
@@ -79,8 +82,9 @@ kn_status kn_gemm_table_parse(const char *text, const char *name, kn_diag *d, kn
                   : strcmp(f[1], "float16") == 0  ? KN_F16
                   : strcmp(f[1], "bfloat16") == 0 ? KN_BF16
                                                   : KN_UNDEFINED;
-        ok = ok && (r.dtype != KN_UNDEFINED || strcmp(f[1], "*") == 0) && parse_i64(f[2], &r.m) && parse_i64(f[3], &r.n) &&
-             parse_i64(f[4], &r.k) && (epi_valid(f[5]) || strcmp(f[5], "*") == 0) && (strcmp(f[6], "gemv") == 0 || strcmp(f[6], "cublaslt") == 0);
+        ok = ok && (r.dtype != KN_UNDEFINED || strcmp(f[1], "*") == 0) && parse_i64(f[2], &r.m) &&
+             parse_i64(f[3], &r.n) && parse_i64(f[4], &r.k) && (epi_valid(f[5]) || strcmp(f[5], "*") == 0) &&
+             (strcmp(f[6], "gemv") == 0 || strcmp(f[6], "cublaslt") == 0);
         if (!ok) {
             kn_diag_add(d, KN_ERROR,
                         "%s:%u: expected 'ARCH DTYPE M N K EPILOGUE CHOICE' (ARCH sm_NN, DTYPE "
@@ -94,7 +98,7 @@ kn_status kn_gemm_table_parse(const char *text, const char *name, kn_diag *d, kn
         r.gemv = strcmp(f[6], "gemv") == 0;
         if (out->n == cap) {
             cap = cap ? cap * 2 : 16;
-            kn_gemm_table_row *nr = realloc(out->rows, cap * sizeof *nr);
+            kn_gemm_table_row *nr = kn_mem_realloc(a, out->rows, cap * sizeof *nr);
             if (!nr) {
                 kn_gemm_table_free(out);
                 return KN_ERR_NOMEM;
@@ -108,7 +112,7 @@ kn_status kn_gemm_table_parse(const char *text, const char *name, kn_diag *d, kn
 
 void kn_gemm_table_free(kn_gemm_table *t)
 {
-    free(t->rows);
+    kn_mem_free(t->a, t->rows);
     memset(t, 0, sizeof *t);
 }
 

@@ -112,7 +112,8 @@ typedef struct kn_gemm_table_row {
 } kn_gemm_table_row;
 
 typedef struct kn_gemm_table {
-    kn_gemm_table_row *rows; /* malloc'd */
+    const kn_allocator *a;
+    kn_gemm_table_row *rows; /* from a */
     uint32_t n;
 } kn_gemm_table;
 
@@ -120,9 +121,12 @@ typedef struct kn_gemm_table {
  * build time), NUL-terminated. */
 extern const char kn_gemm_table_default[];
 
-/* Parses `text` (`name` in messages: "FILE:LINE: ..."); a malformed row
- * is KN_ERR_INVALID with a message in d. */
-kn_status kn_gemm_table_parse(const char *text, const char *name, kn_diag *d, kn_gemm_table *out);
+/* Parses `text` into *out (rows from allocator a, NULL: the default;
+ * free with kn_gemm_table_free): KN_OK, KN_ERR_INVALID for a malformed
+ * row with a message "NAME:LINE: ..." in d, KN_ERR_NOMEM. On failure *out
+ * holds nothing. */
+kn_status kn_gemm_table_parse(const char *text, const char *name, const kn_allocator *a, kn_diag *d,
+                              kn_gemm_table *out);
 void kn_gemm_table_free(kn_gemm_table *t);
 
 /* "-" (none), else "bias", "act", "res" joined by '+' in that order. */

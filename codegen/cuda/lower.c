@@ -1319,8 +1319,8 @@ kn_status kn_cuda_lower_opt(kn_graph *g, const kn_cuda_shape *shapes, uint32_t n
     memset(out, 0, sizeof *out);
     kn_gemm_table embedded = {0};
     if (!o || !o->gemm_table) {
-        kn_status ts = kn_gemm_table_parse(kn_gemm_table_default, "codegen/cuda/gemm_choice.tsv (built in)", d,
-                                           &embedded);
+        kn_status ts = kn_gemm_table_parse(kn_gemm_table_default, "codegen/cuda/gemm_choice.tsv (built in)",
+                                           g->alloc, d, &embedded);
         if (ts != KN_OK)
             return ts;
     }
