@@ -95,6 +95,11 @@ timeout 60 compute-sanitizer --tool racecheck --error-exitcode 9 "$G/bin/kiln-qu
     >"$OUT/quant-racecheck.log" 2>&1
 say "  racecheck: exit $?, $(grep -oE 'RACECHECK SUMMARY: [0-9]+ hazards?[^)]*' "$OUT/quant-racecheck.log" | tail -1)"
 
+step "the dense GEMV on the GPU, and its timings against cuBLASLt per decode shape (kiln-gemv-check --gpu --bench)"
+timeout 60 "$G/bin/kiln-gemv-check" --gpu --bench >"$OUT/gemv.log" 2>&1
+say "  exit $?: $(tail -1 "$OUT/gemv.log")"
+grep -E '^(FAIL|BENCH|TABLE)' "$OUT/gemv.log" | head -90 | sed 's/^/  /' | tee -a "$SUM" >/dev/null
+
 step "kiln run --prompt-ids --device cuda (one target-cuda plan: prefill + decode programs) vs --device cpu"
 # greedy tokens must match; the big models (models-big/, git-ignored) only when present on this machine
 cuda_vs_cpu() { # NAME ONNX [compile options...]

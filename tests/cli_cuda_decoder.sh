@@ -49,6 +49,22 @@ for m in llama_gqa_tiny gpt2_tiny qwen2_tiny; do
     expect 1 'needs a plan with a CUDA prefill and decode program' "$KILN" run "$TMP/$m.cpu.plan" --prompt-ids 1,2 \
         --device cuda
 done
+# the GEMV/cuBLASLt choice: by the rule the decode program's one-row products are GEMV launches, the
+# prefill's (4 rows) too; a table sending every shape to cuBLASLt leaves none; a bad row is refused
+L=$SRC/tests/models/llama_gqa_tiny/model.onnx
+expect 0 'dense GEMV: 13 matrix products' "$KILN" inspect "$TMP/llama_gqa_tiny.cuda.plan"
+printf '# every product on cuBLASLt\n* * * * * * cublaslt\n' >"$TMP/lt.tsv"
+expect 0 ', 0 matrix products on the dense GEMV' "$KILN" compile "$L" --target cuda --prefill-chunk 4 \
+    --gemm-table "$TMP/lt.tsv" -o "$TMP/lt.plan"
+expect 0 'read back: .* 13 GEMMs .* inputs input_ids int64\[1, 1\]' "$KILN" inspect "$TMP/lt.plan"
+printf 'sm_90 float32 1 * * * gemv\nsm_90 float32 4 * * * cublaslt\n' >"$TMP/dec.tsv"
+expect 0 'read back: .* 13 GEMMs .* inputs input_ids int64\[1, 4\]' "$KILN" inspect \
+    "$("$KILN" compile "$L" --target cuda --prefill-chunk 4 --gemm-table "$TMP/dec.tsv" -o "$TMP/dec.plan" \
+        >/dev/null 2>&1; echo "$TMP/dec.plan")"
+printf 'sm_90 float32 1 2 3 - fast\n' >"$TMP/bad.tsv"
+expect 1 'bad.tsv:1: expected .ARCH DTYPE M N K EPILOGUE CHOICE' "$KILN" compile "$L" --target cuda \
+    --gemm-table "$TMP/bad.tsv" -o "$TMP/x.plan"
+expect 1 'cannot read' "$KILN" compile "$L" --target cuda --gemm-table "$TMP/none.tsv" -o "$TMP/x.plan"
 # a mask kv-mask does not prove causal: today's target-cuda build (past/present kept), with a note
 expect 1 'could not be proven causal .* the KV cache stays in the graph' "$KILN" compile \
     "$SRC/tests/models/llama_gqa_tiny/model.onnx" --target cuda --disable-pass kv-mask -o "$TMP/x.plan"

@@ -38,6 +38,7 @@
 #include <cmocka.h>
 
 #include "cli.h"
+#include "codegen/cuda/gemv_kernels.h"
 #include "codegen/cuda/lower.h"
 #include "codegen/cuda/sample_kernels.h"
 #include "codegen/plan_write.h"
@@ -126,6 +127,17 @@ static void build(mb *b, const char *name, built *o)
         assert_int_equal(
             kn_compile_cuda_decoder(o->dec, o->pre, P_CHUNK, &co, d, &o->dprog, &o->pprog, why, sizeof why), KN_OK);
     }
+    /* the decode program's products (one row each) are on the dense GEMV,
+     * none left to cuBLASLt */
+    uint32_t n_gemv = 0, n_gemm = 0;
+    for (uint32_t i = 0; i < o->dprog.n_steps; i++) {
+        const kn_cu_step *st = &o->dprog.steps[i];
+        n_gemm += st->kind == KN_CU_STEP_GEMM;
+        n_gemv += st->kind == KN_CU_STEP_LAUNCH && strcmp(o->dprog.kernels[st->kernel].entry, KN_GEMV_ENTRY) == 0;
+    }
+    printf("%s: decode program: %u GEMV launches, %u cuBLASLt GEMMs\n", name, n_gemv, n_gemm);
+    assert_true(n_gemv > 0);
+    assert_int_equal(n_gemm, 0);
     o->path = mb_path(b, mb_tempdir(b), "decoder.plan");
     kn_plan_options po = {"--target cuda", "cuda", &o->dprog, NULL, 0, &o->pprog};
     assert_int_equal(kn_plan_write(o->dec, &po, o->path, d), KN_OK);

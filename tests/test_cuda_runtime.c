@@ -17,6 +17,7 @@
 #include <setjmp.h>
 #include <cmocka.h>
 
+#include "codegen/cuda/gemv_kernels.h"
 #include "codegen/cuda/lower.h"
 #include "codegen/plan_write.h"
 #include "kiln/cuda.h"
@@ -261,6 +262,11 @@ static void keep_images(kn_cu_program *p, uint32_t keep)
  * + PTX); `keep` (if not UINT32_MAX) then drops every image of another
  * arch.
  * Returns KN_ERR_UNSUPPORTED when NVRTC is missing. */
+/* The GEMV/cuBLASLt table build_plan lowers with: these tests are about
+ * cuBLASLt's GEMM steps, so every product goes there unless a test sets
+ * NULL (the built-in table and rule: few-row products on the GEMV). */
+static const char *plan_gemm_table = "* * * * * * cublaslt\n";
+
 static kn_status build_plan(model_fn fn, enum images im, uint32_t keep, const char *name, char *path, size_t n)
 {
     mb *b = mb_new();
@@ -273,7 +279,12 @@ static kn_status build_plan(model_fn fn, enum images im, uint32_t keep, const ch
     assert_int_equal(kn_pipeline_run(g, &po, d), KN_OK);
     kn_cu_program prog;
     memset(&prog, 0, sizeof prog);
-    assert_int_equal(kn_cuda_lower(g, NULL, 0, NULL, d, &prog, NULL), KN_OK);
+    kn_gemm_table table = {0};
+    if (plan_gemm_table)
+        assert_int_equal(kn_gemm_table_parse(plan_gemm_table, "test", NULL, d, &table), KN_OK);
+    kn_cuda_lower_opts lo = {plan_gemm_table ? &table : NULL, 90};
+    assert_int_equal(kn_cuda_lower_opt(g, NULL, 0, NULL, &lo, d, &prog, NULL), KN_OK);
+    kn_gemm_table_free(&table);
     kn_status s = KN_OK;
     if (im == FAKE_IMAGES) {
         fake_images(&prog);
@@ -414,6 +425,46 @@ static void test_session_without_gpu(void **state)
     kn_cuda_session_destroy(NULL);
     kn_graph_destroy(g);
     kn_diag_destroy(d);
+}
+
+/* The built-in table and rule: the MatMul (2 rows) on the dense GEMV, the
+ * Gemm (transB) on cuBLASLt; the same model and table give the same plan
+ * bytes; a table row sends the MatMul back to cuBLASLt. */
+static void test_gemv_choice(void **state)
+{
+    (void)state;
+    const char *saved = plan_gemm_table;
+    char p1[512], p2[512], p3[512];
+    plan_gemm_table = NULL;
+    assert_int_equal(build_plan(model_gemms, FAKE_IMAGES, UINT32_MAX, "gemv1.plan", p1, sizeof p1), KN_OK);
+    assert_int_equal(build_plan(model_gemms, FAKE_IMAGES, UINT32_MAX, "gemv2.plan", p2, sizeof p2), KN_OK);
+    plan_gemm_table = "sm_90 float32 2 4 3 * cublaslt\n";
+    assert_int_equal(build_plan(model_gemms, FAKE_IMAGES, UINT32_MAX, "gemv3.plan", p3, sizeof p3), KN_OK);
+    plan_gemm_table = saved;
+    size_t n1, n2;
+    uint8_t *b1 = slurp(p1, &n1), *b2 = slurp(p2, &n2);
+    assert_int_equal(n1, n2);
+    assert_memory_equal(b1, b2, n1);
+    free(b1), free(b2);
+    static const uint32_t want_gemms[] = {1, 2}, want_gemv[] = {1, 0};
+    const char *paths[] = {p1, p3};
+    for (int t = 0; t < 2; t++) {
+        kn_diag *d = kn_diag_create(NULL, stderr);
+        kn_graph *g = NULL;
+        assert_int_equal(kn_plan_load(paths[t], NULL, d, &g), KN_OK);
+        kn_cuda_plan p;
+        assert_int_equal(kn_cuda_plan_read(g, g->info->plan_base, g->info->plan_size, NULL, d, &p), KN_OK);
+        uint32_t n_gemm = 0, n_gemv = 0;
+        for (uint32_t i = 0; i < p.n_steps; i++) {
+            n_gemm += p.steps[i].kind == KN_CU_STEP_GEMM;
+            n_gemv += p.steps[i].kind == KN_CU_STEP_LAUNCH && strcmp(p.entries[p.steps[i].kernel], KN_GEMV_ENTRY) == 0;
+        }
+        assert_int_equal(n_gemm, want_gemms[t]);
+        assert_int_equal(n_gemv, want_gemv[t]);
+        kn_cuda_plan_free(&p);
+        kn_graph_destroy(g);
+        kn_diag_destroy(d);
+    }
 }
 
 static void test_read_sections(void **state)
@@ -1626,7 +1677,7 @@ int main(int argc, char **argv)
     const struct CMUnitTest cpu_tests[] = {
         cmocka_unit_test(test_available),
         cmocka_unit_test(test_session_without_gpu),
-        cmocka_unit_test(test_read_sections),
+        cmocka_unit_test(test_read_sections), cmocka_unit_test(test_gemv_choice),
         cmocka_unit_test(test_corrupted_entries),
         cmocka_unit_test(test_int8_gemm_plan),
         cmocka_unit_test(test_read_failing_allocator),

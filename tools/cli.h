@@ -51,6 +51,7 @@ typedef struct kn_compile_cuda_opts {
     bool verbose;          /* a note with kernel and memory figures on stderr */
     int attn_kernel;       /* --attn-kernel: 0 fast (default), 1 simple, 2 tc (tensor cores for fp16/bf16) */
     bool sampling;         /* also carry the token sampling kernels (decoders: the logits output's dtype) */
+    const struct kn_gemm_table *gemm_table; /* --gemm-table: GEMV or cuBLASLt per shape; NULL: the built-in */
 } kn_compile_cuda_opts;
 
 /* Marks every Attention node `_attn_kernel` = mode (0 simple, 2 tensor

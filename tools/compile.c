@@ -85,7 +85,13 @@ kn_status kn_compile_cuda(kn_graph *g, const kn_compile_cuda_opts *o, kn_diag *d
     kn_cuda_lower_stats ls;
     if (o->attn_kernel)
         KN_TRY(kn_compile_mark_attention(g, o->attn_kernel == 1 ? 0 : 2));
-    KN_TRY(kn_cuda_lower(g, o->shapes, o->n_shapes, NULL, d, prog, &ls));
+    /* the plan's newest arch selects the GEMV table's rows for it */
+    const uint32_t *archs = o->n_archs ? o->archs : default_archs;
+    uint32_t n_archs = o->n_archs ? o->n_archs : 4, newest = 0;
+    for (uint32_t i = 0; i < n_archs; i++)
+        newest = archs[i] > newest ? archs[i] : newest;
+    kn_cuda_lower_opts lo = {o->gemm_table, newest};
+    KN_TRY(kn_cuda_lower_opt(g, o->shapes, o->n_shapes, NULL, &lo, d, prog, &ls));
     if (o->sampling && prog->n_outputs) {
         uint32_t k = 0; /* the logits: the output so named, else the first */
         for (uint32_t i = 0; i < g->n_outputs && i < prog->n_outputs; i++)
@@ -97,7 +103,7 @@ kn_status kn_compile_cuda(kn_graph *g, const kn_compile_cuda_opts *o, kn_diag *d
             return s;
         }
     }
-    kn_nvrtc_options no = {o->n_archs ? o->archs : default_archs, o->n_archs ? o->n_archs : 4, o->no_cache, NULL, 0};
+    kn_nvrtc_options no = {archs, n_archs, o->no_cache, NULL, 0};
     kn_nvrtc_stats ns;
     kn_status s = kn_cuda_compile(prog, &no, d, &ns);
     if (s != KN_OK) {
@@ -107,8 +113,9 @@ kn_status kn_compile_cuda(kn_graph *g, const kn_compile_cuda_opts *o, kn_diag *d
     if (o->verbose)
         fprintf(stderr,
                 "note: target cuda: %u nodes folded at compile time, %u steps (%u on the host), %u kernels x %u images "
-                "(%u compiled, %u from the cache); pool %llu bytes (naive %llu)\n",
-                ls.nodes_folded, ls.steps, ls.nodes_host, ls.kernels, no.n_archs + 1, ns.compiled, ns.cached,
+                "(%u compiled, %u from the cache), %u matrix products on the dense GEMV; pool %llu bytes "
+                "(naive %llu)\n",
+                ls.nodes_folded, ls.steps, ls.nodes_host, ls.kernels, no.n_archs + 1, ns.compiled, ns.cached, ls.gemv,
                 (unsigned long long)prog->pool_bytes, (unsigned long long)prog->naive_bytes);
     return KN_OK;
 }

@@ -3,6 +3,7 @@
  * optionally quantize and measure the quantization's error
  * (quant_cli.c, quant_eval.c), write the plan atomically. */
 #include "cli.h"
+#include "codegen/cuda/gemv_kernels.h"
 #include "codegen/cuda/lower.h"
 #include "codegen/plan_write.h"
 #include "embed.h"
@@ -88,6 +89,9 @@ static const char usage[] =
     "  --attn-kernel K     target cuda: fast (default: the flash kernel where it\n"
     "                      fits), tc (its tensor-core form for fp16/bf16) or\n"
     "                      simple (one thread per row, double)\n"
+    "  --gemm-table FILE   target cuda: GEMV or cuBLASLt per matrix-product shape\n"
+    "                      from FILE instead of the built-in table\n"
+    "                      (codegen/cuda/gemm_choice.tsv; docs/cuda-codegen.md)\n"
     "  -O0, -O1, -O2       optimization level (default -O2): -O0 runs only what\n"
     "                      correctness needs (infer-shapes, precision)\n"
     "  --passes            list the optimizer's passes in order, with the level\n"
@@ -340,6 +344,39 @@ static bool parse_batches(const char *v, uint32_t *b, uint32_t *n, char *text, s
     return true;
 }
 
+/* The whole of a text file, NUL-terminated (malloc'd), or NULL. */
+static char *read_text(const char *path)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f)
+        return NULL;
+    char *buf = NULL;
+    size_t n = 0, cap = 0;
+    bool ok = true;
+    for (;;) {
+        if (cap - n < 4096) {
+            char *nb = realloc(buf, cap = cap ? cap * 2 : 8192);
+            if (!nb) {
+                ok = false;
+                break;
+            }
+            buf = nb;
+        }
+        size_t got = fread(buf + n, 1, cap - n - 1, f);
+        n += got;
+        if (got == 0)
+            break;
+    }
+    ok = ok && buf && !ferror(f);
+    fclose(f);
+    if (!ok) {
+        free(buf);
+        return NULL;
+    }
+    buf[n] = 0;
+    return buf;
+}
+
 static void on_signal(int sig)
 {
     kn_plan_cleanup_on_signal();
@@ -354,6 +391,8 @@ int kn_cmd_compile(int argc, char **argv)
     uint32_t archs[8], n_archs = 0, n_shapes = 0;
     bool no_cache = false;
     int attn_kernel = 0;
+    kn_gemm_table gemm_table = {0};
+    const char *gemm_table_path = NULL;
     char kv_max[32] = "", kv_mem[32] = "", kv_block[32] = "";
     int rc = KN_EXIT_BAD_INPUT;
     const char **keep = calloc((size_t)argc + 1, sizeof *keep);
@@ -581,6 +620,8 @@ int kn_cmd_compile(int argc, char **argv)
             snprintf(kv_mem, sizeof kv_mem, "%llu", (unsigned long long)v);
         } else if (strcmp(a, "--no-cache") == 0) {
             no_cache = true;
+        } else if (strcmp(a, "--gemm-table") == 0 && has) {
+            gemm_table_path = argv[++i];
         } else if (strcmp(a, "--attn-kernel") == 0 && has) {
             const char *v = argv[++i];
             if (strcmp(v, "fast") != 0 && strcmp(v, "simple") != 0 && strcmp(v, "tc") != 0) {
@@ -719,6 +760,17 @@ int kn_cmd_compile(int argc, char **argv)
         rc = KN_EXIT_INTERNAL;
         goto done;
     }
+    if (gemm_table_path) {
+        char *text = read_text(gemm_table_path);
+        if (!text) {
+            fprintf(stderr, "error: compile: --gemm-table: cannot read '%s'\n", gemm_table_path);
+            goto done;
+        }
+        kn_status ts = kn_gemm_table_parse(text, gemm_table_path, NULL, d, &gemm_table);
+        free(text);
+        if (ts != KN_OK)
+            goto done;
+    }
     signal(SIGINT, on_signal);
     signal(SIGTERM, on_signal);
     if (tokenizer && no_tokenizer && !ev.text) {
@@ -743,7 +795,8 @@ int kn_cmd_compile(int argc, char **argv)
     bool cuda = strcmp(target, "cuda") == 0;
     if (s == KN_OK && cuda) {
         /* a decoder keeps kv-cache + kv-mask: one plan, prefill and decode programs */
-        kn_compile_cuda_opts co = {shapes, n_shapes, archs, n_archs, no_cache, true, attn_kernel};
+        kn_compile_cuda_opts co = {shapes, n_shapes, archs, n_archs, no_cache, true, attn_kernel, false,
+                                   gemm_table_path ? &gemm_table : NULL};
         s = compile_cuda_decoder(in, kv_max, kv_mem, kv_block, &po, &co, (int64_t)prefill_chunk, n_shapes > 0, d,
                                  &g, &pg, &prog, &pprog, &decoder, batches, n_batches, bgs, bprogs, &n_bprogs);
     } else if (s == KN_OK) {
@@ -799,7 +852,8 @@ int kn_cmd_compile(int argc, char **argv)
         goto done;
     }
     if (s == KN_OK && cuda && !decoder) {
-        kn_compile_cuda_opts co = {shapes, n_shapes, archs, n_archs, no_cache, true, attn_kernel};
+        kn_compile_cuda_opts co = {shapes, n_shapes, archs, n_archs, no_cache, true, attn_kernel, false,
+                                   gemm_table_path ? &gemm_table : NULL};
         s = kn_compile_cuda(g, &co, d, &prog);
         if (s == KN_OK && report) {
             kn_pass_report_cuda before, after;
@@ -845,6 +899,7 @@ int kn_cmd_compile(int argc, char **argv)
                emb.n ? "; embedded " : "", emb.summary);
     rc = kn_cli_exit_code(s);
 done:
+    kn_gemm_table_free(&gemm_table);
     kn_cu_program_free(&prog);
     kn_cu_program_free(&pprog);
     for (uint32_t k = 0; k < KN_PLAN_MAX_DECODE_BATCHES; k++) {

@@ -9,6 +9,7 @@
  * and "N passed, N failed, N skipped". A check of the generated code's
  * logic, not of GPU behaviour (races, memory model, launch limits). */
 #include "cli.h"
+#include "codegen/cuda/gemv_kernels.h"
 #include "codegen/cuda/lower.h"
 #include "compare.h"
 #include "emu_host.h"
@@ -54,6 +55,34 @@ static kn_pipeline_opts popts = {.verify_each = true, .disabled = disabled_passe
 static bool freeze = false; /* inputs after the first become constants (their test data) */
 static kn_precision_opts prec = {KN_F32, NULL, 0, false};
 static int attn_mode = -1;  /* --attn-kernel: -1 default (fast), 0 simple, 2 tensor cores */
+static kn_gemm_table gemm_table; /* --gemm-table: GEMV or cuBLASLt per product shape */
+static bool have_gemm_table;
+
+/* --gemm-table FILE read and parsed into gemm_table; false with a message. */
+static bool load_gemm_table(const char *path)
+{
+    FILE *f = fopen(path, "rb");
+    char *text = NULL;
+    long n = -1;
+    if (f && fseek(f, 0, SEEK_END) == 0 && (n = ftell(f)) >= 0 && fseek(f, 0, SEEK_SET) == 0 &&
+        (text = malloc((size_t)n + 1)) && fread(text, 1, (size_t)n, f) == (size_t)n)
+        text[n] = 0;
+    else
+        n = -1;
+    if (f)
+        fclose(f);
+    if (n < 0) {
+        fprintf(stderr, "kiln-cuda-emu: --gemm-table: cannot read '%s'\n", path);
+        free(text);
+        return false;
+    }
+    kn_diag *d = kn_diag_create(NULL, stderr);
+    kn_status s = d ? kn_gemm_table_parse(text, path, NULL, d, &gemm_table) : KN_ERR_NOMEM;
+    kn_diag_destroy(d);
+    free(text);
+    have_gemm_table = s == KN_OK;
+    return have_gemm_table;
+}
 
 /* ---- cases ---- */
 
@@ -138,7 +167,8 @@ static result run_case(const char *dir, double rtol, double atol, char *msg, siz
     if (s == KN_OK && attn_mode >= 0)
         s = kn_compile_mark_attention(g, attn_mode);
     if (s == KN_OK)
-        s = kn_cuda_lower(g, shapes, n_shapes, (const kn_rt_tensor *const *)ins, d, &prog, NULL);
+        s = kn_cuda_lower_opt(g, shapes, n_shapes, (const kn_rt_tensor *const *)ins,
+                              &(kn_cuda_lower_opts){have_gemm_table ? &gemm_table : NULL, 90}, d, &prog, NULL);
     if (s == KN_OK && use_nvrtc) {
         static const uint32_t archs[] = {80, 86, 89, 90};
         kn_nvrtc_options no = {archs, 4, false, NULL, 0};
@@ -236,6 +266,10 @@ int main(int argc, char **argv)
                 return 1;
             }
         }
+        else if (strcmp(argv[first], "--gemm-table") == 0 && first + 1 < argc) {
+            if (!load_gemm_table(argv[++first]))
+                return 1;
+        }
         else if (strcmp(argv[first], "--xfail") == 0 && first + 1 < argc) {
             if (!(xfail = kn_xfail_load(argv[++first])))
                 return 1;
@@ -261,10 +295,10 @@ int main(int argc, char **argv)
         else {
             printf("usage: kiln-cuda-emu [--quiet] [--filter SUBSTR] [--no-nvrtc] [--freeze] [--xfail FILE] [--rtol X] [--atol Y]\n"
                    "                     [-O0|-O1|-O2] [--disable-pass NAME]... [--precision fp16|bf16]\n"
-                   "                     [--attn-kernel fast|simple|tc] [--w8a8-dynamic] DIR...\n"
+                   "                     [--attn-kernel fast|simple|tc] [--w8a8-dynamic] [--gemm-table FILE] DIR...\n"
                    "  --w8a8-dynamic: MatMul/Gemm quantized as `kiln compile --quantize int8\n"
                    "  --act-scale dynamic` (compare with loose --rtol/--atol).\n"
-                   "  --precision, --attn-kernel: as in `kiln compile` (compare with loose --rtol/--atol\n"
+                   "  --precision, --attn-kernel, --gemm-table: as in `kiln compile` (compare with loose --rtol/--atol\n"
                    "  against float32 reference data).\n"
                    "  -O0|-O1|-O2, --disable-pass: the optimizer runs as in `kiln compile` (default -O2)\n"
                    "  before lowering, so fused ops' kernels are checked too.\n"

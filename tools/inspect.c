@@ -108,6 +108,14 @@ static void text_io(const kn_graph *g, const kn_id *ids, uint32_t n, const char 
 #define LAYERS_DEFAULT 200
 #define ORIGINS_SHOWN 6
 
+/* Whether step i launches the dense GEMV's main kernel (one per product
+ * given to it; codegen/cuda/gemv_kernels.h). */
+static bool is_gemv(const kn_cuda_plan *p, uint32_t i)
+{
+    return p->steps[i].kind == KN_CU_STEP_LAUNCH && p->steps[i].kernel < p->n_kernels &&
+           p->entries[p->steps[i].kernel] && strcmp(p->entries[p->steps[i].kernel], "kn_gemv") == 0;
+}
+
 /* One CUDA program's figures (META keys `pre`.*) and its steps by kind,
  * read back from the plan (the prefill program through
  * kn_plan_load_cuda_prefill, a batched decode program through
@@ -143,10 +151,11 @@ static void text_cuda(const kn_graph *g, const char *pre, const char *label)
     if (s == KN_OK)
         s = kn_cuda_plan_read(rg, rg->info->plan_base, rg->info->plan_size, NULL, d, &p);
     if (s == KN_OK) {
-        uint32_t n[5] = {0}, n_i8 = 0;
+        uint32_t n[5] = {0}, n_i8 = 0, n_gemv = 0;
         for (uint32_t i = 0; i < p.n_steps; i++) {
             n[p.steps[i].kind < 5 ? p.steps[i].kind : 0]++;
             n_i8 += p.steps[i].kind == KN_CU_STEP_GEMM && p.gemms[i].dtype == KN_I8;
+            n_gemv += is_gemv(&p, i);
         }
         char in[128] = "";
         size_t at = 0;
@@ -158,6 +167,9 @@ static void text_cuda(const kn_graph *g, const char *pre, const char *label)
         }
         printf("             read back: %u launches, %u GEMMs (%u int8), %u copies, %u on the host; inputs %s\n",
                n[KN_CU_STEP_LAUNCH], n[KN_CU_STEP_GEMM], n_i8, n[KN_CU_STEP_COPY], n[KN_CU_STEP_HOST], in);
+        printf("             dense GEMV: %u matrix products (kernel kn_gemv; the others on cuBLASLt or other "
+               "kernels)\n",
+               n_gemv);
         kn_cuda_plan_free(&p);
     } else if (d && kn_diag_size(d)) {
         printf("             read back: %s\n", kn_diag_message(d, 0, NULL));
@@ -168,7 +180,7 @@ static void text_cuda(const kn_graph *g, const char *pre, const char *label)
 
 /* How each main-graph node runs in a target-cuda plan: its steps by kind. */
 typedef struct layer_exec {
-    uint32_t launch, gemm, copy, host;
+    uint32_t launch, gemm, copy, host, gemv; /* launch: all kernels, gemv among them */
 } layer_exec;
 
 /* Per node of g, its CUDA steps; NULL when g is not a target-cuda plan
@@ -189,7 +201,10 @@ static layer_exec *cuda_exec(const kn_graph *g)
         if (n >= g->n_nodes)
             continue;
         switch (p.steps[i].kind) {
-        case KN_CU_STEP_LAUNCH: e[n].launch++; break;
+        case KN_CU_STEP_LAUNCH:
+            e[n].launch++;
+            e[n].gemv += is_gemv(&p, i);
+            break;
         case KN_CU_STEP_GEMM: e[n].gemm++; break;
         case KN_CU_STEP_COPY: e[n].copy++; break;
         case KN_CU_STEP_HOST: e[n].host++; break;
@@ -209,8 +224,10 @@ static void exec_format(const layer_exec *e, char *buf, size_t n)
 #define PART(...) (pos += (size_t)snprintf(buf + pos, pos < n ? n - pos : 0, __VA_ARGS__))
     if (e->gemm)
         PART("%sgemm%s", pos ? "+" : "", e->gemm > 1 ? "s" : "");
-    if (e->launch)
-        PART("%s%u kernel%s", pos ? "+" : "", e->launch, e->launch > 1 ? "s" : "");
+    if (e->gemv)
+        PART("%sgemv", pos ? "+" : "");
+    if (e->launch > e->gemv)
+        PART("%s%u kernel%s", pos ? "+" : "", e->launch - e->gemv, e->launch - e->gemv > 1 ? "s" : "");
     if (e->copy)
         PART("%scopy", pos ? "+" : "");
     if (e->host)
@@ -316,6 +333,8 @@ static void layers_json(kn_json *j, const kn_graph *g)
             kn_json_uint(j, ex[k].launch);
             kn_json_key(j, "gemms");
             kn_json_uint(j, ex[k].gemm);
+            kn_json_key(j, "gemv");
+            kn_json_uint(j, ex[k].gemv);
             kn_json_key(j, "copies");
             kn_json_uint(j, ex[k].copy);
             kn_json_key(j, "host");

@@ -6,6 +6,7 @@
  * something is left, one elementwise kernel applying the rest (bias, the
  * activation, the residual add with broadcasting) in double. */
 #include "codegen/cuda/emit.h"
+#include "codegen/cuda/gemv_kernels.h"
 
 #include <string.h>
 
@@ -28,6 +29,14 @@ static const struct {
     {"tanh", "tanh(v)"},
     {"leakyrelu", "(v < 0 ? p.a * v : v)"},
 };
+
+const char *kn_gemm_act_expr(const char *name)
+{
+    for (size_t i = 0; i < sizeof acts / sizeof acts[0]; i++)
+        if (strcmp(name, acts[i].name) == 0)
+            return acts[i].expr;
+    return NULL;
+}
 
 /* The epilogue kernel over Y (rank <= 8): P broadcast to Y's dims with
  * strides sp, residual with strides sr; bias index from P's index:
@@ -91,6 +100,43 @@ static kn_status emit_epilogue(kn_emit *e, kn_dtype dt, const char *expr, const 
     return kn_emit_launch_source(e, &src, "kn_gemm_epilogue", args, 5, p->total);
 }
 
+/* The dense GEMV when the per-shape choice gives it the product (A rows
+ * contiguous, B [K, N], Y the product's shape) and the residual is either
+ * Y's shape, a row [N] or one value: KN_ERR_NOT_FOUND otherwise. */
+static kn_status try_gemv(kn_emit *e, kn_dtype dt, int64_t m, int64_t n, int64_t k, bool gemm, double alpha,
+                          double beta, int bias_in, int64_t b_rs, int64_t b_cs, const kn_emit_tensor *res,
+                          const kn_emit_tensor *y, const char *act)
+{
+    bool has_bias = bias_in >= 0 && (!gemm || beta != 0); /* as Gemm: beta 0 ignores C */
+    kn_gemv_node g;
+    memset(&g, 0, sizeof g);
+    if (res) {
+        int64_t st[8];
+        if (!strides(y->rank, y->dims, res->rank, res->dims, st))
+            return KN_ERR_NOT_FOUND;
+        if (res->numel == m * n)
+            g.p.r_rs = n, g.p.r_cs = 1;
+        else if (res->numel == n && res->rank >= 1 && res->dims[res->rank - 1] == n)
+            g.p.r_rs = 0, g.p.r_cs = 1;
+        else if (res->numel != 1)
+            return KN_ERR_NOT_FOUND;
+    }
+    char epi[24];
+    kn_gemm_epi_key(has_bias, act != NULL, res != NULL, epi, sizeof epi);
+    if (!kn_gemm_choose_gemv(kn_emit_gemm_table(e), kn_emit_arch(e), dt, m, n, k, epi))
+        return KN_ERR_NOT_FOUND;
+    g.m = m, g.n = n, g.k = k;
+    g.gemm = gemm;
+    g.bias_in = has_bias ? bias_in : -1;
+    g.res_in = res ? 3 : -1;
+    g.act = act;
+    g.p.c_rs = b_rs, g.p.c_cs = b_cs;
+    g.p.alpha = alpha, g.p.beta = gemm ? beta : 1.0;
+    g.p.a = kn_emit_attr_float(e, "act_alpha", 0.0f);
+    g.p.b = kn_emit_attr_float(e, "act_beta", 0.0f);
+    return kn_emit_gemv(e, dt, &g);
+}
+
 kn_status kn_emit_KILN_GemmEpilogue(kn_emit *e)
 {
     const kn_emit_tensor *a = kn_emit_in(e, 0), *b = kn_emit_in(e, 1), *bias = kn_emit_in(e, 2);
@@ -102,10 +148,7 @@ kn_status kn_emit_KILN_GemmEpilogue(kn_emit *e)
         return kn_emit_fail(e, KN_ERR_UNSUPPORTED, "dtypes (float inputs of one dtype only)");
     if (y->rank > 8 || (res && res->rank > 8))
         return kn_emit_fail(e, KN_ERR_UNSUPPORTED, "rank above 8");
-    const char *an = kn_emit_attr_str(e, "activation", ""), *expr = NULL;
-    for (size_t i = 0; i < sizeof acts / sizeof acts[0]; i++)
-        if (strcmp(an, acts[i].name) == 0)
-            expr = acts[i].expr;
+    const char *an = kn_emit_attr_str(e, "activation", ""), *expr = kn_gemm_act_expr(an);
     if (!expr)
         return kn_emit_fail(e, KN_ERR_UNSUPPORTED, "activation '%s'", an);
     bool has_act = strcmp(expr, "v") != 0;
@@ -154,6 +197,12 @@ kn_status kn_emit_KILN_GemmEpilogue(kn_emit *e)
     for (int32_t d = 0; res_same && d < prank; d++)
         res_same = res->dims[d] == pdims[d];
     bool prod_in_y = y->numel == m * n;
+    if (prod_in_y && !ta && !tb) {
+        kn_status gs =
+            try_gemv(e, dt, m, n, k, gemm, alpha, beta, bias ? 2 : -1, b_rs, b_cs, res, y, has_act ? expr : NULL);
+        if (gs != KN_ERR_NOT_FOUND)
+            return gs;
+    }
     kn_emit_gemm g;
     memset(&g, 0, sizeof g);
     g.a = (kn_emit_arg){KN_ARG_IN, 0, 0, NULL, 0};

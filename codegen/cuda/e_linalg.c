@@ -1,10 +1,13 @@
 /* CUDA emitters for matrix products: MatMul and Gemm. Floating-point
  * products (f32, f16, bf16, f64) become cuBLASLt GEMM steps (row-major,
- * strided batch, stride 0 for a broadcast batch); integer products, and
+ * strided batch, stride 0 for a broadcast batch) or, for few rows of A
+ * against one B [K, N] where the per-shape choice says so, the dense GEMV
+ * (gemv_kernels.h); integer products, and
  * batch broadcasts that one stride cannot express, run a plain kernel (one
  * thread per output element, exact wrapping 64-bit integer sums, double
  * sums for floats). Convolutions and pooling are in e_linalg_conv.c. */
 #include "codegen/cuda/emit.h"
+#include "codegen/cuda/gemv_kernels.h"
 #include "runtime/cpu/util.h"
 #include "runtime/plan_format.h"
 
@@ -122,6 +125,15 @@ kn_status kn_emit_MatMul(kn_emit *e)
     bool one_a = count_a == 1, one_b = count_b == 1;
     if (!gemm_dtype(a->dtype) || y->numel == 0 || k == 0 || !(full_a || one_a) || !(full_b || one_b))
         return emit_plain(e, a->dtype, &p, false);
+    /* one B against all of A's rows: the GEMV where chosen */
+    if (one_b && kn_gemm_choose_gemv(kn_emit_gemm_table(e), kn_emit_arch(e), a->dtype, a->numel / k, n, k, "-")) {
+        kn_gemv_node gv;
+        memset(&gv, 0, sizeof gv);
+        gv.m = a->numel / k, gv.n = n, gv.k = k;
+        gv.bias_in = gv.res_in = -1;
+        gv.p.alpha = gv.p.beta = 1;
+        return kn_emit_gemv(e, a->dtype, &gv);
+    }
     kn_emit_gemm g;
     memset(&g, 0, sizeof g);
     g.a = (kn_emit_arg){KN_ARG_IN, 0, 0, NULL};
@@ -197,6 +209,19 @@ kn_status kn_emit_Gemm(kn_emit *e)
         p.has_c = c != NULL;
         p.exact = alpha == 1.0 && (beta == 1.0 || !c);
         return emit_plain(e, a->dtype, &p, c != NULL);
+    }
+    bool has_c = c && beta != 0;
+    if (!ta && !tb &&
+        kn_gemm_choose_gemv(kn_emit_gemm_table(e), kn_emit_arch(e), a->dtype, m, n, k, has_c ? "bias" : "-")) {
+        kn_gemv_node gv;
+        memset(&gv, 0, sizeof gv);
+        gv.m = m, gv.n = n, gv.k = k;
+        gv.gemm = true;
+        gv.bias_in = has_c ? 2 : -1;
+        gv.res_in = -1;
+        gv.p.c_rs = c_rs, gv.p.c_cs = c_cs;
+        gv.p.alpha = alpha, gv.p.beta = beta;
+        return kn_emit_gemv(e, a->dtype, &gv);
     }
     kn_emit_gemm g;
     memset(&g, 0, sizeof g);

@@ -119,6 +119,14 @@ kn_status kn_emit_kv_shape(kn_emit *e, int64_t rows, int64_t tokens);
  * a plan stores it), or NULL: e.g. the kv-cache pass's kiln.kv.* keys. */
 const char *kn_emit_meta(const kn_emit *e, const char *key);
 
+/* The GEMV/cuBLASLt choices of this lowering (gemv_kernels.h) and the
+ * plan's newest arch (e.g. 90); kn_emit_count_gemv counts a product given
+ * to the GEMV (kn_cuda_lower_stats.gemv). */
+struct kn_gemm_table;
+const struct kn_gemm_table *kn_emit_gemm_table(const kn_emit *e);
+uint32_t kn_emit_arch(const kn_emit *e);
+void kn_emit_count_gemv(kn_emit *e);
+
 /* Output `out` shares input `in`'s bytes (same byte size): no step. */
 kn_status kn_emit_alias(kn_emit *e, uint32_t out, uint32_t in);
 

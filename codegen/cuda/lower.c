@@ -5,6 +5,7 @@
  * emitter into kernels and steps, and plans device memory (one pool,
  * offsets from lifetimes). */
 #include "codegen/cuda/lower.h"
+#include "codegen/cuda/gemv_kernels.h"
 #include "codegen/cuda/probe_kv.h"
 #include "codegen/cuda/program.h"
 #include "ir/arena.h"
@@ -121,6 +122,9 @@ typedef struct lower {
     uint32_t cap_life;
     uint32_t n_unsupported;
     kn_status status;
+    const kn_gemm_table *gemm_table; /* the GEMV/cuBLASLt choices */
+    uint32_t arch;                   /* the plan's newest arch */
+    uint32_t n_gemv;                 /* products given to the GEMV */
 } lower;
 
 #define KN_EMIT_SCRATCH 8 /* scratch buffers per node */
@@ -1291,14 +1295,35 @@ static kn_status lower_graph(lower *L, const kn_cuda_shape *shapes, uint32_t n_s
     st->nodes_emitted = g->n_nodes;
     st->steps = L->p->n_steps;
     st->kernels = L->p->n_kernels;
+    st->gemv = L->n_gemv;
     return KN_OK;
 }
+
+const kn_gemm_table *kn_emit_gemm_table(const kn_emit *e) { return e->L->gemm_table; }
+
+uint32_t kn_emit_arch(const kn_emit *e) { return e->L->arch; }
+
+void kn_emit_count_gemv(kn_emit *e) { e->L->n_gemv++; }
 
 kn_status kn_cuda_lower(kn_graph *g, const kn_cuda_shape *shapes, uint32_t n_shapes,
                         const kn_rt_tensor *const *probe_data, kn_diag *d, kn_cu_program *out,
                         kn_cuda_lower_stats *st)
 {
+    return kn_cuda_lower_opt(g, shapes, n_shapes, probe_data, NULL, d, out, st);
+}
+
+kn_status kn_cuda_lower_opt(kn_graph *g, const kn_cuda_shape *shapes, uint32_t n_shapes,
+                            const kn_rt_tensor *const *probe_data, const kn_cuda_lower_opts *o, kn_diag *d,
+                            kn_cu_program *out, kn_cuda_lower_stats *st)
+{
     memset(out, 0, sizeof *out);
+    kn_gemm_table embedded = {0};
+    if (!o || !o->gemm_table) {
+        kn_status ts = kn_gemm_table_parse(kn_gemm_table_default, "codegen/cuda/gemm_choice.tsv (built in)",
+                                           g->alloc, d, &embedded);
+        if (ts != KN_OK)
+            return ts;
+    }
     kn_cuda_lower_stats dummy;
     if (!st)
         st = &dummy;
@@ -1310,7 +1335,10 @@ kn_status kn_cuda_lower(kn_graph *g, const kn_cuda_shape *shapes, uint32_t n_sha
     L.d = d;
     L.p = out;
     L.a = g->alloc;
+    L.gemm_table = o && o->gemm_table ? o->gemm_table : &embedded;
+    L.arch = o && o->arch ? o->arch : 90;
     kn_status s = lower_graph(&L, shapes, n_shapes, probe_data, st);
+    kn_gemm_table_free(&embedded);
     if (s == KN_ERR_UNSUPPORTED && L.n_unsupported)
         kn_diag_add(d, KN_ERROR, "%s: %u node%s cannot run on target cuda (listed above)", g->info->path,
                     L.n_unsupported, L.n_unsupported == 1 ? "" : "s");

@@ -18,6 +18,7 @@ typedef struct kn_cuda_lower_stats {
     uint32_t nodes_host;    /* run on the CPU inside the CUDA session (no CUDA kernel) */
     uint32_t steps;
     uint32_t kernels;       /* unique kernel sources */
+    uint32_t gemv;          /* matrix products given to the dense GEMV (gemv_kernels.h) */
 } kn_cuda_lower_stats;
 
 /* Lowers g's main graph into *out (owned; kn_cu_program_free). g is
@@ -31,6 +32,16 @@ typedef struct kn_cuda_lower_stats {
 kn_status kn_cuda_lower(kn_graph *g, const kn_cuda_shape *shapes, uint32_t n_shapes,
                         const kn_rt_tensor *const *probe_data, kn_diag *d, kn_cu_program *out,
                         kn_cuda_lower_stats *st);
+
+/* kn_cuda_lower with options (kn_cuda_lower: all defaults). */
+struct kn_gemm_table;
+typedef struct kn_cuda_lower_opts {
+    const struct kn_gemm_table *gemm_table; /* GEMV or cuBLASLt per shape; NULL: the built-in table */
+    uint32_t arch;                          /* the plan's newest arch (its table rows win); 0: 90 */
+} kn_cuda_lower_opts;
+kn_status kn_cuda_lower_opt(kn_graph *g, const kn_cuda_shape *shapes, uint32_t n_shapes,
+                            const kn_rt_tensor *const *probe_data, const kn_cuda_lower_opts *o, kn_diag *d,
+                            kn_cu_program *out, kn_cuda_lower_stats *st);
 
 typedef struct kn_nvrtc_options {
     const uint32_t *archs;   /* e.g. {80, 86, 89, 90}; PTX of the last is added */
