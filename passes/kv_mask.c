@@ -574,7 +574,10 @@ kn_status kn_pass_kv_mask(kn_graph *g, kn_diag *d)
         if (s == KN_OK)
             s = kn_rw_set_attr(g, n, &at);
         if (s == KN_OK) {
-            n->n_inputs = 3; /* the mask goes */
+            if (n->n_inputs > 4) /* the mask goes (cos/sin of kv-rotary stay at 4, 5) */
+                n->inputs[3] = KN_NONE;
+            else
+                n->n_inputs = 3;
             n_causal++;
         }
     }

@@ -33,6 +33,7 @@ kn_status kn_pass_fuse_rotary(kn_graph *g, kn_diag *d);
 kn_status kn_pass_fuse_elementwise(kn_graph *g, kn_diag *d);
 kn_status kn_pass_kv_cache(kn_graph *g, kn_diag *d);
 kn_status kn_pass_kv_mask(kn_graph *g, kn_diag *d);
+kn_status kn_pass_kv_rotary(kn_graph *g, kn_diag *d);
 kn_status kn_pass_dedup(kn_graph *g, kn_diag *d);
 kn_status kn_pass_dce(kn_graph *g, kn_diag *d);
 

@@ -36,6 +36,7 @@ static const kn_pass_info passes[] = {
     {"fuse-rotary", kn_pass_fuse_rotary, 2, "x*cos + Concat(Neg(x[..., d/2:]), x[..., :d/2])*sin (rotate-half RoPE) -> kiln.RotaryHalf"},
     {"kv-cache", kn_pass_kv_cache, 2, "past*/present* = Concat(past, new) around a fused Attention -> kiln.PagedAttention over the runtime's paged KV cache"},
     {"kv-mask", kn_pass_kv_mask, 2, "a PagedAttention mask proved causal (by evaluation) for an all-ones attention_mask -> causal=1, no mask; unread attention_mask / past inputs removed"},
+    {"kv-rotary", kn_pass_kv_rotary, 2, "RotaryHalf on a PagedAttention's Q and K (same cos/sin, read by nothing else) -> the node's cos/sin inputs, rotary=1 (rotated in the append)"},
     {"quantize", no_quantize, 0, "MatMul/Gemm with constant weights -> MatMulNBits (weight-only int4/int8) or QuantizeLinear + MatMulIntegerToFloat (W8A8) (--quantize)"},
     {"fuse-gemm", kn_pass_fuse_gemm, 2, "SwiGlu(x@Wg, x@Wu) -> SwiGlu(x@[Wg|Wu]); MatMul/Gemm + bias + activation + residual -> kiln.GemmEpilogue"},
     {"fuse-elementwise", kn_pass_fuse_elementwise, 2, "connected elementwise ops (unary, Cast, Clip, broadcasting binary, Where) -> kiln.FusedElementwise"},

@@ -148,7 +148,9 @@ HAND_WRITTEN = [
     # passes/kv_cache.c: attention over the runtime's paged KV cache; inputs
     # (Q, new K, new V, [mask]), appends K/V to the cache of the layer;
     # causal=1 (passes/kv_mask.c): query i sees keys j <= past + i.
-    (DOM_KILN, "PagedAttention", "causal:i head_dim:i! kv_heads:i! kv_repeat:i! layer:i! scale:f!"),
+    # rotary=1 (passes/kv_rotary.c): inputs 4, 5 are cos, sin; Q and K rotated
+    # (RotaryHalf) in the kernel.
+    (DOM_KILN, "PagedAttention", "causal:i head_dim:i! kv_heads:i! kv_repeat:i! layer:i! rotary:i scale:f!"),
 ]
 
 

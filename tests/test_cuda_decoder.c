@@ -61,7 +61,7 @@ static kn_graph *llama(bool causal)
         const kn_node *n = &g->nodes[k];
         if (n->op != KN_OP_KILN_PagedAttention)
             continue;
-        bool has_mask = n->n_inputs == 4 && n->inputs[3] != KN_NONE;
+        bool has_mask = n->n_inputs >= 4 && n->inputs[3] != KN_NONE;
         assert_true(has_mask == !causal);
         int64_t c = 0;
         for (uint32_t i = 0; i < n->n_attrs; i++)

@@ -138,6 +138,14 @@ static void build(mb *b, const char *name, built *o)
     printf("%s: decode program: %u GEMV launches, %u cuBLASLt GEMMs\n", name, n_gemv, n_gemm);
     assert_true(n_gemv > 0);
     assert_int_equal(n_gemm, 0);
+    /* the rotary decoders rotate Q and K in the KV append (kv-rotary): no RotaryHalf launch */
+    bool rope = strcmp(name, "gpt2_tiny") != 0;
+    for (int i = 0; i < 2; i++) {
+        const kn_cu_program *p = i ? &o->dprog : &o->pprog;
+        assert_true(uses_kernel(p, "kn_kv_append_rope") == rope);
+        assert_true(uses_kernel(p, "kn_kv_append") == !rope);
+        assert_false(uses_kernel(p, "kn_RotaryHalf"));
+    }
     o->path = mb_path(b, mb_tempdir(b), "decoder.plan");
     kn_plan_options po = {"--target cuda", "cuda", &o->dprog, NULL, 0, &o->pprog};
     assert_int_equal(kn_plan_write(o->dec, &po, o->path, d), KN_OK);

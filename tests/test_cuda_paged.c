@@ -17,6 +17,11 @@
  * refused at compile time (the node cannot run on the host). With --mock
  * (ctest test_cuda_paged_mock): the CUDA session's KV pools, bindings and
  * their checks against the host mock of the driver (tests/cuda_mock.c).
+ * paged_steps_rotary: the same with rotary = 1 (passes/kv_rotary.c): cos
+ * [batch, 1, seq, 32] (a row of its own per batch row) and sin [seq, 32]
+ * as inputs 4, 5 (no mask: input 3 absent), the append kernel
+ * kn_kv_append_rope rotating K and Q, against the CPU kernel's rotation
+ * (bit-identical to RotaryHalf + PagedAttention: test_kv_rotary).
  * With --gpu (test_cuda_paged_gpu, label gpu): the same steps through
  * kn_cuda_session_run_kv on a GPU (a prefill and a decode session sharing
  * one device cache); skipped without one. */
@@ -54,6 +59,9 @@
 #define MAX_SEQ 2048
 #define PREFILL 7
 
+/* The nodes have rotary = 1 and inputs cos, sin (paged_steps_rotary). */
+static bool rope;
+
 /* y0 = PagedAttention(q, k, v; layer 0); q1 = y0 + q;
  * y = PagedAttention(q1, v, k; layer 1). The reference form takes a mask
  * [batch, 1, seq, total] (the causal pattern, given by the test) instead
@@ -68,7 +76,15 @@ static Onnx__ModelProto *model(mb *b, bool reference)
     mb_input(b, g, "v", mb_tensor_type(b, KN_F32, "batch,2,seq,32"));
     if (reference)
         mb_input(b, g, "mask", mb_tensor_type(b, KN_F32, "batch,1,seq,total"));
+    if (rope) {
+        mb_input(b, g, "cos", mb_tensor_type(b, KN_F32, "batch,1,seq,32"));
+        mb_input(b, g, "sin", mb_tensor_type(b, KN_F32, "seq,32"));
+    }
     const char *ins[2] = {reference ? "q,k,v,mask" : "q,k,v", reference ? "q1,v,k,mask" : "q1,v,k"};
+    if (rope) {
+        ins[0] = reference ? "q,k,v,mask,cos,sin" : "q,k,v,,cos,sin";
+        ins[1] = reference ? "q1,v,k,mask,cos,sin" : "q1,v,k,,cos,sin";
+    }
     const char *outs[2] = {"y0", "y"};
     for (int l = 0; l < LAYERS; l++) {
         Onnx__NodeProto *n = mb_node(b, g, "PagedAttention", l ? "attn1" : "attn0", ins[l], outs[l]);
@@ -78,6 +94,8 @@ static Onnx__ModelProto *model(mb *b, bool reference)
         mb_attr_i(b, n, "kv_repeat", REP);
         mb_attr_i(b, n, "layer", l);
         mb_attr_i(b, n, "causal", reference ? 0 : 1);
+        if (rope)
+            mb_attr_i(b, n, "rotary", 1);
         mb_attr_f(b, n, "scale", (float)(1.0 / sqrt((double)HD)));
         if (l == 0)
             mb_node(b, g, "Add", "mix", "y0,q", "q1");
@@ -103,10 +121,10 @@ static kn_graph *lowered(mb *b, int64_t seq, kn_cu_program *prog, bool *compiled
 {
     kn_graph *g = mb_import(b, model(b, false));
     kn_diag *d = kn_diag_create(NULL, stderr);
-    kn_cuda_shape sh[3] = {{"q", 4, {ROWS, QH, seq, HD}}, {"k", 4, {ROWS, KVH, seq, HD}},
-                           {"v", 4, {ROWS, KVH, seq, HD}}};
+    kn_cuda_shape sh[5] = {{"q", 4, {ROWS, QH, seq, HD}}, {"k", 4, {ROWS, KVH, seq, HD}},
+                           {"v", 4, {ROWS, KVH, seq, HD}}, {"cos", 4, {ROWS, 1, seq, HD}}, {"sin", 2, {seq, HD}}};
     kn_cuda_lower_stats st;
-    assert_int_equal(kn_cuda_lower(g, sh, 3, NULL, d, prog, &st), KN_OK);
+    assert_int_equal(kn_cuda_lower(g, sh, rope ? 5 : 3, NULL, d, prog, &st), KN_OK);
     assert_int_equal(st.nodes_host, 0);
     assert_int_equal(prog->kv_rows, ROWS);
     assert_int_equal(prog->kv_tokens, seq);
@@ -211,16 +229,18 @@ static void reference_step(const kn_graph *ref, kn_kv_cache *c, const uint32_t *
         for (int64_t i = 0; i < seq; i++)
             for (int64_t j = 0; j < total; j++)
                 ((float *)mask->data)[i * total + j] = j <= past + i ? 0.0f : -INFINITY;
-        kn_rt_tensor *views[4] = {row_view(in[0], r), row_view(in[1], r), row_view(in[2], r), mask};
+        kn_rt_tensor *views[6] = {row_view(in[0], r), row_view(in[1], r), row_view(in[2], r), mask,
+                                  rope ? row_view(in[3], r) : NULL, rope ? in[4] : NULL};
         kn_rt_tensor *outs[2] = {0};
         kn_kv_run run = {c, &seqs[r], 1};
-        assert_int_equal(kn_cpu_run_kv(ref, NULL, d, (const kn_rt_tensor *const *)views, 4, outs, 2, NULL, NULL, &run),
+        assert_int_equal(kn_cpu_run_kv(ref, NULL, d, (const kn_rt_tensor *const *)views, rope ? 6 : 4, outs, 2, NULL,
+                                       NULL, &run),
                          KN_OK);
         for (int o = 0; o < 2; o++) {
             memcpy(want[o] + (size_t)outs[o]->numel * (size_t)r, outs[o]->data, outs[o]->nbytes);
             kn_rt_tensor_free(NULL, outs[o]);
         }
-        for (int i = 0; i < 4; i++)
+        for (int i = 0; i < 5; i++)
             kn_rt_tensor_free(NULL, views[i]);
     }
     kn_diag_destroy(d);
@@ -246,8 +266,9 @@ static bool runner_open(mb *b, runner *R, bool gpu)
     bool compiled[2];
     R->g[0] = lowered(b, PREFILL, &R->prog[0], &compiled[0]);
     R->g[1] = lowered(b, 1, &R->prog[1], &compiled[1]);
-    assert_true(uses_kernel(&R->prog[0], "kn_kv_append") && uses_kernel(&R->prog[0], "kn_flash_attn"));
-    assert_true(uses_kernel(&R->prog[1], "kn_kv_append") && uses_kernel(&R->prog[1], "kn_decode_attn") &&
+    const char *append = rope ? "kn_kv_append_rope" : "kn_kv_append";
+    assert_true(uses_kernel(&R->prog[0], append) && uses_kernel(&R->prog[0], "kn_flash_attn"));
+    assert_true(uses_kernel(&R->prog[1], append) && uses_kernel(&R->prog[1], "kn_decode_attn") &&
                 uses_kernel(&R->prog[1], "kn_decode_combine"));
     if (!gpu) {
         if (!compiled[0])
@@ -316,7 +337,15 @@ static void run_steps(bool gpu)
         }
         assert_int_equal(kn_kv_fill_rows(cdev, seq_dev, ROWS, (uint32_t)max_blocks, table, past), KN_OK);
         assert_true(past[0] + (gpu ? 0 : 3) == past[1]);
-        kn_rt_tensor *in[3] = {random4(ROWS, QH, seq, HD), random4(ROWS, KVH, seq, HD), random4(ROWS, KVH, seq, HD)};
+        kn_rt_tensor *in[5] = {random4(ROWS, QH, seq, HD), random4(ROWS, KVH, seq, HD), random4(ROWS, KVH, seq, HD),
+                               rope ? random4(ROWS, 1, seq, HD) : NULL, NULL};
+        int n_in = rope ? 5 : 3;
+        if (rope) {
+            int64_t sd[2] = {seq, HD};
+            assert_int_equal(kn_rt_tensor_new(NULL, KN_F32, 2, sd, &in[4]), KN_OK);
+            for (int64_t i = 0; i < in[4]->numel; i++)
+                ((float *)in[4]->data)[i] = urand();
+        }
         size_t n_out = (size_t)(ROWS * QH * seq * HD);
         float *want[2] = {malloc(n_out * 4), malloc(n_out * 4)};
         assert_true(want[0] && want[1]);
@@ -324,7 +353,8 @@ static void run_steps(bool gpu)
         kn_rt_tensor *got[2] = {0};
         if (gpu) {
             kn_cuda_kv_binding kv = {table, past, ROWS, (uint32_t)max_blocks};
-            assert_int_equal(kn_cuda_session_run_kv(R.s[which], (const kn_rt_tensor *const *)in, 3, got, 2, &kv, d),
+            assert_int_equal(kn_cuda_session_run_kv(R.s[which], (const kn_rt_tensor *const *)in, (uint32_t)n_in, got, 2,
+                                                    &kv, d),
                              KN_OK);
         } else {
             kn_emu_kv kv = {cdev->keys, cdev->values, (uint64_t)BLOCKS * cdev->block_elems * 4, table, past};
@@ -355,11 +385,11 @@ static void run_steps(bool gpu)
             kn_kv_seq_get(cref, seq_ref[r])->len += (uint32_t)seq;
             kn_kv_seq_get(cdev, seq_dev[r])->len += (uint32_t)seq;
         }
-        for (int i = 0; i < 3; i++)
+        for (int i = 0; i < n_in; i++)
             kn_rt_tensor_free(NULL, in[i]);
     }
-    print_message("%s: 5 steps (7, 1, 1, 1, 7 new tokens; final pasts %u and %u): max abs error %.3g\n",
-                  gpu ? "GPU" : "emulator", kn_kv_seq_get(cref, seq_ref[0])->len,
+    print_message("%s%s: 5 steps (7, 1, 1, 1, 7 new tokens; final pasts %u and %u): max abs error %.3g\n",
+                  gpu ? "GPU" : "emulator", rope ? ", rotary" : "", kn_kv_seq_get(cref, seq_ref[0])->len,
                   kn_kv_seq_get(cref, seq_ref[1])->len, worst);
     free(table);
     kn_kv_destroy(cref);
@@ -378,7 +408,21 @@ static void paged_steps(void **state)
         print_message("skipped: the host emulator cannot start: %s\n", err);
         skip();
     }
+    rope = false;
     run_steps(false);
+}
+
+static void paged_steps_rotary(void **state)
+{
+    (void)state;
+    char err[600];
+    if (!kn_emu_init(err, sizeof err)) {
+        print_message("skipped: the host emulator cannot start: %s\n", err);
+        skip();
+    }
+    rope = true;
+    run_steps(false);
+    rope = false;
 }
 
 /* The same on a GPU (--gpu; skipped without one). */
@@ -392,7 +436,11 @@ static void gpu_steps(void **state)
         skip();
     }
     kn_diag_destroy(d);
+    rope = false;
     run_steps(true);
+    rope = true;
+    run_steps(true);
+    rope = false;
 }
 
 /* The decode program (with fake PTX images when NVRTC is missing: enough
@@ -628,6 +676,7 @@ int main(int argc, char **argv)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(paged_steps),
+        cmocka_unit_test(paged_steps_rotary),
         cmocka_unit_test(plan_round_trip),
         cmocka_unit_test(mask_refused),
     };

@@ -217,6 +217,85 @@ typedef struct pcase {
     int n_split;            /* 0: kn_attn_decode_splits */
 } pcase;
 
+/* kn_kv_append_rope (rotary = 1) on zeroed pools: the pools and the
+ * rotated Q against the host's RotaryHalf arithmetic (double, rounded once
+ * to the dtype: runtime/cpu/k_paged_attn.c), cos [batch, 1, sq, D] and sin
+ * [sq, D]. Equal to the bit on the host emulator; on a GPU within one
+ * rounding of the dtype (the device may contract the double arithmetic
+ * into FMAs). */
+static void check_append_rope(const pcase *c, kn_kv_cache *kv, const uint32_t *seq, uint32_t layer, size_t pool,
+                              const void *q, const void *kn, const void *vn, void *dtab, void *dpast,
+                              const kn_paged_params *p)
+{
+    int64_t D = c->d, h = D / 2;
+    size_t nq = (size_t)(c->batch * c->qh * c->sq * D), nn = (size_t)(c->batch * c->kvh * c->sq * D);
+    size_t ncs = (size_t)(c->batch * c->sq * D), nsn = (size_t)(c->sq * D), es = kn_dt_size(c->dt);
+    float *csf = malloc(ncs * 4), *snf = malloc(nsn * 4);
+    void *cs = fill(c->dt, ncs, 1.0, csf), *sn = fill(c->dt, nsn, 1.0, snf);
+    float *kpool = calloc(pool, 4), *vpool = calloc(pool, 4), *got = malloc(pool * 4);
+    void *qr = malloc(nq * es + 1), *qgot = malloc(nq * es + 1);
+    /* the host: rotate K into the pools (through kn_kv_at's offsets), V as it is, Q into qr */
+    for (int part = 0; part < 2; part++) {
+        int64_t heads = part ? c->qh : c->kvh;
+        const void *x = part ? q : kn;
+        for (int64_t b = 0; b < c->batch; b++)
+            for (int64_t hh = 0; hh < heads; hh++)
+                for (int64_t i = 0; i < c->sq; i++) {
+                    int64_t row = ((b * heads + hh) * c->sq + i) * D;
+                    for (int64_t e = 0; e < D; e++) {
+                        double rv = e < D - h ? -kn_get_f64(c->dt, x, row + h + e) : kn_get_f64(c->dt, x, row + e - (D - h));
+                        double v = kn_get_f64(c->dt, x, row + e) * (double)csf[(b * c->sq + i) * D + e] +
+                                   rv * (double)snf[i * D + e];
+                        if (part) {
+                            kn_set_f64(c->dt, qr, row + e, v);
+                            continue;
+                        }
+                        kn_kv_seq *s = kn_kv_seq_get(kv, seq[b]);
+                        uint32_t at = (uint32_t)(c->past[b] + i);
+                        size_t off = (size_t)(kn_kv_at(kv, false, layer, s, at, (uint32_t)hh) - kv->keys) + (size_t)e;
+                        uint16_t one[4];
+                        kn_set_f64(c->dt, one, 0, v); /* RotaryHalf's rounding to the dtype */
+                        kpool[off] = (float)kn_get_f64(c->dt, one, 0);
+                        vpool[off] = (float)kn_get_f64(c->dt, vn, row + e);
+                    }
+                }
+    }
+    kn_rope_params rp = {{c->sq * D, D, 1}, {0, D, 1}};
+    kn_attn_spec sp = {c->dt, KN_F32, KN_BOOL, KN_MASK_NONE, c->d, true};
+    void *zero = calloc(pool, 4);
+    void *dkp = kn_kc_upload(zero, pool * 4), *dvp = kn_kc_upload(zero, pool * 4);
+    void *dkn = kn_kc_upload(kn, nn * es), *dvn = kn_kc_upload(vn, nn * es), *dq = kn_kc_upload(q, nq * es);
+    void *dqr = kn_kc_alloc(nq * es), *dcs = kn_kc_upload(cs, ncs * es), *dsn = kn_kc_upload(sn, nsn * es);
+    kn_paged_params pp = *p;
+    kn_kc_fn f;
+    void *args[12] = {&dkn, &dvn, &dkp, &dvp, &dtab, &dpast, &pp, &dq, &dqr, &dcs, &dsn, &rp};
+    bool ok = kernel_of(kn_attn_append_rope_source, &sp, KN_ATTN_APPEND_ROPE_ENTRY, &f) == KN_OK &&
+              kn_kc_launch(&f, kn_emit_grid((int64_t)(nn + nq)), 256, args);
+    if (ok) {
+        double tol = kn_kc.gpu ? (c->dt == KN_F32 ? 1e-6 : c->dt == KN_F16 ? 2e-3 : 1.6e-2) : 0.0, worst = 0;
+        kn_kc_download(got, dkp, pool * 4);
+        for (size_t i = 0; i < pool; i++)
+            worst = fmax(worst, fabs((double)got[i] - kpool[i]) / fmax(1.0, fabs((double)kpool[i])));
+        kn_kc_download(got, dvp, pool * 4);
+        bool same = memcmp(got, vpool, pool * 4) == 0;
+        kn_kc_download(qgot, dqr, nq * es);
+        for (size_t i = 0; i < nq; i++) {
+            double a = kn_get_f64(c->dt, qgot, (int64_t)i), w = kn_get_f64(c->dt, qr, (int64_t)i);
+            worst = fmax(worst, fabs(a - w) / fmax(1.0, fabs(w)));
+        }
+        same = same && worst <= tol;
+        printf("%s %-34s %-16s pools and rotated Q %s the host's (max rel error %.3g)\n", same ? "PASS" : "FAIL",
+               c->name, "append-rope", same ? "equal" : "DIFFER from", worst);
+        n_pass += same;
+        n_fail += !same;
+    } else {
+        n_fail++;
+    }
+    kn_kc_free(dkp), kn_kc_free(dvp), kn_kc_free(dkn), kn_kc_free(dvn), kn_kc_free(dq), kn_kc_free(dqr);
+    kn_kc_free(dcs), kn_kc_free(dsn);
+    free(csf), free(snf), free(cs), free(sn), free(kpool), free(vpool), free(got), free(qr), free(qgot), free(zero);
+}
+
 static void run_paged(const pcase *c)
 {
     int64_t D = c->d, maxp = 0;
@@ -354,6 +433,8 @@ static void run_paged(const pcase *c)
         n_fail += !same;
     } else
         n_fail++;
+    if (ok && !c->mask)
+        check_append_rope(c, kv, seq, layer, pool, q, kn, vn, dtab, dpast, &p);
     void *args[8] = {&dq, &dkp, &dvp, &dtab, &dpast, &dm, &dy, &p};
     /* flash over the cache, split-K decoding + combine, simple */
     for (int kind = 0; kind < 4 && ok; kind++) {
@@ -416,21 +497,21 @@ static void compile_sweep(void)
     static const int dims[] = {32, 64, 128};
     char *(*gens[])(const kn_attn_spec *, char *, size_t) = {kn_attn_flash_source, kn_attn_decode_source,
                                                              kn_attn_append_source, kn_attn_combine_source,
-                                                             kn_attn_flash_tc_source};
+                                                             kn_attn_flash_tc_source, kn_attn_append_rope_source};
     const char *names[] = {KN_ATTN_FLASH_ENTRY, KN_ATTN_DECODE_ENTRY, KN_ATTN_APPEND_ENTRY, KN_ATTN_COMBINE_ENTRY,
-                           KN_ATTN_FLASH_TC_ENTRY};
+                           KN_ATTN_FLASH_TC_ENTRY, KN_ATTN_APPEND_ROPE_ENTRY};
     /* one program, so NVRTC compiles every (kernel, arch) pair in parallel */
     kn_cu_program p;
     memset(&p, 0, sizeof p);
-    uint32_t cap = 3 * 3 * 2 * 5 + 1;
+    uint32_t cap = 3 * 3 * 2 * 6 + 1;
     p.kernels = calloc(cap, sizeof *p.kernels);
     p.cap_kernels = cap;
     int bad = 0;
     for (int t = 0; t < 3 && p.kernels; t++)
         for (int di = 0; di < 3; di++)
             for (int paged = 0; paged < 2; paged++)
-                for (int g = 0; g < 5; g++) {
-                    if ((!paged && g >= 1 && g <= 3) || (g == 4 && t == 0))
+                for (int g = 0; g < 6; g++) {
+                    if ((!paged && (g == 5 || (g >= 1 && g <= 3))) || (g == 4 && t == 0))
                         continue;
                     kn_attn_spec sp = {dts[t], paged && t == 0 ? KN_F32 : dts[t], dts[t], KN_MASK_ADD, dims[di],
                                        paged != 0};
@@ -453,7 +534,7 @@ static void compile_sweep(void)
             memcpy(copy, kn_kc_copy_src, strlen(kn_kc_copy_src) + 1);
         p.kernels[p.n_kernels++] = (kn_cu_kernel){"kn_copy16", copy, 0, NULL, 0};
     }
-    bad += kn_kc_sweep(&p, "f32/f16/bf16 x head dim 32/64/128 x contiguous/paged, tensor cores, the copy kernel");
+    bad += kn_kc_sweep(&p, "f32/f16/bf16 x head dim 32/64/128 x contiguous/paged (the append with rotary too), tensor cores, the copy kernel");
     n_pass += !bad;
     n_fail += bad != 0;
 }
@@ -475,6 +556,8 @@ static const pcase pcases[] = {
     {"f16 d64 decode b2 past31 boolmask", KN_F16, 64, 2, 2, 1, 1, {31, 31}, 16, KN_MASK_BOOL, 0, 3},
     {"bf16 d64 prefill16 past0 causal", KN_BF16, 64, 1, 2, 2, 16, {0}, 16, KN_MASK_NONE, 1, 2},
     {"f32 d32 prefill3 past5 bs2 causal", KN_F32, 32, 1, 2, 1, 3, {5}, 2, KN_MASK_NONE, 1, 4},
+    {"f16 d64 prefill7 gqa b2 past5/12 bs4", KN_F16, 64, 2, 4, 2, 7, {5, 12}, 4, KN_MASK_NONE, 1, 0},
+    {"bf16 d32 decode gqa b3 past3/9/1 bs4", KN_BF16, 32, 3, 4, 2, 1, {3, 9, 1}, 4, KN_MASK_NONE, 1, 0},
 };
 
 

@@ -104,6 +104,20 @@ bool kn_attn_check_spec(const kn_attn_spec *s, char *err, size_t n);
 #define KN_ATTN_DECODE_ENTRY "kn_decode_attn"
 #define KN_ATTN_COMBINE_ENTRY "kn_decode_combine"
 #define KN_ATTN_APPEND_ENTRY "kn_kv_append"
+/* The append with rotary embedding (kiln.PagedAttention rotary = 1,
+ * passes/kv_rotary.c): one thread per element of the new K (rotated
+ * rotate-half, as kiln.RotaryHalf, rounded to the input dtype, then
+ * appended) and V, then of Q (rotated into a buffer the attention kernels
+ * read as Q). Args: k_new, v_new, kpool, vpool, table, past, params
+ * (kn_paged_params), q, q_rotated, cos, sin, kn_rope_params. Grid: over
+ * the K/V elements plus the Q elements. */
+char *kn_attn_append_rope_source(const kn_attn_spec *s, char *err, size_t err_size);
+#define KN_ATTN_APPEND_ROPE_ENTRY "kn_kv_append_rope"
+/* cos and sin element strides over [batch, seq, head_dim] (0 where they
+ * broadcast; they are 1 on the heads axis). */
+typedef struct kn_rope_params {
+    int64_t cst[3], sst[3];
+} kn_rope_params;
 
 /* Launch shapes. rows_per_batch = qh * sq. */
 kn_dim3 kn_attn_flash_grid(int64_t batch, int64_t qh, int64_t sq);

@@ -131,6 +131,42 @@ char *kn_attn_append_source(const kn_attn_spec *s, char *err, size_t err_size)
     return with_body(s, body, err, err_size);
 }
 
+char *kn_attn_append_rope_source(const kn_attn_spec *s, char *err, size_t err_size)
+{
+    static const char body[] =
+        "struct R { i64 cst[3], sst[3]; };\n"
+        "/* RotaryHalf of element d of the D-long row x (batch row b, token i): x * cos + rotate_half(x) * sin\n"
+        " * in double, as runtime/cpu/k_fused_rotary.c (the caller rounds once to T) */\n"
+        "__device__ __forceinline__ double kn_rope(const T *x, const T *cs, const T *sn, const R &r, i64 b, i64 i,\n"
+        "                                          i64 d) {\n"
+        "  const i64 h = D / 2;\n"
+        "  const double rv = d < D - h ? -kn_tod(x[h + d]) : kn_tod(x[d - (D - h)]);\n"
+        "  return kn_tod(x[d]) * kn_tod(cs[b * r.cst[0] + i * r.cst[1] + d * r.cst[2]]) +\n"
+        "         rv * kn_tod(sn[b * r.sst[0] + i * r.sst[1] + d * r.sst[2]]);\n"
+        "}\n"
+        "/* one thread per element of the new K/V [batch, kv heads, sq, D] (K rotated, rounded to T, then\n"
+        " * appended as kn_kv_append does) and then of Q [batch, q heads, sq, D] (rotated into qr, which the\n"
+        " * attention kernels read) */\n"
+        "extern \"C\" __global__ void kn_kv_append_rope(const T *kn, const T *vn, C *kp, C *vp, const int *table,\n"
+        "                                               const int *pastv, P p, const T *q, T *qr, const T *cs,\n"
+        "                                               const T *sn, R r) {\n"
+        "  const i64 nk = p.batch * p.kvh * p.sq * D, nq = p.batch * p.qh * p.sq * D;\n"
+        "  for (i64 e = kn_tid(); e < nk + nq; e += kn_nthreads()) {\n"
+        "    if (e < nk) {\n"
+        "      const i64 d = e % D, i = (e / D) % p.sq, hh = (e / (D * p.sq)) % p.kvh, b = e / (D * p.sq * p.kvh);\n"
+        "      const i64 o = KOFF(b, hh, PAST(b) + i) + d;\n"
+        "      const T kr = kn_fromd<T>(kn_rope(kn + (e - d), cs, sn, r, b, i, d));\n"
+        "      kp[o] = kn_st_<C>(kn_tod(kr));\n"
+        "      vp[o] = kn_st_<C>(kn_tod(vn[e]));\n"
+        "    } else {\n"
+        "      const i64 f = e - nk, d = f % D, i = (f / D) % p.sq, b = f / (D * p.sq * p.qh);\n"
+        "      qr[f] = kn_fromd<T>(kn_rope(q + (f - d), cs, sn, r, b, i, d));\n"
+        "    }\n"
+        "  }\n"
+        "}\n";
+    return with_body(s, body, err, err_size);
+}
+
 kn_dim3 kn_attn_flash_grid(int64_t batch, int64_t qh, int64_t sq)
 {
     return (kn_dim3){(uint32_t)((sq + KN_FLASH_BM - 1) / KN_FLASH_BM), (uint32_t)qh, (uint32_t)batch};

@@ -12,6 +12,10 @@
  *      seq > 1 (prefill, also continuing a past): kn_flash_attn over the
  *      pools (or its tensor-core form with --attn-kernel tc), causal with
  *      the run-time past when the node says causal = 1.
+ * With rotary = 1 (passes/kv_rotary.c: inputs 4, 5 cos and sin) step 1 is
+ * kn_kv_append_rope instead, which rotates the new K as it appends it and
+ * writes the rotated Q into node scratch (index 1), which step 2 reads as
+ * Q: the two kiln.RotaryHalf launches of the unfused graph are gone.
  * A mask input cannot be lowered: a static plan has no per-step mask
  * [batch, past + seq]; the causal flag replaces the all-ones mask. The
  * node may not run on the host either (the cache is on the device), so
@@ -55,6 +59,27 @@ static kn_status launch(kn_emit *e, char *(*gen)(const kn_attn_spec *, char *, s
 
 static bool attn_dtype(kn_dtype t) { return t == KN_F32 || t == KN_F16 || t == KN_BF16; }
 
+/* Strides of cos/sin t over [batch, seq, head_dim]: t must broadcast to
+ * [batch, 1, seq, head_dim]. */
+static bool rope_strides(const kn_emit_tensor *t, int64_t batch, int64_t seq, int64_t hd, int64_t *st)
+{
+    if (t->rank < 1 || t->rank > 4)
+        return false;
+    int64_t want[4] = {batch, 1, seq, hd}, s4[4], stride = 1;
+    for (int d = 3; d >= 0; d--) {
+        int md = d - (4 - (int)t->rank);
+        int64_t n = md >= 0 ? t->dims[md] : 1;
+        if (n != 1 && n != want[d])
+            return false;
+        s4[d] = n == 1 ? 0 : stride;
+        stride *= n;
+    }
+    st[0] = s4[0];
+    st[1] = s4[2];
+    st[2] = s4[3];
+    return true;
+}
+
 kn_status kn_emit_KILN_PagedAttention(kn_emit *e)
 {
     const kn_emit_tensor *q = kn_emit_in(e, 0), *k = kn_emit_in(e, 1), *v = kn_emit_in(e, 2);
@@ -68,7 +93,15 @@ kn_status kn_emit_KILN_PagedAttention(kn_emit *e)
     int64_t layer = kn_emit_attr_int(e, "layer", -1), kvh = kn_emit_attr_int(e, "kv_heads", 0);
     int64_t hd = kn_emit_attr_int(e, "head_dim", 0), rep = kn_emit_attr_int(e, "kv_repeat", 0);
     int64_t causal = kn_emit_attr_int(e, "causal", 0), mode = kn_emit_attr_int(e, "_attn_kernel", 1);
+    int64_t rotary = kn_emit_attr_int(e, "rotary", 0);
     float scale = kn_emit_attr_float(e, "scale", 0.0f);
+    const kn_emit_tensor *cs = kn_emit_in(e, 4), *sn = kn_emit_in(e, 5);
+    if (rotary != 0 && rotary != 1)
+        return kn_emit_fail(e, KN_ERR_INVALID, "rotary must be 0 or 1");
+    if (rotary ? !cs || !sn || cs->dtype != q->dtype || sn->dtype != q->dtype : cs || sn)
+        return kn_emit_fail(e, KN_ERR_INVALID,
+                            rotary ? "rotary = 1 needs cos and sin (inputs 4, 5) of Q's dtype"
+                                   : "cos/sin inputs (4, 5) without rotary = 1");
     if (!attn_dtype(q->dtype) || k->dtype != q->dtype || v->dtype != q->dtype || y->dtype != q->dtype)
         return kn_emit_fail(e, KN_ERR_UNSUPPORTED, "Q, K, V must be float32, float16 or bfloat16 of one dtype");
     if (q->rank != 4 || k->rank != 4 || v->rank != 4 || rep < 1 || kvh < 1 || hd < 1 || causal < 0 || causal > 1)
@@ -121,9 +154,25 @@ kn_status kn_emit_KILN_PagedAttention(kn_emit *e)
     kn_emit_arg past = {KN_ARG_KV, KN_CU_KV_PAST, 0, NULL, 0};
     kn_emit_arg params = {KN_ARG_PARAMS, 0, sizeof p, &p, 0};
     kn_emit_arg qa = {KN_ARG_IN, 0, 0, NULL, 0}, ya = {KN_ARG_OUT, 0, 0, NULL, 0};
-    /* 1. append */
-    kn_emit_arg app[7] = {{KN_ARG_IN, 1, 0, NULL, 0}, {KN_ARG_IN, 2, 0, NULL, 0}, kp, vp, table, past, params};
-    KN_TRY(launch(e, kn_attn_append_source, &sp, KN_ATTN_APPEND_ENTRY, kn_emit_grid(k->numel), 256, app, 7));
+    /* 1. append (with rotary: K rotated, and the rotated Q into scratch 1, read as Q from here on) */
+    kn_emit_arg app[12] = {{KN_ARG_IN, 1, 0, NULL, 0}, {KN_ARG_IN, 2, 0, NULL, 0}, kp, vp, table, past, params};
+    if (rotary) {
+        kn_rope_params rp;
+        if (!rope_strides(cs, batch, sq, hd, rp.cst) || !rope_strides(sn, batch, sq, hd, rp.sst))
+            return kn_emit_fail(e, KN_ERR_INVALID, "cos and sin must broadcast to [%lld, 1, %lld, %lld]",
+                                (long long)batch, (long long)sq, (long long)hd);
+        kn_emit_arg qr = {KN_ARG_SCRATCH, 1, (size_t)q->numel * (size_t)(kn_dtype_bits(q->dtype) / 8), NULL, 0};
+        app[7] = qa;
+        app[8] = qr;
+        app[9] = (kn_emit_arg){KN_ARG_IN, 4, 0, NULL, 0};
+        app[10] = (kn_emit_arg){KN_ARG_IN, 5, 0, NULL, 0};
+        app[11] = (kn_emit_arg){KN_ARG_PARAMS, 0, sizeof rp, &rp, 0};
+        KN_TRY(launch(e, kn_attn_append_rope_source, &sp, KN_ATTN_APPEND_ROPE_ENTRY,
+                      kn_emit_grid(k->numel + q->numel), 256, app, 12));
+        qa = qr;
+    } else {
+        KN_TRY(launch(e, kn_attn_append_source, &sp, KN_ATTN_APPEND_ENTRY, kn_emit_grid(k->numel), 256, app, 7));
+    }
     /* 2. attention over past + new tokens (the mask argument is unused: Q stands in) */
     bool dec_dim = hd == 32 || hd == 64 || hd == 128 || hd == 256;
     if (sq == 1 && dec_dim && mode != 0) {

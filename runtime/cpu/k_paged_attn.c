@@ -12,7 +12,15 @@
  * gives the same result as a mask of -inf (or of float32's lowest, whose
  * exp is 0 in double) there. Numerics as ONNX Attention's CPU kernel
  * (k_fused_attn.c): scores, softmax and the weighted sum in double,
- * rounded once. */
+ * rounded once.
+ *
+ * With rotary=1 (passes/kv_rotary.c) inputs 4 and 5 are cos and sin,
+ * broadcasting to [batch, 1, seq, head_dim] (1 on the heads axis: the
+ * same rotation for every head of Q and K): the new tokens' K rows are
+ * rotated (rotate-half, as kiln.RotaryHalf: x * cos + rotate_half(x) *
+ * sin in double, rounded once to float32) as they are appended, and each
+ * Q row the same way before its scores; the result is the unfused
+ * RotaryHalf -> PagedAttention graph's to the bit. */
 #include "runtime/cpu/attn.h"
 #include "runtime/cpu/util.h"
 #include "runtime/kv_cache.h"
@@ -54,6 +62,48 @@ static kn_status check_4d(kn_kctx *c, const kn_rt_tensor *t, const char *what, i
     return KN_OK;
 }
 
+/* cos and sin of a rotary node, with their element strides over
+ * [batch, seq, head_dim] (0 where they broadcast). */
+typedef struct rope {
+    const float *cs, *sn;
+    int64_t cst[3], sst[3];
+} rope;
+
+static kn_status table_strides(kn_kctx *c, const kn_rt_tensor *t, const char *what, int64_t batch, int64_t seq,
+                               int64_t hd, int64_t *st)
+{
+    if (!t || t->dtype != KN_F32 || t->rank < 1 || t->rank > 4)
+        return kn_kctx_fail(c, KN_ERR_INVALID, "rotary: %s must be float32 of rank 1 to 4", what);
+    int64_t want[4] = {batch, 1, seq, hd}, s4[4], stride = 1;
+    for (int d = 3; d >= 0; d--) {
+        int md = d - (4 - t->rank);
+        int64_t n = md >= 0 ? t->dims[md] : 1;
+        if (n != 1 && n != want[d])
+            return kn_kctx_fail(c, KN_ERR_INVALID,
+                                "rotary: %s dim %d (%lld) does not broadcast to [batch %lld, 1, seq %lld, head_dim %lld]",
+                                what, md, (long long)n, (long long)batch, (long long)seq, (long long)hd);
+        s4[d] = n == 1 ? 0 : stride;
+        stride *= n;
+    }
+    st[0] = s4[0];
+    st[1] = s4[2];
+    st[2] = s4[3];
+    return KN_OK;
+}
+
+/* out = RotaryHalf(x) for the head_dim-long row x of batch row b, token i
+ * (kiln.RotaryHalf's arithmetic: runtime/cpu/k_fused_rotary.c). */
+static void rope_row(const rope *r, const float *x, int64_t b, int64_t i, int64_t hd, float *out)
+{
+    int64_t h = hd / 2;
+    const float *cs = r->cs + b * r->cst[0] + i * r->cst[1], *sn = r->sn + b * r->sst[0] + i * r->sst[1];
+    for (int64_t d = 0; d < hd; d++) {
+        double rv = d < hd - h ? -(double)x[h + d] : (double)x[d - (hd - h)];
+        double v = (double)x[d] * (double)cs[d * r->cst[2]] + rv * (double)sn[d * r->sst[2]];
+        out[d] = (float)v;
+    }
+}
+
 kn_status kn_ref_KILN_PagedAttention(kn_kctx *c)
 {
     kn_kv_run *run = kn_kctx_kv(c);
@@ -67,8 +117,13 @@ kn_status kn_ref_KILN_PagedAttention(kn_kctx *c)
     int64_t hd = kn_kctx_attr_int(c, "head_dim", 0), rep = kn_kctx_attr_int(c, "kv_repeat", 0);
     double scale = kn_kctx_attr_float(c, "scale", 0.0f);
     int64_t causal = kn_kctx_attr_int(c, "causal", 0);
+    int64_t rotary = kn_kctx_attr_int(c, "rotary", 0);
     if (causal != 0 && causal != 1)
         return kn_kctx_fail(c, KN_ERR_INVALID, "causal must be 0 or 1, got %lld", (long long)causal);
+    if (rotary != 0 && rotary != 1)
+        return kn_kctx_fail(c, KN_ERR_INVALID, "rotary must be 0 or 1, got %lld", (long long)rotary);
+    if (!rotary && (kn_kctx_in(c, 4) || kn_kctx_in(c, 5)))
+        return kn_kctx_fail(c, KN_ERR_INVALID, "cos/sin inputs (4, 5) without rotary = 1");
     if (layer < 0 || layer >= kv->cfg.n_layers || kvh != kv->cfg.kv_heads || hd != kv->cfg.head_dim || rep < 1)
         return kn_kctx_fail(c, KN_ERR_INVALID,
                             "layer %lld, %lld kv heads of %lld (repeat %lld) do not fit the KV cache (%u layers, %u "
@@ -84,6 +139,14 @@ kn_status kn_ref_KILN_PagedAttention(kn_kctx *c)
     if (batch != run->n_rows)
         return kn_kctx_fail(c, KN_ERR_INVALID, "batch %lld, but the run has %u sequences", (long long)batch,
                             run->n_rows);
+    rope rp = {0};
+    if (rotary) {
+        const kn_rt_tensor *cs = kn_kctx_in(c, 4), *sn = kn_kctx_in(c, 5);
+        KN_TRY(table_strides(c, cs, "cos", batch, seq, hd, rp.cst));
+        KN_TRY(table_strides(c, sn, "sin", batch, seq, hd, rp.sst));
+        rp.cs = cs->data;
+        rp.sn = sn->data;
+    }
     kn_rt_tensor *y;
     int64_t yd[4] = {batch, hq, seq, hd};
     KN_TRY(kn_kctx_out(c, 0, KN_F32, 4, yd, &y));
@@ -105,19 +168,27 @@ kn_status kn_ref_KILN_PagedAttention(kn_kctx *c)
         for (int64_t h = 0; h < kvh; h++)
             for (int64_t i = 0; i < seq; i++) {
                 size_t src = (size_t)(((b * kvh + h) * seq + i) * hd);
-                memcpy(kn_kv_at(kv, false, (uint32_t)layer, s, (uint32_t)(past + i), (uint32_t)h), kd + src,
-                       (size_t)hd * sizeof(float));
+                float *kc = kn_kv_at(kv, false, (uint32_t)layer, s, (uint32_t)(past + i), (uint32_t)h);
+                if (rotary)
+                    rope_row(&rp, kd + src, b, i, hd, kc);
+                else
+                    memcpy(kc, kd + src, (size_t)hd * sizeof(float));
                 memcpy(kn_kv_at(kv, true, (uint32_t)layer, s, (uint32_t)(past + i), (uint32_t)h), vd + src,
                        (size_t)hd * sizeof(float));
             }
         double *sv = kn_kctx_scratch(c, (size_t)(total + 1) * sizeof *sv);
         double *acc = kn_kctx_scratch(c, (size_t)(hd + 1) * sizeof *acc);
-        if (!sv || !acc)
+        float *qrot = rotary ? kn_kctx_scratch(c, (size_t)hd * sizeof *qrot) : NULL;
+        if (!sv || !acc || (rotary && !qrot))
             return KN_ERR_NOMEM;
         for (int64_t h = 0; h < hq; h++)
             for (int64_t i = 0; i < seq; i++) {
                 uint32_t hk = (uint32_t)(h / rep);
                 const float *qr = qd + ((b * hq + h) * seq + i) * hd;
+                if (rotary) {
+                    rope_row(&rp, qr, b, i, hd, qrot);
+                    qr = qrot;
+                }
                 int64_t seen = causal ? past + i + 1 : total; /* the positions this query sees */
                 bool all_masked = true;
                 for (int64_t j = 0; j < seen; j++) {
