@@ -1,0 +1,325 @@
+/* The block-per-row normalization kernels of target cuda
+ * (codegen/cuda/e_row_norm.c) checked without a GPU: one-node graphs of
+ * RMSNormalization and LayerNormalization (with and without B, with Mean
+ * and InvStdDev) over rows of 1, 31, 32, 33, 576, 2048 and 4097 elements
+ * (1 to 67 rows; block sizes 32 to 1024, rows that are not a multiple of
+ * the block), float32/float16/bfloat16, and the scale/bias broadcast forms
+ * (scalar, per channel, a suffix of the row shape, the general per-dim
+ * walk), are lowered for target cuda, their kernels NVRTC-compiled for
+ * sm_80/86/89/90 + PTX (when NVRTC is there), run on the host emulator and
+ * compared with the CPU reference (statistics in double) element by
+ * element: |got - ref| <= atol + rtol |ref| with (rtol, atol) = (1e-5,
+ * 1e-5) for float32, (2e-3, 2e-3) for float16 (an ulp: the kernel's
+ * float32 statistics against the reference's double), (1.6e-2, 1.6e-2)
+ * for bfloat16. A kernel whose warp reduction skips the first shuffle step
+ * (lanes 16 apart never meet) must fail the same check. */
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <setjmp.h>
+#include <cmocka.h>
+
+#include "codegen/cuda/lower.h"
+#include "codegen/cuda/norm_kernels.h"
+#include "emu_host.h"
+#include "emu_program.h"
+#include "model_builder.h"
+#include "runtime/cpu/exec.h"
+#include "runtime/cpu/util.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+enum { RMS, LN, LN_NOBIAS };
+
+typedef struct ncase {
+    int kind;
+    kn_dtype dt;
+    int32_t rank, axis;
+    int64_t dims[4];
+    int32_t srank;          /* scale (and bias) rank */
+    int64_t sdims[4];
+    bool stats;             /* LayerNormalization's Mean and InvStdDev too */
+} ncase;
+
+static uint64_t rng = 0x2545f4914f6cdd1dull;
+static double urand(void)
+{
+    rng ^= rng << 13, rng ^= rng >> 7, rng ^= rng << 17;
+    return (double)(rng >> 11) / 9007199254740992.0;
+}
+
+static char *dims_str(mb *b, const int64_t *d, int32_t n)
+{
+    char s[128] = "";
+    size_t p = 0;
+    for (int32_t i = 0; i < n; i++)
+        p += (size_t)snprintf(s + p, sizeof s - p, "%s%lld", i ? "," : "", (long long)d[i]);
+    return mb_strdup(b, s);
+}
+
+static kn_graph *build(mb *b, const ncase *c)
+{
+    Onnx__ModelProto *m = mb_model(b, 23);
+    Onnx__GraphProto *g = m->graph;
+    bool bias = c->kind == LN;
+    mb_input(b, g, "x", mb_tensor_type(b, c->dt, dims_str(b, c->dims, c->rank)));
+    mb_input(b, g, "s", mb_tensor_type(b, c->dt, dims_str(b, c->sdims, c->srank)));
+    if (bias)
+        mb_input(b, g, "b", mb_tensor_type(b, c->dt, dims_str(b, c->sdims, c->srank)));
+    Onnx__NodeProto *n =
+        c->kind == RMS ? mb_node(b, g, "RMSNormalization", "norm", "x,s", "y")
+                       : mb_node(b, g, "LayerNormalization", "norm", bias ? "x,s,b" : "x,s", c->stats ? "y,mean,inv" : "y");
+    mb_attr_i(b, n, "axis", c->axis);
+    mb_attr_f(b, n, "epsilon", 1e-5f);
+    mb_output(b, g, "y", NULL);
+    if (c->stats) {
+        mb_output(b, g, "mean", NULL);
+        mb_output(b, g, "inv", NULL);
+    }
+    return mb_import(b, m);
+}
+
+static kn_rt_tensor *random_tensor(kn_dtype dt, int32_t rank, const int64_t *dims, double lo, double hi, double shift)
+{
+    kn_rt_tensor *t;
+    assert_int_equal(kn_rt_tensor_new(NULL, dt, rank, dims, &t), KN_OK);
+    int64_t n = 1, inner = rank ? dims[rank - 1] : 1;
+    for (int32_t d = 0; d < rank; d++)
+        n *= dims[d];
+    for (int64_t i = 0; i < n; i++) /* rows of different means: LayerNorm's centring matters */
+        kn_set_f64(dt, t->data, i, lo + (hi - lo) * urand() + shift * (double)((i / inner) % 5));
+    return t;
+}
+
+static uint64_t seen[64];
+static uint32_t n_seen;
+
+/* NVRTC for every default arch, once per distinct kernel source. */
+static void nvrtc_check(kn_cu_program *p, kn_diag *d)
+{
+    if (!kn_nvrtc_version())
+        return;
+    bool fresh = false;
+    for (uint32_t k = 0; k < p->n_kernels; k++) {
+        bool s = false;
+        for (uint32_t i = 0; i < n_seen; i++)
+            s = s || seen[i] == p->kernels[k].hash;
+        if (!s && n_seen < 64)
+            seen[n_seen++] = p->kernels[k].hash, fresh = true;
+    }
+    if (!fresh)
+        return;
+    static const uint32_t archs[] = {80, 86, 89, 90};
+    kn_nvrtc_options no = {archs, 4, false, NULL, 1};
+    kn_nvrtc_stats ns;
+    assert_int_equal(kn_cuda_compile(p, &no, d, &ns), KN_OK);
+    assert_int_equal(ns.failed, 0);
+    for (uint32_t k = 0; k < p->n_kernels; k++)
+        assert_int_equal(p->kernels[k].n_images, 5);
+}
+
+/* Skips the first step of each warp reduction of the program's kernel
+ * (same length, so the source stays in place; a new hash for the
+ * emulator's build). */
+static void break_reduction(kn_cu_program *p)
+{
+    for (uint32_t k = 0; k < p->n_kernels; k++) {
+        char *s = p->kernels[k].source, *at;
+        bool found = false;
+        while ((at = strstr(s, "int o = 16;")) != NULL) {
+            memcpy(at, "int o =  8;", 11);
+            found = true;
+        }
+        assert_true(found);
+        p->kernels[k].hash ^= 0x9e3779b97f4a7c15ull;
+    }
+}
+
+/* Runs case c; returns whether every output is within tolerance and
+ * writes the worst |got - ref| / (atol + rtol |ref|) to *worst. */
+static bool run_case(const ncase *c, bool broken, double *worst)
+{
+    mb *b = mb_new();
+    kn_graph *g = build(b, c), *ref = build(b, c);
+    kn_diag *d = kn_diag_create(NULL, stderr);
+    bool bias = c->kind == LN;
+    kn_rt_tensor *ins[3];
+    ins[0] = random_tensor(c->dt, c->rank, c->dims, -2.0, 2.0, 3.0);
+    ins[1] = random_tensor(c->dt, c->srank, c->sdims, 0.5, 1.5, 0.0);
+    ins[2] = bias ? random_tensor(c->dt, c->srank, c->sdims, -1.0, 1.0, 0.0) : NULL;
+    uint32_t n_in = bias ? 3 : 2, n_out = c->stats ? 3 : 1;
+    kn_cuda_shape sh[3] = {{"x", c->rank, {0}}, {"s", c->srank, {0}}, {"b", c->srank, {0}}};
+    memcpy(sh[0].dims, c->dims, sizeof c->dims);
+    memcpy(sh[1].dims, c->sdims, sizeof c->sdims);
+    memcpy(sh[2].dims, c->sdims, sizeof c->sdims);
+    kn_cu_program prog;
+    kn_cuda_lower_stats st;
+    assert_int_equal(kn_cuda_lower(g, sh, n_in, NULL, d, &prog, &st), KN_OK);
+    assert_int_equal(st.nodes_host, 0);
+    assert_int_equal(prog.n_kernels, 1);
+    nvrtc_check(&prog, d);
+    if (broken)
+        break_reduction(&prog);
+    kn_rt_tensor *want[3] = {0}, *got[3] = {0};
+    assert_int_equal(kn_cpu_run(ref, NULL, d, (const kn_rt_tensor *const *)ins, n_in, want, n_out), KN_OK);
+    char msg[2048];
+    kn_status s = kn_emu_run_program(g, &prog, ins, got, NULL, msg, sizeof msg);
+    if (s != KN_OK)
+        fail_msg("emulator: %s", msg);
+    double rtol = c->dt == KN_F32 ? 1e-5 : c->dt == KN_F16 ? 2e-3 : 1.6e-2, atol = rtol;
+    bool ok = true;
+    *worst = 0;
+    for (uint32_t o = 0; o < n_out; o++) {
+        assert_non_null(got[o]);
+        assert_int_equal(got[o]->numel, want[o]->numel);
+        for (int64_t i = 0; i < want[o]->numel; i++) {
+            double w = kn_get_f64(want[o]->dtype, want[o]->data, i), v = kn_get_f64(got[o]->dtype, got[o]->data, i);
+            double r = fabs(v - w) / (atol + rtol * fabs(w));
+            if (!(r <= 1.0))
+                ok = false;
+            if (!(r <= *worst))
+                *worst = r;
+        }
+        kn_rt_tensor_free(NULL, want[o]);
+        kn_rt_tensor_free(NULL, got[o]);
+    }
+    for (uint32_t i = 0; i < n_in; i++)
+        kn_rt_tensor_free(NULL, ins[i]);
+    kn_cu_program_free(&prog);
+    kn_graph_destroy(g);
+    kn_graph_destroy(ref);
+    kn_diag_destroy(d);
+    mb_free(b);
+    return ok;
+}
+
+static bool emu_ready(void)
+{
+    char err[600];
+    if (!kn_emu_init(err, sizeof err)) {
+        print_message("skipped: the host emulator cannot start: %s\n", err);
+        return false;
+    }
+    return true;
+}
+
+static const char *dt_name(kn_dtype t) { return kn_dtype_name(t); }
+
+/* Rows x cols with a per-channel scale (and bias) over the last axis. */
+static void row_sweep(void **state)
+{
+    (void)state;
+    if (!emu_ready())
+        skip();
+    static const int64_t cols[] = {1, 31, 32, 33, 576, 2048, 4097};
+    static const int64_t rows[] = {1, 67, 5, 2, 67, 1, 3};
+    static const kn_dtype dts[] = {KN_F32, KN_F16, KN_BF16};
+    uint32_t n = 0;
+    for (int kind = RMS; kind <= LN_NOBIAS; kind++)
+        for (size_t di = 0; di < 3; di++)
+            for (size_t ci = 0; ci < 7; ci++) {
+                /* every column count at 1 row and at another count up to 67 */
+                for (int pass = 0; pass < 2; pass++) {
+                    int64_t r = pass ? rows[(ci + di + (size_t)kind) % 7] : 1;
+                    if (pass && r == 1)
+                        r = 67;
+                    ncase c = {kind, dts[di], 2, 1, {r, cols[ci]}, 1, {cols[ci]}, kind == LN && pass};
+                    double worst;
+                    bool ok = run_case(&c, false, &worst);
+                    if (!ok || (ci == 6 && pass))
+                        print_message("%s %s rows %lld cols %lld (%u threads): worst error %.3g of the tolerance\n",
+                                      kind == RMS ? "RMSNorm" : kind == LN ? "LayerNorm" : "LayerNorm (no B)",
+                                      dt_name(dts[di]), (long long)r, (long long)cols[ci],
+                                      kn_row_norm_threads(cols[ci]), worst);
+                    assert_true(ok);
+                    n++;
+                }
+            }
+    print_message("%u cases within tolerance\n", n);
+}
+
+/* The broadcast forms of scale and bias over a row of shape [3, 33]
+ * (axis 1 of [5, 3, 33]) and of [2, 3, 40] (axis 1 of [4, 2, 3, 40]). */
+static void broadcast_forms(void **state)
+{
+    (void)state;
+    if (!emu_ready())
+        skip();
+    static const struct {
+        int32_t srank;
+        int64_t sdims[3];
+    } forms[] = {
+        {1, {1}}, {1, {33}}, {2, {3, 33}}, {2, {3, 1}}, {2, {1, 33}},
+    };
+    static const struct {
+        int32_t srank;
+        int64_t sdims[3];
+    } forms4[] = {{2, {3, 40}}, {3, {2, 1, 40}}, {3, {2, 3, 1}}, {1, {40}}};
+    uint32_t n = 0;
+    for (int kind = RMS; kind <= LN; kind++)
+        for (size_t di = 0; di < 3; di++) {
+            kn_dtype dt = di == 0 ? KN_F32 : di == 1 ? KN_F16 : KN_BF16;
+            for (size_t f = 0; f < sizeof forms / sizeof *forms; f++) {
+                ncase c = {kind, dt, 3, 1, {5, 3, 33}, forms[f].srank, {0}, false};
+                memcpy(c.sdims, forms[f].sdims, sizeof forms[f].sdims);
+                double worst;
+                bool ok = run_case(&c, false, &worst);
+                if (!ok)
+                    print_message("form %zu %s: worst %.3g\n", f, dt_name(dt), worst);
+                assert_true(ok);
+                n++;
+            }
+            for (size_t f = 0; f < sizeof forms4 / sizeof *forms4; f++) {
+                ncase c = {kind, dt, 4, 1, {4, 2, 3, 40}, forms4[f].srank, {0}, kind == LN};
+                memcpy(c.sdims, forms4[f].sdims, sizeof forms4[f].sdims);
+                double worst;
+                bool ok = run_case(&c, false, &worst);
+                if (!ok)
+                    print_message("form4 %zu %s: worst %.3g\n", f, dt_name(dt), worst);
+                assert_true(ok);
+                n++;
+            }
+        }
+    print_message("%u broadcast cases within tolerance\n", n);
+}
+
+/* The check sees a broken reduction. */
+static void broken_reduction_fails(void **state)
+{
+    (void)state;
+    if (!emu_ready())
+        skip();
+    for (int kind = RMS; kind <= LN; kind++) {
+        ncase c = {kind, KN_F32, 2, 1, {3, 576}, 1, {576}, false};
+        double worst;
+        assert_false(run_case(&c, true, &worst));
+        print_message("%s with a broken warp reduction: worst error %.3g of the tolerance (fails, as it must)\n",
+                      kind == RMS ? "RMSNorm" : "LayerNorm", worst);
+    }
+}
+
+/* Block sizes: multiples of 32 from 32 to 1024. */
+static void threads(void **state)
+{
+    (void)state;
+    assert_int_equal(kn_row_norm_threads(0), 32);
+    assert_int_equal(kn_row_norm_threads(1), 32);
+    assert_int_equal(kn_row_norm_threads(576), 160);
+    assert_int_equal(kn_row_norm_threads(2048), 512);
+    assert_int_equal(kn_row_norm_threads(4097), 1024);
+    assert_int_equal(kn_row_norm_threads(1 << 20), 1024);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(threads),
+        cmocka_unit_test(broken_reduction_fails),
+        cmocka_unit_test(broadcast_forms),
+        cmocka_unit_test(row_sweep),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
