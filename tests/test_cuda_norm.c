@@ -1,7 +1,8 @@
 /* The block-per-row normalization kernels of target cuda
  * (codegen/cuda/e_row_norm.c) checked without a GPU: one-node graphs of
- * RMSNormalization and LayerNormalization (with and without B, with Mean
- * and InvStdDev) over rows of 1, 31, 32, 33, 576, 2048 and 4097 elements
+ * RMSNormalization, LayerNormalization (with and without B, with Mean
+ * and InvStdDev) and kiln.SkipRMSNorm (with and without its sum output,
+ * which must equal the CPU's bit for bit) over rows of 1, 31, 32, 33, 576, 2048 and 4097 elements
  * (1 to 67 rows; block sizes 32 to 1024, rows that are not a multiple of
  * the block), float32/float16/bfloat16, and the scale/bias broadcast forms
  * (scalar, per channel, a suffix of the row shape, the general per-dim
@@ -32,7 +33,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-enum { RMS, LN, LN_NOBIAS };
+enum { RMS, LN, LN_NOBIAS, SKIP };
 
 typedef struct ncase {
     int kind;
@@ -41,7 +42,7 @@ typedef struct ncase {
     int64_t dims[4];
     int32_t srank;          /* scale (and bias) rank */
     int64_t sdims[4];
-    bool stats;             /* LayerNormalization's Mean and InvStdDev too */
+    bool stats;             /* LayerNormalization's Mean and InvStdDev too; SkipRMSNorm's sum */
 } ncase;
 
 static uint64_t rng = 0x2545f4914f6cdd1dull;
@@ -66,16 +67,27 @@ static kn_graph *build(mb *b, const ncase *c)
     Onnx__GraphProto *g = m->graph;
     bool bias = c->kind == LN;
     mb_input(b, g, "x", mb_tensor_type(b, c->dt, dims_str(b, c->dims, c->rank)));
+    if (c->kind == SKIP)
+        mb_input(b, g, "r", mb_tensor_type(b, c->dt, dims_str(b, c->dims, c->rank)));
     mb_input(b, g, "s", mb_tensor_type(b, c->dt, dims_str(b, c->sdims, c->srank)));
     if (bias)
         mb_input(b, g, "b", mb_tensor_type(b, c->dt, dims_str(b, c->sdims, c->srank)));
-    Onnx__NodeProto *n =
-        c->kind == RMS ? mb_node(b, g, "RMSNormalization", "norm", "x,s", "y")
-                       : mb_node(b, g, "LayerNormalization", "norm", bias ? "x,s,b" : "x,s", c->stats ? "y,mean,inv" : "y");
+    Onnx__NodeProto *n;
+    if (c->kind == SKIP) {
+        mb_opset(b, m, "kiln", 1);
+        n = mb_node(b, g, "SkipRMSNorm", "norm", "x,r,s", c->stats ? "y,sum" : "y");
+        n->domain = mb_strdup(b, "kiln");
+    } else if (c->kind == RMS) {
+        n = mb_node(b, g, "RMSNormalization", "norm", "x,s", "y");
+    } else {
+        n = mb_node(b, g, "LayerNormalization", "norm", bias ? "x,s,b" : "x,s", c->stats ? "y,mean,inv" : "y");
+    }
     mb_attr_i(b, n, "axis", c->axis);
     mb_attr_f(b, n, "epsilon", 1e-5f);
     mb_output(b, g, "y", NULL);
-    if (c->stats) {
+    if (c->stats && c->kind == SKIP)
+        mb_output(b, g, "sum", NULL);
+    else if (c->stats) {
         mb_output(b, g, "mean", NULL);
         mb_output(b, g, "inv", NULL);
     }
@@ -146,15 +158,27 @@ static bool run_case(const ncase *c, bool broken, double *worst)
     kn_graph *g = build(b, c), *ref = build(b, c);
     kn_diag *d = kn_diag_create(NULL, stderr);
     bool bias = c->kind == LN;
+    bool skip = c->kind == SKIP;
     kn_rt_tensor *ins[3];
-    ins[0] = random_tensor(c->dt, c->rank, c->dims, -2.0, 2.0, 3.0);
-    ins[1] = random_tensor(c->dt, c->srank, c->sdims, 0.5, 1.5, 0.0);
-    ins[2] = bias ? random_tensor(c->dt, c->srank, c->sdims, -1.0, 1.0, 0.0) : NULL;
-    uint32_t n_in = bias ? 3 : 2, n_out = c->stats ? 3 : 1;
-    kn_cuda_shape sh[3] = {{"x", c->rank, {0}}, {"s", c->srank, {0}}, {"b", c->srank, {0}}};
-    memcpy(sh[0].dims, c->dims, sizeof c->dims);
-    memcpy(sh[1].dims, c->sdims, sizeof c->sdims);
-    memcpy(sh[2].dims, c->sdims, sizeof c->sdims);
+    kn_cuda_shape sh[3];
+    uint32_t n_in = 0, n_out = c->stats ? (skip ? 2 : 3) : 1;
+    /* inputs in graph order: x, [r], s, [b] */
+    sh[n_in] = (kn_cuda_shape){"x", c->rank, {0}};
+    memcpy(sh[n_in].dims, c->dims, sizeof c->dims);
+    ins[n_in++] = random_tensor(c->dt, c->rank, c->dims, -2.0, 2.0, 3.0);
+    if (skip) { /* the residual stream: large next to x, so float16/bfloat16 sums round */
+        sh[n_in] = (kn_cuda_shape){"r", c->rank, {0}};
+        memcpy(sh[n_in].dims, c->dims, sizeof c->dims);
+        ins[n_in++] = random_tensor(c->dt, c->rank, c->dims, -40.0, 40.0, 1.0);
+    }
+    sh[n_in] = (kn_cuda_shape){"s", c->srank, {0}};
+    memcpy(sh[n_in].dims, c->sdims, sizeof c->sdims);
+    ins[n_in++] = random_tensor(c->dt, c->srank, c->sdims, 0.5, 1.5, 0.0);
+    if (bias) {
+        sh[n_in] = (kn_cuda_shape){"b", c->srank, {0}};
+        memcpy(sh[n_in].dims, c->sdims, sizeof c->sdims);
+        ins[n_in++] = random_tensor(c->dt, c->srank, c->sdims, -1.0, 1.0, 0.0);
+    }
     kn_cu_program prog;
     kn_cuda_lower_stats st;
     assert_int_equal(kn_cuda_lower(g, sh, n_in, NULL, d, &prog, &st), KN_OK);
@@ -177,7 +201,8 @@ static bool run_case(const ncase *c, bool broken, double *worst)
         assert_int_equal(got[o]->numel, want[o]->numel);
         for (int64_t i = 0; i < want[o]->numel; i++) {
             double w = kn_get_f64(want[o]->dtype, want[o]->data, i), v = kn_get_f64(got[o]->dtype, got[o]->data, i);
-            double r = fabs(v - w) / (atol + rtol * fabs(w));
+            /* SkipRMSNorm's sum: the same rounding of the same double sum */
+            double r = skip && o == 1 ? (v == w ? 0.0 : INFINITY) : fabs(v - w) / (atol + rtol * fabs(w));
             if (!(r <= 1.0))
                 ok = false;
             if (!(r <= *worst))
@@ -218,7 +243,7 @@ static void row_sweep(void **state)
     static const int64_t rows[] = {1, 67, 5, 2, 67, 1, 3};
     static const kn_dtype dts[] = {KN_F32, KN_F16, KN_BF16};
     uint32_t n = 0;
-    for (int kind = RMS; kind <= LN_NOBIAS; kind++)
+    for (int kind = RMS; kind <= SKIP; kind++)
         for (size_t di = 0; di < 3; di++)
             for (size_t ci = 0; ci < 7; ci++) {
                 /* every column count at 1 row and at another count up to 67 */
@@ -226,12 +251,12 @@ static void row_sweep(void **state)
                     int64_t r = pass ? rows[(ci + di + (size_t)kind) % 7] : 1;
                     if (pass && r == 1)
                         r = 67;
-                    ncase c = {kind, dts[di], 2, 1, {r, cols[ci]}, 1, {cols[ci]}, kind == LN && pass};
+                    ncase c = {kind, dts[di], 2, 1, {r, cols[ci]}, 1, {cols[ci]}, (kind == LN || kind == SKIP) && pass};
                     double worst;
                     bool ok = run_case(&c, false, &worst);
                     if (!ok || (ci == 6 && pass))
                         print_message("%s %s rows %lld cols %lld (%u threads): worst error %.3g of the tolerance\n",
-                                      kind == RMS ? "RMSNorm" : kind == LN ? "LayerNorm" : "LayerNorm (no B)",
+                                      kind == RMS ? "RMSNorm" : kind == LN ? "LayerNorm" : kind == SKIP ? "SkipRMSNorm" : "LayerNorm (no B)",
                                       dt_name(dts[di]), (long long)r, (long long)cols[ci],
                                       kn_row_norm_threads(cols[ci]), worst);
                     assert_true(ok);
@@ -259,8 +284,10 @@ static void broadcast_forms(void **state)
         int64_t sdims[3];
     } forms4[] = {{2, {3, 40}}, {3, {2, 1, 40}}, {3, {2, 3, 1}}, {1, {40}}};
     uint32_t n = 0;
-    for (int kind = RMS; kind <= LN; kind++)
+    for (int kind = RMS; kind <= SKIP; kind++)
         for (size_t di = 0; di < 3; di++) {
+            if (kind == LN_NOBIAS)
+                continue;
             kn_dtype dt = di == 0 ? KN_F32 : di == 1 ? KN_F16 : KN_BF16;
             for (size_t f = 0; f < sizeof forms / sizeof *forms; f++) {
                 ncase c = {kind, dt, 3, 1, {5, 3, 33}, forms[f].srank, {0}, false};
@@ -273,7 +300,7 @@ static void broadcast_forms(void **state)
                 n++;
             }
             for (size_t f = 0; f < sizeof forms4 / sizeof *forms4; f++) {
-                ncase c = {kind, dt, 4, 1, {4, 2, 3, 40}, forms4[f].srank, {0}, kind == LN};
+                ncase c = {kind, dt, 4, 1, {4, 2, 3, 40}, forms4[f].srank, {0}, kind == LN || kind == SKIP};
                 memcpy(c.sdims, forms4[f].sdims, sizeof forms4[f].sdims);
                 double worst;
                 bool ok = run_case(&c, false, &worst);
@@ -292,12 +319,12 @@ static void broken_reduction_fails(void **state)
     (void)state;
     if (!emu_ready())
         skip();
-    for (int kind = RMS; kind <= LN; kind++) {
+    for (int kind = RMS; kind <= SKIP; kind += kind == LN ? 2 : 1) {
         ncase c = {kind, KN_F32, 2, 1, {3, 576}, 1, {576}, false};
         double worst;
         assert_false(run_case(&c, true, &worst));
         print_message("%s with a broken warp reduction: worst error %.3g of the tolerance (fails, as it must)\n",
-                      kind == RMS ? "RMSNorm" : "LayerNorm", worst);
+                      kind == RMS ? "RMSNorm" : kind == LN ? "LayerNorm" : "SkipRMSNorm", worst);
     }
 }
 

@@ -78,9 +78,17 @@ kn_status kn_ref_KILN_SkipRMSNorm(kn_kctx *c)
         return kn_kctx_fail(c, KN_ERR_INVALID, "skip must have X's shape");
     int32_t axis;
     KN_TRY(kn_axis(c, kn_kctx_attr_int(c, "axis", -1), x->rank, &axis));
-    kn_rt_tensor *y, *sum;
+    kn_rt_tensor *y, *sum, tmp;
     KN_TRY(kn_kctx_out(c, 0, x->dtype, x->rank, x->dims, &y));
-    KN_TRY(kn_kctx_out(c, 1, x->dtype, x->rank, x->dims, &sum));
+    if (kn_kctx_n_outputs(c) > 1) {
+        KN_TRY(kn_kctx_out(c, 1, x->dtype, x->rank, x->dims, &sum));
+    } else { /* the sum is not an output: scratch with X's header */
+        tmp = *x;
+        tmp.data = kn_kctx_scratch(c, x->nbytes + 1);
+        if (!tmp.data)
+            return KN_ERR_NOMEM;
+        sum = &tmp;
+    }
     for (int64_t i = 0; i < x->numel; i++)
         kn_set_f64(x->dtype, sum->data, i, kn_get_f64(x->dtype, x->data, i) + kn_get_f64(x->dtype, skip->data, i));
     return rms_rows(c, sum, scale, axis, y);
