@@ -71,7 +71,7 @@ static kn_status fuse_one(kn_graph *g, kn_uses *u, kn_id k, bool subgraphs)
         return KN_OK;
     kn_id s = n->inputs[0], scale = n->inputs[1], y = n->outputs[0];
     kn_id a = kn_fm_producer(g, u, s, KN_OP_Add);
-    if (a == KN_NONE || u->dead[a])
+    if (a == KN_NONE || u->dead[a] || scale == s)
         return KN_OK;
     const kn_node *an = &g->nodes[a];
     if (an->n_inputs != 2 || an->inputs[0] == KN_NONE || an->inputs[1] == KN_NONE)
