@@ -1,7 +1,9 @@
-/* Residual Add fused into the RMSNorm that reads it:
+/* Residual Add fused into the RMSNorm or LayerNorm that reads it:
  *
  *   s = Add(x, skip); y = RMSNormalization(s, scale)
  *     -> y, s = kiln.SkipRMSNorm(x, skip, scale)
+ *   s = Add(x, skip); y = LayerNormalization(s, scale, [bias])
+ *     -> y, s = kiln.SkipLayerNorm(x, skip, scale, [bias])
  *
  * (one kernel on target cuda: the add, the sum written, the statistics and
  * the scaled row). Runs after fuse-gemm, so the residuals cuBLASLt already
@@ -13,7 +15,8 @@
  *
  * Exact only: an ai.onnx Add of two float tensors of one dtype and
  * identical shapes (no broadcasting: every dim equal, static or the same
- * symbol) in the main graph; the RMSNormalization reads the sum as X; the
+ * symbol) in the main graph; the norm reads the sum as X (and not as its
+ * scale or bias), a LayerNormalization's Mean and InvStdDev unread; the
  * sum's other readers all come after the norm (the fused node takes its
  * place), and it is not read by a subgraph. */
 #include "passes/fuse_match.h"
@@ -67,11 +70,19 @@ static bool has_subgraphs(const kn_graph *g)
 static kn_status fuse_one(kn_graph *g, kn_uses *u, kn_id k, bool subgraphs)
 {
     const kn_node *n = &g->nodes[k];
-    if (n->n_inputs < 2 || n->n_outputs != 1 || n->outputs[0] == KN_NONE || *n->domain)
+    bool layer = n->op == KN_OP_LayerNormalization;
+    if (n->n_inputs < 2 || n->n_outputs < 1 || n->outputs[0] == KN_NONE || *n->domain || n->inputs[1] == KN_NONE)
         return KN_OK;
+    /* LayerNormalization's Mean and InvStdDev: absent or unread */
+    for (uint32_t i = 1; i < n->n_outputs; i++) {
+        kn_id o = n->outputs[i];
+        if (!layer || (o != KN_NONE && (u->readers[o] > 0 || u->pinned[o])))
+            return KN_OK;
+    }
     kn_id s = n->inputs[0], scale = n->inputs[1], y = n->outputs[0];
+    kn_id bias = layer && n->n_inputs > 2 ? n->inputs[2] : KN_NONE;
     kn_id a = kn_fm_producer(g, u, s, KN_OP_Add);
-    if (a == KN_NONE || u->dead[a] || scale == s)
+    if (a == KN_NONE || u->dead[a] || scale == s || bias == s)
         return KN_OK;
     const kn_node *an = &g->nodes[a];
     if (an->n_inputs != 2 || an->inputs[0] == KN_NONE || an->inputs[1] == KN_NONE)
@@ -91,11 +102,15 @@ static kn_status fuse_one(kn_graph *g, kn_uses *u, kn_id k, bool subgraphs)
     for (uint32_t i = 0; i < n->n_attrs && na < 8; i++)
         if (strcmp(n->attrs[i].name, "_origins") != 0)
             at[na++] = n->attrs[i];
+    for (uint32_t i = 1; i < n->n_outputs; i++)
+        if (n->outputs[i] != KN_NONE)
+            kn_rw_orphan(g, n->outputs[i]);
     kn_fm m = {{0}, 0};
     kn_fm_add(&m, a);
     kn_fm_add(&m, k);
-    kn_id ins[3] = {x, skip, scale};
-    KN_TRY(kn_fm_replace(g, u, &m, y, KN_OP_KILN_SkipRMSNorm, 1, ins, 3, at, na));
+    kn_id ins[4] = {x, skip, scale, bias};
+    KN_TRY(kn_fm_replace(g, u, &m, y, layer ? KN_OP_KILN_SkipLayerNorm : KN_OP_KILN_SkipRMSNorm, 1, ins,
+                         bias != KN_NONE ? 4 : 3, at, na));
     /* the sum, when still read or a graph output, becomes output 1 */
     if (u->readers[s] > 0 || u->pinned[s]) {
         kn_id *outs = kn_graph_alloc(g, 2 * sizeof *outs);
@@ -122,7 +137,7 @@ kn_status kn_pass_fuse_skip_norm(kn_graph *g, kn_diag *d)
     bool subgraphs = has_subgraphs(g);
     kn_status s = KN_OK;
     for (kn_id k = 0; k < g->n_nodes && s == KN_OK; k++)
-        if (!u.dead[k] && g->nodes[k].op == KN_OP_RMSNormalization)
+        if (!u.dead[k] && (g->nodes[k].op == KN_OP_RMSNormalization || g->nodes[k].op == KN_OP_LayerNormalization))
             s = fuse_one(g, &u, k, subgraphs);
     if (s != KN_OK) {
         kn_uses_free(g, &u);

@@ -149,8 +149,10 @@ HAND_WRITTEN = [
     # (Q, new K, new V, [mask]), appends K/V to the cache of the layer;
     # causal=1 (passes/kv_mask.c): query i sees keys j <= past + i.
     (DOM_KILN, "PagedAttention", "causal:i head_dim:i! kv_heads:i! kv_repeat:i! layer:i! scale:f!"),
-    # passes/fuse_skip_norm.c: (x, skip, scale) -> (RMSNormalization(x + skip), x + skip)
+    # passes/fuse_skip_norm.c: (x, skip, scale) -> (RMSNormalization(x + skip), x + skip);
+    # (x, skip, scale, [bias]) -> (LayerNormalization(x + skip), x + skip)
     (DOM_KILN, "SkipRMSNorm", "axis:i epsilon:f stash_type:i"),
+    (DOM_KILN, "SkipLayerNorm", "axis:i epsilon:f stash_type:i"),
 ]
 
 

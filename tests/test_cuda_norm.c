@@ -1,8 +1,9 @@
 /* The block-per-row normalization kernels of target cuda
  * (codegen/cuda/e_row_norm.c) checked without a GPU: one-node graphs of
  * RMSNormalization, LayerNormalization (with and without B, with Mean
- * and InvStdDev) and kiln.SkipRMSNorm (with and without its sum output,
- * which must equal the CPU's bit for bit) over rows of 1, 31, 32, 33, 576, 2048 and 4097 elements
+ * and InvStdDev), kiln.SkipRMSNorm and kiln.SkipLayerNorm (with and
+ * without their sum output, which must equal the CPU's bit for bit) over
+ * rows of 1, 31, 32, 33, 576, 2048 and 4097 elements
  * (1 to 67 rows; block sizes 32 to 1024, rows that are not a multiple of
  * the block), float32/float16/bfloat16, and the scale/bias broadcast forms
  * (scalar, per channel, a suffix of the row shape, the general per-dim
@@ -33,7 +34,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-enum { RMS, LN, LN_NOBIAS, SKIP };
+enum { RMS, LN, LN_NOBIAS, SKIP, SKIP_LN };
 
 typedef struct ncase {
     int kind;
@@ -65,17 +66,18 @@ static kn_graph *build(mb *b, const ncase *c)
 {
     Onnx__ModelProto *m = mb_model(b, 23);
     Onnx__GraphProto *g = m->graph;
-    bool bias = c->kind == LN;
+    bool bias = c->kind == LN || c->kind == SKIP_LN, skip = c->kind == SKIP || c->kind == SKIP_LN;
     mb_input(b, g, "x", mb_tensor_type(b, c->dt, dims_str(b, c->dims, c->rank)));
-    if (c->kind == SKIP)
+    if (skip)
         mb_input(b, g, "r", mb_tensor_type(b, c->dt, dims_str(b, c->dims, c->rank)));
     mb_input(b, g, "s", mb_tensor_type(b, c->dt, dims_str(b, c->sdims, c->srank)));
     if (bias)
         mb_input(b, g, "b", mb_tensor_type(b, c->dt, dims_str(b, c->sdims, c->srank)));
     Onnx__NodeProto *n;
-    if (c->kind == SKIP) {
+    if (skip) {
         mb_opset(b, m, "kiln", 1);
-        n = mb_node(b, g, "SkipRMSNorm", "norm", "x,r,s", c->stats ? "y,sum" : "y");
+        n = mb_node(b, g, c->kind == SKIP ? "SkipRMSNorm" : "SkipLayerNorm", "norm", bias ? "x,r,s,b" : "x,r,s",
+                    c->stats ? "y,sum" : "y");
         n->domain = mb_strdup(b, "kiln");
     } else if (c->kind == RMS) {
         n = mb_node(b, g, "RMSNormalization", "norm", "x,s", "y");
@@ -85,7 +87,7 @@ static kn_graph *build(mb *b, const ncase *c)
     mb_attr_i(b, n, "axis", c->axis);
     mb_attr_f(b, n, "epsilon", 1e-5f);
     mb_output(b, g, "y", NULL);
-    if (c->stats && c->kind == SKIP)
+    if (c->stats && skip)
         mb_output(b, g, "sum", NULL);
     else if (c->stats) {
         mb_output(b, g, "mean", NULL);
@@ -105,6 +107,8 @@ static kn_rt_tensor *random_tensor(kn_dtype dt, int32_t rank, const int64_t *dim
         kn_set_f64(dt, t->data, i, lo + (hi - lo) * urand() + shift * (double)((i / inner) % 5));
     return t;
 }
+
+static const char *const names[] = {"RMSNorm", "LayerNorm", "LayerNorm (no B)", "SkipRMSNorm", "SkipLayerNorm"};
 
 static uint64_t seen[64];
 static uint32_t n_seen;
@@ -157,8 +161,7 @@ static bool run_case(const ncase *c, bool broken, double *worst)
     mb *b = mb_new();
     kn_graph *g = build(b, c), *ref = build(b, c);
     kn_diag *d = kn_diag_create(NULL, stderr);
-    bool bias = c->kind == LN;
-    bool skip = c->kind == SKIP;
+    bool bias = c->kind == LN || c->kind == SKIP_LN, skip = c->kind == SKIP || c->kind == SKIP_LN;
     kn_rt_tensor *ins[3];
     kn_cuda_shape sh[3];
     uint32_t n_in = 0, n_out = c->stats ? (skip ? 2 : 3) : 1;
@@ -243,7 +246,8 @@ static void row_sweep(void **state)
     static const int64_t rows[] = {1, 67, 5, 2, 67, 1, 3};
     static const kn_dtype dts[] = {KN_F32, KN_F16, KN_BF16};
     uint32_t n = 0;
-    for (int kind = RMS; kind <= SKIP; kind++)
+    double dt_worst[3] = {0, 0, 0};
+    for (int kind = RMS; kind <= SKIP_LN; kind++)
         for (size_t di = 0; di < 3; di++)
             for (size_t ci = 0; ci < 7; ci++) {
                 /* every column count at 1 row and at another count up to 67 */
@@ -251,19 +255,21 @@ static void row_sweep(void **state)
                     int64_t r = pass ? rows[(ci + di + (size_t)kind) % 7] : 1;
                     if (pass && r == 1)
                         r = 67;
-                    ncase c = {kind, dts[di], 2, 1, {r, cols[ci]}, 1, {cols[ci]}, (kind == LN || kind == SKIP) && pass};
+                    ncase c = {kind, dts[di], 2, 1, {r, cols[ci]}, 1, {cols[ci]}, kind != RMS && kind != LN_NOBIAS && pass};
                     double worst;
                     bool ok = run_case(&c, false, &worst);
                     if (!ok || (ci == 6 && pass))
                         print_message("%s %s rows %lld cols %lld (%u threads): worst error %.3g of the tolerance\n",
-                                      kind == RMS ? "RMSNorm" : kind == LN ? "LayerNorm" : kind == SKIP ? "SkipRMSNorm" : "LayerNorm (no B)",
+                                      names[kind],
                                       dt_name(dts[di]), (long long)r, (long long)cols[ci],
                                       kn_row_norm_threads(cols[ci]), worst);
                     assert_true(ok);
+                    dt_worst[di] = worst > dt_worst[di] ? worst : dt_worst[di];
                     n++;
                 }
             }
-    print_message("%u cases within tolerance\n", n);
+    print_message("%u cases within tolerance; worst error over them: float32 %.3g, float16 %.3g, bfloat16 %.3g of "
+                  "the tolerance\n", n, dt_worst[0], dt_worst[1], dt_worst[2]);
 }
 
 /* The broadcast forms of scale and bias over a row of shape [3, 33]
@@ -284,7 +290,7 @@ static void broadcast_forms(void **state)
         int64_t sdims[3];
     } forms4[] = {{2, {3, 40}}, {3, {2, 1, 40}}, {3, {2, 3, 1}}, {1, {40}}};
     uint32_t n = 0;
-    for (int kind = RMS; kind <= SKIP; kind++)
+    for (int kind = RMS; kind <= SKIP_LN; kind++)
         for (size_t di = 0; di < 3; di++) {
             if (kind == LN_NOBIAS)
                 continue;
@@ -300,7 +306,7 @@ static void broadcast_forms(void **state)
                 n++;
             }
             for (size_t f = 0; f < sizeof forms4 / sizeof *forms4; f++) {
-                ncase c = {kind, dt, 4, 1, {4, 2, 3, 40}, forms4[f].srank, {0}, kind == LN || kind == SKIP};
+                ncase c = {kind, dt, 4, 1, {4, 2, 3, 40}, forms4[f].srank, {0}, kind != RMS};
                 memcpy(c.sdims, forms4[f].sdims, sizeof forms4[f].sdims);
                 double worst;
                 bool ok = run_case(&c, false, &worst);
@@ -319,12 +325,12 @@ static void broken_reduction_fails(void **state)
     (void)state;
     if (!emu_ready())
         skip();
-    for (int kind = RMS; kind <= SKIP; kind += kind == LN ? 2 : 1) {
+    for (int kind = RMS; kind <= SKIP_LN; kind += kind == LN ? 2 : 1) {
         ncase c = {kind, KN_F32, 2, 1, {3, 576}, 1, {576}, false};
         double worst;
         assert_false(run_case(&c, true, &worst));
         print_message("%s with a broken warp reduction: worst error %.3g of the tolerance (fails, as it must)\n",
-                      kind == RMS ? "RMSNorm" : kind == LN ? "LayerNorm" : "SkipRMSNorm", worst);
+                      names[kind], worst);
     }
 }
 

@@ -1,11 +1,13 @@
-/* passes/fuse_skip_norm.c: Add -> RMSNormalization becomes
- * kiln.SkipRMSNorm on small hand-built graphs, its outputs bit-identical
- * to the unfused Add + RMSNormalization on the CPU backend (float32 and
+/* passes/fuse_skip_norm.c: Add -> RMSNormalization / LayerNormalization
+ * becomes kiln.SkipRMSNorm / kiln.SkipLayerNorm (with and without B) on
+ * small hand-built graphs, its outputs bit-identical to the unfused Add +
+ * norm on the CPU backend (float32 and
  * float16; the sum kept when read later or a graph output, dropped
  * otherwise), and the graphs it must leave alone stay: a broadcasting
  * Add, dims that may differ (other symbols), the norm reading a Cast of
  * the sum (another dtype), the sum read before the norm, the sum read by
- * a subgraph. Also the pass under an allocation-failure sweep. */
+ * a subgraph, a LayerNormalization whose Mean is read. Also the pass under
+ * an allocation-failure sweep. */
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -27,6 +29,9 @@ static void fill(kn_rt_tensor *t, uint32_t i)
 }
 
 enum { SUM_READ_LATER, SUM_UNREAD, SUM_OUTPUT, BROADCAST, OTHER_SYMBOLS, CAST_BETWEEN, READ_BEFORE, SUBGRAPH };
+/* the norm: RMSNormalization, LayerNormalization with B, without B, with its Mean read */
+enum { RMS, LN, LN_NO_B, LN_MEAN, LN_MEAN_UNREAD };
+static int norm = RMS;
 
 /* s = Add(x, r); y = RMSNormalization(s, w); z = Add(s, y) (the next
  * residual) in the variants that read s later. */
@@ -47,6 +52,15 @@ static Onnx__ModelProto *model(mb *b, int variant, int dt, const char *xdims, co
         mb_raw(b, w, wh, sizeof wh);
     else
         mb_float_data(b, w, wf, 8);
+    mb_initializer(b, g, "bias", dt, (int64_t[]){8}, 1);
+    for (int i = 0; i < 8; i++) {
+        wf[i] = 0.25f - 0.0625f * (float)i;
+        kn_set_f64(KN_F16, wh, i, wf[i]);
+    }
+    if (dt == KN_F16)
+        mb_raw(b, g->initializer[g->n_initializer - 1], wh, sizeof wh);
+    else
+        mb_float_data(b, g->initializer[g->n_initializer - 1], wf, 8);
     mb_node(b, g, "Add", "res", "x,r", "s");
     if (variant == READ_BEFORE)
         mb_node(b, g, "Mul", "early", "s,s", "t");
@@ -60,8 +74,13 @@ static Onnx__ModelProto *model(mb *b, int variant, int dt, const char *xdims, co
         Onnx__NodeProto *t = g->node[g->n_node - 1];
         g->node[g->n_node - 1] = g->node[g->n_node - 2];
         g->node[g->n_node - 2] = t;
-    } else {
+    } else if (norm == RMS) {
         mb_node(b, g, "RMSNormalization", "norm", "s,w", "y");
+    } else {
+        mb_node(b, g, "LayerNormalization", "norm", norm == LN_NO_B ? "s,w" : "s,w,bias",
+                norm >= LN_MEAN ? "y,mean" : "y");
+        if (norm == LN_MEAN)
+            mb_output(b, g, "mean", NULL);
     }
     mb_attr_f(b, g->node[g->n_node - 1], "epsilon", 1e-5f);
     if (variant == SUM_READ_LATER || variant == READ_BEFORE || variant == BROADCAST || variant == OTHER_SYMBOLS) {
@@ -90,9 +109,10 @@ static Onnx__ModelProto *model(mb *b, int variant, int dt, const char *xdims, co
 
 static const kn_node *skip_node(const kn_graph *g)
 {
-    const kn_node *n = pc_find(g, "SkipRMSNorm");
+    const kn_node *n = pc_find(g, norm == RMS ? "SkipRMSNorm" : "SkipLayerNorm");
     assert_non_null(n);
-    assert_int_equal(n->op, KN_OP_KILN_SkipRMSNorm);
+    assert_int_equal(n->op, norm == RMS ? KN_OP_KILN_SkipRMSNorm : KN_OP_KILN_SkipLayerNorm);
+    assert_int_equal(n->n_inputs, norm == RMS || norm == LN_NO_B ? 3 : 4);
     assert_true(fc_origins(n, 2, "res"));
     const kn_attr *e = kn_node_attr(n, "epsilon");
     assert_non_null(e);
@@ -110,7 +130,7 @@ static void fused(int variant, int dt, const char *dims, uint32_t n_outputs, uin
         live += n->outputs[i] != KN_NONE;
     assert_int_equal(live, n_outputs);
     assert_int_equal(pc_count(g, "Add"), adds_left);
-    assert_int_equal(pc_count(g, "RMSNormalization"), 0);
+    assert_int_equal(pc_count(g, "RMSNormalization") + pc_count(g, "LayerNormalization"), 0);
     kn_graph_destroy(g);
     mb_free(b);
 }
@@ -118,22 +138,32 @@ static void fused(int variant, int dt, const char *dims, uint32_t n_outputs, uin
 static void test_sum_read_later(void **s)
 {
     (void)s;
-    fused(SUM_READ_LATER, KN_F32, "2,3,8", 2, 1);
-    fused(SUM_READ_LATER, KN_F16, "2,3,8", 2, 1);
-    fused(SUM_READ_LATER, KN_F32, "batch,seq,8", 2, 1); /* the same symbols */
+    for (norm = RMS; norm <= LN_NO_B; norm++) {
+        fused(SUM_READ_LATER, KN_F32, "2,3,8", 2, 1);
+        fused(SUM_READ_LATER, KN_F16, "2,3,8", 2, 1);
+        fused(SUM_READ_LATER, KN_F32, "batch,seq,8", 2, 1); /* the same symbols */
+    }
+    norm = RMS;
 }
 
 static void test_sum_unread(void **s)
 {
     (void)s;
-    fused(SUM_UNREAD, KN_F32, "5,8", 1, 0);
-    fused(SUM_UNREAD, KN_F16, "5,8", 1, 0);
+    for (norm = RMS; norm <= LN_NO_B; norm++) {
+        fused(SUM_UNREAD, KN_F32, "5,8", 1, 0);
+        fused(SUM_UNREAD, KN_F16, "5,8", 1, 0);
+    }
+    norm = RMS;
 }
 
 static void test_sum_graph_output(void **s)
 {
     (void)s;
+    for (norm = RMS; norm <= LN_NO_B; norm++)
+        fused(SUM_OUTPUT, KN_F32, "2,3,8", 2, 0);
+    norm = LN_MEAN_UNREAD; /* a Mean output nothing reads goes */
     fused(SUM_OUTPUT, KN_F32, "2,3,8", 2, 0);
+    norm = RMS;
 }
 
 static void unchanged(int variant, const char *xdims, const char *rdims)
@@ -152,6 +182,12 @@ static void test_not_fused(void **s)
     unchanged(OTHER_SYMBOLS, "a,3,8", "b,3,8");
     unchanged(CAST_BETWEEN, "2,3,8", "2,3,8");
     unchanged(READ_BEFORE, "2,3,8", "2,3,8");
+    norm = LN;
+    unchanged(BROADCAST, "2,3,8", "2,3,8");
+    unchanged(READ_BEFORE, "2,3,8", "2,3,8");
+    norm = LN_MEAN; /* LayerNormalization's Mean is read: the fused node has no such output */
+    unchanged(SUM_UNREAD, "2,3,8", "2,3,8");
+    norm = RMS;
 }
 
 /* s read inside an If branch: pinned by the subgraph. */

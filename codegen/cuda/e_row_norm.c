@@ -90,17 +90,15 @@ static const char KERNEL_HEAD[] =
 
 kn_status kn_emit_row_norm(kn_emit *e, kn_row_norm_kind kind)
 {
-    static const char *const names[] = {"RMSNormRow", "LayerNormRow", "SkipRMSNormRow"};
-    const kn_emit_tensor *x = kn_emit_in(e, 0), *skip = NULL, *scale, *bias = NULL;
-    if (kind == KN_ROW_SKIP_RMS) {
-        skip = kn_emit_in(e, 1);
-        scale = kn_emit_in(e, 2);
-    } else {
-        scale = kn_emit_in(e, 1);
-        bias = kind == KN_ROW_LAYER ? kn_emit_in(e, 2) : NULL;
-    }
-    if (!x || !scale || (kind == KN_ROW_SKIP_RMS && !skip))
+    static const char *const names[] = {"RMSNormRow", "LayerNormRow", "SkipRMSNormRow", "SkipLayerNormRow"};
+    bool layer = kind == KN_ROW_LAYER || kind == KN_ROW_SKIP_LAYER;
+    bool has_skip = kind == KN_ROW_SKIP_RMS || kind == KN_ROW_SKIP_LAYER;
+    uint32_t si = has_skip ? 2 : 1; /* Scale's input index; B follows it */
+    const kn_emit_tensor *x = kn_emit_in(e, 0), *skip = has_skip ? kn_emit_in(e, 1) : NULL;
+    const kn_emit_tensor *scale = kn_emit_in(e, si), *bias = layer ? kn_emit_in(e, si + 1) : NULL;
+    if (!x || !scale || (has_skip && !skip))
         return kn_emit_fail(e, KN_ERR_INVALID, "missing input");
+    /* output 1: LayerNormalization's Mean, or the skip forms' sum */
     const kn_emit_tensor *o1 = kind != KN_ROW_RMS ? kn_emit_out(e, 1) : NULL;
     const kn_emit_tensor *o2 = kind == KN_ROW_LAYER ? kn_emit_out(e, 2) : NULL;
     const kn_emit_tensor *all[6] = {x, skip, scale, bias, o1, o2};
@@ -133,7 +131,7 @@ kn_status kn_emit_row_norm(kn_emit *e, kn_row_norm_kind kind)
     if (skip && (skip->rank != x->rank || skip->dtype != x->dtype ||
                  memcmp(skip->dims, x->dims, (size_t)x->rank * sizeof *x->dims) != 0))
         return kn_emit_fail(e, KN_ERR_INVALID, "skip must have X's shape and dtype");
-    if (kind == KN_ROW_SKIP_RMS && o1 && o1->dtype != x->dtype)
+    if (has_skip && o1 && o1->dtype != x->dtype)
         return kn_emit_fail(e, KN_ERR_INVALID, "sum must have X's dtype");
     p.sn = scale->numel;
     p.bn = bias ? bias->numel : 1;
@@ -166,15 +164,20 @@ kn_status kn_emit_row_norm(kn_emit *e, kn_row_norm_kind kind)
     char ev[128] = "x[base + k]";
     if (skip)
         snprintf(ev, sizeof ev, "kn_fromd<%s>(kn_tod(x[base + k]) + kn_tod(sk[base + k]))", t);
-    if (kind == KN_ROW_LAYER) {
+    const char *write_sum = skip && o1 ? "      o1[base + k] = v;\n" : "";
+    if (layer) {
         kn_sb_printf(&src,
                      "    A s = 0;\n"
-                     "    for (i64 k = threadIdx.x; k < p.cols; k += blockDim.x) s += LD(%s);\n"
+                     "    for (i64 k = threadIdx.x; k < p.cols; k += blockDim.x) {\n"
+                     "      const %s v = %s;\n"
+                     "%s"
+                     "      s += LD(v);\n"
+                     "    }\n"
                      "    s = kn_rn_sum(s, sh);\n"
                      "    const A m = p.cols ? s / (A)p.cols : (A)0;\n"
                      "    A q = 0;\n"
                      "    for (i64 k = threadIdx.x; k < p.cols; k += blockDim.x) { A v = LD(%s) - m; q += v * v; }\n",
-                     ev, ev);
+                     t, ev, write_sum, ev);
     } else {
         kn_sb_printf(&src,
                      "    const A m = 0;\n"
@@ -185,7 +188,7 @@ kn_status kn_emit_row_norm(kn_emit *e, kn_row_norm_kind kind)
                      "      const A f = LD(v);\n"
                      "      q += f * f;\n"
                      "    }\n",
-                     t, ev, skip && o1 ? "      o1[base + k] = v;\n" : "");
+                     t, ev, write_sum);
     }
     kn_sb_printf(&src,
                  "    q = kn_rn_sum(q, sh);\n"
@@ -223,9 +226,9 @@ kn_status kn_emit_row_norm(kn_emit *e, kn_row_norm_kind kind)
     args[n++] = (kn_emit_arg){KN_ARG_IN, 0, 0, NULL, 0};
     if (skip)
         args[n++] = (kn_emit_arg){KN_ARG_IN, 1, 0, NULL, 0};
-    args[n++] = (kn_emit_arg){KN_ARG_IN, skip ? 2 : 1, 0, NULL, 0};
+    args[n++] = (kn_emit_arg){KN_ARG_IN, si, 0, NULL, 0};
     if (bias)
-        args[n++] = (kn_emit_arg){KN_ARG_IN, 2, 0, NULL, 0};
+        args[n++] = (kn_emit_arg){KN_ARG_IN, si + 1, 0, NULL, 0};
     args[n++] = (kn_emit_arg){KN_ARG_OUT, 0, 0, NULL, 0};
     if (o1)
         args[n++] = (kn_emit_arg){KN_ARG_OUT, 1, 0, NULL, 0};

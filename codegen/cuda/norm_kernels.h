@@ -1,6 +1,8 @@
 /* Row normalizations for target cuda (codegen/cuda/e_row_norm.c): one
  * thread block per row, shared by the RMSNormalization (e_fused_norm.c),
- * LayerNormalization (e_reduce_norm.c) and kiln.SkipRMSNorm emitters.
+ * LayerNormalization (e_reduce_norm.c), kiln.SkipRMSNorm and
+ * kiln.SkipLayerNorm emitters (the skip forms add the residual first,
+ * rounded to the dtype as the Add, and write the sum).
  *
  * A row is the `cols` elements from `axis` on. The block's threads stride
  * over it (coalesced), reduce their partial sums with warp shuffles and
@@ -20,6 +22,7 @@ typedef enum kn_row_norm_kind {
     KN_ROW_RMS,      /* RMSNormalization(X, scale) -> Y */
     KN_ROW_LAYER,    /* LayerNormalization(X, Scale, [B]) -> Y, [Mean], [InvStdDev] */
     KN_ROW_SKIP_RMS, /* kiln.SkipRMSNorm(X, skip, scale) -> Y, [sum] */
+    KN_ROW_SKIP_LAYER, /* kiln.SkipLayerNorm(X, skip, Scale, [B]) -> Y, [sum] */
 } kn_row_norm_kind;
 
 /* Threads per block for rows of `cols` elements: about four elements a
