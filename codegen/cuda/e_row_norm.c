@@ -67,14 +67,19 @@ static const char *index_expr(const row_params *p, const int64_t *st, int64_t n,
     return buf;
 }
 
+/* After the include and the typedefs of T (the tensors' dtype) and A
+ * (the accumulator's). */
 static const char KERNEL_HEAD[] =
-    "#include \"kiln_cuda.h\"\n"
     "struct P { i64 rows, cols, tr, sn, bn; double eps; i64 tdims[8], sst[8], bst[8]; };\n"
     "__device__ __forceinline__ i64 kn_rn_walk(i64 k, const P &p, const i64 *st) {\n"
     "  i64 o = 0;\n"
     "  for (int d = (int)p.tr - 1; d >= 0; d--) { o += (k % p.tdims[d]) * st[d]; k /= p.tdims[d]; }\n"
     "  return o;\n"
     "}\n"
+    "/* VW elements in 16 bytes, loaded or stored at once */\n"
+    "#define VW (16 / (int)sizeof(T))\n"
+    "struct alignas(16) kn_rn_vec { T e[VW]; };\n"
+    "__device__ __forceinline__ bool kn_rn_al(const void *q) { return ((unsigned long long)q & 15u) == 0; }\n"
     "/* the block's total of v, in every thread (blockDim.x a multiple of 32;\n"
     " * sh: 32 values of shared memory, free again when this returns) */\n"
     "__device__ __forceinline__ A kn_rn_sum(A v, A *sh) {\n"
@@ -87,6 +92,45 @@ static const char KERNEL_HEAD[] =
     "  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);\n"
     "  return v;\n"
     "}\n";
+
+/* One pass over the row: `body` runs for each element with v (the
+ * element as the statistics see it: x, or x + skip rounded to T as the
+ * unfused Add) and its index k, and defines `out` when the pass stores
+ * to `to` (element k of the row). The vector form takes VW elements per
+ * thread and step, the scalar one a single element. */
+static void row_loop(kn_sb *src, bool skip, const char *body, const char *to)
+{
+    kn_sb_printf(src,
+                 "    if (vec) {\n"
+                 "      for (i64 c = threadIdx.x; c < p.cols / VW; c += blockDim.x) {\n"
+                 "        const kn_rn_vec xv = *reinterpret_cast<const kn_rn_vec *>(x + base + c * VW);\n");
+    if (skip)
+        kn_sb_printf(src, "        const kn_rn_vec sv = *reinterpret_cast<const kn_rn_vec *>(sk + base + c * VW);\n");
+    if (to)
+        kn_sb_printf(src, "        kn_rn_vec ov;\n");
+    kn_sb_printf(src,
+                 "#pragma unroll\n"
+                 "        for (int j = 0; j < VW; j++) {\n"
+                 "          const i64 k = c * VW + j;\n"
+                 "          const T v = %s;\n"
+                 "          %s\n"
+                 "%s"
+                 "        }\n",
+                 skip ? "kn_fromd<T>(kn_tod(xv.e[j]) + kn_tod(sv.e[j]))" : "xv.e[j]", body,
+                 to ? "          ov.e[j] = out;\n" : "");
+    if (to)
+        kn_sb_printf(src, "        *reinterpret_cast<kn_rn_vec *>(%s + base + c * VW) = ov;\n", to);
+    kn_sb_printf(src,
+                 "      }\n"
+                 "    } else {\n"
+                 "      for (i64 k = threadIdx.x; k < p.cols; k += blockDim.x) {\n"
+                 "        const T v = %s;\n"
+                 "        %s\n",
+                 skip ? "kn_fromd<T>(kn_tod(x[base + k]) + kn_tod(sk[base + k]))" : "x[base + k]", body);
+    if (to)
+        kn_sb_printf(src, "        %s[base + k] = out;\n", to);
+    kn_sb_printf(src, "      }\n    }\n");
+}
 
 kn_status kn_emit_row_norm(kn_emit *e, kn_row_norm_kind kind)
 {
@@ -141,7 +185,9 @@ kn_status kn_emit_row_norm(kn_emit *e, kn_row_norm_kind kind)
 
     const char *t = kn_cuda_type(x->dtype);
     kn_sb src = {0};
-    kn_sb_printf(&src, "typedef %s A;\n#define LD(v) ((A)%s(v))\n", dbl ? "double" : "float", dbl ? "kn_tod" : "kn_tof");
+    kn_sb_printf(&src, "#include \"kiln_cuda.h\"\ntypedef %s T;\ntypedef %s A;\n#define LD(v) ((A)%s(v))\n", t,
+                 dbl ? "double" : "float",
+                 dbl ? "kn_tod" : "kn_tof");
     kn_sb_printf(&src, "%s", KERNEL_HEAD);
     kn_sb_printf(&src, "extern \"C\" __global__ void __launch_bounds__(1024) kn_%s(const %s *x, ", names[kind], t);
     if (skip)
@@ -154,41 +200,27 @@ kn_status kn_emit_row_norm(kn_emit *e, kn_row_norm_kind kind)
         kn_sb_printf(&src, "%s *o1, ", kn_cuda_type(o1->dtype));
     if (o2)
         kn_sb_printf(&src, "%s *o2, ", kn_cuda_type(o2->dtype));
+    kn_sb_printf(&src, "P p) {\n  __shared__ A sh[32];\n");
+    /* 16-byte loads and stores when every row starts 16-byte aligned (the
+     * same for all rows and threads: no divergence) */
+    kn_sb_printf(&src, "  const bool vec = p.cols %% VW == 0 && kn_rn_al(x) && kn_rn_al(y)%s%s;\n",
+                 skip ? " && kn_rn_al(sk)" : "", skip && o1 ? " && kn_rn_al(o1)" : "");
     kn_sb_printf(&src,
-                 "P p) {\n"
-                 "  __shared__ A sh[32];\n"
                  "  for (i64 r = blockIdx.x; r < p.rows; r += gridDim.x) {\n"
                  "    const i64 base = r * p.cols;\n");
-    /* the row's element k as the statistics see it: x, or x + skip
-     * rounded to the storage dtype (as the unfused Add) */
-    char ev[128] = "x[base + k]";
-    if (skip)
-        snprintf(ev, sizeof ev, "kn_fromd<%s>(kn_tod(x[base + k]) + kn_tod(sk[base + k]))", t);
-    const char *write_sum = skip && o1 ? "      o1[base + k] = v;\n" : "";
+    const char *sum_to = skip && o1 ? "o1" : NULL;
     if (layer) {
+        kn_sb_printf(&src, "    A s = 0;\n");
+        row_loop(&src, skip, sum_to ? "const T out = v; s += LD(v);" : "s += LD(v);", sum_to);
         kn_sb_printf(&src,
-                     "    A s = 0;\n"
-                     "    for (i64 k = threadIdx.x; k < p.cols; k += blockDim.x) {\n"
-                     "      const %s v = %s;\n"
-                     "%s"
-                     "      s += LD(v);\n"
-                     "    }\n"
                      "    s = kn_rn_sum(s, sh);\n"
                      "    const A m = p.cols ? s / (A)p.cols : (A)0;\n"
-                     "    A q = 0;\n"
-                     "    for (i64 k = threadIdx.x; k < p.cols; k += blockDim.x) { A v = LD(%s) - m; q += v * v; }\n",
-                     t, ev, write_sum, ev);
+                     "    A q = 0;\n");
+        row_loop(&src, skip, "const A d = LD(v) - m; q += d * d;", NULL);
     } else {
-        kn_sb_printf(&src,
-                     "    const A m = 0;\n"
-                     "    A q = 0;\n"
-                     "    for (i64 k = threadIdx.x; k < p.cols; k += blockDim.x) {\n"
-                     "      const %s v = %s;\n"
-                     "%s"
-                     "      const A f = LD(v);\n"
-                     "      q += f * f;\n"
-                     "    }\n",
-                     t, ev, write_sum);
+        kn_sb_printf(&src, "    const A m = 0;\n    A q = 0;\n");
+        row_loop(&src, skip, sum_to ? "const T out = v; const A f = LD(v); q += f * f;" : "const A f = LD(v); q += f * f;",
+                 sum_to);
     }
     kn_sb_printf(&src,
                  "    q = kn_rn_sum(q, sh);\n"
@@ -201,14 +233,11 @@ kn_status kn_emit_row_norm(kn_emit *e, kn_row_norm_kind kind)
             kn_sb_printf(&src, "      o2[r] = kn_fromd<%s>((double)inv);\n", kn_cuda_type(o2->dtype));
         kn_sb_printf(&src, "    }\n");
     }
-    kn_sb_printf(&src,
-                 "    for (i64 k = threadIdx.x; k < p.cols; k += blockDim.x) {\n"
-                 "      const A nv = (LD(%s) - m) * inv;\n"
-                 "      y[base + k] = kn_fromd<%s>((double)(nv * LD(sc[%s])",
-                 ev, t, so);
-    if (bias)
-        kn_sb_printf(&src, " + LD(bi[%s])", bo);
-    kn_sb_printf(&src, "));\n    }\n  }\n}\n");
+    char body[256];
+    snprintf(body, sizeof body, "const T out = kn_fromd<T>((double)((LD(v) - m) * inv * LD(sc[%s])%s%s%s));", so,
+             bias ? " + LD(bi[" : "", bias ? bo : "", bias ? "])" : "");
+    row_loop(&src, skip, body, "y");
+    kn_sb_printf(&src, "  }\n}\n");
 
     char entry[32];
     snprintf(entry, sizeof entry, "kn_%s", names[kind]);

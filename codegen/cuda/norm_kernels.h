@@ -5,7 +5,8 @@
  * rounded to the dtype as the Add, and write the sum).
  *
  * A row is the `cols` elements from `axis` on. The block's threads stride
- * over it (coalesced), reduce their partial sums with warp shuffles and
+ * over it (coalesced; 16 bytes at a time when the row length and the
+ * pointers allow it), reduce their partial sums with warp shuffles and
  * one shared-memory exchange between warps, then write the row. Statistics
  * in float32 for float16/bfloat16/float32 tensors, in double when any of
  * them is float64. Scale and bias broadcast over the row shape through
