@@ -262,7 +262,7 @@ static void row_sweep(void **state)
                         print_message("%s %s rows %lld cols %lld (%u threads): worst error %.3g of the tolerance\n",
                                       names[kind],
                                       dt_name(dts[di]), (long long)r, (long long)cols[ci],
-                                      kn_row_norm_threads(cols[ci]), worst);
+                                      kn_row_norm_threads(cols[ci], kn_dtype_bits(dts[di]) / 8), worst);
                     assert_true(ok);
                     dt_worst[di] = worst > dt_worst[di] ? worst : dt_worst[di];
                     n++;
@@ -334,16 +334,20 @@ static void broken_reduction_fails(void **state)
     }
 }
 
-/* Block sizes: multiples of 32 from 32 to 1024. */
+/* Block sizes: one 16-byte chunk a thread (or four elements), multiples of
+ * 32 from 32 to 1024. */
 static void threads(void **state)
 {
     (void)state;
-    assert_int_equal(kn_row_norm_threads(0), 32);
-    assert_int_equal(kn_row_norm_threads(1), 32);
-    assert_int_equal(kn_row_norm_threads(576), 160);
-    assert_int_equal(kn_row_norm_threads(2048), 512);
-    assert_int_equal(kn_row_norm_threads(4097), 1024);
-    assert_int_equal(kn_row_norm_threads(1 << 20), 1024);
+    assert_int_equal(kn_row_norm_threads(0, 4), 32);
+    assert_int_equal(kn_row_norm_threads(1, 4), 32);
+    assert_int_equal(kn_row_norm_threads(576, 4), 160);  /* 144 chunks of 4 float32 */
+    assert_int_equal(kn_row_norm_threads(576, 2), 96);   /* 72 chunks of 8 float16 */
+    assert_int_equal(kn_row_norm_threads(2048, 4), 512);
+    assert_int_equal(kn_row_norm_threads(2048, 2), 256);
+    assert_int_equal(kn_row_norm_threads(33, 2), 32);    /* scalar: 9 threads' worth */
+    assert_int_equal(kn_row_norm_threads(4097, 2), 1024);
+    assert_int_equal(kn_row_norm_threads(1 << 20, 8), 1024);
 }
 
 int main(void)

@@ -15,9 +15,10 @@ typedef struct row_params {
     int64_t tdims[8], sst[8], bst[8];
 } row_params;
 
-uint32_t kn_row_norm_threads(int64_t cols)
+uint32_t kn_row_norm_threads(int64_t cols, uint32_t elem_size)
 {
-    int64_t t = (cols + 3) / 4;
+    uint32_t vw = elem_size && elem_size <= 16 ? 16 / elem_size : 0;
+    int64_t t = vw && cols % vw == 0 ? cols / vw : (cols + 3) / 4;
     t = (t + 31) / 32 * 32;
     return (uint32_t)(t < 32 ? 32 : t > 1024 ? 1024 : t);
 }
@@ -265,6 +266,6 @@ kn_status kn_emit_row_norm(kn_emit *e, kn_row_norm_kind kind)
         args[n++] = (kn_emit_arg){KN_ARG_OUT, 2, 0, NULL, 0};
     args[n++] = (kn_emit_arg){KN_ARG_PARAMS, 0, sizeof p, &p, 0};
     int64_t blocks = p.rows < 1 ? 1 : p.rows > 65535 * 16 ? 65535 * 16 : p.rows;
-    return kn_emit_launch(e, kid, (kn_dim3){(uint32_t)blocks, 1, 1}, (kn_dim3){kn_row_norm_threads(p.cols), 1, 1}, 0,
+    return kn_emit_launch(e, kid, (kn_dim3){(uint32_t)blocks, 1, 1}, (kn_dim3){kn_row_norm_threads(p.cols, kn_dtype_bits(x->dtype) / 8), 1, 1}, 0,
                           args, n);
 }

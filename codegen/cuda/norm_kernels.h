@@ -26,9 +26,11 @@ typedef enum kn_row_norm_kind {
     KN_ROW_SKIP_LAYER, /* kiln.SkipLayerNorm(X, skip, Scale, [B]) -> Y, [sum] */
 } kn_row_norm_kind;
 
-/* Threads per block for rows of `cols` elements: about four elements a
- * thread, a multiple of 32 from 32 to 1024. */
-uint32_t kn_row_norm_threads(int64_t cols);
+/* Threads per block for rows of `cols` elements of `elem_size` bytes: one
+ * 16-byte chunk a thread where the row splits into them (the vector
+ * form), else about four elements a thread; a multiple of 32 from 32 to
+ * 1024. */
+uint32_t kn_row_norm_threads(int64_t cols, uint32_t elem_size);
 
 /* Emits the node's kernel and its launch (grid: one block per row, capped,
  * the blocks stride over the rest). KN_ERR_UNSUPPORTED for dtypes other
