@@ -255,7 +255,8 @@ static void row_sweep(void **state)
                     int64_t r = pass ? rows[(ci + di + (size_t)kind) % 7] : 1;
                     if (pass && r == 1)
                         r = 67;
-                    ncase c = {kind, dts[di], 2, 1, {r, cols[ci]}, 1, {cols[ci]}, kind != RMS && kind != LN_NOBIAS && pass};
+                    bool extra = kind != RMS && kind != LN_NOBIAS && pass; /* Mean/InvStdDev or the sum */
+                    ncase c = {kind, dts[di], 2, 1, {r, cols[ci]}, 1, {cols[ci]}, extra};
                     double worst;
                     bool ok = run_case(&c, false, &worst);
                     if (!ok || (ci == 6 && pass))

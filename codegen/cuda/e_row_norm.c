@@ -1,5 +1,6 @@
-/* Block-per-row kernels for RMSNormalization, LayerNormalization and
- * kiln.SkipRMSNorm on target cuda: see norm_kernels.h. */
+/* Block-per-row kernels for RMSNormalization, LayerNormalization,
+ * kiln.SkipRMSNorm and kiln.SkipLayerNorm on target cuda: see
+ * norm_kernels.h. */
 #include "codegen/cuda/norm_kernels.h"
 
 #include <stdio.h>
@@ -220,8 +221,8 @@ kn_status kn_emit_row_norm(kn_emit *e, kn_row_norm_kind kind)
         row_loop(&src, skip, "const A d = LD(v) - m; q += d * d;", NULL);
     } else {
         kn_sb_printf(&src, "    const A m = 0;\n    A q = 0;\n");
-        row_loop(&src, skip, sum_to ? "const T out = v; const A f = LD(v); q += f * f;" : "const A f = LD(v); q += f * f;",
-                 sum_to);
+        row_loop(&src, skip,
+                 sum_to ? "const T out = v; const A f = LD(v); q += f * f;" : "const A f = LD(v); q += f * f;", sum_to);
     }
     kn_sb_printf(&src,
                  "    q = kn_rn_sum(q, sh);\n"
@@ -266,6 +267,6 @@ kn_status kn_emit_row_norm(kn_emit *e, kn_row_norm_kind kind)
         args[n++] = (kn_emit_arg){KN_ARG_OUT, 2, 0, NULL, 0};
     args[n++] = (kn_emit_arg){KN_ARG_PARAMS, 0, sizeof p, &p, 0};
     int64_t blocks = p.rows < 1 ? 1 : p.rows > 65535 * 16 ? 65535 * 16 : p.rows;
-    return kn_emit_launch(e, kid, (kn_dim3){(uint32_t)blocks, 1, 1}, (kn_dim3){kn_row_norm_threads(p.cols, kn_dtype_bits(x->dtype) / 8), 1, 1}, 0,
-                          args, n);
+    kn_dim3 block = {kn_row_norm_threads(p.cols, kn_dtype_bits(x->dtype) / 8), 1, 1};
+    return kn_emit_launch(e, kid, (kn_dim3){(uint32_t)blocks, 1, 1}, block, 0, args, n);
 }
