@@ -14,7 +14,9 @@
  * 1e-5) for float32, (2e-3, 2e-3) for float16 (an ulp: the kernel's
  * float32 statistics against the reference's double), (1.6e-2, 1.6e-2)
  * for bfloat16. A kernel whose warp reduction skips the first shuffle step
- * (lanes 16 apart never meet) must fail the same check. */
+ * (lanes 16 apart never meet) must fail the same check, as must one whose
+ * 16-byte load form is broken, where the rows split into 16-byte chunks
+ * (and only there). */
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -137,26 +139,31 @@ static void nvrtc_check(kn_cu_program *p, kn_diag *d)
         assert_int_equal(p->kernels[k].n_images, 5);
 }
 
-/* Skips the first step of each warp reduction of the program's kernel
- * (same length, so the source stays in place; a new hash for the
- * emulator's build). */
-static void break_reduction(kn_cu_program *p)
+/* Replaces every `from` in the program's kernel sources by `to` (same
+ * length, so the source stays in place; a new hash for the emulator's
+ * build): BREAK_REDUCTION skips the first step of each warp reduction,
+ * BREAK_VECTOR makes the 16-byte form read the chunk's first element for
+ * all of them. */
+enum { INTACT, BREAK_REDUCTION, BREAK_VECTOR };
+static void break_kernel(kn_cu_program *p, int how)
 {
+    const char *from = how == BREAK_REDUCTION ? "int o = 16;" : "xv.e[j]";
+    const char *to = how == BREAK_REDUCTION ? "int o =  8;" : "xv.e[0]";
     for (uint32_t k = 0; k < p->n_kernels; k++) {
         char *s = p->kernels[k].source, *at;
         bool found = false;
-        while ((at = strstr(s, "int o = 16;")) != NULL) {
-            memcpy(at, "int o =  8;", 11);
+        while ((at = strstr(s, from)) != NULL) {
+            memcpy(at, to, strlen(to));
             found = true;
         }
         assert_true(found);
-        p->kernels[k].hash ^= 0x9e3779b97f4a7c15ull;
+        p->kernels[k].hash ^= 0x9e3779b97f4a7c15ull + (uint64_t)how;
     }
 }
 
 /* Runs case c; returns whether every output is within tolerance and
  * writes the worst |got - ref| / (atol + rtol |ref|) to *worst. */
-static bool run_case(const ncase *c, bool broken, double *worst)
+static bool run_case(const ncase *c, int broken, double *worst)
 {
     mb *b = mb_new();
     kn_graph *g = build(b, c), *ref = build(b, c);
@@ -189,7 +196,7 @@ static bool run_case(const ncase *c, bool broken, double *worst)
     assert_int_equal(prog.n_kernels, 1);
     nvrtc_check(&prog, d);
     if (broken)
-        break_reduction(&prog);
+        break_kernel(&prog, broken);
     kn_rt_tensor *want[3] = {0}, *got[3] = {0};
     assert_int_equal(kn_cpu_run(ref, NULL, d, (const kn_rt_tensor *const *)ins, n_in, want, n_out), KN_OK);
     char msg[2048];
@@ -258,7 +265,7 @@ static void row_sweep(void **state)
                     bool extra = kind != RMS && kind != LN_NOBIAS && pass; /* Mean/InvStdDev or the sum */
                     ncase c = {kind, dts[di], 2, 1, {r, cols[ci]}, 1, {cols[ci]}, extra};
                     double worst;
-                    bool ok = run_case(&c, false, &worst);
+                    bool ok = run_case(&c, INTACT, &worst);
                     if (!ok || (ci == 6 && pass))
                         print_message("%s %s rows %lld cols %lld (%u threads): worst error %.3g of the tolerance\n",
                                       names[kind],
@@ -300,7 +307,7 @@ static void broadcast_forms(void **state)
                 ncase c = {kind, dt, 3, 1, {5, 3, 33}, forms[f].srank, {0}, false};
                 memcpy(c.sdims, forms[f].sdims, sizeof forms[f].sdims);
                 double worst;
-                bool ok = run_case(&c, false, &worst);
+                bool ok = run_case(&c, INTACT, &worst);
                 if (!ok)
                     print_message("form %zu %s: worst %.3g\n", f, dt_name(dt), worst);
                 assert_true(ok);
@@ -310,7 +317,7 @@ static void broadcast_forms(void **state)
                 ncase c = {kind, dt, 4, 1, {4, 2, 3, 40}, forms4[f].srank, {0}, kind != RMS};
                 memcpy(c.sdims, forms4[f].sdims, sizeof forms4[f].sdims);
                 double worst;
-                bool ok = run_case(&c, false, &worst);
+                bool ok = run_case(&c, INTACT, &worst);
                 if (!ok)
                     print_message("form4 %zu %s: worst %.3g\n", f, dt_name(dt), worst);
                 assert_true(ok);
@@ -329,9 +336,26 @@ static void broken_reduction_fails(void **state)
     for (int kind = RMS; kind <= SKIP_LN; kind += kind == LN ? 2 : 1) {
         ncase c = {kind, KN_F32, 2, 1, {3, 576}, 1, {576}, false};
         double worst;
-        assert_false(run_case(&c, true, &worst));
+        assert_false(run_case(&c, BREAK_REDUCTION, &worst));
         print_message("%s with a broken warp reduction: worst error %.3g of the tolerance (fails, as it must)\n",
                       names[kind], worst);
+    }
+}
+
+/* Rows that split into 16-byte chunks take the vector form (breaking it
+ * fails the check), the others the scalar one (breaking the vector form
+ * changes nothing). */
+static void vector_form_used(void **state)
+{
+    (void)state;
+    if (!emu_ready())
+        skip();
+    for (int kind = RMS; kind <= SKIP_LN; kind += kind == LN ? 2 : 1) {
+        ncase v = {kind, KN_F16, 2, 1, {3, 576}, 1, {576}, kind >= SKIP};
+        ncase s = {kind, KN_F16, 2, 1, {3, 33}, 1, {33}, kind >= SKIP};
+        double worst;
+        assert_false(run_case(&v, BREAK_VECTOR, &worst));
+        assert_true(run_case(&s, BREAK_VECTOR, &worst));
     }
 }
 
@@ -356,6 +380,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(threads),
         cmocka_unit_test(broken_reduction_fails),
+        cmocka_unit_test(vector_form_used),
         cmocka_unit_test(broadcast_forms),
         cmocka_unit_test(row_sweep),
     };
