@@ -13,7 +13,9 @@
  * element: |got - ref| <= atol + rtol |ref| with (rtol, atol) = (1e-5,
  * 1e-5) for float32, (2e-3, 2e-3) for float16 (an ulp: the kernel's
  * float32 statistics against the reference's double), (1.6e-2, 1.6e-2)
- * for bfloat16. A kernel whose warp reduction skips the first shuffle step
+ * for bfloat16. With --gpu (ctest test_cuda_norm_gpu, label gpu) the same
+ * cases run on the device through a written plan and a CUDA session;
+ * skipped without one. A kernel whose warp reduction skips the first shuffle step
  * (lanes 16 apart never meet) must fail the same check, as must one whose
  * 16-byte load form is broken, where the rows split into 16-byte chunks
  * (and only there). */
@@ -25,8 +27,11 @@
 
 #include "codegen/cuda/lower.h"
 #include "codegen/cuda/norm_kernels.h"
+#include "codegen/plan_write.h"
 #include "emu_host.h"
 #include "emu_program.h"
+#include "kiln/cuda.h"
+#include "kiln/runtime.h"
 #include "model_builder.h"
 #include "runtime/cpu/exec.h"
 #include "runtime/cpu/util.h"
@@ -112,6 +117,10 @@ static kn_rt_tensor *random_tensor(kn_dtype dt, int32_t rank, const int64_t *dim
 
 static const char *const names[] = {"RMSNorm", "LayerNorm", "LayerNorm (no B)", "SkipRMSNorm", "SkipLayerNorm"};
 
+/* --gpu: the cases run on the device (a plan written and loaded, a CUDA
+ * session), not on the host emulator */
+static bool gpu;
+
 static uint64_t seen[64];
 static uint32_t n_seen;
 
@@ -194,15 +203,35 @@ static bool run_case(const ncase *c, int broken, double *worst)
     assert_int_equal(kn_cuda_lower(g, sh, n_in, NULL, d, &prog, &st), KN_OK);
     assert_int_equal(st.nodes_host, 0);
     assert_int_equal(prog.n_kernels, 1);
-    nvrtc_check(&prog, d);
     if (broken)
         break_kernel(&prog, broken);
+    if (gpu) { /* the device's arch among the images (the kernel cache keeps repeats cheap) */
+        static const uint32_t archs[] = {80, 86, 89, 90};
+        kn_nvrtc_options no = {archs, 4, false, NULL, 1};
+        assert_int_equal(kn_cuda_compile(&prog, &no, d, NULL), KN_OK);
+    } else if (!broken) {
+        nvrtc_check(&prog, d);
+    }
     kn_rt_tensor *want[3] = {0}, *got[3] = {0};
     assert_int_equal(kn_cpu_run(ref, NULL, d, (const kn_rt_tensor *const *)ins, n_in, want, n_out), KN_OK);
-    char msg[2048];
-    kn_status s = kn_emu_run_program(g, &prog, ins, got, NULL, msg, sizeof msg);
-    if (s != KN_OK)
-        fail_msg("emulator: %s", msg);
+    if (gpu) {
+        char *path = mb_path(b, mb_tempdir(b), "norm.plan");
+        kn_plan_options o = {"--target cuda", "cuda", &prog, NULL, 0};
+        kn_graph *pg;
+        kn_cuda_session *cs;
+        kn_cuda_options co = {0};
+        assert_int_equal(kn_plan_write(g, &o, path, d), KN_OK);
+        assert_int_equal(kn_plan_load(path, NULL, d, &pg), KN_OK);
+        assert_int_equal(kn_cuda_session_create(pg, NULL, 0, &co, NULL, d, &cs), KN_OK);
+        assert_int_equal(kn_cuda_session_run(cs, (const kn_rt_tensor *const *)ins, n_in, got, n_out, d), KN_OK);
+        kn_cuda_session_destroy(cs);
+        kn_graph_destroy(pg);
+    } else {
+        char msg[2048];
+        kn_status s = kn_emu_run_program(g, &prog, ins, got, NULL, msg, sizeof msg);
+        if (s != KN_OK)
+            fail_msg("emulator: %s", msg);
+    }
     double rtol = c->dt == KN_F32 ? 1e-5 : c->dt == KN_F16 ? 2e-3 : 1.6e-2, atol = rtol;
     bool ok = true;
     *worst = 0;
@@ -233,6 +262,14 @@ static bool run_case(const ncase *c, int broken, double *worst)
 
 static bool emu_ready(void)
 {
+    if (gpu) {
+        kn_diag *d = kn_diag_create(NULL, NULL);
+        bool ok = kn_cuda_available(d) && kn_nvrtc_version();
+        if (!ok)
+            print_message("skipped: no GPU or no NVRTC: %s\n", kn_diag_size(d) ? kn_diag_message(d, 0, NULL) : "");
+        kn_diag_destroy(d);
+        return ok;
+    }
     char err[600];
     if (!kn_emu_init(err, sizeof err)) {
         print_message("skipped: the host emulator cannot start: %s\n", err);
@@ -375,8 +412,9 @@ static void threads(void **state)
     assert_int_equal(kn_row_norm_threads(1 << 20, 8), 1024);
 }
 
-int main(void)
+int main(int argc, char **argv)
 {
+    gpu = argc > 1 && strcmp(argv[1], "--gpu") == 0;
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(threads),
         cmocka_unit_test(broken_reduction_fails),
