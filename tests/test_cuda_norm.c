@@ -1,24 +1,25 @@
 /* The block-per-row normalization kernels of target cuda
- * (codegen/cuda/e_row_norm.c) checked without a GPU: one-node graphs of
- * RMSNormalization, LayerNormalization (with and without B, with Mean
- * and InvStdDev), kiln.SkipRMSNorm and kiln.SkipLayerNorm (with and
- * without their sum output, which must equal the CPU's bit for bit) over
- * rows of 1, 31, 32, 33, 576, 2048 and 4097 elements
- * (1 to 67 rows; block sizes 32 to 1024, rows that are not a multiple of
- * the block), float32/float16/bfloat16, and the scale/bias broadcast forms
- * (scalar, per channel, a suffix of the row shape, the general per-dim
- * walk), are lowered for target cuda, their kernels NVRTC-compiled for
- * sm_80/86/89/90 + PTX (when NVRTC is there), run on the host emulator and
- * compared with the CPU reference (statistics in double) element by
- * element: |got - ref| <= atol + rtol |ref| with (rtol, atol) = (1e-5,
- * 1e-5) for float32, (2e-3, 2e-3) for float16 (an ulp: the kernel's
- * float32 statistics against the reference's double), (1.6e-2, 1.6e-2)
- * for bfloat16. With --gpu (ctest test_cuda_norm_gpu, label gpu) the same
- * cases run on the device through a written plan and a CUDA session;
- * skipped without one. A kernel whose warp reduction skips the first shuffle step
- * (lanes 16 apart never meet) must fail the same check, as must one whose
- * 16-byte load form is broken, where the rows split into 16-byte chunks
- * (and only there). */
+ * (codegen/cuda/e_row_norm.c) checked without a GPU. One-node graphs of
+ * RMSNormalization, LayerNormalization (with and without B, with Mean and
+ * InvStdDev), kiln.SkipRMSNorm and kiln.SkipLayerNorm (with and without
+ * their sum output, which must equal the CPU's bit for bit) over rows of
+ * 1, 31, 32, 33, 576, 2048 and 4097 elements (1 to 67 rows; block sizes 32
+ * to 1024, rows that are not a multiple of the block), float32 / float16 /
+ * bfloat16, the scale/bias broadcast forms (scalar, per channel, a suffix
+ * of the row shape, the general per-dim walk), float64 rows and a
+ * scale/bias of another float dtype are lowered for target cuda, their
+ * kernels NVRTC-compiled for sm_80/86/89/90 + PTX (when NVRTC is there),
+ * run on the host emulator and compared with the CPU reference
+ * (statistics in double) element by element: |got - ref| <= atol + rtol
+ * |ref| with (rtol, atol) = (1e-5, 1e-5) for float32, (2e-3, 2e-3) for
+ * float16 (an ulp: the kernel's float32 statistics against the
+ * reference's double), (1.6e-2, 1.6e-2) for bfloat16, 1e-12 for float64.
+ * A kernel whose warp reduction skips the first shuffle step (lanes 16
+ * apart never meet) must fail the same check, as must one whose 16-byte
+ * load form is broken, where the rows split into 16-byte chunks (and only
+ * there). With --gpu (ctest test_cuda_norm_gpu, label gpu) the same cases
+ * run on the device through a written plan and a CUDA session; skipped
+ * without one. */
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -51,6 +52,7 @@ typedef struct ncase {
     int32_t srank;          /* scale (and bias) rank */
     int64_t sdims[4];
     bool stats;             /* LayerNormalization's Mean and InvStdDev too; SkipRMSNorm's sum */
+    kn_dtype sdt;           /* of scale and bias; 0: dt */
 } ncase;
 
 static uint64_t rng = 0x2545f4914f6cdd1dull;
@@ -77,9 +79,10 @@ static kn_graph *build(mb *b, const ncase *c)
     mb_input(b, g, "x", mb_tensor_type(b, c->dt, dims_str(b, c->dims, c->rank)));
     if (skip)
         mb_input(b, g, "r", mb_tensor_type(b, c->dt, dims_str(b, c->dims, c->rank)));
-    mb_input(b, g, "s", mb_tensor_type(b, c->dt, dims_str(b, c->sdims, c->srank)));
+    kn_dtype sdt = c->sdt ? c->sdt : c->dt;
+    mb_input(b, g, "s", mb_tensor_type(b, sdt, dims_str(b, c->sdims, c->srank)));
     if (bias)
-        mb_input(b, g, "b", mb_tensor_type(b, c->dt, dims_str(b, c->sdims, c->srank)));
+        mb_input(b, g, "b", mb_tensor_type(b, sdt, dims_str(b, c->sdims, c->srank)));
     Onnx__NodeProto *n;
     if (skip) {
         mb_opset(b, m, "kiln", 1);
@@ -192,11 +195,12 @@ static bool run_case(const ncase *c, int broken, double *worst)
     }
     sh[n_in] = (kn_cuda_shape){"s", c->srank, {0}};
     memcpy(sh[n_in].dims, c->sdims, sizeof c->sdims);
-    ins[n_in++] = random_tensor(c->dt, c->srank, c->sdims, 0.5, 1.5, 0.0);
+    kn_dtype sdt = c->sdt ? c->sdt : c->dt;
+    ins[n_in++] = random_tensor(sdt, c->srank, c->sdims, 0.5, 1.5, 0.0);
     if (bias) {
         sh[n_in] = (kn_cuda_shape){"b", c->srank, {0}};
         memcpy(sh[n_in].dims, c->sdims, sizeof c->sdims);
-        ins[n_in++] = random_tensor(c->dt, c->srank, c->sdims, -1.0, 1.0, 0.0);
+        ins[n_in++] = random_tensor(sdt, c->srank, c->sdims, -1.0, 1.0, 0.0);
     }
     kn_cu_program prog;
     kn_cuda_lower_stats st;
@@ -232,7 +236,7 @@ static bool run_case(const ncase *c, int broken, double *worst)
         if (s != KN_OK)
             fail_msg("emulator: %s", msg);
     }
-    double rtol = c->dt == KN_F32 ? 1e-5 : c->dt == KN_F16 ? 2e-3 : 1.6e-2, atol = rtol;
+    double rtol = c->dt == KN_F64 ? 1e-12 : c->dt == KN_F32 ? 1e-5 : c->dt == KN_F16 ? 2e-3 : 1.6e-2, atol = rtol;
     bool ok = true;
     *worst = 0;
     for (uint32_t o = 0; o < n_out; o++) {
@@ -396,6 +400,37 @@ static void vector_form_used(void **state)
     }
 }
 
+/* float64 (statistics in double, 2 elements per 16-byte chunk) and scale /
+ * bias of another float dtype than X. */
+static void double_and_mixed(void **state)
+{
+    (void)state;
+    if (!emu_ready())
+        skip();
+    static const int64_t cols[] = {33, 576};
+    uint32_t n = 0;
+    double w64 = 0, wmix = 0;
+    for (int kind = RMS; kind <= SKIP_LN; kind += kind == LN ? 2 : 1)
+        for (size_t ci = 0; ci < 2; ci++) {
+            ncase c = {kind, KN_F64, 2, 1, {3, cols[ci]}, 1, {cols[ci]}, kind != RMS, 0};
+            double worst;
+            assert_true(run_case(&c, INTACT, &worst));
+            w64 = worst > w64 ? worst : w64;
+            n++;
+        }
+    static const kn_dtype pairs[][2] = {{KN_F16, KN_F32}, {KN_F32, KN_F16}, {KN_BF16, KN_F32}};
+    for (int kind = RMS; kind <= LN; kind++)
+        for (size_t i = 0; i < 3; i++) {
+            ncase c = {kind, pairs[i][0], 2, 1, {3, 576}, 1, {576}, false, pairs[i][1]};
+            double worst;
+            assert_true(run_case(&c, INTACT, &worst));
+            wmix = worst > wmix ? worst : wmix;
+            n++;
+        }
+    print_message("%u cases within tolerance (float64: rtol/atol 1e-12, worst %.3g of it; mixed dtypes: worst %.3g)\n",
+                  n, w64, wmix);
+}
+
 /* Block sizes: one 16-byte chunk a thread (or four elements), multiples of
  * 32 from 32 to 1024. */
 static void threads(void **state)
@@ -420,6 +455,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(broken_reduction_fails),
         cmocka_unit_test(vector_form_used),
         cmocka_unit_test(broadcast_forms),
+        cmocka_unit_test(double_and_mixed),
         cmocka_unit_test(row_sweep),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
