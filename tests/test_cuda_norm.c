@@ -211,7 +211,7 @@ static bool run_case(const ncase *c, int broken, double *worst)
         break_kernel(&prog, broken);
     if (gpu) { /* the device's arch among the images (the kernel cache keeps repeats cheap) */
         static const uint32_t archs[] = {80, 86, 89, 90};
-        kn_nvrtc_options no = {archs, 4, false, NULL, 1};
+        kn_nvrtc_options no = {archs, 4, false, NULL, 0};
         assert_int_equal(kn_cuda_compile(&prog, &no, d, NULL), KN_OK);
     } else if (!broken) {
         nvrtc_check(&prog, d);
