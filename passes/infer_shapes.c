@@ -516,6 +516,12 @@ static kn_status infer_node(kn_is_ctx *c)
     }
     case KN_OP_KILN_PagedAttention: /* Y has Q's shape (head_dim of V = of K) */
         return kn_is_same_as_input(c, 0);
+    case KN_OP_KILN_SkipRMSNorm: case KN_OP_KILN_SkipLayerNorm: { /* Y and the sum have X's type */
+        const kn_type *t = kn_is_in_type(c, 0);
+        if (t)
+            KN_TRY(kn_is_set_out(c, 1, t->dtype, t->shape.rank, t->shape.dims));
+        return kn_is_same_as_input(c, 0);
+    }
     case KN_OP_Where: {
         const kn_type *x = kn_is_in_type(c, 1);
         return broadcast(c, 0, 2, x ? x->dtype : KN_UNDEFINED);

@@ -142,6 +142,10 @@ HAND_WRITTEN = [
     (DOM_KILN, "GemmEpilogue",
      "act_alpha:f act_beta:f activation:s alpha:f beta:f gemm:i transA:i transB:i"),
     (DOM_KILN, "RotaryHalf", ""),  # x*cos + rotate_half(x)*sin: inputs (x, cos, sin)
+    # passes/fuse_skip_norm.c: (x, skip, scale) -> (RMSNormalization(x + skip), x + skip);
+    # (x, skip, scale, [bias]) -> (LayerNormalization(x + skip), x + skip)
+    (DOM_KILN, "SkipRMSNorm", "axis:i epsilon:f stash_type:i"),
+    (DOM_KILN, "SkipLayerNorm", "axis:i epsilon:f stash_type:i"),
     # a chain of elementwise ops as one program (passes/fuse_elementwise.c):
     # per step its op name, 3 operand indices, output dtype and 2 immediates
     (DOM_KILN, "FusedElementwise", "ops:ss! args:is! dtypes:is! imm:fs!"),

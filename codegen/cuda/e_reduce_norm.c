@@ -1,10 +1,12 @@
 /* CUDA emitters for Softmax, LogSoftmax, Hardmax and the normalizations
  * (LayerNormalization, BatchNormalization for inference,
  * InstanceNormalization, GroupNormalization, LpNormalization). One thread
- * per slice, row or group computes its statistics in double with two
- * passes (mean, then the mean squared deviation), like the CPU reference,
- * and writes its elements; BatchNormalization is one thread per element. */
+ * per slice or group computes its statistics in double with two passes
+ * (mean, then the mean squared deviation), like the CPU reference, and
+ * writes its elements; BatchNormalization is one thread per element;
+ * LayerNormalization is one block per row (e_row_norm.c). */
 #include "codegen/cuda/emit.h"
+#include "codegen/cuda/norm_kernels.h"
 
 #include <string.h>
 
@@ -158,116 +160,9 @@ kn_status kn_emit_LpNormalization(kn_emit *e)
 
 /* ---- LayerNormalization ---- */
 
-/* Rows of `cols` elements (the dims from axis on); Scale and B broadcast
- * over the row shape through per-dim strides (0 where they broadcast). */
-typedef struct ln_params {
-    int64_t rows, cols, tr;
-    double eps;
-    int64_t tdims[8], sst[8], bst[8];
-} ln_params;
-
-/* Strides of t broadcast (numpy) over the trailing dims tdims[0..tr). */
-static bool trailing_strides(const kn_emit_tensor *t, const int64_t *tdims, int64_t tr, int64_t *st)
-{
-    if (t->rank > tr)
-        return false;
-    int64_t s = 1;
-    for (int64_t d = tr - 1; d >= 0; d--) {
-        int64_t j = d - (tr - t->rank);
-        int64_t td = j >= 0 ? t->dims[j] : 1;
-        if (td != 1 && td != tdims[d])
-            return false;
-        st[d] = td == 1 ? 0 : s;
-        s *= td;
-    }
-    return true;
-}
-
-kn_status kn_emit_LayerNormalization(kn_emit *e)
-{
-    const kn_emit_tensor *x, *scale, *bias;
-    KN_TRY(float_in(e, 0, true, &x));
-    KN_TRY(float_in(e, 1, true, &scale));
-    KN_TRY(float_in(e, 2, false, &bias));
-    int64_t axis = kn_emit_attr_int(e, "axis", -1);
-    if (axis < 0)
-        axis += x->rank;
-    if (axis < 0 || axis >= x->rank)
-        return kn_emit_fail(e, KN_ERR_INVALID, "axis out of range for rank %d", (int)x->rank);
-    ln_params p;
-    memset(&p, 0, sizeof p);
-    p.rows = p.cols = 1;
-    p.tr = x->rank - axis;
-    p.eps = kn_emit_attr_float(e, "epsilon", 1e-5f);
-    for (int32_t d = 0; d < x->rank; d++) {
-        if (d < axis)
-            p.rows *= x->dims[d];
-        else
-            p.cols *= x->dims[d], p.tdims[d - axis] = x->dims[d];
-    }
-    if (!trailing_strides(scale, p.tdims, p.tr, p.sst) || (bias && !trailing_strides(bias, p.tdims, p.tr, p.bst)))
-        return kn_emit_fail(e, KN_ERR_INVALID, "Scale and B must broadcast to the normalised shape");
-    const kn_emit_tensor *ym = kn_emit_out(e, 1), *yi = kn_emit_out(e, 2);
-    if ((ym && !is_float(ym->dtype)) || (yi && !is_float(yi->dtype)))
-        return kn_emit_fail(e, KN_ERR_UNSUPPORTED, "stash_type");
-    const char *t = kn_cuda_type(x->dtype);
-    kn_sb src = {0};
-    kn_sb_printf(&src,
-                 "%s"
-                 "struct P { i64 rows, cols, tr; double eps; i64 tdims[8], sst[8], bst[8]; };\n"
-                 "extern \"C\" __global__ void kn_LayerNormalization(const %s *x, const %s *sc, ",
-                 HEAD, t, kn_cuda_type(scale->dtype));
-    if (bias)
-        kn_sb_printf(&src, "const %s *bi, ", kn_cuda_type(bias->dtype));
-    kn_sb_printf(&src, "%s *y, ", t);
-    if (ym)
-        kn_sb_printf(&src, "%s *ym, ", kn_cuda_type(ym->dtype));
-    if (yi)
-        kn_sb_printf(&src, "%s *yi, ", kn_cuda_type(yi->dtype));
-    char ym_line[96] = "", yi_line[96] = "";
-    if (ym)
-        snprintf(ym_line, sizeof ym_line, "    ym[r] = kn_fromd<%s>(m);\n", kn_cuda_type(ym->dtype));
-    if (yi)
-        snprintf(yi_line, sizeof yi_line, "    yi[r] = kn_fromd<%s>(inv);\n", kn_cuda_type(yi->dtype));
-    kn_sb_printf(&src,
-                 "P p) {\n"
-                 "  for (i64 r = kn_tid(); r < p.rows; r += kn_nthreads()) {\n"
-                 "    const i64 base = r * p.cols;\n"
-                 "    double s = 0.0, q = 0.0;\n"
-                 "    for (i64 k = 0; k < p.cols; k++) s += kn_tod(x[base + k]);\n"
-                 "    double m = p.cols ? s / (double)p.cols : 0.0;\n"
-                 "    for (i64 k = 0; k < p.cols; k++) { double v = kn_tod(x[base + k]) - m; q += v * v; }\n"
-                 "    double var = p.cols ? q / (double)p.cols : 0.0;\n"
-                 "    double inv = 1.0 / sqrt(var + p.eps);\n"
-                 "%s%s"
-                 "    for (i64 k = 0; k < p.cols; k++) {\n"
-                 "      i64 c = k, so = 0, bo = 0;\n"
-                 "      for (int d = (int)p.tr - 1; d >= 0; d--) {\n"
-                 "        i64 j = c %% p.tdims[d];\n"
-                 "        c /= p.tdims[d];\n"
-                 "        so += j * p.sst[d];\n"
-                 "        bo += j * p.bst[d];\n"
-                 "      }\n"
-                 "      double nv = (kn_tod(x[base + k]) - m) * inv;\n"
-                 "      y[base + k] = kn_fromd<%s>(nv * kn_tod(sc[so]) + %s);\n"
-                 "    }\n"
-                 "  }\n"
-                 "}\n",
-                 ym_line, yi_line, t, bias ? "kn_tod(bi[bo])" : "0.0");
-    kn_emit_arg args[7];
-    uint32_t n = 0;
-    args[n++] = (kn_emit_arg){KN_ARG_IN, 0, 0, NULL};
-    args[n++] = (kn_emit_arg){KN_ARG_IN, 1, 0, NULL};
-    if (bias)
-        args[n++] = (kn_emit_arg){KN_ARG_IN, 2, 0, NULL};
-    args[n++] = (kn_emit_arg){KN_ARG_OUT, 0, 0, NULL};
-    if (ym)
-        args[n++] = (kn_emit_arg){KN_ARG_OUT, 1, 0, NULL};
-    if (yi)
-        args[n++] = (kn_emit_arg){KN_ARG_OUT, 2, 0, NULL};
-    args[n++] = (kn_emit_arg){KN_ARG_PARAMS, 0, sizeof p, &p};
-    return kn_emit_launch_source(e, &src, "kn_LayerNormalization", args, n, p.rows);
-}
+/* One block per row, statistics in float32 (double for float64): the
+ * kernel of e_row_norm.c (norm_kernels.h). */
+kn_status kn_emit_LayerNormalization(kn_emit *e) { return kn_emit_row_norm(e, KN_ROW_LAYER); }
 
 /* ---- BatchNormalization ---- */
 

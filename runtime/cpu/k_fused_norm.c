@@ -1,22 +1,17 @@
 /* RMSNormalization (ai.onnx opset 23), which passes/fuse_norm.c makes from
- * the decomposed RMSNorm of Llama/Qwen2 exports. The mean square is taken
- * in double, like the other normalizations' statistics. */
+ * the decomposed RMSNorm of Llama/Qwen2 exports, and kiln.SkipRMSNorm
+ * (passes/fuse_skip_norm.c: the residual Add before it). The mean square
+ * is taken in double, like the other normalizations' statistics. */
 #include "runtime/cpu/util.h"
 
 #include <math.h>
 
-/* Y = X / sqrt(mean(X^2) + epsilon) * scale over the dims from `axis`
- * (default -1) on; scale broadcasts over that row shape. */
-kn_status kn_ref_RMSNormalization(kn_kctx *c)
+/* Y = X / sqrt(mean(X^2) + epsilon) * scale over the dims from `axis` on
+ * (x's data: for SkipRMSNorm, the rounded sum); y allocated by the caller
+ * with x's shape. */
+static kn_status rms_rows(kn_kctx *c, const kn_rt_tensor *x, const kn_rt_tensor *scale, int32_t axis,
+                          kn_rt_tensor *y)
 {
-    const kn_rt_tensor *x = kn_kctx_in(c, 0), *scale = kn_kctx_in(c, 1);
-    if (!x || !scale)
-        return kn_kctx_fail(c, KN_ERR_INVALID, "needs inputs X and scale");
-    if (!kn_dt_is_float(x->dtype) || !kn_dt_is_float(scale->dtype))
-        return kn_kctx_fail(c, KN_ERR_INVALID, "X and scale must be float tensors, got %s and %s",
-                            kn_dtype_name(x->dtype), kn_dtype_name(scale->dtype));
-    int32_t axis;
-    KN_TRY(kn_axis(c, kn_kctx_attr_int(c, "axis", -1), x->rank, &axis));
     if (!kn_fits_trailing(scale, x, axis))
         return kn_kctx_fail(c, KN_ERR_INVALID, "scale must broadcast to the normalised shape (dims %d..%d of X)",
                             (int)axis, (int)x->rank - 1);
@@ -31,8 +26,6 @@ kn_status kn_ref_RMSNormalization(kn_kctx *c)
         else
             cols *= x->dims[d];
     }
-    kn_rt_tensor *y;
-    KN_TRY(kn_kctx_out(c, 0, x->dtype, x->rank, x->dims, &y));
     int64_t *si = kn_kctx_scratch(c, (size_t)cols * sizeof *si + 1);
     if (!si)
         return KN_ERR_NOMEM;
@@ -51,4 +44,52 @@ kn_status kn_ref_RMSNormalization(kn_kctx *c)
         }
     }
     return KN_OK;
+}
+
+kn_status kn_ref_RMSNormalization(kn_kctx *c)
+{
+    const kn_rt_tensor *x = kn_kctx_in(c, 0), *scale = kn_kctx_in(c, 1);
+    if (!x || !scale)
+        return kn_kctx_fail(c, KN_ERR_INVALID, "needs inputs X and scale");
+    if (!kn_dt_is_float(x->dtype) || !kn_dt_is_float(scale->dtype))
+        return kn_kctx_fail(c, KN_ERR_INVALID, "X and scale must be float tensors, got %s and %s",
+                            kn_dtype_name(x->dtype), kn_dtype_name(scale->dtype));
+    int32_t axis;
+    KN_TRY(kn_axis(c, kn_kctx_attr_int(c, "axis", -1), x->rank, &axis));
+    kn_rt_tensor *y;
+    KN_TRY(kn_kctx_out(c, 0, x->dtype, x->rank, x->dims, &y));
+    return rms_rows(c, x, scale, axis, y);
+}
+
+/* sum = X + skip (same shape and dtype; added in double and rounded to the
+ * dtype, as the Add it replaces), Y = RMSNormalization(sum) with the
+ * node's axis, epsilon and stash_type. */
+kn_status kn_ref_KILN_SkipRMSNorm(kn_kctx *c)
+{
+    const kn_rt_tensor *x = kn_kctx_in(c, 0), *skip = kn_kctx_in(c, 1), *scale = kn_kctx_in(c, 2);
+    if (!x || !skip || !scale)
+        return kn_kctx_fail(c, KN_ERR_INVALID, "needs inputs X, skip and scale");
+    if (!kn_dt_is_float(x->dtype) || !kn_dt_is_float(scale->dtype) || skip->dtype != x->dtype)
+        return kn_kctx_fail(c, KN_ERR_INVALID, "X, skip and scale must be float tensors (X and skip of one dtype)");
+    bool same = skip->rank == x->rank;
+    for (int32_t d = 0; same && d < x->rank; d++)
+        same = skip->dims[d] == x->dims[d];
+    if (!same)
+        return kn_kctx_fail(c, KN_ERR_INVALID, "skip must have X's shape");
+    int32_t axis;
+    KN_TRY(kn_axis(c, kn_kctx_attr_int(c, "axis", -1), x->rank, &axis));
+    kn_rt_tensor *y, *sum, tmp;
+    KN_TRY(kn_kctx_out(c, 0, x->dtype, x->rank, x->dims, &y));
+    if (kn_kctx_n_outputs(c) > 1) {
+        KN_TRY(kn_kctx_out(c, 1, x->dtype, x->rank, x->dims, &sum));
+    } else { /* the sum is not an output: scratch with X's header */
+        tmp = *x;
+        tmp.data = kn_kctx_scratch(c, x->nbytes + 1);
+        if (!tmp.data)
+            return KN_ERR_NOMEM;
+        sum = &tmp;
+    }
+    for (int64_t i = 0; i < x->numel; i++)
+        kn_set_f64(x->dtype, sum->data, i, kn_get_f64(x->dtype, x->data, i) + kn_get_f64(x->dtype, skip->data, i));
+    return rms_rows(c, sum, scale, axis, y);
 }

@@ -1,5 +1,6 @@
 /* Normalization kernels: BatchNormalization, InstanceNormalization,
- * LayerNormalization, GroupNormalization, LpNormalization and LRN.
+ * LayerNormalization (and kiln.SkipLayerNorm: the residual Add before it),
+ * GroupNormalization, LpNormalization and LRN.
  * Statistics are computed in double with two passes (mean, then the mean
  * squared deviation), so the variance is never negative. */
 #include "runtime/cpu/util.h"
@@ -224,13 +225,9 @@ kn_status kn_ref_GroupNormalization(kn_kctx *c)
 /* Normalises each row of prod(dims[axis:]) elements; Scale and B
  * broadcast over that row shape. Mean and InvStdDev have shape
  * dims[:axis] + [1]*(rank-axis) and the dtype stash_type names. */
-kn_status kn_ref_LayerNormalization(kn_kctx *c)
+static kn_status layer_norm(kn_kctx *c, const kn_rt_tensor *x, const kn_rt_tensor *scale, const kn_rt_tensor *bias,
+                            bool stats)
 {
-    const kn_rt_tensor *x, *scale, *bias = kn_kctx_in(c, 2);
-    KN_TRY(need_float_input(c, 0, "X", &x));
-    KN_TRY(need_float_input(c, 1, "Scale", &scale));
-    if (bias)
-        KN_TRY(need_float_input(c, 2, "B", &bias));
     int32_t axis;
     KN_TRY(kn_axis(c, kn_kctx_attr_int(c, "axis", -1), x->rank, &axis));
     if (!kn_fits_trailing(scale, x, axis) || (bias && !kn_fits_trailing(bias, x, axis)))
@@ -251,9 +248,9 @@ kn_status kn_ref_LayerNormalization(kn_kctx *c)
     }
     kn_rt_tensor *y, *ym = NULL, *yi = NULL;
     KN_TRY(kn_kctx_out(c, 0, x->dtype, x->rank, x->dims, &y));
-    if (kn_kctx_n_outputs(c) > 1)
+    if (stats && kn_kctx_n_outputs(c) > 1)
         KN_TRY(kn_kctx_out(c, 1, (kn_dtype)stash, x->rank, sdims, &ym));
-    if (kn_kctx_n_outputs(c) > 2)
+    if (stats && kn_kctx_n_outputs(c) > 2)
         KN_TRY(kn_kctx_out(c, 2, (kn_dtype)stash, x->rank, sdims, &yi));
     int64_t *si = kn_kctx_scratch(c, (size_t)cols * sizeof *si), *bi = kn_kctx_scratch(c, (size_t)cols * sizeof *bi);
     if (!si || !bi)
@@ -277,6 +274,48 @@ kn_status kn_ref_LayerNormalization(kn_kctx *c)
             kn_set_f64(yi->dtype, yi->data, r, inv);
     }
     return KN_OK;
+}
+
+kn_status kn_ref_LayerNormalization(kn_kctx *c)
+{
+    const kn_rt_tensor *x, *scale, *bias = kn_kctx_in(c, 2);
+    KN_TRY(need_float_input(c, 0, "X", &x));
+    KN_TRY(need_float_input(c, 1, "Scale", &scale));
+    if (bias)
+        KN_TRY(need_float_input(c, 2, "B", &bias));
+    return layer_norm(c, x, scale, bias, true);
+}
+
+/* kiln.SkipLayerNorm (passes/fuse_skip_norm.c): sum = X + skip (same shape
+ * and dtype; added in double and rounded to the dtype, as the Add it
+ * replaces; output 1 when the node has it), Y = LayerNormalization(sum,
+ * Scale, [B]) with the node's axis, epsilon and stash_type. */
+kn_status kn_ref_KILN_SkipLayerNorm(kn_kctx *c)
+{
+    const kn_rt_tensor *x, *skip, *scale, *bias = kn_kctx_in(c, 3);
+    KN_TRY(need_float_input(c, 0, "X", &x));
+    KN_TRY(need_float_input(c, 1, "skip", &skip));
+    KN_TRY(need_float_input(c, 2, "Scale", &scale));
+    if (bias)
+        KN_TRY(need_float_input(c, 3, "B", &bias));
+    bool same = skip->dtype == x->dtype && skip->rank == x->rank;
+    for (int32_t d = 0; same && d < x->rank; d++)
+        same = skip->dims[d] == x->dims[d];
+    if (!same)
+        return kn_kctx_fail(c, KN_ERR_INVALID, "skip must have X's shape and dtype");
+    kn_rt_tensor *sum, tmp;
+    if (kn_kctx_n_outputs(c) > 1) {
+        KN_TRY(kn_kctx_out(c, 1, x->dtype, x->rank, x->dims, &sum));
+    } else { /* the sum is not an output: scratch with X's header */
+        tmp = *x;
+        tmp.data = kn_kctx_scratch(c, x->nbytes + 1);
+        if (!tmp.data)
+            return KN_ERR_NOMEM;
+        sum = &tmp;
+    }
+    for (int64_t i = 0; i < x->numel; i++)
+        kn_set_f64(x->dtype, sum->data, i, kn_get_f64(x->dtype, x->data, i) + kn_get_f64(x->dtype, skip->data, i));
+    return layer_norm(c, sum, scale, bias, false);
 }
 
 /* ---- LpNormalization ---- */
