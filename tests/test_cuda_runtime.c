@@ -542,7 +542,7 @@ typedef struct corruption {
 /* The first step of a kind, or the first arg of such a step. */
 static uint32_t find_step(const uint8_t *p, uint32_t kind, uint32_t *first_arg)
 {
-    uint64_t off, size;
+    uint64_t off = 0, size = 0;
     section(p, KN_SEC_CU_STEPS, &off, &size);
     for (uint32_t i = 0; i < size / sizeof(kn_plan_cu_step); i++) {
         kn_plan_cu_step st;
@@ -560,7 +560,7 @@ static uint32_t find_step(const uint8_t *p, uint32_t kind, uint32_t *first_arg)
 /* The first slot with the given place. */
 static uint32_t find_slot(const uint8_t *p, uint32_t place)
 {
-    uint64_t off, size;
+    uint64_t off = 0, size = 0;
     section(p, KN_SEC_CU_SLOTS, &off, &size);
     for (uint32_t i = 0; i < size / sizeof(kn_plan_cu_slot); i++) {
         kn_plan_cu_slot s;
@@ -630,7 +630,7 @@ static void test_corrupted_entries(void **state)
     assert_non_null(p);
     for (size_t c = 0; c < sizeof cs / sizeof cs[0]; c++) {
         memcpy(p, good, n);
-        uint64_t off, size;
+        uint64_t off = 0, size = 0;
         section(p, cs[c].kind, &off, &size);
         assert_true((cs[c].index + 1) * cs[c].esize <= size);
         memcpy(p + off + cs[c].index * cs[c].esize + cs[c].field, &cs[c].value, cs[c].width);
@@ -671,7 +671,7 @@ static void test_int8_gemm_plan(void **state)
     assert_int_equal(read_cuda(good, n, NULL), KN_OK);
     uint32_t gemm_arg;
     uint32_t gemm = find_step(good, KN_CU_STEP_GEMM, &gemm_arg);
-    uint64_t soff, ssize, poff, psize;
+    uint64_t soff = 0, ssize = 0, poff = 0, psize = 0;
     section(good, KN_SEC_CU_STEPS, &soff, &ssize);
     section(good, KN_SEC_CU_PARAMS, &poff, &psize);
     kn_plan_cu_step st;
@@ -712,7 +712,7 @@ static void test_int8_gemm_plan(void **state)
     assert_non_null(p);
     for (size_t c = 0; c < sizeof cs / sizeof cs[0]; c++) {
         memcpy(p, good, n);
-        uint64_t off, size;
+        uint64_t off = 0, size = 0;
         section(p, cs[c].kind, &off, &size);
         assert_true((uint64_t)cs[c].index * cs[c].esize + cs[c].field + cs[c].width <= size);
         memcpy(p + off + cs[c].index * cs[c].esize + cs[c].field, &cs[c].value, cs[c].width);
@@ -793,7 +793,7 @@ static void test_random_corruption(void **state)
     for (int k = KN_SEC_CU_KERNELS; k < KN_SEC_CU_END; k++) {
         if (k == KN_SEC_CU_BLOBS)
             continue; /* image bytes: nothing to check there */
-        uint64_t off, size;
+        uint64_t off = 0, size = 0;
         section(good, k, &off, &size);
         lo = off < lo ? off : lo;
         hi = off + size > hi ? off + size : hi;
@@ -1303,7 +1303,7 @@ static void test_mock_arch(void **state)
     mb *b = mb_new();
     size_t n;
     uint8_t *bytes = slurp(both, &n);
-    uint64_t off, size;
+    uint64_t off = 0, size = 0;
     section(bytes, KN_SEC_CU_IMAGES, &off, &size);
     for (uint64_t at = off; at < off + size; at += sizeof(kn_plan_cu_image)) {
         kn_plan_cu_image im;

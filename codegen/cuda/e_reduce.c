@@ -368,7 +368,7 @@ kn_status kn_emit_CumSum(kn_emit *e)
                        kn_emit_attr_int(e, "reverse", 0) != 0, {0}};
     for (int32_t d = 0; d < x->rank; d++)
         p.dims[d] = x->dims[d];
-    int64_t av[1], nav;
+    int64_t av[1] = {0}, nav;
     if (const_ints(ax, av, 1, &nav) && (av[0] < -(int64_t)x->rank || av[0] >= x->rank))
         return kn_emit_fail(e, KN_ERR_INVALID, "axis %lld out of range for rank %d", (long long)av[0], (int)x->rank);
     bool f = cl == C_FLOAT;

@@ -137,7 +137,7 @@ kn_status kn_ref_If(kn_kctx *c)
     const kn_rt_tensor *cond = kn_kctx_in(c, 0);
     if (!cond)
         return kn_kctx_fail(c, KN_ERR_INVALID, "missing input 'cond'");
-    bool v;
+    bool v = false;
     KN_TRY(read_cond(c, cond, "cond", &v));
     const kn_graph *g = NULL;
     KN_TRY(graph_attr(c, v ? "then_branch" : "else_branch", &g));

@@ -94,7 +94,7 @@ kn_status kn_ref_DFT(kn_kctx *c)
     if (ax < 0 || ax > r - 2)
         return kn_kctx_fail(c, KN_ERR_INVALID, "axis %lld out of range for rank %d (the last axis holds the complex "
                                                "parts)", (long long)axis, (int)r);
-    int64_t n_in = x->dims[ax], n;
+    int64_t n_in = x->dims[ax], n = 0;
     bool irfft = inverse && onesided;
     if (kn_kctx_in(c, 1)) {
         KN_TRY(scalar_int(c, kn_kctx_in(c, 1), "dft_length", &n));
@@ -171,7 +171,7 @@ kn_status kn_ref_STFT(kn_kctx *c)
         return kn_kctx_fail(c, KN_ERR_INVALID, "signal must be a float tensor, got %s", kn_dtype_name(x->dtype));
     if (x->rank != 3 || (x->dims[2] != 1 && x->dims[2] != 2))
         return kn_kctx_fail(c, KN_ERR_INVALID, "signal must have shape [batch, length, 1 or 2]");
-    int64_t batch = x->dims[0], sig_len = x->dims[1], in_c = x->dims[2], step, fl = sig_len;
+    int64_t batch = x->dims[0], sig_len = x->dims[1], in_c = x->dims[2], step = 0, fl = sig_len;
     KN_TRY(scalar_int(c, step_t, "frame_step", &step));
     if (step < 1)
         return kn_kctx_fail(c, KN_ERR_INVALID, "frame_step must be positive, got %lld", (long long)step);
@@ -181,7 +181,7 @@ kn_status kn_ref_STFT(kn_kctx *c)
         fl = win->dims[0];
     }
     if (len_t) {
-        int64_t v;
+        int64_t v = 0;
         KN_TRY(scalar_int(c, len_t, "frame_length", &v));
         if (win && v != fl)
             return kn_kctx_fail(c, KN_ERR_INVALID, "frame_length %lld differs from the window length %lld",
@@ -254,7 +254,7 @@ static kn_status window(kn_kctx *c, win_kind kind)
     KN_TRY(scalar_int(c, size_in, "size", &size));
     if (size < 0)
         return kn_kctx_fail(c, KN_ERR_INVALID, "size must be non-negative, got %lld", (long long)size);
-    kn_dtype dt;
+    kn_dtype dt = KN_F32;
     KN_TRY(out_datatype(c, &dt));
     bool periodic = kn_kctx_attr_int(c, "periodic", 1) != 0;
     kn_rt_tensor *y;
@@ -296,8 +296,8 @@ kn_status kn_ref_MelWeightMatrix(kn_kctx *c)
     for (uint32_t i = 0; i < 5; i++)
         if (!(t[i] = kn_kctx_in(c, i)))
             return kn_kctx_fail(c, KN_ERR_INVALID, "missing input '%s'", names[i]);
-    int64_t n_mel, dft_len, rate;
-    double lo, hi;
+    int64_t n_mel = 0, dft_len = 0, rate = 0;
+    double lo = 0, hi = 0;
     KN_TRY(scalar_int(c, t[0], names[0], &n_mel));
     KN_TRY(scalar_int(c, t[1], names[1], &dft_len));
     KN_TRY(scalar_int(c, t[2], names[2], &rate));
@@ -307,7 +307,7 @@ kn_status kn_ref_MelWeightMatrix(kn_kctx *c)
         return kn_kctx_fail(c, KN_ERR_INVALID, "num_mel_bins %lld, dft_length %lld, sample_rate %lld: need "
                                                "num_mel_bins >= 0, dft_length >= 1, sample_rate >= 1",
                             (long long)n_mel, (long long)dft_len, (long long)rate);
-    kn_dtype dt;
+    kn_dtype dt = KN_F32;
     KN_TRY(out_datatype(c, &dt));
     int64_t n_spec = dft_len / 2 + 1, dims[2] = {n_spec, n_mel};
     kn_rt_tensor *y;
