@@ -265,7 +265,7 @@ static kn_status block_mode(kn_emit *e, bool *crd, int64_t *b)
 kn_status kn_emit_DepthToSpace(kn_emit *e)
 {
     bool crd;
-    int64_t b;
+    int64_t b = 1;
     KN_TRY(block_mode(e, &crd, &b));
     const kn_emit_tensor *x = kn_emit_in(e, 0);
     int64_t N = x->dims[0], C = x->dims[1], H = x->dims[2], W = x->dims[3], HW = H * W, Co = C / (b * b);
@@ -284,7 +284,7 @@ kn_status kn_emit_DepthToSpace(kn_emit *e)
 kn_status kn_emit_SpaceToDepth(kn_emit *e)
 {
     bool crd;
-    int64_t b;
+    int64_t b = 1;
     KN_TRY(block_mode(e, &crd, &b));
     const kn_emit_tensor *x = kn_emit_in(e, 0);
     int64_t N = x->dims[0], C = x->dims[1], H = x->dims[2], W = x->dims[3];

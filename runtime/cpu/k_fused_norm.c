@@ -69,27 +69,12 @@ kn_status kn_ref_KILN_SkipRMSNorm(kn_kctx *c)
     const kn_rt_tensor *x = kn_kctx_in(c, 0), *skip = kn_kctx_in(c, 1), *scale = kn_kctx_in(c, 2);
     if (!x || !skip || !scale)
         return kn_kctx_fail(c, KN_ERR_INVALID, "needs inputs X, skip and scale");
-    if (!kn_dt_is_float(x->dtype) || !kn_dt_is_float(scale->dtype) || skip->dtype != x->dtype)
-        return kn_kctx_fail(c, KN_ERR_INVALID, "X, skip and scale must be float tensors (X and skip of one dtype)");
-    bool same = skip->rank == x->rank;
-    for (int32_t d = 0; same && d < x->rank; d++)
-        same = skip->dims[d] == x->dims[d];
-    if (!same)
-        return kn_kctx_fail(c, KN_ERR_INVALID, "skip must have X's shape");
+    if (!kn_dt_is_float(x->dtype) || !kn_dt_is_float(scale->dtype))
+        return kn_kctx_fail(c, KN_ERR_INVALID, "X, skip and scale must be float tensors");
     int32_t axis;
     KN_TRY(kn_axis(c, kn_kctx_attr_int(c, "axis", -1), x->rank, &axis));
     kn_rt_tensor *y, *sum, tmp;
     KN_TRY(kn_kctx_out(c, 0, x->dtype, x->rank, x->dims, &y));
-    if (kn_kctx_n_outputs(c) > 1) {
-        KN_TRY(kn_kctx_out(c, 1, x->dtype, x->rank, x->dims, &sum));
-    } else { /* the sum is not an output: scratch with X's header */
-        tmp = *x;
-        tmp.data = kn_kctx_scratch(c, x->nbytes + 1);
-        if (!tmp.data)
-            return KN_ERR_NOMEM;
-        sum = &tmp;
-    }
-    for (int64_t i = 0; i < x->numel; i++)
-        kn_set_f64(x->dtype, sum->data, i, kn_get_f64(x->dtype, x->data, i) + kn_get_f64(x->dtype, skip->data, i));
+    KN_TRY(kn_skip_sum(c, x, skip, &tmp, &sum));
     return rms_rows(c, sum, scale, axis, y);
 }

@@ -298,23 +298,8 @@ kn_status kn_ref_KILN_SkipLayerNorm(kn_kctx *c)
     KN_TRY(need_float_input(c, 2, "Scale", &scale));
     if (bias)
         KN_TRY(need_float_input(c, 3, "B", &bias));
-    bool same = skip->dtype == x->dtype && skip->rank == x->rank;
-    for (int32_t d = 0; same && d < x->rank; d++)
-        same = skip->dims[d] == x->dims[d];
-    if (!same)
-        return kn_kctx_fail(c, KN_ERR_INVALID, "skip must have X's shape and dtype");
     kn_rt_tensor *sum, tmp;
-    if (kn_kctx_n_outputs(c) > 1) {
-        KN_TRY(kn_kctx_out(c, 1, x->dtype, x->rank, x->dims, &sum));
-    } else { /* the sum is not an output: scratch with X's header */
-        tmp = *x;
-        tmp.data = kn_kctx_scratch(c, x->nbytes + 1);
-        if (!tmp.data)
-            return KN_ERR_NOMEM;
-        sum = &tmp;
-    }
-    for (int64_t i = 0; i < x->numel; i++)
-        kn_set_f64(x->dtype, sum->data, i, kn_get_f64(x->dtype, x->data, i) + kn_get_f64(x->dtype, skip->data, i));
+    KN_TRY(kn_skip_sum(c, x, skip, &tmp, &sum));
     return layer_norm(c, sum, scale, bias, false);
 }
 

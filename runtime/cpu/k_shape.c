@@ -580,7 +580,7 @@ kn_status kn_ref_DepthToSpace(kn_kctx *c)
 {
     const kn_rt_tensor *x;
     size_t es = 0;
-    int64_t b;
+    int64_t b = 1;
     KN_TRY(block_args(c, &x, &es, &b));
     const char *mode = kn_kctx_attr_str(c, "mode", "DCR");
     bool crd = strcmp(mode, "CRD") == 0;
@@ -605,7 +605,7 @@ kn_status kn_ref_SpaceToDepth(kn_kctx *c)
 {
     const kn_rt_tensor *x;
     size_t es = 0;
-    int64_t b;
+    int64_t b = 1;
     KN_TRY(block_args(c, &x, &es, &b));
     const char *mode = kn_kctx_attr_str(c, "mode", "DCR"); /* CRD: newer opsets */
     bool crd = strcmp(mode, "CRD") == 0;

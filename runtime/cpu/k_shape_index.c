@@ -290,14 +290,14 @@ kn_status kn_ref_Scatter(kn_kctx *c) { return scatter_elements(c, RED_NONE); }
 
 kn_status kn_ref_ScatterElements(kn_kctx *c)
 {
-    red_op op;
+    red_op op = RED_NONE;
     KN_TRY(parse_reduction(c, &op));
     return scatter_elements(c, op);
 }
 
 kn_status kn_ref_ScatterND(kn_kctx *c)
 {
-    red_op op;
+    red_op op = RED_NONE;
     KN_TRY(parse_reduction(c, &op));
     const kn_rt_tensor *x, *ind, *upd;
     size_t es = 0;

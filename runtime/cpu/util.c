@@ -397,3 +397,25 @@ int64_t kn_trailing_index(const kn_rt_tensor *t, const kn_rt_tensor *x, int64_t 
     }
     return ti;
 }
+
+kn_status kn_skip_sum(kn_kctx *c, const kn_rt_tensor *x, const kn_rt_tensor *skip, kn_rt_tensor *tmp,
+                      kn_rt_tensor **sum)
+{
+    bool same = skip->dtype == x->dtype && skip->rank == x->rank;
+    for (int32_t d = 0; same && d < x->rank; d++)
+        same = skip->dims[d] == x->dims[d];
+    if (!same)
+        return kn_kctx_fail(c, KN_ERR_INVALID, "skip must have X's shape and dtype");
+    if (kn_kctx_n_outputs(c) > 1) {
+        KN_TRY(kn_kctx_out(c, 1, x->dtype, x->rank, x->dims, sum));
+    } else { /* the sum is not an output: scratch with X's header */
+        *tmp = *x;
+        tmp->data = kn_kctx_scratch(c, x->nbytes + 1);
+        if (!tmp->data)
+            return KN_ERR_NOMEM;
+        *sum = tmp;
+    }
+    for (int64_t i = 0; i < x->numel; i++)
+        kn_set_f64(x->dtype, (*sum)->data, i, kn_get_f64(x->dtype, x->data, i) + kn_get_f64(x->dtype, skip->data, i));
+    return KN_OK;
+}

@@ -75,4 +75,12 @@ kn_status kn_need_in(kn_kctx *c, uint32_t i, const kn_rt_tensor **out);
 bool kn_fits_trailing(const kn_rt_tensor *t, const kn_rt_tensor *x, int32_t axis);
 int64_t kn_trailing_index(const kn_rt_tensor *t, const kn_rt_tensor *x, int64_t col);
 
+/* The residual sum of kiln.SkipRMSNorm / kiln.SkipLayerNorm: checks that
+ * skip has x's dtype and shape, then writes x + skip (added in double,
+ * rounded to the dtype as the unfused Add) into the node's output 1 when
+ * it has one, else into scratch described by *tmp (x's header); *sum
+ * points at whichever. */
+kn_status kn_skip_sum(kn_kctx *c, const kn_rt_tensor *x, const kn_rt_tensor *skip, kn_rt_tensor *tmp,
+                      kn_rt_tensor **sum);
+
 #endif
