@@ -252,7 +252,8 @@ static void check_append_rope(const pcase *c, kn_kv_cache *kv, const uint32_t *s
                         }
                         kn_kv_seq *s = kn_kv_seq_get(kv, seq[b]);
                         uint32_t at = (uint32_t)(c->past[b] + i);
-                        size_t off = (size_t)(kn_kv_at(kv, false, layer, s, at, (uint32_t)hh) - kv->keys) + (size_t)e;
+                        const float *at_k = kn_kv_at(kv, false, layer, s, at, (uint32_t)hh);
+                        size_t off = (size_t)(at_k - (const float *)kv->keys) + (size_t)e;
                         uint16_t one[4];
                         kn_set_f64(c->dt, one, 0, v); /* RotaryHalf's rounding to the dtype */
                         kpool[off] = (float)kn_get_f64(c->dt, one, 0);
@@ -326,8 +327,8 @@ static void run_paged(const pcase *c)
     uint32_t layer = 1;
     size_t pool = (size_t)cfg.n_blocks * kv->block_elems * cfg.n_layers;
     for (size_t i = 0; i < pool; i++) {
-        kv->keys[i] = (float)urand();
-        kv->values[i] = (float)urand();
+        ((float *)kv->keys)[i] = (float)urand();
+        ((float *)kv->values)[i] = (float)urand();
     }
     size_t nq = (size_t)(c->batch * c->qh * c->sq * D), nn = (size_t)(c->batch * c->kvh * c->sq * D);
     float *qf = malloc(nq * 4), *kf = malloc(nn * 4), *vf = malloc(nn * 4);
@@ -364,8 +365,8 @@ static void run_paged(const pcase *c)
             for (int64_t i = 0; i < c->sq; i++)
                 for (int64_t e = 0; e < D; e++) {
                     size_t src = (size_t)(((b * c->kvh + h) * c->sq + i) * D + e);
-                    kn_kv_at(kv, false, layer, s, (uint32_t)(c->past[b] + i), (uint32_t)h)[e] = kf[src];
-                    kn_kv_at(kv, true, layer, s, (uint32_t)(c->past[b] + i), (uint32_t)h)[e] = vf[src];
+                    ((float *)kn_kv_at(kv, false, layer, s, (uint32_t)(c->past[b] + i), (uint32_t)h))[e] = kf[src];
+                    ((float *)kn_kv_at(kv, true, layer, s, (uint32_t)(c->past[b] + i), (uint32_t)h))[e] = vf[src];
                 }
     }
     kn_paged_params p = {c->batch, c->qh, c->kvh, c->sq, c->qh / c->kvh, c->block_size, per,
@@ -406,7 +407,7 @@ static void run_paged(const pcase *c)
                 for (int64_t e = 0; e < D; e++) {
                     double a = 0;
                     for (int64_t j = 0; j < total && !all_masked; j++)
-                        a += sc[j] / sum * kn_kv_at(kv, true, layer, s, (uint32_t)j, hk)[e];
+                        a += sc[j] / sum * ((float *)kn_kv_at(kv, true, layer, s, (uint32_t)j, hk))[e];
                     yr[e] = a;
                 }
             }
