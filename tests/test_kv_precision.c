@@ -196,10 +196,12 @@ static void sessions(void **st)
         generate(f32, KN_F32, want, want_tok, NULL, vocab);
         for (int k = 0; k < 2; k++) {
             kn_dtype to = k ? KN_BF16 : KN_F16;
-            kn_graph *low = compiled(models[m], to, NULL, NULL), *kept = compiled(models[m], to, "PagedAttention", NULL);
+            kn_graph *low = compiled(models[m], to, NULL, NULL);
+            kn_graph *kept = compiled(models[m], to, "PagedAttention", NULL);
             generate(low, to, got, got_tok, want_tok, vocab); /* the float32 plan's tokens in */
             generate(kept, KN_F32, was, was_tok, want_tok, vocab);
-            double e_new = worst_diff(got, want, n), e_old = worst_diff(was, want, n), e_cache = worst_diff(got, was, n);
+            double e_new = worst_diff(got, want, n), e_old = worst_diff(was, want, n);
+            double e_cache = worst_diff(got, was, n);
             int same = 0, same_old = 0;
             for (int i = 0; i < STEPS; i++)
                 same += got_tok[i] == want_tok[i], same_old += was_tok[i] == want_tok[i];

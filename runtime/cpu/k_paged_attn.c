@@ -132,7 +132,8 @@ static void rope_row(const rope *r, kn_dtype xt, const void *x, int64_t x0, int6
     int64_t h = hd / 2, c0 = b * r->cst[0] + i * r->cst[1], s0 = b * r->sst[0] + i * r->sst[1];
     for (int64_t d = 0; d < hd; d++) {
         double rv = d < hd - h ? -ld(xt, x, x0 + h + d) : ld(xt, x, x0 + d - (hd - h));
-        double v = ld(xt, x, x0 + d) * ld(r->dt, r->cs, c0 + d * r->cst[2]) + rv * ld(r->dt, r->sn, s0 + d * r->sst[2]);
+        double v = ld(xt, x, x0 + d) * ld(r->dt, r->cs, c0 + d * r->cst[2]) +
+                   rv * ld(r->dt, r->sn, s0 + d * r->sst[2]);
         out[d] = round_to(xt, v);
     }
 }
