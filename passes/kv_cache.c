@@ -370,3 +370,48 @@ kn_status kn_pass_kv_cache(kn_graph *g, kn_diag *d)
                 kn_kv_bytes(&cfg));
     return KN_OK;
 }
+
+/* The cache's dtype after the precision pass converted the PagedAttention
+ * nodes: kiln.kv.dtype, and the sizes that depend on it. Without
+ * --kv-cache-mem the pool holds the same blocks in fewer bytes; with it,
+ * the same bytes hold more blocks, and a maximum sequence length that was
+ * the whole pool (as when --max-seq-len is not given) grows with it. */
+kn_status kn_kv_cache_set_dtype(kn_graph *g, kn_dtype dt, kn_diag *d)
+{
+    const char *path = g->info && g->info->path ? g->info->path : "<graph>";
+    bool bad = false;
+    kn_kv_config cfg = {0};
+    uint64_t v[6];
+    const char *keys[6] = {"kiln.kv.layers",     "kiln.kv.kv_heads", "kiln.kv.head_dim",
+                           "kiln.kv.block_size", "kiln.kv.blocks",   "kiln.kv.max_seq_len"};
+    for (int i = 0; i < 6; i++) {
+        v[i] = meta_u64(g, keys[i], 0, &bad);
+        bad = bad || v[i] == 0 || v[i] > UINT32_MAX;
+    }
+    if (bad || (dt != KN_F32 && dt != KN_F16 && dt != KN_BF16)) {
+        kn_diag_add(d, KN_ERROR, "%s: the kiln.kv.* metadata is incomplete, or %s is not a KV cache dtype", path,
+                    kn_dtype_name(dt));
+        return KN_ERR_INVALID;
+    }
+    cfg = (kn_kv_config){(uint32_t)v[0], (uint32_t)v[1], (uint32_t)v[2], (uint32_t)v[3], (uint32_t)v[4],
+                         (uint32_t)v[5], dt};
+    uint64_t mem = meta_u64(g, "kiln.kv.mem", 0, &bad);
+    if (mem && !bad) {
+        bool whole = (uint64_t)cfg.n_blocks * cfg.block_size == cfg.max_seq_len;
+        uint64_t per = kn_kv_block_bytes(&cfg), blocks = per ? mem / per : 0;
+        if (blocks >= cfg.n_blocks && blocks <= UINT32_MAX) {
+            cfg.n_blocks = (uint32_t)blocks;
+            if (whole)
+                cfg.max_seq_len = (uint32_t)(blocks * cfg.block_size > UINT32_MAX ? UINT32_MAX
+                                                                                   : blocks * cfg.block_size);
+        }
+    }
+    if (kn_kv_bytes(&cfg) == 0) {
+        kn_diag_add(d, KN_ERROR, "%s: kv-cache: the cache's size overflows", path);
+        return KN_ERR_LIMIT;
+    }
+    KN_TRY(kn_rw_set_meta(g, "kiln.kv.dtype", kn_dtype_name(dt)));
+    KN_TRY(set_meta_u64(g, "kiln.kv.blocks", cfg.n_blocks));
+    KN_TRY(set_meta_u64(g, "kiln.kv.max_seq_len", cfg.max_seq_len));
+    return set_meta_u64(g, "kiln.kv.bytes", kn_kv_bytes(&cfg));
+}

@@ -35,6 +35,10 @@ kn_status kn_pass_fuse_elementwise(kn_graph *g, kn_diag *d);
 kn_status kn_pass_kv_cache(kn_graph *g, kn_diag *d);
 kn_status kn_pass_kv_mask(kn_graph *g, kn_diag *d);
 kn_status kn_pass_kv_rotary(kn_graph *g, kn_diag *d);
+/* Records the KV cache's dtype (kiln.kv.dtype: float32, float16 or
+ * bfloat16) in a graph the kv-cache pass rewrote, resizing kiln.kv.blocks,
+ * max_seq_len and bytes for it (passes/kv_cache.c). */
+kn_status kn_kv_cache_set_dtype(kn_graph *g, kn_dtype dt, kn_diag *d);
 kn_status kn_pass_dedup(kn_graph *g, kn_diag *d);
 kn_status kn_pass_dce(kn_graph *g, kn_diag *d);
 

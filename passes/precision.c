@@ -4,6 +4,10 @@
  * its interface keeps the model's dtypes. Inputs the ONNX spec types as
  * float32 whatever the data (Resize/Upsample scales) stay float32, and
  * nodes matched by a --keep-fp32 pattern run in float32 between casts.
+ * kiln.PagedAttention converts with the rest (Q, K, V, cos/sin, output)
+ * and the runtime's KV cache then stores the target type (kiln.kv.dtype,
+ * set here): the cache has one dtype, so a pattern matching any of the
+ * nodes keeps them all, and the cache, in float32.
  * Kernels accumulate reductions, softmax and normalisation statistics in
  * float32 or wider whatever the storage type (CPU: double; CUDA: see
  * docs/cuda-codegen.md). */
@@ -27,6 +31,7 @@ typedef struct pctx {
     kn_node *nodes;  /* the rebuilt node list */
     uint32_t n, cap;
     uint32_t n_casts;
+    bool keep_attn; /* the PagedAttention nodes (and the KV cache) stay float32 */
 } pctx;
 
 static bool keep_input_f32(kn_op op, uint32_t i)
@@ -34,14 +39,19 @@ static bool keep_input_f32(kn_op op, uint32_t i)
     return (op == KN_OP_Resize && (i == 1 || i == 2)) || (op == KN_OP_Upsample && i == 1);
 }
 
-static bool kept(const pctx *c, const kn_node *n)
+static bool matched(const pctx *c, const kn_node *n)
 {
-    if (n->op == KN_OP_KILN_PagedAttention) /* the runtime's KV cache is float32 */
-        return true;
     for (uint32_t i = 0; i < c->o->n_keep; i++)
         if (fnmatch(c->o->keep[i], n->name, 0) == 0 || fnmatch(c->o->keep[i], n->op_type, 0) == 0)
             return true;
     return false;
+}
+
+static bool kept(const pctx *c, const kn_node *n)
+{
+    if (n->op == KN_OP_KILN_PagedAttention) /* one cache, one dtype: all of them or none */
+        return c->keep_attn;
+    return matched(c, n);
 }
 
 static kn_status add_value(pctx *c, kn_str base, const char *suffix, kn_dtype dt, const kn_shape *shape, kn_id *out)
@@ -182,7 +192,13 @@ kn_status kn_pass_precision(kn_graph *g, const kn_precision_opts *o, kn_diag *d)
         kn_diag_add(d, KN_ERROR, "precision: %s is not a supported target precision", kn_dtype_name(o->to));
         return KN_ERR_INVALID;
     }
-    pctx c = {g, d, o->to, o, NULL, 0, 0, 0};
+    pctx c = {g, d, o->to, o, NULL, 0, 0, 0, false};
+    uint32_t n_attn = 0;
+    for (kn_id k = 0; k < g->n_nodes; k++)
+        if (g->nodes[k].op == KN_OP_KILN_PagedAttention) {
+            n_attn++;
+            c.keep_attn = c.keep_attn || matched(&c, &g->nodes[k]);
+        }
     const kn_allocator *a = g->alloc;
     uint32_t nv0 = g->n_values, nn0 = g->n_nodes;
     /* which float32 values stay float32: graph inputs/outputs (the
@@ -357,6 +373,11 @@ kn_status kn_pass_precision(kn_graph *g, const kn_precision_opts *o, kn_diag *d)
         c.nodes = NULL;
         if (o->verbose)
             fprintf(stderr, "note: precision %s: %u casts inserted\n", kn_dtype_name(o->to), c.n_casts);
+        if (n_attn && !c.keep_attn && kn_rw_get_meta(g, "kiln.kv.layers"))
+            s = kn_kv_cache_set_dtype(g, o->to, d);
+        if (o->verbose && n_attn)
+            fprintf(stderr, "note: precision %s: the KV cache stores %s (%u PagedAttention nodes)\n",
+                    kn_dtype_name(o->to), kn_dtype_name(c.keep_attn ? KN_F32 : o->to), n_attn);
     } else if (s == KN_ERR_NOMEM) {
         kn_diag_add(d, KN_ERROR, "out of memory in the precision pass");
     }

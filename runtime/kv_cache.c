@@ -18,6 +18,10 @@ static kn_status create(const kn_kv_config *cfg, const kn_allocator *a, kn_diag 
                     cfg->n_layers, cfg->kv_heads, cfg->head_dim, cfg->block_size, cfg->n_blocks, cfg->max_seq_len);
         return KN_ERR_INVALID;
     }
+    if (cfg->dtype != KN_UNDEFINED && cfg->dtype != KN_F32 && cfg->dtype != KN_F16 && cfg->dtype != KN_BF16) {
+        kn_diag_add(d, KN_ERROR, "KV cache: dtype %s (float32, float16 or bfloat16)", kn_dtype_name(cfg->dtype));
+        return KN_ERR_INVALID;
+    }
     uint64_t bytes = kn_kv_bytes(cfg);
     if (bytes == 0 || bytes > (uint64_t)SIZE_MAX / 2) {
         kn_diag_add(d, KN_ERROR, "KV cache: %u blocks of %u tokens is too large for this machine", cfg->n_blocks,
@@ -30,6 +34,7 @@ static kn_status create(const kn_kv_config *cfg, const kn_allocator *a, kn_diag 
     memset(c, 0, sizeof *c);
     c->a = a;
     c->cfg = *cfg;
+    c->cfg.dtype = kn_kv_dtype(cfg);
     c->block_elems = (size_t)cfg->kv_heads * cfg->block_size * cfg->head_dim;
     if (pools) {
         c->keys = kn_mem_alloc(a, (size_t)(bytes / 2));

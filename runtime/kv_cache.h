@@ -10,6 +10,7 @@
 
 #include <stdbool.h>
 #include <stdint.h>
+#include <string.h>
 
 /* The cache's shape, from the plan's kiln.kv.* metadata (or session
  * options). */
@@ -20,6 +21,8 @@ typedef struct kn_kv_config {
     uint32_t block_size;  /* tokens per block */
     uint32_t n_blocks;    /* blocks in the pool */
     uint32_t max_seq_len; /* tokens one sequence may hold */
+    kn_dtype dtype;       /* of the stored keys and values (kiln.kv.dtype): float32, float16 or
+                           * bfloat16; KN_UNDEFINED (a zeroed config) means float32 */
 } kn_kv_config;
 
 typedef struct kn_kv_seq {
@@ -32,9 +35,9 @@ typedef struct kn_kv_seq {
 typedef struct kn_kv_cache {
     const kn_allocator *a;
     kn_kv_config cfg;
-    size_t block_elems;  /* floats of one block of one layer: kv_heads * block_size * head_dim */
-    float *keys;         /* [layer][block][kv head][slot][dim]; NULL from kn_kv_create_tables */
-    float *values;       /* same layout */
+    size_t block_elems;  /* elements of one block of one layer: kv_heads * block_size * head_dim */
+    void *keys;          /* [layer][block][kv head][slot][dim] in cfg.dtype; NULL from kn_kv_create_tables */
+    void *values;        /* same layout */
     uint32_t *free_ids;  /* free block ids (a stack) */
     uint32_t n_free;
     kn_kv_seq *seqs;
@@ -51,28 +54,54 @@ typedef struct kn_kv_run {
     uint32_t n_rows;
 } kn_kv_run;
 
+/* The cache's element dtype (KN_F32 for a zeroed config) and its size in
+ * bytes. */
+static inline kn_dtype kn_kv_dtype(const kn_kv_config *cfg)
+{
+    return cfg->dtype == KN_F16 || cfg->dtype == KN_BF16 ? cfg->dtype : KN_F32;
+}
+
+static inline uint32_t kn_kv_elem_bytes(const kn_kv_config *cfg)
+{
+    return kn_kv_dtype(cfg) == KN_F32 ? 4 : 2;
+}
+
+/* The dtype a kiln.kv.dtype value names: KN_F32 for NULL (a plan written
+ * before the key existed) or "float32", KN_F16 for "float16", KN_BF16 for
+ * "bfloat16", KN_UNDEFINED for anything else. */
+static inline kn_dtype kn_kv_dtype_parse(const char *s)
+{
+    if (!s || strcmp(s, "float32") == 0)
+        return KN_F32;
+    if (strcmp(s, "float16") == 0)
+        return KN_F16;
+    return strcmp(s, "bfloat16") == 0 ? KN_BF16 : KN_UNDEFINED;
+}
+
 /* Pointer to the keys (or values) of token `pos` of sequence `s`, kv head
- * `h`, layer `layer`: head_dim contiguous floats. pos < the blocks held. */
-static inline float *kn_kv_at(const kn_kv_cache *c, bool value, uint32_t layer, const kn_kv_seq *s, uint32_t pos,
+ * `h`, layer `layer`: head_dim contiguous elements of the cache's dtype.
+ * pos < the blocks held. */
+static inline void *kn_kv_at(const kn_kv_cache *c, bool value, uint32_t layer, const kn_kv_seq *s, uint32_t pos,
                               uint32_t h)
 {
     uint32_t bs = c->cfg.block_size;
     size_t block = s->blocks[pos / bs];
     size_t off = ((size_t)layer * c->cfg.n_blocks + block) * c->block_elems +
                  ((size_t)h * bs + pos % bs) * c->cfg.head_dim;
-    return (value ? c->values : c->keys) + off;
+    return (char *)(value ? c->values : c->keys) + off * kn_kv_elem_bytes(&c->cfg);
 }
 
-/* Bytes per block across all layers, keys and values (float32); 0 when
- * the size overflows. */
+/* Bytes per block across all layers, keys and values (in the cache's
+ * dtype); 0 when the size overflows. */
 static inline uint64_t kn_kv_block_bytes(const kn_kv_config *cfg)
 {
     uint64_t b = (uint64_t)cfg->kv_heads * cfg->block_size; /* each < 2^32: no overflow */
     uint64_t per = b * cfg->head_dim;
     if (cfg->head_dim && per / cfg->head_dim != b)
         return 0;
-    uint64_t bytes = per * 8; /* keys and values, 4 bytes each */
-    if (bytes / 8 != per)
+    uint64_t eb = 2ull * kn_kv_elem_bytes(cfg); /* keys and values */
+    uint64_t bytes = per * eb;
+    if (bytes / eb != per)
         return 0;
     uint64_t all = bytes * cfg->n_layers;
     return cfg->n_layers && all / cfg->n_layers != bytes ? 0 : all;

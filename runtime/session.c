@@ -129,6 +129,14 @@ static kn_status paged_config(kn_session *s, const kn_session_options *o, kn_kv_
         kn_diag_add(s->d, KN_ERROR, "%s: the plan's kiln.kv.* metadata is incomplete or malformed", s->file);
         return KN_ERR_INVALID;
     }
+    /* a plan written before the key existed: float32 */
+    const char *dt = kn_session_meta(g, "kiln.kv.dtype");
+    cfg->dtype = kn_kv_dtype_parse(dt);
+    if (cfg->dtype == KN_UNDEFINED) {
+        kn_diag_add(s->d, KN_ERROR, "%s: the plan's kiln.kv.dtype '%s' is not float32, float16 or bfloat16", s->file,
+                    dt);
+        return KN_ERR_INVALID;
+    }
     uint64_t plan_tokens = (uint64_t)cfg->n_blocks * cfg->block_size;
     if (o->block_size) {
         cfg->block_size = o->block_size;
@@ -251,6 +259,7 @@ void kn_session_get_info(const kn_session *s, kn_session_info *out)
         out->n_blocks = s->kv->cfg.n_blocks;
         out->free_blocks = s->kv->n_free;
         out->kv_bytes = kn_kv_bytes(&s->kv->cfg);
+        out->kv_dtype = kn_kv_dtype(&s->kv->cfg);
     }
 }
 

@@ -140,6 +140,8 @@ static kn_status open_bucket(kn_session *s, bucket *b, const kn_graph *g, kn_cud
         info.max_seq_len < cfg->max_seq_len)
         return fail(s, g, "the plan's KV cache needs batch 1 (a batched decode program: B), the session's block "
                           "size and at least its maximum sequence length");
+    if (info.dtype != kn_kv_dtype(cfg))
+        return fail(s, g, "the plans' KV cache dtypes (kiln.kv.dtype) differ");
     if (shared && info.max_blocks != s->cuda->max_blocks)
         return fail(s, g, "the plans' block tables differ");
     b->rows = info.rows;

@@ -240,6 +240,21 @@ if command -v python3 >/dev/null; then
 fi
     expect 0 'wrote' "$KILN" compile "$LLAMA/model.onnx" -o "$TMP/llm16.plan" --precision fp16
     expect 0 '^([0-9]+ ){15}[0-9]+$' "$KILN" run "$TMP/llm16.plan" --prompt-ids "$IDS" --max-new-tokens 16
+# fp16/bf16: the attention and the KV cache in that dtype (kiln.kv.dtype), half the float32 cache's bytes,
+# the reference's greedy tokens; --keep-fp32 PagedAttention keeps the float32 cache
+expect 0 '^kv cache: +paged, 2 layers x 2 kv heads x head dim 32 \(float16\); 128 blocks of 16 tokens, max sequence length 2048; 1.0 MiB \(1048576 bytes\)' "$KILN" inspect "$TMP/llm16.plan"
+expect 0 'PagedAttention +/model/model/layers.0/self_attn/MatMul_1/PagedAttention -> float16' "$KILN" inspect --layers "$TMP/llm16.plan"
+expect 0 'wrote' "$KILN" compile "$LLAMA/model.onnx" -o "$TMP/llmb16.plan" --precision bf16
+expect 0 '\(bfloat16\); 128 blocks of 16 tokens, max sequence length 2048; 1.0 MiB' "$KILN" inspect "$TMP/llmb16.plan"
+expect 0 'wrote' "$KILN" compile "$LLAMA/model.onnx" -o "$TMP/llm16k.plan" --precision fp16 --keep-fp32 PagedAttention
+expect 0 '\(float32\); 128 blocks of 16 tokens, max sequence length 2048; 2.0 MiB' "$KILN" inspect "$TMP/llm16k.plan"
+if command -v python3 >/dev/null; then
+    WANT16=$(cut -d' ' -f1-16 <<<"$WANT")
+    for p in llm16 llmb16 llm16k; do
+        expect 0 "^$WANT16\$" "$KILN" run "$TMP/$p.plan" --prompt-ids "$IDS" --max-new-tokens 16
+    done
+    expect 0 '128 blocks of 16 tokens, max sequence length 2048, 1048576 bytes of float16; CPU' "$KILN" run "$TMP/llm16.plan" --prompt-ids "$IDS" --max-new-tokens 2
+fi
 expect 0 '^usage: kiln run' "$KILN" run --help
 expect 0 '--prompt TEXT' "$KILN" run --help
 expect 0 '^([0-9]+ ){9}[0-9]+$' "$KILN" run "$TMP/llm.plan" --prompt-ids 1,2,3 --max-new-tokens 10 --temperature 0.8 --top-k 40 --top-p 0.9 --seed 7

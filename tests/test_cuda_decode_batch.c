@@ -189,8 +189,9 @@ static bool only_writes(const kn_kv_cache *c, const float *keys, const float *va
                         allowed = allowed || (block[k] == b && (slot[k] == t || slot[k] == UINT32_MAX));
                     size_t off = ((size_t)l * cfg->n_blocks + b) * c->block_elems +
                                  ((size_t)h * cfg->block_size + t) * cfg->head_dim;
-                    if (!allowed && (memcmp(keys + off, c->keys + off, cfg->head_dim * sizeof(float)) != 0 ||
-                                     memcmp(values + off, c->values + off, cfg->head_dim * sizeof(float)) != 0))
+                    const float *ck = c->keys, *cv = c->values; /* a float32 cache */
+                    if (!allowed && (memcmp(keys + off, ck + off, cfg->head_dim * sizeof(float)) != 0 ||
+                                     memcmp(values + off, cv + off, cfg->head_dim * sizeof(float)) != 0))
                         return false;
                 }
     return true;

@@ -70,15 +70,21 @@ static char *model_path(const char *name)
     return buf;
 }
 
+/* The precision the plans are compiled in (--precision: the fp16 cases);
+ * the target-cpu reference graph stays float32. */
+static kn_precision_opts plan_prec = {KN_F32, NULL, 0, false};
+
 /* The model through the -O2 pipeline as kiln compile runs it: kv-cache
- * kept for target cuda (decoder), or as for target cpu. */
+ * kept for target cuda (decoder, in plan_prec), or as for target cpu. */
 static kn_graph *optimized(const char *name, bool cuda)
 {
     kn_diag *q = kn_diag_create(NULL, NULL);
     kn_graph *g = NULL;
+    kn_pipeline_opts po = {0};
+    po.precision = &plan_prec;
     assert_int_equal(kn_import_onnx_file(model_path(name), NULL, NULL, q, &g), KN_OK);
     if (cuda)
-        assert_int_equal(kn_compile_graph_kv(g, NULL, q), KN_OK);
+        assert_int_equal(kn_compile_graph_kv(g, &po, q), KN_OK);
     else
         assert_int_equal(kn_compile_graph(g, "cpu", NULL, q), KN_OK);
     kn_diag_destroy(q);
@@ -282,14 +288,22 @@ static int32_t emu_sample(const kn_cu_program *prog, const kn_sampling *sp, cons
  * the plan keeps (the prefill program on the decode lowering's graph, as
  * the runtime runs it), against CPU sessions on the plan and on the
  * target-cpu graph. */
-static void emulated_steps(void **state)
+/* The steps of emulated_steps with the plans in `prec`. float32: the
+ * emulated logits within 1e-4 of both CPU sessions, the plan's sampling
+ * kernels against the CPU sampler. float16 (the KV cache float16 too:
+ * kiln.kv.dtype): the emulated logits within 1e-2 of the CPU session of
+ * the same plan (each backend rounds every node's output to float16, from
+ * float32 or double sums), the same greedy tokens as it and as the
+ * float32 target-cpu graph. */
+static void emulate(kn_dtype prec)
 {
-    (void)state;
+    bool low = prec != KN_F32;
     char err[600];
     if (!kn_emu_init(err, sizeof err)) {
         print_message("skipped: the host emulator cannot start: %s\n", err);
         skip();
     }
+    plan_prec.to = prec;
     for (size_t m = 0; m < sizeof models / sizeof models[0]; m++) {
         mb *b = mb_new();
         built o;
@@ -306,8 +320,9 @@ static void emulated_steps(void **state)
         assert_int_equal(kn_session_add_sequence(rs, &rseq), KN_OK);
         kn_session_info info;
         kn_session_get_info(ps, &info);
+        assert_int_equal(info.kv_dtype, prec);
         kn_kv_config cfg = {info.n_layers, info.kv_heads, info.head_dim, info.block_size, info.n_blocks,
-                            info.max_seq_len};
+                            info.max_seq_len, info.kv_dtype};
         kn_kv_cache *c;
         assert_int_equal(kn_kv_create(&cfg, NULL, d, &c), KN_OK);
         uint32_t row;
@@ -357,7 +372,8 @@ static void emulated_steps(void **state)
                     if (in[1])
                         ((int64_t *)in[1]->data)[t] = len + t;
                 }
-                kn_emu_kv kv = {c->keys, c->values, (uint64_t)cfg.n_blocks * c->block_elems * 4, table, &past};
+                kn_emu_kv kv = {c->keys, c->values, (uint64_t)cfg.n_blocks * c->block_elems * kn_kv_elem_bytes(&cfg),
+                                table, &past};
                 kn_rt_tensor_free(NULL, out[0]);
                 out[0] = NULL;
                 char msg[2048] = "";
@@ -371,15 +387,17 @@ static void emulated_steps(void **state)
                     kn_rt_tensor_free(NULL, in[i]);
             }
             for (int64_t v = 0; v < info.vocab; v++) {
-                double e = fabs((double)last[v] - (double)want[v]), e2 = fabs((double)mid[v] - (double)want[v]);
+                double e = fabs((double)last[v] - (double)(low ? mid : want)[v]);
+                double e2 = low ? 0 : fabs((double)mid[v] - (double)want[v]);
                 e = e2 > e ? e2 : e;
                 worst = e > worst ? e : worst;
             }
-            if (!(worst <= 1e-4))
+            if (!(worst <= (low ? 1e-2 : 1e-4)))
                 fail_msg("%s step %d: logits differ by %.3g", models[m], step, worst);
             got_tok = argmax(last, info.vocab);
             assert_int_equal(got_tok, argmax(want, info.vocab));
-            for (int k = 0; k < 3; k++) {
+            assert_int_equal(got_tok, argmax(mid, info.vocab));
+            for (int k = 0; k < 3 && !low; k++) {
                 const kn_cu_program *prog = n == 1 ? &o.dprog : &o.pprog;
                 int64_t cpu_tok = kn_sampler_pick(cpu_s[k], want, NULL, 0);
                 double u = modes[k].temperature > 0.0f ? kn_sampler_uniform(dev_s[k]) : 0.0;
@@ -393,12 +411,13 @@ static void emulated_steps(void **state)
             kn_rt_tensor_free(NULL, out[0]);
             tokens[0] = got_tok;
         }
-        print_message("%s: prompt 10 (chunks of %d) + 3 greedy steps emulated, the plan on the CPU one token per "
-                      "run: logits within %.3g of the target-cpu graph, the same tokens\n",
-                      models[m], P_CHUNK, worst);
-        print_message("%s: the plan's sampling kernels under the emulator picked the CPU sampler's ids %d times "
-                      "(greedy, t1 top-p 0.9, t0.7 top-k 20; seeded)\n",
-                      models[m], sampled_same);
+        print_message("%s %s: prompt 10 (chunks of %d) + 3 greedy steps emulated, the plan on the CPU one token per "
+                      "run: logits within %.3g of the %s, the same tokens\n",
+                      models[m], kn_dtype_name(prec), P_CHUNK, worst, low ? "plan's CPU session" : "target-cpu graph");
+        if (!low)
+            print_message("%s: the plan's sampling kernels under the emulator picked the CPU sampler's ids %d times "
+                          "(greedy, t1 top-p 0.9, t0.7 top-k 20; seeded)\n",
+                          models[m], sampled_same);
         for (int k = 0; k < 3; k++) {
             kn_sampler_destroy(cpu_s[k]);
             kn_sampler_destroy(dev_s[k]);
@@ -413,6 +432,20 @@ static void emulated_steps(void **state)
         kn_diag_destroy(d);
         mb_free(b);
     }
+    plan_prec.to = KN_F32;
+}
+
+static void emulated_steps(void **state)
+{
+    (void)state;
+    emulate(KN_F32);
+}
+
+/* The plans in float16 with a float16 KV cache. */
+static void emulated_steps_fp16(void **state)
+{
+    (void)state;
+    emulate(KN_F16);
 }
 
 static uint8_t *slurp(const char *path, size_t *n)
@@ -618,6 +651,50 @@ static void mock_device_session(void **state)
     mb_free(b);
 }
 
+/* On the mock driver: the device KV pools of a float16 plan are float16,
+ * half the bytes of the float32 plan's (the same blocks), and the CUDA
+ * session's info says so. */
+static void mock_kv_dtype(void **state)
+{
+    (void)state;
+    mock_ctl_fn ctl = mock_ctl();
+    long live = ctl(MOCK_LIVE, -1);
+    kn_diag *d = kn_diag_create(NULL, stderr);
+    uint64_t bytes[2] = {0, 0};
+    for (int k = 0; k < 2; k++) {
+        plan_prec.to = k ? KN_F16 : KN_F32;
+        mb *b = mb_new();
+        built o;
+        build(b, "llama_gqa_tiny", &o);
+        plan_prec.to = KN_F32;
+        kn_graph *g;
+        assert_int_equal(kn_plan_load(o.path, NULL, d, &g), KN_OK);
+        kn_cuda_session *cs;
+        assert_int_equal(kn_cuda_session_create(g, NULL, 0, NULL, NULL, d, &cs), KN_OK);
+        kn_cuda_kv_info ci;
+        assert_int_equal(kn_cuda_session_kv_info(cs, &ci), KN_OK);
+        assert_int_equal(ci.dtype, k ? KN_F16 : KN_F32);
+        assert_int_equal(ci.blocks, 128); /* the default: one sequence of 2048 tokens */
+        bytes[k] = ci.bytes;
+        kn_cuda_session_destroy(cs);
+        kn_session *s;
+        assert_int_equal(kn_session_create_device(g, KN_DEVICE_CUDA, NULL, NULL, d, &s), KN_OK);
+        kn_session_info si;
+        kn_session_get_info(s, &si);
+        assert_int_equal(si.kv_dtype, ci.dtype);
+        assert_int_equal(si.kv_bytes, ci.bytes);
+        kn_session_destroy(s);
+        kn_graph_destroy(g);
+        built_free(&o);
+        mb_free(b);
+    }
+    assert_int_equal(bytes[0], 2 * 2 * 128 * 16 * 2 * 32 * 4); /* K and V x layers x blocks x tokens x heads x dim */
+    assert_int_equal(bytes[1] * 2, bytes[0]);
+    assert_int_equal(ctl(MOCK_LIVE, -1), live);
+    assert_int_equal(ctl(MOCK_BAD, -1), 0);
+    kn_diag_destroy(d);
+}
+
 /* One kn_session_generate of 5 tokens from a 10-token prompt on the mock:
  * the counters' changes. */
 typedef struct gen_counts {
@@ -806,11 +883,13 @@ int main(int argc, char **argv)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(read_back),
         cmocka_unit_test(emulated_steps),
+        cmocka_unit_test(emulated_steps_fp16),
         cmocka_unit_test(corrupted_prefill),
         cmocka_unit_test(no_driver),
     };
     const struct CMUnitTest mock_tests[] = {
         cmocka_unit_test(mock_device_session),
+        cmocka_unit_test(mock_kv_dtype),
         cmocka_unit_test(mock_generate),
         cmocka_unit_test(mock_run_sample),
     };

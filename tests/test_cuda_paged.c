@@ -204,8 +204,8 @@ static kn_kv_cache *make_cache(uint32_t *seqs, bool pools, bool past1)
             for (uint32_t j = 0; j < 3; j++)
                 for (uint32_t h = 0; h < KVH; h++)
                     for (int e = 0; e < HD; e++) {
-                        kn_kv_at(c, false, l, s, j, h)[e] = urand();
-                        kn_kv_at(c, true, l, s, j, h)[e] = urand();
+                        ((float *)kn_kv_at(c, false, l, s, j, h))[e] = urand();
+                        ((float *)kn_kv_at(c, true, l, s, j, h))[e] = urand();
                     }
         rng = keep;
         s->len = 3;

@@ -520,8 +520,8 @@ static void kv_pool(void **st)
     kn_kv_seq *sa = kn_kv_seq_get(c, a);
     float *p15 = kn_kv_at(c, false, 1, sa, 15, 1), *p16 = kn_kv_at(c, false, 1, sa, 16, 1);
     assert_true(p15 != p16);
-    assert_int_equal((size_t)(p15 - c->keys) / c->block_elems, cfg.n_blocks + sa->blocks[0]);
-    assert_int_equal((size_t)(p16 - c->keys) / c->block_elems, cfg.n_blocks + sa->blocks[1]);
+    assert_int_equal((size_t)(p15 - (float *)c->keys) / c->block_elems, cfg.n_blocks + sa->blocks[0]);
+    assert_int_equal((size_t)(p16 - (float *)c->keys) / c->block_elems, cfg.n_blocks + sa->blocks[1]);
     uint32_t a0 = sa->blocks[0], a1 = sa->blocks[1];
     assert_int_equal(kn_kv_seq_free(c, a), KN_OK);
     assert_int_equal(c->n_free, 2);
@@ -534,6 +534,28 @@ static void kv_pool(void **st)
     assert_true(sa->blocks[0] != bb && sa->blocks[1] != bb);
     assert_int_equal(kn_kv_seq_free(c, 7), KN_ERR_INVALID);
     kn_kv_destroy(c);
+    /* a float16 (bfloat16) cache: half the bytes, the same element offsets */
+    kn_kv_config h = cfg;
+    for (int k = 0; k < 2; k++) {
+        h.dtype = k ? KN_BF16 : KN_F16;
+        assert_int_equal(kn_kv_bytes(&h), kn_kv_bytes(&cfg) / 2);
+        assert_int_equal(kn_kv_create(&h, NULL, d, &c), KN_OK);
+        assert_int_equal(c->cfg.dtype, h.dtype);
+        assert_int_equal(kn_kv_seq_add(c, &a), KN_OK);
+        assert_int_equal(kn_kv_seq_reserve(c, a, 17, d), KN_OK);
+        sa = kn_kv_seq_get(c, a);
+        uint16_t *h16 = kn_kv_at(c, true, 1, sa, 16, 1);
+        assert_int_equal((size_t)(h16 - (uint16_t *)c->values),
+                         (cfg.n_blocks + sa->blocks[1]) * c->block_elems + (1 * cfg.block_size + 0) * cfg.head_dim);
+        kn_kv_destroy(c);
+    }
+    assert_int_equal(kn_kv_dtype(&cfg), KN_F32); /* a zeroed dtype */
+    assert_int_equal(kn_kv_dtype_parse(NULL), KN_F32);
+    assert_int_equal(kn_kv_dtype_parse("float16"), KN_F16);
+    assert_int_equal(kn_kv_dtype_parse("bfloat16"), KN_BF16);
+    assert_int_equal(kn_kv_dtype_parse("int8"), KN_UNDEFINED);
+    h.dtype = KN_I32;
+    assert_int_equal(kn_kv_create(&h, NULL, d, &c), KN_ERR_INVALID);
     cfg.n_blocks = 0;
     assert_int_equal(kn_kv_create(&cfg, NULL, d, &c), KN_ERR_INVALID);
     kn_diag_destroy(d);

@@ -5,7 +5,9 @@
  * attention over past + new tokens through the block table). The paged
  * cases use runtime/kv_cache.c itself (blocks handed out and freed so the
  * block tables are not the identity), upload its pools as they are, and
- * compare the pools after the append kernel with the host's appends.
+ * compare the pools after the append kernel with the host's appends; a
+ * float16/bfloat16 case runs over float32 pools and over pools of its own
+ * dtype (kiln.kv.dtype of a --precision fp16/bf16 plan).
  *
  *   kiln-attn-check            every kernel source NVRTC-compiled for
  *                              sm_80/86/89/90 + PTX, then each case run on
@@ -223,16 +225,19 @@ typedef struct pcase {
  * [sq, D]. Equal to the bit on the host emulator; on a GPU within one
  * rounding of the dtype (the device may contract the double arithmetic
  * into FMAs). */
-static void check_append_rope(const pcase *c, kn_kv_cache *kv, const uint32_t *seq, uint32_t layer, size_t pool,
-                              const void *q, const void *kn, const void *vn, void *dtab, void *dpast,
-                              const kn_paged_params *p)
+static void check_append_rope(const pcase *c, const char *name, kn_kv_cache *kv, const uint32_t *seq,
+                              uint32_t layer, size_t pool, const void *q, const void *kn, const void *vn, void *dtab,
+                              void *dpast, const kn_paged_params *p)
 {
+    kn_dtype cdt = kn_kv_dtype(&kv->cfg);
+    size_t ce = kn_dt_size(cdt);
     int64_t D = c->d, h = D / 2;
     size_t nq = (size_t)(c->batch * c->qh * c->sq * D), nn = (size_t)(c->batch * c->kvh * c->sq * D);
     size_t ncs = (size_t)(c->batch * c->sq * D), nsn = (size_t)(c->sq * D), es = kn_dt_size(c->dt);
     float *csf = malloc(ncs * 4), *snf = malloc(nsn * 4);
     void *cs = fill(c->dt, ncs, 1.0, csf), *sn = fill(c->dt, nsn, 1.0, snf);
-    float *kpool = calloc(pool, 4), *vpool = calloc(pool, 4), *got = malloc(pool * 4);
+    float *kpool = calloc(pool, 4), *vpool = calloc(pool, 4);
+    void *got = malloc(pool * ce);
     void *qr = malloc(nq * es + 1), *qgot = malloc(nq * es + 1);
     /* the host: rotate K into the pools (through kn_kv_at's offsets), V as it is, Q into qr */
     for (int part = 0; part < 2; part++) {
@@ -252,7 +257,8 @@ static void check_append_rope(const pcase *c, kn_kv_cache *kv, const uint32_t *s
                         }
                         kn_kv_seq *s = kn_kv_seq_get(kv, seq[b]);
                         uint32_t at = (uint32_t)(c->past[b] + i);
-                        size_t off = (size_t)(kn_kv_at(kv, false, layer, s, at, (uint32_t)hh) - kv->keys) + (size_t)e;
+                        const char *at_k = kn_kv_at(kv, false, layer, s, at, (uint32_t)hh);
+                        size_t off = (size_t)(at_k - (const char *)kv->keys) / ce + (size_t)e;
                         uint16_t one[4];
                         kn_set_f64(c->dt, one, 0, v); /* RotaryHalf's rounding to the dtype */
                         kpool[off] = (float)kn_get_f64(c->dt, one, 0);
@@ -261,9 +267,9 @@ static void check_append_rope(const pcase *c, kn_kv_cache *kv, const uint32_t *s
                 }
     }
     kn_rope_params rp = {{c->sq * D, D, 1}, {0, D, 1}};
-    kn_attn_spec sp = {c->dt, KN_F32, KN_BOOL, KN_MASK_NONE, c->d, true};
-    void *zero = calloc(pool, 4);
-    void *dkp = kn_kc_upload(zero, pool * 4), *dvp = kn_kc_upload(zero, pool * 4);
+    kn_attn_spec sp = {c->dt, cdt, KN_BOOL, KN_MASK_NONE, c->d, true};
+    void *zero = calloc(pool, ce);
+    void *dkp = kn_kc_upload(zero, pool * ce), *dvp = kn_kc_upload(zero, pool * ce);
     void *dkn = kn_kc_upload(kn, nn * es), *dvn = kn_kc_upload(vn, nn * es), *dq = kn_kc_upload(q, nq * es);
     void *dqr = kn_kc_alloc(nq * es), *dcs = kn_kc_upload(cs, ncs * es), *dsn = kn_kc_upload(sn, nsn * es);
     kn_paged_params pp = *p;
@@ -273,11 +279,15 @@ static void check_append_rope(const pcase *c, kn_kv_cache *kv, const uint32_t *s
               kn_kc_launch(&f, kn_emit_grid((int64_t)(nn + nq)), 256, args);
     if (ok) {
         double tol = kn_kc.gpu ? (c->dt == KN_F32 ? 1e-6 : c->dt == KN_F16 ? 2e-3 : 1.6e-2) : 0.0, worst = 0;
-        kn_kc_download(got, dkp, pool * 4);
+        kn_kc_download(got, dkp, pool * ce);
+        for (size_t i = 0; i < pool; i++) {
+            double g = kn_get_f64(cdt, got, (int64_t)i);
+            worst = fmax(worst, fabs(g - kpool[i]) / fmax(1.0, fabs((double)kpool[i])));
+        }
+        kn_kc_download(got, dvp, pool * ce);
+        bool same = true; /* V as it came: exactly */
         for (size_t i = 0; i < pool; i++)
-            worst = fmax(worst, fabs((double)got[i] - kpool[i]) / fmax(1.0, fabs((double)kpool[i])));
-        kn_kc_download(got, dvp, pool * 4);
-        bool same = memcmp(got, vpool, pool * 4) == 0;
+            same = same && kn_get_f64(cdt, got, (int64_t)i) == (double)vpool[i];
         kn_kc_download(qgot, dqr, nq * es);
         for (size_t i = 0; i < nq; i++) {
             double a = kn_get_f64(c->dt, qgot, (int64_t)i), w = kn_get_f64(c->dt, qr, (int64_t)i);
@@ -285,7 +295,7 @@ static void check_append_rope(const pcase *c, kn_kv_cache *kv, const uint32_t *s
         }
         same = same && worst <= tol;
         printf("%s %-34s %-16s pools and rotated Q %s the host's (max rel error %.3g)\n", same ? "PASS" : "FAIL",
-               c->name, "append-rope", same ? "equal" : "DIFFER from", worst);
+               name, "append-rope", same ? "equal" : "DIFFER from", worst);
         n_pass += same;
         n_fail += !same;
     } else {
@@ -296,19 +306,23 @@ static void check_append_rope(const pcase *c, kn_kv_cache *kv, const uint32_t *s
     free(csf), free(snf), free(cs), free(sn), free(kpool), free(vpool), free(got), free(qr), free(qgot), free(zero);
 }
 
-static void run_paged(const pcase *c)
+/* The case over pools of cdt (float32, or the case's dtype). */
+static void run_paged(const pcase *c, kn_dtype cdt)
 {
     int64_t D = c->d, maxp = 0;
     for (int64_t b = 0; b < c->batch; b++)
         maxp = c->past[b] > maxp ? c->past[b] : maxp;
-    kn_kv_config cfg = {2, (uint32_t)c->kvh, (uint32_t)D, c->block_size, 0, 0};
+    char name[96];
+    snprintf(name, sizeof name, cdt == KN_F32 ? "%s" : "%s, %s cache", c->name, kn_dtype_name(cdt));
+    size_t ce = kn_dt_size(cdt);
+    kn_kv_config cfg = {2, (uint32_t)c->kvh, (uint32_t)D, c->block_size, 0, 0, cdt};
     cfg.max_seq_len = (uint32_t)(maxp + c->sq + c->block_size);
     uint32_t per = (cfg.max_seq_len + c->block_size - 1) / c->block_size;
     cfg.n_blocks = per * (uint32_t)(c->batch + 1);
     kn_kv_cache *kv = NULL;
     kn_diag *d = kn_diag_create(NULL, NULL);
     if (kn_kv_create(&cfg, NULL, d, &kv) != KN_OK) {
-        printf("FAIL %s: kv cache\n", c->name);
+        printf("FAIL %s: kv cache\n", name);
         n_fail++;
         kn_diag_destroy(d);
         return;
@@ -326,8 +340,8 @@ static void run_paged(const pcase *c)
     uint32_t layer = 1;
     size_t pool = (size_t)cfg.n_blocks * kv->block_elems * cfg.n_layers;
     for (size_t i = 0; i < pool; i++) {
-        kv->keys[i] = (float)urand();
-        kv->values[i] = (float)urand();
+        kn_set_f64(cdt, kv->keys, (int64_t)i, (float)urand());
+        kn_set_f64(cdt, kv->values, (int64_t)i, (float)urand());
     }
     size_t nq = (size_t)(c->batch * c->qh * c->sq * D), nn = (size_t)(c->batch * c->kvh * c->sq * D);
     float *qf = malloc(nq * 4), *kf = malloc(nn * 4), *vf = malloc(nn * 4);
@@ -355,7 +369,7 @@ static void run_paged(const pcase *c)
             table[b * per + i] = (int32_t)s->blocks[i];
         past32[b] = (int32_t)c->past[b];
     }
-    void *dkp = kn_kc_upload(kv->keys, pool * 4), *dvp = kn_kc_upload(kv->values, pool * 4);
+    void *dkp = kn_kc_upload(kv->keys, pool * ce), *dvp = kn_kc_upload(kv->values, pool * ce);
     void *dtab = kn_kc_upload(table, (size_t)c->batch * per * 4), *dpast = kn_kc_upload(past32, 16);
     /* the host: append, then attention (k_paged_attn.c) */
     for (int64_t b = 0; b < c->batch; b++) {
@@ -364,8 +378,9 @@ static void run_paged(const pcase *c)
             for (int64_t i = 0; i < c->sq; i++)
                 for (int64_t e = 0; e < D; e++) {
                     size_t src = (size_t)(((b * c->kvh + h) * c->sq + i) * D + e);
-                    kn_kv_at(kv, false, layer, s, (uint32_t)(c->past[b] + i), (uint32_t)h)[e] = kf[src];
-                    kn_kv_at(kv, true, layer, s, (uint32_t)(c->past[b] + i), (uint32_t)h)[e] = vf[src];
+                    /* the case's values: exact in its dtype */
+                    kn_set_f64(cdt, kn_kv_at(kv, false, layer, s, (uint32_t)(c->past[b] + i), (uint32_t)h), e, kf[src]);
+                    kn_set_f64(cdt, kn_kv_at(kv, true, layer, s, (uint32_t)(c->past[b] + i), (uint32_t)h), e, vf[src]);
                 }
     }
     kn_paged_params p = {c->batch, c->qh, c->kvh, c->sq, c->qh / c->kvh, c->block_size, per,
@@ -388,10 +403,10 @@ static void run_paged(const pcase *c)
                 bool all_masked = true;
                 double mx = -INFINITY, sum = 0;
                 for (int64_t j = 0; j < total; j++) {
-                    const float *kr = kn_kv_at(kv, false, layer, s, (uint32_t)j, hk);
+                    const void *kr = kn_kv_at(kv, false, layer, s, (uint32_t)j, hk);
                     double dot = 0, bias = 0;
                     for (int64_t e = 0; e < D; e++)
-                        dot += (double)qr[e] * kr[e];
+                        dot += (double)qr[e] * kn_get_f64(cdt, kr, e);
                     if (c->causal && j > i + c->past[b])
                         bias = -INFINITY;
                     else if (c->mask)
@@ -406,35 +421,35 @@ static void run_paged(const pcase *c)
                 for (int64_t e = 0; e < D; e++) {
                     double a = 0;
                     for (int64_t j = 0; j < total && !all_masked; j++)
-                        a += sc[j] / sum * kn_kv_at(kv, true, layer, s, (uint32_t)j, hk)[e];
+                        a += sc[j] / sum * kn_get_f64(cdt, kn_kv_at(kv, true, layer, s, (uint32_t)j, hk), e);
                     yr[e] = a;
                 }
             }
         free(sc);
     }
-    kn_attn_spec sp = {c->dt, KN_F32, mdt, c->mask, c->d, true};
+    kn_attn_spec sp = {c->dt, cdt, mdt, c->mask, c->d, true};
     size_t es = kn_dt_size(c->dt);
     void *dq = kn_kc_upload(q, nq * es), *dkn = kn_kc_upload(kn, nn * es), *dvn = kn_kc_upload(vn, nn * es);
     void *dm = kn_kc_upload(m, nm * kn_dt_size(mdt) + 1), *dy = kn_kc_alloc(nq * es);
     void *got = malloc(nq * es);
-    float *pool_got = malloc(pool * 4);
+    void *pool_got = malloc(pool * ce);
     kn_kc_fn f;
     bool ok = kernel_of(kn_attn_append_source, &sp, KN_ATTN_APPEND_ENTRY, &f) == KN_OK;
     void *aargs[7] = {&dkn, &dvn, &dkp, &dvp, &dtab, &dpast, &p};
     ok = ok && kn_kc_launch(&f, kn_emit_grid((int64_t)nn), 256, aargs);
     if (ok) {
-        kn_kc_download(pool_got, dkp, pool * 4);
-        bool same = memcmp(pool_got, kv->keys, pool * 4) == 0;
-        kn_kc_download(pool_got, dvp, pool * 4);
-        same = same && memcmp(pool_got, kv->values, pool * 4) == 0;
-        printf("%s %-34s %-16s pools %s the host's after the append\n", same ? "PASS" : "FAIL", c->name, "append",
+        kn_kc_download(pool_got, dkp, pool * ce);
+        bool same = memcmp(pool_got, kv->keys, pool * ce) == 0;
+        kn_kc_download(pool_got, dvp, pool * ce);
+        same = same && memcmp(pool_got, kv->values, pool * ce) == 0;
+        printf("%s %-34s %-16s pools %s the host's after the append\n", same ? "PASS" : "FAIL", name, "append",
                same ? "equal" : "DIFFER from");
         n_pass += same;
         n_fail += !same;
     } else
         n_fail++;
     if (ok && !c->mask)
-        check_append_rope(c, kv, seq, layer, pool, q, kn, vn, dtab, dpast, &p);
+        check_append_rope(c, name, kv, seq, layer, pool, q, kn, vn, dtab, dpast, &p);
     void *args[8] = {&dq, &dkp, &dvp, &dtab, &dpast, &dm, &dy, &p};
     /* flash over the cache, split-K decoding + combine, simple */
     for (int kind = 0; kind < 4 && ok; kind++) {
@@ -447,7 +462,7 @@ static void run_paged(const pcase *c)
                 continue;
             }
             kn_kc_download(got, dy, nq * es);
-            report(c->name, "flash-tc(paged)", NULL, got, c->dt, want, nq, true);
+            report(name, "flash-tc(paged)", NULL, got, c->dt, want, nq, true);
             continue;
         }
         if (kind == 1) {
@@ -469,7 +484,7 @@ static void run_paged(const pcase *c)
             char kname[32];
             snprintf(kname, sizeof kname, "decode(%lld)", (long long)ns);
             kn_kc_download(got, dy, nq * es);
-            report(c->name, kname, NULL, got, c->dt, want, nq, true);
+            report(name, kname, NULL, got, c->dt, want, nq, true);
             continue;
         }
         bool fast = kind == 0;
@@ -481,7 +496,7 @@ static void run_paged(const pcase *c)
             continue;
         }
         kn_kc_download(got, dy, nq * es);
-        report(c->name, fast ? "flash(paged)" : "simple(paged)", NULL, got, c->dt, want, nq, fast);
+        report(name, fast ? "flash(paged)" : "simple(paged)", NULL, got, c->dt, want, nq, fast);
     }
     kn_kc_free(dq), kn_kc_free(dkn), kn_kc_free(dvn), kn_kc_free(dm), kn_kc_free(dy), kn_kc_free(dkp), kn_kc_free(dvp), kn_kc_free(dtab), kn_kc_free(dpast);
     free(qf), free(kf), free(vf), free(q), free(kn), free(vn), free(m), free(mf), free(table), free(want);
@@ -593,10 +608,12 @@ static void bench_gpu(void)
         }
         kn_kc_free(q), kn_kc_free(k), kn_kc_free(v), kn_kc_free(y);
     }
-    /* decoding over the paged cache (float32 pools as runtime/kv_cache.c), batch 1 and 8 */
-    for (int64_t batch = 1; batch <= 8; batch *= 8) {
-        const int64_t past = 4096, bs = 16, per = (past + 1 + bs - 1) / bs;
-        kn_attn_spec sp = {KN_F16, KN_F32, KN_F16, KN_MASK_NONE, D, true};
+    /* decoding over the paged cache (float32 pools, and float16 as a --precision fp16 plan's), batch 1 and 8 */
+    for (int ci = 0; ci < 4; ci++) {
+        const int64_t batch = ci % 2 ? 8 : 1, past = 4096, bs = 16, per = (past + 1 + bs - 1) / bs;
+        const kn_dtype cdt = ci < 2 ? KN_F32 : KN_F16;
+        const size_t ce = kn_dt_size(cdt);
+        kn_attn_spec sp = {KN_F16, cdt, KN_F16, KN_MASK_NONE, D, true};
         kn_kc_fn f, fc;
         if (kernel_of(kn_attn_decode_source, &sp, KN_ATTN_DECODE_ENTRY, &f) != KN_OK ||
             kernel_of(kn_attn_combine_source, &sp, KN_ATTN_COMBINE_ENTRY, &fc) != KN_OK)
@@ -607,7 +624,7 @@ static void bench_gpu(void)
             table[i] = (int32_t)((i * 7919) % (batch * per)); /* scattered blocks */
         for (int b = 0; b < 8; b++)
             pastv[b] = (int32_t)past;
-        void *q = kn_kc_alloc((size_t)(batch * qh * D) * 2), *kp = kn_kc_alloc(pool * 4), *vp = kn_kc_alloc(pool * 4);
+        void *q = kn_kc_alloc((size_t)(batch * qh * D) * 2), *kp = kn_kc_alloc(pool * ce), *vp = kn_kc_alloc(pool * ce);
         void *tab = kn_kc_upload(table, (size_t)(batch * per) * 4), *pv = kn_kc_upload(pastv, sizeof pastv), *m = NULL;
         void *y = kn_kc_alloc((size_t)(batch * qh * D) * 2);
         int64_t ns = kn_attn_decode_splits(batch, qh, 1, past + 1, kn_kc.sms);
@@ -617,10 +634,10 @@ static void bench_gpu(void)
         void *cargs[3] = {&part, &y, &p};
         double t = kn_kc_time(&f, kn_attn_decode_grid(batch, qh, 1, ns), KN_DECODE_THREADS, dargs);
         double tc = kn_kc_time(&fc, kn_emit_grid(batch * qh * D), 256, cargs);
-        double bytes = (double)batch * (double)(past + 1) * kvh * D * 2 * 4;
-        printf("BENCH paged decode f16 q, f32 cache, d128 32/8 heads, batch %lld, context %lld, %lld splits: "
+        double bytes = (double)batch * (double)(past + 1) * kvh * D * 2 * (double)ce;
+        printf("BENCH paged decode f16 q, %s cache, d128 32/8 heads, batch %lld, context %lld, %lld splits: "
                "%.3f ms + combine %.3f ms, KV read %.0f GB/s = %.0f%% of the copy roofline\n",
-               (long long)batch, (long long)past + 1, (long long)ns, t * 1e3, tc * 1e3, bytes / (t + tc) / 1e9,
+               ce == 4 ? "f32" : "f16", (long long)batch, (long long)past + 1, (long long)ns, t * 1e3, tc * 1e3, bytes / (t + tc) / 1e9,
                peak > 0 ? 100.0 * bytes / (t + tc) / peak : 0.0);
         kn_kc_free(q), kn_kc_free(kp), kn_kc_free(vp), kn_kc_free(tab), kn_kc_free(pv), kn_kc_free(y), kn_kc_free(part);
         free(table);
@@ -643,8 +660,11 @@ int main(int argc, char **argv)
     compile_sweep();
     for (size_t i = 0; i < sizeof ccases / sizeof *ccases; i++)
         run_contiguous(&ccases[i]);
-    for (size_t i = 0; i < sizeof pcases / sizeof *pcases; i++)
-        run_paged(&pcases[i]);
+    for (size_t i = 0; i < sizeof pcases / sizeof *pcases; i++) {
+        run_paged(&pcases[i], KN_F32);
+        if (pcases[i].dt != KN_F32) /* the pools of a --precision fp16/bf16 plan */
+            run_paged(&pcases[i], pcases[i].dt);
+    }
 #ifdef KN_HAVE_CUDA_HEADERS
     if (kn_kc.gpu && bench)
         bench_gpu();

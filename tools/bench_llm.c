@@ -253,11 +253,13 @@ int kn_bench_llm(int argc, char **argv)
     qsort(lat, n_lat, sizeof *lat, cmp_double);
     qsort(ttft, B, sizeof *ttft, cmp_double);
     /* bytes a decode step reads: every weight once, and the K/V of the
-     * context (mean over the steps: P + (G + 1) / 2 tokens) */
+     * context (mean over the steps: P + (G + 1) / 2 tokens) in the
+     * cache's dtype */
     uint64_t wb = weight_bytes(g);
     double ctx = (double)P + (double)(G + 1) / 2.0;
+    double kv_elem = info.kv_dtype == KN_F16 || info.kv_dtype == KN_BF16 ? 2.0 : 4.0;
     double kvb = info.cache == KN_CACHE_PAGED
-                     ? (double)B * ctx * info.n_layers * info.kv_heads * info.head_dim * 2.0 * 4.0
+                     ? (double)B * ctx * info.n_layers * info.kv_heads * info.head_dim * 2.0 * kv_elem
                      : 0.0;
     double step_mean = t_decode / (double)n_lat, bytes = (double)wb + kvb;
     double prefill_tps = (double)(B * P) / t_prefill, decode_tps = (double)(B * G) / t_decode;

@@ -296,8 +296,8 @@ static void summary(const kn_session *s, const kn_generate_result *r, uint32_t n
     fprintf(stderr, "KV cache: %s", cache);
     if (info.cache == KN_CACHE_PAGED)
         fprintf(stderr, ", %u layers x %u kv heads x %u, %u blocks of %u tokens, max sequence length %u, %" PRIu64
-                " bytes", info.n_layers, info.kv_heads, info.head_dim, info.n_blocks, info.block_size,
-                info.max_seq_len, info.kv_bytes);
+                " bytes of %s", info.n_layers, info.kv_heads, info.head_dim, info.n_blocks, info.block_size,
+                info.max_seq_len, info.kv_bytes, kn_dtype_name(info.kv_dtype));
     fprintf(stderr, kn_session_on_cuda(s) ? "; CUDA backend (prefill and decode programs)\n"
                                           : "; CPU reference backend\n");
 }

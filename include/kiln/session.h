@@ -44,6 +44,7 @@ typedef struct kn_session_info {
     /* the paged cache (KN_CACHE_PAGED), else 0 */
     uint32_t n_layers, kv_heads, head_dim, block_size, n_blocks, free_blocks;
     uint64_t kv_bytes;
+    kn_dtype kv_dtype;     /* of the cache's keys and values (kiln.kv.dtype): float32, float16, bfloat16 */
 } kn_session_info;
 
 /* A session over `plan` (a graph from kn_plan_load, or any graph the CPU
