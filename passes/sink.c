@@ -400,7 +400,7 @@ static kn_status merge_into_reshape(kn_graph *g, kn_uses *u, kn_id k, bool *chan
         return KN_OK;
     kn_id m = n->inputs[0];
     const kn_value *mv = &g->values[m];
-    uint32_t slot;
+    uint32_t slot = 0;
     if (mv->kind != KN_VAL_NODE || u->dead[mv->producer] || only_reader(g, u, m, &slot) != k || slot != 0)
         return KN_OK;
     kn_id pk = mv->producer;
@@ -439,7 +439,7 @@ static kn_status merge_reshape_transpose(kn_graph *g, kn_uses *u, kn_id k, bool 
         return KN_OK;
     kn_id m = t->inputs[0], y = t->outputs[0];
     const kn_value *mv = &g->values[m];
-    uint32_t slot;
+    uint32_t slot = 0;
     if (mv->kind != KN_VAL_NODE || u->dead[mv->producer] || only_reader(g, u, m, &slot) != k)
         return KN_OK;
     kn_id rk = mv->producer;
