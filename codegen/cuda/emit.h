@@ -129,6 +129,18 @@ void kn_emit_count_gemv(kn_emit *e);
 
 /* Output `out` shares input `in`'s bytes (same byte size): no step. */
 kn_status kn_emit_alias(kn_emit *e, uint32_t out, uint32_t in);
+/* Output `out` is the bytes [offset, offset + its size) of input `in`:
+ * no step. Memory planning keeps the input's root buffer alive as long
+ * as the view is used. offset must be a multiple of KN_CU_ALIAS_ALIGN
+ * (kernels may read 16-byte words of what they are given). */
+#define KN_CU_ALIAS_ALIGN 16u
+kn_status kn_emit_alias_at(kn_emit *e, uint32_t out, uint32_t in, uint64_t offset);
+
+/* Whether a strided view (output dims; per dim an input element stride
+ * st and a wrap-around extent mod, <= 0 for none) reads consecutive input
+ * elements in output order, so the output is a byte range of the input
+ * (e_shape.c: Transpose, Slice, Expand, Tile ... then alias it). */
+bool kn_cuda_view_is_range(int64_t rank, const int64_t *dims, const int64_t *mod, const int64_t *st);
 
 /* Device-to-device copy of `bytes` from input `in` (at byte offset
  * in_off) to output `out` (at out_off). */
