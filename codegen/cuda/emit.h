@@ -61,6 +61,7 @@ typedef enum kn_emit_arg_kind {
     KN_ARG_SCRATCH,  /* device pointer to scratch shared by the node's steps */
     KN_ARG_PARAMS,   /* `size` bytes at `data` passed by value (a POD struct) */
     KN_ARG_KV,       /* device pointer into the run's KV cache (owned by the CUDA session) */
+    KN_ARG_PERSIST,  /* device pointer to memory kept for the program's life, zero before its first run */
 } kn_emit_arg_kind;
 
 /* IN/OUT: device pointer to tensor `index` plus `offset` bytes.
@@ -72,7 +73,11 @@ typedef enum kn_emit_arg_kind {
  * runtime/kv_cache.c, dtype kiln.kv.dtype), TABLE at the run's int32 block
  * table [rows, ceil(max_seq_len / block_size)], PAST at its int32 past
  * lengths [rows]; the emitter declares rows and new tokens first with
- * kn_emit_kv_shape. */
+ * kn_emit_kv_shape. PERSIST: `size` bytes of the program's persistent
+ * memory (the plan's zero slot: zero before the program's first run, kept
+ * between runs, never shared with another buffer), `index` naming one
+ * region per node as for SCRATCH; a kernel that writes it must leave it
+ * zero when it ends (e.g. the GEMV's K-split counters). */
 typedef struct kn_emit_arg {
     kn_emit_arg_kind kind;
     uint32_t index;

@@ -137,6 +137,7 @@ struct kn_emit {
     kn_emit_tensor *ins, *outs;
     bool *in_present, *out_present;
     uint32_t scratch[KN_EMIT_SCRATCH]; /* slot per scratch index, KN_NONE until used */
+    uint64_t persist[KN_EMIT_SCRATCH]; /* offset in the zero slot per PERSIST index, UINT64_MAX until used */
 };
 
 static kn_status grow_life(lower *L)
@@ -403,6 +404,34 @@ static kn_status make_arg(kn_emit *e, const kn_emit_arg *a, kn_cu_arg *out)
         out->offset = a->offset;
         touch(L, out->slot, step_index(L));
         return KN_OK;
+    }
+    case KN_ARG_PERSIST: {
+        if (a->index >= KN_EMIT_SCRATCH)
+            return kn_emit_fail(e, KN_ERR_INTERNAL, "persistent region %u over %d", a->index, KN_EMIT_SCRATCH);
+        kn_cu_program *p = L->p;
+        if (!p->has_zero) {
+            kn_cu_slot s = {0};
+            s.place = KN_CU_POOL;
+            s.dtype = KN_U8;
+            s.rank = 1;
+            s.value = KN_NONE;
+            KN_TRY(new_slot(L, &s, &p->zero_slot));
+            p->has_zero = true;
+        }
+        kn_cu_slot *z = &p->slots[p->zero_slot];
+        uint64_t *at = &e->persist[a->index];
+        if (*at == UINT64_MAX) { /* a new region, 16-byte aligned */
+            *at = (z->nbytes + 15) & ~(uint64_t)15;
+            z->nbytes = *at;
+        }
+        if (z->nbytes < *at + a->offset + a->size) {
+            z->nbytes = *at + a->offset + a->size;
+            z->dims[0] = (int64_t)z->nbytes;
+        }
+        out->kind = KN_CU_ARG_SLOT;
+        out->slot = p->zero_slot;
+        out->offset = *at + a->offset;
+        return KN_OK; /* alive for the whole program: plan_memory */
     }
     case KN_ARG_KV:
         if (a->index >= KN_CU_KV_COUNT || L->p->kv_rows <= 0 || (a->index >= KN_CU_KV_TABLE && a->offset))
@@ -1007,6 +1036,11 @@ static kn_status plan_memory(lower *L)
         uint32_t s = p->outputs[i];
         touch(L, L->alias_of[s] != KN_NONE ? L->alias_of[s] : s, end);
     }
+    /* the persistent memory lives through every run: nothing else may share its bytes */
+    if (p->has_zero) {
+        touch(L, p->zero_slot, -1);
+        touch(L, p->zero_slot, end);
+    }
     /* an alias keeps its root alive */
     for (uint32_t i = 0; i < p->n_slots; i++)
         if (L->alias_of[i] != KN_NONE && L->last[i] >= 0) {
@@ -1150,9 +1184,9 @@ static kn_status emit_node(lower *L, kn_id k)
                         g->info->path, n->name, n->op_type, (long long)n->opset);
             return KN_ERR_UNSUPPORTED;
         }
-    kn_emit e = {L, n, k, NULL, NULL, NULL, NULL, {0}};
+    kn_emit e = {L, n, k, NULL, NULL, NULL, NULL, {0}, {0}};
     for (int i = 0; i < KN_EMIT_SCRATCH; i++)
-        e.scratch[i] = KN_NONE;
+        e.scratch[i] = KN_NONE, e.persist[i] = UINT64_MAX;
     size_t ni = n->n_inputs + 1, no = n->n_outputs + 1;
     e.ins = kn_mem_alloc(L->a, ni * sizeof *e.ins);
     e.outs = kn_mem_alloc(L->a, no * sizeof *e.outs);
