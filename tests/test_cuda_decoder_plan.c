@@ -72,13 +72,17 @@ static char *model_path(const char *name)
 
 /* The model through the -O2 pipeline as kiln compile runs it: kv-cache
  * kept for target cuda (decoder), or as for target cpu. */
+/* --precision for the target-cuda lowerings (NULL: float32) */
+static const kn_precision_opts *precision;
+
 static kn_graph *optimized(const char *name, bool cuda)
 {
     kn_diag *q = kn_diag_create(NULL, NULL);
     kn_graph *g = NULL;
     assert_int_equal(kn_import_onnx_file(model_path(name), NULL, NULL, q, &g), KN_OK);
+    kn_pipeline_opts po = {.precision = precision};
     if (cuda)
-        assert_int_equal(kn_compile_graph_kv(g, NULL, q), KN_OK);
+        assert_int_equal(kn_compile_graph_kv(g, precision ? &po : NULL, q), KN_OK);
     else
         assert_int_equal(kn_compile_graph(g, "cpu", NULL, q), KN_OK);
     kn_diag_destroy(q);
@@ -370,6 +374,19 @@ static void emulated_steps(void **state)
                 for (int i = 0; i < 2; i++)
                     kn_rt_tensor_free(NULL, in[i]);
             }
+            if (precision) { /* float16: the emulated plan against the same plan's graph on the CPU */
+                for (int64_t v = 0; v < info.vocab; v++) {
+                    double e = fabs((double)last[v] - (double)mid[v]);
+                    worst = e > worst ? e : worst;
+                }
+                if (!(worst <= 1e-2))
+                    fail_msg("%s float16 step %d: logits differ by %.3g", models[m], step, worst);
+                got_tok = argmax(last, info.vocab);
+                assert_int_equal(got_tok, argmax(mid, info.vocab));
+                kn_rt_tensor_free(NULL, out[0]);
+                tokens[0] = got_tok;
+                continue;
+            }
             for (int64_t v = 0; v < info.vocab; v++) {
                 double e = fabs((double)last[v] - (double)want[v]), e2 = fabs((double)mid[v] - (double)want[v]);
                 e = e2 > e ? e2 : e;
@@ -393,12 +410,18 @@ static void emulated_steps(void **state)
             kn_rt_tensor_free(NULL, out[0]);
             tokens[0] = got_tok;
         }
-        print_message("%s: prompt 10 (chunks of %d) + 3 greedy steps emulated, the plan on the CPU one token per "
-                      "run: logits within %.3g of the target-cpu graph, the same tokens\n",
-                      models[m], P_CHUNK, worst);
-        print_message("%s: the plan's sampling kernels under the emulator picked the CPU sampler's ids %d times "
-                      "(greedy, t1 top-p 0.9, t0.7 top-k 20; seeded)\n",
-                      models[m], sampled_same);
+        if (precision)
+            print_message("%s float16: prompt 10 (chunks of %d) + 3 greedy steps emulated: logits within %.3g of the "
+                          "plan's graph on the CPU, the same tokens\n",
+                          models[m], P_CHUNK, worst);
+        else
+            print_message("%s: prompt 10 (chunks of %d) + 3 greedy steps emulated, the plan on the CPU one token per "
+                          "run: logits within %.3g of the target-cpu graph, the same tokens\n",
+                          models[m], P_CHUNK, worst);
+        if (!precision)
+            print_message("%s: the plan's sampling kernels under the emulator picked the CPU sampler's ids %d times "
+                          "(greedy, t1 top-p 0.9, t0.7 top-k 20; seeded)\n",
+                          models[m], sampled_same);
         for (int k = 0; k < 3; k++) {
             kn_sampler_destroy(cpu_s[k]);
             kn_sampler_destroy(dev_s[k]);
@@ -413,6 +436,16 @@ static void emulated_steps(void **state)
         kn_diag_destroy(d);
         mb_free(b);
     }
+}
+
+/* The same in float16 (--precision fp16): the emulated programs give the
+ * tokens of the plan's float16 graph on the CPU backend. */
+static void emulated_steps_fp16(void **state)
+{
+    static const kn_precision_opts fp16 = {KN_F16, NULL, 0, false};
+    precision = &fp16;
+    emulated_steps(state);
+    precision = NULL;
 }
 
 static uint8_t *slurp(const char *path, size_t *n)
@@ -806,6 +839,7 @@ int main(int argc, char **argv)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(read_back),
         cmocka_unit_test(emulated_steps),
+        cmocka_unit_test(emulated_steps_fp16),
         cmocka_unit_test(corrupted_prefill),
         cmocka_unit_test(no_driver),
     };
