@@ -243,6 +243,35 @@ static void test_decoders(void **state)
     }
 }
 
+static void check_alloc_fail(const kn_graph *g)
+{
+    assert_int_equal(pc_count(g, "GemmEpilogue") + pc_count(g, "MatMul"), 1);
+    assert_int_equal(pc_count(g, "Split"), 1);
+}
+
+/* The whole pipeline on Q, K, V projections with biases, failing the Nth
+ * allocation for every N: a clean KN_ERR_NOMEM or the merged result,
+ * nothing leaked. */
+static void test_alloc_fail(void **state)
+{
+    (void)state;
+    mb *b = mb_new();
+    Onnx__ModelProto *m;
+    Onnx__GraphProto *g = graph(b, &m);
+    mb_node(b, g, "MatMul", "q_proj", "x,Wq", "q0");
+    mb_node(b, g, "Add", "q_bias", "q0,bq", "q");
+    mb_node(b, g, "MatMul", "k_proj", "x,Wk", "k0");
+    mb_node(b, g, "Add", "k_bias", "bk,k0", "k");
+    mb_node(b, g, "MatMul", "v_proj", "x,Wv", "v0");
+    mb_node(b, g, "Add", "v_bias", "v0,bv", "v");
+    mb_node(b, g, "Neg", "rq", "q", "yq");
+    mb_node(b, g, "Mul", "kv", "k,v", "ykv");
+    mb_output(b, g, "yq", NULL);
+    mb_output(b, g, "ykv", NULL);
+    pc_pipeline_alloc_sweep(b, m, check_alloc_fail);
+    mb_free(b);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -250,6 +279,7 @@ int main(void)
         cmocka_unit_test(test_qkv_bias),
         cmocka_unit_test(test_not_merged),
         cmocka_unit_test(test_decoders),
+        cmocka_unit_test(test_alloc_fail),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
