@@ -438,6 +438,11 @@ static void put_cuda(wctx *w, kn_graph *g, const kn_cu_program *p, buf *const *s
     snprintf(tmp, sizeof tmp, "%u", p->n_steps);
     snprintf(key, sizeof key, "%s.steps", pre);
     put_kv(w, g, key, tmp);
+    if (p->has_zero) { /* the slot the runtime zeroes once (KN_ARG_PERSIST) */
+        snprintf(tmp, sizeof tmp, "%u", p->zero_slot);
+        snprintf(key, sizeof key, "%s.zero_slot", pre);
+        put_kv(w, g, key, tmp);
+    }
     uint64_t img_bytes = 0;
     uint32_t n_img = 0;
     for (uint32_t k = 0; k < p->n_kernels; k++)

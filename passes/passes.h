@@ -29,6 +29,7 @@ kn_status kn_pass_fuse_norm(kn_graph *g, kn_diag *d);
 kn_status kn_pass_fuse_act(kn_graph *g, kn_diag *d);
 kn_status kn_pass_fuse_gemm(kn_graph *g, kn_diag *d);
 kn_status kn_pass_fuse_skip_norm(kn_graph *g, kn_diag *d);
+kn_status kn_pass_merge_proj(kn_graph *g, kn_diag *d);
 kn_status kn_pass_fuse_attention(kn_graph *g, kn_diag *d);
 kn_status kn_pass_fuse_rotary(kn_graph *g, kn_diag *d);
 kn_status kn_pass_fuse_elementwise(kn_graph *g, kn_diag *d);

@@ -40,6 +40,7 @@ static const kn_pass_info passes[] = {
     {"quantize", no_quantize, 0, "MatMul/Gemm with constant weights -> MatMulNBits (weight-only int4/int8) or QuantizeLinear + MatMulIntegerToFloat (W8A8) (--quantize)"},
     {"fuse-gemm", kn_pass_fuse_gemm, 2, "SwiGlu(x@Wg, x@Wu) -> SwiGlu(x@[Wg|Wu]); MatMul/Gemm + bias + activation + residual -> kiln.GemmEpilogue"},
     {"fuse-skip-norm", kn_pass_fuse_skip_norm, 2, "Add -> RMSNormalization / LayerNormalization (residual + norm; Adds no GEMM epilogue took) -> kiln.SkipRMSNorm / kiln.SkipLayerNorm"},
+    {"merge-proj", kn_pass_merge_proj, 2, "MatMul(x, W1) ... MatMul(x, Wn) (or bias-only GemmEpilogues; Q, K, V) -> Split(MatMul(x, [W1|...|Wn]))"},
     {"fuse-elementwise", kn_pass_fuse_elementwise, 2, "connected elementwise ops (unary, Cast, Clip, broadcasting binary, Where) -> kiln.FusedElementwise"},
     {"dedup", kn_pass_dedup, 1, "merge constants with the same dtype, shape and bytes"},
     {"dce", kn_pass_dce, 1, "remove nodes and values that reach no graph output"},

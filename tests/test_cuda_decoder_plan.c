@@ -143,6 +143,9 @@ static void build(mb *b, const char *name, built *o)
     }
     printf("%s: decode program: %u GEMV launches, %u cuBLASLt GEMMs\n", name, n_gemv, n_gemm);
     assert_true(n_gemv > 0);
+    /* one launch per product: the K splits' partials added by their last block, counters persistent */
+    assert_false(uses_kernel(&o->dprog, KN_GEMV_COMBINE_ENTRY));
+    assert_true(o->dprog.has_zero);
     assert_int_equal(n_gemm, 0);
     /* the rotary decoders rotate Q and K in the KV append (kv-rotary): no RotaryHalf launch */
     bool rope = strcmp(name, "gpt2_tiny") != 0;
@@ -177,6 +180,8 @@ static void same_program(const kn_graph *g, const kn_cu_program *want)
     assert_int_equal(p.n_args, want->n_args);
     assert_int_equal(p.n_kernels, want->n_kernels);
     assert_int_equal(p.kv_tokens, (uint32_t)want->kv_tokens);
+    /* the persistent memory (the GEMV's K-split counters): named by META, a pool slot */
+    assert_int_equal(p.zero_slot, want->has_zero ? want->zero_slot : KN_PLAN_NONE);
     for (uint32_t k = 0; k < p.n_kernels; k++)
         assert_string_equal(p.entries[k], want->kernels[k].entry);
     for (uint32_t i = 0; i < p.n_steps; i++) {

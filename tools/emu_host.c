@@ -53,6 +53,7 @@ static const char shim[] =
     "/* atomics: the emulated threads of a block never run at the same time */\n"
     "static inline int atomicAdd(int *p, int v) { int o = *p; *p = o + v; return o; }\n"
     "static inline unsigned atomicAdd(unsigned *p, unsigned v) { unsigned o = *p; *p = o + v; return o; }\n"
+    "static inline void __threadfence() {}\n"
     "static inline unsigned atomicMin(unsigned *p, unsigned v) { unsigned o = *p; *p = v < o ? v : o; return o; }\n"
     "static inline unsigned atomicMax(unsigned *p, unsigned v) { unsigned o = *p; *p = v > o ? v : o; return o; }\n"
     "#ifdef KN_EMU_COOP\n"

@@ -73,8 +73,9 @@ static void *slot_ptr(const kn_graph *g, const kn_cu_program *p, uint8_t *pool, 
 {
     const kn_cu_slot *sl = &p->slots[s];
     if (sl->place == KN_CU_WEIGHT)
-        return sl->index < g->n_values && g->values[sl->index].tensor ? (void *)g->values[sl->index].tensor->data
-                                                                        : NULL;
+        return sl->index < g->n_values && g->values[sl->index].tensor
+                   ? (void *)((uint8_t *)g->values[sl->index].tensor->data + sl->offset)
+                   : NULL;
     return pool + sl->offset;
 }
 

@@ -141,6 +141,7 @@ static void run_case(const gcase *c)
              (long long)n, (long long)k, ep->name, sp.vec, (long long)grid.x, (long long)grid.y);
     void *a = malloc((size_t)(m * k) * es), *b = malloc((size_t)(k * n) * es), *bias = malloc((size_t)nbias * es);
     void *res = malloc((size_t)nres * es), *got = malloc((size_t)(m * n) * es), *got2 = malloc((size_t)(m * n) * es);
+    void *got3 = malloc((size_t)(m * n) * es);
     double *want = malloc((size_t)(m * n) * sizeof *want), *mag = malloc((size_t)(m * n) * sizeof *mag);
     for (int64_t i = 0; i < m * k; i++)
         kn_set_f64(c->dt, a, i, urand());
@@ -174,15 +175,28 @@ static void run_case(const gcase *c)
     size_t scratch = kn_gemv_scratch_bytes(c->m, &p);
     void *da = kn_kc_upload(a, (size_t)(m * k) * es), *db = kn_kc_upload(b, (size_t)(k * n) * es);
     void *dbias = kn_kc_upload(bias, (size_t)nbias * es), *dres = kn_kc_upload(res, (size_t)nres * es);
-    void *dpart = kn_kc_alloc(scratch ? scratch : 4), *dy = NULL;
-    void *args[7] = {&da, &db, &dbias, &dres, &dy, &dpart, &p}, *cargs[5] = {&dpart, &dbias, &dres, &dy, &p};
-    for (int run = 0; ok && run < (p.splits > 1 ? 2 : 1); run++) {
+    unsigned *zero = calloc(grid.x, sizeof *zero);
+    void *dpart = kn_kc_alloc(scratch ? scratch : 4), *dy = NULL, *nocnt = NULL;
+    void *dcnt = zero ? kn_kc_upload(zero, grid.x * sizeof *zero) : NULL; /* the K split's counters, zero */
+    ok = ok && dcnt;
+    void *args[8] = {&da, &db, &dbias, &dres, &dy, &dpart, &nocnt, &p}, *cargs[5] = {&dpart, &dbias, &dres, &dy, &p};
+    /* run 0: main kernel + kn_gemv_combine (no counters); runs 1, 2: one launch each, the last block of
+     * each column block adding the partials, the second reusing the counters the first left zero */
+    int runs = p.splits > 1 ? 3 : 1;
+    for (int run = 0; ok && run < runs; run++) {
         kn_kc_free(dy);
         dy = kn_kc_alloc((size_t)(m * n) * es); /* zeros: a missed output shows */
+        args[6] = run ? &dcnt : &nocnt;
         ok = kn_kc_launch(&fm, grid, KN_GEMV_THREADS, args) &&
-             (p.splits == 1 || kn_kc_launch(&fc, kn_emit_grid(m * n), 256, cargs));
+             (p.splits == 1 || run || kn_kc_launch(&fc, kn_emit_grid(m * n), 256, cargs));
         if (ok)
-            kn_kc_download(run ? got2 : got, dy, (size_t)(m * n) * es);
+            kn_kc_download(run == 0 ? got : run == 1 ? got2 : got3, dy, (size_t)(m * n) * es);
+    }
+    bool cnt_zero = true; /* the counters are zero again after the one-launch runs */
+    if (ok && p.splits > 1) {
+        kn_kc_download(zero, dcnt, grid.x * sizeof *zero);
+        for (uint32_t i = 0; i < grid.x; i++)
+            cnt_zero &= zero[i] == 0;
     }
     if (!ok) {
         verdict(false, name, src ? "build or launch failed" : err);
@@ -197,15 +211,21 @@ static void run_case(const gcase *c)
             }
         }
         double tol = tol_of(c->dt);
-        bool same = p.splits == 1 || memcmp(got, got2, (size_t)(m * n) * es) == 0;
-        snprintf(extra, sizeof extra, "max err %.2e (tol %.0e)%s", worst, tol, same ? "" : ", runs differ");
+        /* the one-launch form equals the two-kernel form to the bit, twice */
+        bool same = p.splits == 1 ||
+                    (memcmp(got, got2, (size_t)(m * n) * es) == 0 && memcmp(got, got3, (size_t)(m * n) * es) == 0);
+        snprintf(extra, sizeof extra, "max err %.2e (tol %.0e)%s%s", worst, tol,
+                 same ? "" : ", the one-launch form differs from main + combine",
+                 cnt_zero ? "" : ", the K-split counters are not zero after the launch");
+        same &= cnt_zero;
         if (!(worst <= tol))
             snprintf(extra + strlen(extra), sizeof extra - strlen(extra), " at %lld: %g vs %g", (long long)at,
                      kn_get_f64(c->dt, got, at), want[at]);
         verdict(worst <= tol && same, name, extra);
     }
     kn_kc_free(da), kn_kc_free(db), kn_kc_free(dbias), kn_kc_free(dres), kn_kc_free(dpart), kn_kc_free(dy);
-    free(a), free(b), free(bias), free(res), free(got), free(got2), free(want), free(mag);
+    kn_kc_free(dcnt);
+    free(a), free(b), free(bias), free(res), free(got), free(got2), free(got3), free(want), free(mag), free(zero);
 }
 
 /* M 1 ... 8; K and N from {1, 7, 64, 576, 1536, 2048} and odd sizes; every
@@ -356,9 +376,9 @@ static void plan_program_shapes(const kn_graph *g, shape_list *l, kn_diag *d)
         const kn_plan_cu_gemm *gm = &p.gemms[i];
         if (st->kind == KN_CU_STEP_GEMM && gm->batch <= 1 && !gm->trans_a && !gm->trans_b)
             add_shape(l, (kn_dtype)gm->dtype, gm->m, gm->n, gm->k, "cuBLASLt GEMM step");
-        if (st->kind != KN_CU_STEP_LAUNCH || strcmp(p.entries[st->kernel], KN_GEMV_ENTRY) != 0 || st->n_args != 7)
+        if (st->kind != KN_CU_STEP_LAUNCH || strcmp(p.entries[st->kernel], KN_GEMV_ENTRY) != 0 || st->n_args != 8)
             continue;
-        const kn_plan_cu_arg *a = &p.args[st->first_arg], *prm = &p.args[st->first_arg + 6];
+        const kn_plan_cu_arg *a = &p.args[st->first_arg], *prm = &p.args[st->first_arg + 7];
         kn_gemv_params gp;
         if (prm->kind != KN_CU_ARG_PARAMS || prm->size < sizeof gp || prm->offset + sizeof gp > p.params_size)
             continue;

@@ -87,7 +87,7 @@ char *kn_gemv_source(const kn_gemv_spec *s, char *err, size_t err_size)
     kn_sb_printf(&src,
         "/* grid (ceil(N / COLS), splits), 32 * WARPS threads */\n"
         "extern \"C\" __global__ void __launch_bounds__(32 * WARPS) " KN_GEMV_ENTRY
-        "(const T *a, const T *b, const T *bias, const T *res, T *y, float *part, P p) {\n"
+        "(const T *a, const T *b, const T *bias, const T *res, T *y, float *part, unsigned *cnt, P p) {\n"
         "  __shared__ float as[ROWS][TK];\n"
         "  __shared__ float red[WARPS][COLS];\n"
         "  const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;\n"
@@ -141,6 +141,26 @@ char *kn_gemv_source(const kn_gemv_spec *s, char *err, size_t err_size)
         "    }\n"
         "    __syncthreads();\n"
         "  }\n"
+        "  if (p.splits == 1 || !cnt) return; /* no split, or kn_gemv_combine adds the partials */\n"
+        "  /* the last block of this column block to finish adds the splits' partials in split order\n"
+        "     (as kn_gemv_combine does) and leaves its counter zero for the next launch */\n"
+        "  __shared__ int last;\n"
+        "  __threadfence();\n"
+        "  __syncthreads();\n"
+        "  if (tid == 0) last = atomicAdd(&cnt[blockIdx.x], 1u) == (unsigned)(p.splits - 1);\n"
+        "  __syncthreads();\n"
+        "  if (!last) return;\n"
+        "  __threadfence();\n"
+        "  const volatile float *vp = part;\n"
+        "  for (int i = tid; i < ROWS * COLS; i += 32 * WARPS) {\n"
+        "    const int r = i / COLS;\n"
+        "    const i64 n = (i64)blockIdx.x * COLS + i %% COLS;\n"
+        "    if (n >= p.n) continue;\n"
+        "    float s = 0.0f;\n"
+        "    for (i64 q = 0; q < p.splits; q++) s += vp[(q * ROWS + r) * p.n + n];\n"
+        "    y[r * p.n + n] = kn_gemv_out((double)s, r, n, bias, res, p);\n"
+        "  }\n"
+        "  if (tid == 0) cnt[blockIdx.x] = 0u;\n"
         "}\n"
         "/* the K splits' partial sums in split order, then the epilogue: one thread per output */\n"
         "extern \"C\" __global__ void " KN_GEMV_COMBINE_ENTRY
@@ -172,10 +192,8 @@ kn_status kn_emit_gemv(kn_emit *e, kn_dtype dt, const kn_gemv_node *g)
     char *src = kn_gemv_source(&sp, err, sizeof err);
     if (!src)
         return kn_emit_fail(e, KN_ERR_UNSUPPORTED, "%s", err);
-    uint32_t kmain, kcomb = 0;
+    uint32_t kmain;
     kn_status s = kn_emit_kernel(e, src, KN_GEMV_ENTRY, &kmain);
-    if (s == KN_OK && p.splits > 1)
-        s = kn_emit_kernel(e, src, KN_GEMV_COMBINE_ENTRY, &kcomb);
     free(src);
     KN_TRY(s);
     kn_emit_arg a = {KN_ARG_IN, 0, 0, NULL, 0};
@@ -183,13 +201,11 @@ kn_status kn_emit_gemv(kn_emit *e, kn_dtype dt, const kn_gemv_node *g)
     kn_emit_arg res = g->res_in >= 0 ? (kn_emit_arg){KN_ARG_IN, (uint32_t)g->res_in, 0, NULL, 0} : a;
     kn_emit_arg y = {KN_ARG_OUT, 0, 0, NULL, 0};
     kn_emit_arg part = p.splits > 1 ? (kn_emit_arg){KN_ARG_SCRATCH, 0, kn_gemv_scratch_bytes(sp.rows, &p), NULL, 0} : a;
+    /* the K split's counters: one per column block, zero between launches */
+    kn_emit_arg cnt = p.splits > 1 ? (kn_emit_arg){KN_ARG_PERSIST, 0, (uint64_t)grid.x * sizeof(uint32_t), NULL, 0} : a;
     kn_emit_arg prm = {KN_ARG_PARAMS, 0, sizeof p, &p, 0};
-    kn_emit_arg args[7] = {a, {KN_ARG_IN, 1, 0, NULL, 0}, bias, res, y, part, prm};
-    KN_TRY(kn_emit_launch(e, kmain, grid, (kn_dim3){KN_GEMV_THREADS, 1, 1}, 0, args, 7));
-    if (p.splits > 1) {
-        kn_emit_arg cargs[5] = {part, bias, res, y, prm};
-        KN_TRY(kn_emit_launch(e, kcomb, kn_emit_grid(g->m * g->n), (kn_dim3){256, 1, 1}, 0, cargs, 5));
-    }
+    kn_emit_arg args[8] = {a, {KN_ARG_IN, 1, 0, NULL, 0}, bias, res, y, part, cnt, prm};
+    KN_TRY(kn_emit_launch(e, kmain, grid, (kn_dim3){KN_GEMV_THREADS, 1, 1}, 0, args, 8));
     kn_emit_count_gemv(e);
     return KN_OK;
 }

@@ -1,5 +1,7 @@
 /* CUDA emitters for data movement: ops that only rearrange bytes
- * (reshapes as aliases, strided views, joins and splits, Trilu). Elements
+ * (reshapes as aliases, strided views, joins and splits, Trilu). A view
+ * or Split output that is a contiguous byte range of its input (16-byte
+ * aligned) becomes an alias at an offset instead of a copy. Elements
  * move as unsigned words of their byte size, so a kernel is specialised
  * on the element size only and serves every dtype of that size exactly.
  * Gathers and scatters are in e_shape_index.c, Pad and Resize in
@@ -87,6 +89,24 @@ typedef struct view_params {
     int64_t dims[KN_CU_MAX_RANK], mod[KN_CU_MAX_RANK], st[KN_CU_MAX_RANK];
 } view_params;
 
+/* Whether view p reads input elements base, base + 1, ... in output
+ * order: every dim of extent > 1 steps by the row-major stride of the
+ * dims after it and does not wrap. Then the output is a contiguous byte
+ * range of the input — e.g. a Transpose that only moves dims of size 1,
+ * or a Slice of the last axis when every dim before it has extent 1. */
+bool kn_cuda_view_is_range(int64_t rank, const int64_t *dims, const int64_t *mod, const int64_t *st)
+{
+    int64_t want = 1;
+    for (int64_t k = rank - 1; k >= 0; k--) {
+        if (dims[k] == 1)
+            continue;
+        if (dims[k] <= 0 || st[k] != want || (mod[k] > 0 && mod[k] < dims[k]))
+            return false;
+        want *= dims[k];
+    }
+    return true;
+}
+
 static kn_status emit_view(kn_emit *e, view_params *p)
 {
     const kn_emit_tensor *x = kn_emit_in(e, 0), *y = kn_emit_out(e, 0);
@@ -94,6 +114,10 @@ static kn_status emit_view(kn_emit *e, view_params *p)
     if (!t || !y)
         return bad_dtype(e, x);
     p->n = y->numel;
+    uint64_t es = kn_dtype_bits(x->dtype) / 8, off = (uint64_t)p->base * es;
+    if (p->n > 0 && p->base >= 0 && y->nbytes == (uint64_t)p->n * es && off % KN_CU_ALIAS_ALIGN == 0 &&
+        off + y->nbytes <= x->nbytes && kn_cuda_view_is_range(p->rank, p->dims, p->mod, p->st))
+        return kn_emit_alias_at(e, 0, 0, off); /* moves no bytes */
     for (int64_t k = 0; k < p->rank; k++)
         if (p->mod[k] <= 0)
             p->mod[k] = p->dims[k] > 0 ? p->dims[k] : 1;
@@ -390,6 +414,13 @@ kn_status kn_emit_Split(kn_emit *e)
         if (!y)
             continue;
         int64_t rows = y->dims[axis] * inner;
+        uint64_t es = kn_dtype_bits(x->dtype) / 8, off = (uint64_t)pos * es;
+        if (outer == 1 && rows > 0 && word_type(x->dtype) && off % KN_CU_ALIAS_ALIGN == 0 &&
+            off + y->nbytes <= x->nbytes) { /* a contiguous range of the input: a view */
+            KN_TRY(kn_emit_alias_at(e, k, 0, off));
+            pos += rows;
+            continue;
+        }
         rows_params p = {outer * rows, rows ? rows : 1, x->dims[axis] * inner, pos, rows, 0};
         KN_TRY(emit_rows(e, x->dtype, (kn_emit_arg){KN_ARG_IN, 0, 0, NULL}, (kn_emit_arg){KN_ARG_OUT, k, 0, NULL},
                          &p));

@@ -61,6 +61,7 @@ typedef enum kn_emit_arg_kind {
     KN_ARG_SCRATCH,  /* device pointer to scratch shared by the node's steps */
     KN_ARG_PARAMS,   /* `size` bytes at `data` passed by value (a POD struct) */
     KN_ARG_KV,       /* device pointer into the run's KV cache (owned by the CUDA session) */
+    KN_ARG_PERSIST,  /* device pointer to memory kept for the program's life, zero before its first run */
 } kn_emit_arg_kind;
 
 /* IN/OUT: device pointer to tensor `index` plus `offset` bytes.
@@ -72,7 +73,11 @@ typedef enum kn_emit_arg_kind {
  * runtime/kv_cache.c, dtype kiln.kv.dtype), TABLE at the run's int32 block
  * table [rows, ceil(max_seq_len / block_size)], PAST at its int32 past
  * lengths [rows]; the emitter declares rows and new tokens first with
- * kn_emit_kv_shape. */
+ * kn_emit_kv_shape. PERSIST: `size` bytes of the program's persistent
+ * memory (the plan's zero slot: zero before the program's first run, kept
+ * between runs, never shared with another buffer), `index` naming one
+ * region per node as for SCRATCH; a kernel that writes it must leave it
+ * zero when it ends (e.g. the GEMV's K-split counters). */
 typedef struct kn_emit_arg {
     kn_emit_arg_kind kind;
     uint32_t index;
@@ -129,6 +134,18 @@ void kn_emit_count_gemv(kn_emit *e);
 
 /* Output `out` shares input `in`'s bytes (same byte size): no step. */
 kn_status kn_emit_alias(kn_emit *e, uint32_t out, uint32_t in);
+/* Output `out` is the bytes [offset, offset + its size) of input `in`:
+ * no step. Memory planning keeps the input's root buffer alive as long
+ * as the view is used. offset must be a multiple of KN_CU_ALIAS_ALIGN
+ * (kernels may read 16-byte words of what they are given). */
+#define KN_CU_ALIAS_ALIGN 16u
+kn_status kn_emit_alias_at(kn_emit *e, uint32_t out, uint32_t in, uint64_t offset);
+
+/* Whether a strided view (output dims; per dim an input element stride
+ * st and a wrap-around extent mod, <= 0 for none) reads consecutive input
+ * elements in output order, so the output is a byte range of the input
+ * (e_shape.c: Transpose, Slice, Expand, Tile ... then alias it). */
+bool kn_cuda_view_is_range(int64_t rank, const int64_t *dims, const int64_t *mod, const int64_t *st);
 
 /* Device-to-device copy of `bytes` from input `in` (at byte offset
  * in_off) to output `out` (at out_off). */

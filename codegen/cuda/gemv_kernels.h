@@ -19,9 +19,13 @@
  *   - the warps' sums meet in shared memory, added in warp order;
  *   - when N alone gives fewer than KN_GEMV_TARGET_BLOCKS blocks, K is
  *     also split across gridDim.y blocks (chunks of whole tiles): each
- *     writes float partial sums into node scratch [splits, M, N] and a
- *     second kernel (kn_gemv_combine) adds them in split order — no
- *     atomics, the same sums in the same order on every run;
+ *     writes float partial sums into node scratch [splits, M, N], then
+ *     counts itself on its column block's counter (persistent memory,
+ *     zero between launches); the last block to finish adds the partials
+ *     in split order, runs the epilogue and resets the counter — the
+ *     same sums in the same order on every run, and the same as the
+ *     two-kernel form (kn_gemv_combine after the main kernel with cnt
+ *     NULL), which kiln-gemv-check compares against;
  *   - the epilogue (kn_gemv_epi) runs in double with the CPU reference's
  *     rounding points (runtime/cpu/k_fused_gemm.c): MatMul form: product
  *     rounded to T, + bias rounded; Gemm form: alpha·P + beta·C rounded
@@ -60,8 +64,11 @@ typedef struct kn_gemv_params {
 } kn_gemv_params;
 
 /* Kernel args, in order: a, b, bias, res, y, part (float [splits, M, N]
- * scratch), params; the combine kernel: part, bias, res, y, params.
- * Absent bias / residual / part: any pointer (never read). */
+ * scratch), cnt (u32 per column block, gridDim.x of them: zero before
+ * the launch, zero after it; NULL: leave the partials to the combine
+ * kernel), params; the combine kernel: part, bias, res, y, params.
+ * Absent bias / residual / part / cnt (no K split): any pointer (never
+ * read). */
 
 /* The source holding both entries (malloc'd; NULL with a reason in err
  * for a spec the kernel does not take). */
@@ -88,8 +95,9 @@ typedef struct kn_gemv_node {
     kn_gemv_params p;
 } kn_gemv_node;
 
-/* Registers the kernels and appends the launches (one, or two with the
- * K split); counts the product (kn_emit_count_gemv). */
+/* Registers the kernel and appends its one launch (the K split's
+ * counters in the program's persistent memory, KN_ARG_PERSIST); counts
+ * the product (kn_emit_count_gemv). */
 kn_status kn_emit_gemv(kn_emit *e, kn_dtype dt, const kn_gemv_node *g);
 
 /* The CUDA expression (double v, params p.a / p.b) of a kiln.GemmEpilogue

@@ -119,6 +119,7 @@ typedef struct lower {
     uint32_t *slot_of;      /* per value: its slot, or KN_NONE */
     int64_t *first, *last;  /* per slot: first and last step that touches it */
     uint32_t *alias_of;     /* per slot: the slot whose bytes it shares, or KN_NONE */
+    uint64_t *alias_off;    /* per slot: byte offset of an alias into its root (0 otherwise) */
     uint32_t cap_life;
     uint32_t n_unsupported;
     kn_status status;
@@ -136,6 +137,7 @@ struct kn_emit {
     kn_emit_tensor *ins, *outs;
     bool *in_present, *out_present;
     uint32_t scratch[KN_EMIT_SCRATCH]; /* slot per scratch index, KN_NONE until used */
+    uint64_t persist[KN_EMIT_SCRATCH]; /* offset in the zero slot per PERSIST index, UINT64_MAX until used */
 };
 
 static kn_status grow_life(lower *L)
@@ -158,6 +160,10 @@ static kn_status grow_life(lower *L)
     if (!al)
         return KN_ERR_NOMEM;
     L->alias_of = al;
+    uint64_t *ao = kn_mem_realloc(L->a, L->alias_off, nc * sizeof *ao);
+    if (!ao)
+        return KN_ERR_NOMEM;
+    L->alias_off = ao;
     L->cap_life = nc;
     return KN_OK;
 }
@@ -171,6 +177,7 @@ static kn_status new_slot(lower *L, const kn_cu_slot *s, uint32_t *id)
     L->first[p->n_slots] = INT64_MAX;
     L->last[p->n_slots] = -1;
     L->alias_of[p->n_slots] = KN_NONE;
+    L->alias_off[p->n_slots] = 0;
     *id = p->n_slots++;
     return KN_OK;
 }
@@ -398,6 +405,34 @@ static kn_status make_arg(kn_emit *e, const kn_emit_arg *a, kn_cu_arg *out)
         touch(L, out->slot, step_index(L));
         return KN_OK;
     }
+    case KN_ARG_PERSIST: {
+        if (a->index >= KN_EMIT_SCRATCH)
+            return kn_emit_fail(e, KN_ERR_INTERNAL, "persistent region %u over %d", a->index, KN_EMIT_SCRATCH);
+        kn_cu_program *p = L->p;
+        if (!p->has_zero) {
+            kn_cu_slot s = {0};
+            s.place = KN_CU_POOL;
+            s.dtype = KN_U8;
+            s.rank = 1;
+            s.value = KN_NONE;
+            KN_TRY(new_slot(L, &s, &p->zero_slot));
+            p->has_zero = true;
+        }
+        kn_cu_slot *z = &p->slots[p->zero_slot];
+        uint64_t *at = &e->persist[a->index];
+        if (*at == UINT64_MAX) { /* a new region, 16-byte aligned */
+            *at = (z->nbytes + 15) & ~(uint64_t)15;
+            z->nbytes = *at;
+        }
+        if (z->nbytes < *at + a->offset + a->size) {
+            z->nbytes = *at + a->offset + a->size;
+            z->dims[0] = (int64_t)z->nbytes;
+        }
+        out->kind = KN_CU_ARG_SLOT;
+        out->slot = p->zero_slot;
+        out->offset = *at + a->offset;
+        return KN_OK; /* alive for the whole program: plan_memory */
+    }
     case KN_ARG_KV:
         if (a->index >= KN_CU_KV_COUNT || L->p->kv_rows <= 0 || (a->index >= KN_CU_KV_TABLE && a->offset))
             return kn_emit_fail(e, KN_ERR_INTERNAL, "bad KV cache argument %u (layer %llu)", a->index,
@@ -543,7 +578,7 @@ kn_status kn_emit_copy(kn_emit *e, uint32_t out, uint64_t out_off, uint32_t in, 
     return push_step(e->L, &s);
 }
 
-kn_status kn_emit_alias(kn_emit *e, uint32_t out, uint32_t in)
+kn_status kn_emit_alias_at(kn_emit *e, uint32_t out, uint32_t in, uint64_t offset)
 {
     lower *L = e->L;
     if (out >= e->node->n_outputs || in >= e->node->n_inputs || e->node->outputs[out] == KN_NONE ||
@@ -552,12 +587,16 @@ kn_status kn_emit_alias(kn_emit *e, uint32_t out, uint32_t in)
     kn_id vo = e->node->outputs[out], vi = e->node->inputs[in];
     uint32_t si;
     KN_TRY(slot_for_value(L, vi, &si));
-    if (L->p->slots[si].nbytes != e->outs[out].nbytes)
-        return kn_emit_fail(e, KN_ERR_INTERNAL, "alias with a different byte size");
+    uint64_t in_bytes = L->p->slots[si].nbytes;
+    if (offset % KN_CU_ALIAS_ALIGN || offset > in_bytes || e->outs[out].nbytes > in_bytes - offset)
+        return kn_emit_fail(e, KN_ERR_INTERNAL, "alias of %llu bytes at %llu of an input of %llu bytes",
+                            (unsigned long long)e->outs[out].nbytes, (unsigned long long)offset,
+                            (unsigned long long)in_bytes);
     kn_cu_slot s = L->p->slots[si];
     s.value = vo;
     s.dtype = e->outs[out].dtype;
     s.rank = e->outs[out].rank;
+    s.nbytes = e->outs[out].nbytes;
     for (int32_t k = 0; k < s.rank && k < KN_CU_MAX_RANK; k++)
         s.dims[k] = e->outs[out].dims[k];
     if (s.place == KN_CU_INPUT) /* a view of an input lives in the pool like it */
@@ -569,8 +608,17 @@ kn_status kn_emit_alias(kn_emit *e, uint32_t out, uint32_t in)
     while (L->alias_of[root] != KN_NONE)
         root = L->alias_of[root];
     L->alias_of[so] = root;
+    L->alias_off[so] = L->alias_off[si] + offset; /* si is the root (0) or an alias into it */
     touch(L, root, step_index(L));
     return KN_OK;
+}
+
+kn_status kn_emit_alias(kn_emit *e, uint32_t out, uint32_t in)
+{
+    const kn_emit_tensor *x = kn_emit_in(e, in), *y = kn_emit_out(e, out);
+    if (x && y && x->nbytes != y->nbytes)
+        return kn_emit_fail(e, KN_ERR_INTERNAL, "alias with a different byte size");
+    return kn_emit_alias_at(e, out, in, 0);
 }
 
 /* ---- probing ---- */
@@ -988,6 +1036,11 @@ static kn_status plan_memory(lower *L)
         uint32_t s = p->outputs[i];
         touch(L, L->alias_of[s] != KN_NONE ? L->alias_of[s] : s, end);
     }
+    /* the persistent memory lives through every run: nothing else may share its bytes */
+    if (p->has_zero) {
+        touch(L, p->zero_slot, -1);
+        touch(L, p->zero_slot, end);
+    }
     /* an alias keeps its root alive */
     for (uint32_t i = 0; i < p->n_slots; i++)
         if (L->alias_of[i] != KN_NONE && L->last[i] >= 0) {
@@ -1030,7 +1083,7 @@ static kn_status plan_memory(lower *L)
     for (uint32_t i = 0; i < p->n_slots; i++)
         if (L->alias_of[i] != KN_NONE) {
             const kn_cu_slot *r = &p->slots[L->alias_of[i]];
-            p->slots[i].offset = r->offset;
+            p->slots[i].offset = r->offset + L->alias_off[i]; /* a weight's: into its constant */
             p->slots[i].place = r->place == KN_CU_WEIGHT ? KN_CU_WEIGHT : KN_CU_POOL;
             p->slots[i].index = r->index;
         }
@@ -1131,9 +1184,9 @@ static kn_status emit_node(lower *L, kn_id k)
                         g->info->path, n->name, n->op_type, (long long)n->opset);
             return KN_ERR_UNSUPPORTED;
         }
-    kn_emit e = {L, n, k, NULL, NULL, NULL, NULL, {0}};
+    kn_emit e = {L, n, k, NULL, NULL, NULL, NULL, {0}, {0}};
     for (int i = 0; i < KN_EMIT_SCRATCH; i++)
-        e.scratch[i] = KN_NONE;
+        e.scratch[i] = KN_NONE, e.persist[i] = UINT64_MAX;
     size_t ni = n->n_inputs + 1, no = n->n_outputs + 1;
     e.ins = kn_mem_alloc(L->a, ni * sizeof *e.ins);
     e.outs = kn_mem_alloc(L->a, no * sizeof *e.outs);
@@ -1352,6 +1405,7 @@ kn_status kn_cuda_lower_opt(kn_graph *g, const kn_cuda_shape *shapes, uint32_t n
     kn_mem_free(L.a, L.first);
     kn_mem_free(L.a, L.last);
     kn_mem_free(L.a, L.alias_of);
+    kn_mem_free(L.a, L.alias_off);
     if (s != KN_OK)
         kn_cu_program_free(out);
     return s;

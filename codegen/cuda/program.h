@@ -75,6 +75,8 @@ typedef struct kn_cu_program {
     uint64_t naive_bytes;  /* sum of all activation sizes (no reuse) */
     int64_t kv_rows;       /* steps read the KV cache (KN_CU_ARG_KV): its rows per run, else 0 */
     int64_t kv_tokens;     /* and the new tokens per row and run */
+    bool has_zero;         /* zero_slot holds the KN_ARG_PERSIST memory */
+    uint32_t zero_slot;    /* a pool slot, zero before the first run, left zero by every run (META zero_slot) */
     uint32_t archs[8];     /* compiled archs, KN_CU_ARCH_PTX last */
     uint32_t n_archs;
 } kn_cu_program;

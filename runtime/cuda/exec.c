@@ -313,6 +313,30 @@ static kn_status place_memory(kn_cuda_session *s, kn_diag *d)
     return st;
 }
 
+/* The plan's zero slot (META cuda.zero_slot: the kernels' persistent
+ * memory, e.g. the GEMV's K-split counters) is zero before the first
+ * run; every run leaves it zero, and memory planning gives it to nothing
+ * else, so this is done once per session. */
+static kn_status zero_persistent(kn_cuda_session *s, kn_diag *d)
+{
+    const kn_cuda_plan *p = &s->plan;
+    if (p->zero_slot == KN_PLAN_NONE || !p->slots[p->zero_slot].nbytes)
+        return KN_OK;
+    uint64_t n = p->slots[p->zero_slot].nbytes;
+    void *z = kn_mem_alloc(s->a, (size_t)n);
+    if (!z)
+        return KN_ERR_NOMEM;
+    memset(z, 0, (size_t)n);
+    CUresult r = s->cu->memcpy_htod_async(s->slot_ptr[p->zero_slot], z, (size_t)n, s->stream);
+    if (r == CUDA_SUCCESS) /* pageable memory: wait before the bytes go */
+        r = s->cu->stream_synchronize(s->stream);
+    kn_mem_free(s->a, z);
+    if (r != CUDA_SUCCESS)
+        return kn_cuda_fail(d, r, "cuMemcpyHtoDAsync", "%s: zeroing the persistent slot (%llu bytes)", p->name,
+                            (unsigned long long)n);
+    return KN_OK;
+}
+
 /* The KV pools (both of the plan's shape, opts.kv_blocks blocks or the
  * plan's; or opts.kv_shared's), the block table and the past lengths,
  * allocated once. */
@@ -485,6 +509,7 @@ static kn_status create(kn_cuda_session *s, const uint8_t *base, uint64_t size, 
     memset(s->gemms, 0, nst * sizeof *s->gemms);
     KN_TRY(load_modules(s, d));
     KN_TRY(place_memory(s, d));
+    KN_TRY(zero_persistent(s, d));
     KN_TRY(alloc_kv(s, d));
     KN_TRY(plan_steps(s, d));
     KN_TRY(stage_io(s, d));

@@ -560,11 +560,13 @@ static kn_status read_kv_meta(rdc *r)
     return KN_OK;
 }
 
-/* META cuda.pool_bytes (UINT64_MAX when absent) and cuda.output.K, the
- * slot of graph output K (KN_PLAN_NONE when absent). */
+/* META cuda.pool_bytes (UINT64_MAX when absent), cuda.zero_slot
+ * (p->zero_slot, KN_PLAN_NONE when absent) and cuda.output.K, the slot
+ * of graph output K (KN_PLAN_NONE when absent). */
 static kn_status read_meta(rdc *r, uint64_t *pool, uint32_t *out_slot)
 {
     *pool = UINT64_MAX;
+    r->p->zero_slot = KN_PLAN_NONE;
     const kn_model_info *m = r->g->info;
     for (uint32_t k = 0; k < r->g->n_outputs; k++)
         out_slot[k] = KN_PLAN_NONE;
@@ -577,6 +579,10 @@ static kn_status read_meta(rdc *r, uint64_t *pool, uint32_t *out_slot)
             if (!parse_u64(v, (1ull << 50) - 1, &x))
                 return bad(r, "bad cuda.pool_bytes '%s'", v);
             *pool = x;
+        } else if (strcmp(ck, "zero_slot") == 0) {
+            if (!parse_u64(v, UINT32_MAX - 1, &x) || x >= r->p->n_slots || r->p->slots[x].place != KN_CUDA_SLOT_POOL)
+                return bad(r, "bad cuda.zero_slot '%s': not a pool slot", v);
+            r->p->zero_slot = (uint32_t)x;
         } else if (strncmp(ck, "output.", 7) == 0) {
             if (!parse_u64(ck + 7, UINT32_MAX, &k) || k >= r->g->n_outputs || !parse_u64(v, UINT32_MAX - 1, &x))
                 return bad(r, "bad %s = '%s'", key, v);

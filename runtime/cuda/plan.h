@@ -31,6 +31,8 @@ typedef struct kn_cuda_plan {
     const uint8_t *blobs;             /* CU_BLOBS, in the plan */
     uint64_t blobs_size;
     uint64_t pool_bytes;              /* META cuda.pool_bytes, at least every pool slot's end */
+    uint32_t zero_slot;               /* META cuda.zero_slot: a pool slot to zero once before the first
+                                         run (the steps leave it zero), KN_PLAN_NONE when absent */
     uint32_t *input_slot;             /* per graph input: its first INPUT slot, KN_PLAN_NONE if unused */
     uint32_t *output_slot;            /* per graph output: the slot holding it */
     /* The KV cache, for plans whose steps read it (KN_CU_ARG_KV; else kv_rows is 0):
