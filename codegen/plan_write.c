@@ -88,6 +88,7 @@ typedef struct wctx {
     uint32_t n_cs, cap_cs, cap_coff;
     uint64_t weights_size;
     bool has_cuda;
+    bool persistent; /* a program has a zero slot: format version 3 */
 } wctx;
 
 static uint32_t str_of(wctx *w, const char *s)
@@ -439,6 +440,7 @@ static void put_cuda(wctx *w, kn_graph *g, const kn_cu_program *p, buf *const *s
     snprintf(key, sizeof key, "%s.steps", pre);
     put_kv(w, g, key, tmp);
     if (p->has_zero) { /* the slot the runtime zeroes once (KN_ARG_PERSIST) */
+        w->persistent = true;
         snprintf(tmp, sizeof tmp, "%u", p->zero_slot);
         snprintf(key, sizeof key, "%s.zero_slot", pre);
         put_kv(w, g, key, tmp);
@@ -752,7 +754,7 @@ static kn_status write_file(wctx *w, const char *path, kn_diag *d)
     kn_plan_header h;
     memset(&h, 0, sizeof h);
     memcpy(h.magic, KN_PLAN_MAGIC, 8);
-    h.version = KN_PLAN_VERSION;
+    h.version = w->persistent ? KN_PLAN_VERSION : KN_PLAN_VERSION_BASE;
     h.header_size = KN_PLAN_HEADER_SIZE;
     h.file_size = file_size;
     h.sections_off = KN_PLAN_HEADER_SIZE;

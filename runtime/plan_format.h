@@ -7,7 +7,12 @@
 #include <stdint.h>
 
 #define KN_PLAN_MAGIC "KILNPLAN"
-#define KN_PLAN_VERSION 2u
+/* Version 3: a target-cuda program with persistent memory (META
+ * cuda*.zero_slot) that a version-2 reader would not zero. Every other
+ * plan is still written as version 2, byte-identical to before; the
+ * reader takes both. */
+#define KN_PLAN_VERSION 3u
+#define KN_PLAN_VERSION_BASE 2u
 #define KN_PLAN_HEADER_SIZE 128u
 #define KN_PLAN_WEIGHT_ALIGN 64u     /* each constant's data */
 #define KN_PLAN_WEIGHTS_PAGE 4096u   /* the weights section's start */
@@ -15,7 +20,7 @@
 
 typedef struct kn_plan_header {
     char magic[8];           /* "KILNPLAN" */
-    uint32_t version;        /* KN_PLAN_VERSION */
+    uint32_t version;        /* KN_PLAN_VERSION_BASE or KN_PLAN_VERSION */
     uint32_t header_size;    /* KN_PLAN_HEADER_SIZE */
     uint64_t file_size;      /* bytes */
     uint64_t checksum;       /* kn_plan_checksum of the whole file with this field zero */

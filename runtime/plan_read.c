@@ -481,9 +481,9 @@ static kn_status load(rd *r)
         return BAD(r, "%s: not a kiln plan (bad magic)", r->name);
     kn_plan_header h;
     memcpy(&h, r->base, sizeof h);
-    if (h.version != KN_PLAN_VERSION)
-        return BAD(r, "%s: plan format version %u; this kiln reads version %u (rebuild the plan with 'kiln compile')",
-                   r->name, h.version, KN_PLAN_VERSION);
+    if (h.version < KN_PLAN_VERSION_BASE || h.version > KN_PLAN_VERSION)
+        return BAD(r, "%s: plan format version %u; this kiln reads versions %u and %u (rebuild the plan with 'kiln compile')",
+                   r->name, h.version, KN_PLAN_VERSION_BASE, KN_PLAN_VERSION);
     if (h.header_size != KN_PLAN_HEADER_SIZE)
         return corrupt(r, "bad header size");
     if (h.file_size != r->size)

@@ -52,6 +52,7 @@
 #include "model_builder.h"
 #include "passes/passes.h"
 #include "runtime/cuda/plan.h"
+#include "runtime/plan_format.h"
 #include "runtime/kv_cache.h"
 
 #include <math.h>
@@ -232,6 +233,14 @@ static void read_back(void **state)
         assert_true(kn_plan_is_cuda_decoder(g));
         assert_true(kn_cuda_plan_has_code(g));
         same_program(g, &o.dprog);
+        /* persistent memory (the GEMV counters) makes it a version-3 plan */
+        FILE *f = fopen(o.path, "rb");
+        kn_plan_header h;
+        assert_non_null(f);
+        assert_int_equal(fread(&h, sizeof h, 1, f), 1);
+        fclose(f);
+        assert_int_equal(h.version, o.dprog.has_zero ? KN_PLAN_VERSION : KN_PLAN_VERSION_BASE);
+        assert_true(o.dprog.has_zero);
         assert_int_equal(kn_plan_load_cuda_prefill(g, NULL, d, &pg), KN_OK);
         same_program(pg, &o.pprog);
         for (uint32_t i = 0; i < pg->n_inputs; i++) {

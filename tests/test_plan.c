@@ -496,6 +496,39 @@ static void test_not_a_plan(void **s)
     kn_diag_destroy(d);
 }
 
+/* Format versions: a plan without persistent CUDA memory is written as
+ * version 2; the reader takes 2 and 3 (3: a program with cuda*.zero_slot,
+ * test_cuda_decoder_plan) and refuses others by name. */
+static void test_versions(void **s)
+{
+    (void)s;
+    char plan[512];
+    roundtrip(NODE "test_if/model.onnx", plan, sizeof plan);
+    size_t n;
+    uint8_t *b = (uint8_t *)mb_read_file(plan, &n);
+    kn_plan_header h;
+    memcpy(&h, b, sizeof h);
+    assert_int_equal(h.version, KN_PLAN_VERSION_BASE);
+    static const uint32_t versions[] = {0, 1, KN_PLAN_VERSION_BASE, KN_PLAN_VERSION, KN_PLAN_VERSION + 1, 99};
+    for (size_t i = 0; i < sizeof versions / sizeof versions[0]; i++) {
+        uint32_t v = versions[i];
+        memcpy(b + offsetof(kn_plan_header, version), &v, sizeof v);
+        rechecksum(b, n);
+        kn_diag *d = kn_diag_create(NULL, NULL);
+        kn_graph *g = NULL;
+        kn_status st = kn_plan_load_memory(b, n, "v.plan", NULL, d, &g);
+        if (v >= KN_PLAN_VERSION_BASE && v <= KN_PLAN_VERSION) {
+            assert_int_equal(st, KN_OK);
+            kn_graph_destroy(g);
+        } else {
+            assert_int_equal(st, KN_ERR_INVALID);
+            assert_non_null(strstr(kn_diag_message(d, 0, NULL), "plan format version"));
+        }
+        kn_diag_destroy(d);
+    }
+    free(b);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -503,6 +536,7 @@ int main(void)
         cmocka_unit_test(test_every_byte_flip),   cmocka_unit_test(test_load_failing_allocator),
         cmocka_unit_test(test_not_a_plan),        cmocka_unit_test(test_named_blobs),
         cmocka_unit_test(test_named_corrupt),     cmocka_unit_test(test_direct_write_equals_buffered),
+        cmocka_unit_test(test_versions),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

@@ -64,7 +64,7 @@ static bool find_sections(const uint8_t *base, uint64_t size, const uint8_t **se
         return false;
     kn_plan_header h;
     memcpy(&h, base, sizeof h);
-    if (h.version != KN_PLAN_VERSION || h.n_sections > 64 || h.sections_off > size ||
+    if (h.version < KN_PLAN_VERSION_BASE || h.version > KN_PLAN_VERSION || h.n_sections > 64 || h.sections_off > size ||
         (uint64_t)h.n_sections * sizeof(kn_plan_section) > size - h.sections_off)
         return false;
     for (uint32_t i = 0; i < h.n_sections; i++) {
