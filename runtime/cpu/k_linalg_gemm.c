@@ -43,6 +43,7 @@ enum {
 typedef double v4d __attribute__((vector_size(32)));
 typedef float v4f __attribute__((vector_size(16)));
 typedef double v8d __attribute__((vector_size(64)));
+typedef float v8f __attribute__((vector_size(32)));
 
 #define LD4D(v, p) memcpy(&(v), (p), sizeof(v4d))
 #define ST4D(p, v) memcpy((p), &(v), sizeof(v4d))
@@ -52,20 +53,13 @@ typedef double v8d __attribute__((vector_size(64)));
 #define SPLAT8(x) ((v8d){(x), (x), (x), (x), (x), (x), (x), (x)})
 
 /* Per B element type T, the three ways the kernel body reads B, each
- * widening exactly to double: LD4_T(v, p) four elements into a v4d,
- * PACK8_T(d, s) eight elements into d[0..7], WIDEN_T(x) one. */
-_Static_assert(NR == 8, "PACK8 widens one NR-wide strip row");
-#define PACK8_LOOP(d, s, T)                                                                                           \
-    do {                                                                                                              \
-        double *d_ = (d);                                                                                             \
-        const T *s_ = (s);                                                                                            \
-        for (int q_ = 0; q_ < NR; q_++)                                                                               \
-            d_[q_] = WIDEN_##T(s_[q_]);                                                                               \
-    } while (0)
+ * widening exactly to double: LD4_T(v, p) and LD8_T(v, p) four or eight
+ * elements into a v4d or v8d, WIDEN_T(x) one. */
+_Static_assert(NR == 8, "LD8 widens one NR-wide strip row");
 
 #define WIDEN_double(x) (x)
 #define LD4_double(v, p) LD4D(v, p)
-#define PACK8_double(d, s) PACK8_LOOP(d, s, double)
+#define LD8_double(v, p) LD8D(v, p)
 
 #define WIDEN_float(x) ((double)(x))
 #define LD4_float(v, p)                                                                                               \
@@ -74,7 +68,12 @@ _Static_assert(NR == 8, "PACK8 widens one NR-wide strip row");
         memcpy(&f4_, (p), sizeof f4_);                                                                                \
         (v) = __builtin_convertvector(f4_, v4d);                                                                      \
     } while (0)
-#define PACK8_float(d, s) PACK8_LOOP(d, s, float)
+#define LD8_float(v, p)                                                                                               \
+    do {                                                                                                              \
+        v8f f8_;                                                                                                      \
+        memcpy(&f8_, (p), sizeof f8_);                                                                                \
+        (v) = __builtin_convertvector(f8_, v8d);                                                                      \
+    } while (0)
 
 /* Half-precision B, as stored (the element type names only select the
  * macros). bfloat16 is the top half of a float32: a shift, in any ISA. */
@@ -84,7 +83,6 @@ typedef uint16_t v4hu __attribute__((vector_size(8)));
 typedef uint16_t v8hu __attribute__((vector_size(16)));
 typedef uint32_t v4su __attribute__((vector_size(16)));
 typedef uint32_t v8su __attribute__((vector_size(32)));
-typedef float v8f __attribute__((vector_size(32)));
 
 static inline double bf16_widen(uint16_t h)
 {
@@ -102,13 +100,12 @@ static inline double bf16_widen(uint16_t h)
         v4su u_ = __builtin_convertvector(h_, v4su) << 16;                                                            \
         (v) = __builtin_convertvector((v4f)u_, v4d);                                                                  \
     } while (0)
-#define PACK8_bf16_bits(d, s)                                                                                         \
+#define LD8_bf16_bits(v, p)                                                                                           \
     do {                                                                                                              \
         v8hu h_;                                                                                                      \
-        memcpy(&h_, (s), sizeof h_);                                                                                  \
+        memcpy(&h_, (p), sizeof h_);                                                                                  \
         v8su u_ = __builtin_convertvector(h_, v8su) << 16;                                                            \
-        v8d w_ = __builtin_convertvector((v8f)u_, v8d);                                                               \
-        memcpy((d), &w_, sizeof w_);                                                                                  \
+        (v) = __builtin_convertvector((v8f)u_, v8d);                                                                  \
     } while (0)
 
 /* float16 in portable code: kn_f16_to_f32 (util.c) lane by lane without
@@ -144,8 +141,11 @@ static inline double bf16_widen(uint16_t h)
             if (m_blk > 0) /* the tile widened, as strips of KB x NR */                                               \
                 for (int64_t p = 0; p < np; p++) {                                                                    \
                     const BT *br = b + (p0 + p) * ldb + j0;                                                           \
-                    for (int64_t jr = 0; jr < nj_blk; jr += NR)                                                       \
-                        PACK8_##BT(pack + jr * KB + p * NR, br + jr);                                                 \
+                    for (int64_t jr = 0; jr < nj_blk; jr += NR) {                                                     \
+                        v8d w_;                                                                                       \
+                        LD8_##BT(w_, br + jr);                                                                        \
+                        ST8D(pack + jr * KB + p * NR, w_);                                                            \
+                    }                                                                                                 \
                 }                                                                                                     \
             for (int64_t jr = 0; m_blk > 0 && jr < nj_blk; jr += NR) {                                                \
                 for (int64_t i = 0; i < m_blk; i += MR) {                                                             \
@@ -178,6 +178,19 @@ static inline double bf16_widen(uint16_t h)
                     const BT *restrict b0 = b + (p0 + p) * ldb + j0;                                                  \
                     const BT *restrict b1 = b0 + ldb, *restrict b2 = b1 + ldb, *restrict b3 = b2 + ldb;               \
                     int64_t j = jb;                                                                                   \
+                    for (; j + 8 <= nj; j += 8) {                                                                     \
+                        v8d t, bv;                                                                                    \
+                        LD8D(t, ci + j);                                                                              \
+                        LD8_##BT(bv, b0 + j);                                                                         \
+                        t += SPLAT8(a0) * bv;                                                                         \
+                        LD8_##BT(bv, b1 + j);                                                                         \
+                        t += SPLAT8(a1) * bv;                                                                         \
+                        LD8_##BT(bv, b2 + j);                                                                         \
+                        t += SPLAT8(a2) * bv;                                                                         \
+                        LD8_##BT(bv, b3 + j);                                                                         \
+                        t += SPLAT8(a3) * bv;                                                                         \
+                        ST8D(ci + j, t);                                                                              \
+                    }                                                                                                 \
                     for (; j + 4 <= nj; j += 4) {                                                                     \
                         v4d t, bv;                                                                                    \
                         LD4D(t, ci + j);                                                                              \
@@ -241,14 +254,13 @@ typedef void gemm_f16_fn(int64_t m, int64_t k, const double *a, int64_t lda, con
         F16_SOFT(v4su, v4f, h_, f_);                                                                                  \
         (v) = __builtin_convertvector(f_, v4d);                                                                       \
     } while (0)
-#define PACK8_f16_bits(d, s)                                                                                          \
+#define LD8_f16_bits(v, p)                                                                                            \
     do {                                                                                                              \
         v8hu h_;                                                                                                      \
         v8f f_;                                                                                                       \
-        memcpy(&h_, (s), sizeof h_);                                                                                  \
+        memcpy(&h_, (p), sizeof h_);                                                                                  \
         F16_SOFT(v8su, v8f, h_, f_);                                                                                  \
-        v8d w_ = __builtin_convertvector(f_, v8d);                                                                    \
-        memcpy((d), &w_, sizeof w_);                                                                                  \
+        (v) = __builtin_convertvector(f_, v8d);                                                                       \
     } while (0)
 
 static void gemm_cols_f16_soft(int64_t m, int64_t k, const double *a, int64_t lda, const f16_bits *b, int64_t ldb,
@@ -262,18 +274,17 @@ static void gemm_cols_f16_soft(int64_t m, int64_t k, const double *a, int64_t ld
  * AVX2 copy of the body (every AVX-512 CPU has F16C). */
 #undef WIDEN_f16_bits
 #undef LD4_f16_bits
-#undef PACK8_f16_bits
+#undef LD8_f16_bits
 #define WIDEN_f16_bits(x) ((double)_cvtsh_ss(x))
 #define LD4_f16_bits(v, p)                                                                                            \
     do {                                                                                                              \
         __m128 f_ = _mm_cvtph_ps(_mm_loadl_epi64((const __m128i *)(const void *)(p)));                                \
         (v) = __builtin_convertvector((v4f)f_, v4d);                                                                  \
     } while (0)
-#define PACK8_f16_bits(d, s)                                                                                          \
+#define LD8_f16_bits(v, p)                                                                                            \
     do {                                                                                                              \
-        __m256 f_ = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(const void *)(s)));                             \
-        v8d w_ = __builtin_convertvector((v8f)f_, v8d);                                                               \
-        memcpy((d), &w_, sizeof w_);                                                                                  \
+        __m256 f_ = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(const void *)(p)));                             \
+        (v) = __builtin_convertvector((v8f)f_, v8d);                                                                  \
     } while (0)
 
 __attribute__((target("avx512f,f16c"))) static void gemm_cols_f16_avx512(int64_t m, int64_t k, const double *a,
