@@ -206,11 +206,11 @@ static double *doubles(int64_t n, uint32_t seed)
     return d;
 }
 
-/* A workspace for an m x n x k product as kn_linalg_gemm_plan sizes it. */
+/* A workspace for an m x n x k product as kn_linalg_gemm_workspace sizes it. */
 static double *workspace(int64_t m, int64_t n, int64_t k, bool trans, int *threads)
 {
     int64_t len;
-    *threads = kn_linalg_gemm_plan(m, n, k, trans, &len);
+    *threads = kn_linalg_gemm_workspace(m, n, k, trans, &len);
     double *w = malloc((size_t)(len ? len : 1) * sizeof *w);
     assert_non_null(w);
     return w;

@@ -510,7 +510,7 @@ static int64_t per_thread(int64_t m, bool b_trans)
     return ((m >= MR ? 1 : 0) + (b_trans ? 1 : 0)) * (int64_t)KB * NB;
 }
 
-int kn_linalg_gemm_plan(int64_t m, int64_t n, int64_t k, bool b_trans, int64_t *pack_len)
+int kn_linalg_gemm_workspace(int64_t m, int64_t n, int64_t k, bool b_trans, int64_t *pack_len)
 {
     int t = gemm_threads(m, n, k);
     *pack_len = t * per_thread(m, b_trans);
@@ -523,7 +523,7 @@ kn_status kn_linalg_gemm_setup_b(kn_kctx *c, int64_t m, int64_t n, int64_t k, bo
                                  double **pack)
 {
     int64_t len;
-    *threads = kn_linalg_gemm_plan(m, n, k, b_trans, &len);
+    *threads = kn_linalg_gemm_workspace(m, n, k, b_trans, &len);
     return kn_linalg_alloc(c, len, sizeof **pack, (void **)pack);
 }
 

@@ -39,12 +39,13 @@ typedef struct kn_gemm_b {
 
 /* Thread count and workspace (scratch of a few hundred KiB per thread,
  * whatever B's size) for an m x n x k product; _b for a B stored
- * transposed or not. kn_linalg_gemm_plan gives the same without a kernel
- * context: the thread count, and the workspace length in doubles. */
+ * transposed or not. kn_linalg_gemm_workspace gives the same without a
+ * kernel context: it returns the thread count and sets the workspace
+ * length in doubles. */
 kn_status kn_linalg_gemm_setup(kn_kctx *c, int64_t m, int64_t n, int64_t k, int *threads, double **pack);
 kn_status kn_linalg_gemm_setup_b(kn_kctx *c, int64_t m, int64_t n, int64_t k, bool b_trans, int *threads,
                                  double **pack);
-int kn_linalg_gemm_plan(int64_t m, int64_t n, int64_t k, bool b_trans, int64_t *pack_len);
+int kn_linalg_gemm_workspace(int64_t m, int64_t n, int64_t k, bool b_trans, int64_t *pack_len);
 /* cm[m x n] += a[m x k] * b[k x n] in double, each element's products
  * added in increasing k: the same bits for any thread count, B type or
  * ISA. The first form takes any B (threads and pack from
