@@ -2,10 +2,10 @@
  * Gemm and kiln.GemmEpilogue: every output element equals, bit for bit, the
  * double sum of its products added in increasing k and rounded once —
  * whatever the blocking (sizes around the 4x8 micro-kernel and the 128/256
- * tiles), float, double, float16 or bfloat16 B (half B read in place:
- * the same bits as widening it first, with F16C or in software, and no
- * weight-sized scratch), batches, and the number of threads
- * (KILN_CPU_THREADS). */
+ * tiles), float, double, float16 or bfloat16 B (read in place by each
+ * copy of the kernel, AVX-512, AVX2 or baseline: the same bits as widening
+ * it first, and no weight-sized scratch), batches, and the number of
+ * threads (KILN_CPU_THREADS). */
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -216,19 +216,24 @@ static double *workspace(int64_t m, int64_t n, int64_t k, bool trans, int *threa
     return w;
 }
 
-/* C (random) += A · B with B half-precision, read in place (stored [k, n],
- * or [n, k] when trans) the way `way` widens it, on `threads` threads:
+/* C (random) += A · B with B float16, bfloat16 or float32 (those hold
+ * random bfloat16 values), read in place (stored [k, n], or [n, k] when
+ * trans) by the copy `way` of the kernel, on `threads` threads:
  * bit-identical to B widened first into doubles and the double GEMM on
  * one thread. */
-static void half_case(kn_dtype t, kn_gemm_half way, int64_t m, int64_t k, int64_t n, bool trans, const char *threads)
+static void half_case(kn_dtype t, kn_gemm_isa way, int64_t m, int64_t k, int64_t n, bool trans, const char *threads)
 {
+    kn_dtype ht = t == KN_F32 ? KN_BF16 : t;
     uint16_t *h = malloc((size_t)(k * n) * sizeof *h);
+    float *f = malloc((size_t)(k * n) * sizeof *f);
     double *w = malloc((size_t)(k * n) * sizeof *w);
-    assert_true(h && w);
-    half_fill(t, h, k * n, (uint32_t)(m * 31 + k * 7 + n));
+    assert_true(h && f && w);
+    half_fill(ht, h, k * n, (uint32_t)(m * 31 + k * 7 + n));
+    for (int64_t i = 0; i < k * n; i++)
+        f[i] = (float)widen(ht, h[i]);
     for (int64_t p = 0; p < k; p++)
         for (int64_t j = 0; j < n; j++)
-            w[p * n + j] = widen(t, h[trans ? j * k + p : p * n + j]);
+            w[p * n + j] = widen(ht, h[trans ? j * k + p : p * n + j]);
     double *a = doubles(m * k, (uint32_t)(k + n)), *want = doubles(m * n, (uint32_t)m);
     double *got = malloc((size_t)(m * n) * sizeof *got);
     assert_non_null(got);
@@ -240,7 +245,7 @@ static void half_case(kn_dtype t, kn_gemm_half way, int64_t m, int64_t k, int64_
     free(ws);
     setenv("KILN_CPU_THREADS", threads, 1);
     ws = workspace(m, n, k, trans, &nt);
-    kn_gemm_b gb = {.dtype = t, .data = h, .ld = trans ? k : n, .trans = trans, .half = way};
+    kn_gemm_b gb = {.dtype = t, .data = t == KN_F32 ? (void *)f : h, .ld = trans ? k : n, .trans = trans, .isa = way};
     kn_linalg_gemm_b(m, n, k, a, k, &gb, got, n, nt, ws);
     unsetenv("KILN_CPU_THREADS");
     for (int64_t i = 0; i < m * n; i++)
@@ -250,29 +255,26 @@ static void half_case(kn_dtype t, kn_gemm_half way, int64_t m, int64_t k, int64_
                      (long long)n, threads, (long long)(i / n), (long long)(i % n), got[i], want[i]);
     free(ws);
     free(h);
+    free(f);
     free(w);
     free(a);
     free(want);
     free(got);
 }
 
-/* The ways of widening float16 this CPU has (bfloat16 has one). */
-static int half_ways(kn_dtype t, kn_gemm_half *ways)
+/* The copies of the kernel this CPU can run (AUTO first). */
+static int isa_ways(kn_gemm_isa *ways)
 {
-    if (t == KN_BF16) {
-        ways[0] = KN_GEMM_HALF_AUTO;
-        return 1;
-    }
-    const kn_gemm_half all[] = {KN_GEMM_HALF_AUTO, KN_GEMM_HALF_AVX512, KN_GEMM_HALF_AVX2, KN_GEMM_HALF_SOFT};
+    const kn_gemm_isa all[] = {KN_GEMM_ISA_AUTO, KN_GEMM_ISA_AVX512, KN_GEMM_ISA_AVX2, KN_GEMM_ISA_BASE};
     int n = 0;
     for (size_t i = 0; i < sizeof all / sizeof *all; i++)
-        if (kn_linalg_gemm_half_has(all[i]))
+        if (kn_linalg_gemm_isa_has(all[i]))
             ways[n++] = all[i];
-    assert_true(kn_linalg_gemm_half_has(KN_GEMM_HALF_SOFT));
+    assert_true(kn_linalg_gemm_isa_has(KN_GEMM_ISA_BASE));
     return n;
 }
 
-static void test_half_b_matches_widened(void **state)
+static void test_b_in_place_matches_widened(void **state)
 {
     (void)state;
     /* m = 1 (decode) and m < MR (the row loop only), around the micro-kernel;
@@ -280,10 +282,10 @@ static void test_half_b_matches_widened(void **state)
     const int64_t ms[] = {1, 2, 3, 4, 5, 9, 37};
     const int64_t ks[] = {1, 7, 131};
     const int64_t ns[] = {1, 13, 260};
-    const kn_dtype ts[] = {KN_F16, KN_BF16};
-    for (size_t ti = 0; ti < 2; ti++) {
-        kn_gemm_half ways[4];
-        int n_ways = half_ways(ts[ti], ways);
+    const kn_dtype ts[] = {KN_F16, KN_BF16, KN_F32};
+    kn_gemm_isa ways[4];
+    int n_ways = isa_ways(ways);
+    for (size_t ti = 0; ti < 3; ti++) {
         for (int w = 0; w < n_ways; w++)
             for (int trans = 0; trans < 2; trans++) {
                 for (size_t i = 0; i < sizeof ms / sizeof *ms; i++)
@@ -304,7 +306,7 @@ static void test_half_b_matches_widened(void **state)
  * per-row widening of a transposed B; and, over windows of 3 columns, the
  * row loop's single columns. NaNs included (they come out quiet, as when
  * widened first). */
-static void every_value(kn_dtype t, kn_gemm_half way, int64_t m, int64_t n, bool trans, const uint16_t *h)
+static void every_value(kn_dtype t, kn_gemm_isa way, int64_t m, int64_t n, bool trans, const uint16_t *h)
 {
     double *a = malloc((size_t)m * sizeof *a), *got = malloc((size_t)(m * n) * sizeof *got);
     double *want = malloc((size_t)(m * n) * sizeof *want), *w = malloc((size_t)n * sizeof *w);
@@ -320,7 +322,7 @@ static void every_value(kn_dtype t, kn_gemm_half way, int64_t m, int64_t n, bool
     kn_linalg_gemm_f64(m, n, 1, a, 1, w, n, want, n, nt, ws);
     free(ws);
     ws = workspace(m, n, 1, trans, &nt);
-    kn_gemm_b gb = {.dtype = t, .data = h, .ld = trans ? 1 : n, .trans = trans, .half = way};
+    kn_gemm_b gb = {.dtype = t, .data = h, .ld = trans ? 1 : n, .trans = trans, .isa = way};
     kn_linalg_gemm_b(m, n, 1, a, 1, &gb, got, n, nt, ws);
     for (int64_t i = 0; i < m * n; i++) {
         double v = w[i % n];
@@ -344,9 +346,9 @@ static void test_half_b_every_value(void **state)
     for (int64_t i = 0; i < 65536; i++)
         h[i] = (uint16_t)i;
     const kn_dtype ts[] = {KN_F16, KN_BF16};
+    kn_gemm_isa ways[4];
+    int n_ways = isa_ways(ways);
     for (size_t ti = 0; ti < 2; ti++) {
-        kn_gemm_half ways[4];
-        int n_ways = half_ways(ts[ti], ways);
         for (int w = 0; w < n_ways; w++) {
             every_value(ts[ti], ways[w], 4, 65536, false, h);
             every_value(ts[ti], ways[w], 1, 65536, false, h);
@@ -447,7 +449,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_matmul_float),
         cmocka_unit_test(test_matmul_double_and_gemm),
-        cmocka_unit_test(test_half_b_matches_widened),
+        cmocka_unit_test(test_b_in_place_matches_widened),
         cmocka_unit_test(test_half_b_every_value),
         cmocka_unit_test(test_half_ops),
         cmocka_unit_test(test_half_scratch_small),

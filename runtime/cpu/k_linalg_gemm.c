@@ -18,10 +18,13 @@
 #define KN_X86 0
 #endif
 
-/* The compiler makes AVX-512 and AVX2 copies of the kernels next to the
- * baseline one and picks at load time (glibc ifunc). Neither enables FMA
- * (GCC's avx512f and avx2 targets do not imply it): no contraction, the
- * same roundings as the baseline. */
+/* Double B (the GEMMs of Conv, MatMulInteger, ...): the compiler makes
+ * AVX-512 and AVX2 copies of the kernel next to the baseline one and picks
+ * at load time (glibc ifunc). float32, float16 and bfloat16 B (weights)
+ * have the same three copies written out, picked per GEMM (kn_gemm_isa), so
+ * that the tests can run each. No copy enables FMA (GCC's avx512f and avx2
+ * targets do not imply it): no contraction, the same roundings as the
+ * baseline. */
 #if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__)
 #define KN_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
 #else
@@ -234,22 +237,19 @@ KN_CLONES static void gemm_cols_f64(int64_t m, int64_t k, const double *a, int64
     GEMM_BODY(double)
 }
 
-KN_CLONES static void gemm_cols_f32(int64_t m, int64_t k, const double *a, int64_t lda, const float *b, int64_t ldb,
-                                    double *cm, int64_t ldc, int64_t j_begin, int64_t j_end, double *pack)
+static void gemm_cols_f32(int64_t m, int64_t k, const double *a, int64_t lda, const float *b, int64_t ldb,
+                          double *cm, int64_t ldc, int64_t j_begin, int64_t j_end, double *pack)
 {
     GEMM_BODY(float)
 }
 
-KN_CLONES static void gemm_cols_bf16(int64_t m, int64_t k, const double *a, int64_t lda, const bf16_bits *b,
-                                     int64_t ldb, double *cm, int64_t ldc, int64_t j_begin, int64_t j_end, double *pack)
+static void gemm_cols_bf16(int64_t m, int64_t k, const double *a, int64_t lda, const bf16_bits *b, int64_t ldb,
+                           double *cm, int64_t ldc, int64_t j_begin, int64_t j_end, double *pack)
 {
     GEMM_BODY(bf16_bits)
 }
 
-/* float16 B: one copy per way of widening it. */
-typedef void gemm_f16_fn(int64_t m, int64_t k, const double *a, int64_t lda, const f16_bits *b, int64_t ldb,
-                         double *cm, int64_t ldc, int64_t j_begin, int64_t j_end, double *pack);
-
+/* float16 B, baseline: the portable widening. */
 #define WIDEN_f16_bits(x) ((double)kn_f16_to_f32(x))
 #define LD4_f16_bits(v, p)                                                                                            \
     do {                                                                                                              \
@@ -268,16 +268,17 @@ typedef void gemm_f16_fn(int64_t m, int64_t k, const double *a, int64_t lda, con
         (v) = __builtin_convertvector(f_, v8d);                                                                       \
     } while (0)
 
-static void gemm_cols_f16_soft(int64_t m, int64_t k, const double *a, int64_t lda, const f16_bits *b, int64_t ldb,
+static void gemm_cols_f16(int64_t m, int64_t k, const double *a, int64_t lda, const f16_bits *b, int64_t ldb,
                                double *cm, int64_t ldc, int64_t j_begin, int64_t j_end, double *pack)
 {
     GEMM_BODY(f16_bits)
 }
 
 #if KN_X86
-/* AVX-512 copies of the float32 and bfloat16 bodies with the one-instruction
- * CVT8_PD; for float16, the CPU's conversion (F16C, exact for every half)
- * in an AVX-512 and an AVX2 copy (every AVX-512 CPU has F16C). */
+/* The AVX-512 and AVX2 copies for float32, float16 and bfloat16 B; the
+ * AVX-512 ones with the one-instruction CVT8_PD. float16 is widened there by
+ * the CPU's conversion (F16C, exact for every half; every AVX-512 or AVX2
+ * CPU has it). */
 #undef WIDEN_f16_bits
 #undef LD4_f16_bits
 #undef LD8_f16_bits
@@ -321,6 +322,21 @@ __attribute__((target("avx512f,f16c"))) static void gemm_cols_f16_avx512(int64_t
 
 #undef CVT8_PD
 #define CVT8_PD(f) __builtin_convertvector((v8f)(f), v8d)
+__attribute__((target("avx2"))) static void gemm_cols_f32_avx2(int64_t m, int64_t k, const double *a, int64_t lda,
+                                                                const float *b, int64_t ldb, double *cm, int64_t ldc,
+                                                                int64_t j_begin, int64_t j_end, double *pack)
+{
+    GEMM_BODY(float)
+}
+
+__attribute__((target("avx2"))) static void gemm_cols_bf16_avx2(int64_t m, int64_t k, const double *a, int64_t lda,
+                                                                 const bf16_bits *b, int64_t ldb, double *cm,
+                                                                 int64_t ldc, int64_t j_begin, int64_t j_end,
+                                                                 double *pack)
+{
+    GEMM_BODY(bf16_bits)
+}
+
 __attribute__((target("avx2,f16c"))) static void gemm_cols_f16_avx2(int64_t m, int64_t k, const double *a, int64_t lda,
                                                                      const f16_bits *b, int64_t ldb, double *cm,
                                                                      int64_t ldc, int64_t j_begin, int64_t j_end,
@@ -343,44 +359,32 @@ __attribute__((target("avx,f16c"))) static void f16_run_f16c(const uint16_t *s, 
 }
 #endif
 
-bool kn_linalg_gemm_half_has(kn_gemm_half h)
+bool kn_linalg_gemm_isa_has(kn_gemm_isa h)
 {
     switch (h) {
-    case KN_GEMM_HALF_AUTO:
-    case KN_GEMM_HALF_SOFT: return true;
+    case KN_GEMM_ISA_AUTO:
+    case KN_GEMM_ISA_BASE: return true;
 #if KN_X86
-    case KN_GEMM_HALF_AVX512: return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("f16c");
-    case KN_GEMM_HALF_AVX2: return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("f16c");
+    case KN_GEMM_ISA_AVX512: return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("f16c");
+    case KN_GEMM_ISA_AVX2: return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("f16c");
 #else
-    case KN_GEMM_HALF_AVX512:
-    case KN_GEMM_HALF_AVX2: return false;
+    case KN_GEMM_ISA_AVX512:
+    case KN_GEMM_ISA_AVX2: return false;
 #endif
     }
     return false;
 }
 
 /* The way asked for when the CPU has it, else the best it has. */
-static kn_gemm_half half_pick(kn_gemm_half h)
+static kn_gemm_isa isa_pick(kn_gemm_isa h)
 {
-    if (h != KN_GEMM_HALF_AUTO && kn_linalg_gemm_half_has(h))
+    if (h != KN_GEMM_ISA_AUTO && kn_linalg_gemm_isa_has(h))
         return h;
-    if (kn_linalg_gemm_half_has(KN_GEMM_HALF_AVX512))
-        return KN_GEMM_HALF_AVX512;
-    if (kn_linalg_gemm_half_has(KN_GEMM_HALF_AVX2))
-        return KN_GEMM_HALF_AVX2;
-    return KN_GEMM_HALF_SOFT;
-}
-
-static gemm_f16_fn *f16_kernel(kn_gemm_half h)
-{
-#if KN_X86
-    if (h == KN_GEMM_HALF_AVX512)
-        return gemm_cols_f16_avx512;
-    if (h == KN_GEMM_HALF_AVX2)
-        return gemm_cols_f16_avx2;
-#endif
-    (void)h;
-    return gemm_cols_f16_soft;
+    if (kn_linalg_gemm_isa_has(KN_GEMM_ISA_AVX512))
+        return KN_GEMM_ISA_AVX512;
+    if (kn_linalg_gemm_isa_has(KN_GEMM_ISA_AVX2))
+        return KN_GEMM_ISA_AVX2;
+    return KN_GEMM_ISA_BASE;
 }
 
 /* n consecutive elements of B (any of its types) widened into d. */
@@ -400,7 +404,7 @@ static void widen_run(const kn_gemm_b *b, int64_t off, int64_t n, double *d)
     }
     const uint16_t *s = (const uint16_t *)b->data + off;
 #if KN_X86
-    if (b->half != KN_GEMM_HALF_SOFT) {
+    if (b->isa != KN_GEMM_ISA_BASE) {
         f16_run_f16c(s, n, d);
         return;
     }
@@ -414,8 +418,7 @@ static void widen_run(const kn_gemm_b *b, int64_t off, int64_t n, double *d)
 typedef struct gemm_job {
     int64_t m, k, lda, ldc, j_begin, j_end;
     const double *a;
-    kn_gemm_b b; /* b.half resolved (never AUTO) */
-    bool avx512; /* float32 and bfloat16 B: the AVX-512 copies */
+    kn_gemm_b b; /* b.isa resolved (never AUTO) */
     double *cm;
     double *pack; /* this job's KB x NB doubles (NULL when m < MR) */
     double *tile; /* transposed B: this job's KB x NB doubles of widened B */
@@ -449,34 +452,25 @@ static void run_job(const gemm_job *g)
         gemm_cols_trans(g);
         return;
     }
+    /* the copy for b->isa (AVX-512, AVX2 or the baseline) of a kernel */
+#define RUN_COPY(name)                                                                                                \
+    name(g->m, g->k, g->a, g->lda, b->data, b->ld, g->cm, g->ldc, g->j_begin, g->j_end, g->pack)
+#if KN_X86
+#define RUN_ISA(name)                                                                                                 \
+    (b->isa == KN_GEMM_ISA_AVX512 ? RUN_COPY(name##_avx512)                                                           \
+     : b->isa == KN_GEMM_ISA_AVX2 ? RUN_COPY(name##_avx2)                                                             \
+                                  : RUN_COPY(name))
+#else
+#define RUN_ISA(name) RUN_COPY(name)
+#endif
     switch (b->dtype) {
-    case KN_F32:
-#if KN_X86
-        if (g->avx512) {
-            gemm_cols_f32_avx512(g->m, g->k, g->a, g->lda, b->data, b->ld, g->cm, g->ldc, g->j_begin, g->j_end,
-                                 g->pack);
-            break;
-        }
-#endif
-        gemm_cols_f32(g->m, g->k, g->a, g->lda, b->data, b->ld, g->cm, g->ldc, g->j_begin, g->j_end, g->pack);
-        break;
-    case KN_F16:
-        f16_kernel(b->half)(g->m, g->k, g->a, g->lda, b->data, b->ld, g->cm, g->ldc, g->j_begin, g->j_end, g->pack);
-        break;
-    case KN_BF16:
-#if KN_X86
-        if (g->avx512) {
-            gemm_cols_bf16_avx512(g->m, g->k, g->a, g->lda, b->data, b->ld, g->cm, g->ldc, g->j_begin, g->j_end,
-                                  g->pack);
-            break;
-        }
-#endif
-        gemm_cols_bf16(g->m, g->k, g->a, g->lda, b->data, b->ld, g->cm, g->ldc, g->j_begin, g->j_end, g->pack);
-        break;
-    default:
-        gemm_cols_f64(g->m, g->k, g->a, g->lda, b->data, b->ld, g->cm, g->ldc, g->j_begin, g->j_end, g->pack);
-        break;
+    case KN_F32: RUN_ISA(gemm_cols_f32); break;
+    case KN_F16: RUN_ISA(gemm_cols_f16); break;
+    case KN_BF16: RUN_ISA(gemm_cols_bf16); break;
+    default: RUN_COPY(gemm_cols_f64); break;
     }
+#undef RUN_ISA
+#undef RUN_COPY
 }
 
 static void *job_thread(void *p)
@@ -569,10 +563,7 @@ void kn_linalg_gemm_b(int64_t m, int64_t n, int64_t k, const double *a, int64_t 
                       int64_t ldc, int threads, double *pack)
 {
     gemm_job g = {.m = m, .k = k, .lda = lda, .ldc = ldc, .j_end = n, .a = a, .b = *b, .cm = cm, .pack = pack};
-    g.b.half = half_pick(b->half);
-#if KN_X86
-    g.avx512 = __builtin_cpu_supports("avx512f");
-#endif
+    g.b.isa = isa_pick(b->isa);
     gemm_split(g, n, threads);
 }
 

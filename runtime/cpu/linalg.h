@@ -13,17 +13,18 @@ kn_status kn_linalg_to_f64(kn_kctx *c, const kn_rt_tensor *t, double **out);
 /* Stores n doubles into a tensor of float dtype t, rounding once. */
 void kn_linalg_store_f64(kn_dtype t, void *data, const double *v, int64_t n);
 
-/* How the GEMM widens float16 B: with the CPU's conversion (F16C) in the
- * AVX-512 or the AVX2 copy of the kernel, or in portable code. All give the
- * same bits; AUTO (0) takes the best the CPU has, as does a way it lacks. */
-typedef enum kn_gemm_half {
-    KN_GEMM_HALF_AUTO,
-    KN_GEMM_HALF_AVX512,
-    KN_GEMM_HALF_AVX2,
-    KN_GEMM_HALF_SOFT,
-} kn_gemm_half;
-/* Whether this CPU can run that way. */
-bool kn_linalg_gemm_half_has(kn_gemm_half h);
+/* Which copy of the GEMM runs for a float32, float16 or bfloat16 B: the
+ * AVX-512 or the AVX2 one (float16 widened there by the CPU's F16C
+ * conversion) or the baseline (float16 in portable code). All give the same
+ * bits; AUTO (0) takes the best the CPU has, as does a copy it cannot run. */
+typedef enum kn_gemm_isa {
+    KN_GEMM_ISA_AUTO,
+    KN_GEMM_ISA_AVX512,
+    KN_GEMM_ISA_AVX2,
+    KN_GEMM_ISA_BASE,
+} kn_gemm_isa;
+/* Whether this CPU can run that copy. */
+bool kn_linalg_gemm_isa_has(kn_gemm_isa isa);
 
 /* B of a GEMM, read in place (widened exactly to double as the kernel
  * uses it, never copied whole): float64, float32, float16 or bfloat16
@@ -34,7 +35,7 @@ typedef struct kn_gemm_b {
     const void *data;
     int64_t ld;
     bool trans;
-    kn_gemm_half half; /* float16 only; 0: the best */
+    kn_gemm_isa isa; /* 0: the best copy */
 } kn_gemm_b;
 
 /* Thread count and workspace (scratch of a few hundred KiB per thread,
