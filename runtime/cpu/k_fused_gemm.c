@@ -128,20 +128,15 @@ static kn_status product_matmul(kn_kctx *c, const kn_rt_tensor *a, const kn_rt_t
     if (bias && (bias->rank > 1 || (bias->numel != 1 && bias->numel != n)))
         return kn_kctx_fail(c, KN_ERR_INVALID, "bias must have rank <= 1 and 1 or %lld values", (long long)n);
     int64_t m = k ? a->numel / k : kn_numel(a->rank - 1, a->dims);
-    double *da, *db = NULL, *acc, *dbias = NULL;
-    /* float B (the weights) is read in place, widened as used */
-    const float *fb = b->dtype == KN_F32 ? b->data : NULL;
+    double *da, *acc, *dbias = NULL;
+    /* B (the weights, in any float dtype) is read in place, widened as used */
     KN_TRY(kn_linalg_to_f64(c, a, &da));
-    if (!fb)
-        KN_TRY(kn_linalg_to_f64(c, b, &db));
     KN_TRY(kn_linalg_alloc(c, m * n, sizeof *acc, (void **)&acc));
     int nt;
     double *pack;
     KN_TRY(kn_linalg_gemm_setup(c, m, n, k, &nt, &pack));
-    if (fb)
-        kn_linalg_gemm_f64_f32b(m, n, k, da, k, fb, n, acc, n, nt, pack);
-    else
-        kn_linalg_gemm_f64(m, n, k, da, k, db, n, acc, n, nt, pack);
+    kn_gemm_b gb = {.dtype = b->dtype, .data = b->data, .ld = n};
+    kn_linalg_gemm_b(m, n, k, da, k, &gb, acc, n, nt, pack);
     if (bias)
         KN_TRY(kn_linalg_to_f64(c, bias, &dbias));
     kn_dtype t = a->dtype;

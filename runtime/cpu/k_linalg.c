@@ -187,12 +187,10 @@ kn_status kn_ref_MatMul(kn_kctx *c)
     if (y->numel == 0)
         return KN_OK;
     if (fl) {
-        /* float B (weights, mostly) is read in place, widened as used. */
-        double *da, *db = NULL, *acc;
-        const float *fb = b->dtype == KN_F32 ? b->data : NULL;
+        /* B (weights, mostly: float32, float16, bfloat16) is read in place,
+         * widened as used; A (activations) is copied to double. */
+        double *da, *acc;
         KN_TRY(kn_linalg_to_f64(c, a, &da));
-        if (!fb)
-            KN_TRY(kn_linalg_to_f64(c, b, &db));
         KN_TRY(kn_linalg_alloc(c, mn, sizeof *acc, (void **)&acc));
         int nt;
         double *pack;
@@ -201,11 +199,8 @@ kn_status kn_ref_MatMul(kn_kctx *c)
         for (int64_t t = 0; t < p.n_batch; t++) {
             if (t)
                 memset(acc, 0, (size_t)mn * sizeof *acc);
-            if (fb)
-                kn_linalg_gemm_f64_f32b(p.m, p.n, p.k, da + p.off_a[t], p.k, fb + p.off_b[t], p.n, acc, p.n, nt,
-                                        pack);
-            else
-                kn_linalg_gemm_f64(p.m, p.n, p.k, da + p.off_a[t], p.k, db + p.off_b[t], p.n, acc, p.n, nt, pack);
+            kn_gemm_b gb = {.dtype = b->dtype, .data = (const char *)b->data + (size_t)p.off_b[t] * esz, .ld = p.n};
+            kn_linalg_gemm_b(p.m, p.n, p.k, da + p.off_a[t], p.k, &gb, acc, p.n, nt, pack);
             kn_linalg_store_f64(y->dtype, (char *)y->data + (size_t)(t * mn) * esz, acc, mn);
         }
     } else {
@@ -241,20 +236,19 @@ kn_status kn_linalg_gemm_ab(kn_kctx *c, const kn_rt_tensor *a, bool ta, const kn
                             int64_t n, int64_t k, const kn_rt_tensor *cc, int64_t csm, int64_t csn, double alpha,
                             double beta, double **out)
 {
-    double *da, *db, *acc, *dc = NULL;
+    /* A (activations) is copied to double; B (the weights), transposed or
+     * not, is read in place by the GEMM. */
+    double *da, *acc, *dc = NULL;
     KN_TRY(kn_linalg_alloc(c, m * k, sizeof *da, (void **)&da));
-    KN_TRY(kn_linalg_alloc(c, k * n, sizeof *db, (void **)&db));
     KN_TRY(kn_linalg_alloc(c, m * n, sizeof *acc, (void **)&acc));
     for (int64_t i = 0; i < m; i++)
         for (int64_t p = 0; p < k; p++)
             da[i * k + p] = kn_get_f64(a->dtype, a->data, ta ? p * m + i : i * k + p);
-    for (int64_t p = 0; p < k; p++)
-        for (int64_t j = 0; j < n; j++)
-            db[p * n + j] = kn_get_f64(b->dtype, b->data, tb ? j * k + p : p * n + j);
     int nt;
     double *pack;
-    KN_TRY(kn_linalg_gemm_setup(c, m, n, k, &nt, &pack));
-    kn_linalg_gemm_f64(m, n, k, da, k, db, n, acc, n, nt, pack);
+    KN_TRY(kn_linalg_gemm_setup_b(c, m, n, k, tb, &nt, &pack));
+    kn_gemm_b gb = {.dtype = b->dtype, .data = b->data, .ld = tb ? k : n, .trans = tb};
+    kn_linalg_gemm_b(m, n, k, da, k, &gb, acc, n, nt, pack);
     if (cc)
         KN_TRY(kn_linalg_to_f64(c, cc, &dc));
     for (int64_t i = 0; i < m; i++)

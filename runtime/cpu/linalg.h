@@ -13,10 +13,47 @@ kn_status kn_linalg_to_f64(kn_kctx *c, const kn_rt_tensor *t, double **out);
 /* Stores n doubles into a tensor of float dtype t, rounding once. */
 void kn_linalg_store_f64(kn_dtype t, void *data, const double *v, int64_t n);
 
-/* Thread count and packing scratch for an m x n x k product. */
+/* Which copy of the GEMM runs for a float32, float16 or bfloat16 B: the
+ * AVX-512 or the AVX2 one (float16 widened there by the CPU's F16C
+ * conversion) or the baseline (float16 in portable code). All give the same
+ * bits; AUTO (0) takes the best the CPU has, as does a copy it cannot run. */
+typedef enum kn_gemm_isa {
+    KN_GEMM_ISA_AUTO,
+    KN_GEMM_ISA_AVX512,
+    KN_GEMM_ISA_AVX2,
+    KN_GEMM_ISA_BASE,
+} kn_gemm_isa;
+/* Whether this CPU can run that copy. */
+bool kn_linalg_gemm_isa_has(kn_gemm_isa isa);
+
+/* B of a GEMM, read in place (widened exactly to double as the kernel
+ * uses it, never copied whole): float64, float32, float16 or bfloat16
+ * elements, row-major [k, n] with leading dimension ld (elements), or with
+ * trans stored [n, k] (Gemm's transB). */
+typedef struct kn_gemm_b {
+    kn_dtype dtype;
+    const void *data;
+    int64_t ld;
+    bool trans;
+    kn_gemm_isa isa; /* 0: the best copy */
+} kn_gemm_b;
+
+/* Thread count and workspace (scratch of a few hundred KiB per thread,
+ * whatever B's size) for an m x n x k product; _b for a B stored
+ * transposed or not. kn_linalg_gemm_workspace gives the same without a
+ * kernel context: it returns the thread count and sets the workspace
+ * length in doubles. */
 kn_status kn_linalg_gemm_setup(kn_kctx *c, int64_t m, int64_t n, int64_t k, int *threads, double **pack);
-/* cm[m x n] += a[m x k] * b[k x n] in double, the same bits for any
- * thread count; the second form reads float32 B in place. */
+kn_status kn_linalg_gemm_setup_b(kn_kctx *c, int64_t m, int64_t n, int64_t k, bool b_trans, int *threads,
+                                 double **pack);
+int kn_linalg_gemm_workspace(int64_t m, int64_t n, int64_t k, bool b_trans, int64_t *pack_len);
+/* cm[m x n] += a[m x k] * b[k x n] in double, each element's products
+ * added in increasing k: the same bits for any thread count, B type or
+ * ISA. The first form takes any B (threads and pack from
+ * kn_linalg_gemm_setup_b with the same m, n, k and b->trans); the others
+ * a double or float32 B, not transposed (kn_linalg_gemm_setup). */
+void kn_linalg_gemm_b(int64_t m, int64_t n, int64_t k, const double *a, int64_t lda, const kn_gemm_b *b, double *cm,
+                      int64_t ldc, int threads, double *pack);
 void kn_linalg_gemm_f64(int64_t m, int64_t n, int64_t k, const double *a, int64_t lda, const double *b, int64_t ldb,
                         double *cm, int64_t ldc, int threads, double *pack);
 void kn_linalg_gemm_f64_f32b(int64_t m, int64_t n, int64_t k, const double *a, int64_t lda, const float *b,
