@@ -9,7 +9,14 @@
  * --decode-batch) are more such sessions on the same pools: a batched
  * decode step of n sequences runs the smallest with B >= n (else chunks of
  * the largest), its spare rows bound to a scratch sequence that holds one
- * reserved block, so their K/V writes never reach a real sequence. */
+ * reserved block, so their K/V writes never reach a real sequence.
+ *
+ * Sampled runs are CUDA graphs (sample.c), the prefill's chunks too: what
+ * changes per chunk (ids, positions, block table, past length) is
+ * uploaded inside the graph from the pinned staging buffers, and every
+ * chunk samples all P rows of its logits (the host keeps row m - 1 of the
+ * last chunk, m its valid tokens), so no kernel parameter depends on the
+ * chunk and one capture serves every chunk of every prompt. */
 #include "ir/arena.h"
 #include "kiln/cuda.h"
 #include "kiln/runtime.h"
@@ -46,6 +53,8 @@ struct kn_session_cuda {
     uint32_t *brow_seq;   /* [max rows]: kv sequence ids */
     double *bu;           /* [max rows]: draws */
     int32_t *btok;        /* [max rows]: sampled ids */
+    double *pu;           /* [P]: a prefill chunk's draws (the same in every row) */
+    int32_t *ptok;        /* [P]: its ids, one per row */
 };
 
 static void bucket_free(kn_session *s, bucket *b)
@@ -77,6 +86,8 @@ void kn_session_cuda_free(kn_session *s)
     kn_mem_free(s->a, s->cuda->brow_seq);
     kn_mem_free(s->a, s->cuda->bu);
     kn_mem_free(s->a, s->cuda->btok);
+    kn_mem_free(s->a, s->cuda->pu);
+    kn_mem_free(s->a, s->cuda->ptok);
     kn_mem_free(s->a, s->cuda);
     s->cuda = NULL;
 }
@@ -193,9 +204,7 @@ static kn_status create_cuda(const kn_graph *prefill, const kn_graph *decode, co
     }
     if (st == KN_OK) {
         memset(s->cuda, 0, sizeof *s->cuda);
-        /* graphs for the decode program (the prefill's last chunk samples at
-         * a row that changes with the prompt: it runs step by step) */
-        st = open_bucket(s, &s->cuda->b[PREFILL], prefill, NULL, s->kv->cfg.n_blocks, true);
+        st = open_bucket(s, &s->cuda->b[PREFILL], prefill, NULL, s->kv->cfg.n_blocks, o && o->no_cuda_graph);
     }
     if (st == KN_OK)
         st = open_bucket(s, &s->cuda->b[DECODE], decode, s->cuda->b[PREFILL].cs, 0, o && o->no_cuda_graph);
@@ -205,8 +214,11 @@ static kn_status create_cuda(const kn_graph *prefill, const kn_graph *decode, co
         st = fail(s, decode, "the decode plan must take 1 sequence per run (a batched decode program is added "
                              "with the plan's others)");
     if (st == KN_OK) {
+        size_t p = s->cuda->b[PREFILL].tokens;
         s->cuda->table = kn_mem_alloc(s->a, ((size_t)s->cuda->max_blocks + 1) * sizeof *s->cuda->table);
-        st = s->cuda->table ? KN_OK : KN_ERR_NOMEM;
+        s->cuda->pu = kn_mem_alloc(s->a, (p + 1) * sizeof *s->cuda->pu);
+        s->cuda->ptok = kn_mem_alloc(s->a, (p + 1) * sizeof *s->cuda->ptok);
+        st = s->cuda->table && s->cuda->pu && s->cuda->ptok ? KN_OK : KN_ERR_NOMEM;
     }
     if (st != KN_OK) {
         kn_session_destroy(s);
@@ -384,9 +396,11 @@ kn_status kn_session_cuda_forward(kn_session *s, sess_seq *q, const int64_t *ids
 }
 
 /* The runs of one forward; the cache's length follows each. With smp the
- * last run samples the next token on the device and the others copy
- * nothing back; else each run's logits come back and the last token's
- * stay in s->last. */
+ * last run samples the next token on the device; on a program with CUDA
+ * graphs every run samples all its rows (one graph for every chunk, the
+ * ids of the others ignored), without them only the last run samples, its
+ * row m - 1, and the others copy nothing back. Without smp each run's
+ * logits come back and the last token's stay in s->last. */
 static kn_status run_chunks(kn_session *s, sess_seq *q, const int64_t *ids, uint32_t n, const kn_cuda_sample *smp,
                             int64_t *token)
 {
@@ -423,8 +437,18 @@ static kn_status run_chunks(kn_session *s, sess_seq *q, const int64_t *ids, uint
             one.output = b->logits_out;
             one.row = m - 1;
             int32_t t = -1;
-            KN_TRY(kn_cuda_session_run_kv_sample(b->cs, (const kn_rt_tensor *const *)b->in, b->g->n_inputs, &kv,
-                                                 last ? &one : NULL, &t, s->d));
+            uint64_t caps, launches;
+            if (b->tokens > 1 && kn_cuda_session_graph_stats(b->cs, &caps, &launches)) {
+                one.row = 0;
+                for (uint32_t r = 0; r < b->tokens; r++)
+                    c->pu[r] = smp->u;
+                KN_TRY(kn_cuda_session_run_kv_sample_rows(b->cs, (const kn_rt_tensor *const *)b->in, b->g->n_inputs,
+                                                          &kv, &one, c->pu, b->tokens, c->ptok, s->d));
+                t = c->ptok[m - 1];
+            } else {
+                KN_TRY(kn_cuda_session_run_kv_sample(b->cs, (const kn_rt_tensor *const *)b->in, b->g->n_inputs, &kv,
+                                                     last ? &one : NULL, &t, s->d));
+            }
             if (last && (t < 0 || (s->vocab && (uint32_t)t >= s->vocab))) {
                 kn_diag_add(s->d, KN_ERROR, "%s: the device sampler returned id %d (vocabulary %u)", s->file, t,
                             s->vocab);
