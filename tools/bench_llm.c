@@ -44,9 +44,10 @@ static const char usage[] =
     "  --device D          auto (default: CUDA for a plan of kiln compile --target\n"
     "                      cuda on a decoder when a GPU is there, else the CPU),\n"
     "                      cpu or cuda\n"
-    "  --warmup N          untimed warm-up decode steps on a scratch sequence (default 2)\n"
-    "  --no-cuda-graph     --device cuda: launch each decode step kernel by kernel\n"
-    "                      instead of replaying it as a CUDA graph\n"
+    "  --warmup N          untimed warm-up decode steps on a scratch sequence, after\n"
+    "                      a 2-token prefill (default 2)\n"
+    "  --no-cuda-graph     --device cuda: launch each decode step and prefill chunk\n"
+    "                      kernel by kernel instead of replaying it as a CUDA graph\n"
     "  --seed N            seed for the prompt tokens (default 0)\n"
     "  --json              print the results as JSON\n"
     "\n"
@@ -200,14 +201,15 @@ int kn_bench_llm(int argc, char **argv)
             st = KN_ERR_INVALID;
         }
     }
-    /* warm-up on a scratch sequence (on CUDA its first step captures the
-     * decode graph); it also tells the vocabulary size */
+    /* warm-up on a scratch sequence (on CUDA its first forward, of 2
+     * tokens, captures the prefill graph, the next the decode graph); it
+     * also tells the vocabulary size */
     uint32_t scratch;
     if (st == KN_OK)
         st = kn_session_add_sequence(s, &scratch);
-    for (unsigned long long i = 0; st == KN_OK && i < warm + 1; i++) {
-        int64_t t = 0, nt;
-        st = kn_session_forward_greedy(s, scratch, &t, 1, &nt);
+    for (unsigned long long i = 0; st == KN_OK && i < warm + 2; i++) {
+        int64_t t[2] = {0, 0}, nt;
+        st = kn_session_forward_greedy(s, scratch, t, i == 0 ? 2 : 1, &nt);
     }
     if (st == KN_OK) {
         st = kn_session_free_sequence(s, scratch);
