@@ -564,6 +564,21 @@ kn_status kn_session_cuda_prefill_batch(kn_session *s, const uint32_t *seqs, con
             left += done[i] < lens[i];
         if (left == 0)
             break;
+        if (left == 1) { /* the last prompt going: the rest of it alone, on the [1, P] program */
+            uint32_t i = 0;
+            while (done[i] == lens[i])
+                i++;
+            sess_seq *q = kn_session_seq(s, seqs[i]);
+            uint32_t len0 = q->len;
+            kn_cuda_sample one = *smp;
+            one.u = u[i];
+            q->len = len0 + done[i];
+            kn_status st = run_chunks(s, q, ids[i] + done[i], lens[i] - done[i], &one, &next[i]);
+            q->len = len0;
+            KN_TRY(st);
+            done[i] = lens[i];
+            break;
+        }
         bucket *b = pick_pbatch(c, left);
         uint32_t m = 0;
         for (uint32_t i = 0; i < n && m < b->rows; i++)

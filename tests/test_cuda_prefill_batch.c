@@ -5,10 +5,11 @@
  *     lowered for [1, 4], [1, 1] and [3, 4] into one plan; the [3, 4]
  *     program reads back from the batched programs' sections (inputs
  *     [3, 4], kv rows 3 x tokens 4); under the host emulator it prefills
- *     prompts of 10, 5 and 3 tokens together as the CUDA session runs it
- *     (row r the next chunk of the r-th prompt still going, the last
- *     chunk of each padded, spare rows P tokens of a scratch sequence at
- *     past 0): each prompt's last-token logits within 1e-4 of a CPU
+ *     prompts of 10, 5 and 3 tokens together, bound as the CUDA session
+ *     binds it (row r the next chunk of the r-th prompt still going, the
+ *     last chunk of each padded, spare rows P tokens of a scratch sequence
+ *     at past 0; the session would run the last run's single prompt on the
+ *     [1, P] program, here the [3, 4] one takes it with 2 spare rows): each prompt's last-token logits within 1e-4 of a CPU
  *     session's forward of that prompt alone on the target-cpu graph, the
  *     same greedy token, and the plan's sampling kernel run over all 12
  *     rows keeps that token at each prompt's row;
@@ -16,9 +17,10 @@
  *     a plan with a [4, 1] decode program and [2, 4], [4, 4] prefill
  *     programs against the host mock of the driver: kn_session_generate of
  *     prompts of 10, 5 and 2 tokens prefills them in 3 runs (the 4-row
- *     program, then the 2-row one twice), each program's graph captured
- *     once and replayed (also by a second generate: no capture), nothing
- *     allocated, each run's rows x P ids back; --no-cuda-graph launches
+ *     program, the 2-row one, then the [1, 4] program for the last prompt
+ *     going alone), each program's graph captured once and replayed (also
+ *     by a second generate: no capture), nothing allocated, each run's
+ *     rows x P ids back; --no-cuda-graph launches
  *     kernel by kernel with the same tokens; the scratch sequence's block
  *     is the only one left taken; kn_session_prefill_batch_greedy falls
  *     back to one prompt after another for a 1-token prompt. */
@@ -343,7 +345,9 @@ static void mock_prefill_batch(void **state)
     kn_diag *d = kn_diag_create(NULL, stderr);
     kn_graph *g, *bg;
     assert_int_equal(kn_plan_load(o.path, NULL, d, &g), KN_OK);
-    long per[3];
+    assert_int_equal(kn_plan_load_cuda_prefill(g, NULL, d, &bg), KN_OK);
+    long per_pre = plan_launch_steps(bg), per[3];
+    kn_graph_destroy(bg);
     for (uint32_t k = 0; k < 3; k++) {
         assert_int_equal(kn_plan_load_cuda_decode_batch(g, k, NULL, d, &bg), KN_OK);
         per[k] = plan_launch_steps(bg);
@@ -367,16 +371,16 @@ static void mock_prefill_batch(void **state)
         assert_int_equal(free0, info.n_blocks - 1); /* the scratch sequence's block (P = 4 tokens) */
         long c[6];
         generate3(ctl, s, tok[mode], c);
-        /* prefill: 10, 5, 2 -> the 4-row program (4, 4, 2), then the 2-row one (4, 1), (2); decode: 2 steps of
-         * the [4, 1] program */
-        long dtoh_bytes = (4 + 2 + 2) * P_CHUNK * 4 + 2 * 4 * 4;
+        /* prefill: 10, 5, 2 -> the 4-row program (4, 4, 2), the 2-row one (4, 1), then the last 2 tokens of
+         * the 10 alone on the [1, 4] program; decode: 2 steps of the [4, 1] program */
+        long dtoh_bytes = (4 + 2) * P_CHUNK * 4 + (mode == 0 ? P_CHUNK * 4 : 4) + 2 * 4 * 4;
         assert_int_equal(c[5], 0); /* no allocation */
         assert_int_equal(c[3], 3 + 2);
         assert_int_equal(c[4], dtoh_bytes);
         if (mode == 0) {
-            assert_int_equal(c[1], 3); /* the 4- and 2-row prefill graphs, the decode graph */
+            assert_int_equal(c[1], 4); /* the 4- and 2-row prefill graphs, the [1, 4] one's, the decode graph */
             assert_int_equal(c[2], 3 + 2);
-            assert_int_equal(c[0], per[2] + 1 + per[1] + 1 + per[0] + 1); /* the captures' launches */
+            assert_int_equal(c[0], per[2] + 1 + per[1] + 1 + per_pre + 1 + per[0] + 1); /* the captures' */
             generate3(ctl, s, tok[mode], c);
             assert_int_equal(c[1], 0);
             assert_int_equal(c[2], 3 + 2);
@@ -385,7 +389,7 @@ static void mock_prefill_batch(void **state)
         } else {
             assert_int_equal(c[1], 0);
             assert_int_equal(c[2], 0);
-            assert_int_equal(c[0], per[2] + 2 * per[1] + 3 + 2 * (per[0] + 1));
+            assert_int_equal(c[0], per[2] + per[1] + 2 + per_pre + 1 + 2 * (per[0] + 1));
         }
         kn_session_get_info(s, &info);
         assert_int_equal(info.free_blocks, free0); /* the sequences' blocks back */
