@@ -21,7 +21,8 @@
  * Batched prefill programs ([B, P], kiln compile --prefill-batch) prefill
  * several prompts in one run (kn_session_cuda_prefill_batch): row r takes
  * the next chunk of the r-th prompt still going, the spare rows P tokens
- * of the scratch sequence (which then holds ceil(P / block size) blocks). */
+ * of the scratch sequence (which then holds ceil(P / block size) blocks);
+ * a last prompt going alone finishes on the [1, P] program. */
 #include "ir/arena.h"
 #include "kiln/cuda.h"
 #include "kiln/runtime.h"

@@ -249,7 +249,7 @@ int kn_bench_llm(int argc, char **argv)
     /* the prompts: together through the batched prefill programs when the
      * session has them (every prompt's first token after the one time),
      * else one after another */
-    bool together = st == KN_OK && B > 1 && kn_session_prefill_batched(s);
+    bool together = st == KN_OK && B > 1 && P >= 2 && kn_session_prefill_batched(s);
     if (together) {
         double t0 = now_s();
         st = kn_session_prefill_batch_greedy(s, seqs, prompts, lens, (uint32_t)B, next);

@@ -173,7 +173,8 @@ bool kn_session_prefill_batched(const kn_session *s);
  * fits in whole chunks of P, the prompts go together through the batched
  * prefill programs (row r the next chunk of the r-th prompt still going;
  * the smallest program of B >= the prompts left, else the largest; spare
- * rows on the scratch sequence) with the argmax on the device; otherwise
+ * rows on the scratch sequence; a last prompt going alone finishes on the
+ * [1, P] program) with the argmax on the device; otherwise
  * one prompt after another as kn_session_forward_greedy. */
 kn_status kn_session_prefill_batch_greedy(kn_session *s, const uint32_t *seqs, const int64_t *const *prompts,
                                           const uint32_t *lens, uint32_t n, int64_t *next);
