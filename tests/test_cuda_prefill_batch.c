@@ -23,7 +23,12 @@
  *     rows x P ids back; --no-cuda-graph launches
  *     kernel by kernel with the same tokens; the scratch sequence's block
  *     is the only one left taken; kn_session_prefill_batch_greedy falls
- *     back to one prompt after another for a 1-token prompt. */
+ *     back to one prompt after another for a 1-token prompt;
+ *   - --gpu (test_cuda_prefill_batch_gpu, label gpu): on a GPU, greedy
+ *     kn_session_generate of prompts of 10, 5, 2 and 7 tokens (prefilled
+ *     together) and of each alone (the prefill graph) on the CUDA session,
+ *     with CUDA graphs and without, gives the tokens of the CPU session on
+ *     the same plan; skipped without a GPU or NVRTC. */
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -430,6 +435,74 @@ static void mock_prefill_batch(void **state)
     mb_free(b);
 }
 
+/* Greedy generations of `n` prompts on s: the tokens into tok[i][k]. */
+static void generate_n(kn_session *s, const int64_t *const *prompts, const uint32_t *lens, uint32_t n,
+                       int64_t tok[4][6])
+{
+    kn_generate_options go;
+    kn_generate_options_defaults(&go);
+    go.max_new_tokens = 6;
+    kn_generate_result r[4];
+    assert_int_equal(kn_session_generate(s, prompts, lens, n, &go, r), KN_OK);
+    for (uint32_t i = 0; i < n; i++) {
+        assert_int_equal(r[i].n_tokens, 6);
+        for (uint32_t k = 0; k < 6; k++)
+            tok[i][k] = r[i].tokens[k];
+    }
+    kn_generate_results_free(s, r, n);
+}
+
+static void gpu_generate(void **state)
+{
+    (void)state;
+    kn_diag *d = kn_diag_create(NULL, stderr);
+    if (!kn_cuda_available(d) || !kn_nvrtc_version()) {
+        print_message("skipped: no GPU or no NVRTC\n");
+        kn_diag_destroy(d);
+        skip();
+    }
+    mb *b = mb_new();
+    built o;
+    const uint32_t rows[3] = {4, 2, 4}, toks[3] = {1, P_CHUNK, P_CHUNK};
+    build(b, "llama_gqa_tiny", rows, toks, 3, &o);
+    kn_graph *g;
+    assert_int_equal(kn_plan_load(o.path, NULL, d, &g), KN_OK);
+    static const int64_t ids[10] = {1, 15, 200, 42, 7, 99, 250, 3, 8, 77};
+    const int64_t *prompts[4] = {ids, ids + 2, ids + 5, ids + 1};
+    uint32_t lens[4] = {10, 5, 2, 7};
+    int64_t want[4][6], got[4][6];
+    kn_session *cpu;
+    assert_int_equal(kn_session_create_device(g, KN_DEVICE_CPU, NULL, NULL, d, &cpu), KN_OK);
+    generate_n(cpu, prompts, lens, 4, want);
+    kn_session_destroy(cpu);
+    for (int mode = 0; mode < 2; mode++) {
+        kn_session_options so;
+        kn_session_options_defaults(&so);
+        so.no_cuda_graph = mode == 1;
+        kn_session *s;
+        assert_int_equal(kn_session_create_device(g, KN_DEVICE_CUDA, &so, NULL, d, &s), KN_OK);
+        assert_true(kn_session_prefill_batched(s));
+        for (int round = 0; round < 2; round++) { /* the second replays the graphs */
+            generate_n(s, prompts, lens, 4, got);
+            for (int i = 0; i < 4; i++)
+                for (int k = 0; k < 6; k++)
+                    assert_int_equal(got[i][k], want[i][k]);
+        }
+        for (uint32_t i = 0; i < 4; i++) { /* each alone: the [1, P] prefill graph */
+            generate_n(s, &prompts[i], &lens[i], 1, got);
+            for (int k = 0; k < 6; k++)
+                assert_int_equal(got[0][k], want[i][k]);
+        }
+        kn_session_destroy(s);
+    }
+    print_message("GPU: llama_gqa_tiny, prompts of 10, 5, 2, 7 tokens prefilled together and alone, with CUDA graphs "
+                  "and without: the CPU session's greedy tokens\n");
+    kn_graph_destroy(g);
+    built_free(&o);
+    kn_diag_destroy(d);
+    mb_free(b);
+}
+
 int main(int argc, char **argv)
 {
     const struct CMUnitTest tests[] = {
@@ -438,7 +511,12 @@ int main(int argc, char **argv)
     const struct CMUnitTest mock_tests[] = {
         cmocka_unit_test(mock_prefill_batch),
     };
+    const struct CMUnitTest gpu_tests[] = {
+        cmocka_unit_test(gpu_generate),
+    };
     if (argc > 1 && strcmp(argv[1], "--mock") == 0)
         return cmocka_run_group_tests_name("cuda_prefill_batch_mock", mock_tests, NULL, NULL);
+    if (argc > 1 && strcmp(argv[1], "--gpu") == 0)
+        return cmocka_run_group_tests_name("cuda_prefill_batch_gpu", gpu_tests, NULL, NULL);
     return cmocka_run_group_tests_name("cuda_prefill_batch", tests, NULL, NULL);
 }
