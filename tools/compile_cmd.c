@@ -909,11 +909,15 @@ int kn_cmd_compile(int argc, char **argv)
                               bp, decoder ? n_bprogs : 0};
         s = kn_plan_write(g, &po, out, d);
     }
+    uint32_t n_bpre = 0; /* batched prefill programs among them */
+    for (uint32_t k = 0; k < n_bprogs; k++)
+        n_bpre += bprogs[k].kv_tokens > 1;
     if (s == KN_OK)
-        printf("wrote %s (target %s, %u nodes%s%s%s%s)\n", out, target, g->n_nodes,
-               !decoder   ? ""
-               : n_bprogs ? ", a decoder: prefill and decode programs, batched decode programs"
-                          : ", a decoder: prefill and decode programs",
+        printf("wrote %s (target %s, %u nodes%s%s%s%s%s)\n", out, target, g->n_nodes,
+               !decoder            ? ""
+               : n_bprogs > n_bpre ? ", a decoder: prefill and decode programs, batched decode programs"
+                                   : ", a decoder: prefill and decode programs",
+               decoder && n_bpre ? ", batched prefill programs" : "",
                cuda ? ", kernels for every arch + PTX" : "",
                emb.n ? "; embedded " : "", emb.summary);
     rc = kn_cli_exit_code(s);
