@@ -263,6 +263,47 @@ static kn_status decode_batched(kn_session *s, const kn_generate_options *o, gen
     return st;
 }
 
+/* The prompts' prefills in batched runs (kn_session_prefill_batch_on;
+ * each prompt's draw from its own sampler, as forward_pick takes it), or
+ * one after another when they do not fit one; then each first token. The
+ * batched runs' time is every prompt's prefill_s. */
+static kn_status prefill_together(kn_session *s, const kn_generate_options *o, gen *gs, const int64_t *const *prompts,
+                                  const uint32_t *lens, uint32_t n)
+{
+    uint32_t *seqs = kn_mem_alloc(s->a, (size_t)n * sizeof *seqs);
+    double *u = kn_mem_alloc(s->a, (size_t)n * sizeof *u);
+    int64_t *next = kn_mem_alloc(s->a, (size_t)n * sizeof *next);
+    kn_status st = seqs && u && next ? KN_OK : KN_ERR_NOMEM;
+    for (uint32_t i = 0; st == KN_OK && i < n; i++)
+        seqs[i] = gs[i].seq;
+    bool fits = st == KN_OK && kn_session_prefill_batch_fits(s, seqs, lens, n);
+    const kn_sampling *p = &o->sampling;
+    if (fits) {
+        for (uint32_t i = 0; i < n; i++)
+            u[i] = draws(p) ? kn_sampler_uniform(gs[i].smp) : 0.0;
+        kn_cuda_sample smp = {p->temperature, p->top_k, p->top_p, 0.0, 0, 0};
+        double t0 = now_s();
+        st = kn_session_prefill_batch_on(s, seqs, prompts, lens, n, &smp, u, next);
+        double dt = now_s() - t0;
+        for (uint32_t i = 0; st == KN_OK && i < n; i++) {
+            gs[i].r.prefill_s = dt;
+            st = next_token(s, o, i, &gs[i], next[i]);
+        }
+    }
+    for (uint32_t i = 0; st == KN_OK && !fits && i < n; i++) {
+        int64_t t = -1;
+        double t0 = now_s();
+        st = forward_pick(s, o, &gs[i], prompts[i], lens[i], &t);
+        gs[i].r.prefill_s = now_s() - t0;
+        if (st == KN_OK)
+            st = next_token(s, o, i, &gs[i], t);
+    }
+    kn_mem_free(s->a, seqs);
+    kn_mem_free(s->a, u);
+    kn_mem_free(s->a, next);
+    return st;
+}
+
 kn_status kn_session_generate(kn_session *s, const int64_t *const *prompts, const uint32_t *prompt_lens,
                               uint32_t n_prompts, const kn_generate_options *o, kn_generate_result *results)
 {
@@ -277,7 +318,9 @@ kn_status kn_session_generate(kn_session *s, const int64_t *const *prompts, cons
         return KN_ERR_NOMEM;
     memset(gs, 0, (size_t)n_prompts * sizeof *gs);
     kn_status st = KN_OK;
-    /* prefill every prompt */
+    /* prefill every prompt: together when the session has batched prefill
+     * programs and samples on the device, else one after another */
+    bool together = n_prompts > 1 && s->vocab && kn_session_prefill_batched(s) && on_device(s, &o->sampling);
     for (uint32_t i = 0; i < n_prompts && st == KN_OK; i++) {
         gen *g = &gs[i];
         g->r.n_prompt = prompt_lens[i];
@@ -289,6 +332,8 @@ kn_status kn_session_generate(kn_session *s, const int64_t *const *prompts, cons
             p.seed += i;
             st = kn_sampler_create(&p, s->vocab, s->a, s->d, &g->smp);
         }
+        if (together)
+            continue;
         int64_t t = -1;
         double t0 = now_s();
         if (st == KN_OK)
@@ -297,6 +342,8 @@ kn_status kn_session_generate(kn_session *s, const int64_t *const *prompts, cons
         if (st == KN_OK)
             st = next_token(s, o, i, g, t);
     }
+    if (st == KN_OK && together)
+        st = prefill_together(s, o, gs, prompts, prompt_lens, n_prompts);
     /* decode: one step of every live prompt at once when the session
      * batches, else one token per live prompt in turn */
     if (st == KN_OK && kn_session_batched(s))

@@ -178,3 +178,76 @@ kn_status kn_session_forward_batch(kn_session *s, const uint32_t *seqs, const in
 {
     return kn_session_forward_batch_on(s, seqs, tokens, n, logits_out, NULL, NULL, NULL);
 }
+
+/* ---- several prompts prefilled in one run (CUDA batched prefill programs) ---- */
+
+bool kn_session_prefill_batched(const kn_session *s)
+{
+    return s && s->cuda && kn_session_cuda_prefill_rows(s) > 0 && kn_session_cuda_can_sample(s);
+}
+
+bool kn_session_prefill_batch_fits(kn_session *s, const uint32_t *seqs, const uint32_t *lens, uint32_t n)
+{
+    if (!kn_session_prefill_batched(s) || n < 2)
+        return false;
+    uint64_t P = kn_session_cuda_prefill_chunk(s);
+    for (uint32_t i = 0; i < n; i++) {
+        sess_seq *q = kn_session_seq(s, seqs[i]);
+        if (!q || lens[i] < 2 || q->len + (lens[i] + P - 1) / P * P > s->kv->cfg.max_seq_len ||
+            q->len + (uint64_t)lens[i] > s->max_seq_len)
+            return false;
+        for (uint32_t k = 0; k < i; k++)
+            if (seqs[k] == seqs[i])
+                return false;
+    }
+    return true;
+}
+
+kn_status kn_session_prefill_batch_on(kn_session *s, const uint32_t *seqs, const int64_t *const *prompts,
+                                      const uint32_t *lens, uint32_t n, const kn_cuda_sample *smp, const double *u,
+                                      int64_t *next)
+{
+    if (!smp || !kn_session_prefill_batch_fits(s, seqs, lens, n)) {
+        kn_diag_add(s->d, KN_ERROR,
+                    "%s: a batched prefill needs a CUDA session with batched prefill programs (kiln compile "
+                    "--prefill-batch), sampling on the device, and prompts of 2 tokens or more that fit",
+                    s->file);
+        return KN_ERR_INVALID;
+    }
+    for (uint32_t i = 0; i < n; i++) {
+        sess_seq *q = kn_session_seq(s, seqs[i]);
+        KN_TRY(kn_session_check_ids(s, prompts[i], lens[i], "batched prefill"));
+        KN_TRY(kn_mem_grow(s->a, (void **)&q->hist, &q->cap_hist, q->len + lens[i], sizeof *q->hist));
+        memcpy(q->hist + q->len, prompts[i], lens[i] * sizeof *prompts[i]);
+    }
+    uint32_t *done = kn_mem_alloc(s->a, (size_t)n * sizeof *done);
+    if (!done)
+        return KN_ERR_NOMEM;
+    kn_status st = kn_session_cuda_prefill_batch(s, seqs, prompts, lens, n, smp, u, next, done);
+    for (uint32_t i = 0; i < n; i++) {
+        sess_seq *q = kn_session_seq(s, seqs[i]);
+        if (st == KN_OK)
+            q->len += lens[i];
+        kn_kv_seq_get(s->kv, q->kv_id)->len = q->len;
+    }
+    kn_mem_free(s->a, done);
+    return st;
+}
+
+kn_status kn_session_prefill_batch_greedy(kn_session *s, const uint32_t *seqs, const int64_t *const *prompts,
+                                          const uint32_t *lens, uint32_t n, int64_t *next)
+{
+    if (!kn_session_prefill_batch_fits(s, seqs, lens, n)) {
+        for (uint32_t i = 0; i < n; i++)
+            KN_TRY(kn_session_forward_greedy(s, seqs[i], prompts[i], lens[i], &next[i]));
+        return KN_OK;
+    }
+    double *u = kn_mem_alloc(s->a, (size_t)n * sizeof *u);
+    if (!u)
+        return KN_ERR_NOMEM;
+    memset(u, 0, (size_t)n * sizeof *u);
+    kn_cuda_sample smp = {0.0f, 0, 1.0f, 0.0, 0, 0};
+    kn_status st = kn_session_prefill_batch_on(s, seqs, prompts, lens, n, &smp, u, next);
+    kn_mem_free(s->a, u);
+    return st;
+}

@@ -9,7 +9,20 @@
  * --decode-batch) are more such sessions on the same pools: a batched
  * decode step of n sequences runs the smallest with B >= n (else chunks of
  * the largest), its spare rows bound to a scratch sequence that holds one
- * reserved block, so their K/V writes never reach a real sequence. */
+ * reserved block, so their K/V writes never reach a real sequence.
+ *
+ * Sampled runs are CUDA graphs (sample.c), the prefill's chunks too: what
+ * changes per chunk (ids, positions, block table, past length) is
+ * uploaded inside the graph from the pinned staging buffers, and every
+ * chunk samples all P rows of its logits (the host keeps row m - 1 of the
+ * last chunk, m its valid tokens), so no kernel parameter depends on the
+ * chunk and one capture serves every chunk of every prompt.
+ *
+ * Batched prefill programs ([B, P], kiln compile --prefill-batch) prefill
+ * several prompts in one run (kn_session_cuda_prefill_batch): row r takes
+ * the next chunk of the r-th prompt still going, the spare rows P tokens
+ * of the scratch sequence (which then holds ceil(P / block size) blocks);
+ * a last prompt going alone finishes on the [1, P] program. */
 #include "ir/arena.h"
 #include "kiln/cuda.h"
 #include "kiln/runtime.h"
@@ -42,10 +55,20 @@ struct kn_session_cuda {
     kn_graph *own_batch[KN_PLAN_MAX_DECODE_BATCHES];
     uint32_t n_batch;
     uint32_t scratch;     /* the kv sequence of spare rows (one block) */
+    uint32_t max_rows;    /* of every batched program */
     int32_t *btable, *bpast; /* [max rows, max_blocks], [max rows] */
     uint32_t *brow_seq;   /* [max rows]: kv sequence ids */
+    uint32_t *bact;       /* [max rows]: a batched prefill run's prompts */
     double *bu;           /* [max rows]: draws */
     int32_t *btok;        /* [max rows]: sampled ids */
+    double *pu;           /* [P]: a prefill chunk's draws (the same in every row) */
+    int32_t *ptok;        /* [P]: its ids, one per row */
+    /* batched prefill programs ([B, P]), rows ascending; their graphs (owned) */
+    bucket pbatch[KN_PLAN_MAX_DECODE_BATCHES];
+    kn_graph *own_pbatch[KN_PLAN_MAX_DECODE_BATCHES];
+    uint32_t n_pbatch;
+    double *pbu;          /* [max rows x P]: the draws of a batched prefill run */
+    int32_t *pbtok;       /* [max rows x P]: its ids */
 };
 
 static void bucket_free(kn_session *s, bucket *b)
@@ -68,6 +91,12 @@ void kn_session_cuda_free(kn_session *s)
         bucket_free(s, &s->cuda->batch[k]);
         kn_graph_destroy(s->cuda->own_batch[k]);
     }
+    for (uint32_t k = 0; k < s->cuda->n_pbatch; k++) {
+        bucket_free(s, &s->cuda->pbatch[k]);
+        kn_graph_destroy(s->cuda->own_pbatch[k]);
+    }
+    kn_mem_free(s->a, s->cuda->pbu);
+    kn_mem_free(s->a, s->cuda->pbtok);
     bucket_free(s, &s->cuda->b[DECODE]);
     bucket_free(s, &s->cuda->b[PREFILL]);
     kn_graph_destroy(s->cuda->own_prefill);
@@ -77,6 +106,9 @@ void kn_session_cuda_free(kn_session *s)
     kn_mem_free(s->a, s->cuda->brow_seq);
     kn_mem_free(s->a, s->cuda->bu);
     kn_mem_free(s->a, s->cuda->btok);
+    kn_mem_free(s->a, s->cuda->bact);
+    kn_mem_free(s->a, s->cuda->pu);
+    kn_mem_free(s->a, s->cuda->ptok);
     kn_mem_free(s->a, s->cuda);
     s->cuda = NULL;
 }
@@ -150,9 +182,10 @@ static kn_status open_bucket(kn_session *s, bucket *b, const kn_graph *g, kn_cud
     return bucket_inputs(s, b);
 }
 
-/* kn_session_create_cuda with `extra` more blocks in the pools than the
- * options or the plan ask for (the scratch block of batched decode
- * programs, so that the sequences keep what the plan promises). */
+/* kn_session_create_cuda with the blocks of `extra` tokens more in the
+ * pools than the options or the plan ask for (the scratch sequence of
+ * batched programs: 1 token of a decode step, P of a prefill chunk, so
+ * that the sequences keep what the plan promises). */
 static kn_status create_cuda(const kn_graph *prefill, const kn_graph *decode, const kn_session_options *o,
                              uint32_t extra, const kn_allocator *a, kn_diag *d, kn_session **out);
 
@@ -182,7 +215,7 @@ static kn_status create_cuda(const kn_graph *prefill, const kn_graph *decode, co
         st = fail(s, prefill, "the plans must read the paged KV cache (compiled with the kv-cache pass)");
     if (st == KN_OK && extra) {
         kn_kv_config cfg = s->kv->cfg;
-        cfg.n_blocks += extra;
+        cfg.n_blocks += (extra + cfg.block_size - 1) / cfg.block_size;
         kn_kv_destroy(s->kv);
         s->kv = NULL;
         st = kn_kv_create_tables(&cfg, s->a, d, &s->kv);
@@ -193,9 +226,7 @@ static kn_status create_cuda(const kn_graph *prefill, const kn_graph *decode, co
     }
     if (st == KN_OK) {
         memset(s->cuda, 0, sizeof *s->cuda);
-        /* graphs for the decode program (the prefill's last chunk samples at
-         * a row that changes with the prompt: it runs step by step) */
-        st = open_bucket(s, &s->cuda->b[PREFILL], prefill, NULL, s->kv->cfg.n_blocks, true);
+        st = open_bucket(s, &s->cuda->b[PREFILL], prefill, NULL, s->kv->cfg.n_blocks, o && o->no_cuda_graph);
     }
     if (st == KN_OK)
         st = open_bucket(s, &s->cuda->b[DECODE], decode, s->cuda->b[PREFILL].cs, 0, o && o->no_cuda_graph);
@@ -205,8 +236,11 @@ static kn_status create_cuda(const kn_graph *prefill, const kn_graph *decode, co
         st = fail(s, decode, "the decode plan must take 1 sequence per run (a batched decode program is added "
                              "with the plan's others)");
     if (st == KN_OK) {
+        size_t p = s->cuda->b[PREFILL].tokens;
         s->cuda->table = kn_mem_alloc(s->a, ((size_t)s->cuda->max_blocks + 1) * sizeof *s->cuda->table);
-        st = s->cuda->table ? KN_OK : KN_ERR_NOMEM;
+        s->cuda->pu = kn_mem_alloc(s->a, (p + 1) * sizeof *s->cuda->pu);
+        s->cuda->ptok = kn_mem_alloc(s->a, (p + 1) * sizeof *s->cuda->ptok);
+        st = s->cuda->table && s->cuda->pu && s->cuda->ptok ? KN_OK : KN_ERR_NOMEM;
     }
     if (st != KN_OK) {
         kn_session_destroy(s);
@@ -219,38 +253,67 @@ static kn_status create_cuda(const kn_graph *prefill, const kn_graph *decode, co
 kn_status kn_session_cuda_add_batch(kn_session *s, kn_graph *g, bool own, bool no_graph)
 {
     struct kn_session_cuda *c = s->cuda;
-    if (c->n_batch == KN_PLAN_MAX_DECODE_BATCHES) {
+    if (c->n_batch + c->n_pbatch == KN_PLAN_MAX_DECODE_BATCHES) {
         if (own)
             kn_graph_destroy(g);
-        return fail(s, g, "too many batched decode programs");
+        return fail(s, g, "too many batched programs");
     }
     if (!kn_cuda_plan_has_code(g)) {
         if (own)
             kn_graph_destroy(g);
-        return fail(s, g, "a batched decode program must carry CUDA code");
+        return fail(s, g, "a batched program must carry CUDA code");
     }
     bucket *b = &c->batch[c->n_batch];
     c->own_batch[c->n_batch] = own ? g : NULL;
     c->n_batch++; /* freed with the session from here on */
     KN_TRY(open_bucket(s, b, g, c->b[PREFILL].cs, 0, no_graph));
-    if (b->tokens != 1 || b->rows < 2 || (c->n_batch > 1 && b->rows <= c->batch[c->n_batch - 2].rows))
+    uint32_t P = c->b[PREFILL].tokens;
+    if (b->tokens == P && b->tokens > 1) { /* a batched prefill program: into its own list */
+        c->pbatch[c->n_pbatch] = *b;
+        c->own_pbatch[c->n_pbatch] = c->own_batch[c->n_batch - 1];
+        memset(b, 0, sizeof *b);
+        c->own_batch[--c->n_batch] = NULL;
+        b = &c->pbatch[c->n_pbatch++];
+        if (b->rows < 2 || (c->n_pbatch > 1 && b->rows <= c->pbatch[c->n_pbatch - 2].rows))
+            return fail(s, g, "batched prefill programs must take P new tokens for B > 1 sequences, B ascending");
+    } else if (b->tokens != 1 || b->rows < 2 || (c->n_batch > 1 && b->rows <= c->batch[c->n_batch - 2].rows)) {
         return fail(s, g, "batched decode programs must take 1 new token for B > 1 sequences, B ascending");
-    uint32_t rows = b->rows;
-    if (c->n_batch == 1) { /* the spare rows' sequence and its block (kn_session_create_device adds one) */
-        KN_TRY(kn_kv_seq_add(s->kv, &c->scratch));
-        KN_TRY(kn_kv_seq_reserve(s->kv, c->scratch, 1, s->d));
     }
+    uint32_t rows = b->rows;
+    if (c->n_batch + c->n_pbatch == 1) /* the spare rows' sequence (kn_session_create_device adds its blocks) */
+        KN_TRY(kn_kv_seq_add(s->kv, &c->scratch));
+    KN_TRY(kn_kv_seq_reserve(s->kv, c->scratch, b->tokens, s->d));
+    if (b->tokens > 1) {
+        kn_mem_free(s->a, c->pbu);
+        kn_mem_free(s->a, c->pbtok);
+        c->pbu = kn_mem_alloc(s->a, (size_t)rows * P * sizeof *c->pbu);
+        c->pbtok = kn_mem_alloc(s->a, (size_t)rows * P * sizeof *c->pbtok);
+        if (!c->pbu || !c->pbtok)
+            return KN_ERR_NOMEM;
+    }
+    if (rows <= c->max_rows)
+        return KN_OK; /* the row arrays hold them already */
+    c->max_rows = rows;
     kn_mem_free(s->a, c->btable);
     kn_mem_free(s->a, c->bpast);
     kn_mem_free(s->a, c->brow_seq);
     kn_mem_free(s->a, c->bu);
     kn_mem_free(s->a, c->btok);
+    kn_mem_free(s->a, c->bact);
     c->btable = kn_mem_alloc(s->a, (size_t)rows * c->max_blocks * sizeof *c->btable + 1);
     c->bpast = kn_mem_alloc(s->a, (size_t)rows * sizeof *c->bpast);
     c->brow_seq = kn_mem_alloc(s->a, (size_t)rows * sizeof *c->brow_seq);
     c->bu = kn_mem_alloc(s->a, (size_t)rows * sizeof *c->bu);
     c->btok = kn_mem_alloc(s->a, (size_t)rows * sizeof *c->btok);
-    return c->btable && c->bpast && c->brow_seq && c->bu && c->btok ? KN_OK : KN_ERR_NOMEM;
+    c->bact = kn_mem_alloc(s->a, (size_t)rows * sizeof *c->bact);
+    return c->btable && c->bpast && c->brow_seq && c->bu && c->btok && c->bact ? KN_OK : KN_ERR_NOMEM;
+}
+
+uint32_t kn_session_cuda_prefill_chunk(const kn_session *s) { return s->cuda ? s->cuda->b[PREFILL].tokens : 0; }
+
+uint32_t kn_session_cuda_prefill_rows(const kn_session *s)
+{
+    return s->cuda && s->cuda->n_pbatch ? s->cuda->pbatch[s->cuda->n_pbatch - 1].rows : 0;
 }
 
 uint32_t kn_session_cuda_batch_rows(const kn_session *s)
@@ -384,9 +447,11 @@ kn_status kn_session_cuda_forward(kn_session *s, sess_seq *q, const int64_t *ids
 }
 
 /* The runs of one forward; the cache's length follows each. With smp the
- * last run samples the next token on the device and the others copy
- * nothing back; else each run's logits come back and the last token's
- * stay in s->last. */
+ * last run samples the next token on the device; on a program with CUDA
+ * graphs every run samples all its rows (one graph for every chunk, the
+ * ids of the others ignored), without them only the last run samples, its
+ * row m - 1, and the others copy nothing back. Without smp each run's
+ * logits come back and the last token's stay in s->last. */
 static kn_status run_chunks(kn_session *s, sess_seq *q, const int64_t *ids, uint32_t n, const kn_cuda_sample *smp,
                             int64_t *token)
 {
@@ -423,8 +488,18 @@ static kn_status run_chunks(kn_session *s, sess_seq *q, const int64_t *ids, uint
             one.output = b->logits_out;
             one.row = m - 1;
             int32_t t = -1;
-            KN_TRY(kn_cuda_session_run_kv_sample(b->cs, (const kn_rt_tensor *const *)b->in, b->g->n_inputs, &kv,
-                                                 last ? &one : NULL, &t, s->d));
+            uint64_t caps, launches;
+            if (b->tokens > 1 && kn_cuda_session_graph_stats(b->cs, &caps, &launches)) {
+                one.row = 0;
+                for (uint32_t r = 0; r < b->tokens; r++)
+                    c->pu[r] = smp->u;
+                KN_TRY(kn_cuda_session_run_kv_sample_rows(b->cs, (const kn_rt_tensor *const *)b->in, b->g->n_inputs,
+                                                          &kv, &one, c->pu, b->tokens, c->ptok, s->d));
+                t = c->ptok[m - 1];
+            } else {
+                KN_TRY(kn_cuda_session_run_kv_sample(b->cs, (const kn_rt_tensor *const *)b->in, b->g->n_inputs, &kv,
+                                                     last ? &one : NULL, &t, s->d));
+            }
             if (last && (t < 0 || (s->vocab && (uint32_t)t >= s->vocab))) {
                 kn_diag_add(s->d, KN_ERROR, "%s: the device sampler returned id %d (vocabulary %u)", s->file, t,
                             s->vocab);
@@ -453,6 +528,101 @@ static kn_status run_chunks(kn_session *s, sess_seq *q, const int64_t *ids, uint
         past += m;
         done += m;
         kq->len = past;
+    }
+    return KN_OK;
+}
+
+/* The batched prefill program for `left` sequences (as pick_batch). */
+static bucket *pick_pbatch(struct kn_session_cuda *c, uint32_t left)
+{
+    for (uint32_t k = 0; k < c->n_pbatch; k++)
+        if (c->pbatch[k].rows >= left)
+            return &c->pbatch[k];
+    return &c->pbatch[c->n_pbatch - 1];
+}
+
+kn_status kn_session_cuda_prefill_batch(kn_session *s, const uint32_t *seqs, const int64_t *const *ids,
+                                        const uint32_t *lens, uint32_t n, const kn_cuda_sample *smp, const double *u,
+                                        int64_t *next, uint32_t *done)
+{
+    struct kn_session_cuda *c = s->cuda;
+    uint32_t P = c->b[PREFILL].tokens;
+    /* every chunk's blocks, padding included, first: a full cache leaves the sequences as they were */
+    for (uint32_t i = 0; i < n; i++) {
+        sess_seq *q = kn_session_seq(s, seqs[i]);
+        uint64_t need = (uint64_t)q->len + ((uint64_t)lens[i] + P - 1) / P * P;
+        done[i] = 0;
+        if (need > s->kv->cfg.max_seq_len || lens[i] < 2)
+            return fail(s, c->pbatch[0].g, "a batched prefill's padded chunks must fit the maximum sequence length");
+        if (q->len == 0)
+            KN_TRY(kn_kv_seq_reset(s->kv, q->kv_id));
+        KN_TRY(kn_kv_seq_reserve(s->kv, q->kv_id, (uint32_t)need, s->d));
+    }
+    uint32_t *act = c->bact;
+    for (;;) {
+        uint32_t left = 0;
+        for (uint32_t i = 0; i < n; i++)
+            left += done[i] < lens[i];
+        if (left == 0)
+            break;
+        if (left == 1) { /* the last prompt going: the rest of it alone, on the [1, P] program */
+            uint32_t i = 0;
+            while (done[i] == lens[i])
+                i++;
+            sess_seq *q = kn_session_seq(s, seqs[i]);
+            uint32_t len0 = q->len;
+            kn_cuda_sample one = *smp;
+            one.u = u[i];
+            q->len = len0 + done[i];
+            kn_status st = run_chunks(s, q, ids[i] + done[i], lens[i] - done[i], &one, &next[i]);
+            q->len = len0;
+            KN_TRY(st);
+            done[i] = lens[i];
+            break;
+        }
+        bucket *b = pick_pbatch(c, left);
+        uint32_t m = 0;
+        for (uint32_t i = 0; i < n && m < b->rows; i++)
+            if (done[i] < lens[i])
+                act[m++] = i;
+        for (uint32_t r = 0; r < b->rows; r++) {
+            sess_seq *q = r < m ? kn_session_seq(s, seqs[act[r]]) : NULL;
+            uint32_t i = r < m ? act[r] : 0, past = q ? q->len + done[i] : 0;
+            uint32_t mr = !q ? 0 : lens[i] - done[i] < P ? lens[i] - done[i] : P;
+            c->brow_seq[r] = q ? q->kv_id : c->scratch;
+            kn_kv_seq_get(s->kv, c->brow_seq[r])->len = past;
+            for (uint32_t k = 0; k < b->g->n_inputs; k++) {
+                input_kind kind = s->roles[k].kind;
+                for (uint32_t t = 0; (kind == IN_IDS || kind == IN_POS) && t < P; t++)
+                    kn_set_f64(b->in[k]->dtype, b->in[k]->data, (int64_t)r * P + t,
+                               (double)(kind == IN_POS ? (int64_t)past + t : t < mr ? ids[i][done[i] + t] : 0));
+            }
+            for (uint32_t t = 0; t < P; t++)
+                c->pbu[(size_t)r * P + t] = q ? u[i] : 0.0;
+        }
+        KN_TRY(kn_kv_fill_rows(s->kv, c->brow_seq, b->rows, c->max_blocks, c->btable, c->bpast));
+        kn_cuda_kv_binding kv = {c->btable, c->bpast, b->rows, c->max_blocks};
+        kn_cuda_sample all = *smp;
+        all.output = b->logits_out;
+        all.row = 0;
+        KN_TRY(kn_cuda_session_run_kv_sample_rows(b->cs, (const kn_rt_tensor *const *)b->in, b->g->n_inputs, &kv,
+                                                  &all, c->pbu, b->rows * P, c->pbtok, s->d));
+        for (uint32_t r = 0; r < m; r++) {
+            uint32_t i = act[r], mr = lens[i] - done[i] < P ? lens[i] - done[i] : P;
+            sess_seq *q = kn_session_seq(s, seqs[i]);
+            done[i] += mr;
+            kn_kv_seq_get(s->kv, q->kv_id)->len = q->len + done[i];
+            if (done[i] < lens[i])
+                continue;
+            int32_t t = c->pbtok[(size_t)r * P + mr - 1];
+            if (t < 0 || (s->vocab && (uint32_t)t >= s->vocab)) {
+                kn_diag_add(s->d, KN_ERROR, "%s: the device sampler returned id %d (vocabulary %u)", s->file, t,
+                            s->vocab);
+                return KN_ERR_INTERNAL;
+            }
+            next[i] = t;
+        }
+        kn_kv_seq_get(s->kv, c->scratch)->len = 0;
     }
     return KN_OK;
 }
@@ -521,6 +691,13 @@ static kn_status load_program(const kn_graph *plan, uint32_t prog, const kn_allo
     return KN_OK;
 }
 
+/* A program's new tokens per run: dim 1 of its first input (input_ids). */
+static uint32_t program_tokens(const kn_graph *g)
+{
+    const kn_type *t = g->n_inputs ? &g->values[g->inputs[0]].type : NULL;
+    return t && t->shape.rank == 2 && t->shape.dims[1].value > 0 ? (uint32_t)t->shape.dims[1].value : 1;
+}
+
 kn_status kn_plan_load_cuda_prefill(const kn_graph *plan, const kn_allocator *a, kn_diag *d, kn_graph **out)
 {
     return load_program(plan, 1, a, d, out);
@@ -560,20 +737,30 @@ kn_status kn_session_create_device(const kn_graph *plan, kn_session_device dev, 
         }
         kn_diag_destroy(q);
         if (gpu) {
-            kn_graph *pre;
+            kn_graph *pre, *bg[KN_PLAN_MAX_DECODE_BATCHES] = {0};
+            uint32_t nb = kn_plan_cuda_decode_batches(plan), extra = 0;
             KN_TRY(kn_plan_load_cuda_prefill(plan, a, d, &pre));
-            kn_status st = create_cuda(pre, plan, o, kn_plan_cuda_decode_batches(plan) ? 1 : 0, a, d, out);
+            kn_status st = KN_OK;
+            for (uint32_t k = 0; st == KN_OK && k < nb; k++) { /* the scratch sequence: 1 token, or P */
+                st = kn_plan_load_cuda_decode_batch(plan, k, a, d, &bg[k]);
+                uint32_t t = st == KN_OK ? program_tokens(bg[k]) : 0;
+                extra = t > extra ? t : extra;
+            }
+            if (st == KN_OK)
+                st = create_cuda(pre, plan, o, extra, a, d, out);
             if (st != KN_OK) {
+                for (uint32_t k = 0; k < nb; k++)
+                    kn_graph_destroy(bg[k]);
                 kn_graph_destroy(pre);
                 return st;
             }
             (*out)->cuda->own_prefill = pre;
             bool no_graph = o && o->no_cuda_graph;
-            for (uint32_t k = 0; st == KN_OK && k < kn_plan_cuda_decode_batches(plan); k++) {
-                kn_graph *bg;
-                st = kn_plan_load_cuda_decode_batch(plan, k, a, d, &bg);
+            for (uint32_t k = 0; k < nb; k++) {
                 if (st == KN_OK)
-                    st = kn_session_cuda_add_batch(*out, bg, true, no_graph);
+                    st = kn_session_cuda_add_batch(*out, bg[k], true, no_graph);
+                else
+                    kn_graph_destroy(bg[k]);
             }
             if (st != KN_OK) {
                 kn_session_destroy(*out);

@@ -89,6 +89,30 @@ uint32_t kn_session_cuda_batch_rows(const kn_session *s);
 kn_status kn_session_cuda_forward_batch(kn_session *s, const uint32_t *seqs, const int64_t *tokens, uint32_t n,
                                         float *logits_out, const struct kn_cuda_sample *smp, const double *u,
                                         int64_t *next);
+/* The largest B of the CUDA session's batched prefill programs ([B, P]),
+ * 0 for none. */
+uint32_t kn_session_cuda_prefill_rows(const kn_session *s);
+/* P: the CUDA session's prefill program's new tokens per run. */
+uint32_t kn_session_cuda_prefill_chunk(const kn_session *s);
+/* The prompts of n sequences (checked, their hist holding them, q->len
+ * not yet advanced) through the batched prefill programs, the next ids
+ * sampled on the device with draws u[i] into next[i]; done[i] (n of them)
+ * is scratch. Every prompt has at least 2 tokens and q->len + its chunks
+ * of P within the maximum sequence length. */
+kn_status kn_session_cuda_prefill_batch(kn_session *s, const uint32_t *seqs, const int64_t *const *ids,
+                                        const uint32_t *lens, uint32_t n, const struct kn_cuda_sample *smp,
+                                        const double *u, int64_t *next, uint32_t *done);
+/* Whether n prompts can go through kn_session_prefill_batch_on: a session
+ * that prefills in batches, n > 1, each prompt of 2 tokens or more whose
+ * chunks of P fit in its sequence. */
+bool kn_session_prefill_batch_fits(kn_session *s, const uint32_t *seqs, const uint32_t *lens, uint32_t n);
+/* Several prompts prefilled together on the device (the caller checked
+ * kn_session_prefill_batch_fits), each sequence's next id sampled with
+ * draw u[i] into next[i]; an error leaves every sequence's length as it
+ * was. */
+kn_status kn_session_prefill_batch_on(kn_session *s, const uint32_t *seqs, const int64_t *const *prompts,
+                                      const uint32_t *lens, uint32_t n, const struct kn_cuda_sample *smp,
+                                      const double *u, int64_t *next);
 /* s->last holds at least v floats; s->vocab set on first use. */
 kn_status kn_session_keep_logits(kn_session *s, int64_t v);
 

@@ -32,5 +32,17 @@ expect 0 '"decode_steps": 4, "batched_decode": true' "$KILN" bench "$plan" --pro
     --device cuda --json
 expect 0 'decode: +[0-9.]+ tokens/s \(4 steps of 3 tokens' "$KILN" bench "$plan" --prompt-len 9 --gen-len 4 \
     --batch 3 --device cuda --no-cuda-graph
+# --prefill-batch 4: a [4, 4] prefill program; bench --batch 3 prefills the 3 prompts in its runs
+pb=$TMP/llama.pb.cuda.plan
+expect 0 'a decoder' "$KILN" compile "$SRC/tests/models/llama_gqa_tiny/model.onnx" --target cuda --prefill-chunk 4 \
+    --prefill-batch 4 -o "$pb"
+expect 0 'cuda batched prefill: .* steps' "$KILN" inspect "$pb"
+expect 0 'the prompts together through the plan.s batched prefill programs' "$KILN" bench "$pb" --prompt-len 9 \
+    --gen-len 4 --batch 3 --device cuda
+expect 0 '"batched_decode": true, "batched_prefill": true' "$KILN" bench "$pb" --prompt-len 9 --gen-len 4 --batch 3 \
+    --device cuda --json --no-cuda-graph
+expect 0 '"batched_prefill": false' "$KILN" bench "$plan" --prompt-len 9 --gen-len 4 --batch 3 --device cuda --json
+expect 1 'decode-batch and --prefill-batch: at most 4 batch sizes above 1 together' "$KILN" compile \
+    "$SRC/tests/models/llama_gqa_tiny/model.onnx" --target cuda --decode-batch 2,3,4 --prefill-batch 2,4 -o "$TMP/x.plan"
 echo "cli_cuda_bench_mock: $pass passed, $fail failed"
 [ "$fail" -eq 0 ]

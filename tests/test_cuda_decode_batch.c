@@ -424,8 +424,13 @@ static counts take(mock_ctl_fn ctl)
 }
 
 /* kn_session_generate of n prompts (10 tokens: 3 prefill chunks), 5 new
- * tokens each; the decode counters (after the prefills). */
-static counts generate(mock_ctl_fn ctl, kn_session *s, uint32_t n, const kn_sampling *sp, long *prefill_launches)
+ * tokens each; the decode counters (less the prefills'). The prefills:
+ * without graphs each chunk's launches and the last one's sampling (4
+ * bytes back); with them each chunk a replay of the prefill graph that
+ * samples its P rows (4 P bytes back), captured (its launches) when
+ * `capture`. */
+static counts generate(mock_ctl_fn ctl, kn_session *s, uint32_t n, const kn_sampling *sp, const long *prefill_launches,
+                       bool graphs, bool capture)
 {
     int64_t prompt[10] = {1, 15, 200, 42, 7, 99, 250, 3, 8, 77};
     const int64_t *prompts[8];
@@ -446,9 +451,17 @@ static counts generate(mock_ctl_fn ctl, kn_session *s, uint32_t n, const kn_samp
     }
     kn_generate_results_free(s, r, n);
     counts c = take(ctl);
-    c.launches -= *prefill_launches * n;
-    c.dtoh -= n;           /* the prefills' sampled ids */
-    c.dtoh_bytes -= 4 * n;
+    if (graphs) {
+        c.launches -= capture ? (*prefill_launches - 1) / 3 + 1 : 0; /* one chunk: its steps, the sampling */
+        c.captures -= capture;
+        c.graph_launches -= 3 * n;
+        c.dtoh -= 3 * n;
+        c.dtoh_bytes -= 3 * n * 4 * P_CHUNK;
+    } else {
+        c.launches -= *prefill_launches * n;
+        c.dtoh -= n; /* the prefills' sampled ids */
+        c.dtoh_bytes -= 4 * n;
+    }
     return c;
 }
 
@@ -500,7 +513,7 @@ static void mock_batched_generate(void **state)
             for (int k = 0; k < 3; k++) {
                 uint32_t n = n_prompts[k], R = n == 6 ? 8 : n == 3 ? 4 : 1;
                 long steps = n == 6 ? per_b[1] : n == 3 ? per_b[0] : per_dec;
-                counts c = generate(ctl, s, n, smp ? &top_p : &greedy, &per_prefill);
+                counts c = generate(ctl, s, n, smp ? &top_p : &greedy, &per_prefill, mode == 0, k == 0);
                 assert_int_equal(c.allocs, 0);
                 assert_int_equal(c.dtoh, 4);           /* one download per step */
                 assert_int_equal(c.dtoh_bytes, 4 * 4 * R); /* 4 bytes per row */
@@ -509,7 +522,7 @@ static void mock_batched_generate(void **state)
                     assert_int_equal(c.graph_launches, 4);
                     assert_int_equal(c.launches, steps + 1);
                     /* the same again: no new capture */
-                    c = generate(ctl, s, n, smp ? &top_p : &greedy, &per_prefill);
+                    c = generate(ctl, s, n, smp ? &top_p : &greedy, &per_prefill, true, false);
                     assert_int_equal(c.captures, 0);
                     assert_int_equal(c.graph_launches, 4);
                     assert_int_equal(c.launches, 0);

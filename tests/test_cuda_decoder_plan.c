@@ -13,7 +13,9 @@
  *     plan's sampling kernels under the emulator on the emulated logits
  *     (greedy, seeded temperature + top-p, top-k) pick what
  *     runtime/sampler.c picks on the CPU session's, the draws from a
- *     sampler of the same seed;
+ *     sampler of the same seed, a prefill chunk's kernel run on all its
+ *     rows as the prefill graph runs it (the kept row moving: 3, 3, then
+ *     1 for the padded last chunk);
  *   - --mock (test_cuda_decoder_plan_mock): kn_session_create_device
  *     with KN_DEVICE_CUDA and AUTO on the plan against the host mock of
  *     the driver (the prefill program opened from the plan, chunks and
@@ -21,7 +23,10 @@
  *     weights); kn_session_generate sampling on the device: 4 bytes come
  *     back per token, the first decode step captured as a CUDA graph and
  *     the others replayed with one cuGraphLaunch and no kernel launch, no
- *     device or pinned allocation per token; --no-cuda-graph, and a
+ *     device or pinned allocation per token; the prefill's chunks
+ *     replaying one prefill graph per session (prompts of 1, P, P + 1,
+ *     3P - 2 tokens: captured once, launched once per chunk, nothing
+ *     allocated, the tokens of --no-cuda-graph); --no-cuda-graph, and a
  *     driver refusing capture, launch kernel by kernel; a repetition
  *     penalty takes the logits back to the host sampler;
  *     kn_cuda_session_run_kv_sample itself (graph captures and launches,
@@ -273,9 +278,11 @@ static int64_t argmax(const float *v, int64_t n)
 }
 
 /* The program's sampling kernel (greedy: kn_sample_argmax, else
- * kn_sample) under the emulator on one row of logits with draw u. */
+ * kn_sample) under the emulator on `rows` rows of logits, each with draw
+ * u (as the CUDA session samples every row of a prefill chunk): row
+ * `pick`'s id. */
 static int32_t emu_sample(const kn_cu_program *prog, const kn_sampling *sp, const float *logits, int64_t vocab,
-                          double u)
+                          double u, uint32_t rows, uint32_t pick)
 {
     bool greedy = sp->temperature <= 0.0f || sp->top_k == 1;
     const kn_cu_kernel *k = NULL;
@@ -287,14 +294,19 @@ static int32_t emu_sample(const kn_cu_program *prog, const kn_sampling *sp, cons
     kn_emu_launch_fn f = kn_emu_build(k->source, k->entry, k->hash, err, sizeof err);
     if (!f)
         fail_msg("host build of %s: %.2000s", k->entry, err);
-    kn_sample_params p = {1, vocab, vocab, sp->temperature, sp->top_p, sp->top_k, 0};
-    int32_t out = -1, *po = &out;
+    assert_true(rows >= 1 && rows <= 64 && pick < rows);
+    kn_sample_params p = {rows, vocab, vocab, sp->temperature, sp->top_p, sp->top_k, 0};
+    int32_t out[64], *po = out;
+    double uu[64], *pu = uu;
+    for (uint32_t r = 0; r < rows; r++)
+        out[r] = -1, uu[r] = u;
     const float *x = logits;
-    double uu = u, *pu = &uu;
     void *gargs[3] = {&x, &po, &p}, *sargs[4] = {&x, &pu, &po, &p};
-    unsigned grid[3] = {1, 1, 1}, block[3] = {KN_SAMPLE_THREADS, 1, 1};
+    unsigned grid[3] = {rows, 1, 1}, block[3] = {KN_SAMPLE_THREADS, 1, 1};
     f(grid, block, greedy ? gargs : sargs);
-    return out;
+    for (uint32_t r = 0; r < rows; r++)
+        assert_true(out[r] >= 0 && out[r] < vocab);
+    return out[pick];
 }
 
 /* A 10-token prompt (chunks of 4, 4 and 2 padded to 4) and 3 greedy
@@ -361,7 +373,7 @@ static void emulate(kn_dtype prec)
             assert_int_equal(kn_sampler_create(&modes[k], (uint32_t)info.vocab, NULL, d, &cpu_s[k]), KN_OK);
             assert_int_equal(kn_sampler_create(&modes[k], (uint32_t)info.vocab, NULL, d, &dev_s[k]), KN_OK);
         }
-        int sampled_same = 0;
+        int sampled_same = 0, moved = 0;
         int64_t got_tok = 0;
         for (int step = 0; step < 4; step++) {
             uint32_t n = step ? 1 : 10;
@@ -369,6 +381,7 @@ static void emulate(kn_dtype prec)
             assert_int_equal(kn_session_forward(ps, pseq, tokens, n, mid), KN_OK);
             /* the emulated runs, chunked as session_cuda.c does */
             const float *last = NULL;
+            uint32_t last_rows = 1, last_row = 0; /* the last run's rows of logits, which one is the last token */
             kn_rt_tensor *out[1] = {0};
             for (uint32_t done = 0; done < n;) {
                 bool dec = n - done == 1;
@@ -395,6 +408,15 @@ static void emulate(kn_dtype prec)
                     fail_msg("%s step %d: %s", models[m], step, msg);
                 assert_int_equal(out[0]->numel, T * info.vocab);
                 last = (const float *)out[0]->data + (mm - 1) * info.vocab;
+                last_rows = (uint32_t)T, last_row = mm - 1;
+                if (!dec && !low) { /* every row sampled, as the prefill graph does: row mm - 1 is its argmax */
+                    kn_sampling g0;
+                    kn_sampling_defaults(&g0);
+                    assert_int_equal(emu_sample(&o.pprog, &g0, (const float *)out[0]->data, info.vocab, 0.0,
+                                                (uint32_t)T, mm - 1),
+                                     argmax(last, info.vocab));
+                    moved += mm != (uint32_t)T;
+                }
                 kn_kv_seq_get(c, row)->len = len + mm;
                 done += mm;
                 for (int i = 0; i < 2; i++)
@@ -415,7 +437,9 @@ static void emulate(kn_dtype prec)
                 const kn_cu_program *prog = n == 1 ? &o.dprog : &o.pprog;
                 int64_t cpu_tok = kn_sampler_pick(cpu_s[k], want, NULL, 0);
                 double u = modes[k].temperature > 0.0f ? kn_sampler_uniform(dev_s[k]) : 0.0;
-                int32_t dev_tok = emu_sample(prog, &modes[k], last, info.vocab, u);
+                /* the last run's every row sampled with the draw, its last token's row kept */
+                int32_t dev_tok = emu_sample(prog, &modes[k], last - (size_t)last_row * info.vocab, info.vocab, u,
+                                             last_rows, last_row);
                 if (dev_tok != cpu_tok)
                     fail_msg("%s step %d, sampling mode %d: the plan's kernel picks %d, the CPU sampler %lld", models[m],
                              step, k, dev_tok, (long long)cpu_tok);
@@ -428,10 +452,12 @@ static void emulate(kn_dtype prec)
         print_message("%s %s: prompt 10 (chunks of %d) + 3 greedy steps emulated, the plan on the CPU one token per "
                       "run: logits within %.3g of the %s, the same tokens\n",
                       models[m], kn_dtype_name(prec), P_CHUNK, worst, low ? "plan's CPU session" : "target-cpu graph");
-        if (!low)
+        if (!low) {
+            assert_int_equal(moved, 1); /* the last chunk's 2 tokens: its row 1, the others' row 3 */
             print_message("%s: the plan's sampling kernels under the emulator picked the CPU sampler's ids %d times "
-                          "(greedy, t1 top-p 0.9, t0.7 top-k 20; seeded)\n",
+                          "(greedy, t1 top-p 0.9, t0.7 top-k 20; seeded; the prefill's every row sampled)\n",
                           models[m], sampled_same);
+        }
         for (int k = 0; k < 3; k++) {
             kn_sampler_destroy(cpu_s[k]);
             kn_sampler_destroy(dev_s[k]);
@@ -764,8 +790,10 @@ static void mock_generate(void **state)
     top_p.temperature = 0.8f, top_p.top_p = 0.9f, top_p.seed = 7;
     penalty = greedy;
     penalty.repetition_penalty = 1.3f;
-    /* prefill: 3 chunks of 4 (the last samples: 1 launch, 4 bytes back);
-     * decode: 4 steps of the decode program and its sampling launch */
+    /* prefill: 3 chunks of 4 — with graphs each a replay of the prefill
+     * graph that samples its 4 rows (16 bytes back), without them the last
+     * samples (1 launch, 4 bytes back); decode: 4 steps of the decode
+     * program and its sampling launch */
     long prefill = 3 * per[0] + 1, step = per[1] + 1;
     for (int mode = 0; mode < 3; mode++) { /* graphs, --no-cuda-graph, capture refused */
         kn_session_options so;
@@ -778,14 +806,23 @@ static void mock_generate(void **state)
             gen_counts c = mock_generate_once(ctl, s, smp ? &top_p : &greedy, tok);
             for (int i = 0; i < 5; i++)
                 assert_int_equal(tok[i], 0);
-            assert_int_equal(c.dtoh, 5); /* one int32 per token */
-            assert_int_equal(c.dtoh_bytes, 5 * 4);
             assert_int_equal(c.allocs, 0);
-            if (mode == 0) { /* the first decode step captured (again for new parameters), then replayed */
-                assert_int_equal(c.captures, 1);
-                assert_int_equal(c.graph_launches, 4);
-                assert_int_equal(c.launches, prefill + step);
+            if (mode == 0) { /* the first chunk and the first decode step captured (again for new parameters), then
+                                replayed */
+                assert_int_equal(c.captures, 2);
+                assert_int_equal(c.graph_launches, 3 + 4);
+                assert_int_equal(c.launches, per[0] + 1 + step);
+                assert_int_equal(c.dtoh, 3 + 4);
+                assert_int_equal(c.dtoh_bytes, 3 * P_CHUNK * 4 + 4 * 4);
+            } else if (mode == 2 && smp == 0) { /* the refused capture's chunk sampled all its rows, directly */
+                assert_int_equal(c.captures, 0);
+                assert_int_equal(c.graph_launches, 0);
+                assert_int_equal(c.launches, prefill + 1 + 4 * step);
+                assert_int_equal(c.dtoh, 6);
+                assert_int_equal(c.dtoh_bytes, P_CHUNK * 4 + 5 * 4);
             } else {
+                assert_int_equal(c.dtoh, 5); /* one int32 per token */
+                assert_int_equal(c.dtoh_bytes, 5 * 4);
                 assert_int_equal(c.captures, 0);
                 assert_int_equal(c.graph_launches, 0);
                 assert_int_equal(c.launches, prefill + 4 * step);
@@ -802,6 +839,83 @@ static void mock_generate(void **state)
         kn_session_destroy(s);
     }
     ctl(MOCK_NO_GRAPHS, 0);
+    assert_int_equal(ctl(MOCK_LIVE, -1), live);
+    assert_int_equal(ctl(MOCK_BAD, -1), 0);
+    kn_graph_destroy(g);
+    built_free(&o);
+    kn_diag_destroy(d);
+    mb_free(b);
+}
+
+/* The prefill's chunks on one CUDA graph (mock): greedy generations of 2
+ * tokens from prompts of 1, P, P + 1 and 3P - 2 tokens (0, 1, 1 and 3
+ * chunks of the prefill program; a last single token runs on the decode
+ * program) on one session: the prefill graph captured once for all of
+ * them and replayed once per chunk with no kernel launch, the decode graph
+ * once, nothing allocated per chunk, each chunk's P ids back; with
+ * --no-cuda-graph every chunk launches its kernels and only the last
+ * samples; both give the same tokens. */
+static void mock_prefill_graph(void **state)
+{
+    (void)state;
+    mock_ctl_fn ctl = mock_ctl();
+    mb *b = mb_new();
+    built o;
+    build(b, "llama_gqa_tiny", &o);
+    kn_diag *d = kn_diag_create(NULL, stderr);
+    kn_graph *g, *pg;
+    assert_int_equal(kn_plan_load(o.path, NULL, d, &g), KN_OK);
+    assert_int_equal(kn_plan_load_cuda_prefill(g, NULL, d, &pg), KN_OK);
+    long per[2] = {plan_launch_steps(pg), plan_launch_steps(g)};
+    kn_graph_destroy(pg);
+    kn_session *s;
+    assert_int_equal(kn_session_create_device(g, KN_DEVICE_CUDA, NULL, NULL, d, &s), KN_OK); /* cuBLASLt's handle */
+    kn_session_destroy(s);
+    long live = ctl(MOCK_LIVE, -1);
+    enum { NP = 4 };
+    uint32_t lens[NP] = {1, P_CHUNK, P_CHUNK + 1, 3 * P_CHUNK - 2};
+    long chunks = 0 + 1 + 1 + 3, decode_runs = 4 + 1 + 1; /* the 1 and P + 1 prompts' last token, then 4 steps */
+    int64_t ids[3 * P_CHUNK], tok[2][NP][2];
+    for (int i = 0; i < 3 * P_CHUNK; i++)
+        ids[i] = 1 + 37 * i % 250;
+    for (int mode = 0; mode < 2; mode++) {
+        kn_session_options so;
+        kn_session_options_defaults(&so);
+        so.no_cuda_graph = mode == 1;
+        assert_int_equal(kn_session_create_device(g, KN_DEVICE_CUDA, &so, NULL, d, &s), KN_OK);
+        int whats[6] = {MOCK_LAUNCHES, MOCK_CAPTURES, MOCK_GRAPH_LAUNCHES, MOCK_DTOH, MOCK_DTOH_BYTES, MOCK_ALLOCS};
+        for (int i = 0; i < 6; i++)
+            ctl(whats[i], 0);
+        for (int k = 0; k < NP; k++) {
+            const int64_t *prompts[1] = {ids};
+            kn_generate_options go;
+            kn_generate_options_defaults(&go);
+            go.max_new_tokens = 2;
+            kn_generate_result r;
+            assert_int_equal(kn_session_generate(s, prompts, &lens[k], 1, &go, &r), KN_OK);
+            assert_int_equal(r.n_tokens, 2);
+            tok[mode][k][0] = r.tokens[0], tok[mode][k][1] = r.tokens[1];
+            kn_generate_results_free(s, &r, 1);
+        }
+        assert_int_equal(ctl(MOCK_ALLOCS, -1), 0);
+        if (mode == 0) {
+            assert_int_equal(ctl(MOCK_CAPTURES, -1), 2);
+            assert_int_equal(ctl(MOCK_GRAPH_LAUNCHES, -1), chunks + decode_runs);
+            assert_int_equal(ctl(MOCK_LAUNCHES, -1), per[0] + 1 + per[1] + 1); /* the two captures' */
+            assert_int_equal(ctl(MOCK_DTOH, -1), chunks + decode_runs);
+            assert_int_equal(ctl(MOCK_DTOH_BYTES, -1), (chunks * P_CHUNK + decode_runs) * 4);
+        } else {
+            assert_int_equal(ctl(MOCK_CAPTURES, -1), 0);
+            assert_int_equal(ctl(MOCK_GRAPH_LAUNCHES, -1), 0);
+            assert_int_equal(ctl(MOCK_LAUNCHES, -1), chunks * per[0] + decode_runs * per[1] + 2 * NP);
+            assert_int_equal(ctl(MOCK_DTOH, -1), 2 * NP);
+            assert_int_equal(ctl(MOCK_DTOH_BYTES, -1), 2 * NP * 4);
+        }
+        kn_session_destroy(s);
+    }
+    for (int k = 0; k < NP; k++)
+        for (int t = 0; t < 2; t++)
+            assert_int_equal(tok[0][k][t], tok[1][k][t]);
     assert_int_equal(ctl(MOCK_LIVE, -1), live);
     assert_int_equal(ctl(MOCK_BAD, -1), 0);
     kn_graph_destroy(g);
@@ -905,6 +1019,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(mock_device_session),
         cmocka_unit_test(mock_kv_dtype),
         cmocka_unit_test(mock_generate),
+        cmocka_unit_test(mock_prefill_graph),
         cmocka_unit_test(mock_run_sample),
     };
     if (argc > 1 && strcmp(argv[1], "--mock") == 0)

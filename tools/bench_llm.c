@@ -10,7 +10,8 @@
  * reads (weights once + the KV cache of its sequences at the mean context)
  * with the bandwidth that implies. --device cuda runs the CUDA session of
  * a target-cuda decoder plan (its prefill, decode and batched decode
- * programs; kn_session_create_device): the argmax on the device (4 bytes
+ * programs, and batched prefill programs that prefill the B prompts
+ * together; kn_session_create_device): the argmax on the device (4 bytes
  * back per token), each decode step a CUDA
  * graph replay (--no-cuda-graph: kernel by kernel), and the fraction of
  * the HBM roofline: bytes per step / step time / the device's copy
@@ -44,9 +45,10 @@ static const char usage[] =
     "  --device D          auto (default: CUDA for a plan of kiln compile --target\n"
     "                      cuda on a decoder when a GPU is there, else the CPU),\n"
     "                      cpu or cuda\n"
-    "  --warmup N          untimed warm-up decode steps on a scratch sequence (default 2)\n"
-    "  --no-cuda-graph     --device cuda: launch each decode step kernel by kernel\n"
-    "                      instead of replaying it as a CUDA graph\n"
+    "  --warmup N          untimed warm-up decode steps on a scratch sequence, after\n"
+    "                      a 2-token prefill (default 2)\n"
+    "  --no-cuda-graph     --device cuda: launch each decode step and prefill chunk\n"
+    "                      kernel by kernel instead of replaying it as a CUDA graph\n"
     "  --seed N            seed for the prompt tokens (default 0)\n"
     "  --json              print the results as JSON\n"
     "\n"
@@ -166,10 +168,12 @@ int kn_bench_llm(int argc, char **argv)
     kn_graph *g = NULL;
     kn_session *s = NULL;
     uint32_t *seqs = calloc(B, sizeof *seqs);
-    int64_t *ids = malloc((size_t)P * sizeof *ids), *next = calloc(B, sizeof *next), *cur = calloc(B, sizeof *cur);
+    int64_t *ids = malloc((size_t)(B * P) * sizeof *ids), *next = calloc(B, sizeof *next), *cur = calloc(B, sizeof *cur);
     double *lat = malloc((size_t)(B * G + 1) * sizeof *lat), *ttft = malloc(B * sizeof *ttft);
+    const int64_t **prompts = malloc(B * sizeof *prompts);
+    uint32_t *lens = malloc(B * sizeof *lens);
     int rc = KN_EXIT_INTERNAL;
-    if (!seqs || !ids || !next || !cur || !lat || !ttft)
+    if (!seqs || !ids || !next || !cur || !lat || !ttft || !prompts || !lens)
         goto done;
     kn_status st = kn_plan_load(plan, NULL, d, &g);
     kn_session_options so;
@@ -200,14 +204,16 @@ int kn_bench_llm(int argc, char **argv)
             st = KN_ERR_INVALID;
         }
     }
-    /* warm-up on a scratch sequence (on CUDA its first step captures the
-     * decode graph); it also tells the vocabulary size */
+    /* warm-up on a scratch sequence (on CUDA its first forward, of 2
+     * tokens, captures the prefill graph, the next the decode graph); it
+     * also tells the vocabulary size. On CUDA the batched programs' graphs
+     * are captured in the warm-up below or at their first (timed) step. */
     uint32_t scratch;
     if (st == KN_OK)
         st = kn_session_add_sequence(s, &scratch);
-    for (unsigned long long i = 0; st == KN_OK && i < warm + 1; i++) {
-        int64_t t = 0, nt;
-        st = kn_session_forward_greedy(s, scratch, &t, 1, &nt);
+    for (unsigned long long i = 0; st == KN_OK && i < warm + 2; i++) {
+        int64_t t[2] = {0, 0}, nt;
+        st = kn_session_forward_greedy(s, scratch, t, i == 0 ? 2 : 1, &nt);
     }
     if (st == KN_OK) {
         st = kn_session_free_sequence(s, scratch);
@@ -215,18 +221,45 @@ int kn_bench_llm(int argc, char **argv)
         if (!info.vocab)
             st = KN_ERR_INVALID;
     }
+    if (st == KN_OK && B > 1 && kn_session_prefill_batched(s)) {
+        /* and B 2-token prompts together: the batched prefill program the
+         * timed prompts take captures its graph */
+        static const int64_t two[2] = {0, 0};
+        for (unsigned long long b = 0; b < B; b++)
+            prompts[b] = two, lens[b] = 2;
+        for (unsigned long long b = 0; st == KN_OK && b < B; b++)
+            st = kn_session_add_sequence(s, &seqs[b]);
+        if (st == KN_OK)
+            st = kn_session_prefill_batch_greedy(s, seqs, prompts, lens, (uint32_t)B, next);
+        for (unsigned long long b = 0; st == KN_OK && b < B; b++)
+            st = kn_session_free_sequence(s, seqs[b]);
+    }
     uint64_t x = seed * 6364136223846793005ull + 1442695040888963407ull;
     double t_prefill = 0, t_decode = 0;
     size_t n_lat = 0;
     for (unsigned long long b = 0; st == KN_OK && b < B; b++) {
         for (unsigned long long i = 0; i < P; i++) {
             x = x * 6364136223846793005ull + 1442695040888963407ull;
-            ids[i] = (int64_t)((x >> 33) % info.vocab);
+            ids[b * P + i] = (int64_t)((x >> 33) % info.vocab);
         }
+        prompts[b] = ids + b * P;
+        lens[b] = (uint32_t)P;
         st = kn_session_add_sequence(s, &seqs[b]);
+    }
+    /* the prompts: together through the batched prefill programs when the
+     * session has them (every prompt's first token after the one time),
+     * else one after another */
+    bool together = st == KN_OK && B > 1 && P >= 2 && kn_session_prefill_batched(s);
+    if (together) {
         double t0 = now_s();
-        if (st == KN_OK)
-            st = kn_session_forward_greedy(s, seqs[b], ids, (uint32_t)P, &next[b]);
+        st = kn_session_prefill_batch_greedy(s, seqs, prompts, lens, (uint32_t)B, next);
+        t_prefill = now_s() - t0;
+        for (unsigned long long b = 0; b < B; b++)
+            ttft[b] = t_prefill;
+    }
+    for (unsigned long long b = 0; st == KN_OK && !together && b < B; b++) {
+        double t0 = now_s();
+        st = kn_session_forward_greedy(s, seqs[b], prompts[b], (uint32_t)P, &next[b]);
         ttft[b] = now_s() - t0;
         t_prefill += ttft[b];
     }
@@ -278,12 +311,13 @@ int kn_bench_llm(int argc, char **argv)
         printf("{\"plan\": \"%s\", \"device\": \"%s\", \"cache\": \"%s\", \"prompt_len\": %llu, \"gen_len\": %llu, "
                "\"batch\": %llu, \"prefill_tokens_per_s\": %.3f, \"decode_tokens_per_s\": %.3f, "
                "\"ttft_ms\": {\"median\": %.4f, \"max\": %.4f}, \"decode_latency_ms\": {\"p50\": %.4f, \"p99\": %.4f, "
-               "\"mean\": %.4f}, \"decode_steps\": %zu, \"batched_decode\": %s, \"bytes_per_decode_step\": %.0f, "
+               "\"mean\": %.4f}, \"decode_steps\": %zu, \"batched_decode\": %s, \"batched_prefill\": %s, "
+               "\"bytes_per_decode_step\": %.0f, "
                "\"weight_bytes\": %llu, \"kv_bytes_mean\": %.0f, "
                "\"decode_gb_per_s\": %.3f, \"peak_gb_per_s\": %s, \"roofline_fraction\": %s, \"cuda_graph\": %s}\n",
                plan, on_cuda ? "cuda" : "cpu", cache, P, G, B, prefill_tps, decode_tps, pct(ttft, B, 50) * 1e3, ttft[B - 1] * 1e3,
                pct(lat, n_lat, 50) * 1e3, pct(lat, n_lat, 99) * 1e3, step_mean * 1e3, n_lat,
-               batched ? "true" : "false", bytes, (unsigned long long)wb, kvb, achieved, peak_s, frac_s, on_cuda && !no_graph ? "true" : "false");
+               batched ? "true" : "false", together ? "true" : "false", bytes, (unsigned long long)wb, kvb, achieved, peak_s, frac_s, on_cuda && !no_graph ? "true" : "false");
     } else {
         printf("plan:              %s (KV cache: %s), %s\n", plan, cache,
                on_cuda ? "CUDA backend (prefill and decode programs)" : "CPU reference backend");
@@ -292,7 +326,8 @@ int kn_bench_llm(int argc, char **argv)
                : batched && on_cuda ? "each step runs all sequences through the plan's batched decode programs"
                : batched            ? "each step runs all sequences in one run"
                          : "each step runs the sequences one after another (the session does not batch)");
-        printf("prefill:           %.1f tokens/s (%.2f ms for %llu tokens)\n", prefill_tps, t_prefill * 1e3, B * P);
+        printf("prefill:           %.1f tokens/s (%.2f ms for %llu tokens%s)\n", prefill_tps, t_prefill * 1e3, B * P,
+               together ? ", the prompts together through the plan's batched prefill programs" : "");
         printf("time to first token: %.3f ms median, %.3f ms max\n", pct(ttft, B, 50) * 1e3, ttft[B - 1] * 1e3);
         printf("decode:            %.1f tokens/s (%zu steps of %llu token%s, %.2f ms)\n", decode_tps, n_lat, B,
                B == 1 ? "" : "s", t_decode * 1e3);
@@ -314,6 +349,6 @@ done:
     kn_session_destroy(s);
     kn_graph_destroy(g);
     kn_diag_destroy(d);
-    free(seqs), free(ids), free(next), free(cur), free(lat), free(ttft);
+    free(seqs), free(ids), free(next), free(cur), free(lat), free(ttft), free(prompts), free(lens);
     return rc;
 }

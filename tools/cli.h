@@ -90,5 +90,10 @@ kn_status kn_compile_cuda_decoder(kn_graph *dec, kn_graph *pre, int64_t P, const
  * static); else the errors of kn_compile_cuda. */
 kn_status kn_compile_cuda_decode_batch(const kn_graph *dec, kn_graph *bg, int64_t B, const kn_compile_cuda_opts *o,
                                        kn_diag *d, struct kn_cu_program *bprog, char *why, size_t n);
+/* The same for T new tokens per row: T = 1 a batched decode program, T =
+ * the prefill chunk P a batched prefill program [B, P] (kiln compile
+ * --prefill-batch; it goes in the batched programs' sections too). */
+kn_status kn_compile_cuda_batch(const kn_graph *dec, kn_graph *bg, int64_t B, int64_t T, const kn_compile_cuda_opts *o,
+                                kn_diag *d, struct kn_cu_program *bprog, char *why, size_t n);
 
 #endif

@@ -40,6 +40,9 @@ static const char usage[] =
     "  --decode-batch LIST target cuda, decoders: the batch sizes B of the decode\n"
     "                      programs, [B, 1] each, for batched decode steps (default\n"
     "                      1,8; 1 is always there; at most 4 others, up to 256)\n"
+    "  --prefill-batch LIST target cuda, decoders: batch sizes B of prefill\n"
+    "                      programs [B, P] that prefill B prompts in one run\n"
+    "                      (default none; with --decode-batch's at most 4 others)\n"
     "  --arch LIST         target cuda: SM architectures (default sm_80,sm_86,\n"
     "                      sm_89,sm_90); PTX of the last is added for newer GPUs\n"
     "  --precision P       fp32 (default), fp16 or bf16: float32 computation runs\n"
@@ -247,8 +250,8 @@ static kn_status import_model(const char *in, const char *kv_max, const char *kv
 static kn_status compile_cuda_decoder(const char *in, const char *kv_max, const char *kv_mem, const char *kv_block,
                                       kn_pipeline_opts *po, const kn_compile_cuda_opts *co, int64_t P, bool shapes_given,
                                       kn_diag *d, kn_graph **g, kn_graph **pg, kn_cu_program *prog,
-                                      kn_cu_program *pprog, bool *decoder, const uint32_t *batches, uint32_t n_batches,
-                                      kn_graph **bgs, kn_cu_program *bprogs, uint32_t *n_bprogs)
+                                      kn_cu_program *pprog, bool *decoder, const uint32_t *batches, uint32_t n_dec,
+                                      uint32_t n_batches, kn_graph **bgs, kn_cu_program *bprogs, uint32_t *n_bprogs)
 {
     char why[512];
     *decoder = false;
@@ -265,21 +268,23 @@ static kn_status compile_cuda_decoder(const char *in, const char *kv_max, const 
         kn_status s = kn_graph_clone(*g, pg);
         if (s != KN_OK)
             return s;
-        /* the batched decode programs, each on another copy (made before
-         * the lowerings bind their shapes); one that does not agree with
-         * the graph is left out with a note */
+        /* the batched programs (decode [B, 1] for the first n_dec, then
+         * prefill [B, P]), each on another copy (made before the lowerings
+         * bind their shapes); one that does not agree with the graph is
+         * left out with a note */
         for (uint32_t k = 0; s == KN_OK && k < n_batches; k++)
             s = kn_graph_clone(*g, &bgs[k]);
         if (s == KN_OK)
             s = kn_compile_cuda_decoder(*g, *pg, P, co, d, prog, pprog, why, sizeof why);
         for (uint32_t k = 0; s == KN_OK && k < n_batches; k++) {
             char bwhy[512];
-            kn_status bs =
-                kn_compile_cuda_decode_batch(*g, bgs[k], batches[k], co, d, &bprogs[*n_bprogs], bwhy, sizeof bwhy);
+            kn_status bs = kn_compile_cuda_batch(*g, bgs[k], batches[k], k < n_dec ? 1 : P, co, d, &bprogs[*n_bprogs],
+                                                 bwhy, sizeof bwhy);
             if (bs == KN_OK)
                 ++*n_bprogs;
             else if (bs == KN_ERR_UNSUPPORTED)
-                kn_diag_add(d, KN_NOTE, "target cuda: no decode program for batch %u: %s", batches[k], bwhy);
+                kn_diag_add(d, KN_NOTE, "target cuda: no %s program for batch %u: %s", k < n_dec ? "decode" : "prefill",
+                            batches[k], bwhy);
             else
                 s = bs;
         }
@@ -310,27 +315,27 @@ static kn_status compile_cuda_decoder(const char *in, const char *kv_max, const 
     return kn_compile_graph(*g, "cuda", &again, d);
 }
 
-/* --decode-batch LIST: comma-separated batch sizes from 1 to 256; the ones
- * above 1, ascending and distinct, into b (at most
- * KN_PLAN_MAX_DECODE_BATCHES), the list as given back into `text`. */
-static bool parse_batches(const char *v, uint32_t *b, uint32_t *n, char *text, size_t cap)
+/* --decode-batch / --prefill-batch (`opt`) LIST: comma-separated batch
+ * sizes from 1 to 256; the ones above 1, ascending and distinct, into b
+ * (at most KN_PLAN_MAX_DECODE_BATCHES), the list as given back into
+ * `text`. */
+static bool parse_batches(const char *opt, const char *v, uint32_t *b, uint32_t *n, char *text, size_t cap)
 {
     *n = 0;
     for (const char *p = v;;) {
         char *e;
         long long x = strtoll(p, &e, 10);
         if (e == p || x < 1 || x > 256 || (*e && *e != ',')) {
-            fprintf(stderr, "error: compile: --decode-batch expects batch sizes from 1 to 256 like 1,8, got '%s'\n", v);
+            fprintf(stderr, "error: compile: %s expects batch sizes from 1 to 256 like 1,8, got '%s'\n", opt, v);
             return false;
         }
         if (x > 1) {
             if (*n && (uint32_t)x <= b[*n - 1]) {
-                fprintf(stderr, "error: compile: --decode-batch: list the batch sizes ascending, each once ('%s')\n",
-                        v);
+                fprintf(stderr, "error: compile: %s: list the batch sizes ascending, each once ('%s')\n", opt, v);
                 return false;
             }
             if (*n == KN_PLAN_MAX_DECODE_BATCHES) {
-                fprintf(stderr, "error: compile: --decode-batch: at most %u batch sizes besides 1 ('%s')\n",
+                fprintf(stderr, "error: compile: %s: at most %u batch sizes besides 1 ('%s')\n", opt,
                         KN_PLAN_MAX_DECODE_BATCHES, v);
                 return false;
             }
@@ -439,6 +444,9 @@ int kn_cmd_compile(int argc, char **argv)
     /* --decode-batch: the batched decode programs' B (1, the decode program, is implicit) */
     uint32_t batches[KN_PLAN_MAX_DECODE_BATCHES] = {8}, n_batches = 1, n_bprogs = 0;
     char batch_list[64] = "1,8";
+    /* --prefill-batch: the batched prefill programs' B, after them in the same sections */
+    uint32_t pbatches[KN_PLAN_MAX_DECODE_BATCHES], n_pbatches = 0;
+    char pbatch_list[64] = "";
     kn_graph *bgs[KN_PLAN_MAX_DECODE_BATCHES] = {0};
     kn_cu_program bprogs[KN_PLAN_MAX_DECODE_BATCHES];
     memset(bprogs, 0, sizeof bprogs);
@@ -478,7 +486,10 @@ int kn_cmd_compile(int argc, char **argv)
                 goto done;
             }
         } else if (strcmp(a, "--decode-batch") == 0 && has) {
-            if (!parse_batches(argv[++i], batches, &n_batches, batch_list, sizeof batch_list))
+            if (!parse_batches("--decode-batch", argv[++i], batches, &n_batches, batch_list, sizeof batch_list))
+                goto done;
+        } else if (strcmp(a, "--prefill-batch") == 0 && has) {
+            if (!parse_batches("--prefill-batch", argv[++i], pbatches, &n_pbatches, pbatch_list, sizeof pbatch_list))
                 goto done;
         } else if (strcmp(a, "--shape") == 0 && has) {
             const char *v = argv[++i], *eq = strchr(v, '=');
@@ -793,12 +804,20 @@ int kn_cmd_compile(int argc, char **argv)
         s = report ? KN_OK : KN_ERR_NOMEM;
     }
     bool cuda = strcmp(target, "cuda") == 0;
+    if (s == KN_OK && n_batches + n_pbatches > KN_PLAN_MAX_DECODE_BATCHES) {
+        kn_diag_add(d, KN_ERROR, "compile: --decode-batch and --prefill-batch: at most %u batch sizes above 1 together",
+                    KN_PLAN_MAX_DECODE_BATCHES);
+        s = KN_ERR_INVALID;
+    }
+    for (uint32_t k = 0; s == KN_OK && k < n_pbatches; k++)
+        batches[n_batches + k] = pbatches[k];
     if (s == KN_OK && cuda) {
         /* a decoder keeps kv-cache + kv-mask: one plan, prefill and decode programs */
         kn_compile_cuda_opts co = {shapes, n_shapes, archs, n_archs, no_cache, true, attn_kernel, false,
                                    gemm_table_path ? &gemm_table : NULL};
         s = compile_cuda_decoder(in, kv_max, kv_mem, kv_block, &po, &co, (int64_t)prefill_chunk, n_shapes > 0, d,
-                                 &g, &pg, &prog, &pprog, &decoder, batches, n_batches, bgs, bprogs, &n_bprogs);
+                                 &g, &pg, &prog, &pprog, &decoder, batches, n_batches, n_batches + n_pbatches, bgs,
+                                 bprogs, &n_bprogs);
     } else if (s == KN_OK) {
         s = kn_compile_graph(g, target, &po, d);
     }
@@ -881,8 +900,8 @@ int kn_cmd_compile(int argc, char **argv)
         if (quant.smooth_alpha > 0 && n > 0 && (size_t)n < sizeof opts)
             n += snprintf(opts + n, sizeof opts - (size_t)n, " --smooth %g", quant.smooth_alpha);
         if (decoder && n > 0 && (size_t)n < sizeof opts)
-            snprintf(opts + n, sizeof opts - (size_t)n, " --prefill-chunk %lld --decode-batch %s", prefill_chunk,
-                     batch_list);
+            snprintf(opts + n, sizeof opts - (size_t)n, " --prefill-chunk %lld --decode-batch %s%s%s", prefill_chunk,
+                     batch_list, n_pbatches ? " --prefill-batch " : "", n_pbatches ? pbatch_list : "");
         const kn_cu_program *bp[KN_PLAN_MAX_DECODE_BATCHES];
         for (uint32_t k = 0; k < n_bprogs; k++)
             bp[k] = &bprogs[k];
@@ -890,11 +909,15 @@ int kn_cmd_compile(int argc, char **argv)
                               bp, decoder ? n_bprogs : 0};
         s = kn_plan_write(g, &po, out, d);
     }
+    uint32_t n_bpre = 0; /* batched prefill programs among them */
+    for (uint32_t k = 0; k < n_bprogs; k++)
+        n_bpre += bprogs[k].kv_tokens > 1;
     if (s == KN_OK)
-        printf("wrote %s (target %s, %u nodes%s%s%s%s)\n", out, target, g->n_nodes,
-               !decoder   ? ""
-               : n_bprogs ? ", a decoder: prefill and decode programs, batched decode programs"
-                          : ", a decoder: prefill and decode programs",
+        printf("wrote %s (target %s, %u nodes%s%s%s%s%s)\n", out, target, g->n_nodes,
+               !decoder            ? ""
+               : n_bprogs > n_bpre ? ", a decoder: prefill and decode programs, batched decode programs"
+                                   : ", a decoder: prefill and decode programs",
+               decoder && n_bpre ? ", batched prefill programs" : "",
                cuda ? ", kernels for every arch + PTX" : "",
                emb.n ? "; embedded " : "", emb.summary);
     rc = kn_cli_exit_code(s);

@@ -155,6 +155,12 @@ kn_status kn_compile_cuda_decoder(kn_graph *dec, kn_graph *pre, int64_t P, const
 kn_status kn_compile_cuda_decode_batch(const kn_graph *dec, kn_graph *bg, int64_t B, const kn_compile_cuda_opts *o,
                                        kn_diag *d, kn_cu_program *bprog, char *why, size_t n)
 {
+    return kn_compile_cuda_batch(dec, bg, B, 1, o, d, bprog, why, n);
+}
+
+kn_status kn_compile_cuda_batch(const kn_graph *dec, kn_graph *bg, int64_t B, int64_t T, const kn_compile_cuda_opts *o,
+                                kn_diag *d, kn_cu_program *bprog, char *why, size_t n)
+{
     why[0] = 0;
     for (uint32_t i = 0; i < bg->n_inputs; i++) {
         const kn_dim *b0 = &bg->values[bg->inputs[i]].type.shape.dims[0];
@@ -164,7 +170,7 @@ kn_status kn_compile_cuda_decode_batch(const kn_graph *dec, kn_graph *bg, int64_
             return KN_ERR_UNSUPPORTED;
         }
     }
-    KN_TRY(lower_at(bg, B, 1, o, d, bprog));
+    KN_TRY(lower_at(bg, B, T, o, d, bprog));
     if (!agree(dec, bg, bprog, why, n)) {
         kn_cu_program_free(bprog);
         return KN_ERR_UNSUPPORTED;

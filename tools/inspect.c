@@ -370,8 +370,11 @@ static void print_text(const kn_graph *g, const kn_graph_stats *st)
         text_cuda(g, "cuda.prefill", "cuda prefill:");
     for (uint32_t k = 0; k < kn_plan_cuda_decode_batches(g); k++) {
         char pre[32];
+        char key[48];
         snprintf(pre, sizeof pre, "cuda.batch%u", k);
-        text_cuda(g, pre, "cuda batched decode:");
+        snprintf(key, sizeof key, "%s.kv_tokens", pre);
+        const char *t = meta(g->info, key); /* more than 1: a batched prefill program (--prefill-batch) */
+        text_cuda(g, pre, t && strtoull(t, NULL, 10) > 1 ? "cuda batched prefill:" : "cuda batched decode:");
     }
     text_kv(m);
     text_io(g, g->inputs, g->n_inputs, "inputs");

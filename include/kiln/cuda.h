@@ -156,10 +156,13 @@ kn_status kn_cuda_session_run_kv_sample(kn_cuda_session *s, const kn_rt_tensor *
                                         kn_diag *d);
 
 /* kn_cuda_session_run_kv_sample on the first `rows` rows of the logits
- * output at once (smp->row and smp->u unused): row r with draw u[r],
- * tokens[r] its id (4 bytes back per row); one launch of the sampling
- * kernel, rows blocks. rows is at most the plan's KV rows (kn_cuda_kv_info);
- * the CUDA graph is captured again when rows change. */
+ * output at once (smp->row and smp->u unused when rows > 1): row r with
+ * draw u[r], tokens[r] its id (4 bytes back per row); one launch of the
+ * sampling kernel, rows blocks. rows is at most the plan's rows of logits
+ * (kn_cuda_kv_info rows x tokens: B of a batched decode program, P of a
+ * prefill program, whose every chunk the CUDA session samples this way so
+ * that one graph serves them all); the CUDA graph is captured again when
+ * rows change. */
 kn_status kn_cuda_session_run_kv_sample_rows(kn_cuda_session *s, const kn_rt_tensor *const *inputs, uint32_t n_in,
                                              const kn_cuda_kv_binding *kv, const kn_cuda_sample *smp,
                                              const double *u, uint32_t rows, int32_t *tokens, kn_diag *d);

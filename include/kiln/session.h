@@ -163,6 +163,22 @@ kn_status kn_session_forward_batch_greedy(kn_session *s, const uint32_t *seqs, c
  * chunks of it). */
 bool kn_session_batched(const kn_session *s);
 
+/* Whether the session prefills several prompts in one run: a CUDA session
+ * on a plan with batched prefill programs (kiln compile --prefill-batch:
+ * [B, P] programs) that carry the sampling kernels. */
+bool kn_session_prefill_batched(const kn_session *s);
+/* kn_session_forward of prompts[i] (lens[i] tokens) for each sequence
+ * seqs[i], then its next token chosen greedily into next[i]. When
+ * kn_session_prefill_batched and every prompt has at least 2 tokens and
+ * fits in whole chunks of P, the prompts go together through the batched
+ * prefill programs (row r the next chunk of the r-th prompt still going;
+ * the smallest program of B >= the prompts left, else the largest; spare
+ * rows on the scratch sequence; a last prompt going alone finishes on the
+ * [1, P] program) with the argmax on the device; otherwise
+ * one prompt after another as kn_session_forward_greedy. */
+kn_status kn_session_prefill_batch_greedy(kn_session *s, const uint32_t *seqs, const int64_t *const *prompts,
+                                          const uint32_t *lens, uint32_t n, int64_t *next);
+
 /* Called with every new token as it is produced: the prompt's index, the
  * token id, the user pointer. A non-zero return stops that prompt. */
 typedef int (*kn_token_fn)(uint32_t prompt, int64_t token, void *user);

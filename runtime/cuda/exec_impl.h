@@ -69,7 +69,7 @@ struct kn_cuda_session {
     uint32_t smp_kernel[2];    /* kernel index of each, KN_PLAN_NONE when absent */
     CUdeviceptr smp_dev;       /* 12 * smp_rows bytes: the draws (double) at 0, the tokens (int32) at 8 * smp_rows */
     uint8_t *smp_pin;          /* pinned, the same layout */
-    uint32_t smp_rows;         /* rows one run may sample: the plan's KV rows (at least 1) */
+    uint32_t smp_rows;         /* rows one run may sample: its rows of logits, KV rows x new tokens (at least 1) */
     kn_cuda_sample_args smp;   /* what the sampling launch passes (by pointer) */
     /* the CUDA graph of a sampled run (sample.c) */
     bool graphs;               /* capture sampled runs (opts.no_graph off, the driver has graphs, no HOST step) */

@@ -2,7 +2,8 @@
  * _rows): the plan's steps, then the sampling kernel the plan carries
  * (kn_sample_argmax or kn_sample, found by entry name) on one row of the
  * logits, or on the first `rows` rows (one block each: a batched decode
- * step), then a download of the ids (4 bytes each). Such a run is captured once as
+ * step, or every token of a prefill chunk, the caller keeping the row it
+ * wants), then a download of the ids (4 bytes each). Such a run is captured once as
  * a CUDA graph and replayed with one cuGraphLaunch: everything it reads
  * from the host (the inputs, the KV table and past lengths, the draw) is
  * uploaded inside the graph from the session's fixed pinned staging
@@ -103,7 +104,15 @@ kn_status kn_cuda_sample_setup(kn_cuda_session *s, kn_diag *d)
     }
     KN_TRY(check_sample_params(s, s->smp_kernel[0], 2, d));
     KN_TRY(check_sample_params(s, s->smp_kernel[1], 3, d));
-    s->smp_rows = p->kv_rows > 1 ? p->kv_rows : 1;
+    /* every row of logits a run makes: B of a batched decode step, P of a
+     * prefill chunk (whose graph samples them all: session_cuda.c) */
+    uint64_t rows = (uint64_t)(p->kv_rows ? p->kv_rows : 1) * (p->kv_tokens ? p->kv_tokens : 1);
+    if (rows > 65536) {
+        kn_diag_add(d, KN_ERROR, "%s: %llu rows of logits per run: more than the sampling buffers take (65536)",
+                    p->name, (unsigned long long)rows);
+        return KN_ERR_INVALID;
+    }
+    s->smp_rows = (uint32_t)rows;
     size_t bytes = 16 * (size_t)s->smp_rows; /* draws (8 each), then ids (4 each), rounded up */
     CU_TRY("cuMemAlloc", s->cu->mem_alloc(&s->smp_dev, bytes), "%s: the sampling buffers", p->name);
     CU_TRY("cuMemHostAlloc", s->cu->mem_host_alloc((void **)&s->smp_pin, bytes, 0), "%s: the sampling buffers",
