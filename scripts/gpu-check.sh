@@ -35,6 +35,10 @@ step "the CUDA decoder session (kn_session_create_cuda) against the CPU session 
 timeout 120 "$G/bin/test_cuda_decoder" --gpu >"$OUT/decoder-gpu.log" 2>&1
 say "  exit $?: $(grep -E 'GPU session|PASSED|FAILED|SKIPPED' "$OUT/decoder-gpu.log" | tail -3 | tr '\n' ' ')"
 
+step "batched prefill + batched decode on the device vs the CPU session's tokens (test_cuda_prefill_batch --gpu)"
+timeout 120 "$G/bin/test_cuda_prefill_batch" --gpu >"$OUT/prefill-batch-gpu.log" 2>&1
+say "  exit $?: $(grep -E 'PASSED|FAILED|SKIPPED' "$OUT/prefill-batch-gpu.log" | tail -3 | tr '\n' ' ')"
+
 step "the block-per-row norm kernels against the CPU (test_cuda_norm --gpu)"
 timeout 180 "$G/bin/test_cuda_norm" --gpu >"$OUT/norm-gpu.log" 2>&1
 say "  exit $?: $(grep -E 'cases within|PASSED|FAILED|SKIPPED' "$OUT/norm-gpu.log" | tail -4 | tr '\n' ' ')"

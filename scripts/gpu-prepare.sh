@@ -12,7 +12,7 @@ rm -rf gpu-carry
 mkdir -p gpu-carry/bin gpu-carry/lib gpu-carry/data
 for bin in build/kiln build/kiln-conformance build/kiln-attn-check build/kiln-quant-check build/kiln-gemv-check \
            build/tests/test_cuda_runtime build/tests/test_cuda_paged build/tests/test_cuda_decoder \
-           build/tests/test_cuda_norm; do
+           build/tests/test_cuda_norm build/tests/test_cuda_prefill_batch; do
     cp "$bin" gpu-carry/bin/
     ldd "$bin" | awk '/=> \// {print $3}' | { grep -E 'libprotobuf-c|libcmocka' || true; } | xargs -r -I{} cp -L {} gpu-carry/lib/
 done
