@@ -573,15 +573,6 @@ static kn_status intern_attr(kn_graph *g, const char *name, kn_attr *a)
     return kn_graph_intern_cstr(g, name, &a->name);
 }
 
-static kn_status grow_uses(kn_graph *g, kn_uses *u)
-{
-    KN_TRY(kn_mem_grow(g->alloc, (void **)&u->readers, &u->cap_readers, g->n_values + 1, sizeof *u->readers));
-    KN_TRY(kn_mem_grow(g->alloc, (void **)&u->pinned, &u->cap_pinned, g->n_values + 1, sizeof *u->pinned));
-    u->readers[g->n_values] = 0;
-    u->pinned[g->n_values] = false;
-    return KN_OK;
-}
-
 /* Makes node slot k (a node being replaced) a Transpose(kt, [0, 1, 3, 2]);
  * *out receives K. */
 static kn_status make_transpose(kn_graph *g, kn_uses *u, kn_id k, kn_id kt, kn_id *out)
@@ -606,8 +597,7 @@ static kn_status make_transpose(kn_graph *g, kn_uses *u, kn_id k, kn_id kt, kn_i
         for (int i = 0; i < 4; i++)
             nv.type.shape.dims[i] = tt->shape.dims[perm[i]];
     }
-    KN_TRY(grow_uses(g, u));
-    KN_TRY(kn_graph_add_value(g, &nv, out));
+    KN_TRY(kn_rw_add_value(g, u, &nv, out));
     kn_node *n = &g->nodes[k];
     kn_id *ins = kn_graph_alloc(g, sizeof *ins), *outs = kn_graph_alloc(g, sizeof *outs);
     kn_attr *a = kn_graph_alloc(g, sizeof *a);

@@ -130,12 +130,8 @@ static kn_status merge_swiglu(kn_graph *g, kn_uses *u, kn_id s, uint32_t *count)
         memcpy(nv.type.shape.dims, xt->shape.dims, (size_t)xt->shape.rank * sizeof(kn_dim));
         nv.type.shape.dims[xt->shape.rank - 1] = (kn_dim){2 * n, NULL};
     }
-    KN_TRY(kn_mem_grow(g->alloc, (void **)&u->readers, &u->cap_readers, g->n_values + 1, sizeof *u->readers));
-    KN_TRY(kn_mem_grow(g->alloc, (void **)&u->pinned, &u->cap_pinned, g->n_values + 1, sizeof *u->pinned));
-    u->readers[g->n_values] = 0;
-    u->pinned[g->n_values] = false;
     kn_id p;
-    KN_TRY(kn_graph_add_value(g, &nv, &p));
+    KN_TRY(kn_rw_add_value(g, u, &nv, &p));
     /* the packed MatMul takes the later slot (both reads of x are there) */
     kn_id slot = kg > ku ? kg : ku, other = kg > ku ? ku : kg;
     kn_node *mn = &g->nodes[slot];

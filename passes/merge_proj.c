@@ -150,12 +150,8 @@ static kn_status merge(kn_graph *g, kn_uses *u, const member *ms, uint32_t n, bo
         return KN_ERR_NOMEM;
     memcpy(nv.type.shape.dims, xt->shape.dims, (size_t)xt->shape.rank * sizeof(kn_dim));
     nv.type.shape.dims[xt->shape.rank - 1] = (kn_dim){total, NULL};
-    KN_TRY(kn_mem_grow(g->alloc, (void **)&u->readers, &u->cap_readers, g->n_values + 1, sizeof *u->readers));
-    KN_TRY(kn_mem_grow(g->alloc, (void **)&u->pinned, &u->cap_pinned, g->n_values + 1, sizeof *u->pinned));
-    u->readers[g->n_values] = 0;
-    u->pinned[g->n_values] = false;
     kn_id p;
-    KN_TRY(kn_graph_add_value(g, &nv, &p));
+    KN_TRY(kn_rw_add_value(g, u, &nv, &p));
     kn_bytes *orig = kn_graph_alloc(g, n * sizeof *orig);
     kn_node *fn = &g->nodes[first];
     kn_attr *at = kn_graph_alloc(g, (fn->n_attrs + 1) * sizeof *at);

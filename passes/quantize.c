@@ -158,11 +158,7 @@ kn_status kn_quant_add_node(kn_graph *g, kn_uses *u, const char *node_name, cons
     v.type = *ty;
     v.producer = g->n_nodes;
     v.out_index = 0;
-    KN_TRY(kn_mem_grow(g->alloc, (void **)&u->readers, &u->cap_readers, g->n_values + 1, sizeof *u->readers));
-    KN_TRY(kn_mem_grow(g->alloc, (void **)&u->pinned, &u->cap_pinned, g->n_values + 1, sizeof *u->pinned));
-    u->readers[g->n_values] = 0;
-    u->pinned[g->n_values] = false;
-    KN_TRY(kn_graph_add_value(g, &v, out));
+    KN_TRY(kn_rw_add_value(g, u, &v, out));
     kn_node n = {0};
     snprintf(buf, sizeof buf, "%s%s", node_name, suffix);
     KN_TRY(kn_graph_intern_cstr(g, buf, &n.name));

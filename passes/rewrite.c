@@ -145,11 +145,16 @@ kn_status kn_rw_adopt_const(kn_graph *g, kn_uses *u, const char *base, kn_dtype 
     v.type.dtype = dt;
     v.type.shape.rank = rank;
     v.type.shape.dims = sd;
+    return kn_rw_add_value(g, u, &v, out);
+}
+
+kn_status kn_rw_add_value(kn_graph *g, kn_uses *u, const kn_value *v, kn_id *out)
+{
     KN_TRY(kn_mem_grow(g->alloc, (void **)&u->readers, &u->cap_readers, g->n_values + 1, sizeof *u->readers));
     KN_TRY(kn_mem_grow(g->alloc, (void **)&u->pinned, &u->cap_pinned, g->n_values + 1, sizeof *u->pinned));
     u->readers[g->n_values] = 0;
     u->pinned[g->n_values] = false;
-    return kn_graph_add_value(g, &v, out);
+    return kn_graph_add_value(g, v, out);
 }
 
 const kn_tensor *kn_rw_const(const kn_graph *g, kn_id v)

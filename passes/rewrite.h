@@ -45,6 +45,10 @@ kn_status kn_rw_adopt_const(kn_graph *g, kn_uses *u, const char *base, kn_dtype 
                             const int64_t *dims, void *bytes, size_t nbytes, kn_id *out);
 
 /* The constant tensor of value v of g (not through OUTER), or NULL. */
+/* Adds value v to g (kn_graph_add_value) with u's reader counts and pins
+ * grown to cover it (no readers, not pinned). */
+kn_status kn_rw_add_value(kn_graph *g, kn_uses *u, const kn_value *v, kn_id *out);
+
 const kn_tensor *kn_rw_const(const kn_graph *g, kn_id v);
 /* Constant integer vector (int64/int32) of value v: *n elements into
  * out (at most cap); false if not such a constant. */
