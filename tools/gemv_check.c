@@ -24,6 +24,9 @@
  * the largest over the outputs. Tolerances: float32 1e-5 (float
  * accumulation), float16 2e-3, bfloat16 1.2e-2 (the rounding points). K
  * split across blocks: the same launch twice must give the same bytes.
+ * The SwiGlu form (B [K, 2N] gate | up, Y = silu(gate) * up): the same
+ * bytes as the plain GEMV of the packed product followed by the
+ * kiln.SwiGlu kernel, with and without the K split.
  * Prints a line per case and "N passed, N failed"; exit 1 on a failure;
  * --gpu without a usable GPU prints why and exits 77 (skip). */
 #include "codegen/cuda/gemv_kernels.h"
@@ -255,6 +258,111 @@ static const gcase cases[] = {
     {KN_BF16, 1, 3, 20000, EPI_GEMM_ALL}, /* 264 splits of K */
 };
 
+/* ---- the SwiGlu form ---- */
+
+typedef struct scase {
+    kn_dtype dt;
+    int m;
+    int64_t i, k; /* SwiGlu's N (B is [K, 2N]) and K */
+} scase;
+
+/* The packed gate|up product [M, 2I] on the plain GEMV (one launch), then
+ * the kiln.SwiGlu kernel, as a plan without the fusion runs them; against
+ * the SwiGlu form, one launch (twice, on the same counters) and main +
+ * combine: the same bytes. */
+static void run_swiglu_case(const scase *c)
+{
+    int64_t m = c->m, ni = c->i, n = 2 * c->i, k = c->k;
+    size_t es = kn_dt_size(c->dt);
+    kn_gemv_spec ps = {c->dt, c->m, kn_gemv_vec(c->dt, n), false, false, false, NULL, false};
+    kn_gemv_spec fs = {c->dt, c->m, kn_gemv_vec(c->dt, ni), false, false, false, NULL, true};
+    kn_gemv_params pp, fp;
+    memset(&pp, 0, sizeof pp);
+    pp.n = n, pp.k = k, pp.alpha = pp.beta = 1;
+    fp = pp;
+    fp.n = ni;
+    kn_dim3 pg = kn_gemv_plan(ps.vec, &pp), fg = kn_gemv_plan_swiglu(c->dt, &fp);
+    char name[160];
+    snprintf(name, sizeof name, "swiglu %s m%d I%lld k%lld (vec %d, %lldx%lld blocks)", kn_dtype_name(c->dt), c->m,
+             (long long)ni, (long long)k, fs.vec, (long long)fg.x, (long long)fg.y);
+    void *a = malloc((size_t)(m * k) * es), *b = malloc((size_t)(k * n) * es);
+    void *want = malloc((size_t)(m * ni) * es), *got = malloc((size_t)(m * ni) * es);
+    for (int64_t i = 0; i < m * k; i++)
+        kn_set_f64(c->dt, a, i, urand());
+    for (int64_t i = 0; i < k * n; i++)
+        kn_set_f64(c->dt, b, i, 2 * urand()); /* sums of a few units: silu's curved part */
+    char err[256];
+    char *psrc = kn_gemv_source(&ps, err, sizeof err), *fsrc = psrc ? kn_gemv_source(&fs, err, sizeof err) : NULL;
+    kn_sb ssrc = {0};
+    kn_swiglu_source(&ssrc, c->dt);
+    kn_kc_fn fpm, ffm, ffc, fsw;
+    bool ok = psrc && fsrc && kn_sb_str(&ssrc) && kn_kc_build(psrc, KN_GEMV_ENTRY, &fpm) &&
+              kn_kc_build(fsrc, KN_GEMV_ENTRY, &ffm) && kn_kc_build(fsrc, KN_GEMV_COMBINE_ENTRY, &ffc) &&
+              kn_kc_build(kn_sb_str(&ssrc), KN_SWIGLU_ENTRY, &fsw);
+    free(psrc), free(fsrc);
+    kn_sb_free(&ssrc);
+    size_t pscr = kn_gemv_scratch_bytes(c->m, &pp), fscr = 2 * kn_gemv_scratch_bytes(c->m, &fp);
+    uint32_t ncnt = pg.x > fg.x ? pg.x : fg.x;
+    unsigned *zero = calloc(ncnt, sizeof *zero);
+    void *da = kn_kc_upload(a, (size_t)(m * k) * es), *db = kn_kc_upload(b, (size_t)(k * n) * es);
+    void *dprod = kn_kc_alloc((size_t)(m * n) * es), *dy = kn_kc_alloc((size_t)(m * ni) * es);
+    void *dpp = kn_kc_alloc(pscr ? pscr : 4), *dfp = kn_kc_alloc(fscr ? fscr : 4), *none = NULL;
+    void *dcnt = zero ? kn_kc_upload(zero, ncnt * sizeof *zero) : NULL;
+    ok = ok && dcnt && dprod && dy;
+    /* two steps: the product [M, 2I], then SwiGlu over its halves (up at an offset of I elements) */
+    void *pargs[8] = {&da, &db, &none, &none, &dprod, &dpp, &dcnt, &pp};
+    kn_swiglu_params sw;
+    memset(&sw, 0, sizeof sw);
+    sw.n = m * ni, sw.rank = 2, sw.dims[0] = m, sw.dims[1] = ni;
+    sw.sg[0] = sw.su[0] = n, sw.sg[1] = sw.su[1] = 1;
+    void *dup = ok ? (char *)dprod + (size_t)ni * es : NULL;
+    void *sargs[4] = {&dprod, &dup, &dy, &sw};
+    ok = ok && kn_kc_launch(&fpm, pg, KN_GEMV_THREADS, pargs) && kn_kc_launch(&fsw, kn_emit_grid(sw.n), 256, sargs);
+    if (ok)
+        kn_kc_download(want, dy, (size_t)(m * ni) * es);
+    /* the SwiGlu form: run 0 main + combine (no counters), runs 1, 2 one launch each */
+    bool same = true;
+    int runs = fp.splits > 1 ? 3 : 1;
+    void *fargs[8] = {&da, &db, &none, &none, &dy, &dfp, &none, &fp}, *cargs[5] = {&dfp, &none, &none, &dy, &fp};
+    for (int run = 0; ok && run < runs; run++) {
+        kn_kc_free(dy);
+        dy = kn_kc_alloc((size_t)(m * ni) * es); /* zeros: a missed output shows */
+        fargs[6] = run ? &dcnt : &none;
+        ok = dy && kn_kc_launch(&ffm, fg, KN_GEMV_THREADS, fargs) &&
+             (fp.splits == 1 || run || kn_kc_launch(&ffc, kn_emit_grid(m * ni), 256, cargs));
+        if (ok) {
+            kn_kc_download(got, dy, (size_t)(m * ni) * es);
+            same &= memcmp(got, want, (size_t)(m * ni) * es) == 0;
+        }
+    }
+    bool cnt_zero = true, nonzero = false;
+    if (ok) {
+        kn_kc_download(zero, dcnt, ncnt * sizeof *zero);
+        for (uint32_t i = 0; i < ncnt; i++)
+            cnt_zero &= zero[i] == 0;
+        for (int64_t i = 0; i < m * ni; i++)
+            nonzero |= kn_get_f64(c->dt, want, i) != 0;
+    }
+    char extra[160];
+    snprintf(extra, sizeof extra, "%s (%lld splits, the packed product's)%s%s",
+             !ok ? "build or launch failed" : same ? "= GEMV + SwiGlu bit for bit" : "differs from GEMV + SwiGlu",
+             (long long)fp.splits, cnt_zero ? "" : ", the K-split counters are not zero after the launch",
+             nonzero || !ok ? "" : ", all zero");
+    verdict(ok && same && cnt_zero && nonzero && fp.splits == pp.splits, name, extra);
+    kn_kc_free(da), kn_kc_free(db), kn_kc_free(dprod), kn_kc_free(dy), kn_kc_free(dpp), kn_kc_free(dfp);
+    kn_kc_free(dcnt);
+    free(a), free(b), free(want), free(got), free(zero);
+}
+
+/* f32/f16/bf16, M 1 ... 8, I in {1, 7, 64, 1536}; K within one tile (no
+ * split) or longer (split: the packed product's 2I columns give fewer than
+ * KN_GEMV_TARGET_BLOCKS blocks). */
+static const scase scases[] = {
+    {KN_F32, 1, 1, 7},      {KN_F16, 2, 7, 576},   {KN_BF16, 3, 64, 64},  {KN_F32, 4, 64, 1536},
+    {KN_F16, 5, 1536, 576}, {KN_BF16, 6, 1536, 64}, {KN_F16, 7, 1, 1536}, {KN_BF16, 8, 7, 130},
+    {KN_F32, 8, 1536, 96},  {KN_F16, 1, 64, 7},    {KN_BF16, 1, 1536, 576}, {KN_F32, 2, 7, 64},
+};
+
 /* ---- the per-shape choice ---- */
 
 static void check_choice(void)
@@ -330,7 +438,22 @@ static void compile_sweep(void)
                 }
                 p.kernels[p.n_kernels++] = (kn_cu_kernel){KN_GEMV_ENTRY, src, (uint64_t)p.n_kernels, NULL, 0};
             }
-    bad += kn_kc_sweep(&p, "the dense GEMV and its K-split combine x f32/f16/bf16 x vec 1/2/4/8 x epilogues");
+    /* the SwiGlu form, each dtype x vec */
+    for (int t = 0; t < 3 && p.kernels; t++)
+        for (int vec = 1; vec <= 8; vec *= 2) {
+            if (vec * (dts[t] == KN_F32 ? 4 : 2) > 16 || p.n_kernels >= cap)
+                continue;
+            kn_gemv_spec sp = {dts[t], 1 + (t + vec) % KN_GEMV_MAX_ROWS, vec, false, false, false, NULL, true};
+            char *src = kn_gemv_source(&sp, err, sizeof err);
+            if (!src) {
+                fprintf(stderr, "gemv swiglu: %s\n", err);
+                bad++;
+                continue;
+            }
+            p.kernels[p.n_kernels++] = (kn_cu_kernel){KN_GEMV_ENTRY, src, (uint64_t)p.n_kernels, NULL, 0};
+        }
+    bad += kn_kc_sweep(&p, "the dense GEMV and its K-split combine x f32/f16/bf16 x vec 1/2/4/8 x epilogues, "
+                           "and its SwiGlu form");
     n_pass += !bad;
     n_fail += bad != 0;
 }
@@ -456,6 +579,8 @@ int main(int argc, char **argv)
     compile_sweep();
     for (size_t i = 0; i < sizeof cases / sizeof *cases; i++)
         run_case(&cases[i]);
+    for (size_t i = 0; i < sizeof scases / sizeof *scases; i++)
+        run_swiglu_case(&scases[i]);
 #ifdef KN_HAVE_CUDA_HEADERS
     if (kn_kc.gpu && bench)
         gemv_bench(shapes, ns);

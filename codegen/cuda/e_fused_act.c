@@ -3,7 +3,7 @@
  * packed input [..., gate | up], read with the same kernel). One thread
  * per output element, computed in double and rounded once like the CPU
  * reference (runtime/cpu/k_fused_act.c). */
-#include "codegen/cuda/emit.h"
+#include "codegen/cuda/gemv_kernels.h"
 
 #include <string.h>
 
@@ -37,12 +37,29 @@ kn_status kn_emit_KILN_Silu(kn_emit *e)
     return kn_emit_launch_source(e, &src, "kn_Silu", args, 3, p.n);
 }
 
-/* The output's dims and each input's element strides along them (0 where
- * it broadcasts), rank <= 8. */
-typedef struct swiglu_params {
-    int64_t n, rank;
-    int64_t dims[8], sg[8], su[8];
-} swiglu_params;
+typedef kn_swiglu_params swiglu_params;
+
+void kn_swiglu_source(kn_sb *src, kn_dtype dt)
+{
+    const char *t = kn_cuda_type(dt);
+    kn_sb_printf(src,
+                 "#include \"kiln_cuda.h\"\n"
+                 "struct P { i64 n, rank; i64 dims[8], sg[8], su[8]; };\n"
+                 "extern \"C\" __global__ void " KN_SWIGLU_ENTRY "(const %s *g, const %s *u, %s *y, P p) {\n"
+                 "  for (i64 i = kn_tid(); i < p.n; i += kn_nthreads()) {\n"
+                 "    i64 c = i, og = 0, ou = 0;\n"
+                 "    for (int d = (int)p.rank - 1; d >= 0; d--) {\n"
+                 "      i64 j = c %% p.dims[d];\n"
+                 "      c /= p.dims[d];\n"
+                 "      og += j * p.sg[d];\n"
+                 "      ou += j * p.su[d];\n"
+                 "    }\n"
+                 "    double v = kn_tod(g[og]);\n"
+                 "    y[i] = kn_fromd<%s>(v / (1.0 + exp(-v)) * kn_tod(u[ou]));\n"
+                 "  }\n"
+                 "}\n",
+                 t, t, t, t);
+}
 
 static bool strides(const kn_emit_tensor *t, const swiglu_params *p, int64_t *st)
 {
@@ -93,26 +110,9 @@ kn_status kn_emit_KILN_SwiGlu(kn_emit *e)
     } else if (!strides(gate, &p, p.sg) || !strides(up, &p, p.su)) {
         return kn_emit_fail(e, KN_ERR_INVALID, "gate and up do not broadcast to the output");
     }
-    const char *t = kn_cuda_type(gate->dtype);
     kn_sb src = {0};
-    kn_sb_printf(&src,
-                 "#include \"kiln_cuda.h\"\n"
-                 "struct P { i64 n, rank; i64 dims[8], sg[8], su[8]; };\n"
-                 "extern \"C\" __global__ void kn_SwiGlu(const %s *g, const %s *u, %s *y, P p) {\n"
-                 "  for (i64 i = kn_tid(); i < p.n; i += kn_nthreads()) {\n"
-                 "    i64 c = i, og = 0, ou = 0;\n"
-                 "    for (int d = (int)p.rank - 1; d >= 0; d--) {\n"
-                 "      i64 j = c %% p.dims[d];\n"
-                 "      c /= p.dims[d];\n"
-                 "      og += j * p.sg[d];\n"
-                 "      ou += j * p.su[d];\n"
-                 "    }\n"
-                 "    double v = kn_tod(g[og]);\n"
-                 "    y[i] = kn_fromd<%s>(v / (1.0 + exp(-v)) * kn_tod(u[ou]));\n"
-                 "  }\n"
-                 "}\n",
-                 t, t, t, t);
+    kn_swiglu_source(&src, gate->dtype);
     kn_emit_arg args[4] = {{KN_ARG_IN, 0, 0, NULL, 0}, {KN_ARG_IN, packed ? 0 : 1, 0, NULL, up_off},
                            {KN_ARG_OUT, 0, 0, NULL, 0}, {KN_ARG_PARAMS, 0, sizeof p, &p, 0}};
-    return kn_emit_launch_source(e, &src, "kn_SwiGlu", args, 4, p.n);
+    return kn_emit_launch_source(e, &src, KN_SWIGLU_ENTRY, args, 4, p.n);
 }

@@ -35,6 +35,16 @@ kn_dim3 kn_gemv_plan(int vec, kn_gemv_params *p)
     return (kn_dim3){(uint32_t)bx, (uint32_t)p->splits, 1};
 }
 
+kn_dim3 kn_gemv_plan_swiglu(kn_dtype dt, kn_gemv_params *p)
+{
+    kn_gemv_params packed = *p;
+    packed.n = 2 * p->n;
+    kn_gemv_plan(kn_gemv_vec(dt, packed.n), &packed);
+    p->kchunk = packed.kchunk, p->splits = packed.splits;
+    int64_t cols = 32 * (int64_t)kn_gemv_vec(dt, p->n);
+    return (kn_dim3){(uint32_t)((p->n + cols - 1) / cols), (uint32_t)p->splits, 1};
+}
+
 size_t kn_gemv_scratch_bytes(int rows, const kn_gemv_params *p)
 {
     return p->splits > 1 ? (size_t)(p->splits * rows * p->n) * sizeof(float) : 0;
@@ -44,9 +54,9 @@ char *kn_gemv_source(const kn_gemv_spec *s, char *err, size_t err_size)
 {
     if (!is_float3(s->dtype) || s->rows < 1 || s->rows > KN_GEMV_MAX_ROWS ||
         (s->vec != 1 && s->vec != 2 && s->vec != 4 && s->vec != 8) ||
-        s->vec * (s->dtype == KN_F32 ? 4 : 2) > 16) {
+        s->vec * (s->dtype == KN_F32 ? 4 : 2) > 16 || (s->swiglu && (s->gemm || s->bias || s->res || s->act))) {
         snprintf(err, err_size, "the GEMV takes float32/float16/bfloat16, 1 to %d rows and 1/2/4/8 columns per lane "
-                 "(at most 16 bytes)", KN_GEMV_MAX_ROWS);
+                 "(at most 16 bytes); the SwiGlu form no other epilogue", KN_GEMV_MAX_ROWS);
         return NULL;
     }
     int bytes = s->vec * (s->dtype == KN_F32 ? 4 : 2);
@@ -65,6 +75,8 @@ char *kn_gemv_source(const kn_gemv_spec *s, char *err, size_t err_size)
         "#define WARPS %d\n"
         "#define TK %d\n"
         "#define COLS (32 * VEC)\n"
+        "#define HALVES %d /* 2: B is [K, 2N], lane columns j and N + j (gate and up) */\n"
+        "#define LDB (HALVES * p.n) /* B's row length */\n"
         "struct P { i64 n, k, kchunk, splits, c_rs, c_cs, r_rs, r_cs; double alpha, beta, a, b; };\n"
         "__device__ __forceinline__ double kn_gemv_rnd(double v) { return kn_tod(kn_fromd<T>(v)); }\n"
         "%s"
@@ -77,28 +89,40 @@ char *kn_gemv_source(const kn_gemv_spec *s, char *err, size_t err_size)
         "%s"
         "%s"
         "  return kn_fromd<T>(v);\n"
-        "}\n",
-        kn_cuda_type(s->dtype), lt, s->rows, s->vec, KN_GEMV_WARPS, KN_GEMV_TK,
+        "}\n"
+        "%s",
+        kn_cuda_type(s->dtype), lt, s->rows, s->vec, KN_GEMV_WARPS, KN_GEMV_TK, s->swiglu ? 2 : 1,
         act && kn_sb_str(&act_fn) ? kn_sb_str(&act_fn) : "",
         s->gemm ? "" : "  v = kn_gemv_rnd(v); /* MatMul: the product is a tensor */\n",
         s->bias ? "  v += p.beta * kn_tod(bias[r * p.c_rs + n * p.c_cs]);\n" : "",
         act ? "  v = kn_gemv_rnd(kn_gemv_act(v, p));\n" : "",
-        s->res ? "  v += kn_tod(res[r * p.r_rs + n * p.r_cs]);\n" : "");
+        s->res ? "  v += kn_tod(res[r * p.r_rs + n * p.r_cs]);\n" : "",
+        s->swiglu ?
+        "/* SwiGlu over the packed product (codegen/cuda/e_fused_act.c): each half rounded to T as the\n"
+        "   product is stored, then silu(g) * u in double, rounded once */\n"
+        "__device__ __forceinline__ T kn_gemv_swiglu(float sg, float su) {\n"
+        "  const double g = kn_gemv_rnd((double)sg), u = kn_gemv_rnd((double)su);\n"
+        "  return kn_fromd<T>(g / (1.0 + exp(-g)) * u);\n"
+        "}\n"
+        "#define KN_GEMV_Y(s, r, n) kn_gemv_swiglu(s[0], s[1])\n" :
+        "#define KN_GEMV_Y(s, r, n) kn_gemv_out((double)s[0], r, n, bias, res, p)\n");
     kn_sb_printf(&src,
         "/* grid (ceil(N / COLS), splits), 32 * WARPS threads */\n"
         "extern \"C\" __global__ void __launch_bounds__(32 * WARPS) " KN_GEMV_ENTRY
         "(const T *a, const T *b, const T *bias, const T *res, T *y, float *part, unsigned *cnt, P p) {\n"
         "  __shared__ float as[ROWS][TK];\n"
-        "  __shared__ float red[WARPS][COLS];\n"
+        "  __shared__ float red[WARPS][HALVES * COLS];\n"
         "  const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;\n"
         "  const i64 col0 = (i64)blockIdx.x * COLS + lane * VEC;\n"
         "  const bool live = col0 < p.n; /* N %% VEC == 0: then all VEC columns are */\n"
         "  const i64 ks = (i64)blockIdx.y * p.kchunk, ke = p.k < ks + p.kchunk ? p.k : ks + p.kchunk;\n"
-        "  float acc[ROWS][VEC];\n"
+        "  float acc[HALVES][ROWS][VEC];\n"
         "#pragma unroll\n"
-        "  for (int r = 0; r < ROWS; r++)\n"
+        "  for (int h = 0; h < HALVES; h++)\n"
         "#pragma unroll\n"
-        "    for (int c = 0; c < VEC; c++) acc[r][c] = 0.0f;\n"
+        "    for (int r = 0; r < ROWS; r++)\n"
+        "#pragma unroll\n"
+        "      for (int c = 0; c < VEC; c++) acc[h][r][c] = 0.0f;\n"
         "  for (i64 k0 = ks; k0 < ke; k0 += TK) {\n"
         "    for (int i = tid; i < ROWS * TK; i += 32 * WARPS) {\n"
         "      const int r = i / TK, j = i %% TK;\n"
@@ -106,20 +130,26 @@ char *kn_gemv_source(const kn_gemv_spec *s, char *err, size_t err_size)
         "    }\n"
         "    __syncthreads();\n"
         "    if (live) {\n"
-        "      LT w[8];\n"
+        "      LT w[HALVES][8];\n"
         "#pragma unroll\n"
         "      for (int u = 0; u < 8; u++)\n"
-        "        if (k0 + warp * 8 + u < ke) w[u] = *(const LT *)(b + (k0 + warp * 8 + u) * p.n + col0);\n"
+        "        if (k0 + warp * 8 + u < ke) {\n"
+        "#pragma unroll\n"
+        "          for (int h = 0; h < HALVES; h++) w[h][u] = *(const LT *)(b + (k0 + warp * 8 + u) * LDB + h * p.n + col0);\n"
+        "        }\n"
         "#pragma unroll\n"
         "      for (int u = 0; u < 8; u++) {\n"
         "        const int j = warp * 8 + u;\n"
         "        if (k0 + j >= ke) break;\n"
-        "        const T *wv = (const T *)&w[u];\n"
         "#pragma unroll\n"
-        "        for (int c = 0; c < VEC; c++) {\n"
-        "          const float x = kn_tof(wv[c]);\n"
+        "        for (int h = 0; h < HALVES; h++) {\n"
+        "          const T *wv = (const T *)&w[h][u];\n"
         "#pragma unroll\n"
-        "          for (int r = 0; r < ROWS; r++) acc[r][c] = fmaf(as[r][j], x, acc[r][c]);\n"
+        "          for (int c = 0; c < VEC; c++) {\n"
+        "            const float x = kn_tof(wv[c]);\n"
+        "#pragma unroll\n"
+        "            for (int r = 0; r < ROWS; r++) acc[h][r][c] = fmaf(as[r][j], x, acc[h][r][c]);\n"
+        "          }\n"
         "        }\n"
         "      }\n"
         "    }\n"
@@ -128,16 +158,25 @@ char *kn_gemv_source(const kn_gemv_spec *s, char *err, size_t err_size)
         "  /* the warps' sums, added in warp order */\n"
         "  for (int r = 0; r < ROWS; r++) {\n"
         "#pragma unroll\n"
-        "    for (int c = 0; c < VEC; c++) red[warp][lane * VEC + c] = acc[r][c];\n"
+        "    for (int h = 0; h < HALVES; h++)\n"
+        "#pragma unroll\n"
+        "      for (int c = 0; c < VEC; c++) red[warp][h * COLS + lane * VEC + c] = acc[h][r][c];\n"
         "    __syncthreads();\n"
         "    for (int c = tid; c < COLS; c += 32 * WARPS) {\n"
         "      const i64 n = (i64)blockIdx.x * COLS + c;\n"
         "      if (n >= p.n) continue;\n"
-        "      float s = 0.0f;\n"
+        "      float s[HALVES];\n"
         "#pragma unroll\n"
-        "      for (int w = 0; w < WARPS; w++) s += red[w][c];\n"
-        "      if (p.splits == 1) y[r * p.n + n] = kn_gemv_out((double)s, r, n, bias, res, p);\n"
-        "      else part[((i64)blockIdx.y * ROWS + r) * p.n + n] = s;\n"
+        "      for (int h = 0; h < HALVES; h++) {\n"
+        "        s[h] = 0.0f;\n"
+        "#pragma unroll\n"
+        "        for (int w = 0; w < WARPS; w++) s[h] += red[w][h * COLS + c];\n"
+        "      }\n"
+        "      if (p.splits == 1) y[r * p.n + n] = KN_GEMV_Y(s, r, n);\n"
+        "      else {\n"
+        "#pragma unroll\n"
+        "        for (int h = 0; h < HALVES; h++) part[((i64)blockIdx.y * ROWS + r) * LDB + h * p.n + n] = s[h];\n"
+        "      }\n"
         "    }\n"
         "    __syncthreads();\n"
         "  }\n"
@@ -156,9 +195,12 @@ char *kn_gemv_source(const kn_gemv_spec *s, char *err, size_t err_size)
         "    const int r = i / COLS;\n"
         "    const i64 n = (i64)blockIdx.x * COLS + i %% COLS;\n"
         "    if (n >= p.n) continue;\n"
-        "    float s = 0.0f;\n"
-        "    for (i64 q = 0; q < p.splits; q++) s += vp[(q * ROWS + r) * p.n + n];\n"
-        "    y[r * p.n + n] = kn_gemv_out((double)s, r, n, bias, res, p);\n"
+        "    float s[HALVES];\n"
+        "    for (int h = 0; h < HALVES; h++) {\n"
+        "      s[h] = 0.0f;\n"
+        "      for (i64 q = 0; q < p.splits; q++) s[h] += vp[(q * ROWS + r) * LDB + h * p.n + n];\n"
+        "    }\n"
+        "    y[r * p.n + n] = KN_GEMV_Y(s, r, n);\n"
         "  }\n"
         "  if (tid == 0) cnt[blockIdx.x] = 0u;\n"
         "}\n"
@@ -167,9 +209,12 @@ char *kn_gemv_source(const kn_gemv_spec *s, char *err, size_t err_size)
         "(const float *part, const T *bias, const T *res, T *y, P p) {\n"
         "  for (i64 i = kn_tid(); i < ROWS * p.n; i += kn_nthreads()) {\n"
         "    const i64 r = i / p.n, n = i %% p.n;\n"
-        "    float s = 0.0f;\n"
-        "    for (i64 q = 0; q < p.splits; q++) s += part[(q * ROWS + r) * p.n + n];\n"
-        "    y[i] = kn_gemv_out((double)s, r, n, bias, res, p);\n"
+        "    float s[HALVES];\n"
+        "    for (int h = 0; h < HALVES; h++) {\n"
+        "      s[h] = 0.0f;\n"
+        "      for (i64 q = 0; q < p.splits; q++) s[h] += part[(q * ROWS + r) * LDB + h * p.n + n];\n"
+        "    }\n"
+        "    y[i] = KN_GEMV_Y(s, r, n);\n"
         "  }\n"
         "}\n");
     bool act_failed = act && !kn_sb_str(&act_fn);
@@ -184,10 +229,11 @@ char *kn_gemv_source(const kn_gemv_spec *s, char *err, size_t err_size)
 
 kn_status kn_emit_gemv(kn_emit *e, kn_dtype dt, const kn_gemv_node *g)
 {
-    kn_gemv_spec sp = {dt, (int)g->m, kn_gemv_vec(dt, g->n), g->gemm, g->bias_in >= 0, g->res_in >= 0, g->act};
+    kn_gemv_spec sp = {dt, (int)g->m, kn_gemv_vec(dt, g->n), g->gemm, g->bias_in >= 0, g->res_in >= 0, g->act,
+                       g->swiglu};
     kn_gemv_params p = g->p;
     p.n = g->n, p.k = g->k;
-    kn_dim3 grid = kn_gemv_plan(sp.vec, &p);
+    kn_dim3 grid = g->swiglu ? kn_gemv_plan_swiglu(dt, &p) : kn_gemv_plan(sp.vec, &p);
     char err[256];
     char *src = kn_gemv_source(&sp, err, sizeof err);
     if (!src)
@@ -200,7 +246,7 @@ kn_status kn_emit_gemv(kn_emit *e, kn_dtype dt, const kn_gemv_node *g)
     kn_emit_arg bias = g->bias_in >= 0 ? (kn_emit_arg){KN_ARG_IN, (uint32_t)g->bias_in, 0, NULL, 0} : a;
     kn_emit_arg res = g->res_in >= 0 ? (kn_emit_arg){KN_ARG_IN, (uint32_t)g->res_in, 0, NULL, 0} : a;
     kn_emit_arg y = {KN_ARG_OUT, 0, 0, NULL, 0};
-    kn_emit_arg part = p.splits > 1 ? (kn_emit_arg){KN_ARG_SCRATCH, 0, kn_gemv_scratch_bytes(sp.rows, &p), NULL, 0} : a;
+    kn_emit_arg part = p.splits > 1 ? (kn_emit_arg){KN_ARG_SCRATCH, 0, kn_gemv_scratch_bytes(sp.rows, &p) * (g->swiglu ? 2 : 1), NULL, 0} : a;
     /* the K split's counters: one per column block, zero between launches */
     kn_emit_arg cnt = p.splits > 1 ? (kn_emit_arg){KN_ARG_PERSIST, 0, (uint64_t)grid.x * sizeof(uint32_t), NULL, 0} : a;
     kn_emit_arg prm = {KN_ARG_PARAMS, 0, sizeof p, &p, 0};

@@ -132,6 +132,13 @@ kn_status kn_emit_MatMul(kn_emit *e)
         gv.m = a->numel / k, gv.n = n, gv.k = k;
         gv.bias_in = gv.res_in = -1;
         gv.p.alpha = gv.p.beta = 1;
+        /* the packed gate|up product read only by a SwiGlu: one launch writes silu(gate) * up */
+        const kn_emit_tensor *sw = kn_emit_swiglu_reader(e);
+        if (sw && n % 2 == 0 && sw->dtype == a->dtype && sw->rank >= 1 && sw->dims[sw->rank - 1] == n / 2 &&
+            sw->numel * 2 == y->numel) {
+            kn_emit_take_swiglu(e);
+            gv.n = n / 2, gv.swiglu = true;
+        }
         return kn_emit_gemv(e, a->dtype, &gv);
     }
     kn_emit_gemm g;

@@ -132,6 +132,15 @@ const struct kn_gemm_table *kn_emit_gemm_table(const kn_emit *e);
 uint32_t kn_emit_arch(const kn_emit *e);
 void kn_emit_count_gemv(kn_emit *e);
 
+/* A packed kiln.SwiGlu (one input [..., 2N]) that is the only reader of
+ * this node's output 0 (not a graph output either): its output, or NULL.
+ * An emitter that computes SwiGlu(output 0) itself calls
+ * kn_emit_take_swiglu before its launches: from then on KN_ARG_OUT 0
+ * names the reader's output, output 0 gets no buffer, and the reader
+ * emits nothing (the GEMV's SwiGlu form, e_linalg.c). */
+const kn_emit_tensor *kn_emit_swiglu_reader(const kn_emit *e);
+void kn_emit_take_swiglu(kn_emit *e);
+
 /* Output `out` shares input `in`'s bytes (same byte size): no step. */
 kn_status kn_emit_alias(kn_emit *e, uint32_t out, uint32_t in);
 /* Output `out` is the bytes [offset, offset + its size) of input `in`:

@@ -26,6 +26,14 @@
  *     same sums in the same order on every run, and the same as the
  *     two-kernel form (kn_gemv_combine after the main kernel with cnt
  *     NULL), which kiln-gemv-check compares against;
+ *   - the SwiGlu form (a packed gate|up product whose only reader is a
+ *     kiln.SwiGlu): lane l also reads the up column N + j of each gate
+ *     column j it owns, two sets of accumulators, partials [splits, M,
+ *     2N] as the packed product's; the output is silu(g)·u with g and u
+ *     rounded to T first (the product as stored), then the SwiGlu
+ *     kernel's double arithmetic (e_fused_act.c), rounded once — the same
+ *     bytes as the GEMV + SwiGlu launches (kn_gemv_plan_swiglu keeps the
+ *     packed product's K split);
  *   - the epilogue (kn_gemv_epi) runs in double with the CPU reference's
  *     rounding points (runtime/cpu/k_fused_gemm.c): MatMul form: product
  *     rounded to T, + bias rounded; Gemm form: alpha·P + beta·C rounded
@@ -53,6 +61,7 @@ typedef struct kn_gemv_spec {
     bool gemm;       /* Gemm rounding (alpha·P + beta·C once) instead of MatMul's (P, then + bias) */
     bool bias, res;
     const char *act; /* CUDA expression of double v (params a, b as p.a, p.b); NULL or "v": none */
+    bool swiglu;     /* B is [K, 2N] (gate | up): Y[M, N] = SwiGlu of the packed product (no other epilogue) */
 } kn_gemv_spec;
 
 /* The kernels' by-value parameters. Bias element (r, n) is at
@@ -79,7 +88,13 @@ int kn_gemv_vec(kn_dtype dt, int64_t n);
 /* kchunk and splits of *p (n and k set) for vec columns per lane; the
  * launch grid of kn_gemv. */
 kn_dim3 kn_gemv_plan(int vec, kn_gemv_params *p);
-/* Float scratch bytes for the partial sums (0 when splits == 1). */
+/* The SwiGlu form's plan (p->n = N, the output's columns; B has 2N):
+ * kchunk and splits as kn_gemv_plan gives them for the packed product's
+ * 2N columns (so each column's float sums are the ones the plain GEMV
+ * adds), the grid over N columns at vec = kn_gemv_vec(dt, N). */
+kn_dim3 kn_gemv_plan_swiglu(kn_dtype dt, kn_gemv_params *p);
+/* Float scratch bytes for the partial sums (0 when splits == 1); the
+ * SwiGlu form needs twice this (both halves). */
 size_t kn_gemv_scratch_bytes(int rows, const kn_gemv_params *p);
 
 /* A product for kn_emit_gemv: A is the node's input 0 (M rows of K,
@@ -92,6 +107,7 @@ typedef struct kn_gemv_node {
     bool gemm;
     int bias_in, res_in;
     const char *act;
+    bool swiglu; /* n is the SwiGlu's N, B [K, 2N]; Y the reader's output (kn_emit_take_swiglu) */
     kn_gemv_params p;
 } kn_gemv_node;
 
@@ -99,6 +115,20 @@ typedef struct kn_gemv_node {
  * counters in the program's persistent memory, KN_ARG_PERSIST); counts
  * the product (kn_emit_count_gemv). */
 kn_status kn_emit_gemv(kn_emit *e, kn_dtype dt, const kn_gemv_node *g);
+
+/* The kiln.SwiGlu kernel (e_fused_act.c), which the GEMV's SwiGlu form
+ * must match bit for bit (kiln-gemv-check runs both): entry
+ * KN_SWIGLU_ENTRY(const T *gate, const T *up, T *y, kn_swiglu_params),
+ * one thread per output; the params hold the output's dims and each
+ * input's element strides along them (0 where it broadcasts; packed:
+ * both the input's strides, up at an offset of N elements). */
+#define KN_SWIGLU_ENTRY "kn_SwiGlu"
+typedef struct kn_swiglu_params {
+    int64_t n, rank;
+    int64_t dims[8], sg[8], su[8];
+} kn_swiglu_params;
+/* Appends the kernel's source for float dtype dt to src. */
+void kn_swiglu_source(kn_sb *src, kn_dtype dt);
 
 /* The CUDA expression (double v, params p.a / p.b) of a kiln.GemmEpilogue
  * activation name ("" and "none": "v"), or NULL for an unknown name

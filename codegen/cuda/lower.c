@@ -126,6 +126,8 @@ typedef struct lower {
     const kn_gemm_table *gemm_table; /* the GEMV/cuBLASLt choices */
     uint32_t arch;                   /* the plan's newest arch */
     uint32_t n_gemv;                 /* products given to the GEMV */
+    kn_id *swiglu_of;                /* per node: the packed SwiGlu only reading its output 0, or KN_NONE */
+    bool *fused;                     /* per node: a SwiGlu its product's launch computes (emits nothing) */
 } lower;
 
 #define KN_EMIT_SCRATCH 8 /* scratch buffers per node */
@@ -138,6 +140,8 @@ struct kn_emit {
     bool *in_present, *out_present;
     uint32_t scratch[KN_EMIT_SCRATCH]; /* slot per scratch index, KN_NONE until used */
     uint64_t persist[KN_EMIT_SCRATCH]; /* offset in the zero slot per PERSIST index, UINT64_MAX until used */
+    kn_emit_tensor swiglu_out;         /* the SwiGlu reader's output (kn_emit_swiglu_reader) */
+    bool swiglu_taken;                 /* KN_ARG_OUT 0 names swiglu_out's value */
 };
 
 static kn_status grow_life(lower *L)
@@ -368,6 +372,8 @@ static kn_status make_arg(kn_emit *e, const kn_emit_arg *a, kn_cu_arg *out)
         bool in = a->kind == KN_ARG_IN;
         uint32_t n = in ? e->node->n_inputs : e->node->n_outputs;
         kn_id v = a->index < n ? (in ? e->node->inputs[a->index] : e->node->outputs[a->index]) : KN_NONE;
+        if (!in && a->index == 0 && e->swiglu_taken)
+            v = L->g->nodes[L->swiglu_of[e->node_index]].outputs[0];
         if (v == KN_NONE)
             return kn_emit_fail(e, KN_ERR_INTERNAL, "argument refers to a missing %s %u", in ? "input" : "output",
                                 a->index);
@@ -1184,7 +1190,7 @@ static kn_status emit_node(lower *L, kn_id k)
                         g->info->path, n->name, n->op_type, (long long)n->opset);
             return KN_ERR_UNSUPPORTED;
         }
-    kn_emit e = {L, n, k, NULL, NULL, NULL, NULL, {0}, {0}};
+    kn_emit e = {L, n, k, NULL, NULL, NULL, NULL, {0}, {0}, {0}, false};
     for (int i = 0; i < KN_EMIT_SCRATCH; i++)
         e.scratch[i] = KN_NONE, e.persist[i] = UINT64_MAX;
     size_t ni = n->n_inputs + 1, no = n->n_outputs + 1;
@@ -1225,11 +1231,20 @@ static kn_status emit_node(lower *L, kn_id k)
             s = kn_emit_fail(&e, KN_ERR_UNSUPPORTED, "rank %d is over the CUDA backend's limit of %d", (int)p->rank,
                              KN_CU_MAX_RANK);
     }
+    kn_id sw = L->swiglu_of[k];
+    if (s == KN_OK && sw != KN_NONE) {
+        const kn_rt_tensor *p = L->probe[g->nodes[sw].outputs[0]];
+        e.swiglu_out = (kn_emit_tensor){p->dtype, p->rank, p->dims, p->numel, p->nbytes, NULL};
+    }
     if (s == KN_OK)
         s = fn(&e);
-    for (uint32_t i = 0; s == KN_OK && i < n->n_outputs; i++)
-        if (e.out_present[i] && L->slot_of[n->outputs[i]] == KN_NONE)
+    if (s == KN_OK && e.swiglu_taken)
+        L->fused[sw] = true;
+    for (uint32_t i = 0; s == KN_OK && i < n->n_outputs; i++) {
+        kn_id v = i == 0 && e.swiglu_taken ? g->nodes[sw].outputs[0] : n->outputs[i];
+        if (e.out_present[i] && L->slot_of[v] == KN_NONE)
             s = kn_emit_fail(&e, KN_ERR_INTERNAL, "the emitter did not produce output %u", i);
+    }
     kn_mem_free(L->a, e.ins);
     kn_mem_free(L->a, e.outs);
     kn_mem_free(L->a, e.in_present);
@@ -1283,6 +1298,60 @@ static kn_status check_static(lower *L)
     return KN_OK;
 }
 
+/* Pairs each node whose output 0 is read only by a packed kiln.SwiGlu
+ * (one input, same dtype; not a graph output, not read by a subgraph)
+ * with that reader, for kn_emit_swiglu_reader. */
+static kn_status find_swiglu_readers(lower *L)
+{
+    kn_graph *g = L->g;
+    uint32_t *uses = kn_mem_alloc(L->a, ((size_t)g->n_values + 1) * sizeof *uses);
+    kn_id *reader = kn_mem_alloc(L->a, ((size_t)g->n_values + 1) * sizeof *reader);
+    L->swiglu_of = kn_mem_alloc(L->a, ((size_t)g->n_nodes + 1) * sizeof *L->swiglu_of);
+    L->fused = kn_mem_alloc(L->a, (size_t)g->n_nodes + 1);
+    if (!uses || !reader || !L->swiglu_of || !L->fused) {
+        kn_mem_free(L->a, uses);
+        kn_mem_free(L->a, reader);
+        return KN_ERR_NOMEM;
+    }
+    memset(uses, 0, ((size_t)g->n_values + 1) * sizeof *uses);
+    memset(L->fused, 0, (size_t)g->n_nodes + 1);
+    for (kn_id k = 0; k < g->n_nodes; k++) {
+        const kn_node *n = &g->nodes[k];
+        L->swiglu_of[k] = KN_NONE;
+        for (uint32_t i = 0; i < n->n_inputs; i++)
+            if (n->inputs[i] != KN_NONE) {
+                uses[n->inputs[i]]++;
+                reader[n->inputs[i]] = k;
+            }
+        for (uint32_t i = 0; i < n->n_attrs; i++) {
+            const kn_attr *a = &n->attrs[i];
+            uint32_t ng = a->kind == KN_ATTR_GRAPH ? 1 : a->kind == KN_ATTR_GRAPHS ? a->n : 0;
+            for (uint32_t j = 0; j < ng; j++) {
+                const kn_graph *sg = a->kind == KN_ATTR_GRAPH ? a->u.g : a->u.graphs[j];
+                for (kn_id sv = 0; sv < sg->n_values; sv++)
+                    if (sg->values[sv].kind == KN_VAL_OUTER && sg->values[sv].outer < g->n_values)
+                        uses[sg->values[sv].outer] += 2; /* never fused */
+            }
+        }
+    }
+    for (uint32_t i = 0; i < g->n_outputs; i++)
+        uses[g->outputs[i]] += 2;
+    for (kn_id k = 0; k < g->n_nodes; k++) {
+        const kn_node *n = &g->nodes[k];
+        kn_id v = n->n_outputs ? n->outputs[0] : KN_NONE;
+        if (v == KN_NONE || uses[v] != 1 || !L->probe[v])
+            continue;
+        const kn_node *r = &g->nodes[reader[v]];
+        kn_id y = r->n_outputs ? r->outputs[0] : KN_NONE;
+        if (r->op == KN_OP_KILN_SwiGlu && r->n_inputs == 1 && y != KN_NONE && L->probe[y] &&
+            L->probe[y]->dtype == L->probe[v]->dtype)
+            L->swiglu_of[k] = reader[v];
+    }
+    kn_mem_free(L->a, uses);
+    kn_mem_free(L->a, reader);
+    return KN_OK;
+}
+
 static kn_status lower_graph(lower *L, const kn_cuda_shape *shapes, uint32_t n_shapes,
                              const kn_rt_tensor *const *data, kn_cuda_lower_stats *st)
 {
@@ -1318,7 +1387,10 @@ static kn_status lower_graph(lower *L, const kn_cuda_shape *shapes, uint32_t n_s
         return KN_ERR_NOMEM;
     for (kn_id v = 0; v <= g->n_values; v++)
         L->slot_of[v] = KN_NONE;
+    KN_TRY(find_swiglu_readers(L));
     for (kn_id k = 0; k < g->n_nodes; k++) {
+        if (L->fused[k])
+            continue; /* its reader's launch wrote it */
         kn_status s = emit_node(L, k);
         if (s == KN_ERR_UNSUPPORTED && g->nodes[k].op == KN_OP_KILN_PagedAttention) {
             /* the cache lives on the device: the CPU backend cannot run it inside the session */
@@ -1357,6 +1429,13 @@ const kn_gemm_table *kn_emit_gemm_table(const kn_emit *e) { return e->L->gemm_ta
 uint32_t kn_emit_arch(const kn_emit *e) { return e->L->arch; }
 
 void kn_emit_count_gemv(kn_emit *e) { e->L->n_gemv++; }
+
+const kn_emit_tensor *kn_emit_swiglu_reader(const kn_emit *e)
+{
+    return e->L->swiglu_of && e->L->swiglu_of[e->node_index] != KN_NONE ? &e->swiglu_out : NULL;
+}
+
+void kn_emit_take_swiglu(kn_emit *e) { e->swiglu_taken = kn_emit_swiglu_reader(e) != NULL; }
 
 kn_status kn_cuda_lower(kn_graph *g, const kn_cuda_shape *shapes, uint32_t n_shapes,
                         const kn_rt_tensor *const *probe_data, kn_diag *d, kn_cu_program *out,
@@ -1406,6 +1485,8 @@ kn_status kn_cuda_lower_opt(kn_graph *g, const kn_cuda_shape *shapes, uint32_t n
     kn_mem_free(L.a, L.last);
     kn_mem_free(L.a, L.alias_of);
     kn_mem_free(L.a, L.alias_off);
+    kn_mem_free(L.a, L.swiglu_of);
+    kn_mem_free(L.a, L.fused);
     if (s != KN_OK)
         kn_cu_program_free(out);
     return s;
