@@ -184,8 +184,8 @@ static bool run_case(const ncase *c, int broken, double *worst)
     kn_graph *g = build(b, c), *ref = build(b, c);
     kn_diag *d = kn_diag_create(NULL, stderr);
     bool bias = c->kind == LN || c->kind == SKIP_LN, skip = c->kind == SKIP || c->kind == SKIP_LN;
-    kn_rt_tensor *ins[3];
-    kn_cuda_shape sh[3];
+    kn_rt_tensor *ins[4];
+    kn_cuda_shape sh[4];
     uint32_t n_in = 0, n_out = c->stats ? (skip ? 2 : 3) : 1;
     /* inputs in graph order: x, [r], s, [b] */
     sh[n_in] = (kn_cuda_shape){"x", c->rank, {0}};
