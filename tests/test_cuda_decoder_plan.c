@@ -153,6 +153,9 @@ static void build(mb *b, const char *name, built *o)
     assert_false(uses_kernel(&o->dprog, KN_GEMV_COMBINE_ENTRY));
     assert_true(o->dprog.has_zero);
     assert_int_equal(n_gemm, 0);
+    /* split-K decoding in one launch per layer: the last split block of each row merges the partials */
+    assert_true(uses_kernel(&o->dprog, "kn_decode_attn"));
+    assert_false(uses_kernel(&o->dprog, "kn_decode_combine"));
     /* the rotary decoders rotate Q and K in the KV append (kv-rotary): no RotaryHalf launch */
     bool rope = strcmp(name, "gpt2_tiny") != 0;
     for (int i = 0; i < 2; i++) {

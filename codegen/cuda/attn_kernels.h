@@ -14,7 +14,9 @@
  *   decode  split-K flash-decoding over the paged cache: block (split,
  *           row, batch) of 4 warps, a warp per key in turn, lanes over the
  *           head dim, warp-shuffle dot products; writes (max, sum, acc)
- *           partials that `combine` merges into the output.
+ *           partials, and the last split block of each (batch, row) to
+ *           finish merges them into the output (counters: `cnt`), or,
+ *           with cnt NULL, `combine` does in a second launch.
  *   append  new K/V rows into the paged cache (one thread per element).
  *   simple  reference-style: one thread per output row, double, no shared
  *           memory (contiguous or paged).
@@ -60,8 +62,13 @@ typedef struct kn_attn_params {
 
 /* Paged (flash paged, decode, simple paged, append). Kernel args:
  *   attention: q, kpool, vpool, table, past, mask, out, params
- *              (decode: out = the partials buffer, kn_decode_partial_bytes)
- *   combine:   partials, y, params
+ *   decode:    q, kpool, vpool, table, past, mask, partials
+ *              (kn_decode_partial_bytes), cnt, y, params. cnt: one u32 per
+ *              (batch, row) (kn_decode_counter_bytes), zero before the
+ *              launch and left zero by it; the last split block of a row
+ *              to finish merges the partials into y in split order. cnt
+ *              NULL: partials only (y unused), merged by combine.
+ *   combine:   partials, y, params (the same merge, one thread per output)
  *   append:    k_new, v_new, kpool, vpool, table, past, params */
 typedef struct kn_paged_params {
     int64_t batch, qh, kvh, sq, group;
@@ -127,5 +134,7 @@ kn_dim3 kn_attn_decode_grid(int64_t batch, int64_t qh, int64_t sq, int64_t n_spl
 int64_t kn_attn_decode_splits(int64_t batch, int64_t qh, int64_t sq, int64_t max_keys, int sms);
 /* Bytes of the decode partials: per (split, row) a max, a sum and D floats. */
 uint64_t kn_decode_partial_bytes(int64_t batch, int64_t qh, int64_t sq, int64_t n_split, int head_dim);
+/* Bytes of the decode kernel's counters: a u32 per (batch, row). */
+uint64_t kn_decode_counter_bytes(int64_t batch, int64_t qh, int64_t sq);
 
 #endif

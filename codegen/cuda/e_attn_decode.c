@@ -27,6 +27,39 @@ static char *with_body(const kn_attn_spec *s, const char *body, char *err, size_
     return r;
 }
 
+/* `body` after kn_decode_merge: element d of (batch, row) `br`'s output
+ * from its splits' partials, rescaled to their common max and added in
+ * split order. Both the combine kernel and the decode kernel's last block
+ * call it, so their outputs are equal to the bit; the reads are volatile
+ * (the last block reads what other blocks wrote during the launch: not
+ * from a stale L1 line). As with_body otherwise. */
+static char *with_merge(const kn_attn_spec *s, const char *body, char *err, size_t err_size)
+{
+    static const char merge[] =
+        "__device__ __forceinline__ T kn_decode_merge(const volatile float *part, i64 br, i64 d, const P &p) {\n"
+        "  const volatile float *pp = part + br * p.n_split * (D + 2);\n"
+        "  float mx = -kn_inff();\n"
+        "  for (i64 s = 0; s < p.n_split; s++) mx = fmaxf(mx, pp[s * (D + 2)]);\n"
+        "  float sum = 0.0f, o = 0.0f;\n"
+        "  for (i64 s = 0; s < p.n_split; s++) {\n"
+        "    const float ms = pp[s * (D + 2)], w = ms == -kn_inff() ? 0.0f : expf(ms - mx);\n"
+        "    sum += w * pp[s * (D + 2) + 1];\n"
+        "    o += w * pp[s * (D + 2) + 2 + d];\n"
+        "  }\n"
+        "  return kn_st_<T>(sum > 0.0f ? (double)(o / sum) : 0.0);\n"
+        "}\n";
+    size_t n = sizeof merge + strlen(body);
+    char *text = malloc(n);
+    if (!text) {
+        snprintf(err, err_size, "out of memory");
+        return NULL;
+    }
+    snprintf(text, n, "%s%s", merge, body);
+    char *r = with_body(s, text, err, err_size);
+    free(text);
+    return r;
+}
+
 char *kn_attn_decode_source(const kn_attn_spec *s, char *err, size_t err_size)
 {
     if (s->head_dim != 32 && s->head_dim != 64 && s->head_dim != 128 && s->head_dim != 256) {
@@ -40,8 +73,9 @@ char *kn_attn_decode_source(const kn_attn_spec *s, char *err, size_t err_size)
         " * an online softmax per warp, the 4 warps merged through shared memory into one partial:\n"
         " * part[(row, split)] = {max, sum, acc[D]} with acc and sum relative to max. */\n"
         "extern \"C\" __global__ void __launch_bounds__(128) kn_decode_attn(const T *q, KN_KV_ARGS, const M *mask,\n"
-        "                                                                 float *part, P p) {\n"
+        "                                                                 float *part, unsigned *cnt, T *y, P p) {\n"
         "  __shared__ float sm[4], sl[4], sacc[4][D];\n"
+        "  __shared__ int last;\n"
         "  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;\n"
         "  const i64 rows = p.qh * p.sq;\n"
         "  const i64 split = blockIdx.x % p.n_split, rr = blockIdx.x / p.n_split, b = blockIdx.y;\n"
@@ -86,31 +120,32 @@ char *kn_attn_decode_source(const kn_attn_spec *s, char *err, size_t err_size)
         "  for (int d = threadIdx.x; d < D; d += 128)\n"
         "    out[2 + d] = wt[0] * sacc[0][d] + wt[1] * sacc[1][d] + wt[2] * sacc[2][d] + wt[3] * sacc[3][d];\n"
         "  if (threadIdx.x == 0) { out[0] = mx; out[1] = sum; }\n"
+        "  if (!cnt) return; /* kn_decode_combine merges the partials */\n"
+        "  /* the last split block of this (batch, row) to finish merges the splits' partials in split order, as\n"
+        "   * kn_decode_combine does, and leaves the row's counter zero for the next launch (the pattern of the\n"
+        "   * CUDA guide's threadfence reduction: write, fence, count; the last block fences and reads) */\n"
+        "  const i64 row = b * rows + rr;\n"
+        "  __threadfence();\n"
+        "  __syncthreads();\n"
+        "  if (threadIdx.x == 0) last = atomicAdd(&cnt[row], 1u) == (unsigned)(p.n_split - 1);\n"
+        "  __syncthreads();\n"
+        "  if (!last) return;\n"
+        "  __threadfence();\n"
+        "  for (int d = threadIdx.x; d < D; d += 128) y[row * D + d] = kn_decode_merge(part, row, d, p);\n"
+        "  if (threadIdx.x == 0) cnt[row] = 0u;\n"
         "}\n";
-    return with_body(s, body, err, err_size);
+    return with_merge(s, body, err, err_size);
 }
 
 char *kn_attn_combine_source(const kn_attn_spec *s, char *err, size_t err_size)
 {
     static const char body[] =
-        "/* one thread per output element: the splits' partials rescaled to their common max */\n"
+        "/* one thread per output element */\n"
         "extern \"C\" __global__ void kn_decode_combine(const float *part, T *y, P p) {\n"
         "  const i64 n = p.batch * p.qh * p.sq * D;\n"
-        "  for (i64 e = kn_tid(); e < n; e += kn_nthreads()) {\n"
-        "    const i64 d = e % D, br = e / D;\n"
-        "    const float *pp = part + br * p.n_split * (D + 2);\n"
-        "    float mx = -kn_inff();\n"
-        "    for (i64 s = 0; s < p.n_split; s++) mx = fmaxf(mx, pp[s * (D + 2)]);\n"
-        "    float sum = 0.0f, o = 0.0f;\n"
-        "    for (i64 s = 0; s < p.n_split; s++) {\n"
-        "      const float ms = pp[s * (D + 2)], w = ms == -kn_inff() ? 0.0f : expf(ms - mx);\n"
-        "      sum += w * pp[s * (D + 2) + 1];\n"
-        "      o += w * pp[s * (D + 2) + 2 + d];\n"
-        "    }\n"
-        "    y[e] = kn_st_<T>(sum > 0.0f ? (double)(o / sum) : 0.0);\n"
-        "  }\n"
+        "  for (i64 e = kn_tid(); e < n; e += kn_nthreads()) y[e] = kn_decode_merge(part, e / D, e % D, p);\n"
         "}\n";
-    return with_body(s, body, err, err_size);
+    return with_merge(s, body, err, err_size);
 }
 
 char *kn_attn_append_source(const kn_attn_spec *s, char *err, size_t err_size)
@@ -190,4 +225,9 @@ int64_t kn_attn_decode_splits(int64_t batch, int64_t qh, int64_t sq, int64_t max
 uint64_t kn_decode_partial_bytes(int64_t batch, int64_t qh, int64_t sq, int64_t n_split, int head_dim)
 {
     return (uint64_t)batch * (uint64_t)qh * (uint64_t)sq * (uint64_t)n_split * (uint64_t)(head_dim + 2) * 4u;
+}
+
+uint64_t kn_decode_counter_bytes(int64_t batch, int64_t qh, int64_t sq)
+{
+    return (uint64_t)batch * (uint64_t)qh * (uint64_t)sq * 4u;
 }

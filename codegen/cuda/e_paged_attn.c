@@ -1,14 +1,18 @@
 /* CUDA emitter for kiln.PagedAttention (passes/kv_cache.c): attention over
  * the runtime's paged KV cache, which lives on the device, owned by the
  * CUDA session (KN_ARG_KV arguments: the layer's key and value pools, the
- * run's block table and past lengths). Per node, two or three launches:
+ * run's block table and past lengths). Per node, two launches:
  *   1. kn_kv_append: the new tokens' K/V into the pools at positions
  *      past ... past + seq - 1 of each row (blocks reserved by the host);
- *   2. seq == 1 (decode): split-K kn_decode_attn into node scratch, then
- *      kn_decode_combine into the output. The split count is fixed at
- *      compile time from kiln.kv.max_seq_len (the past is a run-time
- *      value, so for short contexts most splits are empty: the kernel
- *      writes a neutral partial {-inf, 0, 0} for them);
+ *   2. seq == 1 (decode): split-K kn_decode_attn, one launch: each split
+ *      block writes its partial into node scratch, and the last block of
+ *      each (batch, row) to finish (a counter per row in the program's
+ *      persistent memory, KN_ARG_PERSIST) merges the splits into the
+ *      output, as the separate kn_decode_combine kernel would (which
+ *      kiln-attn-check still runs to compare against, bit for bit). The
+ *      split count is fixed at compile time from kiln.kv.max_seq_len (the
+ *      past is a run-time value, so for short contexts most splits are
+ *      empty: the kernel writes a neutral partial {-inf, 0, 0} for them);
  *      seq > 1 (prefill, also continuing a past): kn_flash_attn over the
  *      pools (or its tensor-core form with --attn-kernel tc), causal with
  *      the run-time past when the node says causal = 1.
@@ -179,11 +183,11 @@ kn_status kn_emit_KILN_PagedAttention(kn_emit *e)
         p.n_split = kn_attn_decode_splits(batch, qh, sq, max_seq, 0);
         uint64_t part = kn_decode_partial_bytes(batch, qh, sq, p.n_split, (int)hd);
         kn_emit_arg scratch = {KN_ARG_SCRATCH, 0, (size_t)part, NULL, 0};
-        kn_emit_arg dec[8] = {qa, kp, vp, table, past, qa, scratch, params};
-        KN_TRY(launch(e, kn_attn_decode_source, &sp, KN_ATTN_DECODE_ENTRY,
-                      kn_attn_decode_grid(batch, qh, sq, p.n_split), KN_DECODE_THREADS, dec, 8));
-        kn_emit_arg comb[3] = {scratch, ya, params};
-        return launch(e, kn_attn_combine_source, &sp, KN_ATTN_COMBINE_ENTRY, kn_emit_grid(y->numel), 256, comb, 3);
+        /* a counter per (batch, row) in the persistent memory: the last split block merges the partials */
+        kn_emit_arg cnt = {KN_ARG_PERSIST, 0, (size_t)kn_decode_counter_bytes(batch, qh, sq), NULL, 0};
+        kn_emit_arg dec[10] = {qa, kp, vp, table, past, qa, scratch, cnt, ya, params};
+        return launch(e, kn_attn_decode_source, &sp, KN_ATTN_DECODE_ENTRY,
+                      kn_attn_decode_grid(batch, qh, sq, p.n_split), KN_DECODE_THREADS, dec, 10);
     }
     kn_emit_arg att[8] = {qa, kp, vp, table, past, qa, ya, params};
     bool tc = mode == 2 && (q->dtype == KN_F16 || q->dtype == KN_BF16) && hd % 32 == 0 && hd <= 128;
