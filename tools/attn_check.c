@@ -50,13 +50,7 @@ static kn_status kernel_of(char *(*gen)(const kn_attn_spec *, char *, size_t), c
 /* ---- data ---- */
 
 static uint64_t rng = 88172645463325252ull;
-static double urand(void)
-{
-    rng ^= rng << 13;
-    rng ^= rng >> 7;
-    rng ^= rng << 17;
-    return (double)(rng >> 11) / 9007199254740992.0 * 2.0 - 1.0;
-}
+static double urand(void) { return kn_kc_urand(&rng); }
 
 /* n values of dtype t in [-amp, amp], and their float values as stored. */
 static void *fill(kn_dtype t, size_t n, double amp, float *as_float)

@@ -277,3 +277,13 @@ double kn_kc_copy_bandwidth(void)
     return 2.0 * (double)n * 16 / t;
 }
 #endif
+
+uint64_t kn_kc_next_u64(uint64_t *state)
+{
+    *state ^= *state << 13;
+    *state ^= *state >> 7;
+    *state ^= *state << 17;
+    return *state;
+}
+
+double kn_kc_urand(uint64_t *state) { return (double)(kn_kc_next_u64(state) >> 11) / 9007199254740992.0 * 2.0 - 1.0; }

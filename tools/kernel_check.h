@@ -35,6 +35,11 @@ typedef struct kn_kc_fn {
 extern kn_kc_runner kn_kc;
 
 /* Device buffers (calloc'd host memory under the emulator); NULL on failure. */
+/* xorshift64 on *state (non-zero): the next 64 random bits, and a
+ * uniform double in [-1, 1) from them. The checkers' data generators. */
+uint64_t kn_kc_next_u64(uint64_t *state);
+double kn_kc_urand(uint64_t *state);
+
 void *kn_kc_alloc(size_t n);
 void kn_kc_free(void *p);
 void *kn_kc_upload(const void *src, size_t n);

@@ -37,14 +37,8 @@
 static int n_pass, n_fail;
 
 static uint64_t rng = 0x2545f4914f6cdd1dull;
-static uint64_t next_u64(void)
-{
-    rng ^= rng << 13;
-    rng ^= rng >> 7;
-    rng ^= rng << 17;
-    return rng;
-}
-static double urand(void) { return (double)(next_u64() >> 11) / 9007199254740992.0 * 2.0 - 1.0; }
+static uint64_t next_u64(void) { return kn_kc_next_u64(&rng); }
+static double urand(void) { return kn_kc_urand(&rng); }
 
 static void verdict(bool ok, const char *name, const char *kernel, const char *fmt_extra)
 {
