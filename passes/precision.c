@@ -39,11 +39,28 @@ static bool keep_input_f32(kn_op op, uint32_t i)
     return (op == KN_OP_Resize && (i == 1 || i == 2)) || (op == KN_OP_Upsample && i == 1);
 }
 
+/* A --keep-fp32 pattern matches the node's name, its op type, or the name
+ * of a model node it was fused or merged from (its `_origins`, e.g. the
+ * k_proj MatMul inside merge-proj's Q|K|V product). */
 static bool matched(const pctx *c, const kn_node *n)
 {
-    for (uint32_t i = 0; i < c->o->n_keep; i++)
+    for (uint32_t i = 0; i < c->o->n_keep; i++) {
         if (fnmatch(c->o->keep[i], n->name, 0) == 0 || fnmatch(c->o->keep[i], n->op_type, 0) == 0)
             return true;
+        for (uint32_t a = 0; a < n->n_attrs; a++) {
+            const kn_attr *at = &n->attrs[a];
+            if (at->kind != KN_ATTR_STRINGS || !at->name || strcmp(at->name, "_origins") != 0)
+                continue;
+            for (uint32_t k = 0; k < at->n; k++) {
+                char name[1024];
+                size_t len = at->u.strings[k].len < sizeof name - 1 ? at->u.strings[k].len : sizeof name - 1;
+                memcpy(name, at->u.strings[k].data, len);
+                name[len] = 0;
+                if (fnmatch(c->o->keep[i], name, 0) == 0)
+                    return true;
+            }
+        }
+    }
     return false;
 }
 

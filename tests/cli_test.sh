@@ -248,6 +248,9 @@ expect 0 'wrote' "$KILN" compile "$LLAMA/model.onnx" -o "$TMP/llmb16.plan" --pre
 expect 0 '\(bfloat16\); 128 blocks of 16 tokens, max sequence length 2048; 1.0 MiB' "$KILN" inspect "$TMP/llmb16.plan"
 expect 0 'wrote' "$KILN" compile "$LLAMA/model.onnx" -o "$TMP/llm16k.plan" --precision fp16 --keep-fp32 PagedAttention
 expect 0 '\(float32\); 128 blocks of 16 tokens, max sequence length 2048; 2.0 MiB' "$KILN" inspect "$TMP/llm16k.plan"
+# a pattern naming one projection keeps the merged Q|K|V product (merge-proj's _origins) in float32
+expect 0 'precision float16: 1 casts inserted' "$KILN" compile "$LLAMA/model.onnx" -o "$TMP/llm16p.plan" --precision fp16
+expect 0 'precision float16: 7 casts inserted' "$KILN" compile "$LLAMA/model.onnx" -o "$TMP/llm16p.plan" --precision fp16 --keep-fp32 '*/k_proj/*'
 if command -v python3 >/dev/null; then
     WANT16=$(cut -d' ' -f1-16 <<<"$WANT")
     for p in llm16 llmb16 llm16k; do
