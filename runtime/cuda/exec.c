@@ -662,6 +662,20 @@ static double elapsed(const kn_cuda_session *s, CUevent a, CUevent b)
     return s->cu->event_elapsed_time(&ms, a, b) == CUDA_SUCCESS ? ms : 0.0;
 }
 
+void kn_cuda_exec_read_timing(kn_cuda_session *s, bool graphed)
+{
+    if (graphed) { /* one graph launch between ev[0] and ev[3]: no phases */
+        s->timing = (kn_cuda_timing){0.0, elapsed(s, s->ev[0], s->ev[3]), 0.0};
+    } else {
+        s->timing.upload_ms = elapsed(s, s->ev[0], s->ev[1]);
+        s->timing.compute_ms = elapsed(s, s->ev[1], s->ev[2]);
+        s->timing.download_ms = elapsed(s, s->ev[2], s->ev[3]);
+    }
+    s->has_timing = true;
+    for (uint32_t i = 0; s->step_ev && i < s->plan.n_steps; i++)
+        s->step_ms[i] = (float)elapsed(s, s->step_ev[i], s->step_ev[i + 1]);
+}
+
 /* A node without a CUDA kernel: what it reads comes to the host, the CPU
  * reference backend runs it, its outputs go back (the stream is drained
  * around it, so a HOST step is a synchronisation point). */
@@ -963,14 +977,8 @@ static kn_status run(kn_cuda_session *s, const kn_rt_tensor *const *inputs, uint
     st = kn_cuda_exec_sync(s, st, file, d);
     if (st != KN_OK)
         return st;
-    if (s->opts.timing) {
-        s->timing.upload_ms = elapsed(s, s->ev[0], s->ev[1]);
-        s->timing.compute_ms = elapsed(s, s->ev[1], s->ev[2]);
-        s->timing.download_ms = elapsed(s, s->ev[2], s->ev[3]);
-        s->has_timing = true;
-        for (uint32_t i = 0; s->step_ev && i < s->plan.n_steps; i++)
-            s->step_ms[i] = (float)elapsed(s, s->step_ev[i], s->step_ev[i + 1]);
-    }
+    if (s->opts.timing)
+        kn_cuda_exec_read_timing(s, false);
     return collect_outputs(s, outputs, d);
 }
 

@@ -93,6 +93,10 @@ kn_status kn_cuda_exec_steps(kn_cuda_session *s, kn_diag *d);
 /* Waits for the stream after an enqueue (also a failed one); a device
  * fault marks the session broken. Returns st, or the failure. */
 kn_status kn_cuda_exec_sync(kn_cuda_session *s, kn_status st, const char *file, kn_diag *d);
+/* After a synchronised timed run: s->timing from the events ev[0..3]
+ * (graphed: the whole replay as compute time), the per-step times, and
+ * has_timing set. */
+void kn_cuda_exec_read_timing(kn_cuda_session *s, bool graphed);
 /* sample.c: finds the sampling kernels and allocates their buffers (at creation). */
 kn_status kn_cuda_sample_setup(kn_cuda_session *s, kn_diag *d);
 /* sample.c: releases the graph and the sampling buffers (at destruction). */

@@ -248,12 +248,6 @@ static kn_status capture(kn_cuda_session *s, kn_diag *d)
     return KN_OK;
 }
 
-static double elapsed(const kn_cuda_session *s, CUevent a, CUevent b)
-{
-    float ms = 0;
-    return s->cu->event_elapsed_time(&ms, a, b) == CUDA_SUCCESS ? ms : 0.0;
-}
-
 /* The sampling launch for `smp`: its kernel, logits rows (smp->row, or
  * 0 ... rows - 1 when rows > 1, with draws u[r]) and parameters. */
 static kn_status sample_args(kn_cuda_session *s, const kn_cuda_sample *smp, const double *u, uint32_t rows,
@@ -348,18 +342,8 @@ kn_status kn_cuda_session_run_kv_sample_rows(kn_cuda_session *s, const kn_rt_ten
     st = kn_cuda_exec_sync(s, st, file, d);
     if (st != KN_OK)
         return st;
-    if (s->opts.timing) {
-        if (graphed) {
-            s->timing = (kn_cuda_timing){0.0, elapsed(s, s->ev[0], s->ev[3]), 0.0};
-        } else {
-            s->timing.upload_ms = elapsed(s, s->ev[0], s->ev[1]);
-            s->timing.compute_ms = elapsed(s, s->ev[1], s->ev[2]);
-            s->timing.download_ms = elapsed(s, s->ev[2], s->ev[3]);
-        }
-        s->has_timing = true;
-        for (uint32_t i = 0; s->step_ev && i < s->plan.n_steps; i++)
-            s->step_ms[i] = (float)elapsed(s, s->step_ev[i], s->step_ev[i + 1]);
-    }
+    if (s->opts.timing)
+        kn_cuda_exec_read_timing(s, graphed);
     if (smp)
         memcpy(token, s->smp_pin + 8 * (size_t)s->smp_rows, rows * sizeof *token);
     return KN_OK;
