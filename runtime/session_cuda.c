@@ -119,6 +119,30 @@ static kn_status fail(kn_session *s, const kn_graph *g, const char *msg)
     return KN_ERR_INVALID;
 }
 
+/* A token id the device sampler returned: KN_OK when it lies in the
+ * vocabulary, else an internal error naming it. */
+static kn_status check_token(kn_session *s, int32_t t)
+{
+    if (t >= 0 && (!s->vocab || (uint32_t)t < s->vocab))
+        return KN_OK;
+    kn_diag_add(s->d, KN_ERROR, "%s: the device sampler returned id %d (vocabulary %u)", s->file, t, s->vocab);
+    return KN_ERR_INTERNAL;
+}
+
+/* One run of bucket b over kv into b->out (the previous run's outputs
+ * released first); its logits output. */
+static kn_status run_outputs(kn_session *s, bucket *b, const kn_cuda_kv_binding *kv, const kn_rt_tensor **lg)
+{
+    for (uint32_t i = 0; i < b->g->n_outputs; i++) {
+        kn_rt_tensor_free(s->a, b->out[i]);
+        b->out[i] = NULL;
+    }
+    KN_TRY(kn_cuda_session_run_kv(b->cs, (const kn_rt_tensor *const *)b->in, b->g->n_inputs, b->out,
+                                  b->g->n_outputs, kv, s->d));
+    *lg = b->out[b->logits_out];
+    return KN_OK;
+}
+
 /* The plan's inputs as tensors of their compiled shapes (the mask all
  * ones); its logits output. */
 static kn_status bucket_inputs(kn_session *s, bucket *b)
@@ -371,21 +395,12 @@ kn_status kn_session_cuda_forward_batch(kn_session *s, const uint32_t *seqs, con
             KN_TRY(kn_cuda_session_run_kv_sample_rows(b->cs, (const kn_rt_tensor *const *)b->in, b->g->n_inputs, &kv,
                                                       &all, c->bu, b->rows, c->btok, s->d));
             for (uint32_t r = 0; r < m; r++) {
-                if (c->btok[r] < 0 || (s->vocab && (uint32_t)c->btok[r] >= s->vocab)) {
-                    kn_diag_add(s->d, KN_ERROR, "%s: the device sampler returned id %d (vocabulary %u)", s->file,
-                                c->btok[r], s->vocab);
-                    return KN_ERR_INTERNAL;
-                }
+                KN_TRY(check_token(s, c->btok[r]));
                 next[done + r] = c->btok[r];
             }
         } else {
-            for (uint32_t i = 0; i < b->g->n_outputs; i++) {
-                kn_rt_tensor_free(s->a, b->out[i]);
-                b->out[i] = NULL;
-            }
-            KN_TRY(kn_cuda_session_run_kv(b->cs, (const kn_rt_tensor *const *)b->in, b->g->n_inputs, b->out,
-                                          b->g->n_outputs, &kv, s->d));
-            const kn_rt_tensor *lg = b->out[b->logits_out];
+            const kn_rt_tensor *lg;
+            KN_TRY(run_outputs(s, b, &kv, &lg));
             if (lg->dtype != KN_F32 || lg->rank < 2 || lg->dims[0] != b->rows ||
                 lg->numel != (int64_t)b->rows * lg->dims[lg->rank - 1])
                 return fail(s, b->g, "logits must be float32 [sequences, 1, vocab]");
@@ -500,25 +515,17 @@ static kn_status run_chunks(kn_session *s, sess_seq *q, const int64_t *ids, uint
                 KN_TRY(kn_cuda_session_run_kv_sample(b->cs, (const kn_rt_tensor *const *)b->in, b->g->n_inputs, &kv,
                                                      last ? &one : NULL, &t, s->d));
             }
-            if (last && (t < 0 || (s->vocab && (uint32_t)t >= s->vocab))) {
-                kn_diag_add(s->d, KN_ERROR, "%s: the device sampler returned id %d (vocabulary %u)", s->file, t,
-                            s->vocab);
-                return KN_ERR_INTERNAL;
-            }
-            if (last)
+            if (last) {
+                KN_TRY(check_token(s, t));
                 *token = t;
+            }
             past += m;
             done += m;
             kq->len = past;
             continue;
         }
-        for (uint32_t i = 0; i < b->g->n_outputs; i++) {
-            kn_rt_tensor_free(s->a, b->out[i]);
-            b->out[i] = NULL;
-        }
-        KN_TRY(kn_cuda_session_run_kv(b->cs, (const kn_rt_tensor *const *)b->in, b->g->n_inputs, b->out,
-                                      b->g->n_outputs, &kv, s->d));
-        const kn_rt_tensor *lg = b->out[b->logits_out];
+        const kn_rt_tensor *lg;
+        KN_TRY(run_outputs(s, b, &kv, &lg));
         if (lg->dtype != KN_F32 || lg->rank < 2 || lg->dims[lg->rank - 2] != b->tokens ||
             lg->numel != (int64_t)b->tokens * lg->dims[lg->rank - 1])
             return fail(s, b->g, "logits must be float32 [1, new tokens, vocab]");
@@ -615,11 +622,7 @@ kn_status kn_session_cuda_prefill_batch(kn_session *s, const uint32_t *seqs, con
             if (done[i] < lens[i])
                 continue;
             int32_t t = c->pbtok[(size_t)r * P + mr - 1];
-            if (t < 0 || (s->vocab && (uint32_t)t >= s->vocab)) {
-                kn_diag_add(s->d, KN_ERROR, "%s: the device sampler returned id %d (vocabulary %u)", s->file, t,
-                            s->vocab);
-                return KN_ERR_INTERNAL;
-            }
+            KN_TRY(check_token(s, t));
             next[i] = t;
         }
         kn_kv_seq_get(s->kv, c->scratch)->len = 0;
