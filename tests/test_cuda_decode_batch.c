@@ -30,6 +30,7 @@
 #include "codegen/cuda/lower.h"
 #include "codegen/cuda/sample_kernels.h"
 #include "codegen/plan_write.h"
+#include "cuda_batch_plan.h"
 #include "cuda_paged_util.h"
 #include "emu_host.h"
 #include "emu_program.h"
@@ -45,105 +46,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define P_CHUNK 4
+#define P_CHUNK CBP_CHUNK
 
 static const char *const models[] = {"llama_gqa_tiny", "gpt2_tiny", "qwen2_tiny"};
-
-static kn_graph *optimized(const char *name, bool cuda)
-{
-    char path[1024];
-    snprintf(path, sizeof path, "%s/tests/models/%s/model.onnx", KN_SOURCE_DIR, name);
-    kn_diag *q = kn_diag_create(NULL, NULL);
-    kn_graph *g = NULL;
-    assert_int_equal(kn_import_onnx_file(path, NULL, NULL, q, &g), KN_OK);
-    if (cuda)
-        assert_int_equal(kn_compile_graph_kv(g, NULL, q), KN_OK);
-    else
-        assert_int_equal(kn_compile_graph(g, "cpu", NULL, q), KN_OK);
-    kn_diag_destroy(q);
-    return g;
-}
-
-typedef struct built {
-    kn_graph *dec, *pre, *bg[2];
-    kn_cu_program dprog, pprog, bprog[2];
-    uint32_t n_b, rows[2];
-    char *path;
-} built;
-
-/* Lowering only (no NVRTC here): images faked, the plan's are not run. */
-static void lower_only(kn_graph *g, int64_t rows, int64_t tokens, kn_cu_program *p, kn_diag *d)
-{
-    kn_cuda_shape sh[2] = {{"input_ids", 2, {rows, tokens}}, {"position_ids", 2, {rows, tokens}}};
-    kn_cuda_lower_stats st;
-    assert_int_equal(kn_cuda_lower(g, sh, g->n_inputs, NULL, d, p, &st), KN_OK);
-    assert_int_equal(kn_cu_program_add_sampling(p, g, KN_F32, d), KN_OK);
-    for (uint32_t k = 0; k < p->n_kernels; k++) {
-        static const char ptx[] = "// PTX\n";
-        uint8_t *t = kn_mem_alloc(NULL, sizeof ptx);
-        p->kernels[k].images = kn_mem_alloc(NULL, sizeof *p->kernels[k].images);
-        assert_true(t && p->kernels[k].images);
-        memcpy(t, ptx, sizeof ptx);
-        p->kernels[k].images[0] = (kn_cu_image){KN_CU_ARCH_PTX, t, sizeof ptx};
-        p->kernels[k].n_images = 1;
-    }
-}
-
-/* The plan of `name` with prefill [1, 4], decode [1, 1] and batched
- * decode programs for rows[0 .. n_b). */
-static void build(mb *b, const char *name, const uint32_t *rows, uint32_t n_b, built *o)
-{
-    memset(o, 0, sizeof *o);
-    o->dec = optimized(name, true);
-    assert_int_equal(kn_graph_clone(o->dec, &o->pre), KN_OK);
-    o->n_b = n_b;
-    for (uint32_t k = 0; k < n_b; k++) {
-        o->rows[k] = rows[k];
-        assert_int_equal(kn_graph_clone(o->dec, &o->bg[k]), KN_OK);
-    }
-    char why[512];
-    kn_diag *d = kn_diag_create(NULL, stderr);
-    static const uint32_t archs[] = {80, 86, 89, 90};
-    kn_compile_cuda_opts co = {NULL, 0, archs, 4, false, false, 0};
-    if (!kn_nvrtc_version()) {
-        lower_only(o->pre, 1, P_CHUNK, &o->pprog, d);
-        lower_only(o->dec, 1, 1, &o->dprog, d);
-        for (uint32_t k = 0; k < n_b; k++)
-            lower_only(o->bg[k], rows[k], 1, &o->bprog[k], d);
-    } else {
-        assert_int_equal(
-            kn_compile_cuda_decoder(o->dec, o->pre, P_CHUNK, &co, d, &o->dprog, &o->pprog, why, sizeof why), KN_OK);
-        for (uint32_t k = 0; k < n_b; k++)
-            if (kn_compile_cuda_decode_batch(o->dec, o->bg[k], rows[k], &co, d, &o->bprog[k], why, sizeof why) !=
-                KN_OK)
-                fail_msg("%s: batch %u: %s", name, rows[k], why);
-    }
-    o->path = mb_path(b, mb_tempdir(b), "decoder.plan");
-    const kn_cu_program *bp[2] = {&o->bprog[0], &o->bprog[1]};
-    kn_plan_options po = {"--target cuda", "cuda", &o->dprog, NULL, 0, &o->pprog, bp, n_b};
-    assert_int_equal(kn_plan_write(o->dec, &po, o->path, d), KN_OK);
-    kn_diag_destroy(d);
-}
-
-static void built_free(built *o)
-{
-    kn_cu_program_free(&o->dprog);
-    kn_cu_program_free(&o->pprog);
-    for (uint32_t k = 0; k < o->n_b; k++) {
-        kn_cu_program_free(&o->bprog[k]);
-        kn_graph_destroy(o->bg[k]);
-    }
-    kn_graph_destroy(o->dec);
-    kn_graph_destroy(o->pre);
-}
-
-static int64_t argmax(const float *v, int64_t n)
-{
-    int64_t best = 0;
-    for (int64_t i = 1; i < n; i++)
-        best = v[i] > v[best] ? i : best;
-    return best;
-}
 
 /* One emulated run of program p ([rows, 1]) for the cache sequences
  * row_seq[r] with tokens ids[r]; the logits out (rows x vocab). */
@@ -209,7 +114,7 @@ static void emulated_batch(void **state)
         mb *b = mb_new();
         built o;
         const uint32_t B = 4;
-        build(b, models[m], &B, 1, &o);
+        build(b, models[m], &B, NULL, 1, &o);
         kn_diag *d = kn_diag_create(NULL, stderr);
         /* read back */
         kn_graph *plan, *bgraph;
@@ -377,7 +282,7 @@ static void section_checks(void **state)
     mb *b = mb_new();
     built o;
     const uint32_t rows[2] = {2, 3};
-    build(b, "qwen2_tiny", rows, 2, &o);
+    build(b, "qwen2_tiny", rows, NULL, 2, &o);
     size_t n;
     uint8_t *good = slurp(o.path, &n), *p = malloc(n);
     assert_non_null(p);
@@ -472,7 +377,7 @@ static void mock_batched_generate(void **state)
     mb *b = mb_new();
     built o;
     const uint32_t rows[2] = {4, 8};
-    build(b, "llama_gqa_tiny", rows, 2, &o);
+    build(b, "llama_gqa_tiny", rows, NULL, 2, &o);
     kn_diag *d = kn_diag_create(NULL, stderr);
     kn_graph *g, *pg, *bg[2];
     assert_int_equal(kn_plan_load(o.path, NULL, d, &g), KN_OK);
@@ -555,7 +460,7 @@ static void mock_forward_batch(void **state)
     mb *b = mb_new();
     built o;
     const uint32_t rows[2] = {4, 8};
-    build(b, "llama_gqa_tiny", rows, 2, &o);
+    build(b, "llama_gqa_tiny", rows, NULL, 2, &o);
     kn_diag *d = kn_diag_create(NULL, NULL);
     kn_graph *g;
     assert_int_equal(kn_plan_load(o.path, NULL, d, &g), KN_OK);

@@ -83,16 +83,14 @@ bool kn_compile_is_decoder(const kn_graph *g, char *why, size_t n);
 kn_status kn_compile_cuda_decoder(kn_graph *dec, kn_graph *pre, int64_t P, const kn_compile_cuda_opts *o,
                                   kn_diag *d, struct kn_cu_program *dprog, struct kn_cu_program *pprog, char *why,
                                   size_t n);
-/* A batched decode program: `bg` (another copy of the graph `dec` was
- * lowered from) lowered for [B, 1] new tokens into *bprog, checked against
- * dec's graph and constants as the prefill program is. KN_ERR_UNSUPPORTED
- * with `why` when it cannot run on dec's graph (or the graph's batch is
- * static); else the errors of kn_compile_cuda. */
-kn_status kn_compile_cuda_decode_batch(const kn_graph *dec, kn_graph *bg, int64_t B, const kn_compile_cuda_opts *o,
-                                       kn_diag *d, struct kn_cu_program *bprog, char *why, size_t n);
-/* The same for T new tokens per row: T = 1 a batched decode program, T =
- * the prefill chunk P a batched prefill program [B, P] (kiln compile
- * --prefill-batch; it goes in the batched programs' sections too). */
+/* A batched program: `bg` (another copy of the graph `dec` was lowered
+ * from) lowered for [B, T] new tokens into *bprog — T = 1 a batched decode
+ * program (kiln compile --decode-batch), T = the prefill chunk P a batched
+ * prefill program (--prefill-batch); both go in the batched programs'
+ * sections — checked against dec's graph and constants as the prefill
+ * program is. KN_ERR_UNSUPPORTED with `why` when it cannot run on dec's
+ * graph (or the graph's batch is static); else the errors of
+ * kn_compile_cuda. */
 kn_status kn_compile_cuda_batch(const kn_graph *dec, kn_graph *bg, int64_t B, int64_t T, const kn_compile_cuda_opts *o,
                                 kn_diag *d, struct kn_cu_program *bprog, char *why, size_t n);
 

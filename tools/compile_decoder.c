@@ -152,12 +152,6 @@ kn_status kn_compile_cuda_decoder(kn_graph *dec, kn_graph *pre, int64_t P, const
     return KN_OK;
 }
 
-kn_status kn_compile_cuda_decode_batch(const kn_graph *dec, kn_graph *bg, int64_t B, const kn_compile_cuda_opts *o,
-                                       kn_diag *d, kn_cu_program *bprog, char *why, size_t n)
-{
-    return kn_compile_cuda_batch(dec, bg, B, 1, o, d, bprog, why, n);
-}
-
 kn_status kn_compile_cuda_batch(const kn_graph *dec, kn_graph *bg, int64_t B, int64_t T, const kn_compile_cuda_opts *o,
                                 kn_diag *d, kn_cu_program *bprog, char *why, size_t n)
 {
