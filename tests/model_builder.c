@@ -6,6 +6,7 @@
 #include <cmocka.h>
 
 #include "model_builder.h"
+#include "runtime/plan_format.h"
 
 #include <ftw.h>
 #include <stdio.h>
@@ -552,6 +553,15 @@ char *mb_read_file(const char *path, size_t *len)
     if (len)
         *len = (size_t)n;
     return buf;
+}
+
+void mb_plan_rechecksum(uint8_t *p, size_t n)
+{
+    static const uint8_t z8[8];
+    uint64_t c = kn_plan_checksum_update(KN_PLAN_CHECKSUM_SEED, p, 24);
+    c = kn_plan_checksum_update(c, z8, 8);
+    c = kn_plan_checksum_update(c, p + 32, n - 32);
+    memcpy(p + 24, &c, 8);
 }
 
 char *mb_write_model(mb *b, const char *dir, const char *name, const Onnx__ModelProto *m)

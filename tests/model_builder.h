@@ -110,6 +110,9 @@ char *mb_write(mb *b, const char *dir, const char *name, const void *data, size_
 /* The whole file at path, NUL-terminated (malloc'd: the caller frees it);
  * its size in *len unless len is NULL. Fails the test when unreadable. */
 char *mb_read_file(const char *path, size_t *len);
+/* Rewrites the checksum in the header of plan bytes p[0 .. n) after a
+ * test changed them (runtime/plan_format.h: bytes 24..31 counted as 0). */
+void mb_plan_rechecksum(uint8_t *p, size_t n);
 /* Packs m and writes it to dir/name; returns the path. */
 char *mb_write_model(mb *b, const char *dir, const char *name, const Onnx__ModelProto *m);
 /* Removes a folder and everything under it (links are not followed). */

@@ -236,29 +236,6 @@ static void emulated_batch(void **state)
     }
 }
 
-static uint8_t *slurp(const char *path, size_t *n)
-{
-    FILE *f = fopen(path, "rb");
-    assert_non_null(f);
-    fseek(f, 0, SEEK_END);
-    *n = (size_t)ftell(f);
-    fseek(f, 0, SEEK_SET);
-    uint8_t *p = malloc(*n);
-    assert_non_null(p);
-    assert_int_equal(fread(p, 1, *n, f), *n);
-    fclose(f);
-    return p;
-}
-
-static void fix_checksum(uint8_t *p, size_t n)
-{
-    static const uint8_t z8[8];
-    uint64_t c = kn_plan_checksum_update(KN_PLAN_CHECKSUM_SEED, p, 24);
-    c = kn_plan_checksum_update(c, z8, 8);
-    c = kn_plan_checksum_update(c, p + 32, n - 32);
-    memcpy(p + 24, &c, 8);
-}
-
 /* The section table entry of `kind` in plan bytes p, or NULL. */
 static kn_plan_section *section(uint8_t *p, uint32_t kind)
 {
@@ -284,7 +261,7 @@ static void section_checks(void **state)
     const uint32_t rows[2] = {2, 3};
     build(b, "qwen2_tiny", rows, NULL, 2, &o);
     size_t n;
-    uint8_t *good = slurp(o.path, &n), *p = malloc(n);
+    uint8_t *good = (uint8_t *)mb_read_file(o.path, &n), *p = malloc(n);
     assert_non_null(p);
     kn_diag *d = kn_diag_create(NULL, NULL);
     kn_graph *g;
@@ -293,13 +270,13 @@ static void section_checks(void **state)
     kn_graph_destroy(g);
     memcpy(p, good, n);
     section(p, KN_SEC_CUB(1) + 2)->kind = KN_SEC_CUB(3);
-    fix_checksum(p, n);
+    mb_plan_rechecksum(p, n);
     assert_int_equal(kn_plan_load_memory(p, n, "t.plan", NULL, d, &g), KN_ERR_INVALID);
     assert_true(mb_diag_has(d, KN_ERROR, "batched CUDA decode program"));
     memcpy(p, good, n);
     for (int k = 0; k < KN_SEC_CU_N; k++) /* the prefill program's sections gone: unknown kinds no more */
         section(p, KN_SEC_CUP_KERNELS + k)->kind = KN_SEC_CUB(3) + k;
-    fix_checksum(p, n);
+    mb_plan_rechecksum(p, n);
     assert_int_equal(kn_plan_load_memory(p, n, "t.plan", NULL, d, &g), KN_ERR_INVALID);
     free(good), free(p);
     built_free(&o);

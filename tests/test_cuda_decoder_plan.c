@@ -498,29 +498,6 @@ static void emulated_steps_fp16(void **state)
     emulate(KN_F16);
 }
 
-static uint8_t *slurp(const char *path, size_t *n)
-{
-    FILE *f = fopen(path, "rb");
-    assert_non_null(f);
-    fseek(f, 0, SEEK_END);
-    *n = (size_t)ftell(f);
-    fseek(f, 0, SEEK_SET);
-    uint8_t *p = malloc(*n);
-    assert_non_null(p);
-    assert_int_equal(fread(p, 1, *n, f), *n);
-    fclose(f);
-    return p;
-}
-
-static void fix_checksum(uint8_t *p, size_t n)
-{
-    static const uint8_t z8[8];
-    uint64_t c = kn_plan_checksum_update(KN_PLAN_CHECKSUM_SEED, p, 24);
-    c = kn_plan_checksum_update(c, z8, 8);
-    c = kn_plan_checksum_update(c, p + 32, n - 32);
-    memcpy(p + 24, &c, 8);
-}
-
 static bool section(const uint8_t *p, uint32_t kind, uint64_t *off, uint64_t *size)
 {
     kn_plan_header h;
@@ -560,7 +537,7 @@ static void corrupted_prefill(void **state)
     built o;
     build(b, "llama_gqa_tiny", &o);
     size_t n;
-    uint8_t *good = slurp(o.path, &n), *p = malloc(n);
+    uint8_t *good = (uint8_t *)mb_read_file(o.path, &n), *p = malloc(n);
     assert_non_null(p);
     kn_diag *d = kn_diag_create(NULL, NULL);
     assert_int_equal(open_prefill(good, n, d), KN_OK);
@@ -571,7 +548,7 @@ static void corrupted_prefill(void **state)
     memcpy(p, good, n);
     uint32_t big = 1u << 30;
     memcpy(p + off + offsetof(kn_plan_cu_slot, value), &big, 4);
-    fix_checksum(p, n);
+    mb_plan_rechecksum(p, n);
     assert_int_equal(open_prefill(p, n, d), KN_ERR_INVALID);
     assert_true(mb_diag_has(d, KN_ERROR, "t.plan: corrupted plan: CUDA slot 0: value"));
     /* random bytes over the prefill tables */
@@ -592,7 +569,7 @@ static void corrupted_prefill(void **state)
             uint64_t at = lo + (rng >> 20) % (hi - lo);
             p[at] = (it & 4) ? (uint8_t)(rng >> 8) : (uint8_t)(p[at] ^ (1u << (rng >> 60 & 7)));
         }
-        fix_checksum(p, n);
+        mb_plan_rechecksum(p, n);
         kn_status s = open_prefill(p, n, d);
         if (s != KN_OK && s != KN_ERR_INVALID)
             fail_msg("iteration %d: status %s", it, kn_status_str(s));

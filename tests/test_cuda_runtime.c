@@ -311,20 +311,6 @@ static kn_status build_plan(model_fn fn, enum images im, uint32_t keep, const ch
     return s;
 }
 
-static uint8_t *slurp(const char *path, size_t *n)
-{
-    FILE *f = fopen(path, "rb");
-    assert_non_null(f);
-    fseek(f, 0, SEEK_END);
-    *n = (size_t)ftell(f);
-    fseek(f, 0, SEEK_SET);
-    uint8_t *p = malloc(*n);
-    assert_non_null(p);
-    assert_int_equal(fread(p, 1, *n, f), *n);
-    fclose(f);
-    return p;
-}
-
 /* Where section `kind` lies in plan bytes. */
 static void section(const uint8_t *p, int kind, uint64_t *off, uint64_t *size)
 {
@@ -340,15 +326,6 @@ static void section(const uint8_t *p, int kind, uint64_t *off, uint64_t *size)
         }
     }
     fail_msg("section %d is missing", kind);
-}
-
-static void fix_checksum(uint8_t *p, size_t n)
-{
-    static const uint8_t z8[8];
-    uint64_t c = kn_plan_checksum_update(KN_PLAN_CHECKSUM_SEED, p, 24);
-    c = kn_plan_checksum_update(c, z8, 8);
-    c = kn_plan_checksum_update(c, p + 32, n - 32);
-    memcpy(p + 24, &c, 8);
 }
 
 /* Loads plan bytes and reads their CUDA sections; returns that status
@@ -442,7 +419,7 @@ static void test_gemv_choice(void **state)
     assert_int_equal(build_plan(model_gemms, FAKE_IMAGES, UINT32_MAX, "gemv3.plan", p3, sizeof p3), KN_OK);
     plan_gemm_table = saved;
     size_t n1, n2;
-    uint8_t *b1 = slurp(p1, &n1), *b2 = slurp(p2, &n2);
+    uint8_t *b1 = (uint8_t *)mb_read_file(p1, &n1), *b2 = (uint8_t *)mb_read_file(p2, &n2);
     assert_int_equal(n1, n2);
     assert_memory_equal(b1, b2, n1);
     free(b1), free(b2);
@@ -578,7 +555,7 @@ static void test_corrupted_entries(void **state)
     char path[512];
     assert_int_equal(build_plan(model_gemms, FAKE_IMAGES, UINT32_MAX, "c.plan", path, sizeof path), KN_OK);
     size_t n;
-    uint8_t *good = slurp(path, &n);
+    uint8_t *good = (uint8_t *)mb_read_file(path, &n);
     assert_int_equal(read_cuda(good, n, NULL), KN_OK);
     uint32_t gemm_arg, launch_arg;
     uint32_t gemm = find_step(good, KN_CU_STEP_GEMM, &gemm_arg);
@@ -634,7 +611,7 @@ static void test_corrupted_entries(void **state)
         section(p, cs[c].kind, &off, &size);
         assert_true((cs[c].index + 1) * cs[c].esize <= size);
         memcpy(p + off + cs[c].index * cs[c].esize + cs[c].field, &cs[c].value, cs[c].width);
-        fix_checksum(p, n);
+        mb_plan_rechecksum(p, n);
         kn_status s = read_cuda(p, n, cs[c].want);
         if (s != KN_ERR_INVALID)
             fail_msg("%s: status %s, want invalid", cs[c].what, kn_status_str(s));
@@ -652,7 +629,7 @@ static void test_corrupted_entries(void **state)
             memcpy(p + h.sections_off + i * sizeof s, &s, sizeof s);
         }
     }
-    fix_checksum(p, n);
+    mb_plan_rechecksum(p, n);
     assert_int_equal(read_cuda(p, n, "whole number of entries"), KN_ERR_INVALID);
     free(p);
     free(good);
@@ -667,7 +644,7 @@ static void test_int8_gemm_plan(void **state)
     char path[512];
     assert_int_equal(build_plan(model_int8, FAKE_IMAGES, UINT32_MAX, "i8.plan", path, sizeof path), KN_OK);
     size_t n;
-    uint8_t *good = slurp(path, &n);
+    uint8_t *good = (uint8_t *)mb_read_file(path, &n);
     assert_int_equal(read_cuda(good, n, NULL), KN_OK);
     uint32_t gemm_arg;
     uint32_t gemm = find_step(good, KN_CU_STEP_GEMM, &gemm_arg);
@@ -716,7 +693,7 @@ static void test_int8_gemm_plan(void **state)
         section(p, cs[c].kind, &off, &size);
         assert_true((uint64_t)cs[c].index * cs[c].esize + cs[c].field + cs[c].width <= size);
         memcpy(p + off + cs[c].index * cs[c].esize + cs[c].field, &cs[c].value, cs[c].width);
-        fix_checksum(p, n);
+        mb_plan_rechecksum(p, n);
         kn_status s = read_cuda(p, n, cs[c].want);
         if (s != KN_ERR_INVALID)
             fail_msg("%s: status %s, want invalid", cs[c].what, kn_status_str(s));
@@ -724,7 +701,7 @@ static void test_int8_gemm_plan(void **state)
     /* a float GEMM's descriptor (B not transposed) relabelled int8 */
     free(good);
     assert_int_equal(build_plan(model_gemms, FAKE_IMAGES, UINT32_MAX, "f.plan", path, sizeof path), KN_OK);
-    good = slurp(path, &n);
+    good = (uint8_t *)mb_read_file(path, &n);
     p = realloc(p, n);
     assert_non_null(p);
     memcpy(p, good, n);
@@ -734,7 +711,7 @@ static void test_int8_gemm_plan(void **state)
     memcpy(&st, p + soff + gemm * sizeof st, sizeof st);
     int32_t i8 = KN_I8;
     memcpy(p + poff + st.extra + offsetof(kn_plan_cu_gemm, dtype), &i8, 4);
-    fix_checksum(p, n);
+    mb_plan_rechecksum(p, n);
     assert_int_equal(read_cuda(p, n, "bad int8 GEMM"), KN_ERR_INVALID);
     free(p);
     free(good);
@@ -786,7 +763,7 @@ static void test_random_corruption(void **state)
     char path[512];
     assert_int_equal(build_plan(model_batched, FAKE_IMAGES, UINT32_MAX, "r.plan", path, sizeof path), KN_OK);
     size_t n;
-    uint8_t *good = slurp(path, &n), *p = malloc(n);
+    uint8_t *good = (uint8_t *)mb_read_file(path, &n), *p = malloc(n);
     assert_non_null(p);
     assert_int_equal(read_cuda(good, n, NULL), KN_OK);
     uint64_t lo = UINT64_MAX, hi = 0;
@@ -808,7 +785,7 @@ static void test_random_corruption(void **state)
             uint8_t v = (uint8_t)(rng >> 8);
             p[at] = (it & 4) ? v : (uint8_t)(p[at] ^ (1u << (rng >> 60 & 7)));
         }
-        fix_checksum(p, n);
+        mb_plan_rechecksum(p, n);
         kn_status s = read_cuda(p, n, NULL);
         if (s != KN_OK && s != KN_ERR_INVALID)
             fail_msg("iteration %d: status %s", it, kn_status_str(s));
@@ -1302,7 +1279,7 @@ static void test_mock_arch(void **state)
     /* only a CUBIN for sm_90: keep the fake images' first (sm_90) one */
     mb *b = mb_new();
     size_t n;
-    uint8_t *bytes = slurp(both, &n);
+    uint8_t *bytes = (uint8_t *)mb_read_file(both, &n);
     uint64_t off = 0, size = 0;
     section(bytes, KN_SEC_CU_IMAGES, &off, &size);
     for (uint64_t at = off; at < off + size; at += sizeof(kn_plan_cu_image)) {
@@ -1313,7 +1290,7 @@ static void test_mock_arch(void **state)
             memcpy(bytes + at, &im, sizeof im);
         }
     }
-    fix_checksum(bytes, n);
+    mb_plan_rechecksum(bytes, n);
     snprintf(cubin, sizeof cubin, "%s", mb_write(b, tmpdir, "cubin.plan", bytes, n));
     assert_int_equal(read_cuda(bytes, n, "not a CUBIN"), KN_ERR_INVALID);
     free(bytes);

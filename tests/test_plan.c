@@ -234,15 +234,6 @@ static void find_named(const uint8_t *b, uint64_t *off, uint64_t *size)
     }
 }
 
-static void rechecksum(uint8_t *b, size_t n)
-{
-    static const uint8_t z8[8];
-    uint64_t c = kn_plan_checksum_update(KN_PLAN_CHECKSUM_SEED, b, 24);
-    c = kn_plan_checksum_update(c, z8, 8);
-    c = kn_plan_checksum_update(c, b + 32, n - 32);
-    memcpy(b + 24, &c, 8);
-}
-
 /* Named blobs: found by name and index, the embedded tokenizer builds and
  * encodes like the file, absent ones are KN_ERR_NOT_FOUND, a plan without
  * blobs has no NAMED section, and the writer refuses bad names. */
@@ -392,7 +383,7 @@ static void test_named_corrupt(void **s)
         } else {
             memcpy(b + off + cases[i].at, &cases[i].v, 8);
         }
-        rechecksum(b, n);
+        mb_plan_rechecksum(b, n);
         kn_diag *d = kn_diag_create(NULL, NULL);
         kn_graph *g = NULL;
         kn_status st = kn_plan_load_memory(b, n, "named.plan", NULL, d, &g);
@@ -406,7 +397,7 @@ static void test_named_corrupt(void **s)
     uint8_t *b = malloc(n);
     memcpy(b, orig, n);
     memcpy(b + off + 8 + 24, b + off + 8, 4);
-    rechecksum(b, n);
+    mb_plan_rechecksum(b, n);
     kn_diag *d = kn_diag_create(NULL, NULL);
     kn_graph *g = NULL;
     assert_int_equal(kn_plan_load_memory(b, n, "dup.plan", NULL, d, &g), KN_ERR_INVALID);
@@ -513,7 +504,7 @@ static void test_versions(void **s)
     for (size_t i = 0; i < sizeof versions / sizeof versions[0]; i++) {
         uint32_t v = versions[i];
         memcpy(b + offsetof(kn_plan_header, version), &v, sizeof v);
-        rechecksum(b, n);
+        mb_plan_rechecksum(b, n);
         kn_diag *d = kn_diag_create(NULL, NULL);
         kn_graph *g = NULL;
         kn_status st = kn_plan_load_memory(b, n, "v.plan", NULL, d, &g);
