@@ -165,6 +165,16 @@ EXPORT CUresult cuGetErrorString(CUresult r, const char **s)
 
 EXPORT CUresult cuInit(unsigned int flags) { return flags ? CUDA_ERROR_INVALID_VALUE : CUDA_SUCCESS; }
 EXPORT CUresult cuDriverGetVersion(int *v) { *v = 13000; return CUDA_SUCCESS; }
+/* NVRTC's own cache (nvrtcCompileProgram, when the mock is the process's
+ * libcuda.so.1) asks the driver for its private export tables: none here,
+ * so NVRTC turns its cache off instead of calling through a null table. */
+EXPORT CUresult cuGetExportTable(const void **table, const CUuuid *id)
+{
+    (void)id;
+    if (table)
+        *table = NULL;
+    return CUDA_ERROR_NOT_SUPPORTED;
+}
 EXPORT CUresult cuDeviceGetCount(int *n) { *n = 1; return CUDA_SUCCESS; }
 
 EXPORT CUresult cuDeviceGet(CUdevice *d, int ordinal)
