@@ -104,6 +104,7 @@ static kn_status copy_tensor(cloner *c, const kn_tensor *t, kn_tensor **out)
     if (!d)
         return KN_ERR_NOMEM;
     *d = *t;
+    d->owned = false; /* the data stays the source's */
     KN_TRY(istr(c, t->name, &d->name));
     d->dims = NULL;
     if (t->dims) {

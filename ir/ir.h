@@ -134,6 +134,10 @@ typedef struct kn_tensor {
     const void *data;  /* little-endian, packed as in ONNX raw_data;
                         * for strings: an array of n_elems kn_bytes */
     bool is_external;  /* data lies in an mmapped external file */
+    bool owned;        /* data is a buffer of this graph's arena given to this
+                        * tensor (kn_rw_adopt_const): writable, so a pass may
+                        * rewrite it in place where no other constant's data
+                        * overlaps it (kn_pass_precision) */
 } kn_tensor;
 
 /* ---- nodes and values ------------------------------------------------------ */

@@ -20,8 +20,15 @@
 #if defined(__x86_64__) && defined(__GNUC__)
 #include <immintrin.h>
 #endif
+#include <stdint.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+
+/* The byte range of one constant's data. */
+typedef struct span {
+    uintptr_t lo, hi;
+} span;
 
 typedef struct pctx {
     kn_graph *g;
@@ -32,6 +39,8 @@ typedef struct pctx {
     uint32_t n, cap;
     uint32_t n_casts;
     bool keep_attn; /* the PagedAttention nodes (and the KV cache) stay float32 */
+    span *spans;    /* every constant's data in the graph, sorted (NULL: convert by copying) */
+    uint32_t n_spans, cap_spans;
 } pctx;
 
 static bool keep_input_f32(kn_op op, uint32_t i)
@@ -175,24 +184,119 @@ static void to_f16(const void *src, uint16_t *dst, int64_t n)
     }
 }
 
+/* ---- converting in place ----
+ * The merged weights (fuse-gemm's gate|up, merge-proj's Q|K|V: most of a
+ * decoder's bytes) are float32 buffers the passes gave the graph; writing
+ * their float16 form into a fresh buffer doubles what a compile touches
+ * (over 1 GB for a 1B model: seconds of page zeroing). Such a buffer is
+ * converted where it lies (element i's two bytes land at byte 2i, never
+ * past a float not yet read) when nothing else can see it: the tensor owns
+ * it, the graph lends its data to no copy, and no other constant's data
+ * (another tensor, or a second reader of this one) overlaps it. */
+
+static kn_status note_span(pctx *c, const kn_tensor *t)
+{
+    if (!t || !t->data || !t->nbytes)
+        return KN_OK;
+    KN_TRY(kn_mem_grow(c->g->alloc, (void **)&c->spans, &c->cap_spans, c->n_spans + 1, sizeof *c->spans));
+    c->spans[c->n_spans++] = (span){(uintptr_t)t->data, (uintptr_t)t->data + t->nbytes};
+    return KN_OK;
+}
+
+static kn_status note_graph_spans(pctx *c, const kn_graph *g)
+{
+    for (kn_id v = 0; v < g->n_values; v++)
+        KN_TRY(note_span(c, g->values[v].tensor));
+    for (kn_id k = 0; k < g->n_nodes; k++)
+        for (uint32_t i = 0; i < g->nodes[k].n_attrs; i++) {
+            const kn_attr *at = &g->nodes[k].attrs[i];
+            if (at->kind == KN_ATTR_TENSOR)
+                KN_TRY(note_span(c, at->u.t));
+            for (uint32_t j = 0; at->kind == KN_ATTR_TENSORS && j < at->n; j++)
+                KN_TRY(note_span(c, at->u.tensors[j]));
+        }
+    for (uint32_t i = 0; i < g->n_subgraphs; i++)
+        KN_TRY(note_graph_spans(c, g->subgraphs[i]));
+    return KN_OK;
+}
+
+static int span_cmp(const void *a, const void *b)
+{
+    const span *x = a, *y = b;
+    return x->lo < y->lo ? -1 : x->lo > y->lo ? 1 : x->hi < y->hi ? -1 : x->hi > y->hi;
+}
+
+/* c->spans for the graph when it has an owned constant to convert (else
+ * left NULL: every conversion copies). */
+static kn_status collect_spans(pctx *c)
+{
+    kn_graph *g = c->g;
+    if (g->data_owner || g->n_borrowers)
+        return KN_OK;
+    bool any = false;
+    for (kn_id v = 0; v < g->n_values && !any; v++)
+        any = g->values[v].kind == KN_VAL_CONST && g->values[v].tensor && g->values[v].tensor->owned;
+    if (!any)
+        return KN_OK;
+    KN_TRY(note_graph_spans(c, g));
+    if (g->info)
+        for (uint32_t i = 0; i < g->info->n_plan_consts; i++)
+            KN_TRY(note_span(c, g->info->plan_consts[i]));
+    if (c->n_spans)
+        qsort(c->spans, c->n_spans, sizeof *c->spans, span_cmp);
+    return KN_OK;
+}
+
+/* Whether t's buffer may be rewritten: owned, float32, 4-byte aligned, and
+ * its range in the sorted list once, touching neither neighbour. */
+static bool in_place(const pctx *c, const kn_tensor *t)
+{
+    if (!c->spans || !t->owned || t->is_external || t->dtype != KN_F32 || !t->data ||
+        t->nbytes != (size_t)t->n_elems * 4 || ((uintptr_t)t->data & 3))
+        return false;
+    uintptr_t lo = (uintptr_t)t->data, hi = lo + t->nbytes;
+    uint32_t a = 0, b = c->n_spans;
+    while (a < b) { /* the first span with lo' >= lo */
+        uint32_t m = a + (b - a) / 2;
+        if (c->spans[m].lo < lo)
+            a = m + 1;
+        else
+            b = m;
+    }
+    if (a >= c->n_spans || c->spans[a].lo != lo || c->spans[a].hi != hi)
+        return false;
+    if (a > 0 && c->spans[a - 1].hi > lo)
+        return false;
+    return a + 1 >= c->n_spans || c->spans[a + 1].lo >= hi;
+}
+
 static kn_status convert_const(pctx *c, kn_tensor *t, kn_tensor **out)
 {
     kn_tensor *n = kn_graph_alloc(c->g, sizeof *n);
     if (!n)
         return KN_ERR_NOMEM;
+    bool here = in_place(c, t);
+    const void *src = t->data;
     *n = *t;
     n->dtype = c->to;
     n->nbytes = (size_t)t->n_elems * 2;
     n->is_external = false;
-    uint16_t *d = kn_graph_alloc_uninit(c->g, n->nbytes + 2);
+    n->owned = true; /* the buffer below is n's alone either way */
+    /* in place: 4 n bytes hold the 2 n + 2 a fresh buffer would (n >= 1) */
+    uint16_t *d = here ? (uint16_t *)(uintptr_t)t->data : kn_graph_alloc_uninit(c->g, n->nbytes + 2);
     if (!d)
         return KN_ERR_NOMEM;
+    if (here) {
+        t->owned = false; /* the old tensor, read by nothing now, no longer describes the bytes */
+        t->data = NULL;
+        t->nbytes = 0;
+    }
     if (c->to == KN_F16) {
-        to_f16(t->data, d, t->n_elems);
+        to_f16(src, d, t->n_elems);
     } else {
         for (int64_t i = 0; i < t->n_elems; i++) {
             float f;
-            memcpy(&f, (const char *)t->data + 4 * i, 4);
+            memcpy(&f, (const char *)src + 4 * i, 4);
             d[i] = kn_f32_to_bf16(f);
         }
     }
@@ -209,7 +313,7 @@ kn_status kn_pass_precision(kn_graph *g, const kn_precision_opts *o, kn_diag *d)
         kn_diag_add(d, KN_ERROR, "precision: %s is not a supported target precision", kn_dtype_name(o->to));
         return KN_ERR_INVALID;
     }
-    pctx c = {g, d, o->to, o, NULL, 0, 0, 0, false};
+    pctx c = {g, d, o->to, o, NULL, 0, 0, 0, false, NULL, 0, 0};
     uint32_t n_attn = 0;
     for (kn_id k = 0; k < g->n_nodes; k++)
         if (g->nodes[k].op == KN_OP_KILN_PagedAttention) {
@@ -228,6 +332,8 @@ kn_status kn_pass_precision(kn_graph *g, const kn_precision_opts *o, kn_diag *d)
         bound += g->nodes[k].n_inputs + g->nodes[k].n_outputs;
     bool *is_low = kn_mem_alloc(a, bound); /* value holds low-precision data at run time */
     kn_status s = stay && low && high && is_low ? KN_OK : KN_ERR_NOMEM;
+    if (s == KN_OK)
+        s = collect_spans(&c);
     if (is_low)
         memset(is_low, 0, bound);
     if (s == KN_OK) {
@@ -399,6 +505,7 @@ kn_status kn_pass_precision(kn_graph *g, const kn_precision_opts *o, kn_diag *d)
         kn_diag_add(d, KN_ERROR, "out of memory in the precision pass");
     }
     kn_mem_free(a, c.nodes);
+    kn_mem_free(a, c.spans);
     kn_mem_free(a, stay);
     kn_mem_free(a, low);
     kn_mem_free(a, high);

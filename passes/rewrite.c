@@ -137,7 +137,7 @@ kn_status kn_rw_adopt_const(kn_graph *g, kn_uses *u, const char *base, kn_dtype 
         sd[i] = (kn_dim){dims[i], NULL};
         n *= dims[i];
     }
-    *t = (kn_tensor){v.name, dt, rank, td, n, nbytes, bytes, false};
+    *t = (kn_tensor){v.name, dt, rank, td, n, nbytes, bytes, false, true};
     v.kind = KN_VAL_CONST;
     v.tensor = t;
     v.producer = KN_NONE;

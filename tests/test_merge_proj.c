@@ -10,6 +10,7 @@
 
 #include "fuse_check.h"
 #include "passes/rewrite.h"
+#include "runtime/cpu/util.h"
 #include "runtime/cpu/exec.h"
 #include "tensor_io.h"
 
@@ -272,6 +273,86 @@ static void test_alloc_fail(void **state)
     mb_free(b);
 }
 
+/* The merged Q|K|V weight (a buffer the pass gave the graph) and
+ * --precision fp16: converted where it lies (no second weight-sized
+ * buffer), every element as kn_f32_to_f16 gives it; not in place, and the
+ * float32 bytes untouched, when a copy of the graph shares the data or
+ * another constant overlaps the buffer. */
+static const kn_tensor *merged_weight(kn_graph *g)
+{
+    const kn_node *mm = pc_find(g, "MatMul");
+    assert_non_null(mm);
+    const kn_tensor *w = g->values[mm->inputs[1]].tensor;
+    assert_non_null(w);
+    return w;
+}
+
+static void test_precision_in_place(void **state)
+{
+    (void)state;
+    mb *b = mb_new();
+    Onnx__ModelProto *m;
+    Onnx__GraphProto *og = graph(b, &m);
+    mb_node(b, og, "MatMul", "q_proj", "x,Wq", "q");
+    mb_node(b, og, "MatMul", "k_proj", "x,Wk", "k");
+    mb_node(b, og, "MatMul", "v_proj", "x,Wv", "v");
+    mb_attr_i(b, mb_node(b, og, "Concat", "cat", "q,k,v", "y"), "axis", -1);
+    mb_output(b, og, "y", NULL);
+    kn_precision_opts po = {KN_F16, NULL, 0, false};
+    float orig[8 * 16];
+    for (int mode = 0; mode < 3; mode++) { /* alone, a clone alive, an overlapping constant */
+        kn_graph *g = pc_import(b, m), *clone = NULL;
+        kn_diag *d = kn_diag_create(NULL, stderr);
+        assert_int_equal(pass(g, d), KN_OK);
+        const kn_tensor *w = merged_weight(g);
+        assert_true(w->owned && w->dtype == KN_F32 && w->nbytes == sizeof orig);
+        const void *p = w->data;
+        memcpy(orig, p, sizeof orig);
+        if (mode == 1)
+            assert_int_equal(kn_graph_clone(g, &clone), KN_OK);
+        if (mode == 2) { /* a second constant viewing the buffer's second half */
+            kn_tensor *t2 = kn_graph_alloc(g, sizeof *t2);
+            int64_t *dims = kn_graph_alloc(g, 2 * sizeof *dims);
+            assert_true(t2 && dims);
+            *t2 = *w;
+            dims[0] = 4;
+            dims[1] = 16;
+            t2->dims = dims;
+            t2->n_elems = 64;
+            t2->nbytes = 64 * 4;
+            t2->data = (const char *)p + 64 * 4;
+            kn_value v = {0};
+            assert_int_equal(kn_rw_unique_name(g, "view", &v.name), KN_OK);
+            v.kind = KN_VAL_CONST;
+            v.tensor = t2;
+            v.producer = KN_NONE;
+            v.type = g->values[pc_find(g, "MatMul")->inputs[1]].type;
+            kn_uses u;
+            kn_id id;
+            assert_int_equal(kn_uses_init(g, &u), KN_OK);
+            assert_int_equal(kn_rw_add_value(g, &u, &v, &id), KN_OK);
+            kn_uses_free(g, &u);
+        }
+        assert_int_equal(kn_pass_precision(g, &po, d), KN_OK);
+        assert_int_equal(kn_graph_verify(g, d), KN_OK);
+        w = merged_weight(g);
+        assert_int_equal(w->dtype, KN_F16);
+        assert_int_equal(w->nbytes, sizeof orig / 2);
+        if (mode == 0)
+            assert_ptr_equal(w->data, p);
+        else
+            assert_ptr_not_equal(w->data, p);
+        for (int i = 0; i < 8 * 16; i++)
+            assert_int_equal(((const uint16_t *)w->data)[i], kn_f32_to_f16(orig[i]));
+        if (mode) /* the shared float32 bytes as they were */
+            assert_memory_equal(p, orig, sizeof orig);
+        kn_graph_destroy(clone);
+        kn_graph_destroy(g);
+        kn_diag_destroy(d);
+    }
+    mb_free(b);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -280,6 +361,7 @@ int main(void)
         cmocka_unit_test(test_not_merged),
         cmocka_unit_test(test_decoders),
         cmocka_unit_test(test_alloc_fail),
+        cmocka_unit_test(test_precision_in_place),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
