@@ -16,6 +16,7 @@
 #include "pass_check.h"
 #include "passes/rewrite.h"
 #include "runtime/cpu/exec.h"
+#include "runtime/cpu/linalg.h"
 #include "runtime/cpu/util.h"
 
 #include <float.h>
@@ -136,6 +137,14 @@ static void run_case(const nb_case *c)
                 if (fabs(got - want) > 1e-5 * (1 + fabs(want)))
                     fail_msg("row %lld col %lld: got %.9g, want %.9g", (long long)i, (long long)n, got, want);
             }
+        /* the portable copy gives the same bits as the AVX2 one */
+        kn_rt_tensor *y2 = NULL;
+        kn_nbits_isa = KN_GEMM_ISA_BASE;
+        s = kn_cpu_run(gr, NULL, d, xin, 1, &y2, 1);
+        kn_nbits_isa = KN_GEMM_ISA_AUTO;
+        assert_int_equal(s, KN_OK);
+        assert_memory_equal(y->data, y2->data, (size_t)(c->m * c->n) * sizeof(float));
+        kn_rt_tensor_free(NULL, y2);
         kn_rt_tensor_free(NULL, y);
     }
     kn_rt_tensor_free(NULL, x);
@@ -202,6 +211,17 @@ static void test_eight_bits(void **state)
     (void)state;
     run_case(&(nb_case){.m = 2, .k = 19, .n = 3, .bits = 8, .bs = 16});
     run_case(&(nb_case){.m = 2, .k = 19, .n = 3, .bits = 8, .bs = 16, .zp_kind = 1, .bias = true});
+}
+
+/* Blocks long enough for the vector paths (16 codes at a time, 8 lanes),
+ * their tails, more rows than one pass takes (16), 2, 4 and 8 bits. */
+static void test_long_blocks(void **state)
+{
+    (void)state;
+    run_case(&(nb_case){.m = 19, .k = 200, .n = 5, .bits = 4, .bs = 32, .zp_kind = 1, .bias = true});
+    run_case(&(nb_case){.m = 1, .k = 256, .n = 4, .bits = 4, .bs = 128});
+    run_case(&(nb_case){.m = 17, .k = 130, .n = 3, .bits = 8, .bs = 64, .zp_kind = 2});
+    run_case(&(nb_case){.m = 3, .k = 70, .n = 4, .bits = 2, .bs = 32, .zp_kind = 1});
 }
 
 static void test_bad_b(void **state)
@@ -761,6 +781,7 @@ int main(void)
         cmocka_unit_test(test_odd_k_partial_block),
         cmocka_unit_test(test_zero_points),
         cmocka_unit_test(test_eight_bits),
+        cmocka_unit_test(test_long_blocks),
         cmocka_unit_test(test_bad_b),
         cmocka_unit_test(test_quantize_int4_int8),
         cmocka_unit_test(test_rtn_group),

@@ -14,16 +14,163 @@
  * 2^(bits-1). g_idx (input 4) is accepted only when it is the identity
  * grouping k / block_size; bias (input 5) optional [N]. accuracy_level is a
  * speed hint and ignored. The weight is dequantized in float (as ONNX
- * Runtime does) and the dot products are summed in double. */
+ * Runtime does) and the dot products are summed in double.
+ *
+ * Speed: the weight is decoded block by block into a small float buffer
+ * (never the whole N x K matrix: 113 MB a call for SmolLM2's LM head)
+ * while up to NB_ROWS rows of A, widened to double once, take their dot
+ * products with it; each product goes into one of NB_LANES running double
+ * sums (lane j takes the elements k with k % NB_LANES == j of each block),
+ * added up in a fixed order at the end: independent sums the CPU overlaps
+ * (and SSE2 does two at a time), where one running sum waited on every
+ * add. The result does not depend on the instruction set (no fused
+ * multiply-add; the same operations per lane either way). */
+#include "runtime/cpu/linalg.h"
 #include "runtime/cpu/util.h"
 
 #include <string.h>
+#if defined(__x86_64__) && defined(__SSE2__)
+#include <emmintrin.h>
+#endif
+
+kn_gemm_isa kn_nbits_isa = KN_GEMM_ISA_AUTO;
+
+#define NB_LANES 8 /* running sums per output */
+#define NB_ROWS 16 /* rows of A per pass over the weight */
 
 /* The code of element j of a bit-packed row (bits 2, 4 or 8). */
 static unsigned code_at(const uint8_t *row, int64_t j, int bits)
 {
     int64_t bit = j * bits;
     return (unsigned)(row[bit / 8] >> (bit % 8)) & ((1u << bits) - 1u);
+}
+
+/* Elements j0 .. cnt - 1 of nbits_block (j0 even). */
+static void nbits_block_tail(const uint8_t *codes, int bits, int64_t j0, int64_t cnt, float z, float s, float *w)
+{
+    int64_t j = j0;
+    if (bits == 4) {
+        for (; j + 2 <= cnt; j += 2) {
+            unsigned byte = codes[j / 2];
+            w[j] = ((float)(byte & 15u) - z) * s;
+            w[j + 1] = ((float)(byte >> 4) - z) * s;
+        }
+    } else if (bits == 8) {
+        for (; j < cnt; j++)
+            w[j] = ((float)codes[j] - z) * s;
+    }
+    for (; j < cnt; j++)
+        w[j] = ((float)code_at(codes, j, bits) - z) * s;
+}
+
+/* Block `blk`'s weights of one output: ((code - z) * s) in float for its
+ * cnt elements (the last block stops at K). */
+static void nbits_block(const uint8_t *codes, int bits, int64_t cnt, float z, float s, float *w)
+{
+    int64_t j = 0;
+#if defined(__x86_64__) && defined(__SSE2__)
+    /* 16 codes at a time: nibbles (or bytes) widened to float32, then the
+     * same subtract and multiply as below, element by element */
+    const __m128i zero = _mm_setzero_si128(), low4 = _mm_set1_epi8(0x0f);
+    const __m128 vz = _mm_set1_ps(z), vs = _mm_set1_ps(s);
+    if (bits == 4 || bits == 8) {
+        for (; j + 16 <= cnt; j += 16) {
+            __m128i c8;
+            if (bits == 4) {
+                __m128i raw = _mm_loadl_epi64((const __m128i *)(const void *)(codes + j / 2));
+                c8 = _mm_unpacklo_epi8(_mm_and_si128(raw, low4), _mm_and_si128(_mm_srli_epi16(raw, 4), low4));
+            } else {
+                c8 = _mm_loadu_si128((const __m128i *)(const void *)(codes + j));
+            }
+            __m128i c16[2] = {_mm_unpacklo_epi8(c8, zero), _mm_unpackhi_epi8(c8, zero)};
+            for (int h = 0; h < 2; h++) {
+                __m128 f0 = _mm_cvtepi32_ps(_mm_unpacklo_epi16(c16[h], zero));
+                __m128 f1 = _mm_cvtepi32_ps(_mm_unpackhi_epi16(c16[h], zero));
+                _mm_storeu_ps(w + j + 8 * h, _mm_mul_ps(_mm_sub_ps(f0, vz), vs));
+                _mm_storeu_ps(w + j + 8 * h + 4, _mm_mul_ps(_mm_sub_ps(f1, vz), vs));
+            }
+        }
+    }
+#endif
+    nbits_block_tail(codes, bits, j, cnt, z, s, w);
+}
+
+/* lanes[j] += a[i] * w[i] for the i < cnt with i % NB_LANES == j. */
+static void nbits_dot(const double *a, const float *w, int64_t cnt, double *lanes)
+{
+    int64_t i = 0;
+#if defined(__x86_64__) && defined(__SSE2__)
+    __m128d l0 = _mm_loadu_pd(lanes), l1 = _mm_loadu_pd(lanes + 2), l2 = _mm_loadu_pd(lanes + 4),
+            l3 = _mm_loadu_pd(lanes + 6);
+    for (; i + NB_LANES <= cnt; i += NB_LANES) {
+        __m128 w0 = _mm_loadu_ps(w + i), w1 = _mm_loadu_ps(w + i + 4);
+        l0 = _mm_add_pd(l0, _mm_mul_pd(_mm_loadu_pd(a + i), _mm_cvtps_pd(w0)));
+        l1 = _mm_add_pd(l1, _mm_mul_pd(_mm_loadu_pd(a + i + 2), _mm_cvtps_pd(_mm_movehl_ps(w0, w0))));
+        l2 = _mm_add_pd(l2, _mm_mul_pd(_mm_loadu_pd(a + i + 4), _mm_cvtps_pd(w1)));
+        l3 = _mm_add_pd(l3, _mm_mul_pd(_mm_loadu_pd(a + i + 6), _mm_cvtps_pd(_mm_movehl_ps(w1, w1))));
+    }
+    _mm_storeu_pd(lanes, l0);
+    _mm_storeu_pd(lanes + 2, l1);
+    _mm_storeu_pd(lanes + 4, l2);
+    _mm_storeu_pd(lanes + 6, l3);
+#endif
+    for (; i + NB_LANES <= cnt; i += NB_LANES)
+        for (int j = 0; j < NB_LANES; j++)
+            lanes[j] += a[i + j] * (double)w[i + j];
+    for (int j = 0; i + j < cnt; j++)
+        lanes[j] += a[i + j] * (double)w[i + j];
+}
+
+#if defined(__x86_64__) && defined(__GNUC__)
+#include <immintrin.h>
+/* nbits_block and nbits_dot 8 and 4 wide where the CPU has AVX2: the same
+ * operations on the same elements and lanes (no fused multiply-add), so
+ * the same results. */
+__attribute__((target("avx2"))) static void nbits_block_avx2(const uint8_t *codes, int bits, int64_t cnt, float z,
+                                                             float s, float *w)
+{
+    int64_t j = 0;
+    const __m256 vz = _mm256_set1_ps(z), vs = _mm256_set1_ps(s);
+    const __m128i low4 = _mm_set1_epi8(0x0f);
+    if (bits == 4 || bits == 8) {
+        for (; j + 16 <= cnt; j += 16) {
+            __m128i c8;
+            if (bits == 4) {
+                __m128i raw = _mm_loadl_epi64((const __m128i *)(const void *)(codes + j / 2));
+                c8 = _mm_unpacklo_epi8(_mm_and_si128(raw, low4), _mm_and_si128(_mm_srli_epi16(raw, 4), low4));
+            } else {
+                c8 = _mm_loadu_si128((const __m128i *)(const void *)(codes + j));
+            }
+            __m256 f0 = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(c8));
+            __m256 f1 = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_srli_si128(c8, 8)));
+            _mm256_storeu_ps(w + j, _mm256_mul_ps(_mm256_sub_ps(f0, vz), vs));
+            _mm256_storeu_ps(w + j + 8, _mm256_mul_ps(_mm256_sub_ps(f1, vz), vs));
+        }
+    }
+    if (j < cnt) /* the rest as the portable form does it */
+        nbits_block_tail(codes, bits, j, cnt, z, s, w);
+}
+
+__attribute__((target("avx2"))) static void nbits_dot_avx2(const double *a, const float *w, int64_t cnt,
+                                                           double *lanes)
+{
+    int64_t i = 0;
+    __m256d l0 = _mm256_loadu_pd(lanes), l1 = _mm256_loadu_pd(lanes + 4);
+    for (; i + NB_LANES <= cnt; i += NB_LANES) {
+        l0 = _mm256_add_pd(l0, _mm256_mul_pd(_mm256_loadu_pd(a + i), _mm256_cvtps_pd(_mm_loadu_ps(w + i))));
+        l1 = _mm256_add_pd(l1, _mm256_mul_pd(_mm256_loadu_pd(a + i + 4), _mm256_cvtps_pd(_mm_loadu_ps(w + i + 4))));
+    }
+    _mm256_storeu_pd(lanes, l0);
+    _mm256_storeu_pd(lanes + 4, l1);
+    for (int j = 0; i + j < cnt; j++)
+        lanes[j] += a[i + j] * (double)w[i + j];
+}
+#endif
+
+/* The lanes' total, always in the same order. */
+static double nbits_sum(const double *l)
+{
+    return ((l[0] + l[1]) + (l[2] + l[3])) + ((l[4] + l[5]) + (l[6] + l[7]));
 }
 
 kn_status kn_ref_MS_MatMulNBits(kn_kctx *c)
@@ -72,23 +219,6 @@ kn_status kn_ref_MS_MatMulNBits(kn_kctx *c)
     if (bias && (!kn_dt_is_float(bias->dtype) || bias->numel != N))
         return kn_kctx_fail(c, KN_ERR_INVALID, "MatMulNBits: bias must be float with N=%lld elements", (long long)N);
 
-    float *w = kn_kctx_scratch(c, (size_t)(N * K) * sizeof *w);
-    double *row = kn_kctx_scratch(c, (size_t)K * sizeof *row);
-    if (!w || !row)
-        return KN_ERR_NOMEM;
-    const uint8_t *bd = b->data;
-    float zdef = (float)(1 << (bits - 1));
-    for (int64_t n = 0; n < N; n++)
-        for (int64_t blk = 0; blk < nblk; blk++) {
-            float s = (float)kn_get_f64(sc->dtype, sc->data, n * nblk + blk);
-            float z = !zp        ? zdef
-                      : zp_packed ? (float)code_at((const uint8_t *)zp->data + n * zrow, blk, (int)bits)
-                                  : (float)kn_get_f64(zp->dtype, zp->data, n * nblk + blk);
-            const uint8_t *codes = bd + (n * nblk + blk) * blob;
-            for (int64_t j = 0; j < bs && blk * bs + j < K; j++)
-                w[n * K + blk * bs + j] = ((float)code_at(codes, j, (int)bits) - z) * s;
-        }
-
     kn_rt_tensor *y;
     int64_t dims[KN_RT_MAX_RANK];
     if (a->rank > KN_RT_MAX_RANK)
@@ -96,18 +226,53 @@ kn_status kn_ref_MS_MatMulNBits(kn_kctx *c)
     memcpy(dims, a->dims, (size_t)a->rank * sizeof *dims);
     dims[a->rank - 1] = N;
     KN_TRY(kn_kctx_out(c, 0, a->dtype, a->rank, dims, &y));
-    int64_t rows = a->numel / K;
-    for (int64_t m = 0; m < rows; m++) {
-        for (int64_t k = 0; k < K; k++)
-            row[k] = kn_get_f64(a->dtype, a->data, m * K + k);
+    int64_t rows = a->numel / K, tile = rows < NB_ROWS ? rows : NB_ROWS;
+    if (rows == 0)
+        return KN_OK;
+    float *w = kn_kctx_scratch(c, (size_t)bs * sizeof *w);
+    double *ra = kn_kctx_scratch(c, (size_t)(tile * K) * sizeof *ra);
+    double *lanes = kn_kctx_scratch(c, (size_t)(tile * NB_LANES) * sizeof *lanes);
+    if (!w || !ra || !lanes)
+        return KN_ERR_NOMEM;
+    const uint8_t *bd = b->data;
+    float zdef = (float)(1 << (bits - 1));
+#if defined(__x86_64__) && defined(__GNUC__)
+    bool avx2 = kn_nbits_isa != KN_GEMM_ISA_BASE && kn_linalg_gemm_isa_has(KN_GEMM_ISA_AVX2);
+#endif
+    for (int64_t m0 = 0; m0 < rows; m0 += tile) {
+        int64_t mt = rows - m0 < tile ? rows - m0 : tile;
+        if (a->dtype == KN_F32)
+            for (int64_t i = 0; i < mt * K; i++)
+                ra[i] = (double)((const float *)a->data)[m0 * K + i];
+        else
+            for (int64_t i = 0; i < mt * K; i++)
+                ra[i] = kn_get_f64(a->dtype, a->data, m0 * K + i);
         for (int64_t n = 0; n < N; n++) {
-            const float *wn = w + n * K;
-            double acc = 0;
-            for (int64_t k = 0; k < K; k++)
-                acc += row[k] * (double)wn[k];
-            if (bias)
-                acc += kn_get_f64(bias->dtype, bias->data, n);
-            kn_set_f64(y->dtype, y->data, m * N + n, acc);
+            memset(lanes, 0, (size_t)(mt * NB_LANES) * sizeof *lanes);
+            for (int64_t blk = 0; blk < nblk; blk++) {
+                float s = (float)kn_get_f64(sc->dtype, sc->data, n * nblk + blk);
+                float z = !zp        ? zdef
+                          : zp_packed ? (float)code_at((const uint8_t *)zp->data + n * zrow, blk, (int)bits)
+                                      : (float)kn_get_f64(zp->dtype, zp->data, n * nblk + blk);
+                int64_t k0 = blk * bs, cnt = K - k0 < bs ? K - k0 : bs;
+#if defined(__x86_64__) && defined(__GNUC__)
+                if (avx2) {
+                    nbits_block_avx2(bd + (n * nblk + blk) * blob, (int)bits, cnt, z, s, w);
+                    for (int64_t r = 0; r < mt; r++)
+                        nbits_dot_avx2(ra + r * K + k0, w, cnt, lanes + r * NB_LANES);
+                    continue;
+                }
+#endif
+                nbits_block(bd + (n * nblk + blk) * blob, (int)bits, cnt, z, s, w);
+                for (int64_t r = 0; r < mt; r++)
+                    nbits_dot(ra + r * K + k0, w, cnt, lanes + r * NB_LANES);
+            }
+            for (int64_t r = 0; r < mt; r++) {
+                double acc = nbits_sum(lanes + r * NB_LANES);
+                if (bias)
+                    acc += kn_get_f64(bias->dtype, bias->data, n);
+                kn_set_f64(y->dtype, y->data, (m0 + r) * N + n, acc);
+            }
         }
     }
     return KN_OK;

@@ -25,6 +25,10 @@ typedef enum kn_gemm_isa {
 } kn_gemm_isa;
 /* Whether this CPU can run that copy. */
 bool kn_linalg_gemm_isa_has(kn_gemm_isa isa);
+/* The copy MatMulNBits' CPU kernel (k_quant.c) uses: AUTO (the default)
+ * its AVX2 form where the CPU has it, BASE the portable SSE2/C form; both
+ * give the same bits (tests compare them). */
+extern kn_gemm_isa kn_nbits_isa;
 
 /* B of a GEMM, read in place (widened exactly to double as the kernel
  * uses it, never copied whole): float64, float32, float16 or bfloat16
