@@ -230,6 +230,122 @@ static void test_bad_b(void **state)
     run_case(&(nb_case){.m = 1, .k = 16, .n = 2, .bits = 4, .bs = 16, .bad_b = true});
 }
 
+/* MatMulIntegerToFloat on the CPU against int64 sums written out here
+ * and the kernel's float formula (so bit for bit): uint8 A x int8 B and
+ * int8 A x uint8 B, per-tensor and per-column zero points, 19 rows (two
+ * passes of 16), K odd (a row of B left over after the pairs), N not a
+ * multiple of 8; and K = 40001 at the extremes (255 x -255 every time:
+ * -2.6e9, past int32, so the partial sums must be flushed in time). */
+typedef struct imtf_case {
+    int64_t m, k, n;
+    int adt, bdt;     /* KN_U8 / KN_I8 */
+    int azp, bzp_mode; /* bzp_mode 0 none, 1 per tensor, 2 per column */
+    bool extreme;
+} imtf_case;
+
+static int imtf_a(const imtf_case *c, int64_t i)
+{
+    if (c->extreme)
+        return c->adt == KN_U8 ? 255 : -128;
+    int v = (int)((i * 37 + 11) % 256);
+    return c->adt == KN_U8 ? v : v - 128;
+}
+
+static int imtf_w(const imtf_case *c, int64_t i)
+{
+    if (c->extreme)
+        return c->bdt == KN_I8 ? -128 : 255;
+    int v = (int)((i * 53 + 7) % 256);
+    return c->bdt == KN_U8 ? v : v - 128;
+}
+
+static int imtf_bzp(const imtf_case *c, int64_t n)
+{
+    if (c->bzp_mode == 0)
+        return 0;
+    if (c->extreme)
+        return c->bdt == KN_I8 ? 127 : 0;
+    int v = (int)(c->bzp_mode == 1 ? 77 : (n * 29 + 5) % 256);
+    return c->bdt == KN_U8 ? v : v - 128;
+}
+
+static void imtf_run(const imtf_case *c)
+{
+    mb *b = mb_new();
+    Onnx__ModelProto *m = mb_model(b, 17);
+    mb_opset(b, m, "com.microsoft", 1);
+    Onnx__GraphProto *g = m->graph;
+    char dims[64];
+    snprintf(dims, sizeof dims, "%lld,%lld", (long long)c->m, (long long)c->k);
+    mb_input(b, g, "a", mb_tensor_type(b, c->adt, dims));
+    size_t nb = (size_t)(c->k * c->n);
+    uint8_t *w = mb_alloc(b, nb);
+    for (size_t i = 0; i < nb; i++)
+        w[i] = (uint8_t)imtf_w(c, (int64_t)i);
+    mb_raw(b, mb_initializer(b, g, "w", c->bdt, (int64_t[]){c->k, c->n}, 2), w, nb);
+    float sa = 0.0123f, sb[16], bias[16];
+    for (int64_t n = 0; n < c->n; n++) {
+        sb[n] = 0.5f + 0.0371f * (float)n;
+        bias[n] = 0.25f * (float)n - 1.0f;
+    }
+    mb_float_data(b, mb_initializer(b, g, "sa", KN_F32, NULL, 0), &sa, 1);
+    mb_float_data(b, mb_initializer(b, g, "sb", KN_F32, (int64_t[]){c->n}, 1), sb, (size_t)c->n);
+    uint8_t za = (uint8_t)c->azp, zb[16];
+    mb_raw(b, mb_initializer(b, g, "za", c->adt, NULL, 0), &za, 1);
+    for (int64_t n = 0; n < c->n; n++)
+        zb[n] = (uint8_t)imtf_bzp(c, n);
+    if (c->bzp_mode == 1)
+        mb_raw(b, mb_initializer(b, g, "zb", c->bdt, NULL, 0), zb, 1);
+    else if (c->bzp_mode == 2)
+        mb_raw(b, mb_initializer(b, g, "zb", c->bdt, (int64_t[]){c->n}, 1), zb, (size_t)c->n);
+    mb_float_data(b, mb_initializer(b, g, "bias", KN_F32, (int64_t[]){c->n}, 1), bias, (size_t)c->n);
+    Onnx__NodeProto *nd =
+        mb_node(b, g, "MatMulIntegerToFloat", "mitf", c->bzp_mode ? "a,w,sa,sb,za,zb,bias" : "a,w,sa,sb,za,,bias", "y");
+    nd->domain = mb_strdup(b, "com.microsoft");
+    mb_output(b, g, "y", NULL);
+    size_t len;
+    uint8_t *bytes = mb_pack(b, m, &len);
+    kn_diag *d = kn_diag_create(NULL, stderr);
+    kn_graph *gr = NULL;
+    assert_int_equal(kn_import_onnx_memory(bytes, len, NULL, "t.onnx", NULL, NULL, d, &gr), KN_OK);
+    kn_rt_tensor *x, *y = NULL;
+    assert_int_equal(kn_rt_tensor_new(NULL, c->adt, 2, (int64_t[]){c->m, c->k}, &x), KN_OK);
+    for (int64_t i = 0; i < c->m * c->k; i++)
+        ((uint8_t *)x->data)[i] = (uint8_t)imtf_a(c, i);
+    const kn_rt_tensor *xin[1] = {x};
+    assert_int_equal(kn_cpu_run(gr, NULL, d, xin, 1, &y, 1), KN_OK);
+    assert_int_equal(y->dtype, KN_F32);
+    for (int64_t r = 0; r < c->m; r++)
+        for (int64_t n = 0; n < c->n; n++) {
+            int64_t acc = 0;
+            for (int64_t k = 0; k < c->k; k++)
+                acc += (int64_t)(imtf_a(c, r * c->k + k) - (c->adt == KN_U8 ? c->azp : (int8_t)c->azp)) *
+                       (imtf_w(c, k * c->n + n) - imtf_bzp(c, n));
+            if (c->extreme)
+                assert_true(acc == -(int64_t)255 * 255 * c->k);
+            float mul = sa * sb[n];
+            float want = (float)((double)acc * (double)mul + (double)bias[n]);
+            float got = ((const float *)y->data)[r * c->n + n];
+            if (memcmp(&got, &want, sizeof got) != 0)
+                fail_msg("row %lld col %lld: got %.9g, want %.9g", (long long)r, (long long)n, got, want);
+        }
+    kn_rt_tensor_free(NULL, y);
+    kn_rt_tensor_free(NULL, x);
+    kn_graph_destroy(gr);
+    kn_diag_destroy(d);
+    mb_free(b);
+}
+
+static void test_integer_to_float(void **state)
+{
+    (void)state;
+    imtf_run(&(imtf_case){.m = 19, .k = 37, .n = 13, .adt = KN_U8, .bdt = KN_I8, .azp = 128, .bzp_mode = 0});
+    imtf_run(&(imtf_case){.m = 3, .k = 40, .n = 16, .adt = KN_I8, .bdt = KN_U8, .azp = 3, .bzp_mode = 2});
+    imtf_run(&(imtf_case){.m = 1, .k = 9, .n = 5, .adt = KN_U8, .bdt = KN_U8, .azp = 0, .bzp_mode = 1});
+    imtf_run(&(imtf_case){.m = 2, .k = 40001, .n = 9, .adt = KN_U8, .bdt = KN_I8, .azp = 0, .bzp_mode = 1,
+                          .extreme = true});
+}
+
 /* ---- the quantize pass ---- */
 
 /* x [3, 40] → MatMul(W [40, 24]) → Gemm(transB, W2 [8, 24], C [8]) → y */
@@ -783,6 +899,7 @@ int main(void)
         cmocka_unit_test(test_eight_bits),
         cmocka_unit_test(test_long_blocks),
         cmocka_unit_test(test_bad_b),
+        cmocka_unit_test(test_integer_to_float),
         cmocka_unit_test(test_quantize_int4_int8),
         cmocka_unit_test(test_rtn_group),
         cmocka_unit_test(test_quantize_callback_and_keep),

@@ -278,6 +278,64 @@ kn_status kn_ref_MS_MatMulNBits(kn_kctx *c)
     return KN_OK;
 }
 
+/* k rows of B per int32 partial sum: |a - a_zp|, |b - b_zp| <= 255, so a
+ * pair of products is at most 130050 and 16383 pairs stay below 2^31 */
+#define IMTF_KCHUNK 32766
+
+/* B[k, n] - bz[n] of an 8-bit B [K, N] (int8 when is_signed, else uint8). */
+static inline int32_t imtf_b(const void *b, bool is_signed, int64_t N, int64_t k, int64_t n, const int16_t *bz)
+{
+    int64_t j = k * N + n;
+    return (is_signed ? (int32_t)((const int8_t *)b)[j] : (int32_t)((const uint8_t *)b)[j]) - bz[n];
+}
+
+/* acc[r * N + n] += sum over k in [k0, k1) of ar[r * K + k] * (B[k, n] - bz[n])
+ * for the mt rows of ar: B read row by row in place (no transposed copy);
+ * with SSE2 two rows of B at a time, eight columns, as int16 pairs that
+ * _mm_madd_epi16 multiplies and adds into int32. Integer sums: exact, in
+ * any order. */
+static void imtf_rows(const void *b, bool is_signed, int64_t N, const int16_t *bz, const int16_t *ar, int64_t K,
+                      int64_t mt, int64_t k0, int64_t k1, int32_t *acc)
+{
+    int64_t k = k0;
+#if defined(__x86_64__) && defined(__SSE2__)
+    const __m128i zero = _mm_setzero_si128();
+    for (; k + 2 <= k1; k += 2) {
+        const uint8_t *r0 = (const uint8_t *)b + k * N, *r1 = r0 + N;
+        int64_t n = 0;
+        for (; n + 8 <= N; n += 8) {
+            __m128i x0 = _mm_loadl_epi64((const __m128i *)(const void *)(r0 + n));
+            __m128i x1 = _mm_loadl_epi64((const __m128i *)(const void *)(r1 + n));
+            __m128i w0 = is_signed ? _mm_srai_epi16(_mm_unpacklo_epi8(x0, x0), 8) : _mm_unpacklo_epi8(x0, zero);
+            __m128i w1 = is_signed ? _mm_srai_epi16(_mm_unpacklo_epi8(x1, x1), 8) : _mm_unpacklo_epi8(x1, zero);
+            __m128i z = _mm_loadu_si128((const __m128i *)(const void *)(bz + n));
+            w0 = _mm_sub_epi16(w0, z);
+            w1 = _mm_sub_epi16(w1, z);
+            __m128i lo = _mm_unpacklo_epi16(w0, w1), hi = _mm_unpackhi_epi16(w0, w1);
+            for (int64_t r = 0; r < mt; r++) {
+                uint32_t pair = (uint32_t)(uint16_t)ar[r * K + k] | (uint32_t)(uint16_t)ar[r * K + k + 1] << 16;
+                __m128i ap = _mm_set1_epi32((int32_t)pair);
+                int32_t *cp = acc + r * N + n;
+                _mm_storeu_si128((__m128i *)(void *)cp,
+                                 _mm_add_epi32(_mm_loadu_si128((const __m128i *)(const void *)cp), _mm_madd_epi16(lo, ap)));
+                _mm_storeu_si128((__m128i *)(void *)(cp + 4), _mm_add_epi32(_mm_loadu_si128((const __m128i *)(const void *)(cp + 4)),
+                                                                            _mm_madd_epi16(hi, ap)));
+            }
+        }
+        for (; n < N; n++)
+            for (int64_t r = 0; r < mt; r++)
+                acc[r * N + n] += ar[r * K + k] * imtf_b(b, is_signed, N, k, n, bz) +
+                                  ar[r * K + k + 1] * imtf_b(b, is_signed, N, k + 1, n, bz);
+    }
+#endif
+    for (; k < k1; k++)
+        for (int64_t n = 0; n < N; n++) {
+            int32_t bv = imtf_b(b, is_signed, N, k, n, bz);
+            for (int64_t r = 0; r < mt; r++)
+                acc[r * N + n] += ar[r * K + k] * bv;
+        }
+}
+
 /* com.microsoft MatMulIntegerToFloat: the float result of an 8-bit
  * product, as the QDQ fusion makes it for a MatMul whose output is not
  * requantized:
@@ -320,33 +378,43 @@ kn_status kn_ref_MS_MatMulIntegerToFloat(kn_kctx *c)
     KN_TRY(kn_kctx_out(c, 0, sa->dtype, a->rank, dims, &y));
     int64_t azp = za ? kn_get_i64(za->dtype, za->data, 0) : 0, rows = K ? a->numel / K : 0;
     float sav = (float)kn_get_f64(sa->dtype, sa->data, 0);
-    /* B - b_zp transposed to [N][K] int32 and each row of A - a_zp as
-     * int32, so the inner loop is a plain integer dot product (the sum
-     * stays exact in int64) */
-    int32_t *bt = kn_kctx_scratch(c, (size_t)(N * K + K + 1) * sizeof *bt);
-    if (!bt)
-        return kn_kctx_fail(c, KN_ERR_NOMEM, "MatMulIntegerToFloat: no memory for the %lld x %lld weights",
-                            (long long)K, (long long)N);
-    int32_t *ar = bt + N * K;
-    for (int64_t n = 0; n < N; n++) {
-        int64_t bzp = zb ? kn_get_i64(zb->dtype, zb->data, zb->numel == 1 ? 0 : n) : 0;
-        for (int64_t k = 0; k < K; k++)
-            bt[n * K + k] = (int32_t)(kn_get_i64(b->dtype, b->data, k * N + n) - bzp);
-    }
-    for (int64_t m = 0; m < rows; m++) {
-        for (int64_t k = 0; k < K; k++)
-            ar[k] = (int32_t)(kn_get_i64(a->dtype, a->data, m * K + k) - azp);
-        for (int64_t n = 0; n < N; n++) {
-            const int32_t *bn = bt + n * K;
-            int64_t acc = 0;
-            for (int64_t k = 0; k < K; k++)
-                acc += (int64_t)(ar[k] * bn[k]); /* |product| <= 255 * 255 */
-            float mul = sav * (float)kn_get_f64(sb->dtype, sb->data, sb->numel == 1 ? 0 : n);
-            double v = (double)acc * (double)mul;
-            if (bias)
-                v += kn_get_f64(bias->dtype, bias->data, n);
-            kn_set_f64(y->dtype, y->data, m * N + n, v);
+    if (rows == 0)
+        return KN_OK;
+    /* B read in place, row by row; up to NB_ROWS rows of A - a_zp (int16)
+     * per pass; the sums exact (imtf_rows) */
+    int64_t tile = rows < NB_ROWS ? rows : NB_ROWS;
+    int16_t *bz = kn_kctx_scratch(c, (size_t)N * sizeof *bz);
+    int16_t *ar = kn_kctx_scratch(c, (size_t)(tile * K) * sizeof *ar);
+    int32_t *acc32 = kn_kctx_scratch(c, (size_t)(tile * N) * sizeof *acc32);
+    int64_t *acc = kn_kctx_scratch(c, (size_t)(tile * N) * sizeof *acc);
+    if (!bz || !ar || !acc32 || !acc)
+        return kn_kctx_fail(c, KN_ERR_NOMEM, "MatMulIntegerToFloat: no memory for a %lld x %lld product",
+                            (long long)tile, (long long)N);
+    for (int64_t n = 0; n < N; n++)
+        bz[n] = (int16_t)(zb ? kn_get_i64(zb->dtype, zb->data, zb->numel == 1 ? 0 : n) : 0);
+    for (int64_t m0 = 0; m0 < rows; m0 += tile) {
+        int64_t mt = rows - m0 < tile ? rows - m0 : tile;
+        for (int64_t i = 0; i < mt * K; i++) {
+            int64_t j = m0 * K + i;
+            int64_t v = a->dtype == KN_U8 ? ((const uint8_t *)a->data)[j] : ((const int8_t *)a->data)[j];
+            ar[i] = (int16_t)(v - azp);
         }
+        memset(acc, 0, (size_t)(mt * N) * sizeof *acc);
+        for (int64_t k0 = 0; k0 < K; k0 += IMTF_KCHUNK) {
+            int64_t k1 = K - k0 < IMTF_KCHUNK ? K : k0 + IMTF_KCHUNK;
+            memset(acc32, 0, (size_t)(mt * N) * sizeof *acc32);
+            imtf_rows(b->data, b->dtype == KN_I8, N, bz, ar, K, mt, k0, k1, acc32);
+            for (int64_t i = 0; i < mt * N; i++)
+                acc[i] += acc32[i];
+        }
+        for (int64_t r = 0; r < mt; r++)
+            for (int64_t n = 0; n < N; n++) {
+                float mul = sav * (float)kn_get_f64(sb->dtype, sb->data, sb->numel == 1 ? 0 : n);
+                double v = (double)acc[r * N + n] * (double)mul;
+                if (bias)
+                    v += kn_get_f64(bias->dtype, bias->data, n);
+                kn_set_f64(y->dtype, y->data, (m0 + r) * N + n, v);
+            }
     }
     return KN_OK;
 }
