@@ -38,6 +38,28 @@ static float scale_of(int64_t n, int64_t blk) { return 0.25f + 0.125f * (float)(
 static int zp_of(const nb_case *c, int64_t n, int64_t blk) { return (int)((n * 3 + blk) % (1 << c->bits)); }
 static float act_of(int64_t m, int64_t k) { return (float)((m * 11 + k * 3) % 9) - 4.0f; }
 
+/* A model importing com.microsoft, its graph's input "a" [rows, k] of dtype dt. */
+static Onnx__ModelProto *ms_model(mb *b, int dt, int64_t rows, int64_t k, Onnx__GraphProto **g)
+{
+    Onnx__ModelProto *m = mb_model(b, 17);
+    mb_opset(b, m, "com.microsoft", 1);
+    *g = m->graph;
+    char dims[64];
+    snprintf(dims, sizeof dims, "%lld,%lld", (long long)rows, (long long)k);
+    mb_input(b, *g, "a", mb_tensor_type(b, dt, dims));
+    return m;
+}
+
+/* The built model m, packed and imported. */
+static kn_graph *import_built(mb *b, Onnx__ModelProto *m, kn_diag *d)
+{
+    size_t len;
+    uint8_t *bytes = mb_pack(b, m, &len);
+    kn_graph *gr = NULL;
+    assert_int_equal(kn_import_onnx_memory(bytes, len, NULL, "t.onnx", NULL, NULL, d, &gr), KN_OK);
+    return gr;
+}
+
 /* Packs codes low bits first into [N, k_blocks, blob] (padding codes are
  * set to the all-ones code: the kernel must ignore them). */
 static void pack(const nb_case *c, int64_t nblk, int64_t blob, uint8_t *b)
@@ -55,12 +77,8 @@ static void run_case(const nb_case *c)
 {
     int64_t nblk = (c->k + c->bs - 1) / c->bs, blob = c->bs * c->bits / 8, zrow = (nblk * c->bits + 7) / 8;
     mb *b = mb_new();
-    Onnx__ModelProto *m = mb_model(b, 17);
-    mb_opset(b, m, "com.microsoft", 1);
-    Onnx__GraphProto *g = m->graph;
-    char dims[64];
-    snprintf(dims, sizeof dims, "%lld,%lld", (long long)c->m, (long long)c->k);
-    mb_input(b, g, "a", mb_tensor_type(b, KN_F32, dims));
+    Onnx__GraphProto *g;
+    Onnx__ModelProto *m = ms_model(b, KN_F32, c->m, c->k, &g);
     uint8_t bq[4096];
     assert_true(c->n * nblk * blob <= (int64_t)sizeof bq);
     pack(c, nblk, blob, bq);
@@ -103,11 +121,8 @@ static void run_case(const nb_case *c)
     mb_attr_i(b, nd, "block_size", c->bs);
     mb_output(b, g, "y", NULL);
 
-    size_t len;
-    uint8_t *bytes = mb_pack(b, m, &len);
     kn_diag *d = kn_diag_create(NULL, NULL);
-    kn_graph *gr = NULL;
-    assert_int_equal(kn_import_onnx_memory(bytes, len, NULL, "t.onnx", NULL, NULL, d, &gr), KN_OK);
+    kn_graph *gr = import_built(b, m, d);
     kn_rt_tensor *x, *y = NULL;
     assert_int_equal(kn_rt_tensor_new(NULL, KN_F32, 2, (int64_t[]){c->m, c->k}, &x), KN_OK);
     for (int64_t i = 0; i < c->m; i++)
@@ -272,12 +287,8 @@ static int imtf_bzp(const imtf_case *c, int64_t n)
 static void imtf_run(const imtf_case *c)
 {
     mb *b = mb_new();
-    Onnx__ModelProto *m = mb_model(b, 17);
-    mb_opset(b, m, "com.microsoft", 1);
-    Onnx__GraphProto *g = m->graph;
-    char dims[64];
-    snprintf(dims, sizeof dims, "%lld,%lld", (long long)c->m, (long long)c->k);
-    mb_input(b, g, "a", mb_tensor_type(b, c->adt, dims));
+    Onnx__GraphProto *g;
+    Onnx__ModelProto *m = ms_model(b, c->adt, c->m, c->k, &g);
     size_t nb = (size_t)(c->k * c->n);
     uint8_t *w = mb_alloc(b, nb);
     for (size_t i = 0; i < nb; i++)
@@ -303,11 +314,8 @@ static void imtf_run(const imtf_case *c)
         mb_node(b, g, "MatMulIntegerToFloat", "mitf", c->bzp_mode ? "a,w,sa,sb,za,zb,bias" : "a,w,sa,sb,za,,bias", "y");
     nd->domain = mb_strdup(b, "com.microsoft");
     mb_output(b, g, "y", NULL);
-    size_t len;
-    uint8_t *bytes = mb_pack(b, m, &len);
     kn_diag *d = kn_diag_create(NULL, stderr);
-    kn_graph *gr = NULL;
-    assert_int_equal(kn_import_onnx_memory(bytes, len, NULL, "t.onnx", NULL, NULL, d, &gr), KN_OK);
+    kn_graph *gr = import_built(b, m, d);
     kn_rt_tensor *x, *y = NULL;
     assert_int_equal(kn_rt_tensor_new(NULL, c->adt, 2, (int64_t[]){c->m, c->k}, &x), KN_OK);
     for (int64_t i = 0; i < c->m * c->k; i++)

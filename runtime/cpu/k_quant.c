@@ -63,6 +63,18 @@ static void nbits_block_tail(const uint8_t *codes, int bits, int64_t j0, int64_t
         w[j] = ((float)code_at(codes, j, bits) - z) * s;
 }
 
+#if defined(__x86_64__) && defined(__SSE2__)
+/* Codes j .. j + 15 of a block (bits 4 or 8) as 16 bytes, in order. */
+static inline __m128i nbits_codes16(const uint8_t *codes, int bits, int64_t j)
+{
+    if (bits == 8)
+        return _mm_loadu_si128((const __m128i *)(const void *)(codes + j));
+    const __m128i low4 = _mm_set1_epi8(0x0f);
+    __m128i raw = _mm_loadl_epi64((const __m128i *)(const void *)(codes + j / 2));
+    return _mm_unpacklo_epi8(_mm_and_si128(raw, low4), _mm_and_si128(_mm_srli_epi16(raw, 4), low4));
+}
+#endif
+
 /* Block `blk`'s weights of one output: ((code - z) * s) in float for its
  * cnt elements (the last block stops at K). */
 static void nbits_block(const uint8_t *codes, int bits, int64_t cnt, float z, float s, float *w)
@@ -71,17 +83,11 @@ static void nbits_block(const uint8_t *codes, int bits, int64_t cnt, float z, fl
 #if defined(__x86_64__) && defined(__SSE2__)
     /* 16 codes at a time: nibbles (or bytes) widened to float32, then the
      * same subtract and multiply as below, element by element */
-    const __m128i zero = _mm_setzero_si128(), low4 = _mm_set1_epi8(0x0f);
+    const __m128i zero = _mm_setzero_si128();
     const __m128 vz = _mm_set1_ps(z), vs = _mm_set1_ps(s);
     if (bits == 4 || bits == 8) {
         for (; j + 16 <= cnt; j += 16) {
-            __m128i c8;
-            if (bits == 4) {
-                __m128i raw = _mm_loadl_epi64((const __m128i *)(const void *)(codes + j / 2));
-                c8 = _mm_unpacklo_epi8(_mm_and_si128(raw, low4), _mm_and_si128(_mm_srli_epi16(raw, 4), low4));
-            } else {
-                c8 = _mm_loadu_si128((const __m128i *)(const void *)(codes + j));
-            }
+            __m128i c8 = nbits_codes16(codes, bits, j);
             __m128i c16[2] = {_mm_unpacklo_epi8(c8, zero), _mm_unpackhi_epi8(c8, zero)};
             for (int h = 0; h < 2; h++) {
                 __m128 f0 = _mm_cvtepi32_ps(_mm_unpacklo_epi16(c16[h], zero));
@@ -131,16 +137,9 @@ __attribute__((target("avx2"))) static void nbits_block_avx2(const uint8_t *code
 {
     int64_t j = 0;
     const __m256 vz = _mm256_set1_ps(z), vs = _mm256_set1_ps(s);
-    const __m128i low4 = _mm_set1_epi8(0x0f);
     if (bits == 4 || bits == 8) {
         for (; j + 16 <= cnt; j += 16) {
-            __m128i c8;
-            if (bits == 4) {
-                __m128i raw = _mm_loadl_epi64((const __m128i *)(const void *)(codes + j / 2));
-                c8 = _mm_unpacklo_epi8(_mm_and_si128(raw, low4), _mm_and_si128(_mm_srli_epi16(raw, 4), low4));
-            } else {
-                c8 = _mm_loadu_si128((const __m128i *)(const void *)(codes + j));
-            }
+            __m128i c8 = nbits_codes16(codes, bits, j);
             __m256 f0 = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(c8));
             __m256 f1 = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_srli_si128(c8, 8)));
             _mm256_storeu_ps(w + j, _mm256_mul_ps(_mm256_sub_ps(f0, vz), vs));
