@@ -38,8 +38,25 @@
 
 #include <fnmatch.h>
 #include <math.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <string.h>
+
+/* The code of y = w / scale + zero point: roundf(y) (half away from zero)
+ * clamped to [0, qmax], NaN giving 0 — without a branch on the data: y is
+ * first clamped to [-1, qmax + 1] (which changes no code), then truncated
+ * through int, and the exact remainder moves it one up or down. */
+static inline int rtn_code(float y, int qmax)
+{
+    y = !(y >= -1.0f) ? -1.0f : y;
+    y = y > (float)(qmax + 1) ? (float)(qmax + 1) : y;
+    int t = (int)y;
+    float r = y - (float)t; /* exact */
+    t += (r >= 0.5f) - (r <= -0.5f);
+    return t < 0 ? 0 : t > qmax ? qmax : t;
+}
+
+enum { RTN_COLS = 64 }; /* columns of W per pass: its rows are read in order */
 
 kn_status kn_quant_rtn(void *ctx, const kn_quant_weight *q, kn_diag *d)
 {
@@ -49,31 +66,43 @@ kn_status kn_quant_rtn(void *ctx, const kn_quant_weight *q, kn_diag *d)
     int qmax = (1 << q->bits) - 1;
     memset(q->codes, 0, (size_t)(q->n * nblk * blob));
     memset(q->zero_points, 0, (size_t)(q->n * zrow));
-    for (int64_t n = 0; n < q->n; n++)
+    float mn[RTN_COLS], mx[RTN_COLS], rs[RTN_COLS], zf[RTN_COLS];
+    for (int64_t n0 = 0; n0 < q->n; n0 += RTN_COLS) {
+        int64_t nt = q->n - n0 < RTN_COLS ? q->n - n0 : RTN_COLS;
         for (int64_t b = 0; b < nblk; b++) {
             int64_t k0 = b * q->group, k1 = k0 + q->group < q->k ? k0 + q->group : q->k;
-            float mn = 0, mx = 0;
+            for (int64_t j = 0; j < nt; j++)
+                mn[j] = mx[j] = 0;
             for (int64_t k = k0; k < k1; k++) {
-                float v = q->w[k * q->n + n];
-                mn = v < mn ? v : mn;
-                mx = v > mx ? v : mx;
+                const float *row = q->w + k * q->n + n0;
+                for (int64_t j = 0; j < nt; j++) {
+                    float v = row[j];
+                    mn[j] = v < mn[j] ? v : mn[j];
+                    mx[j] = v > mx[j] ? v : mx[j];
+                }
             }
-            float scale = (mx - mn) / (float)qmax;
-            if (!(scale > 0) || !isfinite(scale))
-                scale = 1.0f; /* an all-zero group (or non-finite weights: clamped below) */
-            float zf = -mn / scale;
-            int zp = zf < 0 ? 0 : zf > (float)qmax ? qmax : (int)roundf(zf);
-            float rs = 1.0f / scale;
-            q->scales[n * nblk + b] = scale;
-            q->zero_points[n * zrow + b * q->bits / 8] |= (uint8_t)(zp << ((b * q->bits) % 8));
-            uint8_t *row = q->codes + (n * nblk + b) * blob;
+            for (int64_t j = 0; j < nt; j++) {
+                int64_t n = n0 + j;
+                float scale = (mx[j] - mn[j]) / (float)qmax;
+                if (!(scale > 0) || !isfinite(scale))
+                    scale = 1.0f; /* an all-zero group (or non-finite weights: clamped below) */
+                float z = -mn[j] / scale;
+                int zp = z < 0 ? 0 : z > (float)qmax ? qmax : (int)roundf(z);
+                rs[j] = 1.0f / scale;
+                zf[j] = (float)zp;
+                q->scales[n * nblk + b] = scale;
+                q->zero_points[n * zrow + b * q->bits / 8] |= (uint8_t)(zp << ((b * q->bits) % 8));
+            }
             for (int64_t k = k0; k < k1; k++) {
-                float r = roundf(q->w[k * q->n + n] * rs + (float)zp);
-                int c = !(r >= 0) ? 0 : r > (float)qmax ? qmax : (int)r;
+                const float *row = q->w + k * q->n + n0;
                 int64_t bit = (k - k0) * q->bits;
-                row[bit / 8] |= (uint8_t)(c << (bit % 8));
+                for (int64_t j = 0; j < nt; j++) {
+                    int c = rtn_code(row[j] * rs[j] + zf[j], qmax);
+                    q->codes[((n0 + j) * nblk + b) * blob + bit / 8] |= (uint8_t)(c << (bit % 8));
+                }
             }
         }
+    }
     return KN_OK;
 }
 

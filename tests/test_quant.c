@@ -468,6 +468,95 @@ static void test_rtn_group(void **state)
     assert_int_equal(codes[7] >> 4, 15);  /* 3.5 → 15 */
 }
 
+/* kn_quant_rtn against the per-column loop it replaced (column by column,
+ * roundf), byte for byte: K = 300 (groups of 32, the last 12), N = 70
+ * (past one 64-column pass), 4 and 8 bits, with halves exactly between
+ * two codes (both signs), zeros of both signs, huge values, infinities
+ * and NaN among the weights. */
+static void rtn_reference(const kn_quant_weight *q)
+{
+    int64_t nblk = (q->k + q->group - 1) / q->group, blob = q->group * q->bits / 8, zrow = (nblk * q->bits + 7) / 8;
+    int qmax = (1 << q->bits) - 1;
+    memset(q->codes, 0, (size_t)(q->n * nblk * blob));
+    memset(q->zero_points, 0, (size_t)(q->n * zrow));
+    for (int64_t n = 0; n < q->n; n++)
+        for (int64_t b = 0; b < nblk; b++) {
+            int64_t k0 = b * q->group, k1 = k0 + q->group < q->k ? k0 + q->group : q->k;
+            float mn = 0, mx = 0;
+            for (int64_t k = k0; k < k1; k++) {
+                float v = q->w[k * q->n + n];
+                mn = v < mn ? v : mn;
+                mx = v > mx ? v : mx;
+            }
+            float scale = (mx - mn) / (float)qmax;
+            if (!(scale > 0) || !isfinite(scale))
+                scale = 1.0f;
+            float zf = -mn / scale;
+            int zp = zf < 0 ? 0 : zf > (float)qmax ? qmax : (int)roundf(zf);
+            q->scales[n * nblk + b] = scale;
+            q->zero_points[n * zrow + b * q->bits / 8] |= (uint8_t)(zp << ((b * q->bits) % 8));
+            for (int64_t k = k0; k < k1; k++) {
+                float r = roundf(q->w[k * q->n + n] * (1.0f / scale) + (float)zp);
+                int c = !(r >= 0) ? 0 : r > (float)qmax ? qmax : (int)r;
+                int64_t bit = (k - k0) * q->bits;
+                q->codes[(n * nblk + b) * blob + bit / 8] |= (uint8_t)(c << (bit % 8));
+            }
+        }
+}
+
+static void test_rtn_reference(void **state)
+{
+    (void)state;
+    enum { K = 300, N = 70, G = 32, NBLK = (K + G - 1) / G };
+    float *w = malloc(sizeof(float) * K * N);
+    assert_non_null(w);
+    uint64_t x = 0x9e3779b97f4a7c15ull;
+    for (int i = 0; i < K * N; i++) {
+        x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+        w[i] = (float)((double)(x >> 11) / 9007199254740992.0 * 2.0 - 1.0) * (i % 5 == 0 ? 8.0f : 1.0f);
+    }
+    /* column 0, group 0: range [0, 15] (scale 1 at 4 bits, zero point 0), halves between codes */
+    const float halves[] = {0.0f, 15.0f, 2.5f, 7.5f, 0.5f, 14.5f, -0.0f, 1.5f};
+    for (int k = 0; k < G; k++)
+        w[k * N] = k < 8 ? halves[k] : (float)(k % 16);
+    /* column 1, group 0: negative halves (range [-15, 0]: zero point 15) */
+    for (int k = 0; k < G; k++)
+        w[k * N + 1] = -w[k * N];
+    w[40 * N + 2] = NAN;
+    w[41 * N + 3] = INFINITY;
+    w[42 * N + 4] = -INFINITY;
+    w[43 * N + 5] = 3e38f;
+    w[44 * N + 6] = -3e38f;
+    w[45 * N + 69] = 1e-30f;
+    for (int bits = 4; bits <= 8; bits += 4) {
+        size_t ncodes = (size_t)N * NBLK * G * (size_t)bits / 8, nzp = (size_t)N * ((NBLK * bits + 7) / 8);
+        uint8_t *codes[2] = {malloc(ncodes), malloc(ncodes)}, *zp[2] = {malloc(nzp), malloc(nzp)};
+        float *sc[2] = {malloc(sizeof(float) * N * NBLK), malloc(sizeof(float) * N * NBLK)};
+        for (int i = 0; i < 2; i++)
+            assert_true(codes[i] && zp[i] && sc[i]);
+        kn_quant_weight q = {"t", w, K, N, bits, G, codes[0], sc[0], zp[0], NULL};
+        assert_int_equal(kn_quant_rtn(NULL, &q, NULL), KN_OK);
+        kn_quant_weight r = {"t", w, K, N, bits, G, codes[1], sc[1], zp[1], NULL};
+        rtn_reference(&r);
+        assert_memory_equal(codes[0], codes[1], ncodes);
+        assert_memory_equal(zp[0], zp[1], nzp);
+        assert_memory_equal(sc[0], sc[1], sizeof(float) * N * NBLK);
+        if (bits == 4) { /* the halves rounded away from zero */
+            const int want0[] = {0, 15, 3, 8, 1, 15, 0, 2}, want1[] = {15, 0, 13, 8, 15, 1, 15, 14};
+            for (int k = 0; k < 8; k++) {
+                assert_int_equal((codes[0][k / 2] >> (4 * (k % 2))) & 15, want0[k]);
+                assert_int_equal((codes[0][NBLK * G / 2 + k / 2] >> (4 * (k % 2))) & 15, want1[k]);
+            }
+        }
+        for (int i = 0; i < 2; i++) {
+            free(codes[i]);
+            free(zp[i]);
+            free(sc[i]);
+        }
+    }
+    free(w);
+}
+
 static int n_called;
 
 /* A quantizer that writes zero weights (codes = zero points = 8, scale 1). */
@@ -910,6 +999,7 @@ int main(void)
         cmocka_unit_test(test_integer_to_float),
         cmocka_unit_test(test_quantize_int4_int8),
         cmocka_unit_test(test_rtn_group),
+        cmocka_unit_test(test_rtn_reference),
         cmocka_unit_test(test_quantize_callback_and_keep),
         cmocka_unit_test(test_quantize_input_scale),
         cmocka_unit_test(test_quantize_w8a8),
