@@ -32,6 +32,12 @@
 #include <stdio.h>
 #include <string.h>
 
+/* The weight transposes ([K, N] <-> [N, K]) go through W8_T x W8_T blocks
+ * in a local buffer: every cache line read or written is used whole at
+ * once (with a power-of-two row length the lines of a column all fall in
+ * one cache set, so a line left for later is gone). */
+#define W8_T 16
+
 void kn_quant_w8a8_free(kn_graph *g, kn_w8a8 *w)
 {
     for (uint32_t i = 0; w->smooth && i < w->n0; i++)
@@ -347,18 +353,32 @@ kn_status kn_quant_w8a8_node(kn_graph *g, kn_uses *u, kn_id k, const kn_quantize
     memset(&qw, 0, sizeof qw);
     if (s == KN_OK) {
         /* per output channel: rows of Wᵀ (times s along K when smoothing) */
-        for (int64_t kk = 0; kk < K; kk++)
-            for (int64_t j = 0; j < N; j++)
-                wt[j * K + kk] = sm ? w[kk * N + j] * sm[kk] : w[kk * N + j];
+        for (int64_t k0 = 0; k0 < K; k0 += W8_T)
+            for (int64_t j0 = 0; j0 < N; j0 += W8_T) {
+                float blk[W8_T][W8_T];
+                int64_t tk = K - k0 < W8_T ? K - k0 : W8_T, tj = N - j0 < W8_T ? N - j0 : W8_T;
+                for (int64_t a = 0; a < tk; a++)
+                    for (int64_t b = 0; b < tj; b++)
+                        blk[b][a] = sm ? w[(k0 + a) * N + j0 + b] * sm[k0 + a] : w[(k0 + a) * N + j0 + b];
+                for (int64_t b = 0; b < tj; b++)
+                    memcpy(wt + (j0 + b) * K + k0, blk[b], (size_t)tk * sizeof(float));
+            }
         kn_qscheme sch = {8, 0, true};
         s = kn_wq_rtn(wt, (uint32_t)N, (uint32_t)K, &sch, g->alloc, d, &qw);
         if (s != KN_OK)
             kn_diag_add(d, KN_NOTE, "quantize: while quantizing the weight of node '%s'", node_name);
     }
     if (s == KN_OK)
-        for (int64_t kk = 0; kk < K; kk++)
-            for (int64_t j = 0; j < N; j++)
-                qkn[kk * N + j] = (int8_t)qw.q[j * K + kk];
+        for (int64_t k0 = 0; k0 < K; k0 += W8_T)
+            for (int64_t j0 = 0; j0 < N; j0 += W8_T) {
+                int8_t blk[W8_T][W8_T];
+                int64_t tk = K - k0 < W8_T ? K - k0 : W8_T, tj = N - j0 < W8_T ? N - j0 : W8_T;
+                for (int64_t b = 0; b < tj; b++)
+                    for (int64_t a = 0; a < tk; a++)
+                        blk[a][b] = (int8_t)qw.q[(j0 + b) * K + k0 + a];
+                for (int64_t a = 0; a < tk; a++)
+                    memcpy(qkn + (k0 + a) * N + j0, blk[a], (size_t)tj);
+            }
     int64_t opset = kn_quant_onnx_opset(g, 13);
     kn_id x = n->inputs[0], wv = n->inputs[1];
     kn_id ins[7] = {x, KN_NONE, KN_NONE, KN_NONE, KN_NONE, KN_NONE, KN_NONE};

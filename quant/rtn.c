@@ -152,10 +152,10 @@ kn_status kn_wq_rtn(const float *w, uint32_t n_out, uint32_t n_in, const kn_qsch
         const float *row = w + (size_t)r * n_in;
         for (uint32_t g = 0; g < out->n_groups; g++) {
             uint32_t c0 = g * gs, c1 = c0 + gs < n_in ? c0 + gs : n_in;
-            double mn = row[c0], mx = row[c0];
+            float mn = row[c0], mx = row[c0]; /* finite (checked above): plain compares suffice */
             for (uint32_t c = c0; c < c1; c++) {
-                mn = fmin(mn, row[c]);
-                mx = fmax(mx, row[c]);
+                mn = row[c] < mn ? row[c] : mn;
+                mx = row[c] > mx ? row[c] : mx;
             }
             kn_qgrid grid = kn_wq_grid(s, mn, mx);
             kn_qweights_set_grid(out, r, g, &grid);
