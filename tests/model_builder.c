@@ -6,6 +6,10 @@
 #include <cmocka.h>
 
 #include "model_builder.h"
+#include "codegen/plan_write.h"
+#include "kiln/runtime.h"
+#include "passes/passes.h"
+#include "passes/rewrite.h"
 #include "runtime/plan_format.h"
 
 #include <ftw.h>
@@ -663,4 +667,25 @@ bool mb_diag_has_(const kn_diag *d, kn_severity sev, ...)
             return true;
     }
     return false;
+}
+
+kn_graph *mb_cpu_plan(const char *path, const kn_pipeline_opts *po, const char *block_size)
+{
+    kn_diag *d = kn_diag_create(NULL, stderr);
+    kn_graph *g = NULL;
+    assert_int_equal(kn_import_onnx_file(path, NULL, NULL, d, &g), KN_OK);
+    if (block_size)
+        assert_int_equal(kn_rw_set_meta(g, "kiln.kv.block_size", block_size), KN_OK);
+    assert_int_equal(kn_pipeline_run(g, po, d), KN_OK);
+    static unsigned serial;
+    char plan[96];
+    snprintf(plan, sizeof plan, "/tmp/kn_test_cpu_plan_%d_%u.plan", (int)getpid(), serial++);
+    kn_plan_options o = {"-O", "cpu", NULL};
+    assert_int_equal(kn_plan_write(g, &o, plan, d), KN_OK);
+    kn_graph_destroy(g);
+    kn_graph *p = NULL;
+    assert_int_equal(kn_plan_load(plan, NULL, d, &p), KN_OK);
+    unlink(plan);
+    kn_diag_destroy(d);
+    return p;
 }

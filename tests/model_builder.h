@@ -113,6 +113,12 @@ char *mb_read_file(const char *path, size_t *len);
 /* Rewrites the checksum in the header of plan bytes p[0 .. n) after a
  * test changed them (runtime/plan_format.h: bytes 24..31 counted as 0). */
 void mb_plan_rechecksum(uint8_t *p, size_t n);
+/* The ONNX model at path imported, given kiln.kv.block_size = block_size
+ * when not NULL, optimized by kn_pipeline_run with po, written as a
+ * target-cpu plan to a temporary file and loaded back (the file removed);
+ * every step asserted. */
+struct kn_pipeline_opts;
+kn_graph *mb_cpu_plan(const char *path, const struct kn_pipeline_opts *po, const char *block_size);
 /* Packs m and writes it to dir/name; returns the path. */
 char *mb_write_model(mb *b, const char *dir, const char *name, const Onnx__ModelProto *m);
 /* Removes a folder and everything under it (links are not followed). */

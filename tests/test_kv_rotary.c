@@ -299,9 +299,6 @@ static kn_graph *compile_plan(const char *model, bool rotary)
 {
     char path[512];
     snprintf(path, sizeof path, MODELS "%s/model.onnx", model);
-    kn_diag *d = kn_diag_create(NULL, stderr);
-    kn_graph *g = NULL;
-    assert_int_equal(kn_import_onnx_file(path, NULL, NULL, d, &g), KN_OK);
     static const char *const off[] = {"kv-rotary"};
     kn_pipeline_opts po = {0};
     po.verify_each = true;
@@ -309,17 +306,7 @@ static kn_graph *compile_plan(const char *model, bool rotary)
         po.disabled = off;
         po.n_disabled = 1;
     }
-    assert_int_equal(kn_pipeline_run(g, &po, d), KN_OK);
-    char plan[64];
-    snprintf(plan, sizeof plan, "/tmp/kn_test_kv_rotary_%d.plan", (int)getpid());
-    kn_plan_options o = {"-O", "cpu", NULL};
-    assert_int_equal(kn_plan_write(g, &o, plan, d), KN_OK);
-    kn_graph_destroy(g);
-    kn_graph *p = NULL;
-    assert_int_equal(kn_plan_load(plan, NULL, d, &p), KN_OK);
-    unlink(plan);
-    kn_diag_destroy(d);
-    return p;
+    return mb_cpu_plan(path, &po, NULL);
 }
 
 #define MAX_VOCAB (1u << 17)

@@ -13,6 +13,7 @@
 #include "codegen/plan_write.h"
 #include "kiln/runtime.h"
 #include "kiln/session.h"
+#include "model_builder.h"
 #include "passes/passes.h"
 #include "passes/rewrite.h"
 #include "runtime/kv_cache.h"
@@ -79,26 +80,10 @@ static kn_graph *compile_plan(const char *model, kn_opt_level level, const char 
 {
     char path[512];
     snprintf(path, sizeof path, MODELS "%s/model.onnx", model);
-    kn_diag *d = kn_diag_create(NULL, stderr);
-    kn_graph *g = NULL;
-    assert_int_equal(kn_import_onnx_file(path, NULL, NULL, d, &g), KN_OK);
-    if (block_size) {
-        assert_int_equal(kn_rw_set_meta(g, "kiln.kv.block_size", block_size), KN_OK);
-    }
     kn_pipeline_opts po = {0};
     po.level = level;
     po.verify_each = true;
-    assert_int_equal(kn_pipeline_run(g, &po, d), KN_OK);
-    char plan[64];
-    snprintf(plan, sizeof plan, "/tmp/kn_test_session_%d.plan", (int)getpid());
-    kn_plan_options o = {"-O", "cpu", NULL};
-    assert_int_equal(kn_plan_write(g, &o, plan, d), KN_OK);
-    kn_graph_destroy(g);
-    kn_graph *p = NULL;
-    assert_int_equal(kn_plan_load(plan, NULL, d, &p), KN_OK);
-    unlink(plan);
-    kn_diag_destroy(d);
-    return p;
+    return mb_cpu_plan(path, &po, block_size);
 }
 
 static uint32_t count_op(const kn_graph *g, const char *op)
