@@ -613,6 +613,39 @@ static void no_driver(void **state)
     mb_free(b);
 }
 
+/* The start of the session mocks: llama_gqa_tiny's plan built (o) and
+ * loaded (*g), the kernel launches of one run of its prefill and of its
+ * decode program (per), and one CUDA session made and destroyed first
+ * (cuBLASLt's handle is made on first use and kept); returns the mock's
+ * live allocations after that. */
+static long mock_llama_plan(mb *b, built *o, kn_diag *d, kn_graph **g, long per[2])
+{
+    build(b, "llama_gqa_tiny", o);
+    kn_graph *pg;
+    assert_int_equal(kn_plan_load(o->path, NULL, d, g), KN_OK);
+    assert_int_equal(kn_plan_load_cuda_prefill(*g, NULL, d, &pg), KN_OK);
+    per[0] = plan_launch_steps(pg);
+    per[1] = plan_launch_steps(*g);
+    kn_graph_destroy(pg);
+    kn_session *s;
+    assert_int_equal(kn_session_create_device(*g, KN_DEVICE_CUDA, NULL, NULL, d, &s), KN_OK);
+    kn_session_destroy(s);
+    return mock_ctl()(MOCK_LIVE, -1);
+}
+
+/* The end of the session mocks: every device allocation since
+ * mock_llama_plan freed, no access outside one, everything released. */
+static void mock_llama_close(long live, kn_graph *g, built *o, kn_diag *d, mb *b)
+{
+    mock_ctl_fn ctl = mock_ctl();
+    assert_int_equal(ctl(MOCK_LIVE, -1), live);
+    assert_int_equal(ctl(MOCK_BAD, -1), 0);
+    kn_graph_destroy(g);
+    built_free(o);
+    kn_diag_destroy(d);
+    mb_free(b);
+}
+
 /* Against the mock driver (which runs no kernels): the CUDA session made
  * from the one plan, a 10-token prompt in chunks of 4 and 3 decode steps. */
 static void mock_device_session(void **state)
@@ -621,18 +654,10 @@ static void mock_device_session(void **state)
     mock_ctl_fn ctl = mock_ctl();
     mb *b = mb_new();
     built o;
-    build(b, "llama_gqa_tiny", &o);
     kn_diag *d = kn_diag_create(NULL, stderr);
     kn_graph *g, *pg;
-    assert_int_equal(kn_plan_load(o.path, NULL, d, &g), KN_OK);
-    assert_int_equal(kn_plan_load_cuda_prefill(g, NULL, d, &pg), KN_OK);
-    uint32_t per[2] = {plan_launch_steps(pg), plan_launch_steps(g)};
-    kn_graph_destroy(pg);
+    long per[2], live = mock_llama_plan(b, &o, d, &g, per);
     kn_session *s;
-    /* once first: cuBLASLt's handle is made on first use and kept */
-    assert_int_equal(kn_session_create_device(g, KN_DEVICE_CUDA, NULL, NULL, d, &s), KN_OK);
-    kn_session_destroy(s);
-    long live = ctl(MOCK_LIVE, -1);
     for (int auto_dev = 0; auto_dev < 2; auto_dev++) {
         assert_int_equal(kn_session_create_device(g, auto_dev ? KN_DEVICE_AUTO : KN_DEVICE_CUDA, NULL, NULL, d, &s),
                          KN_OK);
@@ -670,12 +695,7 @@ static void mock_device_session(void **state)
     kn_cuda_session_destroy(shared);
     kn_cuda_session_destroy(pre);
     kn_graph_destroy(pg);
-    assert_int_equal(ctl(MOCK_LIVE, -1), live);
-    assert_int_equal(ctl(MOCK_BAD, -1), 0);
-    kn_graph_destroy(g);
-    built_free(&o);
-    kn_diag_destroy(d);
-    mb_free(b);
+    mock_llama_close(live, g, &o, d, b);
 }
 
 /* On the mock driver: the device KV pools of a float16 plan are float16,
@@ -760,17 +780,10 @@ static void mock_generate(void **state)
     mock_ctl_fn ctl = mock_ctl();
     mb *b = mb_new();
     built o;
-    build(b, "llama_gqa_tiny", &o);
     kn_diag *d = kn_diag_create(NULL, stderr);
-    kn_graph *g, *pg;
-    assert_int_equal(kn_plan_load(o.path, NULL, d, &g), KN_OK);
-    assert_int_equal(kn_plan_load_cuda_prefill(g, NULL, d, &pg), KN_OK);
-    long per[2] = {plan_launch_steps(pg), plan_launch_steps(g)};
-    kn_graph_destroy(pg);
+    kn_graph *g;
+    long per[2], live = mock_llama_plan(b, &o, d, &g, per);
     kn_session *s;
-    assert_int_equal(kn_session_create_device(g, KN_DEVICE_CUDA, NULL, NULL, d, &s), KN_OK); /* cuBLASLt's handle */
-    kn_session_destroy(s);
-    long live = ctl(MOCK_LIVE, -1);
     kn_sampling greedy, top_p, penalty;
     kn_sampling_defaults(&greedy);
     top_p = greedy;
@@ -826,12 +839,7 @@ static void mock_generate(void **state)
         kn_session_destroy(s);
     }
     ctl(MOCK_NO_GRAPHS, 0);
-    assert_int_equal(ctl(MOCK_LIVE, -1), live);
-    assert_int_equal(ctl(MOCK_BAD, -1), 0);
-    kn_graph_destroy(g);
-    built_free(&o);
-    kn_diag_destroy(d);
-    mb_free(b);
+    mock_llama_close(live, g, &o, d, b);
 }
 
 /* The prefill's chunks on one CUDA graph (mock): greedy generations of 2
@@ -848,17 +856,10 @@ static void mock_prefill_graph(void **state)
     mock_ctl_fn ctl = mock_ctl();
     mb *b = mb_new();
     built o;
-    build(b, "llama_gqa_tiny", &o);
     kn_diag *d = kn_diag_create(NULL, stderr);
-    kn_graph *g, *pg;
-    assert_int_equal(kn_plan_load(o.path, NULL, d, &g), KN_OK);
-    assert_int_equal(kn_plan_load_cuda_prefill(g, NULL, d, &pg), KN_OK);
-    long per[2] = {plan_launch_steps(pg), plan_launch_steps(g)};
-    kn_graph_destroy(pg);
+    kn_graph *g;
+    long per[2], live = mock_llama_plan(b, &o, d, &g, per);
     kn_session *s;
-    assert_int_equal(kn_session_create_device(g, KN_DEVICE_CUDA, NULL, NULL, d, &s), KN_OK); /* cuBLASLt's handle */
-    kn_session_destroy(s);
-    long live = ctl(MOCK_LIVE, -1);
     enum { NP = 4 };
     uint32_t lens[NP] = {1, P_CHUNK, P_CHUNK + 1, 3 * P_CHUNK - 2};
     long chunks = 0 + 1 + 1 + 3, decode_runs = 4 + 1 + 1; /* the 1 and P + 1 prompts' last token, then 4 steps */
@@ -903,12 +904,7 @@ static void mock_prefill_graph(void **state)
     for (int k = 0; k < NP; k++)
         for (int t = 0; t < 2; t++)
             assert_int_equal(tok[0][k][t], tok[1][k][t]);
-    assert_int_equal(ctl(MOCK_LIVE, -1), live);
-    assert_int_equal(ctl(MOCK_BAD, -1), 0);
-    kn_graph_destroy(g);
-    built_free(&o);
-    kn_diag_destroy(d);
-    mb_free(b);
+    mock_llama_close(live, g, &o, d, b);
 }
 
 /* kn_cuda_session_run_kv_sample on the decode program against the mock:
