@@ -539,11 +539,7 @@ static void compile_sweep(void)
     const char *names[] = {KN_ATTN_FLASH_ENTRY, KN_ATTN_DECODE_ENTRY, KN_ATTN_APPEND_ENTRY, KN_ATTN_COMBINE_ENTRY,
                            KN_ATTN_FLASH_TC_ENTRY, KN_ATTN_APPEND_ROPE_ENTRY};
     /* one program, so NVRTC compiles every (kernel, arch) pair in parallel */
-    kn_cu_program p;
-    memset(&p, 0, sizeof p);
-    uint32_t cap = 3 * 3 * 2 * 6 + 1;
-    p.kernels = calloc(cap, sizeof *p.kernels);
-    p.cap_kernels = cap;
+    kn_cu_program p = kn_kc_program(3 * 3 * 2 * 6 + 1);
     int bad = 0;
     for (int t = 0; t < 3 && p.kernels; t++)
         for (int di = 0; di < 3; di++)

@@ -402,11 +402,7 @@ static void check_choice(void)
 
 static void compile_sweep(void)
 {
-    kn_cu_program p;
-    memset(&p, 0, sizeof p);
-    uint32_t cap = 128;
-    p.kernels = calloc(cap, sizeof *p.kernels);
-    p.cap_kernels = cap;
+    kn_cu_program p = kn_kc_program(128);
     int bad = 0;
     static const kn_dtype dts[] = {KN_F32, KN_F16, KN_BF16};
     char err[256];
@@ -418,7 +414,7 @@ static void compile_sweep(void)
             for (int e = 0; e < ne; e++) {
                 bool every = dts[t] == KN_F16 && vec == 8;
                 if (vec * (dts[t] == KN_F32 ? 4 : 2) > 16 || (!every && e != (vi + 3 * t) % ne) ||
-                    p.n_kernels >= cap)
+                    p.n_kernels >= p.cap_kernels)
                     continue;
                 const epi *ep = &epis[e];
                 kn_gemv_spec sp = {dts[t], 1 + (e + vec) % KN_GEMV_MAX_ROWS, vec, ep->gemm, ep->bias != B_NONE,
@@ -434,7 +430,7 @@ static void compile_sweep(void)
     /* the SwiGlu form, each dtype x vec */
     for (int t = 0; t < 3 && p.kernels; t++)
         for (int vec = 1; vec <= 8; vec *= 2) {
-            if (vec * (dts[t] == KN_F32 ? 4 : 2) > 16 || p.n_kernels >= cap)
+            if (vec * (dts[t] == KN_F32 ? 4 : 2) > 16 || p.n_kernels >= p.cap_kernels)
                 continue;
             kn_gemv_spec sp = {dts[t], 1 + (t + vec) % KN_GEMV_MAX_ROWS, vec, false, false, false, NULL, true};
             char *src = kn_gemv_source(&sp, err, sizeof err);

@@ -160,6 +160,15 @@ const char kn_kc_copy_src[] =
     "  for (i64 i = kn_tid(); i < n; i += kn_nthreads()) b[i] = a[i];\n"
     "}\n";
 
+kn_cu_program kn_kc_program(uint32_t cap)
+{
+    kn_cu_program p;
+    memset(&p, 0, sizeof p);
+    p.kernels = calloc(cap, sizeof *p.kernels);
+    p.cap_kernels = p.kernels ? cap : 0;
+    return p;
+}
+
 int kn_kc_sweep(kn_cu_program *p, const char *what)
 {
     int bad = 0;

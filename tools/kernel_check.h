@@ -53,6 +53,9 @@ bool kn_kc_build(const char *src, const char *entry, kn_kc_fn *out);
 /* A copy kernel (kn_copy16: 16-byte loads and stores) for the bandwidth roofline. */
 extern const char kn_kc_copy_src[];
 
+/* An empty program with room for cap kernels, for kn_kc_sweep (kernels
+ * NULL when out of memory). */
+kn_cu_program kn_kc_program(uint32_t cap);
 /* The checkers' NVRTC sweep: compiles every kernel of `p` for every
  * default arch + PTX (on a GPU: its arch), prints one PASS/FAIL line naming
  * `what` (the kernel sources), frees `p` (entries are not owned: they are

@@ -422,11 +422,7 @@ static void bench_sampling(void)
 
 static void compile_sweep(void)
 {
-    kn_cu_program p;
-    memset(&p, 0, sizeof p);
-    uint32_t cap = 32;
-    p.kernels = calloc(cap, sizeof *p.kernels);
-    p.cap_kernels = cap;
+    kn_cu_program p = kn_kc_program(32);
     int bad = 0;
     static const kn_dtype dts[] = {KN_F32, KN_F16, KN_BF16};
     char err[256];
