@@ -266,10 +266,11 @@ kn_status kn_ref_MS_MatMulNBits(kn_kctx *c)
                 for (int64_t r = 0; r < mt; r++)
                     nbits_dot(ra + r * K + k0, w, cnt, lanes + r * NB_LANES);
             }
+            double bn = bias ? kn_get_f64(bias->dtype, bias->data, n) : 0;
             for (int64_t r = 0; r < mt; r++) {
                 double acc = nbits_sum(lanes + r * NB_LANES);
                 if (bias)
-                    acc += kn_get_f64(bias->dtype, bias->data, n);
+                    acc += bn;
                 kn_set_f64(y->dtype, y->data, (m0 + r) * N + n, acc);
             }
         }
@@ -406,14 +407,16 @@ kn_status kn_ref_MS_MatMulIntegerToFloat(kn_kctx *c)
             for (int64_t i = 0; i < mt * N; i++)
                 acc[i] += acc32[i];
         }
-        for (int64_t r = 0; r < mt; r++)
-            for (int64_t n = 0; n < N; n++) {
-                float mul = sav * (float)kn_get_f64(sb->dtype, sb->data, sb->numel == 1 ? 0 : n);
+        for (int64_t n = 0; n < N; n++) { /* each column's multiplier and bias once per pass */
+            float mul = sav * (float)kn_get_f64(sb->dtype, sb->data, sb->numel == 1 ? 0 : n);
+            double bn = bias ? kn_get_f64(bias->dtype, bias->data, n) : 0;
+            for (int64_t r = 0; r < mt; r++) {
                 double v = (double)acc[r * N + n] * (double)mul;
                 if (bias)
-                    v += kn_get_f64(bias->dtype, bias->data, n);
+                    v += bn;
                 kn_set_f64(y->dtype, y->data, (m0 + r) * N + n, v);
             }
+        }
     }
     return KN_OK;
 }
